@@ -1,0 +1,53 @@
+// Public API of @kappa/contracts: the protobuf messages every service exchanges, their codecs,
+// the IP text form and the grpc-js definitions of the tagger and observer services.
+export {
+  AppLatencySchema,
+  EndpointSchema,
+  FlowBatchSchema,
+  FlowRecordSchema,
+  IpProtocol,
+  KubeSchema,
+  ProcessSchema,
+  StageStatusSchema,
+  TcpStatsSchema,
+  Vantage,
+} from './gen/kappa/flow/v1/flow_pb.js';
+export type {
+  AppLatency,
+  Endpoint,
+  FlowBatch,
+  FlowRecord,
+  Kube,
+  Process,
+  StageStatus,
+  TcpStats,
+} from './gen/kappa/flow/v1/flow_pb.js';
+export {
+  KubeTags,
+  LookupRequestSchema,
+  LookupResponseSchema,
+  WatchRequestSchema,
+  WatchResponseSchema,
+} from './gen/kappa/tagger/v1/tagger_pb.js';
+export type { LookupRequest, LookupResponse, WatchRequest, WatchResponse } from './gen/kappa/tagger/v1/tagger_pb.js';
+export {
+  FlowFilterSchema,
+  GetFlowsRequestSchema,
+  GetFlowsResponseSchema,
+  Observer,
+} from './gen/kappa/observer/v1/observer_pb.js';
+export type { FlowFilter, GetFlowsRequest, GetFlowsResponse } from './gen/kappa/observer/v1/observer_pb.js';
+export {
+  ContractDecodeError,
+  decodeFlowBatch,
+  decodeStageStatus,
+  encodeFlowBatch,
+  encodeStageStatus,
+  flowRecordFromJson,
+  flowRecordToJson,
+  newFlowBatch,
+  newFlowRecord,
+} from './codec.js';
+export { canonicalIp, ipFromBytes, ipToBytes } from './ip.js';
+export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js';
+export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
