@@ -1,0 +1,61 @@
+// One small HTTP server per service: /metrics for Prometheus, /healthz (the process works) and
+// /readyz (it is connected and consuming), as Kubernetes probes expect.
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface HealthChecks {
+  /** Liveness: false only when the process should be restarted. */
+  healthy(): boolean;
+  /** Readiness: connected to what it needs and doing its work. */
+  ready(): boolean;
+}
+
+export interface ObservabilityServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startObservabilityServer(
+  registry: Registry,
+  checks: HealthChecks,
+  options: { port: number; host?: string },
+): Promise<ObservabilityServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      registry.metrics().then(
+        (body) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(body);
+        },
+        (error: unknown) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics failed: ${String(error)}\n`);
+        },
+      );
+      return;
+    }
+    if (path === '/healthz' || path === '/readyz') {
+      const ok = path === '/healthz' ? checks.healthy() : checks.ready();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ok ? 'ok\n' : 'not ok\n');
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found: try /metrics, /healthz or /readyz\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

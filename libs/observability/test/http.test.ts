@@ -1,0 +1,24 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Counter, createRegistry, startObservabilityServer } from '../src/index.js';
+import type { ObservabilityServer } from '../src/index.js';
+
+let server: ObservabilityServer | undefined;
+afterEach(async () => server?.close());
+
+describe('observability server', () => {
+  it('serves metrics with the service label and reports health and readiness separately', async () => {
+    const registry = createRegistry('kappa-test');
+    const counter = new Counter({ name: 'kappa_test_records_total', help: 'records', registers: [registry] });
+    counter.inc(7);
+    let ready = false;
+    server = await startObservabilityServer(registry, { healthy: () => true, ready: () => ready }, { port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${server.port}`;
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('kappa_test_records_total{service="kappa-test"} 7');
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(503);
+    ready = true;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+  });
+});

@@ -1,0 +1,6 @@
+// Public API of @kappa/testing: real servers and fixtures for integration tests.
+export { freePort } from './ports.js';
+export { ServerProcess } from './process.js';
+export type { ServerProcessSpec } from './process.js';
+export { startNatsServer, startRedisServer } from './servers.js';
+export type { NatsServerOptions, RedisServerOptions, TestServer } from './servers.js';

@@ -1,0 +1,80 @@
+// A real server binary run as a child process for a test: started, waited on until it says it is
+// ready, restartable on the same port and data folder, and always stopped.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+export interface ServerProcessSpec {
+  command: string;
+  args: readonly string[];
+  /** Output (stdout or stderr) that means the server is ready. */
+  readyPattern: RegExp;
+  timeoutMs?: number;
+}
+
+export class ServerProcess {
+  private child: ChildProcess | undefined;
+  private output = '';
+
+  constructor(private readonly spec: ServerProcessSpec) {}
+
+  /** Everything the server printed, for failure messages. */
+  get log(): string {
+    return this.output;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    const { command, args, readyPattern, timeoutMs = 15_000 } = this.spec;
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    running.add(child);
+    child.once('exit', () => running.delete(child));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`${command} did not become ready in ${timeoutMs} ms:\n${this.output.slice(-2000)}`));
+      }, timeoutMs);
+      const onData = (chunk: Buffer) => {
+        this.output += chunk.toString();
+        if (readyPattern.test(this.output.slice(-4096))) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout?.on('data', onData);
+      child.stderr?.on('data', onData);
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start ${command} (is it installed? run tools/install-deps.sh): ${error.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`${command} exited (${code ?? signal}) before it was ready:\n${this.output.slice(-2000)}`));
+      });
+    });
+  }
+
+  /** Stops the server: SIGTERM, or SIGKILL for a crash. Resolves when it has exited. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  async restart(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await this.stop(signal);
+    this.output = '';
+    await this.start();
+  }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kappa needs to build, run and test, when any is missing.
+# Idempotent and quiet when everything is present. Needs root (or sudo) to install.
+set -euo pipefail
+
+# command-or-file to check  →  Debian package
+declare -A needs=(
+  [clang]=clang
+  [llvm-strip]=llvm
+  [/usr/include/bpf/bpf_helpers.h]=libbpf-dev
+  [/usr/lib/x86_64-linux-gnu/libbpf.so.1]=libbpf1
+  [bpftool]=bpftool
+  [nats-server]=nats-server
+  [redis-server]=redis-server
+  [ip]=iproute2
+  [ethtool]=ethtool
+  [tcpdump]=tcpdump
+  [tshark]=tshark
+  [nfcapd]=nfdump
+  [iperf3]=iperf3
+  [nft]=nftables
+  [ss]=iproute2
+  [nstat]=iproute2
+  [capsh]=libcap2-bin
+)
+
+missing=()
+for what in "${!needs[@]}"; do
+  if [[ $what == /* ]]; then
+    [[ -e $what ]] || missing+=("${needs[$what]}")
+  else
+    command -v "$what" >/dev/null 2>&1 || missing+=("${needs[$what]}")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "kappa: installing Debian packages: ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "kappa: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; answer no without a prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo[@]}" debconf-set-selections
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `npm test`: installs what is missing, builds, lints, typechecks and runs every project's tests
+# through Nx, then prints one closing line `N passed, N failed, N skipped`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash tools/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+# npm ci when node_modules is missing or does not match the lock file.
+if ! cmp -s package-lock.json node_modules/.kappa-lock 2>/dev/null; then
+  npm ci --no-audit --no-fund || { echo "0 passed, 1 failed"; exit 1; }
+  cp package-lock.json node_modules/.kappa-lock
+fi
+
+export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false NX_SKIP_NX_CACHE=${NX_SKIP_NX_CACHE:-false}
+# From here on, node is the pinned Node 24 in node_modules/.bin.
+export PATH="$PWD/node_modules/.bin:$PATH"
+rm -rf .test-results
+
+nx run-many -t build --outputStyle=stream; build=$?
+nx run-many -t lint typecheck --outputStyle=stream; checks=$?
+# Tests run one project at a time: BPF programs, cgroups and namespaces are machine-wide.
+nx run-many -t test --parallel=1 --outputStyle=stream; tests=$?
+
+node tools/test-summary.mjs "build=$build" "lint+typecheck=$checks"
+summary=$?
+[[ $tests -ne 0 && $summary -eq 0 ]] && { echo "nx reported a failing test target; see above"; exit 1; }
+exit $summary
