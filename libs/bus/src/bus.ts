@@ -12,7 +12,7 @@ import {
   jetstreamManager,
 } from '@nats-io/jetstream';
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
-import { encodeFlowBatch, encodeStageStatus } from '@kappa/contracts';
+import { encodeStageStatus } from '@kappa/contracts';
 import type { FlowBatch, StageStatus } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
