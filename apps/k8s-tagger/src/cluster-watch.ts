@@ -75,7 +75,8 @@ interface WatchedInformer {
   wiring: ResourceWiring;
   informer: Informer<KubernetesObject>;
   synced: boolean;
-  listed: boolean;
+  /** Set once a list has succeeded. */
+  progress: { listed: boolean };
   attempts: number;
   timer: NodeJS.Timeout | undefined;
 }
@@ -126,15 +127,14 @@ export class ClusterWatch {
     this.baseBackoffMs = options.baseBackoffMs ?? 250;
     this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
     for (const wiring of wiringFor(options.kubeConfig, options.index)) {
-      let watched: WatchedInformer | undefined;
+      const progress = { listed: false };
       const list: ListPromise<KubernetesObject> = async () => {
         const result = await wiring.list();
-        if (watched) watched.listed = true;
+        progress.listed = true;
         return result;
       };
       const informer = makeInformer(options.kubeConfig, wiring.path, list);
-      watched = { wiring, informer, synced: false, listed: false, attempts: 0, timer: undefined };
-      const current = watched;
+      const current: WatchedInformer = { wiring, informer, synced: false, progress, attempts: 0, timer: undefined };
       const changed = (apply: (object: KubernetesObject) => void) => (object: KubernetesObject) => {
         current.attempts = 0;
         apply(object);
@@ -164,7 +164,7 @@ export class ClusterWatch {
     if (this.stopping) return;
     await watched.informer.start();
     // start() resolves after the list (its items applied) and the watch request.
-    if (watched.listed) {
+    if (watched.progress.listed) {
       if (!watched.synced) this.options.logger.info({ resource: watched.wiring.resource }, 'informer synced');
       watched.synced = true;
     }

@@ -1,8 +1,8 @@
 // Kubernetes objects as a real API server stores them, and helpers to run the tagger in-process
 // against the test API server.
 import { KubeConfig } from '@kubernetes/client-node';
-import { create, EndpointSchema, newFlowBatch, newFlowRecord, ProcessSchema, Vantage, IpProtocol } from '@kappa/contracts';
-import type { FlowBatch, FlowRecord } from '@kappa/contracts';
+import { create, EndpointSchema, newFlowBatch, newFlowRecord, ProcessSchema, IpProtocol } from '@kappa/contracts';
+import type { FlowBatch, FlowRecord, Vantage } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import type { KubeApiServer, KubeObject } from '@kappa/testing';
 import { TaggerService } from '../src/tagger-service.js';
