@@ -4,4 +4,5 @@ export type { Logger } from './logger.js';
 export { createRegistry } from './metrics.js';
 export { startObservabilityServer } from './http.js';
 export type { HealthChecks, ObservabilityServer } from './http.js';
+export { onShutdown } from './shutdown.js';
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';

@@ -1,0 +1,215 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import type { FlowBatch } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { startNatsServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { BusPublishError, DLQ_STREAM, FLOW_STREAM, connectBus, dlqHeaders } from '../src/index.js';
+import type { Bus } from '../src/index.js';
+
+let nats: TestServer;
+const buses: Bus[] = [];
+const children: ChildProcess[] = [];
+
+async function newBus(name = 'test'): Promise<Bus> {
+  const bus = await connectBus({ servers: [nats.url], name, logger: createLogger(name, 'silent'), registry: createRegistry(name) });
+  buses.push(bus);
+  return bus;
+}
+
+function batch(id: string, records = 3, cmdlineBytes = 10): FlowBatch {
+  return newFlowBatch({
+    batchId: id,
+    producer: 'node-a',
+    records: Array.from({ length: records }, (_, i) =>
+      newFlowRecord({ node: 'node-a', bytes: BigInt(i + 1), src: { ip: '10.0.0.1', port: 1000 + i, process: { cmdline: 'x'.repeat(cmdlineBytes) } } }),
+    ),
+  });
+}
+
+/** Starts test/fixtures/replica.ts as its own process and resolves once it consumes. */
+async function startReplica(args: Record<string, string>): Promise<{ child: ChildProcess; lines: string[]; waitFor(line: string): Promise<void> }> {
+  const tsx = join(import.meta.dirname, '../../../node_modules/.bin/tsx');
+  const argv = [join(import.meta.dirname, 'fixtures/replica.ts'), `--nats=${nats.url}`, ...Object.entries(args).map(([k, v]) => `--${k}=${v}`)];
+  const child = spawn(tsx, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  const lines: string[] = [];
+  const waiters: { line: string; resolve: () => void }[] = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    for (const line of d.toString().split('\n').filter(Boolean)) {
+      lines.push(line);
+      for (const w of waiters.filter((w) => w.line === line)) w.resolve();
+    }
+  });
+  const waitFor = (line: string) =>
+    lines.includes(line) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ line, resolve }));
+  await waitFor('ready');
+  return { child, lines, waitFor };
+}
+
+async function collect(bus: Bus, stage: string, subject: string, into: string[], extra: Partial<{ ackWaitMs: number }> = {}) {
+  return bus.consumeBatches({
+    stage,
+    subject,
+    ...extra,
+    handler: async (b) => {
+      into.push(b.batchId);
+    },
+  });
+}
+
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+});
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  await Promise.all(buses.splice(0).map((b) => b.close().catch(() => undefined)));
+  // Each test starts from empty streams.
+  const admin = await newBus('admin');
+  for (const stream of [FLOW_STREAM, DLQ_STREAM]) await admin.jsm.streams.delete(stream).catch(() => undefined);
+  await admin.close();
+  buses.splice(0);
+});
+afterAll(async () => nats.stop());
+
+describe('bus', () => {
+  it('delivers each published batch exactly once across two replicas of a stage', async () => {
+    const producer = await newBus('producer');
+    await producer.ensureStreams();
+    const seen: string[] = [];
+    await collect(await newBus('replica-1'), 'joiner', 'kappa.flow.tagged', seen);
+    await collect(await newBus('replica-2'), 'joiner', 'kappa.flow.tagged', seen);
+    const ids = Array.from({ length: 60 }, (_, i) => `b${i}`);
+    for (const id of ids) await producer.publishBatch('kappa.flow.tagged', batch(id));
+    await until(() => seen.length >= ids.length);
+    await new Promise((r) => setTimeout(r, 500)); // a duplicate delivery would show up here
+    expect([...seen].sort()).toEqual([...ids].sort());
+    const info = await producer.jsm.consumers.info(FLOW_STREAM, 'joiner');
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_pending).toBe(0);
+    // Work queue: acked batches leave the stream.
+    expect((await producer.jsm.streams.info(FLOW_STREAM)).state.messages).toBe(0);
+  });
+
+  it('stores a batch published twice with the same id once', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    await bus.publishBatch('kappa.flow.joined', batch('same'));
+    await bus.publishBatch('kappa.flow.joined', batch('same'));
+    expect((await bus.jsm.streams.info(FLOW_STREAM)).state.messages).toBe(1);
+    expect((await bus.metrics.duplicates.get()).values[0]?.value).toBe(1);
+  });
+
+  it('redelivers the batch of a replica killed before its ack to another replica', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    const doomed = await startReplica({ stage: 'tagger', subject: 'kappa.flow.enriched.>', out: 'kappa.flow.tagged', 'hold-ms': 'forever', 'ack-wait-ms': '1500' });
+    await bus.publishBatch('kappa.flow.enriched.node-a', batch('held'));
+    await doomed.waitFor('received held');
+    doomed.child.kill('SIGKILL');
+    const deliveries: number[] = [];
+    await bus.consumeBatches({
+      stage: 'tagger',
+      subject: 'kappa.flow.enriched.>',
+      ackWaitMs: 1500,
+      handler: async (b, ctx) => {
+        if (b.batchId === 'held') deliveries.push(ctx.deliveryCount);
+      },
+    });
+    await until(() => deliveries.length > 0);
+    expect(deliveries).toEqual([2]);
+  });
+
+  it('moves a malformed payload to kappa.dlq.<stage> with the error in a header and goes on', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    await bus.js.publish('kappa.flow.joined', Uint8Array.from([0xff, 0xff, 0xff, 0xff]));
+    const truncated = (await import('@kappa/contracts')).encodeFlowBatch(batch('t', 5));
+    await bus.js.publish('kappa.flow.joined', truncated.subarray(0, truncated.length - 3));
+    await bus.publishBatch('kappa.flow.joined', batch('good'));
+    const seen: string[] = [];
+    await collect(bus, 'exporter', 'kappa.flow.joined', seen);
+    await until(() => seen.includes('good'));
+    await until(async () => (await bus.jsm.streams.info(DLQ_STREAM)).state.messages === 2);
+    const first = await bus.jsm.streams.getMessage(DLQ_STREAM, { seq: 1 });
+    expect(first?.subject).toBe('kappa.dlq.exporter');
+    expect(first?.header.get(dlqHeaders.error)).toMatch(/cannot decode 4 bytes as kappa.flow.v1.FlowBatch/);
+    expect(first?.header.get(dlqHeaders.subject)).toBe('kappa.flow.joined');
+    expect([...(first?.data ?? [])]).toEqual([0xff, 0xff, 0xff, 0xff]);
+    expect((await bus.metrics.deadLettered.get()).values[0]?.value).toBe(2);
+    expect(seen).toEqual(['good']);
+  });
+
+  it('finishes and acks in-flight work on SIGTERM before exiting', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    const replica = await startReplica({ stage: 'joiner', subject: 'kappa.flow.tagged', out: 'kappa.flow.joined', 'hold-ms': '1500' });
+    await bus.publishBatch('kappa.flow.tagged', batch('slow'));
+    await replica.waitFor('received slow');
+    const exit = new Promise<number | null>((resolve) => replica.child.once('exit', (code) => resolve(code)));
+    replica.child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(replica.lines).toContain('done slow');
+    const info = await bus.jsm.consumers.info(FLOW_STREAM, 'joiner');
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_redelivered).toBe(0);
+    const out: string[] = [];
+    await collect(bus, 'exporter', 'kappa.flow.joined', out);
+    await until(() => out.length === 1);
+    expect(out).toEqual(['out:slow']);
+  });
+
+  it('fails loudly and counts it when the stream is full, instead of dropping', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams({ maxBytes: 16 * 1024, maxAgeMs: 60_000 });
+    let error: unknown;
+    let stored = 0;
+    for (let i = 0; i < 100 && !error; i++) {
+      try {
+        await bus.publishBatch('kappa.flow.tagged', batch(`fill${i}`, 2, 1000));
+        stored++;
+      } catch (e) {
+        error = e;
+      }
+    }
+    expect(error).toBeInstanceOf(BusPublishError);
+    expect((error as BusPublishError).reason).toBe('stream_full');
+    expect((error as Error).message).toMatch(/KAPPA_FLOWS stream is full/);
+    expect(stored).toBeGreaterThan(0);
+    expect((await bus.jsm.streams.info(FLOW_STREAM)).state.messages).toBe(stored);
+    const failures = (await bus.metrics.publishFailures.get()).values;
+    expect(failures).toEqual([expect.objectContaining({ value: 1, labels: { subject: 'kappa.flow.tagged', reason: 'stream_full' } })]);
+  });
+
+  it('splits a batch larger than max_payload into parts and loses no record', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    const big = batch('big', 3000, 1000); // ~3 MB, the server takes 1 MB per message
+    await bus.publishBatch('kappa.flow.joined', big);
+    const records: number[] = [];
+    const parts: string[] = [];
+    await bus.consumeBatches({
+      stage: 'exporter',
+      subject: 'kappa.flow.joined',
+      handler: async (b) => {
+        parts.push(b.batchId);
+        records.push(...b.records.map((r) => r.src?.port ?? -1));
+      },
+    });
+    await until(() => records.length >= 3000);
+    expect(parts.length).toBeGreaterThan(2);
+    expect(parts.every((p) => p.startsWith('big/'))).toBe(true);
+    expect(records.sort((a, b) => a - b)).toEqual(Array.from({ length: 3000 }, (_, i) => 1000 + i));
+  });
+});
