@@ -1,0 +1,85 @@
+// Runs the built kappa-capture (dist) as a real process for the tests, and sums its records.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { flowRecordFromJson } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+
+export const CAPTURE_BIN = fileURLToPath(new URL('../bin/kappa-capture.js', import.meta.url));
+export const TRAFFIC = fileURLToPath(new URL('./fixtures/traffic.mjs', import.meta.url));
+
+export interface CaptureRun {
+  readonly process: ChildProcess;
+  /** Stops with SIGINT (last drain, detach) and returns the records and exit code. */
+  stop(): Promise<{ records: FlowRecord[]; code: number | null; stderr: string }>;
+}
+
+/** Starts kappa-capture --stdout (optionally inside a network namespace) and waits until attached. */
+export async function startCapture(args: readonly string[], netns?: string): Promise<CaptureRun> {
+  const argv = [CAPTURE_BIN, '--stdout', '--metrics-port', '0', ...args];
+  const child = netns
+    ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('"msg":"capturing"')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`kappa-capture exited ${code} before attaching: ${stderr}`)));
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    process: child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+      const code = await exited;
+      const records = stdout.split('\n').filter(Boolean).map((line) => flowRecordFromJson(JSON.parse(line)));
+      return { records, code, stderr };
+    },
+  };
+}
+
+export interface Totals {
+  bytes: number;
+  packets: number;
+  reverseBytes: number;
+  reversePackets: number;
+  records: FlowRecord[];
+}
+
+export function conversationKey(r: FlowRecord): string {
+  return `${r.vantage} ${r.observation} ${r.protocol} ${r.src?.ip} ${r.src?.port} ${r.dst?.ip} ${r.dst?.port}`;
+}
+
+/** Sums records over intervals per vantage, observation and conversation. */
+export function totals(records: readonly FlowRecord[]): Map<string, Totals> {
+  const sums = new Map<string, Totals>();
+  for (const r of records) {
+    const key = conversationKey(r);
+    const t = sums.get(key) ?? { bytes: 0, packets: 0, reverseBytes: 0, reversePackets: 0, records: [] };
+    t.bytes += Number(r.bytes);
+    t.packets += Number(r.packets);
+    t.reverseBytes += Number(r.reverseBytes);
+    t.reversePackets += Number(r.reversePackets);
+    t.records.push(r);
+    sums.set(key, t);
+  }
+  return sums;
+}
+
+/** The output line a traffic generator prints when done. */
+export interface TrafficReport {
+  pid: number;
+  comm: string;
+  localPort?: number;
+  ss?: string;
+  sent?: number;
+}
+
+export function parseReport(output: string): TrafficReport {
+  const line = output.trim().split('\n').pop() ?? '';
+  return JSON.parse(line) as TrafficReport;
+}
