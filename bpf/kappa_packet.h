@@ -164,8 +164,9 @@ static __always_inline int key_from_kernel_sock(struct kappa_flow_key *key, cons
 		key->ip_version = 4;
 		return 0;
 	}
-	BPF_CORE_READ_INTO(key->local_ip, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-	BPF_CORE_READ_INTO(key->remote_ip, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	/* Whole 16-byte reads: BPF_CORE_READ_INTO on an array would copy one element. */
+	bpf_core_read(key->local_ip, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	bpf_core_read(key->remote_ip, 16, &sk->__sk_common.skc_v6_daddr);
 	/* A dual-stack socket talking IPv4 sends IPv4 packets: key it as the skb hooks do. */
 	bool mapped = true;
 	for (int i = 0; i < 10; i++)

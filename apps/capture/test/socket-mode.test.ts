@@ -78,6 +78,19 @@ describePrivileged('socket mode, offloads off', () => {
       }
     }
 
+    // 20 request -> response exchanges on each TCP client socket: 20 latency pairs, at SRC only.
+    for (const e of expected.filter((x) => x.protocol === IpProtocol.TCP)) {
+      const conversation = `${e.protocol} ${e.client} ${e.clientPort} ${e.server} ${e.serverPort}`;
+      const src = seen.get(`${Vantage.SRC} socket ${conversation}`)?.records ?? [];
+      const dst = seen.get(`${Vantage.DST} socket ${conversation}`)?.records ?? [];
+      const count = src.reduce((n, r) => n + Number(r.appLatency?.count ?? 0n), 0);
+      const sumUs = src.reduce((n, r) => n + Number(r.appLatency?.sumUs ?? 0n), 0);
+      expect(count, `${conversation}: ${JSON.stringify(src.map((r) => [String(r.appLatency?.count), r.src?.process?.cgroupId?.toString()]))}`).toBe(20);
+      expect(sumUs).toBeGreaterThan(0);
+      expect(dst.some((r) => r.appLatency)).toBe(false);
+      expect(src[0]?.tcp?.flags).toBe(0x02 | 0x10 | 0x08 | 0x01); // SYN ACK PSH FIN
+    }
+
     // ICMP echo: the pinging socket sees both directions exactly.
     for (const [client, server, protocol] of [[pair.a.ipv4, pair.b.ipv4, IpProtocol.ICMP], [pair.a.ipv6, pair.b.ipv6, IpProtocol.ICMPV6]] as const) {
       const pings = [...seen.entries()].filter(([key]) => key.startsWith(`${Vantage.SRC} socket ${protocol} ${client} `) && key.includes(` ${server} `));
