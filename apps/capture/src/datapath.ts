@@ -1,7 +1,6 @@
 // The kernel side of capture: loads bpf/kappa.bpf.o, attaches socket mode (cgroup hooks,
 // sock_ops, tracepoints) and optionally interface mode (tc), drains the flow table, reads the
 // overflow counters, and detaches everything on stop.
-import { readFileSync, readdirSync } from 'node:fs';
 import {
   BpfObject,
   MapDrainer,
@@ -12,6 +11,7 @@ import {
   cgroupIdentity,
   detachStaleTc,
   ensureTracefs,
+  listInterfaces,
   readPerCpuCounter,
 } from '@kappa/ebpf-ffi';
 import type { Attachment, BpfMap } from '@kappa/ebpf-ffi';
@@ -152,12 +152,4 @@ export class Datapath {
     for (const attachment of this.attachments.splice(0).reverse()) attachment.detach();
     this.object.close();
   }
-}
-
-/** Interfaces of this network namespace, from /sys/class/net (includes ones without an address). */
-function listInterfaces(): { name: string; ifindex: number }[] {
-  return readdirSync('/sys/class/net').map((name) => ({
-    name,
-    ifindex: Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim()),
-  }));
 }

@@ -14,11 +14,14 @@ export interface CaptureRun {
   stop(): Promise<{ records: FlowRecord[]; code: number | null; stderr: string }>;
 }
 
-/** Starts kappa-capture --stdout (optionally inside a network namespace) and waits until attached. */
+/**
+ * Starts kappa-capture --stdout and waits until attached. With `netns`, it runs in that network
+ * namespace through nsenter (not `ip netns exec`, which remounts /sys and hides cgroup v2).
+ */
 export async function startCapture(args: readonly string[], netns?: string): Promise<CaptureRun> {
   const argv = [CAPTURE_BIN, '--stdout', '--metrics-port', '0', ...args];
   const child = netns
-    ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    ? spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

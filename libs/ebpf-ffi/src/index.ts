@@ -10,6 +10,8 @@ export {
   PERMISSION_HINT,
 } from './errors.js';
 export { cgroup2Root, cgroupIdentity, ensureTracefs } from './filesystems.js';
+export { listInterfaces } from './interfaces.js';
+export type { NetworkInterface } from './interfaces.js';
 export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
 export { MapDrainer, readPerCpuCounter } from './maps.js';
 export type { DrainedChunk } from './maps.js';
