@@ -1,5 +1,5 @@
 // Runs the built kappa-capture (dist) as a real process for the tests, and sums its records.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { flowRecordFromJson } from '@kappa/contracts';
@@ -85,4 +85,22 @@ export interface TrafficReport {
 export function parseReport(output: string): TrafficReport {
   const line = output.trim().split('\n').pop() ?? '';
   return JSON.parse(line) as TrafficReport;
+}
+
+/**
+ * kappa programs still attached anywhere on the host: cgroup hooks (all cgroups, `bpftool
+ * cgroup tree`) and tc filters of this namespace's interfaces (`bpftool net`), plus the tc
+ * filters of the given test namespaces.
+ */
+export function kappaAttachments(netnsList: readonly string[] = []): string[] {
+  const found: string[] = [];
+  const cgroups = execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' });
+  found.push(...cgroups.split('\n').filter((line) => line.includes('kappa_')));
+  const net = execFileSync('bpftool', ['net', 'show'], { encoding: 'utf8' });
+  found.push(...net.split('\n').filter((line) => line.includes('kappa_')));
+  for (const netns of netnsList) {
+    const tc = execFileSync('ip', ['netns', 'exec', netns, 'bpftool', 'net', 'show'], { encoding: 'utf8' });
+    found.push(...tc.split('\n').filter((line) => line.includes('kappa_')).map((line) => `${netns}: ${line}`));
+  }
+  return found;
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import { PacketCapture, TestCgroup, VethPair, run, runIn, spawnIn, wireCounts } from '@kappa/testing';
-import { TRAFFIC, parseReport, startCapture, totals } from './harness.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('interface mode', () => {
@@ -82,5 +82,9 @@ describePrivileged('interface mode', () => {
     const { code } = await next.stop();
     expect(code).toBe(0);
     expect(tcFilters()).toBe('');
+  });
+
+  it('leaves nothing of kappa attached once capture stopped', () => {
+    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import { TestCgroup, VethPair, run, runIn } from '@kappa/testing';
-import { TRAFFIC, parseReport, startCapture } from './harness.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 const CONVERSATIONS = 100_000;
@@ -55,5 +55,9 @@ describePrivileged('100 000 concurrent UDP conversations', () => {
     const counted = udp.reduce((n, r) => n + Number(r.packets), 0);
     expect(counted + overflow).toBe(CONVERSATIONS);
     expect(overflow).toBe(CONVERSATIONS - 65_536);
+  });
+
+  it('leaves nothing of kappa attached once capture stopped', () => {
+    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, wireCounts } from '@kappa/testing';
-import { TRAFFIC, parseReport, startCapture, totals } from './harness.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import type { CaptureRun } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
@@ -104,5 +104,9 @@ describePrivileged('socket mode, offloads off', () => {
         bytes: forward?.bytes, packets: 3, reverseBytes: backward?.bytes, reversePackets: 3,
       });
     }
+  });
+
+  it('leaves nothing of kappa attached once capture stopped', () => {
+    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -1,10 +1,10 @@
 // Wire segments with offloads on, process attribution after exit, and TCP health
 // (retransmits, srtt) against the kernel's own counters for the same namespace and socket.
 import { existsSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import { TestCgroup, VethPair, nstat, run, runIn, spawnIn } from '@kappa/testing';
-import { TRAFFIC, parseReport, startCapture, totals } from './harness.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import type { TrafficReport } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
@@ -95,5 +95,9 @@ describePrivileged('TCP health and attribution', () => {
     expect(ssRttMs).toBeGreaterThan(0);
     expect(Math.abs(srttUs - ssRttMs * 1000) / (ssRttMs * 1000), `srtt ${srttUs} µs, ss ${report.ss}`).toBeLessThanOrEqual(0.1);
     expect(src.at(-1)?.tcp?.handshakeUs).toBeGreaterThan(0);
+  });
+
+  it('leaves nothing of kappa attached once capture stopped', () => {
+    expect(kappaAttachments([])).toEqual([]);
   });
 });

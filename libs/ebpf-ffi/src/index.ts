@@ -13,7 +13,7 @@ export { cgroup2Root, cgroupIdentity, ensureTracefs } from './filesystems.js';
 export { listInterfaces } from './interfaces.js';
 export type { NetworkInterface } from './interfaces.js';
 export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
-export { MapDrainer, readPerCpuCounter } from './maps.js';
+export { MapDrainer, readPerCpuCounter, updateElement } from './maps.js';
 export type { DrainedChunk } from './maps.js';
 export { BpfObject, KERNEL_BTF } from './object.js';
 export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

@@ -27,6 +27,7 @@ export interface Libbpf {
   lookup_and_delete_batch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Record<string, unknown>) => number;
   map_lookup_elem: (fd: number, key: Buffer, value: Buffer) => number;
   map_delete_elem: (fd: number, key: Buffer) => number;
+  map_update_elem: (fd: number, key: Buffer, value: Buffer, flags: bigint) => number;
   map_get_next_key: (fd: number, key: Buffer | null, next: Buffer) => number;
   tc_hook_create: (hook: Record<string, unknown>) => number;
   tc_hook_destroy: (hook: Record<string, unknown>) => number;
@@ -90,6 +91,7 @@ export function libbpf(): Libbpf {
     ),
     map_lookup_elem: lib.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)'),
     map_delete_elem: lib.func('int bpf_map_delete_elem(int fd, const void *key)'),
+    map_update_elem: lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
     map_get_next_key: lib.func('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
     tc_hook_create: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
     tc_hook_destroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),

@@ -30,7 +30,9 @@ export class MapDrainer {
   constructor(
     private readonly map: BpfMap,
     private readonly chunkEntries = 8192,
+    options: { batch?: boolean } = {},
   ) {
+    this.batchSupported = options.batch ?? true;
     this.keys = Buffer.alloc(map.keySize * chunkEntries);
     this.values = Buffer.alloc(map.valueSize * chunkEntries);
     // The batch cursor is opaque; for hash maps it is a bucket index (4 bytes).
@@ -100,6 +102,12 @@ export class MapDrainer {
     if (filled > 0) onChunk({ keys: this.keys, values: this.values, count: filled });
     return total;
   }
+}
+
+/** Writes one entry (BPF_ANY): for seeding maps and for tests. */
+export function updateElement(map: BpfMap, key: Buffer, value: Buffer): void {
+  const rc = libbpf().map_update_elem(map.fd, key, value, 0n);
+  if (rc < 0) throw bpfError(`cannot update ${map.name}`, -rc);
 }
 
 /** Sums one u64 slot of a per-CPU array over all possible CPUs. */
