@@ -24,6 +24,8 @@ export interface CaptureOptions {
   node: string;
   /** Records per FlowBatch (many per message, bounded by the message size). */
   batchSize?: number;
+  /** Batches kept for a retry at the next drain while the sink fails; older ones are dropped (and counted). */
+  maxUnsentBatches?: number;
 }
 
 export interface DrainResult {
@@ -42,6 +44,11 @@ export class CaptureLoop {
   private readonly overflowPackets: Counter;
   private readonly overflowBytes: Counter;
   private readonly drainSeconds: Histogram;
+  private readonly droppedRecords: Counter;
+  private readonly unsent: FlowBatch[] = [];
+  /** Totals for the heartbeat. */
+  recordsOut = 0;
+  overflowPacketsTotal = 0n;
 
   constructor(
     private readonly source: FlowSource,
@@ -56,6 +63,7 @@ export class CaptureLoop {
     this.packets = new Counter({ name: 'kappa_capture_packets_total', help: 'Wire packets counted, both directions', labelNames: ['vantage'], registers });
     this.overflowPackets = new Counter({ name: 'kappa_capture_map_overflow_packets_total', help: 'Packets not counted because the flow map was full', registers });
     this.overflowBytes = new Counter({ name: 'kappa_capture_map_overflow_bytes_total', help: 'Bytes not counted because the flow map was full', registers });
+    this.droppedRecords = new Counter({ name: 'kappa_capture_records_dropped_total', help: 'Records dropped because the sink kept failing (unsent backlog full)', registers });
     this.drainSeconds = new Histogram({
       name: 'kappa_capture_drain_duration_seconds',
       help: 'Time to drain the flow map and build the records',
@@ -89,6 +97,7 @@ export class CaptureLoop {
     const lostBytes = overflow.bytes - this.lastOverflow.bytes;
     this.lastOverflow = overflow;
     this.overflowPackets.inc(Number(lostPackets));
+    this.overflowPacketsTotal = overflow.packets;
     this.overflowBytes.inc(Number(lostBytes));
     await this.send(records, interval.endNs);
     const durationMs = performance.now() - started;
@@ -102,12 +111,25 @@ export class CaptureLoop {
     return summary;
   }
 
+  /**
+   * Sends this interval's batches after any left over from failed sends. A failing sink keeps
+   * them (ids are stable, so a retry that did arrive is deduplicated downstream) up to a bound;
+   * beyond it the oldest are dropped and counted, never silently.
+   */
   private async send(records: FlowRecord[], endNs: bigint): Promise<void> {
     const size = this.options.batchSize ?? 2000;
     for (let i = 0, part = 0; i < records.length; i += size, part++) {
       // Stable across retries of the same interval: the bus uses it as Nats-Msg-Id.
       const batchId = `${this.options.node}/${endNs}/${part}`;
-      await this.sink(newFlowBatch({ batchId, producer: this.options.node, createdNs: unixNowNs(), records: records.slice(i, i + size) }));
+      this.unsent.push(newFlowBatch({ batchId, producer: this.options.node, createdNs: unixNowNs(), records: records.slice(i, i + size) }));
+    }
+    const limit = this.options.maxUnsentBatches ?? 100;
+    while (this.unsent.length > limit) this.droppedRecords.inc(this.unsent.shift()?.records.length ?? 0);
+    while (this.unsent.length > 0) {
+      const batch = this.unsent[0]!;
+      await this.sink(batch); // throws: the batch stays for the next drain
+      this.unsent.shift();
+      this.recordsOut += batch.records.length;
     }
   }
 }

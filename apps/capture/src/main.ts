@@ -1,12 +1,17 @@
-// kappa-capture: wires config, the kernel datapath, the capture loop, a sink and the
-// observability server. Logic lives in the modules beside this file.
+// kappa-capture: wires config, the kernel datapath, the capture loop, a sink (NATS or stdout)
+// and the observability server. Logic lives in the modules beside this file.
 import { loadConfigOrExit } from '@kappa/config';
 import { BpfError } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
+import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
+import type { FlowBatch } from '@kappa/contracts';
 import { CaptureLoop } from './capture.js';
+import { unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
+import { captureStatus } from './status.js';
 
 const config = loadConfigOrExit({
   command: 'kappa-capture',
@@ -14,12 +19,6 @@ const config = loadConfigOrExit({
   options: captureOptions,
 });
 const logger = createLogger('kappa-capture', config.logLevel);
-
-if (!config.stdout) {
-  // Publishing to kappa.flow.captured.<node> arrives with @kappa/bus.
-  process.stderr.write('kappa-capture: NATS publishing is not available in this build; run with --stdout\n');
-  process.exit(2);
-}
 
 let datapath: Datapath;
 try {
@@ -42,7 +41,23 @@ try {
 logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');
 
 const registry = createRegistry('kappa-capture');
-const loop = new CaptureLoop(datapath, stdoutSink(), { node: config.node }, registry, logger);
+const startedNs = unixNowNs();
+let bus: Bus | undefined;
+if (!config.stdout) {
+  try {
+    bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-capture', logger, registry });
+    await bus.ensureStreams();
+  } catch (error) {
+    datapath.stop();
+    process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+}
+const publisher = bus;
+const subject = subjects.captured(config.node);
+const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
+const loop = new CaptureLoop(datapath, sink, { node: config.node }, registry, logger);
+publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal }));
 const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
 
 let draining: Promise<unknown> = Promise.resolve();
@@ -61,6 +76,7 @@ async function shutdown(signal: string): Promise<void> {
     await loop.drainOnce();
   } finally {
     datapath.stop();
+    await bus?.close();
     await server.close();
   }
   process.exit(0);

@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { boolean, duration, integer, oneOf, regex, string } from '@kappa/config';
+import { natsOptions } from '@kappa/bus';
 import { logLevels } from '@kappa/observability';
 
 /** bpf/.output/kappa.bpf.o of this checkout: the same depth from src/ and from dist/. */
@@ -22,4 +23,5 @@ export const captureOptions = {
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
+  ...natsOptions,
 };

@@ -18,8 +18,8 @@ export interface CaptureRun {
  * Starts kappa-capture --stdout and waits until attached. With `netns`, it runs in that network
  * namespace through nsenter (not `ip netns exec`, which remounts /sys and hides cgroup v2).
  */
-export async function startCapture(args: readonly string[], netns?: string): Promise<CaptureRun> {
-  const argv = [CAPTURE_BIN, '--stdout', '--metrics-port', '0', ...args];
+export async function startCapture(args: readonly string[], netns?: string, printRecords = true): Promise<CaptureRun> {
+  const argv = [CAPTURE_BIN, ...(printRecords ? ['--stdout'] : []), '--metrics-port', '0', ...args];
   const child = netns
     ? spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
