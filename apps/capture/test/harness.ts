@@ -8,6 +8,12 @@ import type { FlowRecord } from '@kappa/contracts';
 export const CAPTURE_BIN = fileURLToPath(new URL('../bin/kappa-capture.js', import.meta.url));
 export const TRAFFIC = fileURLToPath(new URL('./fixtures/traffic.mjs', import.meta.url));
 
+/** Every capture a test started: killed when the test process exits, so a failed test leaves none. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export interface CaptureRun {
   readonly process: ChildProcess;
   /** Stops with SIGINT (last drain, detach) and returns the records and exit code. */
@@ -23,6 +29,8 @@ export async function startCapture(args: readonly string[], netns?: string, prin
   const child = netns
     ? spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
