@@ -62,8 +62,8 @@ export class CgroupFixture {
   }
 
   /** Starts a real process, waits until it runs its own program, and moves it into `cgroup`. */
-  async start(command: string, args: string[], cgroup?: TestCgroup): Promise<ChildProcess & { pid: number }> {
-    const child = spawn(command, args, { stdio: 'ignore' });
+  async start(command: string, args: string[], cgroup?: TestCgroup, options: { argv0?: string } = {}): Promise<ChildProcess & { pid: number }> {
+    const child = spawn(command, args, { stdio: 'ignore', ...(options.argv0 ? { argv0: options.argv0 } : {}) });
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     const pid = child.pid;
