@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CgroupTree } from '../src/cgroup-tree.js';
+import { checkPidNamespace } from '../src/host-pid.js';
 import { ProcReader } from '../src/proc.js';
 import { ProcessResolver } from '../src/resolver.js';
 import { CgroupFixture, moveInto, waitFor } from './helpers.js';
@@ -105,5 +106,12 @@ describe('a pid reused for real in a PID namespace', () => {
     const live = resolver().resolve({ pid: reused, comm: 'sleep', cgroupId: shapes.docker.id, startTimeTicks: 0n }, BigInt(Date.now()) * 1_000_000n);
     expect(live).toMatchObject({ cmdline: 'sleep 2002', resolution: 'live' });
     await ask(`kill ${reused}`);
+  });
+
+  it('says the enricher is not in the host PID namespace when /proc shows only a container', () => {
+    const view = checkPidNamespace(procRoot);
+    expect(view.hostPid).toBe(false);
+    expect(view.message).toMatch(/^not in the host PID namespace: \/proc shows \d+ processes and pid 1 is sh .*hostPID: true$/);
+    expect(view.message.split('\n')).toHaveLength(1);
   });
 });
