@@ -74,7 +74,8 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
       podman: await fixture.start('sleep', ['1004'], shapes.podman),
     };
     const order = ['containerd', 'docker', 'crio', 'podman'] as const;
-    const batch = await enrich(order.map((k, i) => capturedRecord(node, { pid: procs[k].pid, comm: commOf(procs[k].pid), cgroupId: shapes[k].id }, 41000 + i)));
+    const comms = order.map((k) => commOf(procs[k].pid));
+    const batch = await enrich(order.map((k, i) => capturedRecord(node, { pid: procs[k].pid, comm: comms[i]!, cgroupId: shapes[k].id }, 41000 + i)));
     expect(batch.records).toHaveLength(4);
     expect(batch.producer).toBe(node);
 
@@ -93,9 +94,11 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
     expect(containerd.startTimeTicks).toBeGreaterThan(0n);
 
     const docker = processOf(batch, 1);
+    expect(['node', 'MainThread']).toContain(comms[1]);
     expect(docker).toMatchObject({
       pid: procs.docker.pid,
-      name: 'node',
+      // What the kernel stamped: "node", or "MainThread" once Node has renamed its main thread.
+      name: comms[1],
       cmdline: `${process.execPath} -e setInterval(() => {}, 1e9) -- serve --port=8080`,
       exe: process.execPath,
       containerId: shapes.docker.containerId,

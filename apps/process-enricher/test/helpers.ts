@@ -70,9 +70,9 @@ export class CgroupFixture {
     if (pid === undefined) throw new Error(`cannot start ${command}`);
     // Wait for the exec: until then /proc/<pid> still shows node's fork.
     const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (cmdline.length > args.length) break;
+    const argv = [options.argv0 ?? command, ...args].join('\0');
+    while (readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '') !== argv) {
+      if (Date.now() > deadline) throw new Error(`${command} did not start`);
       await new Promise((r) => setTimeout(r, 10));
     }
     if (cgroup) moveInto(pid, cgroup);
