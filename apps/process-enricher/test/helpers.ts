@@ -70,8 +70,12 @@ export class CgroupFixture {
     if (pid === undefined) throw new Error(`cannot start ${command}`);
     // Wait for the exec: until then /proc/<pid> still shows node's fork.
     const deadline = Date.now() + 5000;
-    const argv = [options.argv0 ?? command, ...args].join('\0');
-    while (readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '') !== argv) {
+    // Same program and argument count (curl blanks its -u value in place, so not the values).
+    const execed = () => {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '').split('\0');
+      return argv[0] === (options.argv0 ?? command) && argv.length === args.length + 1;
+    };
+    while (!execed()) {
       if (Date.now() > deadline) throw new Error(`${command} did not start`);
       await new Promise((r) => setTimeout(r, 10));
     }
