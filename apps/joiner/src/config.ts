@@ -13,6 +13,7 @@ export const joinerOptions = {
   sweepInterval: duration({ description: 'how often the sweeper looks for records whose wait is over', default: '1s', minMs: 10 }),
   metadataTtl: duration({ description: 'how long an end\'s metadata stays cached so later intervals join at once', default: '5m', minMs: 100 }),
   replayWindow: duration({ description: 'how long a processed record is remembered so a redelivered batch emits it once', default: '2m', minMs: 1000 }),
+  sweepLease: duration({ description: 'a sweep round not finished by then is taken over by another replica', default: '15s', minMs: 500 }),
   joinExternal: boolean({ description: 'wait for a peer even when the tagger says the remote end is external' }),
   maxInFlight: integer({ description: 'input batches handled at once', default: 4, min: 1, max: 64 }),
   ackWait: duration({ description: 'redelivery of an input batch after this long without an ack', default: '30s', minMs: 1000 }),

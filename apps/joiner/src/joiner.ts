@@ -32,8 +32,13 @@ export interface JoinedPublisher {
   publishBatch(subject: string, batch: FlowBatch): Promise<void>;
 }
 
+/** Points between the steps of the protocol, where crash tests kill the process. */
+export type CrashPoint = 'input-claimed' | 'input-published' | 'sweep-claimed' | 'sweep-published';
+export type CrashHook = (point: CrashPoint) => void;
+
 export interface JoinerSettings {
   instance: string;
+  crashHook?: CrashHook | undefined;
   /** Wait for a peer even when the tagger says the remote end is outside the cluster. */
   joinExternal: boolean;
 }
@@ -99,6 +104,7 @@ export class JoinProcessor {
     }
 
     const results = await this.redis(() => this.store.arrive(arrivals, now));
+    this.settings.crashHook?.('input-claimed');
     const parts: FlowRecord[][] = [];
     const toSchedule: { tag: string; recordKey: string; deadlineMs: number }[] = [];
     const groups: FinalizeGroups = new Map();
@@ -148,6 +154,7 @@ export class JoinProcessor {
       );
       published += part.length;
     }
+    this.settings.crashHook?.('input-published');
     await this.redis(() => this.store.finalize(groups, Date.now()));
     this.metrics.recordsOut.inc(published);
     this.recordsOut += published;
@@ -167,6 +174,7 @@ export class JoinProcessor {
 
 export interface SweeperSettings {
   instance: string;
+  crashHook?: CrashHook | undefined;
   /** Most records in one sweep round (one output batch, well under max_payload). */
   roundSize: number;
 }
@@ -212,6 +220,7 @@ export class Sweeper {
   private async runRound(roundId: string, members: readonly string[], alreadyPublished: boolean): Promise<number> {
     const now = Date.now();
     const claims = await this.store.sweepClaim(members, roundId, now);
+    if (claims.some((c) => c.status === 'claimed')) this.settings.crashHook?.('sweep-claimed');
     const records: FlowRecord[] = [];
     const groups: FinalizeGroups = new Map();
     const gone: string[] = [];
@@ -240,6 +249,7 @@ export class Sweeper {
     }
     if (records.length > 0 && !alreadyPublished) {
       await this.publisher.publishBatch(subjects.joined, newFlowBatch({ batchId: roundId, producer: this.settings.instance, records }));
+      this.settings.crashHook?.('sweep-published');
       await this.store.markRoundPublished(roundId);
       for (const r of records) {
         if (r.joined) this.metrics.joined.inc({ path: 'sweeper' });

@@ -8,6 +8,7 @@ import { loadConfigOrExit } from '@kappa/config';
 import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
 import { joinerOptions } from './config.js';
 import { JoinProcessor, Sweeper } from './joiner.js';
+import type { CrashHook } from './joiner.js';
 import { joinerMetrics } from './metrics.js';
 import { connectRedis } from './redis.js';
 import { JoinStore } from './store.js';
@@ -46,18 +47,31 @@ const onRedis = (ok: boolean, error?: JoinStoreError) => {
 redis.on('error', () => undefined); // reported through onRedis; ioredis reconnects by itself
 redis.on('end', () => onRedis(false));
 
+// Crash tests only: KAPPA_JOINER_CRASH_AT=<point>:<n> kills this process (SIGKILL) the n-th time
+// it reaches that step of the protocol (see CrashPoint in joiner.ts).
+const crashAt = /^([a-z-]+):(\d+)$/.exec(process.env.KAPPA_JOINER_CRASH_AT ?? '');
+let crashCountdown = Number(crashAt?.[2] ?? 0);
+const crashHook: CrashHook | undefined = crashAt
+  ? (point) => {
+      if (point === crashAt[1] && --crashCountdown <= 0) {
+        process.stdout.write(`crashing at ${point}\n`);
+        process.kill(process.pid, 'SIGKILL');
+      }
+    }
+  : undefined;
+
 const store = new JoinStore(redis, {
   joinWaitMs,
   metadataTtlMs: config.metadataTtl,
   replayWindowMs: config.replayWindow,
   inputLeaseMs: Math.max(120_000, 4 * config.ackWait),
-  sweepLeaseMs: 15_000,
+  sweepLeaseMs: config.sweepLease,
 });
 
 const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}`, logger, registry });
 await bus.ensureStreams();
-const processor = new JoinProcessor(store, bus, metrics, { instance: config.instance, joinExternal: config.joinExternal }, onRedis);
-const sweeper = new Sweeper(store, bus, metrics, { instance: config.instance, roundSize: 256 }, logger);
+const processor = new JoinProcessor(store, bus, metrics, { instance: config.instance, joinExternal: config.joinExternal, crashHook }, onRedis);
+const sweeper = new Sweeper(store, bus, metrics, { instance: config.instance, roundSize: 256, crashHook }, logger);
 
 let consumer: BatchConsumer | undefined;
 consumer = await bus.consumeBatches({

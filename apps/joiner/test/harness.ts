@@ -10,7 +10,9 @@ import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 
 const appRoot = join(import.meta.dirname, '..');
-const tsx = join(appRoot, '../../node_modules/.bin/tsx');
+// One process (node with the tsx loader), so a SIGKILL in a test kills the joiner itself, not a
+// wrapper that would leave it running.
+const node = join(appRoot, '../../node_modules/.bin/node');
 
 export interface JoinerProcess {
   child: ChildProcess;
@@ -23,6 +25,8 @@ export interface JoinerProcess {
 
 export async function startJoiner(options: { nats: string; redis: string; instance: string; args?: string[]; env?: Record<string, string> }): Promise<JoinerProcess> {
   const argv = [
+    '--import',
+    'tsx',
     join(appRoot, 'src/main.ts'),
     `--nats-url=${options.nats}`,
     `--redis-url=${options.redis}`,
@@ -31,13 +35,14 @@ export async function startJoiner(options: { nats: string; redis: string; instan
     `--instance=${options.instance}`,
     ...(options.args ?? []),
   ];
-  const child = spawn(tsx, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const child = spawn(node, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   const output: string[] = [];
   child.stderr?.on('data', (d: Buffer) => output.push(d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const metricsPort = await new Promise<number>((resolve, reject) => {
     let buffer = '';
     child.stdout?.on('data', (d: Buffer) => {
+      output.push(d.toString());
       buffer += d.toString();
       const match = /kappa-joiner ready metrics=(\d+)/.exec(buffer);
       if (match) resolve(Number(match[1]));
