@@ -1,47 +1,13 @@
 // Crash and outage safety: a joiner SIGKILLed at each step of the protocol, or at a random moment,
 // and Redis stopped and restarted, with every record still emitted exactly once.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import type { FlowRecord } from '@kappa/contracts';
-import type { Bus } from '@kappa/bus';
-import { startNatsServer, startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
-import { collectJoined, conversation, counts, newBus, publishRecords, resetStreams, shuffle, startJoiner, stopJoiner, until } from './harness.js';
-import type { Collector, JoinerProcess } from './harness.js';
+import { collectJoined, conversation, counts, joinerTestbed, publishRecords, shuffle, until } from './harness.js';
 
-let nats: TestServer;
-let redis: TestServer;
-let bus: Bus;
-const joiners: JoinerProcess[] = [];
-let collector: Collector | undefined;
-
+const bed = joinerTestbed('SIGKILL');
 // Short waits so a test sees redelivery, sweeping and round takeover within seconds.
 const fastArgs = ['--join-wait=1500ms', '--sweep-interval=200ms', '--ack-wait=3s', '--sweep-lease=2s'];
-
-async function joiner(instance: string, env: Record<string, string> = {}, args = fastArgs): Promise<JoinerProcess> {
-  const j = await startJoiner({ nats: nats.url, redis: redis.url, instance, args, env });
-  joiners.push(j);
-  return j;
-}
-
-beforeAll(async () => {
-  [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
-  bus = await newBus(nats.url, 'test');
-});
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const j of joiners) console.error(j.output.join('').slice(-4000));
-  await Promise.all(joiners.splice(0).map((j) => stopJoiner(j, 'SIGKILL')));
-  await collector?.consumer.stop();
-  collector = undefined;
-  await resetStreams(bus);
-  const admin = new Redis(redis.port, '127.0.0.1');
-  await admin.flushall();
-  admin.disconnect();
-});
-afterAll(async () => {
-  await bus?.close();
-  await Promise.all([nats?.stop(), redis?.stop()]);
-});
+const joiner = (instance: string, env: Record<string, string> = {}, args = fastArgs) => bed.joiner(instance, args, env);
 
 /** 150 conversations seen from both ends and 100 seen from one end only (peer without kappa). */
 function workload(): { records: FlowRecord[]; lonely: Set<string> } {
@@ -54,15 +20,15 @@ function workload(): { records: FlowRecord[]; lonely: Set<string> } {
 }
 
 async function expectEachOnce(records: FlowRecord[], lonely: Set<string>, total: number): Promise<void> {
-  await collector!.until(total, 60_000);
+  await bed.collector!.until(total, 60_000);
   // Longer than redelivery (ack wait), a join wait and a sweep-round lease: nothing more may come.
   await new Promise((r) => setTimeout(r, 6000));
-  const seen = counts(collector!.records);
+  const seen = counts(bed.collector!.records);
   const doubled = [...seen].filter(([, n]) => n > 1);
   expect(doubled).toEqual([]);
   expect(seen.size).toBe(total);
-  expect(collector!.records).toHaveLength(total);
-  for (const r of collector!.records) {
+  expect(bed.collector!.records).toHaveLength(total);
+  for (const r of bed.collector!.records) {
     if (lonely.has(`${r.src?.ip}:${r.src?.port}`)) {
       expect(r.joined).toBe(false);
       expect(r.joinStatus).toBe('no-peer');
@@ -82,9 +48,9 @@ describe('joiner crash safety', () => {
   for (const step of steps) {
     it(`emits every record exactly once when a joiner is SIGKILLed ${step.what}`, async () => {
       const doomed = await joiner('doomed', { KAPPA_JOINER_CRASH_AT: `${step.point}:2` });
-      collector = await collectJoined(bus);
+      bed.collector = await collectJoined(bed.bus);
       const { records, lonely } = workload();
-      await publishRecords(bus, records, 20, `crash-${step.point}`);
+      await publishRecords(bed.bus, records, 20, `crash-${step.point}`);
       const code = await Promise.race([doomed.exited, new Promise((r) => setTimeout(() => r('alive'), 20_000))]);
       expect(code).not.toBe('alive');
       expect(doomed.child.signalCode).toBe('SIGKILL');
@@ -101,14 +67,14 @@ describe('joiner crash safety', () => {
   it('emits every record exactly once when one of two replicas is SIGKILLed mid-stream and restarted', async () => {
     const a = await joiner('a');
     await joiner('b');
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const { records, lonely } = workload();
     const half = Math.floor(records.length / 2);
-    await publishRecords(bus, records.slice(0, half), 10, 'kill-first');
-    await until(() => collector!.records.length > 20, 20_000, 'first records out');
+    await publishRecords(bed.bus, records.slice(0, half), 10, 'kill-first');
+    await until(() => bed.collector!.records.length > 20, 20_000, 'first records out');
     a.child.kill('SIGKILL');
     await a.exited;
-    await publishRecords(bus, records.slice(half), 10, 'kill-second');
+    await publishRecords(bed.bus, records.slice(half), 10, 'kill-second');
     await new Promise((r) => setTimeout(r, 1000));
     await joiner('a-restarted');
     await expectEachOnce(records, lonely, records.length);
@@ -116,26 +82,26 @@ describe('joiner crash safety', () => {
 
   it('loses nothing while Redis is down or restarted: input is retried, readiness and a metric say so', async () => {
     const j = await joiner('a', {}, ['--join-wait=60s', '--ack-wait=3s']);
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const convs = Array.from({ length: 100 }, (_, i) => conversation(i));
     // Client ends wait in Redis; Redis restarts (its append-only file keeps them).
-    await publishRecords(bus, convs.map((c) => c.client).slice(0, 50), 10, 'before-restart');
+    await publishRecords(bed.bus, convs.map((c) => c.client).slice(0, 50), 10, 'before-restart');
     await until(async () => (await j.metric('kappa_joiner_records_in_total')) === 50, 10_000, 'first half consumed');
-    await redis.process.stop();
+    await bed.redis.process.stop();
     await until(async () => !(await j.ready()), 10_000, 'readiness false');
     // While Redis is away: everything else arrives and must wait unacked in JetStream.
-    await publishRecords(bus, [...convs.map((c) => c.client).slice(50), ...convs.map((c) => c.server)], 10, 'while-down');
+    await publishRecords(bed.bus, [...convs.map((c) => c.client).slice(50), ...convs.map((c) => c.server)], 10, 'while-down');
     await until(async () => (await j.metric('kappa_joiner_redis_errors_total')) > 0, 10_000, 'redis errors counted');
     expect(await j.metric('kappa_joiner_redis_up')).toBe(0);
     await new Promise((r) => setTimeout(r, 2000));
-    expect(collector.records).toHaveLength(0);
-    await redis.process.start();
-    await collector.until(200, 30_000);
+    expect(bed.collector.records).toHaveLength(0);
+    await bed.redis.process.start();
+    await bed.collector.until(200, 30_000);
     await new Promise((r) => setTimeout(r, 3000));
-    const seen = counts(collector.records);
+    const seen = counts(bed.collector.records);
     expect(seen.size).toBe(200);
-    expect(collector.records).toHaveLength(200);
-    for (const r of collector.records) expect(r.joined).toBe(true);
+    expect(bed.collector.records).toHaveLength(200);
+    for (const r of bed.collector.records) expect(r.joined).toBe(true);
     await until(() => j.ready(), 10_000, 'ready again');
   });
 });

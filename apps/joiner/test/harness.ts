@@ -8,6 +8,10 @@ import type { BatchConsumer, Bus } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
+import { startNatsServer, startRedisServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 
 const appRoot = join(import.meta.dirname, '..');
 // One process (node with the tsx loader), so a SIGKILL in a test kills the joiner itself, not a
@@ -217,4 +221,51 @@ export function counts(records: FlowRecord[]): Map<string, number> {
   const m = new Map<string, number>();
   for (const r of records) m.set(recordIdentity(r), (m.get(recordIdentity(r)) ?? 0) + 1);
   return m;
+}
+
+export interface Testbed {
+  readonly nats: TestServer;
+  readonly redis: TestServer;
+  readonly bus: Bus;
+  collector: Collector | undefined;
+  joiner(instance: string, args?: string[], env?: Record<string, string>): Promise<JoinerProcess>;
+}
+
+/**
+ * Real nats-server and redis-server for a test file; after each test the joiners are stopped
+ * (with `stopSignal`), the stream deleted and Redis flushed; a failed test prints joiner logs.
+ */
+export function joinerTestbed(stopSignal: NodeJS.Signals = 'SIGTERM'): Testbed {
+  const joiners: JoinerProcess[] = [];
+  const state = {} as { nats: TestServer; redis: TestServer; bus: Bus };
+  const bed: Testbed = {
+    get nats() { return state.nats; },
+    get redis() { return state.redis; },
+    get bus() { return state.bus; },
+    collector: undefined,
+    joiner: async (instance, args = [], env = {}) => {
+      const j = await startJoiner({ nats: state.nats.url, redis: state.redis.url, instance, args, env });
+      joiners.push(j);
+      return j;
+    },
+  };
+  beforeAll(async () => {
+    [state.nats, state.redis] = await Promise.all([startNatsServer(), startRedisServer()]);
+    state.bus = await newBus(state.nats.url, 'test');
+  });
+  afterEach(async (context) => {
+    if (context.task.result?.state === 'fail') for (const j of joiners) console.error(j.output.join('').slice(-4000));
+    await Promise.all(joiners.splice(0).map((j) => stopJoiner(j, stopSignal)));
+    await bed.collector?.consumer.stop();
+    bed.collector = undefined;
+    await resetStreams(state.bus);
+    const admin = new Redis(state.redis.port, '127.0.0.1');
+    await admin.flushall();
+    admin.disconnect();
+  });
+  afterAll(async () => {
+    await state.bus?.close();
+    await Promise.all([state.nats?.stop(), state.redis?.stop()]);
+  });
+  return bed;
 }

@@ -1,58 +1,22 @@
 // The join through real joiner processes, a real Redis and a real JetStream: both ends meet,
 // lonely records leave unjoined after the wait, Services meet their backend, later intervals
 // join at once.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Vantage } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import type { Bus } from '@kappa/bus';
-import { startNatsServer, startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
 import {
   collectJoined,
   conversation,
   counts,
-  newBus,
   publishRecords,
   recordIdentity,
-  resetStreams,
   shuffle,
   sideRecord,
-  startJoiner,
-  stopJoiner,
+  joinerTestbed,
 } from './harness.js';
-import type { Collector, JoinerProcess } from './harness.js';
 
-let nats: TestServer;
-let redis: TestServer;
-let bus: Bus;
-const joiners: JoinerProcess[] = [];
-let collector: Collector | undefined;
-
-async function joiner(instance: string, args: string[] = []): Promise<JoinerProcess> {
-  const j = await startJoiner({ nats: nats.url, redis: redis.url, instance, args });
-  joiners.push(j);
-  return j;
-}
-
-beforeAll(async () => {
-  [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
-  bus = await newBus(nats.url, 'test');
-});
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const j of joiners) console.error(j.output.join('').slice(-4000));
-  await Promise.all(joiners.splice(0).map((j) => stopJoiner(j)));
-  await collector?.consumer.stop();
-  collector = undefined;
-  await resetStreams(bus);
-  const { Redis } = await import('ioredis');
-  const admin = new Redis(redis.port, '127.0.0.1');
-  await admin.flushall();
-  admin.disconnect();
-});
-afterAll(async () => {
-  await bus?.close();
-  await Promise.all([nats?.stop(), redis?.stop()]);
-});
+const bed = joinerTestbed();
+const joiner = (instance: string, args: string[] = []) => bed.joiner(instance, args);
 
 function expectBothEnds(r: FlowRecord, i: number): void {
   expect(r.joined).toBe(true);
@@ -67,16 +31,16 @@ function expectBothEnds(r: FlowRecord, i: number): void {
 describe('joiner', () => {
   it('joins 1000 conversations arriving from both sides in random order across two replicas, each record once', async () => {
     const [a, b] = await Promise.all([joiner('a', ['--join-wait=60s']), joiner('b', ['--join-wait=60s'])]);
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const records = shuffle(Array.from({ length: 1000 }, (_, i) => conversation(i)).flatMap((c) => [c.client, c.server]));
-    await publishRecords(bus, records, 40, 'tagged');
-    await collector.until(2000, 45_000);
+    await publishRecords(bed.bus, records, 40, 'tagged');
+    await bed.collector.until(2000, 45_000);
     await new Promise((r) => setTimeout(r, 1500)); // nothing more may come
-    expect(collector.records).toHaveLength(2000);
-    const seen = counts(collector.records);
+    expect(bed.collector.records).toHaveLength(2000);
+    const seen = counts(bed.collector.records);
     expect(seen.size).toBe(2000);
     expect([...seen.values()].every((n) => n === 1)).toBe(true);
-    for (const r of collector.records) {
+    for (const r of bed.collector.records) {
       const i = Number(r.src?.kube?.objectName?.split('-')[1]);
       expectBothEnds(r, i);
     }
@@ -89,15 +53,15 @@ describe('joiner', () => {
 
   it('emits a conversation without a peer unjoined after the join wait, remote end as tagged', async () => {
     await joiner('a', ['--join-wait=1500ms', '--sweep-interval=100ms']);
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const lonely = conversation(7).client;
     const sent = Date.now();
-    await publishRecords(bus, [lonely], 1, 'lonely');
-    await collector.until(1, 10_000);
-    const waited = (collector.arrivals[0] ?? 0) - sent;
+    await publishRecords(bed.bus, [lonely], 1, 'lonely');
+    await bed.collector.until(1, 10_000);
+    const waited = (bed.collector.arrivals[0] ?? 0) - sent;
     expect(waited).toBeGreaterThanOrEqual(1500);
     expect(waited).toBeLessThan(5000);
-    const out = collector.records[0]!;
+    const out = bed.collector.records[0]!;
     expect(out.joined).toBe(false);
     expect(out.joinStatus).toBe('no-peer');
     expect(out.dst?.kube?.objectName).toBe('server-7');
@@ -107,7 +71,7 @@ describe('joiner', () => {
 
   it('joins a DNAT-ed Service conversation to the backend pod that answered, in either order', async () => {
     await joiner('a', ['--join-wait=20s']);
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const service = { ip: '10.96.0.10', port: 80, name: 'web', namespace: 'shop' };
     for (const [n, clientFirst] of [[1, true], [2, false]] as const) {
       const client = { node: 'node-a', ip: '10.1.0.9', port: 40000 + n, pod: `frontend-${n}`, namespace: 'shop', pid: 77 };
@@ -116,16 +80,16 @@ describe('joiner', () => {
       const backendRecord = sideRecord({ vantage: Vantage.DST, src: client, dst: backend });
       expect(clientRecord.dst?.ip).toBe('10.96.0.10');
       expect(backendRecord.dst?.ip).toBe('10.2.0.5');
-      await publishRecords(bus, clientFirst ? [clientRecord] : [backendRecord], 1, `svc-${n}-first`);
+      await publishRecords(bed.bus, clientFirst ? [clientRecord] : [backendRecord], 1, `svc-${n}-first`);
       await new Promise((r) => setTimeout(r, 300));
-      await publishRecords(bus, clientFirst ? [backendRecord] : [clientRecord], 1, `svc-${n}-second`);
-      await collector.until(2 * n, 10_000);
+      await publishRecords(bed.bus, clientFirst ? [backendRecord] : [clientRecord], 1, `svc-${n}-second`);
+      await bed.collector.until(2 * n, 10_000);
     }
     await new Promise((r) => setTimeout(r, 500));
-    expect(collector.records).toHaveLength(4);
-    for (const r of collector.records) expect(r.joined).toBe(true);
-    const clients = collector.records.filter((r) => r.vantage === Vantage.SRC);
-    const backends = collector.records.filter((r) => r.vantage === Vantage.DST);
+    expect(bed.collector.records).toHaveLength(4);
+    for (const r of bed.collector.records) expect(r.joined).toBe(true);
+    const clients = bed.collector.records.filter((r) => r.vantage === Vantage.SRC);
+    const backends = bed.collector.records.filter((r) => r.vantage === Vantage.DST);
     expect(clients).toHaveLength(2);
     for (const c of clients) {
       expect(c.dst?.ip).toBe('10.96.0.10');
@@ -148,26 +112,26 @@ describe('joiner', () => {
 
   it('joins a conversation whose both ends are on one node, and later intervals join without waiting', async () => {
     await joiner('a', ['--join-wait=30s']);
-    collector = await collectJoined(bus);
+    bed.collector = await collectJoined(bed.bus);
     const src = { node: 'node-a', ip: '10.1.0.1', port: 45000, pod: 'client-1', pid: 1001 };
     const dst = { node: 'node-a', ip: '10.1.0.2', port: 5432, pod: 'server-1', pid: 5001 };
     const interval = (n: number) => [sideRecord({ vantage: Vantage.SRC, src, dst, interval: n }), sideRecord({ vantage: Vantage.DST, src, dst, interval: n })];
     // Interval 0: the client's record first, the server's a moment later (separate batches).
     const [c0, s0] = interval(0);
-    await publishRecords(bus, [c0!], 1, 'i0-client');
+    await publishRecords(bed.bus, [c0!], 1, 'i0-client');
     await new Promise((r) => setTimeout(r, 300));
-    await publishRecords(bus, [s0!], 1, 'i0-server');
-    await collector.until(2, 10_000);
+    await publishRecords(bed.bus, [s0!], 1, 'i0-server');
+    await bed.collector.until(2, 10_000);
     // Intervals 1 and 2, each side alone in its batch: each leaves at once from the cached ends.
     const sent = Date.now();
     const [c1, s1] = interval(1);
     const [c2] = interval(2);
-    await publishRecords(bus, [c1!], 1, 'i1-client');
-    await publishRecords(bus, [s1!], 1, 'i1-server');
-    await publishRecords(bus, [c2!], 1, 'i2-client');
-    await collector.until(5, 10_000);
-    expect(Math.max(...collector.arrivals.slice(2)) - sent).toBeLessThan(3000);
-    for (const r of collector.records) {
+    await publishRecords(bed.bus, [c1!], 1, 'i1-client');
+    await publishRecords(bed.bus, [s1!], 1, 'i1-server');
+    await publishRecords(bed.bus, [c2!], 1, 'i2-client');
+    await bed.collector.until(5, 10_000);
+    expect(Math.max(...bed.collector.arrivals.slice(2)) - sent).toBeLessThan(3000);
+    for (const r of bed.collector.records) {
       expect(r.joined).toBe(true);
       expect(r.node).toBe('node-a');
       expect(r.src?.process?.pid).toBe(1001);
@@ -175,6 +139,6 @@ describe('joiner', () => {
       expect(r.src?.kube?.objectName).toBe('client-1');
       expect(r.dst?.kube?.objectName).toBe('server-1');
     }
-    expect(new Set(collector.records.map(recordIdentity)).size).toBe(5);
+    expect(new Set(bed.collector.records.map(recordIdentity)).size).toBe(5);
   });
 });
