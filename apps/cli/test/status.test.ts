@@ -6,7 +6,7 @@ import { StageStatusSchema, create } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
-import { runKappa } from './run.js';
+import { buildApps, runKappa } from './run.js';
 
 const STAGES = ['capture', 'process-enricher', 'k8s-tagger', 'joiner', 'exporter'];
 let nats: TestServer;
@@ -39,6 +39,7 @@ async function heartbeat(stage: string, instance: string, ready = true, recordsP
 }
 
 beforeAll(async () => {
+  buildApps();
   nats = await startNatsServer();
 });
 afterEach(async () => {

@@ -2,16 +2,16 @@
 // as they arrive; as a table or as canonical protobuf JSON lines.
 import { Client, credentials, status as grpcStatus } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
-import { boolean, duration, integer, list, loadConfigOrExit, oneOf, string } from '@kappa/config';
+import { ConfigError, boolean, duration, integer, list, loadConfigOrExit, oneOf, string } from '@kappa/config';
 import { observerServiceDefinition } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
 import { jsonLine, tableHeader, tableRow } from '../observe/format.js';
-import { observeRequest } from '../observe/request.js';
+import { observeRequest, parseSince } from '../observe/request.js';
 
 const options = {
   server: string({ description: 'the exporter\'s Observer, host:port (also KAPPA_OBSERVER)', default: '127.0.0.1:9481' }),
   output: oneOf(['table', 'json'] as const, { description: 'table for people, json for canonical protobuf JSON of FlowRecord, one per line', default: 'table' }),
-  since: duration({ description: 'only flows received in this last period, e.g. 30s, 5m (default: everything buffered)' }),
+  since: string({ description: 'only flows received in this last period (30s, 5m) or since an RFC 3339 time (default: everything buffered)' }),
   follow: boolean({ description: 'keep printing new flows until Ctrl-C' }),
   limit: integer({ description: 'stop after this many flows (0 = no limit)', default: 0, min: 0, max: 4294967295 }),
   node: list({ description: 'only flows observed on these nodes' }),
@@ -31,7 +31,14 @@ export async function runObserve(argv: string[]): Promise<number> {
   const env = { ...process.env };
   if (env.KAPPA_SERVER === undefined && env.KAPPA_OBSERVER !== undefined) env.KAPPA_SERVER = env.KAPPA_OBSERVER;
   const config = loadConfigOrExit({ command: 'kappa observe', summary: 'Print flows from the exporter\'s Observer.', options }, argv, env);
-  const request = observeRequest(config);
+  let request;
+  try {
+    request = observeRequest({ ...config, since: parseSince(config.since) });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`kappa observe: ${error.message}\n`);
+    return 2;
+  }
   const print = config.output === 'json' ? jsonLine : tableRow;
   const method = observerServiceDefinition.GetFlows!;
   const client = new Client(config.server, credentials.createInsecure());
