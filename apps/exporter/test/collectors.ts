@@ -5,6 +5,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { expect } from 'vitest';
+import type { FlowRecord } from '@kappa/contracts';
 import { ServerProcess } from '@kappa/testing';
 
 const run = promisify(execFile);
@@ -134,3 +136,35 @@ export function valuesOf(tree: unknown, key: string): unknown[] {
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+function nfdumpTime(ns: bigint): string {
+  // nfdump prints local time "YYYY-MM-DD hh:mm:ss"; the tests run in UTC or compare via Date.
+  const d = new Date(Number(ns / 1_000_000n));
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** nfdump shows each record with its addresses, ports, protocol, counters, times and direction. */
+export function expectDecoded(flows: Awaited<ReturnType<typeof nfdumpFlows>>, records: FlowRecord[]): void {
+  expect(flows).toHaveLength(records.length);
+  const byPort = new Map(flows.map((f) => [f.sp, f]));
+  for (const r of records) {
+    const f = byPort.get(r.src!.port);
+    expect(f, `record ${r.id}`).toBeDefined();
+    expect(f).toMatchObject({
+      sa: r.src!.ip,
+      da: r.dst!.ip,
+      sp: r.src!.port,
+      dp: r.dst!.port,
+      pr: r.protocol === 6 ? 'TCP' : 'UDP',
+      ibyt: Number(r.bytes),
+      ipkt: Number(r.packets),
+      obyt: Number(r.reverseBytes),
+      opkt: Number(r.reversePackets),
+      dir: r.vantage === 1 ? 1 : 0,
+    });
+    expect(f!.ts.slice(0, 19)).toBe(nfdumpTime(r.startNs));
+    expect(f!.te.slice(0, 19)).toBe(nfdumpTime(r.endNs));
+  }
+}
+

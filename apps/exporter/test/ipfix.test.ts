@@ -4,12 +4,11 @@ import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newFlowBatch } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort } from '@kappa/testing';
 import { IpfixSink } from '../src/sinks/ipfix.js';
 import { knownBatch, knownRecord } from './fixtures.js';
-import { nfdumpFlows, removeDir, startCapture, startNfcapd, tsharkJson, tsharkText, valuesOf } from './collectors.js';
+import { expectDecoded, nfdumpFlows, removeDir, startCapture, startNfcapd, tsharkJson, tsharkText, valuesOf } from './collectors.js';
 import type { Nfcapd } from './collectors.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -38,36 +37,6 @@ async function nfcapd(port: number): Promise<Nfcapd> {
     removeDir(n.dir);
   });
   return n;
-}
-
-function nfdumpTime(ns: bigint): string {
-  // nfdump prints local time "YYYY-MM-DD hh:mm:ss"; the tests run in UTC or compare via Date.
-  const d = new Date(Number(ns / 1_000_000n));
-  const pad = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
-
-function expectDecoded(flows: Awaited<ReturnType<typeof nfdumpFlows>>, records: FlowRecord[]): void {
-  expect(flows).toHaveLength(records.length);
-  const byPort = new Map(flows.map((f) => [f.sp, f]));
-  for (const r of records) {
-    const f = byPort.get(r.src!.port);
-    expect(f, `record ${r.id}`).toBeDefined();
-    expect(f).toMatchObject({
-      sa: r.src!.ip,
-      da: r.dst!.ip,
-      sp: r.src!.port,
-      dp: r.dst!.port,
-      pr: r.protocol === 6 ? 'TCP' : 'UDP',
-      ibyt: Number(r.bytes),
-      ipkt: Number(r.packets),
-      obyt: Number(r.reverseBytes),
-      opkt: Number(r.reversePackets),
-      dir: r.vantage === 1 ? 1 : 0,
-    });
-    expect(f!.ts.slice(0, 19)).toBe(nfdumpTime(r.startNs));
-    expect(f!.te.slice(0, 19)).toBe(nfdumpTime(r.endNs));
-  }
 }
 
 describe('IPFIX over UDP to nfcapd', () => {
