@@ -29,11 +29,19 @@ const logger = createLogger(STAGE, config.logLevel);
 const registry = createRegistry(STAGE);
 const startedNs = BigInt(Date.now()) * 1_000_000n;
 
+/** A start-up failure an operator must fix (collector, file, port): one log line, exit 1. */
+function fatal(what: string): (error: unknown) => never {
+  return (error) => {
+    logger.fatal({ err: error }, `${what}: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  };
+}
+
 const sinks: FlowSink[] = [];
 const path = jsonlPath(config.jsonl);
 if (path !== undefined) {
   const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep });
-  await jsonl.start();
+  await jsonl.start().catch(fatal('cannot open the JSON Lines file'));
   sinks.push(jsonl);
 }
 if (config.ipfix) {
@@ -47,7 +55,7 @@ if (config.ipfix) {
     logger,
     registry,
   });
-  await ipfix.start();
+  await ipfix.start().catch(fatal('cannot start the IPFIX export'));
   sinks.push(ipfix);
 }
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
@@ -55,14 +63,14 @@ let observer: ObserverServer | undefined;
 if (config.observer) {
   const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
   observer = new ObserverServer({ ring, host: config.observerHost, port: config.observerPort, logger });
-  await observer.start();
+  await observer.start().catch(fatal(`cannot listen for the Observer on port ${config.observerPort}`));
   sinks.push(new ObserverSink(ring));
 }
 if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
 const dispatcher = new SinkDispatcher({ sinks, registry });
 
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry });
-await bus.ensureStreams();
+const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry }).catch(fatal('cannot connect to NATS'));
+await bus.ensureStreams().catch(fatal('cannot create the JetStream streams'));
 const consumer: BatchConsumer = await bus.consumeBatches({
   stage: STAGE,
   subject: subjects.joined,
@@ -84,7 +92,9 @@ const counts = setInterval(() => {
 counts.unref();
 
 const ready = () => consuming && !bus.nc.isClosed();
-const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort });
+const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort }).catch(
+  fatal(`cannot listen for /metrics on port ${config.metricsPort}`),
+);
 bus.startHeartbeat(() =>
   exporterStatus({
     instance: config.instance,

@@ -49,7 +49,11 @@ export class UdpTransport implements IpfixTransport {
   constructor(private readonly options: TransportOptions) {}
 
   async start(): Promise<void> {
-    this.address = await lookup(this.options.host);
+    try {
+      this.address = await lookup(this.options.host);
+    } catch (cause) {
+      throw new IpfixCollectorError(`udp://${this.options.host}:${this.options.port}`, 'cannot resolve the host', { cause });
+    }
     this.socket = createSocket(this.address.family === 6 ? 'udp6' : 'udp4');
     // A collector that is down makes the kernel report ICMP errors on later sends; the datagrams
     // are gone either way (UDP), and templates are refreshed, so they are logged, not fatal.
@@ -102,7 +106,6 @@ export class TcpTransport implements IpfixTransport {
   private socket: TcpSocket | undefined;
   private connecting: Promise<TcpSocket> | undefined;
   private closed = false;
-  private reconnectDelayMs = 250;
 
   constructor(private readonly options: TransportOptions) {}
 
@@ -129,7 +132,6 @@ export class TcpTransport implements IpfixTransport {
       }, this.options.connectTimeoutMs ?? 5000);
       socket.once('connect', () => {
         clearTimeout(timer);
-        this.reconnectDelayMs = 250;
         // A new transport session: sequence numbers restart and every domain gets its templates.
         this.options.encoder.resetSession();
         for (const domain of this.options.encoder.domains) socket.write(this.options.encoder.templateMessage(domain).bytes);
@@ -155,8 +157,9 @@ export class TcpTransport implements IpfixTransport {
       },
       (error: unknown) => {
         this.connecting = undefined;
-        this.options.logger.warn({ err: error, retryMs: this.reconnectDelayMs }, 'IPFIX collector unreachable');
-        this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 10_000);
+        // The batch that needed the connection is redelivered (after the consumer's retry delay),
+        // and that delivery tries again: the bus paces the reconnects.
+        this.options.logger.warn({ err: error }, 'IPFIX collector unreachable; the batch will be redelivered');
       },
     );
     return attempt;

@@ -22,12 +22,12 @@ type GetFlowsCall = ServerWritableStream<GetFlowsRequest, GetFlowsResponse>;
 export class ObserverServer {
   private readonly server = new Server();
   private boundPort = 0;
-  private readonly calls = new Set<GetFlowsCall>();
+  /** Open calls and how to end each one at shutdown. */
+  private readonly calls = new Map<GetFlowsCall, () => void>();
 
   constructor(private readonly options: ObserverServerOptions) {
     this.server.addService(observerServiceDefinition, {
       GetFlows: (call: GetFlowsCall) => {
-        this.calls.add(call);
         this.getFlows(call)
           .catch((error: unknown) => {
             options.logger.warn({ err: error }, 'GetFlows failed');
@@ -65,6 +65,11 @@ export class ObserverServer {
     };
     call.once('cancelled', onGone);
     call.once('close', onGone);
+    let shuttingDown = false;
+    this.calls.set(call, () => {
+      shuttingDown = true;
+      wake?.();
+    });
     const queue: BufferedFlow[] = [];
     let overflow = false;
     const maxQueue = this.options.maxFollowQueue ?? 100_000;
@@ -78,6 +83,7 @@ export class ObserverServer {
         })
       : () => false;
     const snapshot: BufferedFlow[] = [];
+    this.options.ring.trim(BigInt(Date.now()) * 1_000_000n);
     for (const flow of this.options.ring.since(request.sinceNs)) if (matches(flow.record)) snapshot.push(flow);
     const write = async (flow: BufferedFlow) => {
       const response = create(GetFlowsResponseSchema, { flow: flow.record, receivedNs: flow.receivedNs });
@@ -96,10 +102,10 @@ export class ObserverServer {
     };
     try {
       for (const flow of snapshot) {
-        if (cancelled || sent >= limit) break;
+        if (cancelled || shuttingDown || sent >= limit) break;
         await write(flow);
       }
-      while (request.follow && !cancelled && sent < limit) {
+      while (request.follow && !cancelled && !shuttingDown && sent < limit) {
         if (overflow) {
           call.emit('error', { code: status.RESOURCE_EXHAUSTED, details: `client fell more than ${maxQueue} records behind; reconnect with a narrower filter` });
           return;
@@ -122,9 +128,9 @@ export class ObserverServer {
     if (!cancelled) call.end();
   }
 
-  /** Ends follow streams and stops listening. */
+  /** Ends open streams (the client sees a normal end) and stops listening. */
   async close(): Promise<void> {
-    for (const call of this.calls) call.end();
+    for (const end of this.calls.values()) end();
     await new Promise<void>((resolve) => {
       this.server.tryShutdown(() => resolve());
       setTimeout(() => {
