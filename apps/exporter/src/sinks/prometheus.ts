@@ -10,6 +10,21 @@ const labelNames = ['src_namespace', 'src_workload', 'dst_namespace', 'dst_workl
 type FlowLabel = (typeof labelNames)[number];
 type Labels = Record<FlowLabel, string>;
 
+interface CounterChild {
+  inc(value: number): void;
+}
+
+interface SeriesChildren {
+  bytes: CounterChild;
+  reverseBytes: CounterChild;
+  packets: CounterChild;
+  reversePackets: CounterChild;
+  retransmits: CounterChild;
+  rtt: { observe(value: number): void };
+  appLatencySum: CounterChild;
+  appRequests: CounterChild;
+}
+
 export interface PrometheusSinkOptions {
   registry: Registry;
   maxSeries: number;
@@ -34,7 +49,7 @@ function vantageName(v: Vantage): string {
 
 export class PrometheusSink implements FlowSink {
   readonly name = 'prometheus';
-  private readonly series = new Set<string>();
+  private readonly series = new Map<string, SeriesChildren>();
   private readonly bytes: Counter<FlowLabel>;
   private readonly reverseBytes: Counter<FlowLabel>;
   private readonly packets: Counter<FlowLabel>;
@@ -79,33 +94,47 @@ export class PrometheusSink implements FlowSink {
   private count(r: FlowRecord): void {
     const src = workloadOf(r.src);
     const dst = workloadOf(r.dst);
-    const labels: Labels = {
-      src_namespace: src.namespace,
-      src_workload: src.workload,
-      dst_namespace: dst.namespace,
-      dst_workload: dst.workload,
-      protocol: protocolName(r.protocol),
-      vantage: vantageName(r.vantage),
-    };
-    const key = `${labels.src_namespace}\0${labels.src_workload}\0${labels.dst_namespace}\0${labels.dst_workload}\0${labels.protocol}\0${labels.vantage}`;
-    if (!this.series.has(key)) {
+    const protocol = protocolName(r.protocol);
+    const vantage = vantageName(r.vantage);
+    const key = `${src.namespace}\0${src.workload}\0${dst.namespace}\0${dst.workload}\0${protocol}\0${vantage}`;
+    let series = this.series.get(key);
+    if (!series) {
       if (this.series.size >= this.options.maxSeries) {
         this.dropped.inc();
         return;
       }
-      this.series.add(key);
+      const labels: Labels = {
+        src_namespace: src.namespace,
+        src_workload: src.workload,
+        dst_namespace: dst.namespace,
+        dst_workload: dst.workload,
+        protocol,
+        vantage,
+      };
+      // Children bound once per label set: no label hashing per record.
+      series = {
+        bytes: this.bytes.labels(labels),
+        reverseBytes: this.reverseBytes.labels(labels),
+        packets: this.packets.labels(labels),
+        reversePackets: this.reversePackets.labels(labels),
+        retransmits: this.retransmits.labels(labels),
+        rtt: this.rtt.labels(labels),
+        appLatencySum: this.appLatencySum.labels(labels),
+        appRequests: this.appRequests.labels(labels),
+      };
+      this.series.set(key, series);
     }
-    this.bytes.inc(labels, Number(r.bytes));
-    this.reverseBytes.inc(labels, Number(r.reverseBytes));
-    this.packets.inc(labels, Number(r.packets));
-    this.reversePackets.inc(labels, Number(r.reversePackets));
+    series.bytes.inc(Number(r.bytes));
+    series.reverseBytes.inc(Number(r.reverseBytes));
+    series.packets.inc(Number(r.packets));
+    series.reversePackets.inc(Number(r.reversePackets));
     if (r.tcp) {
-      this.retransmits.inc(labels, r.tcp.retransmits);
-      if (r.tcp.srttUs > 0) this.rtt.observe(labels, r.tcp.srttUs / 1e6);
+      series.retransmits.inc(r.tcp.retransmits);
+      if (r.tcp.srttUs > 0) series.rtt.observe(r.tcp.srttUs / 1e6);
     }
     if (r.appLatency && r.appLatency.count > 0n) {
-      this.appRequests.inc(labels, Number(r.appLatency.count));
-      this.appLatencySum.inc(labels, Number(r.appLatency.sumUs) / 1e6);
+      series.appRequests.inc(Number(r.appLatency.count));
+      series.appLatencySum.inc(Number(r.appLatency.sumUs) / 1e6);
     }
   }
 
