@@ -117,7 +117,7 @@ describe('kappa tags', () => {
   });
 
   it('rejects bad usage with one line and exit 2', async () => {
-    for (const argv of [['--bogus', '1.2.3.4'], [], ['1.2.3.4', '--output', 'yaml'], ['1.2.3.4', '--tagger', 'nohost']]) {
+    for (const argv of [['--bogus', '1.2.3.4'], [], ['1.2.3.4', '--output', 'yaml'], ['1.2.3.4', '--tagger', 'nohost'], ['1.2.3.4', '--at', 'yesterday']]) {
       const run = capture();
       expect(await runTags(argv, run.io)).toBe(2);
       expect(run.out.stderr.trim().split('\n')).toHaveLength(1);

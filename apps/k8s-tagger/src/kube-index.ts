@@ -33,7 +33,7 @@ export interface IndexSizes {
   containers: number;
   serviceIps: number;
   nodeIps: number;
-  backends: number;
+  backendIps: number;
   pods: number;
   owners: number;
 }
@@ -553,7 +553,7 @@ export class KubeIndex {
       containers: this.containers.size,
       serviceIps: this.servicesByIp.size,
       nodeIps: this.nodesByIp.size,
-      backends: this.backends.size,
+      backendIps: this.backends.size,
       pods: this.pods.size,
       owners: this.owners.size,
     };
