@@ -174,7 +174,9 @@ export class KubeIndex {
       const ip = normalizeIp(pod.status?.podIP);
       if (ip) ips.add(ip);
     }
-    const containers = new Map<string, string>(previous?.containers);
+    // Current containers and the instance before each one's last restart; older ids are dropped
+    // so a crash-looping pod does not grow the index.
+    const containers = new Map<string, string>();
     const statuses = [
       ...(pod.status?.containerStatuses ?? []),
       ...(pod.status?.initContainerStatuses ?? []),
@@ -215,6 +217,9 @@ export class KubeIndex {
         held.sort((a, b) => (a.fromNs < b.fromNs ? -1 : a.fromNs > b.fromNs ? 1 : 0));
       }
       this.podsByIp.set(ip, held);
+    }
+    for (const id of previous?.containers.keys() ?? []) {
+      if (!containers.has(id) && this.containers.get(id)?.pod === previous) this.containers.delete(id);
     }
     for (const [id, containerName] of entry.containers) this.containers.set(id, { pod: entry, containerName });
     if (this.listeners.size > 0) {
