@@ -113,4 +113,22 @@ describe('k8s-tagger recovery from API failures', () => {
     await until(() => remoteTag(tagger, '10.244.1.43')?.objectName === 'after-restart');
     expect(remoteTag(tagger, '10.244.1.7', 8080)).toMatchObject({ objectName: 'server-2', serviceName: 'web' });
   });
+
+  it('starts while the API server is down, is not ready, and becomes ready with correct tags once it is up', async () => {
+    const late = await startKubeApiServer();
+    late.apply(namespace('kube-system', 'uid-late'));
+    late.apply(pod({ name: 'late-pod', ip: '10.244.7.7', node: 'node-a' }));
+    await late.stop();
+    const waiting = await startTagger(late);
+    try {
+      expect(waiting.ready()).toBe(false);
+      expect(remoteTag(waiting, '10.244.7.7')).toMatchObject({ objectType: 'external' });
+      await late.start();
+      await until(() => waiting.ready(), 20_000, 'ready after the API server came up');
+      expect(remoteTag(waiting, '10.244.7.7')).toMatchObject({ objectType: 'pod', objectName: 'late-pod' });
+    } finally {
+      await waiting.stop();
+      await late.close();
+    }
+  });
 });
