@@ -153,7 +153,14 @@ beforeAll(async () => {
     services.push(startService(`process-enricher-${node.name}`, 'process-enricher', [...common, `--node=${node.name}`, '--cri-socket=none'], workDir));
     services.push(startService(`capture-${node.name}`, 'capture', [...common, `--node=${node.name}`, `--cgroup=${node.cgroup}`, '--interval=2s'], workDir));
   }
-  await until('every stage ready in kappa status', async () => ((await kappa(['status', natsUrl])).code === 0 ? true : undefined), 90_000);
+  let status = '';
+  await until('every stage ready in kappa status', async () => {
+    const result = await kappa(['status', natsUrl]);
+    status = result.stdout + result.stderr;
+    return result.code === 0 ? true : undefined;
+  }, 90_000).catch((error: Error) => {
+    throw new Error(`${error.message}\nlast kappa status:\n${status}`);
+  });
   process.env.KAPPA_E2E_OBSERVER = `127.0.0.1:${observerPort}`;
 
   const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
