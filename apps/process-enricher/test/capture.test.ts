@@ -63,7 +63,7 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
     await reader?.close();
     await enricher?.stop();
     await nats?.stop();
-    fixture.cleanup();
+    await fixture.cleanup();
   });
 
   it('attributes both ends of a loopback conversation, and a client that exited, to their processes and containers', async () => {
