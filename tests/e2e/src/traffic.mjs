@@ -9,20 +9,23 @@ const [mode, ...args] = process.argv.slice(2);
 
 if (mode === 'serve') {
   const [tcpPort, udpPort, replyBytes] = args.map(Number);
-  createServer((socket) => {
-    let received = 0;
-    socket.on('data', (d) => {
-      received += d.length;
-    });
-    socket.on('end', () => socket.end(Buffer.alloc(replyBytes, 0x61), () => void received));
-    socket.on('error', () => undefined);
-  }).listen({ port: tcpPort, host: '::', ipv6Only: false });
-  for (const type of ['udp4', 'udp6']) {
-    const udp = createSocket(type);
-    udp.on('message', (msg, rinfo) => udp.send(msg.subarray(0, Math.min(msg.length, 64)), rinfo.port, rinfo.address));
-    udp.bind(udpPort, type === 'udp4' ? '0.0.0.0' : '::');
+  // Separate IPv4 and IPv6 sockets: a dual-stack socket would see IPv4 peers as ::ffff:a.b.c.d.
+  let listening = 0;
+  const ready = () => {
+    if (++listening === 4) process.stdout.write('serving\n');
+  };
+  for (const host of ['0.0.0.0', '::']) {
+    createServer((socket) => {
+      socket.on('data', () => undefined);
+      socket.on('end', () => socket.end(Buffer.alloc(replyBytes, 0x61)));
+      socket.on('error', () => undefined);
+    }).listen({ port: tcpPort, host, ipv6Only: host === '::' }, ready);
   }
-  process.stdout.write('serving\n');
+  for (const type of ['udp4', 'udp6']) {
+    const udp = createSocket({ type, ipv6Only: type === 'udp6' });
+    udp.on('message', (msg, rinfo) => udp.send(msg.subarray(0, Math.min(msg.length, 64)), rinfo.port, rinfo.address));
+    udp.bind(udpPort, type === 'udp4' ? '0.0.0.0' : '::', ready);
+  }
 } else if (mode === 'tcp') {
   const [host, port, sendBytes] = [args[0], Number(args[1]), Number(args[2])];
   const socket = connect({ host, port }, () => {

@@ -64,6 +64,14 @@ const captures = new Map<string, Capture>();
 const servers = new Map<string, { pid: number; kill(): void }>();
 const conversations: Conversation[] = [];
 let records: JsonRecord[] = [];
+/** The kernel's name (comm) of the test's traffic processes, as /proc shows it. */
+let trafficComm = '';
+const packetsOf = new Map<string, ReturnType<typeof readPackets>>();
+function wire(podName: string) {
+  const file = captures.get(podName)!.file;
+  if (!packetsOf.has(file)) packetsOf.set(file, readPackets(file));
+  return packetsOf.get(file)!;
+}
 
 const podSpecs = [
   { name: 'web-1', namespace: 'shop', node: 'node-a' as const, host: 11, workload: 'web', workloadKind: 'Deployment' as const, labels: { app: 'web' } },
@@ -72,22 +80,28 @@ const podSpecs = [
 ];
 
 /** Runs traffic.mjs in a pod: moved into the pod's cgroup before it execs, then into its netns. */
-function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { pid: number; output: Promise<string>; kill(): void } {
+function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { pid: number; output: Promise<string>; started: Promise<void>; kill(): void } {
   const enterCgroup = where.cgroup ? `echo $$ > ${where.cgroup}/cgroup.procs && ` : '';
   const child = spawn('sh', ['-c', `${enterCgroup}exec ip netns exec ${where.netns} "$0" "$@"`, process.execPath, trafficScript, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  let markStarted = () => undefined as void;
+  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    if (/serving/.test(out)) markStarted();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
   const output = new Promise<string>((resolve) => child.once('exit', () => resolve(out)));
-  return { pid: child.pid ?? -1, output, kill: () => child.kill('SIGKILL') };
+  return { pid: child.pid ?? -1, output, started, kill: () => child.kill('SIGKILL') };
 }
 
 async function startServer(name: string, where: { netns: string; cgroup?: string }): Promise<void> {
   const server = runInPod(where, ['serve', '8080', '9090', '3000']);
   servers.set(name, server);
-  await new Promise((r) => setTimeout(r, 700));
+  await Promise.race([server.started, server.output.then((out) => Promise.reject(new Error(`server in ${name} exited: ${out}`)))]);
 }
 
 async function converse(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server']) {
@@ -170,6 +184,8 @@ beforeAll(async () => {
   await startServer('external', { netns: topology.external.netns });
   const at = (p: Pod | undefined, ip: string, port: number, pid: number | undefined) => ({ pod: p, ip, port, pid });
   const apiPid = servers.get('api-1')!.pid;
+  // Node 24 names its main thread "MainThread": that is the comm the kernel reports.
+  trafficComm = readFileSync(`/proc/${apiPid}/comm`, 'utf8').trim();
   const web2Pid = servers.get('web-2')!.pid;
   await converse('pod→pod across nodes, TCP/IPv4', TCP, web1, { ip: api1.ipv4, port: 8080 }, at(api1, api1.ipv4, 8080, apiPid));
   await converse('pod→pod across nodes, TCP/IPv6', TCP, web1, { ip: api1.ipv6, port: 8080 }, at(api1, api1.ipv6, 8080, apiPid));
@@ -216,7 +232,7 @@ describe('two nodes end to end', () => {
       const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
       if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
       for (const [vantage, podName, dst] of vantages) {
-        const truth = conversationTotals(readPackets(captures.get(podName)!.file), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
+        const truth = conversationTotals(wire(podName), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
         const got = sum(recordsOf(c, vantage));
         if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
       }
@@ -234,9 +250,12 @@ describe('two nodes end to end', () => {
           expect(r.node).toBe(vantage === 'VANTAGE_SRC' ? c.client.node : server.node);
           expect(r.joined, `${c.label} ${vantage} joined`).toBe(true);
           expect(r.src.kube).toMatchObject({ objectName: c.client.name, objectNamespace: 'shop', workloadName: c.client.workload, node: c.client.node, objectType: 'pod' });
-          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: 'node', containerId: c.client.containerId });
+          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: trafficComm, containerId: c.client.containerId });
+          // The clients exit right after their conversation, before enrichment, so only what the
+          // kernel stamped (pid, comm, cgroup → container) is theirs; the servers' command lines are known.
+          expect(r.dst.process?.cmdline).toContain('traffic.mjs serve 8080 9090');
           expect(r.dst.kube).toMatchObject({ objectName: server.name, objectNamespace: 'shop', workloadName: server.workload, node: server.node });
-          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: 'node', containerId: server.containerId });
+          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: trafficComm, containerId: server.containerId });
         }
       }
     }
