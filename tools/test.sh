@@ -5,11 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
-# npm ci when node_modules is missing or does not match the lock file.
-if ! cmp -s package-lock.json node_modules/.kappa-lock 2>/dev/null; then
-  npm ci --no-audit --no-fund || { echo "0 passed, 1 failed"; exit 1; }
-  cp package-lock.json node_modules/.kappa-lock
-fi
+bash tools/ensure-node-modules.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false NX_SKIP_NX_CACHE=${NX_SKIP_NX_CACHE:-false}
 # From here on, node is the pinned Node 24 in node_modules/.bin.

@@ -1,0 +1,114 @@
+// Runs kappa on this host: a private nats-server (JetStream) and redis-server on loopback on
+// non-default ports, then the five services as separate processes with prefixed, coloured logs.
+// Ctrl-C stops everything in order: capture first (it drains once more and detaches its BPF
+// programs), the rest of the pipeline, then Redis and NATS.
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+const root = resolve(import.meta.dirname, '..');
+const state = resolve(root, '.kappa');
+const natsPort = Number(process.env.KAPPA_UP_NATS_PORT ?? 14222);
+const redisPort = Number(process.env.KAPPA_UP_REDIS_PORT ?? 16379);
+const jsonl = process.env.KAPPA_JSONL ?? resolve(state, 'flows.jsonl');
+const node = process.env.KAPPA_NODE ?? hostname();
+mkdirSync(resolve(state, 'nats'), { recursive: true });
+mkdirSync(resolve(state, 'redis'), { recursive: true });
+writeFileSync(resolve(state, 'up.pid'), String(process.pid));
+
+const colours = [36, 33, 35, 32, 34, 31, 90];
+const children = [];
+
+function prefixLines(name, colour, stream) {
+  const label = `\x1b[${colour}m${name.padEnd(16)}\x1b[0m│ `;
+  createInterface({ input: stream }).on('line', (line) => {
+    let text = line;
+    try {
+      // pino JSON → "level message {fields}"
+      const { level, time, msg, service, pid, hostname: _h, name: _n, ...rest } = JSON.parse(line);
+      const levelName = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' }[level] ?? level;
+      const fields = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
+      text = `${levelName} ${msg ?? ''}${fields}`;
+    } catch {
+      // not JSON: print as is
+    }
+    process.stdout.write(`${label}${text}\n`);
+  });
+}
+
+function start(name, command, args, env = {}) {
+  const colour = colours[children.length % colours.length];
+  const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const entry = { name, child, stopping: false };
+  prefixLines(name, colour, child.stdout);
+  prefixLines(name, colour, child.stderr);
+  child.on('exit', (code, signal) => {
+    if (!entry.stopping) {
+      process.stdout.write(`\x1b[31m${name} exited unexpectedly (${code ?? signal}); the rest keeps running. Fix the cause shown above and run npm run up again.\x1b[0m\n`);
+    }
+  });
+  child.on('error', (error) => process.stdout.write(`\x1b[31mcannot start ${name}: ${error.message}\x1b[0m\n`));
+  children.push(entry);
+  return entry;
+}
+
+async function waitForOutput(entry, pattern, timeoutMs = 15_000) {
+  await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${entry.name} did not start in ${timeoutMs} ms`)), timeoutMs);
+    const check = (d) => {
+      if (pattern.test(d.toString())) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    };
+    entry.child.stdout.on('data', check);
+    entry.child.stderr.on('data', check);
+    entry.child.once('exit', () => reject(new Error(`${entry.name} exited during start`)));
+  });
+}
+
+const nats = start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', resolve(state, 'nats')]);
+const redis = start('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--dir', resolve(state, 'redis'), '--save', '60 1', '--protected-mode', 'no']);
+try {
+  await Promise.all([waitForOutput(nats, /Server is ready/), waitForOutput(redis, /Ready to accept connections/)]);
+} catch (error) {
+  console.error(`kappa: ${error.message} (is port ${natsPort} or ${redisPort} taken? set KAPPA_UP_NATS_PORT / KAPPA_UP_REDIS_PORT)`);
+  for (const c of children) c.child.kill('SIGTERM');
+  process.exit(1);
+}
+
+const env = {
+  KAPPA_NATS_URL: `nats://127.0.0.1:${natsPort}`,
+  KAPPA_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+  KAPPA_JSONL: jsonl,
+  KAPPA_NODE: node,
+};
+const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
+for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], env);
+
+console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
+console.log('watch them with: npx kappa observe --follow   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
+
+let stopping = false;
+async function stopAll() {
+  if (stopping) return;
+  stopping = true;
+  console.log('\nkappa: stopping (capture first, so it drains and detaches its BPF programs)…');
+  // Reverse start order: capture, process-enricher, k8s-tagger, joiner, exporter, redis, nats.
+  for (const entry of [...children].reverse()) {
+    entry.stopping = true;
+    if (entry.child.exitCode !== null || entry.child.signalCode !== null) continue;
+    const exited = new Promise((r) => entry.child.once('exit', r));
+    entry.child.kill('SIGTERM');
+    const timer = setTimeout(() => entry.child.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  rmSync(resolve(state, 'up.pid'), { force: true });
+  console.log('kappa: stopped');
+  process.exit(0);
+}
+process.on('SIGINT', stopAll);
+process.on('SIGTERM', stopAll);
