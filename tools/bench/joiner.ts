@@ -100,6 +100,9 @@ async function main(): Promise<void> {
   if (args.commandstats) process.stderr.write(`${(await admin.info('commandstats')).split('\n').filter((l) => /calls=/.test(l)).join('\n')}\n`);
   results.push(`joiner (Redis ${(await admin.info('server')).match(/redis_version:(\S+)/)?.[1]}): ${records.length} records (${conversations} conversations, both ends, shuffled, ${batchSize}/batch) in ${joined.seconds.toFixed(2)} s = ${Math.round(joined.rate)} joined records/s`);
 
+  const cached = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+  results.push(`Redis memory per joined conversation still cached (both ends' metadata, replay markers; until --metadata-ttl / --replay-window): ${Math.round(cached / conversations)} bytes (used_memory ${cached} for ${conversations})`);
+
   // 3. memory per pending record: one end of each conversation only, nothing to join with.
   await admin.flushall();
   await new Promise((r) => setTimeout(r, 500));
