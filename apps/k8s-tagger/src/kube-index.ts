@@ -54,6 +54,8 @@ interface PodEntry {
   fromNs: bigint;
   /** When the tagger saw the pod deleted (unix ns); undefined while it exists. */
   deletedNs: bigint | undefined;
+  /** Tags built once per container name ('' for none), valid while the owners are unchanged. */
+  kubeCache: { ownersVersion: number; byContainer: Map<string, Kube> } | undefined;
 }
 
 interface ServiceEntry {
@@ -63,6 +65,7 @@ interface ServiceEntry {
   uid: string;
   labels: Record<string, string>;
   ips: string[];
+  kube?: Kube;
 }
 
 interface SliceEntry {
@@ -76,6 +79,7 @@ interface NodeEntry {
   uid: string;
   labels: Record<string, string>;
   ips: string[];
+  kube?: Kube;
 }
 
 export type EndpointResolution =
@@ -133,6 +137,8 @@ export class KubeIndex {
   private readonly nodesByIp = new Map<string, NodeEntry>();
   /** "Kind/namespace/name" of ReplicaSets and Jobs → their controller; other workloads → null. */
   private readonly owners = new Map<string, { kind: string; name: string } | null>();
+  /** Bumped on every owner change, so cached pod tags pick up a new workload. */
+  private ownersVersion = 0;
   private readonly listeners = new Set<(change: IndexChange) => void>();
   private kubeSystemUid: string | undefined;
 
@@ -193,6 +199,7 @@ export class KubeIndex {
       templateHash: metadata.labels?.['pod-template-hash'],
       fromNs: previous?.fromNs ?? timeNs(pod.status?.startTime) ?? timeNs(metadata.creationTimestamp) ?? nowNs(),
       deletedNs: undefined,
+      kubeCache: undefined,
     };
     this.pods.set(entry.uid, entry);
     // IPs the pod no longer has: its binding ends now.
@@ -355,6 +362,12 @@ export class KubeIndex {
   private serviceForBackend(ip: string, port: number): ServiceEntry | undefined {
     const services = this.backends.get(`${ip}|${port}`);
     if (!services) return undefined;
+    if (services.size === 1) {
+      // The common case: one Service selects this backend.
+      const [only] = services.keys();
+      const service = only !== undefined ? this.services.get(only) : undefined;
+      if (service) return service;
+    }
     const keys = [...services.keys()].sort();
     for (const key of keys) {
       const service = this.services.get(key);
@@ -419,10 +432,12 @@ export class KubeIndex {
     const metadata = object.metadata;
     if (!metadata?.name) return;
     const controller = kind === 'ReplicaSet' || kind === 'Job' ? controllerOf(metadata) : undefined;
+    this.ownersVersion += 1;
     this.owners.set(`${kind}/${metadata.namespace ?? 'default'}/${metadata.name}`, controller ? { kind: controller.kind, name: controller.name } : null);
   }
 
   deleteOwner(kind: string, object: { metadata?: V1ObjectMeta }): void {
+    this.ownersVersion += 1;
     this.owners.delete(`${kind}/${object.metadata?.namespace ?? 'default'}/${object.metadata?.name ?? ''}`);
   }
 
@@ -444,28 +459,42 @@ export class KubeIndex {
 
   // ---- tags ----
 
-  private podKube(pod: PodEntry, containerName: string | undefined, port: number | undefined): Kube {
-    const workload = this.workloadOf(pod);
-    const ip = pod.ips[0];
+  // Tags are built once per object and handed out as shallow copies (protobuf-es messages are
+  // plain objects), so tagging a record costs map lookups and two small copies.
+  private podKube(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip = pod.ips[0]): Kube {
+    let cache = pod.kubeCache;
+    if (!cache || cache.ownersVersion !== this.ownersVersion) {
+      cache = { ownersVersion: this.ownersVersion, byContainer: new Map() };
+      pod.kubeCache = cache;
+    }
+    let base = cache.byContainer.get(containerName ?? '');
+    if (!base) {
+      const workload = this.workloadOf(pod);
+      base = create(KubeSchema, {
+        node: pod.nodeName,
+        objectName: pod.name,
+        objectNamespace: pod.namespace,
+        objectType: 'pod',
+        workloadName: workload.name,
+        workloadNamespace: pod.namespace,
+        workloadKind: workload.kind,
+        labels: pod.labels,
+        containerName: containerName ?? '',
+        objectUid: pod.uid,
+      });
+      cache.byContainer.set(containerName ?? '', base);
+    }
+    const kube = { ...base };
     const service = ip !== undefined && port ? this.serviceForBackend(ip, port) : undefined;
-    return create(KubeSchema, {
-      node: pod.nodeName,
-      objectName: pod.name,
-      objectNamespace: pod.namespace,
-      objectType: 'pod',
-      workloadName: workload.name,
-      workloadNamespace: pod.namespace,
-      workloadKind: workload.kind,
-      labels: pod.labels,
-      containerName: containerName ?? '',
-      serviceName: service?.name ?? '',
-      serviceNamespace: service?.namespace ?? '',
-      objectUid: pod.uid,
-    });
+    if (service) {
+      kube.serviceName = service.name;
+      kube.serviceNamespace = service.namespace;
+    }
+    return kube;
   }
 
   private serviceKube(service: ServiceEntry): Kube {
-    return create(KubeSchema, {
+    service.kube ??= create(KubeSchema, {
       objectName: service.name,
       objectNamespace: service.namespace,
       objectType: 'service',
@@ -477,10 +506,11 @@ export class KubeIndex {
       serviceNamespace: service.namespace,
       objectUid: service.uid,
     });
+    return { ...service.kube };
   }
 
   private nodeKube(node: NodeEntry): Kube {
-    return create(KubeSchema, {
+    node.kube ??= create(KubeSchema, {
       node: node.name,
       objectName: node.name,
       objectType: 'node',
@@ -489,22 +519,14 @@ export class KubeIndex {
       labels: node.labels,
       objectUid: node.uid,
     });
+    return { ...node.kube };
   }
 
   /** The pod and container a container id belongs to (hostNetwork pods included). */
   resolveContainer(containerId: string, port?: number): EndpointResolution {
     const found = this.containers.get(bareContainerId(containerId));
     if (!found) return { type: 'none' };
-    const kube = this.podKube(found.pod, found.containerName, undefined);
-    if (port && !found.pod.hostNetwork) {
-      const ip = found.pod.ips[0];
-      const service = ip !== undefined ? this.serviceForBackend(ip, port) : undefined;
-      if (service) {
-        kube.serviceName = service.name;
-        kube.serviceNamespace = service.namespace;
-      }
-    }
-    return { type: 'pod', kube };
+    return { type: 'pod', kube: this.podKube(found.pod, found.containerName, found.pod.hostNetwork ? undefined : port) };
   }
 
   /** What an IP was at a time: a Service ClusterIP, a (non-hostNetwork) pod, a node, or nothing. */
@@ -512,17 +534,7 @@ export class KubeIndex {
     const service = this.servicesByIp.get(ip);
     if (service) return { type: 'service', kube: this.serviceKube(service) };
     const pod = this.podAt(ip, atNs);
-    if (pod) {
-      const kube = this.podKube(pod, undefined, undefined);
-      if (port) {
-        const backendService = this.serviceForBackend(ip, port);
-        if (backendService) {
-          kube.serviceName = backendService.name;
-          kube.serviceNamespace = backendService.namespace;
-        }
-      }
-      return { type: 'pod', kube };
-    }
+    if (pod) return { type: 'pod', kube: this.podKube(pod, undefined, port, ip) };
     const node = this.nodesByIp.get(ip);
     if (node) return { type: 'node', kube: this.nodeKube(node) };
     return { type: 'none' };

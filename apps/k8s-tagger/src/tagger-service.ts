@@ -3,6 +3,7 @@
 // concerns (config, signals, the health server); tests start it in-process.
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer, NatsAuth, NatsTls, StreamLimits } from '@kappa/bus';
+import { create, StageStatusSchema } from '@kappa/contracts';
 import type { Logger, Registry } from '@kappa/observability';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { ClusterWatch } from './cluster-watch.js';
@@ -38,6 +39,10 @@ export class TaggerService implements Tagger {
   private bus: Bus | undefined;
   private consumer: BatchConsumer | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private readonly startedNs = BigInt(Date.now()) * 1_000_000n;
+  private recordsIn = 0n;
+  private lag = 0;
   readonly metrics: TaggerMetrics;
 
   constructor(private readonly options: TaggerServiceOptions) {
@@ -103,15 +108,45 @@ export class TaggerService implements Tagger {
           const tagged = tagBatch(this, batch, this.options.instance, stats);
           await bus.publishBatch(subjects.tagged, tagged);
           this.metrics.recordTagged(stats);
+          this.recordsIn += BigInt(stats.records);
         },
       });
+      this.startHeartbeat(bus, this.consumer);
       logger.info({ subject: subjects.allEnriched, durable: STAGE }, 'consuming enriched flows');
     }
+  }
+
+  /** kappa.status.k8s-tagger.<instance> for `kappa status`; the lag is refreshed in the background. */
+  private startHeartbeat(bus: Bus, consumer: BatchConsumer): void {
+    const refreshLag = () => {
+      consumer.lag().then(
+        (lag) => {
+          this.lag = lag;
+        },
+        () => undefined, // a missed refresh keeps the last figure; the next one retries
+      );
+    };
+    refreshLag();
+    this.lagTimer = setInterval(refreshLag, 5000);
+    this.lagTimer.unref();
+    bus.startHeartbeat(() =>
+      create(StageStatusSchema, {
+        stage: STAGE,
+        instance: this.options.instance,
+        startedNs: this.startedNs,
+        sentNs: BigInt(Date.now()) * 1_000_000n,
+        ready: this.ready(),
+        recordsIn: this.recordsIn,
+        recordsOut: this.recordsIn,
+        lag: BigInt(this.lag),
+      }),
+    );
   }
 
   /** Graceful: in-flight batches finish and are acked, then the connections close. */
   async stop(): Promise<void> {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
+    if (this.lagTimer) clearInterval(this.lagTimer);
     await this.consumer?.stop();
     await this.bus?.close();
     await this.grpcServer?.stop();

@@ -10,7 +10,7 @@ import type { MethodDefinition } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
-import { create, kubeTagsServiceDefinition, LookupRequestSchema, Vantage, WatchRequestSchema } from '@kappa/contracts';
+import { create, decodeStageStatus, kubeTagsServiceDefinition, LookupRequestSchema, Vantage, WatchRequestSchema } from '@kappa/contracts';
 import type { FlowBatch, LookupRequest, LookupResponse, WatchRequest, WatchResponse } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, startKubeApiServer, startNatsServer } from '@kappa/testing';
@@ -91,13 +91,22 @@ describe('k8s-tagger on the bus and over gRPC', () => {
       expect(out.records[1]!.src!.kube).toMatchObject({ objectType: 'pod', objectName: 'web-7c9-a' });
     });
 
-    it('answers KubeTags/Lookup for a pod IP, a Service IP with its backends, a container id, a past time and an unknown IP', async () => {
+    it('answers KubeTags/Lookup for a pod IP, a Service IP with its backends, a container id and an unknown IP, and rejects a malformed IP', async () => {
       const port = tagger.grpcPort;
       expect(await lookupOver(port, { case: 'ip', value: '10.244.1.5' })).toMatchObject({ found: true, kube: { objectName: 'web-7c9-a', workloadKind: 'Deployment', workloadName: 'web', node: 'node-a' } });
       expect(await lookupOver(port, { case: 'ip', value: '10.96.0.20' })).toMatchObject({ found: true, kube: { objectType: 'service', objectName: 'db' }, backends: ['10.244.2.7:5432'] });
       expect(await lookupOver(port, { case: 'containerId', value: 'containerd://cid-db' })).toMatchObject({ found: true, kube: { objectName: 'db-0', containerName: 'db' } });
       expect(await lookupOver(port, { case: 'ip', value: '203.0.113.9' })).toMatchObject({ found: false });
       await expect(lookupOver(port, { case: 'ip', value: 'not-an-ip' })).rejects.toThrow(/INVALID_ARGUMENT|3 /);
+    });
+
+    it('sends its heartbeat on kappa.status.k8s-tagger.<instance> for `kappa status`', async () => {
+      const subscription = collector.nc.subscribe(subjects.status('k8s-tagger', 'test'), { max: 1 });
+      for await (const message of subscription) {
+        const beat = decodeStageStatus(message.data);
+        expect(beat).toMatchObject({ stage: 'k8s-tagger', instance: 'test', ready: true });
+        expect(beat.recordsIn).toBeGreaterThanOrEqual(2n);
+      }
     });
 
     it('streams index changes over KubeTags/Watch', async () => {
