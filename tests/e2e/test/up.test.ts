@@ -26,7 +26,11 @@ function kappaAttachments(): string {
     .join('\n');
 }
 
+/** kappa programs attached before this test (e.g. another kappa running on the machine). */
+let attachedBefore = '';
+
 beforeAll(async () => {
+  attachedBefore = kappaAttachments();
   natsPort = await freePort();
   up = spawn(process.execPath, [join(workspaceRoot, 'tools/up.mjs')], {
     cwd: workspaceRoot,
@@ -73,16 +77,21 @@ describe('npm run up', () => {
     mkdirSync(containerCgroup, { recursive: true });
     const client = spawn('sh', ['-c', `echo $$ > ${containerCgroup}/cgroup.procs && exec python3 -c "import socket; s=socket.create_connection(('127.0.0.1', ${port})); s.sendall(b'ping'*1000); s.shutdown(1); s.recv(100); s.close()"`]);
     const clientPid = client.pid;
-    await new Promise((r) => client.once('exit', r));
+    let clientOutput = '';
+    client.stderr?.on('data', (d: Buffer) => (clientOutput += d.toString()));
+    const clientExit = await new Promise((r) => client.once('exit', r));
+    expect(clientExit, clientOutput).toBe(0);
     let mine: Record<string, { ip?: string; port?: number; process?: { pid?: number; name?: string; containerId?: string } }>[] = [];
+    let observed = '';
     const end = Date.now() + 60_000;
     while (mine.length === 0 && Date.now() < end) {
       await new Promise((r) => setTimeout(r, 2000));
-      const { stdout } = await kappa(['observe', '--since=1m', '--output=json', `--port=${port}`]);
+      const { stdout, stderr } = await kappa(['observe', '--since=1m', '--output=json', `--port=${port}`]);
+      observed = stdout + stderr;
       mine = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.vantage === 'VANTAGE_SRC');
     }
     server.close();
-    expect(mine.length).toBeGreaterThan(0);
+    expect(mine.length, `kappa observe printed:\n${observed}\nup printed:\n${output.slice(-3000)}`).toBeGreaterThan(0);
     expect(mine[0]!.src!.process).toMatchObject({ pid: clientPid, name: 'python3', containerId });
     expect(mine[0]!.dst).toMatchObject({ ip: '127.0.0.1', port });
   }, 90_000);
@@ -101,11 +110,11 @@ describe('npm run up', () => {
   });
 
   it('stops everything on Ctrl-C and leaves no BPF program of kappa attached', async () => {
-    expect(kappaAttachments()).not.toBe('');
+    expect(kappaAttachments()).not.toBe(attachedBefore);
     const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
     up.kill('SIGINT');
     expect(await exited).toBe(0);
     expect(output).toContain('kappa: stopped');
-    expect(kappaAttachments()).toBe('');
+    expect(kappaAttachments()).toBe(attachedBefore);
   }, 90_000);
 });
