@@ -1,13 +1,14 @@
 // `kappa`: the command line of kappa. Dispatches to one subcommand per file in ./commands.
 import { runObserve } from './commands/observe.js';
 import { runStatus } from './commands/status.js';
+import { runTags } from './commands/tags.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { run: Command; summary: string }> = {
   observe: { run: runObserve, summary: 'print recent and live flows from the exporter\'s Observer (like hubble observe)' },
   status: { run: runStatus, summary: 'health, rate, lag and DLQ count of every stage; exit 0 only when all five are ready' },
-  // LEAD: uncomment once apps/cli/src/commands/tags.ts (runTags) is merged: tags: { run: async (argv) => (await import('./commands/tags.js')).runTags(argv), summary: 'look up Kubernetes tags in the k8s-tagger' },
+  tags: { run: runTags, summary: 'look up what the k8s-tagger knows of an IP address or a container id' },
 };
 
 function usage(): string {
