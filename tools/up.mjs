@@ -94,7 +94,7 @@ const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'captu
 for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], env);
 
 console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
-console.log('watch them with: npx kappa observe --follow   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
+console.log(`watch them with: npx kappa observe --follow   ·   health: KAPPA_NATS_URL=${env.KAPPA_NATS_URL} npx kappa status   ·   stop: Ctrl-C\n`);
 
 let stopping = false;
 async function stopAll() {
