@@ -4,7 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmdirSync } from 'node:fs';
+import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -47,7 +47,11 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  if (up.exitCode === null) up.kill('SIGKILL');
+  if (up.exitCode === null) {
+    up.kill('SIGKILL');
+    rmSync(join(workspaceRoot, '.kappa/up.json'), { force: true });
+    rmSync(join(workspaceRoot, '.kappa/up.pid'), { force: true });
+  }
   try {
     rmdirSync(containerCgroup);
     rmdirSync(join(cgroup2Mount(), 'kpe-up.slice'));
@@ -64,8 +68,10 @@ describe('npm run up', () => {
 
   it('reports every stage ready in kappa status', async () => {
     const end = Date.now() + 60_000;
-    let status = await kappa(['status', `--nats-url=nats://127.0.0.1:${natsPort}`]);
-    while (status.code !== 0 && Date.now() < end) status = await kappa(['status', `--nats-url=nats://127.0.0.1:${natsPort}`]);
+    // Plain `kappa status`, as the user types it: it finds up's NATS through .kappa/up.json.
+    let status = await kappa(['status']);
+    while (status.code !== 0 && Date.now() < end) status = await kappa(['status']);
+    expect(status.stdout).toMatch(/^capture\s/m);
     expect(status.code, status.stdout + status.stderr).toBe(0);
   }, 90_000);
 
