@@ -5,7 +5,7 @@ import type { ConfigOf } from '@kappa/config';
 import { natsOptions } from '@kappa/bus';
 
 export const DEFAULT_GRPC_PORT = 9480;
-export const DEFAULT_METRICS_PORT = 9481;
+export const DEFAULT_METRICS_PORT = 9403;
 
 export const taggerOptions = {
   kubeconfig: string({ description: 'kubeconfig file; without it the in-cluster service account is used, and without that only node names are tagged' }),
