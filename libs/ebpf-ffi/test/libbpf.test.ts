@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfError, BpfObject, BtfMissingError, MapDrainer, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '@kappa/ebpf-ffi';
+import { BpfError, BpfObject, BtfMissingError, MapDrainer, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '../src/index.js';
 
 const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('ebpf-ffi tests need root; CI must run them privileged');

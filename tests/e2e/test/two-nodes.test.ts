@@ -6,6 +6,9 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import { freePort, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
 import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { describeCluster } from '../src/cluster.js';
@@ -357,17 +360,13 @@ describe('two nodes end to end, through faults', () => {
     }
 
     // Bad input on every subject: garbage, truncated protobuf, and a 10 MB message.
-    const { connect } = await import('@nats-io/transport-node');
     const nc = await connect({ servers: nats.url });
-    const { encodeFlowBatch, newFlowBatch, newFlowRecord } = await import('@kappa/contracts');
     const good = encodeFlowBatch(newFlowBatch({ batchId: 'bad-input', records: [newFlowRecord({ node: 'node-a', bytes: 1n })] }));
     for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.node-b', 'kappa.flow.tagged', 'kappa.flow.joined']) {
       for (const payload of [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)]) {
-        const { jetstream } = await import('@nats-io/jetstream');
         await jetstream(nc).publish(subject, payload);
       }
       try {
-        const { jetstream } = await import('@nats-io/jetstream');
         await jetstream(nc).publish(subject, new Uint8Array(10 * 1024 * 1024));
       } catch (error) {
         badPublishError = String(error);
