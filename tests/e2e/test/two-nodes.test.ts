@@ -164,6 +164,27 @@ function sum(rs: JsonRecord[]) {
   );
 }
 
+/**
+ * Ends a part of the test: a few intervals pass, the captures stop (each drains one last time on
+ * SIGTERM), the exporter's file stops growing and the joiner's wait has passed; then the records
+ * and the link captures are read.
+ */
+async function finishPart(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 5000));
+  for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
+  let last = -1;
+  await until('the exporter to write every record', () => {
+    const size = readRecords().length;
+    const stable = size > 0 && size === last;
+    last = size;
+    return stable ? true : undefined;
+  }, 60_000).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
+  records = readRecords();
+  packetsOf.clear();
+  for (const c of captures.values()) await stopCapture(c);
+}
+
 /** Each conversation and vantage whose exported totals differ from its pod link's capture. */
 function conservationProblems(list: Conversation[]): string[] {
   const problems: string[] = [];
@@ -229,20 +250,7 @@ beforeAll(async () => {
   await converse('pod→external, TCP/IPv4', TCP, web1, { ip: topology.external.ipv4, port: 8080 }, at(undefined, topology.external.ipv4, 8080, undefined));
   await converse('pod→external, UDP/IPv6', UDP, web1, { ip: topology.external.ipv6, port: 9090 }, at(undefined, topology.external.ipv6, 9090, undefined));
 
-  // Let a few intervals pass, then stop the captures: each drains one last time on SIGTERM.
-  await new Promise((r) => setTimeout(r, 5000));
-  for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
-  // Every conversation's records have left the joiner once the file stops growing.
-  let last = -1;
-  await until('the exporter to write every record', () => {
-    const size = readRecords().length;
-    const stable = size > 0 && size === last;
-    last = size;
-    return stable ? true : undefined;
-  }, 60_000).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
-  records = readRecords();
-  for (const c of captures.values()) await stopCapture(c);
+  await finishPart();
 }, 300_000);
 
 afterAll(async () => {
@@ -374,19 +382,7 @@ describe('two nodes end to end, through faults', () => {
     }
     await nc.drain();
 
-    await new Promise((r) => setTimeout(r, 4000));
-    for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
-    let last = -1;
-    await until('the exporter to write every record', () => {
-      const size = readRecords().length;
-      const stable = size > 0 && size === last;
-      last = size;
-      return stable ? true : undefined;
-    }, 60_000).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 6000));
-    records = readRecords();
-    packetsOf.clear();
-    for (const c of captures.values()) await stopCapture(c);
+    await finishPart();
     dlqStatus = (await kappa(['status', natsUrl])).stdout;
   }, 600_000);
 
