@@ -87,13 +87,20 @@ export class CaptureLoop {
       interfaceName: (ifindex: number) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
     };
     const records: FlowRecord[] = [];
+    // Summed per vantage and added to the metrics once per drain, not once per record.
+    const volume = new Map<number, { bytes: bigint; packets: bigint }>();
     const conversations = this.source.drain((c) => {
       const record = toFlowRecord(c, interval, context);
       records.push(record);
-      const vantage = String(record.vantage);
-      this.bytes.inc({ vantage }, Number(record.bytes + record.reverseBytes));
-      this.packets.inc({ vantage }, Number(record.packets + record.reversePackets));
+      const sum = volume.get(record.vantage) ?? { bytes: 0n, packets: 0n };
+      sum.bytes += record.bytes + record.reverseBytes;
+      sum.packets += record.packets + record.reversePackets;
+      volume.set(record.vantage, sum);
     });
+    for (const [vantage, sum] of volume) {
+      this.bytes.inc({ vantage: String(vantage) }, Number(sum.bytes));
+      this.packets.inc({ vantage: String(vantage) }, Number(sum.packets));
+    }
     this.conversations.inc(conversations);
     const overflow = this.source.overflow();
     const lostPackets = overflow.packets - this.lastOverflow.packets;
