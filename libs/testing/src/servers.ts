@@ -19,15 +19,12 @@ export interface TestServer {
 export interface NatsServerOptions {
   /** Extra nats-server arguments (e.g. --user/--pass, --tls...). */
   args?: readonly string[];
-  /** JetStream limits, e.g. to test a full stream. */
-  maxFileStore?: string;
 }
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<TestServer> {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'kappa-nats-'));
   const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dataDir, ...(options.args ?? [])];
-  if (options.maxFileStore) args.push('--max_file_store', options.maxFileStore);
   const server = new ServerProcess({ command: 'nats-server', args, readyPattern: /Server is ready/ });
   await server.start();
   return {

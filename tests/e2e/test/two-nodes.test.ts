@@ -11,7 +11,7 @@ import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { describeCluster } from '../src/cluster.js';
 import { conversationTotals, readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
 import type { Capture } from '../src/ground-truth.js';
-import { isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
+import { crashAndRestart, isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
 import { createTopology, destroyTopology } from '../src/topology.js';
 import type { Pod, Topology } from '../src/topology.js';
@@ -64,6 +64,24 @@ const captures = new Map<string, Capture>();
 const servers = new Map<string, { pid: number; kill(): void }>();
 const conversations: Conversation[] = [];
 let records: JsonRecord[] = [];
+/** The kernel's name (comm) of the test's traffic processes, as /proc shows it. */
+let trafficComm = '';
+/** Every capture file of each pod link (one per part of the test), and their packets once read. */
+const pcapFiles = new Map<string, string[]>();
+const packetsOf = new Map<string, ReturnType<typeof readPackets>>();
+function wire(podName: string) {
+  if (!packetsOf.has(podName)) packetsOf.set(podName, (pcapFiles.get(podName) ?? []).flatMap((file) => readPackets(file)));
+  return packetsOf.get(podName)!;
+}
+
+async function startLinkCaptures(part: string): Promise<void> {
+  const links: [string, string][] = [...topology.pods.map((p): [string, string] => [p.name, p.hostVeth]), ['external', topology.external.hostVeth]];
+  for (const [name, device] of links) {
+    const file = join(workDir, `${name}-${part}.pcap`);
+    captures.set(name, await startCapture(device, file));
+    pcapFiles.set(name, [...(pcapFiles.get(name) ?? []), file]);
+  }
+}
 
 const podSpecs = [
   { name: 'web-1', namespace: 'shop', node: 'node-a' as const, host: 11, workload: 'web', workloadKind: 'Deployment' as const, labels: { app: 'web' } },
@@ -72,26 +90,36 @@ const podSpecs = [
 ];
 
 /** Runs traffic.mjs in a pod: moved into the pod's cgroup before it execs, then into its netns. */
-function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { pid: number; output: Promise<string>; kill(): void } {
+function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { pid: number; output: Promise<string>; started: Promise<void>; kill(): void } {
   const enterCgroup = where.cgroup ? `echo $$ > ${where.cgroup}/cgroup.procs && ` : '';
   const child = spawn('sh', ['-c', `${enterCgroup}exec ip netns exec ${where.netns} "$0" "$@"`, process.execPath, trafficScript, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  let markStarted = () => undefined as void;
+  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    if (/serving/.test(out)) markStarted();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
   const output = new Promise<string>((resolve) => child.once('exit', () => resolve(out)));
-  return { pid: child.pid ?? -1, output, kill: () => child.kill('SIGKILL') };
+  return { pid: child.pid ?? -1, output, started, kill: () => child.kill('SIGKILL') };
 }
 
 async function startServer(name: string, where: { netns: string; cgroup?: string }): Promise<void> {
   const server = runInPod(where, ['serve', '8080', '9090', '3000']);
   servers.set(name, server);
-  await new Promise((r) => setTimeout(r, 700));
+  await Promise.race([server.started, server.output.then((out) => Promise.reject(new Error(`server in ${name} exited: ${out}`)))]);
 }
 
 async function converse(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server']) {
   const args = protocol === TCP ? ['tcp', dst.ip, String(dst.port), '40000'] : ['udp', dst.ip, String(dst.port), '20', '300'];
+  await converseWith(label, protocol, client, dst, server, args);
+}
+
+async function converseWith(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server'], args: string[]) {
   const run = runInPod(client, args);
   const output = await run.output;
   const port = Number(/local (\d+)/.exec(output)?.[1]);
@@ -133,6 +161,22 @@ function sum(rs: JsonRecord[]) {
   );
 }
 
+/** Each conversation and vantage whose exported totals differ from its pod link's capture. */
+function conservationProblems(list: Conversation[]): string[] {
+  const problems: string[] = [];
+  for (const c of list) {
+    const clientIp = c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4;
+    const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
+    if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
+    for (const [vantage, podName, dst] of vantages) {
+      const truth = conversationTotals(wire(podName), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
+      const got = sum(recordsOf(c, vantage));
+      if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
+    }
+  }
+  return problems;
+}
+
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'kappa-e2e-'));
   jsonl = join(workDir, 'flows.jsonl');
@@ -140,8 +184,7 @@ beforeAll(async () => {
   [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
   describeCluster(api, topology);
 
-  for (const pod of topology.pods) captures.set(pod.name, await startCapture(pod.hostVeth, join(workDir, `${pod.name}.pcap`)));
-  captures.set('external', await startCapture(topology.external.hostVeth, join(workDir, 'external.pcap')));
+  await startLinkCaptures('part1');
 
   const natsUrl = `--nats-url=${nats.url}`;
   const observerPort = await freePort();
@@ -153,7 +196,14 @@ beforeAll(async () => {
     services.push(startService(`process-enricher-${node.name}`, 'process-enricher', [...common, `--node=${node.name}`, '--cri-socket=none'], workDir));
     services.push(startService(`capture-${node.name}`, 'capture', [...common, `--node=${node.name}`, `--cgroup=${node.cgroup}`, '--interval=2s'], workDir));
   }
-  await until('every stage ready in kappa status', async () => ((await kappa(['status', natsUrl])).code === 0 ? true : undefined), 90_000);
+  let status = '';
+  await until('every stage ready in kappa status', async () => {
+    const result = await kappa(['status', natsUrl]);
+    status = result.stdout + result.stderr;
+    return result.code === 0 ? true : undefined;
+  }, 90_000).catch((error: Error) => {
+    throw new Error(`${error.message}\nlast kappa status:\n${status}`);
+  });
   process.env.KAPPA_E2E_OBSERVER = `127.0.0.1:${observerPort}`;
 
   const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
@@ -163,6 +213,8 @@ beforeAll(async () => {
   await startServer('external', { netns: topology.external.netns });
   const at = (p: Pod | undefined, ip: string, port: number, pid: number | undefined) => ({ pod: p, ip, port, pid });
   const apiPid = servers.get('api-1')!.pid;
+  // Node 24 names its main thread "MainThread": that is the comm the kernel reports.
+  trafficComm = readFileSync(`/proc/${apiPid}/comm`, 'utf8').trim();
   const web2Pid = servers.get('web-2')!.pid;
   await converse('pod→pod across nodes, TCP/IPv4', TCP, web1, { ip: api1.ipv4, port: 8080 }, at(api1, api1.ipv4, 8080, apiPid));
   await converse('pod→pod across nodes, TCP/IPv6', TCP, web1, { ip: api1.ipv6, port: 8080 }, at(api1, api1.ipv6, 8080, apiPid));
@@ -203,18 +255,7 @@ describe('two nodes end to end', () => {
   });
 
   it('exports, for every conversation and vantage, exactly the bytes and packets on the wire', () => {
-    const problems: string[] = [];
-    for (const c of conversations) {
-      const clientIp = c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4;
-      const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
-      if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
-      for (const [vantage, podName, dst] of vantages) {
-        const truth = conversationTotals(readPackets(captures.get(podName)!.file), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
-        const got = sum(recordsOf(c, vantage));
-        if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
-      }
-    }
-    expect(problems).toEqual([]);
+    expect(conservationProblems(conversations)).toEqual([]);
   });
 
   it('joins every cross-node and same-node conversation: two records, each with both ends\' pod, workload, namespace, node, process and container', () => {
@@ -227,9 +268,12 @@ describe('two nodes end to end', () => {
           expect(r.node).toBe(vantage === 'VANTAGE_SRC' ? c.client.node : server.node);
           expect(r.joined, `${c.label} ${vantage} joined`).toBe(true);
           expect(r.src.kube).toMatchObject({ objectName: c.client.name, objectNamespace: 'shop', workloadName: c.client.workload, node: c.client.node, objectType: 'pod' });
-          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: 'node', containerId: c.client.containerId });
+          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: trafficComm, containerId: c.client.containerId });
+          // The clients exit right after their conversation, before enrichment, so only what the
+          // kernel stamped (pid, comm, cgroup → container) is theirs; the servers' command lines are known.
+          expect(r.dst.process?.cmdline).toContain('traffic.mjs serve 8080 9090');
           expect(r.dst.kube).toMatchObject({ objectName: server.name, objectNamespace: 'shop', workloadName: server.workload, node: server.node });
-          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: 'node', containerId: server.containerId });
+          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: trafficComm, containerId: server.containerId });
         }
       }
     }
@@ -266,5 +310,108 @@ describe('two nodes end to end', () => {
     const expected = records.filter((r) => r.vantage === 'VANTAGE_DST' && (r.src.kube?.objectName === 'api-1' || r.dst.kube?.objectName === 'api-1'));
     expect(got.length).toBe(expected.length);
     expect(got.length).toBeGreaterThan(0);
+  });
+});
+
+describe('two nodes end to end, through faults', () => {
+  const faultConversations: Conversation[] = [];
+  const killed = new Set<string>();
+  let dlqStatus = '';
+  let badPublishError = '';
+
+  beforeAll(async () => {
+    const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
+    const [web1, api1] = [pod('web-1'), pod('api-1')];
+    const apiPid = servers.get('api-1')!.pid;
+    const natsUrl = `--nats-url=${nats.url}`;
+    const allReady = () => until('every stage ready again', async () => ((await kappa(['status', natsUrl, '--wait=2500ms'])).code === 0 ? true : undefined), 90_000);
+    // The captures (kappa's and tcpdump's) were stopped at the end of the first part: start them again.
+    await startLinkCaptures('part2');
+    for (const s of services.filter((s) => s.app === 'capture')) await crashAndRestart(s);
+    await allReady();
+
+    const service = (name: string) => services.find((s) => s.name === name)!;
+    const kill = (name: string) => async () => {
+      killed.add(name);
+      await crashAndRestart(service(name));
+    };
+    const faults: [string, () => Promise<void>][] = [
+      ['SIGKILL of process-enricher on node-a', kill('process-enricher-node-a')],
+      ['SIGKILL of k8s-tagger', kill('k8s-tagger')],
+      ['SIGKILL of joiner-1', kill('joiner-1')],
+      ['SIGKILL of exporter', kill('exporter')],
+      ['nats-server restart', () => nats.restart()],
+      ['redis-server restart', () => redis.restart()],
+    ];
+    for (const [label, fault] of faults) {
+      const before = conversations.length;
+      const traffic = Promise.all([
+        converseWith(`${label}: TCP/IPv4`, TCP, web1, { ip: api1.ipv4, port: 8080 }, { pod: api1, ip: api1.ipv4, port: 8080, pid: apiPid }, ['tcp-slow', api1.ipv4, '8080', '20', '2000', '150']),
+        converseWith(`${label}: UDP/IPv6`, UDP, web1, { ip: api1.ipv6, port: 9090 }, { pod: api1, ip: api1.ipv6, port: 9090, pid: apiPid }, ['udp', api1.ipv6, '9090', '100', '200', '30']),
+      ]);
+      await new Promise((r) => setTimeout(r, 1200));
+      await fault();
+      await traffic;
+      faultConversations.push(...conversations.slice(before));
+      await allReady();
+    }
+
+    // Bad input on every subject: garbage, truncated protobuf, and a 10 MB message.
+    const { connect } = await import('@nats-io/transport-node');
+    const nc = await connect({ servers: nats.url });
+    const { encodeFlowBatch, newFlowBatch, newFlowRecord } = await import('@kappa/contracts');
+    const good = encodeFlowBatch(newFlowBatch({ batchId: 'bad-input', records: [newFlowRecord({ node: 'node-a', bytes: 1n })] }));
+    for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.node-b', 'kappa.flow.tagged', 'kappa.flow.joined']) {
+      for (const payload of [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)]) {
+        const { jetstream } = await import('@nats-io/jetstream');
+        await jetstream(nc).publish(subject, payload);
+      }
+      try {
+        const { jetstream } = await import('@nats-io/jetstream');
+        await jetstream(nc).publish(subject, new Uint8Array(10 * 1024 * 1024));
+      } catch (error) {
+        badPublishError = String(error);
+      }
+    }
+    await nc.drain();
+
+    await new Promise((r) => setTimeout(r, 4000));
+    for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
+    let last = -1;
+    await until('the exporter to write every record', () => {
+      const size = readRecords().length;
+      const stable = size > 0 && size === last;
+      last = size;
+      return stable ? true : undefined;
+    }, 60_000).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 6000));
+    records = readRecords();
+    packetsOf.clear();
+    for (const c of captures.values()) await stopCapture(c);
+    dlqStatus = (await kappa(['status', natsUrl])).stdout;
+  }, 600_000);
+
+  it('loses and doubles nothing: every conversation, before and during the faults, equals the wire', () => {
+    expect(faultConversations.length).toBeGreaterThan(0);
+    expect(conservationProblems(conversations)).toEqual([]);
+  });
+
+  it('restarts no service that the test did not kill', () => {
+    for (const s of services.filter((s) => s.app !== 'capture')) {
+      expect(isRunning(s), `${s.name}\n${logTail(s)}`).toBe(true);
+      expect(s.restarts, s.name).toBe(killed.has(s.name) ? 1 : 0);
+    }
+  });
+
+  it('puts bad input in the DLQ of the stage that read it, counted in kappa status, and refuses a 10 MB message', () => {
+    expect(badPublishError).toMatch(/payload|MAX_PAYLOAD/i);
+    for (const stage of ['process-enricher', 'k8s-tagger', 'joiner', 'exporter']) {
+      const line = dlqStatus.split('\n').find((l) => l.startsWith(stage));
+      expect(line, dlqStatus).toBeDefined();
+      // Columns: STAGE INSTANCE NODE READY IN/s OUT/s LAG DLQ LOST UP (NODE may be empty): DLQ is third from the end.
+      const columns = line!.trim().split(/\s+/);
+      const dlq = Number(columns[columns.length - 3]);
+      expect(dlq, `${stage}: ${line}`).toBeGreaterThanOrEqual(2);
+    }
   });
 });
