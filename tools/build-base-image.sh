@@ -65,7 +65,7 @@ if [[ -z $mirror ]]; then
   mirror=$(grep -hoE '^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?\S+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
     awk '{print $NF}' | grep -v security | head -n1 || true)
 fi
-mirror=${mirror:-http://deb.debian.org/debian}
+[[ -n $mirror ]] || { log "no Debian mirror found in /etc/apt/sources.list(.d)"; exit 1; }
 
 work=$(mktemp -d /var/tmp/kd-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
