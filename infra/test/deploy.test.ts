@@ -9,7 +9,7 @@ import type { KubeObject } from './manifests.js';
 import { render, workspaceRoot } from './manifests.js';
 
 const bin = resolve(workspaceRoot, 'node_modules/.bin');
-const env = {
+const env: NodeJS.ProcessEnv = {
   ...process.env,
   PATH: `${bin}:${process.env.PATH ?? ''}`,
   NX_DAEMON: 'false',
