@@ -66,7 +66,10 @@ compose_env() {
   export KAPPA_TAG=$tag KAPPA_IMAGE_PREFIX=localhost/kappa KAPPA_BASE_IMAGE=$base
   export KAPPA_NATS_IMAGE=localhost/kappa-nats:$tag KAPPA_REDIS_IMAGE=localhost/kappa-redis:$tag
   export KAPPA_AGENT_SECCOMP=$run_dir/seccomp-agent.json
-  export KAPPA_INTERVAL=${KAPPA_INTERVAL:-2s}
+  # podman-compose 1.3 resolves `KEY: ${KEY:-default}` in `environment:` against the service's own
+  # environment first, i.e. to itself, unless KEY is set here: set every such variable.
+  export KAPPA_INTERVAL=${KAPPA_INTERVAL:-2s} KAPPA_LOG_LEVEL=${KAPPA_LOG_LEVEL:-info}
+  export KAPPA_MODE=${KAPPA_MODE:-socket} KAPPA_CAPTURE=${KAPPA_CAPTURE:-en.*|veth.*|eth.*}
   # The host's cgroup v2 mount, as seen under /host/sys/fs/cgroup in capture and enricher.
   local cgroup2
   cgroup2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
