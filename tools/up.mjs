@@ -21,9 +21,14 @@ writeFileSync(resolve(state, 'up.pid'), String(process.pid));
 const colours = [36, 33, 35, 32, 34, 31, 90];
 const children = [];
 
+// nats-server and redis-server announce a lot at start; show only their warnings and errors.
+const serverNoise = /\[INF\]|^\d+:[CM] .* [*.-] |oO0OoO0OoO0Oo|^\s*$/;
+
 function prefixLines(name, colour, stream) {
   const label = `\x1b[${colour}m${name.padEnd(16)}\x1b[0m│ `;
+  const quiet = name.endsWith('-server');
   createInterface({ input: stream }).on('line', (line) => {
+    if (quiet && serverNoise.test(line)) return;
     let text = line;
     try {
       // pino JSON → "level message {fields}"

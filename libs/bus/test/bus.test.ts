@@ -32,9 +32,9 @@ function batch(id: string, records = 3, cmdlineBytes = 10): FlowBatch {
 
 /** Starts test/fixtures/replica.ts as its own process and resolves once it consumes. */
 async function startReplica(args: Record<string, string>): Promise<{ child: ChildProcess; lines: string[]; waitFor(line: string): Promise<void> }> {
-  const tsx = join(import.meta.dirname, '../../../node_modules/.bin/tsx');
-  const argv = [join(import.meta.dirname, 'fixtures/replica.ts'), `--nats=${nats.url}`, ...Object.entries(args).map(([k, v]) => `--${k}=${v}`)];
-  const child = spawn(tsx, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // One process (node with tsx's loader), so SIGKILL really kills the consumer.
+  const argv = ['--import', 'tsx', join(import.meta.dirname, 'fixtures/replica.ts'), `--nats=${nats.url}`, ...Object.entries(args).map(([k, v]) => `--${k}=${v}`)];
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   const lines: string[] = [];
   const waiters: { line: string; resolve: () => void }[] = [];

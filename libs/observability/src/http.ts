@@ -47,7 +47,14 @@ export async function startObservabilityServer(
     res.end('not found: try /metrics, /healthz or /readyz\n');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const where = `${options.host ?? '0.0.0.0'}:${options.port}`;
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new Error(`the metrics port ${where} is already in use: stop what uses it or set --metrics-port (0 picks a free port)`, { cause: error })
+          : error,
+      );
+    });
     server.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
   });
   return {

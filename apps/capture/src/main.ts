@@ -1,0 +1,91 @@
+// kappa-capture: wires config, the kernel datapath, the capture loop, a sink (NATS or stdout)
+// and the observability server. Logic lives in the modules beside this file.
+import { loadConfigOrExit } from '@kappa/config';
+import { BpfError } from '@kappa/ebpf-ffi';
+import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
+import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
+import type { FlowBatch } from '@kappa/contracts';
+import { CaptureLoop } from './capture.js';
+import { unixNowNs } from './clock.js';
+import { Datapath } from './datapath.js';
+import { captureOptions } from './options.js';
+import { stdoutSink } from './sinks.js';
+import { captureStatus } from './status.js';
+
+const config = loadConfigOrExit({
+  command: 'kappa-capture',
+  summary: 'Counts every conversation of this node in the kernel (eBPF) and publishes flow records.',
+  options: captureOptions,
+});
+const logger = createLogger('kappa-capture', config.logLevel);
+
+let datapath: Datapath;
+try {
+  datapath = Datapath.start({
+    objectPath: config.bpfObject,
+    btfPath: config.btf,
+    cgroupPath: config.cgroup,
+    maxConversations: config.maxConversations,
+    socketMode: config.mode !== 'interface',
+    interfaces: config.mode === 'socket' ? undefined : config.capture,
+  });
+} catch (error) {
+  // One line an operator can act on, nothing else: the typed errors carry the remedy.
+  if (error instanceof BpfError) {
+    process.stderr.write(`kappa-capture: ${error.message}\n`);
+    process.exit(1);
+  }
+  throw error;
+}
+logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');
+
+const registry = createRegistry('kappa-capture');
+const startedNs = unixNowNs();
+let bus: Bus | undefined;
+if (!config.stdout) {
+  try {
+    bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-capture', logger, registry });
+    await bus.ensureStreams();
+  } catch (error) {
+    datapath.stop();
+    process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+}
+const publisher = bus;
+const subject = subjects.captured(config.node);
+const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
+const loop = new CaptureLoop(datapath, sink, { node: config.node }, registry, logger);
+publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal }));
+const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
+
+let draining: Promise<unknown> = Promise.resolve();
+const timer = setInterval(() => {
+  draining = draining.then(() => loop.drainOnce()).catch((error: unknown) => logger.error({ err: error }, 'drain failed'));
+}, config.interval);
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  clearInterval(timer);
+  logger.info({ signal }, 'stopping: last drain, then detach');
+  await draining;
+  try {
+    await loop.drainOnce();
+  } finally {
+    datapath.stop();
+    await bus?.close();
+    await server.close();
+  }
+  process.exit(0);
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    shutdown(signal).catch((error: unknown) => {
+      logger.error({ err: error }, 'shutdown failed');
+      process.exit(1);
+    });
+  });
+}

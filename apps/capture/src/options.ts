@@ -1,0 +1,27 @@
+// kappa-capture's command line and KAPPA_* environment, parsed once at start.
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { boolean, duration, integer, oneOf, regex, string } from '@kappa/config';
+import { natsOptions } from '@kappa/bus';
+import { logLevels } from '@kappa/observability';
+
+/** bpf/.output/kappa.bpf.o of this checkout: the same depth from src/ and from dist/. */
+export const DEFAULT_BPF_OBJECT = fileURLToPath(new URL('../../../bpf/.output/kappa.bpf.o', import.meta.url));
+
+export const captureOptions = {
+  interval: duration({ description: 'How often the kernel flow table is drained into records', default: '10s', minMs: 100 }),
+  node: string({ description: 'Node name put on every record (default: the hostname)', default: hostname() }),
+  stdout: boolean({ description: 'Print records as JSON lines (canonical protobuf JSON of FlowRecord) instead of publishing to NATS' }),
+  mode: oneOf(['socket', 'interface', 'both'] as const, {
+    description: 'socket: cgroup hooks see every local socket; interface: tc on --capture interfaces; both',
+    default: 'socket',
+  }),
+  capture: regex({ description: 'Interfaces for interface mode (whole-name match)', default: 'en.*|veth.*|eth.*' }),
+  cgroup: string({ description: 'cgroup v2 directory to attach to instead of the cgroup v2 root (a sub-tree: one tenant, or one simulated node)' }),
+  btf: string({ description: 'BTF file for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub)' }),
+  bpfObject: string({ description: 'The compiled BPF object', default: DEFAULT_BPF_OBJECT }),
+  maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
+  metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
+  logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
+  ...natsOptions,
+};

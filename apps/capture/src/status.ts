@@ -1,0 +1,17 @@
+// The heartbeat capture publishes on kappa.status.capture.<node> for `kappa status`.
+import { StageStatusSchema, create } from '@kappa/contracts';
+import type { StageStatus } from '@kappa/contracts';
+import { unixNowNs } from './clock.js';
+
+export function captureStatus(node: string, startedNs: bigint, totals: { recordsOut: number; overflowPackets: bigint }): StageStatus {
+  return create(StageStatusSchema, {
+    stage: 'capture',
+    instance: node,
+    node,
+    startedNs,
+    sentNs: unixNowNs(),
+    ready: true,
+    recordsOut: BigInt(totals.recordsOut),
+    lost: totals.overflowPackets > 0n ? { map_full: totals.overflowPackets } : {},
+  });
+}

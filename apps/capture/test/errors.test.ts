@@ -1,0 +1,33 @@
+// Start-up failures an operator can act on: one line on stderr, non-zero exit, nothing attached.
+import { spawnSync } from 'node:child_process';
+import { expect, it } from 'vitest';
+import { CAPTURE_BIN } from './harness.js';
+import { describePrivileged } from './privileges.js';
+
+function lines(text: string): string[] {
+  return text.split('\n').filter((line) => line.trim() !== '');
+}
+
+describePrivileged('start-up errors', () => {
+  it('prints one line naming the capabilities when started without privileges', () => {
+    const drop = 'cap_bpf,cap_perfmon,cap_sys_admin,cap_net_admin';
+    const result = spawnSync('capsh', [`--drop=${drop}`, '--', '-c', `exec "${process.execPath}" "${CAPTURE_BIN}" --stdout --metrics-port 0`], { encoding: 'utf8', timeout: 30_000 });
+    expect(result.status).not.toBe(0);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toMatch(/^kappa-capture: .*permission denied.*needs CAP_BPF and CAP_PERFMON/);
+    expect(result.stdout).toBe('');
+  });
+
+  it('prints one line naming the file when pointed at a missing BTF', () => {
+    const result = spawnSync(process.execPath, [CAPTURE_BIN, '--stdout', '--metrics-port', '0', '--btf', '/missing/vmlinux.btf'], { encoding: 'utf8', timeout: 30_000 });
+    expect(result.status).not.toBe(0);
+    expect(lines(result.stderr)).toEqual(['kappa-capture: BTF file /missing/vmlinux.btf does not exist; pass --btf PATH to the BTF of this kernel']);
+  });
+
+  it('loads against an explicit BTF file (the kernel’s own, as BTFHub files are used)', () => {
+    // Proves --btf reaches libbpf: a wrong file would fail CO-RE relocation.
+    const result = spawnSync('sh', ['-c', `"${process.execPath}" "${CAPTURE_BIN}" --stdout --metrics-port 0 --btf /sys/kernel/btf/vmlinux --cgroup /sys/fs/cgroup/unified & pid=$!; sleep 2; kill -INT $pid; wait $pid`], { encoding: 'utf8', timeout: 30_000 });
+    expect(result.status).toBe(0);
+    expect(result.stderr).toContain('"msg":"capturing"');
+  });
+});

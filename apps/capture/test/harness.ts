@@ -1,0 +1,114 @@
+// Runs the built kappa-capture (dist) as a real process for the tests, and sums its records.
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { flowRecordFromJson } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+
+export const CAPTURE_BIN = fileURLToPath(new URL('../bin/kappa-capture.js', import.meta.url));
+export const TRAFFIC = fileURLToPath(new URL('./fixtures/traffic.mjs', import.meta.url));
+
+/** Every capture a test started: killed when the test process exits, so a failed test leaves none. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+export interface CaptureRun {
+  readonly process: ChildProcess;
+  /** Stops with SIGINT (last drain, detach) and returns the records and exit code. */
+  stop(): Promise<{ records: FlowRecord[]; code: number | null; stderr: string }>;
+}
+
+/**
+ * Starts kappa-capture --stdout and waits until attached. With `netns`, it runs in that network
+ * namespace through nsenter (not `ip netns exec`, which remounts /sys and hides cgroup v2).
+ */
+export async function startCapture(args: readonly string[], netns?: string, printRecords = true): Promise<CaptureRun> {
+  const argv = [CAPTURE_BIN, ...(printRecords ? ['--stdout'] : []), '--metrics-port', '0', ...args];
+  const child = netns
+    ? spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('"msg":"capturing"')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`kappa-capture exited ${code} before attaching: ${stderr}`)));
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    process: child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+      const code = await exited;
+      const records = stdout.split('\n').filter(Boolean).map((line) => flowRecordFromJson(JSON.parse(line)));
+      return { records, code, stderr };
+    },
+  };
+}
+
+export interface Totals {
+  bytes: number;
+  packets: number;
+  reverseBytes: number;
+  reversePackets: number;
+  records: FlowRecord[];
+}
+
+export function conversationKey(r: FlowRecord): string {
+  return `${r.vantage} ${r.observation} ${r.protocol} ${r.src?.ip} ${r.src?.port} ${r.dst?.ip} ${r.dst?.port}`;
+}
+
+/** Sums records over intervals per vantage, observation and conversation. */
+export function totals(records: readonly FlowRecord[]): Map<string, Totals> {
+  const sums = new Map<string, Totals>();
+  for (const r of records) {
+    const key = conversationKey(r);
+    const t = sums.get(key) ?? { bytes: 0, packets: 0, reverseBytes: 0, reversePackets: 0, records: [] };
+    t.bytes += Number(r.bytes);
+    t.packets += Number(r.packets);
+    t.reverseBytes += Number(r.reverseBytes);
+    t.reversePackets += Number(r.reversePackets);
+    t.records.push(r);
+    sums.set(key, t);
+  }
+  return sums;
+}
+
+/** The output line a traffic generator prints when done. */
+export interface TrafficReport {
+  pid: number;
+  comm: string;
+  localPort?: number;
+  ss?: string;
+  sent?: number;
+}
+
+export function parseReport(output: string): TrafficReport {
+  const line = output.trim().split('\n').pop() ?? '';
+  return JSON.parse(line) as TrafficReport;
+}
+
+/**
+ * kappa programs still attached anywhere on the host: cgroup hooks (all cgroups, `bpftool
+ * cgroup tree`) and tc filters of this namespace's interfaces (`bpftool net`), plus the tc
+ * filters of the given test namespaces.
+ */
+export function kappaAttachments(netnsList: readonly string[] = []): string[] {
+  const found: string[] = [];
+  const cgroups = execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' });
+  found.push(...cgroups.split('\n').filter((line) => line.includes('kappa_')));
+  const net = execFileSync('bpftool', ['net', 'show'], { encoding: 'utf8' });
+  found.push(...net.split('\n').filter((line) => line.includes('kappa_')));
+  for (const netns of netnsList) {
+    const tc = execFileSync('ip', ['netns', 'exec', netns, 'bpftool', 'net', 'show'], { encoding: 'utf8' });
+    found.push(...tc.split('\n').filter((line) => line.includes('kappa_')).map((line) => `${netns}: ${line}`));
+  }
+  return found;
+}

@@ -1,0 +1,43 @@
+// `kappa`: the command line of kappa. Dispatches to one subcommand per file in ./commands.
+import { runObserve } from './commands/observe.js';
+import { runStatus } from './commands/status.js';
+import { runTags } from './commands/tags.js';
+
+type Command = (argv: string[]) => Promise<number>;
+
+const commands: Record<string, { run: Command; summary: string }> = {
+  observe: { run: runObserve, summary: 'print recent and live flows from the exporter\'s Observer (like hubble observe)' },
+  status: { run: runStatus, summary: 'health, rate, lag and DLQ count of every stage; exit 0 only when all five are ready' },
+  tags: { run: runTags, summary: 'look up what the k8s-tagger knows of an IP address or a container id' },
+};
+
+function usage(): string {
+  const lines = ['Usage: kappa <command> [--flag=value ...]', '', 'Commands:'];
+  for (const [name, { summary }] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${summary}`);
+  lines.push(`  ${'help'.padEnd(10)}print this help`, '', 'Run `kappa <command> --help` for the options of a command.');
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`kappa: unknown command "${name}"\n\n${usage()}\n`);
+    return 2;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`kappa: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,71 @@
+// How `kappa observe` prints a flow: a fixed-width table row for people, or the canonical protobuf
+// JSON of the FlowRecord, one per line, for tools.
+import { IpProtocol, Vantage, flowRecordToJson } from '@kappa/contracts';
+import type { Endpoint, FlowRecord } from '@kappa/contracts';
+
+export const tableHeader = [
+  'TIME'.padEnd(12),
+  'NODE'.padEnd(16),
+  'VANTAGE'.padEnd(7),
+  'SOURCE'.padEnd(44),
+  '   ',
+  'DESTINATION'.padEnd(44),
+  'PROTO'.padEnd(6),
+  'BYTES'.padStart(10),
+  'PKTS'.padStart(7),
+  'RTT'.padStart(9),
+  ' JOINED',
+].join(' ');
+
+function hostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** "ns/pod[process] ip:port": the names a person looks for first, then the address. */
+export function endpointLabel(e: Endpoint | undefined): string {
+  if (!e) return '?';
+  const kube = e.kube;
+  const name = kube?.objectName ? `${kube.objectNamespace ? `${kube.objectNamespace}/` : ''}${kube.objectName}` : '';
+  const process = e.process?.name ? `[${e.process.name}]` : '';
+  const address = hostPort(e.ip, e.port);
+  return [name + process, address].filter((s) => s !== '').join(' ');
+}
+
+export function protocolLabel(p: number): string {
+  const name = IpProtocol[p];
+  return name && p !== 0 ? name.replace(/^IP_PROTOCOL_/, '').toLowerCase() : String(p);
+}
+
+function timeLabel(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString().slice(11, 23);
+}
+
+function rttLabel(r: FlowRecord): string {
+  const us = r.tcp?.srttUs ?? 0;
+  if (us === 0) return '-';
+  return us >= 1000 ? `${(us / 1000).toFixed(2)}ms` : `${us}µs`;
+}
+
+function fit(s: string, width: number): string {
+  return s.length > width ? `${s.slice(0, width - 1)}…` : s.padEnd(width);
+}
+
+export function tableRow(r: FlowRecord): string {
+  return [
+    timeLabel(r.endNs),
+    fit(r.node, 16),
+    (r.vantage === Vantage.SRC ? 'src' : r.vantage === Vantage.DST ? 'dst' : '-').padEnd(7),
+    fit(endpointLabel(r.src), 44),
+    '-> ',
+    fit(endpointLabel(r.dst), 44),
+    protocolLabel(r.protocol).padEnd(6),
+    String(r.bytes + r.reverseBytes).padStart(10),
+    String(r.packets + r.reversePackets).padStart(7),
+    rttLabel(r).padStart(9),
+    r.joined ? ' yes' : ' no',
+  ].join(' ');
+}
+
+export function jsonLine(r: FlowRecord): string {
+  return JSON.stringify(flowRecordToJson(r));
+}

@@ -1,0 +1,42 @@
+// The exporter's options: which sinks run and how, plus the settings every service shares.
+import { hostname } from 'node:os';
+import { natsOptions } from '@kappa/bus';
+import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
+import { logLevels } from '@kappa/observability';
+import { DEFAULT_KAPPA_PEN } from './ipfix/elements.js';
+
+export const exporterOptions = {
+  jsonl: string({
+    description: 'JSON Lines file of flows (canonical protobuf JSON, one FlowRecord per line); empty or "off" disables',
+    default: './.kappa/flows.jsonl',
+  }),
+  jsonlMaxBytes: integer({ description: 'rotate the JSON Lines file before it grows past this many bytes', default: 100 * 1024 ** 2, min: 1024 }),
+  jsonlKeep: integer({ description: 'rotated JSON Lines files kept (flows.jsonl.1 … .N)', default: 5, min: 0, max: 1000 }),
+  ipfix: url({ description: 'IPFIX collector to export to, udp://host:port or tcp://host:port (disabled when unset)', schemes: ['udp', 'tcp'] }),
+  ipfixTemplateRefresh: duration({ description: 'how often templates are resent over UDP (TCP sends them on each connect)', default: '30s', minMs: 100 }),
+  ipfixEnterpriseNumber: integer({
+    description: 'IANA private enterprise number of kappa\'s IPFIX elements; the default 32473 is the documentation PEN (RFC 5612): set your own',
+    default: DEFAULT_KAPPA_PEN,
+    min: 1,
+    max: 4294967295,
+  }),
+  ipfixMtu: integer({ description: 'path MTU towards a UDP collector; each IPFIX datagram fits it', default: 1500, min: 576, max: 65535 }),
+  ipfixMaxStringBytes: integer({ description: 'longer process and Kubernetes strings are cut (at a UTF-8 boundary) in IPFIX', default: 1024, min: 0, max: 1500 }),
+  prometheus: boolean({ description: 'export workload-to-workload kappa_flow_* metrics on /metrics', default: true }),
+  prometheusMaxSeries: integer({ description: 'label sets of kappa_flow_* kept; records of further sets are dropped and counted', default: 10_000, min: 1 }),
+  observer: boolean({ description: 'serve recent flows over gRPC (kappa.observer.v1.Observer) for kappa observe', default: true }),
+  observerHost: string({ description: 'address the Observer listens on', default: '0.0.0.0' }),
+  observerPort: integer({ description: 'Observer gRPC port (0 = any free port)', default: 9481, min: 0, max: 65535 }),
+  observerBuffer: integer({ description: 'records kept in memory for the Observer', default: 100_000, min: 1 }),
+  observerRetention: duration({ description: 'records older than this leave the Observer buffer', default: '10m', minMs: 1000 }),
+  maxInFlight: integer({ description: 'batches handled at once', default: 1, min: 1, max: 64 }),
+  ...natsOptions,
+  metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9405, min: 0, max: 65535 }),
+  logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
+  instance: string({ description: 'instance name in heartbeats and logs', default: `${hostname()}-${process.pid}` }),
+};
+
+/** `--jsonl=` (or off / none / false) turns the file sink off. */
+export function jsonlPath(value: string): string | undefined {
+  return ['', 'off', 'none', 'false'].includes(value.trim().toLowerCase()) ? undefined : value;
+}

@@ -1,0 +1,125 @@
+// kappa-exporter: consumes kappa.flow.joined and hands every batch to the enabled sinks (JSON Lines,
+// IPFIX, Prometheus, gRPC Observer); acks a batch only once every sink took it.
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
+import type { BatchConsumer } from '@kappa/bus';
+import { loadConfigOrExit } from '@kappa/config';
+import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
+import { exporterOptions, jsonlPath } from './config.js';
+import { SinkDispatcher } from './dispatch.js';
+import { FlowRing } from './observer/ring.js';
+import { ObserverServer } from './observer/server.js';
+import { IpfixSink } from './sinks/ipfix.js';
+import { JsonlSink } from './sinks/jsonl.js';
+import { ObserverSink } from './sinks/observer.js';
+import { PrometheusSink } from './sinks/prometheus.js';
+import type { FlowSink } from './sinks/sink.js';
+import { exporterStatus } from './status.js';
+
+const STAGE = 'exporter';
+const VERSION = '0.1.0';
+
+const config = loadConfigOrExit({
+  command: 'kappa-exporter',
+  summary: 'Exports joined flows to JSON Lines, IPFIX, Prometheus and the gRPC Observer (kappa observe).',
+  options: exporterOptions,
+});
+const logger = createLogger(STAGE, config.logLevel);
+const registry = createRegistry(STAGE);
+const startedNs = BigInt(Date.now()) * 1_000_000n;
+
+/** A start-up failure an operator must fix (collector, file, port): one log line, exit 1. */
+function fatal(what: string): (error: unknown) => never {
+  return (error) => {
+    logger.fatal({ err: error }, `${what}: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  };
+}
+
+const sinks: FlowSink[] = [];
+const path = jsonlPath(config.jsonl);
+if (path !== undefined) {
+  const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep });
+  await jsonl.start().catch(fatal('cannot open the JSON Lines file'));
+  sinks.push(jsonl);
+}
+if (config.ipfix) {
+  const ipfix = new IpfixSink({
+    collector: config.ipfix,
+    enterpriseNumber: config.ipfixEnterpriseNumber,
+    templateRefreshMs: config.ipfixTemplateRefresh,
+    // IPv6 (40) + UDP (8) headers: the datagram fits the MTU on either IP version.
+    udpMaxMessageBytes: Math.min(65535, config.ipfixMtu - 48),
+    maxStringBytes: config.ipfixMaxStringBytes,
+    logger,
+    registry,
+  });
+  await ipfix.start().catch(fatal('cannot start the IPFIX export'));
+  sinks.push(ipfix);
+}
+if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
+let observer: ObserverServer | undefined;
+if (config.observer) {
+  const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
+  observer = new ObserverServer({ ring, host: config.observerHost, port: config.observerPort, logger });
+  await observer.start().catch(fatal(`cannot listen for the Observer on port ${config.observerPort}`));
+  sinks.push(new ObserverSink(ring));
+}
+if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
+const dispatcher = new SinkDispatcher({ sinks, registry });
+
+const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry }).catch(fatal('cannot connect to NATS'));
+await bus.ensureStreams().catch(fatal('cannot create the JetStream streams'));
+const consumer: BatchConsumer = await bus.consumeBatches({
+  stage: STAGE,
+  subject: subjects.joined,
+  maxInFlight: config.maxInFlight,
+  handler: (batch) => dispatcher.dispatch(batch),
+});
+let consuming = true;
+
+let lag = 0;
+let dlq = 0;
+const refreshCounts = async () => {
+  lag = await consumer.lag();
+  const dead = await bus.metrics.deadLettered.get();
+  dlq = dead.values.reduce((n, v) => n + v.value, 0);
+};
+const counts = setInterval(() => {
+  refreshCounts().catch((error: unknown) => logger.debug({ err: error }, 'cannot read consumer lag'));
+}, 2000);
+counts.unref();
+
+const ready = () => consuming && !bus.nc.isClosed();
+const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort }).catch(
+  fatal(`cannot listen for /metrics on port ${config.metricsPort}`),
+);
+bus.startHeartbeat(() =>
+  exporterStatus({
+    instance: config.instance,
+    node: hostname(),
+    startedNs,
+    ready: ready(),
+    recordsIn: dispatcher.recordsIn,
+    recordsOut: dispatcher.recordsOut,
+    dlq,
+    lag,
+    version: VERSION,
+  }),
+);
+logger.info(
+  { sinks: sinks.map((s) => s.name), jsonl: path, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: http.port },
+  'exporter started',
+);
+
+onShutdown(logger, async () => {
+  consuming = false;
+  clearInterval(counts);
+  // In-flight batches finish (every sink takes them) and are acked before the sinks close.
+  await consumer.stop();
+  await bus.close();
+  await dispatcher.close();
+  await observer?.close();
+  await http.close();
+});

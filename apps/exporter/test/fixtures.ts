@@ -1,0 +1,45 @@
+// Known FlowRecords for the exporter tests: IPv4 and IPv6, TCP and UDP, with every field set.
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import type { FlowBatch, FlowRecord, FlowRecordSchema } from '@kappa/contracts';
+
+export const T0 = 1_764_000_000_000_000_000n;
+
+/** Record i of a test set: even i are IPv4, odd i IPv6; bytes and packets derive from i. */
+export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeof FlowRecordSchema>> = {}): FlowRecord {
+  const v6 = i % 2 === 1;
+  return newFlowRecord(<MessageInitShape<typeof FlowRecordSchema>>{
+    id: `rec-${i}`,
+    node: `node-${i % 3}`,
+    vantage: i % 4 < 2 ? Vantage.SRC : Vantage.DST,
+    startNs: T0 + BigInt(i) * 1_000_000_000n,
+    endNs: T0 + BigInt(i) * 1_000_000_000n + 10_000_000_000n,
+    protocol: i % 5 === 0 ? IpProtocol.UDP : IpProtocol.TCP,
+    src: {
+      ip: v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+      port: 30000 + i,
+      process: { pid: 1000 + i, name: `client-${i}`, cmdline: `/usr/bin/client --id ${i}` },
+      kube: { objectName: `client-pod-${i % 7}`, objectNamespace: `ns-${i % 2}`, objectType: 'pod', workloadName: `client-${i % 7}`, workloadNamespace: `ns-${i % 2}`, workloadKind: 'Deployment' },
+    },
+    dst: {
+      ip: v6 ? `fd00::${(i + 1).toString(16)}` : `192.168.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+      port: 8000 + (i % 100),
+      process: { pid: 2000 + i, name: `server-${i % 3}` },
+      kube: { objectName: `server-pod-${i % 3}`, objectNamespace: 'backend', objectType: 'pod', workloadName: `server-${i % 3}`, workloadNamespace: 'backend', workloadKind: 'StatefulSet' },
+    },
+    bytes: BigInt(1000 + i * 37),
+    packets: BigInt(3 + i),
+    reverseBytes: BigInt(500 + i * 11),
+    reversePackets: BigInt(2 + i),
+    tcp: { srttUs: 100 + i, retransmits: i % 3, flags: 0x1b },
+    appLatency: { count: 2n, sumUs: 3000n, maxUs: 2000n },
+    joined: i % 3 !== 0,
+    clusterId: 7,
+    observation: 'socket',
+    ...overrides,
+  });
+}
+
+export function knownBatch(id: string, from: number, count: number): FlowBatch {
+  return newFlowBatch({ batchId: id, producer: 'test', records: Array.from({ length: count }, (_, k) => knownRecord(from + k)) });
+}

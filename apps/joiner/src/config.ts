@@ -1,0 +1,24 @@
+// The joiner's options: its own (Redis, join wait, sweeper, metadata TTL) plus the shared NATS ones.
+import { hostname } from 'node:os';
+import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
+import { natsOptions } from '@kappa/bus';
+import { logLevels } from '@kappa/observability';
+
+export const joinerOptions = {
+  redisUrl: url({ description: 'Redis URL (redis:// or rediss:// for TLS; user and password may be in the URL)', schemes: ['redis', 'rediss'], default: 'redis://127.0.0.1:6379' }),
+  redisUser: string({ description: 'Redis ACL user (overrides the URL)' }),
+  redisPassword: string({ description: 'Redis password (overrides the URL)', secret: true }),
+  interval: duration({ description: 'capture interval of the nodes (sets the default join wait)', default: '10s', minMs: 100 }),
+  joinWait: duration({ description: 'how long a record waits in Redis for its peer [default: 2 x --interval]', minMs: 10 }),
+  sweepInterval: duration({ description: 'how often the sweeper looks for records whose wait is over', default: '1s', minMs: 10 }),
+  metadataTtl: duration({ description: 'how long an end\'s metadata stays cached so later intervals join at once', default: '5m', minMs: 100 }),
+  replayWindow: duration({ description: 'how long a processed record is remembered so a redelivered batch emits it once', default: '2m', minMs: 1000 }),
+  sweepLease: duration({ description: 'a sweep round not finished by then is taken over by another replica', default: '15s', minMs: 500 }),
+  joinExternal: boolean({ description: 'wait for a peer even when the tagger says the remote end is external' }),
+  maxInFlight: integer({ description: 'input batches handled at once', default: 4, min: 1, max: 64 }),
+  ackWait: duration({ description: 'redelivery of an input batch after this long without an ack', default: '30s', minMs: 1000 }),
+  ...natsOptions,
+  metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9404, min: 0, max: 65535 }),
+  logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
+  instance: string({ description: 'this replica\'s name in heartbeats and sweep rounds', default: `${hostname()}-${process.pid}` }),
+};

@@ -1,0 +1,23 @@
+// The k8s-tagger's options: flags, KAPPA_* variables or a --config file.
+import { hostname } from 'node:os';
+import { duration, integer, oneOf, string } from '@kappa/config';
+import type { ConfigOf } from '@kappa/config';
+import { natsOptions } from '@kappa/bus';
+
+export const DEFAULT_GRPC_PORT = 9480;
+export const DEFAULT_METRICS_PORT = 9403;
+
+export const taggerOptions = {
+  kubeconfig: string({ description: 'kubeconfig file; without it the in-cluster service account is used, and without that only node names are tagged' }),
+  clusterId: integer({ description: 'cluster id stamped on records (default: derived from the kube-system namespace UID)', min: 0, max: 0xffff_ffff }),
+  deletedGrace: duration({ description: 'how long a deleted pod stays known for late flows', default: '2m', minMs: 0 }),
+  grpcPort: integer({ description: 'port of the kappa.tagger.v1.KubeTags gRPC service', default: DEFAULT_GRPC_PORT, min: 0, max: 65535 }),
+  grpcHost: string({ description: 'address the gRPC service listens on', default: '0.0.0.0' }),
+  metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz', default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
+  instance: string({ description: 'name of this replica in heartbeats and batch producers', default: hostname() }),
+  maxInFlight: integer({ description: 'batches tagged at once by this replica', default: 4, min: 1, max: 256 }),
+  logLevel: oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, { description: 'log level', default: 'info' }),
+  ...natsOptions,
+};
+
+export type TaggerConfig = ConfigOf<typeof taggerOptions>;

@@ -1,0 +1,105 @@
+// The tagger keeps correct tags through the Kubernetes API's failure modes without a restart of
+// its own: a dropped watch (resume), 410 Gone (relist), and an API server restart.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Vantage } from '@kappa/contracts';
+import type { Kube } from '@kappa/contracts';
+import { createRegistry } from '@kappa/observability';
+import { startKubeApiServer } from '@kappa/testing';
+import type { KubeApiServer } from '@kappa/testing';
+import { emptyStats, tagBatch } from '../src/tagging.js';
+import type { TaggerService } from '../src/tagger-service.js';
+import { batchOf, flow, namespace, node, pod, service, endpointSlice, startTagger, until } from './fixtures.js';
+
+function remoteTag(tagger: TaggerService, ip: string, port = 80): Kube | undefined {
+  const batch = batchOf('r', [flow({ node: 'node-a', vantage: Vantage.SRC, src: { ip: '10.244.1.5', port: 40000, containerId: 'cid-client' }, dst: { ip, port } })]);
+  return tagBatch(tagger, batch, 'test', emptyStats()).records[0]!.dst!.kube;
+}
+
+const registry = createRegistry('k8s-tagger');
+
+async function metricValue(name: string): Promise<number> {
+  const metric = await registry.getSingleMetric(name)?.get();
+  return (metric?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+}
+
+const podLists = (api: KubeApiServer) => api.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch && r.status === 200).length;
+
+describe('k8s-tagger recovery from API failures', () => {
+  let api: KubeApiServer;
+  let tagger: TaggerService;
+
+  beforeAll(async () => {
+    api = await startKubeApiServer();
+    api.apply(namespace('kube-system', 'uid-ks'));
+    api.apply(node('node-a', '192.168.1.10'));
+    api.apply(pod({ name: 'client', ip: '10.244.1.5', node: 'node-a', containers: { app: 'cid-client' } }));
+    api.apply(pod({ name: 'server-1', ip: '10.244.1.6', node: 'node-a' }));
+    tagger = await startTagger(api, { registry });
+    await until(() => api.openWatches === 11, 15_000, 'all 11 informers watching');
+  });
+
+  afterAll(async () => {
+    await tagger.stop();
+    await api.close();
+  });
+
+  it('resumes after a dropped watch without a relist, and tags objects created afterwards', async () => {
+    const listsBefore = podLists(api);
+    const restartsBefore = await metricValue('kappa_tagger_informer_restarts_total');
+    api.dropWatches();
+    api.apply(pod({ name: 'after-drop', ip: '10.244.1.40', node: 'node-a' }));
+    await until(() => remoteTag(tagger, '10.244.1.40')?.objectName === 'after-drop');
+    await until(() => api.openWatches === 11);
+    expect(podLists(api)).toBe(listsBefore);
+    expect(await metricValue('kappa_tagger_informer_restarts_total')).toBeGreaterThanOrEqual(restartsBefore + 11);
+    expect(remoteTag(tagger, '10.244.1.6')).toMatchObject({ objectType: 'pod', objectName: 'server-1' });
+    expect(tagger.ready()).toBe(true);
+  });
+
+  it('relists after 410 Gone and applies what changed while the history was lost', async () => {
+    const listsBefore = podLists(api);
+    await api.stop();
+    // Changes the watch will never replay: history compacted past the tagger's resourceVersion.
+    api.remove('v1', 'Pod', 'default', 'server-1');
+    api.apply(pod({ name: 'server-2', ip: '10.244.1.7', node: 'node-a' }));
+    api.apply(service('web', '10.96.0.10', [{ name: 'http', port: 80, targetPort: 8080 }]));
+    api.apply(endpointSlice('web', [{ ip: '10.244.1.7' }], [{ name: 'http', port: 8080 }]));
+    api.compact();
+    await api.start();
+    await until(() => podLists(api) > listsBefore, 15_000, 'pods relisted');
+    // Each informer relists on its own; wait for the pods, services and slices ones.
+    await until(() => remoteTag(tagger, '10.244.1.7', 8080)?.serviceName === 'web');
+    await until(() => remoteTag(tagger, '10.96.0.10')?.objectType === 'service');
+    expect(remoteTag(tagger, '10.244.1.7', 8080)).toMatchObject({ objectType: 'pod', objectName: 'server-2', serviceName: 'web' });
+    expect(remoteTag(tagger, '10.96.0.10')).toMatchObject({ objectType: 'service', objectName: 'web' });
+    // The relist reported server-1 deleted: still known to flows from before, within the grace period.
+    expect(remoteTag(tagger, '10.244.1.6')).toMatchObject({ objectName: 'server-1' });
+    tagger.index!.prune(BigInt(Date.now() + 121_000) * 1_000_000n);
+    expect(remoteTag(tagger, '10.244.1.6')).toMatchObject({ objectType: 'external' });
+  });
+
+  it('answers 410 Gone on a live watch with a relist, then follows changes again', async () => {
+    await until(() => api.openWatches === 11);
+    const listsBefore = podLists(api);
+    api.compact();
+    api.dropWatches();
+    await until(() => podLists(api) > listsBefore, 15_000, 'pods relisted');
+    await until(() => api.openWatches === 11);
+    api.apply(pod({ name: 'after-410', ip: '10.244.1.41', node: 'node-a' }));
+    await until(() => remoteTag(tagger, '10.244.1.41')?.objectName === 'after-410');
+  });
+
+  it('rides out an API server restart and tags objects created while it was down and after', async () => {
+    await api.stop();
+    api.apply(pod({ name: 'while-down', ip: '10.244.1.42', node: 'node-a' }));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(tagger.ready()).toBe(true); // synced once; keeps tagging from what it knows
+    expect(remoteTag(tagger, '10.244.1.5')).toMatchObject({ objectName: 'client' });
+    await api.start();
+    await until(() => remoteTag(tagger, '10.244.1.42')?.objectName === 'while-down', 20_000);
+    await until(() => api.openWatches === 11, 20_000);
+    api.apply(pod({ name: 'after-restart', ip: '10.244.1.43', node: 'node-a' }));
+    await until(() => remoteTag(tagger, '10.244.1.43')?.objectName === 'after-restart');
+    expect(remoteTag(tagger, '10.244.1.7', 8080)).toMatchObject({ objectName: 'server-2', serviceName: 'web' });
+  });
+});

@@ -1,0 +1,19 @@
+// Public API of @kappa/ebpf-ffi: the only code that touches libbpf (koffi → libbpf.so.1).
+export { attachCgroup, attachTc, attachTracepoint, detachStaleTc, TC_HANDLE } from './attach.js';
+export type { Attachment, TcDirection } from './attach.js';
+export {
+  BpfError,
+  BpfFilesystemError,
+  BpfLoadError,
+  BpfPermissionError,
+  BtfMissingError,
+  PERMISSION_HINT,
+} from './errors.js';
+export { cgroup2Root, cgroupIdentity, ensureTracefs } from './filesystems.js';
+export { listInterfaces } from './interfaces.js';
+export type { NetworkInterface } from './interfaces.js';
+export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
+export { MapDrainer, readPerCpuCounter, updateElement } from './maps.js';
+export type { DrainedChunk } from './maps.js';
+export { BpfObject, KERNEL_BTF } from './object.js';
+export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

@@ -1,0 +1,75 @@
+// The kappa services run as real processes from their built bundles, with logs kept per service
+// so a failing test can show what a stage said.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const workspaceRoot = resolve(import.meta.dirname, '../../..');
+
+export interface RunningService {
+  name: string;
+  app: string;
+  args: string[];
+  logFile: string;
+  child: ChildProcess;
+  restarts: number;
+}
+
+export function startService(name: string, app: string, args: string[], logDir: string): RunningService {
+  const logFile = join(logDir, `${name}.log`);
+  const service: RunningService = { name, app, args, logFile, child: undefined as unknown as ChildProcess, restarts: 0 };
+  launch(service);
+  return service;
+}
+
+function launch(service: RunningService): void {
+  const log = createWriteStream(service.logFile, { flags: 'a' });
+  const child = spawn(process.execPath, [join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, KAPPA_LOG_LEVEL: 'info' },
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  service.child = child;
+}
+
+export function isRunning(service: RunningService): boolean {
+  return service.child.exitCode === null && service.child.signalCode === null;
+}
+
+export async function stopService(service: RunningService, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (!isRunning(service)) return service.child.exitCode;
+  const exited = new Promise<number | null>((r) => service.child.once('exit', (code) => r(code)));
+  service.child.kill(signal);
+  const timer = setTimeout(() => service.child.kill('SIGKILL'), 30_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}
+
+/** SIGKILL, then start again with the same arguments (a crash and a restart by the orchestrator). */
+export async function crashAndRestart(service: RunningService): Promise<void> {
+  await stopService(service, 'SIGKILL');
+  service.restarts++;
+  launch(service);
+}
+
+export function logTail(service: RunningService, lines = 30): string {
+  try {
+    return readFileSync(service.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Runs the kappa CLI and returns its exit code and output. */
+export async function kappa(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  return { code, stdout, stderr };
+}

@@ -1,0 +1,296 @@
+// Two simulated nodes, the whole pipeline as real processes (capture and process-enricher per
+// node, one tagger, two joiners, one exporter, real NATS and Redis, the test Kubernetes API), and
+// real traffic: every exported record is checked against a packet capture of the pods' links.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
+import type { KubeApiServer, TestServer } from '@kappa/testing';
+import { describeCluster } from '../src/cluster.js';
+import { conversationTotals, readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
+import type { Capture } from '../src/ground-truth.js';
+import { isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
+import type { RunningService } from '../src/services.js';
+import { createTopology, destroyTopology } from '../src/topology.js';
+import type { Pod, Topology } from '../src/topology.js';
+
+const TCP = 6;
+const UDP = 17;
+const trafficScript = join(import.meta.dirname, '../src/traffic.mjs');
+
+interface JsonEndpoint {
+  ip: string;
+  port?: number;
+  backendIp?: string;
+  backendPort?: number;
+  process?: { pid?: number; name?: string; cmdline?: string; containerId?: string };
+  kube?: { node?: string; objectName?: string; objectNamespace?: string; objectType?: string; workloadName?: string; workloadKind?: string; serviceName?: string };
+}
+interface JsonRecord {
+  node: string;
+  vantage: 'VANTAGE_SRC' | 'VANTAGE_DST';
+  protocol: string;
+  src: JsonEndpoint;
+  dst: JsonEndpoint;
+  bytes?: string;
+  packets?: string;
+  reverseBytes?: string;
+  reversePackets?: string;
+  joined?: boolean;
+}
+
+interface Conversation {
+  label: string;
+  protocol: number;
+  client: Pod;
+  clientPid: number;
+  clientPort: number;
+  /** Address the client dialed. */
+  dst: { ip: string; port: number };
+  /** Where it really ended (differs for the Service). */
+  server: { pod: Pod | undefined; ip: string; port: number; pid: number | undefined };
+}
+
+let topology: Topology;
+let nats: TestServer;
+let redis: TestServer;
+let api: KubeApiServer;
+let workDir: string;
+let jsonl: string;
+const services: RunningService[] = [];
+const captures = new Map<string, Capture>();
+const servers = new Map<string, { pid: number; kill(): void }>();
+const conversations: Conversation[] = [];
+let records: JsonRecord[] = [];
+/** The kernel's name (comm) of the test's traffic processes, as /proc shows it. */
+let trafficComm = '';
+const packetsOf = new Map<string, ReturnType<typeof readPackets>>();
+function wire(podName: string) {
+  const file = captures.get(podName)!.file;
+  if (!packetsOf.has(file)) packetsOf.set(file, readPackets(file));
+  return packetsOf.get(file)!;
+}
+
+const podSpecs = [
+  { name: 'web-1', namespace: 'shop', node: 'node-a' as const, host: 11, workload: 'web', workloadKind: 'Deployment' as const, labels: { app: 'web' } },
+  { name: 'web-2', namespace: 'shop', node: 'node-a' as const, host: 12, workload: 'web', workloadKind: 'Deployment' as const, labels: { app: 'web' } },
+  { name: 'api-1', namespace: 'shop', node: 'node-b' as const, host: 11, workload: 'api', workloadKind: 'Deployment' as const, labels: { app: 'api' } },
+];
+
+/** Runs traffic.mjs in a pod: moved into the pod's cgroup before it execs, then into its netns. */
+function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { pid: number; output: Promise<string>; started: Promise<void>; kill(): void } {
+  const enterCgroup = where.cgroup ? `echo $$ > ${where.cgroup}/cgroup.procs && ` : '';
+  const child = spawn('sh', ['-c', `${enterCgroup}exec ip netns exec ${where.netns} "$0" "$@"`, process.execPath, trafficScript, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let markStarted = () => undefined as void;
+  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    if (/serving/.test(out)) markStarted();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const output = new Promise<string>((resolve) => child.once('exit', () => resolve(out)));
+  return { pid: child.pid ?? -1, output, started, kill: () => child.kill('SIGKILL') };
+}
+
+async function startServer(name: string, where: { netns: string; cgroup?: string }): Promise<void> {
+  const server = runInPod(where, ['serve', '8080', '9090', '3000']);
+  servers.set(name, server);
+  await Promise.race([server.started, server.output.then((out) => Promise.reject(new Error(`server in ${name} exited: ${out}`)))]);
+}
+
+async function converse(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server']) {
+  const args = protocol === TCP ? ['tcp', dst.ip, String(dst.port), '40000'] : ['udp', dst.ip, String(dst.port), '20', '300'];
+  const run = runInPod(client, args);
+  const output = await run.output;
+  const port = Number(/local (\d+)/.exec(output)?.[1]);
+  if (!port || !/done/.test(output)) throw new Error(`${label}: traffic failed: ${output}`);
+  conversations.push({ label, protocol, client, clientPid: run.pid, clientPort: port, dst, server });
+}
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${services.map((s) => `--- ${s.name}\n${logTail(s, 15)}`).join('\n')}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+function readRecords(): JsonRecord[] {
+  if (!existsSync(jsonl)) return [];
+  return readFileSync(jsonl, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as JsonRecord);
+}
+
+function recordsOf(c: Conversation, vantage: 'VANTAGE_SRC' | 'VANTAGE_DST'): JsonRecord[] {
+  const proto = c.protocol === TCP ? 'IP_PROTOCOL_TCP' : 'IP_PROTOCOL_UDP';
+  const dst = vantage === 'VANTAGE_SRC' ? c.dst : { ip: c.server.ip, port: c.server.port };
+  return records.filter(
+    (r) =>
+      r.vantage === vantage && r.protocol === proto &&
+      r.src.ip === (c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4) && (r.src.port ?? 0) === c.clientPort &&
+      r.dst.ip === dst.ip && (r.dst.port ?? 0) === dst.port,
+  );
+}
+
+function sum(rs: JsonRecord[]) {
+  const n = (v: string | undefined) => Number(v ?? 0);
+  return rs.reduce(
+    (t, r) => ({ bytes: t.bytes + n(r.bytes), packets: t.packets + n(r.packets), reverseBytes: t.reverseBytes + n(r.reverseBytes), reversePackets: t.reversePackets + n(r.reversePackets) }),
+    { bytes: 0, packets: 0, reverseBytes: 0, reversePackets: 0 },
+  );
+}
+
+beforeAll(async () => {
+  workDir = mkdtempSync(join(tmpdir(), 'kappa-e2e-'));
+  jsonl = join(workDir, 'flows.jsonl');
+  topology = createTopology(podSpecs);
+  [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
+  describeCluster(api, topology);
+
+  for (const pod of topology.pods) captures.set(pod.name, await startCapture(pod.hostVeth, join(workDir, `${pod.name}.pcap`)));
+  captures.set('external', await startCapture(topology.external.hostVeth, join(workDir, 'external.pcap')));
+
+  const natsUrl = `--nats-url=${nats.url}`;
+  const observerPort = await freePort();
+  const common = [natsUrl, '--metrics-port=0'];
+  services.push(startService('exporter', 'exporter', [...common, `--jsonl=${jsonl}`, `--observer-port=${observerPort}`, '--observer-host=127.0.0.1'], workDir));
+  for (const i of [1, 2]) services.push(startService(`joiner-${i}`, 'joiner', [...common, `--redis-url=${redis.url}`, '--interval=2s', `--instance=joiner-${i}`], workDir));
+  services.push(startService('k8s-tagger', 'k8s-tagger', [...common, `--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0'], workDir));
+  for (const node of Object.values(topology.nodes)) {
+    services.push(startService(`process-enricher-${node.name}`, 'process-enricher', [...common, `--node=${node.name}`, '--cri-socket=none'], workDir));
+    services.push(startService(`capture-${node.name}`, 'capture', [...common, `--node=${node.name}`, `--cgroup=${node.cgroup}`, '--interval=2s'], workDir));
+  }
+  let status = '';
+  await until('every stage ready in kappa status', async () => {
+    const result = await kappa(['status', natsUrl]);
+    status = result.stdout + result.stderr;
+    return result.code === 0 ? true : undefined;
+  }, 90_000).catch((error: Error) => {
+    throw new Error(`${error.message}\nlast kappa status:\n${status}`);
+  });
+  process.env.KAPPA_E2E_OBSERVER = `127.0.0.1:${observerPort}`;
+
+  const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
+  const [web1, web2, api1] = [pod('web-1'), pod('web-2'), pod('api-1')];
+  await startServer('api-1', api1);
+  await startServer('web-2', web2);
+  await startServer('external', { netns: topology.external.netns });
+  const at = (p: Pod | undefined, ip: string, port: number, pid: number | undefined) => ({ pod: p, ip, port, pid });
+  const apiPid = servers.get('api-1')!.pid;
+  // Node 24 names its main thread "MainThread": that is the comm the kernel reports.
+  trafficComm = readFileSync(`/proc/${apiPid}/comm`, 'utf8').trim();
+  const web2Pid = servers.get('web-2')!.pid;
+  await converse('pod→pod across nodes, TCP/IPv4', TCP, web1, { ip: api1.ipv4, port: 8080 }, at(api1, api1.ipv4, 8080, apiPid));
+  await converse('pod→pod across nodes, TCP/IPv6', TCP, web1, { ip: api1.ipv6, port: 8080 }, at(api1, api1.ipv6, 8080, apiPid));
+  await converse('pod→pod across nodes, UDP/IPv4', UDP, web1, { ip: api1.ipv4, port: 9090 }, at(api1, api1.ipv4, 9090, apiPid));
+  await converse('pod→pod across nodes, UDP/IPv6', UDP, web1, { ip: api1.ipv6, port: 9090 }, at(api1, api1.ipv6, 9090, apiPid));
+  await converse('pod→pod on one node, TCP/IPv4', TCP, web1, { ip: web2.ipv4, port: 8080 }, at(web2, web2.ipv4, 8080, web2Pid));
+  await converse('pod→pod on one node, UDP/IPv6', UDP, web1, { ip: web2.ipv6, port: 9090 }, at(web2, web2.ipv6, 9090, web2Pid));
+  await converse('pod→Service', TCP, web1, { ip: topology.service.ipv4, port: 80 }, at(api1, api1.ipv4, 8080, apiPid));
+  await converse('pod→external, TCP/IPv4', TCP, web1, { ip: topology.external.ipv4, port: 8080 }, at(undefined, topology.external.ipv4, 8080, undefined));
+  await converse('pod→external, UDP/IPv6', UDP, web1, { ip: topology.external.ipv6, port: 9090 }, at(undefined, topology.external.ipv6, 9090, undefined));
+
+  // Let a few intervals pass, then stop the captures: each drains one last time on SIGTERM.
+  await new Promise((r) => setTimeout(r, 5000));
+  for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
+  // Every conversation's records have left the joiner once the file stops growing.
+  let last = -1;
+  await until('the exporter to write every record', () => {
+    const size = readRecords().length;
+    const stable = size > 0 && size === last;
+    last = size;
+    return stable ? true : undefined;
+  }, 60_000).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
+  records = readRecords();
+  for (const c of captures.values()) await stopCapture(c);
+}, 300_000);
+
+afterAll(async () => {
+  for (const s of servers.values()) s.kill();
+  await Promise.all(services.map((s) => stopService(s, 'SIGKILL')));
+  await Promise.all([nats?.stop(), redis?.stop(), api?.close()]);
+  destroyTopology();
+});
+
+describe('two nodes end to end', () => {
+  it('keeps every stage running through the test', () => {
+    for (const s of services.filter((s) => s.app !== 'capture')) expect(isRunning(s), `${s.name}\n${logTail(s)}`).toBe(true);
+  });
+
+  it('exports, for every conversation and vantage, exactly the bytes and packets on the wire', () => {
+    const problems: string[] = [];
+    for (const c of conversations) {
+      const clientIp = c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4;
+      const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
+      if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
+      for (const [vantage, podName, dst] of vantages) {
+        const truth = conversationTotals(wire(podName), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
+        const got = sum(recordsOf(c, vantage));
+        if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('joins every cross-node and same-node conversation: two records, each with both ends\' pod, workload, namespace, node, process and container', () => {
+    for (const c of conversations.filter((c) => c.server.pod)) {
+      const server = c.server.pod!;
+      for (const vantage of ['VANTAGE_SRC', 'VANTAGE_DST'] as const) {
+        const rs = recordsOf(c, vantage);
+        expect(rs.length, `${c.label} ${vantage}`).toBeGreaterThan(0);
+        for (const r of rs) {
+          expect(r.node).toBe(vantage === 'VANTAGE_SRC' ? c.client.node : server.node);
+          expect(r.joined, `${c.label} ${vantage} joined`).toBe(true);
+          expect(r.src.kube).toMatchObject({ objectName: c.client.name, objectNamespace: 'shop', workloadName: c.client.workload, node: c.client.node, objectType: 'pod' });
+          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: trafficComm, containerId: c.client.containerId });
+          // The clients exit right after their conversation, before enrichment, so only what the
+          // kernel stamped (pid, comm, cgroup → container) is theirs; the servers' command lines are known.
+          expect(r.dst.process?.cmdline).toContain('traffic.mjs serve 8080 9090');
+          expect(r.dst.kube).toMatchObject({ objectName: server.name, objectNamespace: 'shop', workloadName: server.workload, node: server.node });
+          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: trafficComm, containerId: server.containerId });
+        }
+      }
+    }
+  });
+
+  it('attributes the Service conversation to the backend pod that answered', () => {
+    const c = conversations.find((c) => c.label === 'pod→Service')!;
+    const [client] = recordsOf(c, 'VANTAGE_SRC');
+    expect(client?.dst).toMatchObject({ ip: topology.service.ipv4, port: 80, backendIp: c.server.ip, backendPort: 8080 });
+    expect(client?.dst.kube).toMatchObject({ objectName: 'api-1', serviceName: 'api' });
+    expect(client?.joined).toBe(true);
+    const [backend] = recordsOf(c, 'VANTAGE_DST');
+    expect(backend?.src.kube?.objectName).toBe('web-1');
+  });
+
+  it('exports external traffic unjoined, with the external address', () => {
+    for (const c of conversations.filter((c) => !c.server.pod)) {
+      const rs = recordsOf(c, 'VANTAGE_SRC');
+      expect(rs.length, c.label).toBeGreaterThan(0);
+      for (const r of rs) {
+        expect(r.joined ?? false).toBe(false);
+        expect(r.dst.ip).toBe(c.dst.ip);
+        expect(r.src.kube?.objectName).toBe('web-1');
+      }
+      expect(recordsOf(c, 'VANTAGE_DST')).toEqual([]);
+    }
+  });
+
+  it('answers kappa observe with exactly the records matching its filters', async () => {
+    const observer = process.env.KAPPA_E2E_OBSERVER ?? '';
+    const { code, stdout } = await kappa(['observe', `--server=${observer}`, '--output=json', '--pod=api-1', '--vantage=dst']);
+    expect(code).toBe(0);
+    const got = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as JsonRecord);
+    const expected = records.filter((r) => r.vantage === 'VANTAGE_DST' && (r.src.kube?.objectName === 'api-1' || r.dst.kube?.objectName === 'api-1'));
+    expect(got.length).toBe(expected.length);
+    expect(got.length).toBeGreaterThan(0);
+  });
+});
