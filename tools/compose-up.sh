@@ -163,26 +163,33 @@ for service in "${services[@]}"; do
 done
 
 # --- the proof: this host's loopback conversation reaches the exporter's JSON Lines -----------
+# A process of this host (outside every container) serves and connects on a fresh port and stays
+# alive, so the enricher can read its command line (the marker) from the host's /proc.
 port=$(free_port)
-phase "loopback TCP traffic on 127.0.0.1:$port"
+marker=kappa-compose-proof-$port
+phase "loopback TCP traffic on 127.0.0.1:$port from '$marker'"
 node -e "
 const net = require('net');
-const server = net.createServer((s) => s.on('data', (d) => s.write(d))).listen($port, '127.0.0.1', async () => {
+const server = net.createServer((s) => s.on('data', (d) => s.write(d))).listen(+process.argv[1], '127.0.0.1', async () => {
   for (let i = 0; i < 5; i++) {
-    await new Promise((done) => { const c = net.connect($port, '127.0.0.1', () => c.write('kappa compose proof ' + i)); c.on('data', () => c.end()); c.on('close', done); });
+    await new Promise((done) => { const c = net.connect(+process.argv[1], '127.0.0.1', () => c.write('kappa compose proof ' + i)); c.on('data', () => c.end()); c.on('close', done); });
   }
-  server.close();
-});"
+});
+setTimeout(() => process.exit(0), 180000);" "$port" "$marker" &
+traffic=$!
 jsonl=$("${podman[@]}" volume inspect -f '{{.Mountpoint}}' "${project}_exports")/flows.jsonl
 deadline=$((SECONDS + 120))
-until [[ -f $jsonl ]] && grep -q "\"port\":$port[,}]" "$jsonl"; do
+until [[ -f $jsonl ]] && grep "\"port\":$port[,}]" "$jsonl" | grep -q "$marker"; do
   if ((SECONDS > deadline)); then
+    kill "$traffic" 2>/dev/null || true
     for service in "${services[@]}"; do echo "--- $service" >&2; "${podman[@]}" logs --tail 15 "${project}_${service}_1" >&2 || true; done
-    fail "no record of port $port in $jsonl after 120 s"
+    found=$(grep -c "\"port\":$port[,}]" "$jsonl" 2>/dev/null || true)
+    fail "no record of port $port whose process command line names $marker in $jsonl after 120 s (records of the port: ${found:-0})"
   fi
   sleep 2
 done
+kill "$traffic" 2>/dev/null || true
 records=$(grep -c "\"port\":$port[,}]" "$jsonl")
-phase "PASS: $records record(s) of 127.0.0.1:$port in the exporter's $jsonl, e.g.:"
-grep -m1 "\"port\":$port[,}]" "$jsonl" | cut -c1-600
+phase "PASS: $records record(s) of 127.0.0.1:$port in the exporter's $jsonl, the process's command line included, e.g.:"
+grep "\"port\":$port[,}]" "$jsonl" | grep -m1 "$marker" | cut -c1-900
 echo "compose-up: total $((SECONDS - t0)) s"
