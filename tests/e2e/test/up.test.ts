@@ -40,7 +40,7 @@ beforeAll(async () => {
   up.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   up.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const end = Date.now() + 90_000;
-  while (!/kappa is up/.test(output)) {
+  while (!/stop: Ctrl-C/.test(output)) {
     if (Date.now() > end || up.exitCode !== null) throw new Error(`npm run up did not come up:\n${output}`);
     await new Promise((r) => setTimeout(r, 250));
   }
