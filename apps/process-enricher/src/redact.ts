@@ -58,7 +58,10 @@ function redactInText(text: string): string {
 }
 
 /** Redacts one command's arguments (or the words of one `sh -c` string). */
-function redactTokens(tokens: string[]): string[] {
+/** How deep quoted command lines inside command lines are followed (sh -c "bash -c '...'"). */
+const MAX_NESTING = 16;
+
+function redactTokens(tokens: string[], depth = 0): string[] {
   const out = tokens.slice();
   let tool: string | undefined;
   for (let i = 0; i < out.length; i++) {
@@ -78,7 +81,7 @@ function redactTokens(tokens: string[]): string[] {
     }
     // A word with spaces (sh -c "...", a quoted script) holds a command line of its own.
     if (/\s/.test(token)) {
-      out[i] = redactString(token);
+      out[i] = redactString(token, depth + 1);
       continue;
     }
     const name = basename(token);
@@ -184,11 +187,14 @@ function shellWords(text: string): { words: string[]; gaps: string[] } {
   return { words, gaps };
 }
 
-function redactString(text: string): string {
+function redactString(text: string, depth = 0): string {
+  // A word that splits into itself (e.g. print('hello world')) would recurse forever.
+  if (depth > MAX_NESTING) return redactInText(text);
   const quoted = /^(['"])([\s\S]*)\1$/.exec(text);
-  if (quoted) return `${quoted[1]}${redactString(quoted[2] ?? '')}${quoted[1]}`;
+  if (quoted) return `${quoted[1]}${redactString(quoted[2] ?? '', depth + 1)}${quoted[1]}`;
   const { words, gaps } = shellWords(text);
-  const redacted = redactTokens(words);
+  if (words.length === 1 && words[0] === text) return redactInText(text);
+  const redacted = redactTokens(words, depth);
   let out = gaps[0] ?? '';
   for (let i = 0; i < redacted.length; i++) out += (redacted[i] ?? '') + (gaps[i + 1] ?? '');
   return redactInText(out);

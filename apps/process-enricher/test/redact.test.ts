@@ -55,6 +55,11 @@ describe('redactCmdline', () => {
     for (const args of forms) expect(redactCmdline(args, on)).not.toContain('hunter2');
   });
 
+  it('keeps quoted program text that splits into itself, instead of recursing forever', () => {
+    expect(redactCmdline(['python3', '-c', "print('hello world')"])).toBe("python3 -c print('hello world')");
+    expect(redactCmdline(['sh', '-c', `bash -c "sh -c 'curl -u bob:hunter2 x'"`])).not.toContain('hunter2');
+  });
+
   it('leaves the command line alone when redaction is off', () => {
     expect(redactCmdline(['x', '--password=hunter2'], { enabled: false, extraPatterns: [] })).toBe('x --password=hunter2');
   });
