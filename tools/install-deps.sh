@@ -22,6 +22,8 @@ declare -A needs=(
   [ss]=iproute2
   [nstat]=iproute2
   [capsh]=libcap2-bin
+  [ping]=iputils-ping
+  [jq]=jq
 )
 
 missing=()

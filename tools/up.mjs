@@ -93,6 +93,8 @@ const env = {
 const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
 for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], env);
 
+// The CLI reads this while up runs, so `npx kappa status` finds this NATS without flags.
+writeFileSync(resolve(state, 'up.json'), `${JSON.stringify({ natsUrl: env.KAPPA_NATS_URL, server: '127.0.0.1:9481', tagger: '127.0.0.1:9480' }, null, 2)}\n`);
 console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
 console.log('watch them with: npx kappa observe --follow   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
 
@@ -112,6 +114,7 @@ async function stopAll() {
     clearTimeout(timer);
   }
   rmSync(resolve(state, 'up.pid'), { force: true });
+  rmSync(resolve(state, 'up.json'), { force: true });
   console.log('kappa: stopped');
   process.exit(0);
 }

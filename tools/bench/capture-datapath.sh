@@ -73,7 +73,9 @@ iperf > /dev/null
 echo
 echo "| program | runs | ns per run |"
 echo "| --- | --- | --- |"
-bpftool -j prog show | jq -r --argjson pid "$capture_pid" '.[] | select(.name | startswith("kappa_")) | select(any(.pids[]?; .pid == $pid)) | select(.run_cnt != null and .run_cnt > 0) |
+# The programs this capture loaded: the prog ids behind its file descriptors.
+ids=$(grep -h '^prog_id:' /proc/"$capture_pid"/fdinfo/* 2>/dev/null | awk '{ print $2 }' | sort -un | paste -sd, -)
+bpftool -j prog show | jq -r --argjson ids "[$ids]" '.[] | select(.id as $id | $ids | index($id)) | select(.run_cnt != null and .run_cnt > 0) |
   "| \(.name) | \(.run_cnt) | \((.run_time_ns / .run_cnt) | floor) |"'
 sysctl -qw kernel.bpf_stats_enabled=0
 stop_capture

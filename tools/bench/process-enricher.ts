@@ -2,7 +2,7 @@
 // real runtime-shaped cgroups (prefix ke-bench), /proc read for real, warm and cold process
 // cache, against a baseline of decode + encode alone in the same run. No NATS: this measures the
 // stage's own work per record. Usage:
-//   taskset -c 0 node --import tsx tools/bench/process-enricher.ts [processes=200] [seconds=2]
+//   taskset -c 0 npx tsx tools/bench/process-enricher.ts [processes=200] [seconds=2]
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,7 +30,7 @@ const groups = ['docker', 'cri-containerd', 'crio', 'libpod'].map((prefix) => {
 const children: ChildProcess[] = [];
 const stamps: { pid: number; comm: string; cgroupId: bigint }[] = [];
 for (let i = 0; i < processCount; i++) {
-  const child = spawn('sleep', ['3600', `--bench-arg=${i}`, '--password=hunter2'].slice(0, 1), { stdio: 'ignore' });
+  const child = spawn('sleep', ['3600'], { stdio: 'ignore' });
   children.push(child);
   const group = groups[i % groups.length]!;
   writeFileSync(join(group.dir, 'cgroup.procs'), String(child.pid));
@@ -39,15 +39,13 @@ for (let i = 0; i < processCount; i++) {
 // Let every child exec before /proc is read.
 await new Promise((r) => setTimeout(r, 500));
 
-function cleanup(): void {
-  for (const c of children) c.kill('SIGKILL');
-  setTimeout(() => {
-    for (const g of groups) {
-      for (const pid of readFileSync(join(g.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) writeFileSync(join(mount!, 'cgroup.procs'), pid);
-      rmdirSync(g.dir);
-    }
-    rmdirSync(slice);
-  }, 300);
+async function cleanup(): Promise<void> {
+  await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(undefined) : (c.once('exit', r), c.kill('SIGKILL'))))));
+  for (const g of groups) {
+    for (const pid of readFileSync(join(g.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) writeFileSync(join(mount!, 'cgroup.procs'), pid);
+    rmdirSync(g.dir);
+  }
+  rmdirSync(slice);
 }
 
 function record(i: number, stamp: (typeof stamps)[number]): FlowRecord {
@@ -101,4 +99,4 @@ await measure('warm cache: decode + enrich + encode, distinct processes', distin
 await measure('baseline: decode + encode only (1000 records, 20 processes)', shared, async (b) => void encodeFlowBatch(decodeFlowBatch(b)));
 await measure('warm cache: 1000 records of 20 processes per batch', shared, handler(() => warm));
 console.log(`process cache: ${warmResolver.cache.hits} hits, ${warmResolver.cache.misses} misses`);
-cleanup();
+await cleanup();

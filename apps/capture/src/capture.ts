@@ -33,6 +33,8 @@ export interface DrainResult {
   overflowPackets: bigint;
   overflowBytes: bigint;
   durationMs: number;
+  /** CPU time of this process for the drain (wall time on a busy machine says little). */
+  cpuMs: number;
 }
 
 export class CaptureLoop {
@@ -75,6 +77,7 @@ export class CaptureLoop {
   /** Drains one interval and sends its records; the interval ends now. */
   async drainOnce(): Promise<DrainResult> {
     const started = performance.now();
+    const cpuBefore = process.cpuUsage();
     const endNs = unixNowNs();
     const interval = { startNs: this.intervalStartNs, endNs };
     this.intervalStartNs = endNs;
@@ -84,13 +87,20 @@ export class CaptureLoop {
       interfaceName: (ifindex: number) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
     };
     const records: FlowRecord[] = [];
+    // Summed per vantage and added to the metrics once per drain, not once per record.
+    const volume = new Map<number, { bytes: bigint; packets: bigint }>();
     const conversations = this.source.drain((c) => {
       const record = toFlowRecord(c, interval, context);
       records.push(record);
-      const vantage = String(record.vantage);
-      this.bytes.inc({ vantage }, Number(record.bytes + record.reverseBytes));
-      this.packets.inc({ vantage }, Number(record.packets + record.reversePackets));
+      const sum = volume.get(record.vantage) ?? { bytes: 0n, packets: 0n };
+      sum.bytes += record.bytes + record.reverseBytes;
+      sum.packets += record.packets + record.reversePackets;
+      volume.set(record.vantage, sum);
     });
+    for (const [vantage, sum] of volume) {
+      this.bytes.inc({ vantage: String(vantage) }, Number(sum.bytes));
+      this.packets.inc({ vantage: String(vantage) }, Number(sum.packets));
+    }
     this.conversations.inc(conversations);
     const overflow = this.source.overflow();
     const lostPackets = overflow.packets - this.lastOverflow.packets;
@@ -101,12 +111,14 @@ export class CaptureLoop {
     this.overflowBytes.inc(Number(lostBytes));
     await this.send(records, interval.endNs);
     const durationMs = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
     this.drainSeconds.observe(durationMs / 1000);
-    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs };
+    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs };
     if (lostPackets > 0n) {
       this.logger.warn({ ...summary, overflowPackets: String(lostPackets), overflowBytes: String(lostBytes) }, 'flow map full: packets were not counted; raise --max-conversations');
     } else {
-      this.logger.debug({ conversations, durationMs }, 'drained');
+      this.logger.debug({ conversations, durationMs, cpuMs }, 'drained');
     }
     return summary;
   }

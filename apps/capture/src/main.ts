@@ -38,7 +38,6 @@ try {
   }
   throw error;
 }
-logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');
 
 const registry = createRegistry('kappa-capture');
 const startedNs = unixNowNs();
@@ -89,3 +88,5 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     });
   });
 }
+// Logged last: from here on a SIGINT or SIGTERM drains and detaches (tests wait for this line).
+logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');

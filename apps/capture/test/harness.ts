@@ -96,16 +96,17 @@ export function parseReport(output: string): TrafficReport {
 }
 
 /**
- * kappa programs still attached anywhere on the host: cgroup hooks (all cgroups, `bpftool
- * cgroup tree`) and tc filters of this namespace's interfaces (`bpftool net`), plus the tc
- * filters of the given test namespaces.
+ * kappa programs still attached to the given cgroups or below them (`bpftool cgroup tree`), or as
+ * tc filters in the given namespaces (`bpftool net`). Scoped to what a test created: the machine
+ * is shared, and another kappa (a running `npm run up`) may legitimately be attached elsewhere.
  */
-export function kappaAttachments(netnsList: readonly string[] = []): string[] {
+export function kappaAttachments(cgroupPaths: readonly string[], netnsList: readonly string[] = []): string[] {
   const found: string[] = [];
-  const cgroups = execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' });
-  found.push(...cgroups.split('\n').filter((line) => line.includes('kappa_')));
-  const net = execFileSync('bpftool', ['net', 'show'], { encoding: 'utf8' });
-  found.push(...net.split('\n').filter((line) => line.includes('kappa_')));
+  let current = '';
+  for (const line of execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' }).split('\n')) {
+    if (line.startsWith('/')) current = line.trim();
+    else if (line.includes('kappa_') && cgroupPaths.some((p) => current === p || current.startsWith(`${p}/`))) found.push(`${current}: ${line.trim()}`);
+  }
   for (const netns of netnsList) {
     const tc = execFileSync('ip', ['netns', 'exec', netns, 'bpftool', 'net', 'show'], { encoding: 'utf8' });
     found.push(...tc.split('\n').filter((line) => line.includes('kappa_')).map((line) => `${netns}: ${line}`));

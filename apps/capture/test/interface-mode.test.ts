@@ -85,6 +85,6 @@ describePrivileged('interface mode', () => {
   });
 
   it('leaves nothing of kappa attached once capture stopped', () => {
-    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
+    expect(kappaAttachments([cgroup.path], [pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -58,6 +58,6 @@ describePrivileged('100 000 concurrent UDP conversations', () => {
   });
 
   it('leaves nothing of kappa attached once capture stopped', () => {
-    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
+    expect(kappaAttachments([cgroup.path], [pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -61,6 +61,6 @@ describePrivileged('publishing to NATS', () => {
   });
 
   it('leaves nothing of kappa attached once capture stopped', () => {
-    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
+    expect(kappaAttachments([cgroup.path], [pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -107,6 +107,6 @@ describePrivileged('socket mode, offloads off', () => {
   });
 
   it('leaves nothing of kappa attached once capture stopped', () => {
-    expect(kappaAttachments([pair.a.netns, pair.b.netns])).toEqual([]);
+    expect(kappaAttachments([cgroup.path], [pair.a.netns, pair.b.netns])).toEqual([]);
   });
 });

@@ -98,6 +98,6 @@ describePrivileged('TCP health and attribution', () => {
   });
 
   it('leaves nothing of kappa attached once capture stopped', () => {
-    expect(kappaAttachments([])).toEqual([]);
+    expect(kappaAttachments([cgroup.path], [])).toEqual([]);
   });
 });

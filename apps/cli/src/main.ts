@@ -1,4 +1,7 @@
 // `kappa`: the command line of kappa. Dispatches to one subcommand per file in ./commands.
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runObserve } from './commands/observe.js';
 import { runStatus } from './commands/status.js';
 import { runTags } from './commands/tags.js';
@@ -32,6 +35,19 @@ async function main(argv: string[]): Promise<number> {
   return command.run(rest);
 }
 
+/**
+ * `npm run up` writes .kappa/up.json (its NATS URL and Observer address) at the workspace root;
+ * while it runs, the CLI reads it as its config file unless KAPPA_CONFIG says otherwise, so a
+ * plain `npx kappa status` finds the local NATS on its non-default port.
+ */
+function useLocalUpConfig(): void {
+  if (process.env.KAPPA_CONFIG) return;
+  const candidates = [resolve('.kappa/up.json'), resolve(dirname(fileURLToPath(import.meta.url)), '../../../.kappa/up.json')];
+  const found = candidates.find((file) => existsSync(file));
+  if (found) process.env.KAPPA_CONFIG = found;
+}
+
+useLocalUpConfig();
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

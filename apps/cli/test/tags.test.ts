@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startKubeApiServer, startNatsServer } from '@kappa/testing';
 import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { runTags } from '../src/commands/tags.js';
+import { cliMain, runKappa } from './run.js';
 
 const taggerRoot = join(dirname(fileURLToPath(import.meta.url)), '../../k8s-tagger');
 
@@ -73,6 +74,18 @@ describe('kappa tags', () => {
     await api.close();
   });
 
+  it('`kappa tags <ip>` as a process answers from the running tagger over gRPC', async () => {
+    execFileSync(process.execPath, [join(taggerRoot, '../../tools/build-app.mjs')], { cwd: join(taggerRoot, '../cli'), stdio: 'inherit' });
+    expect(cliMain).toMatch(/apps\/cli\/dist\/main\.js$/);
+    const run = await runKappa(['tags', '10.244.2.7', '--tagger', address]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('object    pod shop/db-0\n');
+    expect(run.stdout).toContain('workload  StatefulSet shop/db\n');
+    const json = await runKappa(['tags', '10.96.0.20', '-o', 'json'], { KAPPA_TAGGER: address });
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ found: true, kube: { objectType: 'service', objectName: 'db' }, backends: ['10.244.2.7:5432'] });
+  });
+
   it('prints a pod IP as a short table: object, workload, node, labels', async () => {
     const run = capture();
     expect(await runTags(['10.244.2.7', '--tagger', address], run.io)).toBe(0);
@@ -104,7 +117,7 @@ describe('kappa tags', () => {
   });
 
   it('rejects bad usage with one line and exit 2', async () => {
-    for (const argv of [['--bogus', '1.2.3.4'], [], ['1.2.3.4', '--output', 'yaml'], ['1.2.3.4', '--tagger', 'nohost']]) {
+    for (const argv of [['--bogus', '1.2.3.4'], [], ['1.2.3.4', '--output', 'yaml'], ['1.2.3.4', '--tagger', 'nohost'], ['1.2.3.4', '--at', 'yesterday']]) {
       const run = capture();
       expect(await runTags(argv, run.io)).toBe(2);
       expect(run.out.stderr.trim().split('\n')).toHaveLength(1);

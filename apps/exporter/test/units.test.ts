@@ -45,6 +45,18 @@ describe('IPFIX encoder', () => {
     ]);
   });
 
+  it('sends the two templates in one message when they fit, and one per message under a small MTU', () => {
+    const wide = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 1452, maxStringBytes: 100 }).templateMessages(3);
+    expect(wide).toHaveLength(1);
+    const narrow = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 576 - 48, maxStringBytes: 100 }).templateMessages(3);
+    expect(narrow).toHaveLength(2);
+    for (const m of narrow) {
+      expect(m.bytes.length).toBeLessThanOrEqual(576 - 48);
+      expect(m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES)).toBe(2);
+    }
+    expect(narrow.map((m) => m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES + 4))).toEqual([256, 257]);
+  });
+
   it('cuts strings longer than the limit at a UTF-8 character boundary and counts them', () => {
     expect(utf8Truncated('ééé', 5).toString()).toBe('éé');
     expect(utf8Truncated('abc', 5).toString()).toBe('abc');

@@ -8,6 +8,7 @@ export const joinerOptions = {
   redisUrl: url({ description: 'Redis URL (redis:// or rediss:// for TLS; user and password may be in the URL)', schemes: ['redis', 'rediss'], default: 'redis://127.0.0.1:6379' }),
   redisUser: string({ description: 'Redis ACL user (overrides the URL)' }),
   redisPassword: string({ description: 'Redis password (overrides the URL)', secret: true }),
+  redisCluster: boolean({ description: '--redis-url is a seed node of a Redis Cluster (keys carry hash tags)' }),
   interval: duration({ description: 'capture interval of the nodes (sets the default join wait)', default: '10s', minMs: 100 }),
   joinWait: duration({ description: 'how long a record waits in Redis for its peer [default: 2 x --interval]', minMs: 10 }),
   sweepInterval: duration({ description: 'how often the sweeper looks for records whose wait is over', default: '1s', minMs: 10 }),

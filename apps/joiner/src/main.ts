@@ -26,7 +26,7 @@ const metrics = joinerMetrics(registry);
 const startedNs = BigInt(Date.now()) * 1_000_000n;
 const joinWaitMs = config.joinWait ?? 2 * config.interval;
 
-const redis = await connectRedis({ url: config.redisUrl, user: config.redisUser, password: config.redisPassword }).catch((error: unknown) => {
+const redis = await connectRedis({ url: config.redisUrl, cluster: config.redisCluster, user: config.redisUser, password: config.redisPassword }).catch((error: unknown) => {
   logger.fatal({ err: error, redis: `${config.redisUrl.protocol}//${config.redisUrl.host}` }, 'cannot connect to Redis (check --redis-url and credentials)');
   process.exit(1);
 });

@@ -1,10 +1,15 @@
 // The joiner's Redis connection: fails fast while Redis is away (so the input batch is nak'ed and
 // retried instead of hanging), reconnects forever, pipelines script calls automatically.
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
+
+/** A single Redis or a Redis Cluster: the joiner's keys carry hash tags, so both work. */
+export type RedisClient = Redis | Cluster;
 
 export interface RedisSettings {
   url: URL;
+  /** --redis-url names one seed node of a Redis Cluster. */
+  cluster?: boolean | undefined;
   user?: string | undefined;
   password?: string | undefined;
 }
@@ -33,8 +38,21 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
 }
 
 /** Connects; resolves once connected or rejects on the first failure (the service exits). */
-export async function connectRedis(settings: RedisSettings): Promise<Redis> {
-  const redis = new Redis(redisOptions(settings));
-  await redis.connect();
-  return redis;
+export async function connectRedis(settings: RedisSettings): Promise<RedisClient> {
+  const options = redisOptions(settings);
+  if (!settings.cluster) {
+    const redis = new Redis(options);
+    await redis.connect();
+    return redis;
+  }
+  const { host, port, retryStrategy: _retry, enableOfflineQueue: _offline, db: _db, lazyConnect: _lazy, ...nodeOptions } = options;
+  const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], {
+    redisOptions: nodeOptions,
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 1000),
+    lazyConnect: true,
+  });
+  await cluster.connect();
+  return cluster;
 }

@@ -1,6 +1,6 @@
 // The joiner's Redis side: typed calls of the Lua scripts and of the due-time schedule and sweep
 // round index, with every failure surfaced as JoinStoreError (the caller naks its input).
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { arriveLua, finalizeLua, sweepClaimLua, takeRoundLua } from './scripts.js';
 import { SCHEDULE_SHARDS, groupKeys, parseScheduleMember, scheduleKey, scheduleMember, scheduleShard } from './conversation.js';
 
@@ -63,7 +63,7 @@ export class JoinStore {
   private readonly scripts: Record<'arrive' | 'finalize' | 'sweepClaim' | 'takeRound', ScriptCall>;
 
   constructor(
-    readonly redis: Redis,
+    readonly redis: RedisClient,
     readonly settings: StoreSettings,
   ) {
     redis.defineCommand('kappaArrive', { numberOfKeys: 4, lua: arriveLua });
@@ -113,11 +113,10 @@ export class JoinStore {
   /** Adds waiting records to the due-time schedule (idempotent). */
   async schedule(entries: readonly { tag: string; recordKey: string; deadlineMs: number }[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.guard('schedule', async () => {
-      const pipeline = this.redis.pipeline();
-      for (const e of entries) pipeline.zadd(scheduleKey(scheduleShard(e.tag)), e.deadlineMs, scheduleMember(e.tag, e.recordKey));
-      throwFirst(await pipeline.exec());
-    });
+    // One command each (auto-pipelined): in a Cluster a pipeline must stay in one slot.
+    await this.guard('schedule', () =>
+      Promise.all(entries.map((e) => this.redis.zadd(scheduleKey(scheduleShard(e.tag)), e.deadlineMs, scheduleMember(e.tag, e.recordKey)))),
+    );
   }
 
   /**
@@ -139,11 +138,11 @@ export class JoinStore {
           return this.scripts.finalize(k.rec, k.st, k.seen, ...args);
         }),
       );
-      const pipeline = this.redis.pipeline();
+      const unscheduled: Promise<unknown>[] = [];
       for (const [tag, g] of groups) {
-        for (const c of g.claimed) pipeline.zrem(scheduleKey(scheduleShard(tag)), scheduleMember(tag, c.recordKey));
+        for (const c of g.claimed) unscheduled.push(this.redis.zrem(scheduleKey(scheduleShard(tag)), scheduleMember(tag, c.recordKey)));
       }
-      throwFirst(await pipeline.exec());
+      await Promise.all(unscheduled);
     });
   }
 
@@ -155,28 +154,21 @@ export class JoinStore {
   /** Moves members still in the schedule to a later time (ZADD XX: never re-adds a finalized one). */
   async reschedule(entries: readonly { member: string; atMs: number }[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.guard('reschedule', async () => {
-      const pipeline = this.redis.pipeline();
-      for (const e of entries) pipeline.zadd(scheduleKey(scheduleShard(parseScheduleMember(e.member).tag)), 'XX', e.atMs, e.member);
-      throwFirst(await pipeline.exec());
-    });
+    await this.guard('reschedule', () =>
+      Promise.all(entries.map((e) => this.redis.zadd(scheduleKey(scheduleShard(parseScheduleMember(e.member).tag)), 'XX', e.atMs, e.member))),
+    );
   }
 
   async unschedule(members: readonly string[]): Promise<void> {
     if (members.length === 0) return;
-    await this.guard('unschedule', async () => {
-      const pipeline = this.redis.pipeline();
-      for (const m of members) pipeline.zrem(scheduleKey(scheduleShard(parseScheduleMember(m).tag)), m);
-      throwFirst(await pipeline.exec());
-    });
+    await this.guard('unschedule', () => Promise.all(members.map((m) => this.redis.zrem(scheduleKey(scheduleShard(parseScheduleMember(m).tag)), m))));
   }
 
   /** Records in the schedule: every record waiting or claimed and not yet finalized. */
   async pendingCount(): Promise<number> {
     return this.guard('pending count', async () => {
-      const pipeline = this.redis.pipeline();
-      for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) pipeline.zcard(scheduleKey(shard));
-      return throwFirst(await pipeline.exec()).reduce<number>((sum, n) => sum + Number(n), 0);
+      const sizes = await Promise.all(Array.from({ length: SCHEDULE_SHARDS }, (_, shard) => this.redis.zcard(scheduleKey(shard))));
+      return sizes.reduce((sum, n) => sum + n, 0);
     });
   }
 

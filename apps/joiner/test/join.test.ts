@@ -111,7 +111,7 @@ describe('joiner', () => {
   });
 
   it('joins a conversation whose both ends are on one node, and later intervals join without waiting', async () => {
-    await joiner('a', ['--join-wait=30s']);
+    const j = await joiner('a', ['--join-wait=30s']);
     bed.collector = await collectJoined(bed.bus);
     const src = { node: 'node-a', ip: '10.1.0.1', port: 45000, pod: 'client-1', pid: 1001 };
     const dst = { node: 'node-a', ip: '10.1.0.2', port: 5432, pod: 'server-1', pid: 5001 };
@@ -140,5 +140,8 @@ describe('joiner', () => {
       expect(r.dst?.kube?.objectName).toBe('server-1');
     }
     expect(new Set(bed.collector.records.map(recordIdentity)).size).toBe(5);
+    // SIGTERM drains and exits cleanly.
+    j.child.kill('SIGTERM');
+    expect(await j.exited).toBe(0);
   });
 });

@@ -33,7 +33,7 @@ export interface IndexSizes {
   containers: number;
   serviceIps: number;
   nodeIps: number;
-  backends: number;
+  backendIps: number;
   pods: number;
   owners: number;
 }
@@ -70,8 +70,8 @@ interface ServiceEntry {
 
 interface SliceEntry {
   serviceKey: string;
-  /** Ready backends as "ip|port". */
-  backends: string[];
+  /** Ready backends. */
+  backends: { ip: string; port: number }[];
 }
 
 interface NodeEntry {
@@ -131,8 +131,8 @@ export class KubeIndex {
   private readonly services = new Map<string, ServiceEntry>();
   private readonly servicesByIp = new Map<string, ServiceEntry>();
   private readonly slices = new Map<string, SliceEntry>();
-  /** "ip|port" → service key → how many slices list it. */
-  private readonly backends = new Map<string, Map<string, number>>();
+  /** backend ip → port → service key → how many slices list it (no string keys built per lookup). */
+  private readonly backends = new Map<string, Map<number, Map<string, number>>>();
   private readonly nodes = new Map<string, NodeEntry>();
   private readonly nodesByIp = new Map<string, NodeEntry>();
   /** "Kind/namespace/name" of ReplicaSets and Jobs → their controller; other workloads → null. */
@@ -174,7 +174,9 @@ export class KubeIndex {
       const ip = normalizeIp(pod.status?.podIP);
       if (ip) ips.add(ip);
     }
-    const containers = new Map<string, string>(previous?.containers);
+    // Current containers and the instance before each one's last restart; older ids are dropped
+    // so a crash-looping pod does not grow the index.
+    const containers = new Map<string, string>();
     const statuses = [
       ...(pod.status?.containerStatuses ?? []),
       ...(pod.status?.initContainerStatuses ?? []),
@@ -215,6 +217,9 @@ export class KubeIndex {
         held.sort((a, b) => (a.fromNs < b.fromNs ? -1 : a.fromNs > b.fromNs ? 1 : 0));
       }
       this.podsByIp.set(ip, held);
+    }
+    for (const id of previous?.containers.keys() ?? []) {
+      if (!containers.has(id) && this.containers.get(id)?.pod === previous) this.containers.delete(id);
     }
     for (const [id, containerName] of entry.containers) this.containers.set(id, { pod: entry, containerName });
     if (this.listeners.size > 0) {
@@ -320,7 +325,7 @@ export class KubeIndex {
     const sliceKey = `${metadata.namespace ?? 'default'}/${metadata.name}`;
     this.removeSlice(sliceKey);
     if (!serviceName) return;
-    const backends: string[] = [];
+    const backends: { ip: string; port: number }[] = [];
     const ports = (slice.ports ?? []).map((port) => port.port).filter((port): port is number => typeof port === 'number');
     for (const endpoint of slice.endpoints ?? []) {
       // Kubernetes: a nil ready condition means ready.
@@ -328,15 +333,17 @@ export class KubeIndex {
       for (const address of endpoint.addresses ?? []) {
         const ip = normalizeIp(address);
         if (!ip) continue;
-        for (const port of ports) backends.push(`${ip}|${port}`);
+        for (const port of ports) backends.push({ ip, port });
       }
     }
     const entry: SliceEntry = { serviceKey: `${metadata.namespace ?? 'default'}/${serviceName}`, backends };
     this.slices.set(sliceKey, entry);
-    for (const backend of backends) {
-      const services = this.backends.get(backend) ?? new Map<string, number>();
+    for (const { ip, port } of backends) {
+      let byPort = this.backends.get(ip);
+      if (!byPort) this.backends.set(ip, (byPort = new Map()));
+      let services = byPort.get(port);
+      if (!services) byPort.set(port, (services = new Map()));
       services.set(entry.serviceKey, (services.get(entry.serviceKey) ?? 0) + 1);
-      this.backends.set(backend, services);
     }
   }
 
@@ -348,19 +355,21 @@ export class KubeIndex {
     const entry = this.slices.get(sliceKey);
     if (!entry) return;
     this.slices.delete(sliceKey);
-    for (const backend of entry.backends) {
-      const services = this.backends.get(backend);
-      if (!services) continue;
+    for (const { ip, port } of entry.backends) {
+      const byPort = this.backends.get(ip);
+      const services = byPort?.get(port);
+      if (!byPort || !services) continue;
       const count = (services.get(entry.serviceKey) ?? 0) - 1;
       if (count > 0) services.set(entry.serviceKey, count);
       else services.delete(entry.serviceKey);
-      if (services.size === 0) this.backends.delete(backend);
+      if (services.size === 0) byPort.delete(port);
+      if (byPort.size === 0) this.backends.delete(ip);
     }
   }
 
   /** The Service whose EndpointSlices list ip:port as a ready backend (first by namespace/name). */
   private serviceForBackend(ip: string, port: number): ServiceEntry | undefined {
-    const services = this.backends.get(`${ip}|${port}`);
+    const services = this.backends.get(ip)?.get(port);
     if (!services) return undefined;
     if (services.size === 1) {
       // The common case: one Service selects this backend.
@@ -384,10 +393,7 @@ export class KubeIndex {
     const result = new Set<string>();
     for (const slice of this.slices.values()) {
       if (slice.serviceKey !== service.key) continue;
-      for (const backend of slice.backends) {
-        const [ip, port] = backend.split('|');
-        result.add(ip!.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
-      }
+      for (const { ip, port } of slice.backends) result.add(ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
     }
     return [...result].sort();
   }
@@ -552,7 +558,7 @@ export class KubeIndex {
       containers: this.containers.size,
       serviceIps: this.servicesByIp.size,
       nodeIps: this.nodesByIp.size,
-      backends: this.backends.size,
+      backendIps: this.backends.size,
       pods: this.pods.size,
       owners: this.owners.size,
     };

@@ -18,7 +18,7 @@ const registry = createRegistry(STAGE);
 
 let kubeConfig: KubeConfig | undefined;
 try {
-  kubeConfig = loadKubeConfig(config.kubeconfig);
+  kubeConfig = loadKubeConfig(config.kubeconfig, process.env);
 } catch (error) {
   if (!(error instanceof NoClusterConfigured)) {
     logger.fatal({ err: error }, error instanceof Error ? error.message : String(error));

@@ -1,6 +1,7 @@
 // The k8s-tagger assembled: cluster watch → index, the KubeTags gRPC service, and the bus
 // consumer that tags kappa.flow.enriched.* into kappa.flow.tagged. main.ts only adds process
 // concerns (config, signals, the health server); tests start it in-process.
+import { hostname } from 'node:os';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer, NatsAuth, NatsTls, StreamLimits } from '@kappa/bus';
 import { create, StageStatusSchema } from '@kappa/contracts';
@@ -43,6 +44,7 @@ export class TaggerService implements Tagger {
   private readonly startedNs = BigInt(Date.now()) * 1_000_000n;
   private recordsIn = 0n;
   private lag = 0;
+  private deadLettered = 0;
   readonly metrics: TaggerMetrics;
 
   constructor(private readonly options: TaggerServiceOptions) {
@@ -116,7 +118,7 @@ export class TaggerService implements Tagger {
     }
   }
 
-  /** kappa.status.k8s-tagger.<instance> for `kappa status`; the lag is refreshed in the background. */
+  /** kappa.status.k8s-tagger.<instance> for `kappa status`; lag and DLQ count are refreshed in the background. */
   private startHeartbeat(bus: Bus, consumer: BatchConsumer): void {
     const refreshLag = () => {
       consumer.lag().then(
@@ -126,19 +128,30 @@ export class TaggerService implements Tagger {
         () => undefined, // a missed refresh keeps the last figure; the next one retries
       );
     };
-    refreshLag();
-    this.lagTimer = setInterval(refreshLag, 5000);
+    const refresh = () => {
+      refreshLag();
+      bus.metrics.deadLettered.get().then(
+        (metric) => {
+          this.deadLettered = metric.values.reduce((n, v) => n + v.value, 0);
+        },
+        () => undefined,
+      );
+    };
+    refresh();
+    this.lagTimer = setInterval(refresh, 5000);
     this.lagTimer.unref();
     bus.startHeartbeat(() =>
       create(StageStatusSchema, {
         stage: STAGE,
         instance: this.options.instance,
+        node: hostname(),
         startedNs: this.startedNs,
         sentNs: BigInt(Date.now()) * 1_000_000n,
         ready: this.ready(),
         recordsIn: this.recordsIn,
         recordsOut: this.recordsIn,
         lag: BigInt(this.lag),
+        dlq: BigInt(this.deadLettered),
       }),
     );
   }

@@ -1,6 +1,6 @@
 // Fills Endpoint.kube on both ends of every record of a batch: the local end (the vantage says
 // which) by container id first, then IP; the remote end by IP, as of the time of the flow.
-import { create, EndpointSchema, KubeSchema, newFlowBatch, Vantage } from '@kappa/contracts';
+import { create, EndpointSchema, KubeSchema, Vantage } from '@kappa/contracts';
 import type { Endpoint, FlowBatch, FlowRecord, Kube } from '@kappa/contracts';
 import type { KubeIndex } from './kube-index.js';
 
@@ -68,8 +68,8 @@ function tagRemote(tagger: Tagger, record: FlowRecord, end: Endpoint, atNs: bigi
 }
 
 /**
- * Tags every record of the batch in place and returns a new batch for kappa.flow.tagged, whose
- * id is derived from the input's so a redelivered input republishes under the same id.
+ * Tags every record of the batch in place and returns it re-stamped for kappa.flow.tagged, with
+ * an id derived from the input's so a redelivered input republishes under the same id.
  */
 export function tagBatch(tagger: Tagger, input: FlowBatch, producer: string, stats: TaggingStats): FlowBatch {
   const clusterId = tagger.clusterId();
@@ -88,12 +88,11 @@ export function tagBatch(tagger: Tagger, input: FlowBatch, producer: string, sta
     if (clusterId !== 0) record.clusterId = clusterId;
     stats.records += 1;
   }
-  return newFlowBatch({
-    batchId: `k8s-tagger:${input.batchId}`,
-    producer,
-    createdNs: BigInt(Date.now()) * 1_000_000n,
-    records: input.records,
-  });
+  // The input batch is ours once decoded: re-stamp it rather than copy 1000 records.
+  input.batchId = `k8s-tagger:${input.batchId}`;
+  input.producer = producer;
+  input.createdNs = BigInt(Date.now()) * 1_000_000n;
+  return input;
 }
 
 export function emptyStats(): TaggingStats {

@@ -148,7 +148,7 @@ export async function startTagger(api: KubeApiServer | undefined, overrides: Par
     deletedGraceMs: 120_000,
     grpc: { port: 0, host: '127.0.0.1' },
     instance: 'test',
-    logger: createLogger('k8s-tagger', 'silent'),
+    logger: createLogger('k8s-tagger', (process.env.KAPPA_TEST_LOG_LEVEL as 'warn' | undefined) ?? 'silent'),
     registry: createRegistry('k8s-tagger'),
     baseBackoffMs: 50,
     ...overrides,

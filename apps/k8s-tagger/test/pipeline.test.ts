@@ -174,5 +174,43 @@ describe('k8s-tagger on the bus and over gRPC', () => {
       expect(await exited).toBe(0);
       expect(logs).toContain('informer synced');
     });
+
+    it('without a cluster says so once, tags the local end’s node name only, and is ready', async () => {
+      // Its own NATS, so no other tagger on the shared durable consumer can take the batch.
+      const ownNats = await startNatsServer();
+      const ownBus = await connectBus({ servers: [ownNats.url], name: 'test-node-only', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
+      await ownBus.ensureStreams();
+      const out: FlowBatch[] = [];
+      await ownBus.consumeBatches({ stage: 'test-joiner', subject: subjects.tagged, handler: async (batch) => void out.push(batch) });
+      const metrics = await freePort();
+      const env = { ...process.env };
+      delete env.KUBERNETES_SERVICE_HOST;
+      delete env.KAPPA_KUBECONFIG;
+      const nodeOnly = spawn(process.execPath, [join(appRoot, 'bin/kappa-k8s-tagger.js'), '--nats-url', ownNats.url, '--grpc-port', String(await freePort()), '--metrics-port', String(metrics), '--instance', 'tagger-node-only'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+      let output = '';
+      nodeOnly.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+      nodeOnly.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+      try {
+        let ready = false;
+        await until(() => {
+          fetch(`http://127.0.0.1:${metrics}/readyz`).then((r) => (ready = r.status === 200), () => undefined);
+          return ready;
+        }, 45_000, 'node-only tagger ready');
+        const record = flow({ node: 'node-b', vantage: Vantage.DST, src: { ip: '10.244.1.5', port: 40000 }, dst: { ip: '10.244.2.7', port: 5432, containerId: 'cid-db' } });
+        await ownBus.publishBatch(subjects.enriched('node-b'), batchOf('enriched-node-only', [record]));
+        await until(() => out.length > 0, 20_000);
+        expect(out[0]!.batchId).toBe('k8s-tagger:enriched-node-only');
+        expect(out[0]!.records[0]!.dst!.kube).toMatchObject({ node: 'node-b', objectName: '', objectType: '' });
+        expect(out[0]!.records[0]!.src!.kube).toBeUndefined();
+        expect(out[0]!.records[0]!.clusterId).toBe(0);
+        expect(output.match(/tagging node names only/g)).toHaveLength(1);
+      } finally {
+        const exited = new Promise((resolve) => nodeOnly.once('exit', resolve));
+        nodeOnly.kill('SIGTERM');
+        await exited;
+        await ownBus.close();
+        await ownNats.stop();
+      }
+    }, 90_000);
   });
 });

@@ -56,6 +56,17 @@ describe('k8s-tagger recovery from API failures', () => {
     expect(tagger.ready()).toBe(true);
   });
 
+  it('follows a watch the server ends cleanly (watch timeout) without an informer restart', async () => {
+    await until(() => api.openWatches === 11);
+    const restartsBefore = await metricValue('kappa_tagger_informer_restarts_total');
+    const listsBefore = podLists(api);
+    api.dropWatches({ graceful: true });
+    api.apply(pod({ name: 'after-timeout', ip: '10.244.1.44', node: 'node-a' }));
+    await until(() => remoteTag(tagger, '10.244.1.44')?.objectName === 'after-timeout');
+    expect(await metricValue('kappa_tagger_informer_restarts_total')).toBe(restartsBefore);
+    expect(podLists(api)).toBe(listsBefore);
+  });
+
   it('relists after 410 Gone and applies what changed while the history was lost', async () => {
     const listsBefore = podLists(api);
     await api.stop();
@@ -66,7 +77,7 @@ describe('k8s-tagger recovery from API failures', () => {
     api.apply(endpointSlice('web', [{ ip: '10.244.1.7' }], [{ name: 'http', port: 8080 }]));
     api.compact();
     await api.start();
-    await until(() => podLists(api) > listsBefore, 15_000, 'pods relisted');
+    await until(() => podLists(api) > listsBefore, 15_000, `pods relisted; requests: ${JSON.stringify(api.requests.filter((r) => r.path === '/api/v1/pods').slice(-6))}`);
     // Each informer relists on its own; wait for the pods, services and slices ones.
     await until(() => remoteTag(tagger, '10.244.1.7', 8080)?.serviceName === 'web');
     await until(() => remoteTag(tagger, '10.96.0.10')?.objectType === 'service');
@@ -83,7 +94,7 @@ describe('k8s-tagger recovery from API failures', () => {
     const listsBefore = podLists(api);
     api.compact();
     api.dropWatches();
-    await until(() => podLists(api) > listsBefore, 15_000, 'pods relisted');
+    await until(() => podLists(api) > listsBefore, 15_000, `pods relisted; requests: ${JSON.stringify(api.requests.filter((r) => r.path === '/api/v1/pods').slice(-6))}`);
     await until(() => api.openWatches === 11);
     api.apply(pod({ name: 'after-410', ip: '10.244.1.41', node: 'node-a' }));
     await until(() => remoteTag(tagger, '10.244.1.41')?.objectName === 'after-410');
@@ -101,5 +112,23 @@ describe('k8s-tagger recovery from API failures', () => {
     api.apply(pod({ name: 'after-restart', ip: '10.244.1.43', node: 'node-a' }));
     await until(() => remoteTag(tagger, '10.244.1.43')?.objectName === 'after-restart');
     expect(remoteTag(tagger, '10.244.1.7', 8080)).toMatchObject({ objectName: 'server-2', serviceName: 'web' });
+  });
+
+  it('starts while the API server is down, is not ready, and becomes ready with correct tags once it is up', async () => {
+    const late = await startKubeApiServer();
+    late.apply(namespace('kube-system', 'uid-late'));
+    late.apply(pod({ name: 'late-pod', ip: '10.244.7.7', node: 'node-a' }));
+    await late.stop();
+    const waiting = await startTagger(late);
+    try {
+      expect(waiting.ready()).toBe(false);
+      expect(remoteTag(waiting, '10.244.7.7')).toMatchObject({ objectType: 'external' });
+      await late.start();
+      await until(() => waiting.ready(), 20_000, 'ready after the API server came up');
+      expect(remoteTag(waiting, '10.244.7.7')).toMatchObject({ objectType: 'pod', objectName: 'late-pod' });
+    } finally {
+      await waiting.stop();
+      await late.close();
+    }
   });
 });

@@ -142,6 +142,23 @@ describe('k8s-tagger tagging', () => {
     expect(oldByContainer!.dst!.kube).toMatchObject({ objectName: 'worker-old', containerName: 'worker' });
   });
 
+  it('resolves a restarted container’s previous id too, and forgets ids older than that', async () => {
+    const restarted = (current: string, previousId: string | undefined) => {
+      const object = pod({ name: 'crashy', ip: '10.244.1.60', node: 'node-a', containers: { app: current } });
+      const status = (object.status as { containerStatuses: Record<string, unknown>[] }).containerStatuses[0]!;
+      if (previousId) status.lastState = { terminated: { containerID: `containerd://${previousId}`, exitCode: 1 } };
+      return object;
+    };
+    api.apply(restarted('cid-crashy-1', undefined));
+    api.apply(restarted('cid-crashy-2', 'cid-crashy-1'));
+    await until(() => tagger.index!.resolveContainer('cid-crashy-2').type === 'pod');
+    expect(tagger.index!.resolveContainer('cid-crashy-1')).toMatchObject({ type: 'pod', kube: { objectName: 'crashy', containerName: 'app' } });
+    api.apply(restarted('cid-crashy-3', 'cid-crashy-2'));
+    await until(() => tagger.index!.resolveContainer('cid-crashy-3').type === 'pod');
+    expect(tagger.index!.resolveContainer('cid-crashy-2').type).toBe('pod');
+    expect(tagger.index!.resolveContainer('cid-crashy-1').type).toBe('none');
+  });
+
   it('without a cluster tags only the local end’s node name', async () => {
     const nodeOnly = await startTagger(undefined);
     try {

@@ -1,7 +1,7 @@
 // process-enricher's options: its own, the shared NATS ones, metrics port, log level, instance.
 import { hostname } from 'node:os';
 import { natsOptions } from '@kappa/bus';
-import { boolean, duration, integer, list, oneOf, string } from '@kappa/config';
+import { ConfigError, boolean, duration, integer, list, oneOf, string } from '@kappa/config';
 import type { ConfigOf, Option } from '@kappa/config';
 import { logLevels } from '@kappa/observability';
 
@@ -10,9 +10,10 @@ import { logLevels } from '@kappa/observability';
  * Each is checked here, so a bad pattern is a start-up error naming the flag.
  */
 function patternList(description: string): Option<RegExp[], true> {
+  const accepted = 'comma-separated regular expressions (write \\, for a comma inside one)';
   return {
     description,
-    accepted: 'comma-separated regular expressions (write \\, for a comma inside one)',
+    accepted,
     defaultValue: [],
     isSwitch: false,
     secret: false,
@@ -21,7 +22,13 @@ function patternList(description: string): Option<RegExp[], true> {
         .split(/(?<!\\),/)
         .map((s) => s.replace(/\\,/g, ',').trim())
         .filter((s) => s.length > 0);
-      return sources.map((source) => new RegExp(source));
+      return sources.map((source) => {
+        try {
+          return new RegExp(source);
+        } catch (cause) {
+          throw new ConfigError('redactPattern', source, `${accepted}; ${(cause as Error).message}`, '--redact-pattern');
+        }
+      });
     },
   } as Option<RegExp[], true>;
 }

@@ -55,6 +55,8 @@ export interface CriOptions {
   timeoutMs?: number;
   /** Least time between two ListContainers calls. */
   minRefreshIntervalMs?: number;
+  /** Time between two tries to find a socket when none answered. */
+  reconnectIntervalMs?: number;
 }
 
 export class CriContainerNames {
@@ -63,6 +65,9 @@ export class CriContainerNames {
   private names = new Map<string, string>();
   private lastRefreshAt = -Infinity;
   private refreshing: Promise<void> | undefined;
+  private connecting: Promise<boolean> | undefined;
+  private lastConnectAt = -Infinity;
+  private saidUnreachable = false;
   /** The runtime behind the socket, from Version (containerd, cri-o). */
   runtime: ContainerRuntime | '' = '';
   refreshes = 0;
@@ -78,8 +83,9 @@ export class CriContainerNames {
     return this.socket;
   }
 
-  /** Finds a socket that answers; logs one line saying which, or that none did. */
+  /** Finds a socket that answers; logs one line saying which, or (once) that none did. */
   async connect(): Promise<boolean> {
+    this.lastConnectAt = Date.now();
     const tried: string[] = [];
     for (const socket of this.options.sockets) {
       if (!existsSync(socket)) {
@@ -99,8 +105,17 @@ export class CriContainerNames {
         tried.push(`${socket} (${(error as ServiceError).code === grpcStatus.UNAVAILABLE ? 'unavailable' : (error as Error).message})`);
       }
     }
-    this.options.logger.info({ tried }, 'no CRI runtime socket reachable: container names are left to k8s-tagger');
+    if (!this.saidUnreachable) this.options.logger.info({ tried }, 'no CRI runtime socket reachable: container names are left to k8s-tagger');
+    this.saidUnreachable = true;
     return false;
+  }
+
+  /** A runtime started after us (or restarted) is found on a later try, once a minute. */
+  reconnectIfDue(): void {
+    if (this.client || this.connecting || Date.now() - this.lastConnectAt < (this.options.reconnectIntervalMs ?? 60_000)) return;
+    this.connecting = this.connect()
+      .catch(() => false)
+      .finally(() => (this.connecting = undefined));
   }
 
   private get timeoutMs(): number {

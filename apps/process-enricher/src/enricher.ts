@@ -65,6 +65,7 @@ export class FlowEnricher {
   /** Enriches the batch in place and gives it the output id `process-enricher:<input id>`. */
   async enrichBatch(batch: FlowBatch): Promise<FlowBatch> {
     const { resolver, containerNames } = this.options;
+    containerNames?.reconnectIfDue();
     const memo = new Map<string, ResolvedProcess>();
     const unnamed: { endpoint: Endpoint; containerId: string; inferred: boolean }[] = [];
     const counts: Record<Resolution, number> = { live: 0, gone: 0, reused: 0, 'no-pid': 0 };

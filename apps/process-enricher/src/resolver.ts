@@ -55,7 +55,7 @@ interface ProcessFacts {
   cmdline: string;
   exe: string;
   uid: number | undefined;
-  /** cgroup v2 id (directory inode) at read time; undefined without a v2 mount. */
+  /** cgroup v2 id (directory inode); filled when first needed, undefined without a v2 mount. */
   cgroupId: bigint | undefined;
   cgroupPath: string;
   container: ContainerRef | undefined;
@@ -122,11 +122,11 @@ export class ProcessResolver {
     if (stamp.startTimeTicks === 0n) {
       if (this.startedAfter(stat.startTimeTicks, flowEndNs)) return this.fromKernelStamp(stamp, 'reused');
       if (!this.commMatches(stamp, facts)) return this.fromKernelStamp(stamp, 'reused');
-      if (stamp.cgroupId !== 0n && facts.cgroupId !== undefined && facts.cgroupId !== stamp.cgroupId) {
+      if (!this.inStampedCgroup(stamp.cgroupId, facts)) {
         // A cached answer may predate a move to another cgroup: look again before deciding.
         const fresh = cached ? this.readFacts(stamp.pid, stat.comm) : undefined;
         if (fresh) this.cache.set(stamp.pid, stat.startTimeTicks, fresh);
-        if (!fresh || fresh.cgroupId !== stamp.cgroupId) return this.fromKernelStamp(stamp, 'reused');
+        if (!fresh || !this.inStampedCgroup(stamp.cgroupId, fresh)) return this.fromKernelStamp(stamp, 'reused');
         facts = fresh;
       }
     }
@@ -139,7 +139,7 @@ export class ProcessResolver {
       cmdline: facts.cmdline,
       exe: facts.exe,
       uid: facts.uid,
-      cgroupId: stamp.cgroupId !== 0n ? stamp.cgroupId : (facts.cgroupId ?? 0n),
+      cgroupId: stamp.cgroupId !== 0n ? stamp.cgroupId : (this.cgroupIdOf(facts) ?? 0n),
       cgroupPath: facts.cgroupPath,
       container: facts.container,
       startTimeTicks: stat.startTimeTicks,
@@ -163,22 +163,41 @@ export class ProcessResolver {
     return this.proc.threadComms(stamp.pid).includes(stamp.comm);
   }
 
+  /**
+   * Whether the process lives in the cgroup the kernel stamped. Compared by path through the
+   * cgroup tree (no syscall when the tree knows the id); by the directory's inode otherwise.
+   */
+  private inStampedCgroup(stampedId: bigint, facts: ProcessFacts): boolean {
+    if (stampedId === 0n || this.tree === undefined || facts.cgroupPath === '') return true;
+    if (facts.cgroupId !== undefined) return facts.cgroupId === stampedId;
+    const stampedPath = this.tree.lookup(stampedId);
+    if (stampedPath !== undefined) {
+      if (stampedPath !== facts.cgroupPath) return false;
+      facts.cgroupId = stampedId;
+      return true;
+    }
+    return this.cgroupIdOf(facts) === stampedId;
+  }
+
+  /** The cgroup v2 id of the process's cgroup (its directory's inode), read once per facts. */
+  private cgroupIdOf(facts: ProcessFacts): bigint | undefined {
+    if (facts.cgroupId !== undefined || this.tree === undefined || facts.cgroupPath === '') return facts.cgroupId;
+    try {
+      facts.cgroupId = statSync(`${this.tree.options.mount}${facts.cgroupPath === '/' ? '' : facts.cgroupPath}`, { bigint: true }).ino;
+      this.tree.remember(facts.cgroupId, facts.cgroupPath);
+    } catch {
+      // Removed meanwhile, or outside what our cgroup namespace shows.
+    }
+    return facts.cgroupId;
+  }
+
   private readFacts(pid: number, comm: string): ProcessFacts | undefined {
     const args = this.proc.cmdline(pid);
     const memberships = this.proc.cgroups(pid);
     if (args === undefined || memberships === undefined) return undefined;
     const path = unifiedCgroupPath(memberships) ?? '';
-    let cgroupId: bigint | undefined;
-    if (this.tree !== undefined && path !== '') {
-      try {
-        cgroupId = statSync(`${this.tree.options.mount}${path === '/' ? '' : path}`, { bigint: true }).ino;
-      } catch {
-        cgroupId = undefined; // removed meanwhile, or outside our cgroup namespace's view
-      }
-    }
     const exe = this.proc.exe(pid) ?? '';
     const execNames = [exe, args[0] ?? ''].map((file) => Buffer.from(file.slice(file.lastIndexOf('/') + 1)).subarray(0, 15).toString());
-    if (cgroupId !== undefined) this.tree?.remember(cgroupId, path);
     return {
       comm,
       execNames,
@@ -186,7 +205,7 @@ export class ProcessResolver {
       cmdline: redactCmdline(args, this.redaction).slice(0, this.cmdlineMaxLength),
       exe,
       uid: this.proc.uid(pid),
-      cgroupId,
+      cgroupId: undefined,
       cgroupPath: path,
       container: containerFromMemberships(memberships),
       readAt: this.now(),

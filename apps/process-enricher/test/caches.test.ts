@@ -8,7 +8,7 @@ import { CriContainerNames } from '../src/cri.js';
 import { INITIAL_PID_NAMESPACE, checkPidNamespace } from '../src/host-pid.js';
 import { ProcessCache } from '../src/process-cache.js';
 import { startCriServer } from './cri-server.js';
-import { CgroupFixture, hex64 } from './helpers.js';
+import { CgroupFixture, hex64, waitFor } from './helpers.js';
 
 const fixture = new CgroupFixture('ke-cache.slice');
 afterAll(() => fixture.cleanup());
@@ -81,6 +81,7 @@ describe('CgroupTree on the real cgroup v2 mount', () => {
   });
 
   it('stays within maxEntries', () => {
+    for (let i = 0; i < 6; i++) fixture.make(`bound-${i}.slice`);
     const tree = new CgroupTree({ mount: fixture.mount, maxEntries: 5 });
     tree.rescan();
     expect(tree.size).toBeLessThanOrEqual(5);
@@ -124,6 +125,28 @@ describe('CriContainerNames', () => {
     expect(names.name(hex64())).toBeUndefined();
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('no CRI runtime socket reachable');
+  });
+
+  it('finds a runtime that starts later, without saying again that none answered', async () => {
+    lines.length = 0;
+    const cri = await startCriServer('containerd');
+    try {
+      const id = hex64();
+      cri.containers.set(id, 'late');
+      const names = new CriContainerNames({ sockets: [`${cri.socket}.notyet`, cri.socket], logger, reconnectIntervalMs: 0, minRefreshIntervalMs: 0 });
+      const absent = new CriContainerNames({ sockets: [`${cri.socket}.notyet`], logger, reconnectIntervalMs: 0 });
+      expect(await absent.connect()).toBe(false);
+      absent.reconnectIfDue();
+      await waitFor('the second try', () => (lines.length >= 1 ? true : undefined));
+      expect(lines.filter((l) => l.includes('no CRI runtime socket reachable'))).toHaveLength(1);
+      names.reconnectIfDue();
+      await waitFor('the late runtime', () => (names.connected ? true : undefined));
+      await names.refreshIfStale();
+      expect(names.name(id)).toBe('late');
+      names.close();
+    } finally {
+      await cri.stop();
+    }
   });
 });
 

@@ -32,6 +32,7 @@ export class CgroupFixture {
   readonly children = new Set<ChildProcess>();
 
   constructor(readonly slice: string) {
+    // A run killed half-way leaves its cgroups: start clean.
     this.removeTree(join(this.mount, slice));
   }
 
@@ -83,28 +84,33 @@ export class CgroupFixture {
     return child as ChildProcess & { pid: number };
   }
 
-  /** Kills what this file started, moves strays to the root cgroup, removes the cgroups. */
+  /** Kills what this file started and anything left in its cgroups (orphans too), removes them. */
   async cleanup(): Promise<void> {
     for (const child of this.children) child.kill('SIGKILL');
     await Promise.all([...this.children].map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(undefined) : c.once('exit', r)))));
     this.removeTree(join(this.mount, this.slice));
   }
 
+  /** Everything in our ke- cgroups was started by this test file: kill it, then rmdir. */
   private removeTree(dir: string): void {
     if (!existsSync(dir)) return;
     for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) this.removeTree(join(dir, entry.name));
+    const procs = () => readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
     try {
-      for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      writeFileSync(join(dir, 'cgroup.kill'), '1');
+    } catch {
+      for (const pid of procs()) {
         try {
-          writeFileSync(join(this.mount, 'cgroup.procs'), pid);
+          process.kill(Number(pid), 'SIGKILL');
         } catch {
           // exited meanwhile
         }
       }
-      rmdirSync(dir);
-    } catch {
-      // removed meanwhile
     }
+    const deadline = Date.now() + 5000;
+    // Synchronous so the constructor can clean up too; the kill takes milliseconds.
+    while (procs().length > 0 && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    rmdirSync(dir);
   }
 }
 

@@ -1,5 +1,7 @@
 // Redaction rules: every documented form, and the things that must stay readable.
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '@kappa/config';
+import { enricherOptions } from '../src/config.js';
 import { redactCmdline } from '../src/redact.js';
 
 const on = { enabled: true, extraPatterns: [] };
@@ -29,6 +31,7 @@ describe('redactCmdline', () => {
     ['sh -c with quoted value', ['bash', '-c', 'PGPASSWORD="hunter 2" psql'], 'bash -c PGPASSWORD=*** psql'],
     ['script named curl run by sh', ['/bin/sh', '/tmp/t/curl', '-u', 'bob:hunter2'], '/bin/sh /tmp/t/curl -u bob:***'],
     ['nothing secret stays as is', ['nginx', '-g', 'daemon off;'], 'nginx -g daemon off;'],
+    ['an argv word NAME=value with spaces in the value', ['docker', 'run', '-e', 'DB_PASSWORD=two words', 'img'], 'docker run -e DB_PASSWORD=*** img'],
     ['java system property', ['java', '-Djavax.net.ssl.keyStorePassword=hunter2', '-jar', 'a.jar'], 'java -Djavax.net.ssl.keyStorePassword=*** -jar a.jar'],
   ];
   for (const [name, args, expected] of cases) {
@@ -59,5 +62,16 @@ describe('redactCmdline', () => {
   it('applies extra patterns, replacing only capture groups when there are some', () => {
     const rules = { enabled: true, extraPatterns: [/--license (\S+)/, /sk-[a-z0-9]+/] };
     expect(redactCmdline(['app', '--license', 'ABC-123', 'sk-abc123'], rules)).toBe('app --license *** ***');
+  });
+
+  it('takes its rules from the flags: --redact-pattern with \\, inside a pattern, --no-redact, --redact=false', () => {
+    const parse = (...argv: string[]) => parseConfig(enricherOptions, { argv, env: {} });
+    const config = parse('--redact-pattern=--license (\\S+),sk-[a-z0-9]{3\\,}');
+    expect(config.redact && !config.noRedact).toBe(true);
+    expect(config.redactPattern.map((r) => r.source)).toEqual(['--license (\\S+)', 'sk-[a-z0-9]{3,}']);
+    expect(redactCmdline(['app', '--license', 'L-1', 'sk-abc123'], { enabled: true, extraPatterns: config.redactPattern })).toBe('app --license *** ***');
+    expect(parse('--no-redact').noRedact).toBe(true);
+    expect(parse('--redact=false').redact).toBe(false);
+    expect(() => parse('--redact-pattern=(unclosed')).toThrow(/--redact-pattern/);
   });
 });

@@ -9,11 +9,13 @@ export class ConfigError extends Error {
     readonly value: string | undefined,
     readonly accepted: string,
     readonly source: string,
+    message?: string,
   ) {
     super(
-      value === undefined
-        ? `missing ${source}: expected ${accepted}`
-        : `invalid ${source} ${JSON.stringify(value)}: expected ${accepted}`,
+      message ??
+        (value === undefined
+          ? `missing ${source}: expected ${accepted}`
+          : `invalid ${source} ${JSON.stringify(value)}: expected ${accepted}`),
     );
   }
 }

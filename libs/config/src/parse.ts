@@ -60,7 +60,7 @@ export function parseConfig<T extends OptionTable>(
     const key = byFlag.get(name);
     const option = key === undefined ? undefined : table[key];
     if (key === undefined || option === undefined) {
-      throw new ConfigError(name, undefined, `one of the flags listed by --help`, `unknown flag --${name};`);
+      throw new ConfigError(name, undefined, 'a flag listed by --help', `--${name}`, `unknown flag --${name}: see --help for the flags`);
     }
     if (value === undefined) {
       const next = argv[i + 1];

@@ -16,4 +16,5 @@ export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
 export { MapDrainer, readPerCpuCounter, updateElement } from './maps.js';
 export type { DrainedChunk } from './maps.js';
 export { BpfObject, KERNEL_BTF } from './object.js';
+export { RingBufferReader } from './ringbuf.js';
 export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfError, BpfObject, BtfMissingError, MapDrainer, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '@kappa/ebpf-ffi';
+import { BpfError, BpfObject, BtfMissingError, MapDrainer, RingBufferReader, attachCgroup, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '../src/index.js';
+import { TestCgroup, runIn } from '@kappa/testing';
 
 const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('ebpf-ffi tests need root; CI must run them privileged');
@@ -86,6 +87,24 @@ describe.skipIf(!root)('maps in the kernel', () => {
 
   it('sums a per-CPU counter over all CPUs', () => {
     expect(readPerCpuCounter(object.map('kc_counters'), 1)).toBe(0n);
+  });
+
+  it('consumes ring buffer records written by a program attached to a cgroup, then detaches', async () => {
+    const cgroup = new TestCgroup(`kc-ffi-${process.pid}`);
+    const reader = new RingBufferReader(object.map('kc_events'));
+    const attachment = attachCgroup(object.program('kc_pass'), cgroup.path);
+    try {
+      // Three 100-byte UDP datagrams on loopback from a process inside the cgroup.
+      const send = "const s=require('dgram').createSocket('udp4');let n=0;const go=()=>s.send(Buffer.alloc(100),9,'127.0.0.1',()=>++n<3?go():s.close());go();";
+      await runIn(undefined, cgroup, process.execPath, ['-e', send]);
+      const events = reader.consume().map((b) => [b.readBigUInt64LE(0), b.readBigUInt64LE(8)]);
+      expect(events).toEqual([[128n, 7n], [128n, 7n], [128n, 7n]]); // 20 IP + 8 UDP + 100, and the .rodata value
+    } finally {
+      attachment.detach();
+      reader.close();
+      cgroup.destroy();
+    }
+    expect(execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' })).not.toContain('kc_pass');
   });
 
   it('reports the map sizes the object declared and the resize', () => {

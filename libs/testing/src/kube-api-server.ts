@@ -127,8 +127,9 @@ export interface KubeApiServer {
   /** Forgets all watch history: a watch resuming from any resourceVersion handed out so far gets
    *  410 Gone and must relist. Open watches stay open; follow with dropWatches() to force it. */
   compact(): void;
-  /** Cuts every open watch connection abruptly (as a load balancer or network failure would). */
-  dropWatches(): void;
+  /** Cuts every open watch connection abruptly (as a load balancer or network failure would), or
+   *  with `{ graceful: true }` ends each stream cleanly (as an API server's watch timeout does). */
+  dropWatches(options?: { graceful?: boolean }): void;
   /** Stops listening and cuts every connection; objects are kept (etcd survives). */
   stop(): Promise<void>;
   /** Listens again on the same port with the same objects. */
@@ -452,7 +453,9 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
   async function start(): Promise<void> {
     if (server) return;
     const created = certificate ? createHttpsServer({ cert: certificate.cert, key: certificate.key }, onRequest) : createHttpServer(onRequest);
-    created.on(certificate ? 'secureConnection' : 'connection', (socket: Socket) => {
+    // Raw TCP connections, TLS handshakes in progress included: stop() must cut them all, or
+    // close() waits for a half-open handshake and the "restart" takes minutes.
+    created.on('connection', (socket: Socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
     });
@@ -533,8 +536,8 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
       // the 410 forces leads to a watch that works.
       resourceVersion += 1;
     },
-    dropWatches: () => {
-      for (const state of resources.values()) for (const watcher of [...state.watchers]) closeWatcher(state, watcher, true);
+    dropWatches: (options = {}) => {
+      for (const state of resources.values()) for (const watcher of [...state.watchers]) closeWatcher(state, watcher, !options.graceful);
     },
     stop,
     start,

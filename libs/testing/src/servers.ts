@@ -19,19 +19,21 @@ export interface TestServer {
 export interface NatsServerOptions {
   /** Extra nats-server arguments (e.g. --user/--pass, --tls...). */
   args?: readonly string[];
-  /** JetStream limits, e.g. to test a full stream. */
-  maxFileStore?: string;
 }
 
-export async function startNatsServer(options: NatsServerOptions = {}): Promise<TestServer> {
+/** Starts `command` on a free port with its data in a fresh temporary folder. */
+async function startTestServer(
+  scheme: string,
+  command: string,
+  readyPattern: RegExp,
+  args: (port: number, dataDir: string) => string[],
+): Promise<TestServer> {
   const port = await freePort();
-  const dataDir = mkdtempSync(join(tmpdir(), 'kappa-nats-'));
-  const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dataDir, ...(options.args ?? [])];
-  if (options.maxFileStore) args.push('--max_file_store', options.maxFileStore);
-  const server = new ServerProcess({ command: 'nats-server', args, readyPattern: /Server is ready/ });
+  const dataDir = mkdtempSync(join(tmpdir(), `kappa-${scheme}-`));
+  const server = new ServerProcess({ command, args: args(port, dataDir), readyPattern });
   await server.start();
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     port,
     dataDir,
     process: server,
@@ -41,6 +43,12 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<TestServer> {
+  return startTestServer('nats', 'nats-server', /Server is ready/, (port, dataDir) => [
+    '-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dataDir, ...(options.args ?? []),
+  ]);
 }
 
 export interface RedisServerOptions {
@@ -48,24 +56,9 @@ export interface RedisServerOptions {
 }
 
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<TestServer> {
-  const port = await freePort();
-  const dataDir = mkdtempSync(join(tmpdir(), 'kappa-redis-'));
-  const args = [
+  return startTestServer('redis', 'redis-server', /Ready to accept connections/, (port, dataDir) => [
     '--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir,
     '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec', '--protected-mode', 'no',
     ...(options.args ?? []),
-  ];
-  const server = new ServerProcess({ command: 'redis-server', args, readyPattern: /Ready to accept connections/ });
-  await server.start();
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    port,
-    dataDir,
-    process: server,
-    restart: (signal) => server.restart(signal),
-    stop: async () => {
-      await server.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  ]);
 }

@@ -82,6 +82,19 @@ describe('test Kubernetes API server', () => {
     await informer.stop();
   });
 
+  it('stops at once even with a connection stuck before its TLS handshake, and restarts on the same port', async () => {
+    const { connect } = await import('node:net');
+    const stuck = connect(api.port, '127.0.0.1');
+    await new Promise((resolve) => stuck.once('connect', resolve));
+    const started = Date.now();
+    await api.stop();
+    expect(Date.now() - started).toBeLessThan(2000);
+    await api.start();
+    const response = await fetch(`${api.url.replace('https', 'http')}/`).catch((error: unknown) => error);
+    expect(response).toBeInstanceOf(Error); // it speaks TLS on the same port again
+    stuck.destroy();
+  });
+
   it('answers a watch from a compacted resourceVersion with a 410 Status event and sends bookmarks when asked', async () => {
     const headers = { authorization: `Bearer ${api.token}` };
     const plain = await startKubeApiServer({ tls: false, token: api.token, bookmarkIntervalMs: 100 });

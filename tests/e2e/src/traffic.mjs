@@ -1,7 +1,8 @@
 // Test traffic for the simulated pods, run inside their network namespaces as a real process.
 //   node traffic.mjs serve <tcpPort> <udpPort> <replyBytes>
 //   node traffic.mjs tcp <host> <port> <sendBytes>        (waits for the reply, then closes)
-//   node traffic.mjs udp <host> <port> <count> <size>     (one reply datagram per datagram)
+//   node traffic.mjs udp <host> <port> <count> <size> [gapMs]  (one reply datagram per datagram)
+//   node traffic.mjs tcp-slow <host> <port> <chunks> <chunkBytes> <gapMs>  (a conversation that lasts)
 import { createServer, connect } from 'node:net';
 import { createSocket } from 'node:dgram';
 
@@ -44,8 +45,31 @@ if (mode === 'serve') {
     process.stderr.write(`tcp error ${e.message}\n`);
     process.exit(1);
   });
+} else if (mode === 'tcp-slow') {
+  const [host, port, chunks, chunkBytes, gapMs] = [args[0], Number(args[1]), Number(args[2]), Number(args[3]), Number(args[4])];
+  let sent = 0;
+  const socket = connect({ host, port }, () => {
+    process.stdout.write(`local ${socket.localPort}\n`);
+    const tick = setInterval(() => {
+      socket.write(Buffer.alloc(chunkBytes, 0x64));
+      if (++sent === chunks) {
+        clearInterval(tick);
+        socket.end();
+      }
+    }, gapMs);
+  });
+  socket.on('data', () => undefined);
+  socket.on('close', () => {
+    process.stdout.write('tcp done\n');
+    process.exit(0);
+  });
+  socket.on('error', (e) => {
+    process.stderr.write(`tcp error ${e.message}\n`);
+    process.exit(1);
+  });
 } else if (mode === 'udp') {
   const [host, port, count, size] = [args[0], Number(args[1]), Number(args[2]), Number(args[3])];
+  const gapMs = Number(args[4] ?? 5);
   const udp = createSocket(host.includes(':') ? 'udp6' : 'udp4');
   let replies = 0;
   udp.on('message', () => {
@@ -61,11 +85,11 @@ if (mode === 'serve') {
   const tick = setInterval(() => {
     udp.send(Buffer.alloc(size, 0x63), port, host);
     if (++sent === count) clearInterval(tick);
-  }, 5);
+  }, gapMs);
   setTimeout(() => {
     process.stdout.write(`udp done ${replies}\n`);
     process.exit(0);
-  }, 5000 + count * 10);
+  }, 5000 + count * gapMs * 2);
 } else {
   process.stderr.write('usage: traffic.mjs serve|tcp|udp ...\n');
   process.exit(2);

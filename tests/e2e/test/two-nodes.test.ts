@@ -6,12 +6,15 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import { freePort, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
 import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { describeCluster } from '../src/cluster.js';
 import { conversationTotals, readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
 import type { Capture } from '../src/ground-truth.js';
-import { isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
+import { crashAndRestart, isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
 import { createTopology, destroyTopology } from '../src/topology.js';
 import type { Pod, Topology } from '../src/topology.js';
@@ -66,11 +69,21 @@ const conversations: Conversation[] = [];
 let records: JsonRecord[] = [];
 /** The kernel's name (comm) of the test's traffic processes, as /proc shows it. */
 let trafficComm = '';
+/** Every capture file of each pod link (one per part of the test), and their packets once read. */
+const pcapFiles = new Map<string, string[]>();
 const packetsOf = new Map<string, ReturnType<typeof readPackets>>();
 function wire(podName: string) {
-  const file = captures.get(podName)!.file;
-  if (!packetsOf.has(file)) packetsOf.set(file, readPackets(file));
-  return packetsOf.get(file)!;
+  if (!packetsOf.has(podName)) packetsOf.set(podName, (pcapFiles.get(podName) ?? []).flatMap((file) => readPackets(file)));
+  return packetsOf.get(podName)!;
+}
+
+async function startLinkCaptures(part: string): Promise<void> {
+  const links: [string, string][] = [...topology.pods.map((p): [string, string] => [p.name, p.hostVeth]), ['external', topology.external.hostVeth]];
+  for (const [name, device] of links) {
+    const file = join(workDir, `${name}-${part}.pcap`);
+    captures.set(name, await startCapture(device, file));
+    pcapFiles.set(name, [...(pcapFiles.get(name) ?? []), file]);
+  }
 }
 
 const podSpecs = [
@@ -106,6 +119,10 @@ async function startServer(name: string, where: { netns: string; cgroup?: string
 
 async function converse(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server']) {
   const args = protocol === TCP ? ['tcp', dst.ip, String(dst.port), '40000'] : ['udp', dst.ip, String(dst.port), '20', '300'];
+  await converseWith(label, protocol, client, dst, server, args);
+}
+
+async function converseWith(label: string, protocol: number, client: Pod, dst: { ip: string; port: number }, server: Conversation['server'], args: string[]) {
   const run = runInPod(client, args);
   const output = await run.output;
   const port = Number(/local (\d+)/.exec(output)?.[1]);
@@ -147,6 +164,43 @@ function sum(rs: JsonRecord[]) {
   );
 }
 
+/**
+ * Ends a part of the test: a few intervals pass, the captures stop (each drains one last time on
+ * SIGTERM), the exporter's file stops growing and the joiner's wait has passed; then the records
+ * and the link captures are read.
+ */
+async function finishPart(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 5000));
+  for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
+  let last = -1;
+  await until('the exporter to write every record', () => {
+    const size = readRecords().length;
+    const stable = size > 0 && size === last;
+    last = size;
+    return stable ? true : undefined;
+  }, 60_000).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
+  records = readRecords();
+  packetsOf.clear();
+  for (const c of captures.values()) await stopCapture(c);
+}
+
+/** Each conversation and vantage whose exported totals differ from its pod link's capture. */
+function conservationProblems(list: Conversation[]): string[] {
+  const problems: string[] = [];
+  for (const c of list) {
+    const clientIp = c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4;
+    const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
+    if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
+    for (const [vantage, podName, dst] of vantages) {
+      const truth = conversationTotals(wire(podName), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
+      const got = sum(recordsOf(c, vantage));
+      if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
+    }
+  }
+  return problems;
+}
+
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'kappa-e2e-'));
   jsonl = join(workDir, 'flows.jsonl');
@@ -154,8 +208,7 @@ beforeAll(async () => {
   [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
   describeCluster(api, topology);
 
-  for (const pod of topology.pods) captures.set(pod.name, await startCapture(pod.hostVeth, join(workDir, `${pod.name}.pcap`)));
-  captures.set('external', await startCapture(topology.external.hostVeth, join(workDir, 'external.pcap')));
+  await startLinkCaptures('part1');
 
   const natsUrl = `--nats-url=${nats.url}`;
   const observerPort = await freePort();
@@ -197,20 +250,7 @@ beforeAll(async () => {
   await converse('pod→external, TCP/IPv4', TCP, web1, { ip: topology.external.ipv4, port: 8080 }, at(undefined, topology.external.ipv4, 8080, undefined));
   await converse('pod→external, UDP/IPv6', UDP, web1, { ip: topology.external.ipv6, port: 9090 }, at(undefined, topology.external.ipv6, 9090, undefined));
 
-  // Let a few intervals pass, then stop the captures: each drains one last time on SIGTERM.
-  await new Promise((r) => setTimeout(r, 5000));
-  for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
-  // Every conversation's records have left the joiner once the file stops growing.
-  let last = -1;
-  await until('the exporter to write every record', () => {
-    const size = readRecords().length;
-    const stable = size > 0 && size === last;
-    last = size;
-    return stable ? true : undefined;
-  }, 60_000).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
-  records = readRecords();
-  for (const c of captures.values()) await stopCapture(c);
+  await finishPart();
 }, 300_000);
 
 afterAll(async () => {
@@ -226,18 +266,7 @@ describe('two nodes end to end', () => {
   });
 
   it('exports, for every conversation and vantage, exactly the bytes and packets on the wire', () => {
-    const problems: string[] = [];
-    for (const c of conversations) {
-      const clientIp = c.dst.ip.includes(':') ? c.client.ipv6 : c.client.ipv4;
-      const vantages: ['VANTAGE_SRC' | 'VANTAGE_DST', string, { ip: string; port: number }][] = [['VANTAGE_SRC', c.client.name, c.dst]];
-      if (c.server.pod) vantages.push(['VANTAGE_DST', c.server.pod.name, { ip: c.server.ip, port: c.server.port }]);
-      for (const [vantage, podName, dst] of vantages) {
-        const truth = conversationTotals(wire(podName), c.protocol, { ip: clientIp, port: c.clientPort }, dst);
-        const got = sum(recordsOf(c, vantage));
-        if (JSON.stringify(got) !== JSON.stringify(truth)) problems.push(`${c.label} at ${vantage}: exported ${JSON.stringify(got)}, wire ${JSON.stringify(truth)}`);
-      }
-    }
-    expect(problems).toEqual([]);
+    expect(conservationProblems(conversations)).toEqual([]);
   });
 
   it('joins every cross-node and same-node conversation: two records, each with both ends\' pod, workload, namespace, node, process and container', () => {
@@ -292,5 +321,92 @@ describe('two nodes end to end', () => {
     const expected = records.filter((r) => r.vantage === 'VANTAGE_DST' && (r.src.kube?.objectName === 'api-1' || r.dst.kube?.objectName === 'api-1'));
     expect(got.length).toBe(expected.length);
     expect(got.length).toBeGreaterThan(0);
+  });
+});
+
+describe('two nodes end to end, through faults', () => {
+  const faultConversations: Conversation[] = [];
+  const killed = new Set<string>();
+  let dlqStatus = '';
+  let badPublishError = '';
+
+  beforeAll(async () => {
+    const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
+    const [web1, api1] = [pod('web-1'), pod('api-1')];
+    const apiPid = servers.get('api-1')!.pid;
+    const natsUrl = `--nats-url=${nats.url}`;
+    const allReady = () => until('every stage ready again', async () => ((await kappa(['status', natsUrl, '--wait=2500ms'])).code === 0 ? true : undefined), 90_000);
+    // The captures (kappa's and tcpdump's) were stopped at the end of the first part: start them again.
+    await startLinkCaptures('part2');
+    for (const s of services.filter((s) => s.app === 'capture')) await crashAndRestart(s);
+    await allReady();
+
+    const service = (name: string) => services.find((s) => s.name === name)!;
+    const kill = (name: string) => async () => {
+      killed.add(name);
+      await crashAndRestart(service(name));
+    };
+    const faults: [string, () => Promise<void>][] = [
+      ['SIGKILL of process-enricher on node-a', kill('process-enricher-node-a')],
+      ['SIGKILL of k8s-tagger', kill('k8s-tagger')],
+      ['SIGKILL of joiner-1', kill('joiner-1')],
+      ['SIGKILL of exporter', kill('exporter')],
+      ['nats-server restart', () => nats.restart()],
+      ['redis-server restart', () => redis.restart()],
+    ];
+    for (const [label, fault] of faults) {
+      const before = conversations.length;
+      const traffic = Promise.all([
+        converseWith(`${label}: TCP/IPv4`, TCP, web1, { ip: api1.ipv4, port: 8080 }, { pod: api1, ip: api1.ipv4, port: 8080, pid: apiPid }, ['tcp-slow', api1.ipv4, '8080', '20', '2000', '150']),
+        converseWith(`${label}: UDP/IPv6`, UDP, web1, { ip: api1.ipv6, port: 9090 }, { pod: api1, ip: api1.ipv6, port: 9090, pid: apiPid }, ['udp', api1.ipv6, '9090', '100', '200', '30']),
+      ]);
+      await new Promise((r) => setTimeout(r, 1200));
+      await fault();
+      await traffic;
+      faultConversations.push(...conversations.slice(before));
+      await allReady();
+    }
+
+    // Bad input on every subject: garbage, truncated protobuf, and a 10 MB message.
+    const nc = await connect({ servers: nats.url });
+    const good = encodeFlowBatch(newFlowBatch({ batchId: 'bad-input', records: [newFlowRecord({ node: 'node-a', bytes: 1n })] }));
+    for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.node-b', 'kappa.flow.tagged', 'kappa.flow.joined']) {
+      for (const payload of [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)]) {
+        await jetstream(nc).publish(subject, payload);
+      }
+      try {
+        await jetstream(nc).publish(subject, new Uint8Array(10 * 1024 * 1024));
+      } catch (error) {
+        badPublishError = String(error);
+      }
+    }
+    await nc.drain();
+
+    await finishPart();
+    dlqStatus = (await kappa(['status', natsUrl])).stdout;
+  }, 600_000);
+
+  it('loses and doubles nothing: every conversation, before and during the faults, equals the wire', () => {
+    expect(faultConversations.length).toBeGreaterThan(0);
+    expect(conservationProblems(conversations)).toEqual([]);
+  });
+
+  it('restarts no service that the test did not kill', () => {
+    for (const s of services.filter((s) => s.app !== 'capture')) {
+      expect(isRunning(s), `${s.name}\n${logTail(s)}`).toBe(true);
+      expect(s.restarts, s.name).toBe(killed.has(s.name) ? 1 : 0);
+    }
+  });
+
+  it('puts bad input in the DLQ of the stage that read it, counted in kappa status, and refuses a 10 MB message', () => {
+    expect(badPublishError).toMatch(/payload|MAX_PAYLOAD/i);
+    for (const stage of ['process-enricher', 'k8s-tagger', 'joiner', 'exporter']) {
+      const line = dlqStatus.split('\n').find((l) => l.startsWith(stage));
+      expect(line, dlqStatus).toBeDefined();
+      // Columns: STAGE INSTANCE NODE READY IN/s OUT/s LAG DLQ LOST UP (NODE may be empty): DLQ is third from the end.
+      const columns = line!.trim().split(/\s+/);
+      const dlq = Number(columns[columns.length - 3]);
+      expect(dlq, `${stage}: ${line}`).toBeGreaterThanOrEqual(2);
+    }
   });
 });

@@ -108,41 +108,51 @@ export class IpfixEncoder {
     buf.writeUInt32BE(domain >>> 0, 12);
   }
 
-  /** A message holding one template set with both templates, for a domain. */
-  templateMessage(domain: number, exportSeconds = Math.floor(Date.now() / 1000)): IpfixMessage {
+  /**
+   * The templates of a domain: both in one message when they fit the message budget (TCP, a
+   * 1500-byte MTU), else one message per template (small MTUs).
+   */
+  templateMessages(domain: number, exportSeconds = Math.floor(Date.now() / 1000)): IpfixMessage[] {
     if (!this.sequences.has(domain)) this.sequences.set(domain, 0);
-    const parts: Buffer[] = [];
-    for (const t of this.templates) {
-      const record = Buffer.alloc(4 + t.fields.reduce((n, f) => n + (f.owner === 'iana' ? 4 : 8), 0));
-      record.writeUInt16BE(t.id, 0);
-      record.writeUInt16BE(t.fields.length, 2);
-      let o = 4;
-      for (const f of t.fields) {
-        const enterprise = f.owner === 'reverse' ? REVERSE_PEN : f.owner === 'kappa' ? this.options.enterpriseNumber : 0;
-        record.writeUInt16BE(enterprise ? f.id | 0x8000 : f.id, o);
-        record.writeUInt16BE(fixedLength(f.kind), o + 2);
+    const records = this.templates.map((t) => this.templateRecord(t));
+    const together = MESSAGE_HEADER_BYTES + SET_HEADER_BYTES + records.reduce((n, r) => n + r.length, 0);
+    const groups = together <= this.options.maxMessageBytes ? [records] : records.map((r) => [r]);
+    return groups.map((group) => this.templateSetMessage(domain, group, exportSeconds));
+  }
+
+  private templateRecord(t: Template): Buffer {
+    const record = Buffer.alloc(4 + t.fields.reduce((n, f) => n + (f.owner === 'iana' ? 4 : 8), 0));
+    record.writeUInt16BE(t.id, 0);
+    record.writeUInt16BE(t.fields.length, 2);
+    let o = 4;
+    for (const f of t.fields) {
+      const enterprise = f.owner === 'reverse' ? REVERSE_PEN : f.owner === 'kappa' ? this.options.enterpriseNumber : 0;
+      record.writeUInt16BE(enterprise ? f.id | 0x8000 : f.id, o);
+      record.writeUInt16BE(fixedLength(f.kind), o + 2);
+      o += 4;
+      if (enterprise) {
+        record.writeUInt32BE(enterprise >>> 0, o);
         o += 4;
-        if (enterprise) {
-          record.writeUInt32BE(enterprise >>> 0, o);
-          o += 4;
-        }
       }
-      parts.push(record);
     }
-    const setLength = SET_HEADER_BYTES + parts.reduce((n, p) => n + p.length, 0);
+    return record;
+  }
+
+  private templateSetMessage(domain: number, records: Buffer[], exportSeconds: number): IpfixMessage {
+    const setLength = SET_HEADER_BYTES + records.reduce((n, p) => n + p.length, 0);
     const bytes = Buffer.alloc(MESSAGE_HEADER_BYTES + setLength);
     this.header(bytes, bytes.length, domain, exportSeconds);
     bytes.writeUInt16BE(TEMPLATE_SET_ID, MESSAGE_HEADER_BYTES);
     bytes.writeUInt16BE(setLength, MESSAGE_HEADER_BYTES + 2);
     let o = MESSAGE_HEADER_BYTES + SET_HEADER_BYTES;
-    for (const p of parts) {
-      p.copy(bytes, o);
-      o += p.length;
+    for (const r of records) {
+      r.copy(bytes, o);
+      o += r.length;
     }
     return { bytes, records: 0, domain };
   }
 
-  /** True when the domain has not had its templates yet (the caller sends templateMessage first). */
+  /** True when the domain has not had its templates yet (the caller sends templateMessages first). */
   isNewDomain(domain: number): boolean {
     return !this.sequences.has(domain);
   }

@@ -80,7 +80,7 @@ export class UdpTransport implements IpfixTransport {
   async sendTemplates(): Promise<void> {
     const encoder = this.options.encoder;
     const domains = encoder.domains.length > 0 ? encoder.domains : [];
-    for (const domain of domains) await this.datagram(encoder.templateMessage(domain).bytes);
+    for (const domain of domains) for (const m of encoder.templateMessages(domain)) await this.datagram(m.bytes);
     this.options.onTemplatesSent?.(domains.length);
   }
 
@@ -136,7 +136,9 @@ export class TcpTransport implements IpfixTransport {
         clearTimeout(timer);
         // A new transport session: sequence numbers restart and every domain gets its templates.
         this.options.encoder.resetSession();
-        for (const domain of this.options.encoder.domains) socket.write(this.options.encoder.templateMessage(domain).bytes);
+        for (const domain of this.options.encoder.domains) {
+          for (const m of this.options.encoder.templateMessages(domain)) socket.write(m.bytes);
+        }
         this.options.onTemplatesSent?.(this.options.encoder.domains.length);
         this.options.logger.info({ collector: this.collector }, 'IPFIX collector connected; templates sent');
         resolve(socket);

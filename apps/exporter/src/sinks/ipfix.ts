@@ -71,7 +71,7 @@ export class IpfixSink implements FlowSink {
     const messages: IpfixMessage[] = [];
     // A domain (cluster id) seen for the first time gets its templates before its first data.
     for (const record of batch.records) {
-      if (this.encoder.isNewDomain(record.clusterId)) messages.push(this.encoder.templateMessage(record.clusterId));
+      if (this.encoder.isNewDomain(record.clusterId)) messages.push(...this.encoder.templateMessages(record.clusterId));
     }
     messages.push(...this.encoder.encode(batch.records));
     await this.transport.send(messages);

@@ -1,0 +1,99 @@
+// Through the real capture: kappa-capture (built, real BPF in this kernel) attached to a ke- cgroup
+// subtree publishes what the kernel stamped; process-enricher resolves it. A live client in a
+// containerd-shaped cgroup, a server in a docker-shaped one, and a client that exits at once.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connectBus, subjects } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
+import { parseConfig } from '@kappa/config';
+import { Vantage } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { freePort, startNatsServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enricherOptions } from '../src/config.js';
+import { runEnricher } from '../src/service.js';
+import type { RunningEnricher } from '../src/service.js';
+import { CgroupFixture, waitFor } from './helpers.js';
+import type { TestCgroup } from './helpers.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+const captureBin = join(root, 'apps/capture/bin/kappa-capture.js');
+const built = existsSync(join(root, 'apps/capture/dist/main.js')) && existsSync(join(root, 'bpf/.output/kappa.bpf.o'));
+const node = `ke-cap-${process.pid}`;
+
+// Needs `bash bpf/build.sh && npm run build -w @kappa/capture` (clang, bpftool, root).
+describe.skipIf(!built)('through the real kappa-capture', () => {
+  const fixture = new CgroupFixture('ke-cap.slice');
+  const shapes = fixture.runtimeShapes();
+  let nats: TestServer;
+  let capture: ChildProcess;
+  let captureLog = '';
+  let enricher: RunningEnricher;
+  let reader: Bus;
+  const enriched: FlowRecord[] = [];
+  const started: ChildProcess[] = [];
+
+  /** Runs node in `cgroup` from its first instruction: the shell joins the cgroup, then execs. */
+  function nodeIn(cgroup: TestCgroup, code: string, ...args: string[]): ChildProcess {
+    const child = spawn('sh', ['-c', `echo $$ > ${cgroup.dir}/cgroup.procs && exec "$0" "$@"`, process.execPath, '-e', code, '--', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    started.push(child);
+    return child;
+  }
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, 'ke-cap.slice')}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    capture.stderr?.on('data', (c: Buffer) => (captureLog += c.toString()));
+    await waitFor('capture to attach', () => (captureLog.includes('"msg":"capturing"') ? true : undefined), 30_000);
+    const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--cri-socket=none'], env: {} });
+    enricher = await runEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
+    reader = await connectBus({ servers: [nats.url], name: 'ke-cap-reader', logger: createLogger('ke', 'silent'), registry: createRegistry('ke-cap') });
+    await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enriched(node), handler: async (b) => void enriched.push(...b.records) });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of started) c.kill('SIGKILL');
+    capture?.kill('SIGINT');
+    if (capture && capture.exitCode === null) await new Promise((r) => capture.once('exit', r));
+    await reader?.close();
+    await enricher?.stop();
+    await nats?.stop();
+    await fixture.cleanup();
+  });
+
+  it('attributes both ends of a loopback conversation, and a client that exited, to their processes and containers', async () => {
+    const port = await freePort();
+    const server = nodeIn(shapes.docker, `require('net').createServer((s) => s.on('data', () => {})).listen(${port}, '127.0.0.1', () => console.log('listening'))`, 'serve');
+    await new Promise<void>((r) => server.stdout?.on('data', (c: Buffer) => c.toString().includes('listening') && r()));
+    const client = nodeIn(shapes.containerd, `const s = require('net').connect(${port}, '127.0.0.1', () => s.write('x'.repeat(5000))); setInterval(() => {}, 1e9)`, '--token=hunter2');
+    const quick = nodeIn(shapes.podman, `const s = require('net').connect(${port}, '127.0.0.1', () => s.end('bye', () => process.exit(0)))`, 'quick');
+    const quickPid = quick.pid!;
+    await new Promise((r) => quick.once('exit', r));
+
+    const local = (r: FlowRecord) => (r.vantage === Vantage.SRC ? r.src : r.dst);
+    const ofPid = (pid: number) => enriched.filter((r) => local(r)?.process?.pid === pid && (r.src?.port === port || r.dst?.port === port));
+    await waitFor('records of the three processes', () => (ofPid(client.pid!).length > 0 && ofPid(server.pid!).length > 0 && ofPid(quickPid).length > 0 ? true : undefined), 30_000);
+
+    const clientEnd = local(ofPid(client.pid!)[0]!)!.process!;
+    expect(clientEnd).toMatchObject({ pid: client.pid, exe: process.execPath, containerId: shapes.containerd.containerId, containerRuntime: 'containerd', cgroupId: shapes.containerd.id });
+    expect(clientEnd.cmdline.startsWith(`${process.execPath} -e const s = require('net')`)).toBe(true);
+    expect(clientEnd.cmdline.endsWith(' -- --token=***')).toBe(true);
+    expect(['node', 'MainThread']).toContain(clientEnd.name);
+
+    const serverRecord = ofPid(server.pid!)[0]!;
+    expect(serverRecord.vantage).toBe(Vantage.DST);
+    expect(serverRecord.dst?.process).toMatchObject({ pid: server.pid, containerId: shapes.docker.containerId, containerRuntime: 'docker' });
+    expect(serverRecord.dst?.process?.cmdline).toMatch(/ -- serve$/);
+
+    // Gone before the drain: the kernel's comm and cgroup id still name it and its container.
+    const quickEnd = local(ofPid(quickPid)[0]!)!.process!;
+    expect(quickEnd).toMatchObject({ pid: quickPid, cmdline: '', containerId: shapes.podman.containerId, containerRuntime: 'podman', cgroupId: shapes.podman.id });
+    expect(['node', 'MainThread']).toContain(quickEnd.name);
+    expect(JSON.stringify(enriched.map((r) => local(r)?.process?.cmdline))).not.toContain('hunter2');
+  });
+});
