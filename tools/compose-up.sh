@@ -168,14 +168,22 @@ done
 port=$(free_port)
 marker=kappa-compose-proof-$port
 phase "loopback TCP traffic on 127.0.0.1:$port from '$marker'"
-node -e "
+cat >"$run_dir/traffic.cjs" <<'JS'
+// Echo server and five clients on 127.0.0.1:PORT; stays alive until killed (at most 3 min).
 const net = require('net');
-const server = net.createServer((s) => s.on('data', (d) => s.write(d))).listen(+process.argv[1], '127.0.0.1', async () => {
+const port = Number(process.argv[2]);
+const server = net.createServer((s) => s.on('data', (d) => s.write(d))).listen(port, '127.0.0.1', async () => {
   for (let i = 0; i < 5; i++) {
-    await new Promise((done) => { const c = net.connect(+process.argv[1], '127.0.0.1', () => c.write('kappa compose proof ' + i)); c.on('data', () => c.end()); c.on('close', done); });
+    await new Promise((done) => {
+      const c = net.connect(port, '127.0.0.1', () => c.write(`kappa compose proof ${i}`));
+      c.on('data', () => c.end());
+      c.on('close', done);
+    });
   }
 });
-setTimeout(() => process.exit(0), 180000);" "$port" "$marker" &
+setTimeout(() => process.exit(0), 180_000);
+JS
+node "$run_dir/traffic.cjs" "$port" "$marker" &
 traffic=$!
 jsonl=$("${podman[@]}" volume inspect -f '{{.Mountpoint}}' "${project}_exports")/flows.jsonl
 deadline=$((SECONDS + 120))
