@@ -1,0 +1,88 @@
+// Property and fuzz tests of the FlowBatch codec: any record survives a round trip, and random or
+// mutated bytes produce a batch or a ContractDecodeError — never another exception, never a
+// change to Object.prototype. `npm run fuzz` runs many more cases (KAPPA_FUZZ_RUNS).
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  ContractDecodeError,
+  FlowRecordSchema,
+  IpProtocol,
+  Vantage,
+  decodeFlowBatch,
+  encodeFlowBatch,
+  equals,
+  newFlowBatch,
+  newFlowRecord,
+} from '../src/index.js';
+
+const runs = Number(process.env.KAPPA_FUZZ_RUNS ?? 200);
+const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+const text = fc.string({ unit: 'binary', maxLength: 300 });
+
+const endpoint = fc.record({
+  ip: fc.oneof(fc.ipV4(), fc.ipV6()),
+  port: fc.integer({ min: 0, max: 65535 }),
+  process: fc.record({ pid: u32, name: text, cmdline: text, containerId: text, cgroupId: u64, startTimeTicks: u64 }),
+  kube: fc.record({ objectName: text, objectNamespace: text, objectType: text, labels: fc.dictionary(text, text, { maxKeys: 5 }) }),
+  backendIp: fc.oneof(fc.constant(''), fc.ipV4()),
+  backendPort: fc.integer({ min: 0, max: 65535 }),
+});
+
+const record = fc.record({
+  node: text,
+  vantage: fc.constantFrom(Vantage.UNSPECIFIED, Vantage.SRC, Vantage.DST),
+  startNs: u64,
+  endNs: u64,
+  protocol: fc.oneof(fc.constantFrom(IpProtocol.TCP, IpProtocol.UDP, IpProtocol.ICMP, IpProtocol.ICMPV6), fc.integer({ min: 0, max: 255 })),
+  src: endpoint,
+  dst: endpoint,
+  bytes: u64,
+  packets: u64,
+  reverseBytes: u64,
+  reversePackets: u64,
+  tcp: fc.record({ srttUs: u32, minRttUs: u32, retransmits: u32, handshakeUs: u32, flags: fc.integer({ min: 0, max: 255 }) }),
+  appLatency: fc.record({ count: u64, sumUs: u64, maxUs: u64 }),
+  joined: fc.boolean(),
+  clusterId: u32,
+  observation: text,
+  id: text,
+  joinStatus: text,
+});
+
+describe('FlowBatch codec under random input', () => {
+  it('decodes every encoded batch to an equal batch', () => {
+    fc.assert(
+      fc.property(fc.array(record, { maxLength: 8 }), text, (records, batchId) => {
+        const batch = newFlowBatch({ batchId, records: records.map((r) => newFlowRecord(r as Parameters<typeof newFlowRecord>[0])) });
+        const decoded = decodeFlowBatch(encodeFlowBatch(batch));
+        expect(decoded.batchId).toBe(batchId);
+        expect(decoded.records.length).toBe(records.length);
+        decoded.records.forEach((r, i) => expect(equals(FlowRecordSchema, r, batch.records[i]!)).toBe(true));
+      }),
+      { numRuns: runs },
+    );
+  });
+
+  it('answers random and mutated bytes with a batch or a ContractDecodeError, and leaves Object.prototype alone', () => {
+    const prototypeBefore = Object.getOwnPropertyNames(Object.prototype).sort();
+    const seed = encodeFlowBatch(newFlowBatch({ batchId: 'seed', records: [newFlowRecord({ node: 'n', src: { ip: '10.0.0.1', port: 1 }, bytes: 5n })] }));
+    const mutated = fc.tuple(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat()).map(([edits, cut]) => {
+      const bytes = Uint8Array.from(seed);
+      for (const [at, value] of edits) bytes[at % bytes.length] = value;
+      return bytes.subarray(0, cut % (bytes.length + 1));
+    });
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 512 }), mutated), (bytes) => {
+        try {
+          decodeFlowBatch(bytes);
+        } catch (error) {
+          expect(error).toBeInstanceOf(ContractDecodeError);
+        }
+      }),
+      { numRuns: runs * 50 },
+    );
+    expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(prototypeBefore);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
