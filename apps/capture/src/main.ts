@@ -88,6 +88,7 @@ async function shutdown(signal: string): Promise<void> {
     await loop.drainOnce();
   } finally {
     datapath.stop();
+    spool.removeIfEmpty();
     await bus?.close();
     await server.close();
   }

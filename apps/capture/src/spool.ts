@@ -1,8 +1,8 @@
 // Drained batches on disk until the sink has them: the kernel forgot those counts at the drain,
 // so a crash before the publish was acked would lose them. A restart sends the spool first,
 // with the same batchIds, so a batch that had in fact arrived is dropped by JetStream's dedup.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { decodeFlowBatch, encodeFlowBatch } from '@kappa/contracts';
 import type { FlowBatch } from '@kappa/contracts';
 
@@ -41,6 +41,17 @@ export class Spool {
       .filter((name) => name.endsWith('.pb'))
       .map((name) => decodeFlowBatch(readFileSync(join(this.dir, name))));
     return batches.sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : a.batchId.localeCompare(b.batchId)));
+  }
+
+  /** After a graceful stop: removes the spool folder and the state folder when they are empty. */
+  removeIfEmpty(): void {
+    for (const dir of [this.dir, dirname(this.dir)]) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        return; // not empty: a batch still waits for the next start
+      }
+    }
   }
 
   private file(batchId: string): string {
