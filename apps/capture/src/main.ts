@@ -24,12 +24,12 @@ const config = loadConfigOrExit({
 const logger = createLogger('kappa-capture', config.logLevel);
 
 let datapath: Datapath;
-let spool: Spool;
+let openedSpool: Spool | undefined;
 try {
   // Same --node and --cgroup after a crash → same token: the restart takes over the pinned
   // maps and links and the spool the crashed instance left.
   const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
-  spool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
+  openedSpool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
   datapath = Datapath.start({
     objectPath: config.bpfObject,
     btfPath: config.btf,
@@ -40,6 +40,7 @@ try {
     interfaces: config.mode === 'socket' ? undefined : config.capture,
   });
 } catch (error) {
+  openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
   if (error instanceof BpfError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
@@ -47,6 +48,7 @@ try {
   }
   throw error;
 }
+const spool = openedSpool;
 
 const registry = createRegistry('kappa-capture');
 const startedNs = unixNowNs();
@@ -57,6 +59,7 @@ if (!config.stdout) {
     await bus.ensureStreams();
   } catch (error) {
     datapath.abandon();
+    spool.removeIfEmpty();
     process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
   }
