@@ -1,5 +1,7 @@
 /* Maps of the capture programs. Sizes are defaults: userspace sets kappa_flows and kappa_roles
- * from --max-conversations before load. */
+ * from --max-conversations before load. Every map is pinned by name under the instance's bpffs
+ * folder (userspace sets pin_root_path), so a restart after a crash reuses them: the counts made
+ * while capture was down, and the vantages and owners of open conversations, survive. */
 #ifndef KAPPA_MAPS_H
 #define KAPPA_MAPS_H
 
@@ -8,6 +10,7 @@
  * drain is freed after an RCU grace period instead of being reused under a running program. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 262144);
 	__type(key, struct kappa_flow_key);
@@ -17,6 +20,7 @@ struct {
 /* Who opened each conversation; outlives the drains (see conversation_role). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 262144);
 	__type(key, struct kappa_flow_key);
 	__type(value, __u32);
@@ -24,6 +28,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
 	__type(key, int);
 	__type(value, struct kappa_sock_owner);
@@ -32,6 +37,7 @@ struct {
 /* Keyed by the kernel's struct sock address, which the sock tracepoints expose. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct kappa_pending_request);
@@ -39,6 +45,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, KAPPA_COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);

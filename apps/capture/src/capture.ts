@@ -9,6 +9,7 @@ import { ktimeToUnixOffsetNs, unixNowNs } from './clock.js';
 import type { Conversation } from './layout.js';
 import type { OverflowCounters } from './datapath.js';
 import { toFlowRecord } from './records.js';
+import type { Spool } from './spool.js';
 
 /** The kernel side as the loop needs it (Datapath in production). */
 export interface FlowSource {
@@ -26,6 +27,8 @@ export interface CaptureOptions {
   batchSize?: number;
   /** Batches kept for a retry at the next drain while the sink fails; older ones are dropped (and counted). */
   maxUnsentBatches?: number;
+  /** Keeps each batch on disk from the drain until the sink has it (see spool.ts). */
+  spool?: Spool;
 }
 
 export interface DrainResult {
@@ -66,6 +69,12 @@ export class CaptureLoop {
     this.overflowPackets = new Counter({ name: 'kappa_capture_map_overflow_packets_total', help: 'Packets not counted because the flow map was full', registers });
     this.overflowBytes = new Counter({ name: 'kappa_capture_map_overflow_bytes_total', help: 'Bytes not counted because the flow map was full', registers });
     this.droppedRecords = new Counter({ name: 'kappa_capture_records_dropped_total', help: 'Records dropped because the sink kept failing (unsent backlog full)', registers });
+    // The kernel counters are totals since the maps were created, which may be before a crash
+    // of the previous instance: only what grows from now on is this instance's loss.
+    this.lastOverflow = source.overflow();
+    this.overflowPacketsTotal = this.lastOverflow.packets;
+    // A previous instance's batches that may not have arrived go first.
+    this.unsent.push(...(options.spool?.load() ?? []));
     this.drainSeconds = new Histogram({
       name: 'kappa_capture_drain_duration_seconds',
       help: 'Time to drain the flow map and build the records',
@@ -133,14 +142,28 @@ export class CaptureLoop {
     for (let i = 0, part = 0; i < records.length; i += size, part++) {
       // Stable across retries of the same interval: the bus uses it as Nats-Msg-Id.
       const batchId = `${this.options.node}/${endNs}/${part}`;
-      this.unsent.push(newFlowBatch({ batchId, producer: this.options.node, createdNs: unixNowNs(), records: records.slice(i, i + size) }));
+      const batch = newFlowBatch({ batchId, producer: this.options.node, createdNs: unixNowNs(), records: records.slice(i, i + size) });
+      // The kernel already forgot these counts. A crash between the drain above and this fsync
+      // (the time to build the records: microseconds to a few ms) is the one window that loses.
+      this.options.spool?.save(batch);
+      this.unsent.push(batch);
     }
     const limit = this.options.maxUnsentBatches ?? 100;
-    while (this.unsent.length > limit) this.droppedRecords.inc(this.unsent.shift()?.records.length ?? 0);
+    while (this.unsent.length > limit) {
+      const dropped = this.unsent.shift()!;
+      this.options.spool?.remove(dropped);
+      this.droppedRecords.inc(dropped.records.length);
+    }
+    await this.sendUnsent();
+  }
+
+  /** Sends what is waiting, oldest first; throws at the first failure (the rest waits). */
+  async sendUnsent(): Promise<void> {
     while (this.unsent.length > 0) {
       const batch = this.unsent[0]!;
       await this.sink(batch); // throws: the batch stays for the next drain
       this.unsent.shift();
+      this.options.spool?.remove(batch);
       this.recordsOut += batch.records.length;
     }
   }

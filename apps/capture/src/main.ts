@@ -1,7 +1,8 @@
 // kappa-capture: wires config, the kernel datapath, the capture loop, a sink (NATS or stdout)
 // and the observability server. Logic lives in the modules beside this file.
+import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError } from '@kappa/ebpf-ffi';
+import { BpfError, cgroup2Root } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
@@ -9,8 +10,10 @@ import type { FlowBatch } from '@kappa/contracts';
 import { CaptureLoop } from './capture.js';
 import { unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
+import { defaultStateDir, instanceToken, pinFolder } from './instance.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
+import { Spool } from './spool.js';
 import { captureStatus } from './status.js';
 
 const config = loadConfigOrExit({
@@ -21,16 +24,23 @@ const config = loadConfigOrExit({
 const logger = createLogger('kappa-capture', config.logLevel);
 
 let datapath: Datapath;
+let openedSpool: Spool | undefined;
 try {
+  // Same --node and --cgroup after a crash → same token: the restart takes over the pinned
+  // maps and links and the spool the crashed instance left.
+  const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
+  openedSpool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
   datapath = Datapath.start({
     objectPath: config.bpfObject,
     btfPath: config.btf,
     cgroupPath: config.cgroup,
+    pinFolder: pinFolder(token),
     maxConversations: config.maxConversations,
     socketMode: config.mode !== 'interface',
     interfaces: config.mode === 'socket' ? undefined : config.capture,
   });
 } catch (error) {
+  openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
   if (error instanceof BpfError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
@@ -38,6 +48,7 @@ try {
   }
   throw error;
 }
+const spool = openedSpool;
 
 const registry = createRegistry('kappa-capture');
 const startedNs = unixNowNs();
@@ -47,7 +58,8 @@ if (!config.stdout) {
     bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-capture', logger, registry });
     await bus.ensureStreams();
   } catch (error) {
-    datapath.stop();
+    datapath.abandon();
+    spool.removeIfEmpty();
     process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
   }
@@ -55,7 +67,9 @@ if (!config.stdout) {
 const publisher = bus;
 const subject = subjects.captured(config.node);
 const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
-const loop = new CaptureLoop(datapath, sink, { node: config.node }, registry, logger);
+const loop = new CaptureLoop(datapath, sink, { node: config.node, spool }, registry, logger);
+// A crashed instance's spool first; if the sink fails now, the next drain retries.
+await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
 publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal }));
 const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
 
@@ -69,12 +83,15 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   clearInterval(timer);
-  logger.info({ signal }, 'stopping: last drain, then detach');
+  logger.info({ signal }, 'stopping: detach, then last drain');
   await draining;
   try {
+    // Detached first, so the last drain has every packet; a batch it cannot send stays spooled.
+    datapath.detach();
     await loop.drainOnce();
   } finally {
     datapath.stop();
+    spool.removeIfEmpty();
     await bus?.close();
     await server.close();
   }

@@ -19,6 +19,7 @@ export const captureOptions = {
   capture: regex({ description: 'Interfaces for interface mode (whole-name match)', default: 'en.*|veth.*|eth.*' }),
   cgroup: string({ description: 'cgroup v2 directory to attach to instead of the cgroup v2 root (a sub-tree: one tenant, or one simulated node)' }),
   btf: string({ description: 'BTF file for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub)' }),
+  stateDir: string({ description: 'Folder for the spool of drained batches not yet published (default /var/lib/kappa/capture/<node>-<hash of --cgroup>); not on bpffs' }),
   bpfObject: string({ description: 'The compiled BPF object', default: DEFAULT_BPF_OBJECT }),
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),

@@ -1,8 +1,8 @@
 // Attaching programs. Cgroup and tracepoint attachments are BPF links owned by this process's
-// file descriptors: the kernel detaches them when the process exits, even on SIGKILL, so a
-// crash leaves nothing behind. tc filters (netlink, libbpf 1.1 has no tcx links) do outlive
+// file descriptors: the kernel detaches them when the process exits, even on SIGKILL, unless
+// they are pinned on bpffs (`attachPinned`), which keeps them counting across a crash. tc filters (netlink, libbpf 1.1 has no tcx links) do outlive
 // the process; `detachStaleTc` removes a previous instance's by their fixed handle.
-import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConstants, openSync } from 'node:fs';
 import { BpfFilesystemError, bpfError } from './errors.js';
 import { libbpf } from './libbpf.js';
 import { libbpfLogSince, markLibbpfLog } from './log.js';
@@ -14,24 +14,86 @@ export interface Attachment {
   detach(): void;
 }
 
-class LinkAttachment implements Attachment {
+/** A BPF link; pinned ones stay attached after this process is gone until `detach`. */
+export class LinkAttachment implements Attachment {
   private link: bigint | undefined;
+  private pinned = false;
   constructor(
     link: bigint,
     readonly description: string,
+    pinned = false,
   ) {
     this.link = link;
+    this.pinned = pinned;
   }
 
+  pin(path: string): void {
+    if (this.link === undefined) throw new Error(`cannot pin ${this.description}: detached`);
+    const rc = libbpf().link_pin(this.link, path);
+    if (rc < 0) throw bpfError(`cannot pin ${this.description} at ${path}`, -rc);
+    this.pinned = true;
+  }
+
+  /** Unpins and detaches. */
   detach(): void {
+    if (this.link === undefined) return;
+    if (this.pinned) libbpf().link_unpin(this.link);
+    this.release();
+  }
+
+  /** Closes this process's handle only: a pinned link stays attached (as after a crash). */
+  release(): void {
     if (this.link === undefined) return;
     libbpf().link_destroy(this.link);
     this.link = undefined;
   }
+
+  /** Swaps the program of the attached link atomically; false when the link type cannot. */
+  updateProgram(program: BpfProgram): boolean {
+    if (this.link === undefined) throw new Error(`cannot update ${this.description}: detached`);
+    return libbpf().link_update_program(this.link, program.handle) === 0;
+  }
+}
+
+/**
+ * Attaches `program` through a link pinned at `pinPath`. When a crashed instance left a link
+ * pinned there, its program is swapped for `program` in place (BPF_LINK_UPDATE): no moment with
+ * neither attached (packets uncounted) nor both (packets counted twice). Links that cannot be
+ * updated (perf-event links of tracepoints) are replaced: the new one is attached first, then
+ * the old one detached, so only that microsecond overlap sees both programs.
+ */
+export function attachPinned(pinPath: string, program: BpfProgram, attachFresh: () => LinkAttachment): LinkAttachment {
+  if (!existsSync(pinPath)) {
+    const fresh = attachFresh();
+    try {
+      fresh.pin(pinPath);
+    } catch (error) {
+      fresh.detach();
+      throw error;
+    }
+    return fresh;
+  }
+  const bpf = libbpf();
+  const mark = markLibbpfLog();
+  const handle = bpf.link_open(pinPath);
+  if (!handle) throw bpfError(`cannot open the link pinned at ${pinPath}`, bpf.errno(), libbpfLogSince(mark));
+  const old = new LinkAttachment(handle, `${program.name} (pinned at ${pinPath})`, true);
+  if (old.updateProgram(program)) return old;
+  const fresh = attachFresh();
+  old.detach();
+  fresh.pin(pinPath);
+  return fresh;
+}
+
+/** Detaches a link a previous instance pinned (a program this instance does not attach). */
+export function detachPinned(pinPath: string): void {
+  if (!existsSync(pinPath)) return;
+  const handle = libbpf().link_open(pinPath);
+  if (handle) new LinkAttachment(handle, pinPath, true).detach();
 }
 
 /** Attaches with a link (multi-attach: other tools' programs on the cgroup stay). */
-export function attachCgroup(program: BpfProgram, cgroupPath: string): Attachment {
+export function attachCgroup(program: BpfProgram, cgroupPath: string): LinkAttachment {
   let fd: number;
   try {
     fd = openSync(cgroupPath, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
@@ -49,7 +111,7 @@ export function attachCgroup(program: BpfProgram, cgroupPath: string): Attachmen
   }
 }
 
-export function attachTracepoint(program: BpfProgram, category: string, name: string): Attachment {
+export function attachTracepoint(program: BpfProgram, category: string, name: string): LinkAttachment {
   const bpf = libbpf();
   const mark = markLibbpfLog();
   const link = bpf.attach_tracepoint(program.handle, category, name);

@@ -1,5 +1,5 @@
-// The pseudo file systems BPF attachment depends on: cgroup v2 (where cgroup programs attach)
-// and tracefs (where libbpf finds tracepoint ids). Found from /proc/mounts, never assumed.
+// The pseudo file systems BPF attachment depends on: cgroup v2 (where cgroup programs attach),
+// tracefs (where libbpf finds tracepoint ids) and bpffs (where maps and links are pinned). Found from /proc/mounts, never assumed.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import koffi from 'koffi';
 import { BpfFilesystemError, PERMISSION_HINT } from './errors.js';
@@ -44,6 +44,18 @@ export function ensureTracefs(): void {
   if (mountCall('tracefs', '/sys/kernel/tracing', 'tracefs', 0, null) !== 0) {
     throw new BpfFilesystemError(
       `tracefs is not mounted and mounting it failed (errno ${koffi.errno()}); mount it: mount -t tracefs tracefs /sys/kernel/tracing (${PERMISSION_HINT})`,
+      koffi.errno(),
+    );
+  }
+}
+
+/** Mounts bpffs at /sys/fs/bpf when it is not mounted there (pins need it). */
+export function ensureBpffs(): void {
+  if (mounts().some((m) => m.type === 'bpf' && m.path === '/sys/fs/bpf')) return;
+  mountCall ??= koffi.load('libc.so.6').func('int mount(const char *source, const char *target, const char *type, unsigned long flags, void *data)');
+  if (mountCall('bpf', '/sys/fs/bpf', 'bpf', 0, null) !== 0) {
+    throw new BpfFilesystemError(
+      `bpffs is not mounted and mounting it failed (errno ${koffi.errno()}); mount it: mount -t bpf bpf /sys/fs/bpf (${PERMISSION_HINT})`,
       koffi.errno(),
     );
   }

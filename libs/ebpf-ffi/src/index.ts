@@ -1,5 +1,5 @@
 // Public API of @kappa/ebpf-ffi: the only code that touches libbpf (koffi → libbpf.so.1).
-export { attachCgroup, attachTc, attachTracepoint, detachStaleTc, TC_HANDLE } from './attach.js';
+export { LinkAttachment, attachCgroup, attachPinned, attachTc, attachTracepoint, detachPinned, detachStaleTc, TC_HANDLE } from './attach.js';
 export type { Attachment, TcDirection } from './attach.js';
 export {
   BpfError,
@@ -9,7 +9,7 @@ export {
   BtfMissingError,
   PERMISSION_HINT,
 } from './errors.js';
-export { cgroup2Root, cgroupIdentity, ensureTracefs } from './filesystems.js';
+export { cgroup2Root, cgroupIdentity, ensureBpffs, ensureTracefs } from './filesystems.js';
 export { listInterfaces } from './interfaces.js';
 export type { NetworkInterface } from './interfaces.js';
 export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';

@@ -22,6 +22,9 @@ export interface Libbpf {
   link_unpin: (link: bigint) => number;
   link_destroy: (link: bigint) => number;
   link_fd: (link: bigint) => number;
+  link_open: (path: string) => bigint;
+  link_update_program: (link: bigint, prog: bigint) => number;
+  object_unpin_maps: (obj: bigint, path: string | null) => number;
   link_detach: (linkFd: number) => number;
   obj_get: (path: string) => number;
   lookup_and_delete_batch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Record<string, unknown>) => number;
@@ -84,6 +87,9 @@ export function libbpf(): Libbpf {
     link_unpin: lib.func('int bpf_link__unpin(void *link)'),
     link_destroy: lib.func('int bpf_link__destroy(void *link)'),
     link_fd: lib.func('int bpf_link__fd(void *link)'),
+    link_open: lib.func('void *bpf_link__open(const char *path)'),
+    link_update_program: lib.func('int bpf_link__update_program(void *link, void *prog)'),
+    object_unpin_maps: lib.func('int bpf_object__unpin_maps(void *obj, const char *path)'),
     link_detach: lib.func('int bpf_link_detach(int link_fd)'),
     obj_get: lib.func('int bpf_obj_get(const char *path)'),
     lookup_and_delete_batch: lib.func(

@@ -10,6 +10,11 @@ export const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
 export interface OpenOptions {
   /** BTF for kernels without /sys/kernel/btf/vmlinux (BTFHub style). */
   btfPath?: string;
+  /**
+   * bpffs folder for the maps declared with LIBBPF_PIN_BY_NAME: load reuses a map already pinned
+   * there (same type, sizes and flags) instead of creating it, so its contents outlive a crash.
+   */
+  pinRoot?: string;
 }
 
 export interface BpfProgram {
@@ -51,7 +56,7 @@ export class BpfObject {
       sz: 80,
       object_name: null,
       relaxed_maps: false,
-      pin_root_path: null,
+      pin_root_path: options.pinRoot ?? null,
       removed_attach_prog_fd: 0,
       kconfig: null,
       btf_custom_path: options.btfPath ?? null,
@@ -113,6 +118,13 @@ export class BpfObject {
       valueSize: bpf.map_value_size(handle),
       maxEntries: bpf.map_max_entries(handle),
     };
+  }
+
+  /** Removes the pins of the LIBBPF_PIN_BY_NAME maps: they go away with the object's last user. */
+  unpinMaps(): void {
+    this.assertOpen('unpin maps');
+    const rc = libbpf().object_unpin_maps(this.handle, null);
+    if (rc < 0) throw bpfError(`cannot unpin the maps of ${this.path}`, -rc);
   }
 
   /** Frees the object: its programs and maps go away once no link holds them. */

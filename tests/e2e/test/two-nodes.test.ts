@@ -351,6 +351,7 @@ describe('two nodes end to end, through faults', () => {
       ['SIGKILL of k8s-tagger', kill('k8s-tagger')],
       ['SIGKILL of joiner-1', kill('joiner-1')],
       ['SIGKILL of exporter', kill('exporter')],
+      ['SIGKILL of capture on node-b', kill('capture-node-b')],
       ['nats-server restart', () => nats.restart()],
       ['redis-server restart', () => redis.restart()],
     ];

@@ -1,0 +1,147 @@
+// A SIGKILL of capture followed by a restart with the same --node and --cgroup loses and doubles
+// nothing: the kernel keeps counting into the pinned maps while capture is down, the restart
+// takes the pinned links over, and a drained batch that never reached NATS is sent from the spool.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { connectBus, subjects } from '@kappa/bus';
+import { IpProtocol, Vantage, decodeFlowBatch } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, startNatsServer, wireCounts } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { instanceToken, pinFolder } from '../src/instance.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
+import { describePrivileged } from './privileges.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describePrivileged('SIGKILL of capture, then a restart', () => {
+  const cgroup = new TestCgroup(`kz-crash-${process.pid}`);
+  const nodes = cgroup.child('nodes');
+  const dir = mkdtempSync(join(tmpdir(), 'kz-crash-'));
+  let pair: VethPair;
+  let nats: TestServer;
+
+  beforeAll(async () => {
+    pair = await VethPair.create({ prefix: 'kz-', subnet: 93, cgroup: nodes });
+    nats = await startNatsServer();
+  });
+
+  afterAll(async () => {
+    await nats?.stop();
+    pair?.destroy();
+    nodes.destroy();
+    cgroup.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Starts a server in namespace b; resolves once it listens, with a promise of its exit. */
+  async function serve(args: string[]): Promise<{ exited: Promise<unknown> }> {
+    const server = spawnIn(pair.b.netns, nodes, process.execPath, [TRAFFIC, ...args]);
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    await new Promise<void>((resolve, reject) => {
+      server.stderr?.on('data', (c: Buffer) => c.toString().includes('listening') && resolve());
+      void exited.then((code) => reject(new Error(`server exited ${String(code)} before listening`)));
+    });
+    return { exited };
+  }
+
+  it('counts a TCP transfer and a UDP exchange that span the crash exactly as the wire carried them, and leaves nothing behind after a graceful stop', async () => {
+    const args = ['--cgroup', cgroup.path, '--interval', '1s', '--node', 'kz-crash', '--state-dir', join(dir, 'state-stdout')];
+    const pcap = await PacketCapture.start(pair.b.netns, pair.b.ifname, join(dir, 'veth.pcap'));
+    const first = await startCapture(args);
+    const tcpServer = await serve(['tcp-server', pair.b.ipv4, '7093', '1']);
+    const udpServer = await serve(['udp-server', pair.b.ipv4, '7094', '150']);
+    // 150 exchanges 20 ms apart (~4 s): the crash and the restart fall in the middle of both.
+    process.env.KC_PACE_MS = '20';
+    const tcpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7093', '150', '1200']);
+    const udpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'udp-client', pair.b.ipv4, '7094', '150', '700']);
+    delete process.env.KC_PACE_MS;
+    await sleep(1500);
+    first.process.kill('SIGKILL');
+    const before = await first.stop();
+    expect(before.records.length).toBeGreaterThan(0);
+    const folder = pinFolder(instanceToken('kz-crash', cgroup.path));
+    expect(readdirSync(folder)).toContain('link_kappa_skb_ingress');
+    await sleep(700); // counted by the kernel alone
+    const second = await startCapture(args);
+    const tcp = parseReport(await tcpClient);
+    const udp = parseReport(await udpClient);
+    await Promise.all([tcpServer.exited, udpServer.exited]);
+    await sleep(300);
+    await pcap.stop();
+    const after = await second.stop();
+    expect(after.code).toBe(0);
+
+    const wire = wireCounts(pcap.file);
+    const seen = totals([...before.records, ...after.records]);
+    const client = pair.a.ipv4;
+    const server = pair.b.ipv4;
+    for (const [protocol, clientPort, serverPort] of [[IpProtocol.TCP, tcp.localPort, 7093], [IpProtocol.UDP, udp.localPort, 7094]] as const) {
+      const forward = wire.get(`${protocol} ${client} ${clientPort} ${server} ${serverPort}`);
+      const backward = wire.get(`${protocol} ${server} ${serverPort} ${client} ${clientPort}`);
+      expect(forward, `wire has ${protocol} ${clientPort}`).toBeDefined();
+      for (const vantage of [Vantage.SRC, Vantage.DST]) {
+        const got = seen.get(`${vantage} socket ${protocol} ${client} ${clientPort} ${server} ${serverPort}`);
+        // Records before the crash and after the restart: the conversation was cut in two.
+        expect(got?.records.some((r) => before.records.includes(r))).toBe(true);
+        expect(got?.records.some((r) => after.records.includes(r))).toBe(true);
+        expect({ bytes: got?.bytes, packets: got?.packets, reverseBytes: got?.reverseBytes, reversePackets: got?.reversePackets }).toEqual({
+          bytes: forward?.bytes, packets: forward?.packets, reverseBytes: backward?.bytes, reversePackets: backward?.packets,
+        });
+      }
+    }
+    expect(kappaAttachments([cgroup.path])).toEqual([]);
+    expect(existsSync(folder)).toBe(false);
+  });
+
+  it('publishes after the restart a drained batch that NATS never got before the SIGKILL', async () => {
+    const stateDir = join(dir, 'state-nats');
+    const spool = join(stateDir, 'spool');
+    const args = ['--cgroup', cgroup.path, '--interval', '1s', '--node', 'kz-spool', '--state-dir', stateDir, '--nats-url', nats.url];
+    const first = await startCapture(args, undefined, false);
+    await nats.process.stop('SIGKILL');
+    const tcpServer = await serve(['tcp-server', pair.b.ipv4, '7095', '1']);
+    const tcp = parseReport(await runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7095', '3', '500']));
+    await tcpServer.exited;
+    // Wait for the drain that took the conversation out of the kernel and could not publish it.
+    const mine = (r: FlowRecord) => r.protocol === IpProtocol.TCP && (r.src?.port === tcp.localPort || r.dst?.port === tcp.localPort);
+    const spooled = () => readdirSync(spool).filter((f) => f.endsWith('.pb')).flatMap((f) => decodeFlowBatch(readFileSync(join(spool, f))).records).filter(mine);
+    const deadline = Date.now() + 20_000;
+    while (spooled().length < 2 && Date.now() < deadline) await sleep(200);
+    const drained = spooled();
+    expect(drained.map((r) => r.vantage).sort()).toEqual([Vantage.SRC, Vantage.DST].sort());
+    first.process.kill('SIGKILL');
+    await first.stop();
+
+    await nats.process.start();
+    const second = await startCapture(args, undefined, false);
+    const bus = await connectBus({ servers: [nats.url], name: 'kz-test', logger: createLogger('kz-test', 'silent'), registry: createRegistry('kz-test') });
+    try {
+      await bus.ensureStreams();
+      const received: FlowRecord[] = [];
+      const consumer = await bus.consumeBatches({
+        stage: 'kz-test',
+        subject: subjects.captured('kz-spool'),
+        handler: (batch) => {
+          received.push(...batch.records.filter(mine));
+          return Promise.resolve();
+        },
+      });
+      const until = Date.now() + 15_000;
+      while (received.length < 2 && Date.now() < until) await sleep(100);
+      expect((await second.stop()).code).toBe(0);
+      await sleep(500);
+      await consumer.stop();
+      // Once each, SRC and DST: the very records the crashed instance drained.
+      const counts = (records: FlowRecord[]) => records.map((r) => `${r.vantage} ${r.bytes} ${r.packets} ${r.reverseBytes} ${r.reversePackets}`).sort();
+      expect(counts(received)).toEqual(counts(drained));
+    } finally {
+      await bus.close();
+    }
+    expect(existsSync(spool)).toBe(false); // sent, and the empty spool removed by the graceful stop
+    expect(kappaAttachments([cgroup.path])).toEqual([]);
+  });
+});
