@@ -79,18 +79,6 @@ const consumer: BatchConsumer = await bus.consumeBatches({
 });
 let consuming = true;
 
-let lag = 0;
-let dlq = 0;
-const refreshCounts = async () => {
-  lag = await consumer.lag();
-  const dead = await bus.metrics.deadLettered.get();
-  dlq = dead.values.reduce((n, v) => n + v.value, 0);
-};
-const counts = setInterval(() => {
-  refreshCounts().catch((error: unknown) => logger.debug({ err: error }, 'cannot read consumer lag'));
-}, 2000);
-counts.unref();
-
 const ready = () => consuming && !bus.nc.isClosed();
 const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort }).catch(
   fatal(`cannot listen for /metrics on port ${config.metricsPort}`),
@@ -103,8 +91,8 @@ bus.startHeartbeat(() =>
     ready: ready(),
     recordsIn: dispatcher.recordsIn,
     recordsOut: dispatcher.recordsOut,
-    dlq,
-    lag,
+    dlq: bus.deadLettered(),
+    lag: consumer.latestLag,
     version: VERSION,
   }),
 );
@@ -115,7 +103,6 @@ logger.info(
 
 onShutdown(logger, async () => {
   consuming = false;
-  clearInterval(counts);
   // In-flight batches finish (every sink takes them) and are acked before the sinks close.
   await consumer.stop();
   await bus.close();

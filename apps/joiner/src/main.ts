@@ -97,25 +97,13 @@ const sweepTimer = setInterval(() => {
   });
 }, config.sweepInterval);
 
-let lag = 0;
-const lagTimer = setInterval(() => {
-  consumer?.lag().then(
-    (n) => (lag = n),
-    () => undefined,
-  );
-}, 5000);
-lagTimer.unref();
-
 const server = await startObservabilityServer(
   registry,
   { healthy: () => true, ready: () => consumer !== undefined && !bus.nc.isClosed() && redisOk && redis.status === 'ready' },
   { port: config.metricsPort },
 );
-const deadLettered = async () => (await bus.metrics.deadLettered.get()).values.reduce((n, v) => n + v.value, 0);
-let dlq = 0;
-bus.startHeartbeat(() => {
-  void deadLettered().then((n) => (dlq = n));
-  return create(StageStatusSchema, {
+bus.startHeartbeat(() =>
+  create(StageStatusSchema, {
     stage: STAGE,
     instance: config.instance,
     node: hostname(),
@@ -124,10 +112,10 @@ bus.startHeartbeat(() => {
     ready: consumer !== undefined && redisOk && redis.status === 'ready',
     recordsIn: BigInt(processor.recordsIn),
     recordsOut: BigInt(processor.recordsOut + sweeper.recordsOut),
-    dlq: BigInt(dlq),
-    lag: BigInt(lag),
-  });
-});
+    dlq: BigInt(bus.deadLettered()),
+    lag: BigInt(consumer?.latestLag ?? 0),
+  }),
+);
 logger.info({ joinWaitMs, metricsPort: server.port, instance: config.instance }, 'joiner consuming kappa.flow.tagged');
 // Tests and scripts wait for this line on stdout.
 process.stdout.write(`kappa-joiner ready metrics=${server.port}\n`);
@@ -135,7 +123,6 @@ process.stdout.write(`kappa-joiner ready metrics=${server.port}\n`);
 onShutdown(logger, async () => {
   stopping = true;
   clearInterval(sweepTimer);
-  clearInterval(lagTimer);
   await sweeping;
   await bus.close(); // in-flight batches finish (published + finalized) and are acked first
   consumer = undefined;

@@ -40,11 +40,8 @@ export class TaggerService implements Tagger {
   private bus: Bus | undefined;
   private consumer: BatchConsumer | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
-  private lagTimer: NodeJS.Timeout | undefined;
   private readonly startedNs = BigInt(Date.now()) * 1_000_000n;
   private recordsIn = 0n;
-  private lag = 0;
-  private deadLettered = 0;
   readonly metrics: TaggerMetrics;
 
   constructor(private readonly options: TaggerServiceOptions) {
@@ -118,28 +115,8 @@ export class TaggerService implements Tagger {
     }
   }
 
-  /** kappa.status.k8s-tagger.<instance> for `kappa status`; lag and DLQ count are refreshed in the background. */
+  /** kappa.status.k8s-tagger.<instance> for `kappa status`. */
   private startHeartbeat(bus: Bus, consumer: BatchConsumer): void {
-    const refreshLag = () => {
-      consumer.lag().then(
-        (lag) => {
-          this.lag = lag;
-        },
-        () => undefined, // a missed refresh keeps the last figure; the next one retries
-      );
-    };
-    const refresh = () => {
-      refreshLag();
-      bus.metrics.deadLettered.get().then(
-        (metric) => {
-          this.deadLettered = metric.values.reduce((n, v) => n + v.value, 0);
-        },
-        () => undefined,
-      );
-    };
-    refresh();
-    this.lagTimer = setInterval(refresh, 5000);
-    this.lagTimer.unref();
     bus.startHeartbeat(() =>
       create(StageStatusSchema, {
         stage: STAGE,
@@ -150,8 +127,8 @@ export class TaggerService implements Tagger {
         ready: this.ready(),
         recordsIn: this.recordsIn,
         recordsOut: this.recordsIn,
-        lag: BigInt(this.lag),
-        dlq: BigInt(this.deadLettered),
+        lag: BigInt(consumer.latestLag),
+        dlq: BigInt(bus.deadLettered()),
       }),
     );
   }
@@ -159,7 +136,6 @@ export class TaggerService implements Tagger {
   /** Graceful: in-flight batches finish and are acked, then the connections close. */
   async stop(): Promise<void> {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
-    if (this.lagTimer) clearInterval(this.lagTimer);
     await this.consumer?.stop();
     await this.bus?.close();
     await this.grpcServer?.stop();

@@ -70,28 +70,13 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
   });
   logger.info({ input: subjects.captured(config.node), output, durable: consumer.durable }, 'enriching');
 
-  let lag = 0;
-  const lagTimer = setInterval(() => {
-    consumer.lag().then(
-      (n) => (lag = n),
-      () => undefined,
-    );
-  }, 5000);
-  lagTimer.unref();
-
   const server = await startObservabilityServer(
     registry,
     { healthy: () => true, ready: () => !bus.nc.isClosed() },
     { port: config.metricsPort },
   );
-  const dlqCount = async (): Promise<number> => {
-    const metric = await bus.metrics.deadLettered.get();
-    return metric.values.filter((v) => v.labels.stage === STAGE).reduce((sum, v) => sum + v.value, 0);
-  };
-  let dlq = 0;
-  bus.startHeartbeat(() => {
-    void dlqCount().then((n) => (dlq = n));
-    return create(StageStatusSchema, {
+  bus.startHeartbeat(() =>
+    create(StageStatusSchema, {
       stage: STAGE,
       instance: config.instance,
       node: config.node,
@@ -100,10 +85,10 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
       ready: !bus.nc.isClosed(),
       recordsIn: BigInt(enricher.recordsIn),
       recordsOut: BigInt(enricher.recordsOut),
-      dlq: BigInt(dlq),
-      lag: BigInt(lag),
-    });
-  });
+      dlq: BigInt(bus.deadLettered(STAGE)),
+      lag: BigInt(consumer.latestLag),
+    }),
+  );
   logger.info({ metricsPort: server.port }, 'ready');
 
   return {
@@ -112,7 +97,6 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
     server,
     enricher,
     stop: async () => {
-      clearInterval(lagTimer);
       await consumer.stop();
       await bus.close();
       containerNames?.close();

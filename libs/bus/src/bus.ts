@@ -67,6 +67,7 @@ export class Bus {
   readonly metrics: BusMetrics;
   private readonly consumers = new Set<BatchConsumer>();
   private heartbeat: NodeJS.Timeout | undefined;
+  private readonly deadLetteredByStage = new Map<string, number>();
 
   constructor(
     readonly nc: NatsConnection,
@@ -191,6 +192,15 @@ export class Bus {
     if (body !== data) h.set('Kappa-Truncated-From', String(data.byteLength));
     await this.js.publish(subjects.dlq(stage), body, { headers: h, msgID: `dlq:${stage}:${details.streamSequence}` });
     this.metrics.deadLettered.inc({ stage });
+    this.deadLetteredByStage.set(stage, (this.deadLetteredByStage.get(stage) ?? 0) + 1);
+  }
+
+  /** Messages this connection moved to the DLQ, for one stage or all (synchronous, for heartbeats). */
+  deadLettered(stage?: string): number {
+    if (stage !== undefined) return this.deadLetteredByStage.get(stage) ?? 0;
+    let total = 0;
+    for (const n of this.deadLetteredByStage.values()) total += n;
+    return total;
   }
 
   /** Stops consumers (in-flight handlers finish and ack), then drains the connection. */

@@ -44,6 +44,8 @@ export class BatchConsumer {
   private loop: Promise<void> | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private lastLag = 0;
   readonly durable: string;
 
   constructor(
@@ -79,6 +81,18 @@ export class BatchConsumer {
     const consumer = await this.bus.js.consumers.get(FLOW_STREAM, this.durable);
     this.messages = await consumer.consume({ max_messages: this.maxInFlight });
     this.loop = this.run(this.messages);
+    const refreshLag = () => {
+      // A missed refresh keeps the last figure; the next one retries.
+      this.lag().then((n) => (this.lastLag = n), () => undefined);
+    };
+    refreshLag();
+    this.lagTimer = setInterval(refreshLag, 5000);
+    this.lagTimer.unref();
+  }
+
+  /** The lag as last read in the background (every 5 s), for heartbeats that must not wait. */
+  get latestLag(): number {
+    return this.lastLag;
   }
 
   /** Messages waiting for this stage (not yet delivered), for heartbeats and `kappa status`. */
@@ -147,6 +161,7 @@ export class BatchConsumer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.lagTimer) clearInterval(this.lagTimer);
     this.messages?.stop();
     await Promise.allSettled([...this.inFlight]);
     await this.loop?.catch(() => undefined);

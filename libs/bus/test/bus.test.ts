@@ -148,6 +148,7 @@ describe('bus', () => {
     expect(first?.header.get(dlqHeaders.subject)).toBe('kappa.flow.joined');
     expect([...(first?.data ?? [])]).toEqual([0xff, 0xff, 0xff, 0xff]);
     expect((await bus.metrics.deadLettered.get()).values[0]?.value).toBe(2);
+    expect(bus.deadLettered('exporter')).toBe(2);
     expect(seen).toEqual(['good']);
   });
 
