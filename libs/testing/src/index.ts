@@ -16,3 +16,5 @@ export type {
   KubeResourceType,
   KubeWatchEventType,
 } from './kube-api-server.js';
+export { makeTlsMaterial } from './tls.js';
+export type { TlsMaterial } from './tls.js';
