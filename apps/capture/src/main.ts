@@ -2,11 +2,12 @@
 // and the observability server. Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, cgroup2Root } from '@kappa/ebpf-ffi';
+import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import type { FlowBatch } from '@kappa/contracts';
+import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
 import { unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
@@ -26,6 +27,8 @@ const logger = createLogger('kappa-capture', config.logLevel);
 let datapath: Datapath;
 let openedSpool: Spool | undefined;
 try {
+  // Before anything touches the kernel or the disk: a missing capability is named, not guessed.
+  assertCapabilities(config.mode !== 'socket');
   // Same --node and --cgroup after a crash → same token: the restart takes over the pinned
   // maps and links and the spool the crashed instance left.
   const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
@@ -42,6 +45,14 @@ try {
 } catch (error) {
   openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
+  if (error instanceof MissingCapabilityError) {
+    process.stderr.write(`kappa-capture: ${error.message}\n`);
+    process.exit(1);
+  }
+  if (error instanceof BpfPermissionError) {
+    process.stderr.write(`kappa-capture: ${permissionRefused(error).message}\n`);
+    process.exit(1);
+  }
   if (error instanceof BpfError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
     process.exit(1);

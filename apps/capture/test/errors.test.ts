@@ -10,12 +10,12 @@ function lines(text: string): string[] {
 }
 
 describePrivileged('start-up errors', () => {
-  it('prints one line naming the capabilities when started without privileges', () => {
+  it('prints one line naming every missing capability when started without privileges', () => {
     const drop = 'cap_bpf,cap_perfmon,cap_sys_admin,cap_net_admin';
     const result = spawnSync('capsh', [`--drop=${drop}`, '--', '-c', `exec "${process.execPath}" "${CAPTURE_BIN}" --stdout --metrics-port 0`], { encoding: 'utf8', timeout: 30_000 });
     expect(result.status).not.toBe(0);
     expect(lines(result.stderr)).toHaveLength(1);
-    expect(result.stderr).toMatch(/^kappa-capture: .*permission denied.*needs CAP_BPF and CAP_PERFMON/);
+    expect(result.stderr).toMatch(/^kappa-capture: capture needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, missing from its effective capability set/);
     expect(result.stdout).toBe('');
   });
 
