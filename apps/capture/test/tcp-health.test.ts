@@ -74,8 +74,8 @@ describePrivileged('TCP health and attribution', () => {
     nft('add', 'table', 'inet', 'kc_drop');
     nft('add', 'chain', 'inet', 'kc_drop', 'input', '{ type filter hook input priority 0; policy accept; }');
     // Every 20th data segment of the first 600 the server receives: a bounded number of losses
-    // (~30), none of them a SYN or FIN, so the transfer recovers by fast retransmit in seconds
-    // instead of backing off retransmission timeouts for minutes on a loaded machine.
+    // (~30). Never the client's closing RST (it is not resent, so the server would wait for it
+    // forever) nor a SYN or FIN (each would cost a retransmission timeout).
     nft('add', 'rule', 'inet', 'kc_drop', 'input', 'tcp', 'dport', '7012', 'tcp', 'flags', '&', '(syn|fin|rst)', '==', '0',
       'ct', 'original', 'packets', '<', '600', 'numgen', 'inc', 'mod', '20', '0', 'drop');
     const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '60s']);
