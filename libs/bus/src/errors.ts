@@ -1,11 +1,13 @@
 // Errors of the bus an operator can act on.
+import { redactSecrets } from '@kappa/config';
 
 /** A connection to NATS could not be made or authenticated. */
 export class BusConnectError extends Error {
   override readonly name = 'BusConnectError';
   constructor(servers: readonly string[], options: { cause: unknown }) {
     const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
-    super(`cannot connect to NATS at ${servers.join(', ')}: ${why} (check --nats-url and the credentials)`, options);
+    // A server URL may carry user:password@: the message names the servers, never the password.
+    super(redactSecrets(`cannot connect to NATS at ${servers.join(', ')}: ${why} (check --nats-url and the credentials)`), options);
   }
 }
 

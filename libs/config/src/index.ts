@@ -14,5 +14,6 @@ export {
 export type { Option } from './options.js';
 export { envName, flagName, parseConfig, renderHelp } from './parse.js';
 export type { ConfigOf, ConfigSources, OptionTable } from './parse.js';
+export { knownSecrets, redactSecrets, registerSecret, registerUrlSecret } from './secrets.js';
 export { loadConfigOrExit } from './service.js';
 export type { CommandSpec } from './service.js';

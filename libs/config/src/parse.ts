@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, InvalidValue } from './options.js';
 import type { Option } from './options.js';
+import { redactSecrets, registerSecret, registerUrlSecret } from './secrets.js';
 
 export type OptionTable = Record<string, Option<unknown>>;
 /** The parsed config: options with a default are always present, the others may be undefined. */
@@ -29,7 +30,8 @@ function parseValue(key: string, option: Option<unknown>, raw: string, source: s
   try {
     return option.parse(raw);
   } catch (error) {
-    if (error instanceof InvalidValue) throw new ConfigError(key, option.secret ? '***' : raw, option.accepted, source);
+    // A value not marked secret may still carry one (a URL with user:password@).
+    if (error instanceof InvalidValue) throw new ConfigError(key, option.secret ? '***' : redactSecrets(raw), option.accepted, source);
     throw error;
   }
 }
@@ -94,11 +96,23 @@ export function parseConfig<T extends OptionTable>(
     else if (env !== undefined && env !== '') config[key] = parseValue(key, option, env, envName(key));
     else if (file !== undefined) config[key] = parseValue(key, option, String(file), `"${key}" in ${configFile}`);
     else config[key] = option.defaultValue;
+    rememberSecrets(option, config[key]);
     if (config[key] === undefined && required.includes(key as keyof T & string)) {
       throw new ConfigError(key, undefined, option.accepted, `--${flagName(key)} (or ${envName(key)})`);
     }
   }
   return config as ConfigOf<T>;
+}
+
+/** Secret options and passwords in URL-valued options become known to redactSecrets. */
+function rememberSecrets(option: Option<unknown>, value: unknown): void {
+  for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
+    if (item instanceof URL) registerUrlSecret(item);
+    else if (typeof item === 'string') {
+      if (option.secret) registerSecret(item);
+      else if (/^[a-z][a-z0-9+.-]*:\/\/[^/\s]*@/i.test(item)) registerUrlSecret(item);
+    }
+  }
 }
 
 /** --help text: one line per option with its flag, variable, default and accepted values. */

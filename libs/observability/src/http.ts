@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { redactSecrets } from '@kappa/config';
 
 export interface HealthChecks {
   /** Liveness: false only when the process should be restarted. */
@@ -28,7 +29,8 @@ export async function startObservabilityServer(
       registry.metrics().then(
         (body) => {
           res.writeHead(200, { 'content-type': registry.contentType });
-          res.end(body);
+          // A label value may quote a URL or an error message: no secret leaves through /metrics.
+          res.end(redactSecrets(body));
         },
         (error: unknown) => {
           res.writeHead(500, { 'content-type': 'text/plain' });

@@ -22,3 +22,18 @@ describe('observability server', () => {
     expect((await fetch(`${base}/nope`)).status).toBe(404);
   });
 });
+
+describe('observability server and secrets', () => {
+  it('masks URL passwords and known secrets in label values on /metrics', async () => {
+    const { registerSecret } = await import('@kappa/config');
+    registerSecret('metrics-known-secret-5');
+    const registry = createRegistry('kappa-test');
+    const errors = new Counter({ name: 'kappa_test_errors_total', help: 'errors', labelNames: ['target'], registers: [registry] });
+    errors.inc({ target: 'redis://:redis-url-pw-6@redis:6379' });
+    errors.inc({ target: 'x metrics-known-secret-5' });
+    server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: 0, host: '127.0.0.1' });
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    expect(metrics).not.toMatch(/redis-url-pw-6|metrics-known-secret-5/);
+    expect(metrics).toContain('target="redis://:***@redis:6379"');
+  });
+});
