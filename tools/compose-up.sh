@@ -143,6 +143,8 @@ PORTS
 compose_env
 down
 if [[ $mode != --keep ]]; then trap 'phase "tearing down"; down; rm -f "$run_dir/ports.env"' EXIT; fi
+# capture's spool is bind-mounted from the host; podman, unlike Docker, does not create it.
+mkdir -p /var/lib/kappa/capture
 phase "podman-compose up (project $project, NATS on 127.0.0.1:$KAPPA_NATS_PORT)"
 compose up -d >"$run_dir/up.log" 2>&1 || { tail -n 40 "$run_dir/up.log" >&2; fail "podman-compose up"; }
 

@@ -58,7 +58,8 @@ test('capture and process-enricher share the host pid and network namespaces wit
     expect(service.environment?.KAPPA_NATS_URL, name).toMatch(/^nats:\/\/127\.0\.0\.1:/);
   }
   expect(services.capture?.volumes).toEqual(
-    expect.arrayContaining(['/sys/fs/bpf:/sys/fs/bpf', '/sys/kernel/btf:/sys/kernel/btf:ro', '/sys/fs/cgroup:/host/sys/fs/cgroup:ro']),
+    // /var/lib/kappa/capture: the spool (--state-dir default) is written under a read-only root.
+    expect.arrayContaining(['/sys/fs/bpf:/sys/fs/bpf', '/sys/kernel/btf:/sys/kernel/btf:ro', '/sys/fs/cgroup:/host/sys/fs/cgroup:ro', '/var/lib/kappa/capture:/var/lib/kappa/capture']),
   );
   expect(services['process-enricher']?.volumes).toEqual(expect.arrayContaining(['/proc:/host/proc:ro', '/sys/fs/cgroup:/host/sys/fs/cgroup:ro']));
   // NATS is reachable from the host network only on loopback.

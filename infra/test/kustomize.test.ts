@@ -108,6 +108,9 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     const granted: Record<string, string[]> = {};
     for (const rule of rules) {
       expect([...rule.verbs].sort()).toEqual(['get', 'list', 'watch']);
+      // No wildcard, no escalation through names or non-resource URLs.
+      expect(Object.keys(rule).sort()).toEqual(['apiGroups', 'resources', 'verbs']);
+      expect([...rule.apiGroups, ...rule.resources]).not.toContain('*');
       for (const group of rule.apiGroups) granted[group] = [...(granted[group] ?? []), ...rule.resources].sort();
     }
     expect(granted).toEqual(taggerReads);
@@ -139,6 +142,11 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     const mounts = Object.fromEntries(spec.containers.map((c) => [c.name, (c.volumeMounts ?? []).map((m) => m.mountPath)]));
     expect(mounts.capture).toEqual(expect.arrayContaining(['/sys/fs/bpf', '/sys/kernel/btf', '/sys/kernel/tracing', '/host/sys/fs/cgroup']));
     expect(mounts['process-enricher']).toEqual(expect.arrayContaining(['/host/proc', '/host/sys/fs/cgroup']));
+    // capture's spool (--state-dir default) must be writable under a read-only root, and on the node.
+    const capture = spec.containers.find((c) => c.name === 'capture');
+    const state = capture?.volumeMounts?.find((m) => m.mountPath === '/var/lib/kappa/capture');
+    expect(state?.readOnly ?? false).toBe(false);
+    expect(spec.volumes?.find((v) => v.name === state?.name)?.hostPath?.path).toBe('/var/lib/kappa/capture');
     expect(spec.volumes?.find((v) => v.name === 'proc')?.hostPath?.path).toBe('/proc');
   });
 
