@@ -11,6 +11,7 @@ import type { EnricherConfig } from './config.js';
 import { CriContainerNames } from './cri.js';
 import { FlowEnricher, STAGE, enricherMetrics } from './enricher.js';
 import { checkPidNamespace } from './host-pid.js';
+import { ptraceWarning } from './privileges.js';
 import { ProcessCache } from './process-cache.js';
 import { ProcReader } from './proc.js';
 import { ProcessResolver } from './resolver.js';
@@ -51,6 +52,8 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
   const view = checkPidNamespace(config.procRoot);
   if (view.hostPid) logger.info(view.message);
   else logger.warn(view.message);
+  const noPtrace = ptraceWarning();
+  if (noPtrace) logger.warn({ missingCapability: 'CAP_SYS_PTRACE' }, noPtrace);
 
   const { containerNames, enricher } = buildEnricher(config, logger, registry);
   if (containerNames) await containerNames.connect();
