@@ -96,7 +96,7 @@ export function parseConfig<T extends OptionTable>(
     else if (env !== undefined && env !== '') config[key] = parseValue(key, option, env, envName(key));
     else if (file !== undefined) config[key] = parseValue(key, option, String(file), `"${key}" in ${configFile}`);
     else config[key] = option.defaultValue;
-    rememberSecrets(option, config[key]);
+    rememberSecrets(key, option, config[key]);
     if (config[key] === undefined && required.includes(key as keyof T & string)) {
       throw new ConfigError(key, undefined, option.accepted, `--${flagName(key)} (or ${envName(key)})`);
     }
@@ -104,12 +104,15 @@ export function parseConfig<T extends OptionTable>(
   return config as ConfigOf<T>;
 }
 
+/** Option names that hold a secret even where the table forgot `secret: true`. */
+const secretByName = /password|passwd|token|secret|credential/i;
+
 /** Secret options and passwords in URL-valued options become known to redactSecrets. */
-function rememberSecrets(option: Option<unknown>, value: unknown): void {
+function rememberSecrets(key: string, option: Option<unknown>, value: unknown): void {
   for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
     if (item instanceof URL) registerUrlSecret(item);
     else if (typeof item === 'string') {
-      if (option.secret) registerSecret(item);
+      if (option.secret || secretByName.test(key)) registerSecret(item);
       else if (/^[a-z][a-z0-9+.-]*:\/\/[^/\s]*@/i.test(item)) registerUrlSecret(item);
     }
   }

@@ -35,3 +35,8 @@ it('a bad value of a URL option is quoted without its password', () => {
     expect((error as Error).message).toContain('http://u:***@r');
   }
 });
+
+it('an option named like a secret is treated as one even when the table does not say so', () => {
+  parseConfig({ grpcToken: string({ description: 'bearer token of the gRPC services' }) }, { argv: ['--grpc-token', 'unmarked-token-96'], env: {} });
+  expect(redactSecrets('sent unmarked-token-96')).toBe('sent ***');
+});
