@@ -183,9 +183,14 @@ describe('secrets in logs and metrics', () => {
   });
 
   it.each(['process-enricher', 'k8s-tagger', 'joiner', 'exporter'])('%s refused by NATS with the password in --nats-url does not print it', (app) => {
-    const redisFlags = app === 'joiner' ? ['--redis-url', `redis://:${REDIS_PASSWORD}@127.0.0.1:${redis.port}`] : [];
+    // Own flags: the joiner's Redis (with its password in the URL); free gRPC ports (the defaults may be taken).
+    const ownFlags: Record<string, string[]> = {
+      joiner: ['--redis-url', `redis://:${REDIS_PASSWORD}@127.0.0.1:${redis.port}`],
+      'k8s-tagger': ['--grpc-port', '0'],
+      exporter: ['--observer-port', '0'],
+    };
     const natsUrl = `nats://${NATS_USER}:${NATS_PASSWORD}-x@127.0.0.1:${nats.port}`;
-    const result = spawnSync(process.execPath, [bundle(app), '--nats-url', natsUrl, '--metrics-port', '0', ...redisFlags], {
+    const result = spawnSync(process.execPath, [bundle(app), '--nats-url', natsUrl, '--metrics-port', '0', ...(ownFlags[app] ?? [])], {
       encoding: 'utf8',
       timeout: 30_000,
       env: { PATH: process.env['PATH'] ?? '' },
