@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { registerSecret } from '@kappa/config';
 import { Counter, createRegistry, startObservabilityServer } from '../src/index.js';
 import type { ObservabilityServer } from '../src/index.js';
 
@@ -25,7 +26,6 @@ describe('observability server', () => {
 
 describe('observability server and secrets', () => {
   it('masks URL passwords and known secrets in label values on /metrics', async () => {
-    const { registerSecret } = await import('@kappa/config');
     registerSecret('metrics-known-secret-5');
     const registry = createRegistry('kappa-test');
     const errors = new Counter({ name: 'kappa_test_errors_total', help: 'errors', labelNames: ['target'], registers: [registry] });
