@@ -325,6 +325,15 @@ describe('the servers as the base starts them', () => {
     expect(await attempt({ tls: tlsOptions })).toMatch(/^refused/);
     expect(await attempt({ username: 'default', password: 'ksd-redis-password', tls: tlsOptions })).toMatch(/^refused/);
     expect(await attempt({ username: 'kappa', password: 'ksd-redis-password', tls: tlsOptions })).toBe('PING PONG');
+    const joiner = new Redis({ host: '127.0.0.1', port, username: 'kappa', password: 'ksd-redis-password', tls: tlsOptions, lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await joiner.connect();
+      expect(await joiner.hset('kappa:{ksd}:pending', 'a', '1')).toBe(1);
+      await expect(joiner.hset('other:key', 'a', '1')).rejects.toThrow(/NOPERM/);
+      await expect(joiner.call('CONFIG', 'GET', 'maxmemory')).rejects.toThrow(/NOPERM/);
+    } finally {
+      joiner.disconnect();
+    }
 
     const probe = one<Workload>(objects, 'Deployment', 'kappa-redis').spec.template.spec.containers[0]!.readinessProbe as { exec: { command: string[] } };
     const [shell, flag, command] = probe.exec.command as [string, string, string];
