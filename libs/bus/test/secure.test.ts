@@ -12,6 +12,7 @@ import { parseConfig } from '@kappa/config';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { makeTlsMaterial, startNatsServer } from '@kappa/testing';
 import type { TestServer, TlsMaterial } from '@kappa/testing';
+import type { Logger } from '@kappa/observability';
 import { BusConnectError, busOptionsFromConfig, connectBus, natsOptions } from '../src/index.js';
 
 let tls: TlsMaterial;
@@ -77,10 +78,10 @@ async function tryConnect(flags: string[], logger = silent): Promise<unknown> {
 }
 
 /** A logger whose warnings are collected. */
-function recordingLogger(): { logger: ReturnType<typeof pino>; warnings: () => string[] } {
+function recordingLogger(): { logger: Logger; warnings: () => string[] } {
   const lines: string[] = [];
   return {
-    logger: pino({ level: 'info' }, { write: (line: string) => lines.push(line) }),
+    logger: pino<never>({ level: 'info' }, { write: (line: string) => lines.push(line) }),
     warnings: () => lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40).map((l) => l.msg),
   };
 }
