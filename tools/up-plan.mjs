@@ -71,7 +71,8 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
     `listen: "127.0.0.1:${natsPort}"`,
     `jetstream { store_dir: ${quote(resolve(state, 'nats'))} }`,
     `authorization { user: ${quote(credentials.natsUser)}, password: ${quote(credentials.natsPassword)} }`,
-    ...(secure ? [`tls { cert_file: ${quote(tls.serverCert)}, key_file: ${quote(tls.serverKey)}, ca_file: ${quote(tls.ca)}, verify: true }`] : []),
+    // timeout: the TLS handshake may take longer than nats-server's 2 s default on a busy machine.
+    ...(secure ? [`tls { cert_file: ${quote(tls.serverCert)}, key_file: ${quote(tls.serverKey)}, ca_file: ${quote(tls.ca)}, verify: true, timeout: 10 }`] : []),
     '',
   ].join('\n');
 

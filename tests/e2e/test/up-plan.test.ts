@@ -54,7 +54,7 @@ describe('npm run up plans', () => {
   it('by default: NATS verifies client certificates and wants a login, Redis only TLS, every service and the CLI get the files', () => {
     const { natsConfig, redisArgs, env, upJson, warnings } = plan(false);
     const tls = join(state, 'tls');
-    expect(natsConfig).toContain(`tls { cert_file: "${tls}/server.pem", key_file: "${tls}/server.key", ca_file: "${tls}/ca.pem", verify: true }`);
+    expect(natsConfig).toContain(`tls { cert_file: "${tls}/server.pem", key_file: "${tls}/server.key", ca_file: "${tls}/ca.pem", verify: true, timeout: 10 }`);
     expect(natsConfig).toMatch(/authorization \{ user: "kappa", password: "[0-9a-f]{48}" \}/);
     expect(redisArgs.join(' ')).toContain('--port 0 --tls-port 16379 --tls-auth-clients yes');
     expect(redisArgs.join(' ')).toContain(`--aclfile ${state}/redis/users.acl`);
