@@ -81,20 +81,43 @@ const redisScript = (objects: KubeObject[]) => {
   expect(redis.command).toEqual(['sh', '-c']);
   return redis.args?.[0] ?? '';
 };
-const natsArgs = (objects: KubeObject[]) => one<Workload>(objects, 'StatefulSet', 'kappa-nats').spec.template.spec.containers[0]!.args ?? [];
+/** nats-server's configuration file as the StatefulSet mounts it (args -c FILE from a ConfigMap). */
+function natsConfig(objects: KubeObject[]): { text: string; pod: Workload; container: Container } {
+  const pod = one<Workload>(objects, 'StatefulSet', 'kappa-nats');
+  const container = pod.spec.template.spec.containers[0]!;
+  expect(container.args?.[0]).toBe('-c');
+  const file = container.args?.[1] ?? '';
+  const mount = (container.volumeMounts ?? []).find((m) => file.startsWith(`${m.mountPath}/`));
+  const configMap = pod.spec.template.spec.volumes?.find((v) => v.name === mount?.name)?.configMap?.name ?? '';
+  const data = one<KubeObject & { data: Record<string, string> }>(objects, 'ConfigMap', configMap).data;
+  return { text: data[posix.relative(mount?.mountPath ?? '', file)] ?? '', pod, container };
+}
+/** `key: "value"` or `key: value` of a nats-server configuration. */
+const natsSetting = (text: string, key: string) => new RegExp(`^\\s*${key}:\\s*"?([^"\\s}]+)"?`, 'm').exec(text)?.[1];
 
 describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
   const objects = render(`overlays/${overlay}`);
 
   test('NATS demands TLS with a client certificate of the kappa CA, and a user and password', () => {
-    const nats = one<Workload>(objects, 'StatefulSet', 'kappa-nats');
-    const container = nats.spec.template.spec.containers[0]!;
-    const args = natsArgs(objects);
-    expect(args).toEqual(expect.arrayContaining(['--tlsverify', '--user=$(NATS_USER)', '--pass=$(NATS_PASSWORD)']));
-    const file = (flag: string) => fileSource(nats, container, args.find((a) => a.startsWith(`${flag}=`))?.slice(flag.length + 1) ?? '');
-    expect(file('--tlscert')).toEqual({ secret: serverSecret, key: tlsKeys.cert });
-    expect(file('--tlskey')).toEqual({ secret: serverSecret, key: tlsKeys.key });
-    expect(file('--tlscacert')).toEqual({ secret: serverSecret, key: tlsKeys.ca });
+    const { text, pod, container } = natsConfig(objects);
+    expect(natsSetting(text, 'verify')).toBe('true');
+    expect(text).toContain('authorization { user: $NATS_USER, password: $NATS_PASSWORD }');
+    const env = environment(objects, container);
+    expect(env.get('NATS_USER')).toEqual({ secret: 'kappa-credentials', key: 'nats-user' });
+    expect(env.get('NATS_PASSWORD')).toEqual({ secret: 'kappa-credentials', key: 'nats-password' });
+    const file = (key: string) => fileSource(pod, container, natsSetting(text, key) ?? '');
+    expect(file('cert_file')).toEqual({ secret: serverSecret, key: tlsKeys.cert });
+    expect(file('key_file')).toEqual({ secret: serverSecret, key: tlsKeys.key });
+    expect(file('ca_file')).toEqual({ secret: serverSecret, key: tlsKeys.ca });
+  });
+
+  test('no password or token is on a command line (the node\'s process list, which kappa itself reads)', () => {
+    for (const w of workloads(objects)) {
+      for (const c of allContainers(w.spec.template.spec)) {
+        const commandLine = [...(c.command ?? []), ...(c.args ?? [])].join(' ');
+        expect(commandLine, `${w.metadata.name}/${c.name}`).not.toMatch(/\$\((\w*(PASSWORD|TOKEN)\w*)\)|--pass|requirepass/i);
+      }
+    }
   });
 
   test('Redis listens only on TLS, demands client certificates, and knows only the ACL user of infra/redis/kappa.acl', () => {
@@ -169,8 +192,8 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
 describe.each(overlayNames())('overlay %s with components/plaintext', (overlay) => {
   const objects = renderWith(`overlays/${overlay}`, [plaintext]);
 
-  test('no link uses TLS: no --tls argument, no TLS variable, no certificate Secret mounted', () => {
-    expect(natsArgs(objects).filter((a) => a.startsWith('--tls'))).toEqual([]);
+  test('no link uses TLS: no tls block or --tls argument, no TLS variable, no certificate Secret mounted', () => {
+    expect(natsConfig(objects).text).not.toMatch(/^\s*(tls|verify)\b/m);
     expect(redisScript(objects)).not.toMatch(/tls/);
     for (const [, container] of kappaPods(objects)) {
       const env = environment(objects, container);
@@ -184,7 +207,7 @@ describe.each(overlayNames())('overlay %s with components/plaintext', (overlay) 
   });
 
   test('the logins stay on: NATS user and password, the Redis ACL user only, the gRPC bearer token', () => {
-    expect(natsArgs(objects)).toEqual(expect.arrayContaining(['--user=$(NATS_USER)', '--pass=$(NATS_PASSWORD)']));
+    expect(natsConfig(objects).text).toContain('authorization { user: $NATS_USER, password: $NATS_PASSWORD }');
     expect(redisScript(objects)).toContain('--aclfile /run/kappa-redis/users.acl');
     const tagger = one<Workload>(objects, 'Deployment', 'kappa-k8s-tagger');
     expect(fileOf(objects, tagger, tagger.spec.template.spec.containers[0]!, 'KAPPA_GRPC_TOKEN_FILE')).toEqual({ secret: 'kappa-credentials', key: 'grpc-token' });
@@ -273,14 +296,19 @@ describe('the servers as the base starts them', () => {
 
   test('NATS refuses plaintext, a client without certificate and a wrong password; the services\' login works', async () => {
     const port = await freePort();
-    const args = natsArgs(objects).map((a) =>
-      local(a)
-        .replace('$(NATS_USER)', 'kappa')
-        .replace('$(NATS_PASSWORD)', 'ksd-nats-password')
-        .replace('--store_dir=/data', `--store_dir=${root}/data`)
-        .replace('--http_port=8222', '--http_port=0'),
+    const config = join(root, 'nats.conf');
+    writeFileSync(
+      config,
+      local(natsConfig(objects).text)
+        .replace('port: 4222', `host: 127.0.0.1\nport: ${port}`)
+        .replace('http_port: 8222', 'http_port: 0')
+        .replace('store_dir: "/data"', `store_dir: "${root}/data"`),
     );
-    const nats = new ServerProcess({ command: 'nats-server', args: [...args, '-a', '127.0.0.1', '-p', String(port)], readyPattern: /Server is ready/ });
+    const nats = new ServerProcess({
+      command: 'env',
+      args: ['NATS_USER=kappa', 'NATS_PASSWORD=ksd-nats-password', 'nats-server', '-c', config],
+      readyPattern: /Server is ready/,
+    });
     servers.push(nats);
     await nats.start();
     const servers_ = [`127.0.0.1:${port}`];
