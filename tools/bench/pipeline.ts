@@ -3,11 +3,12 @@
 // exporter (JSON Lines), over real nats-server, redis-server and the test Kubernetes API. Per rate:
 // records/s out of the exporter, lag per stage, CPU per process, end-to-end latency p50/p99.
 // Run: npm run bench:pipeline [-- --rates=250,500,1000,2000,4000 --step=40 --all --profile=joiner]
+//   (or env KAPPA_BENCH_RATES, KAPPA_BENCH_STEP, e.g. through `npm run bench`)
 //   --step seconds per rate; --all keeps climbing after a rate is not held (default: stop there);
 //   --profile=<app> runs that service with --cpu-prof and prints its top functions by self time.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
@@ -23,8 +24,8 @@ import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
-const RATES = (args.rates ?? '250,500,1000,2000,4000').split(',').map(Number);
-const STEP_S = Number(args.step ?? 40);
+const RATES = (args.rates ?? process.env.KAPPA_BENCH_RATES ?? '250,500,1000,2000,4000').split(',').map(Number);
+const STEP_S = Number(args.step ?? process.env.KAPPA_BENCH_STEP ?? 40);
 const PODS_PER_NODE = 10;
 /** The generator plays capture with a 1 s interval: one batch per node per second. */
 const TICK_MS = 1000;
@@ -127,6 +128,7 @@ const percentile = (xs: number[], p: number) => {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 };
+const f = (n: number, digits = 0) => (Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
@@ -150,12 +152,25 @@ const services: RunningService[] = [
   stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false']),
 ];
 const durables = ['process-enricher-node-a', 'process-enricher-node-b', 'k8s-tagger', 'joiner', 'exporter'];
-const processes: [string, () => number][] = [
-  ...services.map((s): [string, () => number] => [s.name.replace('process-enricher-', 'enricher '), () => cpuSeconds(s.child.pid)]),
-  ['nats-server', () => cpuSeconds(nats.process.pid)],
-  ['redis-server', () => cpuSeconds(redis.process.pid)],
-  ['generator', () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; }],
+/** Every process of the run, and whether its main thread is the one doing the work (Node, Redis). */
+const processes: { name: string; pid: () => number | undefined; mainThread: boolean }[] = [
+  ...services.map((s) => ({ name: s.name.replace('process-enricher-', 'enricher '), pid: () => s.child.pid, mainThread: true })),
+  { name: 'nats-server', pid: () => nats.process.pid, mainThread: false },
+  { name: 'redis-server', pid: () => redis.process.pid, mainThread: true },
+  { name: 'generator', pid: () => process.pid, mainThread: true },
 ];
+
+/**
+ * CPU seconds of the whole process, and of its main thread the seconds on a CPU plus the seconds
+ * it was runnable but waiting for one (/proc/<pid>/schedstat): when the two together approach the
+ * wall time, the thread would have used more CPU if it got it (saturated); when they do not, it
+ * spent the rest waiting for I/O.
+ */
+function usage(pid: number | undefined): { cpu: number; wantedCpu: number } {
+  if (pid === undefined) return { cpu: NaN, wantedCpu: NaN };
+  const [running = 0, waiting = 0] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+  return { cpu: cpuSeconds(pid), wantedCpu: (running + waiting) / 1e9 };
+}
 
 async function pendingPerStage(): Promise<number[]> {
   return Promise.all(durables.map(async (d) => {
@@ -165,9 +180,11 @@ async function pendingPerStage(): Promise<number[]> {
 }
 
 const tail = new JsonlTail();
+// Read every 100 ms: a line's latency is taken when it is seen, so it is at most 0.1 s late.
+const tailTimer = setInterval(() => tail.read(), 100);
 let published = 0;
 /** Publishes `rate` records/s for `seconds`, one batch per node per tick, on absolute tick times. */
-async function generate(rate: number, seconds: number, onTick: () => void): Promise<void> {
+async function generate(rate: number, seconds: number): Promise<void> {
   const conversations = Math.max(1, Math.round(rate / 2));
   const started = Date.now();
   for (let tick = 0; tick < (seconds * 1000) / TICK_MS; tick++) {
@@ -180,7 +197,6 @@ async function generate(rate: number, seconds: number, onTick: () => void): Prom
     }
     await Promise.all(NODES.map((node) => bus.publishBatch(subjects.captured(node), newFlowBatch({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs, records: byNode[node] }))));
     published += conversations * 2;
-    onTick();
   }
 }
 
@@ -194,6 +210,8 @@ interface Step {
   pending: number[];
   backlog: number;
   cpu: number[];
+  /** Main thread on a CPU or waiting for one, % of the wall time. */
+  wanted: number[];
   held: boolean;
 }
 
@@ -203,13 +221,14 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
   const joinedBefore = tail.joined;
   tail.latenciesMs = [];
   const publishedBefore = published;
-  const cpuBefore = processes.map(([, cpu]) => cpu());
+  const usageBefore = processes.map((p) => usage(p.pid()));
   const started = Date.now();
-  await generate(rate, seconds, () => tail.read());
+  await generate(rate, seconds);
   // One more tick for the last batch to pass through, as a step's records are the ones sent in it.
   await sleep(TICK_MS);
   tail.read();
   const elapsed = (Date.now() - started) / 1000;
+  const usageAfter = processes.map((p) => usage(p.pid()));
   const out = tail.lines - linesBefore;
   const step: Step = {
     rate,
@@ -220,7 +239,8 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
     p99: percentile(tail.latenciesMs, 99) / 1000,
     pending: await pendingPerStage(),
     backlog: published - tail.lines,
-    cpu: processes.map(([, cpu], i) => (100 * (cpu() - cpuBefore[i]!)) / elapsed),
+    cpu: usageAfter.map((u, i) => (100 * (u.cpu - usageBefore[i]!.cpu)) / elapsed),
+    wanted: usageAfter.map((u, i) => (processes[i]!.mainThread ? (100 * (u.wantedCpu - usageBefore[i]!.wantedCpu)) / elapsed : NaN)),
     held: false,
   };
   // Held: the exporter kept pace (≥ 95 % of what was sent) and no more than three ticks' worth of
@@ -230,17 +250,18 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
 }
 
 const steps: Step[] = [];
+let profileFromUs = 0;
 let failure: unknown;
 try {
   // Warm-up: every stage up (the tagger has synced, the consumers exist) and records coming out.
   const warmUpEnd = Date.now() + 120_000;
-  await generate(20, 1, () => undefined);
+  await generate(20, 1);
   while (tail.lines < published) {
     if (Date.now() > warmUpEnd) throw new Error(`pipeline not flowing after 120 s (${tail.lines} of ${published} out)\n${services.map((s) => `--- ${s.name}\n${logTail(s, 10)}`).join('\n')}`);
     await sleep(200);
-    tail.read();
   }
   await sleep(3000); // the joiner's wait for the warm-up's last peers
+  profileFromUs = Number(process.hrtime.bigint() / 1000n);
   for (const rate of RATES) {
     process.stderr.write(`pipeline: ${rate} records/s for ${STEP_S} s\n`);
     const step = await runStep(rate, STEP_S);
@@ -251,6 +272,7 @@ try {
 } catch (error) {
   failure = error;
 } finally {
+  clearInterval(tailTimer);
   await Promise.all(services.map((s) => stopService(s)));
   await bus.close();
   await Promise.all([nats.stop(), redis.stop(), api.close()]);
@@ -275,7 +297,7 @@ try {
   // Left for the next run (a process still exiting); it holds no processes.
 }
 
-if (args.profile) printProfile();
+if (args.profile) printProfile(profileFromUs);
 rmSync(workDir, { recursive: true, force: true });
 if (failure) throw failure;
 
@@ -284,15 +306,28 @@ const best = held.at(-1);
 const firstMiss = steps.find((s) => !s.held);
 const stageNames = ['enricher a', 'enricher b', 'tagger', 'joiner', 'exporter'];
 const saturated = firstMiss ? stageNames[firstMiss.pending.indexOf(Math.max(...firstMiss.pending.map((n) => (Number.isNaN(n) ? -1 : n))))] : undefined;
-const f = (n: number, digits = 0) => (Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 const markdown = [
   `Command: \`npm run bench:pipeline${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\` (${STEP_S} s per rate, one batch per node per ${TICK_MS / 1000} s tick, ${pods.length} pods on 2 nodes)`,
   '',
   `**Highest rate held: ${best ? `${f(best.rate)} records/s` : 'none of the rates tried'}**${firstMiss ? `; at ${f(firstMiss.rate)} records/s the queue grew in front of **${saturated}**` : ''}.`,
   '',
   table(
-    ['sent, records/s', 'out of exporter, records/s', 'joined', 'latency p50, s', 'latency p99, s', 'pending batches at end: enricher a / b / tagger / joiner / exporter', 'records inside at end', ...processes.map(([name]) => `CPU ${name}, %`), 'held'],
-    steps.map((s) => [f(s.offered), f(s.out), `${f(s.joinedPct, 1)} %`, f(s.p50, 2), f(s.p99, 2), s.pending.map((n) => f(n)).join(' / '), f(s.backlog), ...s.cpu.map((c) => f(c)), s.held ? 'yes' : '**no**']),
+    ['sent, records/s', 'out of exporter, records/s', 'joined', 'latency p50, s', 'latency p99, s', 'batches pending at the end: enricher a / b, tagger, joiner, exporter', 'records inside at the end', 'held'],
+    steps.map((s) => [f(s.offered), f(s.out), `${f(s.joinedPct, 1)} %`, f(s.p50, 2), f(s.p99, 2), s.pending.map((n) => f(n)).join(' / '), f(s.backlog), s.held ? 'yes' : '**no**']),
+  ),
+  '',
+  'CPU per process, % of one core (and, after the slash, its main thread on a CPU or waiting for one, % of the wall time):',
+  '',
+  table(
+    ['sent, records/s', ...processes.map((p) => p.name)],
+    steps.map((s) => [f(s.offered), ...s.cpu.map((c, i) => (Number.isNaN(s.wanted[i]!) ? f(c) : `${f(c)} / ${f(s.wanted[i]!)}`))]),
+  ),
+  '',
+  'CPU milliseconds per 1 000 records, at the rates held (each stage handled every record sent):',
+  '',
+  table(
+    ['sent, records/s', ...processes.map((p) => p.name)],
+    held.map((s) => [f(s.offered), ...s.cpu.map((c) => f((c * 10 * 1000) / s.offered))]),
   ),
   '',
   machineLine(),
@@ -300,28 +335,35 @@ const markdown = [
 console.log(markdown);
 writeSection('pipeline', markdown);
 
-/** The profiled service's top functions by self time, from the .cpuprofile it wrote at exit. */
-function printProfile(): void {
-  const files = (() => {
-    try {
-      return readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile'));
-    } catch {
-      return [];
-    }
-  })();
-  for (const file of files) {
+/**
+ * The profiled service's CPU time by where it went, from the .cpuprofile it wrote at exit: only
+ * samples taken during the steps (V8 stamps samples with the monotonic clock that hrtime reads),
+ * idle excluded; grouped by package, then the top functions by self time.
+ */
+function printProfile(fromUs: number): void {
+  const dir = existsSync(profileDir) ? readdirSync(profileDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.cpuprofile')) : [];
+  if (dir.length === 0) console.log(`no CPU profile written: --profile=${args.profile} names no stage (process-enricher, k8s-tagger, joiner, exporter)`);
+  for (const { name: file } of dir) {
     interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
-    const profile = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
-    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-    const self = new Map<string, number>();
+    const profile = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] };
+    const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+    const byFunction = new Map<string, number>();
+    const byGroup = new Map<string, number>();
+    const add = (map: Map<string, number>, key: string, ms: number) => map.set(key, (map.get(key) ?? 0) + ms);
+    let at = profile.startTime;
     profile.samples.forEach((id, i) => {
-      const frame = byId.get(id)?.callFrame;
-      const key = frame ? `${frame.functionName || '(anonymous)'} ${frame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/apps\//, 'apps/')}:${frame.lineNumber + 1}` : '?';
-      self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000);
+      const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+      at += profile.timeDeltas[i] ?? 0;
+      const frame = byId.get(id);
+      if (at < fromUs || !frame || frame.functionName === '(idle)') return;
+      const url = frame.url.replace(/^file:\/\/.*\/node_modules\//, '').replace(/^file:\/\/.*\/apps\//, 'apps/');
+      add(byFunction, `${frame.functionName || '(anonymous)'} ${url}:${frame.lineNumber + 1}`, ms);
+      const group = /^\(/.test(frame.functionName) && url === '' ? frame.functionName : /^apps\//.test(url) ? 'kappa (the bundle)' : url.startsWith('node:') || url === '' ? 'Node internals and natives' : url.split('/').slice(0, url.startsWith('@') ? 2 : 1).join('/');
+      add(byGroup, group, ms);
     });
-    const total = [...self.values()].reduce((a, b) => a + b, 0);
-    const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
-    const text = `profile of ${args.profile} (${file}), ${f(total)} ms sampled, top by self time:\n${top.map(([k, ms]) => `${f((100 * ms) / total, 1).padStart(5)} %  ${k}`).join('\n')}`;
+    const total = [...byGroup.values()].reduce((a, b) => a + b, 0);
+    const top = (map: Map<string, number>, n: number) => [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, ms]) => `${f((100 * ms) / total, 1).padStart(5)} %  ${k}`).join('\n');
+    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms on CPU\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}`;
     console.log(text);
     writeFileSync(join(tmpdir(), `kbp-profile-${args.profile}.txt`), text);
   }

@@ -1,7 +1,8 @@
 // Scenario 4, joiner half — the scale of the joiner's state: N records waiting in Redis for a peer
 // that never reports (one end of N conversations, a join wait of an hour). Per N: Redis used_memory
 // after − before, divided by N, and the joiner process's RSS, on a private nats-server + redis-server.
-// Run: npm run bench:state-joiner [-- --pending=10000,100000]   (1 000 000 takes ~20 min and ~2 GB)
+// Run: npm run bench:state-joiner [-- --pending=10000,100000]   (or env KAPPA_BENCH_PENDING)
+//   1 000 000 pending takes ~20 min here (the joiner takes ~1 000 records/s) and ~2 GB of Redis.
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -13,7 +14,7 @@ import { conversation } from '../../apps/joiner/test/harness.js';
 import { machineLine, rssBytes, table, writeSection } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
-const SIZES = (args.pending ?? '10000,100000').split(',').map(Number);
+const SIZES = (args.pending ?? process.env.KAPPA_BENCH_PENDING ?? '10000,100000').split(',').map(Number);
 const BATCH = 1000;
 const joinerMain = join(import.meta.dirname, '../../apps/joiner/dist/main.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
