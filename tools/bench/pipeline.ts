@@ -309,7 +309,7 @@ const saturated = firstMiss ? stageNames[firstMiss.pending.indexOf(Math.max(...f
 const markdown = [
   `Command: \`npm run bench:pipeline${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\` (${STEP_S} s per rate, one batch per node per ${TICK_MS / 1000} s tick, ${pods.length} pods on 2 nodes)`,
   '',
-  `**Highest rate held: ${best ? `${f(best.rate)} records/s` : 'none of the rates tried'}**${firstMiss ? `; at ${f(firstMiss.rate)} records/s the queue grew in front of **${saturated}**` : ''}.`,
+  `**Highest rate held: ${best ? `${f(best.rate)} records/s` : 'none of the rates tried'}**${firstMiss ? `; at ${f(firstMiss.rate)} records/s the queue grew in front of the **${saturated}**` : ''}.`,
   '',
   table(
     ['sent, records/s', 'out of exporter, records/s', 'joined', 'latency p50, s', 'latency p99, s', 'batches pending at the end: enricher a / b, tagger, joiner, exporter', 'records inside at the end', 'held'],
@@ -363,7 +363,7 @@ function printProfile(fromUs: number): void {
     });
     const total = [...byGroup.values()].reduce((a, b) => a + b, 0);
     const top = (map: Map<string, number>, n: number) => [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, ms]) => `${f((100 * ms) / total, 1).padStart(5)} %  ${k}`).join('\n');
-    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms on CPU\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}`;
+    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms of samples, idle excluded\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}`;
     console.log(text);
     writeFileSync(join(tmpdir(), `kbp-profile-${args.profile}.txt`), text);
   }
