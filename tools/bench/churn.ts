@@ -1,0 +1,147 @@
+// Scenario 2 — connection churn: short TCP connections (connect, send 64 bytes, close) between two
+// network namespaces at rising rates, with kappa-capture and kappa-process-enricher on a real
+// nats-server. Rate achieved, both services' CPU and RSS per phase, and the conversations that
+// reach kappa.flow.enriched.<node> against the connections made. Writes section `churn`.
+//   npm run bench:churn -- [--rates 1000,2000,5000,10000] [--seconds 3] [--interval 1s]
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { decodeFlowBatch } from '@kappa/contracts';
+import { TestCgroup, VethPair, run, runIn, spawnIn, startNatsServer } from '@kappa/testing';
+import { buildHelper, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
+import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
+
+const { values } = parseArgs({
+  options: {
+    rates: { type: 'string', default: '1000,2000,5000,10000' },
+    seconds: { type: 'string', default: '3' },
+    interval: { type: 'string', default: '1s' },
+  },
+});
+const rates = values.rates.split(',').map(Number);
+const seconds = Number(values.seconds);
+requireBuild('bench:churn', ['apps/capture/dist/main.js', 'apps/process-enricher/dist/main.js', 'bpf/.output/kappa.bpf.o']);
+
+const node = 'kbd-churn';
+const serverPort = 7000;
+const churn = buildHelper('churn');
+const work = mkdtempSync(join(tmpdir(), 'kbd-churn-'));
+const cgroup = new TestCgroup('kbd-churn');
+const pair = await VethPair.create({ prefix: 'kbd-', subnet: 42, cgroup });
+const nats = await startNatsServer();
+const children: ChildProcess[] = [];
+const hostsPerPhase = rates.map((rate) => Math.ceil((rate * seconds * 1.2) / 64_512));
+
+/** Conversations to the churn server seen on the enriched subject, per vantage (client port as key). */
+const seen = { src: new Set<string>(), dst: new Set<string>(), records: 0, withProcess: { src: 0, dst: 0 } };
+
+function service(bin: string, args: string[]): ChildProcess {
+  const child = spawn(process.execPath, [join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  return child;
+}
+
+try {
+  // Each phase connects from its own source addresses, so no 4-tuple is ever used twice.
+  let host = 11;
+  for (const hosts of hostsPerPhase) {
+    for (let h = 0; h < hosts; h++, host++) {
+      run('ip', ['-n', pair.a.netns, 'addr', 'add', `10.77.42.${host}/24`, 'dev', pair.a.ifname]);
+      run('ip', ['-n', pair.b.netns, 'neigh', 'replace', `10.77.42.${host}`, 'lladdr', pair.a.mac, 'dev', pair.b.ifname, 'nud', 'permanent']);
+    }
+  }
+
+  const bus = await connect({ servers: nats.url });
+  const subscription = bus.subscribe(`kappa.flow.enriched.${node}`);
+  const counting = (async () => {
+    for await (const message of subscription) {
+      for (const r of decodeFlowBatch(message.data).records) {
+        if (r.dst?.port !== serverPort) continue;
+        seen.records++;
+        const local = r.vantage === 1 ? r.src : r.dst;
+        if (local?.process?.name) seen.withProcess[r.vantage === 1 ? 'src' : 'dst']++;
+        else if (process.env.KBD_DEBUG && seen.records % 500 === 0) console.error(JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+        (r.vantage === 1 ? seen.src : seen.dst).add(`${r.src?.ip}:${r.src?.port}`);
+      }
+    }
+  })();
+  counting.catch((error: unknown) => console.error('reading the enriched subject failed:', error));
+
+  const capture = service('apps/capture/bin/kappa-capture.js', ['--cgroup', cgroup.path, '--interval', values.interval, '--state-dir', join(work, 'capture')]);
+  await waitFor(capture, /"msg":"capturing"/, 'kappa-capture');
+  // After capture: a listener opened before capture attached has no owner in socket storage,
+  // so its accepted connections would carry no process (see the paragraph in BENCHMARKS.md).
+  const server = spawnIn(pair.b.netns, cgroup, churn, ['server', pair.b.ipv4, String(serverPort)]);
+  children.push(server);
+  await waitFor(server, /listening/, 'churn server');
+  const enricher = service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
+  await waitFor(enricher, /"msg":"ready"/, 'kappa-process-enricher');
+
+  const rows: (string | number)[][] = [];
+  let made = 0;
+  host = 11;
+  for (const [i, rate] of rates.entries()) {
+    const t0 = performance.now();
+    const cpu0 = [cpuSeconds(capture.pid!), cpuSeconds(enricher.pid!)];
+    const out = await runIn(pair.a.netns, cgroup, churn, ['client', '10.77.42.', String(host), String(hostsPerPhase[i]), pair.b.ipv4, String(serverPort), `${rate}:${seconds}`]);
+    host += hostsPerPhase[i]!;
+    const phase = JSON.parse(out) as { connections: number; failed: number; seconds: number };
+    made += phase.connections + phase.failed;
+    // The phase ends when both ends of every connection made so far have reached the enriched
+    // subject, or when nothing new arrived for 15 s (then the table shows the difference).
+    let last = -1;
+    let quietSince = performance.now();
+    while (seen.src.size < made || seen.dst.size < made) {
+      if (seen.records !== last) {
+        last = seen.records;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince > 15_000) break;
+      await sleep(200);
+    }
+    const wall = (performance.now() - t0) / 1000;
+    const cpu = [cpuSeconds(capture.pid!) - cpu0[0]!, cpuSeconds(enricher.pid!) - cpu0[1]!];
+    const percent = (s: number) => ((s / wall) * 100).toFixed(0);
+    const mib = (pid: number) => (rssBytes(pid) / 2 ** 20).toFixed(0);
+    rows.push([
+      rate.toLocaleString('en-US'),
+      Math.round(phase.connections / phase.seconds).toLocaleString('en-US'),
+      phase.failed ? `${made.toLocaleString('en-US')} (${phase.failed} failed)` : made.toLocaleString('en-US'),
+      seen.src.size.toLocaleString('en-US'),
+      seen.dst.size.toLocaleString('en-US'),
+      wall.toFixed(1),
+      percent(cpu[0]!),
+      mib(capture.pid!),
+      percent(cpu[1]!),
+      mib(enricher.pid!),
+    ]);
+    console.error(`phase ${rate}/s: ${JSON.stringify(phase)}; enriched conversations src ${seen.src.size} dst ${seen.dst.size} of ${made}`);
+  }
+
+  const markdown = [
+    `Phases of ${seconds} s; capture drains every ${values.interval}. "Conversations" are the distinct client (address, port) pairs among the records to the server port that reached \`kappa.flow.enriched.${node}\`, counted per vantage: client end (SRC) and server end (DST). Totals are cumulative; the phase window runs from its first connection until every conversation so far has arrived.`,
+    '',
+    table(
+      ['rate asked, conn/s', 'rate achieved, conn/s', 'connections made (total)', 'enriched conversations, client end', 'enriched conversations, server end', 'phase window, s', 'capture CPU, % of a core', 'capture RSS, MiB', 'enricher CPU, % of a core', 'enricher RSS, MiB'],
+      rows,
+    ),
+    '',
+    `${seen.records.toLocaleString('en-US')} records in all (a connection that spans a drain gives one record per interval per end); the enricher filled in the local process name on ${seen.withProcess.src.toLocaleString('en-US')} client-end and ${seen.withProcess.dst.toLocaleString('en-US')} server-end records.`,
+    '',
+    machineLine(),
+  ].join('\n');
+  console.log(markdown);
+  writeSection('churn', markdown);
+  await subscription.drain();
+  await counting;
+  await bus.close();
+} finally {
+  await stopAll(children);
+  await nats.stop();
+  pair.destroy();
+  cgroup.destroy();
+  rmSync(work, { recursive: true, force: true });
+}
