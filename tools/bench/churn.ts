@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { decodeFlowBatch } from '@kappa/contracts';
 import { TestCgroup, VethPair, run, runIn, spawnIn, startNatsServer } from '@kappa/testing';
-import { buildHelper, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
+import { buildHelper, countBatchRecords, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
 
 const { values } = parseArgs({
@@ -24,6 +24,11 @@ const { values } = parseArgs({
 });
 const rates = values.rates.split(',').map(Number);
 const seconds = Number(values.seconds);
+const intervalMs = Number(/^(\d+(?:\.\d+)?)s$/.exec(values.interval)?.[1] ?? NaN) * 1000;
+if (!(intervalMs > 0)) {
+  console.error('bench:churn: --interval takes seconds, e.g. 1s');
+  process.exit(2);
+}
 requireBuild('bench:churn', ['apps/capture/dist/main.js', 'apps/process-enricher/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
 const node = 'kbd-churn';
@@ -57,19 +62,30 @@ try {
 
   const bus = await connect({ servers: nats.url });
   const subscription = bus.subscribe(`kappa.flow.enriched.${node}`);
+  // Kept raw and only counted while a phase runs; decoded between phases (see countBatchRecords).
+  const arrived: Uint8Array[] = [];
+  let arrivedRecords = 0;
   const counting = (async () => {
     for await (const message of subscription) {
-      for (const r of decodeFlowBatch(message.data).records) {
+      arrived.push(message.data);
+      arrivedRecords += countBatchRecords(message.data);
+    }
+  })().catch((error: unknown) => console.error('reading the enriched subject failed:', error));
+  const decodeArrived = () => {
+    for (const batch of arrived.splice(0)) {
+      for (const r of decodeFlowBatch(batch).records) {
         if (r.dst?.port !== serverPort) continue;
         seen.records++;
-        const local = r.vantage === 1 ? r.src : r.dst;
-        if (local?.process?.name) seen.withProcess[r.vantage === 1 ? 'src' : 'dst']++;
-        else if (process.env.KBD_DEBUG && seen.records % 500 === 0) console.error(JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
-        (r.vantage === 1 ? seen.src : seen.dst).add(`${r.src?.ip}:${r.src?.port}`);
+        const end = r.vantage === 1 ? 'src' : 'dst';
+        if ((end === 'src' ? r.src : r.dst)?.process?.name) seen.withProcess[end]++;
+        seen[end].add(`${r.src?.ip}:${r.src?.port}`);
       }
     }
+  };
+  void (async () => {
+    // A reconnect means messages to the counting subscription may be lost: say so.
+    for await (const status of bus.status()) if (status.type !== 'ping') console.error(`bench NATS connection: ${JSON.stringify(status)}`);
   })();
-  counting.catch((error: unknown) => console.error('reading the enriched subject failed:', error));
 
   const capture = service('apps/capture/bin/kappa-capture.js', ['--cgroup', cgroup.path, '--interval', values.interval, '--state-dir', join(work, 'capture')]);
   await waitFor(capture, /"msg":"capturing"/, 'kappa-capture');
@@ -91,19 +107,23 @@ try {
     host += hostsPerPhase[i]!;
     const phase = JSON.parse(out) as { connections: number; failed: number; seconds: number };
     made += phase.connections + phase.failed;
-    // The phase ends when both ends of every connection made so far have reached the enriched
-    // subject, or when nothing new arrived for 15 s (then the table shows the difference).
+    // The phase ends when at least two records (client end, server end) per connection made so
+    // far have arrived and nothing more came for two intervals, or nothing at all for 15 s.
+    // CPU and time are taken at the last arrival, so the quiet wait is not in the window.
     let last = -1;
-    let quietSince = performance.now();
-    while (seen.src.size < made || seen.dst.size < made) {
-      if (seen.records !== last) {
-        last = seen.records;
-        quietSince = performance.now();
-      } else if (performance.now() - quietSince > 15_000) break;
-      await sleep(200);
+    let lastAt = performance.now();
+    let cpu = [0, 0];
+    for (;;) {
+      if (arrivedRecords !== last) {
+        [last, lastAt] = [arrivedRecords, performance.now()];
+        cpu = [cpuSeconds(capture.pid!) - cpu0[0]!, cpuSeconds(enricher.pid!) - cpu0[1]!];
+      }
+      const quiet = performance.now() - lastAt;
+      if ((arrivedRecords >= 2 * made && quiet > 2 * intervalMs) || quiet > 15_000) break;
+      await sleep(100);
     }
-    const wall = (performance.now() - t0) / 1000;
-    const cpu = [cpuSeconds(capture.pid!) - cpu0[0]!, cpuSeconds(enricher.pid!) - cpu0[1]!];
+    const wall = (lastAt - t0) / 1000;
+    decodeArrived();
     const percent = (s: number) => ((s / wall) * 100).toFixed(0);
     const mib = (pid: number) => (rssBytes(pid) / 2 ** 20).toFixed(0);
     rows.push([
@@ -122,7 +142,7 @@ try {
   }
 
   const markdown = [
-    `Phases of ${seconds} s; capture drains every ${values.interval}. "Conversations" are the distinct client (address, port) pairs among the records to the server port that reached \`kappa.flow.enriched.${node}\`, counted per vantage: client end (SRC) and server end (DST). Totals are cumulative; the phase window runs from its first connection until every conversation so far has arrived.`,
+    `Phases of ${seconds} s; capture drains every ${values.interval}. "Conversations" are the distinct client (address, port) pairs among the records to the server port that reached \`kappa.flow.enriched.${node}\`, counted per vantage: client end (SRC) and server end (DST). Totals are cumulative; a phase's window runs from its first connection to the last record of its connections arriving on that subject; CPU is over that window.`,
     '',
     table(
       ['rate asked, conn/s', 'rate achieved, conn/s', 'connections made (total)', 'enriched conversations, client end', 'enriched conversations, server end', 'phase window, s', 'capture CPU, % of a core', 'capture RSS, MiB', 'enricher CPU, % of a core', 'enricher RSS, MiB'],

@@ -31,6 +31,7 @@ interface Run {
   bytes: number;
   cpu: number;
   rss: number;
+  received: number;
 }
 
 const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
@@ -145,20 +146,20 @@ async function startAgent(agent: AgentName): Promise<Agent> {
   };
 }
 
-async function iperf(): Promise<{ gbps: number; bytes: number }> {
+async function iperf(): Promise<{ gbps: number; bytes: number; received: number }> {
   const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J']);
-  const result = JSON.parse(out) as { end: { sum_received: { bits_per_second: number }; sum_sent: { bytes: number } } };
-  return { gbps: result.end.sum_received.bits_per_second / 1e9, bytes: result.end.sum_sent.bytes };
+  const result = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { bytes: number } } };
+  return { gbps: result.end.sum_received.bits_per_second / 1e9, bytes: result.end.sum_sent.bytes, received: result.end.sum_received.bytes };
 }
 
 async function measured(agent: AgentName): Promise<Run> {
   const running = await startAgent(agent);
   const cpu0 = running.pid ? treeCpu(running.pid) : 0;
-  const { gbps, bytes } = await iperf();
+  const { gbps, bytes, received } = await iperf();
   const cpu = running.pid ? treeCpu(running.pid) - cpu0 : 0;
   const rss = running.pid ? treeRss(running.pid) : 0;
   await running.stop();
-  return { agent, gbps, bytes, cpu, rss };
+  return { agent, gbps, bytes, received, cpu, rss };
 }
 
 const fixed = (x: number, digits = 2) => x.toFixed(digits);
@@ -194,7 +195,8 @@ try {
   const sanity =
     `kappa's count, last kappa run, iperf3 data connection client → server: ${data.bytes} IP bytes in ${data.packets} packets at the client ` +
     `(${atServer.bytes} bytes / ${atServer.packets} packets at the server); minus 52 header bytes per packet = ${payload} payload bytes; ` +
-    `iperf3 sent ${lastKappa.bytes} bytes: difference ${payload - lastKappa.bytes} (${fixed(((payload - lastKappa.bytes) / lastKappa.bytes) * 100, 3)} %).`;
+    `iperf3 sent ${lastKappa.bytes} and received ${lastKappa.received} bytes: kappa − sent = ${payload - lastKappa.bytes} (${fixed(((payload - lastKappa.bytes) / lastKappa.bytes) * 100, 3)} %), ` +
+    `kappa − received = ${payload - lastKappa.received}.`;
 
   // BPF ns per run: bpf_stats has a cost of its own, so it gets its own run with kappa.
   const capture = await startAgent('kappa capture');
