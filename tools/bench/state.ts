@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
-import { TestCgroup, VethPair, run, runIn, startNatsServer } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, run, runIn, startNatsServer } from '@kappa/testing';
 import { buildHelper, countBatchRecords, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
 
@@ -77,8 +77,10 @@ async function measure(conversations: number): Promise<(string | number)[]> {
     for await (const message of subscription) enriched += countBatchRecords(message.data);
   })().catch((error: unknown) => console.error('reading the enriched subject failed:', error));
   try {
-    const service = (bin: string, args: string[]) => {
-      const child = spawn(process.execPath, [join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const service = async (bin: string, args: string[]) => {
+      const port = await freePort();
+      metricsPorts.set(bin.split('/').at(-1)!, port);
+      const child = spawn(process.execPath, [join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', String(port), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
       children.push(child);
       // Warnings and errors of both services, printed when records go missing.
       child.stderr?.on('data', (chunk: Buffer) => {
@@ -87,7 +89,8 @@ async function measure(conversations: number): Promise<(string | number)[]> {
       return child;
     };
     const problems: string[] = [];
-    const capture = service('apps/capture/bin/kappa-capture.js', [
+    const metricsPorts = new Map<string, number>();
+    const capture = await service('apps/capture/bin/kappa-capture.js', [
       '--cgroup', cgroup.path, '--interval', `${intervalS}s`, '--log-level', 'debug', '--state-dir', join(work, node),
       ...(mapSize ? ['--max-conversations', mapSize] : []),
     ]);
@@ -100,7 +103,7 @@ async function measure(conversations: number): Promise<(string | number)[]> {
     });
     await waitFor(capture, /"msg":"capturing"/, 'kappa-capture');
     const intervalStart = performance.now();
-    const enricher = service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
+    const enricher = await service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
     await waitFor(enricher, /"msg":"ready"/, 'kappa-process-enricher');
 
     const sent = JSON.parse(await runIn(pair.a.netns, cgroup, sender, ['10.200', String(conversations)])) as { sent: number; seconds: number };
@@ -120,7 +123,13 @@ async function measure(conversations: number): Promise<(string | number)[]> {
       else if (performance.now() - quietSince > 30_000) break;
       await sleep(250);
     }
-    if (enriched < drain.conversations) console.error(`${count(drain.conversations - enriched)} records did not reach the enriched subject; services said:\n${problems.join('\n')}`);
+    if (enriched < drain.conversations) {
+      console.error(`${count(drain.conversations - enriched)} records did not reach the enriched subject; services said:\n${problems.join('\n')}`);
+      for (const [name, port] of metricsPorts) {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        console.error(`${name} metrics:\n${text.split('\n').filter((l) => /^kappa_(bus|capture|process_enricher|stage)\w*(records|published|publish|batches|consumed|acked|nak|dlq|redeliver|lag|conversations)/.test(l)).join('\n')}`);
+      }
+    }
     const mapBytes = [...maps.values()].reduce((a, b) => a + b, 0);
     const lost = Number(drain.overflowPackets ?? 0);
     console.error(`${count(conversations)}: sent ${sent.sent} in ${sent.seconds} s, drained ${drain.conversations}, enriched ${enriched}, maps ${JSON.stringify(Object.fromEntries(maps))}`);
