@@ -2,7 +2,8 @@
 // datagram to each of N distinct destinations) in one drain interval; the kernel map's memory
 // while it holds them, what the drain took, and capture's and process-enricher's RSS once every
 // record has reached kappa.flow.enriched.<node>. Writes section `state`.
-//   npm run bench:state -- [--conversations 10000,100000,1000000] [--max-conversations N]
+//   npm run bench:state -- [--conversations 10000,100000,1000000] (e.g. 1000000@1048576)
+//   (N@M: capture runs with --max-conversations M for that row; without @, capture's default)
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -17,12 +18,12 @@ import { machineLine, repoRoot, rssBytes, table, writeSection } from './lib/repo
 const { values } = parseArgs({
   options: {
     conversations: { type: 'string', default: '10000,100000,1000000' },
-    // Empty: capture's own default (--max-conversations of kappa-capture).
-    'max-conversations': { type: 'string', default: '' },
   },
 });
-const sizes = values.conversations.split(',').map(Number);
-const mapSize = values['max-conversations'];
+const rowsAsked = values.conversations.split(',').map((row) => {
+  const [n, map] = row.split('@');
+  return { conversations: Number(n), mapSize: map ?? '' };
+});
 requireBuild('bench:state', ['apps/capture/dist/main.js', 'apps/process-enricher/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
 const sender = buildHelper('udp-conversations');
@@ -66,10 +67,8 @@ function mapMemory(pid: number): Map<string, number> {
   return new Map(maps.filter((m) => ids.includes(m.id)).map((m) => [m.name, m.bytes_memlock ?? 0]));
 }
 
-async function measure(conversations: number): Promise<(string | number)[]> {
-  const node = `kbd-state-${conversations}`;
-  // One interval long enough to send them all, so they sit in the map together at one drain.
-  const intervalS = Math.ceil(15 + conversations / 40_000);
+async function measure(conversations: number, mapSize: string): Promise<(string | number)[]> {
+  const node = `kbd-state-${conversations}-${mapSize || 'default'}`;
   const children: ChildProcess[] = [];
   let enriched = 0;
   const subscription = bus.subscribe(`kappa.flow.enriched.${node}`);
@@ -77,6 +76,8 @@ async function measure(conversations: number): Promise<(string | number)[]> {
     for await (const message of subscription) enriched += countBatchRecords(message.data);
   })().catch((error: unknown) => console.error('reading the enriched subject failed:', error));
   try {
+    const problems: string[] = [];
+    const metricsPorts = new Map<string, number>();
     const service = async (bin: string, args: string[]) => {
       const port = await freePort();
       metricsPorts.set(bin.split('/').at(-1)!, port);
@@ -88,10 +89,10 @@ async function measure(conversations: number): Promise<(string | number)[]> {
       });
       return child;
     };
-    const problems: string[] = [];
-    const metricsPorts = new Map<string, number>();
+    const enricher = await service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
+    await waitFor(enricher, /"msg":"ready"/, 'kappa-process-enricher');
     const capture = await service('apps/capture/bin/kappa-capture.js', [
-      '--cgroup', cgroup.path, '--interval', `${intervalS}s`, '--log-level', 'debug', '--state-dir', join(work, node),
+      '--cgroup', cgroup.path, '--interval', '5s', '--log-level', 'debug', '--state-dir', join(work, node),
       ...(mapSize ? ['--max-conversations', mapSize] : []),
     ]);
     const drains: DrainLog[] = [];
@@ -102,14 +103,13 @@ async function measure(conversations: number): Promise<(string | number)[]> {
       for (const line of lines) if (/"msg":"(drained|flow map full)/.test(line)) drains.push(JSON.parse(line) as DrainLog);
     });
     await waitFor(capture, /"msg":"capturing"/, 'kappa-capture');
-    const intervalStart = performance.now();
-    const enricher = await service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
-    await waitFor(enricher, /"msg":"ready"/, 'kappa-process-enricher');
-
+    // Paused while sending: the BPF programs count on, but no drain can split the N
+    // conversations however long sending takes on a loaded machine; the overdue drain runs on
+    // SIGCONT.
+    capture.kill('SIGSTOP');
     const sent = JSON.parse(await runIn(pair.a.netns, cgroup, sender, ['10.200', String(conversations)])) as { sent: number; seconds: number };
-    const sentWithin = (performance.now() - intervalStart) / 1000;
-    if (sentWithin > intervalS - 1) console.error(`warning: sending ended ${sentWithin.toFixed(1)} s into a ${intervalS} s interval; the drain may have split them`);
     const maps = mapMemory(capture.pid!);
+    capture.kill('SIGCONT');
     while (!drains.some((d) => d.conversations > 0)) {
       if (capture.exitCode !== null) throw new Error(`kappa-capture exited ${capture.exitCode} before its drain`);
       await sleep(200);
@@ -135,6 +135,7 @@ async function measure(conversations: number): Promise<(string | number)[]> {
     console.error(`${count(conversations)}: sent ${sent.sent} in ${sent.seconds} s, drained ${drain.conversations}, enriched ${enriched}, maps ${JSON.stringify(Object.fromEntries(maps))}`);
     return [
       count(conversations),
+      mapSize ? count(Number(mapSize)) : 'default (262,144)',
       count(drain.conversations),
       lost ? `${count(lost)} (warned in capture's log, \`kappa_capture_map_overflow_packets_total\`)` : '0',
       count(enriched),
@@ -155,12 +156,12 @@ try {
   // Destinations in 10.200.0.0/16 leave through namespace b's address, which drops them.
   run('ip', ['-n', pair.a.netns, 'route', 'add', '10.200.0.0/16', 'via', pair.b.ipv4]);
   const rows = [];
-  for (const n of sizes) rows.push(await measure(n));
+  for (const row of rowsAsked) rows.push(await measure(row.conversations, row.mapSize));
   const markdown = [
-    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval; capture (NATS sink, flow map of ${mapSize || 'its default 262,144'} conversations) and process-enricher restarted for each N. Map memory is \`bytes_memlock\` from \`bpftool map show\` just before the drain; RSS is read once every record of that drain has reached \`kappa.flow.enriched.<node>\`.`,
+    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on); capture (NATS sink) and process-enricher restarted for each row. Map memory is \`bytes_memlock\` from \`bpftool map show\` just before the drain; RSS is read once every record of that drain has reached \`kappa.flow.enriched.<node>\`.`,
     '',
     table(
-      ['conversations sent', 'records drained', 'packets not counted (map full)', 'records enriched', 'kappa_flows map, MiB', 'all capture maps, MiB', 'drain wall / CPU, s', 'capture RSS now / peak, MiB', 'enricher RSS now / peak, MiB'],
+      ['conversations sent', 'flow map size (--max-conversations)', 'records drained', 'packets not counted (map full)', 'records enriched', 'kappa_flows map, MiB', 'all capture maps, MiB', 'drain wall / CPU, s', 'capture RSS now / peak, MiB', 'enricher RSS now / peak, MiB'],
       rows,
     ),
     '',

@@ -55,7 +55,11 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
  * on SIGINT, which a SIGKILL would leave behind on bpffs.
  */
 export async function stopAll(children: readonly ChildProcess[], graceMs = 15_000): Promise<void> {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+  for (const child of children) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    child.kill('SIGINT');
+    child.kill('SIGCONT'); // a stopped process (bench:state pauses capture) handles SIGINT only then
+  }
   const timer = setTimeout(() => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }, graceMs);
