@@ -42,7 +42,7 @@ const children: ChildProcess[] = [];
 const hostsPerPhase = rates.map((rate) => Math.ceil((rate * seconds * 1.2) / 64_512));
 
 /** Conversations to the churn server seen on the enriched subject, per vantage (client port as key). */
-const seen = { src: new Set<string>(), dst: new Set<string>(), records: 0, withProcess: { src: 0, dst: 0 } };
+const seen = { src: new Map<string, string[]>(), dst: new Map<string, string[]>(), records: 0, unspecified: 0, withProcess: { src: 0, dst: 0 } };
 
 function service(bin: string, args: string[]): ChildProcess {
   const child = spawn(process.execPath, [join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -76,9 +76,16 @@ try {
       for (const r of decodeFlowBatch(batch).records) {
         if (r.dst?.port !== serverPort) continue;
         seen.records++;
+        if (r.vantage !== 1 && r.vantage !== 2) {
+          seen.unspecified++;
+          continue;
+        }
         const end = r.vantage === 1 ? 'src' : 'dst';
         if ((end === 'src' ? r.src : r.dst)?.process?.name) seen.withProcess[end]++;
-        seen[end].add(`${r.src?.ip}:${r.src?.port}`);
+        const key = `${r.src?.ip}:${r.src?.port}`;
+        // What each record said, for the report when the two ends do not pair up.
+        const said = `${r.src?.ip}:${r.src?.port}→${r.dst?.ip}:${r.dst?.port} ${r.packets}/${r.reversePackets} pkts flags ${r.tcp?.flags} pid ${(end === 'src' ? r.src : r.dst)?.process?.pid}`;
+        seen[end].set(key, [...(seen[end].get(key) ?? []), said]);
       }
     }
   };
@@ -141,6 +148,8 @@ try {
     console.error(`phase ${rate}/s: ${JSON.stringify(phase)}; enriched conversations src ${seen.src.size} dst ${seen.dst.size} of ${made}`);
   }
 
+  const unpaired = [...[...seen.src].filter(([k]) => !seen.dst.has(k)), ...[...seen.dst].filter(([k]) => !seen.src.has(k))];
+  for (const [key, said] of unpaired.slice(0, 10)) console.error(`only one end of ${key}: ${said.join(' | ')}`);
   const markdown = [
     `Phases of ${seconds} s; capture drains every ${values.interval}. "Conversations" are the distinct client (address, port) pairs among the records to the server port that reached \`kappa.flow.enriched.${node}\`, counted per vantage: client end (SRC) and server end (DST). Totals are cumulative; a phase's window runs from its first connection to the last record of its connections arriving on that subject; CPU is over that window.`,
     '',
@@ -149,7 +158,7 @@ try {
       rows,
     ),
     '',
-    `${seen.records.toLocaleString('en-US')} records in all (a connection that spans a drain gives one record per interval per end); the enricher filled in the local process name on ${seen.withProcess.src.toLocaleString('en-US')} client-end and ${seen.withProcess.dst.toLocaleString('en-US')} server-end records.`,
+    `${seen.records.toLocaleString('en-US')} records in all (a connection that spans a drain gives one record per interval per end); ${seen.unspecified} with no vantage; ${unpaired.length} conversations seen at one end only; the enricher filled in the local process name on ${seen.withProcess.src.toLocaleString('en-US')} client-end and ${seen.withProcess.dst.toLocaleString('en-US')} server-end records.`,
     '',
     machineLine(),
   ].join('\n');
