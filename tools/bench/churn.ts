@@ -33,8 +33,8 @@ requireBuild('bench:churn', ['apps/capture/dist/main.js', 'apps/process-enricher
 
 const node = 'kbd-churn';
 const serverPort = 7000;
-const churn = buildHelper('churn');
 const work = mkdtempSync(join(tmpdir(), 'kbd-churn-'));
+const churn = buildHelper('churn', work);
 const cgroup = new TestCgroup('kbd-churn');
 const pair = await VethPair.create({ prefix: 'kbd-', subnet: 42, cgroup });
 const nats = await startNatsServer();

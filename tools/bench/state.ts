@@ -26,8 +26,8 @@ const rowsAsked = values.conversations.split(',').map((row) => {
 });
 requireBuild('bench:state', ['apps/capture/dist/main.js', 'apps/process-enricher/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
-const sender = buildHelper('udp-conversations');
 const work = mkdtempSync(join(tmpdir(), 'kbd-state-'));
+const sender = buildHelper('udp-conversations', work);
 const cgroup = new TestCgroup('kbd-state');
 const pair = await VethPair.create({ prefix: 'kbd-', subnet: 43, cgroup });
 const nats = await startNatsServer();

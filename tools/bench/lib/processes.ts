@@ -2,8 +2,7 @@
 // an exit, compile a C helper, refuse to run without a build, and a median.
 import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './report.mjs';
 
@@ -35,9 +34,9 @@ export function requireBuild(scenario: string, paths: string[]): void {
   }
 }
 
-/** Compiles tools/bench/<name>.c into a temporary folder; returns the binary's path. */
-export function buildHelper(name: string): string {
-  const out = join(mkdtempSync(join(tmpdir(), 'kbd-helper-')), name);
+/** Compiles tools/bench/<name>.c into `dir` (the scenario's temporary folder); returns its path. */
+export function buildHelper(name: string, dir: string): string {
+  const out = join(dir, name);
   execFileSync('cc', ['-O2', '-Wall', '-o', out, join(repoRoot, 'tools/bench', `${name}.c`)], { stdio: 'inherit' });
   return out;
 }
