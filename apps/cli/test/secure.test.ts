@@ -168,13 +168,13 @@ describe('kappa tags against a TLS, mutual-TLS, token KubeTags', () => {
     expect(noToken.stderr).toMatch(/UNAUTHENTICATED|missing or wrong bearer token/);
   });
 
-  it('answers with every flag, or with the KAPPA_CONFIG file keys (no cluster: the IP is not known)', async () => {
+  it('answers with every flag, or with the KAPPA_CONFIG file keys tagger, tlsCa, tlsCert, tlsKey, tokenFile (no cluster: the IP is not known)', async () => {
     const flagged = await tags(allFlags());
     expect(flagged).toMatchObject({ code: 1, stderr: '' });
     expect(flagged.stdout).toBe('10.9.9.9\tnot known to the tagger\n');
     const upJson = join(dir, 'tags-up.json');
-    writeFileSync(upJson, JSON.stringify({ tlsCa: tls.caFile, tlsCert: tls.clientCertFile, tlsKey: tls.clientKeyFile, tokenFile }));
-    const configured = await tags([], { KAPPA_CONFIG: upJson });
+    writeFileSync(upJson, JSON.stringify({ tagger: taggerAddress, tlsCa: tls.caFile, tlsCert: tls.clientCertFile, tlsKey: tls.clientKeyFile, tokenFile }));
+    const configured = await runKappa(['tags', '10.9.9.9'], { KAPPA_CONFIG: upJson });
     expect(configured).toMatchObject({ code: 1, stderr: '' });
     expect(configured.stdout).toBe('10.9.9.9\tnot known to the tagger\n');
   });

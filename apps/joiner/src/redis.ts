@@ -73,7 +73,7 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
   const password = settings.password ?? (url.password ? decodeURIComponent(url.password) : undefined);
   if (user) options.username = user;
   if (password) options.password = password;
-  if (settings.tlsCert !== undefined !== (settings.tlsKey !== undefined)) {
+  if ((settings.tlsCert !== undefined) !== (settings.tlsKey !== undefined)) {
     throw new RedisTlsError('--redis-tls-cert and --redis-tls-key go together: set both or neither');
   }
   if (redisLinkSecurity(settings).tls) {

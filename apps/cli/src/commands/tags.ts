@@ -14,7 +14,7 @@ const USAGE = `Usage: kappa tags <ip|container-id> [--tagger host:port] [--outpu
                   [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--token-file FILE]
 
 Shows the Kubernetes tags a running k8s-tagger has for an IP address or a container id.
-  --tagger      the tagger's gRPC address (KAPPA_TAGGER) [default: ${DEFAULT_TAGGER}]
+  --tagger      the tagger's gRPC address (KAPPA_TAGGER; key tagger of the config file) [default: ${DEFAULT_TAGGER}]
   --output      table or json [default: table]
   --at          answer as of this time (a pod IP may have been reused) [default: now]
   --tls-ca      CA file that signed the tagger's certificate: speak TLS (KAPPA_TLS_CA)
@@ -44,16 +44,18 @@ interface TagsArgs {
 const securityFlags = { '--tls-ca': 'caFile', '--tls-cert': 'certFile', '--tls-key': 'keyFile', '--token-file': 'tokenFile' } as const;
 const securityKeys = { caFile: ['tlsCa', 'KAPPA_TLS_CA'], certFile: ['tlsCert', 'KAPPA_TLS_CERT'], keyFile: ['tlsKey', 'KAPPA_TLS_KEY'], tokenFile: ['tokenFile', 'KAPPA_TOKEN_FILE'] } as const;
 
-/** TLS and token settings from the environment, then the config file (flags override both). */
-function securityDefaults(env: TagsIo['env'], configFile: string | undefined): GrpcClientSecurity {
-  let fromFile: Record<string, unknown> = {};
-  if (configFile) {
-    try {
-      fromFile = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-    } catch (cause) {
-      throw new UsageError(`cannot read the config file ${configFile}: ${(cause as Error).message}`);
-    }
+/** The --config / KAPPA_CONFIG file (.kappa/up.json while `npm run up` runs), or {}. */
+function readConfigFile(configFile: string | undefined): Record<string, unknown> {
+  if (!configFile) return {};
+  try {
+    return JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  } catch (cause) {
+    throw new UsageError(`cannot read the config file ${configFile}: ${(cause as Error).message}`);
   }
+}
+
+/** TLS and token settings from the environment, then the config file (flags override both). */
+function securityDefaults(env: TagsIo['env'], fromFile: Record<string, unknown>): GrpcClientSecurity {
   const security: GrpcClientSecurity = {};
   for (const [field, [key, variable]] of Object.entries(securityKeys) as [keyof GrpcClientSecurity, readonly [string, string]][]) {
     const value = env[variable] || (typeof fromFile[key] === 'string' ? fromFile[key] : undefined);
@@ -71,7 +73,7 @@ function parseAt(raw: string): bigint {
 
 function parseArgs(argv: readonly string[], env: TagsIo['env']): TagsArgs {
   const positional: string[] = [];
-  let tagger = env.KAPPA_TAGGER ?? DEFAULT_TAGGER;
+  let tagger: string | undefined;
   let output: 'table' | 'json' = 'table';
   let atNs = 0n;
   let configFile = env.KAPPA_CONFIG;
@@ -96,8 +98,10 @@ function parseArgs(argv: readonly string[], env: TagsIo['env']): TagsArgs {
     else positional.push(arg);
   }
   if (positional.length !== 1) throw new UsageError('expected exactly one IP address or container id');
+  const fromFile = readConfigFile(configFile);
+  tagger ??= env.KAPPA_TAGGER ?? (typeof fromFile.tagger === 'string' ? fromFile.tagger : DEFAULT_TAGGER);
   if (!/^[^:\s]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/.test(tagger)) throw new UsageError(`invalid --tagger "${tagger}": expected host:port`);
-  return { key: positional[0]!, tagger, output, atNs, security: { ...securityDefaults(env, configFile), ...flagged } };
+  return { key: positional[0]!, tagger, output, atNs, security: { ...securityDefaults(env, fromFile), ...flagged } };
 }
 
 async function lookup(address: string, request: LookupRequest, security: GrpcClientSecurity, timeoutMs = 5000): Promise<LookupResponse> {
