@@ -4,9 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-// @ts-expect-error: a plain .mjs script of tools/, without type declarations
-import * as upPlanModule from '../../../tools/up-plan.mjs';
 import { workspaceRoot } from '../src/services.js';
 
 interface Plan {
@@ -17,6 +16,8 @@ interface Plan {
   upJson: Record<string, string>;
   warnings: string[];
 }
+// A plain .mjs script of tools/ (no types, not a workspace package): loaded by its path.
+const upPlanModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'tools/up-plan.mjs')).href);
 const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlaintext } = upPlanModule as {
   ensureCredentials(state: string): Record<string, string>;
   ensureTlsMaterial(root: string, state: string): Record<string, string>;
