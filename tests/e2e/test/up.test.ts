@@ -110,7 +110,7 @@ describe('npm run up', () => {
     expect(mine[0]!.dst).toMatchObject({ ip: '127.0.0.1', port });
   }, 90_000);
 
-  it('runs every link over TLS with a login: NATS, Redis and the Observer refuse plaintext and certificate-less clients', async () => {
+  it('runs every link over TLS with a login: NATS, Redis, the Observer and KubeTags refuse plaintext, certificate-less and token-less clients', async () => {
     expect(output).toMatch(/links: mutual TLS with the local CA in .*\.kappa\/tls/);
     const state = join(workspaceRoot, '.kappa');
     const upJson = JSON.parse(readFileSync(join(state, 'up.json'), 'utf8')) as Record<string, string>;
@@ -149,14 +149,15 @@ describe('npm run up', () => {
     expect(await redis({ tls: { ca, cert, key, servername: 'localhost' } })).toMatch(/^refused/);
     expect(await redis({ ...redisLogin, tls: { ca, cert, key, servername: 'localhost' } })).toBe('PING PONG');
 
-    // kappa observe with up.json minus some of its keys: each missing piece is refused.
+    // kappa observe (Observer) and kappa tags (KubeTags) with up.json minus some of its keys:
+    // each missing piece is refused.
     const dir = join(tmpdir(), `ksd-up-cli-${process.pid}`);
     mkdirSync(dir, { recursive: true });
     try {
-      const observeWithout = async (...keys: string[]) => {
+      const cliWithout = async (args: string[], keys: string[]) => {
         const config = join(dir, `without-${keys.join('-') || 'nothing'}.json`);
         writeFileSync(config, JSON.stringify(Object.fromEntries(Object.entries(upJson).filter(([k]) => !keys.includes(k)))));
-        const child = spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), 'observe', '--since=1m', '--output=json', '--connect-timeout=3s'], {
+        const child = spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], {
           env: { ...process.env, KAPPA_CONFIG: config },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
@@ -166,12 +167,20 @@ describe('npm run up', () => {
         const code = await new Promise<number | null>((r) => child.once('exit', r));
         return { code, stderr };
       };
-      expect((await observeWithout()).code).toBe(0);
-      expect((await observeWithout('tlsCa', 'tlsCert', 'tlsKey')).code).not.toBe(0);
-      expect((await observeWithout('tlsCert', 'tlsKey')).code).not.toBe(0);
-      const noToken = await observeWithout('tokenFile');
-      expect(noToken.code).not.toBe(0);
-      expect(noToken.stderr).toMatch(/token|UNAUTHENTICATED/i);
+      for (const command of [
+        ['observe', '--since=1m', '--output=json', '--connect-timeout=3s'],
+        ['tags', '127.0.0.1', '--output=json'],
+      ]) {
+        // With every key the server answers (kappa tags may still say 1: "not known to the tagger").
+        const all = await cliWithout(command, []);
+        expect(all.stderr, command[0]).not.toMatch(/did not answer|cannot reach|token|UNAUTHENTICATED/i);
+        if (command[0] === 'observe') expect(all.code, all.stderr).toBe(0);
+        expect((await cliWithout(command, ['tlsCa', 'tlsCert', 'tlsKey'])).code, command[0]).not.toBe(0);
+        expect((await cliWithout(command, ['tlsCert', 'tlsKey'])).code, command[0]).not.toBe(0);
+        const noToken = await cliWithout(command, ['tokenFile']);
+        expect(noToken.code, command[0]).not.toBe(0);
+        expect(noToken.stderr, command[0]).toMatch(/token|UNAUTHENTICATED/i);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
