@@ -1,0 +1,122 @@
+// One simulated node and the whole pipeline (capture, process-enricher, k8s-tagger without a
+// cluster, joiner, exporter to JSON Lines) as real processes with known metrics ports, for the
+// resource-bound scenarios: a stage stopped, Redis gone, the stream full.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from '@kappa/testing';
+import { logTail, startService } from './services.js';
+import type { RunningService } from './services.js';
+
+/**
+ * The memory limit of every kappa container in infra/k8s/base (limits.memory: 512Mi); the tests
+ * start each service with a V8 heap cap below it so a leak fails as an OOM, not as a slow test.
+ */
+export const SERVICE_MEMORY_LIMIT_BYTES = 512 * 2 ** 20;
+export const SERVICE_HEAP_MIB = 384;
+
+export interface PipelineOptions {
+  natsUrl: string;
+  redisUrl: string;
+  workDir: string;
+  node: string;
+  /** cgroup v2 directory capture attaches to. */
+  cgroup: string;
+  /** Flags every service gets (e.g. --stream-max-bytes: every stage ensures the stream with its own). */
+  common?: string[];
+  capture?: string[];
+  joiner?: string[];
+}
+
+export interface Pipeline {
+  services: Record<'capture' | 'enricher' | 'tagger' | 'joiner' | 'exporter', RunningService>;
+  metricsPorts: Record<string, number>;
+  jsonl: string;
+}
+
+export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
+  const ports: Record<string, number> = {};
+  for (const name of ['capture', 'enricher', 'tagger', 'joiner', 'exporter']) ports[name] = await freePort();
+  const jsonl = join(options.workDir, 'flows.jsonl');
+  const common = [`--nats-url=${options.natsUrl}`, ...(options.common ?? [])];
+  const node = [`--max-old-space-size=${SERVICE_HEAP_MIB}`];
+  const start = (name: string, app: string, args: string[]) => startService(name, app, [...common, `--metrics-port=${ports[name]}`, ...args], options.workDir, node);
+  // Consumers first, so every stage's durable consumer exists before records flow.
+  const exporter = start('exporter', 'exporter', [`--jsonl=${jsonl}`, '--observer=false']);
+  const joiner = start('joiner', 'joiner', [`--redis-url=${options.redisUrl}`, '--instance=ksb-joiner', ...(options.joiner ?? [])]);
+  const tagger = start('tagger', 'k8s-tagger', ['--grpc-port=0', '--grpc-host=127.0.0.1', '--instance=ksb-tagger']);
+  const enricher = start('enricher', 'process-enricher', [`--node=${options.node}`, '--cri-socket=none', '--instance=ksb-enricher']);
+  const capture = start('capture', 'capture', [`--node=${options.node}`, `--cgroup=${options.cgroup}`, `--state-dir=${join(options.workDir, 'capture-state')}`, ...(options.capture ?? [])]);
+  const pipeline = { services: { capture, enricher, tagger, joiner, exporter }, metricsPorts: ports, jsonl };
+  for (const name of Object.keys(ports)) await until(`${name} ready`, async () => ((await readyz(pipeline, name)) ? true : undefined), 60_000, pipeline);
+  return pipeline;
+}
+
+async function readyz(pipeline: Pipeline, name: string): Promise<boolean> {
+  try {
+    return (await fetch(`http://127.0.0.1:${pipeline.metricsPorts[name]}/readyz`)).ok;
+  } catch {
+    return false;
+  }
+}
+
+/** One sample of a service's /metrics: the value of `name` with all of `labels`, summed. */
+export async function metric(pipeline: Pipeline, service: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${pipeline.metricsPorts[service]}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || !/^[a-z_]+[{ ]/.test(line)) continue;
+    const [series, value] = [line.slice(0, line.lastIndexOf(' ')), line.slice(line.lastIndexOf(' ') + 1)];
+    const metricName = series.split('{')[0];
+    if (metricName !== name) continue;
+    if (Object.entries(labels).every(([k, v]) => series.includes(`${k}="${v}"`))) total += Number(value);
+  }
+  return total;
+}
+
+/** Peak resident set of a service so far (VmHWM), in bytes. */
+export function peakRssBytes(service: RunningService): number {
+  const line = readFileSync(`/proc/${service.child.pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmHWM:'));
+  return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) * 1024;
+}
+
+export interface ExportedRecord {
+  vantage: string;
+  protocol: string;
+  src: { ip: string; port?: number };
+  dst: { ip: string; port?: number };
+  packets?: string;
+  joined?: boolean;
+}
+
+export function exportedRecords(pipeline: Pipeline): ExportedRecord[] {
+  if (!existsSync(pipeline.jsonl)) return [];
+  return readFileSync(pipeline.jsonl, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExportedRecord);
+}
+
+export async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, pipeline?: Pipeline): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > end) {
+      const logs = pipeline ? Object.values(pipeline.services).map((s) => `--- ${s.name}\n${logTail(s, 12)}`).join('\n') : '';
+      throw new Error(`timed out waiting for ${what}\n${logs}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** Waits until `count()` has not changed for `quietMs` (the pipeline has delivered what it will). */
+export async function settled(what: string, count: () => number | Promise<number>, quietMs: number, timeoutMs: number, pipeline?: Pipeline): Promise<number> {
+  let last = -1;
+  let since = Date.now();
+  return until(what, async () => {
+    const now = await count();
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+      return undefined;
+    }
+    return Date.now() - since >= quietMs ? now : undefined;
+  }, timeoutMs, pipeline);
+}
