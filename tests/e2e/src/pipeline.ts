@@ -25,6 +25,10 @@ export interface PipelineOptions {
   common?: string[];
   capture?: string[];
   joiner?: string[];
+  /** A smaller V8 heap cap for some services (MiB), so memory held without bound ends the process. */
+  heapMiB?: Partial<Record<'capture' | 'enricher' | 'tagger' | 'joiner' | 'exporter', number>>;
+  /** Node flags of one service (e.g. --trace-gc: its log then shows the live heap after each GC). */
+  nodeArgs?: Partial<Record<'capture' | 'enricher' | 'tagger' | 'joiner' | 'exporter', string[]>>;
 }
 
 export interface Pipeline {
@@ -38,8 +42,9 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   for (const name of ['capture', 'enricher', 'tagger', 'joiner', 'exporter']) ports[name] = await freePort();
   const jsonl = join(options.workDir, 'flows.jsonl');
   const common = [`--nats-url=${options.natsUrl}`, ...(options.common ?? [])];
-  const node = [`--max-old-space-size=${SERVICE_HEAP_MIB}`];
-  const start = (name: string, app: string, args: string[]) => startService(name, app, [...common, `--metrics-port=${ports[name]}`, ...args], options.workDir, node);
+  type Name = keyof NonNullable<PipelineOptions['heapMiB']>;
+  const heap = (name: string) => [`--max-old-space-size=${options.heapMiB?.[name as Name] ?? SERVICE_HEAP_MIB}`, ...(options.nodeArgs?.[name as Name] ?? [])];
+  const start = (name: string, app: string, args: string[]) => startService(name, app, [...common, `--metrics-port=${ports[name]}`, ...args], options.workDir, heap(name));
   // Consumers first, so every stage's durable consumer exists before records flow.
   const exporter = start('exporter', 'exporter', [`--jsonl=${jsonl}`, '--observer=false']);
   const joiner = start('joiner', 'joiner', [`--redis-url=${options.redisUrl}`, '--instance=ksb-joiner', ...(options.joiner ?? [])]);
@@ -71,6 +76,22 @@ export async function metric(pipeline: Pipeline, service: string, name: string, 
     if (Object.entries(labels).every(([k, v]) => series.includes(`${k}="${v}"`))) total += Number(value);
   }
   return total;
+}
+
+/**
+ * The live V8 heap (MB) after each full GC a service started with --trace-gc logged since
+ * `fromLine`: "Mark-Compact 45.1 (60.2) -> 30.2 (62.1) MB" gives 30.2.
+ */
+export function heapAfterFullGcs(service: RunningService, fromLine = 0): number[] {
+  const lines = readFileSync(service.logFile, 'utf8').split('\n').slice(fromLine);
+  return lines.flatMap((l) => {
+    const m = /Mark-Compact[^>]*-> ([\d.]+) \(/.exec(l);
+    return m ? [Number(m[1])] : [];
+  });
+}
+
+export function logLineCount(service: RunningService): number {
+  return readFileSync(service.logFile, 'utf8').split('\n').length - 1;
 }
 
 /** Peak resident set of a service so far (VmHWM), in bytes. */
