@@ -1,10 +1,12 @@
 // One simulated node and the whole pipeline (capture, process-enricher, k8s-tagger without a
 // cluster, joiner, exporter to JSON Lines) as real processes with known metrics ports, for the
 // resource-bound scenarios: a stage stopped, Redis gone, the stream full.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '@kappa/testing';
-import { logTail, startService } from './services.js';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
 
 /**
@@ -105,6 +107,7 @@ export interface ExportedRecord {
   protocol: string;
   src: { ip: string; port?: number };
   dst: { ip: string; port?: number };
+  startNs?: string;
   packets?: string;
   joined?: boolean;
 }
@@ -140,4 +143,76 @@ export async function settled(what: string, count: () => number | Promise<number
     }
     return Date.now() - since >= quietMs ? now : undefined;
   }, timeoutMs, pipeline);
+}
+
+/** capture's test traffic generator; `udp-many HOST N PER_SOCKET` sends N one-datagram conversations. */
+const TRAFFIC = join(workspaceRoot, 'apps/capture/test/fixtures/traffic.mjs');
+
+/**
+ * A node for the scenarios: namespace a sends one-datagram UDP conversations to an address on
+ * the veth that nobody answers (`silentPeer`), from processes in the cgroup capture watches;
+ * private nats-server and redis-server; the pipeline. `destroy` removes all of it.
+ */
+export interface Scenario {
+  pair: VethPair;
+  silentPeer: string;
+  nats: TestServer;
+  redis: TestServer;
+  pipeline: Pipeline;
+  /** Runs one round of `conversations` conversations, `perSocket` per source socket. */
+  sendRound(conversations: number, perSocket: number): Promise<void>;
+  /** Datagrams that left namespace a so far (the kernel's counter, failed sends not in it). */
+  datagramsSent(): number;
+  destroy(): Promise<void>;
+}
+
+export async function startScenario(name: string, subnet: number, options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'>): Promise<Scenario> {
+  const workDir = mkdtempSync(join(tmpdir(), `ksb-${name}-`));
+  const cgroup = new TestCgroup(`ksb-${name}-${process.pid}`);
+  const nodes = cgroup.child('nodes');
+  const servers: TestServer[] = [];
+  let pair: VethPair | undefined;
+  let pipeline: Pipeline | undefined;
+  const destroy = async () => {
+    for (const s of Object.values(pipeline?.services ?? {})) {
+      s.child.kill('SIGCONT'); // a stopped process does not act on SIGKILL until continued
+      await stopService(s, 'SIGKILL');
+    }
+    pair?.destroy();
+    nodes.destroy();
+    cgroup.destroy();
+    for (const server of servers) await server.stop();
+    rmSync(workDir, { recursive: true, force: true });
+  };
+  try {
+    pair = await VethPair.create({ prefix: 'ksb-', subnet, cgroup: nodes });
+    const silentPeer = `10.77.${subnet}.99`;
+    run('ip', ['netns', 'exec', pair.a.netns, 'ip', 'neigh', 'replace', silentPeer, 'lladdr', pair.b.mac, 'dev', pair.a.ifname, 'nud', 'permanent']);
+    const nats = await startNatsServer();
+    servers.push(nats);
+    const redis = await startRedisServer();
+    servers.push(redis);
+    pipeline = await startPipeline({ ...options, natsUrl: nats.url, redisUrl: redis.url, workDir, node: `ksb-${name}-node`, cgroup: cgroup.path });
+    const netns = pair.a.netns;
+    return {
+      pair,
+      silentPeer,
+      nats,
+      redis,
+      pipeline,
+      sendRound: async (conversations, perSocket) => {
+        await runIn(netns, nodes, process.execPath, [TRAFFIC, 'udp-many', silentPeer, String(conversations), String(perSocket)]);
+      },
+      datagramsSent: () => nstat(netns).UdpOutDatagrams ?? 0,
+      destroy,
+    };
+  } catch (error) {
+    await destroy();
+    throw error;
+  }
+}
+
+/** A record of the scenario traffic, as the exporter wrote it. */
+export function isScenarioRecord(scenario: Scenario) {
+  return (r: ExportedRecord) => r.protocol === 'IP_PROTOCOL_UDP' && r.vantage === 'VANTAGE_SRC' && r.dst.ip === scenario.silentPeer;
 }

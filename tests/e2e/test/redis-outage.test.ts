@@ -1,19 +1,14 @@
 // Redis gone for a minute (KAPPA_TEST_REDIS_OUTAGE=150s for the longer run) while a node keeps
 // sending: the joiner naks its input, which waits in JetStream rather than in the joiner's memory;
 // once redis-server is back every conversation is exported exactly once and nothing is counted lost.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { TestCgroup, VethPair, nstat, run, runIn, startNatsServer, startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
-import { SERVICE_MEMORY_LIMIT_BYTES, exportedRecords, heapAfterFullGcs, logLineCount, metric, peakRssBytes, settled, startPipeline, until } from '../src/pipeline.js';
-import type { Pipeline } from '../src/pipeline.js';
-import { kappa, stopService, workspaceRoot } from '../src/services.js';
+import { SERVICE_MEMORY_LIMIT_BYTES, exportedRecords, heapAfterFullGcs, isScenarioRecord, logLineCount, metric, peakRssBytes, settled, startScenario, until } from '../src/pipeline.js';
+import type { Scenario } from '../src/pipeline.js';
+import { kappa } from '../src/services.js';
 
-const UDP_MANY = join(workspaceRoot, 'apps/capture/test/fixtures/traffic.mjs');
 /** 60 s by default: beyond the bus's 30 s ack wait and the joiner's 1 s retry and reconnect backoff. */
 const OUTAGE_MS = parseOutage(process.env['KAPPA_TEST_REDIS_OUTAGE'] ?? '60s');
 const PER_ROUND = 200;
@@ -41,27 +36,10 @@ function rssBytes(pid: number): number {
 }
 
 describe.skipIf(!root)(`Redis down for ${OUTAGE_MS / 1000} s`, () => {
-  const cgroup = new TestCgroup(`ksb-redis-${process.pid}`);
-  const nodes = cgroup.child('nodes');
-  const silentPeer = '10.77.59.99';
-  let pair: VethPair;
-  let nats: TestServer;
-  let redis: TestServer;
-  let workDir: string;
-  let pipeline: Pipeline | undefined;
+  let scenario: Scenario | undefined;
 
   beforeAll(async () => {
-    workDir = mkdtempSync(join(tmpdir(), 'ksb-redis-'));
-    pair = await VethPair.create({ prefix: 'ksb-', subnet: 59, cgroup: nodes });
-    run('ip', ['netns', 'exec', pair.a.netns, 'ip', 'neigh', 'replace', silentPeer, 'lladdr', pair.b.mac, 'dev', pair.a.ifname, 'nud', 'permanent']);
-    nats = await startNatsServer();
-    redis = await startRedisServer();
-    pipeline = await startPipeline({
-      natsUrl: nats.url,
-      redisUrl: redis.url,
-      workDir,
-      node: 'ksb-redis-node',
-      cgroup: cgroup.path,
+    scenario = await startScenario('redis', 59, {
       capture: ['--interval=1s'],
       // Every record waits in Redis for a peer (none comes: the sweeper releases it), so each one
       // goes through the store the outage takes away.
@@ -72,27 +50,21 @@ describe.skipIf(!root)(`Redis down for ${OUTAGE_MS / 1000} s`, () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const s of Object.values(pipeline?.services ?? {})) await stopService(s, 'SIGKILL');
-    pair?.destroy();
-    nodes.destroy();
-    cgroup.destroy();
-    await nats?.stop();
-    await redis?.stop();
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
+    await scenario?.destroy();
   });
 
   it('exports every conversation once after Redis is back, with nothing lost and the backlog in JetStream', { timeout: OUTAGE_MS + 150_000 }, async () => {
-    const p = pipeline!;
+    const { pipeline: p, nats, redis } = scenario!;
     const nc = await connect({ servers: nats.url });
     const jsm = await jetstreamManager(nc);
     try {
       // Truth: datagrams that left namespace a, one conversation each, a round every second.
-      const before = nstat(pair.a.netns);
+      const before = scenario!.datagramsSent();
       let sending = true;
       let rounds = 0;
       const traffic = (async () => {
         while (sending) {
-          await runIn(pair.a.netns, nodes, process.execPath, [UDP_MANY, 'udp-many', silentPeer, String(PER_ROUND), String(PER_SOCKET)]);
+          await scenario!.sendRound(PER_ROUND, PER_SOCKET);
           rounds++;
           await new Promise((r) => setTimeout(r, 1000));
         }
@@ -121,14 +93,14 @@ describe.skipIf(!root)(`Redis down for ${OUTAGE_MS / 1000} s`, () => {
       await new Promise((r) => setTimeout(r, 5000));
       sending = false;
       await traffic;
-      const truth = (nstat(pair.a.netns).UdpOutDatagrams ?? 0) - (before.UdpOutDatagrams ?? 0);
+      const truth = scenario!.datagramsSent() - before;
 
-      const isFlood = (r: { protocol: string; vantage: string; dst: { ip: string } }) => r.protocol === 'IP_PROTOCOL_UDP' && r.vantage === 'VANTAGE_SRC' && r.dst.ip === silentPeer;
+      const isFlood = isScenarioRecord(scenario!);
       await until('the joiner to catch up', async () => ((await jsm.consumers.info('KAPPA_FLOWS', 'joiner')).num_pending === 0 ? true : undefined), 60_000, p);
       const exported = await settled('the exporter to write every record', () => exportedRecords(p).filter(isFlood).length, 5000, 90_000, p);
       const records = exportedRecords(p).filter(isFlood);
       const packets = records.reduce((n, r) => n + Number(r.packets ?? 0), 0);
-      const distinct = new Set(records.map((r) => `${r.src.port} ${r.dst.port} ${(r as { startNs?: string }).startNs}`)).size;
+      const distinct = new Set(records.map((r) => `${r.src.port} ${r.dst.port} ${r.startNs}`)).size;
       const lost = await metric(p, 'capture', 'kappa_capture_records_dropped_total') + await metric(p, 'capture', 'kappa_capture_map_overflow_packets_total');
       const status = await kappa(['status', `--nats-url=${nats.url}`, '--wait=2500ms']);
       const statusLost = status.stdout.split('\n').filter((l) => /^(capture|process-enricher|k8s-tagger|joiner|exporter) /.test(l)).map((l) => Number(l.trim().split(/\s+/).at(-2)));

@@ -3,17 +3,11 @@
 // input, and capture, the only stage with nowhere to keep its input, drops the oldest of its
 // bounded backlog and counts every record it dropped. After SIGCONT: exported + counted lost
 // equals what left the node, and no service's memory grew past its limit.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestCgroup, VethPair, nstat, run, runIn, startNatsServer, startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
-import { SERVICE_MEMORY_LIMIT_BYTES, exportedRecords, metric, peakRssBytes, settled, startPipeline, until } from '../src/pipeline.js';
-import type { Pipeline } from '../src/pipeline.js';
-import { kappa, stopService, workspaceRoot } from '../src/services.js';
+import { SERVICE_MEMORY_LIMIT_BYTES, exportedRecords, isScenarioRecord, metric, peakRssBytes, settled, startScenario, until } from '../src/pipeline.js';
+import type { Scenario } from '../src/pipeline.js';
+import { kappa } from '../src/services.js';
 
-const UDP_MANY = join(workspaceRoot, 'apps/capture/test/fixtures/traffic.mjs');
 const ROUNDS = 24;
 const PER_ROUND = 1000;
 /**
@@ -29,27 +23,10 @@ const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('the e2e tests need root (BPF, namespaces); CI must run them privileged');
 
 describe.skipIf(!root)('a stalled exporter with a full stream', () => {
-  const cgroup = new TestCgroup(`ksb-stall-${process.pid}`);
-  const nodes = cgroup.child('nodes');
-  const silentPeer = '10.77.58.99';
-  let pair: VethPair;
-  let nats: TestServer;
-  let redis: TestServer;
-  let workDir: string;
-  let pipeline: Pipeline | undefined;
+  let scenario: Scenario | undefined;
 
   beforeAll(async () => {
-    workDir = mkdtempSync(join(tmpdir(), 'ksb-stall-'));
-    pair = await VethPair.create({ prefix: 'ksb-', subnet: 58, cgroup: nodes });
-    run('ip', ['netns', 'exec', pair.a.netns, 'ip', 'neigh', 'replace', silentPeer, 'lladdr', pair.b.mac, 'dev', pair.a.ifname, 'nud', 'permanent']);
-    nats = await startNatsServer();
-    redis = await startRedisServer();
-    pipeline = await startPipeline({
-      natsUrl: nats.url,
-      redisUrl: redis.url,
-      workDir,
-      node: 'ksb-stall-node',
-      cgroup: cgroup.path,
+    scenario = await startScenario('stall', 58, {
       common: [`--stream-max-bytes=${STREAM_MAX_BYTES}`],
       capture: ['--interval=500ms', `--max-unsent-batches=${MAX_UNSENT_BATCHES}`],
       joiner: ['--interval=500ms'],
@@ -57,30 +34,21 @@ describe.skipIf(!root)('a stalled exporter with a full stream', () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const s of Object.values(pipeline?.services ?? {})) {
-      s.child.kill('SIGCONT');
-      await stopService(s, 'SIGKILL');
-    }
-    pair?.destroy();
-    nodes.destroy();
-    cgroup.destroy();
-    await nats?.stop();
-    await redis?.stop();
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
+    await scenario?.destroy();
   });
 
   it('counts exactly the records capture had to drop, and every other one is exported after SIGCONT', { timeout: 150_000 }, async () => {
-    const p = pipeline!;
+    const { pipeline: p, nats } = scenario!;
     p.services.exporter.child.kill('SIGSTOP');
 
     // Truth: datagrams that left namespace a (the kernel's counter), one conversation each.
     // Rounds 600 ms apart (more than capture's interval), so each is its own set of records.
-    const before = nstat(pair.a.netns);
+    const before = scenario!.datagramsSent();
     for (let round = 0; round < ROUNDS; round++) {
-      await runIn(pair.a.netns, nodes, process.execPath, [UDP_MANY, 'udp-many', silentPeer, String(PER_ROUND), String(PER_SOCKET)]);
+      await scenario!.sendRound(PER_ROUND, PER_SOCKET);
       await new Promise((r) => setTimeout(r, 600));
     }
-    const truth = (nstat(pair.a.netns).UdpOutDatagrams ?? 0) - (before.UdpOutDatagrams ?? 0);
+    const truth = scenario!.datagramsSent() - before;
 
     await until('capture to drop part of its backlog', async () => ((await metric(p, 'capture', 'kappa_capture_records_dropped_total')) > 0 ? true : undefined), 30_000, p);
     const refused = await metric(p, 'capture', 'kappa_bus_publish_failures_total', { reason: 'stream_full' });
@@ -90,7 +58,7 @@ describe.skipIf(!root)('a stalled exporter with a full stream', () => {
 
     p.services.exporter.child.kill('SIGCONT');
     await until('capture to send its whole backlog', async () => ((await metric(p, 'capture', 'kappa_capture_unsent_batches')) === 0 ? true : undefined), 60_000, p);
-    const isFlood = (r: { protocol: string; vantage: string; dst: { ip: string } }) => r.protocol === 'IP_PROTOCOL_UDP' && r.vantage === 'VANTAGE_SRC' && r.dst.ip === silentPeer;
+    const isFlood = isScenarioRecord(scenario!);
     const exported = await settled('the exporter to write every record', () => exportedRecords(p).filter(isFlood).length, 4000, 60_000, p);
     const floodRecords = exportedRecords(p).filter(isFlood);
     const exportedPackets = floodRecords.reduce((n, r) => n + Number(r.packets ?? 0), 0);
