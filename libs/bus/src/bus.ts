@@ -162,8 +162,8 @@ export class Bus {
 
   /**
    * Refuses (BusPublishError stream_full, counted) a publish on a pipeline hop when KAPPA_FLOWS is
-   * filled beyond that hop's share (STREAM_ADMISSION). The fill is read at most once a second,
-   * grown by what this connection published since (an upper bound of its own share), and read
+   * filled beyond that hop's share (STREAM_ADMISSION). The fill is read at most once a second and
+   * grown by what this connection published since (consumers only take away, so it errs high), and read
    * before every publish once that estimate is within 10 % of the share; JetStream's own limit
    * (discard: new) stays the backstop. A fill that cannot be read lets the publish go to JetStream.
    */
