@@ -143,6 +143,7 @@ export class CaptureLoop {
    */
   private async send(records: FlowRecord[], endNs: bigint): Promise<void> {
     const size = this.options.batchSize ?? 2000;
+    const fresh: FlowBatch[] = [];
     for (let i = 0, part = 0; i < records.length; i += size, part++) {
       // Stable across retries of the same interval: the bus uses it as Nats-Msg-Id.
       const batchId = `${this.options.node}/${endNs}/${part}`;
@@ -150,16 +151,19 @@ export class CaptureLoop {
       // The kernel already forgot these counts. A crash between the drain above and this fsync
       // (the time to build the records: microseconds to a few ms) is the one window that loses.
       this.options.spool?.save(batch);
-      this.unsent.push(batch);
+      fresh.push(batch);
     }
+    // The bound is on what failed sends left behind, never on this drain: a full flow map
+    // (262 144 conversations) is 132 batches, and every one of them gets its try.
     const limit = this.options.maxUnsentBatches ?? 100;
-    while (this.unsent.length > limit) {
+    while (this.unsent.length > 0 && this.unsent.length + fresh.length > limit) {
       const dropped = this.unsent.shift()!;
       this.options.spool?.remove(dropped);
       this.droppedRecords.inc(dropped.records.length);
       this.droppedRecordsTotal += dropped.records.length;
       this.logger.warn({ batchId: dropped.batchId, records: dropped.records.length, droppedTotal: this.droppedRecordsTotal }, 'unsent backlog full: oldest batch dropped; raise --max-unsent-batches or fix the stage NATS refuses for');
     }
+    this.unsent.push(...fresh);
     await this.sendUnsent();
   }
 
