@@ -1,4 +1,4 @@
-// Redis gone for a minute (KAPPA_TEST_REDIS_OUTAGE=150s for the longer run) while a node keeps
+// Redis gone for a minute (`npm run test:outage`: 150 s) while a node keeps
 // sending: the joiner naks its input, which waits in JetStream rather than in the joiner's memory;
 // once redis-server is back every conversation is exported exactly once and nothing is counted lost.
 import { readFileSync } from 'node:fs';
