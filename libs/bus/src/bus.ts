@@ -265,6 +265,8 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     throw new BusConnectError(options.servers, { cause });
   }
   const logger = options.logger;
+  const warning = natsLinkWarning(options, nc.info);
+  if (warning) logger.warn(warning);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') {
@@ -273,6 +275,18 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     }
   })();
   return new Bus(nc, jetstream(nc), await jetstreamManager(nc), options);
+}
+
+/**
+ * The one start warning for a NATS link that is plaintext or that the server lets anyone use,
+ * naming the flags that fix it; undefined for a TLS link the server authenticates.
+ */
+export function natsLinkWarning(options: Pick<BusOptions, 'servers' | 'tls'>, info: { tls_required?: boolean; auth_required?: boolean } | undefined): string | undefined {
+  const tls = options.tls !== undefined || options.servers.some((s) => s.startsWith('tls://')) || info?.tls_required === true;
+  const lacks: string[] = [];
+  if (!tls) lacks.push('plaintext (use tls:// --nats-url and --nats-tls-ca; --nats-tls-cert and --nats-tls-key for mutual TLS)');
+  if (info?.auth_required !== true) lacks.push('unauthenticated: the server lets anyone in (give it users and set --nats-nkey-seed, or --nats-user and --nats-password, or --nats-token)');
+  return lacks.length > 0 ? `the NATS link is ${lacks.join(' and ')}` : undefined;
 }
 
 export { AckPolicy, DeliverPolicy };
