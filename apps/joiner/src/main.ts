@@ -79,8 +79,14 @@ const store = new JoinStore(redis, {
   sweepLeaseMs: config.sweepLease,
 });
 
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}`, logger, registry });
-await bus.ensureStreams();
+const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}`, logger, registry }).catch((error: unknown) => {
+  logger.fatal({ err: error }, 'cannot connect to NATS (check --nats-url and its credentials)');
+  return process.exit(1);
+});
+await bus.ensureStreams().catch((error: unknown) => {
+  logger.fatal({ err: error }, 'cannot create the JetStream streams');
+  return process.exit(1);
+});
 const processor = new JoinProcessor(store, bus, metrics, { instance: config.instance, joinExternal: config.joinExternal, crashHook }, onRedis);
 const sweeper = new Sweeper(store, bus, metrics, { instance: config.instance, roundSize: 256, crashHook }, logger);
 
