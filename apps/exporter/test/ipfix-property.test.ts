@@ -214,7 +214,8 @@ function utf8Prefix(s: string, max: number): string {
   return out;
 }
 
-const strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a string may start with U+FEFF, and it must come back too.
+const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * What differs between one decoded record and its source record (empty when it matches), and how

@@ -7,9 +7,13 @@ import {
   ContractDecodeError,
   FlowRecordSchema,
   IpProtocol,
+  StageStatusSchema,
   Vantage,
+  create,
   decodeFlowBatch,
+  decodeStageStatus,
   encodeFlowBatch,
+  encodeStageStatus,
   equals,
   newFlowBatch,
   newFlowRecord,
@@ -84,5 +88,60 @@ describe('FlowBatch codec under random input', () => {
     );
     expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(prototypeBefore);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+/** Bytes of a protobuf varint. */
+function varint(value: bigint): number[] {
+  const out: number[] = [];
+  let v = value;
+  do {
+    out.push(Number(v & 0x7fn) | (v > 0x7fn ? 0x80 : 0));
+    v >>= 7n;
+  } while (v > 0n);
+  return out;
+}
+
+describe('hostile protobuf shapes', () => {
+  const seed = encodeFlowBatch(newFlowBatch({ batchId: 'seed', records: [newFlowRecord({ node: 'n', src: { ip: '10.0.0.1', port: 1 } })] }));
+  const withPrefix = (piece: number[]) => Uint8Array.from([...piece, ...seed]);
+  const undecodable = (bytes: Uint8Array) => {
+    expect(() => decodeFlowBatch(bytes)).toThrow(ContractDecodeError);
+    expect(() => decodeStageStatus(bytes)).toThrow(ContractDecodeError);
+  };
+
+  it('refuses 100 000 nested groups (a stack bomb) with a ContractDecodeError', () => {
+    // Field 15: the highest whose tag is one byte; unknown to both messages.
+    undecodable(withPrefix(Array<number>(100_000).fill((15 << 3) | 3)));
+  });
+
+  it('keeps 64 nested closed groups of an unknown field as unknown data, and refuses 101', () => {
+    const nested = (depth: number) => [...Array<number>(depth).fill((15 << 3) | 3), ...Array<number>(depth).fill((15 << 3) | 4)];
+    expect(decodeFlowBatch(withPrefix(nested(64))).batchId).toBe('seed');
+    undecodable(withPrefix(nested(101)));
+  });
+
+  it('refuses overlong varints and length prefixes beyond the buffer', () => {
+    undecodable(withPrefix([3 << 3, ...Array<number>(11).fill(0xff), 0x01]));
+    // (protobuf-es reads a length as 32 bits: 2^40 wraps to 0 and decodes; not asserted here.)
+    for (const length of [0x7fff_ffffn, 0xffff_ffffn, (1n << 64n) - 1n, BigInt(seed.length + 1)]) undecodable(withPrefix([(4 << 3) | 2, ...varint(length)]));
+  });
+
+  it('answers random and mutated StageStatus bytes with a status or a ContractDecodeError', () => {
+    const valid = encodeStageStatus(create(StageStatusSchema, { stage: 'joiner', instance: 'j-1', ready: true, lost: { ring: 3n } }));
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 256 }), fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat()).map(([at, value, cut]) => {
+        const bytes = Uint8Array.from(valid);
+        bytes[at % bytes.length] = value;
+        return bytes.subarray(0, cut % (bytes.length + 1));
+      })), (bytes) => {
+        try {
+          decodeStageStatus(bytes);
+        } catch (error) {
+          expect(error).toBeInstanceOf(ContractDecodeError);
+        }
+      }),
+      { numRuns: runs * 10 },
+    );
   });
 });
