@@ -1,0 +1,370 @@
+// Scenario 3 — the pipeline: a generator publishes both vantages of pod-to-pod conversations on two
+// nodes at rising rates through the built process-enricher (one per node) → k8s-tagger → joiner →
+// exporter (JSON Lines), over real nats-server, redis-server and the test Kubernetes API. Per rate:
+// records/s out of the exporter, lag per stage, CPU per process, end-to-end latency p50/p99.
+// Run: npm run bench:pipeline [-- --rates=250,500,1000,2000,4000 --step=40 --all --profile=joiner]
+//   (or env KAPPA_BENCH_RATES, KAPPA_BENCH_STEP, e.g. through `npm run bench`)
+//   --step seconds per rate; --all keeps climbing after a rate is not held (default: stop there);
+//   --profile=<app> runs that service with --cpu-prof and prints its top functions by self time.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
+import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { cgroup2Mount, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
+import { recordId } from '../../apps/capture/src/records.js';
+import { describeCluster } from '../../tests/e2e/src/cluster.js';
+import { logTail, startService, stopService } from '../../tests/e2e/src/services.js';
+import type { RunningService } from '../../tests/e2e/src/services.js';
+import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
+import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
+
+const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
+const RATES = (args.rates ?? process.env.KAPPA_BENCH_RATES ?? '250,500,1000,2000,4000').split(',').map(Number);
+const STEP_S = Number(args.step ?? process.env.KAPPA_BENCH_STEP ?? 40);
+const PODS_PER_NODE = 10;
+/** The generator plays capture with a 1 s interval: one batch per node per second. */
+const TICK_MS = 1000;
+const NODES = ['node-a', 'node-b'] as const;
+type NodeName = (typeof NODES)[number];
+
+const workDir = mkdtempSync(join(tmpdir(), 'kbp-pipeline-'));
+const jsonl = join(workDir, 'flows.jsonl');
+const cgroupRoot = join(cgroup2Mount(), 'kbp-pipeline');
+
+// --- The cluster: 10 pods per node, each a cgroup shaped like kubelet's with one live process in
+// it, so the enricher resolves a real pid → container id and the tagger finds the pod by it.
+interface BenchPod extends Pod {
+  pid: number;
+  cgroupId: bigint;
+  child: ChildProcess;
+}
+
+function makePod(node: NodeName, n: number): BenchPod {
+  const name = `app-${node.slice(-1)}${n}`;
+  const hex = (seed: string, length: number) => Buffer.from(seed.padEnd(length, 'k')).toString('hex').slice(0, length);
+  const uid = `${hex(name, 8)}-0000-4000-8000-${hex(name, 12)}`;
+  const containerId = hex(`kbp-${name}`, 64).padEnd(64, '0');
+  const podSlice = `kubepods-besteffort-pod${uid.replace(/-/g, '_')}.slice`;
+  const cgroup = join(cgroupRoot, node, 'kubepods.slice', 'kubepods-besteffort.slice', podSlice, `cri-containerd-${containerId}.scope`);
+  mkdirSync(cgroup, { recursive: true });
+  const child = spawn('sh', ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec sleep 3600`], { stdio: 'ignore' });
+  const third = node === 'node-a' ? 1 : 2;
+  return {
+    name, namespace: 'shop', node, host: 10 + n, workload: `app-${n % 4}`, workloadKind: 'Deployment', labels: { app: `app-${n % 4}` },
+    netns: '', hostVeth: '', ipv4: `10.244.${third}.${10 + n}`, ipv6: `fd00:244:${third}::${(10 + n).toString(16)}`,
+    uid, containerId, containerName: 'app', cgroup, pid: child.pid ?? 0, cgroupId: statSync(cgroup, { bigint: true }).ino, child,
+  };
+}
+
+const pods = NODES.flatMap((node) => Array.from({ length: PODS_PER_NODE }, (_, n) => makePod(node, n)));
+const nodeInfo = (name: NodeName, third: number) => ({ name, bridge: '', subnet4: `10.244.${third}.0/24`, gateway4: `10.244.${third}.1`, gateway6: `fd00:244:${third}::1`, cgroup: join(cgroupRoot, name) });
+const topology: Topology = {
+  nodes: { 'node-a': nodeInfo('node-a', 1), 'node-b': nodeInfo('node-b', 2) },
+  pods,
+  external: { netns: '', hostVeth: '', ipv4: '203.0.113.9', ipv6: '2001:db8::9' },
+  service: { name: 'app-0', namespace: 'shop', ipv4: '10.96.0.10', port: 80, backend: pods[0]!, targetPort: 8080 },
+  root: cgroupRoot,
+};
+
+// --- Records: conversation k of a rate is client pods[k % 20], port 10000 + k / 20, talking to
+// another pod on :8080 (same node or across); it reports once per tick from each end, as a
+// long-lived connection does every capture interval. endNs is the send time (see BENCHMARKS.md).
+function recordsOf(k: number, startNs: bigint, endNs: bigint): [FlowRecord, FlowRecord] {
+  const client = pods[k % pods.length]!;
+  const server = pods[(k * 7 + 3) % pods.length]!;
+  const peer = server === client ? pods[(k + 1) % pods.length]! : server;
+  const port = 10_000 + Math.floor(k / pods.length);
+  const common = { startNs, endNs, protocol: IpProtocol.TCP, bytes: 18_000n + BigInt(k % 997), packets: 30n, reverseBytes: 240_000n, reversePackets: 180n, observation: 'socket', firstSeenNs: startNs, lastSeenNs: endNs - 1_000_000n };
+  const tcp = { srttUs: 180, minRttUs: 90, retransmits: 0, handshakeUs: 0, flags: 0x18 };
+  const process = (p: BenchPod) => ({ pid: p.pid, name: 'sleep', cgroupId: p.cgroupId });
+  const src = newFlowRecord({ ...common, node: client.node, vantage: Vantage.SRC, src: { ip: client.ipv4, port, process: process(client) }, dst: { ip: peer.ipv4, port: 8080 }, tcp });
+  const dst = newFlowRecord({ ...common, node: peer.node, vantage: Vantage.DST, src: { ip: client.ipv4, port }, dst: { ip: peer.ipv4, port: 8080, process: process(peer) }, tcp });
+  src.id = recordId(src);
+  dst.id = recordId(dst);
+  return [src, dst];
+}
+
+// --- The JSON Lines file, read as it grows: each line's endNs against the moment it was seen.
+class JsonlTail {
+  private offset = 0;
+  private rest = '';
+  lines = 0;
+  joined = 0;
+  latenciesMs: number[] = [];
+  read(): void {
+    let size: number;
+    try {
+      size = statSync(jsonl).size;
+    } catch {
+      return;
+    }
+    if (size <= this.offset) return;
+    const buffer = Buffer.alloc(size - this.offset);
+    const fd = openSync(jsonl, 'r');
+    readSync(fd, buffer, 0, buffer.length, this.offset);
+    closeSync(fd);
+    this.offset = size;
+    const nowMs = Date.now();
+    const text = this.rest + buffer.toString('utf8');
+    const lines = text.split('\n');
+    this.rest = lines.pop() ?? '';
+    for (const line of lines) {
+      const endNs = /"endNs":"(\d+)"/.exec(line)?.[1];
+      if (endNs === undefined) continue;
+      this.lines++;
+      if (line.includes('"joined":true')) this.joined++;
+      this.latenciesMs.push(nowMs - Number(BigInt(endNs) / 1_000_000n));
+    }
+  }
+}
+
+const percentile = (xs: number[], p: number) => {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+const f = (n: number, digits = 0) => (Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
+describeCluster(api, topology);
+const bus = await connectBus({ servers: [nats.url], name: 'bench-pipeline', logger: createLogger('bench', 'warn'), registry: createRegistry('bench') });
+await bus.ensureStreams();
+
+// --- The stages, as real processes from their bundles (dist/main.js; `npm run bench` builds them).
+const profileDir = join(workDir, 'profile');
+function stage(name: string, app: string, extra: string[]): RunningService {
+  const profiled = args.profile === app;
+  if (profiled) process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
+  const service = startService(name, app, [`--nats-url=${nats.url}`, '--metrics-port=0', '--log-level=warn', ...extra], workDir);
+  if (profiled) delete process.env.NODE_OPTIONS;
+  return service;
+}
+const services: RunningService[] = [
+  ...NODES.map((node) => stage(`process-enricher-${node}`, 'process-enricher', [`--node=${node}`, '--cri-socket=none'])),
+  stage('k8s-tagger', 'k8s-tagger', [`--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0']),
+  stage('joiner', 'joiner', [`--redis-url=${redis.url}`, `--interval=${TICK_MS}ms`, '--instance=bench']),
+  stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false']),
+];
+const durables = ['process-enricher-node-a', 'process-enricher-node-b', 'k8s-tagger', 'joiner', 'exporter'];
+/** Every process of the run, and whether its main thread is the one doing the work (Node, Redis). */
+const processes: { name: string; pid: () => number | undefined; mainThread: boolean }[] = [
+  ...services.map((s) => ({ name: s.name.replace('process-enricher-', 'enricher '), pid: () => s.child.pid, mainThread: true })),
+  { name: 'nats-server', pid: () => nats.process.pid, mainThread: false },
+  { name: 'redis-server', pid: () => redis.process.pid, mainThread: true },
+  { name: 'generator', pid: () => process.pid, mainThread: true },
+];
+
+/**
+ * CPU seconds of the whole process, and of its main thread the seconds on a CPU plus the seconds
+ * it was runnable but waiting for one (/proc/<pid>/schedstat): when the two together approach the
+ * wall time, the thread would have used more CPU if it got it (saturated); when they do not, it
+ * spent the rest waiting for I/O.
+ */
+function usage(pid: number | undefined): { cpu: number; wantedCpu: number } {
+  if (pid === undefined) return { cpu: NaN, wantedCpu: NaN };
+  const [running = 0, waiting = 0] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+  return { cpu: cpuSeconds(pid), wantedCpu: (running + waiting) / 1e9 };
+}
+
+async function pendingPerStage(): Promise<number[]> {
+  return Promise.all(durables.map(async (d) => {
+    const info = await bus.jsm.consumers.info(FLOW_STREAM, d).catch(() => undefined);
+    return info ? info.num_pending + info.num_ack_pending : NaN;
+  }));
+}
+
+const tail = new JsonlTail();
+// Read every 100 ms: a line's latency is taken when it is seen, so it is at most 0.1 s late.
+const tailTimer = setInterval(() => tail.read(), 100);
+let published = 0;
+/** Publishes `rate` records/s for `seconds`, one batch per node per tick, on absolute tick times. */
+async function generate(rate: number, seconds: number): Promise<void> {
+  const conversations = Math.max(1, Math.round(rate / 2));
+  const started = Date.now();
+  for (let tick = 0; tick < (seconds * 1000) / TICK_MS; tick++) {
+    const due = started + tick * TICK_MS;
+    if (Date.now() < due) await sleep(due - Date.now());
+    const endNs = BigInt(Date.now()) * 1_000_000n;
+    const byNode: Record<NodeName, FlowRecord[]> = { 'node-a': [], 'node-b': [] };
+    for (let k = 0; k < conversations; k++) {
+      for (const r of recordsOf(k, endNs - BigInt(TICK_MS) * 1_000_000n, endNs)) byNode[r.node as NodeName].push(r);
+    }
+    await Promise.all(NODES.map((node) => bus.publishBatch(subjects.captured(node), newFlowBatch({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs, records: byNode[node] }))));
+    published += conversations * 2;
+  }
+}
+
+interface Step {
+  rate: number;
+  offered: number;
+  out: number;
+  joinedPct: number;
+  p50: number;
+  p99: number;
+  pending: number[];
+  backlog: number;
+  cpu: number[];
+  /** Main thread on a CPU or waiting for one, % of the wall time. */
+  wanted: number[];
+  held: boolean;
+}
+
+async function runStep(rate: number, seconds: number): Promise<Step> {
+  tail.read();
+  const linesBefore = tail.lines;
+  const joinedBefore = tail.joined;
+  tail.latenciesMs = [];
+  const publishedBefore = published;
+  const usageBefore = processes.map((p) => usage(p.pid()));
+  const started = Date.now();
+  await generate(rate, seconds);
+  // One more tick for the last batch to pass through, as a step's records are the ones sent in it.
+  await sleep(TICK_MS);
+  tail.read();
+  const elapsed = (Date.now() - started) / 1000;
+  const usageAfter = processes.map((p) => usage(p.pid()));
+  const out = tail.lines - linesBefore;
+  const step: Step = {
+    rate,
+    offered: (published - publishedBefore) / seconds,
+    out: out / elapsed,
+    joinedPct: out ? (100 * (tail.joined - joinedBefore)) / out : 0,
+    p50: percentile(tail.latenciesMs, 50) / 1000,
+    p99: percentile(tail.latenciesMs, 99) / 1000,
+    pending: await pendingPerStage(),
+    backlog: published - tail.lines,
+    cpu: usageAfter.map((u, i) => (100 * (u.cpu - usageBefore[i]!.cpu)) / elapsed),
+    wanted: usageAfter.map((u, i) => (processes[i]!.mainThread ? (100 * (u.wantedCpu - usageBefore[i]!.wantedCpu)) / elapsed : NaN)),
+    held: false,
+  };
+  // Held: the exporter kept pace (≥ 95 % of what was sent) and no more than three ticks' worth of
+  // records were inside the pipeline at the end (one tick in flight, the rest in queues).
+  step.held = step.out >= 0.95 * step.offered && step.backlog <= 3 * rate * (TICK_MS / 1000);
+  return step;
+}
+
+const steps: Step[] = [];
+let profileFromUs = 0;
+let failure: unknown;
+try {
+  // Warm-up: every stage up (the tagger has synced, the consumers exist) and records coming out.
+  const warmUpEnd = Date.now() + 120_000;
+  await generate(20, 1);
+  while (tail.lines < published) {
+    if (Date.now() > warmUpEnd) throw new Error(`pipeline not flowing after 120 s (${tail.lines} of ${published} out)\n${services.map((s) => `--- ${s.name}\n${logTail(s, 10)}`).join('\n')}`);
+    await sleep(200);
+  }
+  await sleep(3000); // the joiner's wait for the warm-up's last peers
+  profileFromUs = Number(process.hrtime.bigint() / 1000n);
+  for (const rate of RATES) {
+    process.stderr.write(`pipeline: ${rate} records/s for ${STEP_S} s\n`);
+    const step = await runStep(rate, STEP_S);
+    steps.push(step);
+    process.stderr.write(`  out ${step.out.toFixed(0)}/s, p99 ${step.p99.toFixed(2)} s, backlog ${step.backlog}, pending ${step.pending.join('/')}, ${step.held ? 'held' : 'NOT held'}\n`);
+    if (!step.held && args.all === undefined) break;
+  }
+} catch (error) {
+  failure = error;
+} finally {
+  clearInterval(tailTimer);
+  await Promise.all(services.map((s) => stopService(s)));
+  await bus.close();
+  await Promise.all([nats.stop(), redis.stop(), api.close()]);
+  for (const pod of pods) pod.child.kill('SIGKILL');
+  await sleep(200);
+  for (const pod of pods) removeCgroupTree(pod.cgroup);
+}
+
+function removeCgroupTree(leaf: string): void {
+  // Leaf first, then each parent up to our root, which may still hold other pods' slices.
+  for (let dir = leaf; dir.startsWith(cgroupRoot); dir = join(dir, '..')) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      break;
+    }
+  }
+}
+try {
+  rmdirSync(cgroupRoot);
+} catch {
+  // Left for the next run (a process still exiting); it holds no processes.
+}
+
+if (args.profile) printProfile(profileFromUs);
+rmSync(workDir, { recursive: true, force: true });
+if (failure) throw failure;
+
+const held = steps.filter((s) => s.held);
+const best = held.at(-1);
+const firstMiss = steps.find((s) => !s.held);
+const stageNames = ['enricher a', 'enricher b', 'tagger', 'joiner', 'exporter'];
+const saturated = firstMiss ? stageNames[firstMiss.pending.indexOf(Math.max(...firstMiss.pending.map((n) => (Number.isNaN(n) ? -1 : n))))] : undefined;
+const markdown = [
+  `Command: \`npm run bench:pipeline${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\` (${STEP_S} s per rate, one batch per node per ${TICK_MS / 1000} s tick, ${pods.length} pods on 2 nodes)`,
+  '',
+  `**Highest rate held: ${best ? `${f(best.rate)} records/s` : 'none of the rates tried'}**${firstMiss ? `; at ${f(firstMiss.rate)} records/s the queue grew in front of the **${saturated}**` : ''}.`,
+  '',
+  table(
+    ['sent, records/s', 'out of exporter, records/s', 'joined', 'latency p50, s', 'latency p99, s', 'batches pending at the end: enricher a / b, tagger, joiner, exporter', 'records inside at the end', 'held'],
+    steps.map((s) => [f(s.offered), f(s.out), `${f(s.joinedPct, 1)} %`, f(s.p50, 2), f(s.p99, 2), s.pending.map((n) => f(n)).join(' / '), f(s.backlog), s.held ? 'yes' : '**no**']),
+  ),
+  '',
+  'CPU per process, % of one core (and, after the slash, its main thread on a CPU or waiting for one, % of the wall time):',
+  '',
+  table(
+    ['sent, records/s', ...processes.map((p) => p.name)],
+    steps.map((s) => [f(s.offered), ...s.cpu.map((c, i) => (Number.isNaN(s.wanted[i]!) ? f(c) : `${f(c)} / ${f(s.wanted[i]!)}`))]),
+  ),
+  '',
+  'CPU milliseconds per 1 000 records, at the rates held (each stage handled every record sent):',
+  '',
+  table(
+    ['sent, records/s', ...processes.map((p) => p.name)],
+    held.map((s) => [f(s.offered), ...s.cpu.map((c) => f((c * 10 * 1000) / s.offered))]),
+  ),
+  '',
+  machineLine(),
+].join('\n');
+console.log(markdown);
+writeSection('pipeline', markdown);
+
+/**
+ * The profiled service's CPU time by where it went, from the .cpuprofile it wrote at exit: only
+ * samples taken during the steps (V8 stamps samples with the monotonic clock that hrtime reads),
+ * idle excluded; grouped by package, then the top functions by self time.
+ */
+function printProfile(fromUs: number): void {
+  const dir = existsSync(profileDir) ? readdirSync(profileDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.cpuprofile')) : [];
+  if (dir.length === 0) console.log(`no CPU profile written: --profile=${args.profile} names no stage (process-enricher, k8s-tagger, joiner, exporter)`);
+  for (const { name: file } of dir) {
+    interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
+    const profile = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] };
+    const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+    const byFunction = new Map<string, number>();
+    const byGroup = new Map<string, number>();
+    const add = (map: Map<string, number>, key: string, ms: number) => map.set(key, (map.get(key) ?? 0) + ms);
+    let at = profile.startTime;
+    profile.samples.forEach((id, i) => {
+      const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+      at += profile.timeDeltas[i] ?? 0;
+      const frame = byId.get(id);
+      if (at < fromUs || !frame || frame.functionName === '(idle)') return;
+      const url = frame.url.replace(/^file:\/\/.*\/node_modules\//, '').replace(/^file:\/\/.*\/apps\//, 'apps/');
+      add(byFunction, `${frame.functionName || '(anonymous)'} ${url}:${frame.lineNumber + 1}`, ms);
+      const group = /^\(/.test(frame.functionName) && url === '' ? frame.functionName : /^apps\//.test(url) ? 'kappa (the bundle)' : url.startsWith('node:') || url === '' ? 'Node internals and natives' : url.split('/').slice(0, url.startsWith('@') ? 2 : 1).join('/');
+      add(byGroup, group, ms);
+    });
+    const total = [...byGroup.values()].reduce((a, b) => a + b, 0);
+    const top = (map: Map<string, number>, n: number) => [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, ms]) => `${f((100 * ms) / total, 1).padStart(5)} %  ${k}`).join('\n');
+    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms of samples, idle excluded\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}`;
+    console.log(text);
+    writeFileSync(join(tmpdir(), `kbp-profile-${args.profile}.txt`), text);
+  }
+}
