@@ -74,6 +74,11 @@ describe('FlowBatch codec under random input', () => {
     fc.assert(
       fc.property(fc.array(record, { maxLength: 8 }), text, (records, batchId) => {
         const batch = newFlowBatch({ batchId, records: records.map((r) => newFlowRecord(r as Parameters<typeof newFlowRecord>[0])) });
+        // A batch_id with a control character cannot become a Nats-Msg-Id: refused (see below).
+        if (/[\u0000-\u001f\u007f]/.test(batchId)) {
+          expect(() => decodeFlowBatch(encodeFlowBatch(batch))).toThrow(ContractDecodeError);
+          return;
+        }
         const decoded = decodeFlowBatch(encodeFlowBatch(batch));
         expect(decoded.batchId).toBe(batchId);
         expect(decoded.records.length).toBe(records.length);
@@ -131,6 +136,25 @@ describe('hostile protobuf shapes', () => {
     expect(decoded.batchId).toBe('\ufeffid');
     expect(decoded.records[0]!.node).toBe('a\ufffd');
     expect(decoded.records[0]!.id).toBe('\ufffdb');
+  });
+
+  it('refuses a batch_id with CR, LF or another control character, which no Nats-Msg-Id header can carry', () => {
+    // Found by the subject fuzz test: mutated seeds whose batch_id the joiner could never publish
+    // under (BusPublishError "'header' values cannot contain \\r or \\n"), redelivered forever.
+    for (const batchId of ['no\rends', 'no-\n\u0007no', 'jo\rends', 'tab\there', 'nul\u0000', 'del\u007f']) {
+      const bytes = encodeFlowBatch(newFlowBatch({ batchId, records: [newFlowRecord({ id: 'r' })] }));
+      expect(() => decodeFlowBatch(bytes), JSON.stringify(batchId)).toThrow(ContractDecodeError);
+      try {
+        decodeFlowBatch(bytes);
+      } catch (error) {
+        // The reason goes into a DLQ header: quoted, never a raw CR or LF.
+        expect((error as Error).message).not.toMatch(/[\r\n]/);
+        expect((error as Error).message).toContain('control character');
+      }
+    }
+    for (const batchId of ['', 'capture:node-a:42', 'é😀\u0080\u2028']) {
+      expect(decodeFlowBatch(encodeFlowBatch(newFlowBatch({ batchId }))).batchId).toBe(batchId);
+    }
   });
 
   it('refuses 100 000 nested groups (a stack bomb) with a ContractDecodeError', () => {

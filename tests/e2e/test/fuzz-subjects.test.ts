@@ -89,6 +89,9 @@ function flowSeeds(): Uint8Array[] {
     batch('proto', [record(6, { src: { ip: '10.0.0.9', kube: { labels: { __proto__: 'x', constructor: 'y', prototype: 'z', toString: 'w' } } } })]),
     batch('unicode', [record(7, { node: '😀'.repeat(50), id: 'é\u0000\uffff', dst: { ip: 'not an ip', port: 70000 } })]),
     batch('no-ends', [newFlowRecord({ id: 'bare' })]),
+    // Regression: a CR in the batch id made the joiner's publish fail and the batch come back
+    // forever; now it is undecodable and goes to the DLQ.
+    batch('no\rends', [record(8)]),
   ];
 }
 
