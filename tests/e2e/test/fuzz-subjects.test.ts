@@ -217,9 +217,18 @@ describe(`${perSubject} hostile buffers on every subject the services consume`, 
       const decodable = perSubject - undecodable;
 
       const dlqOf = async (s: string) => ((await dlqCounts()).get(s) ?? 0) - (dlqBefore.get(s) ?? 0);
+      // A decodable batch whose handler fails comes back forever: stop at the first one.
+      const noHandlerFailures = async () => {
+        const now = await Promise.all(services.map((s) => metric(s, 'kappa_bus_handler_failures_total')));
+        if (now.some((n, i) => n !== failuresBefore[i])) throw new Error(`handler failures ${JSON.stringify(failuresBefore)} → ${JSON.stringify(now)}: a decodable batch cannot be handled\n${services.map((s) => `--- ${s.name}\n${logTail(s, 5)}`).join('\n')}`);
+      };
       await until(
         `${stage} to take all ${perSubject} buffers`,
-        async () => (await metric(target, 'kappa_bus_consumed_batches_total')) - consumedBefore + (await dlqOf(stage)) >= perSubject && (await idle(target)),
+        async () => {
+          await noHandlerFailures();
+          const taken = (await metric(target, 'kappa_bus_consumed_batches_total')) - consumedBefore + (await dlqOf(stage));
+          return taken >= perSubject && (await idle(target));
+        },
         drainMs,
         async () => `consumed ${(await metric(target, 'kappa_bus_consumed_batches_total')) - consumedBefore}, DLQ ${await dlqOf(stage)}, expected ${decodable} + ${undecodable}`,
       );
