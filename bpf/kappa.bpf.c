@@ -259,6 +259,22 @@ static __always_inline bool in_target_cgroup(void)
 	       kappa_config.target_cgroup_id;
 }
 
+/* A socket created before capture attached has no owner: sock_create never saw it, and the
+ * connections a listener of that age accepts inherit nothing. The first send or receive on such
+ * a conversation runs in its process's context, so its flow takes the owner from there. */
+static __always_inline void claim_unowned_flow(const void *sk)
+{
+	struct kappa_flow_key key = {};
+	if (key_from_kernel_sock(&key, sk))
+		return;
+	struct kappa_flow_stats *st = bpf_map_lookup_elem(&kappa_flows, &key);
+	if (!st || st->pid)
+		return;
+	st->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(st->comm, sizeof(st->comm));
+	st->pid = bpf_get_current_pid_tgid() >> 32;
+}
+
 SEC("tracepoint/sock/sock_send_length")
 int kappa_sock_send(struct trace_event_raw_sock_msg_length *ctx)
 {
@@ -266,6 +282,7 @@ int kappa_sock_send(struct trace_event_raw_sock_msg_length *ctx)
 		return 0;
 	if (!in_target_cgroup())
 		return 0;
+	claim_unowned_flow(ctx->sk);
 	__u64 sk = (__u64)ctx->sk;
 	/* The response time runs from the first send of a request, not from its last chunk. */
 	struct kappa_pending_request request = { .sent_ns = bpf_ktime_get_ns() };
@@ -280,6 +297,8 @@ int kappa_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
 		return 0;
 	if (ctx->family != AF_INET && ctx->family != AF_INET6)
 		return 0;
+	if (in_target_cgroup())
+		claim_unowned_flow(ctx->sk);
 	__u64 sk = (__u64)ctx->sk;
 	struct kappa_pending_request *request = bpf_map_lookup_elem(&kappa_pending, &sk);
 	if (!request)

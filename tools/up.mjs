@@ -1,5 +1,7 @@
 // Runs kappa on this host: a private nats-server (JetStream) and redis-server on loopback on
 // non-default ports, then the five services as separate processes with prefixed, coloured logs.
+// Every link is mutual TLS with a login (a local CA in .kappa/tls, made on the first run; secrets
+// in .kappa/credentials.json) unless `npm run up -- --plaintext` or KAPPA_PLAINTEXT=1.
 // Ctrl-C stops everything in order: capture first (it drains once more and detaches its BPF
 // programs), the rest of the pipeline, then Redis and NATS.
 import { spawn } from 'node:child_process';
@@ -7,6 +9,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { ensureCredentials, ensureTlsMaterial, upPlan, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const state = resolve(root, '.kappa');
@@ -17,6 +20,20 @@ const node = process.env.KAPPA_NODE ?? hostname();
 mkdirSync(resolve(state, 'nats'), { recursive: true });
 mkdirSync(resolve(state, 'redis'), { recursive: true });
 writeFileSync(resolve(state, 'up.pid'), String(process.pid));
+const plaintext = wantsPlaintext(process.argv.slice(2), process.env);
+const plan = upPlan({
+  root,
+  state,
+  natsPort,
+  redisPort,
+  plaintext,
+  credentials: ensureCredentials(state),
+  tls: plaintext ? undefined : ensureTlsMaterial(root, state),
+  jsonl,
+  node,
+});
+const { natsConfigFile } = writePlanFiles(state, plan);
+for (const warning of plan.warnings) console.log(`\x1b[31mkappa: ${warning}\x1b[0m`);
 
 const colours = [36, 33, 35, 32, 34, 31, 90];
 const children = [];
@@ -74,8 +91,8 @@ async function waitForOutput(entry, pattern, timeoutMs = 15_000) {
   });
 }
 
-const nats = start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', resolve(state, 'nats')]);
-const redis = start('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--dir', resolve(state, 'redis'), '--save', '60 1', '--protected-mode', 'no']);
+const nats = start('nats-server', 'nats-server', ['-c', natsConfigFile]);
+const redis = start('redis-server', 'redis-server', plan.redisArgs);
 try {
   await Promise.all([waitForOutput(nats, /Server is ready/), waitForOutput(redis, /Ready to accept connections/)]);
 } catch (error) {
@@ -84,18 +101,14 @@ try {
   process.exit(1);
 }
 
-const env = {
-  KAPPA_NATS_URL: `nats://127.0.0.1:${natsPort}`,
-  KAPPA_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
-  KAPPA_JSONL: jsonl,
-  KAPPA_NODE: node,
-};
 const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
-for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], env);
+for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.env);
 
-// The CLI reads this while up runs, so `npx kappa status` finds this NATS without flags.
-writeFileSync(resolve(state, 'up.json'), `${JSON.stringify({ natsUrl: env.KAPPA_NATS_URL, server: '127.0.0.1:9481', tagger: '127.0.0.1:9480' }, null, 2)}\n`);
+// The CLI reads this while up runs, so `npx kappa status` finds this NATS (and its certificates
+// and login) without flags.
+writeFileSync(resolve(state, 'up.json'), `${JSON.stringify(plan.upJson, null, 2)}\n`, { mode: 0o600 });
 console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
+console.log(plaintext ? 'links: PLAINTEXT (--plaintext)' : `links: mutual TLS with the local CA in ${resolve(state, 'tls')}, logins in ${resolve(state, 'credentials.json')}`);
 console.log('watch them with: npx kappa observe --follow   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
 
 let stopping = false;

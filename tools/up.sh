@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm run up`: the whole of kappa on this host. Installs what is missing, builds (BPF included),
 # then hands over to tools/up.mjs, which runs NATS, Redis and the five services until Ctrl-C.
+# `npm run up -- --plaintext` (or KAPPA_PLAINTEXT=1) runs the links without TLS, with a warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -f .kappa/up.pid ]] && kill -0 "$(cat .kappa/up.pid)" 2>/dev/null; then
@@ -12,4 +13,4 @@ bash tools/ensure-node-modules.sh
 export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false
 export PATH="$PWD/node_modules/.bin:$PATH"
 nx run-many -t build --outputStyle=static
-exec node tools/up.mjs
+exec node tools/up.mjs "$@"

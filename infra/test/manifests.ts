@@ -1,7 +1,8 @@
 // Renders Kustomize overlays with the real kubectl and gives typed access to what the tests check.
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 
 export const workspaceRoot = resolve(import.meta.dirname, '../..');
@@ -17,6 +18,8 @@ export interface KubeObject {
 export interface Container {
   name: string;
   image?: string;
+  command?: string[];
+  args?: string[];
   env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string }; configMapKeyRef?: { name: string; key: string } } }[];
   envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
   livenessProbe?: Record<string, unknown>;
@@ -40,7 +43,13 @@ export interface PodSpec {
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
   containers: Container[];
   initContainers?: Container[];
-  volumes?: { name: string; hostPath?: { path: string } }[];
+  volumes?: {
+    name: string;
+    hostPath?: { path: string };
+    secret?: { secretName: string; items?: { key: string; path: string }[] };
+    configMap?: { name: string };
+    emptyDir?: { medium?: string };
+  }[];
 }
 
 export interface Workload extends KubeObject {
@@ -59,7 +68,28 @@ export function overlayNames(): string[] {
 
 /** `kubectl kustomize` of infra/k8s/<path>, parsed. */
 export function render(path: string): KubeObject[] {
-  const text = execFileSync('kubectl', ['kustomize', resolve(k8sDir, path)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  return parse(execFileSync('kubectl', ['kustomize', resolve(k8sDir, path)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
+}
+
+/**
+ * Renders infra/k8s/<path> with extra components, as an operator's overlay listing them would
+ * (kustomize wants relative paths, so the throwaway overlay points back into infra/k8s).
+ */
+export function renderWith(path: string, components: string[]): KubeObject[] {
+  const dir = mkdtempSync(join(tmpdir(), 'ksd-overlay-'));
+  try {
+    const from = (p: string) => relative(dir, resolve(k8sDir, p));
+    writeFileSync(
+      join(dir, 'kustomization.yaml'),
+      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [${from(path)}]\ncomponents: [${components.map(from).join(', ')}]\n`,
+    );
+    return parse(execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function parse(text: string): KubeObject[] {
   return parseAllDocuments(text)
     .map((doc) => doc.toJS() as KubeObject | null)
     .filter((object): object is KubeObject => object !== null);

@@ -3,7 +3,7 @@
 // left the kernel and what the kernel could not store.
 import { newFlowBatch } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord } from '@kappa/contracts';
-import { Counter, Histogram } from '@kappa/observability';
+import { Counter, Gauge, Histogram } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { ktimeToUnixOffsetNs, unixNowNs } from './clock.js';
 import type { Conversation } from './layout.js';
@@ -50,10 +50,13 @@ export class CaptureLoop {
   private readonly overflowBytes: Counter;
   private readonly drainSeconds: Histogram;
   private readonly droppedRecords: Counter;
+  private readonly unsentBatches: Gauge;
   private readonly unsent: FlowBatch[] = [];
   /** Totals for the heartbeat. */
   recordsOut = 0;
   overflowPacketsTotal = 0n;
+  /** Records dropped from the unsent backlog (the sink kept refusing), for the heartbeat's lost. */
+  droppedRecordsTotal = 0;
 
   constructor(
     private readonly source: FlowSource,
@@ -69,6 +72,7 @@ export class CaptureLoop {
     this.overflowPackets = new Counter({ name: 'kappa_capture_map_overflow_packets_total', help: 'Packets not counted because the flow map was full', registers });
     this.overflowBytes = new Counter({ name: 'kappa_capture_map_overflow_bytes_total', help: 'Bytes not counted because the flow map was full', registers });
     this.droppedRecords = new Counter({ name: 'kappa_capture_records_dropped_total', help: 'Records dropped because the sink kept failing (unsent backlog full)', registers });
+    this.unsentBatches = new Gauge({ name: 'kappa_capture_unsent_batches', help: 'Drained batches waiting for the sink (bounded by --max-unsent-batches)', registers });
     // The kernel counters are totals since the maps were created, which may be before a crash
     // of the previous instance: only what grows from now on is this instance's loss.
     this.lastOverflow = source.overflow();
@@ -139,6 +143,7 @@ export class CaptureLoop {
    */
   private async send(records: FlowRecord[], endNs: bigint): Promise<void> {
     const size = this.options.batchSize ?? 2000;
+    const fresh: FlowBatch[] = [];
     for (let i = 0, part = 0; i < records.length; i += size, part++) {
       // Stable across retries of the same interval: the bus uses it as Nats-Msg-Id.
       const batchId = `${this.options.node}/${endNs}/${part}`;
@@ -146,25 +151,34 @@ export class CaptureLoop {
       // The kernel already forgot these counts. A crash between the drain above and this fsync
       // (the time to build the records: microseconds to a few ms) is the one window that loses.
       this.options.spool?.save(batch);
-      this.unsent.push(batch);
+      fresh.push(batch);
     }
+    // The bound is on what failed sends left behind, never on this drain: a full flow map
+    // (262 144 conversations) is 132 batches, and every one of them gets its try.
     const limit = this.options.maxUnsentBatches ?? 100;
-    while (this.unsent.length > limit) {
+    while (this.unsent.length > 0 && this.unsent.length + fresh.length > limit) {
       const dropped = this.unsent.shift()!;
       this.options.spool?.remove(dropped);
       this.droppedRecords.inc(dropped.records.length);
+      this.droppedRecordsTotal += dropped.records.length;
+      this.logger.warn({ batchId: dropped.batchId, records: dropped.records.length, droppedTotal: this.droppedRecordsTotal }, 'unsent backlog full: oldest batch dropped; raise --max-unsent-batches or fix the stage NATS refuses for');
     }
+    this.unsent.push(...fresh);
     await this.sendUnsent();
   }
 
   /** Sends what is waiting, oldest first; throws at the first failure (the rest waits). */
   async sendUnsent(): Promise<void> {
-    while (this.unsent.length > 0) {
-      const batch = this.unsent[0]!;
-      await this.sink(batch); // throws: the batch stays for the next drain
-      this.unsent.shift();
-      this.options.spool?.remove(batch);
-      this.recordsOut += batch.records.length;
+    try {
+      while (this.unsent.length > 0) {
+        const batch = this.unsent[0]!;
+        await this.sink(batch); // throws: the batch stays for the next drain
+        this.unsent.shift();
+        this.options.spool?.remove(batch);
+        this.recordsOut += batch.records.length;
+      }
+    } finally {
+      this.unsentBatches.set(this.unsent.length);
     }
   }
 }

@@ -67,10 +67,10 @@ if (!config.stdout) {
 const publisher = bus;
 const subject = subjects.captured(config.node);
 const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
-const loop = new CaptureLoop(datapath, sink, { node: config.node, spool }, registry, logger);
+const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches }, registry, logger);
 // A crashed instance's spool first; if the sink fails now, the next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
-publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal }));
+publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
 const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
 
 let draining: Promise<unknown> = Promise.resolve();

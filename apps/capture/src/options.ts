@@ -22,6 +22,12 @@ export const captureOptions = {
   stateDir: string({ description: 'Folder for the spool of drained batches not yet published (default /var/lib/kappa/capture/<node>-<hash of --cgroup>); not on bpffs' }),
   bpfObject: string({ description: 'The compiled BPF object', default: DEFAULT_BPF_OBJECT }),
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
+  maxUnsentBatches: integer({
+    description: 'Drained batches kept (memory and spool) while NATS refuses them (stream full, NATS down); beyond it the oldest are dropped and counted as lost',
+    default: 100,
+    min: 1,
+    max: 100_000,
+  }),
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
   ...natsOptions,

@@ -3,7 +3,7 @@ import { StageStatusSchema, create } from '@kappa/contracts';
 import type { StageStatus } from '@kappa/contracts';
 import { unixNowNs } from './clock.js';
 
-export function captureStatus(node: string, startedNs: bigint, totals: { recordsOut: number; overflowPackets: bigint }): StageStatus {
+export function captureStatus(node: string, startedNs: bigint, totals: { recordsOut: number; overflowPackets: bigint; droppedRecords: number }): StageStatus {
   return create(StageStatusSchema, {
     stage: 'capture',
     instance: node,
@@ -12,6 +12,11 @@ export function captureStatus(node: string, startedNs: bigint, totals: { records
     sentNs: unixNowNs(),
     ready: true,
     recordsOut: BigInt(totals.recordsOut),
-    lost: totals.overflowPackets > 0n ? { map_full: totals.overflowPackets } : {},
+    // map_full: packets the kernel could not count; sink_refused: records drained but dropped
+    // because NATS kept refusing them (stream full) past --max-unsent-batches.
+    lost: {
+      ...(totals.overflowPackets > 0n ? { map_full: totals.overflowPackets } : {}),
+      ...(totals.droppedRecords > 0 ? { sink_refused: BigInt(totals.droppedRecords) } : {}),
+    },
   });
 }

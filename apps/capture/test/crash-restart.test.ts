@@ -53,13 +53,21 @@ describePrivileged('SIGKILL of capture, then a restart', () => {
     const pcap = await PacketCapture.start(pair.b.netns, pair.b.ifname, join(dir, 'veth.pcap'));
     const first = await startCapture(args);
     const tcpServer = await serve(['tcp-server', pair.b.ipv4, '7093', '1']);
-    const udpServer = await serve(['udp-server', pair.b.ipv4, '7094', '150']);
-    // 150 exchanges 20 ms apart (~4 s): the crash and the restart fall in the middle of both.
+    const udpServer = await serve(['udp-server', pair.b.ipv4, '7094', '300']);
+    // 300 exchanges 20 ms apart (≥ 6 s): the crash and the restart fall in the middle of both.
     process.env.KC_PACE_MS = '20';
-    const tcpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7093', '150', '1200']);
-    const udpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'udp-client', pair.b.ipv4, '7094', '150', '700']);
+    const tcpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7093', '300', '1200']);
+    const udpClient = runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'udp-client', pair.b.ipv4, '7094', '300', '700']);
     delete process.env.KC_PACE_MS;
-    await sleep(1500);
+    // The crash comes right after the first drain that holds both conversations at both ends,
+    // however long a loaded machine takes to start the clients.
+    const drainedBoth = () => {
+      const ours = first.printed().filter((r) => r.dst?.port === 7093 || r.dst?.port === 7094);
+      const seen = new Set(ours.map((r) => `${r.vantage} ${r.protocol}`));
+      return [Vantage.SRC, Vantage.DST].every((v) => [IpProtocol.TCP, IpProtocol.UDP].every((p) => seen.has(`${v} ${p}`)));
+    };
+    const deadline = Date.now() + 30_000;
+    while (!drainedBoth() && Date.now() < deadline) await sleep(50);
     first.process.kill('SIGKILL');
     const before = await first.stop();
     expect(before.records.length).toBeGreaterThan(0);

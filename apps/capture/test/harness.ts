@@ -16,6 +16,8 @@ process.once('exit', () => {
 
 export interface CaptureRun {
   readonly process: ChildProcess;
+  /** The records printed so far (complete lines only), while capture runs. */
+  printed(): FlowRecord[];
   /** Stops with SIGINT (last drain, detach) and returns the records and exit code. */
   stop(): Promise<{ records: FlowRecord[]; code: number | null; stderr: string }>;
 }
@@ -42,13 +44,14 @@ export async function startCapture(args: readonly string[], netns?: string, prin
     child.once('exit', (code) => reject(new Error(`kappa-capture exited ${code} before attaching: ${stderr}`)));
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const parse = () => stdout.slice(0, stdout.lastIndexOf('\n') + 1).split('\n').filter(Boolean).map((line) => flowRecordFromJson(JSON.parse(line)));
   return {
     process: child,
+    printed: parse,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
       const code = await exited;
-      const records = stdout.split('\n').filter(Boolean).map((line) => flowRecordFromJson(JSON.parse(line)));
-      return { records, code, stderr };
+      return { records: parse(), code, stderr };
     },
   };
 }

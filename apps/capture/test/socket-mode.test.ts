@@ -88,7 +88,7 @@ describePrivileged('socket mode, offloads off', () => {
       expect(count, `${conversation}: ${JSON.stringify(src.map((r) => [String(r.appLatency?.count), r.src?.process?.cgroupId?.toString()]))}`).toBe(20);
       expect(sumUs).toBeGreaterThan(0);
       expect(dst.some((r) => r.appLatency)).toBe(false);
-      expect(src[0]?.tcp?.flags).toBe(0x02 | 0x10 | 0x08 | 0x01); // SYN ACK PSH FIN
+      expect(src.reduce((flags, r) => flags | (r.tcp?.flags ?? 0), 0)).toBe(0x02 | 0x10 | 0x08 | 0x01); // SYN ACK PSH FIN
     }
 
     // ICMP echo: the pinging socket sees both directions exactly.

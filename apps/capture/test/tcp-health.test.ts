@@ -67,6 +67,25 @@ describePrivileged('TCP health and attribution', () => {
     expect(process?.cgroupId).toBeGreaterThan(1n);
   });
 
+  it('attributes the accepted end of a server that was listening before capture attached', async () => {
+    pair = await VethPair.create({ prefix: 'kc-', subnet: 44, cgroup: nodes });
+    // The listener exists first: sock_create never sees it, and what it accepts inherits nothing.
+    const server = spawnIn(pair.b.netns, nodes, process.execPath, [TRAFFIC, 'tcp-server', pair.b.ipv4, '7013', '1']);
+    let serverOut = '';
+    server.stdout?.on('data', (c: Buffer) => (serverOut += c.toString()));
+    const serverDone = new Promise((resolve) => server.once('exit', resolve));
+    await new Promise<void>((resolve) => server.stderr?.on('data', (c: Buffer) => c.toString().includes('listening') && resolve()));
+    const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '60s']);
+    const client = parseReport(await runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7013', '3', '100']));
+    await serverDone;
+    const serverReport = parseReport(serverOut);
+    const { records } = await capture.stop();
+    const dst = totals(records).get(`${Vantage.DST} socket ${IpProtocol.TCP} ${pair.a.ipv4} ${client.localPort} ${pair.b.ipv4} 7013`);
+    const owner = dst?.records[0]?.dst?.process;
+    expect({ pid: owner?.pid, name: owner?.name }).toEqual({ pid: serverReport.pid, name: serverReport.comm });
+    expect(owner?.cgroupId).toBeGreaterThan(1n);
+  });
+
   it('reports retransmits equal to RetransSegs and srtt within 10 % of ss when nftables drops 1 in 20 data segments', async () => {
     pair = await VethPair.create({ prefix: 'kc-', subnet: 43, cgroup: nodes });
     const p = pair;

@@ -47,6 +47,10 @@ function useLocalUpConfig(): void {
   if (found) process.env.KAPPA_CONFIG = found;
 }
 
+// grpc-js sends an IP address target as the TLS server name, which Node flags once per process
+// as DEP0123; the certificate is still checked against the IP. The notice is for developers,
+// not for someone running `kappa observe --tls-ca …`, so the CLI keeps its stderr for its own words.
+process.noDeprecation = true;
 useLocalUpConfig();
 main(process.argv.slice(2)).then(
   (code) => {

@@ -62,8 +62,14 @@ if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: conf
 let observer: ObserverServer | undefined;
 if (config.observer) {
   const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
-  observer = new ObserverServer({ ring, host: config.observerHost, port: config.observerPort, logger });
-  await observer.start().catch(fatal(`cannot listen for the Observer on port ${config.observerPort}`));
+  observer = new ObserverServer({
+    ring,
+    host: config.observerHost,
+    port: config.observerPort,
+    logger,
+    security: { certFile: config.observerTlsCert, keyFile: config.observerTlsKey, clientCaFile: config.observerTlsClientCa, tokenFile: config.observerTokenFile },
+  });
+  await observer.start().catch(fatal(`cannot start the Observer on port ${config.observerPort}`));
   sinks.push(new ObserverSink(ring));
 }
 if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');

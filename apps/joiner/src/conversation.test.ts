@@ -33,6 +33,14 @@ describe('conversationPlace', () => {
     expect(atBackend.conversations).toEqual(['10.2.0.5/8080', 'svc/shop/web']);
   });
 
+  it('gives each responder of one initiator socket in one interval a record of its own', () => {
+    // One UDP socket sending to two ports in the same interval: two conversations, one group.
+    const a = place({ vantage: Vantage.SRC, startNs: 5n, src: client, dst: { ip: '10.2.0.7', port: 53 } });
+    const b = place({ vantage: Vantage.SRC, startNs: 5n, src: client, dst: { ip: '10.2.0.8', port: 53 } });
+    expect(a.tag).toBe(b.tag);
+    expect(a.recordKey).not.toBe(b.recordKey);
+  });
+
   it('keeps loopback conversations of different nodes apart', () => {
     const lo = { ip: '127.0.0.1', port: 50000 };
     const a = place({ vantage: Vantage.SRC, node: 'a', src: lo, dst: { ip: '127.0.0.1', port: 80 } });

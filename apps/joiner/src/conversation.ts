@@ -17,7 +17,12 @@ export interface ConversationPlace {
    * record of a pod selected by a Service has both, so it meets the client under either.
    */
   conversations: string[];
-  /** Identity of the record inside its group: vantage, node, interval, observation point. */
+  /**
+   * Identity of the record inside its group: vantage, node, interval, observation point and the
+   * responder. The responder matters: one initiator socket (the group) may talk to many
+   * responders in one interval (a UDP socket sending to many ports, a resolver asking several
+   * servers); without it their records shared one key and all but one were taken for replays.
+   */
   recordKey: string;
   /** The end the observing node saw itself: src for SRC, dst for DST. */
   local: Endpoint;
@@ -57,7 +62,7 @@ export function conversationPlace(record: FlowRecord): ConversationPlace | Immed
   if (dst.kube?.objectType === 'service' && service) conversations = [service];
   else if (vantage === Vantage.DST && service) conversations = [plain, service];
   else conversations = [plain];
-  const recordKey = `${vantage}|${record.node}|${record.startNs}|${record.observation}`;
+  const recordKey = `${vantage}|${record.node}|${record.startNs}|${record.observation}|${plain}`;
   return vantage === Vantage.SRC
     ? { tag, conversations, recordKey, local: src, remote: dst }
     : { tag, conversations, recordKey, local: dst, remote: src };

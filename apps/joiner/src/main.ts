@@ -10,7 +10,7 @@ import { joinerOptions } from './config.js';
 import { JoinProcessor, Sweeper } from './joiner.js';
 import type { CrashHook } from './joiner.js';
 import { joinerMetrics } from './metrics.js';
-import { connectRedis } from './redis.js';
+import { connectRedis, redisLinkWarning } from './redis.js';
 import { JoinStore } from './store.js';
 import type { JoinStoreError } from './store.js';
 
@@ -26,7 +26,18 @@ const metrics = joinerMetrics(registry);
 const startedNs = BigInt(Date.now()) * 1_000_000n;
 const joinWaitMs = config.joinWait ?? 2 * config.interval;
 
-const redis = await connectRedis({ url: config.redisUrl, cluster: config.redisCluster, user: config.redisUser, password: config.redisPassword }).catch((error: unknown) => {
+const redisSettings = {
+  url: config.redisUrl,
+  cluster: config.redisCluster,
+  user: config.redisUser,
+  password: config.redisPassword,
+  tlsCa: config.redisTlsCa,
+  tlsCert: config.redisTlsCert,
+  tlsKey: config.redisTlsKey,
+};
+const redisWarning = redisLinkWarning(redisSettings);
+if (redisWarning) logger.warn(redisWarning);
+const redis = await connectRedis(redisSettings).catch((error: unknown) => {
   logger.fatal({ err: error, redis: `${config.redisUrl.protocol}//${config.redisUrl.host}` }, 'cannot connect to Redis (check --redis-url and credentials)');
   process.exit(1);
 });

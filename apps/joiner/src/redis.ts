@@ -1,5 +1,7 @@
 // The joiner's Redis connection: fails fast while Redis is away (so the input batch is nak'ed and
 // retried instead of hanging), reconnects forever, pipelines script calls automatically.
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Cluster, Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 
@@ -12,6 +14,41 @@ export interface RedisSettings {
   cluster?: boolean | undefined;
   user?: string | undefined;
   password?: string | undefined;
+  /** Any of these set, or a rediss:// URL: TLS (the CA file replaces the system's trust store). */
+  tlsCa?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+}
+
+/** A Redis TLS file cannot be read, or a client certificate comes without its key. */
+export class RedisTlsError extends Error {
+  override readonly name = 'RedisTlsError';
+}
+
+function readTlsFile(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (cause) {
+    throw new RedisTlsError(`cannot read ${flag} ${file}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Whether the link is encrypted and authenticated, for the start warning. */
+export function redisLinkSecurity(settings: RedisSettings): { tls: boolean; authenticated: boolean } {
+  const { url } = settings;
+  return {
+    tls: url.protocol === 'rediss:' || settings.tlsCa !== undefined || settings.tlsCert !== undefined,
+    authenticated: Boolean(settings.password ?? url.password),
+  };
+}
+
+/** The one start warning for a plaintext or password-less Redis link, or undefined. */
+export function redisLinkWarning(settings: RedisSettings): string | undefined {
+  const { tls, authenticated } = redisLinkSecurity(settings);
+  const lacks: string[] = [];
+  if (!tls) lacks.push('plaintext (use a rediss:// --redis-url and --redis-tls-ca; --redis-tls-cert and --redis-tls-key for mutual TLS)');
+  if (!authenticated) lacks.push('unauthenticated (set --redis-user and --redis-password for the ACL user of infra/redis/kappa.acl)');
+  return lacks.length > 0 ? `the Redis link is ${lacks.join(' and ')}` : undefined;
 }
 
 export function redisOptions(settings: RedisSettings): RedisOptions {
@@ -28,12 +65,26 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
     connectTimeout: 5000,
     retryStrategy: (attempt) => Math.min(100 * attempt, 1000),
     lazyConnect: true,
+    // The ready check sends INFO, which the ACL user of infra/redis/kappa.acl may not run; a
+    // Redis still loading answers LOADING, which fails the batch like any Redis error (retried).
+    enableReadyCheck: false,
   };
   const user = settings.user ?? (url.username ? decodeURIComponent(url.username) : undefined);
   const password = settings.password ?? (url.password ? decodeURIComponent(url.password) : undefined);
   if (user) options.username = user;
   if (password) options.password = password;
-  if (url.protocol === 'rediss:') options.tls = { servername: options.host ?? '' };
+  if ((settings.tlsCert !== undefined) !== (settings.tlsKey !== undefined)) {
+    throw new RedisTlsError('--redis-tls-cert and --redis-tls-key go together: set both or neither');
+  }
+  if (redisLinkSecurity(settings).tls) {
+    options.tls = {
+      // SNI only for names: an IP address as servername is invalid (RFC 6066); the certificate is still checked against it.
+      ...(isIP(options.host ?? '') ? {} : { servername: options.host ?? '' }),
+      ...(settings.tlsCa !== undefined ? { ca: readTlsFile(settings.tlsCa, '--redis-tls-ca') } : {}),
+      ...(settings.tlsCert !== undefined ? { cert: readTlsFile(settings.tlsCert, '--redis-tls-cert') } : {}),
+      ...(settings.tlsKey !== undefined ? { key: readTlsFile(settings.tlsKey, '--redis-tls-key') } : {}),
+    };
+  }
   return options;
 }
 

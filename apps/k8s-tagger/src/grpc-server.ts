@@ -1,9 +1,10 @@
 // kappa.tagger.v1.KubeTags over grpc-js: Lookup answers what the index knows of an IP or a
 // container id (as of a time), Watch streams index changes; `kappa tags` is its client.
-import { Server, ServerCredentials, status } from '@grpc/grpc-js';
+import { Server, status } from '@grpc/grpc-js';
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
-import { canonicalIp, create, kubeTagsServiceDefinition, LookupResponseSchema, WatchResponseSchema } from '@kappa/contracts';
-import type { LookupRequest, LookupResponse, WatchRequest, WatchResponse } from '@kappa/contracts';
+import { canonicalIp, create, grpcServerSecurity, kubeTagsServiceDefinition, LookupResponseSchema, WatchResponseSchema } from '@kappa/contracts';
+import type { GrpcServerSecurity, LookupRequest, LookupResponse, WatchRequest, WatchResponse } from '@kappa/contracts';
+import type { Logger } from '@kappa/observability';
 import type { KubeIndex } from './kube-index.js';
 
 export class GrpcListenError extends Error {
@@ -45,9 +46,12 @@ export interface KubeTagsServer {
 
 export async function startKubeTagsServer(
   index: () => KubeIndex | undefined,
-  options: { port: number; host?: string; onLookup?: LookupCounter },
+  options: { port: number; host?: string; onLookup?: LookupCounter; security?: GrpcServerSecurity; logger?: Logger },
 ): Promise<KubeTagsServer> {
-  const server = new Server();
+  // TLS, mutual TLS and the bearer token: flags --grpc-tls-cert/-key, --grpc-tls-client-ca, --grpc-token-file.
+  const secured = grpcServerSecurity(options.security ?? {}, 'KubeTags gRPC', 'grpc');
+  if (secured.warning) options.logger?.warn(secured.warning);
+  const server = new Server({ interceptors: secured.interceptors });
   const watchers = new Set<ServerWritableStream<WatchRequest, WatchResponse>>();
   server.addService(kubeTagsServiceDefinition, {
     Lookup: (call: ServerUnaryCall<LookupRequest, LookupResponse>, callback: sendUnaryData<LookupResponse>) => {
@@ -80,7 +84,7 @@ export async function startKubeTagsServer(
   });
   const address = `${options.host ?? '0.0.0.0'}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, bound) => {
+    server.bindAsync(address, secured.credentials, (error, bound) => {
       if (error) reject(new GrpcListenError(address, { cause: error }));
       else resolve(bound);
     });

@@ -31,7 +31,11 @@ const tagger = new TaggerService({
   kubeConfig,
   clusterId: config.clusterId,
   deletedGraceMs: config.deletedGrace,
-  grpc: { port: config.grpcPort, host: config.grpcHost },
+  grpc: {
+    port: config.grpcPort,
+    host: config.grpcHost,
+    security: { certFile: config.grpcTlsCert, keyFile: config.grpcTlsKey, clientCaFile: config.grpcTlsClientCa, tokenFile: config.grpcTokenFile },
+  },
   bus: busOptionsFromConfig(config),
   instance: config.instance,
   maxInFlight: config.maxInFlight,

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer, NatsAuth, NatsTls, StreamLimits } from '@kappa/bus';
 import { create, StageStatusSchema } from '@kappa/contracts';
+import type { GrpcServerSecurity } from '@kappa/contracts';
 import type { Logger, Registry } from '@kappa/observability';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { ClusterWatch } from './cluster-watch.js';
@@ -23,7 +24,7 @@ export interface TaggerServiceOptions {
   kubeConfig: KubeConfig | undefined;
   clusterId?: number | undefined;
   deletedGraceMs: number;
-  grpc: { port: number; host?: string };
+  grpc: { port: number; host?: string; security?: GrpcServerSecurity };
   bus?: { servers: string[]; auth?: NatsAuth; tls?: NatsTls; streams?: StreamLimits } | undefined;
   instance: string;
   maxInFlight?: number;
@@ -92,6 +93,8 @@ export class TaggerService implements Tagger {
       port: this.options.grpc.port,
       ...(this.options.grpc.host !== undefined ? { host: this.options.grpc.host } : {}),
       onLookup: (found) => this.metrics.grpcLookup(found),
+      ...(this.options.grpc.security !== undefined ? { security: this.options.grpc.security } : {}),
+      logger,
     });
     logger.info({ port: this.grpcServer.port }, 'KubeTags gRPC service listening');
     if (this.options.bus) {

@@ -20,7 +20,7 @@ import { BatchConsumer } from './consumer.js';
 import type { ConsumeOptions } from './consumer.js';
 import { BusConnectError, BusPublishError, classifyPublishError } from './errors.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
-import { DLQ_STREAM, FLOW_STREAM, subjects } from './subjects.js';
+import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjects } from './subjects.js';
 import { splitBatch } from './split.js';
 
 export interface BusOptions {
@@ -68,6 +68,8 @@ export class Bus {
   private readonly consumers = new Set<BatchConsumer>();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly deadLetteredByStage = new Map<string, number>();
+  /** KAPPA_FLOWS's bytes and limit as last read, for admission (see STREAM_ADMISSION). */
+  private streamFill: { bytes: number; maxBytes: number; readAtMs: number } | undefined;
 
   constructor(
     readonly nc: NatsConnection,
@@ -143,15 +145,45 @@ export class Bus {
   async publishBatch(subject: string, batch: FlowBatch): Promise<void> {
     const label = subjectLabel(subject);
     for (const part of splitBatch(batch, this.maxPayload)) {
+      await this.admit(subject, label);
       try {
         const ack = await this.js.publish(subject, part.bytes, { msgID: part.id, timeout: 10_000 });
         if (ack.duplicate) this.metrics.duplicates.inc({ subject: label });
         else this.metrics.published.inc({ subject: label });
+        // Consumers only remove: between reads, the fill is at most what we last read plus this.
+        if (this.streamFill && !ack.duplicate) this.streamFill.bytes += part.bytes.byteLength;
       } catch (cause) {
         const reason = classifyPublishError(cause);
         this.metrics.publishFailures.inc({ subject: label, reason });
         throw new BusPublishError(subject, reason, { cause });
       }
+    }
+  }
+
+  /**
+   * Refuses (BusPublishError stream_full, counted) a publish on a pipeline hop when KAPPA_FLOWS is
+   * filled beyond that hop's share (STREAM_ADMISSION). The fill is read at most once a second and
+   * grown by what this connection published since (consumers only take away, so it errs high), and read
+   * before every publish once that estimate is within 10 % of the share; JetStream's own limit
+   * (discard: new) stays the backstop. A fill that cannot be read lets the publish go to JetStream.
+   */
+  private async admit(subject: string, label: string): Promise<void> {
+    const share = admissionShare(subject);
+    if (share >= 1) return;
+    const now = Date.now();
+    let fill = this.streamFill;
+    if (!fill || now - fill.readAtMs > 1000 || fill.bytes >= (share - 0.1) * fill.maxBytes) {
+      try {
+        const info = await this.jsm.streams.info(FLOW_STREAM);
+        fill = this.streamFill = { bytes: info.state.bytes, maxBytes: info.config.max_bytes, readAtMs: now };
+      } catch {
+        return;
+      }
+    }
+    if (fill.maxBytes > 0 && fill.bytes >= share * fill.maxBytes) {
+      this.metrics.publishFailures.inc({ subject: label, reason: 'stream_full' });
+      const cause = new Error(`KAPPA_FLOWS holds ${fill.bytes} of ${fill.maxBytes} bytes; ${label} may publish up to ${Math.round(share * 100)} % of it`);
+      throw new BusPublishError(subject, 'stream_full', { cause });
     }
   }
 
@@ -233,6 +265,8 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     throw new BusConnectError(options.servers, { cause });
   }
   const logger = options.logger;
+  const warning = natsLinkWarning(options, nc.info);
+  if (warning) logger.warn(warning);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') {
@@ -241,6 +275,18 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     }
   })();
   return new Bus(nc, jetstream(nc), await jetstreamManager(nc), options);
+}
+
+/**
+ * The one start warning for a NATS link that is plaintext or that the server lets anyone use,
+ * naming the flags that fix it; undefined for a TLS link the server authenticates.
+ */
+export function natsLinkWarning(options: Pick<BusOptions, 'servers' | 'tls'>, info: { tls_required?: boolean; auth_required?: boolean } | undefined): string | undefined {
+  const tls = options.tls !== undefined || options.servers.some((s) => s.startsWith('tls://')) || info?.tls_required === true;
+  const lacks: string[] = [];
+  if (!tls) lacks.push('plaintext (use tls:// --nats-url and --nats-tls-ca; --nats-tls-cert and --nats-tls-key for mutual TLS)');
+  if (info?.auth_required !== true) lacks.push('unauthenticated: the server lets anyone in (give it users and set --nats-nkey-seed, or --nats-user and --nats-password, or --nats-token)');
+  return lacks.length > 0 ? `the NATS link is ${lacks.join(' and ')}` : undefined;
 }
 
 export { AckPolicy, DeliverPolicy };

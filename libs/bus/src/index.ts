@@ -7,6 +7,6 @@ export { BusConnectError, BusPublishError } from './errors.js';
 export type { PublishFailureReason } from './errors.js';
 export { busOptionsFromConfig, natsOptions } from './options.js';
 export type { NatsAuth, NatsTls, StreamLimits } from './options.js';
-export { DLQ_STREAM, FLOW_STREAM, dlqHeaders, subjectToken, subjects } from './subjects.js';
+export { DLQ_STREAM, FLOW_STREAM, STREAM_ADMISSION, admissionShare, dlqHeaders, subjectToken, subjects } from './subjects.js';
 export { splitBatch } from './split.js';
 export type { BatchPart } from './split.js';

@@ -193,6 +193,21 @@ describe('bus', () => {
     expect(failures).toEqual([expect.objectContaining({ value: 1, labels: { subject: 'kappa.flow.tagged', reason: 'stream_full' } })]);
   });
 
+  it('refuses capture once its share of the stream is full, and still lets the joiner publish', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams({ maxBytes: 64 * 1024, maxAgeMs: 60_000 });
+    let refused: unknown;
+    for (let i = 0; i < 100 && !refused; i++) {
+      await bus.publishBatch('kappa.flow.captured.n1', batch(`cap${i}`, 2, 1000)).catch((e: unknown) => (refused = e));
+    }
+    expect(refused).toBeInstanceOf(BusPublishError);
+    expect((refused as BusPublishError).reason).toBe('stream_full');
+    const filled = (await bus.jsm.streams.info(FLOW_STREAM)).state.bytes;
+    expect(filled).toBeLessThan(0.8 * 64 * 1024);
+    // The stages behind capture still have room: their output is what drains the stream.
+    await bus.publishBatch('kappa.flow.joined', batch('joined-after-full', 2, 1000));
+  });
+
   it('splits a batch larger than max_payload into parts and loses no record', async () => {
     const bus = await newBus();
     await bus.ensureStreams();

@@ -1,47 +1,97 @@
-// The bus against a nats-server that requires TLS and a password: the project's options connect,
-// a plaintext client and a wrong password are refused with a BusConnectError.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// The bus against nats-servers secured with the project's TLS material (tools/make-ca.sh): TLS and
+// a password; mutual TLS (verify) and an nkey user. The project's flags connect; plaintext,
+// certificate-less, seed-less and wrong-credential clients are refused with a BusConnectError;
+// an insecure link logs one warning naming the flags, a secure one none.
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createUser } from '@nats-io/nkeys';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newFlowBatch } from '@kappa/contracts';
-import { createLogger, createRegistry } from '@kappa/observability';
-import { startNatsServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
-import { BusConnectError, busOptionsFromConfig, connectBus, natsOptions } from '../src/index.js';
 import { parseConfig } from '@kappa/config';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { makeTlsMaterial, startNatsServer } from '@kappa/testing';
+import type { TestServer, TlsMaterial } from '@kappa/testing';
+import type { Logger } from '@kappa/observability';
+import { BusConnectError, busOptionsFromConfig, connectBus, natsOptions } from '../src/index.js';
 
-let dir: string;
-let nats: TestServer;
+let tls: TlsMaterial;
+let passwordNats: TestServer;
+let nkeyNats: TestServer;
+let seedFile: string;
+let otherSeedFile: string;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kappa-bus-tls-'));
-  const ssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  ssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=kappa-test-ca']);
-  ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
-  ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext']);
-  nats = await startNatsServer({
-    args: ['--tls', '--tlscert', join(dir, 'server.pem'), '--tlskey', join(dir, 'server.key'), '--user', 'kappa', '--pass', 's3cret-pass'],
-  });
+  tls = makeTlsMaterial();
+  const user = createUser();
+  seedFile = join(tls.dir, 'kappa.nk');
+  writeFileSync(seedFile, new TextDecoder().decode(user.getSeed()), { mode: 0o600 });
+  otherSeedFile = join(tls.dir, 'other.nk');
+  writeFileSync(otherSeedFile, new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });
+  // Mutual TLS (verify: a client certificate signed by the CA is required) and one nkey user.
+  const config = join(tls.dir, 'nats-mtls-nkey.conf');
+  writeFileSync(
+    config,
+    [
+      'tls {',
+      `  cert_file: "${tls.serverCertFile}"`,
+      `  key_file: "${tls.serverKeyFile}"`,
+      `  ca_file: "${tls.caFile}"`,
+      '  verify: true',
+      '}',
+      'authorization {',
+      `  users: [ { nkey: "${user.getPublicKey()}" } ]`,
+      '}',
+    ].join('\n'),
+  );
+  [passwordNats, nkeyNats] = await Promise.all([
+    startNatsServer({ args: ['--tls', '--tlscert', tls.serverCertFile, '--tlskey', tls.serverKeyFile, '--user', 'kappa', '--pass', 's3cret-pass'] }),
+    startNatsServer({ args: ['-c', config] }),
+  ]);
 });
 
 afterAll(async () => {
-  await nats?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await Promise.all([passwordNats?.stop(), nkeyNats?.stop()]);
+  tls?.remove();
 });
 
-const logger = createLogger('secure-test', 'silent');
+const silent = createLogger('secure-test', 'silent');
 
 function configFor(flags: string[]) {
   return busOptionsFromConfig(parseConfig(natsOptions, { argv: flags, env: {} }));
 }
 
-describe('bus over TLS with credentials', () => {
+/** Connects with the flags; resolves to the error when refused, else carries one batch and closes. */
+async function tryConnect(flags: string[], logger = silent): Promise<unknown> {
+  try {
+    const bus = await connectBus({ ...configFor(flags), name: 'secure', logger, registry: createRegistry('secure') });
+    try {
+      await bus.ensureStreams();
+      await bus.publishBatch('kappa.flow.joined', newFlowBatch({ batchId: `secure-${Date.now()}-${Math.random()}` }));
+    } finally {
+      await bus.close();
+    }
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+/** A logger whose warnings are collected. */
+function recordingLogger(): { logger: Logger; warnings: () => string[] } {
+  const lines: string[] = [];
+  return {
+    logger: pino<never>({ level: 'info' }, { write: (line: string) => lines.push(line) }),
+    warnings: () => lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40).map((l) => l.msg),
+  };
+}
+
+describe('bus over TLS with a password', () => {
+  const url = () => `--nats-url=tls://127.0.0.1:${passwordNats.port}`;
+
   it('connects with the CA and the password given as flags, and carries a batch', async () => {
-    const options = configFor([`--nats-url=tls://127.0.0.1:${nats.port}`, `--nats-tls-ca=${join(dir, 'ca.pem')}`, '--nats-user=kappa', '--nats-password=s3cret-pass']);
-    const bus = await connectBus({ ...options, name: 'secure', logger, registry: createRegistry('secure') });
+    const options = configFor([url(), `--nats-tls-ca=${tls.caFile}`, '--nats-user=kappa', '--nats-password=s3cret-pass']);
+    const bus = await connectBus({ ...options, name: 'secure', logger: silent, registry: createRegistry('secure') });
     try {
       await bus.ensureStreams();
       await bus.publishBatch('kappa.flow.joined', newFlowBatch({ batchId: 'tls-1' }));
@@ -53,20 +103,59 @@ describe('bus over TLS with credentials', () => {
   });
 
   it('refuses a client that does not speak TLS', async () => {
-    const options = configFor([`--nats-url=nats://127.0.0.1:${nats.port}`, '--nats-user=kappa', '--nats-password=s3cret-pass']);
-    await expect(connectBus({ ...options, name: 'plain', logger, registry: createRegistry('plain') })).rejects.toThrow(BusConnectError);
+    expect(await tryConnect([`--nats-url=nats://127.0.0.1:${passwordNats.port}`, '--nats-user=kappa', '--nats-password=s3cret-pass'])).toBeInstanceOf(BusConnectError);
   });
 
   it('refuses a wrong password, and the error does not print it', async () => {
-    const options = configFor([`--nats-url=tls://127.0.0.1:${nats.port}`, `--nats-tls-ca=${join(dir, 'ca.pem')}`, '--nats-user=kappa', '--nats-password=wrong-pass']);
-    const error = await connectBus({ ...options, name: 'wrong', logger, registry: createRegistry('wrong') }).catch((e: unknown) => e);
+    const error = await tryConnect([url(), `--nats-tls-ca=${tls.caFile}`, '--nats-user=kappa', '--nats-password=wrong-pass']);
     expect(error).toBeInstanceOf(BusConnectError);
     expect(String(error)).toMatch(/authorization/i);
     expect(String(error)).not.toContain('wrong-pass');
   });
 
   it('refuses a server whose certificate is not signed by the given CA', async () => {
-    const options = configFor([`--nats-url=tls://127.0.0.1:${nats.port}`, '--nats-user=kappa', '--nats-password=s3cret-pass']);
-    await expect(connectBus({ ...options, name: 'noca', logger, registry: createRegistry('noca') })).rejects.toThrow(BusConnectError);
+    expect(await tryConnect([url(), '--nats-user=kappa', '--nats-password=s3cret-pass'])).toBeInstanceOf(BusConnectError);
+  });
+});
+
+describe('bus over mutual TLS with an nkey user', () => {
+  const url = () => `--nats-url=tls://127.0.0.1:${nkeyNats.port}`;
+  const clientCert = () => [`--nats-tls-ca=${tls.caFile}`, `--nats-tls-cert=${tls.clientCertFile}`, `--nats-tls-key=${tls.clientKeyFile}`];
+
+  it('connects with the client certificate and --nats-nkey-seed, carries a batch, and logs no warning', async () => {
+    const recording = recordingLogger();
+    expect(await tryConnect([url(), ...clientCert(), `--nats-nkey-seed=${seedFile}`], recording.logger)).toBeUndefined();
+    expect(recording.warnings()).toEqual([]);
+  });
+
+  it('refuses a client without the seed', async () => {
+    const error = await tryConnect([url(), ...clientCert()]);
+    expect(error).toBeInstanceOf(BusConnectError);
+    expect(String(error)).toMatch(/authorization/i);
+  });
+
+  it('refuses a client with another nkey seed', async () => {
+    expect(await tryConnect([url(), ...clientCert(), `--nats-nkey-seed=${otherSeedFile}`])).toBeInstanceOf(BusConnectError);
+  });
+
+  it('refuses a client without a client certificate', async () => {
+    expect(await tryConnect([url(), `--nats-tls-ca=${tls.caFile}`, `--nats-nkey-seed=${seedFile}`])).toBeInstanceOf(BusConnectError);
+  });
+
+  it('refuses a plaintext client', async () => {
+    expect(await tryConnect([`--nats-url=nats://127.0.0.1:${nkeyNats.port}`, `--nats-nkey-seed=${seedFile}`])).toBeInstanceOf(BusConnectError);
+  });
+});
+
+describe('bus over an open nats-server', () => {
+  it('still connects, and logs exactly one warning naming the TLS and credential flags', async () => {
+    const open = await startNatsServer();
+    try {
+      const recording = recordingLogger();
+      expect(await tryConnect([`--nats-url=${open.url}`], recording.logger)).toBeUndefined();
+      expect(recording.warnings()).toEqual([expect.stringMatching(/^the NATS link is plaintext .*--nats-tls-ca.* and unauthenticated.*--nats-nkey-seed/)]);
+    } finally {
+      await open.stop();
+    }
   });
 });

@@ -14,18 +14,20 @@ export interface RunningService {
   logFile: string;
   child: ChildProcess;
   restarts: number;
+  /** Node flags before the bundle (e.g. --max-old-space-size). */
+  nodeArgs: string[];
 }
 
-export function startService(name: string, app: string, args: string[], logDir: string): RunningService {
+export function startService(name: string, app: string, args: string[], logDir: string, nodeArgs: string[] = []): RunningService {
   const logFile = join(logDir, `${name}.log`);
-  const service: RunningService = { name, app, args, logFile, child: undefined as unknown as ChildProcess, restarts: 0 };
+  const service: RunningService = { name, app, args, logFile, child: undefined as unknown as ChildProcess, restarts: 0, nodeArgs };
   launch(service);
   return service;
 }
 
 function launch(service: RunningService): void {
   const log = createWriteStream(service.logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args], {
+  const child = spawn(process.execPath, [...service.nodeArgs, join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, KAPPA_LOG_LEVEL: 'info' },
   });

@@ -1,13 +1,18 @@
 // `npm run up` as a user meets it: kappa on this host, this host's conversations visible with
-// their process and container through `kappa observe`, `kappa status` green, a second `up`
-// refused, and Ctrl-C leaving nothing of kappa attached.
+// their process and container through `kappa observe`, `kappa status` green, every link TLS with
+// a login (plaintext and certificate-less clients refused), a second `up` refused, and Ctrl-C
+// leaving nothing of kappa attached.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '@kappa/testing';
 import { kappa, workspaceRoot } from '../src/services.js';
@@ -16,6 +21,7 @@ import { cgroup2Mount } from '../src/topology.js';
 let up: ChildProcess;
 let output = '';
 let natsPort = 0;
+let redisPort = 0;
 const containerId = createHash('sha256').update('kappa-up-test').digest('hex');
 const containerCgroup = join(cgroup2Mount(), 'kpe-up.slice', `docker-${containerId}.scope`);
 
@@ -32,9 +38,11 @@ let attachedBefore = '';
 beforeAll(async () => {
   attachedBefore = kappaAttachments();
   natsPort = await freePort();
+  redisPort = await freePort();
+  const { KAPPA_PLAINTEXT: _plaintext, ...env } = process.env;
   up = spawn(process.execPath, [join(workspaceRoot, 'tools/up.mjs')], {
     cwd: workspaceRoot,
-    env: { ...process.env, KAPPA_UP_NATS_PORT: String(natsPort), KAPPA_UP_REDIS_PORT: String(await freePort()), KAPPA_INTERVAL: '2s' },
+    env: { ...env, KAPPA_UP_NATS_PORT: String(natsPort), KAPPA_UP_REDIS_PORT: String(redisPort), KAPPA_INTERVAL: '2s' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   up.stdout?.on('data', (d: Buffer) => (output += d.toString()));
@@ -100,6 +108,82 @@ describe('npm run up', () => {
     expect(mine.length, `kappa observe printed:\n${observed}\nup printed:\n${output.slice(-3000)}`).toBeGreaterThan(0);
     expect(mine[0]!.src!.process).toMatchObject({ pid: clientPid, name: 'python3', containerId });
     expect(mine[0]!.dst).toMatchObject({ ip: '127.0.0.1', port });
+  }, 90_000);
+
+  it('runs every link over TLS with a login: NATS, Redis, the Observer and KubeTags refuse plaintext, certificate-less and token-less clients', async () => {
+    expect(output).toMatch(/links: mutual TLS with the local CA in .*\.kappa\/tls/);
+    const state = join(workspaceRoot, '.kappa');
+    const upJson = JSON.parse(readFileSync(join(state, 'up.json'), 'utf8')) as Record<string, string>;
+    const credentials = JSON.parse(readFileSync(join(state, 'credentials.json'), 'utf8')) as Record<string, string>;
+    const [ca, cert, key] = [upJson.tlsCa!, upJson.tlsCert!, upJson.tlsKey!].map((file) => readFileSync(file, 'utf8')) as [string, string, string];
+
+    const login = { user: credentials.natsUser!, pass: credentials.natsPassword! };
+    const nats = async (options: Parameters<typeof connect>[0]) => {
+      try {
+        await (await connect({ servers: `127.0.0.1:${natsPort}`, reconnect: false, timeout: 5000, ...options })).close();
+        return 'connected';
+      } catch (error) {
+        return `refused: ${(error as Error).message}`;
+      }
+    };
+    expect(await nats(login)).toMatch(/^refused/);
+    expect(await nats({ ...login, tls: { ca } })).toMatch(/^refused/);
+    expect(await nats({ tls: { ca, cert, key } })).toMatch(/^refused/);
+    expect(await nats({ ...login, tls: { ca, cert, key } })).toBe('connected');
+
+    const redis = async (options: RedisOptions) => {
+      const client = new Redis({ host: '127.0.0.1', port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5000, ...options });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        return `PING ${await client.ping()}`;
+      } catch (error) {
+        return `refused: ${(error as Error).message}`;
+      } finally {
+        client.disconnect();
+      }
+    };
+    const redisLogin = { username: credentials.redisUser!, password: credentials.redisPassword! };
+    expect(await redis(redisLogin)).toMatch(/^refused/);
+    expect(await redis({ ...redisLogin, tls: { ca, servername: 'localhost' } })).toMatch(/^refused/);
+    expect(await redis({ tls: { ca, cert, key, servername: 'localhost' } })).toMatch(/^refused/);
+    expect(await redis({ ...redisLogin, tls: { ca, cert, key, servername: 'localhost' } })).toBe('PING PONG');
+
+    // kappa observe (Observer) and kappa tags (KubeTags) with up.json minus some of its keys:
+    // each missing piece is refused.
+    const dir = join(tmpdir(), `ksd-up-cli-${process.pid}`);
+    mkdirSync(dir, { recursive: true });
+    try {
+      const cliWithout = async (args: string[], keys: string[]) => {
+        const config = join(dir, `without-${keys.join('-') || 'nothing'}.json`);
+        writeFileSync(config, JSON.stringify(Object.fromEntries(Object.entries(upJson).filter(([k]) => !keys.includes(k)))));
+        const child = spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], {
+          env: { ...process.env, KAPPA_CONFIG: config },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.stdout?.resume();
+        const code = await new Promise<number | null>((r) => child.once('exit', r));
+        return { code, stderr };
+      };
+      for (const command of [
+        ['observe', '--since=1m', '--output=json', '--connect-timeout=3s'],
+        ['tags', '127.0.0.1', '--output=json'],
+      ]) {
+        // With every key the server answers (kappa tags may still say 1: "not known to the tagger").
+        const all = await cliWithout(command, []);
+        expect(all.stderr, command[0]).not.toMatch(/did not answer|cannot reach|token|UNAUTHENTICATED/i);
+        if (command[0] === 'observe') expect(all.code, all.stderr).toBe(0);
+        expect((await cliWithout(command, ['tlsCa', 'tlsCert', 'tlsKey'])).code, command[0]).not.toBe(0);
+        expect((await cliWithout(command, ['tlsCert', 'tlsKey'])).code, command[0]).not.toBe(0);
+        const noToken = await cliWithout(command, ['tokenFile']);
+        expect(noToken.code, command[0]).not.toBe(0);
+        expect(noToken.stderr, command[0]).toMatch(/token|UNAUTHENTICATED/i);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 90_000);
 
   it('refuses a second npm run up while one runs', () => {

@@ -1,9 +1,9 @@
 // `kappa observe`: recent flows from the exporter's gRPC Observer, then (with --follow) new ones
 // as they arrive; as a table or as canonical protobuf JSON lines.
-import { Client, credentials, status as grpcStatus } from '@grpc/grpc-js';
+import { Client, status as grpcStatus } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import { ConfigError, boolean, duration, integer, list, loadConfigOrExit, oneOf, string } from '@kappa/config';
-import { observerServiceDefinition } from '@kappa/contracts';
+import { GrpcSecurityError, grpcClientSecurity, observerServiceDefinition } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
 import { jsonLine, tableHeader, tableRow } from '../observe/format.js';
 import { observeRequest, parseSince } from '../observe/request.js';
@@ -25,6 +25,11 @@ const options = {
   joined: oneOf(['true', 'false'] as const, { description: 'only joined (true) or unjoined (false) flows' }),
   ip: list({ description: 'only flows with either end at these IP addresses' }),
   connectTimeout: duration({ description: 'how long to wait for the Observer', default: '5s' }),
+  // Also read from .kappa/up.json (keys tlsCa, tlsCert, tlsKey, tokenFile) while `npm run up` runs.
+  tlsCa: string({ description: 'CA file that signed the Observer\'s certificate: speak TLS' }),
+  tlsCert: string({ description: 'client certificate file, for an Observer that requires mutual TLS (with --tls-key)' }),
+  tlsKey: string({ description: 'client key file for --tls-cert' }),
+  tokenFile: string({ description: 'file holding the Observer\'s bearer token (--observer-token-file of the exporter)' }),
 };
 
 export async function runObserve(argv: string[]): Promise<number> {
@@ -41,13 +46,21 @@ export async function runObserve(argv: string[]): Promise<number> {
   }
   const print = config.output === 'json' ? jsonLine : tableRow;
   const method = observerServiceDefinition.GetFlows!;
-  const client = new Client(config.server, credentials.createInsecure());
+  let security;
+  try {
+    security = grpcClientSecurity({ caFile: config.tlsCa, certFile: config.tlsCert, keyFile: config.tlsKey, tokenFile: config.tokenFile });
+  } catch (error) {
+    if (!(error instanceof GrpcSecurityError)) throw error;
+    process.stderr.write(`kappa observe: ${error.message}\n`);
+    return 2;
+  }
+  const client = new Client(config.server, security.credentials);
   try {
     await new Promise<void>((resolve, reject) => {
       client.waitForReady(Date.now() + config.connectTimeout, (error) => (error ? reject(error) : resolve()));
     });
   } catch {
-    process.stderr.write(`kappa observe: cannot reach the Observer at ${config.server} (is the exporter running with --observer? set --server or KAPPA_OBSERVER)\n`);
+    process.stderr.write(`kappa observe: cannot reach the Observer at ${config.server} (is the exporter running with --observer? set --server or KAPPA_OBSERVER; a TLS Observer needs --tls-ca, one with mutual TLS also --tls-cert and --tls-key)\n`);
     client.close();
     return 1;
   }
@@ -56,6 +69,7 @@ export async function runObserve(argv: string[]): Promise<number> {
     method.requestSerialize as (value: GetFlowsRequest) => Buffer,
     method.responseDeserialize as (bytes: Buffer) => GetFlowsResponse,
     request,
+    security.metadata(),
   );
   const stop = () => stream.cancel();
   process.once('SIGINT', stop);

@@ -1,9 +1,9 @@
 // The gRPC Observer (kappa.observer.v1.Observer/GetFlows): buffered flows since a time, then, with
 // follow, new ones as they arrive; filtered per request, with flow control towards slow clients.
-import { Server, ServerCredentials, status } from '@grpc/grpc-js';
+import { Server, status } from '@grpc/grpc-js';
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { GetFlowsResponseSchema, create, observerServiceDefinition } from '@kappa/contracts';
-import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
+import { GetFlowsResponseSchema, create, grpcServerSecurity, observerServiceDefinition } from '@kappa/contracts';
+import type { GetFlowsRequest, GetFlowsResponse, GrpcServerSecurity } from '@kappa/contracts';
 import type { Logger } from '@kappa/observability';
 import { compileFilter } from './filter.js';
 import type { BufferedFlow, FlowRing } from './ring.js';
@@ -15,37 +15,44 @@ export interface ObserverServerOptions {
   logger: Logger;
   /** A follower further behind than this many records is cut off (RESOURCE_EXHAUSTED). */
   maxFollowQueue?: number;
+  /** TLS, mutual TLS and bearer token (--observer-tls-cert/-key, --observer-tls-client-ca, --observer-token-file). */
+  security?: GrpcServerSecurity;
 }
 
 type GetFlowsCall = ServerWritableStream<GetFlowsRequest, GetFlowsResponse>;
 
 export class ObserverServer {
-  private readonly server = new Server();
+  private server: Server | undefined;
   private boundPort = 0;
   /** Open calls and how to end each one at shutdown. */
   private readonly calls = new Map<GetFlowsCall, () => void>();
 
-  constructor(private readonly options: ObserverServerOptions) {
-    this.server.addService(observerServiceDefinition, {
-      GetFlows: (call: GetFlowsCall) => {
-        this.getFlows(call)
-          .catch((error: unknown) => {
-            options.logger.warn({ err: error }, 'GetFlows failed');
-            call.emit('error', { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) });
-          })
-          .finally(() => this.calls.delete(call));
-      },
-    });
-  }
+  constructor(private readonly options: ObserverServerOptions) {}
 
   get port(): number {
     return this.boundPort;
   }
 
+  /** Listens; throws GrpcSecurityError when the TLS or token files cannot be used. */
   async start(): Promise<void> {
+    const { logger } = this.options;
+    const secured = grpcServerSecurity(this.options.security ?? {}, 'the Observer gRPC service', 'observer');
+    if (secured.warning) logger.warn(secured.warning);
+    const server = new Server({ interceptors: secured.interceptors });
+    this.server = server;
+    server.addService(observerServiceDefinition, {
+      GetFlows: (call: GetFlowsCall) => {
+        this.getFlows(call)
+          .catch((error: unknown) => {
+            logger.warn({ err: error }, 'GetFlows failed');
+            call.emit('error', { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) });
+          })
+          .finally(() => this.calls.delete(call));
+      },
+    });
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(`${host}:${this.options.port}`, ServerCredentials.createInsecure(), (error, port) => {
+      server.bindAsync(`${host}:${this.options.port}`, secured.credentials, (error, port) => {
         if (error) reject(error);
         else resolve(port);
       });
@@ -130,11 +137,13 @@ export class ObserverServer {
 
   /** Ends open streams (the client sees a normal end) and stops listening. */
   async close(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
     for (const end of this.calls.values()) end();
     await new Promise<void>((resolve) => {
-      this.server.tryShutdown(() => resolve());
+      server.tryShutdown(() => resolve());
       setTimeout(() => {
-        this.server.forceShutdown();
+        server.forceShutdown();
         resolve();
       }, 2000).unref();
     });

@@ -1,0 +1,135 @@
+// A flood of new conversations far beyond --max-conversations, published to a real NATS: every
+// conversation that left the namespace (the kernel's own UDP counter, not the generator's word)
+// is either a record or counted as lost, in /metrics and in the heartbeat `kappa status` shows,
+// and capture's memory stays under the bound its configuration sets.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import { connectBus, subjects } from '@kappa/bus';
+import { IpProtocol, Vantage, decodeStageStatus } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import type { FlowRecord, StageStatus } from '@kappa/contracts';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { TRAFFIC, startCapture } from './harness.js';
+import { describePrivileged } from './privileges.js';
+
+const CONVERSATIONS = 30_000;
+const MAX_CONVERSATIONS = 4096;
+const NODE = 'ksb-flood';
+
+/**
+ * capture's peak RSS bound, from its configuration: a Node process with the bus, libbpf and
+ * prom-client loaded (measured ~110 MiB here; 160 MiB allowed), plus what one drain holds at
+ * once (each of --max-conversations records as a FlowRecord, its JSON-free protobuf encoding and
+ * the decoded kernel entry: < 2 KiB each), plus the unsent backlog (--max-unsent-batches
+ * batches of at most 2000 records, ~1 KiB each encoded and decoded).
+ */
+function captureRssBoundBytes(maxConversations: number, maxUnsentBatches: number): number {
+  return 160 * 2 ** 20 + maxConversations * 2048 + maxUnsentBatches * 2000 * 1024;
+}
+
+function peakRssBytes(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmHWM:'));
+  return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) * 1024;
+}
+
+/** The value of a counter without labels of its own (every series carries service="..."). */
+function metric(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return Number(line?.slice(line.lastIndexOf(' ') + 1) ?? NaN);
+}
+
+describePrivileged('a flood of new conversations beyond the flow table', () => {
+  const cgroup = new TestCgroup(`ksb-flood-${process.pid}`);
+  const nodes = cgroup.child('nodes');
+  let pair: VethPair;
+  let nats: TestServer;
+  let stateDir: string;
+  const silentPeer = '10.77.57.99';
+
+  beforeAll(async () => {
+    pair = await VethPair.create({ prefix: 'ksb-', subnet: 57, cgroup: nodes });
+    run('ip', ['netns', 'exec', pair.a.netns, 'ip', 'neigh', 'replace', silentPeer, 'lladdr', pair.b.mac, 'dev', pair.a.ifname, 'nud', 'permanent']);
+    nats = await startNatsServer();
+    stateDir = mkdtempSync(join(tmpdir(), 'ksb-flood-'));
+  });
+  afterAll(async () => {
+    pair?.destroy();
+    nodes.destroy();
+    cgroup.destroy();
+    await nats?.stop();
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('records or counts as lost every conversation that left, and stays within its memory bound', { timeout: 120_000 }, async () => {
+    const metricsPort = await freePort();
+    const capture = await startCapture(
+      ['--cgroup', cgroup.path, '--interval', '1s', '--max-conversations', String(MAX_CONVERSATIONS), '--node', NODE,
+        '--nats-url', nats.url, '--state-dir', stateDir, '--metrics-port', String(metricsPort)],
+      undefined,
+      false,
+    );
+    const nc = await connect({ servers: nats.url });
+    try {
+      const beats: StageStatus[] = [];
+      const sub = nc.subscribe(`kappa.status.capture.${NODE}`, { callback: (_e, m) => void beats.push(decodeStageStatus(m.data)) });
+
+      // Truth: datagrams the kernel sent out of namespace a (failed sends are not in it), each a
+      // conversation of its own (one datagram, a distinct destination port per source socket).
+      const before = nstat(pair.a.netns);
+      await runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'udp-many', silentPeer, String(CONVERSATIONS)]);
+      const after = nstat(pair.a.netns);
+      const truth = (after.UdpOutDatagrams ?? 0) - (before.UdpOutDatagrams ?? 0);
+      const sendFailures = (after.UdpSndbufErrors ?? 0) - (before.UdpSndbufErrors ?? 0);
+      expect(truth + sendFailures).toBe(CONVERSATIONS);
+
+      // Drains (every 1 s) and heartbeats (every 2 s) after the flood: records, counters and a
+      // heartbeat carrying them are out.
+      await new Promise((r) => setTimeout(r, 4500));
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const peakRss = peakRssBytes(capture.process.pid!);
+      const stopped = await capture.stop();
+      expect(stopped.code, stopped.stderr.slice(-2000)).toBe(0);
+      await sub.drain();
+
+      // Read back as the next stage would: everything capture published, until none is left.
+      const records: FlowRecord[] = [];
+      const bus = await connectBus({ servers: [nats.url], name: 'ksb-flood', logger: createLogger('ksb-flood', 'silent'), registry: createRegistry('ksb-flood') });
+      const consumer = await bus.consumeBatches({
+        stage: 'ksb-flood',
+        subject: subjects.captured(NODE),
+        maxInFlight: 16,
+        handler: (batch) => {
+          records.push(...batch.records);
+          return Promise.resolve();
+        },
+      });
+      while ((await consumer.lag()) > 0 || records.length === 0) await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, 500));
+      await consumer.stop();
+      await bus.close();
+      const flood = records.filter((r) => r.protocol === IpProtocol.UDP && r.dst?.ip === silentPeer && r.vantage === Vantage.SRC);
+      const recorded = new Set(flood.map((r) => `${r.src?.port} ${r.dst?.port}`)).size;
+      expect(recorded).toBe(flood.length);
+      expect(flood.every((r) => r.packets === 1n && r.bytes === 44n)).toBe(true);
+
+      const lostPackets = metric(metrics, 'kappa_capture_map_overflow_packets_total');
+      const lostBytes = metric(metrics, 'kappa_capture_map_overflow_bytes_total');
+      const heartbeatLost = beats.at(-1)?.lost['map_full'] ?? 0n;
+      console.log(`flood: truth ${truth} conversations (send failures ${sendFailures}), recorded ${recorded}, lost (metrics) ${lostPackets} packets / ${lostBytes} bytes, heartbeat lost.map_full ${heartbeatLost}, peak RSS ${(peakRss / 2 ** 20).toFixed(1)} MiB`);
+
+      // One datagram per conversation: a lost packet is a lost conversation.
+      expect(lostPackets).toBeGreaterThan(truth / 2);
+      expect(Math.abs(recorded + lostPackets - truth)).toBeLessThanOrEqual(truth * 0.01);
+      expect(lostBytes).toBe(lostPackets * 44);
+      expect(Number(heartbeatLost)).toBe(lostPackets);
+      expect(peakRss).toBeLessThan(captureRssBoundBytes(MAX_CONVERSATIONS, 100));
+    } finally {
+      await nc.close();
+      await capture.stop();
+    }
+  });
+});

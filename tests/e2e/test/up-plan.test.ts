@@ -1,0 +1,128 @@
+// What `npm run up` decides before starting anything (tools/up-plan.mjs): TLS and logins on every
+// link by default, from a local CA made once and reused; plaintext only when asked, with a warning.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { workspaceRoot } from '../src/services.js';
+
+interface Plan {
+  natsConfig: string;
+  redisAcl: string;
+  redisArgs: string[];
+  env: Record<string, string>;
+  upJson: Record<string, string>;
+  warnings: string[];
+}
+// A plain .mjs script of tools/ (no types, not a workspace package): loaded by its path.
+const upPlanModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'tools/up-plan.mjs')).href);
+const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlaintext } = upPlanModule as {
+  ensureCredentials(state: string): Record<string, string>;
+  ensureTlsMaterial(root: string, state: string): Record<string, string>;
+  renderRedisAcl(template: string, password: string): string;
+  upPlan(options: Record<string, unknown>): Plan;
+  wantsPlaintext(argv: string[], env: Record<string, string | undefined>): boolean;
+};
+
+const state = mkdtempSync(join(tmpdir(), 'ksd-up-plan-'));
+afterAll(() => rmSync(state, { recursive: true, force: true }));
+
+const plan = (plaintext: boolean): Plan =>
+  upPlan({
+    root: workspaceRoot,
+    state,
+    natsPort: 14222,
+    redisPort: 16379,
+    plaintext,
+    credentials: ensureCredentials(state),
+    tls: plaintext ? undefined : ensureTlsMaterial(workspaceRoot, state),
+    jsonl: join(state, 'flows.jsonl'),
+    node: 'ksd-node',
+  });
+
+describe('npm run up plans', () => {
+  it('plaintext only with --plaintext or a true KAPPA_PLAINTEXT', () => {
+    expect(wantsPlaintext([], {})).toBe(false);
+    expect(wantsPlaintext(['--plaintext'], {})).toBe(true);
+    expect(wantsPlaintext([], { KAPPA_PLAINTEXT: '1' })).toBe(true);
+    expect(wantsPlaintext([], { KAPPA_PLAINTEXT: 'true' })).toBe(true);
+    expect(wantsPlaintext([], { KAPPA_PLAINTEXT: '0' })).toBe(false);
+    expect(wantsPlaintext([], { KAPPA_PLAINTEXT: '' })).toBe(false);
+  });
+
+  it('by default: NATS verifies client certificates and wants a login, Redis only TLS, every service and the CLI get the files', () => {
+    const { natsConfig, redisArgs, env, upJson, warnings } = plan(false);
+    const tls = join(state, 'tls');
+    expect(natsConfig).toContain(`tls { cert_file: "${tls}/server.pem", key_file: "${tls}/server.key", ca_file: "${tls}/ca.pem", verify: true, timeout: 10 }`);
+    expect(natsConfig).toMatch(/authorization \{ user: "kappa", password: "[0-9a-f]{48}" \}/);
+    expect(redisArgs.join(' ')).toContain('--port 0 --tls-port 16379 --tls-auth-clients yes');
+    expect(redisArgs.join(' ')).toContain(`--aclfile ${state}/redis/users.acl`);
+    expect(env).toMatchObject({
+      KAPPA_NATS_URL: 'nats://127.0.0.1:14222',
+      KAPPA_NATS_TLS_CA: `${tls}/ca.pem`,
+      KAPPA_NATS_TLS_CERT: `${tls}/client.pem`,
+      KAPPA_NATS_TLS_KEY: `${tls}/client.key`,
+      KAPPA_REDIS_URL: 'rediss://127.0.0.1:16379',
+      KAPPA_REDIS_USER: 'kappa',
+      KAPPA_REDIS_TLS_CERT: `${tls}/client.pem`,
+      KAPPA_GRPC_TLS_CERT: `${tls}/server.pem`,
+      KAPPA_GRPC_TLS_CLIENT_CA: `${tls}/ca.pem`,
+      KAPPA_GRPC_TOKEN_FILE: `${state}/grpc-token`,
+      KAPPA_OBSERVER_TLS_CERT: `${tls}/server.pem`,
+      KAPPA_OBSERVER_TLS_CLIENT_CA: `${tls}/ca.pem`,
+      KAPPA_OBSERVER_TOKEN_FILE: `${state}/grpc-token`,
+    });
+    expect(upJson).toMatchObject({
+      natsTlsCa: `${tls}/ca.pem`,
+      natsTlsCert: `${tls}/client.pem`,
+      tlsCa: `${tls}/ca.pem`,
+      tlsCert: `${tls}/client.pem`,
+      tlsKey: `${tls}/client.key`,
+      tokenFile: `${state}/grpc-token`,
+      natsUser: 'kappa',
+    });
+    for (const file of Object.values(env).filter((v) => v.startsWith(tls))) expect(existsSync(file), file).toBe(true);
+    expect(warnings).toEqual([]);
+  });
+
+  it('keeps the CA and certificates of the first run, and the secrets (owner-only)', () => {
+    const before = ensureTlsMaterial(workspaceRoot, state);
+    const ca = readFileSync(before.ca!, 'utf8');
+    const server = readFileSync(before.serverCert!, 'utf8');
+    const credentials = ensureCredentials(state);
+    const again = ensureTlsMaterial(workspaceRoot, state);
+    expect(readFileSync(again.ca!, 'utf8')).toBe(ca);
+    expect(readFileSync(again.serverCert!, 'utf8')).toBe(server);
+    expect(ensureCredentials(state)).toEqual(credentials);
+    expect(statSync(join(state, 'credentials.json')).mode & 0o077).toBe(0);
+    expect(statSync(join(state, 'grpc-token')).mode & 0o077).toBe(0);
+  });
+
+  it('with --plaintext: no TLS anywhere, the logins stay, and a warning says so', () => {
+    const { natsConfig, redisArgs, env, upJson, warnings } = plan(true);
+    expect(natsConfig).not.toContain('tls');
+    expect(natsConfig).toContain('authorization');
+    expect(redisArgs.join(' ')).not.toContain('tls');
+    expect(redisArgs.join(' ')).toContain('--port 16379');
+    expect(Object.keys(env).filter((k) => k.includes('TLS'))).toEqual([]);
+    expect(env.KAPPA_REDIS_URL).toBe('redis://127.0.0.1:16379');
+    expect(Object.keys(upJson).filter((k) => /tls/i.test(k))).toEqual([]);
+    expect(upJson.tokenFile).toBe(`${state}/grpc-token`);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/WITHOUT TLS/);
+  });
+
+  it('renders the Redis ACL exactly as the render line of infra/redis/kappa.acl does', () => {
+    const aclFile = join(workspaceRoot, 'infra/redis/kappa.acl');
+    const template = readFileSync(aclFile, 'utf8');
+    const render = /^# render: (.*)$/m.exec(template)?.[1] ?? '';
+    expect(render).not.toBe('');
+    const out = join(state, 'rendered.acl');
+    execFileSync('bash', ['-c', render.replace('infra/redis/kappa.acl', aclFile).replace('/data/users.acl', out)], {
+      env: { ...process.env, KAPPA_REDIS_PASSWORD: 'ksd secret with $pecial "chars"' },
+    });
+    expect(renderRedisAcl(template, 'ksd secret with $pecial "chars"')).toBe(readFileSync(out, 'utf8'));
+  });
+});

@@ -1,0 +1,265 @@
+// Scenario 1 — datapath: iperf3 between two network namespaces over a veth, paired runs in
+// alternating order with no agent, kappa-capture (cgroup hooks on the iperf3 processes' cgroup),
+// softflowd and pmacctd (both pcap on the client's veth). Throughput, each agent's CPU per GB,
+// BPF ns per run, and kappa's byte count against iperf3's. Writes section `datapath`.
+//   npm run bench:datapath -- [--pairs 5] [--seconds 5]      (root; after `npm run build`)
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { TestCgroup, VethPair, run, runIn, spawnIn } from '@kappa/testing';
+import { exited, median, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
+import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
+
+const { values } = parseArgs({ options: { pairs: { type: 'string', default: '5' }, seconds: { type: 'string', default: '5' } } });
+const pairs = Number(values.pairs);
+const seconds = Number(values.seconds);
+const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
+requireBuild('bench:datapath', ['apps/capture/dist/main.js', 'bpf/.output/kappa.bpf.o']);
+
+type AgentName = 'no agent' | 'kappa capture' | 'softflowd' | 'pmacctd';
+const agents: AgentName[] = ['no agent', 'kappa capture', 'softflowd', 'pmacctd'];
+interface Agent {
+  pid: number | undefined;
+  stop(): Promise<void>;
+}
+interface Run {
+  agent: AgentName;
+  gbps: number;
+  bytes: number;
+  cpu: number;
+  rss: number;
+  received: number;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
+const cgroup = new TestCgroup('kbd-datapath');
+const pair = await VethPair.create({ prefix: 'kbd-', subnet: 41, cgroup, offloads: true });
+const iperfPort = '5201';
+const statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
+const children: ChildProcess[] = [];
+
+/** CPU seconds of a process and its descendants (pmacctd's plugins are child processes). */
+function treeCpu(root: number): number {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  let total = 0;
+  for (const pid of parents.keys()) {
+    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parents.get(p)) {
+      if (p === root) {
+        try {
+          total += cpuSeconds(pid);
+        } catch {
+          // exited meanwhile
+        }
+        break;
+      }
+    }
+  }
+  return total;
+}
+
+function treeRss(root: number): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(entry) === root || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === root) total += rssBytes(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total;
+}
+
+/** kappa's records of the iperf3 conversations, summed per (vantage, client port). */
+const kappaCounts = new Map<string, { bytes: number; packets: number }>();
+let kappaPid: number | undefined;
+
+async function startAgent(agent: AgentName): Promise<Agent> {
+  if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
+  let child: ChildProcess;
+  if (agent === 'kappa capture') {
+    child = spawn(process.execPath, [captureBin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let partial = '';
+    kappaCounts.clear();
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const r = JSON.parse(line) as { vantage: string; protocol: string; src: { port?: number }; dst: { port?: number }; bytes?: string; packets?: string };
+        if (r.protocol !== 'IP_PROTOCOL_TCP' || String(r.dst.port) !== iperfPort) continue;
+        const key = `${r.vantage} ${r.src.port}`;
+        const sum = kappaCounts.get(key) ?? { bytes: 0, packets: 0 };
+        sum.bytes += Number(r.bytes ?? 0);
+        sum.packets += Number(r.packets ?? 0);
+        kappaCounts.set(key, sum);
+      }
+    });
+    await waitFor(child, /"msg":"capturing"/, 'kappa-capture');
+    kappaPid = child.pid;
+  } else if (agent === 'softflowd') {
+    // -d: foreground; NetFlow v5 to a port nobody reads; own control socket and pid file.
+    child = spawn('ip', ['netns', 'exec', pair.a.netns, 'softflowd', '-d', '-i', pair.a.ifname, '-n', '127.0.0.1:9995', '-c', join(work, 'softflowd.ctl'), '-p', join(work, 'softflowd.pid')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    await sleep(1000);
+  } else {
+    const config = join(work, 'pmacctd.conf');
+    writeFileSync(
+      config,
+      [
+        'daemonize: false',
+        `pcap_interface: ${pair.a.ifname}`,
+        `pidfile: ${join(work, 'pmacctd.pid')}`,
+        'aggregate: src_host, dst_host, src_port, dst_port, proto',
+        'plugins: print',
+        'print_refresh_time: 10',
+        `print_output_file: ${join(work, 'pmacctd.txt')}`,
+        '',
+      ].join('\n'),
+    );
+    child = spawn('ip', ['netns', 'exec', pair.a.netns, 'pmacctd', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await sleep(1500);
+  }
+  if (child.exitCode !== null) throw new Error(`${agent} exited ${child.exitCode} at start`);
+  children.push(child);
+  return {
+    pid: child.pid,
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited(child);
+    },
+  };
+}
+
+async function iperf(): Promise<{ gbps: number; bytes: number; received: number }> {
+  const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J']);
+  const result = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { bytes: number } } };
+  return { gbps: result.end.sum_received.bits_per_second / 1e9, bytes: result.end.sum_sent.bytes, received: result.end.sum_received.bytes };
+}
+
+async function measured(agent: AgentName): Promise<Run> {
+  const running = await startAgent(agent);
+  const cpu0 = running.pid ? treeCpu(running.pid) : 0;
+  const { gbps, bytes, received } = await iperf();
+  const cpu = running.pid ? treeCpu(running.pid) - cpu0 : 0;
+  const rss = running.pid ? treeRss(running.pid) : 0;
+  await running.stop();
+  return { agent, gbps, bytes, received, cpu, rss };
+}
+
+const fixed = (x: number, digits = 2) => x.toFixed(digits);
+
+try {
+  const server = spawnIn(pair.b.netns, cgroup, 'iperf3', ['-s', '--forceflush', '-B', pair.b.ipv4, '-p', iperfPort]);
+  children.push(server);
+  await waitFor(server, /Server listening/, 'iperf3 server');
+  const root = run('bpftool', ['-j', 'cgroup', 'show', readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')!.split(' ')[1]!]);
+  const foreign = (JSON.parse(root.trim() || '[]') as unknown[]).length;
+  if (foreign > 0) console.log(`note: ${foreign} BPF program(s) of someone else are attached at the cgroup v2 root; they run in every configuration alike.`);
+
+  const runs: Run[][] = [];
+  for (let i = 0; i < pairs; i++) {
+    // Alternate the order, so drift on the shared machine hits every agent alike.
+    const order = i % 2 === 0 ? agents : [...agents].reverse();
+    const round: Run[] = [];
+    for (const agent of order) {
+      const r = await measured(agent);
+      round.push(r);
+      console.error(`pair ${i + 1}: ${agent}: ${fixed(r.gbps)} Gbit/s, agent CPU ${fixed(r.cpu)} s`);
+    }
+    runs.push(agents.map((a) => round.find((r) => r.agent === a)!));
+  }
+
+  // Sanity: what kappa counted on the iperf3 data connection (the last kappa run) against iperf3.
+  const lastKappa = runs.at(-1)!.find((r) => r.agent === 'kappa capture')!;
+  const byClientPort = [...kappaCounts.entries()].filter(([k]) => k.startsWith('VANTAGE_SRC'));
+  const [dataKey, data] = byClientPort.sort((x, y) => y[1].bytes - x[1].bytes)[0] ?? ['', { bytes: 0, packets: 0 }];
+  const atServer = kappaCounts.get(dataKey.replace('VANTAGE_SRC', 'VANTAGE_DST')) ?? { bytes: 0, packets: 0 };
+  // IPv4 20 + TCP 20 + timestamps 12 bytes of headers per segment; SYN and FIN carry a few more.
+  const payload = data.bytes - 52 * data.packets;
+  const sanity =
+    `kappa's count, last kappa run, iperf3 data connection client → server: ${data.bytes} IP bytes in ${data.packets} packets at the client ` +
+    `(${atServer.bytes} bytes / ${atServer.packets} packets at the server); minus 52 header bytes per packet = ${payload} payload bytes; ` +
+    `iperf3 sent ${lastKappa.bytes} and received ${lastKappa.received} bytes: kappa − sent = ${payload - lastKappa.bytes} (${fixed(((payload - lastKappa.bytes) / lastKappa.bytes) * 100, 3)} %), ` +
+    `kappa − received = ${payload - lastKappa.received}.`;
+
+  // BPF ns per run: bpf_stats has a cost of its own, so it gets its own run with kappa.
+  const capture = await startAgent('kappa capture');
+  const progIds = readdirSync(`/proc/${capture.pid}/fdinfo`)
+    .map((fd) => /^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/${capture.pid}/fdinfo/${fd}`, 'utf8'))?.[1])
+    .filter((id): id is string => id !== undefined)
+    .map(Number);
+  type Prog = { id: number; name: string; run_time_ns?: number; run_cnt?: number };
+  const progs = () => new Map((JSON.parse(run('bpftool', ['-j', 'prog', 'show'])) as Prog[]).filter((p) => progIds.includes(p.id)).map((p) => [p.id, p]));
+  run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
+  const before = progs();
+  const stats = await iperf();
+  const after = progs();
+  run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
+  await capture.stop();
+  let bpfNs = 0;
+  const progRows = [...after.values()].flatMap((p) => {
+    const runs = (p.run_cnt ?? 0) - (before.get(p.id)?.run_cnt ?? 0);
+    const ns = (p.run_time_ns ?? 0) - (before.get(p.id)?.run_time_ns ?? 0);
+    bpfNs += ns;
+    return runs > 0 ? [[p.name, runs.toLocaleString('en-US'), Math.round(ns / runs)]] : [];
+  });
+
+  const baseline = runs.map((r) => r[0]!.gbps);
+  const summary = agents.map((agent, a) => {
+    const mine = runs.map((r) => r[a]!);
+    const perGb = mine.map((r) => r.cpu / (r.bytes / 1e9));
+    const core = mine.map((r) => (r.cpu / seconds) * 100);
+    return [
+      agent,
+      fixed(median(mine.map((r) => r.gbps))),
+      fixed(median(mine.map((r, i) => r.gbps / baseline[i]!)), 3),
+      agent === 'no agent' ? '—' : fixed(median(perGb), 4),
+      agent === 'no agent' ? '—' : fixed(median(core), 1),
+      agent === 'no agent' ? '—' : fixed(Math.max(...mine.map((r) => r.rss)) / 2 ** 20, 0),
+    ];
+  });
+  const kappaCpuPerGb = median(runs.map((r) => r[1]!.cpu / (r[1]!.bytes / 1e9)));
+  const bpfPerGb = bpfNs / 1e9 / (stats.bytes / 1e9);
+  const markdown = [
+    `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
+    '',
+    table(['agent', 'throughput, Gbit/s (median)', '× no agent (paired median)', 'agent CPU-s per GB', 'agent CPU, % of a core', 'agent RSS, MiB'], summary),
+    '',
+    table(
+      ['pair', ...agents.map((a) => `${a}, Gbit/s`)],
+      runs.map((r, i) => [i + 1, ...r.map((x) => fixed(x.gbps))]),
+    ),
+    '',
+    `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
+    '',
+    table(['program', 'runs', 'ns per run'], progRows),
+    '',
+    sanity,
+    '',
+    machineLine(),
+  ].join('\n');
+  console.log(markdown);
+  writeSection('datapath', markdown);
+} finally {
+  await stopAll(children);
+  run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
+  pair.destroy();
+  cgroup.destroy();
+  rmSync(work, { recursive: true, force: true });
+}
