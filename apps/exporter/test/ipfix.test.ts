@@ -16,12 +16,12 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function sink(collector: string, templateRefreshMs = 30_000, maxStringBytes = 1024): IpfixSink {
+function sink(collector: string, templateRefreshMs = 30_000, maxStringBytes = 1024, mtu = 1500): IpfixSink {
   const s = new IpfixSink({
     collector: new URL(collector),
     enterpriseNumber: 32473,
     templateRefreshMs,
-    udpMaxMessageBytes: 1500 - 48,
+    udpMaxMessageBytes: mtu - 48,
     maxStringBytes,
     logger: createLogger('test', 'silent'),
     registry: createRegistry('test'),
@@ -89,7 +89,8 @@ describe('IPFIX decoded by tshark', () => {
   it('decodes the templates and enterprise strings of 0, 254, 255, 256 and 1000 bytes without malformed-packet or expert warnings', async () => {
     const port = await freePort();
     const capture = await startCapture(`udp port ${port}`);
-    const ipfix = sink(`udp://127.0.0.1:${port}`);
+    // A 9000-byte (jumbo) MTU: records with four 1000-byte strings fit a datagram uncut.
+    const ipfix = sink(`udp://127.0.0.1:${port}`, 30_000, 1024, 9000);
     await ipfix.start();
     const sizes = [0, 254, 255, 256, 1000];
     const records = sizes.map((n, k) =>

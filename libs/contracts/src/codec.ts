@@ -25,13 +25,35 @@ export function encodeFlowBatch(batch: FlowBatch): Uint8Array {
   return toBinary(FlowBatchSchema, batch);
 }
 
-/** Decodes a FlowBatch, throwing ContractDecodeError for garbage or truncated input. */
+/** The first control character (U+0000–U+001F, U+007F) in s, or -1. */
+function controlCharacterAt(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return i;
+  }
+  return -1;
+}
+
+/**
+ * Decodes a FlowBatch, throwing ContractDecodeError for garbage or truncated input, and for a
+ * batch_id with a control character: every stage derives its output's Nats-Msg-Id header from the
+ * batch_id, a header cannot hold CR or LF, and such a batch would fail to publish and come back
+ * forever instead of going to the DLQ.
+ */
 export function decodeFlowBatch(bytes: Uint8Array): FlowBatch {
+  let batch: FlowBatch;
   try {
-    return fromBinary(FlowBatchSchema, bytes);
+    batch = fromBinary(FlowBatchSchema, bytes);
   } catch (cause) {
     throw new ContractDecodeError('kappa.flow.v1.FlowBatch', bytes.byteLength, { cause });
   }
+  const at = controlCharacterAt(batch.batchId);
+  if (at >= 0) {
+    // JSON-quoted: the message goes into the DLQ entry's Kappa-Error header, so no raw CR/LF.
+    const cause = new Error(`batch_id ${JSON.stringify(batch.batchId.slice(0, 64))} has a control character at ${at}`);
+    throw new ContractDecodeError('kappa.flow.v1.FlowBatch', bytes.byteLength, { cause });
+  }
+  return batch;
 }
 
 export function newFlowBatch(init: MessageInitShape<typeof FlowBatchSchema>): FlowBatch {

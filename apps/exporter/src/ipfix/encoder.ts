@@ -19,7 +19,10 @@ export interface IpfixEncoderOptions {
   enterpriseNumber: number;
   /** Upper bound of one message: the UDP payload that fits the MTU, or 65535 for TCP. */
   maxMessageBytes: number;
-  /** Longer strings are cut at a UTF-8 character boundary, so one record always fits a message. */
+  /**
+   * Longer strings are cut at a UTF-8 character boundary. A record whose strings still do not fit
+   * maxMessageBytes (a small UDP MTU) has its longest strings cut further until it fits.
+   */
   maxStringBytes: number;
 }
 
@@ -51,9 +54,18 @@ function addressBytes(ip: string | undefined, version: 4 | 6): Buffer {
   return Buffer.concat([v4MappedPrefix, bytes]);
 }
 
+/** RFC 7011 §7: a variable-length field takes one length byte below 255, else three. */
+function encodedStringLength(bytes: number): number {
+  return (bytes < 255 ? 1 : 3) + bytes;
+}
+
 /** The UTF-8 bytes of s, cut to at most max bytes without splitting a character. */
 export function utf8Truncated(s: string, max: number): Buffer {
-  const bytes = Buffer.from(s, 'utf8');
+  return utf8Cut(Buffer.from(s, 'utf8'), max);
+}
+
+/** Valid UTF-8 bytes cut to at most max bytes without splitting a character. */
+function utf8Cut(bytes: Buffer, max: number): Buffer {
   if (bytes.length <= max) return bytes;
   let end = max;
   // Step back over continuation bytes (10xxxxxx) so the cut falls on a character start.
@@ -87,6 +99,11 @@ export class IpfixEncoder {
     const worst = this.templates.reduce((m, t) => Math.max(m, t.fixedBytes + t.strings.length * (3 + options.maxStringBytes)), 0);
     if (MESSAGE_HEADER_BYTES + SET_HEADER_BYTES + worst > MAX_MESSAGE_BYTES) {
       throw new RangeError(`--ipfix-max-string-bytes ${options.maxStringBytes} is too large: a record could exceed an IPFIX message`);
+    }
+    // Every template, and every record with its strings cut to nothing, must fit one message.
+    const smallest = this.templates.reduce((m, t) => Math.max(m, t.fixedBytes + t.strings.length, this.templateRecord(t).length), 0);
+    if (MESSAGE_HEADER_BYTES + SET_HEADER_BYTES + smallest > options.maxMessageBytes) {
+      throw new RangeError(`an IPFIX message of ${options.maxMessageBytes} bytes cannot hold one record (${MESSAGE_HEADER_BYTES + SET_HEADER_BYTES + smallest} bytes)`);
     }
   }
 
@@ -199,14 +216,8 @@ export class IpfixEncoder {
     for (const r of records) {
       const v6 = isIP(r.src?.ip ?? '') === 6 || isIP(r.dst?.ip ?? '') === 6;
       const template = this.templates[v6 ? 1 : 0]!;
-      const strings = template.strings.map((read) => {
-        const text = read(r);
-        const bytes = utf8Truncated(text, this.options.maxStringBytes);
-        if (bytes.length < Buffer.byteLength(text)) this.truncatedStrings++;
-        return bytes;
-      });
-      let length = template.fixedBytes;
-      for (const s of strings) length += (s.length < 255 ? 1 : 3) + s.length;
+      const strings = this.recordStrings(r, template, max - MESSAGE_HEADER_BYTES - SET_HEADER_BYTES - template.fixedBytes);
+      const length = template.fixedBytes + strings.reduce((n, s) => n + encodedStringLength(s.length), 0);
       const needsSet = setTemplate !== template.id;
       if (offset + (needsSet ? SET_HEADER_BYTES : 0) + length > max && inMessage > 0) flush();
       if (setTemplate !== template.id) {
@@ -216,16 +227,37 @@ export class IpfixEncoder {
         buf.writeUInt16BE(template.id, offset);
         offset += SET_HEADER_BYTES;
       }
-      if (offset + length > buf.length) {
-        // A single record larger than the MTU budget goes alone in a bigger message (within 65535).
-        const bigger = Buffer.allocUnsafe(Math.min(MAX_MESSAGE_BYTES, offset + length));
-        buf.copy(bigger, 0, 0, offset);
-        buf = bigger;
-      }
       offset = this.writeRecord(buf, offset, r, template, strings);
       inMessage++;
     }
     flush();
+  }
+
+  /**
+   * The UTF-8 strings of a record, each cut to maxStringBytes, and then, when they still exceed
+   * `budget` (what a message alone can hold for them), all cut to the largest common cap that
+   * fits: short strings stay whole, the longest ones lose their tails. RFC 7011 §10.3.3: a UDP
+   * message must not exceed the path MTU, and IP fragments are often dropped on the way.
+   */
+  private recordStrings(r: FlowRecord, template: Template, budget: number): Buffer[] {
+    const texts = template.strings.map((read) => read(r));
+    const strings = texts.map((text) => utf8Truncated(text, this.options.maxStringBytes));
+    const total = (cap: number) => strings.reduce((n, s) => n + encodedStringLength(Math.min(s.length, cap)), 0);
+    if (total(this.options.maxStringBytes) > budget) {
+      // The largest cap that fits (total() grows with cap); the constructor guarantees cap 0 fits.
+      let fits = 0;
+      let tooBig = this.options.maxStringBytes;
+      while (tooBig - fits > 1) {
+        const mid = (fits + tooBig) >>> 1;
+        if (total(mid) <= budget) fits = mid;
+        else tooBig = mid;
+      }
+      for (let i = 0; i < strings.length; i++) strings[i] = utf8Cut(strings[i]!, fits);
+    }
+    texts.forEach((text, i) => {
+      if (strings[i]!.length < Buffer.byteLength(text)) this.truncatedStrings++;
+    });
+    return strings;
   }
 
   private writeRecord(buf: Buffer, start: number, r: FlowRecord, template: Template, strings: Buffer[]): number {
