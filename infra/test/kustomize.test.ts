@@ -179,6 +179,20 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     for (const probes of kappaProbes) expect(probes).toEqual(['/healthz', '/readyz']);
   });
 
+  test("every kappa service's V8 heap is capped at 3/4 of its container's memory limit, source maps kept", () => {
+    const mebibytes = (quantity: string) => Number(/^(\d+)Mi$/.exec(quantity)?.[1] ?? Number(/^(\d+)Gi$/.exec(quantity)?.[1]) * 1024);
+    const services = pods
+      .filter((w) => w.metadata.name !== 'kappa-nats' && w.metadata.name !== 'kappa-redis')
+      .flatMap((w) => w.spec.template.spec.containers.map((c) => ({ where: `${w.metadata.name}/${c.name}`, c })));
+    expect(services).toHaveLength(5);
+    for (const { where, c } of services) {
+      const options = c.env?.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
+      const heap = Number(/--max-old-space-size=(\d+)/.exec(options)?.[1]);
+      expect(options, where).toContain('--enable-source-maps');
+      expect(heap, where).toBe(mebibytes(String(c.resources?.limits?.['memory'])) * 0.75);
+    }
+  });
+
   test(`sets the capture pattern of the overlay's network (KAPPA_CAPTURE=${capturePattern[overlay]})`, () => {
     const config = one<KubeObject & { data: Record<string, string> }>(objects, 'ConfigMap', 'kappa-config');
     expect(config.data.KAPPA_CAPTURE).toBe(capturePattern[overlay]);
