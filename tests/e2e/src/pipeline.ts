@@ -174,9 +174,11 @@ export async function startScenario(name: string, subnet: number, options: Omit<
   let pair: VethPair | undefined;
   let pipeline: Pipeline | undefined;
   const destroy = async () => {
-    for (const s of Object.values(pipeline?.services ?? {})) {
-      s.child.kill('SIGCONT'); // a stopped process does not act on SIGKILL until continued
-      await stopService(s, 'SIGKILL');
+    for (const [name, s] of Object.entries(pipeline?.services ?? {})) {
+      s.child.kill('SIGCONT'); // a stopped process does not act on a signal until continued
+      // capture stops gracefully: a SIGKILL would leave its maps and links pinned in bpffs (by
+      // design, for a restart to take over), and every test run would leak them.
+      await stopService(s, name === 'capture' ? 'SIGTERM' : 'SIGKILL');
     }
     pair?.destroy();
     nodes.destroy();
