@@ -14,11 +14,11 @@ import {
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { encodeStageStatus } from '@kappa/contracts';
 import type { FlowBatch, StageStatus } from '@kappa/contracts';
-import { Counter } from '@kappa/observability';
+import { Counter, LogLimiter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { BatchConsumer } from './consumer.js';
 import type { ConsumeOptions } from './consumer.js';
-import { BusConnectError, BusPublishError, classifyPublishError } from './errors.js';
+import { BusConnectError, BusPublishError, StreamSetupError, classifyPublishError, isPermissionError } from './errors.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
 import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjects } from './subjects.js';
 import { splitBatch } from './split.js';
@@ -32,6 +32,8 @@ export interface BusOptions {
   auth?: NatsAuth;
   tls?: NatsTls;
   streams?: StreamLimits;
+  /** Reply subjects' prefix; with per-identity permissions only this identity may read it. */
+  inboxPrefix?: string;
 }
 
 export interface BusMetrics {
@@ -78,11 +80,15 @@ export class Bus {
     private readonly options: BusOptions,
   ) {
     this.metrics = busMetrics(options.registry);
+    this.inputLog = new LogLimiter(options.logger);
   }
 
   get logger(): Logger {
     return this.options.logger;
   }
+
+  /** The logger for lines each input can cause (dead letters, handler failures): rate-limited. */
+  readonly inputLog: LogLimiter;
 
   /** The largest message the server accepts. */
   get maxPayload(): number {
@@ -94,7 +100,23 @@ export class Bus {
    * KAPPA_FLOWS is a work queue: a batch is removed once its stage acks it, so the byte limit
    * bounds the backlog, and `discard: new` makes a full backlog a publish error, never silent loss.
    */
-  async ensureStreams(limits: StreamLimits | undefined = this.options.streams): Promise<void> {
+  async ensureStreams(limits: StreamLimits | undefined = this.options.streams, options: { waitForAdmin?: boolean } = {}): Promise<void> {
+    // A service whose identity may not create streams waits for the admin to (kappa streams; the
+    // Kustomize Job kappa-streams), rather than exiting into a crash loop.
+    for (let waited = false; ; waited = true) {
+      try {
+        await this.ensureKappaStreams(limits);
+        if (waited) this.logger.info('the JetStream streams exist now');
+        return;
+      } catch (error) {
+        if (!(error instanceof StreamSetupError) || options.waitForAdmin === false || this.nc.isClosed()) throw error;
+        if (!waited) this.logger.warn({ stream: error.stream }, `${error.message}; waiting for them`);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+  }
+
+  private async ensureKappaStreams(limits: StreamLimits | undefined): Promise<void> {
     const maxBytes = limits?.maxBytes ?? 1024 ** 3;
     const maxAgeMs = limits?.maxAgeMs ?? 3_600_000;
     await this.ensureStream({
@@ -119,17 +141,32 @@ export class Bus {
     });
   }
 
+  /**
+   * Creates a stream, or brings its limits up to date. Where the server gives this identity no
+   * right to create or update streams (per-identity permissions: only the admin may), an existing
+   * stream is used as it is, and a missing one is a StreamSetupError naming the fix.
+   */
   private async ensureStream(config: Partial<StreamConfig> & { name: string }): Promise<void> {
+    let existing: StreamConfig | undefined;
     try {
-      await this.jsm.streams.info(config.name);
-      await this.jsm.streams.update(config.name, config);
-      return;
+      existing = (await this.jsm.streams.info(config.name)).config;
     } catch (error) {
       if (!/not found/i.test(String(error))) throw error;
+    }
+    if (existing) {
+      if (sameStreamLimits(existing, config)) return;
+      try {
+        await this.jsm.streams.update(config.name, config);
+      } catch (error) {
+        if (!isPermissionError(error)) throw error;
+        this.logger.warn({ stream: config.name }, `${config.name} differs from this service's settings and this NATS identity may not change it: the admin updates it (kappa streams)`);
+      }
+      return;
     }
     try {
       await this.jsm.streams.add(config);
     } catch (error) {
+      if (isPermissionError(error)) throw new StreamSetupError(config.name, { cause: error });
       // Another replica created it between our info and add.
       if (!/already in use/i.test(String(error))) throw error;
       await this.jsm.streams.update(config.name, config);
@@ -213,6 +250,32 @@ export class Bus {
     this.heartbeat = undefined;
   }
 
+  /**
+   * Whether the server refuses this identity a publish on `subject` (per-identity permissions).
+   * Sends one empty core-NATS message; nats-server answers a refused publish with an error before
+   * the PONG of the flush that follows it.
+   */
+  async probePublishRefused(subject: string): Promise<boolean> {
+    let refused = false;
+    const statuses = this.nc.status()[Symbol.asyncIterator]();
+    let watching = true;
+    void (async () => {
+      while (watching) {
+        const next = await statuses.next();
+        if (next.done === true) return;
+        const s = next.value;
+        if (s.type === 'error' && isPermissionError(s.error) && (s.error as { subject?: string }).subject === subject) refused = true;
+      }
+    })();
+    this.nc.publish(subject, new Uint8Array());
+    await this.nc.flush();
+    // The error was read before the PONG; let the status iterator hand it over.
+    await new Promise((r) => setTimeout(r, 50));
+    watching = false;
+    void statuses.return?.();
+    return refused;
+  }
+
   /** Publishes the raw bytes of an undecodable message on kappa.dlq.<stage>, then counts it. */
   async deadLetter(stage: string, data: Uint8Array, details: { error: string; subject: string; streamSequence: number }): Promise<void> {
     const h = headers();
@@ -238,10 +301,16 @@ export class Bus {
   /** Stops consumers (in-flight handlers finish and ack), then drains the connection. */
   async close(): Promise<void> {
     this.stopHeartbeat();
+    this.inputLog.flush();
     await Promise.all([...this.consumers].map((c) => c.stop()));
     this.consumers.clear();
     if (!this.nc.isClosed()) await this.nc.drain();
   }
+}
+
+/** The settings ensureStreams manages are what the stream has (nothing to update). */
+function sameStreamLimits(existing: StreamConfig, wanted: Partial<StreamConfig>): boolean {
+  return (Object.keys(wanted) as (keyof StreamConfig)[]).every((key) => JSON.stringify(existing[key]) === JSON.stringify(wanted[key]));
 }
 
 export async function connectBus(options: BusOptions): Promise<Bus> {
@@ -251,6 +320,7 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     maxReconnectAttempts: -1,
     reconnectTimeWait: 1000,
     waitOnFirstConnect: false,
+    ...(options.inboxPrefix !== undefined ? { inboxPrefix: options.inboxPrefix } : {}),
   };
   const auth = options.auth ?? {};
   if (auth.user !== undefined) connectOptions.user = auth.user;

@@ -112,7 +112,9 @@ export class BatchConsumer {
 
   private async handle(message: JsMsg): Promise<void> {
     const { stage, handler } = this.options;
-    const log = this.bus.logger;
+    // Per-input lines are bounded (a flood of bad input must not flood the log); every event is
+    // still counted in kappa_bus_dead_lettered_total / kappa_bus_handler_failures_total.
+    const log = this.bus.inputLog;
     let batch: FlowBatch;
     try {
       batch = decodeFlowBatch(message.data);

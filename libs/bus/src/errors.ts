@@ -42,3 +42,22 @@ export function classifyPublishError(error: unknown): PublishFailureReason {
   if (/timeout/i.test(text)) return 'timeout';
   return 'other';
 }
+
+/** The server refused this identity the subject (per-identity permissions). */
+export function isPermissionError(error: unknown): boolean {
+  const e = error as { name?: unknown; message?: unknown; cause?: unknown } | undefined;
+  if (e?.name === 'PermissionViolationError') return true;
+  if (e?.cause !== undefined && e.cause !== error && isPermissionError(e.cause)) return true;
+  return /permissions violation/i.test(String(e?.message ?? error));
+}
+
+/** A stream this service needs does not exist, and its NATS identity may not create it. */
+export class StreamSetupError extends Error {
+  override readonly name = 'StreamSetupError';
+  constructor(readonly stream: string, options: { cause: unknown }) {
+    super(
+      `the JetStream stream ${stream} does not exist and this service's NATS identity may not create it: create the streams with the admin identity (\`kappa streams\`; npm run up and the Kustomize Job kappa-streams do it)`,
+      options,
+    );
+  }
+}

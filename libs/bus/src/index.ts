@@ -3,7 +3,7 @@ export { Bus, connectBus } from './bus.js';
 export type { BusMetrics, BusOptions } from './bus.js';
 export { BatchConsumer } from './consumer.js';
 export type { BatchContext, BatchHandler, ConsumeOptions } from './consumer.js';
-export { BusConnectError, BusPublishError } from './errors.js';
+export { BusConnectError, BusPublishError, StreamSetupError, isPermissionError } from './errors.js';
 export type { PublishFailureReason } from './errors.js';
 export { busOptionsFromConfig, natsOptions } from './options.js';
 export type { NatsAuth, NatsTls, StreamLimits } from './options.js';

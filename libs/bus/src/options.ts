@@ -1,5 +1,6 @@
 // The NATS settings every service shares, as a config-table fragment and a parsed shape.
 import { readFileSync } from 'node:fs';
+import { fromSeed } from '@nats-io/nkeys';
 import { duration, integer, list, string } from '@kappa/config';
 
 export const natsOptions = {
@@ -8,6 +9,7 @@ export const natsOptions = {
   natsPassword: string({ description: 'NATS password', secret: true }),
   natsToken: string({ description: 'NATS token', secret: true }),
   natsNkeySeed: string({ description: 'file holding the NATS nkey seed (SU...)' }),
+  natsInboxPrefix: string({ description: 'prefix of reply subjects (default: _INBOX_<nkey public key> with --nats-nkey-seed, which per-identity permissions let only this identity read; _INBOX otherwise)' }),
   natsTlsCa: string({ description: 'CA certificate file for NATS TLS' }),
   natsTlsCert: string({ description: 'client certificate file for NATS mutual TLS' }),
   natsTlsKey: string({ description: 'client key file for NATS mutual TLS' }),
@@ -39,6 +41,7 @@ interface NatsConfig {
   natsPassword?: string | undefined;
   natsToken?: string | undefined;
   natsNkeySeed?: string | undefined;
+  natsInboxPrefix?: string | undefined;
   natsTlsCa?: string | undefined;
   natsTlsCert?: string | undefined;
   natsTlsKey?: string | undefined;
@@ -47,12 +50,17 @@ interface NatsConfig {
 }
 
 /** Turns the parsed natsOptions into connectBus options. */
-export function busOptionsFromConfig(config: NatsConfig): { servers: string[]; auth: NatsAuth; tls?: NatsTls; streams: StreamLimits } {
+export function busOptionsFromConfig(config: NatsConfig): { servers: string[]; auth: NatsAuth; tls?: NatsTls; streams: StreamLimits; inboxPrefix?: string } {
   const auth: NatsAuth = {};
   if (config.natsUser !== undefined) auth.user = config.natsUser;
   if (config.natsPassword !== undefined) auth.pass = config.natsPassword;
   if (config.natsToken !== undefined) auth.token = config.natsToken;
-  if (config.natsNkeySeed !== undefined) auth.nkeySeed = new TextEncoder().encode(readFileSync(config.natsNkeySeed, 'utf8').trim());
+  let inboxPrefix = config.natsInboxPrefix;
+  if (config.natsNkeySeed !== undefined) {
+    auth.nkeySeed = new TextEncoder().encode(readFileSync(config.natsNkeySeed, 'utf8').trim());
+    // Replies (publish acks, pulled messages) to a subject only this identity may read.
+    inboxPrefix ??= `_INBOX_${fromSeed(auth.nkeySeed).getPublicKey()}`;
+  }
   const tls: NatsTls = {};
   if (config.natsTlsCa !== undefined) tls.caFile = config.natsTlsCa;
   if (config.natsTlsCert !== undefined) tls.certFile = config.natsTlsCert;
@@ -63,5 +71,6 @@ export function busOptionsFromConfig(config: NatsConfig): { servers: string[]; a
     auth,
     ...(useTls ? { tls } : {}),
     streams: { maxBytes: config.streamMaxBytes, maxAgeMs: config.streamMaxAge },
+    ...(inboxPrefix !== undefined ? { inboxPrefix } : {}),
   };
 }

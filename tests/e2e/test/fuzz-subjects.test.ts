@@ -3,7 +3,7 @@
 // the consuming stage, each decodable one is handled and acked, no service dies or restarts, and
 // Object.prototype is unchanged in every process (checked at exit by prototype-guard.mjs).
 // `npm test`: 2 000 buffers per subject; `npm run fuzz`: 100 000 (KAPPA_FUZZ_SUBJECT_BUFFERS).
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +37,9 @@ const perSubject = Number(process.env.KAPPA_FUZZ_SUBJECT_BUFFERS ?? 2000);
 const seed = Number(process.env.KAPPA_FUZZ_SEED ?? 20261126);
 /** Time to drain one subject: generous for a loaded CI machine, scaled with the buffer count. */
 const drainMs = 60_000 + perSubject * 15;
+/** Hostile messages spread over the consuming stages, to check the log stays bounded. */
+const floodTotal = Number(process.env.KAPPA_FUZZ_FLOOD_MESSAGES ?? 100_000);
+const floodDrainMs = 120_000 + floodTotal * 3;
 const NODE = 'ksf-node';
 const FLOW_STREAM = 'KAPPA_FLOWS';
 const DLQ_STREAM = 'KAPPA_DLQ';
@@ -140,7 +143,9 @@ beforeAll(async () => {
   const natsUrl = `--nats-url=${nats.url}`;
   const launch = async (stage: string, args: string[], durable = stage) => {
     const metricsPort = await freePort();
-    const s = startService(stage, stage, [natsUrl, `--metrics-port=${metricsPort}`, `--instance=ksf-real-${stage}`, ...args], workDir);
+    // One enricher per node: its instance is its node (its NATS identity may heartbeat only there).
+    const instance = stage === 'process-enricher' ? [] : [`--instance=ksf-real-${stage}`];
+    const s = startService(stage, stage, [natsUrl, `--metrics-port=${metricsPort}`, ...instance, ...args], workDir);
     services.push(Object.assign(s, { stage, durable, metricsPort, pid: s.child.pid ?? -1 }));
   };
   await launch('exporter', [`--jsonl=${join(workDir, 'flows.jsonl')}`, `--observer-port=${await freePort()}`, '--observer-host=127.0.0.1']);
@@ -283,8 +288,43 @@ describe(`${perSubject} hostile buffers on every subject the services consume`, 
     expect([0, 1]).toContain(code);
     expect(stdout).toMatch(/^STAGE/);
     // Each real service's own row: its stage, its instance and ready.
-    for (const s of services) expect(stdout, s.stage).toMatch(new RegExp(`^${s.stage} +ksf-real-${s.stage} .* yes `, 'm'));
+    for (const s of services) expect(stdout, s.stage).toMatch(new RegExp(`^${s.stage} +${s.stage === 'process-enricher' ? NODE : `ksf-real-${s.stage}`} .* yes `, 'm'));
   }, 120_000 + perSubject);
+
+  it(`${floodTotal} hostile messages leave less than 1 MB of log per service, and the DLQ and the metrics count every one`, async () => {
+    await jsm.streams.purge(DLQ_STREAM);
+    const logBefore = new Map(services.map((s) => [s.stage, statSync(s.logFile).size]));
+    const dlqMetricBefore = new Map(await Promise.all(services.map(async (s) => [s.stage, await metric(s, 'kappa_bus_dead_lettered_total')] as const)));
+    const perTarget = floodTotal / targets.length;
+    // 0xff: field 31 with wire type 7, which no protobuf decoder accepts; the rest varies.
+    const random = new Random(seed + 200);
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < perTarget; i++) {
+      for (const { subject } of targets) {
+        const bytes = new Uint8Array(8 + random.below(56));
+        for (let j = 0; j < bytes.length; j++) bytes[j] = random.below(256);
+        bytes[0] = 0xff;
+        pending.push(js.publish(subject, bytes));
+      }
+      if (pending.length >= 512) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+    await until(
+      `every stage to dead-letter ${perTarget} messages`,
+      async () => [...(await dlqCounts()).values()].reduce((a, b) => a + b, 0) >= floodTotal && (await Promise.all(services.map(idle))).every(Boolean),
+      floodDrainMs,
+      async () => JSON.stringify(Object.fromEntries(await dlqCounts())),
+    );
+    const dlq = await dlqCounts();
+    for (const { stage } of targets) {
+      const service = services.find((s) => s.stage === stage)!;
+      expect(dlq.get(stage), stage).toBe(perTarget);
+      expect((await metric(service, 'kappa_bus_dead_lettered_total')) - (dlqMetricBefore.get(stage) ?? 0), stage).toBe(perTarget);
+      const logged = statSync(service.logFile).size - (logBefore.get(stage) ?? 0);
+      expect(logged, `${stage} wrote ${logged} bytes of log for ${perTarget} hostile messages`).toBeLessThan(1024 * 1024);
+      expect(isRunning(service), `${service.name}\n${logTail(service)}`).toBe(true);
+    }
+  }, floodDrainMs + 60_000);
 
   it('leaves Object.prototype unchanged in every service and in the CLI', async () => {
     for (const s of services) {
