@@ -5,6 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { createUser, fromSeed } from '@nats-io/nkeys';
+import { identities, natsAuthorization } from '../infra/nats/permissions.mjs';
 
 export const plaintextWarning =
   'WARNING: --plaintext: NATS, Redis and the gRPC servers run WITHOUT TLS; passwords, the gRPC token and every flow cross loopback readable by any local user. Drop --plaintext (and KAPPA_PLAINTEXT) to have TLS again.';
@@ -30,20 +32,53 @@ export function ensureTlsMaterial(root, state) {
   return paths;
 }
 
-/** NATS and Redis passwords and the gRPC bearer token: made once, kept in state (owner-only). */
+/** Redis password and the gRPC bearer token: made once, kept in state (owner-only). */
 export function ensureCredentials(state) {
   const file = resolve(state, 'credentials.json');
   let credentials;
   try {
     credentials = JSON.parse(readFileSync(file, 'utf8'));
   } catch {
+    credentials = {};
+  }
+  if (!credentials.redisPassword || !credentials.grpcToken) {
     const secret = () => randomBytes(24).toString('hex');
-    credentials = { natsUser: 'kappa', natsPassword: secret(), redisUser: 'kappa', redisPassword: secret(), grpcToken: secret() };
+    credentials = { redisUser: 'kappa', redisPassword: secret(), grpcToken: secret() };
     writeFileSync(file, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
   }
   const tokenFile = resolve(state, 'grpc-token');
   writeFileSync(tokenFile, credentials.grpcToken, { mode: 0o600 });
-  return { ...credentials, tokenFile };
+  return { redisUser: credentials.redisUser, redisPassword: credentials.redisPassword, grpcToken: credentials.grpcToken, tokenFile };
+}
+
+/**
+ * One NATS nkey per identity of this host (infra/nats/permissions.mjs): the seed in
+ * state/nats-keys/<identity>.nk (owner-only), made once; the server gets only the public keys.
+ * Rotating one: delete its file and run `npm run up` again (nats-server reloads its users).
+ * @returns {Record<string, { seedFile: string, publicKey: string }>}
+ */
+export function ensureNatsKeys(state, ids) {
+  const dir = resolve(state, 'nats-keys');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const keys = {};
+  for (const id of ids) {
+    const seedFile = resolve(dir, `${id.name}.nk`);
+    let seed;
+    try {
+      seed = readFileSync(seedFile, 'utf8').trim();
+    } catch {
+      seed = new TextDecoder().decode(createUser().getSeed());
+      writeFileSync(seedFile, `${seed}\n`, { mode: 0o600 });
+    }
+    keys[id.name] = { seedFile, publicKey: fromSeed(new TextEncoder().encode(seed)).getPublicKey() };
+  }
+  return keys;
+}
+
+/** The NATS identity each service of `npm run up` connects as, on this host's node. */
+export function serviceIdentity(service, node) {
+  const nodeScoped = service === 'capture' || service === 'process-enricher';
+  return nodeScoped ? identities({ nodes: [node] }).find((id) => id.role === service && id.node === node).name : service;
 }
 
 /** infra/redis/kappa.acl rendered as its `render:` line says: user lines, kappa's password as SHA-256. */
@@ -56,21 +91,28 @@ export function renderRedisAcl(template, password) {
     .join('\n')}\n`;
 }
 
+/** The services `npm run up` starts, in start order. */
+export const upServices = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
+
 /**
  * @param {{ root: string, state: string, natsPort: number, redisPort: number, plaintext: boolean,
- *   credentials: ReturnType<typeof ensureCredentials>, tls?: ReturnType<typeof ensureTlsMaterial>,
- *   jsonl: string, node: string }} options
+ *   credentials: ReturnType<typeof ensureCredentials>, natsKeys: ReturnType<typeof ensureNatsKeys>,
+ *   tls?: ReturnType<typeof ensureTlsMaterial>, jsonl: string, node: string, partitions: number,
+ *   listenHost?: string }} options
  */
-export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node }) {
+export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, natsKeys, tls, jsonl, node, partitions, listenHost = '127.0.0.1' }) {
   const secure = !plaintext;
   if (secure && !tls) throw new Error('upPlan: TLS material is needed unless plaintext');
   const quote = (s) => JSON.stringify(s);
+  const ids = identities({ nodes: [node] });
+  const publicKeys = Object.fromEntries(ids.map((id) => [id.name, natsKeys[id.name]?.publicKey]));
 
-  // A config file, not flags, so the password is not on nats-server's command line.
+  // A config file, not flags. Users are nkeys, each with only the subjects its work needs
+  // (infra/nats/permissions.mjs); the server holds public keys, no secret.
   const natsConfig = [
     `listen: "127.0.0.1:${natsPort}"`,
     `jetstream { store_dir: ${quote(resolve(state, 'nats'))} }`,
-    `authorization { user: ${quote(credentials.natsUser)}, password: ${quote(credentials.natsPassword)} }`,
+    natsAuthorization(ids, publicKeys, { partitions }),
     // timeout: the TLS handshake may take longer than nats-server's 2 s default on a busy machine.
     ...(secure ? [`tls { cert_file: ${quote(tls.serverCert)}, key_file: ${quote(tls.serverKey)}, ca_file: ${quote(tls.ca)}, verify: true, timeout: 10 }`] : []),
     '',
@@ -86,16 +128,21 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
   ];
 
   const natsUrl = `nats://127.0.0.1:${natsPort}`;
-  // Every service gets every variable; a service reads only those of the options it has.
+  const natsLogin = (identity) => ({ KAPPA_NATS_NKEY_SEED: natsKeys[identity].seedFile });
+  // What every service gets; a service reads only the variables of the options it has.
   const env = {
     KAPPA_NATS_URL: natsUrl,
-    KAPPA_NATS_USER: credentials.natsUser,
-    KAPPA_NATS_PASSWORD: credentials.natsPassword,
     KAPPA_REDIS_URL: `${secure ? 'rediss' : 'redis'}://127.0.0.1:${redisPort}`,
     KAPPA_REDIS_USER: credentials.redisUser,
     KAPPA_REDIS_PASSWORD: credentials.redisPassword,
     KAPPA_GRPC_TOKEN_FILE: credentials.tokenFile,
     KAPPA_OBSERVER_TOKEN_FILE: credentials.tokenFile,
+    // Loopback unless the user asks otherwise (KAPPA_UP_LISTEN): the servers of a laptop's kappa
+    // are not the network's business.
+    KAPPA_GRPC_HOST: listenHost,
+    KAPPA_OBSERVER_HOST: listenHost,
+    KAPPA_METRICS_HOST: listenHost,
+    KAPPA_PARTITIONS: String(partitions),
     KAPPA_JSONL: jsonl,
     KAPPA_NODE: node,
     ...(secure
@@ -115,21 +162,25 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
         }
       : {}),
   };
+  // Each service logs in as its own identity, and no other.
+  const serviceEnv = Object.fromEntries(upServices.map((service) => [service, { ...env, ...natsLogin(serviceIdentity(service, node)) }]));
+  // The one-off `kappa streams` that creates the streams: the only identity that may.
+  const adminEnv = { ...env, ...natsLogin('admin') };
 
-  // The CLI's config while up runs (.kappa/up.json): NATS for `kappa status`, the gRPC servers
-  // for `kappa observe`, with the client certificate and the token. Owner-only: it holds a password.
+  // The CLI's config while up runs (.kappa/up.json): NATS for `kappa status` as the cli identity
+  // (heartbeats and DLQ counts, nothing else), the gRPC servers for `kappa observe`, with the
+  // client certificate and the token. Owner-only.
   const upJson = {
     natsUrl,
-    natsUser: credentials.natsUser,
-    natsPassword: credentials.natsPassword,
-    server: '127.0.0.1:9481',
-    tagger: '127.0.0.1:9480',
+    natsNkeySeed: natsKeys.cli.seedFile,
+    server: `${listenHost === '0.0.0.0' ? '127.0.0.1' : listenHost}:9481`,
+    tagger: `${listenHost === '0.0.0.0' ? '127.0.0.1' : listenHost}:9480`,
     tokenFile: credentials.tokenFile,
     ...(secure
       ? { natsTlsCa: tls.ca, natsTlsCert: tls.clientCert, natsTlsKey: tls.clientKey, tlsCa: tls.ca, tlsCert: tls.clientCert, tlsKey: tls.clientKey }
       : {}),
   };
-  return { natsConfig, redisAcl, redisArgs, env, upJson, warnings: secure ? [] : [plaintextWarning] };
+  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, adminEnv, upJson, warnings: secure ? [] : [plaintextWarning] };
 }
 
 /** Writes the files the plan names (NATS config, Redis ACL): owner-only, they hold secrets. */

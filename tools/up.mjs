@@ -9,7 +9,9 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ensureCredentials, ensureTlsMaterial, upPlan, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
+import { execFileSync } from 'node:child_process';
+import { ensureCredentials, ensureNatsKeys, ensureTlsMaterial, upPlan, upServices, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
+import { identities } from '../infra/nats/permissions.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const state = resolve(root, '.kappa');
@@ -21,6 +23,7 @@ mkdirSync(resolve(state, 'nats'), { recursive: true });
 mkdirSync(resolve(state, 'redis'), { recursive: true });
 writeFileSync(resolve(state, 'up.pid'), String(process.pid));
 const plaintext = wantsPlaintext(process.argv.slice(2), process.env);
+const partitions = Number(process.env.KAPPA_PARTITIONS ?? 16);
 const plan = upPlan({
   root,
   state,
@@ -28,6 +31,10 @@ const plan = upPlan({
   redisPort,
   plaintext,
   credentials: ensureCredentials(state),
+  natsKeys: ensureNatsKeys(state, identities({ nodes: [node] })),
+  partitions,
+  // KAPPA_UP_LISTEN=0.0.0.0 exposes the Observer, KubeTags and /metrics beyond this host.
+  listenHost: process.env.KAPPA_UP_LISTEN ?? '127.0.0.1',
   tls: plaintext ? undefined : ensureTlsMaterial(root, state),
   jsonl,
   node,
@@ -101,8 +108,15 @@ try {
   process.exit(1);
 }
 
-const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
-for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.env);
+// The streams are made by the admin identity, once; no service may create or delete them.
+try {
+  execFileSync(process.execPath, [resolve(root, 'apps/cli/dist/main.js'), 'streams'], { cwd: root, env: { ...process.env, ...plan.adminEnv, KAPPA_CONFIG: '' }, stdio: ['ignore', 'inherit', 'inherit'] });
+} catch {
+  console.error('kappa: cannot create the JetStream streams (see above)');
+  for (const c of children) c.child.kill('SIGTERM');
+  process.exit(1);
+}
+for (const service of upServices) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.serviceEnv[service]);
 
 // The CLI reads this while up runs, so `npx kappa status` finds this NATS (and its certificates
 // and login) without flags.

@@ -10,11 +10,13 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { connect } from '@nats-io/transport-node';
+import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { createUser } from '@nats-io/nkeys';
 import { ServerProcess, freePort, makeTlsMaterial } from '@kappa/testing';
 import type { TlsMaterial } from '@kappa/testing';
 import type { Container, KubeObject, Workload } from './manifests.js';
 import { allContainers, one, overlayNames, render, renderWith, workloads, workspaceRoot } from './manifests.js';
+import { startBaseNats } from './nats-base.js';
 
 const serverSecret = 'kappa-server-tls';
 const clientSecret = 'kappa-client-tls';
@@ -67,10 +69,32 @@ function kappaPods(objects: KubeObject[]): [Workload, Container][] {
   );
 }
 
-/** Every Secret a rendered system mounts, by workload. */
+/**
+ * Where a container's NATS nkey seed (KAPPA_NATS_NKEY_SEED) comes from: a Secret of its own for a
+ * cluster service, the node's own folder for a node agent (a Secret would hand every node every
+ * node's identity).
+ */
+function natsIdentityOf(pod: Workload, container: Container): { secret: string; key: string } | { hostPath: string } | undefined {
+  const seed = container.env?.find((e) => e.name === 'KAPPA_NATS_NKEY_SEED')?.value;
+  if (seed === undefined) return undefined;
+  const mount = (container.volumeMounts ?? []).find((m) => seed.startsWith(`${m.mountPath}/`));
+  const volume = pod.spec.template.spec.volumes?.find((v) => v.name === mount?.name);
+  if (mount && volume?.hostPath) return { hostPath: posix.join(volume.hostPath.path, posix.relative(mount.mountPath, seed)) };
+  return fileSource(pod, container, seed);
+}
+
+const expectedNatsIdentity: Record<string, { secret: string; key: string } | { hostPath: string }> = {
+  capture: { hostPath: '/var/lib/kappa/nats/capture.nk' },
+  'process-enricher': { hostPath: '/var/lib/kappa/nats/process-enricher.nk' },
+  'k8s-tagger': { secret: 'kappa-nats-k8s-tagger', key: 'seed.nk' },
+  joiner: { secret: 'kappa-nats-joiner', key: 'seed.nk' },
+  exporter: { secret: 'kappa-nats-exporter', key: 'seed.nk' },
+};
+
+/** Every Secret a rendered system mounts, by workload (the streams Job included). */
 function mountedSecrets(objects: KubeObject[]): Record<string, string[]> {
   const result: Record<string, string[]> = {};
-  for (const w of workloads(objects)) {
+  for (const w of [...workloads(objects), ...(objects.filter((o) => o.kind === 'Job') as Workload[])]) {
     result[w.metadata.name] = (w.spec.template.spec.volumes ?? []).flatMap((v) => (v.secret ? [v.secret.secretName] : [])).sort();
   }
   return result;
@@ -98,13 +122,12 @@ const natsSetting = (text: string, key: string) => new RegExp(`^\\s*${key}:\\s*"
 describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
   const objects = render(`overlays/${overlay}`);
 
-  test('NATS demands TLS with a client certificate of the kappa CA, and a user and password', () => {
+  test('NATS demands TLS with a client certificate of the kappa CA, and an nkey login whose users come from kappa-nats-users', () => {
     const { text, pod, container } = natsConfig(objects);
     expect(natsSetting(text, 'verify')).toBe('true');
-    expect(text).toContain('authorization { user: $NATS_USER, password: $NATS_PASSWORD }');
-    const env = environment(objects, container);
-    expect(env.get('NATS_USER')).toEqual({ secret: 'kappa-credentials', key: 'nats-user' });
-    expect(env.get('NATS_PASSWORD')).toEqual({ secret: 'kappa-credentials', key: 'nats-password' });
+    expect(text).toMatch(/^include \.\/users\/users\.conf$/m);
+    expect(text).not.toMatch(/password|\$NATS_/i);
+    expect(fileSource(pod, container, '/etc/nats/users/users.conf')).toEqual({ secret: 'kappa-nats-users', key: 'users.conf' });
     const file = (key: string) => fileSource(pod, container, natsSetting(text, key) ?? '');
     expect(file('cert_file')).toEqual({ secret: serverSecret, key: tlsKeys.cert });
     expect(file('key_file')).toEqual({ secret: serverSecret, key: tlsKeys.key });
@@ -140,7 +163,7 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
     expect(JSON.stringify(container.readinessProbe)).toContain('--tls');
   });
 
-  test('every kappa service reaches NATS with the client certificate of kappa-client-tls and the NATS login', () => {
+  test('every kappa service reaches NATS with the client certificate of kappa-client-tls and its own NATS identity', () => {
     const pods = kappaPods(objects);
     expect(pods.map(([, c]) => c.name).sort()).toEqual([...kappaContainers].sort());
     for (const [pod, container] of pods) {
@@ -148,8 +171,8 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
       expect(fileOf(objects, pod, container, 'KAPPA_NATS_TLS_CA'), container.name).toEqual({ secret: clientSecret, key: tlsKeys.ca });
       expect(fileOf(objects, pod, container, 'KAPPA_NATS_TLS_CERT'), container.name).toEqual({ secret: clientSecret, key: tlsKeys.cert });
       expect(fileOf(objects, pod, container, 'KAPPA_NATS_TLS_KEY'), container.name).toEqual({ secret: clientSecret, key: tlsKeys.key });
-      expect(env.get('KAPPA_NATS_USER'), container.name).toEqual({ secret: 'kappa-credentials', key: 'nats-user' });
-      expect(env.get('KAPPA_NATS_PASSWORD'), container.name).toEqual({ secret: 'kappa-credentials', key: 'nats-password' });
+      expect([...env.keys()].filter((name) => /^KAPPA_NATS_(USER|PASSWORD|TOKEN)$/.test(name)), container.name).toEqual([]);
+      expect(natsIdentityOf(pod, container), container.name).toEqual(expectedNatsIdentity[container.name]);
     }
   });
 
@@ -177,14 +200,15 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
     expect(fileOf(objects, pod, container, `KAPPA_${prefix}_TOKEN_FILE`)).toEqual({ secret: 'kappa-credentials', key: 'grpc-token' });
   });
 
-  test('the server key is only in the servers\' pods; the agent and the joiner hold only the client certificate', () => {
+  test('the server key is only in the servers\' pods; the agent and the joiner hold only the client certificate; each workload holds only its own NATS identity', () => {
     expect(mountedSecrets(objects)).toEqual({
       'kappa-agent': [clientSecret],
-      'kappa-joiner': [clientSecret],
-      'kappa-k8s-tagger': [clientSecret, 'kappa-credentials', serverSecret],
-      'kappa-exporter': [clientSecret, 'kappa-credentials', serverSecret],
-      'kappa-nats': [serverSecret],
+      'kappa-joiner': [clientSecret, 'kappa-nats-joiner'],
+      'kappa-k8s-tagger': [clientSecret, 'kappa-credentials', 'kappa-nats-k8s-tagger', serverSecret],
+      'kappa-exporter': [clientSecret, 'kappa-credentials', 'kappa-nats-exporter', serverSecret],
+      'kappa-nats': ['kappa-nats-users', serverSecret],
       'kappa-redis': [clientSecret, serverSecret],
+      'kappa-streams': [clientSecret, 'kappa-nats-admin'],
     });
   });
 });
@@ -206,8 +230,9 @@ describe.each(overlayNames())('overlay %s with components/plaintext', (overlay) 
     expect(secrets).not.toContain(clientSecret);
   });
 
-  test('the logins stay on: NATS user and password, the Redis ACL user only, the gRPC bearer token', () => {
-    expect(natsConfig(objects).text).toContain('authorization { user: $NATS_USER, password: $NATS_PASSWORD }');
+  test('the logins stay on: NATS nkey users with their permissions, the Redis ACL user only, the gRPC bearer token', () => {
+    expect(natsConfig(objects).text).toMatch(/^include \.\/users\/users\.conf$/m);
+    for (const [pod, container] of kappaPods(objects)) expect(natsIdentityOf(pod, container), container.name).toEqual(expectedNatsIdentity[container.name]);
     expect(redisScript(objects)).toContain('--aclfile /run/kappa-redis/users.acl');
     const tagger = one<Workload>(objects, 'Deployment', 'kappa-k8s-tagger');
     expect(fileOf(objects, tagger, tagger.spec.template.spec.containers[0]!, 'KAPPA_GRPC_TOKEN_FILE')).toEqual({ secret: 'kappa-credentials', key: 'grpc-token' });
@@ -294,38 +319,30 @@ describe('the servers as the base starts them', () => {
     key: readFileSync(join(root, 'etc/tls', side, tlsKeys.key)),
   });
 
-  test('NATS refuses plaintext, a client without certificate and a wrong password; the services\' login works', async () => {
-    const port = await freePort();
-    const config = join(root, 'nats.conf');
-    writeFileSync(
-      config,
-      local(natsConfig(objects).text)
-        .replace('port: 4222', `host: 127.0.0.1\nport: ${port}`)
-        .replace('http_port: 8222', 'http_port: 0')
-        .replace('store_dir: "/data"', `store_dir: "${root}/data"`),
-    );
-    const nats = new ServerProcess({
-      command: 'env',
-      args: ['NATS_USER=kappa', 'NATS_PASSWORD=ksd-nats-password', 'nats-server', '-c', config],
-      readyPattern: /Server is ready/,
-    });
-    servers.push(nats);
-    await nats.start();
-    const servers_ = [`127.0.0.1:${port}`];
-    const { ca, cert, key } = client('client');
-    const attempt = async (options: Parameters<typeof connect>[0]) => {
-      try {
-        const nc = await connect({ servers: servers_, reconnect: false, timeout: 5000, ...options });
-        await nc.close();
-        return 'connected';
-      } catch (error) {
-        return `refused: ${(error as Error).message}`;
-      }
-    };
-    expect(await attempt({ user: 'kappa', pass: 'ksd-nats-password' })).toMatch(/^refused/);
-    expect(await attempt({ user: 'kappa', pass: 'ksd-nats-password', tls: { ca: ca.toString() } })).toMatch(/^refused/);
-    expect(await attempt({ user: 'kappa', pass: 'wrong', tls: { ca: ca.toString(), cert: cert.toString(), key: key.toString() } })).toMatch(/^refused/);
-    expect(await attempt({ user: 'kappa', pass: 'ksd-nats-password', tls: { ca: ca.toString(), cert: cert.toString(), key: key.toString() } })).toBe('connected');
+  test('NATS refuses plaintext, a client without certificate and an unknown nkey; a service\'s own nkey works', async () => {
+    const nats = await startBaseNats(objects, { nodes: ['ksd-node'], partitions: 4 });
+    try {
+      const url = nats.url.replace('tls://', '');
+      const seed = (identity: string) => new TextEncoder().encode(readFileSync(nats.seedFile(identity), 'utf8').trim());
+      const clientTls = { ca: readFileSync(nats.tls.ca, 'utf8'), cert: readFileSync(nats.tls.cert, 'utf8'), key: readFileSync(nats.tls.key, 'utf8') };
+      const attempt = async (options: Parameters<typeof connect>[0]) => {
+        try {
+          const nc = await connect({ servers: [url], reconnect: false, timeout: 5000, ...options });
+          await nc.close();
+          return 'connected';
+        } catch (error) {
+          return `refused: ${(error as Error).message}`;
+        }
+      };
+      const exporter = nkeyAuthenticator(seed('exporter'));
+      expect(await attempt({ authenticator: exporter })).toMatch(/^refused/);
+      expect(await attempt({ authenticator: exporter, tls: { ca: clientTls.ca } })).toMatch(/^refused/);
+      expect(await attempt({ authenticator: nkeyAuthenticator(createUser().getSeed()), tls: clientTls })).toMatch(/^refused/);
+      expect(await attempt({ tls: clientTls })).toMatch(/^refused/);
+      expect(await attempt({ authenticator: exporter, tls: clientTls })).toBe('connected');
+    } finally {
+      await nats.stop();
+    }
   });
 
   test('Redis refuses plaintext, a client without certificate and the default user; user kappa works within its ACL and the probe passes', async () => {

@@ -82,7 +82,7 @@ const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnse
 // A crashed instance's spool first; if the sink fails now, the next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
 publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
-const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
+const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort, host: config.metricsHost });
 
 let draining: Promise<unknown> = Promise.resolve();
 const timer = setInterval(() => {

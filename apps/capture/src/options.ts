@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { boolean, duration, integer, oneOf, regex, string } from '@kappa/config';
 import { natsOptions } from '@kappa/bus';
-import { logLevels } from '@kappa/observability';
+import { logLevels, metricsHostOption } from '@kappa/observability';
 
 /** bpf/.output/kappa.bpf.o of this checkout: the same depth from src/ and from dist/. */
 export const DEFAULT_BPF_OBJECT = fileURLToPath(new URL('../../../bpf/.output/kappa.bpf.o', import.meta.url));
@@ -28,6 +28,7 @@ export const captureOptions = {
     min: 1,
     max: 100_000,
   }),
+  metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
   ...natsOptions,

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runObserve } from './commands/observe.js';
 import { runStatus } from './commands/status.js';
+import { runStreams } from './commands/streams.js';
 import { runTags } from './commands/tags.js';
 
 type Command = (argv: string[]) => Promise<number>;
@@ -11,6 +12,7 @@ type Command = (argv: string[]) => Promise<number>;
 const commands: Record<string, { run: Command; summary: string }> = {
   observe: { run: runObserve, summary: 'print recent and live flows from the exporter\'s Observer (like hubble observe)' },
   status: { run: runStatus, summary: 'health, rate, lag and DLQ count of every stage; exit 0 only when all five are ready' },
+  streams: { run: runStreams, summary: 'create or update the JetStream streams (with the admin NATS identity)' },
   tags: { run: runTags, summary: 'look up what the k8s-tagger knows of an IP address or a container id' },
 };
 
@@ -41,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
  * plain `npx kappa status` finds the local NATS on its non-default port.
  */
 function useLocalUpConfig(): void {
-  if (process.env.KAPPA_CONFIG) return;
+  if (process.env.KAPPA_CONFIG !== undefined) return;
   const candidates = [resolve('.kappa/up.json'), resolve(dirname(fileURLToPath(import.meta.url)), '../../../.kappa/up.json')];
   const found = candidates.find((file) => existsSync(file));
   if (found) process.env.KAPPA_CONFIG = found;

@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { natsOptions } from '@kappa/bus';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
-import { logLevels } from '@kappa/observability';
+import { logLevels, metricsHostOption } from '@kappa/observability';
 import { DEFAULT_KAPPA_PEN } from './ipfix/elements.js';
 
 export const exporterOptions = {
@@ -35,6 +35,7 @@ export const exporterOptions = {
   observerRetention: duration({ description: 'records older than this leave the Observer buffer', default: '10m', minMs: 1000 }),
   maxInFlight: integer({ description: 'batches handled at once', default: 1, min: 1, max: 64 }),
   ...natsOptions,
+  metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9405, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
   instance: string({ description: 'instance name in heartbeats and logs', default: `${hostname()}-${process.pid}` }),

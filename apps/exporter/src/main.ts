@@ -86,7 +86,7 @@ const consumer: BatchConsumer = await bus.consumeBatches({
 let consuming = true;
 
 const ready = () => consuming && !bus.nc.isClosed();
-const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort }).catch(
+const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort, host: config.metricsHost }).catch(
   fatal(`cannot listen for /metrics on port ${config.metricsPort}`),
 );
 bus.startHeartbeat(() =>

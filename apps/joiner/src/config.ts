@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
 import { natsOptions } from '@kappa/bus';
-import { logLevels } from '@kappa/observability';
+import { logLevels, metricsHostOption } from '@kappa/observability';
 
 export const joinerOptions = {
   redisUrl: url({ description: 'Redis URL (redis:// or rediss:// for TLS; user and password may be in the URL)', schemes: ['redis', 'rediss'], default: 'redis://127.0.0.1:6379' }),
@@ -22,6 +22,7 @@ export const joinerOptions = {
   maxInFlight: integer({ description: 'input batches handled at once', default: 4, min: 1, max: 64 }),
   ackWait: duration({ description: 'redelivery of an input batch after this long without an ack', default: '30s', minMs: 1000 }),
   ...natsOptions,
+  metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9404, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
   instance: string({ description: 'this replica\'s name in heartbeats and sweep rounds', default: `${hostname()}-${process.pid}` }),

@@ -117,7 +117,7 @@ const sweepTimer = setInterval(() => {
 const server = await startObservabilityServer(
   registry,
   { healthy: () => true, ready: () => consumer !== undefined && !bus.nc.isClosed() && redisOk && redis.status === 'ready' },
-  { port: config.metricsPort },
+  { port: config.metricsPort, host: config.metricsHost },
 );
 bus.startHeartbeat(() =>
   create(StageStatusSchema, {

@@ -1,4 +1,5 @@
 // The k8s-tagger's options: flags, KAPPA_* variables or a --config file.
+import { metricsHostOption } from '@kappa/observability';
 import { hostname } from 'node:os';
 import { duration, integer, oneOf, string } from '@kappa/config';
 import type { ConfigOf } from '@kappa/config';
@@ -17,6 +18,7 @@ export const taggerOptions = {
   grpcTlsKey: string({ description: 'server key file for --grpc-tls-cert' }),
   grpcTlsClientCa: string({ description: 'CA file: clients must present a certificate it signed (mutual TLS)' }),
   grpcTokenFile: string({ description: 'file holding a bearer token every gRPC call must send (authorization: Bearer <token>); re-read when it changes' }),
+  metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz', default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
   instance: string({ description: 'name of this replica in heartbeats and batch producers', default: hostname() }),
   maxInFlight: integer({ description: 'batches tagged at once by this replica', default: 4, min: 1, max: 256 }),

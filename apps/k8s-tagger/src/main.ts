@@ -43,7 +43,7 @@ const tagger = new TaggerService({
   registry,
 });
 
-const health = await startObservabilityServer(registry, { healthy: () => true, ready: () => tagger.ready() }, { port: config.metricsPort });
+const health = await startObservabilityServer(registry, { healthy: () => true, ready: () => tagger.ready() }, { port: config.metricsPort, host: config.metricsHost });
 onShutdown(logger, async () => {
   await tagger.stop();
   await health.close();

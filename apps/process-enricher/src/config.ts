@@ -1,9 +1,10 @@
-// process-enricher's options: its own, the shared NATS ones, metrics port, log level, instance.
+// process-enricher's options: its own, the shared NATS ones, metrics port, log level. One enricher
+// runs per node, so its heartbeat's instance is the node (kappa.status.process-enricher.<node>).
 import { hostname } from 'node:os';
 import { natsOptions } from '@kappa/bus';
 import { ConfigError, boolean, duration, integer, list, oneOf, string } from '@kappa/config';
 import type { ConfigOf, Option } from '@kappa/config';
-import { logLevels } from '@kappa/observability';
+import { logLevels, metricsHostOption } from '@kappa/observability';
 
 /**
  * Extra redaction patterns, comma-separated; `\,` is a comma inside a pattern (e.g. `\d{3\,}`).
@@ -48,9 +49,9 @@ export const enricherOptions = {
   cgroupRetain: duration({ description: 'how long a removed cgroup still resolves (containers that just stopped)', default: '10m' }),
   maxInFlight: integer({ description: 'batches enriched at once', default: 4, min: 1, max: 256 }),
   ...natsOptions,
+  metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9402, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
-  instance: string({ description: 'instance name in heartbeats', default: `${hostname()}-${process.pid}` }),
 };
 
 export type EnricherConfig = ConfigOf<typeof enricherOptions>;

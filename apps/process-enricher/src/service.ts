@@ -76,12 +76,12 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
   const server = await startObservabilityServer(
     registry,
     { healthy: () => true, ready: () => !bus.nc.isClosed() },
-    { port: config.metricsPort },
+    { port: config.metricsPort, host: config.metricsHost },
   );
   bus.startHeartbeat(() =>
     create(StageStatusSchema, {
       stage: STAGE,
-      instance: config.instance,
+      instance: config.node,
       node: config.node,
       startedNs,
       sentNs: BigInt(Date.now()) * 1_000_000n,

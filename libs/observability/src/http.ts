@@ -4,7 +4,10 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { redactSecrets } from '@kappa/config';
+import { redactSecrets, string } from '@kappa/config';
+
+/** The option every service has for where its /metrics, /healthz and /readyz listen. */
+export const metricsHostOption = string({ description: 'address of /metrics, /healthz and /readyz (127.0.0.1 keeps them on this host)', default: '0.0.0.0' });
 
 export interface HealthChecks {
   /** Liveness: false only when the process should be restarted. */

@@ -51,7 +51,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const exporter = start('exporter', 'exporter', [`--jsonl=${jsonl}`, '--observer=false']);
   const joiner = start('joiner', 'joiner', [`--redis-url=${options.redisUrl}`, '--instance=ksb-joiner', ...(options.joiner ?? [])]);
   const tagger = start('tagger', 'k8s-tagger', ['--grpc-port=0', '--grpc-host=127.0.0.1', '--instance=ksb-tagger']);
-  const enricher = start('enricher', 'process-enricher', [`--node=${options.node}`, '--cri-socket=none', '--instance=ksb-enricher']);
+  const enricher = start('enricher', 'process-enricher', [`--node=${options.node}`, '--cri-socket=none']);
   const capture = start('capture', 'capture', [`--node=${options.node}`, `--cgroup=${options.cgroup}`, `--state-dir=${join(options.workDir, 'capture-state')}`, ...(options.capture ?? [])]);
   const pipeline = { services: { capture, enricher, tagger, joiner, exporter }, metricsPorts: ports, jsonl };
   for (const name of Object.keys(ports)) await until(`${name} ready`, async () => ((await readyz(pipeline, name)) ? true : undefined), 60_000, pipeline);

@@ -13,13 +13,16 @@ interface Plan {
   redisAcl: string;
   redisArgs: string[];
   env: Record<string, string>;
+  serviceEnv: Record<string, Record<string, string>>;
+  adminEnv: Record<string, string>;
   upJson: Record<string, string>;
   warnings: string[];
 }
 // A plain .mjs script of tools/ (no types, not a workspace package): loaded by its path.
 const upPlanModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'tools/up-plan.mjs')).href);
-const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlaintext } = upPlanModule as {
+const { ensureCredentials, ensureNatsKeys, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlaintext } = upPlanModule as {
   ensureCredentials(state: string): Record<string, string>;
+  ensureNatsKeys(state: string, ids: { name: string }[]): Record<string, { seedFile: string; publicKey: string }>;
   ensureTlsMaterial(root: string, state: string): Record<string, string>;
   renderRedisAcl(template: string, password: string): string;
   upPlan(options: Record<string, unknown>): Plan;
@@ -29,6 +32,10 @@ const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlain
 const state = mkdtempSync(join(tmpdir(), 'ksd-up-plan-'));
 afterAll(() => rmSync(state, { recursive: true, force: true }));
 
+const permissionsModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'infra/nats/permissions.mjs')).href);
+const { identities } = permissionsModule as { identities(layout: { nodes: string[] }): { name: string; role: string; node?: string }[] };
+const natsKeys = () => ensureNatsKeys(state, identities({ nodes: ['ksd-node'] }));
+
 const plan = (plaintext: boolean): Plan =>
   upPlan({
     root: workspaceRoot,
@@ -37,6 +44,8 @@ const plan = (plaintext: boolean): Plan =>
     redisPort: 16379,
     plaintext,
     credentials: ensureCredentials(state),
+    natsKeys: natsKeys(),
+    partitions: 4,
     tls: plaintext ? undefined : ensureTlsMaterial(workspaceRoot, state),
     jsonl: join(state, 'flows.jsonl'),
     node: 'ksd-node',
@@ -56,7 +65,10 @@ describe('npm run up plans', () => {
     const { natsConfig, redisArgs, env, upJson, warnings } = plan(false);
     const tls = join(state, 'tls');
     expect(natsConfig).toContain(`tls { cert_file: "${tls}/server.pem", key_file: "${tls}/server.key", ca_file: "${tls}/ca.pem", verify: true, timeout: 10 }`);
-    expect(natsConfig).toMatch(/authorization \{ user: "kappa", password: "[0-9a-f]{48}" \}/);
+    // nkey users only: public keys in the file, no password.
+    expect(natsConfig).toMatch(/authorization \{\n  users = \[/);
+    expect(natsConfig).not.toMatch(/password/);
+    for (const key of Object.values(natsKeys())) expect(natsConfig).toContain(`nkey: "${key.publicKey}"`);
     expect(redisArgs.join(' ')).toContain('--port 0 --tls-port 16379 --tls-auth-clients yes');
     expect(redisArgs.join(' ')).toContain(`--aclfile ${state}/redis/users.acl`);
     expect(env).toMatchObject({
@@ -81,10 +93,31 @@ describe('npm run up plans', () => {
       tlsCert: `${tls}/client.pem`,
       tlsKey: `${tls}/client.key`,
       tokenFile: `${state}/grpc-token`,
-      natsUser: 'kappa',
+      natsNkeySeed: natsKeys().cli!.seedFile,
     });
+    expect(Object.keys(upJson).filter((k) => /password|natsUser/i.test(k))).toEqual([]);
     for (const file of Object.values(env).filter((v) => v.startsWith(tls))) expect(existsSync(file), file).toBe(true);
     expect(warnings).toEqual([]);
+  });
+
+  it('gives every service its own NATS identity, the admin only to the stream setup, and binds its servers to loopback', () => {
+    const { serviceEnv, adminEnv, env } = plan(false);
+    const keys = natsKeys();
+    const identity = (variables: Record<string, string>) => Object.entries(keys).find(([, k]) => k.seedFile === variables.KAPPA_NATS_NKEY_SEED)?.[0];
+    expect(Object.fromEntries(Object.entries(serviceEnv).map(([service, variables]) => [service, identity(variables)]))).toEqual({
+      capture: 'capture-ksd-node',
+      'process-enricher': 'process-enricher-ksd-node',
+      'k8s-tagger': 'k8s-tagger',
+      joiner: 'joiner',
+      exporter: 'exporter',
+    });
+    expect(identity(adminEnv)).toBe('admin');
+    expect(env.KAPPA_NATS_NKEY_SEED).toBeUndefined();
+    for (const variables of Object.values(serviceEnv)) {
+      expect(variables).toMatchObject({ KAPPA_GRPC_HOST: '127.0.0.1', KAPPA_OBSERVER_HOST: '127.0.0.1', KAPPA_METRICS_HOST: '127.0.0.1' });
+      expect(Object.keys(variables).filter((k) => /NATS_(USER|PASSWORD|TOKEN)/.test(k))).toEqual([]);
+    }
+    for (const key of Object.values(keys)) expect(statSync(key.seedFile).mode & 0o077).toBe(0);
   });
 
   it('keeps the CA and certificates of the first run, and the secrets (owner-only)', () => {
@@ -103,7 +136,7 @@ describe('npm run up plans', () => {
   it('with --plaintext: no TLS anywhere, the logins stay, and a warning says so', () => {
     const { natsConfig, redisArgs, env, upJson, warnings } = plan(true);
     expect(natsConfig).not.toContain('tls');
-    expect(natsConfig).toContain('authorization');
+    expect(natsConfig).toMatch(/authorization \{\n  users = \[/);
     expect(redisArgs.join(' ')).not.toContain('tls');
     expect(redisArgs.join(' ')).toContain('--port 16379');
     expect(Object.keys(env).filter((k) => k.includes('TLS'))).toEqual([]);

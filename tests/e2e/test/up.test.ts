@@ -10,7 +10,8 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from '@nats-io/transport-node';
+import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { createUser } from '@nats-io/nkeys';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -117,7 +118,9 @@ describe('npm run up', () => {
     const credentials = JSON.parse(readFileSync(join(state, 'credentials.json'), 'utf8')) as Record<string, string>;
     const [ca, cert, key] = [upJson.tlsCa!, upJson.tlsCert!, upJson.tlsKey!].map((file) => readFileSync(file, 'utf8')) as [string, string, string];
 
-    const login = { user: credentials.natsUser!, pass: credentials.natsPassword! };
+    // The CLI's own nkey (up.json): a login that works; an unknown nkey or none is refused.
+    const login = { authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(upJson.natsNkeySeed!, 'utf8').trim())) };
+    const stranger = { authenticator: nkeyAuthenticator(createUser().getSeed()) };
     const nats = async (options: Parameters<typeof connect>[0]) => {
       try {
         await (await connect({ servers: `127.0.0.1:${natsPort}`, reconnect: false, timeout: 5000, ...options })).close();
@@ -129,6 +132,7 @@ describe('npm run up', () => {
     expect(await nats(login)).toMatch(/^refused/);
     expect(await nats({ ...login, tls: { ca } })).toMatch(/^refused/);
     expect(await nats({ tls: { ca, cert, key } })).toMatch(/^refused/);
+    expect(await nats({ ...stranger, tls: { ca, cert, key } })).toMatch(/^refused/);
     expect(await nats({ ...login, tls: { ca, cert, key } })).toBe('connected');
 
     const redis = async (options: RedisOptions) => {
@@ -185,6 +189,30 @@ describe('npm run up', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it('listens only on loopback: every TCP and UDP socket npm run up opens (ss) is bound to 127.0.0.1 or ::1', () => {
+    // up, and every process under it (nats-server, redis-server, the five services).
+    const tree = new Set<number>([up.pid!]);
+    for (let grown = true; grown; ) {
+      grown = false;
+      for (const line of execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' }).split('\n')) {
+        const [pid, ppid] = line.trim().split(/\s+/).map(Number) as [number, number];
+        if (tree.has(ppid) && !tree.has(pid)) {
+          tree.add(pid);
+          grown = true;
+        }
+      }
+    }
+    const sockets = execFileSync('ss', ['-H', '-l', '-n', '-p', '-t', '-u'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => [...line.matchAll(/pid=(\d+)/g)].some((m) => tree.has(Number(m[1]))));
+    // nats-server, redis-server, KubeTags, the Observer and each service's /metrics at least.
+    expect(sockets.length, sockets.join('\n')).toBeGreaterThanOrEqual(9);
+    for (const line of sockets) {
+      const local = line.trim().split(/\s+/)[4] ?? '';
+      expect(local, line).toMatch(/^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):\d+$/);
+    }
+  });
 
   it('refuses a second npm run up while one runs', () => {
     let code = 0;

@@ -1,7 +1,11 @@
 // `kappa status`: listens to every stage's heartbeat (kappa.status.<stage>.<instance>) for a few
 // seconds, reads the DLQ counts from KAPPA_DLQ, prints a table; exits 0 only when all five
-// stages have a ready instance.
-import { DLQ_STREAM, busOptionsFromConfig, connectBus, natsOptions, subjects } from '@kappa/bus';
+// stages have a ready instance. A heartbeat counts only as the stage and instance of the subject it
+// came on: with per-identity permissions (infra/nats/permissions.mjs) the server lets only that
+// stage's identity (for node agents, that node's) publish there, so a body claiming another stage,
+// instance or node is a forgery, ignored and counted.
+import { DLQ_STREAM, busOptionsFromConfig, connectBus, natsOptions, subjectToken, subjects } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
 import { duration, loadConfigOrExit } from '@kappa/config';
 import { decodeStageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
@@ -24,11 +28,16 @@ export async function runStatus(argv: string[]): Promise<number> {
     return 1;
   }
   const beats = new Map<string, InstanceBeats>();
+  let forged = 0;
   const subscription = bus.nc.subscribe(subjects.allStatus, {
     callback: (error, message) => {
       if (error) return;
       try {
         const status = decodeStageStatus(message.data);
+        if (!heartbeatMatchesSubject(message.subject, status)) {
+          forged++;
+          return;
+        }
         const key = `${status.stage}\0${status.instance}`;
         const seen = beats.get(key);
         beats.set(key, { first: seen?.first ?? status, last: status });
@@ -37,6 +46,7 @@ export async function runStatus(argv: string[]): Promise<number> {
       }
     },
   });
+  const enforced = await heartbeatsAuthenticated(bus);
   await new Promise((r) => setTimeout(r, config.wait));
   subscription.unsubscribe();
   const dlqByStage = new Map<string, number>();
@@ -52,5 +62,27 @@ export async function runStatus(argv: string[]): Promise<number> {
   await bus.nc.close();
   const summary = summarize(beats, dlqByStage);
   process.stdout.write(`${renderStatus(summary)}\n`);
+  process.stdout.write(
+    enforced
+      ? 'heartbeats: authenticated by NATS permissions (only a stage\'s own identity may publish its kappa.status subject)\n'
+      : 'heartbeats: NOT authenticated: this NATS lets any client publish on kappa.status.>, so a row may be forged (give each service its own identity: infra/README.md)\n',
+  );
+  if (forged > 0) process.stdout.write(`ignored ${forged} heartbeat(s) whose body claims another stage, instance or node than the subject it came on\n`);
   return summary.ok ? 0 : 1;
+}
+
+/** A heartbeat is the stage and instance of its subject; a node agent's instance is its node. */
+export function heartbeatMatchesSubject(subject: string, status: { stage: string; instance: string; node: string }): boolean {
+  if (subject !== subjects.status(status.stage, status.instance)) return false;
+  const nodeScoped = status.stage === 'capture' || status.stage === 'process-enricher';
+  return !nodeScoped || subjectToken(status.node) === subjectToken(status.instance);
+}
+
+/**
+ * Whether the server refuses this (CLI) identity a heartbeat subject: then every heartbeat was
+ * published by the identity its subject belongs to. Probes with an empty message, which no
+ * listener takes for a heartbeat.
+ */
+async function heartbeatsAuthenticated(bus: Bus): Promise<boolean> {
+  return bus.probePublishRefused(`${subjects.status('kappa-status-probe', String(process.pid))}`);
 }

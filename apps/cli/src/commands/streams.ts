@@ -1,0 +1,25 @@
+// `kappa streams`: creates the JetStream streams kappa uses (KAPPA_FLOWS, KAPPA_DLQ) or brings
+// their limits up to date. Run it with the admin NATS identity: with per-identity permissions no
+// service may create, change or delete a stream (npm run up and the Kustomize Job kappa-streams
+// run it before the services start).
+import { busOptionsFromConfig, connectBus, natsOptions } from '@kappa/bus';
+import { loadConfigOrExit } from '@kappa/config';
+import { createLogger, createRegistry } from '@kappa/observability';
+
+export async function runStreams(argv: string[]): Promise<number> {
+  const config = loadConfigOrExit({ command: 'kappa streams', summary: 'Create or update the JetStream streams (admin identity).', options: natsOptions }, argv);
+  const logger = createLogger('kappa-cli', 'warn');
+  try {
+    const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-streams', logger, registry: createRegistry('kappa-cli') });
+    try {
+      await bus.ensureStreams(undefined, { waitForAdmin: false });
+    } finally {
+      await bus.close();
+    }
+  } catch (error) {
+    process.stderr.write(`kappa streams: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+  process.stdout.write('kappa streams: KAPPA_FLOWS and KAPPA_DLQ are in place\n');
+  return 0;
+}
