@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, wireCounts } from '@kappa/testing';
+import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, uniqueName, wireCounts } from '@kappa/testing';
 import type { WireCount } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import type { CaptureRun, Totals } from './harness.js';
@@ -22,7 +22,7 @@ interface Conversation {
 }
 
 describePrivileged('socket mode, offloads off', () => {
-  const cgroup = new TestCgroup(`kc-socket-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-socket'));
   const nodes = cgroup.child('nodes');
   const dir = mkdtempSync(join(tmpdir(), 'kc-socket-'));
   let pair: VethPair;
