@@ -31,12 +31,30 @@ export {
 } from './gen/kappa/tagger/v1/tagger_pb.js';
 export type { LookupRequest, LookupResponse, WatchRequest, WatchResponse } from './gen/kappa/tagger/v1/tagger_pb.js';
 export {
-  FlowFilterSchema,
+  AggregateSchema,
+  GetAggregatesRequestSchema,
+  GetAggregatesResponseSchema,
   GetFlowsRequestSchema,
   GetFlowsResponseSchema,
+  GetStatusRequestSchema,
+  GetStatusResponseSchema,
+  GroupSchema,
+  InstanceStatusSchema,
   Observer,
+  StoreStatusSchema,
 } from './gen/kappa/observer/v1/observer_pb.js';
-export type { FlowFilter, GetFlowsRequest, GetFlowsResponse } from './gen/kappa/observer/v1/observer_pb.js';
+export type {
+  Aggregate,
+  GetAggregatesRequest,
+  GetAggregatesResponse,
+  GetFlowsRequest,
+  GetFlowsResponse,
+  GetStatusRequest,
+  GetStatusResponse,
+  Group,
+  InstanceStatus,
+  StoreStatus,
+} from './gen/kappa/observer/v1/observer_pb.js';
 export {
   ContractDecodeError,
   decodeFlowBatch,
