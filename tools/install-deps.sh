@@ -27,6 +27,7 @@ declare -A needs=(
   [capsh]=libcap2-bin
   [ping]=iputils-ping
   [jq]=jq
+  [chromium]=chromium   # the console's browser tests (playwright-core drives it; no browser download)
 )
 
 missing=()

@@ -69,5 +69,5 @@ export {
 export { canonicalIp, ipFromBytes, ipToBytes } from './ip.js';
 export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js';
 export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
-export { GrpcSecurityError, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
+export { GrpcSecurityError, bearerTokenCheck, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
 export type { GrpcClientSecurity, GrpcServerSecurity, SecuredGrpcClient, SecuredGrpcServer } from './grpc-security.js';
