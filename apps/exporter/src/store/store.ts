@@ -184,6 +184,8 @@ export class FlowStore {
       // No extension is ever downloaded (no network in production either).
       autoinstall_known_extensions: 'false',
       autoload_known_extensions: 'false',
+      // Spills of large sorts go to the store's folder (the container's root is read-only).
+      temp_directory: join(this.options.dir, 'tmp'),
     });
     const seqs = new Set<number>();
     for (const file of readdirSync(this.options.dir)) {
