@@ -98,9 +98,9 @@ export const upServices = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher
  * @param {{ root: string, state: string, natsPort: number, redisPort: number, plaintext: boolean,
  *   credentials: ReturnType<typeof ensureCredentials>, natsKeys: ReturnType<typeof ensureNatsKeys>,
  *   tls?: ReturnType<typeof ensureTlsMaterial>, jsonl: string, node: string, partitions: number,
- *   listenHost?: string }} options
+ *   listenHost?: string, consolePort?: number }} options
  */
-export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, natsKeys, tls, jsonl, node, partitions, listenHost = '127.0.0.1' }) {
+export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, natsKeys, tls, jsonl, node, partitions, listenHost = '127.0.0.1', ...upOptions }) {
   const secure = !plaintext;
   if (secure && !tls) throw new Error('upPlan: TLS material is needed unless plaintext');
   const quote = (s) => JSON.stringify(s);
@@ -180,7 +180,20 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
       ? { natsTlsCa: tls.ca, natsTlsCert: tls.clientCert, natsTlsKey: tls.clientKey, tlsCa: tls.ca, tlsCert: tls.clientCert, tlsKey: tls.clientKey }
       : {}),
   };
-  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, adminEnv, upJson, warnings: secure ? [] : [plaintextWarning] };
+  // The web console: HTTPS with the server certificate, the Observer reached like `kappa observe`,
+  // and the Observer's token required from every browser. Flags, not variables: no secret on them.
+  const consolePort = upOptions.consolePort ?? 9490;
+  const consoleArgs = [
+    `--host=${listenHost}`,
+    `--port=${consolePort}`,
+    '--server=127.0.0.1:9481',
+    `--token-file=${credentials.tokenFile}`,
+    ...(secure
+      ? [`--https-cert=${tls.serverCert}`, `--https-key=${tls.serverKey}`, `--tls-ca=${tls.ca}`, `--tls-cert=${tls.clientCert}`, `--tls-key=${tls.clientKey}`]
+      : []),
+  ];
+  const consoleUrl = `${secure ? 'https' : 'http'}://127.0.0.1:${consolePort}/`;
+  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, adminEnv, upJson, consoleArgs, consoleUrl, warnings: secure ? [] : [plaintextWarning] };
 }
 
 /** Writes the files the plan names (NATS config, Redis ACL): owner-only, they hold secrets. */

@@ -207,6 +207,7 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
       'kappa-k8s-tagger': [clientSecret, 'kappa-credentials', 'kappa-nats-k8s-tagger', serverSecret],
       'kappa-exporter': [clientSecret, 'kappa-credentials', 'kappa-nats-exporter', serverSecret],
       'kappa-nats': ['kappa-nats-users', serverSecret],
+      'kappa-console': [clientSecret, 'kappa-credentials', serverSecret],
       'kappa-redis': [clientSecret, serverSecret],
       'kappa-streams': [clientSecret, 'kappa-nats-admin'],
     });
