@@ -45,7 +45,8 @@ function environment(objects: KubeObject[], container: Container): Map<string, S
 
 /** The Secret (and key in it) a file path of a container comes from, through its mounts. */
 function fileSource(pod: Workload, container: Container, path: string): { secret: string; key: string } | undefined {
-  const mount = (container.volumeMounts ?? []).find((m) => path.startsWith(`${m.mountPath}/`));
+  // The deepest mount holding the path (a Secret may be mounted inside a ConfigMap's folder).
+  const mount = (container.volumeMounts ?? []).filter((m) => path.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
   const volume = pod.spec.template.spec.volumes?.find((v) => v.name === mount?.name);
   if (!mount || !volume?.secret) return undefined;
   const file = posix.relative(mount.mountPath, path);
