@@ -127,7 +127,8 @@ export function permissions(identity, publicKey, { partitions }) {
         publish: {
           allow: [...common, ...consumerOf(FLOW_STREAM, 'exporter', 'kappa.flow.joined.>'), 'kappa.dlq.exporter', 'kappa.status.exporter.*'],
         },
-        subscribe: { allow: [inbox] },
+        // The Observer's GetStatus (the console's health page) shows what `kappa status` shows.
+        subscribe: { allow: [inbox, 'kappa.status.>'] },
       };
     default:
       throw new Error(`no permissions for role ${identity.role}`);
