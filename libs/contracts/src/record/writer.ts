@@ -298,6 +298,13 @@ export class FlowBatchWriter extends ProtoWriter {
     this.finishRecord();
   }
 
+  /** Writes one record from its encoded payload (e.g. toBinary(FlowRecordSchema, record)). */
+  recordBytes(payload: Uint8Array): void {
+    this.startRecord();
+    this.bytesField(BATCH.records, payload, true);
+    this.finishRecord();
+  }
+
   /** Starts a record built field by field (e.g. with copyReplacing); endRecord() ends it. */
   beginRecord(): void {
     this.startRecord();
