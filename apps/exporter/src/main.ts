@@ -1,19 +1,23 @@
 // kappa-exporter: consumes kappa.flow.joined.p<k> and hands every batch to the enabled sinks (JSON
-// Lines, IPFIX, Prometheus, gRPC Observer); acks a batch only once every sink took it. Wiring only.
+// Lines, IPFIX, the flow store, Prometheus, gRPC Observer); acks a batch only once every sink
+// took it. Wiring only.
 import { resolve } from 'node:path';
 import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
 import { decodeFlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { exporterOptions, jsonlPath } from './config.js';
+import { exporterOptions, jsonlPath, storeDir } from './config.js';
 import { SinkDispatcher } from './dispatch.js';
 import { FlowRing } from './observer/ring.js';
 import { ObserverServer } from './observer/server.js';
+import { StatusWatch } from './observer/status-watch.js';
 import { IpfixSink } from './sinks/ipfix.js';
 import { JsonlSink } from './sinks/jsonl.js';
 import { ObserverSink } from './sinks/observer.js';
 import { PrometheusSink } from './sinks/prometheus.js';
 import type { FlowSink } from './sinks/sink.js';
+import { StoreSink } from './store/sink.js';
+import { FlowStore } from './store/store.js';
 
 const STAGE = 'exporter';
 const VERSION = '0.1.0';
@@ -52,21 +56,23 @@ if (config.ipfix) {
   await ipfix.start().catch(fatal('cannot start the IPFIX export'));
   sinks.push(ipfix);
 }
+let store: FlowStore | undefined;
+const storeFolder = resolve(storeDir(config));
+if (config.store) {
+  store = new FlowStore({
+    dir: storeFolder,
+    retentionMs: config.storeRetention,
+    maxBytes: config.storeMaxBytes,
+    segmentRecords: config.storeSegmentRecords,
+    segmentAgeMs: config.storeSegmentAge,
+    memoryLimit: config.storeMemory,
+  });
+  await store.open().catch(fatal(`cannot open the flow store in ${storeFolder} (check --store-dir, free space and permissions)`));
+  sinks.push(new StoreSink(store));
+}
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
 let observer: ObserverServer | undefined;
-if (config.observer) {
-  const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
-  observer = new ObserverServer({
-    ring,
-    host: config.observerHost,
-    port: config.observerPort,
-    logger,
-    security: { certFile: config.observerTlsCert, keyFile: config.observerTlsKey, clientCaFile: config.observerTlsClientCa, tokenFile: config.observerTokenFile },
-  });
-  await observer.start().catch(fatal(`cannot start the Observer on port ${config.observerPort}`));
-  sinks.push(new ObserverSink(ring));
-}
-if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
+let statusWatch: StatusWatch | undefined;
 const dispatcher = new SinkDispatcher({ sinks, registry });
 
 const stage = await runStage({
@@ -80,13 +86,36 @@ const stage = await runStage({
   input: { subject: subjects.allJoined, maxInFlight: config.maxInFlight },
   transform: ({ view }) => dispatcher.dispatch(decodeFlowBatch(view.bytes)),
   recordsOut: () => dispatcher.recordsOut,
+  // The Observer answers status from the heartbeats this bus hears: it starts once connected.
+  start: async ({ bus }) => {
+    if (config.observer) {
+      statusWatch = new StatusWatch(bus);
+      statusWatch.start();
+      const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
+      observer = new ObserverServer({
+        ring,
+        ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),
+        status: statusWatch,
+        host: config.observerHost,
+        port: config.observerPort,
+        logger,
+        security: { certFile: config.observerTlsCert, keyFile: config.observerTlsKey, clientCaFile: config.observerTlsClientCa, tokenFile: config.observerTokenFile },
+      });
+      await observer.start().catch((error: unknown) => {
+        throw new Error(`cannot start the Observer on port ${config.observerPort}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      });
+      sinks.push(new ObserverSink(ring));
+    }
+    if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
+  },
   // In-flight batches finish (every sink takes them) and are acked before the sinks close.
   stop: async () => {
+    statusWatch?.stop();
     await dispatcher.close();
     await observer?.close();
   },
 });
 logger.info(
-  { sinks: sinks.map((s) => s.name), jsonl: path, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: stage.metricsPort },
+  { sinks: sinks.map((s) => s.name), jsonl: path, store: store ? storeFolder : undefined, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: stage.metricsPort },
   'exporter started',
 );
