@@ -19,6 +19,8 @@ export interface RawMessage {
   readonly streamSequence: number;
   /** How many times it has been delivered (1 the first time). */
   readonly deliveryCount: number;
+  /** The consumer's delivery sequence: a gap means a delivery was lost (e.g. across a reconnect). */
+  readonly deliverySequence: number;
   readonly redelivered: boolean;
   /** When JetStream stored it (unix ns): the first arrival, the same on every redelivery. */
   readonly storedNs: bigint;
@@ -69,6 +71,9 @@ class DeliveredMessage implements RawMessage {
   }
   get redelivered(): boolean {
     return this.message.info.redelivered;
+  }
+  get deliverySequence(): number {
+    return this.message.info.deliverySequence;
   }
   get storedNs(): bigint {
     return BigInt(this.message.info.timestampNanos);

@@ -114,6 +114,8 @@ export interface RunningStage {
   publish(subject: string, parts: readonly EncodedBatch[]): Promise<void>;
   /** publish() for a FlowBatch object (object-model code): encoded once, split by the same rule. */
   publishBatch(subject: string, batch: FlowBatch): Promise<void>;
+  /** Counts records a stage handled or published outside the runner's own input (its heartbeat's in/out). */
+  countRecords(recordsIn: number, recordsOut: number): void;
   /** Decodes and settles a message of a consumer the stage opened itself, as the runner does its own. */
   settle(message: RawMessage, handle: (view: FlowBatchView) => Promise<void> | void): Promise<Settlement>;
   /** Stops consuming (in-flight batches finish, publish and ack), then the stage's stop, the bus, the server. */
@@ -200,6 +202,10 @@ class Stage implements RunningStage {
     writer.open({ batchId: batch.batchId, producer: batch.producer, createdNs: batch.createdNs }, this.bus.messageLimit);
     for (const record of batch.records) writer.recordBytes(toBinary(FlowRecordSchema, record));
     await this.publish(subject, writer.parts());
+  }
+
+  countRecords(recordsIn: number, recordsOut: number): void {
+    this.count(recordsIn, recordsOut);
   }
 
   private count(recordsIn: number, recordsOut: number): void {
