@@ -18,7 +18,13 @@ interface Window {
   message: string;
 }
 
-export class LogLimiter {
+/** What code that logs per input needs: a LogLimiter, or a plain logger in tests. */
+export interface InputLog {
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+export class LogLimiter implements InputLog {
   private readonly windows = new Map<string, Window>();
   private readonly burst: number;
   private readonly intervalMs: number;

@@ -1,13 +1,12 @@
 // `kappa status`: listens to every stage's heartbeat (kappa.status.<stage>.<instance>) for a few
 // seconds, reads the DLQ counts from KAPPA_DLQ, prints a table; exits 0 only when all five
 // stages have a ready instance. A heartbeat counts only as the stage and instance of the subject it
-// came on: with per-identity permissions (infra/nats/permissions.mjs) the server lets only that
-// stage's identity (for node agents, that node's) publish there, so a body claiming another stage,
-// instance or node is a forgery, ignored and counted.
-import { DLQ_STREAM, busOptionsFromConfig, connectBus, natsOptions, subjectToken, subjects } from '@kappa/bus';
-import type { Bus } from '@kappa/bus';
+// came on (Bus.subscribeStatus): with per-identity permissions (infra/nats/permissions.mjs) only
+// that stage's identity — for a node agent, that node's — may publish there, so a body claiming
+// another stage, instance or node is a forgery, ignored and counted; the last line says whether
+// this NATS enforces it.
+import { DLQ_STREAM, ForgedHeartbeat, JetStreamCodes, busOptionsFromConfig, connectBus, jetStreamCode, natsOptions, subjects } from '@kappa/bus';
 import { duration, loadConfigOrExit } from '@kappa/config';
-import { decodeStageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { renderStatus, summarize } from '../status/summary.js';
 import type { InstanceBeats } from '../status/summary.js';
@@ -29,37 +28,32 @@ export async function runStatus(argv: string[]): Promise<number> {
   }
   const beats = new Map<string, InstanceBeats>();
   let forged = 0;
-  const subscription = bus.nc.subscribe(subjects.allStatus, {
-    callback: (error, message) => {
-      if (error) return;
-      try {
-        const status = decodeStageStatus(message.data);
-        if (!heartbeatMatchesSubject(message.subject, status)) {
-          forged++;
-          return;
-        }
-        const key = `${status.stage}\0${status.instance}`;
-        const seen = beats.get(key);
-        beats.set(key, { first: seen?.first ?? status, last: status });
-      } catch {
-        // Not a StageStatus: someone else's message on kappa.status.>; ignore it.
-      }
+  // A message on kappa.status.> that is not a StageStatus is someone else's: ignored.
+  const unsubscribe = bus.subscribeStatus(
+    (status) => {
+      const key = `${status.stage}\0${status.instance}`;
+      const seen = beats.get(key);
+      beats.set(key, { first: seen?.first ?? status, last: status });
     },
-  });
-  const enforced = await heartbeatsAuthenticated(bus);
+    (_subject, error) => {
+      if (error instanceof ForgedHeartbeat) forged++;
+    },
+  );
+  // An empty message on a heartbeat subject, which no listener takes for a heartbeat.
+  const enforced = await bus.probePublishRefused(subjects.status('kappa-status-probe', String(process.pid)));
   await new Promise((r) => setTimeout(r, config.wait));
-  subscription.unsubscribe();
+  unsubscribe();
   const dlqByStage = new Map<string, number>();
   try {
-    const info = await bus.jsm.streams.info(DLQ_STREAM, { subjects_filter: subjects.allDlq });
+    const info = await bus.streamInfo(DLQ_STREAM, { subjectsFilter: subjects.allDlq });
     for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
       dlqByStage.set(subject.replace(/^kappa\.dlq\./, ''), count);
     }
   } catch (error) {
     // No KAPPA_DLQ yet means no stage ever started: nothing dead-lettered.
-    if (!/not found/i.test(String(error))) process.stderr.write(`kappa status: cannot read ${DLQ_STREAM}: ${String(error)}\n`);
+    if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) process.stderr.write(`kappa status: cannot read ${DLQ_STREAM}: ${String(error)}\n`);
   }
-  await bus.nc.close();
+  await bus.close();
   const summary = summarize(beats, dlqByStage);
   process.stdout.write(`${renderStatus(summary)}\n`);
   process.stdout.write(
@@ -69,20 +63,4 @@ export async function runStatus(argv: string[]): Promise<number> {
   );
   if (forged > 0) process.stdout.write(`ignored ${forged} heartbeat(s) whose body claims another stage, instance or node than the subject it came on\n`);
   return summary.ok ? 0 : 1;
-}
-
-/** A heartbeat is the stage and instance of its subject; a node agent's instance is its node. */
-export function heartbeatMatchesSubject(subject: string, status: { stage: string; instance: string; node: string }): boolean {
-  if (subject !== subjects.status(status.stage, status.instance)) return false;
-  const nodeScoped = status.stage === 'capture' || status.stage === 'process-enricher';
-  return !nodeScoped || subjectToken(status.node) === subjectToken(status.instance);
-}
-
-/**
- * Whether the server refuses this (CLI) identity a heartbeat subject: then every heartbeat was
- * published by the identity its subject belongs to. Probes with an empty message, which no
- * listener takes for a heartbeat.
- */
-async function heartbeatsAuthenticated(bus: Bus): Promise<boolean> {
-  return bus.probePublishRefused(`${subjects.status('kappa-status-probe', String(process.pid))}`);
 }
