@@ -40,6 +40,7 @@ export interface BusMetrics {
   publishFailures: Counter<'subject' | 'reason'>;
   consumed: Counter<'stage'>;
   handlerFailures: Counter<'stage'>;
+  held: Counter<'stage' | 'reason'>;
   deadLettered: Counter<'stage'>;
 }
 
@@ -54,6 +55,7 @@ function busMetrics(registry: Registry): BusMetrics {
     publishFailures: make('kappa_bus_publish_failures_total', 'Publishes that failed; the input stays unacked', ['subject', 'reason']),
     consumed: make('kappa_bus_consumed_batches_total', 'FlowBatches handled and acked', ['stage']),
     handlerFailures: make('kappa_bus_handler_failures_total', 'Batches whose handler failed; redelivered later', ['stage']),
+    held: make('kappa_bus_held_batches_total', 'Batches a stage held for a later delivery (nak with delay), by reason', ['stage', 'reason']),
     deadLettered: make('kappa_bus_dead_lettered_total', 'Undecodable messages moved to kappa.dlq.<stage>', ['stage']),
   };
 }

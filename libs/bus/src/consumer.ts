@@ -16,12 +16,29 @@ export interface BatchContext {
   streamSequence: number;
   /** How many times this batch has been delivered (1 the first time). */
   deliveryCount: number;
+  /** When JetStream stored the batch (unix ns): its first arrival, the same on every redelivery. */
+  storedNs: bigint;
   redelivered: boolean;
   /** Tells JetStream the handler is still working, resetting the ack deadline. */
   working(): void;
 }
 
 export type BatchHandler = (batch: FlowBatch, context: BatchContext) => Promise<void>;
+
+/**
+ * Thrown by a handler that must see the batch again later (the tagger, when a record's pod is not
+ * known yet): the batch is nak'ed with this delay, counted in kappa_bus_held_batches_total, and
+ * neither acked nor counted as a failure. The handler bounds how long it holds (BatchContext.storedNs).
+ */
+export class HoldBatch extends Error {
+  override readonly name = 'HoldBatch';
+  constructor(
+    readonly delayMs: number,
+    readonly reason: string,
+  ) {
+    super(`batch held for ${delayMs} ms: ${reason}`);
+  }
+}
 
 export interface ConsumeOptions {
   /** The stage name, used for the DLQ subject, metrics and (by default) the durable name. */
@@ -137,10 +154,16 @@ export class BatchConsumer {
         subject: message.subject,
         streamSequence: message.seq,
         deliveryCount: message.info.deliveryCount,
+        storedNs: BigInt(message.info.timestampNanos),
         redelivered: message.info.redelivered,
         working: () => message.working(),
       });
     } catch (error) {
+      if (error instanceof HoldBatch) {
+        this.bus.metrics.held.inc({ stage, reason: error.reason });
+        message.nak(error.delayMs);
+        return;
+      }
       this.bus.metrics.handlerFailures.inc({ stage });
       log.error({ err: error, batchId: batch.batchId, delivery: message.info.deliveryCount }, 'batch handler failed; the batch will be redelivered');
       message.nak(this.options.retryDelayMs ?? 1000);
