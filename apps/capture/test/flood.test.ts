@@ -18,7 +18,7 @@ import { connectBus, subjects } from '@kappa/bus';
 import { IpProtocol, Vantage, decodeStageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import type { FlowRecord, StageStatus } from '@kappa/contracts';
-import { TestCgroup, VethPair, freePort, nstat, run, runIn, spawnIn, startNatsServer } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, spawnIn, startNatsServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { TRAFFIC, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
@@ -65,7 +65,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 }
 
 describePrivileged('a flood of new conversations beyond the flow table', () => {
-  const cgroup = new TestCgroup(`ksb-flood-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('ksb-flood'));
   // capture watches `watched` (the flood generator only); the namespaces and the other traffic
   // are in `others`.
   const watched = cgroup.child('watched');
