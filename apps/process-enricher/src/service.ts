@@ -7,9 +7,11 @@ import { create, StageStatusSchema } from '@kappa/contracts';
 import { startObservabilityServer } from '@kappa/observability';
 import type { Logger, ObservabilityServer, Registry } from '@kappa/observability';
 import { CgroupTree, detectCgroup2Mount } from './cgroup-tree.js';
+import { execSocketPath } from './config.js';
 import type { EnricherConfig } from './config.js';
 import { CriContainerNames } from './cri.js';
 import { FlowEnricher, STAGE, enricherMetrics } from './enricher.js';
+import { ExecListener, ExecTable } from './exec-table.js';
 import { checkPidNamespace } from './host-pid.js';
 import { ptraceWarning } from './privileges.js';
 import { ProcessCache } from './process-cache.js';
@@ -21,6 +23,8 @@ export interface RunningEnricher {
   readonly consumer: BatchConsumer;
   readonly server: ObservabilityServer;
   readonly enricher: FlowEnricher;
+  /** What capture sent of each exec (processes that exit before enrichment). */
+  readonly execs: ExecTable;
   /** Stops consuming (in-flight batches finish and are acked), closes the bus and servers. */
   stop(): Promise<void>;
 }
@@ -34,17 +38,19 @@ export function buildEnricher(config: EnricherConfig, logger: Logger, registry: 
   logger.info({ cgroup2Mount: mount ?? null, cgroups: cgroupTree?.size ?? 0 }, mount ? 'cgroup v2 tree loaded' : 'no cgroup v2 mount: containers of exited processes cannot be resolved');
   const redaction = { enabled: config.redact && !config.noRedact, extraPatterns: config.redactPattern };
   if (!redaction.enabled) logger.warn('command-line redaction is OFF: secrets passed on command lines leave the node');
+  const execs = new ExecTable();
   const resolver = new ProcessResolver({
     proc,
     cgroupTree,
+    execs,
     redaction,
     cmdlineMaxLength: config.cmdlineMaxLength,
     cache: new ProcessCache({ maxEntries: config.processCacheSize, ttlMs: config.processCacheTtl }),
   });
   const sockets = config.criSocket.filter((s) => s !== 'none');
   const containerNames = sockets.length > 0 ? new CriContainerNames({ sockets, logger }) : undefined;
-  const enricher = new FlowEnricher({ node: config.node, resolver, cgroupTree, containerNames, metrics: enricherMetrics(registry) });
-  return { proc, cgroupTree, resolver, containerNames, enricher };
+  const enricher = new FlowEnricher({ node: config.node, resolver, cgroupTree, containerNames, execs, metrics: enricherMetrics(registry) });
+  return { proc, cgroupTree, resolver, containerNames, enricher, execs };
 }
 
 export async function runEnricher(config: EnricherConfig, logger: Logger, registry: Registry): Promise<RunningEnricher> {
@@ -55,8 +61,20 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
   const noPtrace = ptraceWarning();
   if (noPtrace) logger.warn({ missingCapability: 'CAP_SYS_PTRACE' }, noPtrace);
 
-  const { containerNames, enricher } = buildEnricher(config, logger, registry);
+  const { containerNames, enricher, execs } = buildEnricher(config, logger, registry);
   if (containerNames) await containerNames.connect();
+  let execListener: ExecListener | undefined;
+  const execSocket = execSocketPath(config);
+  if (execSocket !== 'none') {
+    execListener = new ExecListener(execSocket, execs);
+    try {
+      await execListener.start();
+      logger.info({ execSocket }, 'listening for capture\'s exec events');
+    } catch (error) {
+      execListener = undefined;
+      logger.warn({ err: error, execSocket }, 'cannot listen for exec events: processes that exit before enrichment keep only their name (check --exec-socket and that its folder is writable)');
+    }
+  }
 
   const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}-${config.node}`, logger, registry });
   await bus.ensureStreams();
@@ -99,10 +117,12 @@ export async function runEnricher(config: EnricherConfig, logger: Logger, regist
     consumer,
     server,
     enricher,
+    execs,
     stop: async () => {
       await consumer.stop();
       await bus.close();
       containerNames?.close();
+      await execListener?.stop();
       await server.close();
     },
   };
