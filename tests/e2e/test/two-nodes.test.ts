@@ -302,7 +302,9 @@ describe('two nodes end to end', () => {
           expect(r.node).toBe(vantage === 'VANTAGE_SRC' ? c.client.node : server.node);
           expect(r.joined, `${c.label} ${vantage} joined`).toBe(true);
           expect(r.src.kube).toMatchObject({ objectName: c.client.name, objectNamespace: 'shop', workloadName: c.client.workload, node: c.client.node, objectType: 'pod' });
-          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: trafficComm, containerId: c.client.containerId });
+          expect(r.src.process).toMatchObject({ pid: c.clientPid, containerId: c.client.containerId });
+          // Enriched while it ran: node; after it exited: what the kernel stamped (its main thread).
+          expect(['node', trafficComm]).toContain(r.src.process?.name);
           // The clients exit right after their conversation, before enrichment, so only what the
           // kernel stamped (pid, comm, cgroup → container) is theirs; the servers' command lines are known.
           expect(r.dst.process?.cmdline).toContain('traffic.mjs serve 8080 9090');
