@@ -7,6 +7,8 @@ import type { TaggingStats } from './tagging.js';
 
 export interface TaggerMetrics {
   recordTagged(stats: TaggingStats): void;
+  /** A batch held because a pod is not known yet: only its pending ends count. */
+  recordHeld(stats: TaggingStats): void;
   grpcLookup(found: boolean): void;
   informerRestart(resource: string): void;
 }
@@ -43,6 +45,9 @@ export function taggerMetrics(registry: Registry, index: () => KubeIndex | undef
         if (stats.pending[end] > 0) lookups.inc({ end, result: 'pending' }, stats.pending[end]);
         if (stats.unknown[end] > 0) lookups.inc({ end, result: 'unknown' }, stats.unknown[end]);
       }
+    },
+    recordHeld(stats) {
+      for (const end of ['local', 'remote'] as const) if (stats.pending[end] > 0) lookups.inc({ end, result: 'pending' }, stats.pending[end]);
     },
     grpcLookup(found) {
       grpc.inc({ result: found ? 'hit' : 'miss' });

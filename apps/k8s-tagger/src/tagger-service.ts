@@ -1,11 +1,9 @@
 // The k8s-tagger assembled: saved state and cluster watch → index, the KubeTags gRPC service, and
-// the bus consumer that tags kappa.flow.enriched.* into kappa.flow.tagged — started only once
-// every resource has been listed in full. main.ts only adds process concerns (config, signals,
-// the health server); tests start it in-process.
-import { hostname } from 'node:os';
-import { connectBus, StateStore, subjects } from '@kappa/bus';
-import type { Bus, BatchConsumer, NatsAuth, NatsTls, StreamLimits } from '@kappa/bus';
-import { create, StageStatusSchema } from '@kappa/contracts';
+// the stage that tags kappa.flow.enriched.p<k>.* into kappa.flow.tagged.p<k> (taggerStage) —
+// which consumes nothing until every resource has been listed in full. main.ts runs the stage;
+// tests start the service in-process, with or without the bus.
+import { startStage, subjects } from '@kappa/bus';
+import type { Bus, RunningStage, StageBusSettings, StageOptions, StateStore } from '@kappa/bus';
 import type { GrpcServerSecurity } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
@@ -17,7 +15,7 @@ import { startKubeTagsServer } from './grpc-server.js';
 import type { KubeTagsServer } from './grpc-server.js';
 import { taggerMetrics } from './metrics.js';
 import type { TaggerMetrics } from './metrics.js';
-import { emptyStats, tagBatch } from './tagging.js';
+import { tagTransform } from './tagging.js';
 import type { Tagger } from './tagging.js';
 
 export const STAGE = 'k8s-tagger';
@@ -38,29 +36,40 @@ export interface TaggerServiceOptions {
   /** Pod networks besides the nodes' podCIDRs. */
   podCidrs?: readonly string[];
   grpc: { port: number; host?: string; security?: GrpcServerSecurity };
-  bus?: { servers: string[]; auth?: NatsAuth; tls?: NatsTls; streams?: StreamLimits } | undefined;
+  /** Set: the service also runs the tagging stage on the bus (tests; main.ts runs taggerStage). */
+  bus?: StageBusSettings | undefined;
   instance: string;
   maxInFlight?: number;
+  /** The cluster-wide partition count (only for input without a partition token). */
+  partitions?: number;
   logger: Logger;
   registry: Registry;
-  /** Informer restart backoff (tests use short ones). */
+  /** List/watch retry backoff (tests use short ones). */
   baseBackoffMs?: number;
   /** Items per list page. */
   pageSize?: number;
+}
+
+/** Stopped before the first full list: nothing may be consumed. */
+class StoppedBeforeSync extends Error {
+  override readonly name = 'StoppedBeforeSync';
+  constructor() {
+    super('stopped before every resource was listed');
+  }
 }
 
 export class TaggerService implements Tagger {
   readonly index: KubeIndex | undefined;
   private clusterWatch: ClusterWatch | undefined;
   private grpcServer: KubeTagsServer | undefined;
-  private bus: Bus | undefined;
-  private consumer: BatchConsumer | undefined;
+  private stage: RunningStage | undefined;
   private state: StateStore | undefined;
+  private prepared: Promise<void> | undefined;
   private consuming: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
-  private readonly startedNs = BigInt(Date.now()) * 1_000_000n;
-  private recordsIn = 0n;
+  private markStopped!: () => void;
+  private readonly stoppedSignal = new Promise<void>((resolve) => (this.markStopped = resolve));
   private readonly stateWrites = new Set<Promise<void>>();
   private readonly stateFailures: Counter;
   readonly metrics: TaggerMetrics;
@@ -74,7 +83,7 @@ export class TaggerService implements Tagger {
         })
       : undefined;
     this.metrics = taggerMetrics(options.registry, () => this.index);
-    this.stateFailures = new Counter({ name: 'kappa_tagger_state_write_failures_total', help: 'Saves of deleted-object state to NATS that failed (that object is forgotten if the tagger restarts)', registers: [options.registry] });
+    this.stateFailures = new Counter({ name: 'kappa_tagger_state_write_failures_total', help: 'Saves of pod and Service state to NATS that failed (that object is forgotten if the tagger restarts)', registers: [options.registry] });
   }
 
   clusterId(): number {
@@ -87,33 +96,51 @@ export class TaggerService implements Tagger {
     return this.grpcServer?.port ?? 0;
   }
 
-  /** Every resource listed in full (or no cluster) and, with a bus, the consumer running. */
+  /** Every resource listed in full (or no cluster) and, when this service runs the stage, the stage ready. */
   ready(): boolean {
-    const clusterReady = this.clusterWatch ? this.clusterWatch.isSynced : true;
-    const busReady = this.options.bus ? this.consumer !== undefined && this.bus !== undefined && !this.bus.nc.isClosed() : true;
-    return clusterReady && busReady;
+    return this.informersSynced && (this.stage?.ready() ?? this.options.bus === undefined);
   }
 
   get informersSynced(): boolean {
     return this.clusterWatch?.isSynced ?? true;
   }
 
-  /** Resolves once the consumer runs (after the first full sync), or at once without a bus. */
+  /** The options the service was made with (taggerStage reads them). */
+  get settings(): TaggerServiceOptions {
+    return this.options;
+  }
+
+  /**
+   * In-process start (tests): the watch and gRPC now; with a bus, the stage too, which consumes
+   * once every resource is listed (whenConsuming()).
+   */
+  async start(): Promise<void> {
+    await this.prepare();
+    if (this.options.bus) {
+      this.consuming = startStage({ ...taggerStage(this, { bus: this.options.bus, metricsPort: 0 }), stop: undefined }).then((stage) => {
+        this.stage = stage;
+      });
+      this.consuming.catch((error: unknown) => {
+        if (!(error instanceof StoppedBeforeSync)) this.options.logger.error({ err: error }, 'the tagging stage did not start');
+      });
+    } else {
+      this.consuming = this.whenSynced().catch(() => undefined);
+    }
+  }
+
+  /** Resolves once the stage consumes (or, without a bus, once every resource is listed). */
   async whenConsuming(): Promise<void> {
     await this.consuming;
   }
 
-  /**
-   * Connects to NATS (and loads the saved state), starts watching the cluster and the gRPC
-   * service, and returns; the consumer starts by itself once every resource is listed.
-   */
-  async start(): Promise<void> {
+  /** Starts watching the cluster and serving KubeTags (once). */
+  prepare(): Promise<void> {
+    this.prepared ??= this.startWatchAndGrpc();
+    return this.prepared;
+  }
+
+  private async startWatchAndGrpc(): Promise<void> {
     const { logger } = this.options;
-    if (this.options.bus) {
-      this.bus = await connectBus({ ...this.options.bus, name: `kappa-${STAGE}`, logger, registry: this.options.registry });
-      await this.bus.ensureStreams();
-      if (this.index) await this.loadState(this.bus, this.index);
-    }
     if (this.options.kubeConfig && this.index) {
       const index = this.index;
       this.clusterWatch = new ClusterWatch({
@@ -138,50 +165,31 @@ export class TaggerService implements Tagger {
       logger,
     });
     logger.info({ port: this.grpcServer.port }, 'KubeTags gRPC service listening');
-    const synced = this.clusterWatch?.synced ?? Promise.resolve();
-    this.consuming = synced.then(async () => {
-      if (this.stopped) return;
-      const ended = this.index?.endUnconfirmed() ?? 0;
-      logger.info({ clusterId: this.clusterId(), endedWhileAway: ended }, 'every resource listed');
-      if (this.bus) await this.startConsumer(this.bus);
-    });
-    this.consuming.catch((error: unknown) => logger.fatal({ err: error }, 'cannot start consuming'));
   }
 
-  private async startConsumer(bus: Bus): Promise<void> {
-    const holdMaxNs = BigInt(this.options.holdMaxMs ?? 10_000) * 1_000_000n;
-    this.consumer = await bus.consumeBatches({
-      stage: STAGE,
-      subject: subjects.allEnriched,
-      maxInFlight: this.options.maxInFlight ?? 4,
-      handler: async (batch, context) => {
-        const stats = emptyStats();
-        try {
-          const hold = { nowNs: BigInt(Date.now()) * 1_000_000n, deadlineNs: context.storedNs + holdMaxNs, retryDelayMs: 500 };
-          const tagged = tagBatch(this, batch, this.options.instance, stats, hold);
-          await bus.publishBatch(subjects.tagged, tagged);
-        } finally {
-          this.metrics.recordTagged(stats);
-        }
-        this.recordsIn += BigInt(stats.records);
-      },
-    });
-    if (this.stopped) {
-      await this.consumer.stop();
-      return;
-    }
-    this.startHeartbeat(bus, this.consumer);
-    this.options.logger.info({ subject: subjects.allEnriched, durable: STAGE }, 'consuming enriched flows');
+  /** Before the stage consumes: the saved state read back, then every resource listed in full. */
+  async beforeConsuming(bus: Bus): Promise<void> {
+    await this.prepare();
+    if (this.index) await this.loadState(bus, this.index);
+    await this.whenSynced();
+  }
+
+  /** Every resource listed in full; what was saved as running but is gone ends now. */
+  private async whenSynced(): Promise<void> {
+    if (this.clusterWatch) await Promise.race([this.clusterWatch.synced, this.stoppedSignal]);
+    if (this.stopped) throw new StoppedBeforeSync();
+    const ended = this.index?.endUnconfirmed() ?? 0;
+    this.options.logger.info({ clusterId: this.clusterId(), endedWhileAway: ended }, 'every resource listed');
   }
 
   /** Saved pods and Services into the index, and every later change saved (deleted ones matter:
    *  a restarted tagger would otherwise tag late flows of recently deleted pods `external`). */
   private async loadState(bus: Bus, index: KubeIndex): Promise<void> {
+    if (this.state) return;
     const retentionMs = Math.max(this.options.deletedRetentionMs ?? 3_600_000, this.options.deletedGraceMs);
     // Running objects are written again well within the age limit (refresh below).
     const maxAgeMs = Math.max(6 * 3_600_000, 2 * retentionMs);
-    const state = new StateStore(bus, { stream: STATE_STREAM, subjectPrefix: STATE_SUBJECT_PREFIX, maxAgeMs });
-    await state.open();
+    const state = await bus.openStateStore({ stream: STATE_STREAM, subjectPrefix: STATE_SUBJECT_PREFIX, maxAgeMs });
     const saved: SavedObject[] = [];
     for (const value of (await state.load()).values()) {
       try {
@@ -194,6 +202,8 @@ export class TaggerService implements Tagger {
     this.options.logger.info({ restored }, 'saved pods and Services loaded');
     this.state = state;
     index.saver = (key, object) => this.saveState(key, object);
+    // What changed before the state was open (the first list may have begun) is saved now.
+    for (const [key, object] of index.savedObjects()) this.saveState(key, object);
     this.every(maxAgeMs / 4, () => {
       for (const [key, object] of index.savedObjects()) this.saveState(key, object);
     });
@@ -219,32 +229,40 @@ export class TaggerService implements Tagger {
     this.timers.push(timer);
   }
 
-  /** kappa.status.k8s-tagger.<instance> for `kappa status`. */
-  private startHeartbeat(bus: Bus, consumer: BatchConsumer): void {
-    bus.startHeartbeat(() =>
-      create(StageStatusSchema, {
-        stage: STAGE,
-        instance: this.options.instance,
-        node: hostname(),
-        startedNs: this.startedNs,
-        sentNs: BigInt(Date.now()) * 1_000_000n,
-        ready: this.ready(),
-        recordsIn: this.recordsIn,
-        recordsOut: this.recordsIn,
-        lag: BigInt(consumer.latestLag),
-        dlq: BigInt(bus.deadLettered()),
-      }),
-    );
-  }
-
   /** Graceful: in-flight batches finish and are acked, state writes land, then connections close. */
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
+    this.markStopped();
     for (const timer of this.timers) clearInterval(timer);
-    await this.consumer?.stop();
+    await this.consuming?.catch(() => undefined);
+    await this.stage?.stop();
     await Promise.allSettled([...this.stateWrites]);
-    await this.bus?.close();
     await this.grpcServer?.stop();
     await this.clusterWatch?.stop();
   }
+}
+
+/**
+ * The tagging stage around a TaggerService: consumes every node's kappa.flow.enriched.p<k>.*,
+ * writes each input batch tagged to kappa.flow.tagged.p<k> (same k, id `k8s-tagger:<input id>`).
+ * The service (saved state, cluster watch, gRPC) starts before consuming, and consuming waits
+ * for every resource to be listed in full; the service stops after.
+ */
+export function taggerStage(tagger: TaggerService, process: { bus: StageBusSettings; metricsPort: number; metricsHost?: string }): StageOptions {
+  const settings = tagger.settings;
+  return {
+    stage: STAGE,
+    instance: settings.instance,
+    bus: process.bus,
+    logger: settings.logger,
+    registry: settings.registry,
+    metricsPort: process.metricsPort,
+    ...(process.metricsHost !== undefined ? { metricsHost: process.metricsHost } : {}),
+    input: { subject: subjects.allEnriched, maxInFlight: settings.maxInFlight ?? 4 },
+    transform: tagTransform(tagger, settings.partitions ?? 16, settings.holdMaxMs ?? 10_000),
+    ready: () => tagger.informersSynced,
+    start: (stage) => tagger.beforeConsuming(stage.bus),
+    stop: () => tagger.stop(),
+  };
 }

@@ -2,11 +2,13 @@
 // which) by container id first, then IP; the remote end by IP and port, as of the time of the
 // flow (endpoint-resolver.ts). A batch with an end whose pod is not known yet is held (the bus
 // redelivers it later) until its hold deadline; past it, such ends are tagged `unknown`.
-import { HoldBatch } from '@kappa/bus';
-import { create, EndpointSchema, KubeSchema, Vantage } from '@kappa/contracts';
+import { HoldBatch, subjects } from '@kappa/bus';
+import type { StageTransform } from '@kappa/bus';
+import { create, decodeFlowBatch, EndpointSchema, FlowRecordSchema, KubeSchema, partitionOfRecord, toBinary, Vantage } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord, Kube } from '@kappa/contracts';
 import { localEnd, remoteEnd } from './endpoint-resolver.js';
 import type { KubeIndex } from './kube-index.js';
+import type { TaggerMetrics } from './metrics.js';
 
 export type EndRole = 'local' | 'remote';
 
@@ -25,6 +27,7 @@ export interface Tagger {
   /** undefined: no cluster configured, tag node names only. */
   index: KubeIndex | undefined;
   clusterId(): number;
+  readonly metrics?: TaggerMetrics;
 }
 
 /** Hold a batch with unknown pods while `nowNs` is before `deadlineNs`; retry after delayMs. */
@@ -106,5 +109,41 @@ export function emptyStats(): TaggingStats {
     misses: { local: 0, remote: 0 },
     pending: { local: 0, remote: 0 },
     unknown: { local: 0, remote: 0 },
+  };
+}
+
+/**
+ * The stage transform: one input batch of partition k → one tagged output batch of partition k
+ * (kappa.flow.tagged.p<k>, id `k8s-tagger:<input id>`). Input without a partition token (an
+ * enricher of an older version) is routed record by record.
+ */
+export function tagTransform(tagger: Tagger, partitions: number, holdMaxMs = 10_000): StageTransform {
+  return ({ view, partition, storedNs }, output) => {
+    const stats = emptyStats();
+    // Ends whose pod is not known yet hold the batch (HoldBatch: the runner naks it with the
+    // delay) until holdMaxMs after its first arrival.
+    const hold = { nowNs: BigInt(Date.now()) * 1_000_000n, deadlineNs: storedNs + BigInt(holdMaxMs) * 1_000_000n, retryDelayMs: 500 };
+    let tagged: FlowBatch;
+    try {
+      tagged = tagBatch(tagger, decodeFlowBatch(view.bytes), '', stats, hold);
+    } catch (error) {
+      if (error instanceof HoldBatch) tagger.metrics?.recordHeld(stats);
+      throw error;
+    }
+    tagger.metrics?.recordTagged(stats);
+    if (partition !== undefined) {
+      const writer = output.batch(subjects.tagged(partition));
+      for (const record of tagged.records) writer.recordBytes(toBinary(FlowRecordSchema, record));
+    } else {
+      const byPartition = new Map<number, FlowRecord[]>();
+      for (const record of tagged.records) {
+        const k = partitionOfRecord(record, partitions);
+        byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
+      }
+      for (const [k, records] of [...byPartition].sort((a, b) => a[0] - b[0])) {
+        const writer = output.batch(subjects.tagged(k), `p${k}`);
+        for (const record of records) writer.recordBytes(toBinary(FlowRecordSchema, record));
+      }
+    }
   };
 }

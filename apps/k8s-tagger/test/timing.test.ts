@@ -4,7 +4,7 @@
 // API server plays the scheduler's and kubelet's status sequence with real-size pods; flows go
 // through real NATS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus, FLOW_STREAM, subjects } from '@kappa/bus';
+import { connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { create, EndpointSchema, IpProtocol, newFlowRecord, ProcessSchema, Vantage } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord } from '@kappa/contracts';
@@ -55,11 +55,11 @@ class Bench {
     this.nats = await startNatsServer();
     this.bus = await connectBus({ servers: [this.nats.url], name: 'timing-test', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
     await this.bus.ensureStreams();
-    await this.bus.consumeBatches({ stage: 'timing-joiner', subject: subjects.tagged, handler: async (batch) => void this.tagged.set(batch.batchId, batch) });
+    await this.bus.consumeBatches({ stage: 'timing-joiner', subject: subjects.allTagged, handler: async (batch) => void this.tagged.set(batch.batchId, batch) });
   }
 
   async publish(id: string, ...records: FlowRecord[]): Promise<void> {
-    await this.bus.publishBatch(subjects.enriched(records[0]!.node), batchOf(id, records));
+    await this.bus.publishBatch(subjects.enriched(0, records[0]!.node), batchOf(id, records));
   }
 
   async out(id: string, timeoutMs = 20_000): Promise<FlowBatch> {
@@ -165,7 +165,7 @@ describe('k8s-tagger timing in a living cluster', () => {
     const t = await tagger(b, { wait: false });
     await until(() => throttled.hits >= 2 && forbidden.hits >= 2, 20_000, 'lists retried');
     expect(t.ready()).toBe(false);
-    await expect(b.bus.jsm.consumers.info(FLOW_STREAM, 'k8s-tagger')).rejects.toThrow(/not found/i);
+    await expect(b.bus.consumerInfo('k8s-tagger')).rejects.toThrow(/not found/i);
     expect(b.tagged.size).toBe(0);
     throttled.clear();
     forbidden.clear();

@@ -2,8 +2,9 @@
 // tagger's knowledge of deleted pods): one stream, one subject per key, the last value per key
 // kept (max_msgs_per_subject 1), values older than maxAge dropped by the server.
 import { DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
-import type { Bus } from './bus.js';
+import { JetStreamCodes, jetStreamCode } from './errors.js';
 
 export interface StateStoreOptions {
   /** Stream name, e.g. KAPPA_TAGGER_STATE. */
@@ -15,15 +16,17 @@ export interface StateStoreOptions {
   maxBytes?: number;
 }
 
+/** Made by Bus.openStateStore(). */
 export class StateStore {
+  /** @internal */
   constructor(
-    private readonly bus: Bus,
+    private readonly clients: { js: JetStreamClient; jsm: JetStreamManager },
     private readonly options: StateStoreOptions,
   ) {}
 
   /** Creates or updates the stream. Safe from every replica at once. */
   async open(): Promise<void> {
-    const { jsm } = this.bus;
+    const { jsm } = this.clients;
     const config = {
       name: this.options.stream,
       subjects: [`${this.options.subjectPrefix}.>`],
@@ -39,27 +42,29 @@ export class StateStore {
       await jsm.streams.info(config.name);
       await jsm.streams.update(config.name, config);
     } catch (error) {
-      if (!/not found/i.test(String(error))) throw error;
+      if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) throw error;
       try {
         await jsm.streams.add(config);
       } catch (addError) {
-        if (!/already in use/i.test(String(addError))) throw addError;
-        await jsm.streams.update(config.name, config);
+        // Another replica created it between our info and add.
+        await jsm.streams.update(config.name, config).catch(() => {
+          throw addError;
+        });
       }
     }
   }
 
   /** Stores the value of a key (replacing the previous one). `id` dedupes replicas' writes. */
   async put(key: string, value: Uint8Array, id?: string): Promise<void> {
-    await this.bus.js.publish(`${this.options.subjectPrefix}.${key}`, value, id !== undefined ? { msgID: id } : {});
+    await this.clients.js.publish(`${this.options.subjectPrefix}.${key}`, value, id !== undefined ? { msgID: id } : {});
   }
 
   /** The last value of every key, read once (an ordered consumer, last message per subject). */
   async load(): Promise<Map<string, Uint8Array>> {
     const values = new Map<string, Uint8Array>();
-    const info = await this.bus.jsm.streams.info(this.options.stream);
+    const info = await this.clients.jsm.streams.info(this.options.stream);
     if (info.state.messages === 0) return values;
-    const consumer = await this.bus.js.consumers.get(this.options.stream, {
+    const consumer = await this.clients.js.consumers.get(this.options.stream, {
       filter_subjects: `${this.options.subjectPrefix}.>`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
