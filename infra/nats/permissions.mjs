@@ -14,6 +14,9 @@
 
 export const FLOW_STREAM = 'KAPPA_FLOWS';
 export const DLQ_STREAM = 'KAPPA_DLQ';
+/** The k8s-tagger's keyed state (libs/bus TAGGER_STATE_STORE): created by the admin. */
+export const TAGGER_STATE_STREAM = 'KAPPA_TAGGER_STATE';
+export const TAGGER_STATE_PREFIX = 'kappa.state.k8s-tagger';
 
 /** A subject token as libs/bus makes it: no dots, spaces or wildcards. */
 export function subjectToken(value) {
@@ -102,6 +105,14 @@ export function permissions(identity, publicKey, { partitions }) {
             'kappa.flow.tagged.*',
             'kappa.dlq.k8s-tagger',
             'kappa.status.k8s-tagger.*',
+            // Its own state (pods and Services it knew), written by key and read back at start
+            // through an ordered consumer; the stream holds nothing else.
+            api(`STREAM.INFO.${TAGGER_STATE_STREAM}`),
+            api(`CONSUMER.CREATE.${TAGGER_STATE_STREAM}.>`),
+            api(`CONSUMER.INFO.${TAGGER_STATE_STREAM}.*`),
+            api(`CONSUMER.MSG.NEXT.${TAGGER_STATE_STREAM}.*`),
+            api(`CONSUMER.DELETE.${TAGGER_STATE_STREAM}.*`),
+            `${TAGGER_STATE_PREFIX}.>`,
           ],
         },
         subscribe: { allow: [inbox] },

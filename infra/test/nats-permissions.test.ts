@@ -15,7 +15,10 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { fromSeed } from '@nats-io/nkeys';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { TAGGER_STATE_STORE, busOptionsFromConfig, connectBus } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
 import { StageStatusSchema, create, encodeStageStatus } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
 import { ServerProcess, freePort } from '@kappa/testing';
 import { render, workspaceRoot } from './manifests.js';
 import { startBaseNats } from './nats-base.js';
@@ -185,6 +188,10 @@ describe.each(deployments)('NATS as %s configures it', (_name, start) => {
         '$JS.API.STREAM.UPDATE.KAPPA_FLOWS',
         '$JS.API.STREAM.MSG.GET.KAPPA_FLOWS',
         '$JS.API.STREAM.MSG.DELETE.KAPPA_FLOWS',
+        '$JS.API.STREAM.CREATE.KAPPA_TAGGER_STATE',
+        '$JS.API.STREAM.UPDATE.KAPPA_TAGGER_STATE',
+        '$JS.API.STREAM.DELETE.KAPPA_TAGGER_STATE',
+        '$JS.API.STREAM.PURGE.KAPPA_TAGGER_STATE',
       ]) {
         expect(await mayCall(session, subject), `${identity} ${subject}`).toBe(false);
       }
@@ -290,6 +297,48 @@ describe.each(deployments)('NATS as %s configures it', (_name, start) => {
     const dlq = await cli.streams.info('KAPPA_DLQ', { subjects_filter: 'kappa.dlq.>' });
     expect(Object.keys(dlq.state.subjects ?? {}).sort()).toEqual(['kappa.dlq.exporter', 'kappa.dlq.joiner', 'kappa.dlq.k8s-tagger', 'kappa.dlq.process-enricher']);
   });
+
+  test('the tagger keeps its state on a stream only the admin creates: it waits for it, then writes and reads back its keys, which nobody else can', async () => {
+    const buses: Bus[] = [];
+    const busAs = async (identity: string) => {
+      const options = busOptionsFromConfig({
+        natsUrl: [deployment.url],
+        natsNkeySeed: deployment.seedFile(identity),
+        natsTlsCa: deployment.tls.ca,
+        natsTlsCert: deployment.tls.cert,
+        natsTlsKey: deployment.tls.key,
+        streamMaxBytes: 1024 ** 3,
+        streamMaxAge: 3_600_000,
+      });
+      const bus = await connectBus({ ...options, name: `ksd-${identity}`, logger: createLogger('ksd', 'silent'), registry: createRegistry('ksd') });
+      buses.push(bus);
+      return bus;
+    };
+    try {
+      const tagger = await busAs('k8s-tagger');
+      // The real tagger's call: the stream is missing and the tagger may not create it, so it waits.
+      const opening = tagger.openStateStore({ ...TAGGER_STATE_STORE, maxAgeMs: 2 * TAGGER_STATE_STORE.maxAgeMs });
+      const early = await Promise.race([opening.then(() => 'opened'), new Promise((r) => setTimeout(() => r('waiting'), 3000))]);
+      expect(early).toBe('waiting');
+      await (await busAs('admin')).ensureStateStream(TAGGER_STATE_STORE);
+      const store = await opening;
+      // A longer max age than the admin's is not applied: the tagger may not change the stream.
+      const admin = await jetstreamManager((await as('admin')).nc);
+      expect((await admin.streams.info(TAGGER_STATE_STORE.stream)).config.max_age).toBe(TAGGER_STATE_STORE.maxAgeMs * 1_000_000);
+      await store.put('pod.u-1', new TextEncoder().encode('one'));
+      await store.put('svc.u-2', new TextEncoder().encode('two'));
+      await store.put('pod.u-1', new TextEncoder().encode('three'));
+      const loaded = await store.load();
+      expect(Object.fromEntries([...loaded].map(([k, v]) => [k, new TextDecoder().decode(v)]))).toEqual({ 'pod.u-1': 'three', 'svc.u-2': 'two' });
+      for (const identity of everyone.filter((i) => i !== 'k8s-tagger')) {
+        const session = await as(identity);
+        expect(await mayPublish(session, `${TAGGER_STATE_STORE.subjectPrefix}.pod.u-1`), `${identity} writes the tagger's state`).toBe(false);
+        expect(await mayCall(session, `$JS.API.CONSUMER.CREATE.${TAGGER_STATE_STORE.stream}.spy`, { stream_name: TAGGER_STATE_STORE.stream, config: { name: 'spy' } }), `${identity} reads the tagger's state`).toBe(false);
+      }
+    } finally {
+      for (const bus of buses) await bus.close();
+    }
+  }, 60_000);
 
   test("node A's agent cannot make a forged heartbeat appear healthy in kappa status", async () => {
     const forger = await as(`capture-${NODE}`);

@@ -2,7 +2,7 @@
 // the stage that tags kappa.flow.enriched.p<k>.* into kappa.flow.tagged.p<k> (taggerStage) —
 // which consumes nothing until every resource has been listed in full. main.ts runs the stage;
 // tests start the service in-process, with or without the bus.
-import { startStage, subjects } from '@kappa/bus';
+import { TAGGER_STATE_STORE, startStage, subjects } from '@kappa/bus';
 import type { Bus, RunningStage, StageBusSettings, StageOptions, StateStore } from '@kappa/bus';
 import type { GrpcServerSecurity } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
@@ -20,8 +20,6 @@ import type { Tagger } from './tagging.js';
 
 export const STAGE = 'k8s-tagger';
 /** Where the tagger keeps what it knows of deleted pods and Services across restarts. */
-export const STATE_STREAM = 'KAPPA_TAGGER_STATE';
-export const STATE_SUBJECT_PREFIX = 'kappa.state.k8s-tagger';
 
 export interface TaggerServiceOptions {
   /** undefined: no cluster; node names only. */
@@ -188,8 +186,8 @@ export class TaggerService implements Tagger {
     if (this.state) return;
     const retentionMs = Math.max(this.options.deletedRetentionMs ?? 3_600_000, this.options.deletedGraceMs);
     // Running objects are written again well within the age limit (refresh below).
-    const maxAgeMs = Math.max(6 * 3_600_000, 2 * retentionMs);
-    const state = await bus.openStateStore({ stream: STATE_STREAM, subjectPrefix: STATE_SUBJECT_PREFIX, maxAgeMs });
+    const maxAgeMs = Math.max(TAGGER_STATE_STORE.maxAgeMs, 2 * retentionMs);
+    const state = await bus.openStateStore({ ...TAGGER_STATE_STORE, maxAgeMs });
     const saved: SavedObject[] = [];
     for (const value of (await state.load()).values()) {
       try {

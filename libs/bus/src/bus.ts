@@ -10,7 +10,7 @@ import { FlowBatchView, FlowBatchWriter, decodeFlowBatch, decodeStageStatus, enc
 import type { EncodedBatch, FlowBatch, StageStatus } from '@kappa/contracts';
 import { LogLimiter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
-import { StateStore } from './state-store.js';
+import { StateStore, stateStreamConfig } from './state-store.js';
 import type { StateStoreOptions } from './state-store.js';
 import { RawConsumer, batchContext } from './consumer.js';
 import { busMetrics } from './metrics.js';
@@ -103,9 +103,13 @@ export class Bus {
    * line, rather than exiting into a crash loop; `waitForAdmin: false` throws StreamSetupError.
    */
   async ensureStreams(limits: StreamLimits | undefined = this.options.streams, options: { waitForAdmin?: boolean } = {}): Promise<void> {
+    await this.ensureStreamsWaiting(() => this.ensureKappaStreams(limits), options);
+  }
+
+  private async ensureStreamsWaiting(ensure: () => Promise<void>, options: { waitForAdmin?: boolean }): Promise<void> {
     for (let waited = false; ; waited = true) {
       try {
-        await this.ensureKappaStreams(limits);
+        await ensure();
         if (waited) this.logger.info('the JetStream streams exist now');
         return;
       } catch (error) {
@@ -395,11 +399,19 @@ export class Bus {
     return { subject: message.subject, seq: message.seq, data: message.data, header: (name) => message.header.get(name) || undefined };
   }
 
-  /** A keyed store on its own stream (last value per key), created or updated now. */
+  /**
+   * A keyed store on its own stream (last value per key). Its stream is created or brought up to
+   * date here where this identity may; with per-identity permissions the admin creates it
+   * (`kappa streams`) and this waits for it as ensureStreams does.
+   */
   async openStateStore(options: StateStoreOptions): Promise<StateStore> {
-    const store = new StateStore({ js: this.js, jsm: this.jsm }, options);
-    await store.open();
-    return store;
+    await this.ensureStreamsWaiting(() => this.ensureStream(stateStreamConfig(options)), { waitForAdmin: true });
+    return new StateStore({ js: this.js, jsm: this.jsm }, options);
+  }
+
+  /** Creates or updates the stream of a state store (`kappa streams`, with the admin identity). */
+  async ensureStateStream(options: StateStoreOptions): Promise<void> {
+    await this.ensureStream(stateStreamConfig(options));
   }
 
   /** Deletes a stream and everything in it (tests and benchmarks start clean with it). */

@@ -2,9 +2,8 @@
 // tagger's knowledge of deleted pods): one stream, one subject per key, the last value per key
 // kept (max_msgs_per_subject 1), values older than maxAge dropped by the server.
 import { DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
-import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
-import { JetStreamCodes, jetStreamCode } from './errors.js';
 
 export interface StateStoreOptions {
   /** Stream name, e.g. KAPPA_TAGGER_STATE. */
@@ -16,6 +15,34 @@ export interface StateStoreOptions {
   maxBytes?: number;
 }
 
+/**
+ * The k8s-tagger's store: pods and Services it knew (deleted ones for their retention), found again
+ * after a restart. `kappa streams` (the admin) creates it with these settings: with per-identity
+ * permissions the tagger may only read and write its keys. A tagger whose --deleted-retention asks
+ * for a longer max age brings the stream up to date where its identity may (npm run up without
+ * permissions), and otherwise uses it as it is with a warning.
+ */
+export const TAGGER_STATE_STORE: StateStoreOptions = {
+  stream: 'KAPPA_TAGGER_STATE',
+  subjectPrefix: 'kappa.state.k8s-tagger',
+  maxAgeMs: 6 * 3_600_000,
+};
+
+/** The stream a state store lives on. */
+export function stateStreamConfig(options: StateStoreOptions): Partial<StreamConfig> & { name: string } {
+  return {
+    name: options.stream,
+    subjects: [`${options.subjectPrefix}.>`],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_msgs_per_subject: 1,
+    max_age: nanos(options.maxAgeMs),
+    max_bytes: options.maxBytes ?? 256 * 1024 ** 2,
+    duplicate_window: nanos(Math.min(120_000, options.maxAgeMs)),
+  };
+}
+
 /** Made by Bus.openStateStore(). */
 export class StateStore {
   /** @internal */
@@ -23,36 +50,6 @@ export class StateStore {
     private readonly clients: { js: JetStreamClient; jsm: JetStreamManager },
     private readonly options: StateStoreOptions,
   ) {}
-
-  /** Creates or updates the stream. Safe from every replica at once. */
-  async open(): Promise<void> {
-    const { jsm } = this.clients;
-    const config = {
-      name: this.options.stream,
-      subjects: [`${this.options.subjectPrefix}.>`],
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
-      max_msgs_per_subject: 1,
-      max_age: nanos(this.options.maxAgeMs),
-      max_bytes: this.options.maxBytes ?? 256 * 1024 ** 2,
-      duplicate_window: nanos(Math.min(120_000, this.options.maxAgeMs)),
-    };
-    try {
-      await jsm.streams.info(config.name);
-      await jsm.streams.update(config.name, config);
-    } catch (error) {
-      if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) throw error;
-      try {
-        await jsm.streams.add(config);
-      } catch (addError) {
-        // Another replica created it between our info and add.
-        await jsm.streams.update(config.name, config).catch(() => {
-          throw addError;
-        });
-      }
-    }
-  }
 
   /** Stores the value of a key (replacing the previous one). `id` dedupes replicas' writes. */
   async put(key: string, value: Uint8Array, id?: string): Promise<void> {

@@ -1,8 +1,8 @@
-// `kappa streams`: creates the JetStream streams kappa uses (KAPPA_FLOWS, KAPPA_DLQ) or brings
-// their limits up to date. Run it with the admin NATS identity: with per-identity permissions no
+// `kappa streams`: creates the JetStream streams kappa uses (KAPPA_FLOWS, KAPPA_DLQ and the
+// k8s-tagger's KAPPA_TAGGER_STATE) or brings their limits up to date. Run it with the admin NATS identity: with per-identity permissions no
 // service may create, change or delete a stream (npm run up and the Kustomize Job kappa-streams
 // run it before the services start).
-import { busOptionsFromConfig, connectBus, natsOptions } from '@kappa/bus';
+import { TAGGER_STATE_STORE, busOptionsFromConfig, connectBus, natsOptions } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
 import { createLogger, createRegistry } from '@kappa/observability';
 
@@ -13,6 +13,7 @@ export async function runStreams(argv: string[]): Promise<number> {
     const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-streams', logger, registry: createRegistry('kappa-cli') });
     try {
       await bus.ensureStreams(undefined, { waitForAdmin: false });
+      await bus.ensureStateStream(TAGGER_STATE_STORE);
     } finally {
       await bus.close();
     }
@@ -20,6 +21,6 @@ export async function runStreams(argv: string[]): Promise<number> {
     process.stderr.write(`kappa streams: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;
   }
-  process.stdout.write('kappa streams: KAPPA_FLOWS and KAPPA_DLQ are in place\n');
+  process.stdout.write(`kappa streams: KAPPA_FLOWS, KAPPA_DLQ and ${TAGGER_STATE_STORE.stream} are in place\n`);
   return 0;
 }
