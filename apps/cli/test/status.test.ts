@@ -24,7 +24,8 @@ async function heartbeat(stage: string, instance: string, ready = true, recordsP
       return create(StageStatusSchema, {
         stage,
         instance,
-        node: 'node-a',
+        // A node agent's instance is its node (kappa status ignores a body that says otherwise).
+        node: stage === 'capture' || stage === 'process-enricher' ? instance : 'node-a',
         startedNs,
         sentNs: BigInt(Date.now()) * 1_000_000n,
         ready,
