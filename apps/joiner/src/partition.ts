@@ -1,0 +1,433 @@
+// The join of one partition, in memory: the ends seen lately (each node's view of its own end),
+// the records waiting for their peer, indexed by the exact names a peer looks them up under, and
+// their deadlines on a timing wheel in event time. `apply` is a pure function of (this state,
+// the batch, the batch's time): replayed after a crash from the state committed in Redis, it
+// writes the same bytes, which is what lets JetStream's dedupe drop the second publish.
+import { JoinRecord, VANTAGE_SRC } from './record.js';
+import { RecordSplicer } from './splice.js';
+import { Slab } from './slab.js';
+import { TimingWheel } from './wheel.js';
+import type { WheelEntry } from './wheel.js';
+import { bytesEqual, varintSize } from './wire.js';
+import type { ByteWriter } from './wire.js';
+
+export interface JoinSettings {
+  /** How long a record waits for its peer, in event time. */
+  joinWaitMs: number;
+  /** How long an end stays usable after it was stored. */
+  metadataTtlMs: number;
+  /**
+   * An end seen again with the same bytes is stored again (a Redis write) only when it was stored
+   * this long ago; so an active end stays usable between ttl − refresh and ttl after its last
+   * record. 0 stores it on every record.
+   */
+  endRefreshMs: number;
+  /** Wait for a peer even when the tagger says the remote end is external. */
+  joinExternal: boolean;
+}
+
+/** One conversation group's state: the ends seen lately and the records waiting, by name. */
+export interface Group {
+  key: string;
+  /** The initiator's own end. */
+  src: End | undefined;
+  /** Each responder's own end, by the names it is looked up under. */
+  dst: Map<string, End> | undefined;
+  /** Responder records waiting for the initiator's end. */
+  waitingDst: PendingList | undefined;
+  /** Initiator records waiting for a responder's end, by responder name. */
+  waitingSrc: Map<string, PendingList> | undefined;
+}
+
+/**
+ * A cached end. Its Redis value is `buf[start, end)`: [varint storedAtMs][Endpoint bytes]; a
+ * new store moves it to new bytes (never writes into the old ones: a delta not yet committed
+ * may still point at them).
+ */
+export interface End extends WheelEntry {
+  group: Group;
+  /** '' for the initiator's end, else the responder name. */
+  name: string;
+  buf: Uint8Array;
+  start: number;
+  /** Where the Endpoint starts. */
+  at: number;
+  end: number;
+  storedAt: number;
+  live: boolean;
+}
+
+/** A record waiting for its peer; its Redis value is `buf[start, end)`: [varint deadlineMs][record]. */
+export interface Pending extends WheelEntry {
+  /** Unique in the partition and increasing: stream sequence × 2^20 + index in the batch. */
+  id: number;
+  buf: Uint8Array;
+  start: number;
+  /** Where the record starts. */
+  at: number;
+  end: number;
+  arrivedMs: number;
+  list: PendingList | undefined;
+  done: boolean;
+}
+
+/** Records waiting under one name, in arrival order; entries leave lazily (done), the list when none is live. */
+export interface PendingList {
+  group: Group;
+  /** '' for the responder records of a group, else the responder name initiator records wait under. */
+  name: string;
+  items: Pending[];
+  live: number;
+}
+
+/**
+ * What one batch changed, for the Redis commit, in order, without an object per change:
+ * `ends` holds (End, buf, start, end) per store, with buf undefined for a removal;
+ * `pendingPut` (id, buf, start, end) per record that began to wait; `pendingDel` the ids of
+ * those that left.
+ */
+export class Delta {
+  readonly ends: (End | Uint8Array | number | undefined)[] = [];
+  readonly pendingPut: (number | Uint8Array)[] = [];
+  readonly pendingDel: number[] = [];
+
+  clear(): void {
+    this.ends.length = this.pendingPut.length = this.pendingDel.length = 0;
+  }
+}
+
+/** Counts of one batch, for the metrics once it is committed. */
+export class JoinStats {
+  immediate = 0;
+  peerArrival = 0;
+  sweeper = 0;
+  noPeer = 0;
+  external = 0;
+  noVantage = 0;
+  recordsOut = 0;
+  /** Event-time waits (s) of records that left the wait: joined, then not. */
+  readonly joinedWaits: number[] = [];
+  readonly noPeerWaits: number[] = [];
+
+  clear(): void {
+    this.immediate = this.peerArrival = this.sweeper = this.noPeer = this.external = this.noVantage = this.recordsOut = 0;
+    this.joinedWaits.length = this.noPeerWaits.length = 0;
+  }
+}
+
+export const ID_SHIFT = 2 ** 20;
+
+const SLOT_MS = 50;
+const SLOTS = 1024;
+
+export class PartitionJoin {
+  /** Event time (ms): the latest batch time applied. */
+  clock = 0;
+  private readonly groups = new Map<string, Group>();
+  private readonly pendingWheel = new TimingWheel<Pending>(SLOT_MS, SLOTS, (p) => !p.done);
+  private readonly endWheel: TimingWheel<End>;
+  private livePending = 0;
+  private liveEnds = 0;
+  private readonly record = new JoinRecord();
+  private readonly other = new JoinRecord();
+  private readonly splicer = new RecordSplicer();
+  private readonly duePending: Pending[] = [];
+  private readonly dueEnds: End[] = [];
+  private readonly claimed: Pending[] = [];
+  private readonly slab = new Slab();
+
+  constructor(readonly settings: JoinSettings) {
+    this.endWheel = new TimingWheel<End>(Math.max(SLOT_MS, Math.ceil(settings.metadataTtlMs / SLOTS)), SLOTS, (e) => e.live);
+  }
+
+  /** Records waiting for their peer. */
+  get pendingCount(): number {
+    return this.livePending;
+  }
+
+  /** Ends cached. */
+  get endCount(): number {
+    return this.liveEnds;
+  }
+
+  /** Event time at which the next record leaves by timeout or an end expires (Infinity: none). */
+  nextDeadline(): number {
+    return Math.min(this.pendingWheel.earliest(), this.endWheel.earliest());
+  }
+
+  /**
+   * Applies one input batch: the records whose wait ended by `timeMs` leave first, then each of
+   * the batch's records meets what waits for it. Output records go to `out` (FlowBatch.records
+   * entries), state changes to `delta`, counts to `stats`.
+   * @param records [start, end) of each record in `buf`, flat
+   */
+  apply(buf: Uint8Array, records: ArrayLike<number>, recordCount: number, timeMs: number, seq: number, out: ByteWriter, delta: Delta, stats: JoinStats): void {
+    if (recordCount >= ID_SHIFT) throw new RangeError(`a batch of ${recordCount} records: at most ${ID_SHIFT - 1}`);
+    if (timeMs > this.clock) this.clock = timeMs;
+    this.expire(out, delta, stats);
+    const r = this.record;
+    const joinExternal = this.settings.joinExternal;
+    for (let i = 0; i < recordCount; i++) {
+      r.read(buf, records[2 * i]!, records[2 * i + 1]!, joinExternal);
+      if (r.release !== '') {
+        this.splicer.unjoined(out, r, r.release);
+        if (r.release === 'external') stats.external++;
+        else stats.noVantage++;
+        stats.recordsOut++;
+        continue;
+      }
+      this.arrive(r, seq * ID_SHIFT + i, out, delta, stats);
+    }
+  }
+
+  private groupOf(key: string): Group {
+    let g = this.groups.get(key);
+    if (!g) this.groups.set(key, (g = { key, src: undefined, dst: undefined, waitingDst: undefined, waitingSrc: undefined }));
+    return g;
+  }
+
+  private dropIfEmpty(g: Group): void {
+    if (!g.src && !g.waitingDst && (!g.dst || g.dst.size === 0) && (!g.waitingSrc || g.waitingSrc.size === 0)) this.groups.delete(g.key);
+  }
+
+  private arrive(r: JoinRecord, id: number, out: ByteWriter, delta: Delta, stats: JoinStats): void {
+    const src = r.vantage === VANTAGE_SRC;
+    const g = this.groupOf(r.group);
+    // This node's view of its own end, for the peer's records (now and in later intervals).
+    if (src) {
+      this.storeEnd(g, '', r, delta);
+    } else {
+      this.storeEnd(g, r.conversation0, r, delta);
+      if (r.conversation1) this.storeEnd(g, r.conversation1, r, delta);
+    }
+    const peer = this.freshEnd(src ? g.dst?.get(r.conversation0) : g.src);
+    // The peer's records waiting for this end: an initiator's end completes every responder
+    // record of its group; a responder's end completes the initiator records waiting under its
+    // names. Exact keys, no scan.
+    const claimed = this.claimed;
+    if (src) {
+      if (g.waitingDst) {
+        this.take(g.waitingDst, claimed);
+        g.waitingDst = undefined;
+      }
+    } else if (g.waitingSrc) {
+      this.takeNamed(g.waitingSrc, r.conversation0, claimed);
+      if (r.conversation1) this.takeNamed(g.waitingSrc, r.conversation1, claimed);
+    }
+    if (peer) {
+      this.splicer.joined(out, r, peer.buf, peer.at, peer.end);
+      stats.immediate++;
+      stats.recordsOut++;
+    } else {
+      this.wait(g, r, id, delta);
+    }
+    if (claimed.length === 0) return;
+    const localStart = r.localStart;
+    const localEnd = r.localEnd;
+    const o = this.other;
+    for (const p of claimed) {
+      o.read(p.buf, p.at, p.end, true);
+      this.splicer.joined(out, o, r.buf, localStart, localEnd);
+      stats.peerArrival++;
+      stats.recordsOut++;
+      stats.joinedWaits.push(Math.max(0, this.clock - p.arrivedMs) / 1000);
+      delta.pendingDel.push(p.id);
+      this.livePending--;
+      p.buf = EMPTY;
+    }
+    claimed.length = 0;
+  }
+
+  private takeNamed(index: Map<string, PendingList>, name: string, into: Pending[]): void {
+    const list = index.get(name);
+    if (!list) return;
+    index.delete(name);
+    this.take(list, into);
+  }
+
+  private take(list: PendingList, into: Pending[]): void {
+    for (const p of list.items) {
+      if (p.done) continue;
+      p.done = true;
+      p.list = undefined;
+      into.push(p);
+    }
+    list.live = 0;
+  }
+
+  private wait(g: Group, r: JoinRecord, id: number, delta: Delta): void {
+    const deadline = this.clock + this.settings.joinWaitMs;
+    const length = r.end - r.start;
+    const header = varintSize(deadline);
+    const start = this.slab.reserve(header + length);
+    const buf = this.slab.buf;
+    const at = writeVarint(buf, start, deadline);
+    buf.set(r.buf.subarray(r.start, r.end), at);
+    const end = at + length;
+    const p: Pending = { id, deadline, order: id, buf, start, at, end, arrivedMs: this.clock, list: undefined, done: false };
+    this.index(g, p, r);
+    this.pendingWheel.add(p);
+    this.livePending++;
+    delta.pendingPut.push(id, buf, start, end);
+  }
+
+  /** Puts a waiting record under the name its peer looks it up by. */
+  private index(g: Group, p: Pending, r: JoinRecord): void {
+    let list: PendingList | undefined;
+    if (r.vantage === VANTAGE_SRC) {
+      const index = (g.waitingSrc ??= new Map());
+      list = index.get(r.conversation0);
+      if (!list) index.set(r.conversation0, (list = { group: g, name: r.conversation0, items: [], live: 0 }));
+    } else {
+      list = g.waitingDst ??= { group: g, name: '', items: [], live: 0 };
+    }
+    // Left-over entries (timed out) are dropped once they outnumber the live ones.
+    if (list.items.length > 32 && list.live * 2 < list.items.length) list.items = list.items.filter((q) => !q.done);
+    list.items.push(p);
+    list.live++;
+    p.list = list;
+  }
+
+  private storeEnd(g: Group, name: string, r: JoinRecord, delta: Delta): void {
+    const from = r.localStart;
+    const to = r.localEnd;
+    const old = name === '' ? g.src : g.dst?.get(name);
+    const now = this.clock;
+    if (old && now - old.storedAt < this.settings.endRefreshMs && bytesEqual(old.buf, old.at, old.end, r.buf, from, to)) return;
+    const header = varintSize(now);
+    const start = this.slab.reserve(header + to - from);
+    const buf = this.slab.buf;
+    const at = writeVarint(buf, start, now);
+    buf.set(r.buf.subarray(from, to), at);
+    const end = at + to - from;
+    const deadline = now + this.settings.metadataTtlMs + 1;
+    let stored = old;
+    if (stored) {
+      // Its wheel entry stays: met before its new deadline, it is kept for a later turn.
+      stored.buf = buf;
+      stored.start = start;
+      stored.at = at;
+      stored.end = end;
+      stored.storedAt = now;
+      stored.deadline = deadline;
+    } else {
+      stored = { group: g, name, buf, start, at, end, storedAt: now, deadline, order: 0, live: true };
+      if (name === '') g.src = stored;
+      else (g.dst ??= new Map()).set(name, stored);
+      this.endWheel.add(stored);
+      this.liveEnds++;
+    }
+    delta.ends.push(stored, buf, start, end);
+  }
+
+  private freshEnd(end: End | undefined): End | undefined {
+    return end && end.storedAt + this.settings.metadataTtlMs >= this.clock ? end : undefined;
+  }
+
+  private peerOf(o: JoinRecord): End | undefined {
+    const g = this.groups.get(o.group);
+    if (!g) return undefined;
+    return this.freshEnd(o.vantage === VANTAGE_SRC ? g.dst?.get(o.conversation0) : g.src);
+  }
+
+  /** Records whose wait is over leave, joined if their peer's end is known by now; stale ends go. */
+  private expire(out: ByteWriter, delta: Delta, stats: JoinStats): void {
+    const now = this.clock;
+    const o = this.other;
+    for (const p of this.pendingWheel.advance(now, this.duePending)) {
+      p.done = true;
+      const list = p.list;
+      p.list = undefined;
+      if (list && --list.live === 0) {
+        const g = list.group;
+        if (list.name === '') g.waitingDst = undefined;
+        else g.waitingSrc?.delete(list.name);
+      }
+      o.read(p.buf, p.at, p.end, true);
+      const peer = this.peerOf(o);
+      const waited = Math.max(0, now - p.arrivedMs) / 1000;
+      if (peer) {
+        this.splicer.joined(out, o, peer.buf, peer.at, peer.end);
+        stats.sweeper++;
+        stats.joinedWaits.push(waited);
+      } else {
+        this.splicer.unjoined(out, o, 'no-peer');
+        stats.noPeer++;
+        stats.noPeerWaits.push(waited);
+      }
+      stats.recordsOut++;
+      delta.pendingDel.push(p.id);
+      this.livePending--;
+      p.buf = EMPTY;
+      if (list && list.live === 0) this.dropIfEmpty(list.group);
+    }
+    this.duePending.length = 0;
+    for (const e of this.endWheel.advance(now, this.dueEnds)) {
+      e.live = false;
+      const g = e.group;
+      if (e.name === '') g.src = undefined;
+      else g.dst?.delete(e.name);
+      this.liveEnds--;
+      delta.ends.push(e, undefined, 0, 0);
+      this.dropIfEmpty(g);
+    }
+    this.dueEnds.length = 0;
+  }
+
+  /** Takes an end from Redis (`field` as endField writes it, `value` [varint storedAtMs][Endpoint]); before any apply. */
+  loadEnd(field: string, value: Uint8Array): void {
+    const split = field.indexOf('\0');
+    if (split < 0 || split + 1 >= field.length) throw new Error(`an end's field in Redis has no name: ${JSON.stringify(field)}`);
+    const g = this.groupOf(field.slice(0, split));
+    const name = field[split + 1] === 's' ? '' : field.slice(split + 2);
+    const storedAt = readVarint(value);
+    const at = varintSize(storedAt);
+    const stored: End = { group: g, name, buf: value, start: 0, at, end: value.length, storedAt, deadline: storedAt + this.settings.metadataTtlMs + 1, order: 0, live: true };
+    if (name === '') g.src = stored;
+    else (g.dst ??= new Map()).set(name, stored);
+    this.endWheel.add(stored);
+    this.liveEnds++;
+  }
+
+  /** Takes a waiting record from Redis (`value` = [varint deadlineMs][record]); in id order, before any apply. */
+  loadPending(id: number, value: Uint8Array): void {
+    const deadline = readVarint(value);
+    const at = varintSize(deadline);
+    const r = this.other.read(value, at, value.length, true);
+    if (r.release !== '') throw new Error(`waiting record ${id} in Redis cannot wait (${r.release})`);
+    const p: Pending = { id, deadline, order: id, buf: value, start: 0, at, end: value.length, arrivedMs: deadline - this.settings.joinWaitMs, list: undefined, done: false };
+    this.index(this.groupOf(r.group), p, r);
+    this.pendingWheel.add(p);
+    this.livePending++;
+  }
+}
+
+/** An end's Redis field as text (latin1 = its bytes): group key, NUL, "s" (initiator) or "d" + responder name. */
+export function endField(group: string, name: string): string {
+  return name === '' ? `${group}\0s` : `${group}\0d${name}`;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Writes `n` as a varint at `at`; returns where it ends. */
+export function writeVarint(buf: Uint8Array, at: number, n: number): number {
+  while (n >= 128) {
+    buf[at++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  buf[at++] = n;
+  return at;
+}
+
+/** The varint at the start of a stored join value (written minimal, so it is varintSize(n) long). */
+export function readVarint(buf: Uint8Array): number {
+  let result = 0;
+  let factor = 1;
+  for (let at = 0; ; ) {
+    if (at >= buf.length) throw new RangeError('truncated varint in a stored join value');
+    const b = buf[at++]!;
+    result += (b & 0x7f) * factor;
+    if (b < 0x80) return result;
+    factor *= 128;
+  }
+}
