@@ -11,10 +11,29 @@ export type {
   KubeApiRequest,
   KubeApiServer,
   KubeApiServerOptions,
+  KubeFault,
+  KubeFaultHandle,
   KubeObject,
   KubeObjectMeta,
   KubeResourceType,
+  KubeVerb,
   KubeWatchEventType,
 } from './kube-api-server.js';
+export {
+  containerIdOf,
+  kubeTime,
+  kubeletStartSequence,
+  kubeletStopSequence,
+  realEndpointSlice,
+  realLabels,
+  realNode,
+  realPod,
+  realService,
+  realWorkload,
+  startPodLikeKubelet,
+  stopPodLikeKubelet,
+  uidOf,
+} from './kube-objects.js';
+export type { RealEndpointSliceSpec, RealNodeSpec, RealPodSpec, RealServiceSpec } from './kube-objects.js';
 export { makeTlsMaterial } from './tls.js';
 export type { TlsMaterial } from './tls.js';
