@@ -6,18 +6,18 @@ import type { Delta, End } from './partition.js';
 
 export interface CommitVisitor {
   endDel(end: End): void;
-  endPut(end: End, buf: Uint8Array, start: number, stop: number): void;
+  endPut(end: End, buf: Buffer, start: number, stop: number): void;
   pendingDel(id: number): void;
-  pendingPut(id: number, buf: Uint8Array, start: number, stop: number): void;
+  pendingPut(id: number, buf: Buffer, start: number, stop: number): void;
 }
 
 export class CommitSet {
   /** Each End changed, with the index of its last change in `endOps` (End, buf|undefined, start, end). */
   private readonly ends = new Map<End, number>();
-  private readonly endOps: (End | Uint8Array | number | undefined)[] = [];
+  private readonly endOps: (End | Buffer | number | undefined)[] = [];
   /** Each waiting record id changed: index of its value in `pendingOps` (buf, start, end), or -1 to delete. */
   private readonly pending = new Map<number, number>();
-  private readonly pendingOps: (Uint8Array | number)[] = [];
+  private readonly pendingOps: (Buffer | number)[] = [];
 
   clear(): void {
     this.ends.clear();
@@ -58,11 +58,11 @@ export class CommitSet {
     for (const [end, i] of this.ends) if (ops[i + 1] === undefined) v.endDel(end);
     for (const [end, i] of this.ends) {
       const buf = ops[i + 1];
-      if (buf !== undefined) v.endPut(end, buf as Uint8Array, ops[i + 2] as number, ops[i + 3] as number);
+      if (buf !== undefined) v.endPut(end, buf as Buffer, ops[i + 2] as number, ops[i + 3] as number);
     }
     const p = this.pendingOps;
     for (const [id, i] of this.pending) if (i < 0) v.pendingDel(id);
-    for (const [id, i] of this.pending) if (i >= 0) v.pendingPut(id, p[i] as Uint8Array, p[i + 1] as number, p[i + 2] as number);
+    for (const [id, i] of this.pending) if (i >= 0) v.pendingPut(id, p[i] as Buffer, p[i + 1] as number, p[i + 2] as number);
   }
 }
 

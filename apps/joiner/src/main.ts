@@ -1,29 +1,26 @@
-// kappa-joiner: consumes kappa.flow.tagged, joins both ends of each conversation through Redis,
-// publishes kappa.flow.joined. Wiring only; the join is in joiner.ts, the protocol in README.md.
-import { hostname } from 'node:os';
-import { StageStatusSchema, create } from '@kappa/contracts';
-import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
-import type { BatchConsumer } from '@kappa/bus';
+// kappa-joiner: owns partitions of kappa.flow.tagged.p<k> through leases in Redis, joins both
+// ends of each conversation in memory with Redis as the durable state, and publishes
+// kappa.flow.joined.p<k>. Wiring only; the join is in partition.ts, the protocol in README.md.
+import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
+import { FLOW_STREAM } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
+import { createLogger, createRegistry } from '@kappa/observability';
 import { joinerOptions } from './config.js';
-import { JoinProcessor, Sweeper } from './joiner.js';
-import type { CrashHook } from './joiner.js';
+import { Joiner } from './joiner.js';
 import { joinerMetrics } from './metrics.js';
+import type { CrashPoint, JoinerBus } from './owner.js';
 import { connectRedis, redisLinkWarning } from './redis.js';
-import { JoinStore } from './store.js';
-import type { JoinStoreError } from './store.js';
+import { PartitionStore } from './store.js';
 
 const STAGE = 'joiner';
 const config = loadConfigOrExit({
   command: 'kappa-joiner',
-  summary: 'Joins the two ends of every conversation (Redis) from kappa.flow.tagged to kappa.flow.joined.',
+  summary: 'Joins the two ends of every conversation, partition by partition (leases and state in Redis), from kappa.flow.tagged.p<k> to kappa.flow.joined.p<k>.',
   options: joinerOptions,
 });
 const logger = createLogger(STAGE, config.logLevel);
 const registry = createRegistry(STAGE);
 const metrics = joinerMetrics(registry);
-const startedNs = BigInt(Date.now()) * 1_000_000n;
 const joinWaitMs = config.joinWait ?? 2 * config.interval;
 
 const redisSettings = {
@@ -38,32 +35,18 @@ const redisSettings = {
 const redisWarning = redisLinkWarning(redisSettings);
 if (redisWarning) logger.warn(redisWarning);
 const redis = await connectRedis(redisSettings).catch((error: unknown) => {
-  logger.fatal({ err: error, redis: `${config.redisUrl.protocol}//${config.redisUrl.host}` }, 'cannot connect to Redis (check --redis-url and credentials)');
-  process.exit(1);
+  const where = `${config.redisUrl.protocol}//${config.redisUrl.host}`;
+  exitOnStartFailure(STAGE, new Error(`cannot connect to Redis at ${where}: ${error instanceof Error ? error.message : String(error)} (check --redis-url and credentials)`));
 });
-let redisOk = true;
-let lastRedisErrorLog = 0;
+redis.on('error', () => undefined); // reported where a command fails; ioredis reconnects by itself
 metrics.redisUp.set(1);
-const onRedis = (ok: boolean, error?: JoinStoreError) => {
-  redisOk = ok;
-  metrics.redisUp.set(ok ? 1 : 0);
-  if (!ok) {
-    metrics.redisErrors.inc({ operation: error?.message.split(' failed')[0]?.replace(/^Redis /, '') ?? 'unknown' });
-    if (Date.now() - lastRedisErrorLog > 5000) {
-      lastRedisErrorLog = Date.now();
-      logger.error({ err: error }, 'Redis unavailable: input batches stay unacked and are retried');
-    }
-  }
-};
-redis.on('error', () => undefined); // reported through onRedis; ioredis reconnects by itself
-redis.on('end', () => onRedis(false));
 
 // Crash tests only: KAPPA_JOINER_CRASH_AT=<point>:<n> kills this process (SIGKILL) the n-th time
-// it reaches that step of the protocol (see CrashPoint in joiner.ts).
+// it reaches that step of the protocol (see CrashPoint in owner.ts).
 const crashAt = /^([a-z-]+):(\d+)$/.exec(process.env.KAPPA_JOINER_CRASH_AT ?? '');
 let crashCountdown = Number(crashAt?.[2] ?? 0);
-const crashHook: CrashHook | undefined = crashAt
-  ? (point) => {
+const crash = crashAt
+  ? (point: CrashPoint) => {
       if (point === crashAt[1] && --crashCountdown <= 0) {
         process.stdout.write(`crashing at ${point}\n`);
         process.kill(process.pid, 'SIGKILL');
@@ -71,78 +54,39 @@ const crashHook: CrashHook | undefined = crashAt
     }
   : undefined;
 
-const store = new JoinStore(redis, {
-  joinWaitMs,
-  metadataTtlMs: config.metadataTtl,
-  replayWindowMs: config.replayWindow,
-  inputLeaseMs: Math.max(120_000, 4 * config.ackWait),
-  sweepLeaseMs: config.sweepLease,
-});
-
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}`, logger, registry }).catch((error: unknown) => {
-  logger.fatal({ err: error }, 'cannot connect to NATS (check --nats-url and its credentials)');
-  return process.exit(1);
-});
-await bus.ensureStreams().catch((error: unknown) => {
-  logger.fatal({ err: error }, 'cannot create the JetStream streams');
-  return process.exit(1);
-});
-const processor = new JoinProcessor(store, bus, metrics, { instance: config.instance, joinExternal: config.joinExternal, crashHook }, onRedis);
-const sweeper = new Sweeper(store, bus, metrics, { instance: config.instance, roundSize: 256, crashHook }, logger);
-
-let consumer: BatchConsumer | undefined;
-consumer = await bus.consumeBatches({
+const store = new PartitionStore(redis, config.instance);
+let joiner: Joiner | undefined;
+const stage = await runStage({
   stage: STAGE,
-  subject: subjects.tagged,
-  maxInFlight: config.maxInFlight,
-  ackWaitMs: config.ackWait,
-  handler: (batch) => processor.handleBatch(batch),
-});
-
-let stopping = false;
-let sweeping: Promise<void> = Promise.resolve();
-const sweepTimer = setInterval(() => {
-  sweeping = sweeping.then(async () => {
-    if (stopping) return;
-    try {
-      await sweeper.sweepOnce();
-      onRedis(true);
-    } catch (error) {
-      if ((error as Error).name === 'JoinStoreError') onRedis(false, error as JoinStoreError);
-      else logger.error({ err: error }, 'sweep failed; retried next interval');
-    }
-  });
-}, config.sweepInterval);
-
-const server = await startObservabilityServer(
+  instance: config.instance,
+  bus: busOptionsFromConfig(config),
+  logger,
   registry,
-  { healthy: () => true, ready: () => consumer !== undefined && !bus.nc.isClosed() && redisOk && redis.status === 'ready' },
-  { port: config.metricsPort },
-);
-bus.startHeartbeat(() =>
-  create(StageStatusSchema, {
-    stage: STAGE,
-    instance: config.instance,
-    node: hostname(),
-    startedNs,
-    sentNs: BigInt(Date.now()) * 1_000_000n,
-    ready: consumer !== undefined && redisOk && redis.status === 'ready',
-    recordsIn: BigInt(processor.recordsIn),
-    recordsOut: BigInt(processor.recordsOut + sweeper.recordsOut),
-    dlq: BigInt(bus.deadLettered()),
-    lag: BigInt(consumer?.latestLag ?? 0),
-  }),
-);
-logger.info({ joinWaitMs, metricsPort: server.port, instance: config.instance }, 'joiner consuming kappa.flow.tagged');
-// Tests and scripts wait for this line on stdout.
-process.stdout.write(`kappa-joiner ready metrics=${server.port}\n`);
-
-onShutdown(logger, async () => {
-  stopping = true;
-  clearInterval(sweepTimer);
-  await sweeping;
-  await bus.close(); // in-flight batches finish (published + finalized) and are acked first
-  consumer = undefined;
-  await server.close();
-  await redis.quit().catch(() => redis.disconnect());
+  metricsPort: config.metricsPort,
+  ready: () => (joiner?.ready() ?? false) && redis.status === 'ready',
+  start: async (running) => {
+    joiner = new Joiner(store, running.bus as JoinerBus, {
+      stage: STAGE,
+      instance: config.instance,
+      partitions: config.partitions,
+      join: { joinWaitMs, metadataTtlMs: config.metadataTtl, endRefreshMs: Math.floor(config.metadataTtl / 4), joinExternal: config.joinExternal },
+      inputSubject: subjects.tagged,
+      outputSubject: subjects.joined,
+      stream: FLOW_STREAM,
+      window: config.maxInFlight,
+      tickMs: config.sweepInterval,
+      ackWaitMs: config.ackWait,
+      leaseMs: config.leaseTtl,
+      loopMs: Math.max(100, Math.min(1000, Math.floor(config.leaseTtl / 4))),
+      crash,
+    }, metrics, logger);
+    joiner.start();
+  },
+  stop: async () => {
+    await joiner?.stop(); // each partition's batches in flight are committed, its lease released
+    await redis.quit().catch(() => redis.disconnect());
+  },
 });
+logger.info({ joinWaitMs, partitions: config.partitions, leaseMs: config.leaseTtl, metricsPort: stage.metricsPort, instance: config.instance }, 'joiner started; taking partitions');
+// Tests and scripts wait for this line on stdout.
+process.stdout.write(`kappa-joiner ready metrics=${stage.metricsPort}\n`);

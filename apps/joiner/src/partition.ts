@@ -3,13 +3,13 @@
 // their deadlines on a timing wheel in event time. `apply` is a pure function of (this state,
 // the batch, the batch's time): replayed after a crash from the state committed in Redis, it
 // writes the same bytes, which is what lets JetStream's dedupe drop the second publish.
+import { varintSize } from '@kappa/contracts';
+import type { FlowBatchView, FlowBatchWriter } from '@kappa/contracts';
 import { JoinRecord, VANTAGE_SRC } from './record.js';
 import { RecordSplicer } from './splice.js';
 import { Slab } from './slab.js';
 import { TimingWheel } from './wheel.js';
 import type { WheelEntry } from './wheel.js';
-import { bytesEqual, varintSize } from './wire.js';
-import type { ByteWriter } from './wire.js';
 
 export interface JoinSettings {
   /** How long a record waits for its peer, in event time. */
@@ -48,7 +48,7 @@ export interface End extends WheelEntry {
   group: Group;
   /** '' for the initiator's end, else the responder name. */
   name: string;
-  buf: Uint8Array;
+  buf: Buffer;
   start: number;
   /** Where the Endpoint starts. */
   at: number;
@@ -61,7 +61,7 @@ export interface End extends WheelEntry {
 export interface Pending extends WheelEntry {
   /** Unique in the partition and increasing: stream sequence × 2^20 + index in the batch. */
   id: number;
-  buf: Uint8Array;
+  buf: Buffer;
   start: number;
   /** Where the record starts. */
   at: number;
@@ -87,8 +87,8 @@ export interface PendingList {
  * those that left.
  */
 export class Delta {
-  readonly ends: (End | Uint8Array | number | undefined)[] = [];
-  readonly pendingPut: (number | Uint8Array)[] = [];
+  readonly ends: (End | Buffer | number | undefined)[] = [];
+  readonly pendingPut: (number | Buffer)[] = [];
   readonly pendingDel: number[] = [];
 
   clear(): void {
@@ -157,26 +157,27 @@ export class PartitionJoin {
 
   /**
    * Applies one input batch: the records whose wait ended by `timeMs` leave first, then each of
-   * the batch's records meets what waits for it. Output records go to `out` (FlowBatch.records
-   * entries), state changes to `delta`, counts to `stats`.
-   * @param records [start, end) of each record in `buf`, flat
+   * the batch's records meets what waits for it. Output records go to `out` (an open batch),
+   * state changes to `delta`, counts to `stats`. `text` is a Buffer over `view.bytes`.
    */
-  apply(buf: Uint8Array, records: ArrayLike<number>, recordCount: number, timeMs: number, seq: number, out: ByteWriter, delta: Delta, stats: JoinStats): void {
-    if (recordCount >= ID_SHIFT) throw new RangeError(`a batch of ${recordCount} records: at most ${ID_SHIFT - 1}`);
+  apply(view: FlowBatchView, text: Buffer, timeMs: number, seq: number, out: FlowBatchWriter, delta: Delta, stats: JoinStats): void {
+    const count = view.length;
+    if (count >= ID_SHIFT) throw new RangeError(`a batch of ${count} records: at most ${ID_SHIFT - 1}`);
     if (timeMs > this.clock) this.clock = timeMs;
     this.expire(out, delta, stats);
     const r = this.record;
     const joinExternal = this.settings.joinExternal;
-    for (let i = 0; i < recordCount; i++) {
-      r.read(buf, records[2 * i]!, records[2 * i + 1]!, joinExternal);
+    const bytes = view.bytes;
+    for (let i = 0; i < count; i++) {
+      r.read(bytes, view.recordStart(i), view.recordEnd(i), joinExternal, text);
       if (r.release !== '') {
-        this.splicer.unjoined(out, r, r.release);
+        this.splicer.unjoined(out, r.record, r.release);
         if (r.release === 'external') stats.external++;
         else stats.noVantage++;
         stats.recordsOut++;
         continue;
       }
-      this.arrive(r, seq * ID_SHIFT + i, out, delta, stats);
+      this.arrive(r, seq * ID_SHIFT + i, text, out, delta, stats);
     }
   }
 
@@ -190,15 +191,15 @@ export class PartitionJoin {
     if (!g.src && !g.waitingDst && (!g.dst || g.dst.size === 0) && (!g.waitingSrc || g.waitingSrc.size === 0)) this.groups.delete(g.key);
   }
 
-  private arrive(r: JoinRecord, id: number, out: ByteWriter, delta: Delta, stats: JoinStats): void {
+  private arrive(r: JoinRecord, id: number, text: Buffer, out: FlowBatchWriter, delta: Delta, stats: JoinStats): void {
     const src = r.vantage === VANTAGE_SRC;
     const g = this.groupOf(r.group);
     // This node's view of its own end, for the peer's records (now and in later intervals).
     if (src) {
-      this.storeEnd(g, '', r, delta);
+      this.storeEnd(g, '', r, text, delta);
     } else {
-      this.storeEnd(g, r.conversation0, r, delta);
-      if (r.conversation1) this.storeEnd(g, r.conversation1, r, delta);
+      this.storeEnd(g, r.conversation0, r, text, delta);
+      if (r.conversation1) this.storeEnd(g, r.conversation1, r, text, delta);
     }
     const peer = this.freshEnd(src ? g.dst?.get(r.conversation0) : g.src);
     // The peer's records waiting for this end: an initiator's end completes every responder
@@ -215,19 +216,20 @@ export class PartitionJoin {
       if (r.conversation1) this.takeNamed(g.waitingSrc, r.conversation1, claimed);
     }
     if (peer) {
-      this.splicer.joined(out, r, peer.buf, peer.at, peer.end);
+      this.splicer.joined(out, r, peer.buf, peer.at, peer.end, peer.buf);
       stats.immediate++;
       stats.recordsOut++;
     } else {
-      this.wait(g, r, id, delta);
+      this.wait(g, r, id, text, delta);
     }
     if (claimed.length === 0) return;
     const localStart = r.localStart;
     const localEnd = r.localEnd;
     const o = this.other;
+    const localBytes = r.record.bytes;
     for (const p of claimed) {
-      o.read(p.buf, p.at, p.end, true);
-      this.splicer.joined(out, o, r.buf, localStart, localEnd);
+      o.read(p.buf, p.at, p.end, true, p.buf);
+      this.splicer.joined(out, o, localBytes, localStart, localEnd, text);
       stats.peerArrival++;
       stats.recordsOut++;
       stats.joinedWaits.push(Math.max(0, this.clock - p.arrivedMs) / 1000);
@@ -255,14 +257,15 @@ export class PartitionJoin {
     list.live = 0;
   }
 
-  private wait(g: Group, r: JoinRecord, id: number, delta: Delta): void {
+  private wait(g: Group, r: JoinRecord, id: number, text: Buffer, delta: Delta): void {
     const deadline = this.clock + this.settings.joinWaitMs;
-    const length = r.end - r.start;
+    const rec = r.record;
+    const length = rec.end - rec.start;
     const header = varintSize(deadline);
     const start = this.slab.reserve(header + length);
     const buf = this.slab.buf;
     const at = writeVarint(buf, start, deadline);
-    buf.set(r.buf.subarray(r.start, r.end), at);
+    text.copy(buf, at, rec.start, rec.end);
     const end = at + length;
     const p: Pending = { id, deadline, order: id, buf, start, at, end, arrivedMs: this.clock, list: undefined, done: false };
     this.index(g, p, r);
@@ -288,17 +291,18 @@ export class PartitionJoin {
     p.list = list;
   }
 
-  private storeEnd(g: Group, name: string, r: JoinRecord, delta: Delta): void {
+  private storeEnd(g: Group, name: string, r: JoinRecord, text: Buffer, delta: Delta): void {
     const from = r.localStart;
     const to = r.localEnd;
     const old = name === '' ? g.src : g.dst?.get(name);
     const now = this.clock;
-    if (old && now - old.storedAt < this.settings.endRefreshMs && bytesEqual(old.buf, old.at, old.end, r.buf, from, to)) return;
+    const bytes = r.record.bytes;
+    if (old && now - old.storedAt < this.settings.endRefreshMs && sameBytes(old.buf, old.at, old.end, bytes, from, to)) return;
     const header = varintSize(now);
     const start = this.slab.reserve(header + to - from);
     const buf = this.slab.buf;
     const at = writeVarint(buf, start, now);
-    buf.set(r.buf.subarray(from, to), at);
+    text.copy(buf, at, from, to);
     const end = at + to - from;
     const deadline = now + this.settings.metadataTtlMs + 1;
     let stored = old;
@@ -331,7 +335,7 @@ export class PartitionJoin {
   }
 
   /** Records whose wait is over leave, joined if their peer's end is known by now; stale ends go. */
-  private expire(out: ByteWriter, delta: Delta, stats: JoinStats): void {
+  private expire(out: FlowBatchWriter, delta: Delta, stats: JoinStats): void {
     const now = this.clock;
     const o = this.other;
     for (const p of this.pendingWheel.advance(now, this.duePending)) {
@@ -343,15 +347,15 @@ export class PartitionJoin {
         if (list.name === '') g.waitingDst = undefined;
         else g.waitingSrc?.delete(list.name);
       }
-      o.read(p.buf, p.at, p.end, true);
+      o.read(p.buf, p.at, p.end, true, p.buf);
       const peer = this.peerOf(o);
       const waited = Math.max(0, now - p.arrivedMs) / 1000;
       if (peer) {
-        this.splicer.joined(out, o, peer.buf, peer.at, peer.end);
+        this.splicer.joined(out, o, peer.buf, peer.at, peer.end, peer.buf);
         stats.sweeper++;
         stats.joinedWaits.push(waited);
       } else {
-        this.splicer.unjoined(out, o, 'no-peer');
+        this.splicer.unjoined(out, o.record, 'no-peer');
         stats.noPeer++;
         stats.noPeerWaits.push(waited);
       }
@@ -375,7 +379,7 @@ export class PartitionJoin {
   }
 
   /** Takes an end from Redis (`field` as endField writes it, `value` [varint storedAtMs][Endpoint]); before any apply. */
-  loadEnd(field: string, value: Uint8Array): void {
+  loadEnd(field: string, value: Buffer): void {
     const split = field.indexOf('\0');
     if (split < 0 || split + 1 >= field.length) throw new Error(`an end's field in Redis has no name: ${JSON.stringify(field)}`);
     const g = this.groupOf(field.slice(0, split));
@@ -390,10 +394,10 @@ export class PartitionJoin {
   }
 
   /** Takes a waiting record from Redis (`value` = [varint deadlineMs][record]); in id order, before any apply. */
-  loadPending(id: number, value: Uint8Array): void {
+  loadPending(id: number, value: Buffer): void {
     const deadline = readVarint(value);
     const at = varintSize(deadline);
-    const r = this.other.read(value, at, value.length, true);
+    const r = this.other.read(value, at, value.length, true, value);
     if (r.release !== '') throw new Error(`waiting record ${id} in Redis cannot wait (${r.release})`);
     const p: Pending = { id, deadline, order: id, buf: value, start: 0, at, end: value.length, arrivedMs: deadline - this.settings.joinWaitMs, list: undefined, done: false };
     this.index(this.groupOf(r.group), p, r);
@@ -407,7 +411,14 @@ export function endField(group: string, name: string): string {
   return name === '' ? `${group}\0s` : `${group}\0d${name}`;
 }
 
-const EMPTY = new Uint8Array(0);
+const EMPTY = Buffer.alloc(0);
+
+function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): boolean {
+  const n = aEnd - aStart;
+  if (n !== bEnd - bStart) return false;
+  for (let i = 0; i < n; i++) if (a[aStart + i] !== b[bStart + i]) return false;
+  return true;
+}
 
 /** Writes `n` as a varint at `at`; returns where it ends. */
 export function writeVarint(buf: Uint8Array, at: number, n: number): number {

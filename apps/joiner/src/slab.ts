@@ -5,22 +5,22 @@
 // chunk goes at most that long after its last use.
 export class Slab {
   /** The buffer the last `reserve` placed its bytes in. */
-  buf: Uint8Array;
-  private chunk: Uint8Array;
+  buf: Buffer;
+  private chunk: Buffer;
   private used = 0;
 
   constructor(private readonly chunkSize = 1024 * 1024) {
-    this.chunk = this.buf = new Uint8Array(chunkSize);
+    this.chunk = this.buf = Buffer.allocUnsafeSlow(chunkSize);
   }
 
   /** Reserves `size` bytes; they are `buf[offset, offset + size)`. */
   reserve(size: number): number {
     if (size > this.chunkSize / 8) {
-      this.buf = new Uint8Array(size);
+      this.buf = Buffer.allocUnsafeSlow(size);
       return 0;
     }
     if (this.used + size > this.chunk.length) {
-      this.chunk = new Uint8Array(this.chunkSize);
+      this.chunk = Buffer.allocUnsafeSlow(this.chunkSize);
       this.used = 0;
     }
     this.buf = this.chunk;

@@ -1,173 +1,162 @@
-// Writes the records the joiner emits, by splicing byte ranges: a joined record is the input
-// record with its remote end rebuilt from the peer's own Endpoint (its process and Kube slices
-// copied as the peer's node sent them), an unjoined one the input with its join_status set.
-// Same meaning as the object-model merge of before (see test/oracle.ts): what the peer's node
-// saw of itself replaces what the tagger guessed by IP; the address this node saw stays, and a
-// different address the peer answered on (DNAT) becomes backend_ip/backend_port.
-import { ENDPOINT, EndpointFields, KUBE, RECORD, VANTAGE_SRC } from './record.js';
+// Writes the records the joiner emits, by splicing byte ranges into the output batch: a joined
+// record is the input record with its remote end rebuilt around the peer's own Endpoint (its
+// process and Kube copied as the peer's node sent them), an unjoined one the input with its
+// join_status set. The meaning is the object-model merge's of before (test/oracle.ts): what the
+// peer's node saw of itself replaces what the tagger guessed by IP, the address this node saw
+// stays, and another address the peer answered on (DNAT) becomes backend_ip/backend_port.
+import { EndpointSchema, FlowFields, KubeSchema, MessageCursor } from '@kappa/contracts';
+import type { FlowBatchWriter } from '@kappa/contracts';
+import { VANTAGE_SRC } from './record.js';
 import type { JoinRecord } from './record.js';
-import { FieldCursor, WIRE_LEN, WIRE_VARINT } from './wire.js';
-import type { ByteWriter } from './wire.js';
 
-/** FlowBatch.records */
-export const BATCH_RECORDS = 4;
+const F = FlowFields.FlowRecord;
+const E = FlowFields.Endpoint;
+const K = FlowFields.Kube;
+const WIRE_LEN = 2;
+
+const UNJOINED = [F.joined, F.joinStatus];
+const JOINED_SRC = [F.dst, F.joined, F.joinStatus];
+const JOINED_DST = [F.src, F.joined, F.joinStatus];
+/** Endpoint fields the join writes itself: by (peer has a process, peer answered elsewhere). */
+const ENDPOINT_REPLACED = [
+  [E.kube],
+  [E.kube, E.backendIp, E.backendPort],
+  [E.process, E.kube],
+  [E.process, E.kube, E.backendIp, E.backendPort],
+];
+const SERVICE_FIELDS = [K.serviceName, K.serviceNamespace];
 
 export class RecordSplicer {
-  private readonly cursor = new FieldCursor();
-  private readonly inner = new FieldCursor();
-  private readonly kubeCursor = new FieldCursor();
-  private readonly peer = new EndpointFields();
-  private readonly peerCursor = new FieldCursor();
+  private readonly peer = new MessageCursor(EndpointSchema);
+  private readonly peerKube = new MessageCursor(KubeSchema);
+  // What the emit callbacks below write; set before each copy (the callbacks are made once).
+  private w!: FlowBatchWriter;
+  private status = '';
+  private remote!: MessageCursor;
+  private remoteKube!: MessageCursor;
+  private remoteField = 0;
+  private serviceCursor!: MessageCursor;
+  private nameField = 0;
+  private nsField = 0;
 
-  /** The record as it came, joined = false, join_status = `status`, as one FlowBatch.records entry. */
-  unjoined(w: ByteWriter, record: JoinRecord, status: string): void {
-    this.unjoinedBytes(w, record.buf, record.start, record.end, status);
+  /** The record under `record` as it came, joined = false, join_status = `status`. */
+  unjoined(w: FlowBatchWriter, record: MessageCursor, status: string): void {
+    this.w = w;
+    this.status = status;
+    w.beginRecord();
+    w.copyReplacing(record, UNJOINED, this.emitUnjoined);
+    w.endRecord();
   }
 
-  unjoinedBytes(w: ByteWriter, buf: Uint8Array, start: number, end: number, status: string): void {
-    w.begin(BATCH_RECORDS);
-    const c = this.cursor.reset(buf, start, end);
-    let run = start;
-    let wrote = false;
-    while (c.next()) {
-      const f = c.field;
-      if (f === RECORD.joined || f === RECORD.joinStatus) {
-        w.copy(buf, run, c.tagStart);
-        run = c.pos;
-        continue;
-      }
-      if (!wrote && f > RECORD.joinStatus) {
-        w.copy(buf, run, c.tagStart);
-        run = c.tagStart;
-        w.stringField(RECORD.joinStatus, status);
-        wrote = true;
-      }
-    }
-    w.copy(buf, run, end);
-    if (!wrote) w.stringField(RECORD.joinStatus, status);
-    w.end();
-  }
+  private readonly emitUnjoined = (field: number): void => {
+    if (field === F.joinStatus) this.w.stringField(F.joinStatus, this.status);
+  };
 
   /**
-   * The record with its remote end completed from `peer` (the peer record's local Endpoint, its
-   * value bytes), joined = true, as one FlowBatch.records entry. `record` must have been read.
+   * The record with its remote end completed from the peer's own Endpoint (payload
+   * `peerBytes[peerStart, peerEnd)`), joined = true. `record` must have been read.
    */
-  joined(w: ByteWriter, record: JoinRecord, peerBuf: Uint8Array, peerStart: number, peerEnd: number): void {
-    const buf = record.buf;
-    const remoteField = record.vantage === VANTAGE_SRC ? RECORD.dst : RECORD.src;
-    w.begin(BATCH_RECORDS);
-    const c = this.cursor.reset(buf, record.start, record.end);
-    let run = record.start;
-    let wroteJoined = false;
-    while (c.next()) {
-      const f = c.field;
-      if (!wroteJoined && f > RECORD.joined) {
-        w.copy(buf, run, c.tagStart);
-        run = c.tagStart;
-        w.tag(RECORD.joined, WIRE_VARINT).varint(1);
-        wroteJoined = true;
-      }
-      if (f === RECORD.joined || f === RECORD.joinStatus) {
-        w.copy(buf, run, c.tagStart);
-        run = c.pos;
-      } else if (f === remoteField && c.wireType === WIRE_LEN) {
-        w.copy(buf, run, c.tagStart);
-        run = c.pos;
-        this.remoteEnd(w, record, remoteField, c.valueStart, c.valueEnd, peerBuf, peerStart, peerEnd);
-      }
-    }
-    w.copy(buf, run, record.end);
-    if (!wroteJoined) w.tag(RECORD.joined, WIRE_VARINT).varint(1);
-    w.end();
+  joined(w: FlowBatchWriter, record: JoinRecord, peerBytes: Uint8Array, peerStart: number, peerEnd: number, peerText?: Buffer): void {
+    this.w = w;
+    this.peer.reset(peerBytes, peerStart, peerEnd, peerText);
+    this.peer.message(E.kube, this.peerKube);
+    this.remote = record.remote;
+    this.remoteKube = record.remoteKube;
+    this.remoteField = record.vantage === VANTAGE_SRC ? F.dst : F.src;
+    w.beginRecord();
+    w.copyReplacing(record.record, record.vantage === VANTAGE_SRC ? JOINED_SRC : JOINED_DST, this.emitJoined);
+    w.endRecord();
   }
 
-  private remoteEnd(w: ByteWriter, record: JoinRecord, field: number, start: number, end: number, peerBuf: Uint8Array, peerStart: number, peerEnd: number): void {
-    const buf = record.buf;
-    const remote = field === RECORD.dst ? record.dst : record.src;
+  private readonly emitJoined = (field: number): void => {
+    const w = this.w;
+    if (field === F.joined) {
+      w.boolField(F.joined, true);
+    } else if (field === this.remoteField) {
+      const peer = this.peer;
+      const remote = this.remote;
+      const backend = peer.uint32(E.port) !== remote.uint32(E.port) || !sameBytes(peer, remote, E.ip);
+      const replaced = ENDPOINT_REPLACED[(peer.has(E.process) ? 2 : 0) + (backend ? 1 : 0)]!;
+      const mark = w.begin(this.remoteField, 2);
+      w.copyReplacing(remote, replaced, this.emitEndpoint);
+      w.end(mark);
+    }
+    // join_status: '' is not written.
+  };
+
+  private readonly emitEndpoint = (field: number): void => {
+    const w = this.w;
     const peer = this.peer;
-    peer.read(this.peerCursor, peerBuf, peerStart, peerEnd, true);
-    const peerProcess = peer.processStart >= 0;
-    const backend = !peer.sameAddress(remote);
-    // Fields written in number order: the remote's own, with process (3), kube (4) and, when the
-    // peer answered on another address, backend_ip/port (5, 6) taken from the peer.
-    this.next = peerProcess ? ENDPOINT.process : ENDPOINT.kube;
-    w.begin(field);
-    const c = this.inner.reset(buf, start, end);
-    let run = start;
-    while (c.next()) {
-      const f = c.field;
-      const replaced = (f === ENDPOINT.process && peerProcess) || f === ENDPOINT.kube || ((f === ENDPOINT.backendIp || f === ENDPOINT.backendPort) && backend);
-      if (replaced || f >= this.next) {
-        w.copy(buf, run, c.tagStart);
-        run = replaced ? c.pos : c.tagStart;
-        this.insertBefore(w, replaced ? f + 1 : f, remote, peerBuf, peerProcess, backend);
+    switch (field) {
+      case E.process:
+        w.raw(peer.bytes, peer.fieldStart(E.process), peer.fieldEnd(E.process));
+        break;
+      case E.kube:
+        this.kube();
+        break;
+      case E.backendIp: {
+        const n = peer.byteLength(E.ip);
+        if (n === 0) break;
+        w.tag(E.backendIp, WIRE_LEN);
+        w.varint32(n);
+        w.raw(peer.bytes, peer.payloadStart(E.ip), peer.fieldEnd(E.ip));
+        break;
       }
+      case E.backendPort:
+        w.uint32Field(E.backendPort, peer.uint32(E.port));
+        break;
     }
-    w.copy(buf, run, end);
-    this.insertBefore(w, ENDPOINT.backendPort + 1, remote, peerBuf, peerProcess, backend);
-    w.end();
-  }
-
-  /** The next Endpoint field the join writes itself (see remoteEnd). */
-  private next = 0;
-
-  private insertBefore(w: ByteWriter, limit: number, remote: EndpointFields, peerBuf: Uint8Array, peerProcess: boolean, backend: boolean): void {
-    const peer = this.peer;
-    while (this.next < limit && this.next <= ENDPOINT.backendPort) {
-      const f = this.next++;
-      if (f === ENDPOINT.process && peerProcess) w.lenField(ENDPOINT.process, peerBuf, peer.processStart, peer.processEnd);
-      else if (f === ENDPOINT.kube) this.kube(w, remote, peerBuf);
-      else if (f === ENDPOINT.backendIp && backend && peer.ipEnd > peer.ipStart) w.lenField(ENDPOINT.backendIp, peerBuf, peer.ipStart, peer.ipEnd);
-      else if (f === ENDPOINT.backendPort && backend && peer.port !== 0) w.tag(ENDPOINT.backendPort, WIRE_VARINT).varint(peer.port);
-    }
-  }
+  };
 
   /** The remote end's Kube: the peer's own, naming the Service this end was reached through. */
-  private kube(w: ByteWriter, remote: EndpointFields, peerBuf: Uint8Array): void {
+  private kube(): void {
+    const w = this.w;
     const peer = this.peer;
-    const buf = remote.buf;
-    if (!peer.hasKube) {
-      if (remote.hasKube) w.lenField(ENDPOINT.kube, buf, remote.kubeStart, remote.kubeEnd);
-      else w.tag(ENDPOINT.kube, WIRE_LEN).varint(0);
+    const remote = this.remote;
+    if (!peer.has(E.kube)) {
+      if (remote.has(E.kube)) {
+        w.raw(remote.bytes, remote.fieldStart(E.kube), remote.fieldEnd(E.kube));
+      } else {
+        w.tag(E.kube, WIRE_LEN);
+        w.varint32(0);
+      }
       return;
     }
-    // Reached through a Service (the tagger named it on this end): the peer's Kube names it too.
-    const service = remote.isService();
-    if (peer.hasServiceName || !(remote.hasServiceName || service)) {
-      w.lenField(ENDPOINT.kube, peerBuf, peer.kubeStart, peer.kubeEnd);
+    const seenAs = this.remoteKube;
+    const named = seenAs.byteLength(K.serviceName) > 0;
+    const service = seenAs.equalsAscii(K.objectType, 'service');
+    if (this.peerKube.byteLength(K.serviceName) > 0 || !(named || service)) {
+      w.raw(peer.bytes, peer.fieldStart(E.kube), peer.fieldEnd(E.kube));
       return;
     }
-    if (remote.hasServiceName) this.kubeRenamed(w, peerBuf, buf, remote.serviceNameStart, remote.serviceNameEnd, remote.serviceNamespaceStart, remote.serviceNamespaceEnd);
-    else this.kubeRenamed(w, peerBuf, buf, remote.objectNameStart, remote.objectNameEnd, remote.objectNamespaceStart, remote.objectNamespaceEnd);
+    // Reached through a Service the peer's own Kube does not name: it names it now.
+    this.serviceCursor = seenAs;
+    this.nameField = named ? K.serviceName : K.objectName;
+    this.nsField = named ? K.serviceNamespace : K.objectNamespace;
+    const mark = w.begin(E.kube, 2);
+    w.copyReplacing(this.peerKube, SERVICE_FIELDS, this.emitService);
+    w.end(mark);
   }
 
-  /** The peer's Kube with service_name/service_namespace set to these byte ranges of `src` (empty: not written). */
-  private kubeRenamed(w: ByteWriter, peerBuf: Uint8Array, src: Uint8Array, nameStart: number, nameEnd: number, nsStart: number, nsEnd: number): void {
-    const peer = this.peer;
-    w.begin(ENDPOINT.kube);
-    const c = this.kubeCursor.reset(peerBuf, peer.kubeStart, peer.kubeEnd);
-    let run = peer.kubeStart;
-    let wrote = false;
-    while (c.next()) {
-      const f = c.field;
-      if (!wrote && f > KUBE.serviceNamespace) {
-        w.copy(peerBuf, run, c.tagStart);
-        run = c.tagStart;
-        this.serviceFields(w, src, nameStart, nameEnd, nsStart, nsEnd);
-        wrote = true;
-      }
-      if (f === KUBE.serviceName || f === KUBE.serviceNamespace) {
-        w.copy(peerBuf, run, c.tagStart);
-        run = c.pos;
-      }
-    }
-    w.copy(peerBuf, run, peer.kubeEnd);
-    if (!wrote) this.serviceFields(w, src, nameStart, nameEnd, nsStart, nsEnd);
-    w.end();
-  }
+  private readonly emitService = (field: number): void => {
+    const from = this.serviceCursor;
+    const source = field === K.serviceName ? this.nameField : this.nsField;
+    const start = from.payloadStart(source);
+    if (start < 0 || from.fieldEnd(source) === start) return;
+    const w = this.w;
+    w.tag(field, WIRE_LEN);
+    w.varint32(from.fieldEnd(source) - start);
+    w.raw(from.bytes, start, from.fieldEnd(source));
+  };
+}
 
-  private serviceFields(w: ByteWriter, src: Uint8Array, nameStart: number, nameEnd: number, nsStart: number, nsEnd: number): void {
-    if (nameEnd > nameStart) w.lenField(KUBE.serviceName, src, nameStart, nameEnd);
-    if (nsEnd > nsStart) w.lenField(KUBE.serviceNamespace, src, nsStart, nsEnd);
-  }
+/** Whether a string field holds the same bytes in both messages. */
+function sameBytes(a: MessageCursor, b: MessageCursor, field: number): boolean {
+  const n = a.byteLength(field);
+  if (n !== b.byteLength(field)) return false;
+  if (n === 0) return true;
+  const as = a.payloadStart(field);
+  const bs = b.payloadStart(field);
+  for (let i = 0; i < n; i++) if (a.bytes[as + i] !== b.bytes[bs + i]) return false;
+  return true;
 }

@@ -4,9 +4,8 @@
 // was committed, replays the batches not yet committed, and must write the very same bytes.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FlowBatchSchema, FlowRecordSchema, encodeFlowBatch, equals, fromBinary, newFlowBatch } from '@kappa/contracts';
+import { FlowBatchSchema, FlowBatchView, FlowBatchWriter, FlowRecordSchema, encodeFlowBatch, equals, fromBinary, newFlowBatch } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { BatchReader, OutputBatch } from '../src/batch.js';
 import { CommitSet } from '../src/commit.js';
 import { Delta, JoinStats, PartitionJoin, endField } from '../src/partition.js';
 import type { JoinSettings } from '../src/partition.js';
@@ -18,15 +17,15 @@ import { OracleJoin } from './oracle.js';
 class CommittedState {
   applied = 0;
   clock = 0;
-  readonly ends = new Map<string, Uint8Array>();
-  readonly pending = new Map<number, Uint8Array>();
+  readonly ends = new Map<string, Buffer>();
+  readonly pending = new Map<number, Buffer>();
 
   commit(set: CommitSet, applied: number, clock: number): void {
     set.visit({
       endDel: (end) => this.ends.delete(endField(end.group.key, end.name)),
-      endPut: (end, buf, start, stop) => this.ends.set(endField(end.group.key, end.name), buf.slice(start, stop)),
+      endPut: (end, buf, start, stop) => this.ends.set(endField(end.group.key, end.name), Buffer.from(buf.subarray(start, stop))),
       pendingDel: (id) => this.pending.delete(id),
-      pendingPut: (id, buf, start, stop) => this.pending.set(id, buf.slice(start, stop)),
+      pendingPut: (id, buf, start, stop) => this.pending.set(id, Buffer.from(buf.subarray(start, stop))),
     });
     this.applied = applied;
     this.clock = clock;
@@ -35,8 +34,8 @@ class CommittedState {
   load(settings: JoinSettings): PartitionJoin {
     const join = new PartitionJoin(settings);
     join.clock = this.clock;
-    for (const [key, value] of this.ends) join.loadEnd(key, value.slice());
-    for (const id of [...this.pending.keys()].sort((a, b) => a - b)) join.loadPending(id, this.pending.get(id)!.slice());
+    for (const [key, value] of this.ends) join.loadEnd(key, Buffer.from(value));
+    for (const id of [...this.pending.keys()].sort((a, b) => a - b)) join.loadPending(id, Buffer.from(this.pending.get(id)!));
     return join;
   }
 }
@@ -53,8 +52,8 @@ function runNew(batches: { timeMs: number; records: FlowRecord[] }[], settings: 
   const inputs = batches.map((b, i) => encodeFlowBatch(newFlowBatch({ batchId: `in-${i}`, createdNs: 5n, records: b.records })));
   const committed = new CommittedState();
   let join = committed.load(settings);
-  const reader = new BatchReader();
-  const output = new OutputBatch();
+  const view = new FlowBatchView();
+  const writer = new FlowBatchWriter();
   const published = new Map<number, Uint8Array>();
   const uncommitted: { seq: number; delta: Delta }[] = [];
   const out = new Map<string, FlowRecord[]>();
@@ -62,11 +61,12 @@ function runNew(batches: { timeMs: number; records: FlowRecord[] }[], settings: 
   let replays = 0;
 
   const applyOne = (seq: number): { bytes: Uint8Array; delta: Delta } => {
-    const input = reader.read(inputs[seq - 1]!);
-    const w = output.begin(`joiner:${input.batchId}`, 'joiner', input, input.buf.length + 1024);
+    const input = view.parse(inputs[seq - 1]!);
+    writer.reset();
+    writer.open({ batchId: `joiner:${input.batchId}`, producer: 'joiner', createdNs: input.createdNs }, 1024 * 1024);
     const delta = new Delta();
-    join.apply(input.buf, input.ranges, input.count, batches[seq - 1]!.timeMs, seq, w, delta, new JoinStats());
-    const parts = output.finish(1024 * 1024);
+    join.apply(input, Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength), batches[seq - 1]!.timeMs, seq, writer, delta, new JoinStats());
+    const parts = writer.parts();
     expect(parts).toHaveLength(1);
     return { bytes: parts[0]!.bytes.slice(), delta };
   };
