@@ -40,24 +40,33 @@ export interface Group {
 }
 
 /**
- * A cached end. Its Redis value is `buf[start, end)`: [varint storedAtMs][Endpoint bytes]; a
- * new store moves it to new bytes (never writes into the old ones: a delta not yet committed
- * may still point at them).
+ * A cached end: the Endpoint bytes `buf[at, end)`. Stored in Redis either as a value of its own,
+ * `buf[start, end)` = [varint storedAtMs][Endpoint], or, while the record it came from waits,
+ * inside that record's value only (`carrier`): Redis then holds the end once, not twice. A new
+ * store moves it to new bytes (never writes into the old ones: a delta not yet committed may
+ * still point at them).
  */
 export interface End extends WheelEntry {
   group: Group;
   /** '' for the initiator's end, else the responder name. */
   name: string;
   buf: Buffer;
+  /** Start of its own Redis value, -1 while a waiting record carries it. */
   start: number;
-  /** Where the Endpoint starts. */
   at: number;
   end: number;
   storedAt: number;
   live: boolean;
+  /** The waiting record whose Redis value holds this end's current bytes. */
+  carrier: Pending | undefined;
+  /** Its own value is in Redis (committed or about to be). */
+  stored: boolean;
 }
 
-/** A record waiting for its peer; its Redis value is `buf[start, end)`: [varint deadlineMs][record]. */
+/**
+ * A record waiting for its peer. Its Redis value is `buf[start, end)`: [varint deadlineMs]
+ * [varint arrivedMs][carried ends: bit 0 its first name, bit 1 its second][record].
+ */
 export interface Pending extends WheelEntry {
   /** Unique in the partition and increasing: stream sequence × 2^20 + index in the batch. */
   id: number;
@@ -69,6 +78,9 @@ export interface Pending extends WheelEntry {
   arrivedMs: number;
   list: PendingList | undefined;
   done: boolean;
+  /** The ends whose current bytes are this record's own (written out when it leaves). */
+  carried0: End | undefined;
+  carried1: End | undefined;
 }
 
 /** Records waiting under one name, in arrival order; entries leave lazily (done), the list when none is live. */
@@ -194,13 +206,6 @@ export class PartitionJoin {
   private arrive(r: JoinRecord, id: number, text: Buffer, out: FlowBatchWriter, delta: Delta, stats: JoinStats): void {
     const src = r.vantage === VANTAGE_SRC;
     const g = this.groupOf(r.group);
-    // This node's view of its own end, for the peer's records (now and in later intervals).
-    if (src) {
-      this.storeEnd(g, '', r, text, delta);
-    } else {
-      this.storeEnd(g, r.conversation0, r, text, delta);
-      if (r.conversation1) this.storeEnd(g, r.conversation1, r, text, delta);
-    }
     const peer = this.freshEnd(src ? g.dst?.get(r.conversation0) : g.src);
     // The peer's records waiting for this end: an initiator's end completes every responder
     // record of its group; a responder's end completes the initiator records waiting under its
@@ -215,12 +220,23 @@ export class PartitionJoin {
       this.takeNamed(g.waitingSrc, r.conversation0, claimed);
       if (r.conversation1) this.takeNamed(g.waitingSrc, r.conversation1, claimed);
     }
-    if (peer) {
-      this.splicer.joined(out, r, peer.buf, peer.at, peer.end, peer.buf);
+    const waiting = peer ? undefined : this.wait(g, r, id, text);
+    // This node's view of its own end, for the peer's records (now and in later intervals). It
+    // is not the end looked up above (an initiator stores its own, looks up a responder's).
+    let carried = 0;
+    if (src) {
+      if (this.storeEnd(g, '', r, text, waiting, delta)) carried |= 1;
+    } else {
+      if (this.storeEnd(g, r.conversation0, r, text, waiting, delta)) carried |= 1;
+      if (r.conversation1 && this.storeEnd(g, r.conversation1, r, text, waiting, delta)) carried |= 2;
+    }
+    if (waiting) {
+      waiting.buf[waiting.at - 1] = carried;
+      delta.pendingPut.push(id, waiting.buf, waiting.start, waiting.end);
+    } else {
+      this.splicer.joined(out, r, peer!.buf, peer!.at, peer!.end, peer!.buf);
       stats.immediate++;
       stats.recordsOut++;
-    } else {
-      this.wait(g, r, id, text, delta);
     }
     if (claimed.length === 0) return;
     const localStart = r.localStart;
@@ -233,11 +249,36 @@ export class PartitionJoin {
       stats.peerArrival++;
       stats.recordsOut++;
       stats.joinedWaits.push(Math.max(0, this.clock - p.arrivedMs) / 1000);
-      delta.pendingDel.push(p.id);
-      this.livePending--;
-      p.buf = EMPTY;
+      this.leave(p, delta);
     }
     claimed.length = 0;
+  }
+
+  /** A waiting record leaves (joined or timed out): out of Redis, its carried ends into values of their own. */
+  private leave(p: Pending, delta: Delta): void {
+    delta.pendingDel.push(p.id);
+    this.livePending--;
+    if (p.carried0?.live && p.carried0.carrier === p) this.storeOwn(p.carried0, delta);
+    if (p.carried1?.live && p.carried1.carrier === p) this.storeOwn(p.carried1, delta);
+    p.carried0 = p.carried1 = undefined;
+    p.buf = EMPTY;
+  }
+
+  /** Gives an end a waiting record carried a Redis value of its own (same bytes, same time). */
+  private storeOwn(e: End, delta: Delta): void {
+    const header = varintSize(e.storedAt);
+    const length = e.end - e.at;
+    const start = this.slab.reserve(header + length);
+    const buf = this.slab.buf;
+    const at = writeVarint(buf, start, e.storedAt);
+    e.buf.copy(buf, at, e.at, e.end);
+    e.buf = buf;
+    e.start = start;
+    e.at = at;
+    e.end = at + length;
+    e.carrier = undefined;
+    e.stored = true;
+    delta.ends.push(e, buf, start, e.end);
   }
 
   private takeNamed(index: Map<string, PendingList>, name: string, into: Pending[]): void {
@@ -257,21 +298,22 @@ export class PartitionJoin {
     list.live = 0;
   }
 
-  private wait(g: Group, r: JoinRecord, id: number, text: Buffer, delta: Delta): void {
+  /** The record waits; its carried-ends byte (just before the record) is filled in by arrive. */
+  private wait(g: Group, r: JoinRecord, id: number, text: Buffer): Pending {
     const deadline = this.clock + this.settings.joinWaitMs;
+    const arrived = this.clock;
     const rec = r.record;
     const length = rec.end - rec.start;
-    const header = varintSize(deadline);
+    const header = varintSize(deadline) + varintSize(arrived) + 1;
     const start = this.slab.reserve(header + length);
     const buf = this.slab.buf;
-    const at = writeVarint(buf, start, deadline);
+    const at = writeVarint(buf, writeVarint(buf, start, deadline), arrived) + 1;
     text.copy(buf, at, rec.start, rec.end);
-    const end = at + length;
-    const p: Pending = { id, deadline, order: id, buf, start, at, end, arrivedMs: this.clock, list: undefined, done: false };
+    const p: Pending = { id, deadline, order: id, buf, start, at, end: at + length, arrivedMs: arrived, list: undefined, done: false, carried0: undefined, carried1: undefined };
     this.index(g, p, r);
     this.pendingWheel.add(p);
     this.livePending++;
-    delta.pendingPut.push(id, buf, start, end);
+    return p;
   }
 
   /** Puts a waiting record under the name its peer looks it up by. */
@@ -291,37 +333,58 @@ export class PartitionJoin {
     p.list = list;
   }
 
-  private storeEnd(g: Group, name: string, r: JoinRecord, text: Buffer, delta: Delta): void {
+  /**
+   * Stores the record's local end under `name` (unless the same bytes were stored lately);
+   * returns whether it did. With `carrier` (the record waits), Redis keeps it inside that
+   * record's value; else it gets a value of its own.
+   */
+  private storeEnd(g: Group, name: string, r: JoinRecord, text: Buffer, carrier: Pending | undefined, delta: Delta): boolean {
     const from = r.localStart;
     const to = r.localEnd;
     const old = name === '' ? g.src : g.dst?.get(name);
     const now = this.clock;
     const bytes = r.record.bytes;
-    if (old && now - old.storedAt < this.settings.endRefreshMs && sameBytes(old.buf, old.at, old.end, bytes, from, to)) return;
+    if (old && now - old.storedAt < this.settings.endRefreshMs && sameBytes(old.buf, old.at, old.end, bytes, from, to)) return false;
+    const e = old ?? this.newEnd(g, name);
+    // An end met again keeps its wheel entry: met before its new deadline, it stays for a later turn.
+    e.storedAt = now;
+    e.deadline = now + this.settings.metadataTtlMs + 1;
+    if (!old) this.endWheel.add(e);
+    if (carrier) {
+      e.buf = carrier.buf;
+      e.start = -1;
+      e.at = carrier.at + (from - r.record.start);
+      e.end = e.at + (to - from);
+      e.carrier = carrier;
+      if (name === '' || name === r.conversation0) carrier.carried0 = e;
+      else carrier.carried1 = e;
+      if (e.stored) {
+        e.stored = false;
+        delta.ends.push(e, undefined, 0, 0);
+      }
+      return true;
+    }
     const header = varintSize(now);
     const start = this.slab.reserve(header + to - from);
     const buf = this.slab.buf;
     const at = writeVarint(buf, start, now);
     text.copy(buf, at, from, to);
-    const end = at + to - from;
-    const deadline = now + this.settings.metadataTtlMs + 1;
-    let stored = old;
-    if (stored) {
-      // Its wheel entry stays: met before its new deadline, it is kept for a later turn.
-      stored.buf = buf;
-      stored.start = start;
-      stored.at = at;
-      stored.end = end;
-      stored.storedAt = now;
-      stored.deadline = deadline;
-    } else {
-      stored = { group: g, name, buf, start, at, end, storedAt: now, deadline, order: 0, live: true };
-      if (name === '') g.src = stored;
-      else (g.dst ??= new Map()).set(name, stored);
-      this.endWheel.add(stored);
-      this.liveEnds++;
-    }
-    delta.ends.push(stored, buf, start, end);
+    e.buf = buf;
+    e.start = start;
+    e.at = at;
+    e.end = at + to - from;
+    e.carrier = undefined;
+    e.stored = true;
+    delta.ends.push(e, buf, start, e.end);
+    return true;
+  }
+
+  private newEnd(g: Group, name: string): End {
+    const e: End = { group: g, name, buf: EMPTY, start: -1, at: 0, end: 0, storedAt: 0, deadline: 0, order: 0, live: true, carrier: undefined, stored: false };
+    if (name === '') g.src = e;
+    else (g.dst ??= new Map()).set(name, e);
+    this.liveEnds++;
+    return e;
   }
 
   private freshEnd(end: End | undefined): End | undefined {
@@ -360,9 +423,7 @@ export class PartitionJoin {
         stats.noPeerWaits.push(waited);
       }
       stats.recordsOut++;
-      delta.pendingDel.push(p.id);
-      this.livePending--;
-      p.buf = EMPTY;
+      this.leave(p, delta);
       if (list && list.live === 0) this.dropIfEmpty(list.group);
     }
     this.duePending.length = 0;
@@ -372,7 +433,7 @@ export class PartitionJoin {
       if (e.name === '') g.src = undefined;
       else g.dst?.delete(e.name);
       this.liveEnds--;
-      delta.ends.push(e, undefined, 0, 0);
+      if (e.stored) delta.ends.push(e, undefined, 0, 0);
       this.dropIfEmpty(g);
     }
     this.dueEnds.length = 0;
@@ -383,26 +444,52 @@ export class PartitionJoin {
     const split = field.indexOf('\0');
     if (split < 0 || split + 1 >= field.length) throw new Error(`an end's field in Redis has no name: ${JSON.stringify(field)}`);
     const g = this.groupOf(field.slice(0, split));
-    const name = field[split + 1] === 's' ? '' : field.slice(split + 2);
-    const storedAt = readVarint(value);
-    const at = varintSize(storedAt);
-    const stored: End = { group: g, name, buf: value, start: 0, at, end: value.length, storedAt, deadline: storedAt + this.settings.metadataTtlMs + 1, order: 0, live: true };
-    if (name === '') g.src = stored;
-    else (g.dst ??= new Map()).set(name, stored);
-    this.endWheel.add(stored);
-    this.liveEnds++;
+    const e = this.newEnd(g, field[split + 1] === 's' ? '' : field.slice(split + 2));
+    e.storedAt = readVarint(value, 0);
+    e.deadline = e.storedAt + this.settings.metadataTtlMs + 1;
+    e.buf = value;
+    e.start = 0;
+    e.at = varintSize(e.storedAt);
+    e.end = value.length;
+    e.stored = true;
+    this.endWheel.add(e);
   }
 
-  /** Takes a waiting record from Redis (`value` = [varint deadlineMs][record]); in id order, before any apply. */
+  /**
+   * Takes a waiting record from Redis (its value as `wait` writes it); in id order, after the
+   * ends, before any apply. An end it carries is its group's current one unless the end has a
+   * value of its own (stored later) or a later record carries it.
+   */
   loadPending(id: number, value: Buffer): void {
-    const deadline = readVarint(value);
-    const at = varintSize(deadline);
+    const deadline = readVarint(value, 0);
+    let at = varintSize(deadline);
+    const arrived = readVarint(value, at);
+    at += varintSize(arrived);
+    const carried = value[at++]!;
     const r = this.other.read(value, at, value.length, true, value);
     if (r.release !== '') throw new Error(`waiting record ${id} in Redis cannot wait (${r.release})`);
-    const p: Pending = { id, deadline, order: id, buf: value, start: 0, at, end: value.length, arrivedMs: deadline - this.settings.joinWaitMs, list: undefined, done: false };
-    this.index(this.groupOf(r.group), p, r);
+    const g = this.groupOf(r.group);
+    const p: Pending = { id, deadline, order: id, buf: value, start: 0, at, end: value.length, arrivedMs: arrived, list: undefined, done: false, carried0: undefined, carried1: undefined };
+    this.index(g, p, r);
     this.pendingWheel.add(p);
     this.livePending++;
+    if (carried & 1) this.loadCarried(g, r.vantage === VANTAGE_SRC ? '' : r.conversation0, p, r, arrived);
+    if (carried & 2) this.loadCarried(g, r.conversation1, p, r, arrived);
+  }
+
+  private loadCarried(g: Group, name: string, p: Pending, r: JoinRecord, storedAt: number): void {
+    const old = name === '' ? g.src : g.dst?.get(name);
+    if (old?.stored) return;
+    const e = old ?? this.newEnd(g, name);
+    e.storedAt = storedAt;
+    e.deadline = storedAt + this.settings.metadataTtlMs + 1;
+    if (!old) this.endWheel.add(e);
+    e.buf = p.buf;
+    e.at = p.at + (r.localStart - r.record.start);
+    e.end = e.at + (r.localEnd - r.localStart);
+    e.carrier = p;
+    if (name === '' || name === r.conversation0) p.carried0 = e;
+    else p.carried1 = e;
   }
 }
 
@@ -430,11 +517,11 @@ export function writeVarint(buf: Uint8Array, at: number, n: number): number {
   return at;
 }
 
-/** The varint at the start of a stored join value (written minimal, so it is varintSize(n) long). */
-export function readVarint(buf: Uint8Array): number {
+/** The varint at `at` of a stored join value (written minimal, so it is varintSize(n) long). */
+export function readVarint(buf: Uint8Array, at: number): number {
   let result = 0;
   let factor = 1;
-  for (let at = 0; ; ) {
+  for (;;) {
     if (at >= buf.length) throw new RangeError('truncated varint in a stored join value');
     const b = buf[at++]!;
     result += (b & 0x7f) * factor;
