@@ -26,17 +26,69 @@ export interface JoinSettings {
   joinExternal: boolean;
 }
 
-/** One conversation group's state: the ends seen lately and the records waiting, by name. */
+/**
+ * One conversation group's state: the ends seen lately and the records waiting, by name. Most
+ * groups have one responder: its end and its waiting list sit in the group itself, more in Maps.
+ */
 export interface Group {
   key: string;
   /** The initiator's own end. */
   src: End | undefined;
   /** Each responder's own end, by the names it is looked up under. */
-  dst: Map<string, End> | undefined;
+  dst0: End | undefined;
+  dst0Name: string;
+  dstMore: Map<string, End> | undefined;
   /** Responder records waiting for the initiator's end. */
   waitingDst: PendingList | undefined;
   /** Initiator records waiting for a responder's end, by responder name. */
-  waitingSrc: Map<string, PendingList> | undefined;
+  ws0: PendingList | undefined;
+  ws0Name: string;
+  wsMore: Map<string, PendingList> | undefined;
+}
+
+function dstGet(g: Group, name: string): End | undefined {
+  return g.dst0 !== undefined && g.dst0Name === name ? g.dst0 : g.dstMore?.get(name);
+}
+
+/** Only for a name dstGet does not find. */
+function dstAdd(g: Group, name: string, e: End): void {
+  if (g.dst0 === undefined) {
+    g.dst0 = e;
+    g.dst0Name = name;
+  } else {
+    (g.dstMore ??= new Map()).set(name, e);
+  }
+}
+
+function dstDelete(g: Group, name: string): void {
+  if (g.dst0 !== undefined && g.dst0Name === name) {
+    g.dst0 = undefined;
+    g.dst0Name = '';
+  } else {
+    g.dstMore?.delete(name);
+  }
+}
+
+function wsGet(g: Group, name: string): PendingList | undefined {
+  return g.ws0 !== undefined && g.ws0Name === name ? g.ws0 : g.wsMore?.get(name);
+}
+
+function wsAdd(g: Group, name: string, list: PendingList): void {
+  if (g.ws0 === undefined) {
+    g.ws0 = list;
+    g.ws0Name = name;
+  } else {
+    (g.wsMore ??= new Map()).set(name, list);
+  }
+}
+
+function wsDelete(g: Group, name: string): void {
+  if (g.ws0 !== undefined && g.ws0Name === name) {
+    g.ws0 = undefined;
+    g.ws0Name = '';
+  } else {
+    g.wsMore?.delete(name);
+  }
 }
 
 /**
@@ -195,18 +247,18 @@ export class PartitionJoin {
 
   private groupOf(key: string): Group {
     let g = this.groups.get(key);
-    if (!g) this.groups.set(key, (g = { key, src: undefined, dst: undefined, waitingDst: undefined, waitingSrc: undefined }));
+    if (!g) this.groups.set(key, (g = { key, src: undefined, dst0: undefined, dst0Name: '', dstMore: undefined, waitingDst: undefined, ws0: undefined, ws0Name: '', wsMore: undefined }));
     return g;
   }
 
   private dropIfEmpty(g: Group): void {
-    if (!g.src && !g.waitingDst && (!g.dst || g.dst.size === 0) && (!g.waitingSrc || g.waitingSrc.size === 0)) this.groups.delete(g.key);
+    if (!g.src && !g.waitingDst && !g.dst0 && !g.ws0 && (!g.dstMore || g.dstMore.size === 0) && (!g.wsMore || g.wsMore.size === 0)) this.groups.delete(g.key);
   }
 
   private arrive(r: JoinRecord, id: number, text: Buffer, out: FlowBatchWriter, delta: Delta, stats: JoinStats): void {
     const src = r.vantage === VANTAGE_SRC;
     const g = this.groupOf(r.group);
-    const peer = this.freshEnd(src ? g.dst?.get(r.conversation0) : g.src);
+    const peer = this.freshEnd(src ? dstGet(g, r.conversation0) : g.src);
     // The peer's records waiting for this end: an initiator's end completes every responder
     // record of its group; a responder's end completes the initiator records waiting under its
     // names. Exact keys, no scan.
@@ -216,9 +268,9 @@ export class PartitionJoin {
         this.take(g.waitingDst, claimed);
         g.waitingDst = undefined;
       }
-    } else if (g.waitingSrc) {
-      this.takeNamed(g.waitingSrc, r.conversation0, claimed);
-      if (r.conversation1) this.takeNamed(g.waitingSrc, r.conversation1, claimed);
+    } else if (g.ws0 || g.wsMore) {
+      this.takeNamed(g, r.conversation0, claimed);
+      if (r.conversation1) this.takeNamed(g, r.conversation1, claimed);
     }
     const waiting = peer ? undefined : this.wait(g, r, id, text);
     // This node's view of its own end, for the peer's records (now and in later intervals). It
@@ -281,10 +333,10 @@ export class PartitionJoin {
     delta.ends.push(e, buf, start, e.end);
   }
 
-  private takeNamed(index: Map<string, PendingList>, name: string, into: Pending[]): void {
-    const list = index.get(name);
+  private takeNamed(g: Group, name: string, into: Pending[]): void {
+    const list = wsGet(g, name);
     if (!list) return;
-    index.delete(name);
+    wsDelete(g, name);
     this.take(list, into);
   }
 
@@ -320,9 +372,8 @@ export class PartitionJoin {
   private index(g: Group, p: Pending, r: JoinRecord): void {
     let list: PendingList | undefined;
     if (r.vantage === VANTAGE_SRC) {
-      const index = (g.waitingSrc ??= new Map());
-      list = index.get(r.conversation0);
-      if (!list) index.set(r.conversation0, (list = { group: g, name: r.conversation0, items: [], live: 0 }));
+      list = wsGet(g, r.conversation0);
+      if (!list) wsAdd(g, r.conversation0, (list = { group: g, name: r.conversation0, items: [], live: 0 }));
     } else {
       list = g.waitingDst ??= { group: g, name: '', items: [], live: 0 };
     }
@@ -341,7 +392,7 @@ export class PartitionJoin {
   private storeEnd(g: Group, name: string, r: JoinRecord, text: Buffer, carrier: Pending | undefined, delta: Delta): boolean {
     const from = r.localStart;
     const to = r.localEnd;
-    const old = name === '' ? g.src : g.dst?.get(name);
+    const old = name === '' ? g.src : dstGet(g, name);
     const now = this.clock;
     const bytes = r.record.bytes;
     if (old && now - old.storedAt < this.settings.endRefreshMs && sameBytes(old.buf, old.at, old.end, bytes, from, to)) return false;
@@ -382,7 +433,7 @@ export class PartitionJoin {
   private newEnd(g: Group, name: string): End {
     const e: End = { group: g, name, buf: EMPTY, start: -1, at: 0, end: 0, storedAt: 0, deadline: 0, order: 0, live: true, carrier: undefined, stored: false };
     if (name === '') g.src = e;
-    else (g.dst ??= new Map()).set(name, e);
+    else dstAdd(g, name, e);
     this.liveEnds++;
     return e;
   }
@@ -394,7 +445,7 @@ export class PartitionJoin {
   private peerOf(o: JoinRecord): End | undefined {
     const g = this.groups.get(o.group);
     if (!g) return undefined;
-    return this.freshEnd(o.vantage === VANTAGE_SRC ? g.dst?.get(o.conversation0) : g.src);
+    return this.freshEnd(o.vantage === VANTAGE_SRC ? dstGet(g, o.conversation0) : g.src);
   }
 
   /** Records whose wait is over leave, joined if their peer's end is known by now; stale ends go. */
@@ -408,7 +459,7 @@ export class PartitionJoin {
       if (list && --list.live === 0) {
         const g = list.group;
         if (list.name === '') g.waitingDst = undefined;
-        else g.waitingSrc?.delete(list.name);
+        else wsDelete(g, list.name);
       }
       o.read(p.buf, p.at, p.end, true, p.buf);
       const peer = this.peerOf(o);
@@ -431,7 +482,7 @@ export class PartitionJoin {
       e.live = false;
       const g = e.group;
       if (e.name === '') g.src = undefined;
-      else g.dst?.delete(e.name);
+      else dstDelete(g, e.name);
       this.liveEnds--;
       if (e.stored) delta.ends.push(e, undefined, 0, 0);
       this.dropIfEmpty(g);
@@ -478,7 +529,7 @@ export class PartitionJoin {
   }
 
   private loadCarried(g: Group, name: string, p: Pending, r: JoinRecord, storedAt: number): void {
-    const old = name === '' ? g.src : g.dst?.get(name);
+    const old = name === '' ? g.src : dstGet(g, name);
     if (old?.stored) return;
     const e = old ?? this.newEnd(g, name);
     e.storedAt = storedAt;
