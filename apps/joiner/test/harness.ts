@@ -5,13 +5,13 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
 import type { BatchConsumer, Bus } from '@kappa/bus';
-import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { DEFAULT_PARTITIONS, IpProtocol, Vantage, newFlowBatch, newFlowRecord, partitionOfRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer, startRedisServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 
 const appRoot = join(import.meta.dirname, '..');
 // One process (node with the tsx loader), so a SIGKILL in a test kills the joiner itself, not a
@@ -25,6 +25,8 @@ export interface JoinerProcess {
   exited: Promise<number | null>;
   metric(name: string): Promise<number>;
   ready(): Promise<boolean>;
+  /** Partitions this replica owns now (its kappa_joiner_partitions_owned), 0 once it died. */
+  owned(): Promise<number>;
 }
 
 export async function startJoiner(options: { nats: string; redis: string; instance: string; args?: string[]; env?: Record<string, string> }): Promise<JoinerProcess> {
@@ -60,6 +62,11 @@ export async function startJoiner(options: { nats: string; redis: string; instan
     output,
     exited,
     ready: async () => (await get('/readyz')).status === 200,
+    owned: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return 0;
+      const text = await (await get('/metrics').catch(() => undefined))?.text().catch(() => '');
+      return Number(/^kappa_joiner_partitions_owned (\d+)/m.exec(text ?? '')?.[1] ?? 0);
+    },
     metric: async (name: string) => {
       const text = await (await get('/metrics')).text();
       let sum = 0;
@@ -83,7 +90,7 @@ export async function newBus(nats: string, name: string): Promise<Bus> {
 
 /** Deletes the stream so each test starts empty (the joiners recreate it). */
 export async function resetStreams(bus: Bus): Promise<void> {
-  await bus.jsm.streams.delete(FLOW_STREAM).catch(() => undefined);
+  await bus.deleteStream(FLOW_STREAM);
   await bus.ensureStreams();
 }
 
@@ -152,10 +159,49 @@ export function conversation(i: number, interval = 0): { client: FlowRecord; ser
   };
 }
 
+/**
+ * Publishes records as the tagger does: batches of up to batchSize records of one partition
+ * each, on that partition's kappa.flow.tagged.p<k>, partitions taken in turn.
+ */
 export async function publishRecords(bus: Bus, records: FlowRecord[], batchSize: number, prefix: string): Promise<void> {
-  for (let i = 0; i < records.length; i += batchSize) {
-    await bus.publishBatch(subjects.tagged, newFlowBatch({ batchId: `${prefix}-${i / batchSize}`, producer: 'test-tagger', records: records.slice(i, i + batchSize) }));
+  const byPartition = new Map<number, FlowRecord[]>();
+  for (const record of records) {
+    const k = partitionOfRecord(record, DEFAULT_PARTITIONS);
+    byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
   }
+  const queues = [...byPartition].map(([k, list]) => ({ k, list, next: 0 }));
+  for (let n = 0; queues.some((q) => q.next < q.list.length); n++) {
+    for (const q of queues) {
+      if (q.next >= q.list.length) continue;
+      const batch = q.list.slice(q.next, q.next + batchSize);
+      await bus.publishBatch(subjects.tagged(q.k), newFlowBatch({ batchId: `${prefix}-p${q.k}-${n}`, producer: 'test-tagger', records: batch }));
+      q.next += batchSize;
+    }
+  }
+}
+
+/**
+ * The number of conversation i (harness.conversation) a record belongs to, read from the address
+ * its own node saw of the client (src.ip = 10.1.<i >> 8>.<i & 255>), so a check of the metadata
+ * the joiner added holds it against the record's OWN conversation.
+ */
+export function conversationOf(r: FlowRecord): number {
+  const m = /^10\.1\.(\d+)\.(\d+)$/.exec(r.src?.ip ?? '');
+  if (!m) throw new Error(`not a harness conversation: src ${r.src?.ip}`);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
+
+/** Both ends of conversation i as its own nodes saw them: what a joined record must carry. */
+export function expectOwnConversation(r: FlowRecord): void {
+  const i = conversationOf(r);
+  const id = `${r.node} ${r.vantage} ${r.src?.ip}:${r.src?.port}`;
+  expect(r.joined, id).toBe(true);
+  expect(r.src?.kube?.objectName, id).toBe(`client-${i}`);
+  expect(r.src?.kube?.node, id).toBe('node-a');
+  expect(r.src?.process?.pid, id).toBe(1000 + i);
+  expect(r.dst?.kube?.objectName, id).toBe(`server-${i}`);
+  expect(r.dst?.kube?.node, id).toBe('node-b');
+  expect(r.dst?.process?.pid, id).toBe(5000 + i);
 }
 
 export function shuffle<T>(items: T[], seed = 42): T[] {
@@ -186,7 +232,7 @@ export async function collectJoined(bus: Bus): Promise<Collector> {
   const arrivals: number[] = [];
   const consumer = await bus.consumeBatches({
     stage: 'test-exporter',
-    subject: subjects.joined,
+    subject: subjects.allJoined,
     maxInFlight: 1,
     handler: async (batch) => {
       for (const r of batch.records) {
