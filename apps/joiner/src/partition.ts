@@ -3,7 +3,6 @@
 // their deadlines on a timing wheel in event time. `apply` is a pure function of (this state,
 // the batch, the batch's time): replayed after a crash from the state committed in Redis, it
 // writes the same bytes, which is what lets JetStream's dedupe drop the second publish.
-import { varintSize } from '@kappa/contracts';
 import type { FlowBatchView, FlowBatchWriter } from '@kappa/contracts';
 import { JoinRecord, VANTAGE_SRC } from './record.js';
 import { RecordSplicer } from './splice.js';
@@ -556,6 +555,16 @@ function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, b
   if (n !== bEnd - bStart) return false;
   for (let i = 0; i < n; i++) if (a[aStart + i] !== b[bStart + i]) return false;
   return true;
+}
+
+/** Bytes of the varint of `n` (any integer up to 2^53: times in ms need 6). */
+export function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
 }
 
 /** Writes `n` as a varint at `at`; returns where it ends. */

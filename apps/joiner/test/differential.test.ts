@@ -46,6 +46,9 @@ interface Run {
   replays: number;
 }
 
+/** Event time as JetStream gives it (ms since 1970): stored values need 6-byte varints. */
+const EPOCH_MS = 1_764_800_000_000;
+
 /** The new join over the batches, committing a few batches behind and crashing now and then. */
 function runNew(batches: { timeMs: number; records: FlowRecord[] }[], settings: JoinSettings, seed: number, crashShare: number): Run {
   const rnd = random(seed ^ 0x5bd1e995);
@@ -65,7 +68,7 @@ function runNew(batches: { timeMs: number; records: FlowRecord[] }[], settings: 
     writer.reset();
     writer.open({ batchId: `joiner:${input.batchId}`, producer: 'joiner', createdNs: input.createdNs }, 1024 * 1024);
     const delta = new Delta();
-    join.apply(input, Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength), batches[seq - 1]!.timeMs, seq, writer, delta, new JoinStats());
+    join.apply(input, Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength), EPOCH_MS + batches[seq - 1]!.timeMs, seq, writer, delta, new JoinStats());
     const parts = writer.parts();
     expect(parts).toHaveLength(1);
     return { bytes: parts[0]!.bytes.slice(), delta };

@@ -1,0 +1,183 @@
+// Joiner replicas in one process (no runner): partitions leased and balanced, each partition's
+// batches joined, published, committed and acked, idle partitions ticked, a replica stopped
+// handing its partitions over — on a real nats-server and redis-server.
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nanos } from '@nats-io/transport-node';
+import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
+import { FLOW_STREAM } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
+import { DEFAULT_PARTITIONS, FlowBatchSchema, fromBinary, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { startNatsServer, startRedisServer } from '@kappa/testing';
+import type { TestServer } from '@kappa/testing';
+import { Joiner } from '../src/joiner.js';
+import { joinerMetrics } from '../src/metrics.js';
+import type { JoinerBus, PartitionMessage } from '../src/owner.js';
+import { PartitionStore } from '../src/store.js';
+import { conversation, counts, expectOwnConversation, newBus, shuffle, until } from './harness.js';
+
+const tagged = (k: number) => `kappa.flow.tagged.p${k}`;
+const joined = (k: number) => `kappa.flow.joined.p${k}`;
+
+/** What the stage runner's Bus gives the joiner, over a Bus's clients. */
+function joinerBus(bus: Bus): JoinerBus {
+  const raw = bus as unknown as { js: import('@nats-io/jetstream').JetStreamClient; jsm: import('@nats-io/jetstream').JetStreamManager; maxPayload: number };
+  return {
+    get messageLimit() {
+      return raw.maxPayload - 4096;
+    },
+    async consume({ subject, durable, handler, maxAckPending, ackWaitMs, fresh }) {
+      if (fresh) await raw.jsm.consumers.delete(FLOW_STREAM, durable).catch(() => undefined);
+      await raw.jsm.consumers.add(FLOW_STREAM, { durable_name: durable, filter_subject: subject, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ack_wait: nanos(ackWaitMs ?? 30_000), max_ack_pending: maxAckPending ?? 8 });
+      const consumer = await raw.js.consumers.get(FLOW_STREAM, durable);
+      const messages = await consumer.consume({ max_messages: maxAckPending ?? 8 });
+      void (async () => {
+        for await (const m of messages) {
+          const message: PartitionMessage = {
+            bytes: m.data,
+            subject: m.subject,
+            streamSequence: m.seq,
+            deliverySequence: m.info.deliverySequence,
+            storedNs: BigInt(m.info.timestampNanos),
+            ack: () => m.ackAck().catch(() => false),
+          };
+          await handler(message);
+        }
+      })();
+      return { stop: async () => void (await messages.close()) };
+    },
+    async publishBytes(subject, bytes, msgId) {
+      const ack = await raw.js.publish(subject, bytes, { msgID: msgId });
+      return { duplicate: ack.duplicate };
+    },
+    deadLetter: (stage, data, details) => bus.deadLetter(stage, data, details),
+    async streamInfo(stream) {
+      return { created: (await raw.jsm.streams.info(stream)).created };
+    },
+  };
+}
+
+let nats: TestServer;
+let redis: TestServer;
+let bus: Bus;
+const clients: Redis[] = [];
+
+beforeAll(async () => {
+  [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
+  bus = await newBus(nats.url, 'replicas-test');
+  await bus.ensureStreams();
+});
+afterAll(async () => {
+  for (const c of clients) c.disconnect();
+  await bus?.close();
+  await Promise.all([nats?.stop(), redis?.stop()]);
+});
+
+async function replica(instance: string, overrides: { joinWaitMs?: number } = {}): Promise<Joiner> {
+  const client = new Redis({ port: redis.port, host: '127.0.0.1', enableAutoPipelining: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, lazyConnect: true });
+  client.on('error', () => undefined);
+  await client.connect();
+  clients.push(client);
+  const registry = createRegistry(`joiner-${instance}`);
+  return new Joiner(
+    new PartitionStore(client, instance),
+    joinerBus(bus),
+    {
+      stage: 'joiner',
+      instance,
+      partitions: DEFAULT_PARTITIONS,
+      join: { joinWaitMs: overrides.joinWaitMs ?? 60_000, metadataTtlMs: 300_000, endRefreshMs: 75_000, joinExternal: false },
+      inputSubject: tagged,
+      outputSubject: joined,
+      stream: FLOW_STREAM,
+      window: 8,
+      tickMs: 100,
+      ackWaitMs: 15_000,
+      leaseMs: 3000,
+      loopMs: 200,
+    },
+    joinerMetrics(registry),
+    createLogger(`joiner-${instance}`, 'warn'),
+  );
+}
+
+async function publish(records: FlowRecord[], prefix: string): Promise<void> {
+  const byPartition = new Map<number, FlowRecord[]>();
+  for (const r of records) byPartition.set(partitionOfRecord(r, DEFAULT_PARTITIONS), [...(byPartition.get(partitionOfRecord(r, DEFAULT_PARTITIONS)) ?? []), r]);
+  for (const [k, list] of byPartition) {
+    for (let i = 0; i < list.length; i += 20) await bus.publishBatch(tagged(k), newFlowBatch({ batchId: `${prefix}-p${k}-${i}`, producer: 'test', records: list.slice(i, i + 20) }));
+  }
+}
+
+async function collect(): Promise<{ records: FlowRecord[]; stop: () => Promise<void> }> {
+  const raw = bus as unknown as { js: import('@nats-io/jetstream').JetStreamClient; jsm: import('@nats-io/jetstream').JetStreamManager };
+  await raw.jsm.consumers.add(FLOW_STREAM, { durable_name: 'test-exporter', filter_subject: 'kappa.flow.joined.>', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+  const messages = await (await raw.js.consumers.get(FLOW_STREAM, 'test-exporter')).consume();
+  const records: FlowRecord[] = [];
+  void (async () => {
+    for await (const m of messages) {
+      records.push(...fromBinary(FlowBatchSchema, m.data).records);
+      m.ack();
+    }
+  })();
+  return { records, stop: async () => void (await messages.close()) };
+}
+
+describe('joiner replicas in one process', () => {
+  it('share the partitions, join every conversation once with its own ends, and hand partitions over when one stops', async () => {
+    const a = await replica('a');
+    const b = await replica('b');
+    a.start();
+    b.start();
+    await until(() => a.owned.length + b.owned.length === DEFAULT_PARTITIONS && a.owned.length >= 6 && b.owned.length >= 6, 20_000, 'two replicas sharing the partitions');
+    const out = await collect();
+    try {
+      const pairs = Array.from({ length: 400 }, (_, i) => conversation(i));
+      await publish(shuffle(pairs.flatMap((c) => [c.client, c.server])), 'pairs');
+      await until(() => out.records.length >= 800, 30_000, `800 records out (${out.records.length})`);
+      expect(a.recordsIn).toBeGreaterThan(0);
+      expect(b.recordsIn).toBeGreaterThan(0);
+      // b stops: its partitions are handed over (committed, released) and a takes them at once.
+      const stopping = Date.now();
+      await b.stop();
+      await until(() => a.owned.length === DEFAULT_PARTITIONS, 10_000, 'a owning every partition');
+      expect(Date.now() - stopping).toBeLessThan(5000);
+      const more = Array.from({ length: 100 }, (_, i) => conversation(400 + i));
+      await publish(shuffle(more.flatMap((c) => [c.client, c.server])), 'after-handover');
+      await until(() => out.records.length >= 1000, 30_000, `1000 records out (${out.records.length})`);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect([...counts(out.records).values()].every((n) => n === 1)).toBe(true);
+      expect(out.records).toHaveLength(1000);
+      for (const r of out.records) expectOwnConversation(r);
+    } finally {
+      await out.stop();
+      await a.stop();
+      await b.stop();
+    }
+  }, 120_000);
+
+  it('releases a record whose peer never comes when its wait is over, by a clock tick on an idle partition', async () => {
+    await new Redis({ port: redis.port, host: '127.0.0.1' }).flushall();
+    const a = await replica('lonely', { joinWaitMs: 1500 });
+    a.start();
+    await until(() => a.owned.length === DEFAULT_PARTITIONS, 20_000, 'partitions owned');
+    const raw = bus as unknown as { jsm: import('@nats-io/jetstream').JetStreamManager };
+    await raw.jsm.consumers.delete(FLOW_STREAM, 'test-exporter').catch(() => undefined);
+    const out = await collect();
+    try {
+      const sent = Date.now();
+      await publish([conversation(7).client], 'lonely');
+      await until(() => out.records.length === 1, 10_000, 'the lonely record out');
+      const waited = Date.now() - sent;
+      expect(waited).toBeGreaterThanOrEqual(1400);
+      expect(waited).toBeLessThan(5000);
+      expect(out.records[0]!.joined).toBe(false);
+      expect(out.records[0]!.joinStatus).toBe('no-peer');
+    } finally {
+      await out.stop();
+      await a.stop();
+    }
+  }, 60_000);
+});
