@@ -3,7 +3,6 @@
 // join at once.
 import { describe, expect, it } from 'vitest';
 import { Vantage } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
 import { IpProtocol } from '@kappa/contracts';
 import {
   collectJoined,

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nanos } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { FLOW_STREAM } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { DEFAULT_PARTITIONS, FlowBatchSchema, fromBinary, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
@@ -23,7 +24,7 @@ const joined = (k: number) => `kappa.flow.joined.p${k}`;
 
 /** What the stage runner's Bus gives the joiner, over a Bus's clients. */
 function joinerBus(bus: Bus): JoinerBus {
-  const raw = bus as unknown as { js: import('@nats-io/jetstream').JetStreamClient; jsm: import('@nats-io/jetstream').JetStreamManager; maxPayload: number };
+  const raw = bus as unknown as { js: JetStreamClient; jsm: JetStreamManager; maxPayload: number };
   return {
     get messageLimit() {
       return raw.maxPayload - 4096;
@@ -112,7 +113,7 @@ async function publish(records: FlowRecord[], prefix: string): Promise<void> {
 }
 
 async function collect(): Promise<{ records: FlowRecord[]; stop: () => Promise<void> }> {
-  const raw = bus as unknown as { js: import('@nats-io/jetstream').JetStreamClient; jsm: import('@nats-io/jetstream').JetStreamManager };
+  const raw = bus as unknown as { js: JetStreamClient; jsm: JetStreamManager };
   await raw.jsm.consumers.add(FLOW_STREAM, { durable_name: 'test-exporter', filter_subject: 'kappa.flow.joined.>', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
   const messages = await (await raw.js.consumers.get(FLOW_STREAM, 'test-exporter')).consume();
   const records: FlowRecord[] = [];
@@ -163,7 +164,7 @@ describe('joiner replicas in one process', () => {
     const a = await replica('lonely', { joinWaitMs: 1500 });
     a.start();
     await until(() => a.owned.length === DEFAULT_PARTITIONS, 20_000, 'partitions owned');
-    const raw = bus as unknown as { jsm: import('@nats-io/jetstream').JetStreamManager };
+    const raw = bus as unknown as { jsm: JetStreamManager };
     await raw.jsm.consumers.delete(FLOW_STREAM, 'test-exporter').catch(() => undefined);
     const out = await collect();
     try {
