@@ -150,7 +150,9 @@ export class PartitionOwner {
       this.logger.warn({ partition: this.partition, was: loaded.stream, now: this.stream }, 'the JetStream stream was recreated; reading this partition from its start');
       this.committed = this.processed = this.received = 0;
     }
-    this.lastActivity = Date.now();
+    // No batch seen yet: the loaded clock may be far behind (the owner before died a while ago),
+    // so the first round ticks at once if anything waits, and JetStream's time catches the clock up.
+    this.lastActivity = 0;
     await this.open();
     this.state = 'running';
     this.pump();
