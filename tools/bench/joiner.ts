@@ -165,6 +165,7 @@ if (PARTS.includes('transform')) {
       stats.clear();
       join.apply(view, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), load.times[b]!, b + 1, writer, delta, stats);
       for (const p of writer.parts()) joined += p.records;
+      join.release(delta);
     }
     return load.records;
   });
@@ -184,6 +185,7 @@ if (PARTS.includes('transform')) {
       set.clear();
       set.add(delta);
       sink.write(set);
+      join.release(delta);
     }
     return load.records;
   });

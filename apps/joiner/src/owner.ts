@@ -338,6 +338,7 @@ export class PartitionOwner {
           this.committed = last.seq;
           this.settings.crash?.('committed');
           for (const e of batch) {
+            this.join.release(e.delta);
             void e.message.ack();
             if (e.writer) this.writers.push(e.writer);
             this.events.committed(this.partition, e.stats, e.recordsIn);

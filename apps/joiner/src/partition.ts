@@ -153,9 +153,11 @@ export class Delta {
   readonly ends: (End | Buffer | number | undefined)[] = [];
   readonly pendingPut: (number | Buffer)[] = [];
   readonly pendingDel: number[] = [];
+  /** Stored values this batch stopped using: their memory is reused once the batch is committed. */
+  readonly releases: Buffer[] = [];
 
   clear(): void {
-    this.ends.length = this.pendingPut.length = this.pendingDel.length = 0;
+    this.ends.length = this.pendingPut.length = this.pendingDel.length = this.releases.length = 0;
   }
 }
 
@@ -312,6 +314,7 @@ export class PartitionJoin {
     if (p.carried0?.live && p.carried0.carrier === p) this.storeOwn(p.carried0, delta);
     if (p.carried1?.live && p.carried1.carrier === p) this.storeOwn(p.carried1, delta);
     p.carried0 = p.carried1 = undefined;
+    delta.releases.push(p.buf);
     p.buf = EMPTY;
   }
 
@@ -396,6 +399,7 @@ export class PartitionJoin {
     const bytes = r.record.bytes;
     if (old && now - old.storedAt < this.settings.endRefreshMs && sameBytes(old.buf, old.at, old.end, bytes, from, to)) return false;
     const e = old ?? this.newEnd(g, name);
+    if (e.start >= 0) delta.releases.push(e.buf);
     // An end met again keeps its wheel entry: met before its new deadline, it stays for a later turn.
     e.storedAt = now;
     e.deadline = now + this.settings.metadataTtlMs + 1;
@@ -484,9 +488,21 @@ export class PartitionJoin {
       else dstDelete(g, e.name);
       this.liveEnds--;
       if (e.stored) delta.ends.push(e, undefined, 0, 0);
+      if (e.start >= 0) delta.releases.push(e.buf);
       this.dropIfEmpty(g);
     }
     this.dueEnds.length = 0;
+  }
+
+  /** The batch of `delta` is committed: the values it stopped using may be reused. */
+  release(delta: Delta): void {
+    for (const buf of delta.releases) this.slab.release(buf);
+    delta.releases.length = 0;
+  }
+
+  /** Bytes of stored values held in memory (chunks in use or spare). */
+  get storedBytes(): number {
+    return this.slab.bytes;
   }
 
   /** Takes an end from Redis (`field` as endField writes it, `value` [varint storedAtMs][Endpoint]); before any apply. */

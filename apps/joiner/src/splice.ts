@@ -59,7 +59,6 @@ export class RecordSplicer {
   joined(w: FlowBatchWriter, record: JoinRecord, peerBytes: Uint8Array, peerStart: number, peerEnd: number, peerText?: Buffer): void {
     this.w = w;
     this.peer.reset(peerBytes, peerStart, peerEnd, peerText);
-    this.peer.message(E.kube, this.peerKube);
     this.remote = record.remote;
     this.remoteKube = record.remoteKube;
     this.remoteField = record.vantage === VANTAGE_SRC ? F.dst : F.src;
@@ -125,7 +124,8 @@ export class RecordSplicer {
     const seenAs = this.remoteKube;
     const named = seenAs.byteLength(K.serviceName) > 0;
     const service = seenAs.equalsAscii(K.objectType, 'service');
-    if (this.peerKube.byteLength(K.serviceName) > 0 || !(named || service)) {
+    // The peer's Kube is read only when this end was reached through a Service.
+    if (!(named || service) || (peer.message(E.kube, this.peerKube) && this.peerKube.byteLength(K.serviceName) > 0)) {
       w.raw(peer.bytes, peer.fieldStart(E.kube), peer.fieldEnd(E.kube));
       return;
     }

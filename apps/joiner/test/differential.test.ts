@@ -80,6 +80,8 @@ function runNew(batches: { timeMs: number; records: FlowRecord[] }[], settings: 
     for (const e of uncommitted.slice(0, n)) set.add(e.delta);
     const last = uncommitted[n - 1]!.seq;
     committed.commit(set, last, clockAt(last));
+    // Committed: the memory of values these batches stopped using is reused from now on.
+    for (const e of uncommitted.slice(0, n)) join.release(e.delta);
     uncommitted.splice(0, n);
   };
   // The clock after batch `seq`: the largest batch time so far (what the real commit stores).
