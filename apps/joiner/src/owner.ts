@@ -101,7 +101,9 @@ export class PartitionOwner {
   private received = 0;
   private lastDelivery = -1;
   private stream = '';
-  private readonly join: PartitionJoin;
+  private join: PartitionJoin;
+  /** A batch the join failed on (e.g. a record too large once joined): dead-lettered after a reload. */
+  private poisoned: { seq: number; error: string } | undefined;
   private consumer: PartitionConsumer | undefined;
   /** The input consumer is stopped until the lease is sure again (or a lost delivery is fetched again). */
   private inputSuspended = false;
@@ -239,7 +241,7 @@ export class PartitionOwner {
 
   /** Processes held input while nothing is failing. */
   private pump(): void {
-    while (!this.paused && this.state === 'running' && this.held.length > 0) {
+    while (!this.paused && !this.poisoned && this.state === 'running' && this.held.length > 0) {
       this.process(this.held.shift()!);
     }
   }
@@ -280,10 +282,32 @@ export class PartitionOwner {
       this.publish(entry);
       return;
     }
+    if (this.poisoned?.seq === seq) {
+      // The join failed on this batch before; the state was reloaded: it goes to the DLQ.
+      entry.deadLetter = { error: this.poisoned.error };
+      this.poisoned = undefined;
+      entry.clock = this.join.clock;
+      this.queue.push(entry);
+      this.processed = seq;
+      this.publish(entry);
+      return;
+    }
     const writer = this.takeWriter();
     writer.open({ batchId: `${this.settings.stage}:${view.batchId}`, producer: this.settings.stage, createdNs: view.createdNs }, this.bus.messageLimit);
     const bytes = view.bytes;
-    this.join.apply(view, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), timeMs, seq, writer, entry.delta, entry.stats);
+    try {
+      this.join.apply(view, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), timeMs, seq, writer, entry.delta, entry.stats);
+    } catch (error) {
+      // The state may hold part of this batch: let what came before be committed, reload the
+      // state from Redis, and send this batch to the DLQ (the same state and batch would fail
+      // the same way again).
+      this.logger.error({ err: error, partition: this.partition, seq, batchId: view.batchId }, 'the join failed on a batch; reloading the partition and dead-lettering the batch');
+      this.poisoned = { seq, error: error instanceof Error ? error.message : String(error) };
+      this.held.unshift(message);
+      this.writers.push(writer);
+      void this.recover();
+      return;
+    }
     entry.clock = this.join.clock;
     entry.recordsIn = view.length;
     entry.writer = writer;
@@ -356,6 +380,30 @@ export class PartitionOwner {
           this.fail('commit', error);
         },
       );
+  }
+
+  /** After a failed apply: once everything before it is committed, the state is loaded again. */
+  private async recover(): Promise<void> {
+    while (this.state === 'running' && (this.queue.length > 0 || this.committing)) {
+      this.retry();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (this.state !== 'running') return;
+    for (;;) {
+      try {
+        const join = new PartitionJoin(this.settings.join);
+        const loaded = await this.store.load(this.partition, this.epoch, join);
+        this.join = join;
+        this.processed = this.committed;
+        this.logger.warn({ partition: this.partition, applied: loaded.applied, pending: loaded.pending }, 'partition state reloaded');
+        break;
+      } catch (error) {
+        if (this.state !== 'running') return;
+        this.events.redis(false, error);
+        await new Promise((r) => setTimeout(r, RETRY_MS));
+      }
+    }
+    this.pump();
   }
 
   private failing(): boolean {
