@@ -104,6 +104,7 @@ export class PartitionOwner {
   private join: PartitionJoin;
   /** A batch the join failed on (e.g. a record too large once joined): dead-lettered after a reload. */
   private poisoned: { seq: number; error: string } | undefined;
+  private recovering = false;
   private consumer: PartitionConsumer | undefined;
   /** The input consumer is stopped until the lease is sure again (or a lost delivery is fetched again). */
   private inputSuspended = false;
@@ -241,7 +242,7 @@ export class PartitionOwner {
 
   /** Processes held input while nothing is failing. */
   private pump(): void {
-    while (!this.paused && !this.poisoned && this.state === 'running' && this.held.length > 0) {
+    while (!this.paused && !this.recovering && this.state === 'running' && this.held.length > 0) {
       this.process(this.held.shift()!);
     }
   }
@@ -303,6 +304,7 @@ export class PartitionOwner {
       // the same way again).
       this.logger.error({ err: error, partition: this.partition, seq, batchId: view.batchId }, 'the join failed on a batch; reloading the partition and dead-lettering the batch');
       this.poisoned = { seq, error: error instanceof Error ? error.message : String(error) };
+      this.recovering = true;
       this.held.unshift(message);
       this.writers.push(writer);
       void this.recover();
@@ -396,6 +398,7 @@ export class PartitionOwner {
         this.join = join;
         this.processed = this.committed;
         this.logger.warn({ partition: this.partition, applied: loaded.applied, pending: loaded.pending }, 'partition state reloaded');
+        this.recovering = false;
         break;
       } catch (error) {
         if (this.state !== 'running') return;

@@ -181,4 +181,37 @@ describe('joiner replicas in one process', () => {
       await a.stop();
     }
   }, 60_000);
+
+  it('sends a batch the join cannot write (a record too large once joined) to the DLQ and goes on from the state before it', async () => {
+    await new Redis({ port: redis.port, host: '127.0.0.1' }).flushall();
+    const a = await replica('poison', { joinWaitMs: 1500 });
+    a.start();
+    await until(() => a.owned.length === DEFAULT_PARTITIONS, 20_000, 'partitions owned');
+    const raw = bus as unknown as { jsm: JetStreamManager };
+    await raw.jsm.consumers.delete(FLOW_STREAM, 'test-exporter').catch(() => undefined);
+    const out = await collect();
+    try {
+      const deadBefore = bus.deadLettered('joiner');
+      // Each end fits a message alone; joined, each carries the other's 600 KB of labels too.
+      const big = conversation(1);
+      big.server.dst!.kube!.labels = { huge: 'x'.repeat(600_000) };
+      big.client.src!.kube!.labels = { huge: 'y'.repeat(500_000) };
+      await publish([big.server], 'poison-server');
+      await until(() => a.pendingCount === 1, 10_000, 'the server end waiting');
+      await publish([big.client], 'poison-client');
+      await until(() => bus.deadLettered('joiner') > deadBefore, 20_000, 'the client batch dead-lettered');
+      // The server end waited on (the state before the bad batch came back from Redis), and
+      // leaves unjoined when its wait is over; a normal conversation after it joins.
+      const normal = conversation(2);
+      await publish([normal.client, normal.server], 'after-poison');
+      await until(() => out.records.length === 3, 20_000, `3 records out (${out.records.length})`);
+      const server = out.records.find((r) => r.dst?.kube?.objectName === 'server-1');
+      expect(server?.joined).toBe(false);
+      expect(server?.joinStatus).toBe('no-peer');
+      expect(out.records.filter((r) => r.joined)).toHaveLength(2);
+    } finally {
+      await out.stop();
+      await a.stop();
+    }
+  }, 60_000);
 });
