@@ -1,6 +1,7 @@
 // The joiner's Redis state on a real redis-server: leases and fencing epochs (a replica that lost
 // a partition can neither commit into the new owner's state nor keep its lease), the keep-going
 // rule after Redis was away, one MULTI per commit, and a partition loaded back exactly.
+import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FlowBatchView, FlowBatchWriter, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
@@ -9,6 +10,7 @@ import type { TestServer } from '@kappa/testing';
 import { CommitSet } from '../src/commit.js';
 import { Delta, JoinStats, PartitionJoin } from '../src/partition.js';
 import type { JoinSettings } from '../src/partition.js';
+import { connectRedis } from '../src/redis.js';
 import { PartitionFencedError, PartitionStore, partitionKeys } from '../src/store.js';
 import { generate } from './generate.js';
 
@@ -150,4 +152,41 @@ describe('joiner state in Redis', () => {
     console.log(`Redis per waiting record: ${perRecord.toFixed(0)} bytes for a record of ${recordSize.toFixed(0)} bytes`);
     expect(perRecord).toBeLessThanOrEqual(recordSize + 100);
   });
+
+  it('works the same on a Redis Cluster: every partition in its own slot, its commit one transaction on its node', async () => {
+    const nodes = await Promise.all([0, 1, 2].map(() => startRedisServer({ args: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'] })));
+    try {
+      execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'ignore' });
+      const deadline = Date.now() + 20_000;
+      while (!nodes.every((n) => execFileSync('redis-cli', ['-p', String(n.port), 'cluster', 'info']).toString().includes('cluster_state:ok'))) {
+        if (Date.now() > deadline) throw new Error('cluster not ok');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const cluster = await connectRedis({ url: new URL(`redis://127.0.0.1:${nodes[0]!.port}`), cluster: true });
+      try {
+        const store = new PartitionStore(cluster, 'c');
+        expect((await store.members(5000)).length).toBe(1);
+        for (let k = 0; k < 16; k++) {
+          const got = await store.acquire(k, 5000, true);
+          if (got.status !== 'acquired') throw new Error(`partition ${k}: ${got.status}`);
+          const join = new PartitionJoin(settings);
+          const { set, applied } = applyBatches(join, 3);
+          await store.commit(k, got.epoch, applied, join.clock, 's', set);
+          const loaded = new PartitionJoin(settings);
+          const state = await store.load(k, got.epoch, loaded);
+          expect(state.applied).toBe(applied);
+          expect(loaded.pendingCount).toBe(join.pendingCount);
+          expect(loaded.endCount).toBe(join.endCount);
+          expect(await store.renew(k, got.epoch, 5000)).toBe(true);
+        }
+        expect((await store.holders(16)).every((h) => h === store.me)).toBe(true);
+        // The partitions' keys really are spread over the three nodes.
+        for (const n of nodes) expect(Number(execFileSync('redis-cli', ['-p', String(n.port), 'dbsize']).toString())).toBeGreaterThan(0);
+      } finally {
+        cluster.disconnect();
+      }
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+    }
+  }, 60_000);
 });
