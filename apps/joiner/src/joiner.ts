@@ -31,6 +31,7 @@ export class Joiner {
   private redisUpSince = Date.now();
   private lastRedisLog = 0;
   private readonly order: number[];
+  private rounds = 0;
 
   constructor(
     private readonly store: PartitionStore,
@@ -86,6 +87,11 @@ export class Joiner {
     lost: (partition: number, why: string) => void this.lose(partition, why),
   };
 
+  /** The Redis connection dropped: hold input at once (a commit would fail; nothing runs ahead of it). */
+  redisLost(error?: unknown): void {
+    this.redis(false, error ?? new Error('Redis connection closed failed: the connection closed'));
+  }
+
   private redis(ok: boolean, error?: unknown): void {
     this.metrics.redisUp.set(ok ? 1 : 0);
     if (ok) {
@@ -136,6 +142,9 @@ export class Joiner {
       }
       return;
     }
+    // The first round only says this replica is alive: replicas started together then see each
+    // other before they take partitions, instead of the first taking all and handing them back.
+    if (this.rounds++ === 0) return;
     const target = Math.ceil(s.partitions / Math.max(1, members.length));
     const free = new Set<number>();
     for (let k = 0; k < s.partitions; k++) if (holders[k] === null && !this.owners.has(k)) free.add(k);
@@ -148,12 +157,15 @@ export class Joiner {
     }
     this.freeBefore = free;
     if (this.owners.size > target && free.size === 0) {
-      // More than this replica's share while another replica has less: hand one over.
+      // More than this replica's share while others have less: hand the excess over (at most
+      // what the others miss), the partitions last in this replica's order first.
       const counts = new Map<string, number>();
       for (const h of holders) if (h) counts.set(h, (counts.get(h) ?? 0) + 1);
-      const someoneShort = members.some((m) => m !== this.store.me && (counts.get(m) ?? 0) < target);
-      const last = [...this.order].reverse().find((k) => this.owners.has(k) && !this.busy.has(k));
-      if (someoneShort && last !== undefined) await this.handOver(last);
+      let missing = 0;
+      for (const m of members) if (m !== this.store.me) missing += Math.max(0, target - (counts.get(m) ?? 0));
+      const excess = Math.min(this.owners.size - target, missing);
+      const give = [...this.order].reverse().filter((k) => this.owners.has(k) && !this.busy.has(k)).slice(0, excess);
+      await Promise.all(give.map((k) => this.handOver(k)));
     }
     this.metrics.partitionsOwned.set(this.owners.size);
     this.metrics.pending.set(this.pendingCount);

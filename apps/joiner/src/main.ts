@@ -8,7 +8,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { joinerOptions } from './config.js';
 import { Joiner } from './joiner.js';
 import { joinerMetrics } from './metrics.js';
-import type { CrashPoint, JoinerBus } from './owner.js';
+import type { CrashPoint } from './owner.js';
 import { connectRedis, redisLinkWarning } from './redis.js';
 import { PartitionStore } from './store.js';
 
@@ -32,6 +32,7 @@ const redisSettings = {
   tlsCert: config.redisTlsCert,
   tlsKey: config.redisTlsKey,
 };
+let joiner: Joiner | undefined;
 const redisWarning = redisLinkWarning(redisSettings);
 if (redisWarning) logger.warn(redisWarning);
 const redis = await connectRedis(redisSettings).catch((error: unknown) => {
@@ -39,6 +40,7 @@ const redis = await connectRedis(redisSettings).catch((error: unknown) => {
   exitOnStartFailure(STAGE, new Error(`cannot connect to Redis at ${where}: ${error instanceof Error ? error.message : String(error)} (check --redis-url and credentials)`));
 });
 redis.on('error', () => undefined); // reported where a command fails; ioredis reconnects by itself
+redis.on('close', () => joiner?.redisLost());
 metrics.redisUp.set(1);
 
 // Crash tests only: KAPPA_JOINER_CRASH_AT=<point>:<n> kills this process (SIGKILL) the n-th time
@@ -55,7 +57,6 @@ const crash = crashAt
   : undefined;
 
 const store = new PartitionStore(redis, config.instance);
-let joiner: Joiner | undefined;
 const stage = await runStage({
   stage: STAGE,
   instance: config.instance,
@@ -65,7 +66,7 @@ const stage = await runStage({
   metricsPort: config.metricsPort,
   ready: () => (joiner?.ready() ?? false) && redis.status === 'ready',
   start: async (running) => {
-    joiner = new Joiner(store, running.bus as JoinerBus, {
+    joiner = new Joiner(store, running.bus, {
       stage: STAGE,
       instance: config.instance,
       partitions: config.partitions,

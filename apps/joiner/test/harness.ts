@@ -65,7 +65,8 @@ export async function startJoiner(options: { nats: string; redis: string; instan
     owned: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return 0;
       const text = await (await get('/metrics').catch(() => undefined))?.text().catch(() => '');
-      return Number(/^kappa_joiner_partitions_owned (\d+)/m.exec(text ?? '')?.[1] ?? 0);
+      const line = (text ?? '').split('\n').find((l) => l.startsWith('kappa_joiner_partitions_owned'));
+      return Number(line?.split(' ').pop() ?? 0);
     },
     metric: async (name: string) => {
       const text = await (await get('/metrics')).text();

@@ -23,6 +23,7 @@ const joiner = (instance: string, args: string[] = []) => bed.joiner(instance, a
 describe('joiner', () => {
   it('joins 1000 conversations arriving from both sides in random order across two replicas, each record once', async () => {
     const [a, b] = await Promise.all([joiner('a', ['--join-wait=60s']), joiner('b', ['--join-wait=60s'])]);
+    await until(async () => (await a.owned()) + (await b.owned()) === 16 && (await a.owned()) >= 6 && (await b.owned()) >= 6, 30_000, 'two replicas sharing the partitions');
     bed.collector = await collectJoined(bed.bus);
     const records = shuffle(Array.from({ length: 1000 }, (_, i) => conversation(i)).flatMap((c) => [c.client, c.server]));
     await publishRecords(bed.bus, records, 40, 'tagged');
