@@ -3,62 +3,18 @@
 // handing its partitions over — on a real nats-server and redis-server.
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nanos } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
-import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
-import { FLOW_STREAM } from '@kappa/bus';
+import { FLOW_STREAM, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
-import { DEFAULT_PARTITIONS, FlowBatchSchema, fromBinary, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
+import { DEFAULT_PARTITIONS, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer, startRedisServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { Joiner } from '../src/joiner.js';
 import { joinerMetrics } from '../src/metrics.js';
-import type { JoinerBus, PartitionMessage } from '../src/owner.js';
 import { PartitionStore } from '../src/store.js';
 import { conversation, counts, expectOwnConversation, newBus, shuffle, until } from './harness.js';
 
-const tagged = (k: number) => `kappa.flow.tagged.p${k}`;
-const joined = (k: number) => `kappa.flow.joined.p${k}`;
-
-/** What the stage runner's Bus gives the joiner, over a Bus's clients. */
-function joinerBus(bus: Bus): JoinerBus {
-  const raw = bus as unknown as { js: JetStreamClient; jsm: JetStreamManager; maxPayload: number };
-  return {
-    get messageLimit() {
-      return raw.maxPayload - 4096;
-    },
-    async consume({ subject, durable, handler, maxAckPending, ackWaitMs, fresh }) {
-      if (fresh) await raw.jsm.consumers.delete(FLOW_STREAM, durable).catch(() => undefined);
-      await raw.jsm.consumers.add(FLOW_STREAM, { durable_name: durable, filter_subject: subject, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ack_wait: nanos(ackWaitMs ?? 30_000), max_ack_pending: maxAckPending ?? 8 });
-      const consumer = await raw.js.consumers.get(FLOW_STREAM, durable);
-      const messages = await consumer.consume({ max_messages: maxAckPending ?? 8 });
-      void (async () => {
-        for await (const m of messages) {
-          const message: PartitionMessage = {
-            bytes: m.data,
-            subject: m.subject,
-            streamSequence: m.seq,
-            deliverySequence: m.info.deliverySequence,
-            storedNs: BigInt(m.info.timestampNanos),
-            ack: () => m.ackAck().catch(() => false),
-          };
-          await handler(message);
-        }
-      })();
-      return { stop: async () => void (await messages.close()) };
-    },
-    async publishBytes(subject, bytes, msgId) {
-      const ack = await raw.js.publish(subject, bytes, { msgID: msgId });
-      return { duplicate: ack.duplicate };
-    },
-    deadLetter: (stage, data, details) => bus.deadLetter(stage, data, details),
-    async streamInfo(stream) {
-      return { created: (await raw.jsm.streams.info(stream)).created };
-    },
-  };
-}
 
 let nats: TestServer;
 let redis: TestServer;
@@ -84,14 +40,14 @@ async function replica(instance: string, overrides: { joinWaitMs?: number } = {}
   const registry = createRegistry(`joiner-${instance}`);
   return new Joiner(
     new PartitionStore(client, instance),
-    joinerBus(bus),
+    bus,
     {
       stage: 'joiner',
       instance,
       partitions: DEFAULT_PARTITIONS,
       join: { joinWaitMs: overrides.joinWaitMs ?? 60_000, metadataTtlMs: 300_000, endRefreshMs: 75_000, joinExternal: false },
-      inputSubject: tagged,
-      outputSubject: joined,
+      inputSubject: subjects.tagged,
+      outputSubject: subjects.joined,
       stream: FLOW_STREAM,
       window: 8,
       tickMs: 100,
@@ -108,26 +64,35 @@ async function publish(records: FlowRecord[], prefix: string): Promise<void> {
   const byPartition = new Map<number, FlowRecord[]>();
   for (const r of records) byPartition.set(partitionOfRecord(r, DEFAULT_PARTITIONS), [...(byPartition.get(partitionOfRecord(r, DEFAULT_PARTITIONS)) ?? []), r]);
   for (const [k, list] of byPartition) {
-    for (let i = 0; i < list.length; i += 20) await bus.publishBatch(tagged(k), newFlowBatch({ batchId: `${prefix}-p${k}-${i}`, producer: 'test', records: list.slice(i, i + 20) }));
+    for (let i = 0; i < list.length; i += 20) await bus.publishBatch(subjects.tagged(k), newFlowBatch({ batchId: `${prefix}-p${k}-${i}`, producer: 'test', records: list.slice(i, i + 20) }));
   }
 }
 
+/** An exporter stand-in: every record published on kappa.flow.joined.p<k>, from a fresh stream. */
 async function collect(): Promise<{ records: FlowRecord[]; stop: () => Promise<void> }> {
-  const raw = bus as unknown as { js: JetStreamClient; jsm: JetStreamManager };
-  await raw.jsm.consumers.add(FLOW_STREAM, { durable_name: 'test-exporter', filter_subject: 'kappa.flow.joined.>', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
-  const messages = await (await raw.js.consumers.get(FLOW_STREAM, 'test-exporter')).consume();
   const records: FlowRecord[] = [];
-  void (async () => {
-    for await (const m of messages) {
-      records.push(...fromBinary(FlowBatchSchema, m.data).records);
-      m.ack();
-    }
-  })();
-  return { records, stop: async () => void (await messages.close()) };
+  const consumer = await bus.consumeBatches({
+    stage: 'test-exporter',
+    subject: subjects.allJoined,
+    handler: async (batch) => {
+      records.push(...batch.records);
+    },
+  });
+  return { records, stop: () => consumer.stop() };
+}
+
+/** Each test from an empty stream and an empty Redis. */
+async function reset(): Promise<void> {
+  await bus.deleteStream(FLOW_STREAM);
+  await bus.ensureStreams();
+  const admin = new Redis({ port: redis.port, host: '127.0.0.1' });
+  await admin.flushall();
+  admin.disconnect();
 }
 
 describe('joiner replicas in one process', () => {
   it('share the partitions, join every conversation once with its own ends, and hand partitions over when one stops', async () => {
+    await reset();
     const a = await replica('a');
     const b = await replica('b');
     a.start();
@@ -160,12 +125,10 @@ describe('joiner replicas in one process', () => {
   }, 120_000);
 
   it('releases a record whose peer never comes when its wait is over, by a clock tick on an idle partition', async () => {
-    await new Redis({ port: redis.port, host: '127.0.0.1' }).flushall();
+    await reset();
     const a = await replica('lonely', { joinWaitMs: 1500 });
     a.start();
     await until(() => a.owned.length === DEFAULT_PARTITIONS, 20_000, 'partitions owned');
-    const raw = bus as unknown as { jsm: JetStreamManager };
-    await raw.jsm.consumers.delete(FLOW_STREAM, 'test-exporter').catch(() => undefined);
     const out = await collect();
     try {
       const sent = Date.now();
@@ -183,12 +146,10 @@ describe('joiner replicas in one process', () => {
   }, 60_000);
 
   it('sends a batch the join cannot write (a record too large once joined) to the DLQ and goes on from the state before it', async () => {
-    await new Redis({ port: redis.port, host: '127.0.0.1' }).flushall();
+    await reset();
     const a = await replica('poison', { joinWaitMs: 1500 });
     a.start();
     await until(() => a.owned.length === DEFAULT_PARTITIONS, 20_000, 'partitions owned');
-    const raw = bus as unknown as { jsm: JetStreamManager };
-    await raw.jsm.consumers.delete(FLOW_STREAM, 'test-exporter').catch(() => undefined);
     const out = await collect();
     try {
       const deadBefore = bus.deadLettered('joiner');
