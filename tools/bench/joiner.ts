@@ -347,51 +347,72 @@ async function processPart(): Promise<string> {
     const { createLogger, createRegistry } = await import('@kappa/observability');
     const bus = await connectBus({ servers: [nats.url], name: 'bench-joiner', logger: createLogger('bench', 'warn'), registry: createRegistry('bench') });
     const admin = new Redis({ port: redis.port, host: '127.0.0.1' });
+    /** Interval n of every conversation, per partition as the tagger publishes it, encoded ahead. */
+    const interval = (n: number) => {
+      const records = shuffle(Array.from({ length: CONVERSATIONS }, (_, i) => conversation(i, n)).flat(), 11 + n);
+      const byPartition = new Map<number, FlowRecord[]>();
+      for (const r of records) {
+        const k = partitionOfRecord(r, partitions);
+        const list = byPartition.get(k) ?? [];
+        list.push(r);
+        byPartition.set(k, list);
+      }
+      const messages: { subject: string; id: string; bytes: Uint8Array }[] = [];
+      for (const [k, list] of byPartition) {
+        for (let i = 0; i < list.length; i += BATCH) {
+          const id = `tagger:i${n}-p${k}-${i}`;
+          messages.push({ subject: subjects.tagged(k), id, bytes: encodeFlowBatch(newFlowBatch({ batchId: id, producer: 'bench', createdNs: 1n, records: list.slice(i, i + BATCH) })) });
+        }
+      }
+      return { messages, records: records.length };
+    };
+    const phases = [interval(0), interval(1)];
     try {
       for (const replicas of replicaCounts) {
         await bus.deleteStream('KAPPA_FLOWS');
         await bus.ensureStreams({ maxBytes: 8 * 1024 ** 3, maxAgeMs: 3_600_000 });
         await admin.flushall();
-        // The backlog, per partition as the tagger publishes it.
-        const pairs = shuffle(Array.from({ length: CONVERSATIONS }, (_, i) => conversation(i, 0)).flat());
-        const byPartition = new Map<number, FlowRecord[]>();
-        for (const r of pairs) {
-          const k = partitionOfRecord(r, partitions);
-          const list = byPartition.get(k) ?? [];
-          list.push(r);
-          byPartition.set(k, list);
-        }
-        for (const [k, records] of byPartition) {
-          for (let i = 0; i < records.length; i += BATCH) {
-            await bus.publishBatch(subjects.tagged(k), newFlowBatch({ batchId: `tagger:p${k}-${i}`, producer: 'bench', createdNs: 1n, records: records.slice(i, i + BATCH) }));
-          }
-        }
-        const cpu = { nats: cpuSeconds(nats.process.pid!), redis: cpuSeconds(redis.process.pid!) };
+        // The joiners start and take their partitions first: their start-up is not counted.
         const children = await Promise.all(
           Array.from({ length: replicas }, (_, n) =>
             startJoinerProcess([`--nats-url=${nats.url}`, `--redis-url=${redis.url}`, '--metrics-port=0', '--log-level=warn', `--instance=bench-${n}`, '--join-wait=120s', `--partitions=${partitions}`]),
           ),
         );
-        const started = Date.now();
-        const deadline = started + 600_000;
-        let out = 0;
-        while (out < pairs.length) {
-          if (Date.now() > deadline) throw new Error(`${out} of ${pairs.length} records out after 10 minutes`);
-          await new Promise((r) => setTimeout(r, 100));
-          out = 0;
-          for (const c of children) out += await metric(c.port, 'kappa_joiner_records_out_total');
+        try {
+          const ownedDeadline = Date.now() + 60_000;
+          for (;;) {
+            let owned = 0;
+            for (const c of children) owned += await metric(c.port, 'kappa_joiner_partitions_owned');
+            if (owned === partitions) break;
+            if (Date.now() > ownedDeadline) throw new Error(`the joiners own ${owned} of ${partitions} partitions after a minute`);
+            await new Promise((r) => setTimeout(r, 200));
+          }
+          let expected = 0;
+          for (const [n, phase] of phases.entries()) {
+            const cpu = { nats: cpuSeconds(nats.process.pid!), redis: cpuSeconds(redis.process.pid!), joiners: children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) };
+            const started = Date.now();
+            for (let i = 0; i < phase.messages.length; i += 16) await Promise.all(phase.messages.slice(i, i + 16).map((m) => bus.publishBytes(m.subject, m.bytes, m.id)));
+            expected += phase.records;
+            const deadline = started + 600_000;
+            for (let out = 0; out < expected; ) {
+              if (Date.now() > deadline) throw new Error(`${out} of ${expected} records out after 10 minutes`);
+              await new Promise((r) => setTimeout(r, 100));
+              out = 0;
+              for (const c of children) out += await metric(c.port, 'kappa_joiner_records_out_total');
+            }
+            const seconds = (Date.now() - started) / 1000;
+            const us = (s: number) => f((s * 1e6) / phase.records, 1);
+            const joinerCpu = children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) - cpu.joiners;
+            const label = n === 0 ? 'first interval: every conversation new' : 'next interval: ends cached';
+            rows.push([String(replicas), label, f(phase.records / seconds), us(joinerCpu), us(cpuSeconds(nats.process.pid!) - cpu.nats), us(cpuSeconds(redis.process.pid!) - cpu.redis)]);
+            process.stderr.write(`joiner bench: ${replicas} replica(s), ${label}: ${f(phase.records / seconds)} records/s\n`);
+          }
+        } finally {
+          for (const c of children) {
+            c.child.kill('SIGTERM');
+            await new Promise((r) => c.child.once('exit', r));
+          }
         }
-        const seconds = (Date.now() - started) / 1000;
-        const joinerCpu = children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0);
-        const natsCpu = cpuSeconds(nats.process.pid!) - cpu.nats;
-        const redisCpu = cpuSeconds(redis.process.pid!) - cpu.redis;
-        for (const c of children) {
-          c.child.kill('SIGTERM');
-          await new Promise((r) => c.child.once('exit', r));
-        }
-        const us = (s: number) => f((s * 1e6) / pairs.length, 1);
-        rows.push([String(replicas), f(pairs.length / seconds), us(joinerCpu), us(natsCpu), us(redisCpu)]);
-        process.stderr.write(`joiner bench: ${replicas} replica(s): ${f(pairs.length / seconds)} records/s\n`);
       }
     } finally {
       admin.disconnect();
@@ -401,14 +422,15 @@ async function processPart(): Promise<string> {
     await Promise.all([nats.stop(), redis.stop()]);
   }
   return [
-    `The built joiner draining a backlog (${f(CONVERSATIONS * 2)} records, both ends of every conversation, ${BATCH} per batch, 16 partitions; CPU µs per record of each process, the joiners' summed; startup included):`,
+    `The built joiner, its partitions taken, then sent ${f(CONVERSATIONS * 2)} records per interval (both ends of ${f(CONVERSATIONS)} conversations, shuffled, ${BATCH} per batch and partition, 16 partitions) as fast as the bench publishes; records/s from the first publish to the last record out; CPU µs per record of each process over that time (the joiners' summed):`,
     '',
-    table(['replicas', 'records/s', 'joiners CPU µs/record', 'nats-server CPU µs/record', 'redis-server CPU µs/record'], rows),
+    table(['replicas', 'interval', 'records/s', 'joiners CPU µs/record', 'nats-server CPU µs/record', 'redis-server CPU µs/record'], rows),
   ].join('\n');
 }
 
 async function startJoinerProcess(argv: string[]): Promise<{ child: ReturnType<typeof spawn>; port: number }> {
-  const child = spawn(join(root, 'node_modules/.bin/node'), [join(root, 'apps/joiner/bin/kappa-joiner.js'), ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
+  const child = spawn(join(root, 'node_modules/.bin/node'), [...profile, join(root, 'apps/joiner/bin/kappa-joiner.js'), ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (d: Buffer) => {

@@ -89,6 +89,7 @@ export class Joiner {
 
   /** The Redis connection dropped: hold input at once (a commit would fail; nothing runs ahead of it). */
   redisLost(error?: unknown): void {
+    if (this.stopped) return;
     this.redis(false, error ?? new Error('Redis connection closed failed: the connection closed'));
   }
 

@@ -4,8 +4,6 @@
 import { Command } from 'ioredis';
 import { writePendingField } from './commit.js';
 
-const CRLF = 0x0d0a;
-
 export class BulkCommand {
   private buf = Buffer.allocUnsafe(64 * 1024);
   private pos = 0;
@@ -14,10 +12,12 @@ export class BulkCommand {
 
   constructor(
     readonly name: string,
-    readonly key: string,
+    public key = '',
   ) {}
 
-  reset(): this {
+  /** Starts a new command on `key` (the buffer is kept: commands are built one after another). */
+  reset(key: string): this {
+    this.key = key;
     this.pos = 0;
     this.count = 0;
     return this;
@@ -32,22 +32,30 @@ export class BulkCommand {
 
   private header(length: number): void {
     this.room(length + 16);
-    this.buf[this.pos++] = 0x24; // $
-    this.pos += this.buf.write(String(length), this.pos, 'latin1');
-    this.buf.writeUInt16BE(CRLF, this.pos);
-    this.pos += 2;
+    const buf = this.buf;
+    buf[this.pos++] = 0x24; // $
+    let digits = 1;
+    for (let n = length; n >= 10; n = Math.floor(n / 10)) digits++;
+    let at = this.pos + digits;
+    this.pos = at;
+    let n = length;
+    do {
+      buf[--at] = 0x30 + (n % 10);
+      n = Math.floor(n / 10);
+    } while (n > 0);
+    buf[this.pos++] = 0x0d;
+    buf[this.pos++] = 0x0a;
   }
 
   private trailer(): void {
-    this.buf.writeUInt16BE(CRLF, this.pos);
-    this.pos += 2;
+    this.buf[this.pos++] = 0x0d;
+    this.buf[this.pos++] = 0x0a;
     this.count++;
   }
 
-  bytes(src: Uint8Array, start: number, end: number): this {
+  bytes(src: Buffer, start: number, end: number): this {
     this.header(end - start);
-    this.buf.set(src.subarray(start, end), this.pos);
-    this.pos += end - start;
+    this.pos += src.copy(this.buf, this.pos, start, end);
     this.trailer();
     return this;
   }

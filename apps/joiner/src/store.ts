@@ -131,6 +131,10 @@ export class PartitionStore {
   /** This process's lease value: the instance name and a nonce, so a restart is a new owner. */
   readonly me: string;
   private readonly scripts: Record<'acquire' | 'renew' | 'release' | 'drop' | 'members', ScriptCall>;
+  private readonly endDel = new BulkCommand('hdel');
+  private readonly endPut = new BulkCommand('hset');
+  private readonly pendingDel = new BulkCommand('hdel');
+  private readonly pendingPut = new BulkCommand('hset');
 
   constructor(
     readonly redis: RedisClient,
@@ -242,22 +246,23 @@ export class PartitionStore {
     const key = partitionKeys(k);
     const endsKey = key.ends(epoch);
     const pendingKey = key.pending(epoch);
-    const endDel = new BulkCommand('hdel', endsKey);
-    const endPut = new BulkCommand('hset', endsKey);
-    const pendingDel = new BulkCommand('hdel', pendingKey);
-    const pendingPut = new BulkCommand('hset', pendingKey);
+    // Built and copied out (command()) before the first await: one set serves every commit.
+    const endDel = this.endDel.reset(endsKey);
+    const endPut = this.endPut.reset(endsKey);
+    const pendingDel = this.pendingDel.reset(pendingKey);
+    const pendingPut = this.pendingPut.reset(pendingKey);
     set.visit({
       endDel: (end) => void endDel.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name),
       endPut: (end, buf, start, stop) => void endPut.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name).bytes(buf, start, stop),
       pendingDel: (id) => void pendingDel.id8(id),
       pendingPut: (id, buf, start, stop) => void pendingPut.id8(id).bytes(buf, start, stop),
     });
+    const tx = this.redis.multi();
+    tx.hget(key.fence, 'epoch');
+    tx.hset(key.state(epoch), 'applied', applied, 'clock', clock, 'stream', stream);
+    const raw = tx as unknown as { sendCommand(c: unknown): void };
+    for (const c of [endDel, endPut, pendingDel, pendingPut]) if (c.count > 0) raw.sendCommand(c.command());
     await this.guard('commit', async () => {
-      const tx = this.redis.multi();
-      tx.hget(key.fence, 'epoch');
-      tx.hset(key.state(epoch), 'applied', applied, 'clock', clock, 'stream', stream);
-      const raw = tx as unknown as { sendCommand(c: unknown): void };
-      for (const c of [endDel, endPut, pendingDel, pendingPut]) if (c.count > 0) raw.sendCommand(c.command());
       const results = await tx.exec();
       if (!results) throw new Error('transaction aborted');
       for (const [error] of results) if (error) throw error;
