@@ -6,7 +6,7 @@
 //   --soak=N   N records (both ends of fresh conversations, a tenth of them one-sided) through the
 //              joiner at the rate it takes them: its RSS sampled as it goes; after the first fifth
 //              (caches filled: --metadata-ttl=60s for the soak) it must stay within ±10 %.
-// Run: npm run bench:state-joiner [-- --pending=10000,100000] [-- --soak=10000000]
+// Run: npm run bench:state-joiner [-- --pending=10000,100000] [-- --soak=10000000 [--rate=6000]]
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -21,6 +21,8 @@ import { machineLine, rssBytes, table, writeSection } from './lib/report.mjs';
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
 const SIZES = (args.pending ?? process.env.KAPPA_BENCH_PENDING ?? '10000,100000').split(',').map(Number);
 const SOAK = Number(args.soak ?? 0);
+/** The soak's input rate: steady, so the state (rate × TTL) and the RSS have a level to hold. */
+const RATE = Number(args.rate ?? 6000);
 const BATCH = 1000;
 const root = join(import.meta.dirname, '../..');
 const joinerMain = join(root, 'apps/joiner/dist/main.js');
@@ -53,7 +55,12 @@ async function publish(bus: Bus, records: FlowRecord[], prefix: string): Promise
 }
 
 async function startJoiner(nats: string, redis: string, extra: string[]): Promise<{ child: ReturnType<typeof spawn>; port: number }> {
-  const child = spawn(process.execPath, [joinerMain, `--nats-url=${nats}`, `--redis-url=${redis}`, '--metrics-port=0', '--log-level=warn', '--instance=bench', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [joinerMain, `--nats-url=${nats}`, `--redis-url=${redis}`, '--metrics-port=0', '--log-level=warn', '--instance=bench', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
+  child.once('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM') process.stderr.write(`\nstate-joiner: the joiner exited (${code ?? signal}):\n${log}\n`);
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -67,7 +74,9 @@ async function startJoiner(nats: string, redis: string, extra: string[]): Promis
 }
 
 async function metric(port: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text().catch(() => '');
+  // A reset connection (keep-alive closed by the server as the request went out) is retried once.
+  const get = () => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+  const text = await get().catch(get);
   let sum = 0;
   for (const line of text.split('\n')) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.split(' ').pop());
   return sum;
@@ -124,21 +133,31 @@ try {
       ].join('\n'),
     );
   } else {
-    const joiner = await startJoiner(nats.url, redis.url, ['--join-wait=20s', '--metadata-ttl=60s']);
+    const joiner = await startJoiner(nats.url, redis.url, ['--join-wait=20s', '--metadata-ttl=60s', '--stream-max-bytes=8589934592']);
+    // The exporter's part: take the joiner's output away (acked unread), so the stream stays small.
+    const drain = await bus.consume({ subject: subjects.allJoined, durable: 'bench-drain', maxInFlight: 16, handler: async (m) => void (await m.ack()) });
     try {
       await sleep(2000);
-      const samples: { records: number; rssMiB: number; heapHint: number }[] = [];
+      const samples: { records: number; rssMiB: number; heapMiB: number; externalMiB: number; stateMiB: number }[] = [];
+      const sample = async (records: number) => ({
+        records,
+        rssMiB: rssBytes(joiner.child.pid!) / MiB,
+        heapMiB: (await metric(joiner.port, 'kappa_nodejs_heap_size_total_bytes')) / MiB,
+        externalMiB: (await metric(joiner.port, 'kappa_nodejs_external_memory_bytes')) / MiB,
+        stateMiB: (await metric(joiner.port, 'kappa_joiner_state_bytes')) / MiB,
+      });
       const started = Date.now();
       let sent = 0;
       let conversation = 0;
       const sampleEvery = Math.max(100_000, Math.floor(SOAK / 50));
       let nextSample = sampleEvery;
       while (sent < SOAK) {
-        // Keep the joiner's backlog bounded (about 20 batches per partition), so RSS shows the
+        // A steady rate; and a bounded backlog should the joiner fall behind, so RSS shows the
         // joiner's own state, not its input.
+        const due = ((Date.now() - started) / 1000) * RATE;
         const out = await metric(joiner.port, 'kappa_joiner_records_in_total');
-        if (sent - out > 20 * BATCH * DEFAULT_PARTITIONS) {
-          await sleep(50);
+        if (sent > due || sent - out > 20 * BATCH * DEFAULT_PARTITIONS) {
+          await sleep(20);
           continue;
         }
         const records: FlowRecord[] = [];
@@ -151,13 +170,13 @@ try {
         sent += records.length;
         if (sent >= nextSample) {
           nextSample += sampleEvery;
-          samples.push({ records: sent, rssMiB: rssBytes(joiner.child.pid!) / MiB, heapHint: await metric(joiner.port, 'nodejs_heap_size_used_bytes') / MiB });
+          samples.push(await sample(sent));
           process.stderr.write(`\rstate-joiner soak: ${f(sent)} records, RSS ${f(samples.at(-1)!.rssMiB)} MiB`);
         }
       }
       while ((await metric(joiner.port, 'kappa_joiner_records_in_total')) < sent) await sleep(500);
       const seconds = (Date.now() - started) / 1000;
-      samples.push({ records: sent, rssMiB: rssBytes(joiner.child.pid!) / MiB, heapHint: await metric(joiner.port, 'nodejs_heap_size_used_bytes') / MiB });
+      samples.push(await sample(sent));
       process.stderr.write('\n');
       const warm = samples.filter((s) => s.records >= SOAK / 5);
       const reference = warm[0]!.rssMiB;
@@ -167,14 +186,15 @@ try {
       const shown = samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 10)) === 0 || i === samples.length - 1);
       sections.push(
         [
-          `Soak: ${f(sent)} records (both ends of fresh conversations, one in ten one-sided), ${f(sent / seconds)} records/s, --join-wait=20s --metadata-ttl=60s. ` +
+          `Soak: ${f(sent)} records (both ends of fresh conversations, one in ten one-sided) at ${f(RATE)} records/s (${f(sent / seconds)} held), --join-wait=20s --metadata-ttl=60s. ` +
             `RSS after the first fifth ${f(reference)} MiB, then between ${f(lowest)} and ${f(highest)} MiB: ${within ? 'within' : 'NOT within'} ±10 %. Redis used_memory at the end ${f((await usedMemory()) / MiB)} MiB.`,
           '',
-          table(['records in', 'joiner RSS, MiB', 'V8 heap used, MiB'], shown.map((s) => [f(s.records), f(s.rssMiB), f(s.heapHint)])),
+          table(['records in', 'joiner RSS, MiB', 'V8 heap (total), MiB', 'outside the heap (ArrayBuffers), MiB', 'join state (stored values), MiB'], shown.map((s) => [f(s.records), f(s.rssMiB), f(s.heapMiB), f(s.externalMiB), f(s.stateMiB)])),
         ].join('\n'),
       );
       if (!within) process.exitCode = 1;
     } finally {
+      await drain.stop();
       await stop(joiner.child);
     }
   }

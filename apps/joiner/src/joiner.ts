@@ -169,7 +169,17 @@ export class Joiner {
       await Promise.all(give.map((k) => this.handOver(k)));
     }
     this.metrics.partitionsOwned.set(this.owners.size);
-    this.metrics.pending.set(this.pendingCount);
+    let pending = 0;
+    let ends = 0;
+    let bytes = 0;
+    for (const o of this.owners.values()) {
+      pending += o.pendingCount;
+      ends += o.endCount;
+      bytes += o.stateBytes;
+    }
+    this.metrics.pending.set(pending);
+    this.metrics.cachedEnds.set(ends);
+    this.metrics.stateBytes.set(bytes);
     const now = Date.now();
     for (const owner of this.owners.values()) {
       owner.tick(now).catch((error: unknown) => this.logger.warn({ err: error, partition: owner.partition }, 'clock tick not published; next round'));

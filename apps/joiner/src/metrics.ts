@@ -11,6 +11,8 @@ export interface JoinerMetrics {
   /** reason: no-peer, external, no-vantage. */
   releasedUnjoined: Counter<'reason'>;
   pending: Gauge;
+  cachedEnds: Gauge;
+  stateBytes: Gauge;
   joinWait: Histogram<'result'>;
   redisErrors: Counter<'operation'>;
   redisUp: Gauge;
@@ -27,6 +29,8 @@ export function joinerMetrics(registry: Registry): JoinerMetrics {
     joined: new Counter({ name: 'kappa_joiner_joined_records_total', help: 'Records published with both ends metadata', labelNames: ['path'], registers }),
     releasedUnjoined: new Counter({ name: 'kappa_joiner_released_unjoined_total', help: 'Records published without their peer', labelNames: ['reason'], registers }),
     pending: new Gauge({ name: 'kappa_joiner_pending_records', help: 'Records waiting for their peer in the partitions this replica owns', registers }),
+    cachedEnds: new Gauge({ name: 'kappa_joiner_cached_ends', help: 'Conversation ends cached (for --metadata-ttl) in the partitions this replica owns', registers }),
+    stateBytes: new Gauge({ name: 'kappa_joiner_state_bytes', help: 'Memory of the waiting records and cached ends held in the partitions this replica owns', registers }),
     joinWait: new Histogram({
       name: 'kappa_joiner_join_wait_seconds',
       help: 'How long (event time) a record waited before it left',

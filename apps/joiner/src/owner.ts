@@ -138,6 +138,14 @@ export class PartitionOwner {
     return this.join.pendingCount;
   }
 
+  get endCount(): number {
+    return this.join.endCount;
+  }
+
+  get stateBytes(): number {
+    return this.join.storedBytes;
+  }
+
   get running(): boolean {
     return this.state === 'running';
   }
