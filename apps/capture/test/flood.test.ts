@@ -18,7 +18,7 @@ import { connectBus, subjects } from '@kappa/bus';
 import { IpProtocol, Vantage, decodeStageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import type { FlowRecord, StageStatus } from '@kappa/contracts';
-import { TestCgroup, VethPair, freePort, nstat, run, runIn, spawnIn, startNatsServer } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, spawnIn, startNatsServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { TRAFFIC, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
@@ -65,7 +65,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 }
 
 describePrivileged('a flood of new conversations beyond the flow table', () => {
-  const cgroup = new TestCgroup(`ksb-flood-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('ksb-flood'));
   // capture watches `watched` (the flood generator only); the namespaces and the other traffic
   // are in `others`.
   const watched = cgroup.child('watched');
@@ -112,11 +112,16 @@ describePrivileged('a flood of new conversations beyond the flow table', () => {
       // conversation of its own (one datagram, a distinct destination port per source socket).
       // The TCP exchange beside it, outside the watched cgroup, does not touch the UDP counters.
       const before = nstat(pair.a.netns);
+      // Capture is paused while the flood runs: the kernel counts on, and no drain (whose
+      // number would depend on how long a loaded machine takes to send) makes room mid-flood,
+      // so the table's size, not timing, sets how much is lost.
+      capture.process.kill('SIGSTOP');
       await Promise.all([
         runIn(pair.a.netns, watched, process.execPath, [TRAFFIC, 'udp-many', silentPeer, String(CONVERSATIONS)]),
         runIn(pair.a.netns, others, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7057', '200', '300']),
       ]);
       const after = nstat(pair.a.netns);
+      capture.process.kill('SIGCONT');
       const truth = (after.UdpOutDatagrams ?? 0) - (before.UdpOutDatagrams ?? 0);
       const sendFailures = (after.UdpSndbufErrors ?? 0) - (before.UdpSndbufErrors ?? 0);
       expect(truth + sendFailures).toBe(CONVERSATIONS);

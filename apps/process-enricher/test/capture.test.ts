@@ -16,7 +16,7 @@ import { freePort, startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enricherOptions } from '../src/config.js';
-import { runEnricher } from '../src/service.js';
+import { startEnricher } from '../src/service.js';
 import type { RunningEnricher } from '../src/service.js';
 import { CgroupFixture, waitFor } from './helpers.js';
 import type { TestCgroup } from './helpers.js';
@@ -30,7 +30,7 @@ const node = `ke-cap-${process.pid}`;
 // the build has run (npm test builds first), so a missing bundle fails instead of skipping.
 if (!built && process.env['CI'] === 'true') throw new Error('kappa-capture is not built: npm test builds it before the tests');
 describe.skipIf(!built)('through the real kappa-capture', () => {
-  const fixture = new CgroupFixture('ke-cap.slice');
+  const fixture = new CgroupFixture('ke-cap');
   const shapes = fixture.runtimeShapes();
   let nats: TestServer;
   let capture: ChildProcess;
@@ -49,13 +49,13 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
 
   beforeAll(async () => {
     nats = await startNatsServer();
-    capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, 'ke-cap.slice')}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, fixture.slice)}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     capture.stderr?.on('data', (c: Buffer) => (captureLog += c.toString()));
     await waitFor('capture to attach', () => (captureLog.includes('"msg":"capturing"') ? true : undefined), 30_000);
-    const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--cri-socket=none'], env: {} });
-    enricher = await runEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
+    const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', '--cri-socket=none'], env: {} });
+    enricher = await startEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
     reader = await connectBus({ servers: [nats.url], name: 'ke-cap-reader', logger: createLogger('ke', 'silent'), registry: createRegistry('ke-cap') });
-    await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enriched(node), handler: async (b) => void enriched.push(...b.records) });
+    await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void enriched.push(...b.records) });
   }, 60_000);
 
   afterAll(async () => {

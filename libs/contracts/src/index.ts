@@ -32,12 +32,30 @@ export {
 } from './gen/kappa/tagger/v1/tagger_pb.js';
 export type { LookupRequest, LookupResponse, WatchRequest, WatchResponse } from './gen/kappa/tagger/v1/tagger_pb.js';
 export {
-  FlowFilterSchema,
+  AggregateSchema,
+  GetAggregatesRequestSchema,
+  GetAggregatesResponseSchema,
   GetFlowsRequestSchema,
   GetFlowsResponseSchema,
+  GetStatusRequestSchema,
+  GetStatusResponseSchema,
+  GroupSchema,
+  InstanceStatusSchema,
   Observer,
+  StoreStatusSchema,
 } from './gen/kappa/observer/v1/observer_pb.js';
-export type { FlowFilter, GetFlowsRequest, GetFlowsResponse } from './gen/kappa/observer/v1/observer_pb.js';
+export type {
+  Aggregate,
+  GetAggregatesRequest,
+  GetAggregatesResponse,
+  GetFlowsRequest,
+  GetFlowsResponse,
+  GetStatusRequest,
+  GetStatusResponse,
+  Group,
+  InstanceStatus,
+  StoreStatus,
+} from './gen/kappa/observer/v1/observer_pb.js';
 export {
   ContractDecodeError,
   decodeFlowBatch,
@@ -53,6 +71,7 @@ export { canonicalIp, ipFromBytes, ipToBytes } from './ip.js';
 export { FlowBatchView } from './record/batch-view.js';
 export { MessageCursor, readVarint32, readVarint64, skipValue, skipVarint } from './record/cursor.js';
 export { FlowFields } from './record/fields.js';
+export { StringInterner } from './record/intern.js';
 export { DEFAULT_PARTITIONS, Partitioner, conversationGroup, partitionOfGroup, partitionOfRecord } from './record/partition.js';
 export { FlowBatchWriter, ProtoWriter, RecordTooLargeError, encodeField, varintSize } from './record/writer.js';
 export type { EncodedBatch } from './record/writer.js';
@@ -60,5 +79,5 @@ export { fieldNumbers, messageShape } from './record/wire-schema.js';
 export type { FieldNumbers, FieldShape, MessageShape } from './record/wire-schema.js';
 export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js';
 export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
-export { GrpcSecurityError, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
+export { GrpcSecurityError, bearerTokenCheck, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
 export type { GrpcClientSecurity, GrpcServerSecurity, SecuredGrpcClient, SecuredGrpcServer } from './grpc-security.js';

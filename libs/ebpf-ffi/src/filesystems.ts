@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import koffi from 'koffi';
 import { BpfFilesystemError, PERMISSION_HINT } from './errors.js';
+import { libbpf } from './libbpf.js';
 
 interface Mount {
   readonly type: string;
@@ -17,16 +18,21 @@ function mounts(): Mount[] {
     .map(([, path = '', type = '']) => ({ type, path: path.replace(/\\040/g, ' ') }));
 }
 
-/** Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). */
-export function cgroup2Root(): string {
-  const found = mounts().find((m) => m.type === 'cgroup2');
-  if (!found) throw new BpfFilesystemError('cgroup v2 is not mounted (no cgroup2 in /proc/mounts); mount it: mount -t cgroup2 none /sys/fs/cgroup/unified', 2);
-  return found.path;
+/**
+ * Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). With
+ * `path`: the mount that path is in. A container can have two: its own view at /sys/fs/cgroup
+ * (in a private cgroup namespace, only its own cgroup) and the node's at /host/sys/fs/cgroup.
+ */
+export function cgroup2Root(path?: string): string {
+  const all = mounts().filter((m) => m.type === 'cgroup2');
+  if (all.length === 0) throw new BpfFilesystemError('cgroup v2 is not mounted (no cgroup2 in /proc/mounts); mount it: mount -t cgroup2 none /sys/fs/cgroup/unified', 2);
+  const containing = path === undefined ? [] : all.filter((m) => path === m.path || path.startsWith(m.path.endsWith('/') ? m.path : `${m.path}/`));
+  return containing.sort((a, b) => b.path.length - a.path.length)[0]?.path ?? all[0]!.path;
 }
 
 /** The cgroup v2 id (what bpf_get_current_cgroup_id returns) and depth of a cgroup directory. */
 export function cgroupIdentity(path: string): { id: bigint; level: number } {
-  const root = cgroup2Root();
+  const root = cgroup2Root(path);
   if (!path.startsWith(root)) throw new BpfFilesystemError(`${path} is not below the cgroup v2 mount ${root}`, 2);
   if (!existsSync(path)) throw new BpfFilesystemError(`cgroup ${path} does not exist`, 2);
   const id = statSync(path, { bigint: true }).ino;
@@ -59,4 +65,57 @@ export function ensureBpffs(): void {
       koffi.errno(),
     );
   }
+}
+
+const O_RDONLY = 0;
+const O_DIRECTORY = 0o200000;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+
+/** An exclusive lock on a directory, held until `release` or the process ends (even by SIGKILL). */
+export interface DirectoryLock {
+  release(): void;
+}
+
+/**
+ * Takes flock(LOCK_EX) on a directory (a bpffs folder works: the lock is on its inode), without
+ * waiting. Undefined when another process holds it. Locks die with their process, so a lock that
+ * can be taken means no live instance holds the folder.
+ */
+export function tryLockDirectory(path: string): DirectoryLock | undefined {
+  const bpf = libbpf();
+  const fd = bpf.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw new BpfFilesystemError(`cannot open ${path} to lock it (errno ${koffi.errno()})`, koffi.errno());
+  if (bpf.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    const errno = koffi.errno();
+    bpf.close(fd);
+    if (errno === EWOULDBLOCK) return undefined;
+    throw new BpfFilesystemError(`cannot lock ${path} (errno ${errno})`, errno);
+  }
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      bpf.close(fd);
+    },
+  };
+}
+
+/** Pids holding a flock on the inode of `path` (from /proc/locks), for messages. */
+export function lockHolders(path: string): number[] {
+  const { ino, dev } = statSync(path);
+  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((dev >> 12) & ~0xff & 0xfffff);
+  const pids: number[] = [];
+  for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; waiters are marked "1: -> FLOCK ...".
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] !== 'FLOCK') continue;
+    const [maj = '', min = '', inode = ''] = (fields[5] ?? '').split(':');
+    if (Number(inode) === ino && parseInt(maj, 16) === major && parseInt(min, 16) === minor) pids.push(Number(fields[4]));
+  }
+  return pids;
 }
