@@ -15,6 +15,8 @@ export interface JoinerSettings extends OwnerSettings {
   leaseMs: number;
   /** How often leases are renewed and free partitions looked for. */
   loopMs: number;
+  /** Records in and out of each committed batch (the stage heartbeat's counts). */
+  counted?: ((recordsIn: number, recordsOut: number) => void) | undefined;
 }
 
 export class Joiner {
@@ -74,6 +76,7 @@ export class Joiner {
       this.recordsOut += stats.recordsOut;
       m.recordsIn.inc(recordsIn);
       m.recordsOut.inc(stats.recordsOut);
+      this.settings.counted?.(recordsIn, stats.recordsOut);
       if (stats.immediate) m.joined.inc({ path: 'immediate' }, stats.immediate);
       if (stats.peerArrival) m.joined.inc({ path: 'peer-arrival' }, stats.peerArrival);
       if (stats.sweeper) m.joined.inc({ path: 'sweeper' }, stats.sweeper);

@@ -80,6 +80,7 @@ const stage = await runStage({
       leaseMs: config.leaseTtl,
       loopMs: Math.max(100, Math.min(1000, Math.floor(config.leaseTtl / 4))),
       crash,
+      counted: (recordsIn, recordsOut) => running.countRecords(recordsIn, recordsOut),
     }, metrics, logger);
     joiner.start();
   },
