@@ -55,6 +55,13 @@ export class Joiner {
     return !this.stopped && this.redisOk;
   }
 
+  /** Input waiting in JetStream for the partitions owned (the heartbeat's lag). */
+  get lag(): number {
+    let n = 0;
+    for (const o of this.owners.values()) n += o.lag;
+    return n;
+  }
+
   get pendingCount(): number {
     let n = 0;
     for (const o of this.owners.values()) n += o.pendingCount;

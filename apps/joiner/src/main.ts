@@ -65,6 +65,7 @@ const stage = await runStage({
   registry,
   metricsPort: config.metricsPort,
   ready: () => (joiner?.ready() ?? false) && redis.status === 'ready',
+  lag: () => joiner?.lag ?? 0,
   start: async (running) => {
     joiner = new Joiner(store, running.bus, {
       stage: STAGE,

@@ -26,6 +26,8 @@ export interface PartitionMessage {
 
 export interface PartitionConsumer {
   stop(): Promise<void>;
+  /** Messages not yet delivered, as last read in the background. */
+  readonly latestLag: number;
 }
 
 /** What the joiner needs of the bus (the stage runner's Bus has it). */
@@ -132,6 +134,11 @@ export class PartitionOwner {
     private readonly logger: Logger,
   ) {
     this.join = new PartitionJoin(settings.join);
+  }
+
+  /** Input of this partition not yet delivered to it. */
+  get lag(): number {
+    return this.consumer?.latestLag ?? 0;
   }
 
   get pendingCount(): number {

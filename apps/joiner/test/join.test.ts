@@ -3,6 +3,7 @@
 // join at once.
 import { describe, expect, it } from 'vitest';
 import { Vantage } from '@kappa/contracts';
+import type { StageStatus } from '@kappa/contracts';
 import { IpProtocol } from '@kappa/contracts';
 import {
   collectJoined,
@@ -168,5 +169,29 @@ describe('joiner', () => {
     // SIGTERM drains and exits cleanly.
     j.child.kill('SIGTERM');
     expect(await j.exited).toBe(0);
+  });
+
+  it('says in its heartbeat (kappa status) the records it took in and put out and the input waiting in JetStream', async () => {
+    const heartbeats: StageStatus[] = [];
+    const unsubscribe = bed.bus.subscribeStatus((status) => {
+      if (status.stage === 'joiner') heartbeats.push(status);
+    });
+    try {
+      // A backlog before any joiner runs: one record per batch, ~60 batches per partition.
+      const records = Array.from({ length: 500 }, (_, i) => conversation(i)).flatMap((c) => [c.client, c.server]);
+      await bed.bus.ensureStreams();
+      await publishRecords(bed.bus, records, 1, 'backlog');
+      bed.collector = await collectJoined(bed.bus);
+      await joiner('a', ['--join-wait=60s']);
+      await bed.collector.until(1000, 60_000);
+      await until(() => heartbeats.at(-1)?.recordsOut === 1000n && heartbeats.at(-1)?.lag === 0n, 20_000, 'a heartbeat with every record out and nothing waiting');
+      expect(heartbeats.at(-1)!.recordsIn).toBe(1000n);
+      // The backlog showed as lag while it lasted (JetStream's own count of undelivered batches).
+      const peakLag = Math.max(...heartbeats.map((h) => Number(h.lag)));
+      expect(peakLag).toBeGreaterThan(0);
+      expect(peakLag).toBeLessThanOrEqual(1000);
+    } finally {
+      unsubscribe();
+    }
   });
 });
