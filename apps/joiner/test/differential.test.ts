@@ -209,5 +209,6 @@ describe('join on bytes vs the object-model join', () => {
     const joined = [...run.out.values()].filter((l) => l[0]!.joined).length;
     // The traffic really exercises the join: most records leave joined.
     expect(joined / total).toBeGreaterThan(0.6);
-  }, 120_000);
+    // CPU-bound in this process: 120 s were not enough at load average 40 on 2 cores.
+  }, 600_000);
 });
