@@ -15,8 +15,8 @@ export interface JoinerSettings extends OwnerSettings {
   leaseMs: number;
   /** How often leases are renewed and free partitions looked for. */
   loopMs: number;
-  /** Records in and out of each committed batch (the stage heartbeat's counts). */
-  counted?: ((recordsIn: number, recordsOut: number) => void) | undefined;
+  /** Each committed batch: records in and out (the heartbeat's counts), and whether it was input (not a DLQ entry or a clock tick). */
+  counted?: ((recordsIn: number, recordsOut: number, input: boolean) => void) | undefined;
 }
 
 export class Joiner {
@@ -77,13 +77,13 @@ export class Joiner {
   }
 
   private readonly events: OwnerEvents = {
-    committed: (_partition: number, stats: JoinStats, recordsIn: number) => {
+    committed: (_partition: number, stats: JoinStats, recordsIn: number, input: boolean) => {
       const m = this.metrics;
       this.recordsIn += recordsIn;
       this.recordsOut += stats.recordsOut;
       m.recordsIn.inc(recordsIn);
       m.recordsOut.inc(stats.recordsOut);
-      this.settings.counted?.(recordsIn, stats.recordsOut);
+      this.settings.counted?.(recordsIn, stats.recordsOut, input);
       if (stats.immediate) m.joined.inc({ path: 'immediate' }, stats.immediate);
       if (stats.peerArrival) m.joined.inc({ path: 'peer-arrival' }, stats.peerArrival);
       if (stats.sweeper) m.joined.inc({ path: 'sweeper' }, stats.sweeper);

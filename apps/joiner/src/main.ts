@@ -81,7 +81,11 @@ const stage = await runStage({
       leaseMs: config.leaseTtl,
       loopMs: Math.max(100, Math.min(1000, Math.floor(config.leaseTtl / 4))),
       crash,
-      counted: (recordsIn, recordsOut) => running.countRecords(recordsIn, recordsOut),
+      counted: (recordsIn, recordsOut, input) => {
+        running.countRecords(recordsIn, recordsOut);
+        // The batches handled and acked, as every stage counts them (the DLQ counts the others).
+        if (input) running.bus.metrics.consumed.inc({ stage: STAGE });
+      },
     }, metrics, logger);
     joiner.start();
   },

@@ -69,7 +69,8 @@ export interface OwnerSettings {
 
 /** What the owner reports to the joiner (metrics, Redis health, loss of the partition). */
 export interface OwnerEvents {
-  committed(partition: number, stats: JoinStats, recordsIn: number): void;
+  /** `input`: a batch of the stage's input (not a dead-lettered one, not this joiner's own clock tick). */
+  committed(partition: number, stats: JoinStats, recordsIn: number, input: boolean): void;
   redis(ok: boolean, error?: unknown): void;
   lost(partition: number, why: string): void;
 }
@@ -90,6 +91,8 @@ interface Entry {
   publishing: boolean;
   /** A records-less batch whose output held timed-out records (crash point "swept"). */
   swept: boolean;
+  /** A clock tick of a joiner (an empty batch with a tick: id), not input of the stage. */
+  tick: boolean;
 }
 
 const RETRY_MS = 1000;
@@ -284,6 +287,7 @@ export class PartitionOwner {
       published: false,
       publishing: false,
       swept: false,
+      tick: false,
     };
     let view: FlowBatchView;
     try {
@@ -330,6 +334,7 @@ export class PartitionOwner {
     entry.writer = writer;
     entry.parts = writer.parts().filter((p) => p.records > 0);
     entry.swept = view.length === 0 && entry.stats.recordsOut > 0;
+    entry.tick = view.length === 0 && view.batchId.startsWith('tick:');
     this.queue.push(entry);
     this.processed = seq;
     this.lastActivity = Date.now();
@@ -382,7 +387,7 @@ export class PartitionOwner {
             this.join.release(e.delta);
             void e.message.ack();
             if (e.writer) this.writers.push(e.writer);
-            this.events.committed(this.partition, e.stats, e.recordsIn);
+            this.events.committed(this.partition, e.stats, e.recordsIn, !e.deadLetter && !e.tick);
           }
           if (this.paused && !this.failing()) this.resume();
           this.commit();
