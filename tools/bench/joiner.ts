@@ -259,6 +259,8 @@ if (PARTS.includes('redis')) {
       return {
         cpu: Number(/used_cpu_user:([\d.]+)/.exec(text)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(text)?.[1]),
         memory: Number(/used_memory:(\d+)/.exec(text)?.[1]),
+        // Every command Redis ran (MULTI, EXEC and each command inside count one each).
+        commands: Number(/total_commands_processed:(\d+)/.exec(text)?.[1]),
       };
     };
     const view = new FlowBatchView();
@@ -281,6 +283,7 @@ if (PARTS.includes('redis')) {
     }
     const after = await info();
     const redisUs = ((after.cpu - before.cpu) * 1e6) / load.records;
+    const commandsPerRecord = (after.commands - before.commands - 1) / load.records;
     // Baseline of the same run: one plain HSET per record (a record-sized value, pipelined),
     // what a join that writes Redis once per record would cost at least.
     const value = Buffer.alloc(Math.round(load.bytes / load.records), 7);
@@ -321,6 +324,7 @@ if (PARTS.includes('redis')) {
           ['', 'figure'],
           [
             ['redis-server CPU per record, the joiner\'s commits', `${f(redisUs, 2)} µs (${f(fields / load.records, 2)} field writes per record)`],
+            ['Redis commands per record, the joiner\'s commits (MULTI, EXEC and each command inside counted)', f(commandsPerRecord, 3)],
             ['redis-server CPU per record, baseline: one pipelined HSET per record', `${f(baseUs, 2)} µs`],
             ['Redis memory per waiting record (one end only, its end cached too)', `${f((memAfter - memBefore) / waiting)} B for a ${f(lonelyBytes / waiting)} B record (${f(waiting)} waiting)`],
           ],
@@ -390,6 +394,7 @@ async function processPart(): Promise<string> {
           let expected = 0;
           for (const [n, phase] of phases.entries()) {
             const cpu = { nats: cpuSeconds(nats.process.pid!), redis: cpuSeconds(redis.process.pid!), joiners: children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) };
+            const commandsBefore = await redisCommands(admin);
             const started = Date.now();
             for (let i = 0; i < phase.messages.length; i += 16) await Promise.all(phase.messages.slice(i, i + 16).map((m) => bus.publishBytes(m.subject, m.bytes, m.id)));
             expected += phase.records;
@@ -404,7 +409,8 @@ async function processPart(): Promise<string> {
             const us = (s: number) => f((s * 1e6) / phase.records, 1);
             const joinerCpu = children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) - cpu.joiners;
             const label = n === 0 ? 'first interval: every conversation new' : 'next interval: ends cached';
-            rows.push([String(replicas), label, f(phase.records / seconds), us(joinerCpu), us(cpuSeconds(nats.process.pid!) - cpu.nats), us(cpuSeconds(redis.process.pid!) - cpu.redis)]);
+            const commands = (await redisCommands(admin)) - commandsBefore - 1;
+            rows.push([String(replicas), label, f(phase.records / seconds), us(joinerCpu), us(cpuSeconds(nats.process.pid!) - cpu.nats), us(cpuSeconds(redis.process.pid!) - cpu.redis), f(commands / phase.records, 3)]);
             process.stderr.write(`joiner bench: ${replicas} replica(s), ${label}: ${f(phase.records / seconds)} records/s\n`);
           }
         } finally {
@@ -424,7 +430,7 @@ async function processPart(): Promise<string> {
   return [
     `The built joiner, its partitions taken, then sent ${f(CONVERSATIONS * 2)} records per interval (both ends of ${f(CONVERSATIONS)} conversations, shuffled, ${BATCH} per batch and partition, 16 partitions) as fast as the bench publishes; records/s from the first publish to the last record out; CPU µs per record of each process over that time (the joiners' summed):`,
     '',
-    table(['replicas', 'interval', 'records/s', 'joiners CPU µs/record', 'nats-server CPU µs/record', 'redis-server CPU µs/record'], rows),
+    table(['replicas', 'interval', 'records/s', 'joiners CPU µs/record', 'nats-server CPU µs/record', 'redis-server CPU µs/record', 'Redis commands/record'], rows),
   ].join('\n');
 }
 
@@ -441,6 +447,11 @@ async function startJoinerProcess(argv: string[]): Promise<{ child: ReturnType<t
     child.once('exit', (code) => reject(new Error(`joiner exited (${code}) before ready`)));
   });
   return { child, port };
+}
+
+/** Commands Redis has run since it started (INFO stats; the INFO itself counts one). */
+async function redisCommands(client: Redis): Promise<number> {
+  return Number(/total_commands_processed:(\d+)/.exec(await client.info('stats'))?.[1]);
 }
 
 async function metric(port: number, name: string): Promise<number> {
