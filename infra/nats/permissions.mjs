@@ -122,9 +122,6 @@ export function permissions(identity, publicKey, { partitions }) {
         publish: {
           allow: [
             ...common,
-            // The joiner of before the partitioned joiner lands: one durable on every partition.
-            // REMOVE with it (record-join): its joiner consumes through joiner-p<k> only.
-            ...consumerOf(FLOW_STREAM, 'joiner', 'kappa.flow.tagged.>'),
             // One durable per partition; the owner of a partition's lease recreates it at takeover.
             ...ps.flatMap((p) => [...consumerOf(FLOW_STREAM, `joiner-${p}`, `kappa.flow.tagged.${p}`), api(`CONSUMER.DELETE.${FLOW_STREAM}.joiner-${p}`)]),
             // tagged.p<k>: the clock tick an idle partition's owner sends itself.

@@ -78,7 +78,7 @@ export function enricherStage(config: EnricherConfig, logger: Logger, registry: 
     metricsPort: config.metricsPort,
     metricsHost: config.metricsHost,
     input: { subject: subjects.captured(config.node), durable: `${STAGE}-${subjectToken(config.node)}`, maxInFlight: config.maxInFlight },
-    transform: enrichTransform(enricher, config.node, config.partitions),
+    transform: enrichTransform(enricher, config.partitions),
     start: async () => {
       if (containerNames) await containerNames.connect();
       if (!execListener) return;
