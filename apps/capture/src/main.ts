@@ -2,7 +2,7 @@
 // and the observability server. Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, cgroup2Root, mountProblems } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
@@ -10,11 +10,14 @@ import { MissingCapabilityError, assertCapabilities, permissionRefused } from '.
 import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
 import { unixNowNs } from './clock.js';
-import { Datapath } from './datapath.js';
+import type { Datapath } from './datapath.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
+import { KernelTooOldError, MINIMUM_KERNEL, describePlan } from './kernel.js';
+import type { KernelPlan } from './kernel.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
 import { Spool } from './spool.js';
+import { checkThisKernel, openKernelFacts, planFeatures, startOnThisKernel } from './start.js';
 import { captureStatus } from './status.js';
 
 const config = loadConfigOrExit({
@@ -25,29 +28,45 @@ const config = loadConfigOrExit({
 const logger = createLogger('kappa-capture', config.logLevel);
 
 let datapath: Datapath;
+let plan: KernelPlan;
 let openedSpool: Spool | undefined;
+let kernel: ReturnType<typeof openKernelFacts> | undefined;
 try {
   // Before anything touches the kernel or the disk: a missing capability is named, not guessed.
   assertCapabilities(config.mode !== 'socket');
+  kernel = openKernelFacts(config.btf);
+  const objects = { current: config.bpfObject, compat: config.bpfCompatObject };
+  const onRefused = (hook: string, reason: string) => logger.warn({ hook, kernel: kernel?.release }, `${reason}: trying the next hook`);
+  if (config.check) {
+    // The node as the DaemonSet's init container sees it: mounts first, then the kernel.
+    const problems = mountProblems(config.cgroup);
+    if (problems.length > 0) throw new BpfFilesystemError(`${problems.join('; ')}`, 2);
+    const checked = checkThisKernel({ objects, kernel, disabledHooks: config.disableHooks, onRefused, btfPath: config.btf, interfaceMode: config.mode !== 'socket' });
+    const mountsLine = `mounts: bpffs at /sys/fs/bpf, tracefs, cgroup v2 at ${config.cgroup ?? cgroup2Root()}`;
+    process.stdout.write(`kernel ${kernel.release}: capture can run here (it needs Linux ${MINIMUM_KERNEL} or later)\n${mountsLine}\n${describePlan(checked).join('\n')}\n`);
+    process.exit(0);
+  }
   // Same --node and --cgroup after a crash → same token: the restart takes over the pinned
   // maps and links and the spool the crashed instance left.
   const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
   openedSpool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
   // Instances that died under another --node or --cgroup would count on into maps nobody drains.
   for (const swept of sweepDeadInstances(pinFolder(token))) logger.warn({ folder: swept.folder, pins: swept.pins }, 'removed the pinned programs and maps of a dead capture instance');
-  datapath = Datapath.start({
-    objectPath: config.bpfObject,
-    btfPath: config.btf,
-    cgroupPath: config.cgroup,
-    pinFolder: pinFolder(token),
-    maxConversations: config.maxConversations,
-    socketMode: config.mode !== 'interface',
-    interfaces: config.mode === 'socket' ? undefined : config.capture,
-  });
+  ({ datapath, plan } = startOnThisKernel(
+    {
+      btfPath: config.btf,
+      cgroupPath: config.cgroup,
+      pinFolder: pinFolder(token),
+      maxConversations: config.maxConversations,
+      socketMode: config.mode !== 'interface',
+      interfaces: config.mode === 'socket' ? undefined : config.capture,
+    },
+    { objects, kernel, disabledHooks: config.disableHooks, onRefused },
+  ));
 } catch (error) {
   openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
-  if (error instanceof MissingCapabilityError || error instanceof InstanceBusyError || error instanceof PinnedLayoutError) {
+  if (error instanceof MissingCapabilityError || error instanceof InstanceBusyError || error instanceof PinnedLayoutError || error instanceof KernelTooOldError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
     process.exit(1);
   }
@@ -60,8 +79,12 @@ try {
     process.exit(1);
   }
   throw error;
+} finally {
+  kernel?.close();
 }
 const spool = openedSpool;
+// What this kernel gave each feature: "app latency: via fexit … (no sock_send_length tracepoint before 6.3)".
+for (const line of describePlan(plan)) logger.info({ kernel: kernel.release }, line);
 
 const registry = createRegistry('kappa-capture');
 const startedNs = unixNowNs();
@@ -86,7 +109,8 @@ const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnse
 // next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
 await loop.drainLeftover().catch((error: unknown) => logger.warn({ err: error }, 'records a crashed instance left not sent yet'));
-publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
+const features = planFeatures(plan);
+publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }, features));
 const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
 
 // One drain at a time: the next starts an interval after the previous one started, or as soon as
