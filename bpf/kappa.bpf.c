@@ -839,6 +839,7 @@ int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
 /* The same at fexit of inet(6)_sendmsg/recvmsg, for kernels before 6.3 (userspace loads one or
  * the other). */
 #include "kappa_hooks_fexit.h"
+#include "kappa_hooks_synack6.h"
 
 /* ---- interface mode --------------------------------------------------------------------- */
 

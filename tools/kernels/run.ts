@@ -87,7 +87,7 @@ async function runInVm(runDir: string): Promise<KernelRun> {
   const spec = [
     `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}`,
     ...(config.refusal ? ['!echo confidentiality > /sys/kernel/security/lockdown', `tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')}`] : []),
-  ].join('\n');
+  ].join('\n') + '\n';
   const disk = makeProjectDisk(workspace, runDir, spec);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({

@@ -87,6 +87,8 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_inet6_send_exit', 'fexit inet6_sendmsg'],
   ['kappa_inet_recv_exit', 'fexit inet_recvmsg'],
   ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
+  // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
+  ['kappa_synack6_xmit', 'fentry ip6_xmit'],
 ] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
 const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy'] as const;

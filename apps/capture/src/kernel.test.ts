@@ -29,8 +29,8 @@ function facts(kernel: Kernel): KernelFacts {
 
 const FEXIT_FUNCTIONS = ['inet_sendmsg', 'inet6_sendmsg', 'inet_recvmsg', 'inet6_recvmsg'].map((f) => `${BtfKind.FUNC}:${f}`);
 const ITERATOR = [`${BtfKind.STRUCT}:bpf_iter__task_file`, `${BtfKind.TYPEDEF}:btf_trace_tcp_destroy_sock`];
-const LINUX_6_18 = [`${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR];
-const LINUX_6_1 = [...FEXIT_FUNCTIONS, ...ITERATOR];
+const LINUX_6_18 = [`${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const LINUX_6_1 = [...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
 
 describe('planKernel', () => {
   it('on 6.18 loads kappa.bpf.o and takes the send/receive tracepoints', () => {
@@ -39,14 +39,16 @@ describe('planKernel', () => {
       'kernel structures: read with bpf_cast_to_kern_ctx (kappa.bpf.o)',
       'app latency: via tracepoints sock:sock_send_length and sock:sock_recv_length',
       'TCP counters: via socket storage, reported by iter/task_file at each drain and at tcp_destroy_sock',
+      'IPv6 SYN-ACKs of listeners: via the cgroup egress hook',
     ]);
-    expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit']);
+    expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit', 'kappa_synack6_xmit']);
   });
 
   it('on 6.1 loads kappa-compat.bpf.o and measures app latency at fexit, saying why', () => {
     const plan = planKernel(facts({ release: '6.1.0', btf: LINUX_6_1 }), { interfaceMode: false });
     expect(plan.compat).toBe(true);
     expect(describePlan(plan)[1]).toBe('app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
+    expect(describePlan(plan)[3]).toBe('IPv6 SYN-ACKs of listeners: via fentry ip6_xmit (the cgroup egress hook skips them before 6.2)');
     expect(plan.omit).toEqual(['kappa_sock_send', 'kappa_sock_recv']);
   });
 

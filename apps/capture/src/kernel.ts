@@ -136,7 +136,32 @@ export const TCP_COUNTERS: OptionalFeature = {
   ],
 };
 
-export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS];
+const compatKernel = (k: KernelFacts) => !k.btf.has(BtfKind.FUNC, 'bpf_cast_to_kern_ctx');
+
+/**
+ * The SYN-ACK an IPv6 listener sends, at the server end. Kernels before 6.2 (seen on 6.1) never run
+ * the cgroup egress hook for it (it leaves from the request socket); there an fentry on ip6_xmit
+ * counts it (bpf/kappa_hooks_synack6.h). Newer kernels' hook counts it (seen on 6.18).
+ */
+export const SYNACK6: OptionalFeature = {
+  name: 'IPv6 SYN-ACKs of listeners',
+  hooks: [
+    {
+      name: 'cgroup-egress',
+      describe: 'the cgroup egress hook',
+      programs: [],
+      missing: (k) => (compatKernel(k) ? 'the cgroup egress hook skips them before 6.2' : undefined),
+    },
+    {
+      name: 'fentry',
+      describe: 'fentry ip6_xmit',
+      programs: ['kappa_synack6_xmit'],
+      missing: (k) => (!compatKernel(k) ? 'not needed' : !k.btf.has(BtfKind.FUNC, 'ip6_xmit') ? "the kernel's BTF has no ip6_xmit" : undefined),
+    },
+  ],
+};
+
+export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS, SYNACK6];
 
 /** Every program some optional hook brings: those not chosen are left out of the load. */
 export const OPTIONAL_PROGRAMS: readonly string[] = OPTIONAL_FEATURES.flatMap((f) => f.hooks.flatMap((h) => h.programs));
@@ -176,7 +201,7 @@ export type Refusals = ReadonlyMap<string, string>;
  * optional feature, the first hook the kernel offers and nobody refused.
  */
 export function planKernel(kernel: KernelFacts, options: { interfaceMode: boolean; refused?: Refusals }): KernelPlan {
-  const compat = !kernel.btf.has(BtfKind.FUNC, 'bpf_cast_to_kern_ctx');
+  const compat = compatKernel(kernel);
   const missing = REQUIREMENTS.filter((r) => (!r.interfaceMode || options.interfaceMode) && (!r.compatOnly || compat) && !r.present(kernel));
   if (missing.length > 0) {
     const list = missing.map((r) => `${r.what} (kernel ${r.since}, for ${r.for})`).join('; ');
