@@ -6,7 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { IpProtocol, Vantage, decodeStageStatus } from '@kappa/contracts';
+import { IpProtocol, Vantage } from '@kappa/contracts';
 import { connectBus } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { createLogger, createRegistry } from '@kappa/observability';
@@ -63,11 +63,10 @@ describePrivileged('kernel hooks per feature', () => {
   it('names the hook of app latency in the start log, in --check and in the heartbeat, as the kernel offers it', async () => {
     const node = uniqueName('kc-hooks-node');
     const heartbeat = new Promise<Record<string, string>>((resolve) => {
-      const sub = bus.nc.subscribe(`kappa.status.capture.${node}`, {
-        callback: (_error, message) => {
-          sub.unsubscribe();
-          resolve(decodeStageStatus(message.data).features);
-        },
+      const unsubscribe = bus.subscribeStatus((status, subject) => {
+        if (subject !== `kappa.status.capture.${node}`) return;
+        unsubscribe();
+        resolve(status.features);
       });
     });
     const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '60s', '--node', node, '--nats-url', nats.url], undefined, false);
