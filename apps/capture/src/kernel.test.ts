@@ -86,6 +86,12 @@ describe('planKernel', () => {
     expect(planKernel(facts({ release: '6.18.0', btf: LINUX_6_18, noHelpers: noReads }), { interfaceMode: false }).compat).toBe(false);
   });
 
+  it('judges nothing by probes the kernel refused for permission (a user namespace): the load says why', () => {
+    const refusedEverything = { ...facts({ release: '6.18.0', btf: LINUX_6_18, noProgramTypes: [ProgType.CGROUP_SKB, ProgType.SOCK_OPS], atomics: false }), probesRefused: () => true };
+    expect(() => planKernel(refusedEverything, { interfaceMode: false })).not.toThrow();
+    expect(() => planKernel({ ...refusedEverything, probesRefused: () => false }, { interfaceMode: false })).toThrow(KernelTooOldError);
+  });
+
   it('asks for tc programs only in interface mode', () => {
     const kernel = facts({ release: '6.1.0', btf: LINUX_6_1, noProgramTypes: [ProgType.SCHED_CLS] });
     expect(() => planKernel(kernel, { interfaceMode: false })).not.toThrow();

@@ -12,6 +12,8 @@ export interface KernelFacts {
   mapType(type: number): boolean;
   helper(progType: number, helper: number): boolean;
   atomics(): boolean;
+  /** The kernel refuses this process BPF altogether (user namespace, seccomp, LSM): probes tell nothing. */
+  probesRefused?(): boolean;
   /** Names in the kernel's BTF. */
   btf: { has(kind: number, name: string): boolean };
 }
@@ -203,7 +205,8 @@ export type Refusals = ReadonlyMap<string, string>;
 export function planKernel(kernel: KernelFacts, options: { interfaceMode: boolean; refused?: Refusals }): KernelPlan {
   const compat = compatKernel(kernel);
   const missing = REQUIREMENTS.filter((r) => (!r.interfaceMode || options.interfaceMode) && (!r.compatOnly || compat) && !r.present(kernel));
-  if (missing.length > 0) {
+  // Refused probes say nothing about the kernel: the load then fails and says why (permission).
+  if (missing.length > 0 && !kernel.probesRefused?.()) {
     const list = missing.map((r) => `${r.what} (kernel ${r.since}, for ${r.for})`).join('; ');
     throw new KernelTooOldError(
       `this kernel (${kernel.release}) lacks ${list}; capture needs Linux ${MINIMUM_KERNEL} or later with BTF (CONFIG_DEBUG_INFO_BTF)`,

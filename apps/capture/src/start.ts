@@ -3,7 +3,7 @@
 // hook's programs (a probe cannot foresee everything: fentry refused by policy, an attach that
 // fails), that hook is marked refused and the next one is tried, so the other features never
 // depend on it.
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProbe, errnoName } from '@kappa/ebpf-ffi';
@@ -28,7 +28,7 @@ export function openKernelFacts(btfPath: string | undefined): KernelFacts & { cl
     throw new BtfMissingError(
       btfPath === undefined
         ? `kernel has no BTF at ${KERNEL_BTF}; pass --btf PATH to a BTF file for this kernel (BTFHub)`
-        : `BTF file ${btfPath} does not exist or is not BTF; pass --btf PATH to the BTF of this kernel`,
+        : `BTF file ${btfPath} ${existsSync(btfPath) ? 'is not BTF' : 'does not exist'}; pass --btf PATH to the BTF of this kernel`,
       2,
     );
   }
@@ -39,6 +39,7 @@ export function openKernelFacts(btfPath: string | undefined): KernelFacts & { cl
     mapType: (type) => probe.mapType(type),
     helper: (progType, helper) => probe.helper(progType, helper),
     atomics: () => probe.atomics(),
+    probesRefused: () => probe.refused(),
     btf,
     close: () => btf.close(),
   };

@@ -4,6 +4,7 @@
 // (functions fexit can attach to, tracepoints tp_btf can, kfuncs). Cheap: milliseconds, nothing
 // attached, nothing left behind.
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { libbpf } from './libbpf.js';
 import { KERNEL_BTF } from './object.js';
 
@@ -71,6 +72,24 @@ export class KernelProbe {
     });
   }
 
+  /**
+   * Whether the kernel refuses this process BPF programs altogether (EPERM/EACCES for a two-instruction
+   * cgroup skb program the verifier cannot reject: a user namespace, seccomp, an LSM). Then every
+   * other probe answers "no" for that reason, not for want of the feature.
+   */
+  refused(): boolean {
+    return this.ask('refused', () => {
+      const bpf = libbpf();
+      const fd = bpf.prog_load(ProgType.CGROUP_SKB, null, 'GPL', RETURN_1, RETURN_1.length / 8, null);
+      if (fd >= 0) {
+        bpf.close(fd);
+        return false;
+      }
+      const errno = Math.abs(fd) === constants.errno.EPERM || Math.abs(fd) === constants.errno.EACCES ? Math.abs(fd) : bpf.errno();
+      return errno === constants.errno.EPERM || errno === constants.errno.EACCES;
+    });
+  }
+
   private ask(key: string, question: () => boolean): boolean {
     let answer = this.answers.get(key);
     if (answer === undefined) {
@@ -90,6 +109,9 @@ function insn(code: number, dst: number, src: number, off: number, imm: number):
   b.writeInt32LE(imm, 4);
   return b;
 }
+
+/** r0 = 1; exit. */
+const RETURN_1 = Buffer.concat([insn(0xb7, 0, 0, 0, 1), insn(0x95, 0, 0, 0, 0)]);
 
 /**
  * *(u64 *)(r10 - 8) = 0; r1 = 1; lock *(u64 *)(r10 - 8) |= r1; r0 = 0;
