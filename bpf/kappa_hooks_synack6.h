@@ -4,7 +4,10 @@
  * end would miss one packet of every IPv6 connection it accepts (npm run test:kernels showed it
  * against tcpdump on 6.1; IPv4's ip_build_and_send_pkt hands over skb->sk and is counted).
  * Userspace loads this with kappa-compat.bpf.o only (kernels before 6.2; 6.18's hook counts these
- * itself): the same entry, role and owner as the cgroup hook would have given it. */
+ * itself): the same entry, role and owner as the cgroup hook would have given it.
+ * NOT WORKING YET: Debian's 6.1 refuses this program with EINVAL and no verifier log (seen with
+ * kappa-capture --check in npm run test:kernels); capture then reports the feature off with that
+ * reason. Next step: the libbpf debug log of a load in the VM. */
 #ifndef KAPPA_HOOKS_SYNACK6_H
 #define KAPPA_HOOKS_SYNACK6_H
 
