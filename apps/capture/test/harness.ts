@@ -91,6 +91,7 @@ export interface TrafficReport {
   localPort?: number;
   ss?: string;
   sent?: number;
+  receivers?: number[];
 }
 
 export function parseReport(output: string): TrafficReport {
