@@ -5,13 +5,25 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import { PacketCapture, TestCgroup, run, runIn, spawnIn, uniqueName, wireCounts } from '@kappa/testing';
-import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture as startCaptureProcess, totals } from './harness.js';
+import type { CaptureRun } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('TSO and GRO on', () => {
+
+  // Every capture a test starts is stopped after it, also when an assertion failed half-way.
+  const started: CaptureRun[] = [];
+  const startCapture = async (...args: Parameters<typeof startCaptureProcess>) => {
+    const run = await startCaptureProcess(...args);
+    started.push(run);
+    return run;
+  };
+  afterEach(async () => {
+    for (const run of started.splice(0)) await run.stop();
+  });
   const cgroup = new TestCgroup(`kc-offloads-${process.pid}`);
   const nodes = cgroup.child('nodes');
   const dir = mkdtempSync(join(tmpdir(), 'kc-offloads-'));

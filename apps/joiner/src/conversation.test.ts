@@ -48,6 +48,16 @@ describe('conversationPlace', () => {
     expect(a.tag).not.toBe(b.tag);
   });
 
+  it('keeps loopback conversations of two network namespaces of one node apart, and joins both ends within one', () => {
+    const lo = { ip: '127.0.0.1', port: 50000 };
+    const server = { ip: '127.0.0.1', port: 80 };
+    const podA = place({ vantage: Vantage.SRC, src: { ...lo, netns: 4026532201 }, dst: server });
+    const podB = place({ vantage: Vantage.SRC, src: { ...lo, netns: 4026532202 }, dst: server });
+    const podAServer = place({ vantage: Vantage.DST, src: lo, dst: { ...server, netns: 4026532201 } });
+    expect(podA.tag).not.toBe(podB.tag);
+    expect(podA.tag).toBe(podAServer.tag);
+  });
+
   it('releases a record without a vantage at once', () => {
     expect(conversationPlace(newFlowRecord({ src: client, dst: backend }))).toBe('no-vantage');
   });

@@ -1,6 +1,6 @@
 // Where a record meets its peer: the conversation group (Redis hash tag) and the conversation
 // names it waits under, derived from the record alone so both ends' records derive the same ones.
-import { Vantage } from '@kappa/contracts';
+import { Vantage, observedNetns } from '@kappa/contracts';
 import type { Endpoint, FlowRecord } from '@kappa/contracts';
 
 export interface ConversationPlace {
@@ -53,8 +53,10 @@ export function conversationPlace(record: FlowRecord): ConversationPlace | Immed
   if (!src || !dst) return 'no-vantage';
   const vantage = record.vantage;
   if (vantage !== Vantage.SRC && vantage !== Vantage.DST) return 'no-vantage';
-  // Loopback addresses repeat on every node: such a conversation can only meet on its own node.
-  const scope = loopback.test(src.ip) ? `@${record.node}` : '';
+  // Loopback addresses repeat on every node, and in every network namespace of a node: such a
+  // conversation can only meet on its own node, in its own namespace.
+  const netns = observedNetns(record);
+  const scope = loopback.test(src.ip) ? `@${record.node}${netns ? `/${netns}` : ''}` : '';
   const tag = `${record.protocol}/${src.ip}/${src.port}${scope}`;
   const plain = `${dst.ip}/${dst.port}`;
   const service = serviceName(dst);
