@@ -27,6 +27,16 @@ static __always_inline __u32 sock_ctx_netns(struct bpf_sock *ctx)
 	return sock_netns(kappa_kern(struct sock, ctx));
 }
 
+static __always_inline void sock_ctx_tcp_health(struct bpf_sock *ctx, __u32 *total_retrans, __u32 *srtt_us, __u32 *min_rtt_us)
+{
+	struct tcp_sock *tp = kappa_kern(struct tcp_sock, ctx);
+	if (BPF_CORE_READ(kappa_kern(struct sock, ctx), sk_protocol) != IPPROTO_TCP)
+		return;
+	*total_retrans = BPF_CORE_READ(tp, total_retrans);
+	*srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	*min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+}
+
 static __always_inline __u32 sock_addr_netns(struct bpf_sock_addr *ctx)
 {
 	return sock_netns(BPF_CORE_READ(kappa_kern(struct bpf_sock_addr_kern, ctx), sk));
