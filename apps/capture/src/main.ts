@@ -24,6 +24,26 @@ const config = loadConfigOrExit({
 });
 const logger = createLogger('kappa-capture', config.logLevel);
 
+// Ctrl-C or SIGTERM while starting (right after `npm run up`) must not end the process with the
+// default action: that left the maps (and the links, mid-attach) pinned in /sys/fs/bpf/kappa.
+// Handlers run between JS steps, so never inside Datapath.start. Until the capture loop exists
+// nothing was drained: detach, unpin and go. After that the signal waits for the last start
+// steps, then takes the normal way out (last drain).
+let stopSignal: NodeJS.Signals | undefined;
+const starting: { datapath?: Datapath } = {};
+let onStop: ((signal: NodeJS.Signals) => void) | undefined = (signal) => {
+  logger.info({ signal }, 'stopping while starting: detach, unpin, exit');
+  starting.datapath?.stop();
+  openedSpool?.removeIfEmpty();
+  process.exit(0);
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (onStop) onStop(signal);
+    else stopSignal ??= signal;
+  });
+}
+
 let datapath: Datapath;
 let openedSpool: Spool | undefined;
 try {
@@ -60,6 +80,7 @@ try {
   throw error;
 }
 const spool = openedSpool;
+starting.datapath = datapath;
 
 const registry = createRegistry('kappa-capture');
 const startedNs = unixNowNs();
@@ -78,11 +99,18 @@ if (!config.stdout) {
 const publisher = bus;
 const subject = subjects.captured(config.node);
 const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
+onStop = undefined;
 const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches }, registry, logger);
 // A crashed instance's spool first; if the sink fails now, the next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
 publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
-const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
+const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort }).catch(async (error: unknown) => {
+  datapath.stop();
+  spool.removeIfEmpty();
+  await bus?.close();
+  process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});
 
 let draining: Promise<unknown> = Promise.resolve();
 const timer = setInterval(() => {
@@ -108,13 +136,12 @@ async function shutdown(signal: string): Promise<void> {
   }
   process.exit(0);
 }
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    shutdown(signal).catch((error: unknown) => {
-      logger.error({ err: error }, 'shutdown failed');
-      process.exit(1);
-    });
+onStop = (signal) => {
+  shutdown(signal).catch((error: unknown) => {
+    logger.error({ err: error }, 'shutdown failed');
+    process.exit(1);
   });
-}
+};
 // Logged last: from here on a SIGINT or SIGTERM drains and detaches (tests wait for this line).
 logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');
+if (stopSignal) onStop(stopSignal);
