@@ -1,6 +1,6 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
 export { freePort } from './ports.js';
-export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
+export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
