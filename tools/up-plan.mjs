@@ -62,7 +62,7 @@ export function renderRedisAcl(template, password) {
  *   KAPPA_UP_NATS_PORT (14222), KAPPA_UP_REDIS_PORT (16379), KAPPA_UP_TAGGER_PORT (KubeTags gRPC,
  *   9480), KAPPA_UP_OBSERVER_PORT (Observer gRPC, 9481), KAPPA_UP_METRICS_PORT (the first of the
  *   five services' /metrics ports: capture, process-enricher, k8s-tagger, joiner, exporter; 9401;
- *   0 lets each service take any free port).
+ *   0 lets each service take any free port), KAPPA_UP_CONSOLE_PORT (the web console, 9490).
  */
 export function upPorts(env) {
   const port = (name, fallback) => {
@@ -78,6 +78,7 @@ export function upPorts(env) {
     tagger: port('KAPPA_UP_TAGGER_PORT', 9480),
     observer: port('KAPPA_UP_OBSERVER_PORT', 9481),
     metrics: port('KAPPA_UP_METRICS_PORT', 9401),
+    console: port('KAPPA_UP_CONSOLE_PORT', 9490),
   };
 }
 
@@ -87,9 +88,10 @@ export const upServices = ['capture', 'process-enricher', 'k8s-tagger', 'joiner'
 /**
  * @param {{ root: string, state: string, natsPort: number, redisPort: number, plaintext: boolean,
  *   credentials: ReturnType<typeof ensureCredentials>, tls?: ReturnType<typeof ensureTlsMaterial>,
- *   jsonl: string, node: string, taggerPort?: number, observerPort?: number, metricsPort?: number }} options
+ *   jsonl: string, node: string, taggerPort?: number, observerPort?: number, metricsPort?: number,
+ *   consolePort?: number }} options
  */
-export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node, taggerPort = 9480, observerPort = 9481, metricsPort = 9401 }) {
+export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node, taggerPort = 9480, observerPort = 9481, metricsPort = 9401, consolePort = 9490 }) {
   const secure = !plaintext;
   if (secure && !tls) throw new Error('upPlan: TLS material is needed unless plaintext');
   const quote = (s) => JSON.stringify(s);
@@ -164,7 +166,19 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
   };
   // Each service its own /metrics port (one KAPPA_METRICS_PORT for all would collide).
   const serviceEnv = Object.fromEntries(upServices.map((service, i) => [service, { KAPPA_METRICS_PORT: String(metricsPort === 0 ? 0 : metricsPort + i) }]));
-  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, upJson, warnings: secure ? [] : [plaintextWarning] };
+  // The web console: HTTPS with the server certificate, the Observer reached like `kappa observe`,
+  // and the Observer's token required from every browser. Flags, not variables: no secret on them.
+  const consoleArgs = [
+    '--host=127.0.0.1',
+    `--port=${consolePort}`,
+    `--server=127.0.0.1:${observerPort}`,
+    `--token-file=${credentials.tokenFile}`,
+    ...(secure
+      ? [`--https-cert=${tls.serverCert}`, `--https-key=${tls.serverKey}`, `--tls-ca=${tls.ca}`, `--tls-cert=${tls.clientCert}`, `--tls-key=${tls.clientKey}`]
+      : []),
+  ];
+  const consoleUrl = `${secure ? 'https' : 'http'}://127.0.0.1:${consolePort}/`;
+  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, upJson, consoleArgs, consoleUrl, warnings: secure ? [] : [plaintextWarning] };
 }
 
 /** Writes the files the plan names (NATS config, Redis ACL): owner-only, they hold secrets. */

@@ -101,6 +101,28 @@ describe('flow store', () => {
     expect(ids(first)).toEqual(['r10', 'r11', 'r12']);
   });
 
+  it('--last N and a limit read segments newest (oldest) first and still return exactly the right flows', async () => {
+    await ready;
+    const byTime = [...records].sort((a, b) => (a.endNs < b.endNs ? -1 : 1));
+    for (const n of [1, 7, 33, 120, 299, 400]) {
+      const filter = n % 2 ? '' : 'dst.port != 80';
+      const matching = byTime.filter(compilePredicate(filter)).map((r) => r.id);
+      expect(ids(await store.flows({ sinceNs: 0n, untilNs: 0n, filter, last: n, limit: 0 })), `last ${n}`).toEqual(matching.slice(-n));
+      expect(ids(await store.flows({ sinceNs: 0n, untilNs: 0n, filter, last: 0, limit: n })), `limit ${n}`).toEqual(matching.slice(0, n));
+    }
+  });
+
+  it('--last N merges segments whose flow times interleave', async () => {
+    const interleaved = newStore({ segmentRecords: 20 });
+    await interleaved.open();
+    // Two segments covering the same minute: even seconds, then odd seconds (two nodes' batches).
+    await interleaved.append(records.slice(0, 40).filter((_, i) => i % 2 === 0), 1n);
+    await interleaved.append(records.slice(0, 40).filter((_, i) => i % 2 === 1), 1n);
+    expect(ids(await interleaved.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 5, limit: 0 }))).toEqual(['r35', 'r36', 'r37', 'r38', 'r39']);
+    expect(ids(await interleaved.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 4 }))).toEqual(['r0', 'r1', 'r2', 'r3']);
+    await interleaved.close();
+  });
+
   it('aggregates workload pairs counting each conversation once, with both directions', async () => {
     await ready;
     const rows = await store.aggregate({ sinceNs: 0n, untilNs: 0n, filter: '', level: 'workload', side: 'pair', orderBy: 'bytes', limit: 0 });

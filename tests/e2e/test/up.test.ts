@@ -30,7 +30,7 @@ let output = '';
 let upExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 let clone = '';
 const node = uniqueName('kpe-up');
-const ports = { nats: 0, redis: 0, tagger: 0, observer: 0 };
+const ports = { nats: 0, redis: 0, tagger: 0, observer: 0, console: 0 };
 const containerId = createHash('sha256').update('kappa-up-test').digest('hex');
 const upSlice = join(cgroup2Mount(), `${uniqueName('kpe-up')}.slice`);
 const containerCgroup = join(upSlice, `docker-${containerId}.scope`);
@@ -112,6 +112,7 @@ beforeAll(async () => {
       KAPPA_UP_REDIS_PORT: String(ports.redis),
       KAPPA_UP_TAGGER_PORT: String(ports.tagger),
       KAPPA_UP_OBSERVER_PORT: String(ports.observer),
+      KAPPA_UP_CONSOLE_PORT: String(ports.console),
       KAPPA_UP_METRICS_PORT: '0',
       KAPPA_NODE: node,
       KAPPA_INTERVAL: '2s',
@@ -292,7 +293,7 @@ describe('npm run up', () => {
     expect(objects.filter((o) => o.startsWith('prog ')).length).toBeGreaterThan(0);
     expect(stillLoaded(objects)).toEqual(objects);
     expect(pinFolders()).toHaveLength(1);
-    expect(cloneProcesses().length).toBeGreaterThanOrEqual(8); // up.mjs, nats, redis, five services
+    expect(cloneProcesses().length).toBeGreaterThanOrEqual(9); // up.mjs, nats, redis, five services, console
 
     // Ctrl-C in the terminal: SIGINT to every process of the foreground group.
     process.kill(-up.pid!, 'SIGINT');

@@ -184,6 +184,8 @@ export class FlowStore {
       // No extension is ever downloaded (no network in production either).
       autoinstall_known_extensions: 'false',
       autoload_known_extensions: 'false',
+      // Spills of large sorts go to the store's folder (the container's root is read-only).
+      temp_directory: join(this.options.dir, 'tmp'),
     });
     const seqs = new Set<number>();
     for (const file of readdirSync(this.options.dir)) {
@@ -355,26 +357,53 @@ export class FlowStore {
     return `time_ns >= ${since}${untilNs > 0n ? ` AND time_ns < ${untilNs}` : ''}`;
   }
 
-  /** Raw flows of a range, oldest first. Throws FilterError for a bad filter. */
+  /** The FROM source of one segment. */
+  private segmentSource(s: Segment): string {
+    return s.sealed ? `read_parquet(${sqlString(this.path(s.seq, 'parquet'))})` : csvSource(this.path(s.seq, 'csv'));
+  }
+
+  /**
+   * Raw flows of a range, oldest first. Throws FilterError for a bad filter. With --last N (or a
+   * limit) the segments are read newest first (oldest first) and the reading stops as soon as no
+   * remaining segment can hold a flow that beats the N collected: a query for the last 100 flows
+   * reads the newest segment or two, not the whole range.
+   */
   async flows(query: FlowQuery): Promise<StoredFlow[]> {
     const where = compileSql(query.filter);
-    const from = this.source(query.sinceNs, query.untilNs);
-    if (!from) return [];
     const cap = query.last > 0 ? query.last : query.limit;
-    const order = query.last > 0 ? 'DESC' : 'ASC';
-    const sql = `SELECT seg, off, len, received_ns, time_ns FROM ${from} WHERE ${this.rangeSql(query.sinceNs, query.untilNs)} AND ${where} ORDER BY time_ns ${order}, seg ${order}, off ${order}${cap > 0 ? ` LIMIT ${cap}` : ''}`;
+    const desc = query.last > 0;
+    const range = this.rangeSql(query.sinceNs, query.untilNs);
+    const overlapping = this.segments.filter((s) => s.records > 0 && s.maxNs >= query.sinceNs && !(query.untilNs > 0n && s.minNs >= query.untilNs));
+    const columns = 'seg, off, len, received_ns, time_ns';
+    const order = desc ? 'DESC' : 'ASC';
+    const orderBy = `ORDER BY time_ns ${order}, seg ${order}, off ${order}`;
     const connection = await this.connect();
-    let rows: [number, bigint, number, bigint][];
+    let rows: Row[] = [];
     try {
-      rows = (await connection.runAndReadAll(sql)).getRows() as [number, bigint, number, bigint][];
+      if (cap === 0) {
+        const from = this.source(query.sinceNs, query.untilNs);
+        if (!from) return [];
+        rows = (await connection.runAndReadAll(`SELECT ${columns} FROM ${from} WHERE ${range} AND ${where} ${orderBy}`)).getRows() as Row[];
+      } else {
+        overlapping.sort((a, b) => (desc ? (a.maxNs > b.maxNs ? -1 : a.maxNs < b.maxNs ? 1 : 0) : a.minNs < b.minNs ? -1 : a.minNs > b.minNs ? 1 : 0));
+        for (const segment of overlapping) {
+          if (rows.length >= cap) {
+            // The cap-th flow so far; a segment entirely beyond it cannot contribute.
+            const kth = rows[cap - 1]![4];
+            if (desc ? segment.maxNs < kth : segment.minNs > kth) break;
+          }
+          const found = (await connection.runAndReadAll(`SELECT ${columns} FROM ${this.segmentSource(segment)} WHERE ${range} AND ${where} ${orderBy} LIMIT ${cap}`)).getRows() as Row[];
+          rows = mergeRows(rows, found, desc).slice(0, cap);
+        }
+      }
     } finally {
       connection.closeSync();
     }
-    if (query.last > 0) {
+    if (desc) {
       rows.reverse();
       if (query.limit > 0 && rows.length > query.limit) rows = rows.slice(0, query.limit);
     }
-    return this.readRecords(rows);
+    return this.readRecords(rows.map((r) => [r[0], r[1], r[2], r[3]]));
   }
 
   private async readRecords(rows: [number, bigint, number, bigint][]): Promise<StoredFlow[]> {
@@ -441,6 +470,18 @@ export class FlowStore {
     this.instance?.closeSync();
     this.instance = undefined;
   }
+}
+
+/** seg, off, len, received_ns, time_ns */
+type Row = [number, bigint, number, bigint, bigint];
+
+/** Two row lists each sorted by (time, seg, off), ascending or descending, merged the same way. */
+function mergeRows(a: Row[], b: Row[], desc: boolean): Row[] {
+  const cmp = (x: Row, y: Row) => {
+    const c = x[4] < y[4] ? -1 : x[4] > y[4] ? 1 : x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+    return desc ? -c : c;
+  };
+  return [...a, ...b].sort(cmp);
 }
 
 function csvSource(path: string): string {
