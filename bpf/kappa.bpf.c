@@ -698,8 +698,7 @@ static __always_inline void claim_owner(struct kappa_sock *s)
 /* Request -> response latency at the socket layer: the first send of a request and the receive
  * that follows on the same socket are one pair. Storage exists only for sockets of the attached
  * cgroup, so these global tracepoints ignore every other socket at the first lookup. */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
+static __always_inline int on_sock_send(struct sock *sk, int ret)
 {
 	if (ret <= 0)
 		return 0;
@@ -712,8 +711,7 @@ int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
+static __always_inline int on_sock_recv(struct sock *sk, int ret, int flags)
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
@@ -775,6 +773,21 @@ int BPF_PROG(kappa_tcp_destroy, struct sock *sk)
 	return 0;
 }
 
+/* close() of a counting socket, before tcp_close (and tcp_disconnect, on a close with SO_LINGER 0,
+ * which zeroes total_retrans and srtt): its TCP health while it is still there. Sockets keyed by
+ * sock_ops report at their CLOSE state change too; this covers the ones older than the attach. */
+SEC("cgroup/sock_release")
+int kappa_sock_release(struct bpf_sock *ctx)
+{
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, ctx, 0, 0);
+	if (!s || !s->counting || s->dead)
+		return 1;
+	__u32 total_retrans = 0, srtt_us = 0, min_rtt_us = 0;
+	sock_ctx_tcp_health(ctx, &total_retrans, &srtt_us, &min_rtt_us);
+	report_socket(s, current_epoch(), total_retrans, srtt_us, min_rtt_us);
+	return 1;
+}
+
 /* Run by the drain (userspace reads the iterator once the epoch flipped): every socket file of
  * every process, and for each counting socket of this instance, what its totals grew by goes to
  * the flow map of the interval that just ended, with its RTT and retransmits read now. The socket
@@ -825,6 +838,23 @@ int kappa_drain_sockets(struct bpf_iter__task_file *ctx)
 	}
 	return 0;
 }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_send(sk, ret);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
+{
+	return on_sock_recv(sk, ret, flags);
+}
+
+/* The same at fexit of inet(6)_sendmsg/recvmsg, for kernels before 6.3 (userspace loads one or
+ * the other). */
+#include "kappa_hooks_fexit.h"
+#include "kappa_hooks_synack6.h"
 
 /* ---- interface mode --------------------------------------------------------------------- */
 

@@ -6,6 +6,11 @@
 #ifndef KAPPA_KERNEL_H
 #define KAPPA_KERNEL_H
 
+#ifdef KAPPA_KERNEL_COMPAT
+/* The same functions for kernels before 6.2, in kappa-compat.bpf.o. */
+#include "kappa_kernel_compat.h"
+#else
+
 extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
 static __always_inline __u32 net_inode(struct net *net)
@@ -26,6 +31,20 @@ static __always_inline __u32 sock_ctx_netns(struct bpf_sock *ctx)
 {
 	struct sock *sk = bpf_cast_to_kern_ctx(ctx);
 	return sock_netns(sk);
+}
+
+/* total_retrans, srtt and min RTT of the TCP socket a cgroup sock program runs for (left alone
+ * when it is not a TCP socket). */
+static __always_inline void sock_ctx_tcp_health(struct bpf_sock *ctx, __u32 *total_retrans, __u32 *srtt_us, __u32 *min_rtt_us)
+{
+	struct sock *sk = bpf_cast_to_kern_ctx(ctx);
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	/* bpf_skc_to_tcp_sock is not offered to cgroup sock programs: read through probe reads. */
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	*total_retrans = BPF_CORE_READ(tp, total_retrans);
+	*srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	*min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
 }
 
 /* The namespace of the socket a cgroup sock_addr program (connect) runs for. */
@@ -91,5 +110,7 @@ static __always_inline __u32 skb_link_header_len(struct __sk_buff *ctx)
 		return 0;
 	return (network - mac) & 0xff;
 }
+
+#endif /* KAPPA_KERNEL_COMPAT */
 
 #endif

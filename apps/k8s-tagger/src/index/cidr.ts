@@ -1,7 +1,6 @@
 // Which addresses are pod addresses: the CIDRs nodes announce (spec.podCIDRs) or the operator
 // gives (--pod-cidr), else the /24 (IPv4) or /64 (IPv6) prefixes that hold known pods (CNIs such
 // as AWS VPC CNI or Calico IPAM give no podCIDRs). Answers are cached per address.
-import { isIP } from 'node:net';
 import { ipToBytes } from '@kappa/contracts';
 
 interface Cidr {
@@ -28,9 +27,7 @@ function contains(cidr: Cidr, address: Uint8Array): boolean {
   return true;
 }
 
-/** undefined for what is not an IP address (a record's address is input, not trusted). */
-function prefixOf(ip: string): string | undefined {
-  if (isIP(ip) === 0) return undefined;
+function prefixOf(ip: string): string {
   // IPv4: a.b.c of a.b.c.d; IPv6: the first four groups.
   if (!ip.includes(':')) return ip.slice(0, ip.lastIndexOf('.'));
   const bytes = ipToBytes(ip);
@@ -65,7 +62,6 @@ export class PodNetworks {
 
   podIpAdded(ip: string): void {
     const prefix = prefixOf(ip);
-    if (prefix === undefined) return;
     const count = this.learned.get(prefix) ?? 0;
     this.learned.set(prefix, count + 1);
     if (count === 0) this.cache.clear();
@@ -73,7 +69,6 @@ export class PodNetworks {
 
   podIpRemoved(ip: string): void {
     const prefix = prefixOf(ip);
-    if (prefix === undefined) return;
     const count = (this.learned.get(prefix) ?? 1) - 1;
     if (count > 0) this.learned.set(prefix, count);
     else {
@@ -85,18 +80,21 @@ export class PodNetworks {
   contains(ip: string): boolean {
     const cached = this.cache.get(ip);
     if (cached !== undefined) return cached;
-    // Not an address (a hostile or broken record): in no pod network, and not worth a cache slot.
-    if (isIP(ip) === 0) return false;
-    let answer: boolean;
-    if (this.configured.length === 0 && this.nodeCidrs.size === 0) {
-      answer = this.learned.has(prefixOf(ip)!);
-    } else {
-      const address = ipToBytes(ip);
-      answer = this.configured.some((c) => contains(c, address));
-      for (const cidrs of this.nodeCidrs.values()) {
-        if (answer) break;
-        answer = cidrs.some((c) => contains(c, address));
+    let answer = false;
+    try {
+      if (this.configured.length === 0 && this.nodeCidrs.size === 0) {
+        answer = this.learned.has(prefixOf(ip));
+      } else {
+        const address = ipToBytes(ip);
+        answer = this.configured.some((c) => contains(c, address));
+        for (const cidrs of this.nodeCidrs.values()) {
+          if (answer) break;
+          answer = cidrs.some((c) => contains(c, address));
+        }
       }
+    } catch {
+      // Not an address at all (a record from a hostile or broken producer): in no pod network.
+      answer = false;
     }
     if (this.cache.size >= 65_536) this.cache.clear();
     this.cache.set(ip, answer);
