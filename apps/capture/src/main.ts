@@ -2,15 +2,17 @@
 // and the observability server. Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
+import { BpfError, BpfPermissionError, KERNEL_BTF, cgroup2Root } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
-import { unixNowNs } from './clock.js';
+import { ktimeToUnixOffsetNs, unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
+import { DnsTracker } from './dns/tracker.js';
+import { DropReasons } from './drop-reasons.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
@@ -43,6 +45,7 @@ try {
     maxConversations: config.maxConversations,
     socketMode: config.mode !== 'interface',
     interfaces: config.mode === 'socket' ? undefined : config.capture,
+    dnsBufferBytes: 2 ** Math.ceil(Math.log2(config.dnsBuffer * 1024)),
   });
 } catch (error) {
   openedSpool?.removeIfEmpty();
@@ -81,7 +84,17 @@ const publisher = bus;
 const subject = subjects.captured(config.node);
 const sink: BatchSink = publisher ? (batch) => publisher.publishEncodedBatch(subject, batch.batchId, batch.bytes) : stdoutSink();
 const maxBatchBytes = publisher ? publisher.maxPayload - 4096 : 1024 * 1024;
-const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes }, registry, logger);
+// Drop reasons by name, from this kernel's BTF (its numbers change between releases).
+const dropReasons = DropReasons.fromBtf(config.btf ?? KERNEL_BTF);
+if (dropReasons.problem) logger.warn({ problem: dropReasons.problem }, 'drop reasons are named by number');
+const dns = datapath.dnsEvents ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs }) } : undefined;
+const loop = new CaptureLoop(
+  datapath,
+  sink,
+  { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes, ...(dns ? { dns } : {}), dropReasons: dropReasons.reasons },
+  registry,
+  logger,
+);
 // A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
 // next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));

@@ -30,12 +30,12 @@ function flowTable(count: number): FlowSource {
         yield { keys, values, count: n };
       }
     }
-    return { startNs: end - 1_000_000_000n, endNs: end, chunks: chunks() };
+    return { startNs: end - 1_000_000_000n, endNs: end, epoch: 0, chunks: chunks() };
   };
   return {
     leftover: () => undefined,
     drainInterval: pass,
-    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n, copiesSkipped: 0n }),
+    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n, copiesSkipped: 0n, dnsLost: 0n, dropsUnattributed: 0n }),
     interfaceNames: new Map(),
   };
 }
