@@ -1,4 +1,6 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
+export { DnsServer, resolvConf } from './dns.js';
+export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort } from './ports.js';
 export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
