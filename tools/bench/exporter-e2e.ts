@@ -66,16 +66,16 @@ const configs: Record<string, string[]> = {
 
 let drains = 0;
 async function drain(args: string[]): Promise<number> {
-  await bus.jsm.streams.purge(FLOW_STREAM);
+  await bus.purgeStream(FLOW_STREAM);
   drains++;
   // Fresh ids: JetStream would drop a batch id it saw within its duplicate window.
-  for (const b of batches) await bus.publishBatch(subjects.joined, { ...b, batchId: `${b.batchId}/${drains}` });
-  if ((await bus.jsm.streams.info(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
+  for (const b of batches) await bus.publishBatch(subjects.joined(0), { ...b, batchId: `${b.batchId}/${drains}` });
+  if ((await bus.streamInfo(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
   const metricsPort = await freePort();
   const child = spawn(process.execPath, [exporterMain, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   // The clock runs from the first batch acked to the last, so process start-up is not counted:
   // (BATCHES - 1) batches are handled in between.
-  const remaining = async () => (await bus.jsm.streams.info(FLOW_STREAM)).state.messages;
+  const remaining = async () => (await bus.streamInfo(FLOW_STREAM)).state.messages;
   let first: bigint | undefined;
   for (;;) {
     const left = await remaining();
