@@ -25,20 +25,28 @@ interface WireResponse {
   id: number;
   rcode: number;
   name: string;
-  /** Seconds from its query (Wireshark's dns.time). */
+  /** Seconds from its query: the two frames' capture times (same conversation and id). */
   time: number;
 }
 
+/** The DNS responses of the capture, each timed from its query's frame. */
 function wireResponses(file: string): WireResponse[] {
-  const fields = ['udp.srcport', 'tcp.srcport', 'udp.dstport', 'tcp.dstport', 'dns.id', 'dns.flags.rcode', 'dns.qry.name', 'dns.time'];
-  const out = run('tshark', ['-r', file, '-Y', 'dns.flags.response == 1', '-T', 'fields', '-E', 'separator=|', '-E', 'occurrence=f', ...fields.flatMap((f) => ['-e', f])]);
-  return out
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [usp, tsp, udp, tdp, id, rcode, name, time] = line.split('|');
-      return { protocol: usp ? 'udp' : 'tcp', clientPort: Number(udp || tdp), id: Number(id), rcode: Number(rcode), name: name ?? '', time: Number(time) };
-    });
+  const fields = ['frame.time_epoch', 'udp.srcport', 'tcp.srcport', 'udp.dstport', 'tcp.dstport', 'dns.id', 'dns.flags.response', 'dns.flags.rcode', 'dns.qry.name'];
+  const out = run('tshark', ['-r', file, '-Y', 'dns', '-T', 'fields', '-E', 'separator=|', '-E', 'occurrence=f', ...fields.flatMap((f) => ['-e', f])]);
+  const queries = new Map<string, number>();
+  const responses: WireResponse[] = [];
+  for (const line of out.split('\n').filter(Boolean)) {
+    const [epoch, usp, tsp, udp, tdp, id, response, rcode, name] = line.split('|');
+    const protocol = usp ? 'udp' : 'tcp';
+    if (response === '1') {
+      const clientPort = Number(udp || tdp);
+      const sent = queries.get(`${protocol} ${clientPort} ${id}`);
+      responses.push({ protocol, clientPort, id: Number(id), rcode: Number(rcode), name: name ?? '', time: sent === undefined ? Number.NaN : Number(epoch) - sent });
+    } else if (response === '0') {
+      queries.set(`${protocol} ${Number(usp || tsp)} ${id}`, Number(epoch));
+    }
+  }
+  return responses;
 }
 
 /** The client-side record(s) of a conversation, summed over intervals. */
@@ -177,7 +185,7 @@ describePrivileged('DNS names and exchanges', () => {
   });
 
   it('counts every query and response of each DNS conversation as the wire shows them', () => {
-    const clientRecords = records.filter((r) => r.vantage === Vantage.SRC && r.dst?.port === 53 && r.dns);
+    const clientRecords = records.filter((r) => r.vantage === Vantage.SRC && r.dst?.port === 53 && r.dns && r.src?.port !== garbagePort);
     const byPort = new Map<string, { queries: number; responses: number; name: string; protocol: string }>();
     for (const r of clientRecords) {
       const key = `${r.protocol === IpProtocol.TCP ? 'tcp' : 'udp'} ${r.src?.port}`;
