@@ -65,4 +65,13 @@ describe('joinedRecord', () => {
     expect(out.dst?.kube?.objectName).toBe('web-7d9f');
     expect(out.dst?.kube?.serviceName).toBe('web');
   });
+
+  it('carries the DNS name the client resolved the server from onto the server\'s record', () => {
+    const record = newFlowRecord({ vantage: Vantage.DST, src: { ...client }, dst: backend });
+    const out = joinedRecord(record, create(EndpointSchema, { ...client, peerDnsName: 'web.shop.svc.cluster.local' }));
+    expect(out.src?.peerDnsName).toBe('web.shop.svc.cluster.local');
+    // A peer without a name leaves what this record had.
+    const named = newFlowRecord({ vantage: Vantage.SRC, src: { ...client, peerDnsName: 'web.shop' }, dst: service });
+    expect(joinedRecord(named, create(EndpointSchema, backend)).src?.peerDnsName).toBe('web.shop');
+  });
 });

@@ -34,6 +34,8 @@ export function joinedRecord(record: FlowRecord, peer: Endpoint): FlowRecord {
     const seenAs = remote.kube;
     // Outputs are encoded right away and never mutated, so sharing the peer's process is safe.
     if (peer.process) remote.process = peer.process;
+    // The name the peer resolved this end's address from (set by the peer's node on its local end).
+    if (peer.peerDnsName) remote.peerDnsName = peer.peerDnsName;
     if (peer.kube) {
       let kube = peer.kube;
       const reachedAs = seenAs?.serviceName ? [seenAs.serviceName, seenAs.serviceNamespace] : seenAs?.objectType === 'service' ? [seenAs.objectName, seenAs.objectNamespace] : undefined;
