@@ -18,6 +18,7 @@ export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeo
     src: {
       ip: v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
       port: 30000 + i,
+      peerDnsName: i % 3 === 1 ? `server-${i % 3}.backend.svc.cluster.local` : '',
       process: { pid: 1000 + i, name: `client-${i}`, cmdline: `/usr/bin/client --id ${i}` },
       kube: { objectName: `client-pod-${i % 7}`, objectNamespace: `ns-${i % 2}`, objectType: 'pod', workloadName: `client-${i % 7}`, workloadNamespace: `ns-${i % 2}`, workloadKind: 'Deployment' },
     },
@@ -36,6 +37,11 @@ export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeo
     joined: i % 3 !== 0,
     clusterId: 7,
     observation: 'socket',
+    // Every 4th flow lost packets; the UDP ones are DNS conversations, every 10th answered NXDOMAIN.
+    ...(i % 4 === 3 ? { drops: { packets: BigInt(1 + (i % 5)), bytes: BigInt(60 * (1 + (i % 5))), reason: i % 8 === 3 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: BigInt(1 + (i % 5)) } } : {}),
+    ...(i % 5 === 0
+      ? { dns: { queryName: `server-${i % 3}.backend.svc.cluster.local`, queryType: 1, rcode: i % 10 === 0 ? 3 : 0, queries: 2n, responses: 2n, latencyCount: 2n, latencySumUs: 900n, latencyMaxUs: 600n, nxdomain: i % 10 === 0 ? 1n : 0n, failed: i % 10 === 0 ? 1n : 0n } }
+      : {}),
     ...overrides,
   });
 }

@@ -23,7 +23,18 @@ interface SeriesChildren {
   rtt: { observe(value: number): void };
   appLatencySum: CounterChild;
   appRequests: CounterChild;
+  dnsLatencySum: CounterChild;
+  dnsTimed: CounterChild;
+  /** Children of the series with one more label (drop reason, DNS rcode), made on first use. */
+  dropped: Map<string, { packets: CounterChild; bytes: CounterChild }>;
+  dnsResponses: Map<number, CounterChild>;
+  labels: Labels;
 }
+
+/** DNS response codes by name (RFC 1035, 6895); others are named by number. Bounded: rcode is 4 bits. */
+const rcodeNames: Record<number, string> = { 0: 'NOERROR', 1: 'FORMERR', 2: 'SERVFAIL', 3: 'NXDOMAIN', 4: 'NOTIMP', 5: 'REFUSED' };
+/** Drop reason labels beyond these many distinct ones are counted under "other" (the kernel has ~100). */
+const MAX_REASONS = 256;
 
 export interface PrometheusSinkOptions {
   registry: Registry;
@@ -58,6 +69,12 @@ export class PrometheusSink implements FlowSink {
   private readonly rtt: Histogram<FlowLabel>;
   private readonly appLatencySum: Counter<FlowLabel>;
   private readonly appRequests: Counter<FlowLabel>;
+  private readonly droppedPackets: Counter<FlowLabel | 'reason'>;
+  private readonly droppedBytes: Counter<FlowLabel | 'reason'>;
+  private readonly dnsResponses: Counter<FlowLabel | 'rcode'>;
+  private readonly dnsLatencySum: Counter<FlowLabel>;
+  private readonly dnsTimed: Counter<FlowLabel>;
+  private readonly reasons = new Set<string>();
   private readonly dropped: Counter;
   private readonly seriesGauge: Gauge;
 
@@ -71,6 +88,14 @@ export class PrometheusSink implements FlowSink {
     this.retransmits = counter('kappa_flow_retransmits_total', 'TCP segments retransmitted');
     this.appLatencySum = counter('kappa_flow_app_latency_seconds_total', 'Sum of request→response latencies at the socket layer');
     this.appRequests = counter('kappa_flow_app_requests_total', 'Request→response pairs at the socket layer');
+    // Drops and DNS: one more label each, with bounded values (the kernel's drop reasons, DNS
+    // response codes); never a DNS name, which would make a series per name.
+    const withLabel = <L extends string>(name: string, help: string, label: L) => new Counter<FlowLabel | L>({ name, help, labelNames: [...labelNames, label], registers });
+    this.droppedPackets = withLabel('kappa_flow_dropped_packets_total', 'Packets of the flows the kernel dropped, by its drop reason (NETFILTER_DROP, NO_SOCKET, ...)', 'reason');
+    this.droppedBytes = withLabel('kappa_flow_dropped_bytes_total', 'IP bytes of the flows the kernel dropped, by its drop reason', 'reason');
+    this.dnsResponses = withLabel('kappa_flow_dns_responses_total', 'DNS responses of the flows, by response code (NOERROR, NXDOMAIN, SERVFAIL, ...)', 'rcode');
+    this.dnsLatencySum = counter('kappa_flow_dns_latency_seconds_total', 'Sum of DNS query→response latencies (responses matched to their query)');
+    this.dnsTimed = counter('kappa_flow_dns_timed_responses_total', 'DNS responses matched to their query (the count of kappa_flow_dns_latency_seconds_total)');
     this.rtt = new Histogram<FlowLabel>({
       name: 'kappa_flow_rtt_seconds',
       help: 'Smoothed TCP round-trip time at the end of each record interval',
@@ -121,6 +146,11 @@ export class PrometheusSink implements FlowSink {
         rtt: this.rtt.labels(labels),
         appLatencySum: this.appLatencySum.labels(labels),
         appRequests: this.appRequests.labels(labels),
+        dnsLatencySum: this.dnsLatencySum.labels(labels),
+        dnsTimed: this.dnsTimed.labels(labels),
+        dropped: new Map(),
+        dnsResponses: new Map(),
+        labels,
       };
       this.series.set(key, series);
     }
@@ -136,6 +166,46 @@ export class PrometheusSink implements FlowSink {
       series.appRequests.inc(Number(r.appLatency.count));
       series.appLatencySum.inc(Number(r.appLatency.sumUs) / 1e6);
     }
+    if (r.drops && r.drops.packets > 0n) this.countDrops(series, r.drops.reason, Number(r.drops.packets), Number(r.drops.bytes));
+    const dns = r.dns;
+    if (dns && dns.responses > 0n) {
+      // Responses by rcode: the record keeps NXDOMAIN's count and all failures; the rest succeeded.
+      const nx = Number(dns.nxdomain);
+      const otherFailed = Number(dns.failed) - nx;
+      this.countDns(series, 0, Number(dns.responses) - Number(dns.failed));
+      this.countDns(series, 3, nx);
+      if (otherFailed > 0) this.countDns(series, dns.rcode === 3 || dns.rcode === 0 ? 2 : dns.rcode, otherFailed);
+      if (dns.latencyCount > 0n) {
+        series.dnsTimed.inc(Number(dns.latencyCount));
+        series.dnsLatencySum.inc(Number(dns.latencySumUs) / 1e6);
+      }
+    }
+  }
+
+  private countDrops(series: SeriesChildren, reason: string, packets: number, bytes: number): void {
+    let label = reason || 'unknown';
+    if (!this.reasons.has(label)) {
+      if (this.reasons.size >= MAX_REASONS) label = 'other';
+      else this.reasons.add(label);
+    }
+    let children = series.dropped.get(label);
+    if (!children) {
+      const labels = { ...series.labels, reason: label };
+      children = { packets: this.droppedPackets.labels(labels), bytes: this.droppedBytes.labels(labels) };
+      series.dropped.set(label, children);
+    }
+    children.packets.inc(packets);
+    children.bytes.inc(bytes);
+  }
+
+  private countDns(series: SeriesChildren, rcode: number, responses: number): void {
+    if (responses <= 0) return;
+    let child = series.dnsResponses.get(rcode);
+    if (!child) {
+      child = this.dnsResponses.labels({ ...series.labels, rcode: rcodeNames[rcode] ?? String(rcode) });
+      series.dnsResponses.set(rcode, child);
+    }
+    child.inc(responses);
   }
 
   async close(): Promise<void> {}
