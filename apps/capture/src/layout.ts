@@ -163,6 +163,8 @@ export interface Conversation {
   role: number;
   icmpType: number;
   icmpCode: number;
+  /** What the kernel dropped of it: packets, IP bytes and up to three (reason, packets) slots. */
+  drops?: { packets: number; bytes: bigint; reasons: readonly (readonly [number, number])[] };
 }
 
 /** Writes a conversation as the kernel would store it: key at `keys[keyAt]`, value at `values[valueAt]`. */
@@ -202,6 +204,14 @@ export function writeFlowEntry(c: Conversation, keys: Buffer, keyAt: number, val
   values.writeUInt8(c.icmpType, valueAt + S.icmp_type.offset);
   values.writeUInt8(c.icmpCode, valueAt + S.icmp_code.offset);
   values.write(c.comm.slice(0, 15), valueAt + S.comm.offset, 'latin1');
+  if (c.drops) {
+    values.writeUInt32LE(c.drops.packets, valueAt + S.drop_packets.offset);
+    values.writeBigUInt64LE(c.drops.bytes, valueAt + S.drop_bytes.offset);
+    c.drops.reasons.slice(0, 3).forEach(([reason, packets], i) => {
+      values.writeUInt32LE(reason, valueAt + S.drop_reason.offset + 4 * i);
+      values.writeUInt32LE(packets, valueAt + S.drop_reason_packets.offset + 4 * i);
+    });
+  }
   values.writeBigUInt64LE(c.txBytes, valueAt + S.tx_bytes.offset);
   values.writeBigUInt64LE(c.txPackets, valueAt + S.tx_packets.offset);
   values.writeBigUInt64LE(c.lastKtimeNs, valueAt + S.tx_last_ns.offset);

@@ -25,7 +25,7 @@ const MAX_PENDING = 65536;
 const MAX_CONVERSATIONS = 65536;
 
 /** One conversation's DNS exchanges since its last record. */
-interface Exchanges {
+export interface Exchanges {
   /** The newest drain epoch among its messages. */
   epoch: number;
   queries: number;
@@ -228,7 +228,7 @@ export class DnsTracker {
 }
 
 // Wire format: tag = field << 3 | wire type.
-function encodePeerName(name: string): Buffer {
+export function encodePeerName(name: string): Buffer {
   const text = Buffer.from(name, 'latin1');
   const field = Buffer.allocUnsafe(2 + varintSize(text.length) + text.length);
   field[0] = (8 << 3) | 2; // Endpoint.peer_dns_name = 8
@@ -238,7 +238,7 @@ function encodePeerName(name: string): Buffer {
 }
 
 /** FlowRecord.dns = 23: message Dns { query_name 1, query_type 2, rcode 3, queries 4, responses 5, latency_count 6, latency_sum_us 7, latency_max_us 8, nxdomain 9, failed 10, unparsable 11 }. */
-function encodeDns(x: Exchanges): Buffer {
+export function encodeDns(x: Exchanges): Buffer {
   const name = Buffer.from(x.queryName, 'latin1');
   const body = Buffer.allocUnsafe(name.length + 3 + 10 * 11);
   let at = 0;
