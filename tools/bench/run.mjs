@@ -13,6 +13,7 @@ const scenarios = [
   ['state', 'bench:state'],
   ['state-joiner', 'bench:state-joiner'],
   ['pipeline', 'bench:pipeline'],
+  ['console', 'bench:console'],
 ];
 
 const wanted = process.argv.slice(2);
