@@ -97,6 +97,7 @@ const CGROUP_PROGRAMS = [
   'kappa_connect4',
   'kappa_connect6',
   'kappa_sockops',
+  'kappa_sock_release',
   'kappa_dns_ingress',
   'kappa_dns_egress',
   'kappa_drop_sock_create',
@@ -111,7 +112,7 @@ const TRACEPOINT_PROGRAMS = [
 export const DNS_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
 export const DROP_PROGRAMS = ['kappa_drop', 'kappa_drop_sock_create'] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
-const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy'] as const;
+const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
 const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
 
 export class Datapath {

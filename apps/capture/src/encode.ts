@@ -81,6 +81,8 @@ export class FlowBatchEncoder {
   private offsetHi = 0;
   private readonly nodeTag: string;
   private readonly interfaceFields = new Map<number, Buffer>();
+  /** The entry's key offset, while its record is written. */
+  private keyAt = 0;
 
   constructor(
     private readonly node: string,
@@ -157,6 +159,7 @@ export class FlowBatchEncoder {
 
   private writeRecord(keys: Buffer, k: number, values: Buffer, v: number, start: number): number {
     const b = this.buffer;
+    this.keyAt = k;
     const interval = this.interval!;
     // FlowBatch.records (4): a 2-byte length placeholder, fixed up below.
     b[start] = tag(4, 2);
@@ -273,7 +276,7 @@ export class FlowBatchEncoder {
     return at;
   }
 
-  /** Endpoint (1 ip, 2 port, 3 process and 8 peer_dns_name for the local end). */
+  /** Endpoint (1 ip, 2 port, and for the local end 3 process, 7 netns, 8 peer_dns_name). */
   private writeEndpoint(b: Buffer, at: number, field: number, keys: Buffer, ip: number, version: number, port: number, values: Buffer, v: number, local: boolean, peerName: Buffer | undefined): number {
     b[at] = tag(field, 2);
     // Under 128 bytes without a name: one length byte. With one, room for two; an endpoint that
@@ -290,7 +293,14 @@ export class FlowBatchEncoder {
       b[p++] = tag(2, 0);
       p = writeVarint(b, p, port);
     }
-    if (local) p = writeProcess(b, p, values, v);
+    if (local) {
+      p = writeProcess(b, p, values, v);
+      const netns = keys.readUInt32LE(this.keyAt + K.netns.offset);
+      if (netns) {
+        b[p++] = tag(7, 0);
+        p = writeVarint(b, p, netns);
+      }
+    }
     const length = p - body;
     if (!wide) {
       b[at + 1] = length;
@@ -300,7 +310,6 @@ export class FlowBatchEncoder {
     return finishWide(b, at, body, p);
   }
 
-  /** Drops
   /** Drops (packets 1, bytes 2, reason 3: the most frequent of the kernel's slots, reason_packets 4). */
   private writeDrops(b: Buffer, at: number, values: Buffer, v: number, packets: number): number {
     b[at++] = 0xc2; // tag(24, 2) as a two-byte varint

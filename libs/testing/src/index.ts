@@ -1,4 +1,5 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
+export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
 export { DnsServer, resolvConf } from './dns.js';
 export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort } from './ports.js';
