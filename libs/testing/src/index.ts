@@ -3,7 +3,7 @@ export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
 export { DnsServer, resolvConf } from './dns.js';
 export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort } from './ports.js';
-export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
+export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
