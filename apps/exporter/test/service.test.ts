@@ -109,6 +109,7 @@ function knownRecordJson(i: number): Record<string, unknown> {
       ip: v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
       port: 30000 + i,
       process: { pid: 1000 + i, name: `client-${i}`, cmdline: `/usr/bin/client --id ${i}` },
+      ...(i % 3 === 1 ? { peerDnsName: `server-1.backend.svc.cluster.local` } : {}),
       kube: { objectName: `client-pod-${i % 7}`, objectNamespace: `ns-${i % 2}`, objectType: 'pod', workloadName: `client-${i % 7}`, workloadNamespace: `ns-${i % 2}`, workloadKind: 'Deployment' },
     },
     dst: {
@@ -126,6 +127,22 @@ function knownRecordJson(i: number): Record<string, unknown> {
     ...(i % 3 !== 0 ? { joined: true } : {}),
     clusterId: 7,
     observation: 'socket',
+    ...(i % 4 === 3 ? { drops: { packets: String(1 + (i % 5)), bytes: String(60 * (1 + (i % 5))), reason: i % 8 === 3 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: String(1 + (i % 5)) } } : {}),
+    ...(i % 5 === 0
+      ? {
+          dns: {
+            queryName: `server-${i % 3}.backend.svc.cluster.local`,
+            queryType: 1,
+            ...(i % 10 === 0 ? { rcode: 3 } : {}),
+            queries: '2',
+            responses: '2',
+            latencyCount: '2',
+            latencySumUs: '900',
+            latencyMaxUs: '600',
+            ...(i % 10 === 0 ? { nxdomain: '1', failed: '1' } : {}),
+          },
+        }
+      : {}),
   };
 }
 
