@@ -106,6 +106,14 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
   ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
   ['kappa_tcp_destroy', 'tracepoint tcp:tcp_destroy_sock'],
+  // Kernels before 6.3 (no sock_send_length / sock_recv_length): see src/kernel.ts.
+  ['kappa_inet_send_exit', 'fexit inet_sendmsg'],
+  ['kappa_inet6_send_exit', 'fexit inet6_sendmsg'],
+  ['kappa_inet_recv_exit', 'fexit inet_recvmsg'],
+  ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
+  // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
+  ['kappa_synack6_xmit', 'fentry ip6_xmit'],
+  // Drops (bpf/kappa_drop.h).
   ['kappa_drop', 'tracepoint skb:kfree_skb'],
 ] as const;
 /** The DNS feature's programs, and the drops feature's (bpf/kappa_dns.h, bpf/kappa_drop.h). */
