@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage, flowRecordFromJson } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { TestCgroup, freePort, runIn, spawnIn } from '@kappa/testing';
+import { TestCgroup, freePort, runIn, spawnIn, uniqueName } from '@kappa/testing';
 import { CAPTURE_BIN, TRAFFIC, kappaAttachments } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
@@ -51,7 +51,7 @@ function lines(text: string): string[] {
 }
 
 describePrivileged('capture with exactly its documented capabilities', () => {
-  const cgroup = new TestCgroup(`ksp-caps-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('ksp-caps'));
   const workload = cgroup.child('workload');
   const running = new Set<ChildProcess>();
 
@@ -121,7 +121,7 @@ describePrivileged('capture with exactly its documented capabilities', () => {
   });
 
   it('in interface mode (tc on lo of its own network namespace) the same set attaches and counts 3 pings each way (twice: lo egress and ingress)', async () => {
-    const netns = `ksp-caps-${process.pid}`;
+    const netns = uniqueName('ksp-caps');
     execFileSync('ip', ['netns', 'add', netns]);
     try {
       execFileSync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);

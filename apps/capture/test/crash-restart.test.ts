@@ -9,7 +9,7 @@ import { connectBus, subjects } from '@kappa/bus';
 import { IpProtocol, Vantage, decodeFlowBatch } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, startNatsServer, wireCounts } from '@kappa/testing';
+import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, startNatsServer, uniqueName, wireCounts } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { instanceToken, pinFolder } from '../src/instance.js';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
@@ -18,7 +18,7 @@ import { describePrivileged } from './privileges.js';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describePrivileged('SIGKILL of capture, then a restart', () => {
-  const cgroup = new TestCgroup(`kz-crash-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kz-crash'));
   const nodes = cgroup.child('nodes');
   const dir = mkdtempSync(join(tmpdir(), 'kz-crash-'));
   let pair: VethPair;

@@ -1,7 +1,7 @@
 // Start-up failures an operator can act on: one line on stderr, non-zero exit, nothing attached.
 import { spawnSync } from 'node:child_process';
 import { expect, it } from 'vitest';
-import { TestCgroup } from '@kappa/testing';
+import { TestCgroup, uniqueName } from '@kappa/testing';
 import { CAPTURE_BIN, kappaAttachments, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
@@ -27,7 +27,7 @@ describePrivileged('start-up errors', () => {
 
   it('loads against an explicit BTF file (the kernel’s own, as BTFHub files are used)', async () => {
     // --btf reaches libbpf's btf_custom_path: CO-RE relocations are resolved against this file.
-    const cgroup = new TestCgroup(`kc-errors-${process.pid}`);
+    const cgroup = new TestCgroup(uniqueName('kc-errors'));
     try {
       const capture = await startCapture(['--btf', '/sys/kernel/btf/vmlinux', '--cgroup', cgroup.path]);
       expect((await capture.stop()).code).toBe(0);

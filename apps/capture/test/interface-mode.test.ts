@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
-import { PacketCapture, TestCgroup, VethPair, run, runIn, spawnIn, wireCounts } from '@kappa/testing';
+import { PacketCapture, TestCgroup, VethPair, run, runIn, spawnIn, uniqueName, wireCounts } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('interface mode', () => {
-  const cgroup = new TestCgroup(`kc-iface-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-iface'));
   const nodes = cgroup.child('nodes');
   const dir = mkdtempSync(join(tmpdir(), 'kc-iface-'));
   let pair: VethPair;

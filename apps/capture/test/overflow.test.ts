@@ -2,14 +2,14 @@
 // is not, the overflow counter accounts for every packet that found no slot.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
-import { TestCgroup, VethPair, run, runIn } from '@kappa/testing';
+import { TestCgroup, VethPair, run, runIn, uniqueName } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 const CONVERSATIONS = 100_000;
 
 describePrivileged('100 000 concurrent UDP conversations', () => {
-  const cgroup = new TestCgroup(`kc-overflow-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-overflow'));
   const nodes = cgroup.child('nodes');
   let pair: VethPair;
   // Nobody answers at this address: b drops the datagrams (not its address, no forwarding), so

@@ -6,13 +6,13 @@ import type { Bus } from '@kappa/bus';
 import { IpProtocol, Vantage } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { TestCgroup, VethPair, runIn, spawnIn, startNatsServer } from '@kappa/testing';
+import { TestCgroup, VethPair, runIn, spawnIn, startNatsServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('publishing to NATS', () => {
-  const cgroup = new TestCgroup(`kc-publish-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-publish'));
   const nodes = cgroup.child('nodes');
   let pair: VethPair;
   let nats: TestServer;

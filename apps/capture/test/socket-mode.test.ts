@@ -5,13 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
-import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, wireCounts } from '@kappa/testing';
+import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, uniqueName, wireCounts } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import type { CaptureRun } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('socket mode, offloads off', () => {
-  const cgroup = new TestCgroup(`kc-socket-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-socket'));
   const nodes = cgroup.child('nodes');
   const dir = mkdtempSync(join(tmpdir(), 'kc-socket-'));
   let pair: VethPair;

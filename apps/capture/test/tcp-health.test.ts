@@ -3,13 +3,13 @@
 import { existsSync } from 'node:fs';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
-import { TestCgroup, VethPair, nstat, run, runIn, spawnIn } from '@kappa/testing';
+import { TestCgroup, VethPair, nstat, run, runIn, spawnIn, uniqueName } from '@kappa/testing';
 import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import type { TrafficReport } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 describePrivileged('TCP health and attribution', () => {
-  const cgroup = new TestCgroup(`kc-health-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName('kc-health'));
   const nodes = cgroup.child('nodes');
   let pair: VethPair | undefined;
 

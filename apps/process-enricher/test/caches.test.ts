@@ -10,7 +10,7 @@ import { ProcessCache } from '../src/process-cache.js';
 import { startCriServer } from './cri-server.js';
 import { CgroupFixture, hex64, waitFor } from './helpers.js';
 
-const fixture = new CgroupFixture('ke-cache.slice');
+const fixture = new CgroupFixture('ke-cache');
 afterAll(() => fixture.cleanup());
 
 describe('ProcessCache', () => {

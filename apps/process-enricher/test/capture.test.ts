@@ -30,7 +30,7 @@ const node = `ke-cap-${process.pid}`;
 // the build has run (npm test builds first), so a missing bundle fails instead of skipping.
 if (!built && process.env['CI'] === 'true') throw new Error('kappa-capture is not built: npm test builds it before the tests');
 describe.skipIf(!built)('through the real kappa-capture', () => {
-  const fixture = new CgroupFixture('ke-cap.slice');
+  const fixture = new CgroupFixture('ke-cap');
   const shapes = fixture.runtimeShapes();
   let nats: TestServer;
   let capture: ChildProcess;
@@ -49,7 +49,7 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
 
   beforeAll(async () => {
     nats = await startNatsServer();
-    capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, 'ke-cap.slice')}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, fixture.slice)}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     capture.stderr?.on('data', (c: Buffer) => (captureLog += c.toString()));
     await waitFor('capture to attach', () => (captureLog.includes('"msg":"capturing"') ? true : undefined), 30_000);
     const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--cri-socket=none'], env: {} });

@@ -17,7 +17,7 @@ import type { FakeCri } from './cri-server.js';
 import { CgroupFixture, capturedBatch, capturedRecord, commOf, waitFor } from './helpers.js';
 
 const node = `ke-node-${process.pid}`;
-const fixture = new CgroupFixture('ke-test.slice');
+const fixture = new CgroupFixture('ke-test');
 const shapes = fixture.runtimeShapes();
 let nats: TestServer;
 let cri: FakeCri;

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, 
 import { join } from 'node:path';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord } from '@kappa/contracts';
+import { sweepLeftovers, uniqueName } from '@kappa/testing';
 import { detectCgroup2Mount } from '../src/cgroup-tree.js';
 
 export const cgroupMount = (): string => {
@@ -25,15 +26,20 @@ export interface TestCgroup {
   id: bigint;
 }
 
-/** Creates (and remembers, for cleanup) the cgroups of one test file under <mount>/<slice>. */
+/**
+ * Creates (and remembers, for cleanup) the cgroups of one test file under <mount>/<slice>, where
+ * slice is `<name>-p<pid>-<n>.slice`: unique, so test runs at once never share one.
+ */
 export class CgroupFixture {
   readonly mount = cgroupMount();
+  readonly slice: string;
   private readonly created: string[] = [];
   readonly children = new Set<ChildProcess>();
 
-  constructor(readonly slice: string) {
-    // A run killed half-way leaves its cgroups: start clean.
-    this.removeTree(join(this.mount, slice));
+  constructor(name: string) {
+    // What a killed run left (its process is gone) goes first.
+    sweepLeftovers(this.mount);
+    this.slice = `${uniqueName(name)}.slice`;
   }
 
   make(relative: string): TestCgroup {
@@ -91,7 +97,7 @@ export class CgroupFixture {
     this.removeTree(join(this.mount, this.slice));
   }
 
-  /** Everything in our ke- cgroups was started by this test file: kill it, then rmdir. */
+  /** Everything in this file's cgroups was started by this test file: kill it, then rmdir. */
   private removeTree(dir: string): void {
     if (!existsSync(dir)) return;
     for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) this.removeTree(join(dir, entry.name));

@@ -12,7 +12,7 @@ import { ProcReader } from '../src/proc.js';
 import { ProcessResolver } from '../src/resolver.js';
 import { CgroupFixture, moveInto, waitFor } from './helpers.js';
 
-const fixture = new CgroupFixture('ke-reuse.slice');
+const fixture = new CgroupFixture('ke-reuse');
 const shapes = fixture.runtimeShapes();
 let namespace: ChildProcess;
 let replies: string[] = [];

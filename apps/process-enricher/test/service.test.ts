@@ -21,7 +21,7 @@ const appRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const workspaceRoot = join(appRoot, '../..');
 const main = join(appRoot, 'src/main.ts');
 const node = `ke-svc-${process.pid}`;
-const fixture = new CgroupFixture('ke-svc.slice');
+const fixture = new CgroupFixture('ke-svc');
 const shapes = fixture.runtimeShapes();
 
 let nats: TestServer;

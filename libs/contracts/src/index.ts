@@ -1,5 +1,6 @@
 // Public API of @kappa/contracts: the protobuf messages every service exchanges, their codecs,
-// the IP text form and the grpc-js definitions of the tagger and observer services.
+// the IP text form, the record view and writer (records read and written as bytes), partitions,
+// and the grpc-js definitions of the tagger and observer services.
 export {
   AppLatencySchema,
   EndpointSchema,
@@ -49,6 +50,14 @@ export {
   newFlowRecord,
 } from './codec.js';
 export { canonicalIp, ipFromBytes, ipToBytes } from './ip.js';
+export { FlowBatchView } from './record/batch-view.js';
+export { MessageCursor, readVarint32, readVarint64, skipValue, skipVarint } from './record/cursor.js';
+export { FlowFields } from './record/fields.js';
+export { DEFAULT_PARTITIONS, Partitioner, conversationGroup, partitionOfGroup, partitionOfRecord } from './record/partition.js';
+export { FlowBatchWriter, ProtoWriter, RecordTooLargeError, encodeField, varintSize } from './record/writer.js';
+export type { EncodedBatch } from './record/writer.js';
+export { fieldNumbers, messageShape } from './record/wire-schema.js';
+export type { FieldNumbers, FieldShape, MessageShape } from './record/wire-schema.js';
 export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js';
 export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
 export { GrpcSecurityError, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';

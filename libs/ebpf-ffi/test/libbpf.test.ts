@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfError, BpfObject, BtfMissingError, MapDrainer, RingBufferReader, attachCgroup, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '../src/index.js';
-import { TestCgroup, runIn } from '@kappa/testing';
+import { TestCgroup, runIn, uniqueName } from '@kappa/testing';
 
 const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('ebpf-ffi tests need root; CI must run them privileged');
@@ -90,7 +90,7 @@ describe.skipIf(!root)('maps in the kernel', () => {
   });
 
   it('consumes ring buffer records written by a program attached to a cgroup, then detaches', async () => {
-    const cgroup = new TestCgroup(`kc-ffi-${process.pid}`);
+    const cgroup = new TestCgroup(uniqueName('kc-ffi'));
     const reader = new RingBufferReader(object.map('kc_events'));
     const attachment = attachCgroup(object.program('kc_pass'), cgroup.path);
     try {

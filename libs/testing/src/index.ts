@@ -1,5 +1,6 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
 export { freePort } from './ports.js';
+export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
@@ -11,10 +12,29 @@ export type {
   KubeApiRequest,
   KubeApiServer,
   KubeApiServerOptions,
+  KubeFault,
+  KubeFaultHandle,
   KubeObject,
   KubeObjectMeta,
   KubeResourceType,
+  KubeVerb,
   KubeWatchEventType,
 } from './kube-api-server.js';
+export {
+  containerIdOf,
+  kubeTime,
+  kubeletStartSequence,
+  kubeletStopSequence,
+  realEndpointSlice,
+  realLabels,
+  realNode,
+  realPod,
+  realService,
+  realWorkload,
+  startPodLikeKubelet,
+  stopPodLikeKubelet,
+  uidOf,
+} from './kube-objects.js';
+export type { RealEndpointSliceSpec, RealNodeSpec, RealPodSpec, RealServiceSpec } from './kube-objects.js';
 export { makeTlsMaterial } from './tls.js';
 export type { TlsMaterial } from './tls.js';

@@ -1,11 +1,13 @@
 // Network fixtures for kernel-level tests: two network namespaces joined by a veth, a cgroup v2
 // sub-tree to run their processes in, and a tcpdump of the veth as ground truth. Every name
-// starts with a caller-chosen prefix (kappa's capture tests use `kc-`) and everything is removed
-// by `destroy()`, also when a test fails half-way.
+// starts with a caller-chosen prefix (kappa's capture tests use `kc-`), is unique to the test
+// process (names.ts: two runs at once never meet), and everything is removed by `destroy()`,
+// also when a test fails half-way; what a killed run left is swept by the next one.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { sweepLeftovers, uniqueName } from './names.js';
 
 export function run(command: string, args: readonly string[], input?: string): string {
   return execFileSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -19,10 +21,14 @@ export function cgroup2Mount(): string {
   return path;
 }
 
-/** A cgroup v2 directory for test processes; `destroy` kills what is left in it and removes it. */
+/**
+ * A cgroup v2 directory for test processes; `destroy` kills what is left in it and removes it.
+ * Name a top-level one with uniqueName (`new TestCgroup(uniqueName('kc-socket'))`).
+ */
 export class TestCgroup {
   readonly path: string;
   constructor(name: string) {
+    sweepLeftovers(cgroup2Mount());
     this.path = join(cgroup2Mount(), name);
     mkdirSync(this.path, { recursive: true });
   }
@@ -77,7 +83,10 @@ export function runIn(netns: string | undefined, cgroup: TestCgroup, command: st
 export interface VethPairOptions {
   /** Prefix of every namespace and interface name, e.g. `kc-`. At most 6 characters. */
   prefix: string;
-  /** Third octet of 10.77.X.0/24 and group of fd77:X::/64, unique per concurrent pair. */
+  /**
+   * Third octet of 10.77.X.0/24 and group of fd77:X::/64. The addresses live only in the pair's
+   * own namespaces, so any number of pairs (and test runs) may use the same one.
+   */
   subnet: number;
   /** The namespaces (and so their kernel control sockets) are created inside this cgroup. */
   cgroup: TestCgroup;
@@ -109,16 +118,28 @@ export class VethPair {
   static async create(options: VethPairOptions): Promise<VethPair> {
     const { prefix, subnet, cgroup } = options;
     const tag = `${prefix}${subnet}`;
-    const a = { netns: `${tag}-a`, ifname: `${tag}-va`, ipv4: `10.77.${subnet}.1`, ipv6: `fd77:${subnet}::1` };
-    const b = { netns: `${tag}-b`, ifname: `${tag}-vb`, ipv4: `10.77.${subnet}.2`, ipv6: `fd77:${subnet}::2` };
-    for (const end of [a, b]) {
-      try {
-        run('ip', ['netns', 'del', end.netns]);
-      } catch {
-        // not left over from an earlier run
+    // Namespace names are machine-wide: unique per run. Interface names are created inside the
+    // namespaces (never in the root one), so they may stay short and fixed.
+    const name = uniqueName(tag);
+    const a = { netns: `${name}-a`, ifname: `${tag}-va`, ipv4: `10.77.${subnet}.1`, ipv6: `fd77:${subnet}::1` };
+    const b = { netns: `${name}-b`, ifname: `${tag}-vb`, ipv4: `10.77.${subnet}.2`, ipv6: `fd77:${subnet}::2` };
+    sweepLeftovers(cgroup2Mount());
+    try {
+      for (const end of [a, b]) await runIn(undefined, cgroup, 'ip', ['netns', 'add', end.netns]);
+      return VethPair.configure(a, b, options);
+    } catch (error) {
+      for (const end of [a, b]) {
+        try {
+          run('ip', ['netns', 'del', end.netns]);
+        } catch {
+          // not made
+        }
       }
-      await runIn(undefined, cgroup, 'ip', ['netns', 'add', end.netns]);
+      throw error;
     }
+  }
+
+  private static configure(a: Omit<NetnsEnd, 'mac'>, b: Omit<NetnsEnd, 'mac'>, options: VethPairOptions): VethPair {
     run('ip', ['link', 'add', a.ifname, 'netns', a.netns, 'type', 'veth', 'peer', 'name', b.ifname, 'netns', b.netns]);
     const ends: NetnsEnd[] = [];
     for (const end of [a, b]) {

@@ -5,13 +5,15 @@ import type { ChildProcess } from 'node:child_process';
 import { run } from './topology.js';
 
 export interface Capture {
+  netns: string;
   device: string;
   file: string;
   process: ChildProcess;
 }
 
-export async function startCapture(device: string, file: string): Promise<Capture> {
-  const child = spawn('tcpdump', ['-i', device, '-w', file, '-U', '-s', '128', 'ip or ip6'], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** tcpdump of `device` in network namespace `netns`. */
+export async function startCapture(netns: string, device: string, file: string): Promise<Capture> {
+  const child = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-i', device, '-w', file, '-U', '-s', '128', 'ip or ip6'], { stdio: ['ignore', 'ignore', 'pipe'] });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`tcpdump on ${device} did not start`)), 10_000);
     child.stderr?.on('data', (d: Buffer) => {
@@ -21,7 +23,7 @@ export async function startCapture(device: string, file: string): Promise<Captur
       }
     });
   });
-  return { device, file, process: child };
+  return { netns, device, file, process: child };
 }
 
 export async function stopCapture(capture: Capture): Promise<void> {

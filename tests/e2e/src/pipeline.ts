@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
@@ -168,7 +168,7 @@ export interface Scenario {
 
 export async function startScenario(name: string, subnet: number, options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'>): Promise<Scenario> {
   const workDir = mkdtempSync(join(tmpdir(), `ksb-${name}-`));
-  const cgroup = new TestCgroup(`ksb-${name}-${process.pid}`);
+  const cgroup = new TestCgroup(uniqueName(`ksb-${name}`));
   const nodes = cgroup.child('nodes');
   const servers: TestServer[] = [];
   let pair: VethPair | undefined;

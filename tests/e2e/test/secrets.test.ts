@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
-import { TestCgroup, freePort, startNatsServer, startRedisServer } from '@kappa/testing';
+import { TestCgroup, freePort, startNatsServer, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { workspaceRoot } from '../src/services.js';
 
@@ -79,7 +79,7 @@ describe('secrets in logs and metrics', () => {
   let publisher: NatsConnection;
   const services: Service[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'ksp-secrets-'));
-  const cgroup = root ? new TestCgroup(`ksp-secrets-${process.pid}`) : undefined;
+  const cgroup = root ? new TestCgroup(uniqueName('ksp-secrets')) : undefined;
   const metricsBodies: Record<string, string> = {};
 
   async function start(name: string, app: string, args: string[]): Promise<Service> {

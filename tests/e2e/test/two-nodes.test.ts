@@ -81,7 +81,7 @@ async function startLinkCaptures(part: string): Promise<void> {
   const links: [string, string][] = [...topology.pods.map((p): [string, string] => [p.name, p.hostVeth]), ['external', topology.external.hostVeth]];
   for (const [name, device] of links) {
     const file = join(workDir, `${name}-${part}.pcap`);
-    captures.set(name, await startCapture(device, file));
+    captures.set(name, await startCapture(topology.hostNetns, device, file));
     pcapFiles.set(name, [...(pcapFiles.get(name) ?? []), file]);
   }
 }
@@ -257,7 +257,7 @@ afterAll(async () => {
   for (const s of servers.values()) s.kill();
   await Promise.all(services.map((s) => stopService(s, 'SIGKILL')));
   await Promise.all([nats?.stop(), redis?.stop(), api?.close()]);
-  destroyTopology();
+  if (topology) destroyTopology(topology);
 });
 
 describe('two nodes end to end', () => {

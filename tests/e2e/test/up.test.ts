@@ -14,7 +14,7 @@ import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '@kappa/testing';
+import { freePort, uniqueName } from '@kappa/testing';
 import { kappa, workspaceRoot } from '../src/services.js';
 import { cgroup2Mount } from '../src/topology.js';
 
@@ -23,7 +23,8 @@ let output = '';
 let natsPort = 0;
 let redisPort = 0;
 const containerId = createHash('sha256').update('kappa-up-test').digest('hex');
-const containerCgroup = join(cgroup2Mount(), 'kpe-up.slice', `docker-${containerId}.scope`);
+const upSlice = join(cgroup2Mount(), `${uniqueName('kpe-up')}.slice`);
+const containerCgroup = join(upSlice, `docker-${containerId}.scope`);
 
 function kappaAttachments(): string {
   return execFileSync('bpftool', ['cgroup', 'tree'], { encoding: 'utf8' })
@@ -62,7 +63,7 @@ afterAll(async () => {
   }
   try {
     rmdirSync(containerCgroup);
-    rmdirSync(join(cgroup2Mount(), 'kpe-up.slice'));
+    rmdirSync(upSlice);
   } catch {
     // already gone
   }
