@@ -12,6 +12,11 @@ export const exporterOptions = {
   }),
   jsonlMaxBytes: integer({ description: 'rotate the JSON Lines file before it grows past this many bytes', default: 100 * 1024 ** 2, min: 1024 }),
   jsonlKeep: integer({ description: 'rotated JSON Lines files kept (flows.jsonl.1 … .N)', default: 5, min: 0, max: 1000 }),
+  jsonlDedupeWindow: integer({
+    description: 'bytes at the end of the JSON Lines files whose record ids are read at start, so that batches redelivered after a crash are not written twice',
+    default: 32 * 1024 ** 2,
+    min: 0,
+  }),
   ipfix: url({ description: 'IPFIX collector to export to, udp://host:port or tcp://host:port (disabled when unset)', schemes: ['udp', 'tcp'] }),
   ipfixTemplateRefresh: duration({ description: 'how often templates are resent over UDP (TCP sends them on each connect)', default: '30s', minMs: 100 }),
   ipfixEnterpriseNumber: integer({
@@ -32,8 +37,13 @@ export const exporterOptions = {
   observerTlsClientCa: string({ description: 'CA file: Observer clients must present a certificate it signed (mutual TLS)' }),
   observerTokenFile: string({ description: 'file holding a bearer token every Observer call must send (authorization: Bearer <token>); re-read when it changes' }),
   observerBuffer: integer({ description: 'records kept in memory for the Observer', default: 100_000, min: 1 }),
+  observerBufferBytes: integer({
+    description: 'bytes of records (as received, protobuf) the Observer keeps at most; the oldest make room',
+    default: 128 * 1024 ** 2,
+    min: 64 * 1024,
+  }),
   observerRetention: duration({ description: 'records older than this leave the Observer buffer', default: '10m', minMs: 1000 }),
-  maxInFlight: integer({ description: 'batches handled at once', default: 1, min: 1, max: 64 }),
+  maxInFlight: integer({ description: 'batches handled at once', default: 4, min: 1, max: 64 }),
   ...natsOptions,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9405, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { BatchConsumer } from '@kappa/bus';
+import { FlowBatchView, encodeFlowBatch } from '@kappa/contracts';
 import { loadConfigOrExit } from '@kappa/config';
 import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
 import { exporterOptions, jsonlPath } from './config.js';
@@ -40,7 +41,7 @@ function fatal(what: string): (error: unknown) => never {
 const sinks: FlowSink[] = [];
 const path = jsonlPath(config.jsonl);
 if (path !== undefined) {
-  const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep });
+  const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep, dedupeWindowBytes: config.jsonlDedupeWindow, logger, registry });
   await jsonl.start().catch(fatal('cannot open the JSON Lines file'));
   sinks.push(jsonl);
 }
@@ -61,7 +62,7 @@ if (config.ipfix) {
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
 let observer: ObserverServer | undefined;
 if (config.observer) {
-  const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
+  const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
   observer = new ObserverServer({
     ring,
     host: config.observerHost,
@@ -81,7 +82,8 @@ const consumer: BatchConsumer = await bus.consumeBatches({
   stage: STAGE,
   subject: subjects.joined,
   maxInFlight: config.maxInFlight,
-  handler: (batch) => dispatcher.dispatch(batch),
+  // Until the stage runner hands over the received bytes: one view per batch in flight.
+  handler: (batch, context) => dispatcher.dispatch({ view: new FlowBatchView().parse(encodeFlowBatch(batch)), redelivered: context.redelivered }),
 });
 let consuming = true;
 

@@ -12,7 +12,7 @@ import { IpfixEncoder, MESSAGE_HEADER_BYTES, utf8Truncated } from '../src/ipfix/
 import { FlowRing } from '../src/observer/ring.js';
 import { ObserverServer } from '../src/observer/server.js';
 import { JsonlSink } from '../src/sinks/jsonl.js';
-import { knownBatch, knownRecord } from './fixtures.js';
+import { exportBatch, knownBatch, knownRecord, pushRecord, viewOf } from './fixtures.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -23,7 +23,7 @@ describe('IPFIX encoder', () => {
   it('splits records into messages within the budget, with sequence numbers counting data records per domain', () => {
     const encoder = new IpfixEncoder({ enterpriseNumber: 32473, maxMessageBytes: 1452, maxStringBytes: 1024 });
     const records = Array.from({ length: 300 }, (_, i) => knownRecord(i, { clusterId: i % 2 === 0 ? 1 : 2 }));
-    const messages = encoder.encode(records, 1_800_000_000);
+    const messages = encoder.encode(viewOf(records), 1_800_000_000);
     expect(messages.reduce((n, m) => n + m.records, 0)).toBe(300);
     const expectedSequence = new Map<number, number>();
     for (const m of messages) {
@@ -61,7 +61,7 @@ describe('IPFIX encoder', () => {
     expect(utf8Truncated('ééé', 5).toString()).toBe('éé');
     expect(utf8Truncated('abc', 5).toString()).toBe('abc');
     const encoder = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 65535, maxStringBytes: 100 });
-    const [message] = encoder.encode([knownRecord(0, { src: { ip: '10.0.0.1', process: { cmdline: '€'.repeat(200) } } })]);
+    const [message] = encoder.encode(viewOf([knownRecord(0, { src: { ip: '10.0.0.1', process: { cmdline: '€'.repeat(200) } } })]));
     expect(message!.bytes.includes(Buffer.from('€'.repeat(33)))).toBe(true);
     expect(message!.bytes.includes(Buffer.from('€'.repeat(34)))).toBe(false);
     expect(encoder.truncatedStrings).toBe(1);
@@ -79,7 +79,7 @@ describe('JSON Lines sink', () => {
     const path = join(dir, 'flows.jsonl');
     const sink = new JsonlSink({ path, maxBytes: 20_000, keep: 2 });
     await sink.start();
-    for (let b = 0; b < 10; b++) await sink.write(knownBatch(`b${b}`, b * 10, 10));
+    for (let b = 0; b < 10; b++) await sink.write(exportBatch(knownBatch(`b${b}`, b * 10, 10)));
     await sink.close();
     expect(readdirSync(dir).sort()).toEqual(['flows.jsonl', 'flows.jsonl.1', 'flows.jsonl.2']);
     const ids = ['flows.jsonl.2', 'flows.jsonl.1', 'flows.jsonl']
@@ -95,7 +95,7 @@ describe('JSON Lines sink', () => {
 describe('Observer', () => {
   it('keeps at most its capacity and drops records older than the retention', () => {
     const ring = new FlowRing(5, 1000n);
-    for (let i = 0; i < 8; i++) ring.push(knownRecord(i), BigInt(i * 100));
+    for (let i = 0; i < 8; i++) pushRecord(ring, knownRecord(i), BigInt(i * 100));
     expect([...ring.since(0n)].map((f) => f.record.id)).toEqual(['rec-3', 'rec-4', 'rec-5', 'rec-6', 'rec-7']);
     ring.trim(1550n);
     expect([...ring.since(0n)].map((f) => f.record.id)).toEqual(['rec-6', 'rec-7']);
@@ -108,7 +108,7 @@ describe('Observer', () => {
     await server.start();
     cleanups.push(() => server.close());
     const now = BigInt(Date.now()) * 1_000_000n;
-    for (let i = 0; i < 20; i++) ring.push(knownRecord(i), now);
+    for (let i = 0; i < 20; i++) pushRecord(ring, knownRecord(i), now);
     const client = new Client(`127.0.0.1:${server.port}`, credentials.createInsecure());
     cleanups.push(() => client.close());
     const method = observerServiceDefinition.GetFlows!;
@@ -129,7 +129,7 @@ describe('Observer', () => {
     const buffered = Array.from({ length: 20 }, (_, i) => i).filter((i) => i % 3 === 1).map((i) => `rec-${i}`);
     await until(buffered.length);
     expect(got).toEqual(buffered);
-    for (let i = 20; i < 30; i++) ring.push(knownRecord(i), now);
+    for (let i = 20; i < 30; i++) pushRecord(ring, knownRecord(i), now);
     const live = Array.from({ length: 10 }, (_, k) => 20 + k).filter((i) => i % 3 === 1).map((i) => `rec-${i}`);
     await until(buffered.length + live.length);
     expect(got).toEqual([...buffered, ...live]);

@@ -1,6 +1,11 @@
 // The IPFIX Information Elements kappa exports: IANA elements for the flow, RFC 5103 reverse
-// elements, and kappa's enterprise-specific elements for process and Kubernetes fields.
-import type { Endpoint, FlowRecord } from '@kappa/contracts';
+// elements, and kappa's enterprise-specific elements for process and Kubernetes fields. Each
+// field says how to read its value from a record in place (ExportRecord): numbers, 64-bit
+// counters as two halves, strings as byte ranges of the record.
+import { FlowFields } from '@kappa/contracts';
+import type { MessageCursor } from '@kappa/contracts';
+import { divideUint64, readUint64, stringEnd, stringStart } from '../record/export-record.js';
+import type { ExportRecord } from '../record/export-record.js';
 
 /** RFC 5103: reverse elements are the forward element ids under this private enterprise number. */
 export const REVERSE_PEN = 29305;
@@ -40,36 +45,160 @@ export function fixedLength(kind: ElementKind): number {
   }
 }
 
+/** Where a string value is: bytes[start, end) (the record's own bytes, or a field's scratch). */
+export interface TextRange {
+  bytes: Uint8Array;
+  start: number;
+  end: number;
+}
+
 /** A field of a template: the element and how to read its value from a record. */
 export interface FieldSpec extends ElementSpec {
-  number?: (r: FlowRecord) => number;
-  bigint?: (r: FlowRecord) => bigint;
-  text?: (r: FlowRecord) => string;
+  number?: (r: ExportRecord) => number;
+  /** u64 fields: leaves the value in u64.lo / u64.hi. */
+  uint64?: (r: ExportRecord) => void;
+  /** string fields: points `out` at the value's UTF-8 bytes. */
+  text?: (r: ExportRecord, out: TextRange) => void;
   /** ipv4 / ipv6: which end's address. */
   end?: 'src' | 'dst';
+}
+
+const F = FlowFields.FlowRecord;
+const E = FlowFields.Endpoint;
+const P = FlowFields.Process;
+const K = FlowFields.Kube;
+const T = FlowFields.TcpStats;
+const A = FlowFields.AppLatency;
+
+/** A string field of a cursor, as a range of the record's bytes. */
+function range(cursor: MessageCursor, field: number, out: TextRange): void {
+  out.bytes = cursor.bytes;
+  out.start = stringStart(cursor, field);
+  out.end = stringEnd(cursor, field);
 }
 
 const iana = (name: string, id: number, kind: ElementKind): ElementSpec => ({ name, id, owner: 'iana', kind });
 const kappa = (name: string, id: number, kind: ElementKind): ElementSpec => ({ name, id, owner: 'kappa', kind });
 
-const msFromNs = (ns: bigint): bigint => ns / 1_000_000n;
+/** A uint64 field of the record, or of one of its nested messages. */
+const u64Of = (read: (r: ExportRecord) => MessageCursor, field: number) => (r: ExportRecord) => readUint64(read(r), field);
+
+/** flowStart/EndMilliseconds from the record's nanoseconds. */
+const msOf = (field: number) => (r: ExportRecord) => {
+  readUint64(r.record, field);
+  divideUint64(1_000_000);
+};
 
 /** flowDirection (IANA 61): 0 ingress, 1 egress, seen from the observing node for src → dst. */
-function flowDirection(r: FlowRecord): number {
-  return r.vantage === 1 ? 1 : 0;
+function flowDirection(r: ExportRecord): number {
+  return r.record.int32(F.vantage) === 1 ? 1 : 0;
 }
 
-function icmpTypeCode(r: FlowRecord): number {
-  return ((r.icmpType & 0xff) << 8) | (r.icmpCode & 0xff);
+function icmpTypeCode(r: ExportRecord): number {
+  return ((r.record.uint32(F.icmpType) & 0xff) << 8) | (r.record.uint32(F.icmpCode) & 0xff);
 }
 
-function labelsText(e: Endpoint | undefined): string {
-  const labels = e?.kube?.labels;
-  if (!labels) return '';
-  return Object.keys(labels)
-    .sort()
-    .map((k) => `${k}=${labels[k] ?? ''}`)
-    .join(',');
+/**
+ * An end's labels as `k=v,k=v`, keys sorted as JavaScript sorts strings (UTF-16 code units; the
+ * same as byte order for the ASCII keys Kubernetes allows), written into this field's scratch.
+ */
+function labelsText(side: 'src' | 'dst'): (r: ExportRecord, out: TextRange) => void {
+  let scratch = new Uint8Array(256);
+  // Entries of the map being written: key start, key end, value start, value end.
+  let entries = new Int32Array(64);
+  let order = new Int32Array(16);
+  let count = 0;
+  let ascii = true;
+  let kube: MessageCursor;
+  const collect = (fieldNo: number, _tagStart: number, valueStart: number, end: number): void => {
+    if (fieldNo !== K.labels) return;
+    // A canonical entry: key (field 1) then value (field 2), each length-delimited.
+    const bytes = kube.bytes;
+    let pos = valueStart;
+    while (bytes[pos]! >= 0x80) pos++;
+    pos++;
+    let keyStart = 0;
+    let keyEnd = 0;
+    let valueFrom = 0;
+    let valueTo = 0;
+    while (pos < end) {
+      const tag = bytes[pos++]!;
+      let length = 0;
+      for (let shift = 0; ; shift += 7) {
+        const b = bytes[pos++]!;
+        length |= (b & 0x7f) << shift;
+        if (b < 0x80) break;
+      }
+      if (tag >>> 3 === 1) {
+        keyStart = pos;
+        keyEnd = pos + length;
+      } else {
+        valueFrom = pos;
+        valueTo = pos + length;
+      }
+      pos += length;
+    }
+    if (4 * (count + 1) > entries.length) {
+      const grown = new Int32Array(entries.length * 2);
+      grown.set(entries);
+      entries = grown;
+    }
+    entries[4 * count] = keyStart;
+    entries[4 * count + 1] = keyEnd;
+    entries[4 * count + 2] = valueFrom;
+    entries[4 * count + 3] = valueTo;
+    for (let i = keyStart; i < keyEnd && ascii; i++) if (bytes[i]! >= 0x80) ascii = false;
+    count++;
+  };
+  return (r, out) => {
+    kube = r.end(side).kube;
+    out.bytes = scratch;
+    out.start = 0;
+    out.end = 0;
+    if (!kube.has(K.labels)) return;
+    count = 0;
+    ascii = true;
+    kube.eachField(collect);
+    const bytes = kube.bytes;
+    // Insertion sort of the entries by key: a handful per pod.
+    if (count > order.length) order = new Int32Array(count * 2);
+    for (let i = 0; i < count; i++) order[i] = i;
+    for (let i = 1; i < count; i++) {
+      const e = order[i]!;
+      let j = i - 1;
+      while (j >= 0 && (ascii ? compareBytes(bytes, entries, e, order[j]!) < 0 : keyText(bytes, entries, e) < keyText(bytes, entries, order[j]!))) {
+        order[j + 1] = order[j]!;
+        j--;
+      }
+      order[j + 1] = e;
+    }
+    let size = 0;
+    for (let i = 0; i < count; i++) size += entries[4 * i + 1]! - entries[4 * i]! + entries[4 * i + 3]! - entries[4 * i + 2]! + 2;
+    if (size > scratch.length) scratch = new Uint8Array(size * 2);
+    let o = 0;
+    for (let n = 0; n < count; n++) {
+      const e = 4 * order[n]!;
+      if (n > 0) scratch[o++] = 0x2c; // ,
+      for (let i = entries[e]!; i < entries[e + 1]!; i++) scratch[o++] = bytes[i]!;
+      scratch[o++] = 0x3d; // =
+      for (let i = entries[e + 2]!; i < entries[e + 3]!; i++) scratch[o++] = bytes[i]!;
+    }
+    out.bytes = scratch;
+    out.end = o;
+  };
+}
+
+function compareBytes(bytes: Uint8Array, entries: Int32Array, a: number, b: number): number {
+  let i = entries[4 * a]!;
+  let j = entries[4 * b]!;
+  const iEnd = entries[4 * a + 1]!;
+  const jEnd = entries[4 * b + 1]!;
+  for (; i < iEnd && j < jEnd; i++, j++) if (bytes[i] !== bytes[j]) return bytes[i]! - bytes[j]!;
+  return iEnd - i - (jEnd - j);
+}
+
+function keyText(bytes: Uint8Array, entries: Int32Array, a: number): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8', entries[4 * a], entries[4 * a + 1]);
 }
 
 /**
@@ -118,33 +247,35 @@ export const kappaEndElements = {
 
 function endFields(side: 'src' | 'dst'): FieldSpec[] {
   const base = side === 'src' ? 100 : 200;
-  const end = (r: FlowRecord) => r[side];
-  const n = (name: keyof typeof kappaEndElements, kind: ElementKind, read: (e: Endpoint | undefined) => number): FieldSpec => ({
-    ...kappa(`${side}${name[0]?.toUpperCase()}${name.slice(1)}`, base + kappaEndElements[name], kind),
-    number: (r) => read(end(r)),
+  const name = (n: keyof typeof kappaEndElements) => `${side}${n[0]?.toUpperCase()}${n.slice(1)}`;
+  const n = (element: keyof typeof kappaEndElements, kind: ElementKind, read: (r: ExportRecord) => number): FieldSpec => ({
+    ...kappa(name(element), base + kappaEndElements[element], kind),
+    number: read,
   });
-  const s = (name: keyof typeof kappaEndElements, read: (e: Endpoint | undefined) => string): FieldSpec => ({
-    ...kappa(`${side}${name[0]?.toUpperCase()}${name.slice(1)}`, base + kappaEndElements[name], 'string'),
-    text: (r) => read(end(r)),
+  const s = (element: keyof typeof kappaEndElements, text: (r: ExportRecord, out: TextRange) => void): FieldSpec => ({
+    ...kappa(name(element), base + kappaEndElements[element], 'string'),
+    text,
   });
+  const process = (field: number) => (r: ExportRecord, out: TextRange) => range(r.end(side).process, field, out);
+  const kube = (field: number) => (r: ExportRecord, out: TextRange) => range(r.end(side).kube, field, out);
   return [
-    n('pid', 'u32', (e) => e?.process?.pid ?? 0),
-    n('backendPort', 'u16', (e) => e?.backendPort ?? 0),
-    s('processName', (e) => e?.process?.name ?? ''),
-    s('cmdline', (e) => e?.process?.cmdline ?? ''),
-    s('exe', (e) => e?.process?.exe ?? ''),
-    s('containerId', (e) => e?.process?.containerId ?? ''),
-    s('containerName', (e) => e?.process?.containerName ?? ''),
-    s('kubeNode', (e) => e?.kube?.node ?? ''),
-    s('objectName', (e) => e?.kube?.objectName ?? ''),
-    s('objectNamespace', (e) => e?.kube?.objectNamespace ?? ''),
-    s('objectType', (e) => e?.kube?.objectType ?? ''),
-    s('workloadName', (e) => e?.kube?.workloadName ?? ''),
-    s('workloadNamespace', (e) => e?.kube?.workloadNamespace ?? ''),
-    s('workloadKind', (e) => e?.kube?.workloadKind ?? ''),
-    s('serviceName', (e) => e?.kube?.serviceName ?? ''),
-    s('labels', labelsText),
-    s('backendAddress', (e) => e?.backendIp ?? ''),
+    n('pid', 'u32', (r) => r.end(side).process.uint32(P.pid)),
+    n('backendPort', 'u16', (r) => r.end(side).endpoint.uint32(E.backendPort)),
+    s('processName', process(P.name)),
+    s('cmdline', process(P.cmdline)),
+    s('exe', process(P.exe)),
+    s('containerId', process(P.containerId)),
+    s('containerName', process(P.containerName)),
+    s('kubeNode', kube(K.node)),
+    s('objectName', kube(K.objectName)),
+    s('objectNamespace', kube(K.objectNamespace)),
+    s('objectType', kube(K.objectType)),
+    s('workloadName', kube(K.workloadName)),
+    s('workloadNamespace', kube(K.workloadNamespace)),
+    s('workloadKind', kube(K.workloadKind)),
+    s('serviceName', kube(K.serviceName)),
+    s('labels', labelsText(side)),
+    s('backendAddress', (r, out) => range(r.end(side).endpoint, E.backendIp, out)),
   ];
 }
 
@@ -157,35 +288,38 @@ function endFields(side: 'src' | 'dst'): FieldSpec[] {
 export function templateFields(ipVersion: 4 | 6): FieldSpec[] {
   const addr: ElementKind = ipVersion === 4 ? 'ipv4' : 'ipv6';
   const k = kappaRecordElements;
+  const record = (r: ExportRecord) => r.record;
+  const latency = (r: ExportRecord) => r.appLatency;
+  const text = (field: number) => (r: ExportRecord, out: TextRange) => range(r.record, field, out);
   return [
     { ...iana(ipVersion === 4 ? 'sourceIPv4Address' : 'sourceIPv6Address', ipVersion === 4 ? 8 : 27, addr), end: 'src' },
     { ...iana(ipVersion === 4 ? 'destinationIPv4Address' : 'destinationIPv6Address', ipVersion === 4 ? 12 : 28, addr), end: 'dst' },
-    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.src?.port ?? 0 },
-    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.dst?.port ?? 0 },
-    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.protocol },
+    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.end('src').endpoint.uint32(E.port) },
+    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.end('dst').endpoint.uint32(E.port) },
+    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.record.uint32(F.protocol) },
     { ...iana(ipVersion === 4 ? 'icmpTypeCodeIPv4' : 'icmpTypeCodeIPv6', ipVersion === 4 ? 32 : 139, 'u16'), number: icmpTypeCode },
-    { ...iana('tcpControlBits', 6, 'u16'), number: (r) => r.tcp?.flags ?? 0 },
+    { ...iana('tcpControlBits', 6, 'u16'), number: (r) => r.tcp.uint32(T.flags) },
     { ...iana('flowDirection', 61, 'u8'), number: flowDirection },
-    { ...iana('octetDeltaCount', 1, 'u64'), bigint: (r) => r.bytes },
-    { ...iana('packetDeltaCount', 2, 'u64'), bigint: (r) => r.packets },
-    { name: 'reverseOctetDeltaCount', id: 1, owner: 'reverse', kind: 'u64', bigint: (r) => r.reverseBytes },
-    { name: 'reversePacketDeltaCount', id: 2, owner: 'reverse', kind: 'u64', bigint: (r) => r.reversePackets },
-    { ...iana('flowStartMilliseconds', 152, 'u64'), bigint: (r) => msFromNs(r.startNs) },
-    { ...iana('flowEndMilliseconds', 153, 'u64'), bigint: (r) => msFromNs(r.endNs) },
-    { ...kappa('kappaVantage', k.vantage, 'u8'), number: (r) => r.vantage },
-    { ...kappa('kappaJoined', k.joined, 'u8'), number: (r) => (r.joined ? 1 : 0) },
-    { ...kappa('kappaClusterId', k.clusterId, 'u32'), number: (r) => r.clusterId },
-    { ...kappa('kappaSrttMicroseconds', k.srttMicroseconds, 'u32'), number: (r) => r.tcp?.srttUs ?? 0 },
-    { ...kappa('kappaRetransmits', k.retransmits, 'u32'), number: (r) => r.tcp?.retransmits ?? 0 },
-    { ...kappa('kappaAppLatencyCount', k.appLatencyCount, 'u64'), bigint: (r) => r.appLatency?.count ?? 0n },
-    { ...kappa('kappaAppLatencySumMicroseconds', k.appLatencySumMicroseconds, 'u64'), bigint: (r) => r.appLatency?.sumUs ?? 0n },
-    { ...kappa('kappaAppLatencyMaxMicroseconds', k.appLatencyMaxMicroseconds, 'u64'), bigint: (r) => r.appLatency?.maxUs ?? 0n },
+    { ...iana('octetDeltaCount', 1, 'u64'), uint64: u64Of(record, F.bytes) },
+    { ...iana('packetDeltaCount', 2, 'u64'), uint64: u64Of(record, F.packets) },
+    { name: 'reverseOctetDeltaCount', id: 1, owner: 'reverse', kind: 'u64', uint64: u64Of(record, F.reverseBytes) },
+    { name: 'reversePacketDeltaCount', id: 2, owner: 'reverse', kind: 'u64', uint64: u64Of(record, F.reversePackets) },
+    { ...iana('flowStartMilliseconds', 152, 'u64'), uint64: msOf(F.startNs) },
+    { ...iana('flowEndMilliseconds', 153, 'u64'), uint64: msOf(F.endNs) },
+    { ...kappa('kappaVantage', k.vantage, 'u8'), number: (r) => r.record.int32(F.vantage) },
+    { ...kappa('kappaJoined', k.joined, 'u8'), number: (r) => (r.record.bool(F.joined) ? 1 : 0) },
+    { ...kappa('kappaClusterId', k.clusterId, 'u32'), number: (r) => r.record.uint32(F.clusterId) },
+    { ...kappa('kappaSrttMicroseconds', k.srttMicroseconds, 'u32'), number: (r) => r.tcp.uint32(T.srttUs) },
+    { ...kappa('kappaRetransmits', k.retransmits, 'u32'), number: (r) => r.tcp.uint32(T.retransmits) },
+    { ...kappa('kappaAppLatencyCount', k.appLatencyCount, 'u64'), uint64: u64Of(latency, A.count) },
+    { ...kappa('kappaAppLatencySumMicroseconds', k.appLatencySumMicroseconds, 'u64'), uint64: u64Of(latency, A.sumUs) },
+    { ...kappa('kappaAppLatencyMaxMicroseconds', k.appLatencyMaxMicroseconds, 'u64'), uint64: u64Of(latency, A.maxUs) },
     ...endFields('src').filter((f) => f.kind !== 'string'),
     ...endFields('dst').filter((f) => f.kind !== 'string'),
-    { ...kappa('kappaNode', k.node, 'string'), text: (r) => r.node },
-    { ...kappa('kappaObservation', k.observation, 'string'), text: (r) => r.observation },
-    { ...kappa('kappaJoinStatus', k.joinStatus, 'string'), text: (r) => r.joinStatus },
-    { ...kappa('kappaRecordId', k.recordId, 'string'), text: (r) => r.id },
+    { ...kappa('kappaNode', k.node, 'string'), text: text(F.node) },
+    { ...kappa('kappaObservation', k.observation, 'string'), text: text(F.observation) },
+    { ...kappa('kappaJoinStatus', k.joinStatus, 'string'), text: text(F.joinStatus) },
+    { ...kappa('kappaRecordId', k.recordId, 'string'), text: text(F.id) },
     ...endFields('src').filter((f) => f.kind === 'string'),
     ...endFields('dst').filter((f) => f.kind === 'string'),
   ];
