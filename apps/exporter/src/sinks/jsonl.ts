@@ -78,42 +78,59 @@ export class JsonlSink implements FlowSink {
 
   /** Removes a line cut short by a crash, and remembers the ids of the last window's records. */
   private async readTail(): Promise<void> {
+    await this.removeCutLine(this.options.path);
     const window = this.options.dedupeWindowBytes ?? 32 * 1024 * 1024;
-    const live = await this.tailOf(this.options.path, window, true);
-    if (live.covered < window && this.options.keep > 0) await this.tailOf(`${this.options.path}.1`, window - live.covered, false);
+    const covered = await this.rememberIds(this.options.path, window);
+    if (covered < window && this.options.keep > 0) await this.rememberIds(`${this.options.path}.1`, window - covered);
     if (this.seen.size > 0) this.options.logger?.info({ path: this.options.path, records: this.seen.size }, 'JSON Lines: remembered the ids of the last records written (a redelivered batch skips them)');
   }
 
-  private async tailOf(path: string, window: number, repair: boolean): Promise<{ covered: number }> {
-    let handle: FileHandle;
+  /** A last line without its newline: the write of its batch was cut, so that batch was not acked. */
+  private async removeCutLine(path: string): Promise<void> {
+    const handle = await openIfExists(path, 'r+');
+    if (!handle) return;
     try {
-      handle = await open(path, repair ? 'r+' : 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { covered: 0 };
-      throw error;
+      const size = (await handle.stat()).size;
+      const last = Buffer.alloc(1);
+      if (size === 0) return;
+      await readFully(handle, last, size - 1);
+      if (last[0] === NEWLINE) return;
+      // Back to the previous newline, a chunk at a time.
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      let end = size;
+      let keep = 0;
+      while (end > 0) {
+        const from = Math.max(0, end - chunk.length);
+        const part = chunk.subarray(0, end - from);
+        await readFully(handle, part, from);
+        const newline = part.lastIndexOf(NEWLINE);
+        if (newline >= 0) {
+          keep = from + newline + 1;
+          break;
+        }
+        end = from;
+      }
+      await handle.truncate(keep);
+      this.options.logger?.warn({ path, bytes: size - keep }, 'JSON Lines: removed a line cut short by a crash (its batch is redelivered)');
+    } finally {
+      await handle.close();
     }
+  }
+
+  /** Remembers the ids of the whole lines in the last `window` bytes of a file; returns the bytes read. */
+  private async rememberIds(path: string, window: number): Promise<number> {
+    if (window <= 0) return 0;
+    const handle = await openIfExists(path, 'r');
+    if (!handle) return 0;
     try {
-      let size = (await handle.stat()).size;
+      const size = (await handle.stat()).size;
       const from = Math.max(0, size - window);
       const tail = Buffer.allocUnsafe(size - from);
       await readFully(handle, tail, from);
-      let end = tail.length;
-      if (end > 0 && tail[end - 1] !== NEWLINE) {
-        // A line without its newline: the write of its batch was cut, so the batch was not acked.
-        const lastNewline = tail.lastIndexOf(NEWLINE);
-        // (A line longer than the whole window is no record line: leave the file alone.)
-        if (lastNewline < 0 && from > 0) return { covered: 0 };
-        const keep = lastNewline >= 0 ? from + lastNewline + 1 : from;
-        if (repair) {
-          await handle.truncate(keep);
-          this.options.logger?.warn({ path, bytes: size - keep }, 'JSON Lines: removed a line cut short by a crash (its batch is redelivered)');
-        }
-        end = keep - from;
-        size = keep;
-      }
+      const end = tail.lastIndexOf(NEWLINE) + 1;
       // The first line is whole only when the window starts at a line start.
       let start = from === 0 ? 0 : tail.indexOf(NEWLINE) + 1;
-      if (start <= 0 && from > 0) start = end;
+      if (start === 0 && from > 0) start = end;
       while (start < end) {
         const lineEnd = tail.indexOf(NEWLINE, start);
         const line = tail.toString('utf8', start, lineEnd);
@@ -125,7 +142,7 @@ export class JsonlSink implements FlowSink {
           // Not a record line (an edited file): nothing to remember.
         }
       }
-      return { covered: size - from };
+      return size - from;
     } finally {
       await handle.close();
     }
@@ -202,6 +219,15 @@ export class JsonlSink implements FlowSink {
     await this.queue;
     await this.file?.close();
     this.file = undefined;
+  }
+}
+
+async function openIfExists(path: string, flags: string): Promise<FileHandle | undefined> {
+  try {
+    return await open(path, flags);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
   }
 }
 
