@@ -1,63 +1,164 @@
 // SPDX-License-Identifier: GPL-2.0
-/* kappa capture, socket mode: per-conversation wire counts at the cgroup skb hooks, the owning
- * process stamped in socket storage at creation/connect, TCP health from the socket, and
- * request -> response latency from the sock tracepoints. Userspace drains `kappa_flows`. */
+/* kappa capture. Socket mode: per-conversation wire counts at the cgroup skb hooks; the owning
+ * process, the namespace and, once connected, the conversation key kept per socket in socket
+ * storage, so a connected socket's packet needs no parsing; TCP health from the socket; request ->
+ * response latency from the sock tracepoints. Interface mode: the same counts at tc.
+ * Userspace drains the flow map programs are not counting into (see struct kappa_drain_state).
+ *
+ * Sections: socket storage and owners | flow entries | skb hooks | sock hooks and sock_ops |
+ * socket tracepoints | interface mode. Each program stands alone: userspace may leave any of them
+ * out at load (a kernel without its hook) and the others count on. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "kappa.h"
 #include "kappa_maps.h"
 #include "kappa_packet.h"
+#include "kappa_kernel.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
+#define SOCK_RAW 3
+#define EEXIST 17
+#define TCP_CLOSE 7
+#define PACKET_HOST 0
+/* Below this an IP datagram is never fragmented (the IPv4 minimum MTU of a link is 576). */
+#define MIN_FRAGMENTED_LEN 576
+/* Copies of one packet reach their sockets within microseconds of each other. */
+#define COPY_WINDOW_NS 100000
 
 /* Set by userspace before load: with --cgroup, tracepoints (which fire for every process)
  * keep only processes below that cgroup, like the cgroup hooks do by construction. */
 const volatile struct kappa_config kappa_config = {};
 
-static __always_inline void set_owner_from_current(struct kappa_sock_owner *owner)
+/* ---- socket storage and owners ------------------------------------------------------------ */
+
+static __always_inline bool in_target_cgroup(void)
 {
-	owner->pid = bpf_get_current_pid_tgid() >> 32;
-	owner->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+	if (!kappa_config.target_cgroup_level)
+		return true;
+	return bpf_get_current_ancestor_cgroup_id(kappa_config.target_cgroup_level) == kappa_config.target_cgroup_id;
 }
 
-static __always_inline void key_from_bpf_sock(struct kappa_flow_key *key, struct bpf_sock *sk)
+/* The current process becomes the socket's owner: tgid, comm, cgroup, and the start time of its
+ * thread-group leader (what /proc/<pid>/stat says), so a reused pid can be told apart exactly. */
+static __always_inline void set_owner_from_current(struct kappa_sock *s)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	s->pid = bpf_get_current_pid_tgid() >> 32;
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	s->owner_start_ns = task->group_leader->start_boottime;
+	bpf_get_current_comm(s->comm, sizeof(s->comm));
+}
+
+static __always_inline void copy_owner(struct kappa_flow_stats *st, struct kappa_sock *s)
+{
+	st->pid = s->pid;
+	st->cgroup_id = s->cgroup_id;
+	st->owner_start_ns = s->owner_start_ns;
+	__builtin_memcpy(st->comm, s->comm, sizeof(st->comm));
+}
+
+/* A connected TCP or UDP socket: its own tuple is the conversation (raw and ICMP sockets, and
+ * sockets without a peer, are keyed packet by packet). */
+static __always_inline bool keyable(struct bpf_sock *sk, __u16 dst_port)
+{
+	return dst_port != 0 && sk->type != SOCK_RAW &&
+	       (sk->protocol == KAPPA_IPPROTO_TCP || sk->protocol == KAPPA_IPPROTO_UDP);
+}
+
+/* The conversation key from the socket's own tuple: DNAT'd traffic then keeps the address the
+ * application connected to. */
+static __always_inline void key_socket(struct kappa_sock *s, struct bpf_sock *sk)
+{
+	struct kappa_flow_key *key = &s->key;
 	if (sk->family == AF_INET) {
 		set_v4_mapped(key->local_ip, sk->src_ip4);
 		set_v4_mapped(key->remote_ip, sk->dst_ip4);
+		key->ip_version = 4;
 	} else {
 		/* One load per word: the verifier forbids pointer arithmetic on a socket. */
 		copy_ip6(key->local_ip, sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]);
 		copy_ip6(key->remote_ip, sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3]);
+		/* A dual-stack socket talking IPv4 sends IPv4 packets: key it as its packets would be. */
+		key->ip_version = (sk->dst_ip6[0] == 0 && sk->dst_ip6[1] == 0 && sk->dst_ip6[2] == bpf_htonl(0xffff)) ? 4 : 6;
 	}
 	key->local_port = sk->src_port;
 	key->remote_port = bpf_ntohs(sk->dst_port);
+	key->protocol = sk->protocol;
+	key->pad = 0;
+	key->ifindex = 0;
+	key->netns = s->netns;
+	/* Published last, with a full barrier: a reader that sees it sees the key. */
+	__sync_fetch_and_or(&s->keyed, 1);
 }
 
-/* Who opened the conversation. Remembered in `kappa_roles` across drains, because the flow
- * entry is deleted every interval and the next packet in the middle of a TCP stream no longer
- * shows a SYN. */
-static __always_inline __u8 conversation_role(struct kappa_flow_key *key, struct packet *pkt,
-					      struct kappa_sock_owner *owner, bool egress)
+/* ---- flow entries ----------------------------------------------------------------------- */
+
+/* The conversation's entry in the map programs count into now, created with its owner and role
+ * on the first packet of the interval. A full map is counted in kappa_counters, never silent. */
+static __always_inline struct kappa_flow_stats *flow_entry(__u32 epoch, struct kappa_flow_key *key, struct kappa_sock *s,
+							   __u8 role, struct packet *pkt, __u64 segs, __u64 bytes)
+{
+	struct kappa_flow_stats *st = flow_lookup(epoch, key);
+	if (st)
+		return st;
+	struct kappa_flow_stats init = {};
+	init.first_ns = bpf_ktime_get_ns();
+	init.role = role;
+	if (pkt) {
+		init.icmp_type = pkt->icmp_type;
+		init.icmp_code = pkt->icmp_code;
+	}
+	if (s)
+		copy_owner(&init, s);
+	long err = flow_insert(epoch, key, &init);
+	if (!err || err == -EEXIST /* another CPU created it first */)
+		st = flow_lookup(epoch, key);
+	if (!st) {
+		count(KAPPA_COUNTER_OVERFLOW_PACKETS, segs);
+		count(KAPPA_COUNTER_OVERFLOW_BYTES, bytes);
+	}
+	return st;
+}
+
+static __always_inline void add_packets(struct kappa_flow_stats *st, bool egress, __u64 segs, __u64 bytes, __u8 tcp_flags)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if (egress) {
+		__sync_fetch_and_add(&st->tx_packets, segs);
+		__sync_fetch_and_add(&st->tx_bytes, bytes);
+		if (st->tx_last_ns != now)
+			st->tx_last_ns = now;
+		if ((st->tx_tcp_flags | tcp_flags) != st->tx_tcp_flags)
+			__sync_fetch_and_or(&st->tx_tcp_flags, tcp_flags);
+	} else {
+		__sync_fetch_and_add(&st->rx_packets, segs);
+		__sync_fetch_and_add(&st->rx_bytes, bytes);
+		if (st->rx_last_ns != now)
+			st->rx_last_ns = now;
+		if ((st->rx_tcp_flags | tcp_flags) != st->rx_tcp_flags)
+			__sync_fetch_and_or(&st->rx_tcp_flags, tcp_flags);
+	}
+}
+
+/* Who opened a conversation no sockops callback told us about: a SYN's direction for TCP, the
+ * first sender for UDP and ICMP. Remembered in kappa_roles, which outlives the drains. */
+static __always_inline __u8 conversation_role(struct kappa_flow_key *key, __u8 protocol, __u8 tcp_flags, bool egress)
 {
 	__u32 *known = bpf_map_lookup_elem(&kappa_roles, key);
 	if (known)
 		return *known;
 	__u32 role = KAPPA_ROLE_UNKNOWN;
-	if (pkt->protocol == KAPPA_IPPROTO_TCP) {
-		if (pkt->tcp_flags & TCP_FLAG_SYN)
-			role = (egress == !(pkt->tcp_flags & TCP_FLAG_ACK)) ? KAPPA_ROLE_SRC : KAPPA_ROLE_DST;
-		else if (owner)
-			role = owner->role;
+	if (protocol == KAPPA_IPPROTO_TCP) {
+		if (tcp_flags & TCP_FLAG_SYN)
+			role = (egress == !(tcp_flags & TCP_FLAG_ACK)) ? KAPPA_ROLE_SRC : KAPPA_ROLE_DST;
 	} else {
-		/* UDP, ICMP: the first sender. */
 		role = egress ? KAPPA_ROLE_SRC : KAPPA_ROLE_DST;
 	}
 	if (role != KAPPA_ROLE_UNKNOWN && bpf_map_update_elem(&kappa_roles, key, &role, BPF_ANY))
@@ -65,103 +166,212 @@ static __always_inline __u8 conversation_role(struct kappa_flow_key *key, struct
 	return role;
 }
 
-/* srtt, min RTT and the retransmits since the last packet, from the kernel's tcp_sock. */
-static __always_inline void account_tcp_health(struct kappa_flow_stats *st, struct bpf_sock *sk,
-					       struct kappa_sock_owner *owner)
+/* srtt and min RTT at this packet, and the segments retransmitted since the socket's last
+ * packet. Both directions read total_retrans; the compare-and-swap lets exactly one of them add
+ * each increase, so two CPUs never add the same retransmits twice. */
+static __always_inline void account_tcp_health(struct kappa_flow_stats *st, struct bpf_sock *sk, struct kappa_sock *s)
 {
 	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
 	if (!tp)
 		return;
-	st->srtt_us = tp->srtt_us >> 3;
-	if (tp->rtt_min != ~0U) /* ~0: no RTT sample yet */
-		st->min_rtt_us = tp->rtt_min;
-	if (!owner)
-		return;
+	__u32 srtt = tp->srtt_us >> 3;
+	if (st->srtt_us != srtt)
+		st->srtt_us = srtt;
+	__u32 min_rtt = tp->rtt_min;
+	if (min_rtt != ~0U && st->min_rtt_us != min_rtt) /* ~0: no RTT sample yet */
+		st->min_rtt_us = min_rtt;
 	__u32 total = tp->total_retrans;
-	__u32 delta = total - owner->total_retrans_seen;
-	if (delta) {
-		owner->total_retrans_seen = total;
-		__sync_fetch_and_add(&st->retransmits, delta);
-	}
-	if (owner->handshake_us && !owner->handshake_reported) {
-		owner->handshake_reported = 1;
-		st->handshake_us = owner->handshake_us;
-	}
+	__u32 seen = s->retrans_seen;
+	if (total != seen && __sync_val_compare_and_swap(&s->retrans_seen, seen, total) == seen)
+		__sync_fetch_and_add(&st->retransmits, total - seen);
 }
 
-/* Adds one (possibly GSO) packet to its conversation, creating the entry for the interval.
- * A full map is counted in kappa_counters, never silently dropped. */
-static __always_inline struct kappa_flow_stats *add_to_flow(struct kappa_flow_key *key, struct packet *pkt,
-							    struct kappa_sock_owner *owner, bool egress,
-							    __u64 segs, __u64 bytes)
+/* ---- skb hooks (socket mode) ------------------------------------------------------------ */
+
+/* Header lengths of a keyed socket's packet by direct packet access; -1 when the headers are not
+ * in the linear part or IPv6 extension headers come first (the caller then parses). */
+static __always_inline int direct_headers(struct __sk_buff *skb, __u8 version, __u8 protocol, __u32 *ip_header_len,
+					  __u32 *header_len, __u8 *tcp_flags)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct kappa_flow_stats *st = bpf_map_lookup_elem(&kappa_flows, key);
-	if (!st) {
-		struct kappa_flow_stats init = {};
-		init.first_ns = now;
-		init.role = conversation_role(key, pkt, owner, egress);
-		init.icmp_type = pkt->icmp_type;
-		init.icmp_code = pkt->icmp_code;
-		if (owner) {
-			init.pid = owner->pid;
-			init.cgroup_id = owner->cgroup_id;
-			__builtin_memcpy(init.comm, owner->comm, sizeof(init.comm));
-		}
-		long err = bpf_map_update_elem(&kappa_flows, key, &init, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST: another CPU created it first */) {
-			count(KAPPA_COUNTER_OVERFLOW_PACKETS, segs);
-			count(KAPPA_COUNTER_OVERFLOW_BYTES, bytes);
-			return 0;
-		}
-		st = bpf_map_lookup_elem(&kappa_flows, key);
-		if (!st)
-			return 0;
-	}
-	st->last_ns = now;
-	if (egress) {
-		__sync_fetch_and_add(&st->tx_packets, segs);
-		__sync_fetch_and_add(&st->tx_bytes, bytes);
+	__u8 *data = (void *)(long)skb->data;
+	__u8 *end = (void *)(long)skb->data_end;
+	__u32 ihl = 40;
+	if (version == 4) {
+		if (data + 20 > end)
+			return -1;
+		ihl = (data[0] & 0x0f) * 4;
+		if (ihl < 20)
+			return -1;
 	} else {
-		__sync_fetch_and_add(&st->rx_packets, segs);
-		__sync_fetch_and_add(&st->rx_bytes, bytes);
+		if (data + 40 > end || data[6] != protocol)
+			return -1;
 	}
-	if (pkt->protocol == KAPPA_IPPROTO_TCP && (st->tcp_flags | pkt->tcp_flags) != st->tcp_flags)
-		__sync_fetch_and_or(&st->tcp_flags, pkt->tcp_flags);
-	return st;
+	*ip_header_len = ihl;
+	if (protocol != KAPPA_IPPROTO_TCP) {
+		*header_len = ihl + 8;
+		return 0;
+	}
+	__u8 *th = data + ihl;
+	if (th + 20 > end)
+		return -1;
+	*tcp_flags = th[13];
+	*header_len = ihl + (th[12] >> 4) * 4;
+	return 0;
+}
+
+/* A packet of a connected TCP/UDP socket: the key is in its storage. */
+static __always_inline int account_keyed(struct __sk_buff *skb, struct bpf_sock *sk, struct kappa_sock *s, bool egress)
+{
+	__u8 protocol = s->key.protocol;
+	__u8 version = s->key.ip_version;
+	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 bytes = skb->len;
+	__u32 ip_header_len = 0, header_len = 0;
+	__u8 tcp_flags = 0;
+	if (direct_headers(skb, version, protocol, &ip_header_len, &header_len, &tcp_flags)) {
+		struct packet pkt = {};
+		if (parse_packet_at(skb, &pkt, 0))
+			return 1;
+		ip_header_len = pkt.ip_header_len;
+		header_len = pkt.header_len;
+		tcp_flags = pkt.tcp_flags;
+	}
+	/* GSO super-packets: one skb, gso_segs packets on the wire, each with its own headers. */
+	if (segs > 1)
+		bytes += (segs - 1) * header_len;
+	else if (protocol == KAPPA_IPPROTO_UDP) {
+		/* Egress runs before IP fragmentation, ingress after reassembly. */
+		if (egress && bytes > MIN_FRAGMENTED_LEN)
+			fragmented(bytes, skb_dev_mtu(skb), ip_header_len, version == 6, &segs, &bytes);
+		else if (!egress)
+			fragmented(bytes, skb_frag_max_size(skb, version == 6), ip_header_len, version == 6, &segs, &bytes);
+	}
+
+	__u8 role = s->role;
+	if (role == KAPPA_ROLE_UNKNOWN) {
+		/* Known from sockops for sockets opened while attached; otherwise learnt here. */
+		role = conversation_role(&s->key, protocol, tcp_flags, egress);
+		if (role != KAPPA_ROLE_UNKNOWN)
+			s->role = role;
+	}
+	struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, role, 0, segs, bytes);
+	if (!st)
+		return 1;
+	add_packets(st, egress, segs, bytes, tcp_flags);
+	if (protocol == KAPPA_IPPROTO_TCP)
+		account_tcp_health(st, sk, s);
+	return 1;
+}
+
+static __always_inline bool keys_equal(struct kappa_flow_key *a, struct kappa_flow_key *b)
+{
+	__u64 *x = (__u64 *)a, *y = (__u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
+}
+
+/* One wire packet delivered to several sockets (multicast and broadcast with several listeners,
+ * raw sockets, which get a copy of every packet of their protocol) is counted once: at the first
+ * socket; the copies that follow on this CPU are skipped. A raw ICMP socket counts only the echo
+ * replies to its own requests. */
+static __always_inline bool is_copy(struct __sk_buff *skb, struct bpf_sock *sk, struct kappa_sock *s,
+				    struct kappa_flow_key *key, struct packet *pkt)
+{
+	if (sk->type == SOCK_RAW && pkt->echo &&
+	    (pkt->icmp_type == ICMP_ECHO_REPLY || pkt->icmp_type == ICMPV6_ECHO_REPLY) &&
+	    (pkt->protocol == KAPPA_IPPROTO_ICMP || pkt->protocol == KAPPA_IPPROTO_ICMPV6))
+		return !s || s->echo_id != pkt->src_port;
+	if (sk->type != SOCK_RAW && skb->pkt_type == PACKET_HOST && pkt->protocol != KAPPA_IPPROTO_ICMP &&
+	    pkt->protocol != KAPPA_IPPROTO_ICMPV6)
+		return false;
+	__u32 zero = 0;
+	struct kappa_delivery *last = bpf_map_lookup_elem(&kappa_last_delivery, &zero);
+	if (!last)
+		return false;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u64 now = bpf_ktime_get_ns();
+	if (last->socket_cookie != cookie && now - last->ns < COPY_WINDOW_NS &&
+	    last->fingerprint[0] == pkt->fingerprint[0] && last->fingerprint[1] == pkt->fingerprint[1] &&
+	    keys_equal(&last->key, key))
+		return true;
+	__builtin_memcpy(&last->key, key, sizeof(*key));
+	last->fingerprint[0] = pkt->fingerprint[0];
+	last->fingerprint[1] = pkt->fingerprint[1];
+	last->socket_cookie = cookie;
+	last->ns = now;
+	return false;
+}
+
+/* A packet of a socket without a peer (listener, unconnected UDP, raw, ICMP): keyed by its tuple. */
+static __always_inline int account_parsed(struct __sk_buff *skb, struct bpf_sock *sk, struct kappa_sock *s, bool egress)
+{
+	struct packet pkt = {};
+	if (parse_packet_at(skb, &pkt, 0))
+		return 1;
+	struct kappa_flow_key key = {};
+	key_from_packet(&key, &pkt, egress);
+	key.netns = s ? s->netns : skb_sock_netns(skb);
+
+	if (egress && s && sk->type == SOCK_RAW && pkt.echo &&
+	    (pkt.icmp_type == ICMP_ECHO_REQUEST || pkt.icmp_type == ICMPV6_ECHO_REQUEST))
+		s->echo_id = pkt.src_port;
+	if (!egress && is_copy(skb, sk, s, &key, &pkt)) {
+		count(KAPPA_COUNTER_COPIES_SKIPPED, 1);
+		return 1;
+	}
+
+	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 bytes = skb->len;
+	if (segs > 1)
+		bytes += (segs - 1) * pkt.header_len;
+	else if (egress && bytes > MIN_FRAGMENTED_LEN)
+		fragmented(bytes, skb_dev_mtu(skb), pkt.ip_header_len, pkt.ip_version == 6, &segs, &bytes);
+	else if (!egress)
+		fragmented(bytes, skb_frag_max_size(skb, pkt.ip_version == 6), pkt.ip_header_len, pkt.ip_version == 6, &segs,
+			   &bytes);
+
+	__u8 role = conversation_role(&key, pkt.protocol, pkt.tcp_flags, egress);
+	struct kappa_flow_stats *st = flow_entry(current_epoch(), &key, s, role, &pkt, segs, bytes);
+	if (st)
+		add_packets(st, egress, segs, bytes, pkt.tcp_flags);
+	return 1;
 }
 
 static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 {
-	struct kappa_flow_key key = {};
-	struct packet pkt = {};
-	if (parse_packet(skb, &pkt))
-		return 1;
-	key_from_packet(&key, &pkt, egress);
-
-	/* Key by the socket's own tuple when it has one: DNAT'd traffic then keeps the address the
-	 * application connected to. Listeners (SYN, SYN-ACK, handshake ACK) and unconnected UDP
-	 * sockets have no peer, so their packets keep the packet's tuple. */
+	/* At the cgroup hooks skb->sk is the full socket the packet belongs to. */
 	struct bpf_sock *sk = skb->sk;
-	struct kappa_sock_owner *owner = 0;
-	bool connected = false;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (sk) {
-		owner = bpf_sk_storage_get(&kappa_owners, sk, 0, 0);
-		connected = sk->dst_port != 0 && sk->protocol == pkt.protocol &&
-			    pkt.protocol != KAPPA_IPPROTO_ICMP && pkt.protocol != KAPPA_IPPROTO_ICMPV6;
-		if (connected)
-			key_from_bpf_sock(&key, sk);
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (!s) {
+		/* A socket older than the attach (or a kernel socket): storage now, owner unknown until
+		 * a process sends or receives on it (see claim_owner). */
+		s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (s)
+			s->netns = skb_sock_netns(skb);
 	}
-
-	/* GSO super-packets: one skb, gso_segs packets on the wire, each with its own headers. */
-	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
-	__u64 bytes = skb->len + (segs - 1) * pkt.header_len;
-	struct kappa_flow_stats *st = add_to_flow(&key, &pkt, owner, egress, segs, bytes);
-	if (st && connected && pkt.protocol == KAPPA_IPPROTO_TCP)
-		account_tcp_health(st, sk, owner);
-	return 1;
+	if (s) {
+		/* Still connected to the peer it was keyed with (UDP can disconnect or reconnect). */
+		__u16 dst_port = bpf_ntohs(sk->dst_port);
+		if (s->keyed && s->key.remote_port == dst_port)
+			return account_keyed(skb, sk, s, egress);
+		if (keyable(sk, dst_port)) {
+			if (sk->protocol == KAPPA_IPPROTO_TCP) {
+				/* Seen first mid-stream: only retransmits from now on are this capture's. */
+				struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+				if (tp && !s->keyed)
+					s->retrans_seen = tp->total_retrans;
+			}
+			if (s->keyed)
+				s->role = KAPPA_ROLE_UNKNOWN; /* reconnected: a new conversation */
+			key_socket(s, sk);
+			return account_keyed(skb, sk, s, egress);
+		}
+	}
+	return account_parsed(skb, sk, s, egress);
 }
 
 SEC("cgroup_skb/ingress")
@@ -176,30 +386,35 @@ int kappa_skb_egress(struct __sk_buff *skb)
 	return account_skb(skb, true);
 }
 
-/* Every socket gets its owner at creation, in the creating process's context. Storage is
- * cloned to accepted sockets (BPF_F_CLONE), so servers are attributed too. */
+/* ---- sock hooks and sock_ops ------------------------------------------------------------ */
+
+/* Every socket gets its owner and namespace at creation, in the creating process's context.
+ * Storage is cloned to accepted sockets (BPF_F_CLONE), so servers are attributed too. */
 SEC("cgroup/sock_create")
 int kappa_sock_create(struct bpf_sock *sk)
 {
-	struct kappa_sock_owner *owner =
-		bpf_sk_storage_get(&kappa_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (owner)
-		set_owner_from_current(owner);
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (s) {
+		set_owner_from_current(s);
+		s->netns = sock_ctx_netns(sk);
+	}
 	return 1;
 }
 
-/* connect() marks the local end as the initiator, and re-stamps the owner: the process that
- * connects is the one a user asks about, even if another one created the socket. */
+/* connect() re-stamps the owner (the process that connects is the one a user asks about, even
+ * if another one created the socket) and starts a new conversation: the next packet keys it. */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 1;
-	struct kappa_sock_owner *owner =
-		bpf_sk_storage_get(&kappa_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (owner) {
-		set_owner_from_current(owner);
-		owner->role = KAPPA_ROLE_SRC;
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (s) {
+		set_owner_from_current(s);
+		if (!s->netns)
+			s->netns = sock_addr_netns(ctx);
+		s->keyed = 0;
+		s->role = sk->protocol == KAPPA_IPPROTO_TCP ? KAPPA_ROLE_SRC : KAPPA_ROLE_UNKNOWN;
 	}
 	return 1;
 }
@@ -216,7 +431,7 @@ int kappa_connect6(struct bpf_sock_addr *ctx)
 	return on_connect(ctx);
 }
 
-/* Handshake latency of active opens, and the accepting side's role. */
+/* Keys, roles and handshake latency of TCP connections, and their last retransmits at close. */
 SEC("sockops")
 int kappa_sockops(struct bpf_sock_ops *ops)
 {
@@ -225,94 +440,115 @@ int kappa_sockops(struct bpf_sock_ops *ops)
 		return 1;
 	switch (ops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB: {
-		struct kappa_sock_owner *owner =
-			bpf_sk_storage_get(&kappa_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (owner)
-			owner->connect_ns = bpf_ktime_get_ns();
+		/* The SYN is about to leave: the tuple is complete. */
+		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!s)
+			break;
+		s->connect_ns = bpf_ktime_get_ns();
+		s->role = KAPPA_ROLE_SRC;
+		s->retrans_seen = 0;
+		s->keyed = 0;
+		key_socket(s, sk);
+		bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
-		struct kappa_sock_owner *owner = bpf_sk_storage_get(&kappa_owners, sk, 0, 0);
-		if (owner && owner->connect_ns)
-			owner->handshake_us = (bpf_ktime_get_ns() - owner->connect_ns) / 1000;
+		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+		if (!s || !s->connect_ns || !s->keyed)
+			break;
+		__u32 handshake_us = (bpf_ktime_get_ns() - s->connect_ns) / 1000;
+		struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, s->role, 0, 0, 0);
+		if (st)
+			st->handshake_us = handshake_us;
 		break;
 	}
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
-		struct kappa_sock_owner *owner =
-			bpf_sk_storage_get(&kappa_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (owner)
-			owner->role = KAPPA_ROLE_DST;
+		/* An accepted socket: its storage is the listener's clone (owner, namespace). */
+		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!s)
+			break;
+		s->role = KAPPA_ROLE_DST;
+		s->retrans_seen = 0; /* SYN-ACK retransmits are in total_retrans: count them */
+		s->pending_send_ns = 0;
+		s->keyed = 0;
+		key_socket(s, sk);
+		bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	}
+	case BPF_SOCK_OPS_STATE_CB: {
+		/* A retransmission that no later packet of this socket followed is added here. */
+		if (ops->args[1] != TCP_CLOSE)
+			break;
+		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+		if (!s || !s->keyed)
+			break;
+		__u32 total = ops->total_retrans;
+		__u32 seen = s->retrans_seen;
+		if (total == seen || __sync_val_compare_and_swap(&s->retrans_seen, seen, total) != seen)
+			break;
+		struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, s->role, 0, 0, 0);
+		if (st)
+			__sync_fetch_and_add(&st->retransmits, total - seen);
 		break;
 	}
 	}
 	return 1;
 }
 
-/* Request -> response latency at the socket layer: a send followed by a receive on the same
- * socket is one pair. Tracepoints fire for every process on the host, so they filter to the
- * attached cgroup sub-tree and to conversations the cgroup hooks already counted. */
-static __always_inline bool in_target_cgroup(void)
-{
-	if (!kappa_config.target_cgroup_level)
-		return true;
-	return bpf_get_current_ancestor_cgroup_id(kappa_config.target_cgroup_level) ==
-	       kappa_config.target_cgroup_id;
-}
+/* ---- socket tracepoints: app latency and owners of sockets older than the attach ------- */
 
 /* A socket created before capture attached has no owner: sock_create never saw it, and the
- * connections a listener of that age accepts inherit nothing. The first send or receive on such
- * a conversation runs in its process's context, so its flow takes the owner from there. */
-static __always_inline void claim_unowned_flow(const void *sk)
+ * connections a listener of that age accepts inherit nothing. The first send or receive on it
+ * runs in its process's context. */
+static __always_inline void claim_owner(struct kappa_sock *s)
 {
-	struct kappa_flow_key key = {};
-	if (key_from_kernel_sock(&key, sk))
+	if (s->pid || !in_target_cgroup())
 		return;
-	struct kappa_flow_stats *st = bpf_map_lookup_elem(&kappa_flows, &key);
-	if (!st || st->pid)
+	set_owner_from_current(s);
+	if (!s->keyed)
 		return;
-	st->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(st->comm, sizeof(st->comm));
-	st->pid = bpf_get_current_pid_tgid() >> 32;
+	struct kappa_flow_stats *st = flow_lookup(current_epoch(), &s->key);
+	if (st && !st->pid)
+		copy_owner(st, s);
 }
 
-SEC("tracepoint/sock/sock_send_length")
-int kappa_sock_send(struct trace_event_raw_sock_msg_length *ctx)
+/* Request -> response latency at the socket layer: the first send of a request and the receive
+ * that follows on the same socket are one pair. Storage exists only for sockets of the attached
+ * cgroup, so these global tracepoints ignore every other socket at the first lookup. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
 {
-	if (ctx->ret <= 0 || (ctx->family != AF_INET && ctx->family != AF_INET6))
+	if (ret <= 0)
 		return 0;
-	if (!in_target_cgroup())
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (!s)
 		return 0;
-	claim_unowned_flow(ctx->sk);
-	__u64 sk = (__u64)ctx->sk;
-	/* The response time runs from the first send of a request, not from its last chunk. */
-	struct kappa_pending_request request = { .sent_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&kappa_pending, &sk, &request, BPF_NOEXIST);
+	claim_owner(s);
+	if (!s->pending_send_ns)
+		s->pending_send_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
-SEC("tracepoint/sock/sock_recv_length")
-int kappa_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
 {
-	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK))
+	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (!s)
 		return 0;
-	if (in_target_cgroup())
-		claim_unowned_flow(ctx->sk);
-	__u64 sk = (__u64)ctx->sk;
-	struct kappa_pending_request *request = bpf_map_lookup_elem(&kappa_pending, &sk);
-	if (!request)
+	claim_owner(s);
+	__u64 sent = s->pending_send_ns;
+	if (!sent)
 		return 0;
-	__u64 latency_us = (bpf_ktime_get_ns() - request->sent_ns) / 1000;
-	bpf_map_delete_elem(&kappa_pending, &sk);
-
-	struct kappa_flow_key key = {};
-	if (key_from_kernel_sock(&key, ctx->sk))
-		return 0;
-	struct kappa_flow_stats *st = bpf_map_lookup_elem(&kappa_flows, &key);
+	s->pending_send_ns = 0;
 	/* Only the initiator's send -> receive is a request and its response; on the accepting
 	 * side the same pattern would measure the client's think time. */
-	if (!st || st->role != KAPPA_ROLE_SRC)
+	if (s->role != KAPPA_ROLE_SRC || !s->keyed)
+		return 0;
+	__u64 latency_us = (bpf_ktime_get_ns() - sent) / 1000;
+	struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, s->role, 0, 0, 0);
+	if (!st)
 		return 0;
 	__sync_fetch_and_add(&st->app_count, 1);
 	__sync_fetch_and_add(&st->app_sum_us, latency_us);
@@ -321,24 +557,51 @@ int kappa_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
 	return 0;
 }
 
-/* Interface mode: traffic that reaches no local socket (routed, forwarded, NodePort) counted on
- * the interfaces matching --capture. The key carries the ifindex, so these records never merge
- * with socket-mode ones; "local" is this host's side of the interface. */
+/* ---- interface mode --------------------------------------------------------------------- */
+
+/* Traffic that reaches no local socket (routed, forwarded, NodePort) counted on the interfaces
+ * matching --capture. The key carries the ifindex, so these records never merge with socket-mode
+ * ones; "local" is this host's side of the interface. */
 static __always_inline int account_tc(struct __sk_buff *skb, bool egress)
 {
-	struct kappa_flow_key key = {};
-	struct packet pkt = {};
-	/* Ethernet devices only: the network header follows 14 bytes of link header. */
 	if (skb->protocol != bpf_htons(0x0800) && skb->protocol != bpf_htons(0x86DD))
 		return 0;
-	if (parse_packet_at(skb, &pkt, 14))
+	__u32 link_header = skb_link_header_len(skb);
+	struct packet pkt = {};
+	if (parse_packet_at(skb, &pkt, link_header))
 		return 0;
+	if (pkt.fragment != FRAGMENT_NONE) {
+		/* Later fragments carry no ports: take them from the first fragment of the datagram. */
+		struct kappa_fragment_key fragment = { .id = pkt.fragment_id, .ifindex = skb->ifindex, .protocol = pkt.protocol };
+		__builtin_memcpy(fragment.src_ip, pkt.src_ip, 16);
+		__builtin_memcpy(fragment.dst_ip, pkt.dst_ip, 16);
+		if (pkt.fragment == FRAGMENT_FIRST) {
+			struct kappa_fragment_ports ports = { .src_port = pkt.src_port, .dst_port = pkt.dst_port };
+			bpf_map_update_elem(&kappa_fragments, &fragment, &ports, BPF_ANY);
+		} else {
+			struct kappa_fragment_ports *ports = bpf_map_lookup_elem(&kappa_fragments, &fragment);
+			if (ports) {
+				pkt.src_port = ports->src_port;
+				pkt.dst_port = ports->dst_port;
+			}
+		}
+	}
+	struct kappa_flow_key key = {};
 	key_from_packet(&key, &pkt, egress);
 	key.ifindex = skb->ifindex;
+	key.netns = skb_dev_netns(skb);
 
 	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
-	__u64 ip_len = skb->len > 14 ? skb->len - 14 : 0;
-	add_to_flow(&key, &pkt, 0, egress, segs, ip_len + (segs - 1) * pkt.header_len);
+	/* The IP length, not the frame's: a short frame is padded to 60 bytes on Ethernet. */
+	__u64 bytes = skb->len > link_header ? skb->len - link_header : 0;
+	if (segs > 1)
+		bytes += (segs - 1) * pkt.header_len;
+	else if (pkt.ip_len && pkt.ip_len < bytes)
+		bytes = pkt.ip_len;
+	__u8 role = conversation_role(&key, pkt.protocol, pkt.tcp_flags, egress);
+	struct kappa_flow_stats *st = flow_entry(current_epoch(), &key, 0, role, &pkt, segs, bytes);
+	if (st)
+		add_packets(st, egress, segs, bytes, pkt.tcp_flags);
 	return 0;
 }
 
@@ -346,13 +609,11 @@ static __always_inline int account_tc(struct __sk_buff *skb, bool egress)
 SEC("tc")
 int kappa_tc_ingress(struct __sk_buff *skb)
 {
-	account_tc(skb, false);
-	return 0;
+	return account_tc(skb, false);
 }
 
 SEC("tc")
 int kappa_tc_egress(struct __sk_buff *skb)
 {
-	account_tc(skb, true);
-	return 0;
+	return account_tc(skb, true);
 }

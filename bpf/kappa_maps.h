@@ -1,23 +1,57 @@
-/* Maps of the capture programs. Sizes are defaults: userspace sets kappa_flows and kappa_roles
- * from --max-conversations before load. Every map is pinned by name under the instance's bpffs
- * folder (userspace sets pin_root_path), so a restart after a crash reuses them: the counts made
- * while capture was down, and the vantages and owners of open conversations, survive. */
+/* Maps of the capture programs, and the kernel-only per-socket state. Sizes are defaults:
+ * userspace sets the flow maps and kappa_roles from --max-conversations before load. Every map is
+ * pinned by name under the instance's bpffs folder (userspace sets pin_root_path), so a restart
+ * after a crash reuses them: the counts made while capture was down, and the vantages and owners
+ * of open conversations, survive. */
 #ifndef KAPPA_MAPS_H
 #define KAPPA_MAPS_H
 
-/* A plain hash, not an LRU: when it is full the update fails and the loss is counted, where an
- * LRU would silently evict a conversation. Not preallocated, so an element deleted by the
- * drain is freed after an RCU grace period instead of being reused under a running program. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 262144);
-	__type(key, struct kappa_flow_key);
-	__type(value, struct kappa_flow_stats);
-} kappa_flows SEC(".maps");
+/* What the kernel knows about one socket, in BPF_MAP_TYPE_SK_STORAGE: freed with the socket, so
+ * nothing here can outlive it or be found again by a socket that reuses its address. Cloned from
+ * a listener to the sockets it accepts (BPF_F_CLONE), so accepted connections keep their owner;
+ * the clone's conversation fields are reset when it is established. */
+struct kappa_sock {
+	struct kappa_flow_key key; /* the connected tuple, valid when `keyed` */
+	__u64 cgroup_id;
+	__u64 owner_start_ns; /* start_boottime of the owner's thread-group leader */
+	__u64 connect_ns;     /* when the SYN of an active open left */
+	__u64 pending_send_ns; /* app latency: first send not yet answered by a receive */
+	__u32 pid;
+	__u32 netns;	    /* the socket's network namespace (inode number) */
+	__u32 retrans_seen; /* tcp_sock.total_retrans already added to a flow */
+	__u32 keyed;	    /* key holds this socket's connected tuple: packets need no parsing */
+	__u16 echo_id;	    /* raw ICMP sockets: the identifier of the echo requests this socket sent */
+	__u8 role;	    /* KAPPA_ROLE_* once known */
+	__u8 pad;
+	char comm[KAPPA_COMM_LEN];
+};
 
-/* Who opened each conversation; outlives the drains (see conversation_role). */
+/* Two flow maps, counted into alternately (see struct kappa_drain_state). Plain hashes, not
+ * LRUs: when one is full the insert fails and the loss is counted, where an LRU would silently
+ * evict a conversation. Not preallocated, so memory follows the number of conversations. */
+#define KAPPA_FLOW_MAP(name)                                                                       \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__uint(max_entries, 262144);                                                       \
+		__type(key, struct kappa_flow_key);                                                \
+		__type(value, struct kappa_flow_stats);                                            \
+	} name SEC(".maps")
+
+KAPPA_FLOW_MAP(kappa_flows_0);
+KAPPA_FLOW_MAP(kappa_flows_1);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kappa_drain_state);
+} kappa_drain SEC(".maps");
+
+/* Who opened conversations that no connected socket keys (unconnected UDP, ICMP, listeners):
+ * outlives the drains, because the next packet of such a conversation does not show it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -31,17 +65,48 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
 	__type(key, int);
-	__type(value, struct kappa_sock_owner);
-} kappa_owners SEC(".maps");
+	__type(value, struct kappa_sock);
+} kappa_socks SEC(".maps");
 
-/* Keyed by the kernel's struct sock address, which the sock tracepoints expose. */
+/* The last packet counted on this CPU among those the kernel may hand to several sockets
+ * (multicast, broadcast, raw sockets): their copies are delivered one after another on the CPU
+ * that received the packet, so a copy looks like the packet just counted, for another socket. */
+struct kappa_delivery {
+	struct kappa_flow_key key;
+	__u64 fingerprint[2]; /* IP id/length/checksum and the first 8 transport bytes */
+	__u64 socket_cookie;  /* the socket it was counted at */
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kappa_delivery);
+} kappa_last_delivery SEC(".maps");
+
+/* Interface mode: the ports of a fragmented datagram, from its first fragment, for the later
+ * fragments (which carry no transport header). */
+struct kappa_fragment_key {
+	__u8 src_ip[16];
+	__u8 dst_ip[16];
+	__u32 id;
+	__u32 ifindex;
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+struct kappa_fragment_ports {
+	__u16 src_port;
+	__u16 dst_port;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct kappa_pending_request);
-} kappa_pending SEC(".maps");
+	__uint(max_entries, 4096);
+	__type(key, struct kappa_fragment_key);
+	__type(value, struct kappa_fragment_ports);
+} kappa_fragments SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -56,6 +121,28 @@ static __always_inline void count(__u32 index, __u64 amount)
 	__u64 *value = bpf_map_lookup_elem(&kappa_counters, &index);
 	if (value)
 		*value += amount; /* per-CPU: no other writer */
+}
+
+static __always_inline __u32 current_epoch(void)
+{
+	__u32 zero = 0;
+	struct kappa_drain_state *state = bpf_map_lookup_elem(&kappa_drain, &zero);
+	return state ? state->epoch & 1 : 0;
+}
+
+static __always_inline struct kappa_flow_stats *flow_lookup(__u32 epoch, struct kappa_flow_key *key)
+{
+	/* Two call sites, one map each: the verifier inlines a hash lookup only where the map is known. */
+	if (epoch)
+		return bpf_map_lookup_elem(&kappa_flows_1, key);
+	return bpf_map_lookup_elem(&kappa_flows_0, key);
+}
+
+static __always_inline long flow_insert(__u32 epoch, struct kappa_flow_key *key, struct kappa_flow_stats *init)
+{
+	if (epoch)
+		return bpf_map_update_elem(&kappa_flows_1, key, init, BPF_NOEXIST);
+	return bpf_map_update_elem(&kappa_flows_0, key, init, BPF_NOEXIST);
 }
 
 #endif

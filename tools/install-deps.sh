@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kappa needs to build, run and test, when any is missing.
 # Idempotent and quiet when everything is present. Needs root (or sudo) to install.
+#   tools/install-deps.sh [--kernels]    --kernels: also what `npm run test:kernels` needs
 set -euo pipefail
 
 # command-or-file to check  →  Debian package
@@ -28,6 +29,10 @@ declare -A needs=(
   [ping]=iputils-ping
   [jq]=jq
 )
+if [[ ${1:-} == --kernels ]]; then
+  # tools/kernels: qemu (TCG), a Debian root file system, ext4 images made and read without mounting.
+  needs+=([qemu-system-x86_64]=qemu-system-x86 [debootstrap]=debootstrap [mke2fs]=e2fsprogs [debugfs]=e2fsprogs)
+fi
 
 missing=()
 for what in "${!needs[@]}"; do

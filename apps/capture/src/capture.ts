@@ -1,30 +1,33 @@
-// The capture loop: every interval, drain the kernel's flow table, turn each conversation into
-// a FlowRecord and hand the batch to a sink (stdout JSON lines or the bus). Metrics count what
-// left the kernel and what the kernel could not store.
-import { newFlowBatch } from '@kappa/contracts';
-import type { FlowBatch, FlowRecord } from '@kappa/contracts';
+// The capture loop: every interval, end the kernel's interval, stream its conversations chunk by
+// chunk from the kernel's buffers into encoded FlowBatches, spool each batch once and hand its
+// bytes to a sink (the bus or stdout). Memory is bounded by a chunk and a batch, not by the number
+// of conversations. Metrics count what left the kernel and what the kernel could not store.
 import { Counter, Gauge, Histogram } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
-import { ktimeToUnixOffsetNs, unixNowNs } from './clock.js';
-import type { Conversation } from './layout.js';
-import type { OverflowCounters } from './datapath.js';
-import { toFlowRecord } from './records.js';
-import type { Spool } from './spool.js';
+import { ktimeToUnixOffsetNs } from './clock.js';
+import type { DrainPass, OverflowCounters } from './datapath.js';
+import { FlowBatchEncoder } from './encode.js';
+import type { EncodedBatch } from './encode.js';
+import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC } from './layout.js';
+import type { Spool, SpooledBatch } from './spool.js';
 
 /** The kernel side as the loop needs it (Datapath in production). */
 export interface FlowSource {
-  drain(onConversation: (conversation: Conversation) => void): number;
+  /** Entries a crashed instance left in the map programs no longer count into. */
+  leftover(): DrainPass | undefined;
+  /** Ends the interval and hands over its conversations. */
+  drainInterval(): DrainPass;
   overflow(): OverflowCounters;
   readonly interfaceNames: ReadonlyMap<number, string>;
 }
 
 /** Where batches go: stdout or the bus. Rejects when the batch could not be delivered. */
-export type BatchSink = (batch: FlowBatch) => Promise<void>;
+export type BatchSink = (batch: EncodedBatch) => Promise<void>;
 
 export interface CaptureOptions {
   node: string;
-  /** Records per FlowBatch (many per message, bounded by the message size). */
-  batchSize?: number;
+  /** Largest encoded batch: the bus's message limit (default 1 MiB, NATS's default max_payload). */
+  maxBatchBytes?: number;
   /** Batches kept for a retry at the next drain while the sink fails; older ones are dropped (and counted). */
   maxUnsentBatches?: number;
   /** Keeps each batch on disk from the drain until the sink has it (see spool.ts). */
@@ -40,18 +43,35 @@ export interface DrainResult {
   cpuMs: number;
 }
 
+/** A batch the sink has not taken yet: on disk (spooled) or, without a spool, in memory. */
+interface UnsentBatch {
+  readonly batchId: string;
+  readonly records: number;
+  readonly spooled?: SpooledBatch;
+  readonly bytes?: Uint8Array;
+}
+
+const KEY = FLOW_KEY.size;
+const VALUE = FLOW_STATS.size;
+const S = FLOW_STATS.fields;
+const VANTAGE_LABELS = ['0', '1', '2'];
+
 export class CaptureLoop {
-  private intervalStartNs = unixNowNs();
-  private lastOverflow: OverflowCounters = { packets: 0n, bytes: 0n, roles: 0n };
+  private lastOverflow: OverflowCounters;
+  private readonly encoder: FlowBatchEncoder;
   private readonly conversations: Counter;
   private readonly bytes: Counter;
   private readonly packets: Counter;
   private readonly overflowPackets: Counter;
   private readonly overflowBytes: Counter;
+  private readonly copiesSkipped: Counter;
   private readonly drainSeconds: Histogram;
+  private readonly drainCpuSeconds: Counter;
   private readonly droppedRecords: Counter;
   private readonly unsentBatches: Gauge;
-  private readonly unsent: FlowBatch[] = [];
+  private readonly unsent: UnsentBatch[] = [];
+  /** Set when a send failed during the current drain: its later batches wait for the next one. */
+  private sinkDown = false;
   /** Totals for the heartbeat. */
   recordsOut = 0;
   overflowPacketsTotal = 0n;
@@ -66,119 +86,173 @@ export class CaptureLoop {
     private readonly logger: Logger,
   ) {
     const registers = [registry];
+    this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024);
     this.conversations = new Counter({ name: 'kappa_capture_conversations_total', help: 'Conversation records drained from the kernel', registers });
     this.bytes = new Counter({ name: 'kappa_capture_bytes_total', help: 'IP bytes counted, both directions', labelNames: ['vantage'], registers });
     this.packets = new Counter({ name: 'kappa_capture_packets_total', help: 'Wire packets counted, both directions', labelNames: ['vantage'], registers });
     this.overflowPackets = new Counter({ name: 'kappa_capture_map_overflow_packets_total', help: 'Packets not counted because the flow map was full', registers });
     this.overflowBytes = new Counter({ name: 'kappa_capture_map_overflow_bytes_total', help: 'Bytes not counted because the flow map was full', registers });
+    this.copiesSkipped = new Counter({
+      name: 'kappa_capture_copies_skipped_total',
+      help: 'Copies of one wire packet delivered to several sockets (multicast, broadcast, raw sockets) and counted once',
+      registers,
+    });
     this.droppedRecords = new Counter({ name: 'kappa_capture_records_dropped_total', help: 'Records dropped because the sink kept failing (unsent backlog full)', registers });
     this.unsentBatches = new Gauge({ name: 'kappa_capture_unsent_batches', help: 'Drained batches waiting for the sink (bounded by --max-unsent-batches)', registers });
+    this.drainSeconds = new Histogram({
+      name: 'kappa_capture_drain_duration_seconds',
+      help: 'Time to drain the flow map, encode, spool and send its records',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    this.drainCpuSeconds = new Counter({ name: 'kappa_capture_drain_cpu_seconds_total', help: 'CPU time of capture spent in drains', registers });
     // The kernel counters are totals since the maps were created, which may be before a crash
     // of the previous instance: only what grows from now on is this instance's loss.
     this.lastOverflow = source.overflow();
     this.overflowPacketsTotal = this.lastOverflow.packets;
     // A previous instance's batches that may not have arrived go first.
-    this.unsent.push(...(options.spool?.load() ?? []));
-    this.drainSeconds = new Histogram({
-      name: 'kappa_capture_drain_duration_seconds',
-      help: 'Time to drain the flow map and build the records',
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers,
-    });
+    for (const spooled of options.spool?.load() ?? []) this.unsent.push({ batchId: spooled.batchId, records: spooled.records, spooled });
   }
 
-  /** Drains one interval and sends its records; the interval ends now. */
+  /** Drains what a crashed instance left in the quiet map (its interval), if anything. */
+  async drainLeftover(): Promise<DrainResult | undefined> {
+    const pass = this.source.leftover();
+    return pass ? this.drainPass(pass, true) : undefined;
+  }
+
+  /** Ends one interval and sends its records. */
   async drainOnce(): Promise<DrainResult> {
+    return this.drainPass(this.source.drainInterval(), false);
+  }
+
+  private async drainPass(pass: DrainPass, leftover: boolean): Promise<DrainResult> {
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
-    const endNs = unixNowNs();
-    const interval = { startNs: this.intervalStartNs, endNs };
-    this.intervalStartNs = endNs;
-    const context = {
-      node: this.options.node,
-      ktimeToUnixNs: ktimeToUnixOffsetNs(),
-      interfaceName: (ifindex: number) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
-    };
-    const records: FlowRecord[] = [];
-    // Summed per vantage and added to the metrics once per drain, not once per record.
-    const volume = new Map<number, { bytes: bigint; packets: bigint }>();
-    const conversations = this.source.drain((c) => {
-      const record = toFlowRecord(c, interval, context);
-      records.push(record);
-      const sum = volume.get(record.vantage) ?? { bytes: 0n, packets: 0n };
-      sum.bytes += record.bytes + record.reverseBytes;
-      sum.packets += record.packets + record.reversePackets;
-      volume.set(record.vantage, sum);
+    this.sinkDown = false;
+    let failure: unknown;
+    // Batches a failed sink left behind go before this interval's, in order.
+    await this.sendUnsent().catch((error: unknown) => {
+      this.sinkDown = true;
+      failure = error;
     });
-    for (const [vantage, sum] of volume) {
-      this.bytes.inc({ vantage: String(vantage) }, Number(sum.bytes));
-      this.packets.inc({ vantage: String(vantage) }, Number(sum.packets));
+    this.encoder.begin({
+      node: this.options.node,
+      startNs: pass.startNs,
+      endNs: pass.endNs,
+      ktimeToUnixNs: ktimeToUnixOffsetNs(),
+      interfaceName: (ifindex) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
+    });
+    // Summed per vantage as Numbers and added to the metrics once per drain, not per record.
+    const bytes = [0, 0, 0];
+    const packets = [0, 0, 0];
+    let conversations = 0;
+    for (const { keys, values, count } of pass.chunks) {
+      for (let i = 0; i < count; i++) {
+        const v = i * VALUE;
+        const role = values[v + S.role.offset]!;
+        const vantage = role === ROLE_SRC ? 1 : role === ROLE_DST ? 2 : 0;
+        bytes[vantage]! += u64(values, v + S.tx_bytes.offset) + u64(values, v + S.rx_bytes.offset);
+        packets[vantage]! += u64(values, v + S.tx_packets.offset) + u64(values, v + S.rx_packets.offset);
+        const full = this.encoder.add(keys, i * KEY, values, v);
+        // The chunk's buffers stay valid while this awaits: the next kernel read waits for it.
+        if (full) {
+          const error = await this.deliver(full); // never skipped: every batch is spooled or sent
+          failure ??= error;
+        }
+      }
+      conversations += count;
+    }
+    const last = this.encoder.finish();
+    if (last) {
+      const error = await this.deliver(last);
+      failure ??= error;
+    }
+    for (let vantage = 0; vantage < 3; vantage++) {
+      if (bytes[vantage]) this.bytes.inc({ vantage: VANTAGE_LABELS[vantage]! }, bytes[vantage]!);
+      if (packets[vantage]) this.packets.inc({ vantage: VANTAGE_LABELS[vantage]! }, packets[vantage]!);
     }
     this.conversations.inc(conversations);
     const overflow = this.source.overflow();
     const lostPackets = overflow.packets - this.lastOverflow.packets;
     const lostBytes = overflow.bytes - this.lastOverflow.bytes;
-    this.lastOverflow = overflow;
     this.overflowPackets.inc(Number(lostPackets));
-    this.overflowPacketsTotal = overflow.packets;
     this.overflowBytes.inc(Number(lostBytes));
-    await this.send(records, interval.endNs);
+    this.copiesSkipped.inc(Number(overflow.copiesSkipped - this.lastOverflow.copiesSkipped));
+    this.lastOverflow = overflow;
+    this.overflowPacketsTotal = overflow.packets;
+    this.unsentBatches.set(this.unsent.length);
     const durationMs = performance.now() - started;
     const cpu = process.cpuUsage(cpuBefore);
     const cpuMs = (cpu.user + cpu.system) / 1000;
     this.drainSeconds.observe(durationMs / 1000);
+    this.drainCpuSeconds.inc(cpuMs / 1000);
     const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs };
     if (lostPackets > 0n) {
       this.logger.warn({ ...summary, overflowPackets: String(lostPackets), overflowBytes: String(lostBytes) }, 'flow map full: packets were not counted; raise --max-conversations');
     } else {
-      this.logger.debug({ conversations, durationMs, cpuMs }, 'drained');
+      this.logger.debug({ conversations, durationMs, cpuMs, ...(leftover ? { leftover } : {}) }, 'drained');
     }
+    if (failure !== undefined) throw failure;
     return summary;
   }
 
   /**
-   * Sends this interval's batches after any left over from failed sends. A failing sink keeps
-   * them (ids are stable, so a retry that did arrive is deduplicated downstream) up to a bound;
-   * beyond it the oldest are dropped and counted, never silently.
+   * Spools the batch, then hands it to the sink unless the sink already failed in this drain or
+   * older batches wait. Returns the sink's error, if it failed; the batch then waits (ids are
+   * stable, so a retry that did arrive is deduplicated downstream) up to --max-unsent-batches.
    */
-  private async send(records: FlowRecord[], endNs: bigint): Promise<void> {
-    const size = this.options.batchSize ?? 2000;
-    const fresh: FlowBatch[] = [];
-    for (let i = 0, part = 0; i < records.length; i += size, part++) {
-      // Stable across retries of the same interval: the bus uses it as Nats-Msg-Id.
-      const batchId = `${this.options.node}/${endNs}/${part}`;
-      const batch = newFlowBatch({ batchId, producer: this.options.node, createdNs: unixNowNs(), records: records.slice(i, i + size) });
-      // The kernel already forgot these counts. A crash between the drain above and this fsync
-      // (the time to build the records: microseconds to a few ms) is the one window that loses.
-      this.options.spool?.save(batch);
-      fresh.push(batch);
+  private async deliver(batch: EncodedBatch): Promise<unknown> {
+    // The kernel already forgot these counts. A crash between the kernel read of a chunk and
+    // this fsync (encoding one batch: a few ms) is the one window that loses.
+    const spooled = this.options.spool?.save(batch.batchId, batch.bytes, batch.records);
+    if (this.sinkDown || this.unsent.length > 0) {
+      this.queue({ batchId: batch.batchId, records: batch.records, ...(spooled ? { spooled } : { bytes: batch.bytes }) });
+      return undefined;
     }
-    // The bound is on what failed sends left behind, never on this drain: a full flow map
-    // (262 144 conversations) is 132 batches, and every one of them gets its try.
+    try {
+      await this.sink(batch);
+    } catch (error) {
+      this.sinkDown = true;
+      this.queue({ batchId: batch.batchId, records: batch.records, ...(spooled ? { spooled } : { bytes: batch.bytes }) });
+      return error;
+    }
+    if (spooled) this.options.spool?.remove(spooled);
+    this.recordsOut += batch.records;
+    return undefined;
+  }
+
+  /** The bound is on what failed sends leave behind; beyond it the oldest are dropped, counted. */
+  private queue(batch: UnsentBatch): void {
+    this.unsent.push(batch);
     const limit = this.options.maxUnsentBatches ?? 100;
-    while (this.unsent.length > 0 && this.unsent.length + fresh.length > limit) {
+    while (this.unsent.length > limit) {
       const dropped = this.unsent.shift()!;
-      this.options.spool?.remove(dropped);
-      this.droppedRecords.inc(dropped.records.length);
-      this.droppedRecordsTotal += dropped.records.length;
-      this.logger.warn({ batchId: dropped.batchId, records: dropped.records.length, droppedTotal: this.droppedRecordsTotal }, 'unsent backlog full: oldest batch dropped; raise --max-unsent-batches or fix the stage NATS refuses for');
+      if (dropped.spooled) this.options.spool?.remove(dropped.spooled);
+      this.droppedRecords.inc(dropped.records);
+      this.droppedRecordsTotal += dropped.records;
+      this.logger.warn({ batchId: dropped.batchId, records: dropped.records, droppedTotal: this.droppedRecordsTotal }, 'unsent backlog full: oldest batch dropped; raise --max-unsent-batches or fix the stage NATS refuses for');
     }
-    this.unsent.push(...fresh);
-    await this.sendUnsent();
+    this.unsentBatches.set(this.unsent.length);
   }
 
   /** Sends what is waiting, oldest first; throws at the first failure (the rest waits). */
   async sendUnsent(): Promise<void> {
     try {
       while (this.unsent.length > 0) {
-        const batch = this.unsent[0]!;
-        await this.sink(batch); // throws: the batch stays for the next drain
+        const waiting = this.unsent[0]!;
+        const bytes = waiting.bytes ?? this.options.spool!.read(waiting.spooled!);
+        await this.sink({ batchId: waiting.batchId, bytes, records: waiting.records }); // throws: the batch stays
         this.unsent.shift();
-        this.options.spool?.remove(batch);
-        this.recordsOut += batch.records.length;
+        if (waiting.spooled) this.options.spool?.remove(waiting.spooled);
+        this.recordsOut += waiting.records;
       }
     } finally {
       this.unsentBatches.set(this.unsent.length);
     }
   }
+}
+
+/** A little-endian u64 as a Number (exact below 2^53: far above any one interval's count). */
+function u64(buffer: Buffer, at: number): number {
+  return buffer.readUInt32LE(at) + buffer.readUInt32LE(at + 4) * 4294967296;
 }

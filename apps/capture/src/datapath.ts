@@ -1,9 +1,9 @@
 // The kernel side of capture: loads bpf/kappa.bpf.o, attaches socket mode (cgroup hooks,
-// sock_ops, tracepoints) and optionally interface mode (tc), drains the flow table, reads the
-// overflow counters, and detaches everything on stop. Maps and links are pinned under the
-// instance's bpffs folder, so after a SIGKILL the kernel keeps counting into the same maps and a
-// restarted instance takes both over: nothing lost, nothing counted twice.
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+// sock_ops, BTF tracepoints) and optionally interface mode (tc), drains the flow maps exactly,
+// reads the overflow counters, and detaches everything on stop. Maps and links are pinned under
+// the instance's bpffs folder, so after a SIGKILL the kernel keeps counting into the same maps and
+// a restarted instance takes both over: nothing lost, nothing counted twice.
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfObject,
@@ -11,8 +11,8 @@ import {
   MapDrainer,
   attachCgroup,
   attachPinned,
+  attachProgram,
   attachTc,
-  attachTracepoint,
   cgroup2Root,
   cgroupIdentity,
   detachPinned,
@@ -20,19 +20,25 @@ import {
   ensureBpffs,
   ensureTracefs,
   listInterfaces,
+  lookupElement,
   readPerCpuCounter,
+  updateElement,
+  waitForRunningPrograms,
 } from '@kappa/ebpf-ffi';
-import type { Attachment, BpfMap } from '@kappa/ebpf-ffi';
+import type { Attachment, BpfMap, DirectoryLock, DrainedChunk } from '@kappa/ebpf-ffi';
+import { checkPinnedLayout, lockInstanceFolder } from './instance.js';
 import {
+  COUNTER_COPIES_SKIPPED,
   COUNTER_OVERFLOW_BYTES,
   COUNTER_OVERFLOW_PACKETS,
   COUNTER_ROLE_OVERFLOW,
+  DRAIN_STATE,
   FLOW_KEY,
   FLOW_STATS,
-  decodeConversation,
+  decodeDrainState,
   encodeConfig,
+  encodeDrainState,
 } from './layout.js';
-import type { Conversation } from './layout.js';
 
 export interface DatapathOptions {
   objectPath: string;
@@ -48,31 +54,42 @@ export interface DatapathOptions {
   interfaces?: RegExp | undefined;
   /** tc filter priority (kappa's filters are found again by handle + priority after a crash). */
   tcPriority?: number;
+  /** Programs to leave out of the load (a kernel without their hook). */
+  omitPrograms?: readonly string[];
+  /** Entries per kernel read while draining. */
+  chunkEntries?: number;
 }
 
 export interface OverflowCounters {
   packets: bigint;
   bytes: bigint;
   roles: bigint;
+  copiesSkipped: bigint;
 }
 
-const CGROUP_PROGRAMS = [
-  'kappa_skb_ingress',
-  'kappa_skb_egress',
-  'kappa_sock_create',
-  'kappa_connect4',
-  'kappa_connect6',
-  'kappa_sockops',
-] as const;
+/** One map's worth of conversations, and the interval the kernel counted them in. */
+export interface DrainPass {
+  /** Unix ns at which the drained map became the one programs counted into, and at which it stopped. */
+  readonly startNs: bigint;
+  readonly endNs: bigint;
+  /** The entries, chunk by chunk, deleted as they are read; each chunk is valid until the next. */
+  readonly chunks: Iterable<DrainedChunk>;
+}
+
+const CGROUP_PROGRAMS = ['kappa_skb_ingress', 'kappa_skb_egress', 'kappa_sock_create', 'kappa_connect4', 'kappa_connect6', 'kappa_sockops'] as const;
 const TRACEPOINT_PROGRAMS = [
-  ['kappa_sock_send', 'sock', 'sock_send_length'],
-  ['kappa_sock_recv', 'sock', 'sock_recv_length'],
+  ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
+  ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
 ] as const;
+const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
 
 export class Datapath {
   private readonly attachments: Attachment[] = [];
-  private readonly drainer: MapDrainer;
+  private readonly drainers: [MapDrainer, MapDrainer];
   private readonly counters: BpfMap;
+  private readonly drainState: BpfMap;
+  private readonly stateKey = Buffer.alloc(4);
+  private readonly stateValue = Buffer.alloc(DRAIN_STATE.size);
   readonly cgroupPath: string;
   readonly interfaceNames = new Map<number, string>();
 
@@ -80,28 +97,36 @@ export class Datapath {
     private readonly object: BpfObject,
     cgroupPath: string,
     private readonly pinFolder: string,
+    private readonly lock: DirectoryLock,
     /** A crashed instance had left its pinned maps and links, and this one took them over. */
     readonly tookOver: boolean,
+    private readonly omitted: ReadonlySet<string>,
+    chunkEntries: number,
   ) {
     this.cgroupPath = cgroupPath;
-    const flows = object.map('kappa_flows');
-    if (flows.keySize !== FLOW_KEY.size || flows.valueSize !== FLOW_STATS.size) {
-      throw new Error(`${object.path} does not match this build of kappa-capture (flow key/value sizes ${flows.keySize}/${flows.valueSize}); rebuild bpf/`);
+    const flows = FLOW_MAPS.map((name) => object.map(name));
+    for (const map of flows) {
+      if (map.keySize !== FLOW_KEY.size || map.valueSize !== FLOW_STATS.size) {
+        throw new Error(`${object.path} does not match this build of kappa-capture (flow key/value sizes ${map.keySize}/${map.valueSize}); rebuild bpf/`);
+      }
     }
-    this.drainer = new MapDrainer(flows);
+    this.drainers = [new MapDrainer(flows[0]!, chunkEntries), new MapDrainer(flows[1]!, chunkEntries)];
     this.counters = object.map('kappa_counters');
+    this.drainState = object.map('kappa_drain');
+    if (!tookOver) this.writeState({ epoch: 0, startedUnixNs: [unixNow(), 0n] });
   }
 
-  /** Opens, configures, loads (reusing pinned maps) and attaches (taking over pinned links). */
+  /** Locks the folder, opens, configures, loads (reusing pinned maps) and attaches (taking over pinned links). */
   static start(options: DatapathOptions): Datapath {
     const root = cgroup2Root();
     const cgroupPath = options.cgroupPath ?? root;
     const target = cgroupPath === root ? { id: 0n, level: 0 } : cgroupIdentity(cgroupPath);
     ensureBpffs();
-    mkdirSync(options.pinFolder, { recursive: true, mode: 0o700 });
+    const lock = lockInstanceFolder(options.pinFolder);
     const tookOver = readdirSync(options.pinFolder).length > 0;
     const cleanUp = () => {
       if (!tookOver) rmSync(options.pinFolder, { recursive: true, force: true });
+      lock.release();
     };
     let object: BpfObject;
     try {
@@ -110,19 +135,27 @@ export class Datapath {
       cleanUp();
       throw error;
     }
+    const omitted = new Set(options.omitPrograms ?? []);
     try {
       object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level }));
-      object.setMaxEntries('kappa_flows', options.maxConversations);
-      object.setMaxEntries('kappa_roles', options.maxConversations);
-      // Reuses the maps a crashed instance pinned (libbpf checks type, sizes and flags: a
-      // different --max-conversations fails here, naming the map).
+      for (const name of [...FLOW_MAPS, 'kappa_roles']) object.setMaxEntries(name, options.maxConversations);
+      for (const name of omitted) object.setAutoload(name, false);
+      // libbpf would refuse a pinned map of another layout with a bare EINVAL: name it first.
+      if (tookOver) checkPinnedLayout(options.pinFolder, object.mapNames().filter((name) => !name.startsWith('.')).map((name) => object.map(name)));
       object.load();
     } catch (error) {
       object.close();
       cleanUp();
       throw error;
     }
-    const datapath = new Datapath(object, cgroupPath, options.pinFolder, tookOver);
+    let datapath: Datapath;
+    try {
+      datapath = new Datapath(object, cgroupPath, options.pinFolder, lock, tookOver, omitted, options.chunkEntries ?? 8192);
+    } catch (error) {
+      object.close();
+      cleanUp();
+      throw error;
+    }
     try {
       if (options.socketMode) datapath.attachSocketMode();
       else datapath.detachPinnedSocketMode();
@@ -136,13 +169,18 @@ export class Datapath {
 
   private attachSocketMode(): void {
     for (const name of CGROUP_PROGRAMS) {
+      if (this.omitted.has(name)) continue;
       const program = this.object.program(name);
       this.attachments.push(attachPinned(this.linkPin(name), program, () => attachCgroup(program, this.cgroupPath)));
     }
     ensureTracefs();
-    for (const [name, category, event] of TRACEPOINT_PROGRAMS) {
+    for (const [name, what] of TRACEPOINT_PROGRAMS) {
+      if (this.omitted.has(name)) {
+        detachPinned(this.linkPin(name));
+        continue;
+      }
       const program = this.object.program(name);
-      this.attachments.push(attachPinned(this.linkPin(name), program, () => attachTracepoint(program, category, event)));
+      this.attachments.push(attachPinned(this.linkPin(name), program, () => attachProgram(program, what)));
     }
   }
 
@@ -173,25 +211,57 @@ export class Datapath {
     return this.attachments.map((a) => a.description);
   }
 
-  /** Empties the flow table; returns the number of conversations. */
-  drain(onConversation: (conversation: Conversation) => void): number {
-    return this.drainer.drain(({ keys, values, count }) => {
-      for (let i = 0; i < count; i++) onConversation(decodeConversation(keys, values, i));
-    });
+  private readState(): { epoch: number; startedUnixNs: [bigint, bigint] } {
+    if (!lookupElement(this.drainState, this.stateKey, this.stateValue)) return { epoch: 0, startedUnixNs: [0n, 0n] };
+    return decodeDrainState(this.stateValue);
   }
 
-  /** Totals since load (the kernel counters never reset). */
+  private writeState(state: { epoch: number; startedUnixNs: [bigint, bigint] }): void {
+    updateElement(this.drainState, this.stateKey, encodeDrainState(state));
+  }
+
+  /**
+   * The map programs are not counting into, if a crashed instance left entries there (it died
+   * in the middle of a drain): to be drained before the first interval.
+   */
+  leftover(): DrainPass | undefined {
+    const state = this.readState();
+    const current = state.epoch & 1;
+    const quiet = current ^ 1;
+    const currentStart = state.startedUnixNs[current] ?? 0n;
+    const endNs = currentStart || unixNow();
+    return { startNs: state.startedUnixNs[quiet] || endNs, endNs, chunks: this.drainers[quiet]!.chunks() };
+  }
+
+  /**
+   * Ends the interval: programs switch to the other map, and once every program that was still
+   * counting into this one has returned (an RCU grace period), its entries are read and deleted
+   * by the caller through `chunks`. Nothing writes the drained map meanwhile, so no update is lost.
+   */
+  drainInterval(): DrainPass {
+    const state = this.readState();
+    const current = state.epoch & 1;
+    const next = current ^ 1;
+    const endNs = unixNow();
+    const startedUnixNs: [bigint, bigint] = next === 0 ? [endNs, state.startedUnixNs[1]] : [state.startedUnixNs[0], endNs];
+    this.writeState({ epoch: (state.epoch + 1) >>> 0, startedUnixNs });
+    waitForRunningPrograms();
+    return { startNs: state.startedUnixNs[current] || endNs, endNs, chunks: this.drainers[current]!.chunks() };
+  }
+
+  /** Totals since the maps were created (the kernel counters never reset). */
   overflow(): OverflowCounters {
     return {
       packets: readPerCpuCounter(this.counters, COUNTER_OVERFLOW_PACKETS),
       bytes: readPerCpuCounter(this.counters, COUNTER_OVERFLOW_BYTES),
       roles: readPerCpuCounter(this.counters, COUNTER_ROLE_OVERFLOW),
+      copiesSkipped: readPerCpuCounter(this.counters, COUNTER_COPIES_SKIPPED),
     };
   }
 
   /**
    * Detaches everything (last attached first) and unpins the links; the maps stay readable for
-   * a last drain until `close`.
+   * a last drain until `stop`.
    */
   detach(): void {
     for (const attachment of this.attachments.splice(0).reverse()) attachment.detach();
@@ -208,13 +278,19 @@ export class Datapath {
       else attachment.detach();
     }
     this.object.close();
+    this.lock.release();
   }
 
-  /** Detaches, unpins the maps, removes the instance's bpffs folder and frees the object. */
+  /** Detaches, unpins the maps, removes the instance's bpffs folder, frees the object and the lock. */
   stop(): void {
     this.detach();
     this.object.unpinMaps();
     this.object.close();
     rmSync(this.pinFolder, { recursive: true, force: true });
+    this.lock.release();
   }
+}
+
+function unixNow(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
 }

@@ -1,6 +1,6 @@
 // The byte layout of the structs bpf/kappa.h shares with userspace, written once here and
-// checked against the BPF object's BTF by test/layout.test.ts. Decoding reads only through
-// these offsets, so a drifted header fails that test instead of producing wrong numbers.
+// checked against the BPF object's BTF by test/layout.test.ts. Drained entries are read only
+// through these offsets, so a drifted header fails that test instead of producing wrong numbers.
 
 export interface FieldLayout {
   readonly offset: number;
@@ -17,7 +17,7 @@ function struct<F extends string>(name: string, size: number, fields: Record<F, 
   return { name, size, fields };
 }
 
-export const FLOW_KEY = struct('kappa_flow_key', 44, {
+export const FLOW_KEY = struct('kappa_flow_key', 48, {
   local_ip: { offset: 0, size: 16 },
   remote_ip: { offset: 16, size: 16 },
   local_port: { offset: 32, size: 2 },
@@ -26,37 +26,49 @@ export const FLOW_KEY = struct('kappa_flow_key', 44, {
   protocol: { offset: 37, size: 1 },
   pad: { offset: 38, size: 2 },
   ifindex: { offset: 40, size: 4 },
+  netns: { offset: 44, size: 4 },
 });
 
-export const FLOW_STATS = struct('kappa_flow_stats', 120, {
+export const FLOW_STATS = struct('kappa_flow_stats', 176, {
   first_ns: { offset: 0, size: 8 },
-  last_ns: { offset: 8, size: 8 },
-  tx_bytes: { offset: 16, size: 8 },
-  tx_packets: { offset: 24, size: 8 },
-  rx_bytes: { offset: 32, size: 8 },
-  rx_packets: { offset: 40, size: 8 },
-  cgroup_id: { offset: 48, size: 8 },
-  app_sum_us: { offset: 56, size: 8 },
-  pid: { offset: 64, size: 4 },
-  srtt_us: { offset: 68, size: 4 },
-  min_rtt_us: { offset: 72, size: 4 },
-  retransmits: { offset: 76, size: 4 },
-  handshake_us: { offset: 80, size: 4 },
-  app_count: { offset: 84, size: 4 },
-  app_max_us: { offset: 88, size: 4 },
-  tcp_flags: { offset: 92, size: 4 },
-  role: { offset: 96, size: 1 },
-  icmp_type: { offset: 97, size: 1 },
-  icmp_code: { offset: 98, size: 1 },
-  pad: { offset: 99, size: 1 },
-  comm: { offset: 100, size: 16 },
-  pad2: { offset: 116, size: 4 },
+  cgroup_id: { offset: 8, size: 8 },
+  owner_start_ns: { offset: 16, size: 8 },
+  app_sum_us: { offset: 24, size: 8 },
+  pid: { offset: 32, size: 4 },
+  handshake_us: { offset: 36, size: 4 },
+  srtt_us: { offset: 40, size: 4 },
+  min_rtt_us: { offset: 44, size: 4 },
+  retransmits: { offset: 48, size: 4 },
+  app_count: { offset: 52, size: 4 },
+  app_max_us: { offset: 56, size: 4 },
+  role: { offset: 60, size: 1 },
+  icmp_type: { offset: 61, size: 1 },
+  icmp_code: { offset: 62, size: 1 },
+  pad: { offset: 63, size: 1 },
+  comm: { offset: 64, size: 16 },
+  tx_bytes: { offset: 80, size: 8 },
+  tx_packets: { offset: 88, size: 8 },
+  tx_last_ns: { offset: 96, size: 8 },
+  tx_tcp_flags: { offset: 104, size: 4 },
+  tx_pad: { offset: 108, size: 4 },
+  line_pad: { offset: 112, size: 32 },
+  rx_bytes: { offset: 144, size: 8 },
+  rx_packets: { offset: 152, size: 8 },
+  rx_last_ns: { offset: 160, size: 8 },
+  rx_tcp_flags: { offset: 168, size: 4 },
+  rx_pad: { offset: 172, size: 4 },
 });
 
 export const CONFIG = struct('kappa_config', 16, {
   target_cgroup_id: { offset: 0, size: 8 },
   target_cgroup_level: { offset: 8, size: 4 },
   pad: { offset: 12, size: 4 },
+});
+
+export const DRAIN_STATE = struct('kappa_drain_state', 24, {
+  epoch: { offset: 0, size: 4 },
+  pad: { offset: 4, size: 4 },
+  started_unix_ns: { offset: 8, size: 16 },
 });
 
 /** Same values as KAPPA_ROLE_* and KAPPA_COUNTER_* in bpf/kappa.h. */
@@ -66,8 +78,39 @@ export const ROLE_DST = 2;
 export const COUNTER_OVERFLOW_PACKETS = 0;
 export const COUNTER_OVERFLOW_BYTES = 1;
 export const COUNTER_ROLE_OVERFLOW = 2;
+export const COUNTER_COPIES_SKIPPED = 3;
 
-/** One drained conversation, decoded. IPs are 4 or 16 bytes as the key's ip_version says. */
+/** The .rodata image of struct kappa_config. */
+export function encodeConfig(config: { targetCgroupId: bigint; targetCgroupLevel: number }): Buffer {
+  const bytes = Buffer.alloc(CONFIG.size);
+  bytes.writeBigUInt64LE(config.targetCgroupId, CONFIG.fields.target_cgroup_id.offset);
+  bytes.writeUInt32LE(config.targetCgroupLevel, CONFIG.fields.target_cgroup_level.offset);
+  return bytes;
+}
+
+export interface DrainState {
+  epoch: number;
+  /** Unix ns at which each flow map last became the one programs count into (0: never). */
+  startedUnixNs: [bigint, bigint];
+}
+
+export function encodeDrainState(state: DrainState): Buffer {
+  const bytes = Buffer.alloc(DRAIN_STATE.size);
+  bytes.writeUInt32LE(state.epoch, DRAIN_STATE.fields.epoch.offset);
+  bytes.writeBigUInt64LE(state.startedUnixNs[0], DRAIN_STATE.fields.started_unix_ns.offset);
+  bytes.writeBigUInt64LE(state.startedUnixNs[1], DRAIN_STATE.fields.started_unix_ns.offset + 8);
+  return bytes;
+}
+
+export function decodeDrainState(bytes: Buffer): DrainState {
+  const at = DRAIN_STATE.fields.started_unix_ns.offset;
+  return { epoch: bytes.readUInt32LE(DRAIN_STATE.fields.epoch.offset), startedUnixNs: [bytes.readBigUInt64LE(at), bytes.readBigUInt64LE(at + 8)] };
+}
+
+/**
+ * One conversation as a test or a benchmark describes it, and its kernel bytes (`flowEntryBytes`):
+ * the drain only ever reads raw entries, so tests feed it raw entries too.
+ */
 export interface Conversation {
   localIp: Uint8Array;
   remoteIp: Uint8Array;
@@ -75,6 +118,7 @@ export interface Conversation {
   remotePort: number;
   protocol: number;
   ifindex: number;
+  netns: number;
   firstKtimeNs: bigint;
   lastKtimeNs: bigint;
   txBytes: bigint;
@@ -82,6 +126,7 @@ export interface Conversation {
   rxBytes: bigint;
   rxPackets: bigint;
   cgroupId: bigint;
+  ownerStartNs: bigint;
   pid: number;
   comm: string;
   srttUs: number;
@@ -97,58 +142,48 @@ export interface Conversation {
   icmpCode: number;
 }
 
-const K = FLOW_KEY.fields;
-const S = FLOW_STATS.fields;
-
-function ip(buffer: Buffer, at: number, version: number): Uint8Array {
-  // IPv4 is stored IPv4-mapped: the address is the last four bytes.
-  return version === 4 ? Uint8Array.from(buffer.subarray(at + 12, at + 16)) : Uint8Array.from(buffer.subarray(at, at + 16));
-}
-
-function cString(buffer: Buffer, at: number, size: number): string {
-  const end = buffer.indexOf(0, at);
-  return buffer.toString('latin1', at, end < 0 || end > at + size ? at + size : end);
-}
-
-/** Decodes entry `index` of a drained chunk (keys and values packed back to back). */
-export function decodeConversation(keys: Buffer, values: Buffer, index: number): Conversation {
-  const k = index * FLOW_KEY.size;
-  const v = index * FLOW_STATS.size;
-  const version = keys.readUInt8(k + K.ip_version.offset);
-  return {
-    localIp: ip(keys, k + K.local_ip.offset, version),
-    remoteIp: ip(keys, k + K.remote_ip.offset, version),
-    localPort: keys.readUInt16LE(k + K.local_port.offset),
-    remotePort: keys.readUInt16LE(k + K.remote_port.offset),
-    protocol: keys.readUInt8(k + K.protocol.offset),
-    ifindex: keys.readUInt32LE(k + K.ifindex.offset),
-    firstKtimeNs: values.readBigUInt64LE(v + S.first_ns.offset),
-    lastKtimeNs: values.readBigUInt64LE(v + S.last_ns.offset),
-    txBytes: values.readBigUInt64LE(v + S.tx_bytes.offset),
-    txPackets: values.readBigUInt64LE(v + S.tx_packets.offset),
-    rxBytes: values.readBigUInt64LE(v + S.rx_bytes.offset),
-    rxPackets: values.readBigUInt64LE(v + S.rx_packets.offset),
-    cgroupId: values.readBigUInt64LE(v + S.cgroup_id.offset),
-    appSumUs: values.readBigUInt64LE(v + S.app_sum_us.offset),
-    pid: values.readUInt32LE(v + S.pid.offset),
-    srttUs: values.readUInt32LE(v + S.srtt_us.offset),
-    minRttUs: values.readUInt32LE(v + S.min_rtt_us.offset),
-    retransmits: values.readUInt32LE(v + S.retransmits.offset),
-    handshakeUs: values.readUInt32LE(v + S.handshake_us.offset),
-    appCount: values.readUInt32LE(v + S.app_count.offset),
-    appMaxUs: values.readUInt32LE(v + S.app_max_us.offset),
-    tcpFlags: values.readUInt32LE(v + S.tcp_flags.offset),
-    role: values.readUInt8(v + S.role.offset),
-    icmpType: values.readUInt8(v + S.icmp_type.offset),
-    icmpCode: values.readUInt8(v + S.icmp_code.offset),
-    comm: cString(values, v + S.comm.offset, S.comm.size),
-  };
-}
-
-/** The .rodata image of struct kappa_config. */
-export function encodeConfig(config: { targetCgroupId: bigint; targetCgroupLevel: number }): Buffer {
-  const bytes = Buffer.alloc(CONFIG.size);
-  bytes.writeBigUInt64LE(config.targetCgroupId, CONFIG.fields.target_cgroup_id.offset);
-  bytes.writeUInt32LE(config.targetCgroupLevel, CONFIG.fields.target_cgroup_level.offset);
-  return bytes;
+/** Writes a conversation as the kernel would store it: key at `keys[keyAt]`, value at `values[valueAt]`. */
+export function writeFlowEntry(c: Conversation, keys: Buffer, keyAt: number, values: Buffer, valueAt: number): void {
+  const K = FLOW_KEY.fields;
+  const S = FLOW_STATS.fields;
+  keys.fill(0, keyAt, keyAt + FLOW_KEY.size);
+  values.fill(0, valueAt, valueAt + FLOW_STATS.size);
+  const v4 = c.localIp.length === 4;
+  if (v4) {
+    keys.set([0xff, 0xff], keyAt + K.local_ip.offset + 10);
+    keys.set(c.localIp, keyAt + K.local_ip.offset + 12);
+    keys.set([0xff, 0xff], keyAt + K.remote_ip.offset + 10);
+    keys.set(c.remoteIp, keyAt + K.remote_ip.offset + 12);
+  } else {
+    keys.set(c.localIp, keyAt + K.local_ip.offset);
+    keys.set(c.remoteIp, keyAt + K.remote_ip.offset);
+  }
+  keys.writeUInt16LE(c.localPort, keyAt + K.local_port.offset);
+  keys.writeUInt16LE(c.remotePort, keyAt + K.remote_port.offset);
+  keys.writeUInt8(v4 ? 4 : 6, keyAt + K.ip_version.offset);
+  keys.writeUInt8(c.protocol, keyAt + K.protocol.offset);
+  keys.writeUInt32LE(c.ifindex, keyAt + K.ifindex.offset);
+  keys.writeUInt32LE(c.netns, keyAt + K.netns.offset);
+  values.writeBigUInt64LE(c.firstKtimeNs, valueAt + S.first_ns.offset);
+  values.writeBigUInt64LE(c.cgroupId, valueAt + S.cgroup_id.offset);
+  values.writeBigUInt64LE(c.ownerStartNs, valueAt + S.owner_start_ns.offset);
+  values.writeBigUInt64LE(c.appSumUs, valueAt + S.app_sum_us.offset);
+  values.writeUInt32LE(c.pid, valueAt + S.pid.offset);
+  values.writeUInt32LE(c.handshakeUs, valueAt + S.handshake_us.offset);
+  values.writeUInt32LE(c.srttUs, valueAt + S.srtt_us.offset);
+  values.writeUInt32LE(c.minRttUs, valueAt + S.min_rtt_us.offset);
+  values.writeUInt32LE(c.retransmits, valueAt + S.retransmits.offset);
+  values.writeUInt32LE(c.appCount, valueAt + S.app_count.offset);
+  values.writeUInt32LE(c.appMaxUs, valueAt + S.app_max_us.offset);
+  values.writeUInt8(c.role, valueAt + S.role.offset);
+  values.writeUInt8(c.icmpType, valueAt + S.icmp_type.offset);
+  values.writeUInt8(c.icmpCode, valueAt + S.icmp_code.offset);
+  values.write(c.comm.slice(0, 15), valueAt + S.comm.offset, 'latin1');
+  values.writeBigUInt64LE(c.txBytes, valueAt + S.tx_bytes.offset);
+  values.writeBigUInt64LE(c.txPackets, valueAt + S.tx_packets.offset);
+  values.writeBigUInt64LE(c.lastKtimeNs, valueAt + S.tx_last_ns.offset);
+  values.writeUInt32LE(c.tcpFlags, valueAt + S.tx_tcp_flags.offset);
+  values.writeBigUInt64LE(c.rxBytes, valueAt + S.rx_bytes.offset);
+  values.writeBigUInt64LE(c.rxPackets, valueAt + S.rx_packets.offset);
+  values.writeBigUInt64LE(c.lastKtimeNs, valueAt + S.rx_last_ns.offset);
 }

@@ -6,12 +6,12 @@ import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
 import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
-import type { FlowBatch } from '@kappa/contracts';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
+import type { BatchSink } from './capture.js';
 import { unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
-import { defaultStateDir, instanceToken, pinFolder } from './instance.js';
+import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
 import { Spool } from './spool.js';
@@ -33,6 +33,8 @@ try {
   // maps and links and the spool the crashed instance left.
   const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
   openedSpool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
+  // Instances that died under another --node or --cgroup would count on into maps nobody drains.
+  for (const swept of sweepDeadInstances(pinFolder(token))) logger.warn({ folder: swept.folder, pins: swept.pins }, 'removed the pinned programs and maps of a dead capture instance');
   datapath = Datapath.start({
     objectPath: config.bpfObject,
     btfPath: config.btf,
@@ -45,7 +47,7 @@ try {
 } catch (error) {
   openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
-  if (error instanceof MissingCapabilityError) {
+  if (error instanceof MissingCapabilityError || error instanceof InstanceBusyError || error instanceof PinnedLayoutError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
     process.exit(1);
   }
@@ -77,23 +79,38 @@ if (!config.stdout) {
 }
 const publisher = bus;
 const subject = subjects.captured(config.node);
-const sink = publisher ? (batch: FlowBatch) => publisher.publishBatch(subject, batch) : stdoutSink();
-const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches }, registry, logger);
-// A crashed instance's spool first; if the sink fails now, the next drain retries.
+const sink: BatchSink = publisher ? (batch) => publisher.publishEncodedBatch(subject, batch.batchId, batch.bytes) : stdoutSink();
+const maxBatchBytes = publisher ? publisher.maxPayload - 4096 : 1024 * 1024;
+const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes }, registry, logger);
+// A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
+// next drain retries.
 await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
+await loop.drainLeftover().catch((error: unknown) => logger.warn({ err: error }, 'records a crashed instance left not sent yet'));
 publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
 const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
 
+// One drain at a time: the next starts an interval after the previous one started, or as soon as
+// it ended when it took longer than that.
 let draining: Promise<unknown> = Promise.resolve();
-const timer = setInterval(() => {
-  draining = draining.then(() => loop.drainOnce()).catch((error: unknown) => logger.error({ err: error }, 'drain failed'));
-}, config.interval);
-
+let timer: NodeJS.Timeout | undefined;
 let stopping = false;
+function schedule(delayMs: number): void {
+  timer = setTimeout(() => {
+    const started = performance.now();
+    draining = loop
+      .drainOnce()
+      .catch((error: unknown) => logger.error({ err: error }, 'drain failed'))
+      .finally(() => {
+        if (!stopping) schedule(Math.max(0, config.interval - (performance.now() - started)));
+      });
+  }, delayMs);
+}
+schedule(config.interval);
+
 async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
-  clearInterval(timer);
+  clearTimeout(timer);
   logger.info({ signal }, 'stopping: detach, then last drain');
   await draining;
   try {

@@ -1,29 +1,41 @@
 // The capture loop's bound on unsent batches: it limits what failed sends leave behind, and never
 // drops part of a drain that is simply large (a full flow map is more than 100 batches).
 import { describe, expect, it } from 'vitest';
-import { IpProtocol } from '@kappa/contracts';
-import type { FlowBatch } from '@kappa/contracts';
+import { IpProtocol, decodeFlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { CaptureLoop } from '../src/capture.js';
 import type { FlowSource } from '../src/capture.js';
-import { ROLE_SRC } from '../src/layout.js';
+import type { EncodedBatch } from '../src/encode.js';
+import { FLOW_KEY, FLOW_STATS, ROLE_SRC, writeFlowEntry } from '../src/layout.js';
 import type { Conversation } from '../src/layout.js';
 
-/** A kernel flow table holding `count` UDP conversations at every drain. */
+/** A kernel flow table holding `count` UDP conversations at every drain, read in chunks of 64. */
 function flowTable(count: number): FlowSource {
   const conversation = (i: number): Conversation => ({
     localIp: Uint8Array.of(10, 0, 0, 1), remoteIp: Uint8Array.of(10, 200, i >> 8, i & 255), localPort: 40000, remotePort: 53,
-    protocol: IpProtocol.UDP, ifindex: 0, firstKtimeNs: 1_000n, lastKtimeNs: 2_000n,
-    txBytes: 44n, txPackets: 1n, rxBytes: 0n, rxPackets: 0n, cgroupId: 7n, pid: 42, comm: 'dig',
+    protocol: IpProtocol.UDP, ifindex: 0, netns: 1, firstKtimeNs: 1_000n, lastKtimeNs: 2_000n,
+    txBytes: 44n, txPackets: 1n, rxBytes: 0n, rxPackets: 0n, cgroupId: 7n, ownerStartNs: 0n, pid: 42, comm: 'dig',
     srttUs: 0, minRttUs: 0, retransmits: 0, handshakeUs: 0, tcpFlags: 0, appCount: 0, appSumUs: 0n, appMaxUs: 0,
     role: ROLE_SRC, icmpType: 0, icmpCode: 0,
   });
+  let end = 0n;
+  const pass = () => {
+    end += 1_000_000_000n;
+    function* chunks() {
+      const keys = Buffer.alloc(FLOW_KEY.size * 64);
+      const values = Buffer.alloc(FLOW_STATS.size * 64);
+      for (let first = 0; first < count; first += 64) {
+        const n = Math.min(64, count - first);
+        for (let i = 0; i < n; i++) writeFlowEntry(conversation(first + i), keys, i * FLOW_KEY.size, values, i * FLOW_STATS.size);
+        yield { keys, values, count: n };
+      }
+    }
+    return { startNs: end - 1_000_000_000n, endNs: end, chunks: chunks() };
+  };
   return {
-    drain(onConversation) {
-      for (let i = 0; i < count; i++) onConversation(conversation(i));
-      return count;
-    },
-    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n }),
+    leftover: () => undefined,
+    drainInterval: pass,
+    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n, copiesSkipped: 0n }),
     interfaceNames: new Map(),
   };
 }
@@ -33,27 +45,50 @@ async function droppedRecords(registry: ReturnType<typeof createRegistry>): Prom
   return metric?.values[0]?.value ?? 0;
 }
 
+const recordsIn = (batches: EncodedBatch[]) => batches.flatMap((b) => decodeFlowBatch(b.bytes).records);
+
 describe('unsent batches', () => {
   it('sends every record of a drain larger than the unsent bound', async () => {
-    const received: FlowBatch[] = [];
+    const received: EncodedBatch[] = [];
     const registry = createRegistry('kc-backlog');
-    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(batch), Promise.resolve()), { node: 'n1', batchSize: 2, maxUnsentBatches: 100 }, registry, createLogger('kc-backlog', 'silent'));
+    // Batches of at most 4 KiB: 500 records make far more than 2 of them.
+    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(batch), Promise.resolve()), { node: 'n1', maxBatchBytes: 4096, maxUnsentBatches: 2 }, registry, createLogger('kc-backlog', 'silent'));
     await loop.drainOnce();
-    expect(received.flatMap((b) => b.records)).toHaveLength(500);
+    expect(received.length).toBeGreaterThan(2);
+    expect(recordsIn(received)).toHaveLength(500);
     expect(await droppedRecords(registry)).toBe(0);
   });
 
   it('drops the oldest failed batches, counted, when the sink keeps failing', async () => {
+    const logger = createLogger('kc-backlog', 'silent');
+    // How many batches one drain of 100 records makes at 4 KiB each.
+    const once: EncodedBatch[] = [];
+    await new CaptureLoop(flowTable(100), (b) => (once.push(b), Promise.resolve()), { node: 'n1', maxBatchBytes: 4096 }, createRegistry('kc-backlog'), logger).drainOnce();
+    const perDrain = once.length;
+    expect(perDrain).toBeGreaterThan(2);
+
     let up = false;
-    const received: FlowBatch[] = [];
+    const received: EncodedBatch[] = [];
+    const attempted: string[] = [];
     const registry = createRegistry('kc-backlog');
-    const sink = (batch: FlowBatch) => (up ? (received.push(batch), Promise.resolve()) : Promise.reject(new Error('NATS down')));
-    const loop = new CaptureLoop(flowTable(10), sink, { node: 'n1', batchSize: 2, maxUnsentBatches: 8 }, registry, createLogger('kc-backlog', 'silent'));
-    await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // 5 batches waiting
-    await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // 10 > 8: the 2 oldest go
-    expect(await droppedRecords(registry)).toBe(4);
+    const sink = (batch: EncodedBatch) => {
+      if (!up) return Promise.reject(new Error('NATS down'));
+      received.push(batch);
+      return Promise.resolve();
+    };
+    const limit = perDrain + 1;
+    const loop = new CaptureLoop(flowTable(100), (b) => (attempted.push(b.batchId), sink(b)), { node: 'n1', maxBatchBytes: 4096, maxUnsentBatches: limit }, registry, logger);
+    await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // perDrain batches waiting
+    expect(await droppedRecords(registry)).toBe(0);
+    await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // 2 × perDrain > limit: the oldest go
+    const dropped = await droppedRecords(registry);
+    expect(dropped).toBeGreaterThan(0);
     up = true;
     await loop.sendUnsent();
-    expect(received.flatMap((b) => b.records)).toHaveLength(16);
+    // The newest `limit` batches arrive, in order; everything else is counted as dropped.
+    expect(received).toHaveLength(limit);
+    expect(recordsIn(received).length + dropped).toBe(200);
+    const secondDrainIds = new Set(attempted.filter((id) => id.includes('/2000000000/')));
+    expect(received.slice(-perDrain).every((b) => secondDrainIds.has(b.batchId))).toBe(true);
   });
 });

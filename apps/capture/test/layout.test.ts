@@ -38,7 +38,7 @@ function btfLayout(name: string): { size: number; fields: Record<string, { offse
 }
 
 describe('shared struct layout', () => {
-  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG] as StructLayout<string>[]) {
+  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG, layout.DRAIN_STATE] as StructLayout<string>[]) {
     it(`decodes ${struct.name} with the object's offsets and sizes`, () => {
       expect({ size: struct.size, fields: struct.fields }).toEqual(btfLayout(struct.name));
     });
@@ -56,9 +56,18 @@ describe('shared struct layout', () => {
     expect({
       unknown: layout.ROLE_UNKNOWN, src: layout.ROLE_SRC, dst: layout.ROLE_DST,
       packets: layout.COUNTER_OVERFLOW_PACKETS, bytes: layout.COUNTER_OVERFLOW_BYTES, roles: layout.COUNTER_ROLE_OVERFLOW,
+      copies: layout.COUNTER_COPIES_SKIPPED,
     }).toEqual({
       unknown: define('KAPPA_ROLE_UNKNOWN'), src: define('KAPPA_ROLE_SRC'), dst: define('KAPPA_ROLE_DST'),
       packets: define('KAPPA_COUNTER_OVERFLOW_PACKETS'), bytes: define('KAPPA_COUNTER_OVERFLOW_BYTES'), roles: define('KAPPA_COUNTER_ROLE_OVERFLOW'),
+      copies: define('KAPPA_COUNTER_COPIES_SKIPPED'),
     });
+  });
+
+  it('keeps what each direction updates on its own cache line', () => {
+    const f = layout.FLOW_STATS.fields;
+    // 64 bytes apart, whatever the alignment of the map value: never on one 64-byte line.
+    expect(f.rx_bytes.offset - f.tx_bytes.offset).toBeGreaterThanOrEqual(64);
+    expect(f.rx_tcp_flags.offset + 4 - f.rx_bytes.offset).toBeLessThanOrEqual(64 - 8);
   });
 });

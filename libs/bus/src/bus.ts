@@ -143,20 +143,26 @@ export class Bus {
    * Throws BusPublishError (and counts it) when the stream does not take it.
    */
   async publishBatch(subject: string, batch: FlowBatch): Promise<void> {
+    for (const part of splitBatch(batch, this.maxPayload)) await this.publishEncodedBatch(subject, part.id, part.bytes);
+  }
+
+  /**
+   * Stores one already-encoded FlowBatch (at most maxPayload − 4096 bytes: the producer sizes its
+   * batches) with Nats-Msg-Id = batchId, the same way as publishBatch: admission, dedup, metrics.
+   */
+  async publishEncodedBatch(subject: string, batchId: string, bytes: Uint8Array): Promise<void> {
     const label = subjectLabel(subject);
-    for (const part of splitBatch(batch, this.maxPayload)) {
-      await this.admit(subject, label);
-      try {
-        const ack = await this.js.publish(subject, part.bytes, { msgID: part.id, timeout: 10_000 });
-        if (ack.duplicate) this.metrics.duplicates.inc({ subject: label });
-        else this.metrics.published.inc({ subject: label });
-        // Consumers only remove: between reads, the fill is at most what we last read plus this.
-        if (this.streamFill && !ack.duplicate) this.streamFill.bytes += part.bytes.byteLength;
-      } catch (cause) {
-        const reason = classifyPublishError(cause);
-        this.metrics.publishFailures.inc({ subject: label, reason });
-        throw new BusPublishError(subject, reason, { cause });
-      }
+    await this.admit(subject, label);
+    try {
+      const ack = await this.js.publish(subject, bytes, { msgID: batchId, timeout: 10_000 });
+      if (ack.duplicate) this.metrics.duplicates.inc({ subject: label });
+      else this.metrics.published.inc({ subject: label });
+      // Consumers only remove: between reads, the fill is at most what we last read plus this.
+      if (this.streamFill && !ack.duplicate) this.streamFill.bytes += bytes.byteLength;
+    } catch (cause) {
+      const reason = classifyPublishError(cause);
+      this.metrics.publishFailures.inc({ subject: label, reason });
+      throw new BusPublishError(subject, reason, { cause });
     }
   }
 

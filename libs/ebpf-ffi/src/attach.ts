@@ -119,6 +119,15 @@ export function attachTracepoint(program: BpfProgram, category: string, name: st
   return new LinkAttachment(link, `${program.name} → tracepoint ${category}:${name}`);
 }
 
+/** Attaches by the program's own section (tp_btf/<event>: a BTF tracepoint). */
+export function attachProgram(program: BpfProgram, what: string): LinkAttachment {
+  const bpf = libbpf();
+  const mark = markLibbpfLog();
+  const link = bpf.attach_program(program.handle);
+  if (!link) throw bpfError(`cannot attach ${program.name} to ${what}`, bpf.errno(), libbpfLogSince(mark));
+  return new LinkAttachment(link, `${program.name} → ${what}`);
+}
+
 export type TcDirection = 'ingress' | 'egress';
 
 /** Fixed so that a restarted instance finds the filters a crashed one left ('ka'). */

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import koffi from 'koffi';
 import { BpfFilesystemError, PERMISSION_HINT } from './errors.js';
+import { libbpf } from './libbpf.js';
 
 interface Mount {
   readonly type: string;
@@ -59,4 +60,57 @@ export function ensureBpffs(): void {
       koffi.errno(),
     );
   }
+}
+
+const O_RDONLY = 0;
+const O_DIRECTORY = 0o200000;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+
+/** An exclusive lock on a directory, held until `release` or the process ends (even by SIGKILL). */
+export interface DirectoryLock {
+  release(): void;
+}
+
+/**
+ * Takes flock(LOCK_EX) on a directory (a bpffs folder works: the lock is on its inode), without
+ * waiting. Undefined when another process holds it. Locks die with their process, so a lock that
+ * can be taken means no live instance holds the folder.
+ */
+export function tryLockDirectory(path: string): DirectoryLock | undefined {
+  const bpf = libbpf();
+  const fd = bpf.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw new BpfFilesystemError(`cannot open ${path} to lock it (errno ${koffi.errno()})`, koffi.errno());
+  if (bpf.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    const errno = koffi.errno();
+    bpf.close(fd);
+    if (errno === EWOULDBLOCK) return undefined;
+    throw new BpfFilesystemError(`cannot lock ${path} (errno ${errno})`, errno);
+  }
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      bpf.close(fd);
+    },
+  };
+}
+
+/** Pids holding a flock on the inode of `path` (from /proc/locks), for messages. */
+export function lockHolders(path: string): number[] {
+  const { ino, dev } = statSync(path);
+  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((dev >> 12) & ~0xff & 0xfffff);
+  const pids: number[] = [];
+  for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; waiters are marked "1: -> FLOCK ...".
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] !== 'FLOCK') continue;
+    const [maj = '', min = '', inode = ''] = (fields[5] ?? '').split(':');
+    if (Number(inode) === ino && parseInt(maj, 16) === major && parseInt(min, 16) === minor) pids.push(Number(fields[4]));
+  }
+  return pids;
 }

@@ -1,5 +1,5 @@
 // Public API of @kappa/ebpf-ffi: the only code that touches libbpf (koffi → libbpf.so.1).
-export { LinkAttachment, attachCgroup, attachPinned, attachTc, attachTracepoint, detachPinned, detachStaleTc, TC_HANDLE } from './attach.js';
+export { LinkAttachment, attachCgroup, attachPinned, attachProgram, attachTc, attachTracepoint, detachPinned, detachStaleTc, TC_HANDLE } from './attach.js';
 export type { Attachment, TcDirection } from './attach.js';
 export {
   BpfError,
@@ -9,12 +9,13 @@ export {
   BtfMissingError,
   PERMISSION_HINT,
 } from './errors.js';
-export { cgroup2Root, cgroupIdentity, ensureBpffs, ensureTracefs } from './filesystems.js';
+export { cgroup2Root, cgroupIdentity, ensureBpffs, ensureTracefs, lockHolders, tryLockDirectory } from './filesystems.js';
+export type { DirectoryLock } from './filesystems.js';
 export { listInterfaces } from './interfaces.js';
 export type { NetworkInterface } from './interfaces.js';
 export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
-export { MapDrainer, readPerCpuCounter, updateElement } from './maps.js';
-export type { DrainedChunk } from './maps.js';
+export { MapDrainer, lookupElement, pinnedMapInfo, readPerCpuCounter, updateElement, waitForRunningPrograms } from './maps.js';
+export type { DrainedChunk, PinnedMapInfo } from './maps.js';
 export { BpfObject, KERNEL_BTF } from './object.js';
 export { RingBufferReader } from './ringbuf.js';
 export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

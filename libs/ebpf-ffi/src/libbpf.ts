@@ -14,10 +14,18 @@ export interface Libbpf {
   map_key_size: (map: bigint) => number;
   map_value_size: (map: bigint) => number;
   map_max_entries: (map: bigint) => number;
+  map_type: (map: bigint) => number;
+  next_map: (obj: bigint, prev: bigint | null) => bigint | null;
+  map_name: (map: bigint) => string;
+  map_flags: (map: bigint) => number;
   map_set_max_entries: (map: bigint, n: number) => number;
   map_set_initial_value: (map: bigint, data: Buffer, size: number) => number;
   attach_cgroup: (prog: bigint, cgroupFd: number) => bigint;
   attach_tracepoint: (prog: bigint, category: string, name: string) => bigint;
+  attach_program: (prog: bigint) => bigint;
+  program_set_autoload: (prog: bigint, autoload: boolean) => number;
+  obj_get_info_by_fd: (fd: number, info: Buffer, length: Uint32Array) => number;
+  lookup_batch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Record<string, unknown>) => number;
   link_pin: (link: bigint, path: string) => number;
   link_unpin: (link: bigint) => number;
   link_destroy: (link: bigint) => number;
@@ -39,6 +47,9 @@ export interface Libbpf {
   set_print: (fn: bigint | null) => bigint;
   vsnprintf: (buf: Buffer, size: number, fmt: bigint, args: bigint) => number;
   close: (fd: number) => number;
+  open: (path: string, flags: number) => number;
+  flock: (fd: number, operation: number) => number;
+  syscall3: (number: number, a: number, b: number, c: number) => number;
   num_possible_cpus: () => number;
   errno: () => number;
 }
@@ -79,10 +90,20 @@ export function libbpf(): Libbpf {
     map_key_size: lib.func('uint32_t bpf_map__key_size(void *map)'),
     map_value_size: lib.func('uint32_t bpf_map__value_size(void *map)'),
     map_max_entries: lib.func('uint32_t bpf_map__max_entries(void *map)'),
+    map_type: lib.func('int bpf_map__type(void *map)'),
+    next_map: lib.func('void *bpf_object__next_map(void *obj, void *prev)'),
+    map_name: lib.func('const char *bpf_map__name(void *map)'),
+    map_flags: lib.func('uint32_t bpf_map__map_flags(void *map)'),
     map_set_max_entries: lib.func('int bpf_map__set_max_entries(void *map, uint32_t n)'),
     map_set_initial_value: lib.func('int bpf_map__set_initial_value(void *map, const void *data, size_t size)'),
     attach_cgroup: lib.func('void *bpf_program__attach_cgroup(void *prog, int cgroup_fd)'),
     attach_tracepoint: lib.func('void *bpf_program__attach_tracepoint(void *prog, const char *category, const char *name)'),
+    attach_program: lib.func('void *bpf_program__attach(void *prog)'),
+    program_set_autoload: lib.func('int bpf_program__set_autoload(void *prog, bool autoload)'),
+    obj_get_info_by_fd: lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *len)'),
+    lookup_batch: lib.func(
+      'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)',
+    ),
     link_pin: lib.func('int bpf_link__pin(void *link, const char *path)'),
     link_unpin: lib.func('int bpf_link__unpin(void *link)'),
     link_destroy: lib.func('int bpf_link__destroy(void *link)'),
@@ -106,6 +127,12 @@ export function libbpf(): Libbpf {
     set_print: lib.func('void *libbpf_set_print(libbpf_print_fn *fn)'),
     vsnprintf: libc.func('int vsnprintf(void *buf, size_t size, void *fmt, void *args)'),
     close: libc.func('int close(int fd)'),
+    open: libc.func('int open(const char *path, int flags)'),
+    flock: libc.func('int flock(int fd, int operation)'),
+    syscall3: (() => {
+      const syscall = libc.func('long syscall(long number, ...)');
+      return (number: number, a: number, b: number, c: number) => Number(syscall(number, 'long', a, 'long', b, 'long', c));
+    })(),
     num_possible_cpus: lib.func('int libbpf_num_possible_cpus(void)'),
     errno: () => koffi.errno(),
   };

@@ -30,6 +30,9 @@ export interface BpfMap {
   readonly keySize: number;
   readonly valueSize: number;
   readonly maxEntries: number;
+  /** BPF_MAP_TYPE_* and map_flags, as the object defines them. */
+  readonly type: number;
+  readonly flags: number;
 }
 
 export class BpfObject {
@@ -89,6 +92,25 @@ export class BpfObject {
     if (rc < 0) throw bpfError(`cannot resize map ${mapName} to ${entries}`, -rc);
   }
 
+  /** Leaves a program out of `load` (a kernel without its hook); the others load as usual. */
+  setAutoload(programName: string, autoload: boolean): void {
+    this.assertOpen('choose the programs to load');
+    const bpf = libbpf();
+    const handle = bpf.find_program(this.handle, programName);
+    if (!handle) throw bpfError(`${this.path} has no program ${programName}`, 2);
+    const rc = bpf.program_set_autoload(handle, autoload);
+    if (rc < 0) throw bpfError(`cannot ${autoload ? 'include' : 'leave out'} program ${programName}`, -rc);
+  }
+
+  /** Names of the maps pinned by name (LIBBPF_PIN_BY_NAME) are the object's map names. */
+  mapNames(): string[] {
+    this.assertOpen('list maps');
+    const names: string[] = [];
+    const bpf = libbpf();
+    for (let map = bpf.next_map(this.handle, null); map; map = bpf.next_map(this.handle, map)) names.push(bpf.map_name(map));
+    return names;
+  }
+
   /** Creates the maps and loads every program into the kernel. */
   load(): void {
     this.assertOpen('load');
@@ -117,6 +139,8 @@ export class BpfObject {
       keySize: bpf.map_key_size(handle),
       valueSize: bpf.map_value_size(handle),
       maxEntries: bpf.map_max_entries(handle),
+      type: bpf.map_type(handle),
+      flags: bpf.map_flags(handle),
     };
   }
 

@@ -1,0 +1,144 @@
+// Turns the vitest JSON reports of one run per kernel into the table `npm run test:kernels`
+// prints: one row per capture feature, one column per kernel, each cell the result of the tests
+// that prove that feature there. A test no feature names gets a row of its own, so nothing that
+// ran is left out of the table.
+
+export type Outcome = 'pass' | 'FAIL' | 'skip' | 'missing';
+
+/** One test of a vitest JSON report (`--reporter=json`), the fields used here. */
+export interface TestResult {
+  file: string;
+  name: string;
+  status: 'passed' | 'failed' | 'skipped' | 'pending' | 'todo';
+  message?: string;
+}
+
+/** A kernel's run: its name for the column, its tests, and why it has none if it has none. */
+export interface KernelRun {
+  kernel: string;
+  tests: TestResult[];
+  /** The run itself failed (boot, timeout, crash): every feature there is FAIL. */
+  error?: string;
+  /** Per feature: the hook it uses on that kernel (`kappa-capture --check`), shown in the cell. */
+  hooks?: Record<string, string>;
+}
+
+interface VitestJson {
+  testResults?: {
+    name?: string;
+    status?: string;
+    message?: string;
+    assertionResults?: { fullName?: string; title?: string; status?: string; failureMessages?: string[] }[];
+  }[];
+}
+
+/** The tests of a vitest JSON report; a file that failed before any test ran counts as one failed test. */
+export function testsOfReport(json: string): TestResult[] {
+  const report = JSON.parse(json) as VitestJson;
+  const tests: TestResult[] = [];
+  for (const suite of report.testResults ?? []) {
+    const file = (suite.name ?? '').replace(/^.*\/(test|src)\//, '$1/');
+    const assertions = suite.assertionResults ?? [];
+    // A file that failed outside its tests (a beforeAll threw) reports them skipped: they did not
+    // pass there, so they count as failed, with the file's error.
+    const fileFailed = suite.status === 'failed' && !assertions.some((a) => a.status === 'failed');
+    for (const a of assertions) {
+      let status = (a.status ?? 'failed') as TestResult['status'];
+      let message = a.failureMessages?.[0];
+      if (fileFailed && status !== 'passed') {
+        status = 'failed';
+        message = suite.message ?? '';
+      }
+      tests.push({ file, name: a.fullName ?? a.title ?? '?', status, ...(message ? { message } : {}) });
+    }
+    if (assertions.length === 0 && suite.status === 'failed') {
+      tests.push({ file, name: `${file} (did not run)`, status: 'failed', message: suite.message ?? '' });
+    }
+  }
+  return tests;
+}
+
+/** A capture feature and the tests (by full name) that prove it. */
+export interface Feature {
+  name: string;
+  /** Key of the feature in `kappa-capture --check` (its hook goes in the cell). */
+  check?: string;
+  tests: RegExp;
+}
+
+/**
+ * The features of capture's exactness tests (apps/capture/test), most basic first. The patterns
+ * match the tests' full names ("<describe> <it>").
+ */
+export const FEATURES: readonly Feature[] = [
+  { name: 'TCP over IPv4, both vantages = tshark', tests: /socket mode.*\bTCP over IPv4\b/ },
+  { name: 'TCP over IPv6, both vantages = tshark', tests: /socket mode.*\bTCP over IPv6\b/ },
+  { name: 'UDP over IPv4, both vantages = tshark', tests: /socket mode.*\bUDP over IPv4\b/ },
+  { name: 'UDP over IPv6, both vantages = tshark', tests: /socket mode.*\bUDP over IPv6\b/ },
+  { name: 'ICMP echo = tshark', tests: /socket mode.*\bICMP echo over IPv4\b/ },
+  { name: 'ICMPv6 echo = tshark', tests: /socket mode.*\bICMPv6 echo\b/ },
+  { name: 'TCP flags', tests: /socket mode.*\bORs the TCP flags\b/ },
+  { name: 'application latency', check: 'app latency', tests: /socket mode.*\bapplication latency\b/ },
+  { name: 'GSO/GRO segments (offloads on) = nstat', tests: /GSO\/GRO super-packets/ },
+  { name: 'process attribution (exited process)', tests: /keeps pid and comm/ },
+  { name: 'process attribution (listener older than capture)', check: 'late owner', tests: /listening before capture attached/ },
+  { name: 'retransmits = nstat, RTT = ss, handshake', tests: /retransmits equal to RetransSegs/ },
+  { name: 'interface mode (tc) = tshark', tests: /^interface mode .*counts pings/ },
+  { name: 'interface mode: crash takeover of tc filters', tests: /^interface mode .*(?:SIGKILL|replaces|left)/ },
+  { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
+];
+
+function outcomeOf(tests: readonly TestResult[]): Outcome {
+  if (tests.length === 0) return 'missing';
+  if (tests.some((t) => t.status === 'failed')) return 'FAIL';
+  if (tests.every((t) => t.status !== 'passed')) return 'skip';
+  return 'pass';
+}
+
+export interface FeatureRow {
+  feature: string;
+  cells: { outcome: Outcome; hook?: string }[];
+}
+
+/** The table's rows: every feature, then every test no feature claims. */
+export function featureRows(runs: readonly KernelRun[], features: readonly Feature[] = FEATURES): FeatureRow[] {
+  const rows: FeatureRow[] = [];
+  const claimed = new Set<string>();
+  for (const feature of features) {
+    const cells = runs.map((run) => {
+      const tests = run.tests.filter((t) => feature.tests.test(t.name));
+      for (const t of tests) claimed.add(t.name);
+      const hook = feature.check ? run.hooks?.[feature.check] : undefined;
+      return { outcome: run.error !== undefined ? ('FAIL' as const) : outcomeOf(tests), ...(hook ? { hook } : {}) };
+    });
+    rows.push({ feature: feature.name, cells });
+  }
+  const others = [...new Set(runs.flatMap((r) => r.tests.map((t) => t.name)))].filter((name) => !claimed.has(name));
+  for (const name of others) {
+    rows.push({ feature: name, cells: runs.map((run) => ({ outcome: run.error !== undefined ? 'FAIL' : outcomeOf(run.tests.filter((t) => t.name === name)) })) });
+  }
+  return rows;
+}
+
+/** Plain-text table: feature × kernel, then each run's error and each failed test's first line. */
+export function renderTable(runs: readonly KernelRun[], features: readonly Feature[] = FEATURES): string {
+  const rows = featureRows(runs, features);
+  const cell = (c: FeatureRow['cells'][number]) => (c.hook ? `${c.outcome} (${c.hook})` : c.outcome);
+  const firstWidth = Math.max('feature'.length, ...rows.map((r) => r.feature.length));
+  const widths = runs.map((run, i) => Math.max(run.kernel.length, ...rows.map((r) => cell(r.cells[i]!).length)));
+  const line = (first: string, rest: string[]) => [first.padEnd(firstWidth), ...rest.map((s, i) => s.padEnd(widths[i]!))].join('  ').trimEnd();
+  const out = [line('feature', runs.map((r) => r.kernel)), line('-'.repeat(firstWidth), widths.map((w) => '-'.repeat(w)))];
+  for (const row of rows) out.push(line(row.feature, row.cells.map(cell)));
+  for (const run of runs) {
+    if (run.error !== undefined) out.push('', `${run.kernel}: ${run.error}`);
+    for (const t of run.tests.filter((x) => x.status === 'failed')) {
+      out.push(`${run.kernel}: FAIL ${t.name}: ${(t.message ?? '').split('\n')[0]}`);
+    }
+  }
+  return out.join('\n');
+}
+
+/** True when every feature passed (or was skipped for a stated reason) on every kernel. */
+export function allPassed(runs: readonly KernelRun[]): boolean {
+  return runs.every((r) => r.error === undefined && r.tests.length > 0 && r.tests.every((t) => t.status !== 'failed'));
+}

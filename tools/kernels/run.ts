@@ -1,0 +1,161 @@
+// `npm run test:kernels`: capture's exactness tests on other kernels. Boots Debian 12's cloud
+// kernel (6.1, what EKS AL2023 and GKE COS run) under qemu with this checkout's build, runs the
+// tests there, runs the same tests on this host's kernel meanwhile, and prints a table of
+// feature × kernel × result. Exits 1 when anything failed on any kernel.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { loadavg, release, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { boolean, integer, list, loadConfigOrExit, string } from '@kappa/config';
+import { allPassed, renderTable, testsOfReport } from './report.js';
+import type { KernelRun } from './report.js';
+import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.js';
+
+const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+/** capture's tests that compare with an independent truth (tshark, nstat, ss) and need no NATS. */
+const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts'];
+
+const config = loadConfigOrExit({
+  command: 'npm run test:kernels --',
+  summary: "Runs capture's exactness tests inside a Debian kernel under qemu and on this host's kernel; prints feature × kernel × result.",
+  options: {
+    kernel: string({ description: 'Debian kernel package to boot (default: what linux-image-cloud-amd64 depends on, the 6.1 cloud kernel)' }),
+    tests: list({ description: 'capture test files to run (relative to apps/capture)', default: DEFAULT_TESTS }),
+    host: boolean({ description: "also run the tests on this host's kernel (--host=false: the VM only)", default: true }),
+    memory: integer({ description: 'VM memory (MiB)', default: 2048, min: 512 }),
+    cpus: integer({ description: 'VM CPUs (TCG threads)', default: 2, min: 1, max: 16 }),
+    timeoutMinutes: integer({ description: 'the VM is killed after this long', default: 30, min: 1 }),
+    slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
+    keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
+    verbose: boolean({ description: "print the VM's console as it runs" }),
+  },
+});
+
+function log(message: string): void {
+  process.stderr.write(`kernels: ${message}\n`);
+}
+
+function loadNow(): string {
+  return loadavg().map((l) => l.toFixed(1)).join(' ');
+}
+
+/** Host tools the run needs, installed from Debian when missing. */
+function ensureTools(): void {
+  execFileSync('bash', [join(workspace, 'tools/install-deps.sh'), '--kernels'], { stdio: 'inherit' });
+}
+
+/** The build the tests run: capture's bundle and the BPF object (Nx: from its cache when unchanged). */
+function build(): void {
+  execFileSync('npx', ['nx', 'run', '@kappa/capture:build', '--outputStyle=stream'], {
+    cwd: workspace,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+  });
+}
+
+function timeoutArgs(factor: number): string[] {
+  return [`--testTimeout=${60_000 * factor}`, `--hookTimeout=${120_000 * factor}`];
+}
+
+/** The tests on this host's kernel, as the VM runs them. */
+async function runOnHost(runDir: string): Promise<KernelRun> {
+  const kernel = `${release()} (host)`;
+  const report = join(runDir, 'host.json');
+  const args = [join(workspace, 'node_modules/vitest/vitest.mjs'), 'run', '--reporter=dot', '--reporter=json', `--outputFile.json=${report}`, ...config.tests];
+  const child = spawn(process.execPath, args, { cwd: join(workspace, 'apps/capture'), stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const code = await new Promise<number | null>((done) => child.once('exit', done));
+  writeFileSync(join(runDir, 'host.log'), output);
+  if (!existsSync(report)) return { kernel, tests: [], error: `vitest exited ${code} without a report: ${output.slice(-2000)}` };
+  return { kernel, tests: testsOfReport(readFileSync(report, 'utf8')) };
+}
+
+async function runInVm(runDir: string): Promise<KernelRun> {
+  const imageArgs = [join(workspace, 'tools/kernels/image.sh'), ...(config.kernel ? [config.kernel] : [])];
+  const image = parseImageOutput(execFileSync('bash', imageArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+  const kernel = `${image.release} (qemu)`;
+  log(`${image.package} ${image.version}: making the project disk`);
+  const spec = `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}\n`;
+  const disk = makeProjectDisk(workspace, runDir, spec);
+  log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
+  const result = await boot({
+    image,
+    projectDisk: disk,
+    runDir,
+    memoryMb: config.memory,
+    cpus: config.cpus,
+    timeoutMs: config.timeoutMinutes * 60_000,
+    onLine: (line) => {
+      if (config.verbose) process.stderr.write(`vm| ${line}\n`);
+      else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
+    },
+  });
+  log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
+  const outputs = readGuestOutput(disk, join(runDir, 'guest'));
+  const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
+  const finished = result.markers.includes('done');
+  const error = result.timedOut
+    ? `the VM did not finish within ${config.timeoutMinutes} min (console: ${join(runDir, 'console.log')})`
+    : !finished
+      ? `the VM stopped before the guest finished (qemu exit ${result.exitCode}); last console lines:\n${result.consoleLog.split('\n').slice(-30).join('\n')}`
+      : undefined;
+  return { kernel, tests, ...(error ? { error } : {}) };
+}
+
+const started = Date.now();
+ensureTools();
+build();
+const runDir = mkdtempSync(join(tmpdir(), 'kappa-kernels-'));
+let cleanedUp = false;
+const cleanUp = () => {
+  if (cleanedUp || config.keep) return;
+  cleanedUp = true;
+  rmSync(runDir, { recursive: true, force: true });
+};
+process.once('exit', cleanUp);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+log(`run folder ${runDir}; load average ${loadNow()}`);
+const [vm, host] = await Promise.all([
+  runInVm(runDir).catch((error: unknown): KernelRun => ({ kernel: 'qemu', tests: [], error: String(error instanceof Error ? error.message : error) })),
+  config.host ? runOnHost(runDir) : Promise.resolve(undefined),
+]);
+const runs = [...(host ? [host] : []), vm];
+
+// The reports beside the other projects', so `npm test`'s closing line counts them.
+const results = join(workspace, '.test-results');
+mkdirSync(results, { recursive: true });
+for (const run of runs) {
+  const name = `kernel-${run.kernel.replace(/[^A-Za-z0-9.]+/g, '-').replace(/-+$/, '')}`;
+  writeFileSync(join(results, `${name}.json`), JSON.stringify(toVitestShape(run)));
+}
+
+process.stdout.write(`\n${renderTable(runs)}\n\n`);
+const seconds = Math.round((Date.now() - started) / 1000);
+process.stdout.write(`test:kernels took ${seconds} s (load average now ${loadNow()})${config.keep ? `; kept ${runDir}` : ''}\n`);
+process.exitCode = allPassed(runs) ? 0 : 1;
+
+/** A run as a vitest-like JSON report (what tools/test-summary.mjs totals). */
+function toVitestShape(run: KernelRun) {
+  const failed = run.tests.filter((t) => t.status === 'failed').length + (run.error !== undefined ? 1 : 0);
+  return {
+    numPassedTests: run.tests.filter((t) => t.status === 'passed').length,
+    numFailedTests: failed,
+    numPendingTests: run.tests.filter((t) => t.status === 'skipped' || t.status === 'pending').length,
+    testResults: [
+      {
+        name: `kernel ${run.kernel}`,
+        status: failed > 0 ? 'failed' : 'passed',
+        message: run.error ?? '',
+        assertionResults: [
+          ...run.tests.map((t) => ({ fullName: `[${run.kernel}] ${t.name}`, status: t.status })),
+          ...(run.error !== undefined ? [{ fullName: `[${run.kernel}] ${run.error.split('\n')[0]}`, status: 'failed' }] : []),
+        ],
+      },
+    ],
+  };
+}

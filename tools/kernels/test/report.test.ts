@@ -1,0 +1,76 @@
+// The kernel × feature table: a feature fails only where its tests failed, a run that never
+// finished fails everything, and a test no feature names still gets its own row.
+import { describe, expect, it } from 'vitest';
+import { allPassed, featureRows, renderTable, testsOfReport } from '../report.js';
+import type { Feature, KernelRun } from '../report.js';
+
+const report = (tests: { fullName: string; status: string; failureMessages?: string[] }[], extra: object = {}) =>
+  JSON.stringify({ testResults: [{ name: '/kappa/apps/capture/test/socket-mode.test.ts', status: 'passed', assertionResults: tests, ...extra }] });
+
+const features: Feature[] = [
+  { name: 'TCP over IPv4', tests: /TCP over IPv4/ },
+  { name: 'app latency', check: 'app latency', tests: /latency/ },
+  { name: 'never run', tests: /nothing matches this/ },
+];
+
+describe('the kernel × feature table', () => {
+  const host: KernelRun = {
+    kernel: '6.18 (host)',
+    tests: testsOfReport(report([
+      { fullName: 'socket mode counts TCP over IPv4 exactly', status: 'passed' },
+      { fullName: 'socket mode measures application latency over IPv4', status: 'passed' },
+      { fullName: 'socket mode leaves nothing attached', status: 'passed' },
+    ])),
+    hooks: { 'app latency': 'tracepoint' },
+  };
+  const vm: KernelRun = {
+    kernel: '6.1 (qemu)',
+    tests: testsOfReport(report([
+      { fullName: 'socket mode counts TCP over IPv4 exactly', status: 'passed' },
+      { fullName: 'socket mode measures application latency over IPv4', status: 'failed', failureMessages: ['expected 0 to be 20\n at ...'] },
+    ])),
+    hooks: { 'app latency': 'fexit' },
+  };
+
+  it('marks a feature FAIL only on the kernel where its test failed, with the hook used there', () => {
+    const rows = featureRows([host, vm], features);
+    expect(rows.find((r) => r.feature === 'app latency')?.cells).toEqual([
+      { outcome: 'pass', hook: 'tracepoint' },
+      { outcome: 'FAIL', hook: 'fexit' },
+    ]);
+    expect(rows.find((r) => r.feature === 'TCP over IPv4')?.cells.map((c) => c.outcome)).toEqual(['pass', 'pass']);
+    expect(allPassed([host, vm])).toBe(false);
+    expect(allPassed([host])).toBe(true);
+  });
+
+  it('shows a feature no test proved as missing, and a test no feature names as its own row', () => {
+    const rows = featureRows([host, vm], features);
+    expect(rows.find((r) => r.feature === 'never run')?.cells.map((c) => c.outcome)).toEqual(['missing', 'missing']);
+    expect(rows.find((r) => r.feature === 'socket mode leaves nothing attached')?.cells.map((c) => c.outcome)).toEqual(['pass', 'missing']);
+  });
+
+  it('fails every feature of a run that did not finish, and says why under the table', () => {
+    const crashed: KernelRun = { kernel: '6.1 (qemu)', tests: [], error: 'the VM did not finish within 30 min' };
+    const rows = featureRows([host, crashed], features);
+    expect(rows.every((r) => r.cells[1]?.outcome === 'FAIL')).toBe(true);
+    expect(allPassed([host, crashed])).toBe(false);
+    const table = renderTable([host, crashed], features);
+    expect(table).toContain('6.1 (qemu): the VM did not finish within 30 min');
+    expect(table.split('\n')[0]).toMatch(/^feature\s+6\.18 \(host\)\s+6\.1 \(qemu\)$/);
+  });
+
+  it('counts a test file that failed before any test ran as one failed test', () => {
+    const tests = testsOfReport(report([], { status: 'failed', message: 'kappa-capture exited 1 before attaching' }));
+    expect(tests).toEqual([{ file: 'test/socket-mode.test.ts', name: 'test/socket-mode.test.ts (did not run)', status: 'failed', message: 'kappa-capture exited 1 before attaching' }]);
+    expect(allPassed([{ kernel: 'k', tests }])).toBe(false);
+  });
+
+  it('fails the tests a failed beforeAll left skipped, with the error of their file', () => {
+    const tests = testsOfReport(report([{ fullName: 'socket mode counts TCP over IPv4 exactly', status: 'skipped' }], { status: 'failed', message: 'cannot load kappa.bpf.o' }));
+    expect(tests).toEqual([{ file: 'test/socket-mode.test.ts', name: 'socket mode counts TCP over IPv4 exactly', status: 'failed', message: 'cannot load kappa.bpf.o' }]);
+  });
+
+  it('lists the failed tests with the first line of their message', () => {
+    expect(renderTable([host, vm], features)).toContain('6.1 (qemu): FAIL socket mode measures application latency over IPv4: expected 0 to be 20');
+  });
+});
