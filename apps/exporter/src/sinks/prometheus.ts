@@ -17,8 +17,7 @@ const K = FlowFields.Kube;
 const T = FlowFields.TcpStats;
 const A = FlowFields.AppLatency;
 
-const labelNames = ['src_namespace', 'src_workload', 'dst_namespace', 'dst_workload', 'protocol', 'vantage'] as const;
-type Labels = Record<(typeof labelNames)[number], string>;
+type Labels = Record<'src_namespace' | 'src_workload' | 'dst_namespace' | 'dst_workload' | 'protocol' | 'vantage', string>;
 
 const RTT_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1];
 // Slots of one series.
