@@ -61,6 +61,8 @@ class FieldPlan {
     readonly number: number,
     /** `"jsonName":` */
     readonly key: Uint8Array,
+    /** `,"jsonName":` */
+    readonly commaKey: Uint8Array,
     readonly shape: Shape,
     readonly value: ValuePlan,
     /** Map: the key's kind (string, integers or bool). */
@@ -153,6 +155,7 @@ function fieldPlan(field: DescField, parent: DescMessage): FieldPlan {
   const unsupported = (what: string) => new Error(`json-writer: ${parent.typeName}.${field.name}: ${what} is not supported`);
   if (field.jsonName === '__proto__') throw unsupported('the JSON name __proto__');
   const key = utf8.encode(`${JSON.stringify(field.jsonName)}:`);
+  const commaKey = utf8.encode(`,${JSON.stringify(field.jsonName)}:`);
   const oneof = field.oneof ? parent.oneofs.indexOf(field.oneof) : -1;
   // IMPLICIT (2) presence: proto3 fields without `optional`.
   const explicit = !(field.presence === 2 && !field.oneof);
@@ -162,18 +165,18 @@ function fieldPlan(field: DescField, parent: DescMessage): FieldPlan {
   };
   switch (field.fieldKind) {
     case 'scalar':
-      return new FieldPlan(field.number, key, Shape.Single, kindOf(field.scalar), null, explicit, 0, oneof);
+      return new FieldPlan(field.number, key, commaKey, Shape.Single, kindOf(field.scalar), null, explicit, 0, oneof);
     case 'enum':
-      return new FieldPlan(field.number, key, Shape.Single, enumPlan(field.enum), null, explicit, field.enum.values[0]?.number ?? 0, oneof);
+      return new FieldPlan(field.number, key, commaKey, Shape.Single, enumPlan(field.enum), null, explicit, field.enum.values[0]?.number ?? 0, oneof);
     case 'message':
-      return new FieldPlan(field.number, key, Shape.Single, messageValue(field.message), null, true, 0, oneof);
+      return new FieldPlan(field.number, key, commaKey, Shape.Single, messageValue(field.message), null, true, 0, oneof);
     case 'list': {
       const value = field.listKind === 'scalar' ? kindOf(field.scalar) : field.listKind === 'enum' ? enumPlan(field.enum) : messageValue(field.message);
-      return new FieldPlan(field.number, key, Shape.List, value, null, false, 0, oneof);
+      return new FieldPlan(field.number, key, commaKey, Shape.List, value, null, false, 0, oneof);
     }
     case 'map': {
       const value = field.mapKind === 'scalar' ? kindOf(field.scalar) : field.mapKind === 'enum' ? enumPlan(field.enum) : messageValue(field.message);
-      return new FieldPlan(field.number, key, Shape.Map, value, kindOf(field.mapKey), false, 0, oneof);
+      return new FieldPlan(field.number, key, commaKey, Shape.Map, value, kindOf(field.mapKey), false, 0, oneof);
     }
   }
 }
@@ -414,21 +417,27 @@ export class ProtoJsonWriter {
       const slot = frame + i * 3;
       if (s[slot] !== visit) continue;
       if (field.shape === Shape.Single) {
-        if (!field.explicit && this.isZero(field, buf, s[slot + 1]!, s[slot + 2]!)) continue;
-        if (!first) this.byte(0x2c);
+        const at = s[slot + 1]!;
+        const to = s[slot + 2]!;
+        const v = field.value;
+        if (v.wire === Wire.Varint) {
+          // Read once: the zero check and the value.
+          readVarint(buf, at, to);
+          if (!field.explicit && varintIsZero(field)) continue;
+          this.raw(first ? field.key : field.commaKey);
+          first = false;
+          this.varintValue(v);
+          continue;
+        }
+        if (!field.explicit && this.isZero(field, buf, at, to)) continue;
+        this.raw(first ? field.key : field.commaKey);
         first = false;
-        this.raw(field.key);
-        this.value(field.value, buf, s[slot + 1]!, s[slot + 2]!);
-      } else if (field.shape === Shape.List) {
-        if (!first) this.byte(0x2c);
-        first = false;
-        this.raw(field.key);
-        this.list(field, buf, start, end);
+        this.value(v, buf, at, to);
       } else {
-        if (!first) this.byte(0x2c);
+        this.raw(first ? field.key : field.commaKey);
         first = false;
-        this.raw(field.key);
-        this.map(field, buf, start, end);
+        if (field.shape === Shape.List) this.list(field, buf, start, end);
+        else this.map(field, buf, start, end);
       }
     }
     this.byte(0x7d); // }
@@ -497,50 +506,22 @@ export class ProtoJsonWriter {
         this.byte(0x22);
         return;
       case Kind.Bool:
-        readVarint(buf, at, end);
-        this.raw(lo !== 0 || hi !== 0 ? TRUE : FALSE);
-        return;
       case Kind.Uint32:
-        readVarint(buf, at, end);
-        this.unsigned(lo);
-        return;
       case Kind.Int32:
-        readVarint(buf, at, end);
-        this.signed32(lo | 0);
-        return;
       case Kind.Sint32:
+      case Kind.Enum:
+      case Kind.Uint64:
+      case Kind.Int64:
+      case Kind.Sint64:
         readVarint(buf, at, end);
-        this.signed32((lo >>> 1) ^ -(lo & 1));
+        this.varintValue(v);
         return;
-      case Kind.Enum: {
-        readVarint(buf, at, end);
-        const name = v.enumNames!.get(lo | 0);
-        if (name) this.raw(name);
-        else this.signed32(lo | 0);
-        return;
-      }
       case Kind.Fixed32:
         this.unsigned(readU32(buf, at));
         return;
       case Kind.Sfixed32:
         this.signed32(readU32(buf, at) | 0);
         return;
-      case Kind.Uint64:
-        readVarint(buf, at, end);
-        this.quoted64(false);
-        return;
-      case Kind.Int64:
-        readVarint(buf, at, end);
-        this.quoted64(true);
-        return;
-      case Kind.Sint64: {
-        readVarint(buf, at, end);
-        const mask = -(lo & 1);
-        lo = (((lo >>> 1) | (hi << 31)) ^ mask) >>> 0;
-        hi = ((hi >>> 1) ^ mask) >>> 0;
-        this.quoted64(true);
-        return;
-      }
       case Kind.Fixed64:
         lo = readU32(buf, at);
         hi = readU32(buf, at + 4);
@@ -557,6 +538,45 @@ export class ProtoJsonWriter {
       case Kind.Double:
         this.text(JSON.stringify(floatJson(new DataView(buf.buffer, buf.byteOffset + at, 8).getFloat64(0, true))));
         return;
+    }
+  }
+
+  /** A varint-encoded value, already read into (lo, hi). */
+  private varintValue(v: ValuePlan): void {
+    switch (v.kind) {
+      case Kind.Bool:
+        this.raw(lo !== 0 || hi !== 0 ? TRUE : FALSE);
+        return;
+      case Kind.Uint32:
+        this.unsigned(lo);
+        return;
+      case Kind.Int32:
+        this.signed32(lo | 0);
+        return;
+      case Kind.Sint32:
+        this.signed32((lo >>> 1) ^ -(lo & 1));
+        return;
+      case Kind.Enum: {
+        const name = v.enumNames!.get(lo | 0);
+        if (name) this.raw(name);
+        else this.signed32(lo | 0);
+        return;
+      }
+      case Kind.Uint64:
+        this.quoted64(false);
+        return;
+      case Kind.Int64:
+        this.quoted64(true);
+        return;
+      case Kind.Sint64: {
+        const mask = -(lo & 1);
+        lo = (((lo >>> 1) | (hi << 31)) ^ mask) >>> 0;
+        hi = ((hi >>> 1) ^ mask) >>> 0;
+        this.quoted64(true);
+        return;
+      }
+      default:
+        throw new Error(`json-writer: kind ${v.kind} is not a varint`);
     }
   }
 
@@ -873,6 +893,20 @@ function decimalDigits(n: number): number {
   let digits = 1;
   while (digits < 16 && n >= POW10[digits]!) digits++;
   return digits;
+}
+
+/** Whether the varint just read (lo, hi) is the field's zero value (not written for implicit presence). */
+function varintIsZero(field: FieldPlan): boolean {
+  switch (field.value.kind) {
+    case Kind.Enum:
+      return (lo | 0) === field.enumZero;
+    case Kind.Uint32:
+    case Kind.Int32:
+    case Kind.Sint32:
+      return lo === 0;
+    default:
+      return lo === 0 && hi === 0;
+  }
 }
 
 function isPackable(kind: Kind): boolean {
