@@ -73,8 +73,10 @@ static __always_inline bool keyable(struct bpf_sock *sk, __u16 dst_port)
 }
 
 /* The conversation key from the socket's own tuple: DNAT'd traffic then keeps the address the
- * application connected to. */
-static __always_inline void key_socket(struct kappa_sock *s, struct bpf_sock *sk)
+ * application connected to. A TCP socket then counts its packets in its storage (when the drain's
+ * iterator is loaded); `cookie` and `total_retrans` (what it retransmitted before it was keyed:
+ * not this capture's to report) start its kappa_reported entry. */
+static __always_inline void key_socket(struct kappa_sock *s, struct bpf_sock *sk, __u64 cookie, __u32 total_retrans)
 {
 	struct kappa_flow_key *key = &s->key;
 	if (sk->family == AF_INET) {
@@ -94,6 +96,13 @@ static __always_inline void key_socket(struct kappa_sock *s, struct bpf_sock *sk
 	key->pad = 0;
 	key->ifindex = 0;
 	key->netns = s->netns;
+	if (kappa_config.socket_counters && sk->protocol == KAPPA_IPPROTO_TCP && cookie) {
+		/* A re-keyed socket (connect after a failed connect) keeps its marks: its totals only grow. */
+		struct kappa_reported start = { .retransmits = total_retrans };
+		bpf_map_update_elem(&kappa_reported, &cookie, &start, BPF_NOEXIST);
+		s->cookie = cookie;
+		s->counting = 1;
+	}
 	/* Published last, with a full barrier: a reader that sees it sees the key. */
 	__sync_fetch_and_or(&s->keyed, 1);
 }
@@ -145,6 +154,95 @@ static __always_inline void add_packets(struct kappa_flow_stats *st, bool egress
 		if ((st->rx_tcp_flags | tcp_flags) != st->rx_tcp_flags)
 			__sync_fetch_and_or(&st->rx_tcp_flags, tcp_flags);
 	}
+}
+
+/* What grew past a report mark, taken with a compare-and-swap: of two reporters racing, each
+ * gets a disjoint part, and what neither took stays for the next report. */
+static __always_inline __u64 take(__u64 *mark, __u64 now)
+{
+	for (int i = 0; i < 4; i++) {
+		__u64 seen = *mark;
+		if (now <= seen)
+			return 0;
+		if (__sync_val_compare_and_swap(mark, seen, now) == seen)
+			return now - seen;
+	}
+	return 0;
+}
+
+/* A per-epoch value of a counting socket (TCP flags, app max), if it belongs to `epoch`. */
+static __always_inline __u32 of_epoch(__u32 *values, __u32 *epochs, __u32 epoch)
+{
+	__u32 p = epoch & 1;
+	return epochs[p] == epoch ? values[p] : 0;
+}
+
+/* Reports what a counting socket's totals grew by since the last report into the flow entry of
+ * `epoch`. `s` is the socket's storage, or the drain iterator's copy of it. TCP health is what
+ * the caller read from the socket now (total_retrans 0: unknown, nothing taken). */
+static __always_inline void report_socket(struct kappa_sock *s, __u32 epoch, __u32 total_retrans, __u32 srtt_us,
+					  __u32 min_rtt_us)
+{
+	__u64 cookie = s->cookie;
+	struct kappa_reported *r = bpf_map_lookup_elem(&kappa_reported, &cookie);
+	if (!r) {
+		/* Aged out of the LRU (the map is smaller than the sockets alive): start over from
+		 * here, without reporting totals that may have been reported before. */
+		struct kappa_reported start = { .tx_bytes = s->tx_bytes, .tx_packets = s->tx_packets, .rx_bytes = s->rx_bytes,
+						 .rx_packets = s->rx_packets, .app_sum_us = s->app_sum_us, .app_count = s->app_count,
+						 .retransmits = total_retrans, .handshake = 1 };
+		bpf_map_update_elem(&kappa_reported, &cookie, &start, BPF_NOEXIST);
+		count(KAPPA_COUNTER_REPORTS_LOST, 1);
+		return;
+	}
+	__u64 tx_bytes = take(&r->tx_bytes, s->tx_bytes);
+	__u64 tx_packets = take(&r->tx_packets, s->tx_packets);
+	__u64 rx_bytes = take(&r->rx_bytes, s->rx_bytes);
+	__u64 rx_packets = take(&r->rx_packets, s->rx_packets);
+	__u64 retransmits = total_retrans ? take(&r->retransmits, total_retrans) : 0;
+	__u64 app_count = take(&r->app_count, s->app_count);
+	__u64 app_sum_us = take(&r->app_sum_us, s->app_sum_us);
+	bool handshake = s->handshake_us && !r->handshake && __sync_val_compare_and_swap(&r->handshake, 0, 1) == 0;
+	if (!(tx_packets | rx_packets | tx_bytes | rx_bytes | retransmits | app_count | app_sum_us) && !handshake)
+		return;
+	struct kappa_flow_stats *st = flow_entry(epoch, &s->key, s, s->role, 0, tx_packets + rx_packets, tx_bytes + rx_bytes);
+	if (!st)
+		return;
+	if (!st->pid && s->pid)
+		copy_owner(st, s); /* the entry was made before a process claimed the socket */
+	if (tx_packets | tx_bytes) {
+		__sync_fetch_and_add(&st->tx_packets, tx_packets);
+		__sync_fetch_and_add(&st->tx_bytes, tx_bytes);
+		if (st->tx_last_ns < s->tx_last_ns)
+			st->tx_last_ns = s->tx_last_ns;
+	}
+	if (rx_packets | rx_bytes) {
+		__sync_fetch_and_add(&st->rx_packets, rx_packets);
+		__sync_fetch_and_add(&st->rx_bytes, rx_bytes);
+		if (st->rx_last_ns < s->rx_last_ns)
+			st->rx_last_ns = s->rx_last_ns;
+	}
+	__u32 tx_flags = of_epoch(s->tx_tcp_flags, s->tx_flags_epoch, epoch);
+	__u32 rx_flags = of_epoch(s->rx_tcp_flags, s->rx_flags_epoch, epoch);
+	if (tx_flags)
+		__sync_fetch_and_or(&st->tx_tcp_flags, tx_flags);
+	if (rx_flags)
+		__sync_fetch_and_or(&st->rx_tcp_flags, rx_flags);
+	if (retransmits)
+		__sync_fetch_and_add(&st->retransmits, retransmits);
+	if (srtt_us)
+		st->srtt_us = srtt_us;
+	if (min_rtt_us && min_rtt_us != ~0U)
+		st->min_rtt_us = min_rtt_us;
+	if (handshake)
+		st->handshake_us = s->handshake_us;
+	if (app_count | app_sum_us) {
+		__sync_fetch_and_add(&st->app_count, app_count);
+		__sync_fetch_and_add(&st->app_sum_us, app_sum_us);
+	}
+	__u32 app_max = of_epoch(s->app_max_us, s->app_max_epoch, epoch);
+	if (app_max > st->app_max_us)
+		st->app_max_us = app_max;
 }
 
 /* Who opened a conversation no sockops callback told us about: a SYN's direction for TCP, the
@@ -269,6 +367,58 @@ static __always_inline bool keys_equal(struct kappa_flow_key *a, struct kappa_fl
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
 }
 
+/* A per-epoch value of this socket: reset at the first update of an epoch. Only the TCP flags
+ * and the app max use it; a race at an epoch's first packet can lose a flag bit, never a count. */
+static __always_inline void or_in_epoch(__u32 *values, __u32 *epochs, __u32 epoch, __u32 bits)
+{
+	__u32 p = epoch & 1;
+	if (epochs[p] != epoch) {
+		values[p] = bits;
+		epochs[p] = epoch;
+	} else if ((values[p] | bits) != values[p]) {
+		__sync_fetch_and_or(&values[p], bits);
+	}
+}
+
+/* A packet of a connected TCP socket that counts in its own storage: two adds on the cache line
+ * of its direction. The drain iterator and the socket's destruction report the totals. */
+static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_sock *s, bool egress)
+{
+	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 bytes = skb->len;
+	__u32 ip_header_len = 0, header_len = 0;
+	__u8 tcp_flags = 0;
+	if (direct_headers(skb, s->key.ip_version, KAPPA_IPPROTO_TCP, &ip_header_len, &header_len, &tcp_flags)) {
+		struct packet pkt = {};
+		if (parse_packet_at(skb, &pkt, 0))
+			return 1;
+		header_len = pkt.header_len;
+		tcp_flags = pkt.tcp_flags;
+	}
+	if (segs > 1)
+		bytes += (segs - 1) * header_len;
+	__u32 epoch = current_epoch();
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if (egress) {
+		__sync_fetch_and_add(&s->tx_packets, segs);
+		__sync_fetch_and_add(&s->tx_bytes, bytes);
+		if (s->tx_last_ns != now)
+			s->tx_last_ns = now;
+		or_in_epoch(s->tx_tcp_flags, s->tx_flags_epoch, epoch, tcp_flags);
+	} else {
+		__sync_fetch_and_add(&s->rx_packets, segs);
+		__sync_fetch_and_add(&s->rx_bytes, bytes);
+		if (s->rx_last_ns != now)
+			s->rx_last_ns = now;
+		or_in_epoch(s->rx_tcp_flags, s->rx_flags_epoch, epoch, tcp_flags);
+	}
+	/* The socket was destroyed while this packet was counted: its destruction's report may
+	 * have missed these adds, so report again (what was already taken is not taken twice). */
+	if (s->dead)
+		report_socket(s, epoch, 0, 0, 0);
+	return 1;
+}
+
 /* One wire packet delivered to several sockets (multicast and broadcast with several listeners,
  * raw sockets, which get a copy of every packet of their protocol) is counted once: at the first
  * socket; the copies that follow on this CPU are skipped. A raw ICMP socket counts only the echo
@@ -356,19 +506,29 @@ static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 	if (s) {
 		/* Still connected to the peer it was keyed with (UDP can disconnect or reconnect). */
 		__u16 dst_port = bpf_ntohs(sk->dst_port);
-		if (s->keyed && s->key.remote_port == dst_port)
+		bool connected = s->keyed && s->key.remote_port == dst_port;
+		if (connected && s->counting && !s->dead)
+			return account_counting(skb, s, egress);
+		if (connected)
 			return account_keyed(skb, sk, s, egress);
 		if (keyable(sk, dst_port)) {
+			__u32 total_retrans = 0;
 			if (sk->protocol == KAPPA_IPPROTO_TCP) {
 				/* Seen first mid-stream: only retransmits from now on are this capture's. */
 				struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
 				if (tp && !s->keyed)
-					s->retrans_seen = tp->total_retrans;
+					s->retrans_seen = total_retrans = tp->total_retrans;
 			}
 			if (s->keyed)
 				s->role = KAPPA_ROLE_UNKNOWN; /* reconnected: a new conversation */
-			key_socket(s, sk);
-			return account_keyed(skb, sk, s, egress);
+			key_socket(s, sk, bpf_get_socket_cookie(skb), total_retrans);
+			if (s->counting && s->role == KAPPA_ROLE_UNKNOWN) {
+				/* Keyed without sockops (older than the attach): learn the role now. */
+				struct packet pkt = {};
+				if (!parse_packet_at(skb, &pkt, 0))
+					s->role = conversation_role(&s->key, KAPPA_IPPROTO_TCP, pkt.tcp_flags, egress);
+			}
+			return s->counting ? account_counting(skb, s, egress) : account_keyed(skb, sk, s, egress);
 		}
 	}
 	return account_parsed(skb, sk, s, egress);
@@ -444,11 +604,15 @@ int kappa_sockops(struct bpf_sock_ops *ops)
 		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!s)
 			break;
+		if (s->counting && s->keyed)
+			report_socket(s, current_epoch(), 0, 0, 0); /* a connect after a failed one: the old key's rest */
 		s->connect_ns = bpf_ktime_get_ns();
+		if (!s->netns)
+			s->netns = sock_ops_netns(ops);
 		s->role = KAPPA_ROLE_SRC;
 		s->retrans_seen = 0;
 		s->keyed = 0;
-		key_socket(s, sk);
+		key_socket(s, sk, bpf_get_socket_cookie(ops), 0);
 		bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	}
@@ -457,32 +621,51 @@ int kappa_sockops(struct bpf_sock_ops *ops)
 		if (!s || !s->connect_ns || !s->keyed)
 			break;
 		__u32 handshake_us = (bpf_ktime_get_ns() - s->connect_ns) / 1000;
+		if (s->counting) {
+			s->handshake_us = handshake_us; /* reported with the socket's totals */
+			break;
+		}
 		struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, s->role, 0, 0, 0);
 		if (st)
 			st->handshake_us = handshake_us;
 		break;
 	}
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
-		/* An accepted socket: its storage is the listener's clone (owner, namespace). */
+		/* An accepted socket: its storage is the listener's clone (owner, namespace); what
+		 * belongs to a conversation starts over. */
 		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!s)
 			break;
+		__u64 *from = (__u64 *)&s->app_sum_us;
+		for (int i = 0; i < (sizeof(*s) - __builtin_offsetof(struct kappa_sock, app_sum_us)) / 8; i++)
+			from[i] = 0;
 		s->role = KAPPA_ROLE_DST;
 		s->retrans_seen = 0; /* SYN-ACK retransmits are in total_retrans: count them */
 		s->pending_send_ns = 0;
+		s->handshake_us = 0;
+		s->counting = 0;
 		s->keyed = 0;
-		key_socket(s, sk);
+		if (!s->netns)
+			s->netns = sock_ops_netns(ops); /* no listener storage to clone it from */
+		key_socket(s, sk, bpf_get_socket_cookie(ops), 0);
 		bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	}
 	case BPF_SOCK_OPS_STATE_CB: {
-		/* A retransmission that no later packet of this socket followed is added here. */
+		/* Into CLOSE: the socket's last report of its TCP health, before tcp_disconnect (a
+		 * close with SO_LINGER 0) zeroes total_retrans and srtt; and for the flow-map path, a
+		 * retransmission no later packet of this socket followed. */
 		if (ops->args[1] != TCP_CLOSE)
 			break;
 		struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 		if (!s || !s->keyed)
 			break;
 		__u32 total = ops->total_retrans;
+		if (s->counting) {
+			struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+			report_socket(s, current_epoch(), total, ops->srtt_us >> 3, tp ? tp->rtt_min : 0);
+			break;
+		}
 		__u32 seen = s->retrans_seen;
 		if (total == seen || __sync_val_compare_and_swap(&s->retrans_seen, seen, total) != seen)
 			break;
@@ -505,7 +688,7 @@ static __always_inline void claim_owner(struct kappa_sock *s)
 	if (s->pid || !in_target_cgroup())
 		return;
 	set_owner_from_current(s);
-	if (!s->keyed)
+	if (!s->keyed || s->counting) /* a counting socket's owner goes with its next report */
 		return;
 	struct kappa_flow_stats *st = flow_lookup(current_epoch(), &s->key);
 	if (st && !st->pid)
@@ -547,6 +730,19 @@ int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
 	if (s->role != KAPPA_ROLE_SRC || !s->keyed)
 		return 0;
 	__u64 latency_us = (bpf_ktime_get_ns() - sent) / 1000;
+	if (s->counting && !s->dead) {
+		__u32 epoch = current_epoch();
+		__u32 p = epoch & 1;
+		__sync_fetch_and_add(&s->app_sum_us, latency_us);
+		__sync_fetch_and_add(&s->app_count, 1);
+		if (s->app_max_epoch[p] != epoch) {
+			s->app_max_us[p] = latency_us;
+			s->app_max_epoch[p] = epoch;
+		} else if (latency_us > s->app_max_us[p]) {
+			s->app_max_us[p] = latency_us; /* a lost race only under-reports one max */
+		}
+		return 0;
+	}
 	struct kappa_flow_stats *st = flow_entry(current_epoch(), &s->key, s, s->role, 0, 0, 0);
 	if (!st)
 		return 0;
@@ -554,6 +750,79 @@ int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
 	__sync_fetch_and_add(&st->app_sum_us, latency_us);
 	if (latency_us > st->app_max_us)
 		st->app_max_us = latency_us; /* a lost race only under-reports one max */
+	return 0;
+}
+
+/* ---- counting sockets: destruction and the drain's iterator ------------------------------ */
+
+/* The last report of a counting TCP socket, at its destruction (its storage goes with it). A
+ * packet that races this is reported by that packet (see account_counting). */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(kappa_tcp_destroy, struct sock *sk)
+{
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (!s || !s->counting)
+		return 0;
+	__sync_lock_test_and_set(&s->dead, 1); /* a full barrier: then read the totals */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 total_retrans = 0, srtt_us = 0, min_rtt_us = 0;
+	if (tp) {
+		total_retrans = tp->total_retrans;
+		srtt_us = tp->srtt_us >> 3;
+		min_rtt_us = tp->rtt_min.s[0].v;
+	}
+	report_socket(s, current_epoch(), total_retrans, srtt_us, min_rtt_us);
+	return 0;
+}
+
+/* Run by the drain (userspace reads the iterator once the epoch flipped): every socket file of
+ * every process, and for each counting socket of this instance, what its totals grew by goes to
+ * the flow map of the interval that just ended, with its RTT and retransmits read now. The socket
+ * pointer a file gives is not one the verifier trusts for socket storage, so this reads the
+ * storage element by walking the socket's storage list (CO-RE offsets, probe reads) and writes
+ * only to maps. Sockets without a file (orphaned, not yet accepted) report at destruction. */
+SEC("iter/task_file")
+int kappa_drain_sockets(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	if (!file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk || sk->sk_protocol != KAPPA_IPPROTO_TCP)
+		return 0;
+	__u64 node = (__u64)sk->sk_bpf_storage;
+	if (!node)
+		return 0;
+	bpf_probe_read_kernel(&node, sizeof(node), (void *)node + bpf_core_field_offset(struct bpf_local_storage, list));
+	__u32 snode = bpf_core_field_offset(struct bpf_local_storage_elem, snode);
+	__u32 data = bpf_core_field_offset(struct bpf_local_storage_elem, sdata) + bpf_core_field_offset(struct bpf_local_storage_data, data);
+	__u32 smap = bpf_core_field_offset(struct bpf_local_storage_elem, sdata) + bpf_core_field_offset(struct bpf_local_storage_data, smap);
+	__u32 zero = 0;
+	struct kappa_sock *copy = bpf_map_lookup_elem(&kappa_sock_copy, &zero);
+	if (!copy)
+		return 0;
+	for (int i = 0; i < 16 && node; i++) {
+		__u64 element = node - snode;
+		__u64 map = 0;
+		bpf_probe_read_kernel(&map, sizeof(map), (void *)(element + smap));
+		if (map == (__u64)(void *)&kappa_socks) {
+			if (bpf_probe_read_kernel(copy, sizeof(*copy), (void *)(element + data)))
+				return 0;
+			if (!copy->counting || copy->dead)
+				return 0;
+			struct tcp_sock *tp = (struct tcp_sock *)sk;
+			__u32 total_retrans = BPF_CORE_READ(tp, total_retrans);
+			__u32 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+			__u32 min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+			/* The interval that just ended: userspace flipped the epoch before reading this. */
+			report_socket(copy, current_epoch() - 1, total_retrans, srtt_us, min_rtt_us);
+			return 0;
+		}
+		bpf_probe_read_kernel(&node, sizeof(node), (void *)node);
+	}
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #define KAPPA_COUNTER_OVERFLOW_BYTES 1
 #define KAPPA_COUNTER_ROLE_OVERFLOW 2	/* conversations whose role could not be remembered */
 #define KAPPA_COUNTER_COPIES_SKIPPED 3	/* one wire packet delivered to several sockets: the copies */
+#define KAPPA_COUNTER_REPORTS_LOST 4	/* sockets whose report marks aged out of kappa_reported */
 #define KAPPA_COUNTER_MAX 8
 
 #define KAPPA_COMM_LEN 16
@@ -76,7 +77,8 @@ struct kappa_flow_stats {
 struct kappa_config {
 	__u64 target_cgroup_id;	   /* with --cgroup: the sub-tree tracepoints keep */
 	__u32 target_cgroup_level; /* its depth below the cgroup v2 root; 0 = no filtering */
-	__u32 pad;
+	__u32 socket_counters;	   /* 1: connected TCP sockets count in socket storage (the drain's
+				    * iterator loaded); 0: every packet goes to a flow map */
 };
 
 /* The drain's state, in the one-entry array `kappa_drain`. Programs count into

@@ -35,6 +35,13 @@ static __always_inline __u32 sock_addr_netns(struct bpf_sock_addr *ctx)
 	return sock_netns(kern->sk);
 }
 
+/* The namespace of the socket a sock_ops program runs for. */
+static __always_inline __u32 sock_ops_netns(struct bpf_sock_ops *ctx)
+{
+	struct bpf_sock_ops_kern *kern = bpf_cast_to_kern_ctx(ctx);
+	return sock_netns(kern->sk);
+}
+
 /* The namespace of the socket a cgroup skb program runs for. */
 static __always_inline __u32 skb_sock_netns(struct __sk_buff *ctx)
 {

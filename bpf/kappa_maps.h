@@ -9,22 +9,87 @@
 /* What the kernel knows about one socket, in BPF_MAP_TYPE_SK_STORAGE: freed with the socket, so
  * nothing here can outlive it or be found again by a socket that reuses its address. Cloned from
  * a listener to the sockets it accepts (BPF_F_CLONE), so accepted connections keep their owner;
- * the clone's conversation fields are reset when it is established. */
+ * the clone's conversation fields are reset when it is established.
+ *
+ * A connected TCP socket counts its packets here (`counting`): cumulative totals that only grow,
+ * so a packet costs this one storage lookup and two adds. The drain reads them through the
+ * task_file iterator and reports what grew since the last report (`kappa_reported`); the socket's
+ * destruction reports the rest. Each direction's totals sit on a cache line of their own (the
+ * storage data starts 8 bytes into a cache-aligned element: tx at 184 and rx at 248 start lines
+ * 192 and 256 of it). */
 struct kappa_sock {
 	struct kappa_flow_key key; /* the connected tuple, valid when `keyed` */
 	__u64 cgroup_id;
-	__u64 owner_start_ns; /* start_boottime of the owner's thread-group leader */
-	__u64 connect_ns;     /* when the SYN of an active open left */
+	__u64 owner_start_ns;  /* start_boottime of the owner's thread-group leader */
+	__u64 connect_ns;      /* when the SYN of an active open left */
 	__u64 pending_send_ns; /* app latency: first send not yet answered by a receive */
+	__u64 cookie;	       /* socket cookie: the key of this socket's kappa_reported entry */
 	__u32 pid;
 	__u32 netns;	    /* the socket's network namespace (inode number) */
-	__u32 retrans_seen; /* tcp_sock.total_retrans already added to a flow */
+	__u32 retrans_seen; /* hash path: tcp_sock.total_retrans already added to a flow */
 	__u32 keyed;	    /* key holds this socket's connected tuple: packets need no parsing */
 	__u16 echo_id;	    /* raw ICMP sockets: the identifier of the echo requests this socket sent */
 	__u8 role;	    /* KAPPA_ROLE_* once known */
-	__u8 pad;
+	__u8 counting;	    /* packets are counted in this storage (below), not in a flow map */
+	__u32 handshake_us; /* SYN -> established of an active open */
 	char comm[KAPPA_COMM_LEN];
+	/* offset 128: request -> response latency (tracepoints), cumulative */
+	__u64 app_sum_us;
+	__u64 app_count;
+	__u32 app_max_us[2]; /* per epoch parity, valid for app_max_epoch[parity] */
+	__u32 app_max_epoch[2];
+	__u32 dead; /* destroyed: what is counted from now on goes to a flow map */
+	__u8 pad_line[20];
+	/* offset 184: sent */
+	__u64 tx_bytes;
+	__u64 tx_packets;
+	__u64 tx_last_ns;
+	__u32 tx_tcp_flags[2]; /* OR of the flags in the epoch tx_flags_epoch[parity] */
+	__u32 tx_flags_epoch[2];
+	__u8 pad_tx[24];
+	/* offset 248: received */
+	__u64 rx_bytes;
+	__u64 rx_packets;
+	__u64 rx_last_ns;
+	__u32 rx_tcp_flags[2];
+	__u32 rx_flags_epoch[2];
 };
+
+_Static_assert(__builtin_offsetof(struct kappa_sock, tx_bytes) == 184, "tx totals start a cache line");
+_Static_assert(__builtin_offsetof(struct kappa_sock, rx_bytes) == 248, "rx totals start the next one");
+
+/* How much of a counting socket's totals some drain or its destruction already reported. Each
+ * reporter takes what grew with a compare-and-swap on these marks, so the iterator, the socket's
+ * destruction and a packet racing it never report the same bytes twice. Pinned: a restarted
+ * instance continues from the marks. An LRU: entries of destroyed sockets age out; a live
+ * socket's entry is touched at every drain. */
+struct kappa_reported {
+	__u64 tx_bytes;
+	__u64 tx_packets;
+	__u64 rx_bytes;
+	__u64 rx_packets;
+	__u64 app_sum_us;
+	__u64 app_count;
+	__u64 retransmits; /* tcp_sock.total_retrans reported */
+	__u32 handshake;   /* 1 once the handshake latency was reported */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct kappa_reported);
+} kappa_reported SEC(".maps");
+
+/* The iterator's copy of one socket's storage (too large for its stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kappa_sock);
+} kappa_sock_copy SEC(".maps");
 
 /* Two flow maps, counted into alternately (see struct kappa_drain_state). Plain hashes, not
  * LRUs: when one is full the insert fails and the loss is counted, where an LRU would silently
@@ -123,24 +188,25 @@ static __always_inline void count(__u32 index, __u64 amount)
 		*value += amount; /* per-CPU: no other writer */
 }
 
+/* The drain's epoch counter; the flow map programs count into is kappa_flows_<epoch & 1>. */
 static __always_inline __u32 current_epoch(void)
 {
 	__u32 zero = 0;
 	struct kappa_drain_state *state = bpf_map_lookup_elem(&kappa_drain, &zero);
-	return state ? state->epoch & 1 : 0;
+	return state ? state->epoch : 0;
 }
 
 static __always_inline struct kappa_flow_stats *flow_lookup(__u32 epoch, struct kappa_flow_key *key)
 {
 	/* Two call sites, one map each: the verifier inlines a hash lookup only where the map is known. */
-	if (epoch)
+	if (epoch & 1)
 		return bpf_map_lookup_elem(&kappa_flows_1, key);
 	return bpf_map_lookup_elem(&kappa_flows_0, key);
 }
 
 static __always_inline long flow_insert(__u32 epoch, struct kappa_flow_key *key, struct kappa_flow_stats *init)
 {
-	if (epoch)
+	if (epoch & 1)
 		return bpf_map_update_elem(&kappa_flows_1, key, init, BPF_NOEXIST);
 	return bpf_map_update_elem(&kappa_flows_0, key, init, BPF_NOEXIST);
 }

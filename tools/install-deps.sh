@@ -28,6 +28,7 @@ declare -A needs=(
   [capsh]=libcap2-bin
   [ping]=iputils-ping
   [jq]=jq
+  [chromium]=chromium   # the console's browser tests (playwright-core drives it; no browser download)
 )
 if [[ ${1:-} == --kernels ]]; then
   # tools/kernels: qemu (TCG), a Debian root file system, ext4 images made and read without mounting.

@@ -10,6 +10,7 @@ import {
   LinkAttachment,
   MapDrainer,
   attachCgroup,
+  attachIterator,
   attachPinned,
   attachProgram,
   attachTc,
@@ -25,7 +26,7 @@ import {
   updateElement,
   waitForRunningPrograms,
 } from '@kappa/ebpf-ffi';
-import type { Attachment, BpfMap, DirectoryLock, DrainedChunk } from '@kappa/ebpf-ffi';
+import type { Attachment, BpfMap, DirectoryLock, DrainedChunk, IteratorAttachment } from '@kappa/ebpf-ffi';
 import { checkPinnedLayout, lockInstanceFolder } from './instance.js';
 import {
   COUNTER_COPIES_SKIPPED,
@@ -80,11 +81,16 @@ const CGROUP_PROGRAMS = ['kappa_skb_ingress', 'kappa_skb_egress', 'kappa_sock_cr
 const TRACEPOINT_PROGRAMS = [
   ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
   ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
+  ['kappa_tcp_destroy', 'tracepoint tcp:tcp_destroy_sock'],
 ] as const;
+/** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
+const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy'] as const;
 const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
 
 export class Datapath {
   private readonly attachments: Attachment[] = [];
+  /** Reports what counting sockets counted, at every drain (undefined without socket counters). */
+  private socketReporter: IteratorAttachment | undefined;
   private readonly drainers: [MapDrainer, MapDrainer];
   private readonly counters: BpfMap;
   private readonly drainState: BpfMap;
@@ -136,9 +142,12 @@ export class Datapath {
       throw error;
     }
     const omitted = new Set(options.omitPrograms ?? []);
+    // Socket counters need both the iterator that reports them and the destruction hook.
+    if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
+    const socketCounters = !omitted.has('kappa_drain_sockets');
     try {
-      object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level }));
-      for (const name of [...FLOW_MAPS, 'kappa_roles']) object.setMaxEntries(name, options.maxConversations);
+      object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters }));
+      for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.maxConversations);
       for (const name of omitted) object.setAutoload(name, false);
       // libbpf would refuse a pinned map of another layout with a bare EINVAL: name it first.
       if (tookOver) checkPinnedLayout(options.pinFolder, object.mapNames().filter((name) => !name.startsWith('.')).map((name) => object.map(name)));
@@ -182,6 +191,12 @@ export class Datapath {
       const program = this.object.program(name);
       this.attachments.push(attachPinned(this.linkPin(name), program, () => attachProgram(program, what)));
     }
+    if (!this.omitted.has('kappa_drain_sockets')) this.socketReporter = attachIterator(this.object.program('kappa_drain_sockets'));
+  }
+
+  /** Whether connected TCP sockets count in socket storage (reported by an iterator at each drain). */
+  get socketCounters(): boolean {
+    return this.socketReporter !== undefined;
   }
 
   /** Interface mode only: socket-mode links a crashed instance pinned would count on unseen. */
@@ -246,6 +261,8 @@ export class Datapath {
     const startedUnixNs: [bigint, bigint] = next === 0 ? [endNs, state.startedUnixNs[1]] : [state.startedUnixNs[0], endNs];
     this.writeState({ epoch: (state.epoch + 1) >>> 0, startedUnixNs });
     waitForRunningPrograms();
+    // Counting sockets report into the quiet map what they counted since their last report.
+    this.socketReporter?.run();
     return { startNs: state.startedUnixNs[current] || endNs, endNs, chunks: this.drainers[current]!.chunks() };
   }
 
@@ -260,11 +277,14 @@ export class Datapath {
   }
 
   /**
-   * Detaches everything (last attached first) and unpins the links; the maps stay readable for
-   * a last drain until `stop`.
+   * Detaches what counts (last attached first) and unpins the links; the maps stay readable for
+   * a last drain until `stop`. Socket destruction keeps reporting, and the iterator stays, so the
+   * last drain gets what counting sockets counted.
    */
   detach(): void {
-    for (const attachment of this.attachments.splice(0).reverse()) attachment.detach();
+    const keep = this.attachments.filter((a) => a.description.startsWith('kappa_tcp_destroy'));
+    for (const attachment of this.attachments.splice(0).reverse()) if (!keep.includes(attachment)) attachment.detach();
+    this.attachments.push(...keep);
   }
 
   /**
@@ -273,6 +293,7 @@ export class Datapath {
    */
   abandon(): void {
     if (!this.tookOver) return this.stop();
+    this.socketReporter?.detach();
     for (const attachment of this.attachments.splice(0).reverse()) {
       if (attachment instanceof LinkAttachment) attachment.release();
       else attachment.detach();
@@ -284,6 +305,9 @@ export class Datapath {
   /** Detaches, unpins the maps, removes the instance's bpffs folder, frees the object and the lock. */
   stop(): void {
     this.detach();
+    for (const attachment of this.attachments.splice(0).reverse()) attachment.detach();
+    this.socketReporter?.detach();
+    this.socketReporter = undefined;
     this.object.unpinMaps();
     this.object.close();
     rmSync(this.pinFolder, { recursive: true, force: true });

@@ -112,11 +112,16 @@ describePrivileged('a flood of new conversations beyond the flow table', () => {
       // conversation of its own (one datagram, a distinct destination port per source socket).
       // The TCP exchange beside it, outside the watched cgroup, does not touch the UDP counters.
       const before = nstat(pair.a.netns);
+      // Capture is paused while the flood runs: the kernel counts on, and no drain (whose
+      // number would depend on how long a loaded machine takes to send) makes room mid-flood,
+      // so the table's size, not timing, sets how much is lost.
+      capture.process.kill('SIGSTOP');
       await Promise.all([
         runIn(pair.a.netns, watched, process.execPath, [TRAFFIC, 'udp-many', silentPeer, String(CONVERSATIONS)]),
         runIn(pair.a.netns, others, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7057', '200', '300']),
       ]);
       const after = nstat(pair.a.netns);
+      capture.process.kill('SIGCONT');
       const truth = (after.UdpOutDatagrams ?? 0) - (before.UdpOutDatagrams ?? 0);
       const sendFailures = (after.UdpSndbufErrors ?? 0) - (before.UdpSndbufErrors ?? 0);
       expect(truth + sendFailures).toBe(CONVERSATIONS);

@@ -5,12 +5,14 @@ import { fileURLToPath } from 'node:url';
 import { runObserve } from './commands/observe.js';
 import { runStatus } from './commands/status.js';
 import { runTags } from './commands/tags.js';
+import { runTop } from './commands/top.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { run: Command; summary: string }> = {
-  observe: { run: runObserve, summary: 'print recent and live flows from the exporter\'s Observer (like hubble observe)' },
+  observe: { run: runObserve, summary: 'print stored and live flows from the exporter\'s Observer (like hubble observe)' },
   status: { run: runStatus, summary: 'health, rate, lag and DLQ count of every stage; exit 0 only when all five are ready' },
+  top: { run: runTop, summary: 'top talkers over a range of flow time, by namespace, workload, pod, process, node or ip' },
   tags: { run: runTags, summary: 'look up what the k8s-tagger knows of an IP address or a container id' },
 };
 

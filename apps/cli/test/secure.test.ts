@@ -78,8 +78,9 @@ beforeAll(async () => {
       id: `ksl-${i}`,
       node: 'node-a',
       vantage: Vantage.SRC,
-      startNs: 1_764_000_000_000_000_000n,
-      endNs: 1_764_000_010_000_000_000n,
+      // Recent: the Observer serves flow times within the store's retention (24h).
+      startNs: BigInt(Date.now() - 20_000) * 1_000_000n,
+      endNs: BigInt(Date.now() - 10_000) * 1_000_000n,
       protocol: IpProtocol.TCP,
       src: { ip: `10.0.0.${i + 1}`, port: 40000 + i },
       dst: { ip: '10.0.1.1', port: 443 },

@@ -1,5 +1,6 @@
 // The exporter's options: which sinks run and how, plus the settings every service shares.
 import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
 import { natsOptions } from '@kappa/bus';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
 import { logLevels } from '@kappa/observability';
@@ -43,12 +44,26 @@ export const exporterOptions = {
     min: 64 * 1024,
   }),
   observerRetention: duration({ description: 'records older than this leave the Observer buffer', default: '10m', minMs: 1000 }),
+  store: boolean({ description: 'keep every flow on disk for --store-retention and serve time-range queries and aggregates (the console, kappa observe --since, kappa top)', default: true }),
+  storeDir: string({ description: 'folder of the flow store (default: "store" beside the JSON Lines file, else ./.kappa/store)' }),
+  storeRetention: duration({ description: 'flows older than this (flow time) leave the store', default: '24h', minMs: 60_000 }),
+  storeMaxBytes: integer({ description: 'the store folder is kept under this many bytes by dropping its oldest segments', default: 2 * 1024 ** 3, min: 16 * 1024 ** 2 }),
+  storeSegmentRecords: integer({ description: 'records per store segment (a segment is sealed into Parquet when full)', default: 500_000, min: 1 }),
+  storeSegmentAge: duration({ description: 'a store segment is sealed at this age even when not full', default: '5m', minMs: 1000 }),
+  storeMemory: string({ description: 'memory DuckDB may use for store queries (e.g. 256MB)', default: '256MB' }),
   maxInFlight: integer({ description: 'batches handled at once', default: 4, min: 1, max: 64 }),
   ...natsOptions,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9405, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
   instance: string({ description: 'instance name in heartbeats and logs', default: `${hostname()}-${process.pid}` }),
 };
+
+/** The store's folder: --store-dir, else `store` beside the JSON Lines file, else ./.kappa/store. */
+export function storeDir(config: { storeDir?: string | undefined; jsonl: string }): string {
+  if (config.storeDir) return config.storeDir;
+  const jsonl = jsonlPath(config.jsonl);
+  return jsonl === undefined ? './.kappa/store' : join(dirname(jsonl), 'store');
+}
 
 /** `--jsonl=` (or off / none / false) turns the file sink off. */
 export function jsonlPath(value: string): string | undefined {

@@ -7,15 +7,18 @@ import type { BatchConsumer } from '@kappa/bus';
 import { FlowBatchView, encodeFlowBatch } from '@kappa/contracts';
 import { loadConfigOrExit } from '@kappa/config';
 import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
-import { exporterOptions, jsonlPath } from './config.js';
+import { exporterOptions, jsonlPath, storeDir } from './config.js';
 import { SinkDispatcher } from './dispatch.js';
 import { FlowRing } from './observer/ring.js';
 import { ObserverServer } from './observer/server.js';
+import { StatusWatch } from './observer/status-watch.js';
 import { IpfixSink } from './sinks/ipfix.js';
 import { JsonlSink } from './sinks/jsonl.js';
 import { ObserverSink } from './sinks/observer.js';
 import { PrometheusSink } from './sinks/prometheus.js';
 import type { FlowSink } from './sinks/sink.js';
+import { StoreSink } from './store/sink.js';
+import { FlowStore } from './store/store.js';
 import { exporterStatus } from './status.js';
 
 const STAGE = 'exporter';
@@ -59,12 +62,32 @@ if (config.ipfix) {
   await ipfix.start().catch(fatal('cannot start the IPFIX export'));
   sinks.push(ipfix);
 }
+let store: FlowStore | undefined;
+const storeFolder = resolve(storeDir(config));
+if (config.store) {
+  store = new FlowStore({
+    dir: storeFolder,
+    retentionMs: config.storeRetention,
+    maxBytes: config.storeMaxBytes,
+    segmentRecords: config.storeSegmentRecords,
+    segmentAgeMs: config.storeSegmentAge,
+    memoryLimit: config.storeMemory,
+  });
+  await store.open().catch(fatal(`cannot open the flow store in ${storeFolder} (check --store-dir, free space and permissions)`));
+  sinks.push(new StoreSink(store));
+}
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
 let observer: ObserverServer | undefined;
+let statusWatch: StatusWatch | undefined;
+const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry }).catch(fatal('cannot connect to NATS'));
 if (config.observer) {
+  statusWatch = new StatusWatch(bus);
+  statusWatch.start();
   const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
   observer = new ObserverServer({
     ring,
+    ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),
+    status: statusWatch,
     host: config.observerHost,
     port: config.observerPort,
     logger,
@@ -76,7 +99,6 @@ if (config.observer) {
 if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
 const dispatcher = new SinkDispatcher({ sinks, registry });
 
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry }).catch(fatal('cannot connect to NATS'));
 await bus.ensureStreams().catch(fatal('cannot create the JetStream streams'));
 const consumer: BatchConsumer = await bus.consumeBatches({
   stage: STAGE,
@@ -105,7 +127,7 @@ bus.startHeartbeat(() =>
   }),
 );
 logger.info(
-  { sinks: sinks.map((s) => s.name), jsonl: path, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: http.port },
+  { sinks: sinks.map((s) => s.name), jsonl: path, store: store ? storeFolder : undefined, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: http.port },
   'exporter started',
 );
 
@@ -113,6 +135,7 @@ onShutdown(logger, async () => {
   consuming = false;
   // In-flight batches finish (every sink takes them) and are acked before the sinks close.
   await consumer.stop();
+  statusWatch?.stop();
   await bus.close();
   await dispatcher.close();
   await observer?.close();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, credentials } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FlowFilterSchema, FlowRecordSchema, GetFlowsRequestSchema, create, equals, observerServiceDefinition, toBinary, toJson } from '@kappa/contracts';
+import { FlowRecordSchema, GetFlowsRequestSchema, create, equals, observerServiceDefinition, toBinary, toJson } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
 import { createLogger } from '@kappa/observability';
 import { IpfixEncoder, MESSAGE_HEADER_BYTES, utf8Truncated } from '../src/ipfix/encoder.js';
@@ -194,7 +194,7 @@ describe('Observer', () => {
     const client = new Client(`127.0.0.1:${server.port}`, credentials.createInsecure());
     cleanups.push(() => client.close());
     const method = observerServiceDefinition.GetFlows!;
-    const request = create(GetFlowsRequestSchema, { follow: true, filter: create(FlowFilterSchema, { node: ['node-1'] }) });
+    const request = create(GetFlowsRequestSchema, { follow: true, query: 'node == node-1' });
     const stream = client.makeServerStreamRequest<GetFlowsRequest, GetFlowsResponse>(
       method.path,
       method.requestSerialize as (v: GetFlowsRequest) => Buffer,

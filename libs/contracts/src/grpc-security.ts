@@ -84,6 +84,16 @@ class TokenFile {
   }
 }
 
+/**
+ * A bearer-token check for another server of the same link (the console's HTTPS API takes the
+ * Observer's token): `authorization` header value in, constant-time match out, the file re-read
+ * when it changes. Throws GrpcSecurityError when the file cannot be read at start.
+ */
+export function bearerTokenCheck(file: string, flag: string): (authorization: string | undefined) => boolean {
+  const token = new TokenFile(file, flag);
+  return (header) => token.matches(header);
+}
+
 function readPem(file: string, flag: string): Buffer {
   try {
     return readFileSync(file);

@@ -32,12 +32,30 @@ export {
 } from './gen/kappa/tagger/v1/tagger_pb.js';
 export type { LookupRequest, LookupResponse, WatchRequest, WatchResponse } from './gen/kappa/tagger/v1/tagger_pb.js';
 export {
-  FlowFilterSchema,
+  AggregateSchema,
+  GetAggregatesRequestSchema,
+  GetAggregatesResponseSchema,
   GetFlowsRequestSchema,
   GetFlowsResponseSchema,
+  GetStatusRequestSchema,
+  GetStatusResponseSchema,
+  GroupSchema,
+  InstanceStatusSchema,
   Observer,
+  StoreStatusSchema,
 } from './gen/kappa/observer/v1/observer_pb.js';
-export type { FlowFilter, GetFlowsRequest, GetFlowsResponse } from './gen/kappa/observer/v1/observer_pb.js';
+export type {
+  Aggregate,
+  GetAggregatesRequest,
+  GetAggregatesResponse,
+  GetFlowsRequest,
+  GetFlowsResponse,
+  GetStatusRequest,
+  GetStatusResponse,
+  Group,
+  InstanceStatus,
+  StoreStatus,
+} from './gen/kappa/observer/v1/observer_pb.js';
 export {
   ContractDecodeError,
   decodeFlowBatch,
@@ -60,5 +78,5 @@ export { fieldNumbers, messageShape } from './record/wire-schema.js';
 export type { FieldNumbers, FieldShape, MessageShape } from './record/wire-schema.js';
 export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js';
 export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
-export { GrpcSecurityError, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
+export { GrpcSecurityError, bearerTokenCheck, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
 export type { GrpcClientSecurity, GrpcServerSecurity, SecuredGrpcClient, SecuredGrpcServer } from './grpc-security.js';

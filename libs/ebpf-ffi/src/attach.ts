@@ -2,7 +2,7 @@
 // file descriptors: the kernel detaches them when the process exits, even on SIGKILL, unless
 // they are pinned on bpffs (`attachPinned`), which keeps them counting across a crash. tc filters (netlink, libbpf 1.1 has no tcx links) do outlive
 // the process; `detachStaleTc` removes a previous instance's by their fixed handle.
-import { closeSync, existsSync, constants as fsConstants, openSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConstants, openSync, readSync } from 'node:fs';
 import { BpfFilesystemError, bpfError } from './errors.js';
 import { libbpf } from './libbpf.js';
 import { libbpfLogSince, markLibbpfLog } from './log.js';
@@ -16,7 +16,7 @@ export interface Attachment {
 
 /** A BPF link; pinned ones stay attached after this process is gone until `detach`. */
 export class LinkAttachment implements Attachment {
-  private link: bigint | undefined;
+  protected link: bigint | undefined;
   private pinned = false;
   constructor(
     link: bigint,
@@ -46,6 +46,12 @@ export class LinkAttachment implements Attachment {
     if (this.link === undefined) return;
     libbpf().link_destroy(this.link);
     this.link = undefined;
+  }
+
+  /** The link's file descriptor. */
+  fd(): number {
+    if (this.link === undefined) throw new Error(`${this.description}: detached`);
+    return libbpf().link_fd(this.link);
   }
 
   /** Swaps the program of the attached link atomically; false when the link type cannot. */
@@ -126,6 +132,34 @@ export function attachProgram(program: BpfProgram, what: string): LinkAttachment
   const link = bpf.attach_program(program.handle);
   if (!link) throw bpfError(`cannot attach ${program.name} to ${what}`, bpf.errno(), libbpfLogSince(mark));
   return new LinkAttachment(link, `${program.name} → ${what}`);
+}
+
+/** A BPF iterator (iter/<target>): each `run` makes the kernel walk its target once. */
+export class IteratorAttachment extends LinkAttachment {
+  private readonly buffer = Buffer.alloc(64 * 1024);
+
+  /** Walks the target (the program does its work as it goes); returns the bytes it printed. */
+  run(): number {
+    const bpf = libbpf();
+    const fd = bpf.iter_create(this.fd());
+    if (fd < 0) throw bpfError(`cannot start ${this.description}`, -fd);
+    let total = 0;
+    try {
+      for (let n = readSync(fd, this.buffer); n > 0; n = readSync(fd, this.buffer)) total += n;
+    } finally {
+      closeSync(fd);
+    }
+    return total;
+  }
+}
+
+/** Attaches an iterator program (iter/task_file and the like). */
+export function attachIterator(program: BpfProgram): IteratorAttachment {
+  const bpf = libbpf();
+  const mark = markLibbpfLog();
+  const link = bpf.attach_iter(program.handle, null);
+  if (!link) throw bpfError(`cannot attach iterator ${program.name}`, bpf.errno(), libbpfLogSince(mark));
+  return new IteratorAttachment(link, `${program.name} → iterator`);
 }
 
 export type TcDirection = 'ingress' | 'egress';

@@ -1,5 +1,5 @@
 // Public API of @kappa/ebpf-ffi: the only code that touches libbpf (koffi → libbpf.so.1).
-export { LinkAttachment, attachCgroup, attachPinned, attachProgram, attachTc, attachTracepoint, detachPinned, detachStaleTc, TC_HANDLE } from './attach.js';
+export { IteratorAttachment, LinkAttachment, attachCgroup, attachIterator, attachPinned, attachProgram, attachTc, attachTracepoint, detachPinned, detachStaleTc, TC_HANDLE } from './attach.js';
 export type { Attachment, TcDirection } from './attach.js';
 export {
   BpfError,

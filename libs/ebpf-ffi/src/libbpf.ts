@@ -23,6 +23,8 @@ export interface Libbpf {
   attach_cgroup: (prog: bigint, cgroupFd: number) => bigint;
   attach_tracepoint: (prog: bigint, category: string, name: string) => bigint;
   attach_program: (prog: bigint) => bigint;
+  attach_iter: (prog: bigint, opts: null) => bigint;
+  iter_create: (linkFd: number) => number;
   program_set_autoload: (prog: bigint, autoload: boolean) => number;
   obj_get_info_by_fd: (fd: number, info: Buffer, length: Uint32Array) => number;
   lookup_batch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Record<string, unknown>) => number;
@@ -99,6 +101,8 @@ export function libbpf(): Libbpf {
     attach_cgroup: lib.func('void *bpf_program__attach_cgroup(void *prog, int cgroup_fd)'),
     attach_tracepoint: lib.func('void *bpf_program__attach_tracepoint(void *prog, const char *category, const char *name)'),
     attach_program: lib.func('void *bpf_program__attach(void *prog)'),
+    attach_iter: lib.func('void *bpf_program__attach_iter(void *prog, void *opts)'),
+    iter_create: lib.func('int bpf_iter_create(int link_fd)'),
     program_set_autoload: lib.func('int bpf_program__set_autoload(void *prog, bool autoload)'),
     obj_get_info_by_fd: lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *len)'),
     lookup_batch: lib.func(

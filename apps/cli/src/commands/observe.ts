@@ -1,69 +1,53 @@
-// `kappa observe`: recent flows from the exporter's gRPC Observer, then (with --follow) new ones
-// as they arrive; as a table or as canonical protobuf JSON lines.
-import { Client, status as grpcStatus } from '@grpc/grpc-js';
+// `kappa observe`: flows from the exporter's Observer over a range of flow time (the flow store),
+// selected by hubble-style flags and/or the filter language, then (with --follow) new ones as they
+// arrive; as a table, compact lines, or protobuf JSON.
+import { status as grpcStatus } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
-import { ConfigError, boolean, duration, integer, list, loadConfigOrExit, oneOf, string } from '@kappa/config';
-import { GrpcSecurityError, grpcClientSecurity, observerServiceDefinition } from '@kappa/contracts';
+import { ConfigError, boolean, integer, loadConfigOrExit, oneOf, string } from '@kappa/config';
+import { GetFlowsRequestSchema, create, observerServiceDefinition } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
-import { jsonLine, tableHeader, tableRow } from '../observe/format.js';
-import { observeRequest, parseSince } from '../observe/request.js';
+import { connectObserver, connectionOptions, observerEnv } from '../observe/client.js';
+import { compactRow, jsonLine, jsonpbLine, tableHeader, tableRow } from '../observe/format.js';
+import { UsageError, buildFilter, normalizeArgv, parseTime, selectionFlagNames, selectionOptions } from '../observe/request.js';
 
 const options = {
-  server: string({ description: 'the exporter\'s Observer, host:port (also KAPPA_OBSERVER)', default: '127.0.0.1:9481' }),
-  output: oneOf(['table', 'json'] as const, { description: 'table for people, json for canonical protobuf JSON of FlowRecord, one per line', default: 'table' }),
-  since: string({ description: 'only flows received in this last period (30s, 5m) or since an RFC 3339 time (default: everything buffered)' }),
-  follow: boolean({ description: 'keep printing new flows until Ctrl-C' }),
+  ...connectionOptions,
+  output: oneOf(['table', 'compact', 'json', 'jsonpb'] as const, {
+    description: 'table or compact for people; json: canonical protobuf JSON of each FlowRecord; jsonpb: of each GetFlowsResponse (-o)',
+    default: 'table',
+  }),
+  since: string({ description: 'only flows whose time is at or after this: a duration back (30s, 5m, 2h), an RFC 3339 time or unix ns (default: the oldest stored)' }),
+  until: string({ description: 'only flows whose time is before this (same forms as --since; not with --follow)' }),
+  last: integer({ description: 'only the last N matching flows of the range (still printed oldest first)', default: 0, min: 0, max: 4294967295 }),
+  follow: boolean({ description: 'keep printing new flows until Ctrl-C (-f)' }),
   limit: integer({ description: 'stop after this many flows (0 = no limit)', default: 0, min: 0, max: 4294967295 }),
-  node: list({ description: 'only flows observed on these nodes' }),
-  namespace: list({ description: 'only flows with either end in these namespaces' }),
-  pod: list({ description: 'only flows with either end in these pods' }),
-  workload: list({ description: 'only flows with either end in these workloads' }),
-  process: list({ description: 'only flows with either end in these processes (comm)' }),
-  port: list({ description: 'only flows with either end on these ports', item: /^\d{1,5}$/, accepted: 'comma-separated port numbers' }),
-  protocol: list({ description: 'only these protocols', accepted: 'comma-separated tcp, udp, icmp, icmpv6, sctp or numbers' }),
-  vantage: oneOf(['src', 'dst'] as const, { description: 'only flows observed at the initiator (src) or the responder (dst)' }),
-  joined: oneOf(['true', 'false'] as const, { description: 'only joined (true) or unjoined (false) flows' }),
-  ip: list({ description: 'only flows with either end at these IP addresses' }),
-  connectTimeout: duration({ description: 'how long to wait for the Observer', default: '5s' }),
-  // Also read from .kappa/up.json (keys tlsCa, tlsCert, tlsKey, tokenFile) while `npm run up` runs.
-  tlsCa: string({ description: 'CA file that signed the Observer\'s certificate: speak TLS' }),
-  tlsCert: string({ description: 'client certificate file, for an Observer that requires mutual TLS (with --tls-key)' }),
-  tlsKey: string({ description: 'client key file for --tls-cert' }),
-  tokenFile: string({ description: 'file holding the Observer\'s bearer token (--observer-token-file of the exporter)' }),
+  filter: string({ description: 'a filter-language expression, e.g. \'src.namespace == "shop" and dst.port == 443\' (and\'ed with the flags)', default: '' }),
+  ...selectionOptions,
 };
 
 export async function runObserve(argv: string[]): Promise<number> {
-  const env = { ...process.env };
-  if (env.KAPPA_SERVER === undefined && env.KAPPA_OBSERVER !== undefined) env.KAPPA_SERVER = env.KAPPA_OBSERVER;
-  const config = loadConfigOrExit({ command: 'kappa observe', summary: 'Print flows from the exporter\'s Observer.', options }, argv, env);
-  let request;
+  const config = loadConfigOrExit({ command: 'kappa observe', summary: 'Print flows from the exporter\'s Observer (like hubble observe).', options }, normalizeArgv(argv, selectionFlagNames), observerEnv());
+  let request: GetFlowsRequest;
   try {
-    request = observeRequest({ ...config, since: parseSince(config.since) });
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`kappa observe: ${error.message}\n`);
-    return 2;
-  }
-  const print = config.output === 'json' ? jsonLine : tableRow;
-  const method = observerServiceDefinition.GetFlows!;
-  let security;
-  try {
-    security = grpcClientSecurity({ caFile: config.tlsCa, certFile: config.tlsCert, keyFile: config.tlsKey, tokenFile: config.tokenFile });
-  } catch (error) {
-    if (!(error instanceof GrpcSecurityError)) throw error;
-    process.stderr.write(`kappa observe: ${error.message}\n`);
-    return 2;
-  }
-  const client = new Client(config.server, security.credentials);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      client.waitForReady(Date.now() + config.connectTimeout, (error) => (error ? reject(error) : resolve()));
+    if (config.follow && config.until !== undefined) throw new UsageError('--until and --follow do not go together');
+    const now = Date.now();
+    request = create(GetFlowsRequestSchema, {
+      query: buildFilter(config),
+      sinceNs: config.since === undefined ? 0n : parseTime('since', config.since, now),
+      untilNs: config.until === undefined ? 0n : parseTime('until', config.until, now),
+      last: config.last,
+      follow: config.follow,
+      limit: config.limit,
     });
-  } catch {
-    process.stderr.write(`kappa observe: cannot reach the Observer at ${config.server} (is the exporter running with --observer? set --server or KAPPA_OBSERVER; a TLS Observer needs --tls-ca, one with mutual TLS also --tls-cert and --tls-key)\n`);
-    client.close();
-    return 1;
+  } catch (error) {
+    if (!(error instanceof ConfigError || error instanceof UsageError)) throw error;
+    process.stderr.write(`kappa observe: ${error.message}\n`);
+    return 2;
   }
+  const connected = await connectObserver('kappa observe', config);
+  if (typeof connected === 'number') return connected;
+  const { client, security } = connected;
+  const method = observerServiceDefinition.GetFlows!;
   const stream = client.makeServerStreamRequest<GetFlowsRequest, GetFlowsResponse>(
     method.path,
     method.requestSerialize as (value: GetFlowsRequest) => Buffer,
@@ -78,11 +62,23 @@ export async function runObserve(argv: string[]): Promise<number> {
     // The reader went away (kappa observe | head): stop quietly.
     if (error.code === 'EPIPE') stream.cancel();
   });
+  const print = (response: GetFlowsResponse): string => {
+    switch (config.output) {
+      case 'jsonpb':
+        return jsonpbLine(response);
+      case 'json':
+        return jsonLine(response.flow!);
+      case 'compact':
+        return compactRow(response.flow!);
+      default:
+        return tableRow(response.flow!);
+    }
+  };
   if (config.output === 'table') process.stdout.write(`${tableHeader}\n`);
   const code = await new Promise<number>((resolve) => {
     stream.on('data', (response: GetFlowsResponse) => {
       if (!response.flow) return;
-      if (!process.stdout.write(`${print(response.flow)}\n`)) {
+      if (!process.stdout.write(`${print(response)}\n`)) {
         stream.pause();
         process.stdout.once('drain', () => stream.resume());
       }
@@ -91,7 +87,7 @@ export async function runObserve(argv: string[]): Promise<number> {
       if (error.code === grpcStatus.CANCELLED) resolve(0);
       else {
         process.stderr.write(`kappa observe: ${error.details || error.message}\n`);
-        resolve(1);
+        resolve(error.code === grpcStatus.INVALID_ARGUMENT ? 2 : 1);
       }
     });
     stream.on('end', () => resolve(0));

@@ -1,15 +1,43 @@
-// The gRPC Observer (kappa.observer.v1.Observer/GetFlows): buffered flows since a time, then, with
-// follow, new ones as they arrive; filtered per request, with flow control towards slow clients.
+// The gRPC Observer (kappa.observer.v1.Observer): flows over a range of flow time from the flow
+// store (or, with the store off, the in-memory ring), then with follow new ones from the ring as
+// they arrive; aggregates for the service map and top talkers; the stages' health. Every filter
+// is the filter language of @kappa/filter; flow control towards slow clients.
 import { Server, status } from '@grpc/grpc-js';
-import type { ServerWritableStream } from '@grpc/grpc-js';
-import { GetFlowsResponseSchema, create, grpcServerSecurity, observerServiceDefinition } from '@kappa/contracts';
-import type { GetFlowsRequest, GetFlowsResponse, GrpcServerSecurity } from '@kappa/contracts';
+import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
+import {
+  AggregateSchema,
+  GetAggregatesResponseSchema,
+  GetFlowsResponseSchema,
+  GetStatusResponseSchema,
+  InstanceStatusSchema,
+  StoreStatusSchema,
+  create,
+  grpcServerSecurity,
+  observerServiceDefinition,
+} from '@kappa/contracts';
+import type {
+  GetAggregatesRequest,
+  GetAggregatesResponse,
+  GetFlowsRequest,
+  GetFlowsResponse,
+  GetStatusRequest,
+  GetStatusResponse,
+  GrpcServerSecurity,
+} from '@kappa/contracts';
+import { FilterError, compilePredicate } from '@kappa/filter';
+import type { FlowPredicate } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
-import { compileFilter } from './filter.js';
+import { aggregateLevels, aggregateMetrics, aggregateSides } from '../store/store.js';
+import type { AggregateLevel, AggregateMetric, AggregateSide, FlowStore, StoredFlow } from '../store/store.js';
 import type { BufferedFlow, FlowRing } from './ring.js';
+import type { StatusWatch } from './status-watch.js';
 
 export interface ObserverServerOptions {
   ring: FlowRing;
+  /** The flow store; without it history is what the ring holds and aggregates are refused. */
+  store?: FlowStore;
+  storeLimits?: { maxBytes: number; retentionMs: number };
+  status?: StatusWatch;
   host: string;
   port: number;
   logger: Logger;
@@ -20,6 +48,26 @@ export interface ObserverServerOptions {
 }
 
 type GetFlowsCall = ServerWritableStream<GetFlowsRequest, GetFlowsResponse>;
+
+/** A request the client must fix: INVALID_ARGUMENT with this message. */
+class BadRequest extends Error {}
+
+function predicateOf(query: string): FlowPredicate {
+  try {
+    return compilePredicate(query);
+  } catch (error) {
+    if (error instanceof FilterError) throw new BadRequest(`bad filter: ${error.message}`);
+    throw error;
+  }
+}
+
+function grpcError(error: unknown): { code: status; details: string } {
+  if (error instanceof BadRequest) return { code: status.INVALID_ARGUMENT, details: error.message };
+  if (error instanceof FilterError) return { code: status.INVALID_ARGUMENT, details: `bad filter: ${error.message}` };
+  return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+}
+
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
 export class ObserverServer {
   private server: Server | undefined;
@@ -40,15 +88,30 @@ export class ObserverServer {
     if (secured.warning) logger.warn(secured.warning);
     const server = new Server({ interceptors: secured.interceptors });
     this.server = server;
+    const unary =
+      <I, O>(name: string, handler: (request: I) => Promise<O>) =>
+      (call: ServerUnaryCall<I, O>, callback: sendUnaryData<O>) => {
+        handler(call.request).then(
+          (response) => callback(null, response),
+          (error: unknown) => {
+            const failure = grpcError(error);
+            if (failure.code === status.INTERNAL) logger.warn({ err: error }, `${name} failed`);
+            callback(failure);
+          },
+        );
+      };
     server.addService(observerServiceDefinition, {
       GetFlows: (call: GetFlowsCall) => {
         this.getFlows(call)
           .catch((error: unknown) => {
-            logger.warn({ err: error }, 'GetFlows failed');
-            call.emit('error', { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) });
+            const failure = grpcError(error);
+            if (failure.code === status.INTERNAL) logger.warn({ err: error }, 'GetFlows failed');
+            call.emit('error', failure);
           })
           .finally(() => this.calls.delete(call));
       },
+      GetAggregates: unary<GetAggregatesRequest, GetAggregatesResponse>('GetAggregates', (r) => this.getAggregates(r)),
+      GetStatus: unary<GetStatusRequest, GetStatusResponse>('GetStatus', () => this.getStatus()),
     });
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -59,9 +122,27 @@ export class ObserverServer {
     });
   }
 
+  /** History of the range: from the store, else from the ring (filtered on flow time too). */
+  private async history(request: GetFlowsRequest, matches: FlowPredicate): Promise<BufferedFlow[]> {
+    const untilNs = request.follow ? 0n : request.untilNs;
+    if (this.options.store) {
+      const stored: StoredFlow[] = await this.options.store.flows({ sinceNs: request.sinceNs, untilNs, filter: request.query, last: request.last, limit: request.last > 0 ? 0 : request.limit });
+      return stored;
+    }
+    this.options.ring.trim(nowNs());
+    const out: BufferedFlow[] = [];
+    for (const flow of this.options.ring.since(0n)) {
+      const t = flow.record.endNs;
+      if (t < request.sinceNs || (untilNs > 0n && t >= untilNs) || !matches(flow.record)) continue;
+      out.push(flow);
+    }
+    out.sort((a, b) => (a.record.endNs < b.record.endNs ? -1 : a.record.endNs > b.record.endNs ? 1 : 0));
+    return request.last > 0 ? out.slice(-request.last) : out;
+  }
+
   private async getFlows(call: GetFlowsCall): Promise<void> {
     const request = call.request;
-    const matches = compileFilter(request.filter);
+    const matches = predicateOf(request.query);
     const limit = request.limit > 0 ? request.limit : Number.POSITIVE_INFINITY;
     let sent = 0;
     let cancelled = false;
@@ -80,7 +161,9 @@ export class ObserverServer {
     const queue: BufferedFlow[] = [];
     let overflow = false;
     const maxQueue = this.options.maxFollowQueue ?? 100_000;
-    // Subscribe in the same tick as the snapshot, so no record falls between the two.
+    // Subscribe before reading the history, so no record falls between the two; records in
+    // both (received since the subscription) are sent once, from the history.
+    const subscribedNs = nowNs();
     const unsubscribe = request.follow
       ? this.options.ring.subscribe((flow) => {
           if (!matches(flow.record)) return;
@@ -89,9 +172,6 @@ export class ObserverServer {
           wake?.();
         })
       : () => false;
-    const snapshot: BufferedFlow[] = [];
-    this.options.ring.trim(BigInt(Date.now()) * 1_000_000n);
-    for (const flow of this.options.ring.since(request.sinceNs)) if (matches(flow.record)) snapshot.push(flow);
     const write = async (flow: BufferedFlow) => {
       const response = create(GetFlowsResponseSchema, { flow: flow.record, receivedNs: flow.receivedNs });
       sent++;
@@ -108,6 +188,9 @@ export class ObserverServer {
       });
     };
     try {
+      const snapshot = await this.history(request, matches);
+      const seen = new Set<string>();
+      for (const flow of snapshot) if (flow.receivedNs >= subscribedNs - 2_000_000_000n && flow.record.id) seen.add(flow.record.id);
       for (const flow of snapshot) {
         if (cancelled || shuttingDown || sent >= limit) break;
         await write(flow);
@@ -119,6 +202,7 @@ export class ObserverServer {
         }
         const flow = queue.shift();
         if (flow) {
+          if (seen.size > 0 && flow.record.id && seen.delete(flow.record.id)) continue;
           await write(flow);
           continue;
         }
@@ -133,6 +217,47 @@ export class ObserverServer {
       call.off('close', onGone);
     }
     if (!cancelled) call.end();
+  }
+
+  private async getAggregates(request: GetAggregatesRequest): Promise<GetAggregatesResponse> {
+    const store = this.options.store;
+    if (!store) throw new BadRequest('aggregates need the flow store, which is off on this exporter (--store)');
+    const pick = <T extends string>(value: string, allowed: readonly T[], dflt: T, what: string): T => {
+      if (value === '') return dflt;
+      if (!(allowed as readonly string[]).includes(value)) throw new BadRequest(`unknown ${what} "${value}" (one of ${allowed.join(', ')})`);
+      return value as T;
+    };
+    const level = pick<AggregateLevel>(request.level, aggregateLevels, 'workload', 'level');
+    const side = pick<AggregateSide>(request.side, aggregateSides, 'pair', 'side');
+    const orderBy = pick<AggregateMetric>(request.orderBy, aggregateMetrics, 'bytes', 'metric');
+    const untilNs = request.untilNs > 0n ? request.untilNs : nowNs();
+    const rows = await store.aggregate({ sinceNs: request.sinceNs, untilNs, filter: request.query, level, side, orderBy, limit: request.limit });
+    return create(GetAggregatesResponseSchema, {
+      sinceNs: request.sinceNs,
+      untilNs,
+      aggregates: rows.map((r) => create(AggregateSchema, r)),
+    });
+  }
+
+  private async getStatus(): Promise<GetStatusResponse> {
+    const { store, status: watch, storeLimits } = this.options;
+    const stats = store?.stats();
+    return create(GetStatusResponseSchema, {
+      nowNs: nowNs(),
+      instances: (watch?.instances() ?? []).map((i) => create(InstanceStatusSchema, i)),
+      dlq: (await watch?.dlq()) ?? {},
+      store: create(StoreStatusSchema, {
+        enabled: store !== undefined,
+        records: BigInt(stats?.records ?? 0),
+        bytes: BigInt(stats?.bytes ?? 0),
+        maxBytes: BigInt(storeLimits?.maxBytes ?? 0),
+        retentionNs: BigInt(storeLimits?.retentionMs ?? 0) * 1_000_000n,
+        oldestNs: stats?.oldestNs ?? 0n,
+        newestNs: stats?.newestNs ?? 0n,
+        segments: stats?.segments ?? 0,
+        expiredRecords: BigInt(stats?.expiredRecords ?? 0),
+      }),
+    });
   }
 
   /** Ends open streams (the client sees a normal end) and stops listening. */

@@ -1,0 +1,93 @@
+// Connected TCP sockets count in their own socket storage, and each drain reports what they
+// counted through an iterator over every process's socket files: a connection that goes idle is
+// reported in the interval its packets crossed, not when it next sends or closes, and what the
+// drains and the socket's destruction report adds up to the wire exactly.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { IpProtocol, Vantage } from '@kappa/contracts';
+import { PacketCapture, TestCgroup, VethPair, spawnIn, wireCounts } from '@kappa/testing';
+import { TRAFFIC, kappaAttachments, startCapture, totals } from './harness.js';
+import { describePrivileged } from './privileges.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describePrivileged('per-socket counters', () => {
+  const cgroup = new TestCgroup(`kc-counters-${process.pid}`);
+  const nodes = cgroup.child('nodes');
+  const dir = mkdtempSync(join(tmpdir(), 'kc-counters-'));
+  let pair: VethPair;
+
+  beforeAll(async () => {
+    pair = await VethPair.create({ prefix: 'kc-', subnet: 47, cgroup: nodes });
+  });
+  afterAll(() => {
+    pair?.destroy();
+    nodes.destroy();
+    cgroup.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reports an idle connection’s exchange in the interval it happened, and its totals equal the wire', { timeout: 120_000 }, async () => {
+    const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '1s', '--node', `kc-counters-${process.pid}`]);
+    const pcap = await PacketCapture.start(pair.b.netns, pair.b.ifname, join(dir, 'veth.pcap'));
+    try {
+      const server = spawnIn(pair.b.netns, nodes, process.execPath, [TRAFFIC, 'tcp-server', pair.b.ipv4, '7047', '1']);
+      const serverDone = new Promise((resolve) => server.once('exit', resolve));
+      await new Promise<void>((resolve) => server.stderr?.on('data', (c: Buffer) => c.toString().includes('listening') && resolve()));
+      // 20 exchanges, then the connection stays open and idle for 8 s before it closes.
+      process.env.KC_HOLD_MS = '8000';
+      const client = spawnIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'tcp-client', pair.b.ipv4, '7047', '20', '1000']);
+      delete process.env.KC_HOLD_MS;
+      const clientDone = new Promise((resolve) => client.once('exit', resolve));
+      const localPort = await new Promise<number>((resolve) => client.stderr?.on('data', (c: Buffer) => {
+        const line = c.toString().split('\n').find((l) => l.includes('"idle"'));
+        if (line) resolve((JSON.parse(line) as { localPort: number }).localPort);
+      }));
+      let clientExited = false;
+      void clientDone.then(() => (clientExited = true));
+
+      // While the socket idles, the drains report its exchange at both ends: 20 requests and 20
+      // responses of 1000 bytes, so at least 40 data packets each way in all.
+      const conversation = `${IpProtocol.TCP} ${pair.a.ipv4} ${localPort} ${pair.b.ipv4} 7047`;
+      const reported = () => {
+        const seen = totals(capture.printed());
+        const end = (v: Vantage) => seen.get(`${v} socket ${conversation}`);
+        return { src: end(Vantage.SRC), dst: end(Vantage.DST) };
+      };
+      const deadline = Date.now() + 7000;
+      while (Date.now() < deadline && !((reported().src?.packets ?? 0) >= 20 && (reported().dst?.packets ?? 0) >= 20)) await sleep(100);
+      expect(clientExited).toBe(false);
+      expect(reported().src?.packets).toBeGreaterThanOrEqual(20);
+      expect(reported().src?.reversePackets).toBeGreaterThanOrEqual(20);
+      expect(reported().dst?.packets).toBeGreaterThanOrEqual(20);
+
+      await clientDone;
+      await serverDone;
+      await sleep(300);
+      await pcap.stop();
+      const { records, code } = await capture.stop();
+      expect(code).toBe(0);
+      const wire = wireCounts(pcap.file);
+      const forward = wire.get(conversation);
+      const backward = wire.get(`${IpProtocol.TCP} ${pair.b.ipv4} 7047 ${pair.a.ipv4} ${localPort}`);
+      const seen = totals(records);
+      for (const vantage of [Vantage.SRC, Vantage.DST]) {
+        const got = seen.get(`${vantage} socket ${conversation}`);
+        // More than one interval's record: reported while idle, and the close later.
+        expect(got?.records.length).toBeGreaterThan(1);
+        expect({ bytes: got?.bytes, packets: got?.packets, reverseBytes: got?.reverseBytes, reversePackets: got?.reversePackets }).toEqual({
+          bytes: forward?.bytes, packets: forward?.packets, reverseBytes: backward?.bytes, reversePackets: backward?.packets,
+        });
+      }
+    } finally {
+      await pcap.stop();
+      await capture.stop();
+    }
+  });
+
+  it('leaves nothing of kappa attached once capture stopped', () => {
+    expect(kappaAttachments([cgroup.path], [pair.a.netns, pair.b.netns])).toEqual([]);
+  });
+});

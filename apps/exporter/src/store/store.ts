@@ -1,0 +1,448 @@
+// The flow store: every exported record kept on disk for a retention period and queried over
+// flow time with DuckDB (chosen over SQLite by measurement, BENCHMARKS.md "Flow store").
+//
+// Layout of the store folder, one segment at a time being written:
+//   seg-<n>.rec      the records' protobuf bytes, back to back (what raw flow queries return)
+//   seg-<n>.csv      the hot segment's index: one line per record (columns.ts), appended per batch
+//   seg-<n>.parquet  a sealed segment's index, sorted by flow time, zstd-compressed
+// The hot segment is sealed (its CSV turned into Parquet by DuckDB) when it reaches
+// --store-segment-records records or --store-segment-age; queries read the sealed segments that
+// overlap their range plus the hot CSV. Retention drops whole segments: those entirely older
+// than --store-retention, then the oldest while the folder is above --store-max-bytes.
+// A restart seals whatever CSV it finds, so nothing written before a crash is lost.
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import type { DuckDBConnection } from '@duckdb/node-api';
+import { FlowRecordSchema, fromBinary, toBinary } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { compileSql, sqlString } from '@kappa/filter';
+import { csvColumnsSql, csvLine } from './columns.js';
+
+export interface FlowStoreOptions {
+  dir: string;
+  /** Records older than this (flow time) are dropped. */
+  retentionMs: number;
+  /** The folder is kept under this many bytes by dropping the oldest segments. */
+  maxBytes: number;
+  segmentRecords: number;
+  segmentAgeMs: number;
+  /** DuckDB's memory limit, e.g. "256MB". */
+  memoryLimit?: string;
+  threads?: number;
+}
+
+interface Segment {
+  seq: number;
+  /** Flow-time range of its records (ns); min > max while empty. */
+  minNs: bigint;
+  maxNs: bigint;
+  records: number;
+  /** Sealed: the Parquet index exists and the CSV is gone. */
+  sealed: boolean;
+}
+
+export interface StoredFlow {
+  record: FlowRecord;
+  receivedNs: bigint;
+}
+
+export interface FlowQuery {
+  sinceNs: bigint;
+  /** 0n: no end. */
+  untilNs: bigint;
+  /** Filter language text. */
+  filter: string;
+  /** The last N matching flows (returned oldest first); 0 = all. */
+  last: number;
+  /** At most this many (from the oldest, or of the last N); 0 = no limit. */
+  limit: number;
+}
+
+export type AggregateLevel = 'namespace' | 'workload' | 'pod' | 'process' | 'node' | 'ip';
+export type AggregateSide = 'pair' | 'src' | 'dst';
+export type AggregateMetric = 'bytes' | 'packets' | 'retransmits' | 'rtt';
+export const aggregateLevels: readonly AggregateLevel[] = ['namespace', 'workload', 'pod', 'process', 'node', 'ip'];
+export const aggregateSides: readonly AggregateSide[] = ['pair', 'src', 'dst'];
+export const aggregateMetrics: readonly AggregateMetric[] = ['bytes', 'packets', 'retransmits', 'rtt'];
+
+export interface AggregateQuery {
+  sinceNs: bigint;
+  untilNs: bigint;
+  filter: string;
+  level: AggregateLevel;
+  side: AggregateSide;
+  orderBy: AggregateMetric;
+  limit: number;
+}
+
+export interface AggregateGroup {
+  namespace: string;
+  name: string;
+  external: boolean;
+}
+
+export interface AggregateRow {
+  src: AggregateGroup;
+  dst: AggregateGroup;
+  bytes: bigint;
+  reverseBytes: bigint;
+  packets: bigint;
+  reversePackets: bigint;
+  retransmits: bigint;
+  rttAvgUs: number;
+  rttMaxUs: number;
+  records: bigint;
+}
+
+export interface StoreStats {
+  records: number;
+  bytes: number;
+  oldestNs: bigint;
+  newestNs: bigint;
+  segments: number;
+  expiredRecords: number;
+}
+
+/**
+ * Each conversation counts once in aggregates: the initiator's record, plus responder-side
+ * records that were not joined (their initiator was not observed, e.g. outside the cluster).
+ */
+export const countedOnceSql = '(vantage = 1 OR NOT joined)';
+
+/** SQL of a group key at a level, for one side (s = src | dst): [namespace, name, external]. */
+function groupSql(level: AggregateLevel, s: 'src' | 'dst'): [string, string, string] {
+  const inCluster = `${s}_namespace <> ''`;
+  const external = level === 'ip' || level === 'node' ? 'false' : `NOT (${inCluster})`;
+  const ns = level === 'ip' || level === 'node' ? "''" : `CASE WHEN ${inCluster} THEN ${s}_namespace ELSE '' END`;
+  const objectName = `coalesce(nullif(${s}_pod, ''), nullif(${s}_object, ''), ${s}_ip)`;
+  let name: string;
+  switch (level) {
+    case 'namespace':
+      name = "''";
+      break;
+    case 'workload':
+      name = `CASE WHEN ${inCluster} THEN coalesce(nullif(${s}_workload, ''), ${objectName}) ELSE '' END`;
+      break;
+    case 'pod':
+      name = `CASE WHEN ${inCluster} THEN ${objectName} ELSE '' END`;
+      break;
+    case 'process':
+      name = `CASE WHEN ${inCluster} THEN ${objectName} || '/' || ${s}_process ELSE '' END`;
+      break;
+    case 'node':
+      name = `${s}_node`;
+      break;
+    case 'ip':
+      name = `${s}_ip`;
+      break;
+  }
+  return [ns, name, external];
+}
+
+const metricOrder: Record<AggregateMetric, string> = {
+  bytes: 'bytes + reverse_bytes',
+  packets: 'packets + reverse_packets',
+  retransmits: 'retransmits',
+  rtt: 'rtt_avg_us',
+};
+
+const segmentName = (seq: number) => `seg-${String(seq).padStart(8, '0')}`;
+
+export class FlowStore {
+  private instance: DuckDBInstance | undefined;
+  private readonly segments: Segment[] = [];
+  private hot: Segment | undefined;
+  private recFile: FileHandle | undefined;
+  private csvFile: FileHandle | undefined;
+  private recBytes = 0;
+  private hotOpenedMs = 0;
+  /** Appends and seals run one at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
+  private expired = 0;
+  private closed = false;
+
+  constructor(private readonly options: FlowStoreOptions) {}
+
+  private path(seq: number, ext: 'rec' | 'csv' | 'parquet'): string {
+    return join(this.options.dir, `${segmentName(seq)}.${ext}`);
+  }
+
+  private async connect(): Promise<DuckDBConnection> {
+    if (!this.instance) throw new Error('the flow store is not open');
+    return this.instance.connect();
+  }
+
+  /** Opens the folder: seals CSVs left by a crash, learns the sealed segments, opens a new hot one. */
+  async open(): Promise<void> {
+    mkdirSync(this.options.dir, { recursive: true });
+    this.instance = await DuckDBInstance.create(':memory:', {
+      memory_limit: this.options.memoryLimit ?? '256MB',
+      threads: String(this.options.threads ?? 2),
+      // No extension is ever downloaded (no network in production either).
+      autoinstall_known_extensions: 'false',
+      autoload_known_extensions: 'false',
+    });
+    const seqs = new Set<number>();
+    for (const file of readdirSync(this.options.dir)) {
+      const m = /^seg-(\d+)\.(rec|csv|parquet)(\.tmp)?$/.exec(file);
+      if (!m) continue;
+      if (m[3]) rmSync(join(this.options.dir, file), { force: true });
+      else seqs.add(Number(m[1]));
+    }
+    const connection = await this.connect();
+    try {
+      for (const seq of [...seqs].sort((a, b) => a - b)) {
+        const segment: Segment = { seq, minNs: 1n, maxNs: 0n, records: 0, sealed: false };
+        if (existsSync(this.path(seq, 'csv'))) await this.sealWith(connection, segment);
+        if (!existsSync(this.path(seq, 'parquet'))) {
+          rmSync(this.path(seq, 'rec'), { force: true });
+          continue;
+        }
+        const reader = await connection.runAndReadAll(`SELECT min(time_ns), max(time_ns), count(*) FROM read_parquet(${sqlString(this.path(seq, 'parquet'))})`);
+        const [min, max, count] = reader.getRows()[0] as [bigint | null, bigint | null, bigint];
+        if (count === 0n) {
+          for (const ext of ['rec', 'parquet'] as const) rmSync(this.path(seq, ext), { force: true });
+          continue;
+        }
+        Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
+        this.segments.push(segment);
+      }
+    } finally {
+      connection.closeSync();
+    }
+    await this.startHot((this.segments.at(-1)?.seq ?? 0) + 1);
+    this.enforceRetention();
+  }
+
+  private async startHot(seq: number): Promise<void> {
+    this.hot = { seq, minNs: 1n, maxNs: 0n, records: 0, sealed: false };
+    this.recFile = await open(this.path(seq, 'rec'), 'a');
+    this.csvFile = await open(this.path(seq, 'csv'), 'a');
+    this.recBytes = 0;
+    this.hotOpenedMs = Date.now();
+    this.segments.push(this.hot);
+  }
+
+  /** Stores a batch; resolves once its bytes and index lines are written. */
+  append(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
+    const run = this.queue.then(() => this.appendNow(records, receivedNs));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async appendNow(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
+    if (this.closed) throw new Error('the flow store is closed');
+    const hot = this.hot!;
+    const encoded: Uint8Array[] = new Array(records.length);
+    let csv = '';
+    let offset = this.recBytes;
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i]!;
+      const bytes = toBinary(FlowRecordSchema, record);
+      encoded[i] = bytes;
+      csv += csvLine(record, receivedNs, hot.seq, offset, bytes.length);
+      offset += bytes.length;
+      if (record.endNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = record.endNs;
+      if (record.endNs > hot.maxNs) hot.maxNs = record.endNs;
+    }
+    // Bytes first: an index line never points past what is on disk, even after a crash.
+    await this.recFile!.writev(encoded);
+    await this.csvFile!.write(csv);
+    this.recBytes = offset;
+    hot.records += records.length;
+    if (hot.records >= this.options.segmentRecords || Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
+  }
+
+  /** Seals the hot segment when it is old enough even without new records (called on a timer). */
+  tick(): Promise<void> {
+    const run = this.queue.then(async () => {
+      if (this.closed || !this.hot) return;
+      if (this.hot.records > 0 && Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
+      this.enforceRetention();
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async rotate(): Promise<void> {
+    const full = this.hot!;
+    await this.recFile?.close();
+    await this.csvFile?.close();
+    await this.startHot(full.seq + 1);
+    const connection = await this.connect();
+    try {
+      await this.sealWith(connection, full);
+    } finally {
+      connection.closeSync();
+    }
+    this.enforceRetention();
+  }
+
+  /** CSV → Parquet sorted by flow time; the CSV is removed once the Parquet file is complete. */
+  private async sealWith(connection: DuckDBConnection, segment: Segment): Promise<void> {
+    const csv = this.path(segment.seq, 'csv');
+    const parquet = this.path(segment.seq, 'parquet');
+    await connection.run(
+      `COPY (SELECT * FROM ${csvSource(csv)} ORDER BY time_ns) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
+    );
+    await rename(`${parquet}.tmp`, parquet);
+    segment.sealed = true;
+    await rm(csv, { force: true });
+  }
+
+  private fileBytes(segment: Segment): number {
+    let total = 0;
+    for (const ext of ['rec', 'csv', 'parquet'] as const) {
+      try {
+        total += statSync(this.path(segment.seq, ext)).size;
+      } catch {
+        // not there (sealed segments have no CSV)
+      }
+    }
+    return total;
+  }
+
+  /** Drops sealed segments older than the retention, then the oldest while above the size bound. */
+  enforceRetention(nowMs = Date.now()): void {
+    const cutoff = BigInt(nowMs - this.options.retentionMs) * 1_000_000n;
+    const drop = (segment: Segment) => {
+      for (const ext of ['rec', 'csv', 'parquet'] as const) rmSync(this.path(segment.seq, ext), { force: true });
+      this.expired += segment.records;
+      this.segments.splice(this.segments.indexOf(segment), 1);
+    };
+    for (const segment of [...this.segments]) if (segment.sealed && segment.maxNs < cutoff && segment.minNs <= segment.maxNs) drop(segment);
+    let bytes = this.segments.reduce((sum, s) => sum + this.fileBytes(s), 0);
+    while (bytes > this.options.maxBytes) {
+      const oldest = this.segments.find((s) => s.sealed);
+      if (!oldest) break;
+      bytes -= this.fileBytes(oldest);
+      drop(oldest);
+    }
+  }
+
+  stats(): StoreStats {
+    const nonEmpty = this.segments.filter((s) => s.minNs <= s.maxNs);
+    return {
+      records: this.segments.reduce((sum, s) => sum + s.records, 0),
+      bytes: this.segments.reduce((sum, s) => sum + this.fileBytes(s), 0),
+      oldestNs: nonEmpty.reduce((min, s) => (s.minNs < min ? s.minNs : min), nonEmpty[0]?.minNs ?? 0n),
+      newestNs: nonEmpty.reduce((max, s) => (s.maxNs > max ? s.maxNs : max), 0n),
+      segments: this.segments.length,
+      expiredRecords: this.expired,
+    };
+  }
+
+  /** The FROM source of the segments overlapping [since, until), or undefined when none does. */
+  private source(sinceNs: bigint, untilNs: bigint): string | undefined {
+    const parts: string[] = [];
+    const parquet: string[] = [];
+    for (const s of this.segments) {
+      if (s.records === 0 || s.maxNs < sinceNs || (untilNs > 0n && s.minNs >= untilNs)) continue;
+      if (s.sealed) parquet.push(sqlString(this.path(s.seq, 'parquet')));
+      else parts.push(`SELECT * FROM ${csvSource(this.path(s.seq, 'csv'))}`);
+    }
+    if (parquet.length > 0) parts.unshift(`SELECT * FROM read_parquet([${parquet.join(', ')}])`);
+    if (parts.length === 0) return undefined;
+    return `(${parts.join(' UNION ALL ')})`;
+  }
+
+  private rangeSql(sinceNs: bigint, untilNs: bigint): string {
+    const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
+    const since = sinceNs > cutoff ? sinceNs : cutoff;
+    return `time_ns >= ${since}${untilNs > 0n ? ` AND time_ns < ${untilNs}` : ''}`;
+  }
+
+  /** Raw flows of a range, oldest first. Throws FilterError for a bad filter. */
+  async flows(query: FlowQuery): Promise<StoredFlow[]> {
+    const where = compileSql(query.filter);
+    const from = this.source(query.sinceNs, query.untilNs);
+    if (!from) return [];
+    const cap = query.last > 0 ? query.last : query.limit;
+    const order = query.last > 0 ? 'DESC' : 'ASC';
+    const sql = `SELECT seg, off, len, received_ns, time_ns FROM ${from} WHERE ${this.rangeSql(query.sinceNs, query.untilNs)} AND ${where} ORDER BY time_ns ${order}, seg ${order}, off ${order}${cap > 0 ? ` LIMIT ${cap}` : ''}`;
+    const connection = await this.connect();
+    let rows: [number, bigint, number, bigint][];
+    try {
+      rows = (await connection.runAndReadAll(sql)).getRows() as [number, bigint, number, bigint][];
+    } finally {
+      connection.closeSync();
+    }
+    if (query.last > 0) {
+      rows.reverse();
+      if (query.limit > 0 && rows.length > query.limit) rows = rows.slice(0, query.limit);
+    }
+    return this.readRecords(rows);
+  }
+
+  private async readRecords(rows: [number, bigint, number, bigint][]): Promise<StoredFlow[]> {
+    const files = new Map<number, FileHandle>();
+    try {
+      const out: StoredFlow[] = [];
+      for (const [seg, off, len, receivedNs] of rows) {
+        let file = files.get(seg);
+        if (!file) {
+          file = await open(this.path(seg, 'rec'), 'r');
+          files.set(seg, file);
+        }
+        const bytes = Buffer.allocUnsafe(len);
+        await file.read(bytes, 0, len, Number(off));
+        out.push({ record: fromBinary(FlowRecordSchema, bytes), receivedNs });
+      }
+      return out;
+    } finally {
+      for (const file of files.values()) await file.close();
+    }
+  }
+
+  /** Sums per group pair (or per group of one side) over a range. Throws FilterError. */
+  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+    const where = compileSql(query.filter);
+    const from = this.source(query.sinceNs, query.untilNs);
+    if (!from) return [];
+    const src = groupSql(query.level, 'src');
+    const dst = groupSql(query.level, 'dst');
+    const none = ["''", "''", 'false'];
+    const [s, d] = query.side === 'src' ? [src, none] : query.side === 'dst' ? [none, dst] : [src, dst];
+    const sql = `SELECT * FROM (SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext,
+        sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
+        sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
+        coalesce(avg(srtt_us) FILTER (WHERE srtt_us > 0), 0)::UINTEGER AS rtt_avg_us, coalesce(max(srtt_us), 0)::UINTEGER AS rtt_max_us, count(*)::UBIGINT AS records
+      FROM ${from} WHERE ${this.rangeSql(query.sinceNs, query.untilNs)} AND ${countedOnceSql} AND ${where}
+      GROUP BY ALL) ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
+    const connection = await this.connect();
+    try {
+      const rows = (await connection.runAndReadAll(sql)).getRows();
+      return rows.map((r) => ({
+        src: { namespace: r[0] as string, name: r[1] as string, external: r[2] as boolean },
+        dst: { namespace: r[3] as string, name: r[4] as string, external: r[5] as boolean },
+        bytes: r[6] as bigint,
+        reverseBytes: r[7] as bigint,
+        packets: r[8] as bigint,
+        reversePackets: r[9] as bigint,
+        retransmits: r[10] as bigint,
+        rttAvgUs: r[11] as number,
+        rttMaxUs: r[12] as number,
+        records: r[13] as bigint,
+      }));
+    } finally {
+      connection.closeSync();
+    }
+  }
+
+  /** Finishes pending appends; the hot segment stays as CSV and is sealed at the next open. */
+  async close(): Promise<void> {
+    await this.queue;
+    this.closed = true;
+    await this.recFile?.close();
+    await this.csvFile?.close();
+    this.instance?.closeSync();
+    this.instance = undefined;
+  }
+}
+
+function csvSource(path: string): string {
+  return `read_csv(${sqlString(path)}, header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '\\N', ignore_errors = true, columns = ${csvColumnsSql})`;
+}

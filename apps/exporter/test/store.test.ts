@@ -1,0 +1,180 @@
+// The flow store on a real DuckDB in a temporary folder: raw flows by flow time and filter, the
+// aggregates the service map and `kappa top` read, retention by age and by size, and a restart
+// that finds what a crash left in the hot segment.
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { IpProtocol, Vantage, newFlowRecord } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { compilePredicate } from '@kappa/filter';
+import { FlowStore } from '../src/store/store.js';
+import type { FlowStoreOptions } from '../src/store/store.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function newStore(overrides: Partial<FlowStoreOptions> = {}): FlowStore {
+  const dir = mkdtempSync(join(tmpdir(), `kx-store-${process.pid}-`));
+  dirs.push(dir);
+  return new FlowStore({ dir, retentionMs: 24 * 3_600_000, maxBytes: 1024 ** 3, segmentRecords: 50, segmentAgeMs: 3_600_000, ...overrides });
+}
+
+const baseNs = (BigInt(Date.now()) - 3_600_000n) * 1_000_000n;
+const SECOND = 1_000_000_000n;
+
+function record(i: number): FlowRecord {
+  return newFlowRecord({
+    id: `r${i}`,
+    node: `node-${i % 3}`,
+    vantage: i % 4 === 1 ? Vantage.DST : Vantage.SRC,
+    protocol: i % 5 === 0 ? IpProtocol.UDP : IpProtocol.TCP,
+    startNs: baseNs + BigInt(i) * SECOND - 5n * SECOND,
+    endNs: baseNs + BigInt(i) * SECOND,
+    src: {
+      ip: i % 6 === 5 ? `2001:db8::${i.toString(16)}` : `10.0.${i % 4}.${i % 250}`,
+      port: 40000 + i,
+      process: { name: i % 2 ? 'curl' : 'python3' },
+      kube: i % 9 === 8 ? {} : { objectNamespace: i % 2 ? 'shop' : 'billing', objectName: `client-${i % 4}-x`, objectType: 'pod', workloadName: `client-${i % 4}`, labels: { app: `client-${i % 4}` } },
+    },
+    dst: {
+      ip: `10.1.0.${i % 6}`,
+      port: [443, 80, 6379][i % 3]!,
+      process: { name: i % 3 === 2 ? 'redis-server' : 'nginx' },
+      kube: { objectNamespace: 'backend', objectName: `server-${i % 6}`, objectType: 'pod', workloadName: i % 3 === 2 ? 'redis' : 'web' },
+    },
+    bytes: BigInt(1000 + i),
+    reverseBytes: BigInt(10 * i),
+    packets: BigInt(1 + (i % 7)),
+    reversePackets: BigInt(i % 5),
+    tcp: { srttUs: i % 10 === 0 ? 0 : 100 + i, retransmits: i % 4 },
+    joined: i % 8 !== 1,
+  });
+}
+
+const records = Array.from({ length: 300 }, (_, i) => record(i));
+const ids = (flows: { record: FlowRecord }[]) => flows.map((f) => f.record.id);
+
+describe('flow store', () => {
+  const store = newStore();
+  const ready = (async () => {
+    await store.open();
+    // Out of time order across batches, as records of many nodes arrive.
+    for (let b = 0; b < 300; b += 40) await store.append(records.slice(b, b + 40).reverse(), BigInt(Date.now()) * 1_000_000n);
+  })();
+  afterAll(() => store.close());
+
+  it('returns every record once, oldest first, across sealed segments and the hot one', async () => {
+    await ready;
+    expect(store.stats().segments).toBeGreaterThan(3);
+    expect(ids(await store.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 }))).toEqual(ids(records.map((record) => ({ record }))));
+  });
+
+  it.each([
+    'src.namespace == "shop" and dst.port == 443 and not dst.workload == "redis"',
+    'namespace == billing or ip == 10.1.0.3',
+    'src.ip == 10.0.2.0/24 or src.ip == 2001:db8::/64',
+    'src.namespace == ""',
+    'protocol == udp and vantage == dst',
+    'rtt >= 250us and retransmits > 1',
+    'joined == false',
+    'src.label == app=client-3 and dst.process in (nginx)',
+    'src.pod == client-1-* and node != node-2',
+  ])('selects exactly what the record predicate selects: %s', async (filter) => {
+    await ready;
+    const want = records.filter(compilePredicate(filter)).map((r) => r.id);
+    expect(want.length).toBeGreaterThan(0);
+    expect(want.length).toBeLessThan(records.length);
+    expect(ids(await store.flows({ sinceNs: 0n, untilNs: 0n, filter, last: 0, limit: 0 }))).toEqual(want);
+  });
+
+  it('narrows by flow time: since, until, last and limit', async () => {
+    await ready;
+    const at = (i: number) => baseNs + BigInt(i) * SECOND;
+    const range = await store.flows({ sinceNs: at(100), untilNs: at(150), filter: '', last: 0, limit: 0 });
+    expect(ids(range)).toEqual(records.slice(100, 150).map((r) => r.id));
+    const last = await store.flows({ sinceNs: 0n, untilNs: at(200), filter: 'protocol == tcp', last: 5, limit: 0 });
+    expect(ids(last)).toEqual(records.slice(0, 200).filter((r) => r.protocol === IpProtocol.TCP).slice(-5).map((r) => r.id));
+    const first = await store.flows({ sinceNs: at(10), untilNs: 0n, filter: '', last: 0, limit: 3 });
+    expect(ids(first)).toEqual(['r10', 'r11', 'r12']);
+  });
+
+  it('aggregates workload pairs counting each conversation once, with both directions', async () => {
+    await ready;
+    const rows = await store.aggregate({ sinceNs: 0n, untilNs: 0n, filter: '', level: 'workload', side: 'pair', orderBy: 'bytes', limit: 0 });
+    // The oracle: the records themselves, summed by hand.
+    const want = new Map<string, { bytes: bigint; reverse: bigint; records: number; retrans: bigint }>();
+    for (const r of records) {
+      if (!(r.vantage === Vantage.SRC || !r.joined)) continue;
+      const src = r.src!.kube!.objectNamespace ? `${r.src!.kube!.objectNamespace}/${r.src!.kube!.workloadName}` : '(external)';
+      const key = `${src} -> backend/${r.dst!.kube!.workloadName}`;
+      const w = want.get(key) ?? { bytes: 0n, reverse: 0n, records: 0, retrans: 0n };
+      want.set(key, { bytes: w.bytes + r.bytes, reverse: w.reverse + r.reverseBytes, records: w.records + 1, retrans: w.retrans + BigInt(r.tcp!.retransmits) });
+    }
+    const got = new Map(
+      rows.map((row) => [
+        `${row.src.external ? '(external)' : `${row.src.namespace}/${row.src.name}`} -> ${row.dst.namespace}/${row.dst.name}`,
+        { bytes: row.bytes, reverse: row.reverseBytes, records: Number(row.records), retrans: row.retransmits },
+      ]),
+    );
+    expect(got).toEqual(want);
+    // Largest first.
+    const totals = rows.map((r) => r.bytes + r.reverseBytes);
+    expect([...totals].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0))).toEqual(totals);
+  });
+
+  it('aggregates one side at any level, ranked by the chosen metric', async () => {
+    await ready;
+    const byNs = await store.aggregate({ sinceNs: 0n, untilNs: 0n, filter: 'dst.workload == web', level: 'namespace', side: 'src', orderBy: 'packets', limit: 2 });
+    expect(byNs).toHaveLength(2);
+    const counted = records.filter((r) => (r.vantage === Vantage.SRC || !r.joined) && r.dst!.kube!.workloadName === 'web');
+    const packets = (ns: string) => counted.filter((r) => (r.src!.kube!.objectNamespace ?? '') === ns).reduce((s, r) => s + r.packets, 0n);
+    for (const row of byNs) expect(row.packets).toBe(packets(row.src.external ? '' : row.src.namespace));
+    const ips = await store.aggregate({ sinceNs: 0n, untilNs: 0n, filter: '', level: 'ip', side: 'dst', orderBy: 'rtt', limit: 0 });
+    expect(ips.map((r) => r.dst.name).sort()).toEqual(['10.1.0.0', '10.1.0.1', '10.1.0.2', '10.1.0.3', '10.1.0.4', '10.1.0.5']);
+    expect(ips.map((r) => r.rttAvgUs)).toEqual([...ips.map((r) => r.rttAvgUs)].sort((a, b) => b - a));
+  });
+});
+
+describe('flow store retention and recovery', () => {
+  const folderBytes = (dir: string) => readdirSync(dir).reduce((s, f) => s + statSync(join(dir, f)).size, 0);
+
+  it('drops segments older than the retention and keeps the folder under its size bound', async () => {
+    const store = newStore({ segmentRecords: 20, maxBytes: 40_000, retentionMs: 30 * 60_000 });
+    await store.open();
+    const now = BigInt(Date.now()) * 1_000_000n;
+    // 100 records an hour old (beyond the 30 min retention), then 400 fresh ones.
+    const old = records.slice(0, 100).map((r) => ({ ...r, endNs: now - 3_600n * SECOND }) as FlowRecord);
+    for (let b = 0; b < old.length; b += 20) await store.append(old.slice(b, b + 20), now);
+    expect(store.stats().expiredRecords).toBe(100);
+    const fresh = Array.from({ length: 400 }, (_, i) => ({ ...record(i), id: `f${i}`, endNs: now - BigInt(400 - i) * 1_000_000n }) as FlowRecord);
+    for (let b = 0; b < fresh.length; b += 20) await store.append(fresh.slice(b, b + 20), now);
+    const dir = (store as unknown as { options: FlowStoreOptions }).options.dir;
+    expect(folderBytes(dir)).toBeLessThanOrEqual(40_000);
+    const kept = await store.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 });
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.length).toBeLessThan(400);
+    // What is kept is the newest, without holes.
+    expect(ids(kept)).toEqual(fresh.slice(-kept.length).map((r) => r.id));
+    expect(store.stats().expiredRecords).toBe(100 + 400 - kept.length);
+    await store.close();
+  });
+
+  it('a reopened store seals the hot segment a stop left and serves it', async () => {
+    const store = newStore({ segmentRecords: 1000 });
+    await store.open();
+    await store.append(records.slice(0, 30), 1n);
+    await store.close();
+    const dir = (store as unknown as { options: FlowStoreOptions }).options.dir;
+    expect(readdirSync(dir).some((f) => f.endsWith('.csv'))).toBe(true);
+    const again = new FlowStore({ ...(store as unknown as { options: FlowStoreOptions }).options });
+    await again.open();
+    expect(readdirSync(dir).filter((f) => f.endsWith('.parquet'))).toHaveLength(1);
+    expect(ids(await again.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 }))).toEqual(records.slice(0, 30).map((r) => r.id));
+    await again.append(records.slice(30, 40), 1n);
+    expect(await again.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 })).toHaveLength(40);
+    await again.close();
+  });
+});
