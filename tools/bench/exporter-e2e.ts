@@ -9,7 +9,7 @@
 //        another build, e.g. main's, alternating with this one: before/after in one run)
 //        [--cpu-prof dir] (each exporter writes a V8 CPU profile there)
 //        [--write] (puts the table into BENCHMARKS.md between its markers)
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -36,6 +36,9 @@ for (const [, main] of builds) {
     process.exit(2);
   }
 }
+// The flow store (#19) has its own bench (bench:store); it is off here where the build has it, so
+// builds with and without it compare alike.
+const storeOff = new Map(builds.map(([, main]) => [main, execFileSync(process.execPath, [main, '--help'], { encoding: 'utf8' }).includes('--store') ? ['--store=false'] : []]));
 const profileDir = argument('cpu-prof');
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
@@ -115,7 +118,7 @@ async function drain(main: string, name: string, args: string[]): Promise<Drain>
   if ((await bus.jsm.streams.info(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
   const metricsPort = await freePort();
   const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name.replace(/\W+/g, '-')}-${drains}.cpuprofile`] : [];
-  const child = spawn(process.execPath, [...profile, main, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...profile, main, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...storeOff.get(main)!, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   // The clock and the CPU count from the first batch acked to the last, so start-up is left
   // out: (BATCHES - 1) batches are handled in between.
   const remaining = async () => (await bus.jsm.streams.info(FLOW_STREAM)).state.messages;
