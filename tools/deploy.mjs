@@ -26,6 +26,7 @@ export const deployUnits = {
   'k8s-tagger': ['k8s-tagger'],
   joiner: ['joiner'],
   exporter: ['exporter'],
+  console: ['console'],
 };
 
 class DeployError extends Error {}

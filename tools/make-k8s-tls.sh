@@ -10,7 +10,7 @@ namespace=${2:-kappa}
 here=$(cd "$(dirname "$0")" && pwd)
 
 sans=()
-for service in kappa-nats kappa-nats-headless kappa-redis kappa-k8s-tagger kappa-exporter; do
+for service in kappa-nats kappa-nats-headless kappa-redis kappa-k8s-tagger kappa-exporter kappa-console; do
   sans+=("DNS:$service" "DNS:$service.$namespace" "DNS:$service.$namespace.svc" "DNS:$service.$namespace.svc.cluster.local")
 done
 # The NATS pods by their stable names (kappa-nats-0.kappa-nats-headless...).

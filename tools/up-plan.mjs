@@ -59,9 +59,9 @@ export function renderRedisAcl(template, password) {
 /**
  * @param {{ root: string, state: string, natsPort: number, redisPort: number, plaintext: boolean,
  *   credentials: ReturnType<typeof ensureCredentials>, tls?: ReturnType<typeof ensureTlsMaterial>,
- *   jsonl: string, node: string }} options
+ *   jsonl: string, node: string, consolePort?: number }} options
  */
-export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node }) {
+export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node, ...upOptions }) {
   const secure = !plaintext;
   if (secure && !tls) throw new Error('upPlan: TLS material is needed unless plaintext');
   const quote = (s) => JSON.stringify(s);
@@ -129,7 +129,20 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
       ? { natsTlsCa: tls.ca, natsTlsCert: tls.clientCert, natsTlsKey: tls.clientKey, tlsCa: tls.ca, tlsCert: tls.clientCert, tlsKey: tls.clientKey }
       : {}),
   };
-  return { natsConfig, redisAcl, redisArgs, env, upJson, warnings: secure ? [] : [plaintextWarning] };
+  // The web console: HTTPS with the server certificate, the Observer reached like `kappa observe`,
+  // and the Observer's token required from every browser. Flags, not variables: no secret on them.
+  const consolePort = upOptions.consolePort ?? 9490;
+  const consoleArgs = [
+    '--host=127.0.0.1',
+    `--port=${consolePort}`,
+    '--server=127.0.0.1:9481',
+    `--token-file=${credentials.tokenFile}`,
+    ...(secure
+      ? [`--https-cert=${tls.serverCert}`, `--https-key=${tls.serverKey}`, `--tls-ca=${tls.ca}`, `--tls-cert=${tls.clientCert}`, `--tls-key=${tls.clientKey}`]
+      : []),
+  ];
+  const consoleUrl = `${secure ? 'https' : 'http'}://127.0.0.1:${consolePort}/`;
+  return { natsConfig, redisAcl, redisArgs, env, upJson, consoleArgs, consoleUrl, warnings: secure ? [] : [plaintextWarning] };
 }
 
 /** Writes the files the plan names (NATS config, Redis ACL): owner-only, they hold secrets. */

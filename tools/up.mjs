@@ -17,20 +17,23 @@ const natsPort = Number(process.env.KAPPA_UP_NATS_PORT ?? 14222);
 const redisPort = Number(process.env.KAPPA_UP_REDIS_PORT ?? 16379);
 const jsonl = process.env.KAPPA_JSONL ?? resolve(state, 'flows.jsonl');
 const node = process.env.KAPPA_NODE ?? hostname();
+const consolePort = Number(process.env.KAPPA_UP_CONSOLE_PORT ?? 9490);
 mkdirSync(resolve(state, 'nats'), { recursive: true });
 mkdirSync(resolve(state, 'redis'), { recursive: true });
 writeFileSync(resolve(state, 'up.pid'), String(process.pid));
 const plaintext = wantsPlaintext(process.argv.slice(2), process.env);
+const credentials = ensureCredentials(state);
 const plan = upPlan({
   root,
   state,
   natsPort,
   redisPort,
   plaintext,
-  credentials: ensureCredentials(state),
+  credentials,
   tls: plaintext ? undefined : ensureTlsMaterial(root, state),
   jsonl,
   node,
+  consolePort,
 });
 const { natsConfigFile } = writePlanFiles(state, plan);
 for (const warning of plan.warnings) console.log(`\x1b[31mkappa: ${warning}\x1b[0m`);
@@ -103,20 +106,22 @@ try {
 
 const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
 for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.env);
+start('console', process.execPath, [resolve(root, 'apps/console/dist/main.js'), ...plan.consoleArgs]);
 
 // The CLI reads this while up runs, so `npx kappa status` finds this NATS (and its certificates
 // and login) without flags.
 writeFileSync(resolve(state, 'up.json'), `${JSON.stringify(plan.upJson, null, 2)}\n`, { mode: 0o600 });
 console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
 console.log(plaintext ? 'links: PLAINTEXT (--plaintext)' : `links: mutual TLS with the local CA in ${resolve(state, 'tls')}, logins in ${resolve(state, 'credentials.json')}`);
-console.log('watch them with: npx kappa observe --follow   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
+console.log(`console: ${plan.consoleUrl}#token=${credentials.grpcToken}${plaintext ? '' : `   (the certificate is from the local CA ${resolve(state, 'tls/ca.pem')}: trust it, or accept the warning)`}`);
+console.log('watch them with: npx kappa observe --follow   ·   top talkers: npx kappa top   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
 
 let stopping = false;
 async function stopAll() {
   if (stopping) return;
   stopping = true;
   console.log('\nkappa: stopping (capture first, so it drains and detaches its BPF programs)…');
-  // Reverse start order: capture, process-enricher, k8s-tagger, joiner, exporter, redis, nats.
+  // Reverse start order: console, capture, process-enricher, k8s-tagger, joiner, exporter, redis, nats.
   for (const entry of [...children].reverse()) {
     entry.stopping = true;
     if (entry.child.exitCode !== null || entry.child.signalCode !== null) continue;

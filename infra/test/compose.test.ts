@@ -12,6 +12,7 @@ interface ComposeService {
   build?: { context: string; dockerfile: string; target?: string; args?: Record<string, string> };
   pid?: string;
   network_mode?: string;
+  cgroup?: string;
   networks?: string[];
   cap_add?: string[];
   cap_drop?: string[];
@@ -46,12 +47,13 @@ test('runs NATS, Redis and the five services, each kappa image built from the sh
   expect(Object.keys(compose.volumes)).toContain('nats-data');
 });
 
-test('capture and process-enricher share the host pid and network namespaces with only their capabilities', () => {
+test('capture and process-enricher share the host pid, network and cgroup namespaces with only their capabilities', () => {
   const expected: Record<string, string[]> = { capture: ['BPF', 'NET_ADMIN', 'PERFMON'], 'process-enricher': ['SYS_PTRACE'] };
   for (const [name, capabilities] of Object.entries(expected)) {
     const service = services[name]!;
     expect(service.pid, name).toBe('host');
     expect(service.network_mode, name).toBe('host');
+    expect(service.cgroup, name).toBe('host');
     expect(service.cap_drop, name).toEqual(['ALL']);
     expect([...(service.cap_add ?? [])].sort(), name).toEqual(capabilities);
     expect(service.read_only, name).toBe(true);

@@ -43,7 +43,7 @@ describe('nx run-many -t deploy', () => {
     });
     expect(run.status, run.stdout + run.stderr).toBe(0);
     const units = printedManifests(run.stdout);
-    expect([...units.keys()].sort()).toEqual(['capture', 'exporter', 'infra', 'joiner', 'k8s-tagger']);
+    expect([...units.keys()].sort()).toEqual(['capture', 'console', 'exporter', 'infra', 'joiner', 'k8s-tagger']);
     expect(run.stdout).toContain('# kappa deploy process-enricher: nothing of its own (it runs in the kappa-agent DaemonSet');
     expect(run.stdout).not.toMatch(/kubectl .*apply/);
 

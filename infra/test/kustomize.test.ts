@@ -48,6 +48,7 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
         'Deployment/kappa-k8s-tagger',
         'Deployment/kappa-joiner',
         'Deployment/kappa-exporter',
+        'Deployment/kappa-console',
         'StatefulSet/kappa-nats',
         'Deployment/kappa-redis',
         'ConfigMap/kappa-config',
@@ -76,6 +77,7 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     const kappaImages = images.map(([, image]) => image).filter((image) => image?.startsWith('kappa/'));
     expect(kappaImages.map((image) => image?.split(':')[0]).sort()).toEqual([
       'kappa/capture',
+      'kappa/console',
       'kappa/exporter',
       'kappa/joiner',
       'kappa/k8s-tagger',
@@ -175,7 +177,7 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
       .filter((w) => w.metadata.name !== 'kappa-nats' && w.metadata.name !== 'kappa-redis')
       .flatMap((w) => w.spec.template.spec.containers)
       .map((c) => [(c.livenessProbe as { httpGet?: { path: string } }).httpGet?.path, (c.readinessProbe as { httpGet?: { path: string } }).httpGet?.path]);
-    expect(kappaProbes).toHaveLength(5);
+    expect(kappaProbes).toHaveLength(6);
     for (const probes of kappaProbes) expect(probes).toEqual(['/healthz', '/readyz']);
   });
 
@@ -184,7 +186,7 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     const services = pods
       .filter((w) => w.metadata.name !== 'kappa-nats' && w.metadata.name !== 'kappa-redis')
       .flatMap((w) => w.spec.template.spec.containers.map((c) => ({ where: `${w.metadata.name}/${c.name}`, c })));
-    expect(services).toHaveLength(5);
+    expect(services).toHaveLength(6);
     for (const { where, c } of services) {
       const options = c.env?.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
       const heap = Number(/--max-old-space-size=(\d+)/.exec(options)?.[1]);

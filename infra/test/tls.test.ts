@@ -183,6 +183,7 @@ describe.each(overlayNames())('overlay %s, as shipped', (overlay) => {
       'kappa-joiner': [clientSecret],
       'kappa-k8s-tagger': [clientSecret, 'kappa-credentials', serverSecret],
       'kappa-exporter': [clientSecret, 'kappa-credentials', serverSecret],
+      'kappa-console': [clientSecret, 'kappa-credentials', serverSecret],
       'kappa-nats': [serverSecret],
       'kappa-redis': [clientSecret, serverSecret],
     });

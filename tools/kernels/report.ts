@@ -85,6 +85,7 @@ export const FEATURES: readonly Feature[] = [
   { name: 'retransmits = nstat, RTT = ss, handshake', tests: /retransmits equal to RetransSegs/ },
   { name: 'interface mode (tc) = tshark', tests: /^interface mode .*counts pings/ },
   { name: 'interface mode: crash takeover of tc filters', tests: /^interface mode .*(?:SIGKILL|replaces|left)/ },
+  { name: 'in a private cgroup namespace, node cgroup2 under a prefix (DaemonSet)', tests: /private cgroup namespace.*attaches to the node tree/ },
   { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
 ];
 

@@ -15,7 +15,7 @@ import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.j
 const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 /** capture's tests that compare with an independent truth (tshark, nstat, ss) and need no NATS. */
-const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts'];
+const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts'];
 
 const config = loadConfigOrExit({
   command: 'npm run test:kernels --',

@@ -124,7 +124,7 @@ export class Datapath {
 
   /** Locks the folder, opens, configures, loads (reusing pinned maps) and attaches (taking over pinned links). */
   static start(options: DatapathOptions): Datapath {
-    const root = cgroup2Root();
+    const root = cgroup2Root(options.cgroupPath);
     const cgroupPath = options.cgroupPath ?? root;
     const target = cgroupPath === root ? { id: 0n, level: 0 } : cgroupIdentity(cgroupPath);
     ensureBpffs();

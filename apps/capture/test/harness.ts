@@ -26,11 +26,20 @@ export interface CaptureRun {
  * Starts kappa-capture --stdout and waits until attached. With `netns`, it runs in that network
  * namespace through nsenter (not `ip netns exec`, which remounts /sys and hides cgroup v2).
  */
-export async function startCapture(args: readonly string[], netns?: string, printRecords = true): Promise<CaptureRun> {
+export async function startCapture(
+  args: readonly string[],
+  netns?: string,
+  printRecords = true,
+  /** Runs node with these arguments some other way (e.g. inside other namespaces): [command, args]. */
+  launch?: (node: string, argv: readonly string[]) => [string, string[]],
+): Promise<CaptureRun> {
   const argv = [CAPTURE_BIN, ...(printRecords ? ['--stdout'] : []), '--metrics-port', '0', ...args];
-  const child = netns
-    ? spawn('nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, commandArgs] = launch
+    ? launch(process.execPath, argv)
+    : netns
+      ? ['nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv]]
+      : [process.execPath, argv];
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   child.once('exit', () => running.delete(child));
   let stdout = '';

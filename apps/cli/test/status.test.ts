@@ -13,7 +13,7 @@ let nats: TestServer;
 const buses: Bus[] = [];
 
 /** One stage instance: its own connection, heartbeating like a service does. */
-async function heartbeat(stage: string, instance: string, ready = true, recordsPerBeat = 100): Promise<Bus> {
+async function heartbeat(stage: string, instance: string, ready = true, recordsPerBeat = 100, features: Record<string, string> = {}): Promise<Bus> {
   const bus = await connectBus({ servers: [nats.url], name: `test-${stage}`, logger: createLogger(stage, 'silent'), registry: createRegistry(stage) });
   buses.push(bus);
   const startedNs = BigInt(Date.now()) * 1_000_000n;
@@ -31,6 +31,7 @@ async function heartbeat(stage: string, instance: string, ready = true, recordsP
         recordsIn: beats * BigInt(recordsPerBeat),
         recordsOut: beats * BigInt(recordsPerBeat),
         lag: 3n,
+        features,
       });
     },
     500,
@@ -96,6 +97,14 @@ describe('kappa status', () => {
     const result = await runKappa(['status', `--nats-url=${nats.url}`, '--wait=1500ms']);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/k8s-tagger\s+k8s-tagger-2\s+node-a\s+NO/);
+  });
+
+  it("prints how each instance runs on its node: capture's kernel hook per feature", async () => {
+    for (const stage of STAGES.filter((s) => s !== 'capture')) await heartbeat(stage, `${stage}-1`);
+    await heartbeat('capture', 'node-61', true, 100, { 'app latency': 'via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)' });
+    const result = await runKappa(['status', `--nats-url=${nats.url}`, '--wait=1500ms']);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('capture node-61: app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
   });
 
   it('exits 1 with the reason when NATS cannot be reached', async () => {

@@ -3,6 +3,8 @@
 // /proc data to the record: the kernel's comm and cgroup id are kept and the container comes
 // from the cgroup id through the cgroup tree.
 import { statSync } from 'node:fs';
+import { SAME_NAMESPACE } from './cgroup-namespace.js';
+import type { CgroupPathMapper } from './cgroup-namespace.js';
 import type { CgroupTree } from './cgroup-tree.js';
 import { containerFromCgroupPath, containerFromMemberships } from './container.js';
 import type { ContainerRef } from './container.js';
@@ -25,7 +27,7 @@ export interface KernelStamp {
 export type Resolution =
   /** /proc/<pid> is the stamped process: everything from /proc. */
   | 'live'
-  /** /proc/<pid> no longer exists: kernel stamp + cgroup tree. */
+  /** /proc/<pid> no longer exists: what was read while it lived (same start time), else kernel stamp + cgroup tree. */
   | 'gone'
   /** /proc/<pid> belongs to another process: kernel stamp + cgroup tree. */
   | 'reused'
@@ -66,6 +68,8 @@ export interface ResolverOptions {
   proc: ProcReader;
   /** Absent on nodes without a cgroup v2 mount. */
   cgroupTree: CgroupTree | undefined;
+  /** /proc cgroup paths → paths of the tree's mount (they differ inside a private cgroup namespace). */
+  cgroupPaths?: CgroupPathMapper;
   redaction: RedactionRules;
   /** Longest command line kept, after redaction. */
   cmdlineMaxLength?: number;
@@ -81,6 +85,7 @@ export class ProcessResolver {
   readonly cache: ProcessCache<ProcessFacts>;
   private readonly proc: ProcReader;
   private readonly tree: CgroupTree | undefined;
+  private readonly cgroupPaths: CgroupPathMapper;
   private readonly redaction: RedactionRules;
   private readonly cmdlineMaxLength: number;
   private readonly nsPerTick: bigint;
@@ -91,6 +96,7 @@ export class ProcessResolver {
   constructor(options: ResolverOptions) {
     this.proc = options.proc;
     this.tree = options.cgroupTree;
+    this.cgroupPaths = options.cgroupPaths ?? SAME_NAMESPACE;
     this.redaction = options.redaction;
     this.cmdlineMaxLength = options.cmdlineMaxLength ?? 4096;
     this.cache = options.cache ?? new ProcessCache<ProcessFacts>();
@@ -108,7 +114,11 @@ export class ProcessResolver {
   resolve(stamp: KernelStamp, flowEndNs = 0n): ResolvedProcess {
     if (stamp.pid === 0) return this.fromKernelStamp(stamp, 'no-pid');
     const stat = this.proc.stat(stamp.pid);
-    if (stat === undefined) return this.fromKernelStamp(stamp, 'gone');
+    if (stat === undefined) {
+      // Exited: what was read while it lived still describes it when capture stamped its start.
+      const seen = stamp.startTimeTicks !== 0n ? this.cache.get(stamp.pid, stamp.startTimeTicks) : undefined;
+      return seen ? this.fromFacts(stamp, seen, stamp.startTimeTicks, 'gone', true) : this.fromKernelStamp(stamp, 'gone');
+    }
     if (stamp.startTimeTicks !== 0n && stamp.startTimeTicks !== stat.startTimeTicks) return this.fromKernelStamp(stamp, 'reused');
 
     let facts = this.cache.get(stamp.pid, stat.startTimeTicks);
@@ -131,6 +141,10 @@ export class ProcessResolver {
       }
     }
 
+    return this.fromFacts(stamp, facts, stat.startTimeTicks, 'live', cached);
+  }
+
+  private fromFacts(stamp: KernelStamp, facts: ProcessFacts, startTimeTicks: bigint, resolution: Resolution, cached: boolean): ResolvedProcess {
     return {
       pid: stamp.pid,
       // The kernel's comm is the name at the time of the conversation; a later rename
@@ -142,8 +156,8 @@ export class ProcessResolver {
       cgroupId: stamp.cgroupId !== 0n ? stamp.cgroupId : (this.cgroupIdOf(facts) ?? 0n),
       cgroupPath: facts.cgroupPath,
       container: facts.container,
-      startTimeTicks: stat.startTimeTicks,
-      resolution: 'live',
+      startTimeTicks,
+      resolution,
       cached,
     };
   }
@@ -195,7 +209,8 @@ export class ProcessResolver {
     const args = this.proc.cmdline(pid);
     const memberships = this.proc.cgroups(pid);
     if (args === undefined || memberships === undefined) return undefined;
-    const path = unifiedCgroupPath(memberships) ?? '';
+    const unified = unifiedCgroupPath(memberships);
+    const path = unified === undefined ? '' : this.cgroupPaths.toMountPath(unified);
     const exe = this.proc.exe(pid) ?? '';
     const execNames = [exe, args[0] ?? ''].map((file) => Buffer.from(file.slice(file.lastIndexOf('/') + 1)).subarray(0, 15).toString());
     return {
@@ -207,7 +222,7 @@ export class ProcessResolver {
       uid: this.proc.uid(pid),
       cgroupId: undefined,
       cgroupPath: path,
-      container: containerFromMemberships(memberships),
+      container: (path !== '' ? containerFromCgroupPath(path) : undefined) ?? containerFromMemberships(memberships),
       readAt: this.now(),
     };
   }

@@ -6,6 +6,8 @@ import type { Bus, BatchConsumer } from '@kappa/bus';
 import { create, StageStatusSchema } from '@kappa/contracts';
 import { startObservabilityServer } from '@kappa/observability';
 import type { Logger, ObservabilityServer, Registry } from '@kappa/observability';
+import { CgroupNamespaceError, SAME_NAMESPACE, detectCgroupNamespace } from './cgroup-namespace.js';
+import type { CgroupPathMapper } from './cgroup-namespace.js';
 import { CgroupTree, detectCgroup2Mount } from './cgroup-tree.js';
 import type { EnricherConfig } from './config.js';
 import { CriContainerNames } from './cri.js';
@@ -32,11 +34,22 @@ export function buildEnricher(config: EnricherConfig, logger: Logger, registry: 
   const cgroupTree = mount === undefined ? undefined : new CgroupTree({ mount, maxEntries: config.cgroupCacheSize, retainRemovedMs: config.cgroupRetain });
   if (cgroupTree) cgroupTree.rescan();
   logger.info({ cgroup2Mount: mount ?? null, cgroups: cgroupTree?.size ?? 0 }, mount ? 'cgroup v2 tree loaded' : 'no cgroup v2 mount: containers of exited processes cannot be resolved');
+  let cgroupPaths: CgroupPathMapper = SAME_NAMESPACE;
+  if (mount !== undefined) {
+    try {
+      cgroupPaths = detectCgroupNamespace({ mount });
+      logger.info(cgroupPaths.description);
+    } catch (error) {
+      if (!(error instanceof CgroupNamespaceError)) throw error;
+      logger.warn(`${error.message}: live processes keep only the kernel's comm and cgroup`);
+    }
+  }
   const redaction = { enabled: config.redact && !config.noRedact, extraPatterns: config.redactPattern };
   if (!redaction.enabled) logger.warn('command-line redaction is OFF: secrets passed on command lines leave the node');
   const resolver = new ProcessResolver({
     proc,
     cgroupTree,
+    cgroupPaths,
     redaction,
     cmdlineMaxLength: config.cmdlineMaxLength,
     cache: new ProcessCache({ maxEntries: config.processCacheSize, ttlMs: config.processCacheTtl }),

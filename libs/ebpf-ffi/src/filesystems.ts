@@ -18,16 +18,21 @@ function mounts(): Mount[] {
     .map(([, path = '', type = '']) => ({ type, path: path.replace(/\\040/g, ' ') }));
 }
 
-/** Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). */
-export function cgroup2Root(): string {
-  const found = mounts().find((m) => m.type === 'cgroup2');
-  if (!found) throw new BpfFilesystemError('cgroup v2 is not mounted (no cgroup2 in /proc/mounts); mount it: mount -t cgroup2 none /sys/fs/cgroup/unified', 2);
-  return found.path;
+/**
+ * Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). With
+ * `path`: the mount that path is in. A container can have two: its own view at /sys/fs/cgroup
+ * (in a private cgroup namespace, only its own cgroup) and the node's at /host/sys/fs/cgroup.
+ */
+export function cgroup2Root(path?: string): string {
+  const all = mounts().filter((m) => m.type === 'cgroup2');
+  if (all.length === 0) throw new BpfFilesystemError('cgroup v2 is not mounted (no cgroup2 in /proc/mounts); mount it: mount -t cgroup2 none /sys/fs/cgroup/unified', 2);
+  const containing = path === undefined ? [] : all.filter((m) => path === m.path || path.startsWith(m.path.endsWith('/') ? m.path : `${m.path}/`));
+  return containing.sort((a, b) => b.path.length - a.path.length)[0]?.path ?? all[0]!.path;
 }
 
 /** The cgroup v2 id (what bpf_get_current_cgroup_id returns) and depth of a cgroup directory. */
 export function cgroupIdentity(path: string): { id: bigint; level: number } {
-  const root = cgroup2Root();
+  const root = cgroup2Root(path);
   if (!path.startsWith(root)) throw new BpfFilesystemError(`${path} is not below the cgroup v2 mount ${root}`, 2);
   if (!existsSync(path)) throw new BpfFilesystemError(`cgroup ${path} does not exist`, 2);
   const id = statSync(path, { bigint: true }).ino;

@@ -21,6 +21,8 @@ export interface StatusRow {
   dlq: bigint;
   lost: bigint;
   uptimeSeconds: number;
+  /** How the instance runs where it depends on its node (capture: the kernel hook of each feature). */
+  features: Record<string, string>;
 }
 
 export interface StatusSummary {
@@ -55,6 +57,7 @@ export function summarize(beats: Map<string, InstanceBeats>, dlqByStage: Map<str
       dlq: last.dlq,
       lost: Object.values(last.lost).reduce((n, v) => n + v, 0n),
       uptimeSeconds: Number(last.sentNs - last.startedNs) / 1e9,
+      features: { ...last.features },
     });
   }
   const order = (s: string) => {
@@ -94,6 +97,13 @@ export function renderStatus(summary: StatusSummary): string {
   }
   for (const stage of summary.missing) {
     lines.push([stage.padEnd(17), '-'.padEnd(28), '-'.padEnd(16), 'NO'.padEnd(6), '-'.padStart(9), '-'.padStart(9), '-'.padStart(8), String(summary.dlqByStage.get(stage) ?? 0).padStart(6), '-'.padStart(8), '-'.padStart(6)].join(' '));
+  }
+  const withFeatures = summary.rows.filter((r) => Object.keys(r.features).length > 0);
+  if (withFeatures.length > 0) {
+    lines.push('');
+    for (const r of withFeatures) {
+      for (const [feature, how] of Object.entries(r.features)) lines.push(`${r.stage} ${r.instance}: ${feature}: ${how}`);
+    }
   }
   if (summary.missing.length > 0) lines.push('', `missing (no heartbeat): ${summary.missing.join(', ')}`);
   if (summary.notReady.length > 0) lines.push(`${summary.missing.length > 0 ? '' : '\n'}not ready: ${summary.notReady.join(', ')}`);

@@ -149,6 +149,15 @@ const metricOrder: Record<AggregateMetric, string> = {
   rtt: 'rtt_avg_us',
 };
 
+/** The sums every aggregate carries; RTT as a sum and a count so partial sums add up exactly. */
+const sumsSql = `sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
+  sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
+  sum(srtt_us) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_sum, count(*) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_n,
+  coalesce(max(srtt_us), 0)::UINTEGER AS rtt_max, count(*)::UBIGINT AS records`;
+
+type Ext = 'rec' | 'csv' | 'parquet' | 'rollup.parquet';
+const allExts: readonly Ext[] = ['rec', 'csv', 'parquet', 'rollup.parquet'];
+
 const segmentName = (seq: number) => `seg-${String(seq).padStart(8, '0')}`;
 
 export class FlowStore {
@@ -166,7 +175,7 @@ export class FlowStore {
 
   constructor(private readonly options: FlowStoreOptions) {}
 
-  private path(seq: number, ext: 'rec' | 'csv' | 'parquet'): string {
+  private path(seq: number, ext: Ext): string {
     return join(this.options.dir, `${segmentName(seq)}.${ext}`);
   }
 
@@ -184,10 +193,12 @@ export class FlowStore {
       // No extension is ever downloaded (no network in production either).
       autoinstall_known_extensions: 'false',
       autoload_known_extensions: 'false',
+      // Spills of large sorts go to the store's folder (the container's root is read-only).
+      temp_directory: join(this.options.dir, 'tmp'),
     });
     const seqs = new Set<number>();
     for (const file of readdirSync(this.options.dir)) {
-      const m = /^seg-(\d+)\.(rec|csv|parquet)(\.tmp)?$/.exec(file);
+      const m = /^seg-(\d+)\.(rec|csv|parquet|rollup\.parquet)(\.tmp)?$/.exec(file);
       if (!m) continue;
       if (m[3]) rmSync(join(this.options.dir, file), { force: true });
       else seqs.add(Number(m[1]));
@@ -204,7 +215,7 @@ export class FlowStore {
         const reader = await connection.runAndReadAll(`SELECT min(time_ns), max(time_ns), count(*) FROM read_parquet(${sqlString(this.path(seq, 'parquet'))})`);
         const [min, max, count] = reader.getRows()[0] as [bigint | null, bigint | null, bigint];
         if (count === 0n) {
-          for (const ext of ['rec', 'parquet'] as const) rmSync(this.path(seq, ext), { force: true });
+          for (const ext of allExts) rmSync(this.path(seq, ext), { force: true });
           continue;
         }
         Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
@@ -288,6 +299,16 @@ export class FlowStore {
     await connection.run(
       `COPY (SELECT * FROM ${csvSource(csv)} ORDER BY time_ns) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
     );
+    // The rollup: the workload-pair sums of this segment, counting each conversation once; an
+    // unfiltered namespace or workload map reads these for the segments wholly in its range.
+    const rollup = this.path(segment.seq, 'rollup.parquet');
+    const [sns, sname, sext] = groupSql('workload', 'src');
+    const [dns, dname, dext] = groupSql('workload', 'dst');
+    await connection.run(
+      `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${sumsSql}
+        FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${countedOnceSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
+    );
+    await rename(`${rollup}.tmp`, rollup);
     await rename(`${parquet}.tmp`, parquet);
     segment.sealed = true;
     await rm(csv, { force: true });
@@ -295,7 +316,7 @@ export class FlowStore {
 
   private fileBytes(segment: Segment): number {
     let total = 0;
-    for (const ext of ['rec', 'csv', 'parquet'] as const) {
+    for (const ext of allExts) {
       try {
         total += statSync(this.path(segment.seq, ext)).size;
       } catch {
@@ -309,7 +330,7 @@ export class FlowStore {
   enforceRetention(nowMs = Date.now()): void {
     const cutoff = BigInt(nowMs - this.options.retentionMs) * 1_000_000n;
     const drop = (segment: Segment) => {
-      for (const ext of ['rec', 'csv', 'parquet'] as const) rmSync(this.path(segment.seq, ext), { force: true });
+      for (const ext of allExts) rmSync(this.path(segment.seq, ext), { force: true });
       this.expired += segment.records;
       this.segments.splice(this.segments.indexOf(segment), 1);
     };
@@ -355,26 +376,53 @@ export class FlowStore {
     return `time_ns >= ${since}${untilNs > 0n ? ` AND time_ns < ${untilNs}` : ''}`;
   }
 
-  /** Raw flows of a range, oldest first. Throws FilterError for a bad filter. */
+  /** The FROM source of one segment. */
+  private segmentSource(s: Segment): string {
+    return s.sealed ? `read_parquet(${sqlString(this.path(s.seq, 'parquet'))})` : csvSource(this.path(s.seq, 'csv'));
+  }
+
+  /**
+   * Raw flows of a range, oldest first. Throws FilterError for a bad filter. With --last N (or a
+   * limit) the segments are read newest first (oldest first) and the reading stops as soon as no
+   * remaining segment can hold a flow that beats the N collected: a query for the last 100 flows
+   * reads the newest segment or two, not the whole range.
+   */
   async flows(query: FlowQuery): Promise<StoredFlow[]> {
     const where = compileSql(query.filter);
-    const from = this.source(query.sinceNs, query.untilNs);
-    if (!from) return [];
     const cap = query.last > 0 ? query.last : query.limit;
-    const order = query.last > 0 ? 'DESC' : 'ASC';
-    const sql = `SELECT seg, off, len, received_ns, time_ns FROM ${from} WHERE ${this.rangeSql(query.sinceNs, query.untilNs)} AND ${where} ORDER BY time_ns ${order}, seg ${order}, off ${order}${cap > 0 ? ` LIMIT ${cap}` : ''}`;
+    const desc = query.last > 0;
+    const range = this.rangeSql(query.sinceNs, query.untilNs);
+    const overlapping = this.segments.filter((s) => s.records > 0 && s.maxNs >= query.sinceNs && !(query.untilNs > 0n && s.minNs >= query.untilNs));
+    const columns = 'seg, off, len, received_ns, time_ns';
+    const order = desc ? 'DESC' : 'ASC';
+    const orderBy = `ORDER BY time_ns ${order}, seg ${order}, off ${order}`;
     const connection = await this.connect();
-    let rows: [number, bigint, number, bigint][];
+    let rows: Row[] = [];
     try {
-      rows = (await connection.runAndReadAll(sql)).getRows() as [number, bigint, number, bigint][];
+      if (cap === 0) {
+        const from = this.source(query.sinceNs, query.untilNs);
+        if (!from) return [];
+        rows = (await connection.runAndReadAll(`SELECT ${columns} FROM ${from} WHERE ${range} AND ${where} ${orderBy}`)).getRows() as Row[];
+      } else {
+        overlapping.sort((a, b) => (desc ? (a.maxNs > b.maxNs ? -1 : a.maxNs < b.maxNs ? 1 : 0) : a.minNs < b.minNs ? -1 : a.minNs > b.minNs ? 1 : 0));
+        for (const segment of overlapping) {
+          if (rows.length >= cap) {
+            // The cap-th flow so far; a segment entirely beyond it cannot contribute.
+            const kth = rows[cap - 1]![4];
+            if (desc ? segment.maxNs < kth : segment.minNs > kth) break;
+          }
+          const found = (await connection.runAndReadAll(`SELECT ${columns} FROM ${this.segmentSource(segment)} WHERE ${range} AND ${where} ${orderBy} LIMIT ${cap}`)).getRows() as Row[];
+          rows = mergeRows(rows, found, desc).slice(0, cap);
+        }
+      }
     } finally {
       connection.closeSync();
     }
-    if (query.last > 0) {
+    if (desc) {
       rows.reverse();
       if (query.limit > 0 && rows.length > query.limit) rows = rows.slice(0, query.limit);
     }
-    return this.readRecords(rows);
+    return this.readRecords(rows.map((r) => [r[0], r[1], r[2], r[3]]));
   }
 
   private async readRecords(rows: [number, bigint, number, bigint][]): Promise<StoredFlow[]> {
@@ -397,21 +445,45 @@ export class FlowStore {
     }
   }
 
-  /** Sums per group pair (or per group of one side) over a range. Throws FilterError. */
+  /**
+   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
+   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
+   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
+   */
   async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
     const where = compileSql(query.filter);
-    const from = this.source(query.sinceNs, query.untilNs);
-    if (!from) return [];
+    const range = this.rangeSql(query.sinceNs, query.untilNs);
+    const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
+    const rollupLevel = query.filter.trim() === '' && (query.level === 'workload' || query.level === 'namespace');
+    const inside = (s: Segment) =>
+      s.sealed && s.minNs >= query.sinceNs && s.minNs >= cutoff && (query.untilNs === 0n || s.maxNs < query.untilNs) && existsSync(this.path(s.seq, 'rollup.parquet'));
+    const overlapping = this.segments.filter((s) => s.records > 0 && s.maxNs >= query.sinceNs && !(query.untilNs > 0n && s.minNs >= query.untilNs));
+    const rolled = rollupLevel ? overlapping.filter(inside) : [];
+    const raw = overlapping.filter((s) => !rolled.includes(s));
     const src = groupSql(query.level, 'src');
     const dst = groupSql(query.level, 'dst');
     const none = ["''", "''", 'false'];
     const [s, d] = query.side === 'src' ? [src, none] : query.side === 'dst' ? [none, dst] : [src, dst];
-    const sql = `SELECT * FROM (SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext,
-        sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
+    const parts: string[] = [];
+    if (raw.length > 0) {
+      const sealed = raw.filter((x) => x.sealed).map((x) => sqlString(this.path(x.seq, 'parquet')));
+      const sources = [...(sealed.length > 0 ? [`SELECT * FROM read_parquet([${sealed.join(', ')}])`] : []), ...raw.filter((x) => !x.sealed).map((x) => `SELECT * FROM ${csvSource(this.path(x.seq, 'csv'))}`)];
+      parts.push(`SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext, ${sumsSql}
+        FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${countedOnceSql} AND ${where} GROUP BY ALL`);
+    }
+    if (rolled.length > 0) {
+      // Rollup rows are at the workload level; the namespace level and one side regroup them.
+      const keep = (side: 'src' | 'dst', prefix: 's' | 'd') =>
+        query.side !== 'pair' && query.side !== side ? "'' AS X_ns, '' AS X_name, false AS X_ext".replaceAll('X', prefix) : `${prefix}_ns, ${query.level === 'namespace' ? "''" : `${prefix}_name`} AS ${prefix}_name, ${prefix}_ext`;
+      parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records
+        FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
+    }
+    if (parts.length === 0) return [];
+    const sql = `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
-        coalesce(avg(srtt_us) FILTER (WHERE srtt_us > 0), 0)::UINTEGER AS rtt_avg_us, coalesce(max(srtt_us), 0)::UINTEGER AS rtt_max_us, count(*)::UBIGINT AS records
-      FROM ${from} WHERE ${this.rangeSql(query.sinceNs, query.untilNs)} AND ${countedOnceSql} AND ${where}
-      GROUP BY ALL) ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
+        coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records
+      FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
+      ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
     const connection = await this.connect();
     try {
       const rows = (await connection.runAndReadAll(sql)).getRows();
@@ -441,6 +513,18 @@ export class FlowStore {
     this.instance?.closeSync();
     this.instance = undefined;
   }
+}
+
+/** seg, off, len, received_ns, time_ns */
+type Row = [number, bigint, number, bigint, bigint];
+
+/** Two row lists each sorted by (time, seg, off), ascending or descending, merged the same way. */
+function mergeRows(a: Row[], b: Row[], desc: boolean): Row[] {
+  const cmp = (x: Row, y: Row) => {
+    const c = x[4] < y[4] ? -1 : x[4] > y[4] ? 1 : x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+    return desc ? -c : c;
+  };
+  return [...a, ...b].sort(cmp);
 }
 
 function csvSource(path: string): string {

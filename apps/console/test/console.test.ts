@@ -1,0 +1,414 @@
+// The console in a real browser: Debian's Chromium driven by playwright-core (executablePath, no
+// browser download) against the real stack — nats-server, the exporter with its flow store and a
+// TLS + token Observer, the console over HTTPS with the same token — fed known traffic between
+// pods of two namespaces. Every expectation is computed from the published records, the oracle.
+// Screenshots (1280×800) go to .test-results/console/ (git-ignored).
+import { execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectBus, subjects } from '@kappa/bus';
+import type { Bus } from '@kappa/bus';
+import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { freePort, makeTlsMaterial, startNatsServer } from '@kappa/testing';
+import type { TestServer, TlsMaterial } from '@kappa/testing';
+
+const root = join(import.meta.dirname, '../../..');
+// Node's fetch (the API checks) trusts the console's test certificate no more than the browser
+// does (ignoreHTTPSErrors there): the link is TLS, its CA is the test's own.
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+const artefacts = join(root, '.test-results/console');
+const TOKEN = `console-token-${process.pid}-${Math.random().toString(36).slice(2)}`;
+const SECOND = 1_000_000_000n;
+const MINUTE = 60n * SECOND;
+const now = BigInt(Date.now()) * 1_000_000n;
+
+let nats: TestServer;
+let bus: Bus;
+let tls: TlsMaterial;
+let dir: string;
+let browser: Browser;
+let consoleUrl: string;
+const children: ChildProcess[] = [];
+const logs = new Map<ChildProcess, string>();
+
+function start(script: string, args: string[]): ChildProcess {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  logs.set(child, '');
+  const keep = (d: Buffer) => logs.set(child, (logs.get(child) ?? '') + d.toString());
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  children.push(child);
+  return child;
+}
+
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > end) throw new Error(`${what} not met in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// --- known traffic: pods in namespaces shop and payments, and one external endpoint ---
+interface Pod {
+  ns: string;
+  workload: string;
+  pod: string;
+  ip: string;
+}
+const pods: Record<string, Pod> = {
+  frontend: { ns: 'shop', workload: 'frontend', pod: 'frontend-7d9f-a', ip: '10.20.0.10' },
+  cart: { ns: 'shop', workload: 'cart', pod: 'cart-5c4b-a', ip: '10.20.0.11' },
+  api: { ns: 'payments', workload: 'api', pod: 'api-6f8d-a', ip: '10.20.1.10' },
+  db: { ns: 'payments', workload: 'db', pod: 'db-0', ip: '10.20.1.11' },
+};
+const end = (p: Pod, port: number, process: string) => ({
+  ip: p.ip,
+  port,
+  process: { name: process },
+  kube: { objectName: p.pod, objectNamespace: p.ns, objectType: 'pod', workloadName: p.workload, workloadKind: 'Deployment' },
+});
+
+const published: FlowRecord[] = [];
+let seq = 0;
+/** One conversation interval as the joiner emits it: the initiator's and the responder's record. */
+function conversation(from: Pod, to: Pod, port: number, bytes: number, back: number, ageMinutes: number, retransmits = 0): FlowRecord[] {
+  const endNs = now - BigInt(ageMinutes) * MINUTE;
+  return [Vantage.SRC, Vantage.DST].map((vantage) =>
+    newFlowRecord({
+      id: `c${seq++}`,
+      node: vantage === Vantage.SRC ? 'node-a' : 'node-b',
+      vantage,
+      protocol: IpProtocol.TCP,
+      startNs: endNs - 10n * SECOND,
+      endNs,
+      src: end(from, 40000 + seq, from.workload),
+      dst: end(to, port, to.workload),
+      bytes: BigInt(bytes),
+      packets: BigInt(Math.ceil(bytes / 1000)),
+      reverseBytes: BigInt(back),
+      reversePackets: BigInt(Math.ceil(back / 1000)),
+      tcp: { srttUs: 300 + seq, retransmits },
+      joined: true,
+    }),
+  );
+}
+function externalCall(from: Pod, bytes: number, ageMinutes: number): FlowRecord {
+  const endNs = now - BigInt(ageMinutes) * MINUTE;
+  return newFlowRecord({
+    id: `x${seq++}`,
+    node: 'node-a',
+    vantage: Vantage.SRC,
+    protocol: IpProtocol.TCP,
+    startNs: endNs - 10n * SECOND,
+    endNs,
+    src: end(from, 41000 + seq, from.workload),
+    dst: { ip: '203.0.113.7', port: 443, kube: { objectType: 'external' } },
+    bytes: BigInt(bytes),
+    packets: 3n,
+    reverseBytes: 5000n,
+    reversePackets: 5n,
+    tcp: { srttUs: 40_000 },
+    joined: false,
+    joinStatus: 'external',
+  });
+}
+
+const known: FlowRecord[] = [
+  // 50 minutes ago: the old part of the hour.
+  ...conversation(pods.frontend!, pods.cart!, 8080, 12_000, 48_000, 50),
+  ...conversation(pods.cart!, pods.api!, 8443, 3_000, 1_000, 50),
+  ...conversation(pods.api!, pods.db!, 5432, 900, 25_000, 50),
+  // 5 to 10 minutes ago.
+  ...conversation(pods.frontend!, pods.cart!, 8080, 20_000, 70_000, 8),
+  ...conversation(pods.cart!, pods.api!, 8443, 4_500, 2_000, 6, 3),
+  ...conversation(pods.frontend!, pods.cart!, 8080, 1_000, 4_000, 5),
+  externalCall(pods.api!, 1_200, 7),
+];
+
+/** The map's truth: per workload edge, the records counted once (initiator side, or unjoined). */
+function expectedEdges(records: FlowRecord[]): Map<string, { bytes: bigint; reverseBytes: bigint; ids: string[] }> {
+  const edges = new Map<string, { bytes: bigint; reverseBytes: bigint; ids: string[] }>();
+  const label = (e: FlowRecord['src']) => (e?.kube?.objectNamespace ? `${e.kube.objectNamespace}/${e.kube.workloadName}` : 'external');
+  for (const r of records) {
+    const key = `${label(r.src)} → ${label(r.dst)}`;
+    const edge = edges.get(key) ?? { bytes: 0n, reverseBytes: 0n, ids: [] };
+    edge.ids.push(r.id);
+    if (r.vantage === Vantage.SRC || !r.joined) {
+      edge.bytes += r.bytes;
+      edge.reverseBytes += r.reverseBytes;
+    }
+    edges.set(key, edge);
+  }
+  return edges;
+}
+
+interface ShownEdge {
+  source: string;
+  target: string;
+  bytes: string;
+  reverseBytes: string;
+}
+
+async function shownMap(page: Page): Promise<{ nodes: string[]; edges: ShownEdge[] }> {
+  await page.waitForSelector('[data-testid=map][data-rendered]');
+  const nodes = await page.evaluate(() => window.kappaMap!.map.nodes.map((n) => (n.external ? 'external' : `${n.namespace}/${n.label}`)).sort());
+  const edges = await page.$$eval('[data-testid=edge-row]', (rows) =>
+    rows.map((r) => ({ source: r.getAttribute('data-source')!, target: r.getAttribute('data-target')!, bytes: r.getAttribute('data-bytes')!, reverseBytes: r.getAttribute('data-reverse-bytes')! })),
+  );
+  return { nodes, edges: edges.sort((a, b) => `${a.source}${a.target}`.localeCompare(`${b.source}${b.target}`)) };
+}
+
+function asShown(edges: Map<string, { bytes: bigint; reverseBytes: bigint }>): { nodes: string[]; edges: ShownEdge[] } {
+  const list = [...edges.entries()].map(([key, e]) => {
+    const [source, target] = key.split(' → ') as [string, string];
+    return { source, target, bytes: String(e.bytes), reverseBytes: String(e.reverseBytes) };
+  });
+  const nodes = [...new Set(list.flatMap((e) => [e.source, e.target]))].sort();
+  return { nodes, edges: list.sort((a, b) => `${a.source}${a.target}`.localeCompare(`${b.source}${b.target}`)) };
+}
+
+async function newPage(query = ''): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => process.stderr.write(`page error: ${error.message}\n`));
+  page.on('console', (message) => process.stderr.write(`page console: ${message.text()}\n`));
+  await page.goto(`${consoleUrl}${query}#token=${TOKEN}`);
+  return page;
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: join(artefacts, `${name}.png`) });
+
+beforeAll(async () => {
+  for (const app of ['exporter', 'console']) {
+    execFileSync(process.execPath, [app === 'console' ? join(root, 'apps/console/build.mjs') : join(root, 'tools/build-app.mjs')], { cwd: join(root, 'apps', app), stdio: 'inherit' });
+  }
+  mkdirSync(artefacts, { recursive: true });
+  tls = makeTlsMaterial();
+  dir = mkdtempSync(join(tmpdir(), `kx-console-${process.pid}-`));
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  nats = await startNatsServer();
+  bus = await connectBus({ servers: [nats.url], name: 'test', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
+  await bus.ensureStreams();
+  const [observerPort, consolePort] = await Promise.all([freePort(), freePort()]);
+  const exporter = start(join(root, 'apps/exporter/dist/main.js'), [
+    `--nats-url=${nats.url}`,
+    '--observer-host=127.0.0.1',
+    `--observer-port=${observerPort}`,
+    `--observer-tls-cert=${tls.serverCertFile}`,
+    `--observer-tls-key=${tls.serverKeyFile}`,
+    `--observer-tls-client-ca=${tls.caFile}`,
+    `--observer-token-file=${tokenFile}`,
+    '--metrics-port=0',
+    `--jsonl=${join(dir, 'flows.jsonl')}`,
+    '--instance=console-test-exporter',
+  ]);
+  const web = start(join(root, 'apps/console/dist/main.js'), [
+    '--host=127.0.0.1',
+    `--port=${consolePort}`,
+    `--https-cert=${tls.serverCertFile}`,
+    `--https-key=${tls.serverKeyFile}`,
+    `--server=127.0.0.1:${observerPort}`,
+    `--tls-ca=${tls.caFile}`,
+    `--tls-cert=${tls.clientCertFile}`,
+    `--tls-key=${tls.clientKeyFile}`,
+    `--token-file=${tokenFile}`,
+  ]);
+  await until(() => (logs.get(exporter) ?? '').includes('exporter started'), 60_000, `exporter start: ${logs.get(exporter)}`);
+  await until(() => (logs.get(web) ?? '').includes('console started'), 60_000, `console start: ${logs.get(web)}`);
+  consoleUrl = `https://127.0.0.1:${consolePort}/`;
+  await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: 'known-1', producer: 'test', records: known }));
+  published.push(...known);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  // The store has the records once the API's flow list has them all.
+  await until(
+    async () => {
+      const r = await fetch(`${consoleUrl}api/flows?since=2h`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => undefined);
+      return r?.ok === true && ((await r.json()) as { flows: unknown[] }).flows.length === known.length;
+    },
+    30_000,
+    'the store holds the known records',
+  ).catch(async (error: unknown) => {
+    throw new Error(`${String(error)}\nexporter: ${logs.get(exporter)}\nconsole: ${logs.get(web)}`);
+  });
+}, 240_000);
+
+afterAll(async () => {
+  await browser?.close();
+  for (const child of children) child.kill('SIGTERM');
+  await bus?.close();
+  await nats?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  tls?.remove();
+});
+
+
+describe('the console in Chromium', () => {
+  it('the service map shows exactly the expected workloads and edges, each edge with the bytes of its records', async () => {
+    const page = await newPage();
+    const shown = await shownMap(page);
+    expect(shown).toEqual(asShown(expectedEdges(known)));
+    // The canvas has what the list says: one drawn node per workload, one drawn edge per pair.
+    const drawn = await page.evaluate(() => ({ nodes: window.kappaMap!.cy.nodes(':childless').length, edges: window.kappaMap!.cy.edges().length }));
+    expect(drawn).toEqual({ nodes: shown.nodes.length, edges: shown.edges.length });
+    await shot(page, 'service-map');
+    await page.context().close();
+  });
+
+  it('clicking an edge on the canvas lists exactly its flows', async () => {
+    const page = await newPage();
+    await page.waitForSelector('[data-testid=map][data-rendered]');
+    const point = await page.evaluate(() => {
+      const cy = window.kappaMap!.cy;
+      const edge = cy.$id('payments/api→payments/db');
+      const box = cy.container()!.getBoundingClientRect();
+      const mid = edge.renderedMidpoint();
+      return { x: box.left + mid.x, y: box.top + mid.y };
+    });
+    await page.mouse.click(point.x, point.y);
+    await page.waitForSelector('[data-testid=flow-panel] [data-testid=flow-row]');
+    expect(await page.textContent('[data-testid=panel-title]')).toBe('payments/api → payments/db: its flows');
+    const ids = await page.$$eval('[data-testid=flow-panel] [data-testid=flow-row]', (rows) => rows.map((r) => r.getAttribute('data-id')!).sort());
+    expect(ids).toEqual(expectedEdges(known).get('payments/api → payments/db')!.ids.sort());
+    await shot(page, 'edge-flows');
+    await page.context().close();
+  });
+
+  it('a filter and a time range narrow the map; a bad filter shows where it is wrong', async () => {
+    const page = await newPage();
+    await page.waitForSelector('[data-testid=map][data-rendered]');
+    await page.fill('[data-testid=filter]', 'src.namespace == "payments"');
+    await page.click('[data-testid=apply]');
+    await page.waitForFunction(() => window.kappaMap?.map.edges.length === 2);
+    expect(await shownMap(page)).toEqual(asShown(expectedEdges(known.filter((r) => r.src?.kube?.objectNamespace === 'payments'))));
+    await shot(page, 'map-filtered');
+
+    const since = new Date(Number((now - 20n * MINUTE) / 1_000_000n)).toISOString();
+    await page.fill('[data-testid=filter]', '');
+    await page.fill('[data-testid=since]', since);
+    await page.click('[data-testid=apply]');
+    const recent = known.filter((r) => r.endNs >= now - 20n * MINUTE);
+    await page.waitForFunction((n) => window.kappaMap?.map.edges.length === n, expectedEdges(recent).size);
+    expect(await shownMap(page)).toEqual(asShown(expectedEdges(recent)));
+    await shot(page, 'map-last-20-minutes');
+
+    await page.fill('[data-testid=filter]', 'src.namespace == shop and dst.port = 443');
+    await page.click('[data-testid=apply]');
+    await page.waitForSelector('[data-testid=filter-error]');
+    expect(await page.textContent('[data-testid=filter-error]')).toContain('"=" is not an operator: compare with == at position 36');
+    await page.context().close();
+  });
+
+  it('top talkers, the flow table with its live tail, and the health page', async () => {
+    const page = await newPage('?page=top');
+    await page.waitForSelector('[data-testid=top-row]');
+    const first = await page.$$eval('[data-testid=top-row] td', (tds) => tds.slice(0, 2).map((t) => t.textContent));
+    // The largest pair by bytes in both directions.
+    const largest = [...expectedEdges(known).entries()].sort((a, b) => Number(b[1].bytes + b[1].reverseBytes - (a[1].bytes + a[1].reverseBytes)))[0]![0];
+    expect(first.join(' → ')).toBe(largest);
+    await shot(page, 'top-talkers');
+
+    await page.click('[data-testid=nav-flows]');
+    await page.waitForSelector('[data-testid=flow-row]');
+    expect(await page.$$eval('[data-testid=flow-row]', (rows) => rows.length)).toBe(known.length);
+    await page.check('[data-testid=live]');
+    await page.waitForSelector('text=waiting for new flows');
+    const live = conversation(pods.api!, pods.db!, 5432, 777, 888, 0);
+    await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: 'live-1', producer: 'test', records: live }));
+    published.push(...live);
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=flow-row]').length === 2);
+    expect((await page.$$eval('[data-testid=flow-row]', (rows) => rows.map((r) => r.getAttribute('data-id')!))).sort()).toEqual(live.map((r) => r.id).sort());
+    await shot(page, 'live-tail');
+
+    await page.click('[data-testid=nav-health]');
+    await page.waitForSelector('[data-testid=health-row][data-stage=exporter]');
+    expect(await page.textContent('[data-testid=health-row][data-stage=exporter]')).toContain('console-test-exporter');
+    expect(await page.textContent('[data-testid=health-summary]')).toContain('missing (no heartbeat): capture, process-enricher, k8s-tagger, joiner');
+    expect(await page.textContent('[data-testid=store-summary]')).toMatch(/flow store: \d+ records/);
+    await shot(page, 'health');
+    await page.context().close();
+  });
+
+  it('refuses the API without the token and asks for it', async () => {
+    expect((await fetch(`${consoleUrl}api/map`)).status).toBe(401);
+    expect((await fetch(`${consoleUrl}api/map`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    await page.goto(consoleUrl);
+    await page.waitForSelector('form.token');
+    await context.close();
+  });
+
+  it('a generated map of 500 workloads and 5 000 edges first renders within 2 s and stays clickable', async () => {
+    // In a window of its own, three hours back, so it does not mix with the known traffic.
+    const at = now - 180n * MINUTE;
+    const records: FlowRecord[] = [];
+    const workload = (i: number): Pod => ({ ns: `gen-${i % 25}`, workload: `w-${i}`, pod: `w-${i}-0`, ip: `10.${100 + (i >> 8)}.${i & 255}.1` });
+    for (let e = 0; e < 5000; e++) {
+      // 5 000 distinct pairs: each workload talks to ten others, never to itself.
+      const from = workload(e % 500);
+      const toPod = workload(((e % 500) + 1 + Math.floor(e / 500) * 37) % 500);
+      records.push(newFlowRecord({ id: `g${e}`, node: 'node-g', vantage: Vantage.SRC, protocol: IpProtocol.TCP, startNs: at - SECOND, endNs: at + BigInt(e), src: end(from, 30000, 'gen'), dst: end(toPod, 80, 'gen'), bytes: BigInt(100 + e), reverseBytes: 10n, packets: 1n, joined: true }));
+    }
+    for (let b = 0; b < records.length; b += 1000) await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: `gen-${b}`, producer: 'test', records: records.slice(b, b + 1000) }));
+    const since = String(at - MINUTE);
+    const untilNs = String(at + MINUTE);
+    await until(
+      async () => {
+        const r = await fetch(`${consoleUrl}api/map?since=${since}&until=${untilNs}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+        return ((await r.json()) as { aggregates?: unknown[] }).aggregates?.length === 5000;
+      },
+      60_000,
+      'generated records stored',
+    );
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Performance.enable');
+    await page.goto(`${consoleUrl}?since=${since}&until=${untilNs}#token=${TOKEN}`);
+    await page.waitForSelector('[data-testid=map][data-rendered]', { timeout: 90_000 });
+    const metrics = (await cdp.send('Performance.getMetrics')) as { metrics: { name: string; value: number }[] };
+    const metric = (name: string) => 1000 * (metrics.metrics.find((m) => m.name === name)?.value ?? Number.NaN);
+    const taskMs = metric('TaskDuration');
+    // CPU time of the renderer's main thread: what the page cost, whatever else the machine ran.
+    const cpuMs = metric('ThreadTime');
+    const shown = await page.evaluate(() => ({ nodes: window.kappaMap!.map.nodes.length, edges: window.kappaMap!.cy.edges().length, renderedAt: window.kappaMap!.renderedAt, timings: window.kappaMapTimings }));
+    expect(shown.nodes).toBe(500);
+    expect(shown.edges).toBe(5000);
+    // Wall time from navigation start (the page's time origin) to the first drawn frame of the map,
+    // and the renderer main thread's CPU time until then (what a loaded machine inflates least).
+    const load = loadavg()[0]!;
+    process.stderr.write(
+      `500 workloads / 5000 edges: first render ${shown.renderedAt.toFixed(0)} ms after navigation, renderer main thread busy ${taskMs.toFixed(0)} ms wall / ${cpuMs.toFixed(0)} ms CPU, load average ${load.toFixed(1)}; steps ${JSON.stringify(shown.timings)}\n`,
+    );
+    expect(cpuMs).toBeLessThanOrEqual(2000);
+    // On a machine shared with other work the wall time says more about the others; it is held to
+    // the 2 s budget when the machine is not oversubscribed (CI runs one project at a time).
+    if (load <= 2 * cpus().length) expect(shown.renderedAt).toBeLessThanOrEqual(2000);
+    await shot(page, 'map-500-workloads');
+    // Still interactive: a click on a node opens its flows.
+    const point = await page.evaluate(() => {
+      const cy = window.kappaMap!.cy;
+      const node = cy.$id('gen-0/w-0');
+      const box = cy.container()!.getBoundingClientRect();
+      const p = node.renderedPosition();
+      return { x: box.left + p.x, y: box.top + p.y };
+    });
+    await page.mouse.click(point.x, point.y);
+    await page.waitForSelector('[data-testid=flow-panel] [data-testid=flow-row]', { timeout: 30_000 });
+    expect(await page.textContent('[data-testid=panel-title]')).toBe('w-0: its flows');
+    await page.context().close();
+  }, 240_000);
+});
