@@ -1,6 +1,8 @@
 // Lint rules for the whole workspace: typescript-eslint with type information, Nx module
-// boundaries (apps use libs, libs never use apps, only through a library's index).
+// boundaries (apps use libs, libs never use apps, only through a library's index), and no import
+// cycles between modules (import/no-cycle, resolving TypeScript's .js specifiers to .ts files).
 import nx from '@nx/eslint-plugin';
+import importPlugin from 'eslint-plugin-import';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -8,11 +10,16 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
-    plugins: { '@nx': nx },
+    plugins: { '@nx': nx, import: importPlugin },
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
+    settings: {
+      'import/resolver': { typescript: { noWarnOnMultipleProjects: true, project: ['tsconfig.base.json', 'apps/*/tsconfig.json', 'libs/*/tsconfig.json', 'tests/*/tsconfig.json', 'infra/tsconfig.json', 'tools/tsconfig.json'] } },
+      'import/parsers': { '@typescript-eslint/parser': ['.ts'] },
+    },
     rules: {
+      'import/no-cycle': ['error', { ignoreExternal: true }],
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/consistent-type-imports': 'error',
       '@typescript-eslint/no-explicit-any': 'error',

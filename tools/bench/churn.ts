@@ -1,7 +1,7 @@
 // Scenario 2 — connection churn: short TCP connections (connect, send 64 bytes, close) between two
 // network namespaces at rising rates, with kappa-capture and kappa-process-enricher on a real
 // nats-server. Rate achieved, both services' CPU and RSS per phase, and the conversations that
-// reach kappa.flow.enriched.<node> against the connections made. Writes section `churn`.
+// reach kappa.flow.enriched.p<k>.<node> against the connections made. Writes section `churn`.
 //   npm run bench:churn -- [--rates 1000,2000,5000,10000] [--seconds 3] [--interval 1s]
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -61,7 +61,7 @@ try {
   }
 
   const bus = await connect({ servers: nats.url });
-  const subscription = bus.subscribe(`kappa.flow.enriched.${node}`);
+  const subscription = bus.subscribe(`kappa.flow.enriched.*.${node}`);
   // Kept raw and only counted while a phase runs; decoded between phases (see countBatchRecords).
   const arrived: Uint8Array[] = [];
   let arrivedRecords = 0;

@@ -109,19 +109,19 @@ interface Drain {
 
 let drains = 0;
 async function drain(main: string, name: string, args: string[]): Promise<Drain> {
-  await bus.jsm.streams.purge(FLOW_STREAM);
+  await bus.purgeStream(FLOW_STREAM);
   rmSync(join(dir, 'flows.jsonl'), { force: true });
   rmSync(join(dir, 'all.jsonl'), { force: true });
   drains++;
   // Fresh ids: JetStream would drop a batch id it saw within its duplicate window.
-  for (const b of batches) await bus.publishBatch(subjects.joined, { ...b, batchId: `${b.batchId}/${drains}` });
-  if ((await bus.jsm.streams.info(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
+  for (const b of batches) await bus.publishBatch(subjects.joined(0), { ...b, batchId: `${b.batchId}/${drains}` });
+  if ((await bus.streamInfo(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
   const metricsPort = await freePort();
   const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name.replace(/\W+/g, '-')}-${drains}.cpuprofile`] : [];
   const child = spawn(process.execPath, [...profile, main, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...storeOff.get(main)!, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   // The clock and the CPU count from the first batch acked to the last, so start-up is left
   // out: (BATCHES - 1) batches are handled in between.
-  const remaining = async () => (await bus.jsm.streams.info(FLOW_STREAM)).state.messages;
+  const remaining = async () => (await bus.streamInfo(FLOW_STREAM)).state.messages;
   let first: bigint | undefined;
   let firstCpu = 0;
   for (;;) {

@@ -25,10 +25,10 @@ if (args.role === 'passthrough') {
   let out = 0;
   await bus.consumeBatches({
     stage: 'joiner',
-    subject: subjects.tagged,
+    subject: subjects.allTagged,
     maxInFlight: 4,
     handler: async (batch) => {
-      await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: `joiner:${batch.batchId}`, producer: 'bench', records: batch.records }));
+      await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: `joiner:${batch.batchId}`, producer: 'bench', records: batch.records }));
       out += batch.records.length;
     },
   });
@@ -49,10 +49,10 @@ async function main(): Promise<void> {
   const results: string[] = [];
 
   async function backlog(prefix: string, list = records): Promise<void> {
-    await bus.jsm.streams.delete(FLOW_STREAM).catch(() => undefined);
+    await bus.deleteStream(FLOW_STREAM);
     await bus.ensureStreams({ maxBytes: 4 * 1024 ** 3, maxAgeMs: 3_600_000 });
     for (let i = 0; i < list.length; i += batchSize) {
-      await bus.publishBatch(subjects.tagged, newFlowBatch({ batchId: `${prefix}-${i}`, producer: 'bench', records: list.slice(i, i + batchSize) }));
+      await bus.publishBatch(subjects.tagged(0), newFlowBatch({ batchId: `${prefix}-${i}`, producer: 'bench', records: list.slice(i, i + batchSize) }));
     }
   }
 

@@ -198,13 +198,13 @@ try {
   await bus.ensureStreams();
   let received = 0;
   let lastAt = 0;
-  await bus.consumeBatches({ stage: 'bench-joiner', subject: subjects.tagged, maxInFlight: 8, handler: async (batch) => {
+  await bus.consumeBatches({ stage: 'bench-joiner', subject: subjects.allTagged, maxInFlight: 8, handler: async (batch) => {
     received += batch.records.length;
     lastAt = Date.now();
   } });
   const prepared = Array.from({ length: E2E_BATCHES }, (_, b) => newFlowBatch({ batchId: `e2e-${b}`, producer: 'bench', createdNs: BigInt(Date.now()) * 1_000_000n, records: records(b) }));
   const started = Date.now();
-  for (const batch of prepared) await bus.publishBatch(subjects.enriched(`node-${Number(batch.batchId.slice(4)) % 4}`), batch);
+  for (const batch of prepared) await bus.publishBatch(subjects.enriched(0, `node-${Number(batch.batchId.slice(4)) % 4}`), batch);
   await until(() => received >= E2E_BATCHES * RECORDS_PER_BATCH, 300_000, 'all records tagged');
   const e2eRate = (E2E_BATCHES * RECORDS_PER_BATCH) / ((lastAt - started) / 1000);
   console.log(`end to end (publish → tagger process → kappa.flow.tagged): ${Math.round(e2eRate)} records/s over ${E2E_BATCHES * RECORDS_PER_BATCH} records`);

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
+import { connectBus, subjects } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
@@ -174,7 +174,7 @@ function usage(pid: number | undefined): { cpu: number; wantedCpu: number } {
 
 async function pendingPerStage(): Promise<number[]> {
   return Promise.all(durables.map(async (d) => {
-    const info = await bus.jsm.consumers.info(FLOW_STREAM, d).catch(() => undefined);
+    const info = await bus.consumerInfo(d).catch(() => undefined);
     return info ? info.num_pending + info.num_ack_pending : NaN;
   }));
 }

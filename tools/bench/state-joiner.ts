@@ -60,7 +60,7 @@ try {
       for (let i = 0; i < n; i += BATCH) {
         const records = Array.from({ length: Math.min(BATCH, n - i) }, (_, k) => conversation(10_000_000 * rows.length + i + k).client);
         if (i === 0) recordBytes = encodeFlowBatch(newFlowBatch({ records })).byteLength / records.length;
-        await bus.publishBatch(subjects.tagged, newFlowBatch({ batchId: `pending-${n}-${i}`, producer: 'bench', records }));
+        await bus.publishBatch(subjects.tagged(0), newFlowBatch({ batchId: `pending-${n}-${i}`, producer: 'bench', records }));
       }
       const deadline = Date.now() + 30 * 60_000;
       for (let last = -1, now = 0; (now = await pending()) < n; last = now) {

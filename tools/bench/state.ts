@@ -71,7 +71,7 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
   const node = `kbd-state-${conversations}-${mapSize || 'default'}`;
   const children: ChildProcess[] = [];
   let enriched = 0;
-  const subscription = bus.subscribe(`kappa.flow.enriched.${node}`);
+  const subscription = bus.subscribe(`kappa.flow.enriched.*.${node}`);
   const counting = (async () => {
     for await (const message of subscription) enriched += countBatchRecords(message.data);
   })().catch((error: unknown) => console.error('reading the enriched subject failed:', error));

@@ -1,21 +1,18 @@
-// kappa-capture: wires config, the kernel datapath, the capture loop, a sink (NATS or stdout)
-// and the observability server. Logic lives in the modules beside this file.
+// kappa-capture: wires config, the kernel datapath, the capture loop and its sink (NATS through
+// the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
 import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
-import { createLogger, createRegistry, startObservabilityServer } from '@kappa/observability';
-import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
-import type { Bus } from '@kappa/bus';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
-import { unixNowNs } from './clock.js';
 import { Datapath } from './datapath.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
 import { Spool } from './spool.js';
-import { captureStatus } from './status.js';
 
 const config = loadConfigOrExit({
   command: 'kappa-capture',
@@ -64,74 +61,66 @@ try {
 const spool = openedSpool;
 
 const registry = createRegistry('kappa-capture');
-const startedNs = unixNowNs();
-let bus: Bus | undefined;
-if (!config.stdout) {
-  try {
-    bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-capture', logger, registry });
-    await bus.ensureStreams();
-  } catch (error) {
-    datapath.abandon();
-    spool.removeIfEmpty();
-    process.stderr.write(`kappa-capture: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  }
-}
-const publisher = bus;
 const subject = subjects.captured(config.node);
-const sink: BatchSink = publisher ? (batch) => publisher.publishEncodedBatch(subject, batch.batchId, batch.bytes) : stdoutSink();
-const maxBatchBytes = publisher ? publisher.maxPayload - 4096 : 1024 * 1024;
-const loop = new CaptureLoop(datapath, sink, { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes }, registry, logger);
-// A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
-// next drain retries.
-await loop.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
-await loop.drainLeftover().catch((error: unknown) => logger.warn({ err: error }, 'records a crashed instance left not sent yet'));
-publisher?.startHeartbeat(() => captureStatus(config.node, startedNs, { recordsOut: loop.recordsOut, overflowPackets: loop.overflowPacketsTotal, droppedRecords: loop.droppedRecordsTotal }));
-const server = await startObservabilityServer(registry, { healthy: () => true, ready: () => true }, { port: config.metricsPort });
-
+const toStdout = stdoutSink();
+let publish: BatchSink | undefined;
 // One drain at a time: the next starts an interval after the previous one started, or as soon as
 // it ended when it took longer than that.
 let draining: Promise<unknown> = Promise.resolve();
-let timer: NodeJS.Timeout | undefined;
-let stopping = false;
+const drains: { timer?: NodeJS.Timeout; stopping: boolean } = { stopping: false };
+// The loop's sink is the source's publish (or stdout); the source is made just below.
+const made: { loop?: CaptureLoop } = {};
+const source = await runSource({
+  stage: 'capture',
+  instance: config.node,
+  node: config.node,
+  bus: config.stdout ? undefined : busOptionsFromConfig(config),
+  logger,
+  registry,
+  metricsPort: config.metricsPort,
+  // map_full: packets the kernel could not count; sink_refused: records drained but dropped
+  // because NATS kept refusing them (stream full) past --max-unsent-batches.
+  lost: () => ({ map_full: made.loop?.overflowPacketsTotal ?? 0n, sink_refused: made.loop?.droppedRecordsTotal ?? 0 }),
+  onStartFailure: () => {
+    datapath.abandon();
+    spool.removeIfEmpty();
+  },
+  // Detached first, so the last drain has every packet; a batch it cannot send stays spooled.
+  stop: async () => {
+    drains.stopping = true;
+    clearTimeout(drains.timer);
+    logger.info('stopping: detach, then last drain');
+    await draining;
+    try {
+      datapath.detach();
+      await made.loop?.drainOnce();
+    } finally {
+      datapath.stop();
+      spool.removeIfEmpty();
+    }
+  },
+});
+const bus = source.bus;
+if (bus) publish = (batch) => source.publish(subject, batch.bytes, batch.batchId, batch.records);
+const maxBatchBytes = bus ? bus.messageLimit : 1024 * 1024;
+const capture = new CaptureLoop(datapath, (batch) => (publish ?? toStdout)(batch), { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes }, registry, logger);
+made.loop = capture;
+// A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
+// next drain retries.
+await capture.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
+await capture.drainLeftover().catch((error: unknown) => logger.warn({ err: error }, 'records a crashed instance left not sent yet'));
+
 function schedule(delayMs: number): void {
-  timer = setTimeout(() => {
+  drains.timer = setTimeout(() => {
     const started = performance.now();
-    draining = loop
+    draining = capture
       .drainOnce()
       .catch((error: unknown) => logger.error({ err: error }, 'drain failed'))
       .finally(() => {
-        if (!stopping) schedule(Math.max(0, config.interval - (performance.now() - started)));
+        if (!drains.stopping) schedule(Math.max(0, config.interval - (performance.now() - started)));
       });
   }, delayMs);
 }
 schedule(config.interval);
-
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  clearTimeout(timer);
-  logger.info({ signal }, 'stopping: detach, then last drain');
-  await draining;
-  try {
-    // Detached first, so the last drain has every packet; a batch it cannot send stays spooled.
-    datapath.detach();
-    await loop.drainOnce();
-  } finally {
-    datapath.stop();
-    spool.removeIfEmpty();
-    await bus?.close();
-    await server.close();
-  }
-  process.exit(0);
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    shutdown(signal).catch((error: unknown) => {
-      logger.error({ err: error }, 'shutdown failed');
-      process.exit(1);
-    });
-  });
-}
 // Logged last: from here on a SIGINT or SIGTERM drains and detaches (tests wait for this line).
 logger.info({ attached: datapath.attached, cgroup: datapath.cgroupPath, node: config.node }, 'capturing');

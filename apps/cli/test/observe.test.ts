@@ -57,7 +57,7 @@ function record(i: number): FlowRecord {
 }
 
 async function publish(id: string, records: FlowRecord[]): Promise<void> {
-  await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: id, producer: 'test', records }));
+  await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: id, producer: 'test', records }));
   published.push(...records);
 }
 

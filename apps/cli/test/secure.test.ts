@@ -88,7 +88,7 @@ beforeAll(async () => {
       packets: 1n,
     }),
   );
-  await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: 'ksl-secure-1', producer: 'test', records }));
+  await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: 'ksl-secure-1', producer: 'test', records }));
   await until(async () => (await observe(allFlags())).code === 0 && (await observe(allFlags())).ids.length === 2, 30_000, 'exporter took 2 records');
 });
 

@@ -57,8 +57,8 @@ describe('kappa status', () => {
     // Two dead letters for the joiner, in the real DLQ stream.
     const admin = buses[0]!;
     await admin.ensureStreams();
-    await admin.js.publish(subjects.dlq('joiner'), new Uint8Array([1, 2, 3]));
-    await admin.js.publish(subjects.dlq('joiner'), new Uint8Array([4]));
+    await admin.publishUnchecked(subjects.dlq('joiner'), new Uint8Array([1, 2, 3]));
+    await admin.publishUnchecked(subjects.dlq('joiner'), new Uint8Array([4]));
     const result = await runKappa(['status', `--nats-url=${nats.url}`, '--wait=2s']);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);

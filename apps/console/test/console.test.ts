@@ -226,7 +226,7 @@ beforeAll(async () => {
   await until(() => (logs.get(exporter) ?? '').includes('exporter started'), 60_000, `exporter start: ${logs.get(exporter)}`);
   await until(() => (logs.get(web) ?? '').includes('console started'), 60_000, `console start: ${logs.get(web)}`);
   consoleUrl = `https://127.0.0.1:${consolePort}/`;
-  await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: 'known-1', producer: 'test', records: known }));
+  await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: 'known-1', producer: 'test', records: known }));
   published.push(...known);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -326,7 +326,7 @@ describe('the console in Chromium', () => {
     await page.check('[data-testid=live]');
     await page.waitForSelector('text=waiting for new flows');
     const live = conversation(pods.api!, pods.db!, 5432, 777, 888, 0);
-    await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: 'live-1', producer: 'test', records: live }));
+    await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: 'live-1', producer: 'test', records: live }));
     published.push(...live);
     await page.waitForFunction(() => document.querySelectorAll('[data-testid=flow-row]').length === 2);
     expect((await page.$$eval('[data-testid=flow-row]', (rows) => rows.map((r) => r.getAttribute('data-id')!))).sort()).toEqual(live.map((r) => r.id).sort());
@@ -362,7 +362,7 @@ describe('the console in Chromium', () => {
       const toPod = workload(((e % 500) + 1 + Math.floor(e / 500) * 37) % 500);
       records.push(newFlowRecord({ id: `g${e}`, node: 'node-g', vantage: Vantage.SRC, protocol: IpProtocol.TCP, startNs: at - SECOND, endNs: at + BigInt(e), src: end(from, 30000, 'gen'), dst: end(toPod, 80, 'gen'), bytes: BigInt(100 + e), reverseBytes: 10n, packets: 1n, joined: true }));
     }
-    for (let b = 0; b < records.length; b += 1000) await bus.publishBatch(subjects.joined, newFlowBatch({ batchId: `gen-${b}`, producer: 'test', records: records.slice(b, b + 1000) }));
+    for (let b = 0; b < records.length; b += 1000) await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: `gen-${b}`, producer: 'test', records: records.slice(b, b + 1000) }));
     const since = String(at - MINUTE);
     const untilNs = String(at + MINUTE);
     await until(

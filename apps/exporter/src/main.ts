@@ -1,12 +1,10 @@
-// kappa-exporter: consumes kappa.flow.joined and hands every batch to the enabled sinks (JSON Lines,
-// IPFIX, Prometheus, gRPC Observer); acks a batch only once every sink took it.
-import { hostname } from 'node:os';
+// kappa-exporter: consumes kappa.flow.joined.p<k> and hands every batch to the enabled sinks (JSON
+// Lines, IPFIX, the flow store, Prometheus, gRPC Observer); acks a batch only once every sink
+// took it. Wiring only.
 import { resolve } from 'node:path';
-import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
-import type { BatchConsumer } from '@kappa/bus';
-import { FlowBatchView, encodeFlowBatch } from '@kappa/contracts';
+import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
+import { createLogger, createRegistry } from '@kappa/observability';
 import { exporterOptions, jsonlPath, storeDir } from './config.js';
 import { SinkDispatcher } from './dispatch.js';
 import { FlowRing } from './observer/ring.js';
@@ -19,7 +17,6 @@ import { PrometheusSink } from './sinks/prometheus.js';
 import type { FlowSink } from './sinks/sink.js';
 import { StoreSink } from './store/sink.js';
 import { FlowStore } from './store/store.js';
-import { exporterStatus } from './status.js';
 
 const STAGE = 'exporter';
 const VERSION = '0.1.0';
@@ -31,14 +28,10 @@ const config = loadConfigOrExit({
 });
 const logger = createLogger(STAGE, config.logLevel);
 const registry = createRegistry(STAGE);
-const startedNs = BigInt(Date.now()) * 1_000_000n;
 
-/** A start-up failure an operator must fix (collector, file, port): one log line, exit 1. */
+/** A start-up failure an operator must fix (collector, file, port): one line, exit 1. */
 function fatal(what: string): (error: unknown) => never {
-  return (error) => {
-    logger.fatal({ err: error }, `${what}: ${error instanceof Error ? error.message : String(error)}`);
-    process.exit(1);
-  };
+  return (error) => exitOnStartFailure(STAGE, new Error(`${what}: ${error instanceof Error ? error.message : String(error)}`));
 }
 
 const sinks: FlowSink[] = [];
@@ -79,65 +72,50 @@ if (config.store) {
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
 let observer: ObserverServer | undefined;
 let statusWatch: StatusWatch | undefined;
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: 'kappa-exporter', logger, registry }).catch(fatal('cannot connect to NATS'));
-if (config.observer) {
-  statusWatch = new StatusWatch(bus);
-  statusWatch.start();
-  const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
-  observer = new ObserverServer({
-    ring,
-    ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),
-    status: statusWatch,
-    host: config.observerHost,
-    port: config.observerPort,
-    logger,
-    security: { certFile: config.observerTlsCert, keyFile: config.observerTlsKey, clientCaFile: config.observerTlsClientCa, tokenFile: config.observerTokenFile },
-  });
-  await observer.start().catch(fatal(`cannot start the Observer on port ${config.observerPort}`));
-  sinks.push(new ObserverSink(ring));
-}
-if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
 const dispatcher = new SinkDispatcher({ sinks, registry });
 
-await bus.ensureStreams().catch(fatal('cannot create the JetStream streams'));
-const consumer: BatchConsumer = await bus.consumeBatches({
+const stage = await runStage({
   stage: STAGE,
-  subject: subjects.joined,
-  maxInFlight: config.maxInFlight,
-  // Until the stage runner hands over the received bytes: one view per batch in flight.
-  handler: (batch, context) => dispatcher.dispatch({ view: new FlowBatchView().parse(encodeFlowBatch(batch)), redelivered: context.redelivered }),
+  instance: config.instance,
+  version: VERSION,
+  bus: busOptionsFromConfig(config),
+  logger,
+  registry,
+  metricsPort: config.metricsPort,
+  input: { subject: subjects.allJoined, maxInFlight: config.maxInFlight },
+  // The received bytes, checked and indexed once: every sink reads the records in place.
+  transform: ({ view, redelivered }) => dispatcher.dispatch({ view, redelivered }),
+  recordsOut: () => dispatcher.recordsOut,
+  // The Observer answers status from the heartbeats this bus hears: it starts once connected.
+  start: async ({ bus }) => {
+    if (config.observer) {
+      statusWatch = new StatusWatch(bus);
+      statusWatch.start();
+      const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
+      observer = new ObserverServer({
+        ring,
+        ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),
+        status: statusWatch,
+        host: config.observerHost,
+        port: config.observerPort,
+        logger,
+        security: { certFile: config.observerTlsCert, keyFile: config.observerTlsKey, clientCaFile: config.observerTlsClientCa, tokenFile: config.observerTokenFile },
+      });
+      await observer.start().catch((error: unknown) => {
+        throw new Error(`cannot start the Observer on port ${config.observerPort}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      });
+      sinks.push(new ObserverSink(ring));
+    }
+    if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
+  },
+  // In-flight batches finish (every sink takes them) and are acked before the sinks close.
+  stop: async () => {
+    statusWatch?.stop();
+    await dispatcher.close();
+    await observer?.close();
+  },
 });
-let consuming = true;
-
-const ready = () => consuming && !bus.nc.isClosed();
-const http = await startObservabilityServer(registry, { healthy: () => true, ready }, { port: config.metricsPort }).catch(
-  fatal(`cannot listen for /metrics on port ${config.metricsPort}`),
-);
-bus.startHeartbeat(() =>
-  exporterStatus({
-    instance: config.instance,
-    node: hostname(),
-    startedNs,
-    ready: ready(),
-    recordsIn: dispatcher.recordsIn,
-    recordsOut: dispatcher.recordsOut,
-    dlq: bus.deadLettered(),
-    lag: consumer.latestLag,
-    version: VERSION,
-  }),
-);
 logger.info(
-  { sinks: sinks.map((s) => s.name), jsonl: path, store: store ? storeFolder : undefined, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: http.port },
+  { sinks: sinks.map((s) => s.name), jsonl: path, store: store ? storeFolder : undefined, ipfix: config.ipfix?.href, observerPort: observer?.port, metricsPort: stage.metricsPort },
   'exporter started',
 );
-
-onShutdown(logger, async () => {
-  consuming = false;
-  // In-flight batches finish (every sink takes them) and are acked before the sinks close.
-  await consumer.stop();
-  statusWatch?.stop();
-  await bus.close();
-  await dispatcher.close();
-  await observer?.close();
-  await http.close();
-});

@@ -144,7 +144,7 @@ describe('JSON Lines across a crash', () => {
     // The exporter has asked for batches; from now on nothing it sends reaches nats-server.
     proxy.hold();
     const batches = Array.from({ length: 7 }, (_, b) => knownBatch(`crash-${b}`, b * 100, 100));
-    for (const b of batches) await bus.publishBatch(subjects.joined, b);
+    for (const b of batches) await bus.publishBatch(subjects.joined(0), b);
     // It writes what it was delivered (its pull asked for 4), acks into the void, and dies.
     await until(() => idsIn(jsonl).length >= 400, 30_000, 'four batches written');
     await new Promise((r) => setTimeout(r, 500));

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
-import { decodeStageStatus, flowRecordToJson } from '@kappa/contracts';
+import { flowRecordToJson } from '@kappa/contracts';
 import type { FlowRecord, StageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, startNatsServer } from '@kappa/testing';
@@ -109,9 +109,9 @@ describe('kappa-exporter', () => {
       '--instance=exporter-test',
     ]);
     const beats: StageStatus[] = [];
-    const sub = bus.nc.subscribe(subjects.status('exporter', 'exporter-test'), { callback: (_e, m) => void beats.push(decodeStageStatus(m.data)) });
+    const unsubscribe = bus.subscribeStatus((status, subject) => void (subject === subjects.status('exporter', 'exporter-test') && beats.push(status)));
     const batches = [knownBatch('j1', 0, 100), knownBatch('j2', 100, 100), knownBatch('j3', 200, 100)];
-    for (const b of batches) await bus.publishBatch(subjects.joined, b);
+    for (const b of batches) await bus.publishBatch(subjects.joined(0), b);
     const records: FlowRecord[] = batches.flatMap((b) => b.records);
     await until(() => existsSync(jsonl) && jsonlLines(jsonl).length === records.length, 30_000, 'JSONL lines');
 
@@ -149,7 +149,7 @@ describe('kappa-exporter', () => {
     await until(() => beats.some((b) => b.recordsOut === BigInt(records.length)), 10_000, 'heartbeat with 300 records out');
     const beat = beats.at(-1)!;
     expect(beat).toMatchObject({ stage: 'exporter', instance: 'exporter-test', ready: true, recordsIn: 300n, recordsOut: 300n });
-    sub.unsubscribe();
+    unsubscribe();
 
     // IPFIX: nfcapd decoded all 300 (graceful stop first, so nothing is in flight).
     expect(await exporter.stop()).toBe(0);
@@ -165,7 +165,7 @@ describe('kappa-exporter', () => {
     // A TCP collector that is down at first.
     const exporter = await startExporter([`--jsonl=${jsonl}`, `--ipfix=tcp://127.0.0.1:${port}`, '--prometheus=false']);
     const batch = knownBatch('redelivered', 0, 40);
-    await bus.publishBatch(subjects.joined, batch);
+    await bus.publishBatch(subjects.joined(0), batch);
     await until(async () => metricSum(await exporter.metrics(), 'kappa_exporter_sink_failures_total', 'sink="ipfix"') >= 2, 30_000, 'two failed deliveries');
     expect(jsonlLines(jsonl)).toHaveLength(40);
 

@@ -1,7 +1,7 @@
 // The joiner's options: its own (Redis, join wait, sweeper, metadata TTL) plus the shared NATS ones.
 import { hostname } from 'node:os';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
-import { natsOptions } from '@kappa/bus';
+import { natsOptions, partitionOptions } from '@kappa/bus';
 import { logLevels } from '@kappa/observability';
 
 export const joinerOptions = {
@@ -21,6 +21,7 @@ export const joinerOptions = {
   joinExternal: boolean({ description: 'wait for a peer even when the tagger says the remote end is external' }),
   maxInFlight: integer({ description: 'input batches handled at once', default: 4, min: 1, max: 64 }),
   ackWait: duration({ description: 'redelivery of an input batch after this long without an ack', default: '30s', minMs: 1000 }),
+  ...partitionOptions,
   ...natsOptions,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9404, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),

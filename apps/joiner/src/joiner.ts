@@ -16,7 +16,7 @@
 //     replays it under the same id: it publishes only if the round was not marked published.
 //   * Both paths claim in the same per-conversation Lua scripts, so a pending record is claimed
 //     by one owner only; a sweep never takes another live claim, nor another round's claim.
-import { Vantage, newFlowBatch } from '@kappa/contracts';
+import { Vantage, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord } from '@kappa/contracts';
 import { subjects } from '@kappa/bus';
 import type { Logger } from '@kappa/observability';
@@ -36,8 +36,29 @@ export interface JoinedPublisher {
 export type CrashPoint = 'input-claimed' | 'input-published' | 'sweep-claimed' | 'sweep-published';
 export type CrashHook = (point: CrashPoint) => void;
 
+/**
+ * Publishes records on kappa.flow.joined.p<k>: all on `partition` when the input said which, or
+ * grouped by each record's own partition (sweep rounds, which span partitions), ids `<id>:p<k>`.
+ */
+async function publishJoined(publisher: JoinedPublisher, id: string, producer: string, createdNs: bigint, records: FlowRecord[], partition: number | undefined, partitions: number): Promise<void> {
+  if (partition !== undefined) {
+    await publisher.publishBatch(subjects.joined(partition), newFlowBatch({ batchId: id, producer, createdNs, records }));
+    return;
+  }
+  const byPartition = new Map<number, FlowRecord[]>();
+  for (const record of records) {
+    const k = partitionOfRecord(record, partitions);
+    let list = byPartition.get(k);
+    if (!list) byPartition.set(k, (list = []));
+    list.push(record);
+  }
+  await Promise.all([...byPartition].map(([k, list]) => publisher.publishBatch(subjects.joined(k), newFlowBatch({ batchId: `${id}:p${k}`, producer, createdNs, records: list }))));
+}
+
 export interface JoinerSettings {
   instance: string;
+  /** The cluster-wide partition count (outputs of sweep rounds go to each record's partition). */
+  partitions: number;
   crashHook?: CrashHook | undefined;
   /** Wait for a peer even when the tagger says the remote end is outside the cluster. */
   joinExternal: boolean;
@@ -66,8 +87,11 @@ export class JoinProcessor {
     private readonly onRedis: (ok: boolean, error?: JoinStoreError) => void,
   ) {}
 
-  /** Handles one input batch; resolves once its output is published and its state finalized. */
-  async handleBatch(batch: FlowBatch): Promise<void> {
+  /**
+   * Handles one input batch of partition `partition`; resolves once its output is published on
+   * kappa.flow.joined.p<partition> and its state finalized.
+   */
+  async handleBatch(batch: FlowBatch, partition?: number): Promise<void> {
     const now = Date.now();
     const outputId = `joiner:${batch.batchId}`;
     const records = batch.records;
@@ -148,10 +172,7 @@ export class JoinProcessor {
     let published = 0;
     for (const [j, part] of parts.entries()) {
       if (!part || part.length === 0) continue;
-      await this.publisher.publishBatch(
-        subjects.joined,
-        newFlowBatch({ batchId: parts.length === 1 ? outputId : `${outputId}#${j}`, producer: this.settings.instance, createdNs: batch.createdNs, records: part }),
-      );
+      await publishJoined(this.publisher, parts.length === 1 ? outputId : `${outputId}#${j}`, this.settings.instance, batch.createdNs, part, partition, this.settings.partitions);
       published += part.length;
     }
     this.settings.crashHook?.('input-published');
@@ -174,6 +195,7 @@ export class JoinProcessor {
 
 export interface SweeperSettings {
   instance: string;
+  partitions: number;
   crashHook?: CrashHook | undefined;
   /** Most records in one sweep round (one output batch, well under max_payload). */
   roundSize: number;
@@ -248,7 +270,7 @@ export class Sweeper {
       groupOf(groups, tag).claimed.push({ recordKey, owner: roundId });
     }
     if (records.length > 0 && !alreadyPublished) {
-      await this.publisher.publishBatch(subjects.joined, newFlowBatch({ batchId: roundId, producer: this.settings.instance, records }));
+      await publishJoined(this.publisher, roundId, this.settings.instance, 0n, records, undefined, this.settings.partitions);
       this.settings.crashHook?.('sweep-published');
       await this.store.markRoundPublished(roundId);
       for (const r of records) {

@@ -1,11 +1,12 @@
-// kappa-joiner: consumes kappa.flow.tagged, joins both ends of each conversation through Redis,
-// publishes kappa.flow.joined. Wiring only; the join is in joiner.ts, the protocol in README.md.
-import { hostname } from 'node:os';
-import { StageStatusSchema, create } from '@kappa/contracts';
-import { busOptionsFromConfig, connectBus, subjects } from '@kappa/bus';
-import type { BatchConsumer } from '@kappa/bus';
+// kappa-joiner: consumes kappa.flow.tagged.p<k>, joins both ends of each conversation through
+// Redis, publishes kappa.flow.joined.p<k>. Wiring only; the join is in joiner.ts, the protocol
+// in README.md.
+import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
+import type { RunningStage } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
+import { decodeFlowBatch } from '@kappa/contracts';
+import type { FlowBatch } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
 import { joinerOptions } from './config.js';
 import { JoinProcessor, Sweeper } from './joiner.js';
 import type { CrashHook } from './joiner.js';
@@ -17,13 +18,12 @@ import type { JoinStoreError } from './store.js';
 const STAGE = 'joiner';
 const config = loadConfigOrExit({
   command: 'kappa-joiner',
-  summary: 'Joins the two ends of every conversation (Redis) from kappa.flow.tagged to kappa.flow.joined.',
+  summary: 'Joins the two ends of every conversation (Redis) from kappa.flow.tagged.p<k> to kappa.flow.joined.p<k>.',
   options: joinerOptions,
 });
 const logger = createLogger(STAGE, config.logLevel);
 const registry = createRegistry(STAGE);
 const metrics = joinerMetrics(registry);
-const startedNs = BigInt(Date.now()) * 1_000_000n;
 const joinWaitMs = config.joinWait ?? 2 * config.interval;
 
 const redisSettings = {
@@ -38,8 +38,8 @@ const redisSettings = {
 const redisWarning = redisLinkWarning(redisSettings);
 if (redisWarning) logger.warn(redisWarning);
 const redis = await connectRedis(redisSettings).catch((error: unknown) => {
-  logger.fatal({ err: error, redis: `${config.redisUrl.protocol}//${config.redisUrl.host}` }, 'cannot connect to Redis (check --redis-url and credentials)');
-  process.exit(1);
+  const where = `${config.redisUrl.protocol}//${config.redisUrl.host}`;
+  exitOnStartFailure(STAGE, new Error(`cannot connect to Redis at ${where}: ${error instanceof Error ? error.message : String(error)} (check --redis-url and credentials)`));
 });
 let redisOk = true;
 let lastRedisErrorLog = 0;
@@ -79,70 +79,47 @@ const store = new JoinStore(redis, {
   sweepLeaseMs: config.sweepLease,
 });
 
-const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}`, logger, registry }).catch((error: unknown) => {
-  logger.fatal({ err: error }, 'cannot connect to NATS (check --nats-url and its credentials)');
-  return process.exit(1);
-});
-await bus.ensureStreams().catch((error: unknown) => {
-  logger.fatal({ err: error }, 'cannot create the JetStream streams');
-  return process.exit(1);
-});
-const processor = new JoinProcessor(store, bus, metrics, { instance: config.instance, joinExternal: config.joinExternal, crashHook }, onRedis);
-const sweeper = new Sweeper(store, bus, metrics, { instance: config.instance, roundSize: 256, crashHook }, logger);
-
-let consumer: BatchConsumer | undefined;
-consumer = await bus.consumeBatches({
-  stage: STAGE,
-  subject: subjects.tagged,
-  maxInFlight: config.maxInFlight,
-  ackWaitMs: config.ackWait,
-  handler: (batch) => processor.handleBatch(batch),
-});
+// The joiner publishes its output itself (before it finalizes Redis), through the stage.
+let stage: RunningStage | undefined;
+const publisher = { publishBatch: (subject: string, batch: FlowBatch) => stage!.publishBatch(subject, batch) };
+const processor = new JoinProcessor(store, publisher, metrics, { instance: config.instance, partitions: config.partitions, joinExternal: config.joinExternal, crashHook }, onRedis);
+const sweeper = new Sweeper(store, publisher, metrics, { instance: config.instance, partitions: config.partitions, roundSize: 256, crashHook }, logger);
 
 let stopping = false;
 let sweeping: Promise<void> = Promise.resolve();
-const sweepTimer = setInterval(() => {
-  sweeping = sweeping.then(async () => {
-    if (stopping) return;
-    try {
-      await sweeper.sweepOnce();
-      onRedis(true);
-    } catch (error) {
-      if ((error as Error).name === 'JoinStoreError') onRedis(false, error as JoinStoreError);
-      else logger.error({ err: error }, 'sweep failed; retried next interval');
-    }
-  });
-}, config.sweepInterval);
-
-const server = await startObservabilityServer(
+let sweepTimer: NodeJS.Timeout | undefined;
+stage = await runStage({
+  stage: STAGE,
+  instance: config.instance,
+  bus: busOptionsFromConfig(config),
+  logger,
   registry,
-  { healthy: () => true, ready: () => consumer !== undefined && !bus.nc.isClosed() && redisOk && redis.status === 'ready' },
-  { port: config.metricsPort },
-);
-bus.startHeartbeat(() =>
-  create(StageStatusSchema, {
-    stage: STAGE,
-    instance: config.instance,
-    node: hostname(),
-    startedNs,
-    sentNs: BigInt(Date.now()) * 1_000_000n,
-    ready: consumer !== undefined && redisOk && redis.status === 'ready',
-    recordsIn: BigInt(processor.recordsIn),
-    recordsOut: BigInt(processor.recordsOut + sweeper.recordsOut),
-    dlq: BigInt(bus.deadLettered()),
-    lag: BigInt(consumer?.latestLag ?? 0),
-  }),
-);
-logger.info({ joinWaitMs, metricsPort: server.port, instance: config.instance }, 'joiner consuming kappa.flow.tagged');
-// Tests and scripts wait for this line on stdout.
-process.stdout.write(`kappa-joiner ready metrics=${server.port}\n`);
-
-onShutdown(logger, async () => {
-  stopping = true;
-  clearInterval(sweepTimer);
-  await sweeping;
-  await bus.close(); // in-flight batches finish (published + finalized) and are acked first
-  consumer = undefined;
-  await server.close();
-  await redis.quit().catch(() => redis.disconnect());
+  metricsPort: config.metricsPort,
+  input: { subject: subjects.allTagged, maxInFlight: config.maxInFlight, ackWaitMs: config.ackWait },
+  transform: ({ view, partition }) => processor.handleBatch(decodeFlowBatch(view.bytes), partition),
+  ready: () => redisOk && redis.status === 'ready',
+  start: async (running) => {
+    stage = running;
+    sweepTimer = setInterval(() => {
+      sweeping = sweeping.then(async () => {
+        if (stopping) return;
+        try {
+          await sweeper.sweepOnce();
+          onRedis(true);
+        } catch (error) {
+          if ((error as Error).name === 'JoinStoreError') onRedis(false, error as JoinStoreError);
+          else logger.error({ err: error }, 'sweep failed; retried next interval');
+        }
+      });
+    }, config.sweepInterval);
+  },
+  stop: async () => {
+    stopping = true;
+    clearInterval(sweepTimer);
+    await sweeping;
+    await redis.quit().catch(() => redis.disconnect());
+  },
 });
+logger.info({ joinWaitMs, metricsPort: stage.metricsPort, instance: config.instance }, 'joiner consuming kappa.flow.tagged.>');
+// Tests and scripts wait for this line on stdout.
+process.stdout.write(`kappa-joiner ready metrics=${stage.metricsPort}\n`);

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
 import type { BatchConsumer, Bus } from '@kappa/bus';
-import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { DEFAULT_PARTITIONS, IpProtocol, Vantage, newFlowBatch, newFlowRecord, partitionOfRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer, startRedisServer } from '@kappa/testing';
@@ -83,7 +83,7 @@ export async function newBus(nats: string, name: string): Promise<Bus> {
 
 /** Deletes the stream so each test starts empty (the joiners recreate it). */
 export async function resetStreams(bus: Bus): Promise<void> {
-  await bus.jsm.streams.delete(FLOW_STREAM).catch(() => undefined);
+  await bus.deleteStream(FLOW_STREAM);
   await bus.ensureStreams();
 }
 
@@ -152,9 +152,24 @@ export function conversation(i: number, interval = 0): { client: FlowRecord; ser
   };
 }
 
+/**
+ * Publishes records as the tagger does: batches of up to batchSize records of one partition
+ * each, on that partition's kappa.flow.tagged.p<k>, partitions taken in turn.
+ */
 export async function publishRecords(bus: Bus, records: FlowRecord[], batchSize: number, prefix: string): Promise<void> {
-  for (let i = 0; i < records.length; i += batchSize) {
-    await bus.publishBatch(subjects.tagged, newFlowBatch({ batchId: `${prefix}-${i / batchSize}`, producer: 'test-tagger', records: records.slice(i, i + batchSize) }));
+  const byPartition = new Map<number, FlowRecord[]>();
+  for (const record of records) {
+    const k = partitionOfRecord(record, DEFAULT_PARTITIONS);
+    byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
+  }
+  const queues = [...byPartition].map(([k, list]) => ({ k, list, next: 0 }));
+  for (let n = 0; queues.some((q) => q.next < q.list.length); n++) {
+    for (const q of queues) {
+      if (q.next >= q.list.length) continue;
+      const batch = q.list.slice(q.next, q.next + batchSize);
+      await bus.publishBatch(subjects.tagged(q.k), newFlowBatch({ batchId: `${prefix}-p${q.k}-${n}`, producer: 'test-tagger', records: batch }));
+      q.next += batchSize;
+    }
   }
 }
 
@@ -186,7 +201,7 @@ export async function collectJoined(bus: Bus): Promise<Collector> {
   const arrivals: number[] = [];
   const consumer = await bus.consumeBatches({
     stage: 'test-exporter',
-    subject: subjects.joined,
+    subject: subjects.allJoined,
     maxInFlight: 1,
     handler: async (batch) => {
       for (const r of batch.records) {

@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { duration, integer, oneOf, string } from '@kappa/config';
 import type { ConfigOf } from '@kappa/config';
-import { natsOptions } from '@kappa/bus';
+import { natsOptions, partitionOptions } from '@kappa/bus';
 
 export const DEFAULT_GRPC_PORT = 9480;
 export const DEFAULT_METRICS_PORT = 9403;
@@ -21,6 +21,7 @@ export const taggerOptions = {
   instance: string({ description: 'name of this replica in heartbeats and batch producers', default: hostname() }),
   maxInFlight: integer({ description: 'batches tagged at once by this replica', default: 4, min: 1, max: 256 }),
   logLevel: oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, { description: 'log level', default: 'info' }),
+  ...partitionOptions,
   ...natsOptions,
 };
 

@@ -1,12 +1,13 @@
 // kappa-k8s-tagger: tags both ends of every flow with Kubernetes pods, services, workloads and
-// nodes (kappa.flow.enriched.* → kappa.flow.tagged) and serves its index over gRPC.
+// nodes (kappa.flow.enriched.p<k>.* → kappa.flow.tagged.p<k>) and serves its index over gRPC.
+// Wiring only.
+import { busOptionsFromConfig, exitOnStartFailure, runStage } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { busOptionsFromConfig } from '@kappa/bus';
-import { createLogger, createRegistry, onShutdown, startObservabilityServer } from '@kappa/observability';
+import { createLogger, createRegistry } from '@kappa/observability';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { loadKubeConfig, NoClusterConfigured } from './cluster-watch.js';
 import { taggerOptions } from './config.js';
-import { STAGE, TaggerService } from './tagger-service.js';
+import { STAGE, TaggerService, taggerStage } from './tagger-service.js';
 
 const config = loadConfigOrExit({
   command: 'kappa-k8s-tagger',
@@ -14,16 +15,12 @@ const config = loadConfigOrExit({
   options: taggerOptions,
 });
 const logger = createLogger(STAGE, config.logLevel);
-const registry = createRegistry(STAGE);
 
 let kubeConfig: KubeConfig | undefined;
 try {
   kubeConfig = loadKubeConfig(config.kubeconfig, process.env);
 } catch (error) {
-  if (!(error instanceof NoClusterConfigured)) {
-    logger.fatal({ err: error }, error instanceof Error ? error.message : String(error));
-    process.exit(1);
-  }
+  if (!(error instanceof NoClusterConfigured)) exitOnStartFailure(STAGE, error);
   kubeConfig = undefined;
 }
 
@@ -36,22 +33,11 @@ const tagger = new TaggerService({
     host: config.grpcHost,
     security: { certFile: config.grpcTlsCert, keyFile: config.grpcTlsKey, clientCaFile: config.grpcTlsClientCa, tokenFile: config.grpcTokenFile },
   },
-  bus: busOptionsFromConfig(config),
   instance: config.instance,
   maxInFlight: config.maxInFlight,
+  partitions: config.partitions,
   logger,
-  registry,
+  registry: createRegistry(STAGE),
 });
-
-const health = await startObservabilityServer(registry, { healthy: () => true, ready: () => tagger.ready() }, { port: config.metricsPort });
-onShutdown(logger, async () => {
-  await tagger.stop();
-  await health.close();
-});
-try {
-  await tagger.start();
-} catch (error) {
-  logger.fatal({ err: error }, error instanceof Error ? error.message : String(error));
-  process.exit(1);
-}
-logger.info({ grpcPort: tagger.grpcPort, metricsPort: health.port, ready: tagger.ready() }, 'k8s-tagger started');
+await runStage(taggerStage(tagger, { bus: busOptionsFromConfig(config), metricsPort: config.metricsPort }));
+logger.info({ grpcPort: tagger.grpcPort, ready: tagger.ready() }, 'k8s-tagger started');

@@ -1,10 +1,8 @@
-// The k8s-tagger assembled: cluster watch → index, the KubeTags gRPC service, and the bus
-// consumer that tags kappa.flow.enriched.* into kappa.flow.tagged. main.ts only adds process
-// concerns (config, signals, the health server); tests start it in-process.
-import { hostname } from 'node:os';
-import { connectBus, subjects } from '@kappa/bus';
-import type { Bus, BatchConsumer, NatsAuth, NatsTls, StreamLimits } from '@kappa/bus';
-import { create, StageStatusSchema } from '@kappa/contracts';
+// The k8s-tagger assembled: cluster watch → index, the KubeTags gRPC service, and the stage that
+// tags kappa.flow.enriched.p<k>.* into kappa.flow.tagged.p<k> (taggerStage). main.ts runs the
+// stage; tests start the service in-process, with or without the bus.
+import { startStage, subjects } from '@kappa/bus';
+import type { RunningStage, StageBusSettings, StageOptions } from '@kappa/bus';
 import type { GrpcServerSecurity } from '@kappa/contracts';
 import type { Logger, Registry } from '@kappa/observability';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -14,7 +12,7 @@ import { startKubeTagsServer } from './grpc-server.js';
 import type { KubeTagsServer } from './grpc-server.js';
 import { taggerMetrics } from './metrics.js';
 import type { TaggerMetrics } from './metrics.js';
-import { emptyStats, tagBatch } from './tagging.js';
+import { tagTransform } from './tagging.js';
 import type { Tagger } from './tagging.js';
 
 export const STAGE = 'k8s-tagger';
@@ -25,9 +23,12 @@ export interface TaggerServiceOptions {
   clusterId?: number | undefined;
   deletedGraceMs: number;
   grpc: { port: number; host?: string; security?: GrpcServerSecurity };
-  bus?: { servers: string[]; auth?: NatsAuth; tls?: NatsTls; streams?: StreamLimits } | undefined;
+  /** Set: the service also runs the tagging stage on the bus (tests; main.ts runs taggerStage). */
+  bus?: StageBusSettings | undefined;
   instance: string;
   maxInFlight?: number;
+  /** The cluster-wide partition count (only for input without a partition token). */
+  partitions?: number;
   logger: Logger;
   registry: Registry;
   /** Informer restart backoff (tests use short ones). */
@@ -38,11 +39,8 @@ export class TaggerService implements Tagger {
   readonly index: KubeIndex | undefined;
   private clusterWatch: ClusterWatch | undefined;
   private grpcServer: KubeTagsServer | undefined;
-  private bus: Bus | undefined;
-  private consumer: BatchConsumer | undefined;
+  private stage: RunningStage | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
-  private readonly startedNs = BigInt(Date.now()) * 1_000_000n;
-  private recordsIn = 0n;
   readonly metrics: TaggerMetrics;
 
   constructor(private readonly options: TaggerServiceOptions) {
@@ -60,11 +58,10 @@ export class TaggerService implements Tagger {
     return this.grpcServer?.port ?? 0;
   }
 
-  /** Informers synced (or no cluster) and, when a bus is configured, the consumer running. */
+  /** Informers synced (or no cluster) and, when this service runs the stage, the stage ready. */
   ready(): boolean {
     const clusterReady = this.clusterWatch ? this.clusterWatch.synced : true;
-    const busReady = this.options.bus ? this.consumer !== undefined && this.bus !== undefined && !this.bus.nc.isClosed() : true;
-    return clusterReady && busReady;
+    return clusterReady && (this.stage?.ready() ?? this.options.bus === undefined);
   }
 
   get informersSynced(): boolean {
@@ -98,50 +95,43 @@ export class TaggerService implements Tagger {
     });
     logger.info({ port: this.grpcServer.port }, 'KubeTags gRPC service listening');
     if (this.options.bus) {
-      this.bus = await connectBus({ ...this.options.bus, name: `kappa-${STAGE}`, logger, registry: this.options.registry });
-      await this.bus.ensureStreams();
-      const bus = this.bus;
-      this.consumer = await bus.consumeBatches({
-        stage: STAGE,
-        subject: subjects.allEnriched,
-        maxInFlight: this.options.maxInFlight ?? 4,
-        handler: async (batch) => {
-          const stats = emptyStats();
-          const tagged = tagBatch(this, batch, this.options.instance, stats);
-          await bus.publishBatch(subjects.tagged, tagged);
-          this.metrics.recordTagged(stats);
-          this.recordsIn += BigInt(stats.records);
-        },
-      });
-      this.startHeartbeat(bus, this.consumer);
-      logger.info({ subject: subjects.allEnriched, durable: STAGE }, 'consuming enriched flows');
+      this.stage = await startStage({ ...taggerStage(this, { bus: this.options.bus, metricsPort: 0 }), start: undefined, stop: undefined });
     }
-  }
-
-  /** kappa.status.k8s-tagger.<instance> for `kappa status`. */
-  private startHeartbeat(bus: Bus, consumer: BatchConsumer): void {
-    bus.startHeartbeat(() =>
-      create(StageStatusSchema, {
-        stage: STAGE,
-        instance: this.options.instance,
-        node: hostname(),
-        startedNs: this.startedNs,
-        sentNs: BigInt(Date.now()) * 1_000_000n,
-        ready: this.ready(),
-        recordsIn: this.recordsIn,
-        recordsOut: this.recordsIn,
-        lag: BigInt(consumer.latestLag),
-        dlq: BigInt(bus.deadLettered()),
-      }),
-    );
   }
 
   /** Graceful: in-flight batches finish and are acked, then the connections close. */
   async stop(): Promise<void> {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
-    await this.consumer?.stop();
-    await this.bus?.close();
+    await this.stage?.stop();
     await this.grpcServer?.stop();
     await this.clusterWatch?.stop();
   }
+
+  /** The options the service was made with (taggerStage reads them). */
+  get settings(): TaggerServiceOptions {
+    return this.options;
+  }
+}
+
+/**
+ * The tagging stage around a TaggerService: consumes every node's kappa.flow.enriched.p<k>.*,
+ * writes each input batch tagged to kappa.flow.tagged.p<k> (same k, id `k8s-tagger:<input id>`).
+ * The service (cluster watch, gRPC) starts before consuming and stops after.
+ */
+export function taggerStage(tagger: TaggerService, process: { bus: StageBusSettings; metricsPort: number; metricsHost?: string }): StageOptions {
+  const settings = tagger.settings;
+  return {
+    stage: STAGE,
+    instance: settings.instance,
+    bus: process.bus,
+    logger: settings.logger,
+    registry: settings.registry,
+    metricsPort: process.metricsPort,
+    ...(process.metricsHost !== undefined ? { metricsHost: process.metricsHost } : {}),
+    input: { subject: subjects.allEnriched, maxInFlight: settings.maxInFlight ?? 4 },
+    transform: tagTransform(tagger, settings.partitions ?? 16),
+    ready: () => tagger.informersSynced,
+    start: () => tagger.start(),
+    stop: () => tagger.stop(),
+  };
 }

@@ -1,7 +1,10 @@
 // Fills Endpoint.kube on both ends of every record of a batch: the local end (the vantage says
 // which) by container id first, then IP; the remote end by IP, as of the time of the flow.
-import { create, EndpointSchema, KubeSchema, Vantage } from '@kappa/contracts';
+import { create, decodeFlowBatch, EndpointSchema, FlowRecordSchema, KubeSchema, partitionOfRecord, toBinary, Vantage } from '@kappa/contracts';
 import type { Endpoint, FlowBatch, FlowRecord, Kube } from '@kappa/contracts';
+import { subjects } from '@kappa/bus';
+import type { StageTransform } from '@kappa/bus';
+import type { TaggerMetrics } from './metrics.js';
 import type { KubeIndex } from './kube-index.js';
 
 export type EndRole = 'local' | 'remote';
@@ -17,6 +20,7 @@ export interface Tagger {
   /** undefined: no cluster configured, tag node names only. */
   index: KubeIndex | undefined;
   clusterId(): number;
+  readonly metrics?: TaggerMetrics;
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -97,4 +101,31 @@ export function tagBatch(tagger: Tagger, input: FlowBatch, producer: string, sta
 
 export function emptyStats(): TaggingStats {
   return { records: 0, hits: { local: 0, remote: 0 }, misses: { local: 0, remote: 0 } };
+}
+
+/**
+ * The stage transform: one input batch of partition k → one tagged output batch of partition k
+ * (kappa.flow.tagged.p<k>, id `k8s-tagger:<input id>`). Input without a partition token (an
+ * enricher of an older version) is routed record by record.
+ */
+export function tagTransform(tagger: Tagger, partitions: number): StageTransform {
+  return ({ view, partition }, output) => {
+    const stats = emptyStats();
+    const tagged = tagBatch(tagger, decodeFlowBatch(view.bytes), '', stats);
+    if (partition !== undefined) {
+      const writer = output.batch(subjects.tagged(partition));
+      for (const record of tagged.records) writer.recordBytes(toBinary(FlowRecordSchema, record));
+    } else {
+      const byPartition = new Map<number, FlowRecord[]>();
+      for (const record of tagged.records) {
+        const k = partitionOfRecord(record, partitions);
+        byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
+      }
+      for (const [k, records] of [...byPartition].sort((a, b) => a[0] - b[0])) {
+        const writer = output.batch(subjects.tagged(k), `p${k}`);
+        for (const record of records) writer.recordBytes(toBinary(FlowRecordSchema, record));
+      }
+    }
+    tagger.metrics?.recordTagged(stats);
+  };
 }

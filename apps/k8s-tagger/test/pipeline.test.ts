@@ -10,8 +10,8 @@ import type { MethodDefinition } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
-import { create, decodeStageStatus, kubeTagsServiceDefinition, LookupRequestSchema, Vantage, WatchRequestSchema } from '@kappa/contracts';
-import type { FlowBatch, LookupRequest, LookupResponse, WatchRequest, WatchResponse } from '@kappa/contracts';
+import { create, kubeTagsServiceDefinition, LookupRequestSchema, Vantage, WatchRequestSchema } from '@kappa/contracts';
+import type { FlowBatch, StageStatus, LookupRequest, LookupResponse, WatchRequest, WatchResponse } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, startKubeApiServer, startNatsServer } from '@kappa/testing';
 import type { KubeApiServer, TestServer } from '@kappa/testing';
@@ -41,6 +41,7 @@ describe('k8s-tagger on the bus and over gRPC', () => {
   let nats: TestServer;
   let collector: Bus;
   const tagged: FlowBatch[] = [];
+  const taggedSubjects = new Map<string, string>();
 
   beforeAll(async () => {
     api = await startKubeApiServer();
@@ -56,7 +57,14 @@ describe('k8s-tagger on the bus and over gRPC', () => {
     nats = await startNatsServer();
     collector = await connectBus({ servers: [nats.url], name: 'test-collector', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
     await collector.ensureStreams();
-    await collector.consumeBatches({ stage: 'test-joiner', subject: subjects.tagged, handler: async (batch) => void tagged.push(batch) });
+    await collector.consumeBatches({
+      stage: 'test-joiner',
+      subject: subjects.allTagged,
+      handler: async (batch, context) => {
+        tagged.push(batch);
+        taggedSubjects.set(batch.batchId, context.subject);
+      },
+    });
   });
 
   afterAll(async () => {
@@ -80,9 +88,10 @@ describe('k8s-tagger on the bus and over gRPC', () => {
         flow({ node: 'node-a', vantage: Vantage.SRC, src: { ip: '10.244.1.5', port: 40000, containerId: 'cid-web' }, dst: { ip: '10.96.0.20', port: 5432 } }),
         flow({ node: 'node-b', vantage: Vantage.DST, src: { ip: '10.244.1.5', port: 40000 }, dst: { ip: '10.244.2.7', port: 5432, containerId: 'cid-db' } }),
       ];
-      await collector.publishBatch(subjects.enriched('node-a'), batchOf('enriched-1', records));
+      await collector.publishBatch(subjects.enriched(3, 'node-a'), batchOf('enriched-1', records));
       await until(() => tagged.some((b) => b.batchId === 'k8s-tagger:enriched-1'));
       const out = tagged.find((b) => b.batchId === 'k8s-tagger:enriched-1')!;
+      expect(taggedSubjects.get('k8s-tagger:enriched-1')).toBe(subjects.tagged(3));
       expect(out.records).toHaveLength(2);
       expect(out.records.every((r) => r.clusterId === clusterIdFromUid('uid-kube-system-42'))).toBe(true);
       expect(out.records[0]!.src!.kube).toMatchObject({ objectName: 'web-7c9-a', containerName: 'web', workloadKind: 'Deployment', workloadName: 'web', node: 'node-a' });
@@ -101,12 +110,15 @@ describe('k8s-tagger on the bus and over gRPC', () => {
     });
 
     it('sends its heartbeat on kappa.status.k8s-tagger.<instance> for `kappa status`', async () => {
-      const subscription = collector.nc.subscribe(subjects.status('k8s-tagger', 'test'), { max: 1 });
-      for await (const message of subscription) {
-        const beat = decodeStageStatus(message.data);
-        expect(beat).toMatchObject({ stage: 'k8s-tagger', instance: 'test', ready: true });
-        expect(beat.recordsIn).toBeGreaterThanOrEqual(2n);
-      }
+      const beat = await new Promise<StageStatus>((resolve) => {
+        const unsubscribe = collector.subscribeStatus((s, subject) => {
+          if (subject !== subjects.status('k8s-tagger', 'test')) return;
+          unsubscribe();
+          resolve(s);
+        });
+      });
+      expect(beat).toMatchObject({ stage: 'k8s-tagger', instance: 'test', ready: true });
+      expect(beat.recordsIn).toBeGreaterThanOrEqual(2n);
     });
 
     it('streams index changes over KubeTags/Watch', async () => {
@@ -155,7 +167,7 @@ describe('k8s-tagger on the bus and over gRPC', () => {
 
     it('tags on the bus, answers Lookup, exports its metrics and drains on SIGTERM', async () => {
       const record = flow({ node: 'node-b', vantage: Vantage.SRC, src: { ip: '10.244.2.7', port: 5432, containerId: 'cid-db' }, dst: { ip: '192.168.1.10', port: 10250 } });
-      await collector.publishBatch(subjects.enriched('node-b'), batchOf('enriched-proc-1', [record]));
+      await collector.publishBatch(subjects.enriched(5, 'node-b'), batchOf('enriched-proc-1', [record]));
       await until(() => tagged.some((b) => b.batchId === 'k8s-tagger:enriched-proc-1'), 20_000);
       const out = tagged.find((b) => b.batchId === 'k8s-tagger:enriched-proc-1')!;
       expect(out.producer).toBe('tagger-proc');
@@ -181,7 +193,7 @@ describe('k8s-tagger on the bus and over gRPC', () => {
       const ownBus = await connectBus({ servers: [ownNats.url], name: 'test-node-only', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
       await ownBus.ensureStreams();
       const out: FlowBatch[] = [];
-      await ownBus.consumeBatches({ stage: 'test-joiner', subject: subjects.tagged, handler: async (batch) => void out.push(batch) });
+      await ownBus.consumeBatches({ stage: 'test-joiner', subject: subjects.allTagged, handler: async (batch) => void out.push(batch) });
       const metrics = await freePort();
       const env = { ...process.env };
       delete env.KUBERNETES_SERVICE_HOST;
@@ -197,7 +209,7 @@ describe('k8s-tagger on the bus and over gRPC', () => {
           return ready;
         }, 45_000, 'node-only tagger ready');
         const record = flow({ node: 'node-b', vantage: Vantage.DST, src: { ip: '10.244.1.5', port: 40000 }, dst: { ip: '10.244.2.7', port: 5432, containerId: 'cid-db' } });
-        await ownBus.publishBatch(subjects.enriched('node-b'), batchOf('enriched-node-only', [record]));
+        await ownBus.publishBatch(subjects.enriched(5, 'node-b'), batchOf('enriched-node-only', [record]));
         await until(() => out.length > 0, 20_000);
         expect(out[0]!.batchId).toBe('k8s-tagger:enriched-node-only');
         expect(out[0]!.records[0]!.dst!.kube).toMatchObject({ node: 'node-b', objectName: '', objectType: '' });

@@ -1,6 +1,6 @@
 // process-enricher's options: its own, the shared NATS ones, metrics port, log level, instance.
 import { hostname } from 'node:os';
-import { natsOptions } from '@kappa/bus';
+import { natsOptions, partitionOptions } from '@kappa/bus';
 import { ConfigError, boolean, duration, integer, list, oneOf, string } from '@kappa/config';
 import type { ConfigOf, Option } from '@kappa/config';
 import { logLevels } from '@kappa/observability';
@@ -34,7 +34,7 @@ function patternList(description: string): Option<RegExp[], true> {
 }
 
 export const enricherOptions = {
-  node: string({ description: 'node name: consumes kappa.flow.captured.<node>, publishes kappa.flow.enriched.<node>', default: hostname() }),
+  node: string({ description: 'node name: consumes kappa.flow.captured.<node>, publishes kappa.flow.enriched.p<k>.<node>', default: hostname() }),
   procRoot: string({ description: 'procfs of the node (the host /proc when run in a container with hostPID)', default: '/proc' }),
   cgroupRoot: string({ description: 'cgroup v2 mount (default: found in /proc/mounts, e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified)' }),
   criSocket: list({ description: 'CRI runtime sockets to try for container names, or "none"', default: ['/run/containerd/containerd.sock', '/run/crio/crio.sock'] }),
@@ -47,6 +47,7 @@ export const enricherOptions = {
   cgroupCacheSize: integer({ description: 'cgroups remembered by id (present and recently removed)', default: 200_000, min: 16 }),
   cgroupRetain: duration({ description: 'how long a removed cgroup still resolves (containers that just stopped)', default: '10m' }),
   maxInFlight: integer({ description: 'batches enriched at once', default: 4, min: 1, max: 256 }),
+  ...partitionOptions,
   ...natsOptions,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9402, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),

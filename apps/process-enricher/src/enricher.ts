@@ -1,8 +1,10 @@
 // One captured FlowBatch → one enriched FlowBatch: the local end's Endpoint.process gets name,
 // command line, exe, uid, cgroup path, container id, runtime and name. Records are changed in
 // place (no per-record copies), and one process seen in many records is resolved once per batch.
-import { Vantage } from '@kappa/contracts';
+import { FlowRecordSchema, Vantage, decodeFlowBatch, partitionOfRecord, toBinary } from '@kappa/contracts';
 import type { Endpoint, FlowBatch, FlowRecord } from '@kappa/contracts';
+import { subjects } from '@kappa/bus';
+import type { StageTransform } from '@kappa/bus';
 import { Counter, Gauge } from '@kappa/observability';
 import type { Registry } from '@kappa/observability';
 import type { CgroupTree } from './cgroup-tree.js';
@@ -144,4 +146,25 @@ export class FlowEnricher {
       this.lastTree = { hits: tree.hits, misses: tree.misses, rescans: tree.rescans };
     }
   }
+}
+
+/**
+ * The stage transform: enrich the input batch and write each record to its partition's output,
+ * kappa.flow.enriched.p<k>.<node> (one output batch per partition present, id `…:p<k>`).
+ */
+export function enrichTransform(enricher: FlowEnricher, node: string, partitions: number): StageTransform {
+  return async ({ view }, output) => {
+    const batch = await enricher.enrichBatch(decodeFlowBatch(view.bytes));
+    const byPartition = new Map<number, FlowRecord[]>();
+    for (const record of batch.records) {
+      const k = partitionOfRecord(record, partitions);
+      let list = byPartition.get(k);
+      if (!list) byPartition.set(k, (list = []));
+      list.push(record);
+    }
+    for (const k of [...byPartition.keys()].sort((a, b) => a - b)) {
+      const writer = output.batch(subjects.enriched(k, node), `p${k}`);
+      for (const record of byPartition.get(k)!) writer.recordBytes(toBinary(FlowRecordSchema, record));
+    }
+  };
 }

@@ -1,10 +1,11 @@
 // kappa-process-enricher: consumes kappa.flow.captured.<node>, fills the local end's process
-// (name, command line, exe, container), publishes kappa.flow.enriched.<node>. Wiring only.
+// (name, command line, exe, container), publishes kappa.flow.enriched.p<k>.<node>. Wiring only.
+import { runStage } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { createLogger, createRegistry, onShutdown } from '@kappa/observability';
+import { createLogger, createRegistry } from '@kappa/observability';
 import { enricherOptions } from './config.js';
 import { STAGE } from './enricher.js';
-import { runEnricher } from './service.js';
+import { enricherStage } from './service.js';
 
 const config = loadConfigOrExit({
   command: 'kappa-process-enricher',
@@ -12,12 +13,4 @@ const config = loadConfigOrExit({
   options: enricherOptions,
 });
 const logger = createLogger(STAGE, config.logLevel);
-const registry = createRegistry(STAGE);
-
-try {
-  const running = await runEnricher(config, logger, registry);
-  onShutdown(logger, () => running.stop());
-} catch (error) {
-  logger.fatal({ err: error }, 'cannot start');
-  process.exit(1);
-}
+await runStage(enricherStage(config, logger, createRegistry(STAGE)));

@@ -1,31 +1,20 @@
-// Builds and runs the process-enricher from its config: bus, consumer of kappa.flow.captured.<node>,
-// publisher of kappa.flow.enriched.<node>, caches, CRI names, health, heartbeat. main.ts calls
-// this; tests call it in-process.
-import { busOptionsFromConfig, connectBus, subjects, subjectToken } from '@kappa/bus';
-import type { Bus, BatchConsumer } from '@kappa/bus';
-import { create, StageStatusSchema } from '@kappa/contracts';
-import { startObservabilityServer } from '@kappa/observability';
-import type { Logger, ObservabilityServer, Registry } from '@kappa/observability';
+// The process-enricher assembled as a stage: consumes kappa.flow.captured.<node>, fills the local
+// end's process, publishes each record's partition on kappa.flow.enriched.p<k>.<node>. main.ts
+// runs it (runStage); tests start it in-process (startEnricher).
+import { busOptionsFromConfig, startStage, subjects, subjectToken } from '@kappa/bus';
+import type { RunningStage, StageOptions } from '@kappa/bus';
+import type { Logger, Registry } from '@kappa/observability';
 import { CgroupNamespaceError, SAME_NAMESPACE, detectCgroupNamespace } from './cgroup-namespace.js';
 import type { CgroupPathMapper } from './cgroup-namespace.js';
 import { CgroupTree, detectCgroup2Mount } from './cgroup-tree.js';
 import type { EnricherConfig } from './config.js';
 import { CriContainerNames } from './cri.js';
-import { FlowEnricher, STAGE, enricherMetrics } from './enricher.js';
+import { FlowEnricher, STAGE, enricherMetrics, enrichTransform } from './enricher.js';
 import { checkPidNamespace } from './host-pid.js';
 import { ptraceWarning } from './privileges.js';
 import { ProcessCache } from './process-cache.js';
 import { ProcReader } from './proc.js';
 import { ProcessResolver } from './resolver.js';
-
-export interface RunningEnricher {
-  readonly bus: Bus;
-  readonly consumer: BatchConsumer;
-  readonly server: ObservabilityServer;
-  readonly enricher: FlowEnricher;
-  /** Stops consuming (in-flight batches finish and are acked), closes the bus and servers. */
-  stop(): Promise<void>;
-}
 
 /** Wires the pieces; each piece is testable alone. */
 export function buildEnricher(config: EnricherConfig, logger: Logger, registry: Registry) {
@@ -60,63 +49,40 @@ export function buildEnricher(config: EnricherConfig, logger: Logger, registry: 
   return { proc, cgroupTree, resolver, containerNames, enricher };
 }
 
-export async function runEnricher(config: EnricherConfig, logger: Logger, registry: Registry): Promise<RunningEnricher> {
-  const startedNs = BigInt(Date.now()) * 1_000_000n;
+/** The enricher as a stage: what runStage (main.ts) and startStage (tests) take. */
+export function enricherStage(config: EnricherConfig, logger: Logger, registry: Registry): StageOptions & { enricher: FlowEnricher } {
   const view = checkPidNamespace(config.procRoot);
   if (view.hostPid) logger.info(view.message);
   else logger.warn(view.message);
   const noPtrace = ptraceWarning();
   if (noPtrace) logger.warn({ missingCapability: 'CAP_SYS_PTRACE' }, noPtrace);
-
   const { containerNames, enricher } = buildEnricher(config, logger, registry);
-  if (containerNames) await containerNames.connect();
-
-  const bus = await connectBus({ ...busOptionsFromConfig(config), name: `kappa-${STAGE}-${config.node}`, logger, registry });
-  await bus.ensureStreams();
-  const output = subjects.enriched(config.node);
-  const consumer = await bus.consumeBatches({
-    stage: STAGE,
-    subject: subjects.captured(config.node),
-    durable: `${STAGE}-${subjectToken(config.node)}`,
-    maxInFlight: config.maxInFlight,
-    handler: async (batch) => {
-      const enriched = await enricher.enrichBatch(batch);
-      await bus.publishBatch(output, enriched);
-    },
-  });
-  logger.info({ input: subjects.captured(config.node), output, durable: consumer.durable }, 'enriching');
-
-  const server = await startObservabilityServer(
-    registry,
-    { healthy: () => true, ready: () => !bus.nc.isClosed() },
-    { port: config.metricsPort },
-  );
-  bus.startHeartbeat(() =>
-    create(StageStatusSchema, {
-      stage: STAGE,
-      instance: config.instance,
-      node: config.node,
-      startedNs,
-      sentNs: BigInt(Date.now()) * 1_000_000n,
-      ready: !bus.nc.isClosed(),
-      recordsIn: BigInt(enricher.recordsIn),
-      recordsOut: BigInt(enricher.recordsOut),
-      dlq: BigInt(bus.deadLettered(STAGE)),
-      lag: BigInt(consumer.latestLag),
-    }),
-  );
-  logger.info({ metricsPort: server.port }, 'ready');
-
   return {
-    bus,
-    consumer,
-    server,
     enricher,
-    stop: async () => {
-      await consumer.stop();
-      await bus.close();
-      containerNames?.close();
-      await server.close();
+    stage: STAGE,
+    instance: config.instance,
+    node: config.node,
+    producer: config.node,
+    bus: busOptionsFromConfig(config),
+    logger,
+    registry,
+    metricsPort: config.metricsPort,
+    input: { subject: subjects.captured(config.node), durable: `${STAGE}-${subjectToken(config.node)}`, maxInFlight: config.maxInFlight },
+    transform: enrichTransform(enricher, config.node, config.partitions),
+    start: async () => {
+      if (containerNames) await containerNames.connect();
     },
+    stop: async () => containerNames?.close(),
   };
+}
+
+export interface RunningEnricher extends RunningStage {
+  readonly enricher: FlowEnricher;
+}
+
+/** Starts the enricher in this process (tests). */
+export async function startEnricher(config: EnricherConfig, logger: Logger, registry: Registry): Promise<RunningEnricher> {
+  const options = enricherStage(config, logger, registry);
+  const running = await startStage(options);
+  return Object.assign(running, { enricher: options.enricher });
 }

@@ -60,14 +60,14 @@ describe.skipIf(!root)('process-enricher capabilities', () => {
 
   /** Runs the enricher with exactly `capabilities`, enriches one record per target, stops it. */
   async function enrichWith(capabilities: readonly string[], node: string): Promise<{ batch: FlowBatch; output: string }> {
-    const [command, args] = withExactly(capabilities, ['--import', 'tsx', main, `--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--cri-socket=none']);
+    const [command, args] = withExactly(capabilities, ['--import', 'tsx', main, `--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', '--cri-socket=none']);
     const service = keep(spawn(command, args, { cwd: workspaceRoot, stdio: ['ignore', 'pipe', 'pipe'] }));
     let output = '';
     service.stdout?.on('data', (c: Buffer) => (output += c.toString()));
     service.stderr?.on('data', (c: Buffer) => (output += c.toString()));
     const reader = await connectBus({ servers: [nats.url], name: `${node}-reader`, logger: createLogger('ke-caps', 'silent'), registry: createRegistry('ke-caps-r') });
     const batches: FlowBatch[] = [];
-    const consumer: BatchConsumer = await reader.consumeBatches({ stage: `${node}-reader`, subject: subjects.enriched(node), handler: async (b) => void batches.push(b) });
+    const consumer: BatchConsumer = await reader.consumeBatches({ stage: `${node}-reader`, subject: subjects.enrichedOfNode(node), handler: async (b) => void batches.push(b) });
     try {
       await waitFor('the enricher to be ready', () => (output.includes('"msg":"ready"') ? true : undefined), 30_000);
       const status = readFileSync(`/proc/${service.pid}/status`, 'utf8');
@@ -76,7 +76,7 @@ describe.skipIf(!root)('process-enricher capabilities', () => {
       const records = [capturedRecord(node, { pid: targets.otherUser, comm: 'sleep', cgroupId: 0n }, 41001), capturedRecord(node, { pid: targets.privilegedRoot, comm: 'sleep', cgroupId: 0n }, 41002)];
       const input = capturedBatch(node, records);
       await publisher.publishBatch(subjects.captured(node), input);
-      const batch = await waitFor('the enriched batch', () => batches.find((b) => b.batchId === `process-enricher:${input.batchId}`), 20_000);
+      const batch = await waitFor('the enriched batch', () => batches.find((b) => b.batchId === `process-enricher:${input.batchId}:p0`), 20_000);
       return { batch, output };
     } finally {
       await consumer.stop();

@@ -16,7 +16,7 @@ import { freePort, startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enricherOptions } from '../src/config.js';
-import { runEnricher } from '../src/service.js';
+import { startEnricher } from '../src/service.js';
 import type { RunningEnricher } from '../src/service.js';
 import { CgroupFixture, waitFor } from './helpers.js';
 import type { TestCgroup } from './helpers.js';
@@ -52,10 +52,10 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
     capture = spawn(process.execPath, [captureBin, `--cgroup=${join(fixture.mount, fixture.slice)}`, '--interval=1s', `--node=${node}`, `--nats-url=${nats.url}`, '--metrics-port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     capture.stderr?.on('data', (c: Buffer) => (captureLog += c.toString()));
     await waitFor('capture to attach', () => (captureLog.includes('"msg":"capturing"') ? true : undefined), 30_000);
-    const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--cri-socket=none'], env: {} });
-    enricher = await runEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
+    const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', '--cri-socket=none'], env: {} });
+    enricher = await startEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
     reader = await connectBus({ servers: [nats.url], name: 'ke-cap-reader', logger: createLogger('ke', 'silent'), registry: createRegistry('ke-cap') });
-    await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enriched(node), handler: async (b) => void enriched.push(...b.records) });
+    await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void enriched.push(...b.records) });
   }, 60_000);
 
   afterAll(async () => {

@@ -55,7 +55,7 @@ describe.skipIf(!root)('process-enricher in a private cgroup namespace, host /pr
   async function enrich(records: FlowRecord[]): Promise<FlowRecord[]> {
     const batch = capturedBatch(node, records);
     await publisher.publishBatch(subjects.captured(node), batch);
-    const out = await waitFor(`enriched ${batch.batchId}`, () => batches.find((b) => b.batchId === `process-enricher:${batch.batchId}`), 30_000);
+    const out = await waitFor(`enriched ${batch.batchId}`, () => batches.find((b) => b.batchId === `process-enricher:${batch.batchId}:p0`), 30_000);
     return out.records;
   }
 
@@ -68,7 +68,7 @@ describe.skipIf(!root)('process-enricher in a private cgroup namespace, host /pr
     const inner = [
       `mount --bind /proc ${prefix}/host/proc`,
       `mount --bind ${fixture.mount} ${prefix}/host/sys/fs/cgroup`,
-      `exec "$0" --import tsx ${main} --nats-url=${nats.url} --node=${node} --metrics-port=0 --cri-socket=none ` +
+      `exec "$0" --import tsx ${main} --nats-url=${nats.url} --node=${node} --metrics-port=0 --partitions=1 --cri-socket=none ` +
         `--proc-root=${prefix}/host/proc --cgroup-root=${prefix}/host/sys/fs/cgroup`,
     ].join(' && ');
     service = spawn('sh', ['-c', `echo $$ > ${agent.dir}/cgroup.procs && exec unshare --cgroup --mount sh -c '${inner}' "$0"`, process.execPath], {
@@ -83,7 +83,7 @@ describe.skipIf(!root)('process-enricher in a private cgroup namespace, host /pr
     const silent = createLogger('ke-test', 'silent');
     publisher = await connectBus({ servers: [nats.url], name: 'ke-cgns-publisher', logger: silent, registry: createRegistry('ke-cgns-pub') });
     reader = await connectBus({ servers: [nats.url], name: 'ke-cgns-reader', logger: silent, registry: createRegistry('ke-cgns-reader') });
-    await reader.consumeBatches({ stage: 'ke-cgns-reader', subject: subjects.enriched(node), handler: async (b) => void batches.push(b) });
+    await reader.consumeBatches({ stage: 'ke-cgns-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void batches.push(b) });
   }, 90_000);
 
   afterAll(async () => {

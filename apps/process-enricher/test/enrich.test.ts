@@ -10,7 +10,7 @@ import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enricherOptions } from '../src/config.js';
-import { runEnricher } from '../src/service.js';
+import { startEnricher } from '../src/service.js';
 import type { RunningEnricher } from '../src/service.js';
 import { startCriServer } from './cri-server.js';
 import type { FakeCri } from './cri-server.js';
@@ -28,7 +28,7 @@ let publisher: Bus;
 async function enrich(records: Parameters<typeof capturedBatch>[1]): Promise<FlowBatch> {
   const batch = capturedBatch(node, records);
   await publisher.publishBatch(subjects.captured(node), batch);
-  return waitFor(`enriched ${batch.batchId}`, () => reader.batches.find((b) => b.batchId === `process-enricher:${batch.batchId}`));
+  return waitFor(`enriched ${batch.batchId}`, () => reader.batches.find((b) => b.batchId === `process-enricher:${batch.batchId}:p0`));
 }
 
 function processOf(batch: FlowBatch, index = 0): Process {
@@ -43,16 +43,16 @@ beforeAll(async () => {
   cri.containers.set(shapes.containerd.containerId, 'api-server');
   cri.containers.set(shapes.crio.containerId, 'db-sidecar');
   const config = parseConfig(enricherOptions, {
-    argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', `--cri-socket=${cri.socket}`],
+    argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', `--cri-socket=${cri.socket}`],
     env: {},
   });
   const logger = createLogger('process-enricher', 'warn');
-  enricher = await runEnricher(config, logger, createRegistry('process-enricher'));
+  enricher = await startEnricher(config, logger, createRegistry('process-enricher'));
   const silent = createLogger('ke-test', 'silent');
   publisher = await connectBus({ servers: [nats.url], name: 'ke-test-publisher', logger: silent, registry: createRegistry('ke-test-pub') });
   const batches: FlowBatch[] = [];
   const bus = await connectBus({ servers: [nats.url], name: 'ke-test-reader', logger: silent, registry: createRegistry('ke-test-reader') });
-  const consumer = await bus.consumeBatches({ stage: 'ke-test-reader', subject: subjects.enriched(node), handler: async (b) => void batches.push(b) });
+  const consumer = await bus.consumeBatches({ stage: 'ke-test-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void batches.push(b) });
   reader = { bus, consumer, batches };
 });
 
@@ -169,7 +169,7 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
     const stamp = { pid: proc.pid, comm: 'sleep', cgroupId: shapes.containerd.id };
     await enrich([capturedRecord(node, stamp, 1), capturedRecord(node, stamp, 2)]);
     await enrich([capturedRecord(node, stamp, 3)]);
-    const body = await (await fetch(`http://127.0.0.1:${enricher.server.port}/metrics`)).text();
+    const body = await (await fetch(`http://127.0.0.1:${enricher.metricsPort}/metrics`)).text();
     const value = (name: string, labels: Record<string, string> = {}) => {
       const lines = body.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
       const line = lines.find((l) => Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DLQ_STREAM, connectBus, dlqHeaders, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer } from '@kappa/bus';
-import { decodeStageStatus, flowRecordToJson } from '@kappa/contracts';
+import { flowRecordToJson } from '@kappa/contracts';
 import type { FlowBatch, StageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
@@ -39,7 +39,7 @@ function runService(args: string[]): ChildProcess {
 
 async function enrich(batch: FlowBatch): Promise<FlowBatch> {
   await publisher.publishBatch(subjects.captured(node), batch);
-  return waitFor(`enriched ${batch.batchId}`, () => reader.batches.find((b) => b.batchId === `process-enricher:${batch.batchId}`), 20_000);
+  return waitFor(`enriched ${batch.batchId}`, () => reader.batches.find((b) => b.batchId === `process-enricher:${batch.batchId}:p0`), 20_000);
 }
 
 beforeAll(async () => {
@@ -47,7 +47,7 @@ beforeAll(async () => {
   // A server that accepts and never answers, so curl stays alive with its command line.
   holdServer = createServer((socket) => void held.add(socket));
   await new Promise<void>((r) => holdServer.listen(0, '127.0.0.1', r));
-  service = runService([`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--log-level=debug', '--cri-socket=/nonexistent/ke-cri.sock']);
+  service = runService([`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', '--log-level=debug', '--cri-socket=/nonexistent/ke-cri.sock']);
   service.stdout?.on('data', (c: Buffer) => (output += c.toString()));
   service.stderr?.on('data', (c: Buffer) => (output += c.toString()));
   const ready = await waitFor('the service to be ready', () => /"metricsPort":(\d+)[^\n]*"msg":"ready"/.exec(output)?.[1], 30_000);
@@ -56,7 +56,7 @@ beforeAll(async () => {
   publisher = await connectBus({ servers: [nats.url], name: 'ke-svc-publisher', logger: silent, registry: createRegistry('ke-pub') });
   const batches: FlowBatch[] = [];
   const bus = await connectBus({ servers: [nats.url], name: 'ke-svc-reader', logger: silent, registry: createRegistry('ke-reader') });
-  const consumer = await bus.consumeBatches({ stage: 'ke-svc-reader', subject: subjects.enriched(node), handler: async (b) => void batches.push(b) });
+  const consumer = await bus.consumeBatches({ stage: 'ke-svc-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void batches.push(b) });
   reader = { bus, consumer, batches };
 }, 60_000);
 
@@ -99,16 +99,16 @@ describe('kappa-process-enricher as a process', () => {
   });
 
   it('moves a malformed message to kappa.dlq.process-enricher and keeps enriching', async () => {
-    await publisher.js.publish(subjects.captured(node), new TextEncoder().encode('\xff\xff this is not a FlowBatch'), { msgID: `ke-garbage-${Date.now()}` });
+    await publisher.publishUnchecked(subjects.captured(node), new TextEncoder().encode('\xff\xff this is not a FlowBatch'));
     const dlq = await waitFor('the DLQ message', async () => {
       try {
-        return (await publisher.jsm.streams.getMessage(DLQ_STREAM, { last_by_subj: subjects.dlq('process-enricher') })) ?? undefined;
+        return (await publisher.streamMessage(DLQ_STREAM, { lastBySubject: subjects.dlq('process-enricher') })) ?? undefined;
       } catch {
         return undefined;
       }
     });
-    expect(dlq?.header?.get(dlqHeaders.stage)).toBe('process-enricher');
-    expect(dlq?.header?.get(dlqHeaders.subject)).toBe(subjects.captured(node));
+    expect(dlq?.header(dlqHeaders.stage)).toBe('process-enricher');
+    expect(dlq?.header(dlqHeaders.subject)).toBe(subjects.captured(node));
 
     const proc = await fixture.start('sleep', ['1010'], shapes.podman);
     const batch = await enrich(capturedBatch(node, [capturedRecord(node, { pid: proc.pid, comm: 'sleep', cgroupId: shapes.podman.id })]));
@@ -120,11 +120,10 @@ describe('kappa-process-enricher as a process', () => {
 
   it('publishes a heartbeat kappa status can read, says once that no CRI socket answers, and reports readiness', async () => {
     const status = await new Promise<StageStatus>((resolve) => {
-      const sub = publisher.nc.subscribe(`kappa.status.process-enricher.>`, {
-        callback: (_e, m) => {
-          sub.unsubscribe();
-          resolve(decodeStageStatus(m.data));
-        },
+      const unsubscribe = publisher.subscribeStatus((s) => {
+        if (s.stage !== 'process-enricher') return;
+        unsubscribe();
+        resolve(s);
       });
     });
     expect(status).toMatchObject({ stage: 'process-enricher', node, ready: true });

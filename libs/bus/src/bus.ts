@@ -1,27 +1,23 @@
-// The connection every kappa service shares: JetStream streams, FlowBatch publishing with
-// dedup ids, durable pull consumption with explicit acks, the dead-letter queue and heartbeats.
+// The connection every kappa service shares: JetStream streams, publishing with dedup ids (bytes
+// or FlowBatches, split under max_payload by one rule), durable pull consumers that hand over
+// bytes, the dead-letter queue and heartbeats. The NATS clients stay inside: callers get what
+// they need (is it open, stream and consumer info, status subscriptions) as methods.
 import { connect, headers, nanos, nkeyAuthenticator } from '@nats-io/transport-node';
-import type { NatsConnection, ConnectionOptions } from '@nats-io/transport-node';
-import {
-  AckPolicy,
-  DeliverPolicy,
-  DiscardPolicy,
-  RetentionPolicy,
-  StorageType,
-  jetstream,
-  jetstreamManager,
-} from '@nats-io/jetstream';
-import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
-import { encodeStageStatus } from '@kappa/contracts';
-import type { FlowBatch, StageStatus } from '@kappa/contracts';
-import { Counter } from '@kappa/observability';
+import type { ConnectionOptions, NatsConnection } from '@nats-io/transport-node';
+import { DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { ConsumerInfo, JetStreamClient, JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
+import { FlowBatchView, FlowBatchWriter, decodeFlowBatch, decodeStageStatus, encodeFlowBatch, encodeStageStatus } from '@kappa/contracts';
+import type { EncodedBatch, FlowBatch, StageStatus } from '@kappa/contracts';
 import type { Logger, Registry } from '@kappa/observability';
-import { BatchConsumer } from './consumer.js';
-import type { ConsumeOptions } from './consumer.js';
-import { BusConnectError, BusPublishError, classifyPublishError } from './errors.js';
+import { RawConsumer, batchContext } from './consumer.js';
+import { busMetrics } from './metrics.js';
+import type { BusMetrics } from './metrics.js';
+import type { ConsumeOptions, ConsumerHost, RawConsumeOptions } from './consumer.js';
+import { settle } from './settle.js';
+import type { SettleContext } from './settle.js';
+import { BusConnectError, BusPublishError, JetStreamCodes, classifyPublishError, jetStreamCode } from './errors.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
-import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjects } from './subjects.js';
-import { splitBatch } from './split.js';
+import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjectLabel, subjects } from './subjects.js';
 
 export interface BusOptions {
   servers: string[];
@@ -34,50 +30,37 @@ export interface BusOptions {
   streams?: StreamLimits;
 }
 
-export interface BusMetrics {
-  published: Counter<'subject'>;
-  duplicates: Counter<'subject'>;
-  publishFailures: Counter<'subject' | 'reason'>;
-  consumed: Counter<'stage'>;
-  handlerFailures: Counter<'stage'>;
-  deadLettered: Counter<'stage'>;
+/** A message read back from a stream (tests and tools: the DLQ). */
+export interface StoredMessage {
+  readonly subject: string;
+  readonly seq: number;
+  readonly data: Uint8Array;
+  header(name: string): string | undefined;
 }
 
-function busMetrics(registry: Registry): BusMetrics {
-  const make = <L extends string>(name: string, help: string, labelNames: L[]) => {
-    const existing = registry.getSingleMetric(name);
-    return (existing as Counter<L> | undefined) ?? new Counter<L>({ name, help, labelNames, registers: [registry] });
-  };
-  return {
-    published: make('kappa_bus_published_batches_total', 'FlowBatches stored in JetStream', ['subject']),
-    duplicates: make('kappa_bus_duplicate_batches_total', 'Publishes JetStream dropped as duplicates (same Nats-Msg-Id)', ['subject']),
-    publishFailures: make('kappa_bus_publish_failures_total', 'Publishes that failed; the input stays unacked', ['subject', 'reason']),
-    consumed: make('kappa_bus_consumed_batches_total', 'FlowBatches handled and acked', ['stage']),
-    handlerFailures: make('kappa_bus_handler_failures_total', 'Batches whose handler failed; redelivered later', ['stage']),
-    deadLettered: make('kappa_bus_dead_lettered_total', 'Undecodable messages moved to kappa.dlq.<stage>', ['stage']),
-  };
-}
-
-/** Label for a subject in metrics: the subject without its per-node token. */
-function subjectLabel(subject: string): string {
-  return subject.replace(/^(kappa\.flow\.(captured|enriched))\..*$/, '$1');
+/** The largest FlowBatch message a stage writes: max_payload minus room for headers. */
+export function messageLimit(maxPayload: number): number {
+  return Math.max(1024, maxPayload - 4096);
 }
 
 export class Bus {
   readonly metrics: BusMetrics;
-  private readonly consumers = new Set<BatchConsumer>();
+  private readonly consumers = new Set<RawConsumer>();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly deadLetteredByStage = new Map<string, number>();
   /** KAPPA_FLOWS's bytes and limit as last read, for admission (see STREAM_ADMISSION). */
   private streamFill: { bytes: number; maxBytes: number; readAtMs: number } | undefined;
+  private readonly consumerHost: ConsumerHost;
 
+  /** @internal connectBus() makes buses; the clients are not part of the API. */
   constructor(
-    readonly nc: NatsConnection,
-    readonly js: JetStreamClient,
-    readonly jsm: JetStreamManager,
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
     private readonly options: BusOptions,
   ) {
     this.metrics = busMetrics(options.registry);
+    this.consumerHost = { js, jsm, logger: options.logger };
   }
 
   get logger(): Logger {
@@ -87,6 +70,16 @@ export class Bus {
   /** The largest message the server accepts. */
   get maxPayload(): number {
     return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  /** The size limit a FlowBatch message is split under. */
+  get messageLimit(): number {
+    return messageLimit(this.maxPayload);
+  }
+
+  /** The connection is up or reconnecting (not closed or draining for good). */
+  isOpen(): boolean {
+    return !this.nc.isClosed();
   }
 
   /**
@@ -125,45 +118,67 @@ export class Bus {
       await this.jsm.streams.update(config.name, config);
       return;
     } catch (error) {
-      if (!/not found/i.test(String(error))) throw error;
+      if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) throw error;
     }
     try {
       await this.jsm.streams.add(config);
     } catch (error) {
       // Another replica created it between our info and add.
-      if (!/already in use/i.test(String(error))) throw error;
+      if (jetStreamCode(error) !== JetStreamCodes.StreamNameInUse) throw error;
       await this.jsm.streams.update(config.name, config);
     }
   }
 
   /**
-   * Stores a batch in JetStream with Nats-Msg-Id = batch.batchId, so a republish after a crash is
-   * dropped as a duplicate. A batch larger than the server's max_payload is split into parts with
-   * ids `<batchId>/<i>`, deterministically, so redelivery yields the same parts.
-   * Throws BusPublishError (and counts it) when the stream does not take it.
+   * Stores one message with Nats-Msg-Id = msgId (a republish after a crash is dropped as a
+   * duplicate). Throws BusPublishError (and counts it) when the stream does not take it.
    */
-  async publishBatch(subject: string, batch: FlowBatch): Promise<void> {
-    for (const part of splitBatch(batch, this.maxPayload)) await this.publishEncodedBatch(subject, part.id, part.bytes);
-  }
-
-  /**
-   * Stores one already-encoded FlowBatch (at most maxPayload − 4096 bytes: the producer sizes its
-   * batches) with Nats-Msg-Id = batchId, the same way as publishBatch: admission, dedup, metrics.
-   */
-  async publishEncodedBatch(subject: string, batchId: string, bytes: Uint8Array): Promise<void> {
+  async publishBytes(subject: string, bytes: Uint8Array, msgId: string): Promise<{ duplicate: boolean }> {
     const label = subjectLabel(subject);
-    await this.admit(subject, label);
+    if (bytes.byteLength + msgId.length + 64 > this.maxPayload) {
+      this.metrics.publishFailures.inc({ subject: label, reason: 'too_large' });
+      throw new BusPublishError(subject, 'too_large', { cause: new Error(`a message of ${bytes.byteLength} bytes exceeds max_payload ${this.maxPayload}`) });
+    }
+    await this.admit(subject, label, bytes.byteLength);
     try {
-      const ack = await this.js.publish(subject, bytes, { msgID: batchId, timeout: 10_000 });
+      const ack = await this.js.publish(subject, bytes, { msgID: msgId, timeout: 10_000 });
       if (ack.duplicate) this.metrics.duplicates.inc({ subject: label });
       else this.metrics.published.inc({ subject: label });
       // Consumers only remove: between reads, the fill is at most what we last read plus this.
       if (this.streamFill && !ack.duplicate) this.streamFill.bytes += bytes.byteLength;
+      return { duplicate: ack.duplicate };
     } catch (cause) {
       const reason = classifyPublishError(cause);
       this.metrics.publishFailures.inc({ subject: label, reason });
       throw new BusPublishError(subject, reason, { cause });
     }
+  }
+
+  /** Stores batch parts (a FlowBatchWriter's), all in flight at once. */
+  async publishParts(subject: string, parts: readonly EncodedBatch[]): Promise<void> {
+    await Promise.all(parts.map((part) => this.publishBytes(subject, part.bytes, part.id)));
+  }
+
+  /**
+   * Stores an encoded FlowBatch under `id`; one larger than the message limit is split into parts
+   * `<id>/<n>` by the writer's rule (records copied as they are, nothing re-encoded).
+   */
+  async publishEncoded(subject: string, bytes: Uint8Array, id: string): Promise<void> {
+    const limit = this.messageLimit;
+    if (bytes.byteLength <= limit) {
+      await this.publishBytes(subject, bytes, id);
+      return;
+    }
+    const view = new FlowBatchView().parse(bytes);
+    const writer = new FlowBatchWriter(bytes.byteLength + 1024);
+    writer.open({ batchId: id, producer: view.producer, createdNs: view.createdNs }, limit);
+    for (let i = 0; i < view.length; i++) writer.copyRecord(view, i);
+    await this.publishParts(subject, writer.parts());
+  }
+
+  /** Stores a FlowBatch object under its batchId (tests, tools, capture's object path). */
+  async publishBatch(subject: string, batch: FlowBatch): Promise<void> {
+    await this.publishEncoded(subject, encodeFlowBatch(batch), batch.batchId);
   }
 
   /**
@@ -173,12 +188,12 @@ export class Bus {
    * before every publish once that estimate is within 10 % of the share; JetStream's own limit
    * (discard: new) stays the backstop. A fill that cannot be read lets the publish go to JetStream.
    */
-  private async admit(subject: string, label: string): Promise<void> {
+  private async admit(subject: string, label: string, bytes: number): Promise<void> {
     const share = admissionShare(subject);
     if (share >= 1) return;
     const now = Date.now();
     let fill = this.streamFill;
-    if (!fill || now - fill.readAtMs > 1000 || fill.bytes >= (share - 0.1) * fill.maxBytes) {
+    if (!fill || now - fill.readAtMs > 1000 || fill.bytes + bytes >= (share - 0.1) * fill.maxBytes) {
       try {
         const info = await this.jsm.streams.info(FLOW_STREAM);
         fill = this.streamFill = { bytes: info.state.bytes, maxBytes: info.config.max_bytes, readAtMs: now };
@@ -193,12 +208,40 @@ export class Bus {
     }
   }
 
-  /** Starts a durable pull consumer on the flow stream; see BatchConsumer. */
-  async consumeBatches(options: ConsumeOptions): Promise<BatchConsumer> {
-    const consumer = new BatchConsumer(this, options);
+  /** Starts a durable pull consumer on the flow stream that hands over bytes (see RawConsumer). */
+  async consume(options: RawConsumeOptions): Promise<RawConsumer> {
+    const consumer = new RawConsumer(this.consumerHost, options);
     await consumer.start();
     this.consumers.add(consumer);
     return consumer;
+  }
+
+  /**
+   * A durable consumer that hands each batch over decoded (FlowBatch objects: tests and tools).
+   * Undecodable messages go to the DLQ; a batch is acked once the handler resolved.
+   */
+  async consumeBatches(options: ConsumeOptions): Promise<RawConsumer> {
+    const context = this.settleContext(options.stage, options.retryDelayMs ?? 1000);
+    return this.consume({
+      subject: options.subject,
+      durable: options.durable ?? options.stage,
+      ...(options.maxInFlight !== undefined ? { maxInFlight: options.maxInFlight } : {}),
+      ...(options.ackWaitMs !== undefined ? { ackWaitMs: options.ackWaitMs } : {}),
+      handler: async (message) => {
+        await settle(message, context, decodeFlowBatch, (batch) => options.handler(batch, batchContext(message)), (batch) => batch.batchId);
+      },
+    });
+  }
+
+  /** How messages of `stage` are settled (see settle.ts). */
+  settleContext(stage: string, retryDelayMs: number): SettleContext {
+    return { stage, metrics: this.metrics, logger: this.options.logger, retryDelayMs, deadLetter: (s, data, details) => this.deadLetter(s, data, details) };
+  }
+
+  /** Stops one consumer (in-flight handlers finish) and forgets it. */
+  async stopConsumer(consumer: RawConsumer): Promise<void> {
+    await consumer.stop();
+    this.consumers.delete(consumer);
   }
 
   /** Publishes the stage's status every intervalMs on kappa.status.<stage>.<instance>. */
@@ -217,6 +260,24 @@ export class Bus {
   private stopHeartbeat(): void {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+  }
+
+  /**
+   * Calls `onStatus` with every heartbeat on kappa.status.> (undecodable ones are passed to
+   * `onBadStatus`, or ignored). Returns the unsubscribe function.
+   */
+  subscribeStatus(onStatus: (status: StageStatus, subject: string) => void, onBadStatus?: (subject: string, error: unknown) => void): () => void {
+    const subscription = this.nc.subscribe(subjects.allStatus, {
+      callback: (error, message) => {
+        if (error) return;
+        try {
+          onStatus(decodeStageStatus(message.data), message.subject);
+        } catch (decodeError) {
+          onBadStatus?.(message.subject, decodeError);
+        }
+      },
+    });
+    return () => subscription.unsubscribe();
   }
 
   /** Publishes the raw bytes of an undecodable message on kappa.dlq.<stage>, then counts it. */
@@ -239,6 +300,41 @@ export class Bus {
     let total = 0;
     for (const n of this.deadLetteredByStage.values()) total += n;
     return total;
+  }
+
+  /** A stream's state and config (e.g. the DLQ's message count per subject with subjectsFilter). */
+  async streamInfo(stream: string, options: { subjectsFilter?: string } = {}): Promise<StreamInfo> {
+    return this.jsm.streams.info(stream, options.subjectsFilter !== undefined ? { subjects_filter: options.subjectsFilter } : undefined);
+  }
+
+  /** A durable consumer's state on KAPPA_FLOWS (pending, ack pending, ...). */
+  async consumerInfo(durable: string): Promise<ConsumerInfo> {
+    return this.jsm.consumers.info(FLOW_STREAM, durable);
+  }
+
+  /** One stored message: by sequence, or the last on a subject; undefined when there is none. */
+  async streamMessage(stream: string, query: { seq: number } | { lastBySubject: string }): Promise<StoredMessage | undefined> {
+    const request = 'seq' in query ? { seq: query.seq } : { last_by_subj: query.lastBySubject };
+    const message = await this.jsm.streams.getMessage(stream, request);
+    if (!message) return undefined;
+    return { subject: message.subject, seq: message.seq, data: message.data, header: (name) => message.header.get(name) || undefined };
+  }
+
+  /** Deletes a stream and everything in it (tests and benchmarks start clean with it). */
+  async deleteStream(stream: string): Promise<void> {
+    await this.jsm.streams.delete(stream).catch((error: unknown) => {
+      if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) throw error;
+    });
+  }
+
+  /** Empties a stream, keeping it and its consumers (benchmarks). */
+  async purgeStream(stream: string): Promise<void> {
+    await this.jsm.streams.purge(stream);
+  }
+
+  /** Publishes bytes as they are, without a dedup id or any check (tests that inject garbage). */
+  async publishUnchecked(subject: string, bytes: Uint8Array): Promise<void> {
+    await this.js.publish(subject, bytes);
   }
 
   /** Stops consumers (in-flight handlers finish and ack), then drains the connection. */
@@ -294,5 +390,3 @@ export function natsLinkWarning(options: Pick<BusOptions, 'servers' | 'tls'>, in
   if (info?.auth_required !== true) lacks.push('unauthenticated: the server lets anyone in (give it users and set --nats-nkey-seed, or --nats-user and --nats-password, or --nats-token)');
   return lacks.length > 0 ? `the NATS link is ${lacks.join(' and ')}` : undefined;
 }
-
-export { AckPolicy, DeliverPolicy };

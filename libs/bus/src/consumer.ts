@@ -1,45 +1,100 @@
-// A stage's durable pull consumer on KAPPA_FLOWS: replicas with the same durable name share the
-// work; a batch is acked only after its handler resolved (its output is stored), nak'ed for
-// redelivery when the handler failed, and dead-lettered when it cannot be decoded.
+// A durable pull consumer on KAPPA_FLOWS that hands each message over as bytes: replicas with the
+// same durable name share the work, at most maxInFlight messages are in the handler at once, and
+// the handler is called in stream order. Acking is the caller's (the stage runner acks after its
+// output is stored; the joiner after its commit).
 import { nanos } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
-import type { ConsumerConfig, ConsumerMessages, JsMsg } from '@nats-io/jetstream';
-import { ContractDecodeError, decodeFlowBatch } from '@kappa/contracts';
+import type { ConsumerConfig, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { FlowBatch } from '@kappa/contracts';
-import type { Bus } from './bus.js';
+import type { Logger } from '@kappa/observability';
+import { JetStreamCodes, jetStreamCode } from './errors.js';
 import { FLOW_STREAM, subjectToken } from './subjects.js';
 
-export interface BatchContext {
-  /** The subject the batch arrived on. */
-  subject: string;
+/** One message as delivered: its bytes and what JetStream says about it. */
+export interface RawMessage {
+  readonly bytes: Uint8Array;
+  /** The subject the message was published on. */
+  readonly subject: string;
   /** Stream sequence of the message. */
-  streamSequence: number;
-  /** How many times this batch has been delivered (1 the first time). */
-  deliveryCount: number;
-  redelivered: boolean;
+  readonly streamSequence: number;
+  /** How many times it has been delivered (1 the first time). */
+  readonly deliveryCount: number;
+  /** The consumer's delivery sequence: a gap means a delivery was lost (e.g. across a reconnect). */
+  readonly deliverySequence: number;
+  readonly redelivered: boolean;
+  /** When JetStream stored it (unix ns): the first arrival, the same on every redelivery. */
+  readonly storedNs: bigint;
   /** Tells JetStream the handler is still working, resetting the ack deadline. */
   working(): void;
+  /** Acks and waits for the server to confirm; false when the confirmation did not come. */
+  ack(): Promise<boolean>;
+  /** Asks for redelivery after delayMs. */
+  nak(delayMs: number): void;
 }
 
-export type BatchHandler = (batch: FlowBatch, context: BatchContext) => Promise<void>;
-
-export interface ConsumeOptions {
-  /** The stage name, used for the DLQ subject, metrics and (by default) the durable name. */
-  stage: string;
-  /** Filter subject, e.g. kappa.flow.tagged or kappa.flow.enriched.> */
+export interface RawConsumeOptions {
+  /** Filter subject, e.g. kappa.flow.tagged.> or kappa.flow.tagged.p3. */
   subject: string;
-  handler: BatchHandler;
-  /** Durable consumer name shared by the stage's replicas; defaults to the stage. */
-  durable?: string;
-  /** Batches handled at once by this replica. */
+  /** Durable consumer name shared by the replicas of a stage. */
+  durable: string;
+  /** Called for each message, in stream order; at most maxInFlight run at once. */
+  handler: (message: RawMessage) => Promise<void>;
   maxInFlight?: number;
   /** Redelivery after this long without an ack (or working()). */
   ackWaitMs?: number;
-  /** Delay before a batch whose handler failed is redelivered. */
-  retryDelayMs?: number;
+  /** Messages delivered and not yet acked, across replicas (default: 4 × maxInFlight, ≥ 64). */
+  maxAckPending?: number;
+  /** Delete the durable first, so delivery starts again from the oldest message (a takeover). */
+  fresh?: boolean;
 }
 
-export class BatchConsumer {
+/** What the consumer needs from the bus (kept narrow so the two files do not import each other). */
+export interface ConsumerHost {
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly logger: Logger;
+}
+
+class DeliveredMessage implements RawMessage {
+  constructor(private readonly message: JsMsg) {}
+  get bytes(): Uint8Array {
+    return this.message.data;
+  }
+  get subject(): string {
+    return this.message.subject;
+  }
+  get streamSequence(): number {
+    return this.message.seq;
+  }
+  get deliveryCount(): number {
+    return this.message.info.deliveryCount;
+  }
+  get redelivered(): boolean {
+    return this.message.info.redelivered;
+  }
+  get deliverySequence(): number {
+    return this.message.info.deliverySequence;
+  }
+  get storedNs(): bigint {
+    return BigInt(this.message.info.timestampNanos);
+  }
+  working(): void {
+    this.message.working();
+  }
+  async ack(): Promise<boolean> {
+    try {
+      // ackAck: once the server confirmed, a redelivery is impossible.
+      return await this.message.ackAck();
+    } catch {
+      return false;
+    }
+  }
+  nak(delayMs: number): void {
+    this.message.nak(delayMs);
+  }
+}
+
+export class RawConsumer {
   private messages: ConsumerMessages | undefined;
   private loop: Promise<void> | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -49,10 +104,10 @@ export class BatchConsumer {
   readonly durable: string;
 
   constructor(
-    private readonly bus: Bus,
-    private readonly options: ConsumeOptions,
+    private readonly host: ConsumerHost,
+    private readonly options: RawConsumeOptions,
   ) {
-    this.durable = subjectToken(options.durable ?? options.stage);
+    this.durable = subjectToken(options.durable);
   }
 
   private get maxInFlight(): number {
@@ -60,25 +115,29 @@ export class BatchConsumer {
   }
 
   async start(): Promise<void> {
+    const { jsm, js } = this.host;
     const config: Partial<ConsumerConfig> = {
       durable_name: this.durable,
       filter_subject: this.options.subject,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: nanos(this.options.ackWaitMs ?? 30_000),
-      max_ack_pending: Math.max(this.maxInFlight * 4, 64),
+      max_ack_pending: this.options.maxAckPending ?? Math.max(this.maxInFlight * 4, 64),
     };
-    try {
-      await this.bus.jsm.consumers.add(FLOW_STREAM, config);
-    } catch (error) {
-      // Exists with another config (e.g. a new ack wait): update what may be updated.
-      if (!/already|exists/i.test(String(error))) throw error;
-      await this.bus.jsm.consumers.update(FLOW_STREAM, this.durable, {
-        ack_wait: config.ack_wait,
-        max_ack_pending: config.max_ack_pending,
+    if (this.options.fresh) {
+      await jsm.consumers.delete(FLOW_STREAM, this.durable).catch((error: unknown) => {
+        if (jetStreamCode(error) !== JetStreamCodes.ConsumerNotFound) throw error;
       });
     }
-    const consumer = await this.bus.js.consumers.get(FLOW_STREAM, this.durable);
+    try {
+      await jsm.consumers.add(FLOW_STREAM, config);
+    } catch (error) {
+      // Exists with another config (e.g. a new ack wait): update what may be updated.
+      const code = jetStreamCode(error);
+      if (code !== JetStreamCodes.ConsumerAlreadyExists && code !== JetStreamCodes.ConsumerNameInUse) throw error;
+      await jsm.consumers.update(FLOW_STREAM, this.durable, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+    }
+    const consumer = await js.consumers.get(FLOW_STREAM, this.durable);
     this.messages = await consumer.consume({ max_messages: this.maxInFlight });
     this.loop = this.run(this.messages);
     const refreshLag = () => {
@@ -95,69 +154,36 @@ export class BatchConsumer {
     return this.lastLag;
   }
 
-  /** Messages waiting for this stage (not yet delivered), for heartbeats and `kappa status`. */
+  /** Messages waiting for this consumer (not yet delivered). */
   async lag(): Promise<number> {
-    const info = await this.bus.jsm.consumers.info(FLOW_STREAM, this.durable);
+    const info = await this.host.jsm.consumers.info(FLOW_STREAM, this.durable);
     return info.num_pending;
+  }
+
+  get running(): boolean {
+    return this.loop !== undefined && !this.stopped;
   }
 
   private async run(messages: ConsumerMessages): Promise<void> {
     for await (const message of messages) {
-      const task = this.handle(message).finally(() => this.inFlight.delete(task));
+      const task = this.handle(new DeliveredMessage(message)).finally(() => this.inFlight.delete(task));
       this.inFlight.add(task);
       if (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
       if (this.stopped) break;
     }
   }
 
-  private async handle(message: JsMsg): Promise<void> {
-    const { stage, handler } = this.options;
-    const log = this.bus.logger;
-    let batch: FlowBatch;
+  private async handle(message: RawMessage): Promise<void> {
     try {
-      batch = decodeFlowBatch(message.data);
+      await this.options.handler(message);
     } catch (error) {
-      if (!(error instanceof ContractDecodeError)) throw error;
-      try {
-        await this.bus.deadLetter(stage, message.data, {
-          error: error.message,
-          subject: message.subject,
-          streamSequence: message.seq,
-        });
-        message.ack();
-        log.warn({ subject: message.subject, seq: message.seq, error: error.message }, 'undecodable message moved to the DLQ');
-      } catch (dlqError) {
-        log.error({ err: dlqError }, 'cannot publish to the DLQ; the message stays for redelivery');
-        message.nak(this.options.retryDelayMs ?? 1000);
-      }
-      return;
-    }
-    try {
-      await handler(batch, {
-        subject: message.subject,
-        streamSequence: message.seq,
-        deliveryCount: message.info.deliveryCount,
-        redelivered: message.info.redelivered,
-        working: () => message.working(),
-      });
-    } catch (error) {
-      this.bus.metrics.handlerFailures.inc({ stage });
-      log.error({ err: error, batchId: batch.batchId, delivery: message.info.deliveryCount }, 'batch handler failed; the batch will be redelivered');
-      message.nak(this.options.retryDelayMs ?? 1000);
-      return;
-    }
-    try {
-      // ackAck: the server confirmed the ack, so a redelivery after this point is impossible.
-      await message.ackAck();
-      this.bus.metrics.consumed.inc({ stage });
-    } catch (error) {
-      // The output is stored with a deterministic msg id: a redelivery republishes a duplicate,
-      // which JetStream drops, so nothing is doubled.
-      log.warn({ err: error, batchId: batch.batchId }, 'ack not confirmed; the batch may be redelivered');
+      // Handlers settle their messages themselves; one that throws gets its message back later.
+      this.host.logger.error({ err: error, subject: message.subject, seq: message.streamSequence }, 'message handler failed; the message will be redelivered');
+      message.nak(1000);
     }
   }
 
-  /** Stops fetching; resolves when every in-flight handler has finished and acked. */
+  /** Stops fetching; resolves when every in-flight handler has finished. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -166,4 +192,45 @@ export class BatchConsumer {
     await Promise.allSettled([...this.inFlight]);
     await this.loop?.catch(() => undefined);
   }
+}
+
+/** What a FlowBatch handler learns of its message (consumeBatches). */
+export interface BatchContext {
+  subject: string;
+  streamSequence: number;
+  deliveryCount: number;
+  redelivered: boolean;
+  /** When JetStream stored the message (unix ns). */
+  storedNs: bigint;
+  working(): void;
+}
+
+export type BatchHandler = (batch: FlowBatch, context: BatchContext) => Promise<void>;
+
+/** consumeBatches: FlowBatch objects (tests, tools); stages use runStage and the record view. */
+export interface ConsumeOptions {
+  /** The stage name, used for the DLQ subject, metrics and (by default) the durable name. */
+  stage: string;
+  /** Filter subject, e.g. kappa.flow.tagged.> */
+  subject: string;
+  handler: BatchHandler;
+  durable?: string;
+  maxInFlight?: number;
+  ackWaitMs?: number;
+  /** Delay before a batch whose handler failed is redelivered. */
+  retryDelayMs?: number;
+}
+
+/** A consumer started by consumeBatches or runStage. */
+export type BatchConsumer = RawConsumer;
+
+export function batchContext(message: RawMessage): BatchContext {
+  return {
+    subject: message.subject,
+    streamSequence: message.streamSequence,
+    deliveryCount: message.deliveryCount,
+    redelivered: message.redelivered,
+    storedNs: message.storedNs,
+    working: () => message.working(),
+  };
 }

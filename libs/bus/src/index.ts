@@ -1,12 +1,29 @@
-// Public API of @kappa/bus: the NATS JetStream bus between kappa's stages.
-export { Bus, connectBus } from './bus.js';
-export type { BusMetrics, BusOptions } from './bus.js';
-export { BatchConsumer } from './consumer.js';
-export type { BatchContext, BatchHandler, ConsumeOptions } from './consumer.js';
-export { BusConnectError, BusPublishError } from './errors.js';
+// Public API of @kappa/bus: the NATS JetStream bus between kappa's stages, and the stage runner
+// every service is built on.
+export { Bus, connectBus, messageLimit, natsLinkWarning } from './bus.js';
+export type { BusOptions, StoredMessage } from './bus.js';
+export type { BatchConsumer, BatchContext, BatchHandler, ConsumeOptions, RawConsumeOptions, RawConsumer, RawMessage } from './consumer.js';
+export { BusConnectError, BusPublishError, HoldBatch, JetStreamCodes, classifyPublishError, jetStreamCode } from './errors.js';
 export type { PublishFailureReason } from './errors.js';
-export { busOptionsFromConfig, natsOptions } from './options.js';
+export type { BusMetrics } from './metrics.js';
+export { busOptionsFromConfig, natsOptions, partitionOptions } from './options.js';
 export type { NatsAuth, NatsTls, StreamLimits } from './options.js';
-export { DLQ_STREAM, FLOW_STREAM, STREAM_ADMISSION, admissionShare, dlqHeaders, subjectToken, subjects } from './subjects.js';
-export { splitBatch } from './split.js';
-export type { BatchPart } from './split.js';
+export type { Settlement } from './settle.js';
+export { runSource, startSource } from './source.js';
+export type { RunningSource, SourceOptions } from './source.js';
+export { exitOnStartFailure, runStage, startStage } from './stage.js';
+export type { RunningStage, StageBatch, StageBusSettings, StageInput, StageOptions, StageOutput, StageTransform } from './stage.js';
+export { stageStatus } from './status.js';
+export type { StageStatusInput } from './status.js';
+export {
+  DLQ_STREAM,
+  FLOW_STREAM,
+  STREAM_ADMISSION,
+  admissionShare,
+  dlqHeaders,
+  partitionOfSubject,
+  partitionToken,
+  subjectLabel,
+  subjectToken,
+  subjects,
+} from './subjects.js';

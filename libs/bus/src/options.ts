@@ -1,6 +1,7 @@
 // The NATS settings every service shares, as a config-table fragment and a parsed shape.
 import { readFileSync } from 'node:fs';
 import { duration, integer, list, string } from '@kappa/config';
+import { DEFAULT_PARTITIONS } from '@kappa/contracts';
 
 export const natsOptions = {
   natsUrl: list({ description: 'NATS server URLs', default: ['nats://127.0.0.1:4222'], item: /^(nats|tls):\/\/[^\s]+$/, accepted: 'comma-separated nats:// or tls:// URLs' }),
@@ -13,6 +14,14 @@ export const natsOptions = {
   natsTlsKey: string({ description: 'client key file for NATS mutual TLS' }),
   streamMaxBytes: integer({ description: 'size limit of the KAPPA_FLOWS stream in bytes', default: 1024 ** 3, min: 1024 }),
   streamMaxAge: duration({ description: 'age limit of unconsumed batches in KAPPA_FLOWS', default: '1h', minMs: 1000 }),
+};
+
+/**
+ * The cluster-wide partition count: the enricher hashes each record's conversation group into
+ * one of them (kappa.flow.enriched.p<k>.<node>); every stage and replica must agree on it.
+ */
+export const partitionOptions = {
+  partitions: integer({ description: 'partitions of the flow subjects (cluster-wide: every stage must use the same number)', default: DEFAULT_PARTITIONS, min: 1, max: 4096 }),
 };
 
 export interface NatsAuth {

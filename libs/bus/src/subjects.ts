@@ -1,20 +1,31 @@
-// The NATS subjects of the pipeline (ARCHITECTURE.md §1), named in one place.
+// The NATS subjects of the pipeline (ARCHITECTURE.md §1, with partitions: docs/architecture.md),
+// named in one place.
 
 /** A subject token must not contain dots, spaces or wildcards. */
 export function subjectToken(value: string): string {
   return value.replace(/[.\s*>]/g, '_');
 }
 
+/** The subject token of partition k: `p<k>`. */
+export function partitionToken(partition: number): string {
+  if (!Number.isInteger(partition) || partition < 0) throw new RangeError(`a partition is a non-negative integer, not ${partition}`);
+  return `p${partition}`;
+}
+
 export const subjects = {
-  /** capture → process-enricher on the same node. */
+  /** capture → process-enricher on the same node (not partitioned: the enricher computes k). */
   captured: (node: string) => `kappa.flow.captured.${subjectToken(node)}`,
-  /** process-enricher → k8s-tagger. */
-  enriched: (node: string) => `kappa.flow.enriched.${subjectToken(node)}`,
+  /** process-enricher → k8s-tagger: partition k of one node's records. */
+  enriched: (partition: number, node: string) => `kappa.flow.enriched.${partitionToken(partition)}.${subjectToken(node)}`,
+  /** Every partition of one node's enriched records. */
+  enrichedOfNode: (node: string) => `kappa.flow.enriched.*.${subjectToken(node)}`,
   allEnriched: 'kappa.flow.enriched.>',
-  /** k8s-tagger → joiner. */
-  tagged: 'kappa.flow.tagged',
+  /** k8s-tagger → joiner: one input batch of partition k → one output batch of partition k. */
+  tagged: (partition: number) => `kappa.flow.tagged.${partitionToken(partition)}`,
+  allTagged: 'kappa.flow.tagged.>',
   /** joiner → exporter. */
-  joined: 'kappa.flow.joined',
+  joined: (partition: number) => `kappa.flow.joined.${partitionToken(partition)}`,
+  allJoined: 'kappa.flow.joined.>',
   /** Undecodable input of a stage, with the error in a header. */
   dlq: (stage: string) => `kappa.dlq.${subjectToken(stage)}`,
   allDlq: 'kappa.dlq.>',
@@ -22,6 +33,36 @@ export const subjects = {
   status: (stage: string, instance: string) => `kappa.status.${subjectToken(stage)}.${subjectToken(instance)}`,
   allStatus: 'kappa.status.>',
 } as const;
+
+/**
+ * The partition a flow subject carries (`kappa.flow.<hop>.p<k>[.<node>]`), or undefined for a
+ * subject without one (kappa.flow.captured.<node>, or a malformed token).
+ */
+export function partitionOfSubject(subject: string): number | undefined {
+  if (!subject.startsWith('kappa.flow.')) return undefined;
+  const afterHop = subject.indexOf('.', 11);
+  if (afterHop < 0 || subject.charCodeAt(afterHop + 1) !== 0x70 /* p */) return undefined;
+  let end = subject.indexOf('.', afterHop + 1);
+  if (end < 0) end = subject.length;
+  if (end - afterHop - 2 < 1 || end - afterHop - 2 > 9) return undefined;
+  let k = 0;
+  for (let i = afterHop + 2; i < end; i++) {
+    const digit = subject.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    k = k * 10 + digit;
+  }
+  return k;
+}
+
+/**
+ * The subject as a metrics label: the hop only (kappa.flow.tagged), without partition or node
+ * tokens, so label sets stay bounded.
+ */
+export function subjectLabel(subject: string): string {
+  if (!subject.startsWith('kappa.flow.')) return subject;
+  const afterHop = subject.indexOf('.', 11);
+  return afterHop < 0 ? subject : subject.slice(0, afterHop);
+}
 
 export const FLOW_STREAM = 'KAPPA_FLOWS';
 

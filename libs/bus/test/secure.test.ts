@@ -95,7 +95,7 @@ describe('bus over TLS with a password', () => {
     try {
       await bus.ensureStreams();
       await bus.publishBatch('kappa.flow.joined', newFlowBatch({ batchId: 'tls-1' }));
-      const info = await bus.jsm.streams.info('KAPPA_FLOWS');
+      const info = await bus.streamInfo('KAPPA_FLOWS');
       expect(info.state.messages).toBe(1);
     } finally {
       await bus.close();

@@ -176,9 +176,9 @@ afterAll(async () => {
 // Downstream first: a stage's consumed count then only grows by what the test sends it, since
 // the stages upstream of it have had nothing to pass on yet.
 const targets = [
-  { subject: 'kappa.flow.joined', stage: 'exporter' },
-  { subject: 'kappa.flow.tagged', stage: 'joiner' },
-  { subject: `kappa.flow.enriched.${NODE}`, stage: 'k8s-tagger' },
+  { subject: 'kappa.flow.joined.p1', stage: 'exporter' },
+  { subject: 'kappa.flow.tagged.p1', stage: 'joiner' },
+  { subject: `kappa.flow.enriched.p1.${NODE}`, stage: 'k8s-tagger' },
   { subject: `kappa.flow.captured.${NODE}`, stage: 'process-enricher' },
 ];
 

@@ -112,7 +112,7 @@ describe('secrets in logs and metrics', () => {
     publisher = await connect({ servers: `nats://127.0.0.1:${nats.port}`, user: NATS_USER, pass: NATS_PASSWORD });
 
     const garbage = new TextEncoder().encode(`\xff\xff not protobuf ${CMDLINE} ${CMDLINE_SECRETS.join(' ')}`);
-    const subjects = [`kappa.flow.captured.${NODE}`, `kappa.flow.enriched.${NODE}`, 'kappa.flow.tagged', 'kappa.flow.joined'];
+    const subjects = [`kappa.flow.captured.${NODE}`, `kappa.flow.enriched.p0.${NODE}`, 'kappa.flow.tagged.p0', 'kappa.flow.joined.p0'];
     for (const [i, subject] of subjects.entries()) {
       const valid = newFlowBatch({ batchId: `ksp-valid-${i}`, producer: 'ksp-test', records: [record(`ksp-valid-${i}`)] });
       // An address no stage can parse, with the command line beside it: whatever error it causes must not quote the secrets.

@@ -371,7 +371,7 @@ describe('two nodes end to end, through faults', () => {
     // Bad input on every subject: garbage, truncated protobuf, and a 10 MB message.
     const nc = await connect({ servers: nats.url });
     const good = encodeFlowBatch(newFlowBatch({ batchId: 'bad-input', records: [newFlowRecord({ node: 'node-a', bytes: 1n })] }));
-    for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.node-b', 'kappa.flow.tagged', 'kappa.flow.joined']) {
+    for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.p3.node-b', 'kappa.flow.tagged.p3', 'kappa.flow.joined.p3']) {
       for (const payload of [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)]) {
         await jetstream(nc).publish(subject, payload);
       }

@@ -1,9 +1,8 @@
 // `kappa status`: listens to every stage's heartbeat (kappa.status.<stage>.<instance>) for a few
 // seconds, reads the DLQ counts from KAPPA_DLQ, prints a table; exits 0 only when all five
 // stages have a ready instance.
-import { DLQ_STREAM, busOptionsFromConfig, connectBus, natsOptions, subjects } from '@kappa/bus';
+import { DLQ_STREAM, JetStreamCodes, busOptionsFromConfig, connectBus, jetStreamCode, natsOptions, subjects } from '@kappa/bus';
 import { duration, loadConfigOrExit } from '@kappa/config';
-import { decodeStageStatus } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { renderStatus, summarize } from '../status/summary.js';
 import type { InstanceBeats } from '../status/summary.js';
@@ -24,32 +23,25 @@ export async function runStatus(argv: string[]): Promise<number> {
     return 1;
   }
   const beats = new Map<string, InstanceBeats>();
-  const subscription = bus.nc.subscribe(subjects.allStatus, {
-    callback: (error, message) => {
-      if (error) return;
-      try {
-        const status = decodeStageStatus(message.data);
-        const key = `${status.stage}\0${status.instance}`;
-        const seen = beats.get(key);
-        beats.set(key, { first: seen?.first ?? status, last: status });
-      } catch {
-        // Not a StageStatus: someone else's message on kappa.status.>; ignore it.
-      }
-    },
+  // A message on kappa.status.> that is not a StageStatus is someone else's: ignored.
+  const unsubscribe = bus.subscribeStatus((status) => {
+    const key = `${status.stage}\0${status.instance}`;
+    const seen = beats.get(key);
+    beats.set(key, { first: seen?.first ?? status, last: status });
   });
   await new Promise((r) => setTimeout(r, config.wait));
-  subscription.unsubscribe();
+  unsubscribe();
   const dlqByStage = new Map<string, number>();
   try {
-    const info = await bus.jsm.streams.info(DLQ_STREAM, { subjects_filter: subjects.allDlq });
+    const info = await bus.streamInfo(DLQ_STREAM, { subjectsFilter: subjects.allDlq });
     for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
       dlqByStage.set(subject.replace(/^kappa\.dlq\./, ''), count);
     }
   } catch (error) {
     // No KAPPA_DLQ yet means no stage ever started: nothing dead-lettered.
-    if (!/not found/i.test(String(error))) process.stderr.write(`kappa status: cannot read ${DLQ_STREAM}: ${String(error)}\n`);
+    if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) process.stderr.write(`kappa status: cannot read ${DLQ_STREAM}: ${String(error)}\n`);
   }
-  await bus.nc.close();
+  await bus.close();
   const summary = summarize(beats, dlqByStage);
   process.stdout.write(`${renderStatus(summary)}\n`);
   return summary.ok ? 0 : 1;

@@ -2,8 +2,7 @@
 // (kappa.status.<stage>.<instance>), heard by the exporter itself, and the DLQ counts of
 // KAPPA_DLQ read when asked: the same facts `kappa status` shows, for the console.
 import type { Bus } from '@kappa/bus';
-import { DLQ_STREAM, subjects } from '@kappa/bus';
-import { decodeStageStatus } from '@kappa/contracts';
+import { DLQ_STREAM, JetStreamCodes, jetStreamCode, subjects } from '@kappa/bus';
 import type { StageStatus } from '@kappa/contracts';
 
 export interface HeardInstance {
@@ -21,20 +20,12 @@ export class StatusWatch {
   constructor(private readonly bus: Bus) {}
 
   start(): void {
-    const subscription = this.bus.nc.subscribe(subjects.allStatus, {
-      callback: (error, message) => {
-        if (error) return;
-        try {
-          const status = decodeStageStatus(message.data);
-          const key = `${status.stage}\0${status.instance}`;
-          const seen = this.heard.get(key);
-          this.heard.set(key, { first: seen?.first ?? status, last: status });
-        } catch {
-          // Not a StageStatus: someone else's message on kappa.status.>.
-        }
-      },
+    // A message on kappa.status.> that is not a StageStatus is someone else's: ignored.
+    this.unsubscribe = this.bus.subscribeStatus((status) => {
+      const key = `${status.stage}\0${status.instance}`;
+      const seen = this.heard.get(key);
+      this.heard.set(key, { first: seen?.first ?? status, last: status });
     });
-    this.unsubscribe = () => subscription.unsubscribe();
   }
 
   instances(nowNs = BigInt(Date.now()) * 1_000_000n): HeardInstance[] {
@@ -46,10 +37,10 @@ export class StatusWatch {
   async dlq(): Promise<Record<string, bigint>> {
     const counts: Record<string, bigint> = {};
     try {
-      const info = await this.bus.jsm.streams.info(DLQ_STREAM, { subjects_filter: subjects.allDlq });
+      const info = await this.bus.streamInfo(DLQ_STREAM, { subjectsFilter: subjects.allDlq });
       for (const [subject, count] of Object.entries(info.state.subjects ?? {})) counts[subject.replace(/^kappa\.dlq\./, '')] = BigInt(count);
     } catch (error) {
-      if (!/not found/i.test(String(error))) throw error;
+      if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) throw error;
     }
     return counts;
   }

@@ -175,6 +175,25 @@ export class MessageCursor {
     return this.text.toString('utf8', start, this.at[3 * field + 2]!);
   }
 
+  /** A string field through an interner: equal bytes give the same string, allocated once. */
+  interned(field: number, interner: { intern(bytes: Uint8Array, start: number, end: number): string }): string {
+    if (!this.has(field)) return '';
+    return interner.intern(this.bytes, this.payloadStart(field), this.at[3 * field + 2]!);
+  }
+
+  /** Whether a varint field is absent or zero (no bigint made). */
+  isZero(field: number): boolean {
+    if (!this.has(field)) return true;
+    const bytes = this.bytes;
+    const end = this.at[3 * field + 2]!;
+    const start = this.at[3 * field + 1]!;
+    for (let pos = start; pos < end; pos++) {
+      const bits = pos - start === 9 ? bytes[pos]! & 0x01 : bytes[pos]! & 0x7f;
+      if (bits !== 0) return false;
+    }
+    return true;
+  }
+
   /** Byte length of a string or bytes field's payload (0 when absent). */
   byteLength(field: number): number {
     return this.has(field) ? this.at[3 * field + 2]! - this.payloadStart(field) : 0;

@@ -9,13 +9,15 @@ import type { MessageCursor } from './cursor.js';
 import type { FlowBatchView } from './batch-view.js';
 import { fieldNumbers, WIRE_LENGTH_DELIMITED, WIRE_VARINT } from './wire-schema.js';
 
-/** Bytes a varint of this unsigned 32-bit value takes. */
+/** Bytes a varint of this non-negative integer takes (exact up to 2^53). */
 export function varintSize(value: number): number {
   if (value < 0x80) return 1;
   if (value < 0x4000) return 2;
   if (value < 0x200000) return 3;
   if (value < 0x10000000) return 4;
-  return 5;
+  let size = 5;
+  for (let v = Math.floor(value / 0x800000000); v > 0; v = Math.floor(v / 0x80)) size++;
+  return size;
 }
 
 /** A field as a standalone fragment (tag, length and payload), ready to be spliced in. */
@@ -247,6 +249,8 @@ interface OpenBatch {
   producer: string;
   createdNs: bigint;
   maxBytes: number;
+  /** The largest trailer (batch_id `<id>/<n>`, producer, created_ns) the current part can get. */
+  trailerRoom: number;
   /** Offsets of the parts closed so far: [start, end, records] each. */
   parts: number[];
   partStart: number;
@@ -279,10 +283,12 @@ export class FlowBatchWriter extends ProtoWriter {
       producer: header.producer,
       createdNs: header.createdNs,
       maxBytes,
+      trailerRoom: 0,
       parts: [],
       partStart: this.pos,
       partRecords: 0,
     };
+    this.current.trailerRoom = this.trailerRoom(this.current);
     return index;
   }
 
@@ -298,10 +304,18 @@ export class FlowBatchWriter extends ProtoWriter {
     this.finishRecord();
   }
 
+  /** Writes one record from its encoded payload (e.g. toBinary(FlowRecordSchema, record)). */
+  recordBytes(payload: Uint8Array): void {
+    this.startRecord();
+    this.bytesField(BATCH.records, payload, true);
+    this.finishRecord();
+  }
+
   /** Starts a record built field by field (e.g. with copyReplacing); endRecord() ends it. */
   beginRecord(): void {
     this.startRecord();
-    this.recordMark = this.begin(BATCH.records, 3);
+    // Two length bytes: records of 128 B – 16 KiB (all of ours) need no move when they end.
+    this.recordMark = this.begin(BATCH.records, 2);
   }
 
   endRecord(): void {
@@ -315,7 +329,9 @@ export class FlowBatchWriter extends ProtoWriter {
     this.recordStart = this.pos;
   }
 
-  private trailerBytes(batch: OpenBatch, idBytes: number): number {
+  /** Bytes of the trailer of the batch's current part at most: its id may become `<id>/<n>`. */
+  private trailerRoom(batch: OpenBatch): number {
+    const idBytes = batch.idBytes + 1 + String(batch.parts.length / 3 + 1).length;
     const producer = Buffer.byteLength(batch.producer);
     return (
       1 + varintSize(idBytes) + idBytes +
@@ -328,9 +344,7 @@ export class FlowBatchWriter extends ProtoWriter {
     const batch = this.current!;
     const recordStart = this.recordStart;
     const recordBytes = this.pos - recordStart;
-    // The longest id a part of this batch can get: `<id>/<n>`.
-    const idRoom = batch.idBytes + 1 + String(batch.parts.length / 3 + 1).length;
-    const size = this.pos - batch.partStart + this.trailerBytes(batch, idRoom);
+    const size = this.pos - batch.partStart + batch.trailerRoom;
     if (size <= batch.maxBytes) {
       batch.partRecords++;
       return;
@@ -343,10 +357,11 @@ export class FlowBatchWriter extends ProtoWriter {
     const record = this.buf.slice(recordStart, this.pos);
     this.pos = recordStart;
     this.closePart(batch, `${batch.id}/${batch.parts.length / 3}`);
+    batch.trailerRoom = this.trailerRoom(batch);
     batch.partStart = this.pos;
     this.raw(record);
     batch.partRecords = 1;
-    if (this.pos - batch.partStart + this.trailerBytes(batch, idRoom) > batch.maxBytes) {
+    if (this.pos - batch.partStart + batch.trailerRoom > batch.maxBytes) {
       throw new RecordTooLargeError(recordBytes, batch.maxBytes);
     }
   }
