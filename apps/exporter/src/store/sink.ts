@@ -1,6 +1,5 @@
-// The store sink: hands every batch to the flow store; the batch is acked once its records are
+// The store sink: hands every batch's view to the flow store; the batch is acked once its records are
 // on disk (bytes and index line), like the JSON Lines file.
-import { decodeFlowBatch } from '@kappa/contracts';
 import type { ExportBatch, FlowSink } from '../sinks/sink.js';
 import type { FlowStore } from './store.js';
 
@@ -15,8 +14,8 @@ export class StoreSink implements FlowSink {
   }
 
   async write(batch: ExportBatch): Promise<void> {
-    // Decoded here until the store reads the records in place (console stream, #19).
-    await this.store.append(decodeFlowBatch(batch.view.bytes).records, BigInt(Date.now()) * 1_000_000n);
+    // The records' bytes as received and their index lines, read in place (no decode, no encode).
+    await this.store.append(batch.view, BigInt(Date.now()) * 1_000_000n);
   }
 
   async close(): Promise<void> {

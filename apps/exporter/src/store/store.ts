@@ -16,10 +16,10 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { FlowRecordSchema, fromBinary, toBinary } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
+import { FlowRecordSchema, fromBinary } from '@kappa/contracts';
+import type { FlowBatchView, FlowRecord } from '@kappa/contracts';
 import { compileSql, sqlString } from '@kappa/filter';
-import { csvColumnsSql, csvLine } from './columns.js';
+import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 
 export interface FlowStoreOptions {
   dir: string;
@@ -172,6 +172,9 @@ export class FlowStore {
   private queue: Promise<void> = Promise.resolve();
   private expired = 0;
   private closed = false;
+  /** The batch being appended: its index lines and its records' bytes (reused batch after batch). */
+  private readonly index = new CsvIndexWriter();
+  private recBuffer = Buffer.allocUnsafe(1024 * 1024);
 
   constructor(private readonly options: FlowStoreOptions) {}
 
@@ -237,33 +240,48 @@ export class FlowStore {
     this.segments.push(this.hot);
   }
 
-  /** Stores a batch; resolves once its bytes and index lines are written. */
-  append(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
-    const run = this.queue.then(() => this.appendNow(records, receivedNs));
+  /**
+   * Stores a batch's records: their bytes as received and one index line each, read in place.
+   * The view must stay valid until the returned promise settles (the sink awaits it).
+   */
+  append(view: FlowBatchView, receivedNs: bigint): Promise<void> {
+    const run = this.queue.then(() => this.appendNow(view, receivedNs));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async appendNow(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
+  private async appendNow(view: FlowBatchView, receivedNs: bigint): Promise<void> {
     if (this.closed) throw new Error('the flow store is closed');
     const hot = this.hot!;
-    const encoded: Uint8Array[] = new Array(records.length);
-    let csv = '';
+    const n = view.length;
+    if (n === 0) return;
+    const index = this.index;
+    index.reset(receivedNs);
+    // The records' bytes, copied back to back into one reused buffer (no per-record object).
+    const source = Buffer.from(view.bytes.buffer, view.bytes.byteOffset, view.bytes.byteLength);
+    let size = 0;
+    for (let i = 0; i < n; i++) size += view.recordEnd(i) - view.recordStart(i);
+    if (size > this.recBuffer.length) this.recBuffer = Buffer.allocUnsafe(Math.max(size, 2 * this.recBuffer.length));
+    const rec = this.recBuffer;
+    let written = 0;
     let offset = this.recBytes;
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i]!;
-      const bytes = toBinary(FlowRecordSchema, record);
-      encoded[i] = bytes;
-      csv += csvLine(record, receivedNs, hot.seq, offset, bytes.length);
-      offset += bytes.length;
-      if (record.endNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = record.endNs;
-      if (record.endNs > hot.maxNs) hot.maxNs = record.endNs;
+    for (let i = 0; i < n; i++) {
+      const start = view.recordStart(i);
+      const end = view.recordEnd(i);
+      source.copy(rec, written, start, end);
+      written += end - start;
+      index.line(view, i, hot.seq, offset, end - start);
+      offset += end - start;
     }
+    const minNs = index.minNs;
+    const maxNs = index.maxNs;
+    if (minNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = minNs;
+    if (maxNs > hot.maxNs) hot.maxNs = maxNs;
     // Bytes first: an index line never points past what is on disk, even after a crash.
-    await this.recFile!.writev(encoded);
-    await this.csvFile!.write(csv);
+    await this.recFile!.write(rec, 0, written);
+    await this.csvFile!.write(index.buffer, 0, index.length);
     this.recBytes = offset;
-    hot.records += records.length;
+    hot.records += n;
     if (hot.records >= this.options.segmentRecords || Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
   }
 
