@@ -463,12 +463,8 @@ export class FlowStore {
     }
   }
 
-  /**
-   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
-   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
-   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
-   */
-  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+  /** The SQL of aggregate() (undefined: no segment in range). Throws FilterError. */
+  private aggregateSql(query: AggregateQuery): string | undefined {
     const where = compileSql(query.filter);
     const range = this.rangeSql(query.sinceNs, query.untilNs);
     const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
@@ -496,12 +492,22 @@ export class FlowStore {
       parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records
         FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
     }
-    if (parts.length === 0) return [];
-    const sql = `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
+    if (parts.length === 0) return undefined;
+    return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
         coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records
       FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
       ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
+  }
+
+  /**
+   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
+   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
+   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
+   */
+  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+    const sql = this.aggregateSql(query);
+    if (sql === undefined) return [];
     const connection = await this.connect();
     try {
       const rows = (await connection.runAndReadAll(sql)).getRows();
@@ -517,6 +523,19 @@ export class FlowStore {
         rttMaxUs: r[12] as number,
         records: r[13] as bigint,
       }));
+    } finally {
+      connection.closeSync();
+    }
+  }
+
+  /** DuckDB's EXPLAIN ANALYZE of an aggregate: where its time goes, per operator (benchmarks). */
+  async explainAggregate(query: AggregateQuery): Promise<string> {
+    const sql = this.aggregateSql(query);
+    if (sql === undefined) return '(no segment in range)';
+    const connection = await this.connect();
+    try {
+      const rows = (await connection.runAndReadAll(`EXPLAIN ANALYZE ${sql}`)).getRows();
+      return rows.map((r) => String(r[1])).join('\n');
     } finally {
       connection.closeSync();
     }
