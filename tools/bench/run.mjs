@@ -15,6 +15,7 @@ const scenarios = [
   ['pipeline', 'bench:pipeline'],
   ['exporter', 'bench:exporter'],
   ['exporter-sinks', 'bench:exporter-sinks'],
+  ['console', 'bench:console'],
 ];
 
 const wanted = process.argv.slice(2);

@@ -3,59 +3,24 @@
 // TLS + token Observer, the console over HTTPS with the same token — fed known traffic between
 // pods of two namespaces. Every expectation is computed from the published records, the oracle.
 // Screenshots (1280×800) go to .test-results/console/ (git-ignored).
-import { execFileSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus, subjects } from '@kappa/bus';
+import { subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { createLogger, createRegistry } from '@kappa/observability';
-import { freePort, makeTlsMaterial, startNatsServer } from '@kappa/testing';
-import type { TestServer, TlsMaterial } from '@kappa/testing';
+import { MINUTE, SECOND, generatedMap, repoRoot, startConsoleStack, waitUntil as until } from './stack.js';
+import type { ConsoleStack } from './stack.js';
 
-const root = join(import.meta.dirname, '../../..');
-// Node's fetch (the API checks) trusts the console's test certificate no more than the browser
-// does (ignoreHTTPSErrors there): the link is TLS, its CA is the test's own.
-process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-const artefacts = join(root, '.test-results/console');
-const TOKEN = `console-token-${process.pid}-${Math.random().toString(36).slice(2)}`;
-const SECOND = 1_000_000_000n;
-const MINUTE = 60n * SECOND;
+const artefacts = join(repoRoot, '.test-results/console');
 const now = BigInt(Date.now()) * 1_000_000n;
 
-let nats: TestServer;
+let stack: ConsoleStack;
 let bus: Bus;
-let tls: TlsMaterial;
-let dir: string;
-let browser: Browser;
 let consoleUrl: string;
-const children: ChildProcess[] = [];
-const logs = new Map<ChildProcess, string>();
-
-function start(script: string, args: string[]): ChildProcess {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  logs.set(child, '');
-  const keep = (d: Buffer) => logs.set(child, (logs.get(child) ?? '') + d.toString());
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  children.push(child);
-  return child;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`${what} not met in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+let TOKEN: string;
 
 // --- known traffic: pods in namespaces shop and payments, and one external endpoint ---
 interface Pod {
@@ -177,7 +142,7 @@ function asShown(edges: Map<string, { bytes: bigint; reverseBytes: bigint }>): {
 }
 
 async function newPage(query = ''): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+  const context = await stack.newContext();
   const page = await context.newPage();
   page.on('pageerror', (error) => process.stderr.write(`page error: ${error.message}\n`));
   page.on('console', (message) => process.stderr.write(`page console: ${message.text()}\n`));
@@ -188,72 +153,24 @@ async function newPage(query = ''): Promise<Page> {
 const shot = (page: Page, name: string) => page.screenshot({ path: join(artefacts, `${name}.png`) });
 
 beforeAll(async () => {
-  for (const app of ['exporter', 'console']) {
-    execFileSync(process.execPath, [app === 'console' ? join(root, 'apps/console/build.mjs') : join(root, 'tools/build-app.mjs')], { cwd: join(root, 'apps', app), stdio: 'inherit' });
-  }
   mkdirSync(artefacts, { recursive: true });
-  tls = makeTlsMaterial();
-  dir = mkdtempSync(join(tmpdir(), `kx-console-${process.pid}-`));
-  const tokenFile = join(dir, 'token');
-  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-  nats = await startNatsServer();
-  bus = await connectBus({ servers: [nats.url], name: 'test', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
-  await bus.ensureStreams();
-  const [observerPort, consolePort] = await Promise.all([freePort(), freePort()]);
-  const exporter = start(join(root, 'apps/exporter/dist/main.js'), [
-    `--nats-url=${nats.url}`,
-    '--observer-host=127.0.0.1',
-    `--observer-port=${observerPort}`,
-    `--observer-tls-cert=${tls.serverCertFile}`,
-    `--observer-tls-key=${tls.serverKeyFile}`,
-    `--observer-tls-client-ca=${tls.caFile}`,
-    `--observer-token-file=${tokenFile}`,
-    '--metrics-port=0',
-    `--jsonl=${join(dir, 'flows.jsonl')}`,
-    '--instance=console-test-exporter',
-  ]);
-  const web = start(join(root, 'apps/console/dist/main.js'), [
-    '--host=127.0.0.1',
-    `--port=${consolePort}`,
-    `--https-cert=${tls.serverCertFile}`,
-    `--https-key=${tls.serverKeyFile}`,
-    `--server=127.0.0.1:${observerPort}`,
-    `--tls-ca=${tls.caFile}`,
-    `--tls-cert=${tls.clientCertFile}`,
-    `--tls-key=${tls.clientKeyFile}`,
-    `--token-file=${tokenFile}`,
-  ]);
-  await until(() => (logs.get(exporter) ?? '').includes('exporter started'), 60_000, `exporter start: ${logs.get(exporter)}`);
-  await until(() => (logs.get(web) ?? '').includes('console started'), 60_000, `console start: ${logs.get(web)}`);
-  consoleUrl = `https://127.0.0.1:${consolePort}/`;
+  stack = await startConsoleStack();
+  ({ bus, url: consoleUrl, token: TOKEN } = stack);
   await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: 'known-1', producer: 'test', records: known }));
   published.push(...known);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
   // The store has the records once the API's flow list has them all.
   await until(
-    async () => {
-      const r = await fetch(`${consoleUrl}api/flows?since=2h`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => undefined);
-      return r?.ok === true && ((await r.json()) as { flows: unknown[] }).flows.length === known.length;
-    },
+    async () => (await stack.api<{ flows: unknown[] }>('api/flows?since=2h').catch(() => ({ flows: [] }))).flows.length === known.length,
     30_000,
     'the store holds the known records',
-  ).catch(async (error: unknown) => {
-    throw new Error(`${String(error)}\nexporter: ${logs.get(exporter)}\nconsole: ${logs.get(web)}`);
+  ).catch((error: unknown) => {
+    throw new Error(`${String(error)}\n${stack.logs()}`);
   });
 }, 240_000);
 
 afterAll(async () => {
-  await browser?.close();
-  for (const child of children) child.kill('SIGTERM');
-  await bus?.close();
-  await nats?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  tls?.remove();
+  await stack?.stop();
 });
-
 
 describe('the console in Chromium', () => {
   it('the service map shows exactly the expected workloads and edges, each edge with the bytes of its records', async () => {
@@ -344,71 +261,68 @@ describe('the console in Chromium', () => {
   it('refuses the API without the token and asks for it', async () => {
     expect((await fetch(`${consoleUrl}api/map`)).status).toBe(401);
     expect((await fetch(`${consoleUrl}api/map`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+    const context = await stack.newContext();
     const page = await context.newPage();
     await page.goto(consoleUrl);
     await page.waitForSelector('form.token');
     await context.close();
   });
 
-  it('a generated map of 500 workloads and 5 000 edges first renders within 2 s and stays clickable', async () => {
-    // In a window of its own, three hours back, so it does not mix with the known traffic.
+  it('a generated map of 500 workloads and 5 000 edges draws every workload and edge on screen, and a click on a workload lists exactly its flows', async () => {
+    // In a window of its own, three hours back, so it does not mix with the known traffic. How
+    // fast it first renders is a benchmark (npm run bench:console, BENCHMARKS.md), not asserted.
     const at = now - 180n * MINUTE;
-    const records: FlowRecord[] = [];
-    const workload = (i: number): Pod => ({ ns: `gen-${i % 25}`, workload: `w-${i}`, pod: `w-${i}-0`, ip: `10.${100 + (i >> 8)}.${i & 255}.1` });
-    for (let e = 0; e < 5000; e++) {
-      // 5 000 distinct pairs: each workload talks to ten others, never to itself.
-      const from = workload(e % 500);
-      const toPod = workload(((e % 500) + 1 + Math.floor(e / 500) * 37) % 500);
-      records.push(newFlowRecord({ id: `g${e}`, node: 'node-g', vantage: Vantage.SRC, protocol: IpProtocol.TCP, startNs: at - SECOND, endNs: at + BigInt(e), src: end(from, 30000, 'gen'), dst: end(toPod, 80, 'gen'), bytes: BigInt(100 + e), reverseBytes: 10n, packets: 1n, joined: true }));
-    }
+    const { records, pairs } = generatedMap(at, 500, 5000);
     for (let b = 0; b < records.length; b += 1000) await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: `gen-${b}`, producer: 'test', records: records.slice(b, b + 1000) }));
     const since = String(at - MINUTE);
     const untilNs = String(at + MINUTE);
-    await until(
-      async () => {
-        const r = await fetch(`${consoleUrl}api/map?since=${since}&until=${untilNs}`, { headers: { authorization: `Bearer ${TOKEN}` } });
-        return ((await r.json()) as { aggregates?: unknown[] }).aggregates?.length === 5000;
-      },
-      60_000,
-      'generated records stored',
-    );
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+    await until(async () => (await stack.api<{ aggregates?: unknown[] }>(`api/map?since=${since}&until=${untilNs}`)).aggregates?.length === 5000, 60_000, 'generated records stored');
+    // The truth, from the published records: one node per workload, one edge per pair with its bytes.
+    const id = (w: { ns: string; workload: string }) => `${w.ns}/${w.workload}`;
+    const expectedNodes = [...new Set(pairs.flatMap(([from, to]) => [id(from), id(to)]))].sort();
+    const expectedEdges = pairs.map(([from, to], i) => `${id(from)}→${id(to)} ${String(records[i]!.bytes)}`).sort();
+    expect(expectedNodes).toHaveLength(500);
+    expect(new Set(expectedEdges).size).toBe(5000);
+
+    const context = await stack.newContext();
     const page = await context.newPage();
-    const cdp = await context.newCDPSession(page);
-    await cdp.send('Performance.enable');
     await page.goto(`${consoleUrl}?since=${since}&until=${untilNs}#token=${TOKEN}`);
-    await page.waitForSelector('[data-testid=map][data-rendered]', { timeout: 90_000 });
-    const metrics = (await cdp.send('Performance.getMetrics')) as { metrics: { name: string; value: number }[] };
-    const metric = (name: string) => 1000 * (metrics.metrics.find((m) => m.name === name)?.value ?? Number.NaN);
-    const taskMs = metric('TaskDuration');
-    // CPU time of the renderer's main thread: what the page cost, whatever else the machine ran.
-    const cpuMs = metric('ThreadTime');
-    const shown = await page.evaluate(() => ({ nodes: window.kappaMap!.map.nodes.length, edges: window.kappaMap!.cy.edges().length, renderedAt: window.kappaMap!.renderedAt, timings: window.kappaMapTimings }));
-    expect(shown.nodes).toBe(500);
-    expect(shown.edges).toBe(5000);
-    // Wall time from navigation start (the page's time origin) to the first drawn frame of the map,
-    // and the renderer main thread's CPU time until then (what a loaded machine inflates least).
-    const load = loadavg()[0]!;
-    process.stderr.write(
-      `500 workloads / 5000 edges: first render ${shown.renderedAt.toFixed(0)} ms after navigation, renderer main thread busy ${taskMs.toFixed(0)} ms wall / ${cpuMs.toFixed(0)} ms CPU, load average ${load.toFixed(1)}; steps ${JSON.stringify(shown.timings)}\n`,
-    );
-    expect(cpuMs).toBeLessThanOrEqual(2000);
-    // On a machine shared with other work the wall time says more about the others; it is held to
-    // the 2 s budget when the machine is not oversubscribed (CI runs one project at a time).
-    if (load <= 2 * cpus().length) expect(shown.renderedAt).toBeLessThanOrEqual(2000);
+    await page.waitForSelector('[data-testid=map][data-rendered]', { timeout: 120_000 });
+    // What is on the canvas: every workload and every edge, visible, inside the drawn area.
+    const drawn = await page.evaluate(() => {
+      const cy = window.kappaMap!.cy;
+      const { width, height } = cy.container()!.getBoundingClientRect();
+      const workloads = cy.nodes().not('.nslabel').not('.box');
+      const offScreen = workloads.filter((n) => {
+        const p = (n as cytoscape.NodeSingular).renderedPosition();
+        return p.x < 0 || p.y < 0 || p.x > width || p.y > height;
+      });
+      return {
+        nodes: workloads.filter((n) => n.visible()).map((n) => n.id()).sort(),
+        offScreen: offScreen.map((n) => n.id()),
+        edges: cy.edges().filter((e) => e.visible()).map((e: cytoscape.EdgeSingular) => `${e.source().id()}→${e.target().id()} ${String(window.kappaMap!.map.edges.find((m) => m.id === e.id())?.bytes)}`).sort(),
+        summary: document.querySelector('[data-testid=map-summary]')?.textContent?.trim(),
+      };
+    });
+    expect(drawn.nodes).toEqual(expectedNodes);
+    expect(drawn.offScreen).toEqual([]);
+    expect(drawn.edges).toEqual(expectedEdges);
+    expect(drawn.summary).toBe('500 nodes, 5000 edges');
     await shot(page, 'map-500-workloads');
-    // Still interactive: a click on a node opens its flows.
+    // Still interactive: a click where gen-0/w-0 is drawn opens its flows, those of each pair it is in.
     const point = await page.evaluate(() => {
       const cy = window.kappaMap!.cy;
-      const node = cy.$id('gen-0/w-0');
       const box = cy.container()!.getBoundingClientRect();
-      const p = node.renderedPosition();
+      const p = cy.$id('gen-0/w-0').renderedPosition();
       return { x: box.left + p.x, y: box.top + p.y };
     });
     await page.mouse.click(point.x, point.y);
-    await page.waitForSelector('[data-testid=flow-panel] [data-testid=flow-row]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid=flow-panel] [data-testid=flow-row]', { timeout: 60_000 });
     expect(await page.textContent('[data-testid=panel-title]')).toBe('w-0: its flows');
-    await page.context().close();
-  }, 240_000);
+    const expectedIds = records.filter((_, i) => pairs[i]!.some((w) => id(w) === 'gen-0/w-0')).map((r) => r.id).sort();
+    expect(expectedIds).toHaveLength(20);
+    const ids = await page.$$eval('[data-testid=flow-panel] [data-testid=flow-row]', (rows) => rows.map((r) => r.getAttribute('data-id')!).sort());
+    expect(ids).toEqual(expectedIds);
+    await context.close();
+  }, 300_000);
 });

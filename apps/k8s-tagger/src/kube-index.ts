@@ -1,24 +1,25 @@
-// The tagger's view of the cluster: IP → pod | service | node (with time, so a deleted pod stays
-// known for a grace period and a reused IP maps to the pod that held it when a flow happened),
-// container id → pod and container, owner chain → workload, Service → ready backends.
+// The tagger's view of the cluster, in event time: which pod held an IP when a flow happened,
+// which Service an address and port reach (every Service kind), container ids, nodes, workloads.
+// Each kind of object has its own store answering a narrow getter (index/getters.ts); this class
+// takes in the informers' objects, builds the tags, and keeps deleted objects for a grace period
+// measured against the flows being tagged (and saved, so a restarted tagger still knows them).
 import { createHash } from 'node:crypto';
-import { canonicalIp, create, KubeSchema } from '@kappa/contracts';
+import { create, KubeSchema } from '@kappa/contracts';
 import type { Kube } from '@kappa/contracts';
-import type {
-  V1DaemonSet,
-  V1Deployment,
-  V1EndpointSlice,
-  V1Job,
-  V1CronJob,
-  V1Namespace,
-  V1Node,
-  V1ObjectMeta,
-  V1OwnerReference,
-  V1Pod,
-  V1ReplicaSet,
-  V1Service,
-  V1StatefulSet,
-} from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Namespace, V1Node, V1ObjectMeta, V1Pod, V1Service } from '@kubernetes/client-node';
+import { PodNetworks } from './index/cidr.js';
+import type { NodeGetter, PodGetter, ServiceGetter, WorkloadGetter } from './index/getters.js';
+import { nowNs } from './index/getters.js';
+import { NodeStore } from './index/nodes.js';
+import type { NodeEntry } from './index/nodes.js';
+import { OwnerStore } from './index/owners.js';
+import type { OwnerKind } from './index/owners.js';
+import { PodStore } from './index/pods.js';
+import type { PodEntry, PodSnapshot } from './index/pods.js';
+import { ServiceStore } from './index/services.js';
+import type { ServiceEntry, ServiceSnapshot } from './index/services.js';
+
+export { bareContainerId } from './index/pods.js';
 
 /** A change to the index, as the gRPC Watch streams it: key "ip:<ip>" or "container:<id>". */
 export interface IndexChange {
@@ -38,84 +39,24 @@ export interface IndexSizes {
   owners: number;
 }
 
-interface PodEntry {
-  uid: string;
-  name: string;
-  namespace: string;
-  nodeName: string;
-  hostNetwork: boolean;
-  labels: Record<string, string>;
-  ips: string[];
-  /** containerId → container name (current and previous instances). */
-  containers: Map<string, string>;
-  owner: { kind: string; name: string } | undefined;
-  templateHash: string | undefined;
-  /** When the pod's IPs became its own (unix ns): start time, else creation time. */
-  fromNs: bigint;
-  /** When the tagger saw the pod deleted (unix ns); undefined while it exists. */
-  deletedNs: bigint | undefined;
-  /** Tags built once per container name ('' for none), valid while the owners are unchanged. */
-  kubeCache: { ownersVersion: number; byContainer: Map<string, Kube> } | undefined;
-}
-
-interface ServiceEntry {
-  key: string;
-  name: string;
-  namespace: string;
-  uid: string;
-  labels: Record<string, string>;
-  ips: string[];
-  kube?: Kube;
-}
-
-interface SliceEntry {
-  serviceKey: string;
-  /** Ready backends. */
-  backends: { ip: string; port: number }[];
-}
-
-interface NodeEntry {
-  name: string;
-  uid: string;
-  labels: Record<string, string>;
-  ips: string[];
-  kube?: Kube;
-}
-
 export type EndpointResolution =
   | { type: 'pod'; kube: Kube }
   | { type: 'service'; kube: Kube }
   | { type: 'node'; kube: Kube }
   | { type: 'none' };
 
-function timeNs(value: Date | string | undefined): bigint | undefined {
-  if (value === undefined) return undefined;
-  const ms = value instanceof Date ? value.getTime() : Date.parse(value);
-  return Number.isFinite(ms) ? BigInt(ms) * 1_000_000n : undefined;
-}
+/** What the index saves so a restarted tagger still knows deleted pods and Services. */
+export type SavedObject = { kind: 'pod'; pod: PodSnapshot } | { kind: 'service'; service: ServiceSnapshot };
 
-function nowNs(): bigint {
-  return BigInt(Date.now()) * 1_000_000n;
-}
-
-function normalizeIp(ip: string | undefined): string | undefined {
-  if (!ip || ip === 'None') return undefined;
-  try {
-    return canonicalIp(ip);
-  } catch {
-    return undefined;
-  }
-}
-
-/** "containerd://abc" → "abc" (the runtime prefix is not part of the id the enricher reports). */
-export function bareContainerId(id: string): string {
-  const at = id.indexOf('://');
-  return at >= 0 ? id.slice(at + 3) : id;
-}
-
-function controllerOf(metadata: V1ObjectMeta | undefined): V1OwnerReference | undefined {
-  const owners = metadata?.ownerReferences ?? [];
-  return owners.find((owner) => owner.controller) ?? owners[0];
+export interface KubeIndexOptions {
+  /** How long (event time) a deleted pod or Service stays known after its end. */
+  deletedGraceMs: number;
+  /** Wall-clock bound on keeping deleted objects, whatever the flows' times. Default 1 h. */
+  deletedRetentionMs?: number;
+  /** Pod networks given by the operator (added to the nodes' podCIDRs). */
+  podCidrs?: readonly string[];
+  /** Tolerated clock difference between nodes and the API server. Default 2 s. */
+  clockSkewMs?: number;
 }
 
 /** The cluster id: the first 4 bytes (big-endian) of sha256 of the kube-system namespace UID. */
@@ -124,25 +65,55 @@ export function clusterIdFromUid(uid: string): number {
 }
 
 export class KubeIndex {
-  private readonly pods = new Map<string, PodEntry>();
-  /** ip → pods that held it, oldest first; deleted ones stay until the grace period ends. */
-  private readonly podsByIp = new Map<string, PodEntry[]>();
-  private readonly containers = new Map<string, { pod: PodEntry; containerName: string }>();
-  private readonly services = new Map<string, ServiceEntry>();
-  private readonly servicesByIp = new Map<string, ServiceEntry>();
-  private readonly slices = new Map<string, SliceEntry>();
-  /** backend ip → port → service key → how many slices list it (no string keys built per lookup). */
-  private readonly backends = new Map<string, Map<number, Map<string, number>>>();
-  private readonly nodes = new Map<string, NodeEntry>();
-  private readonly nodesByIp = new Map<string, NodeEntry>();
-  /** "Kind/namespace/name" of ReplicaSets and Jobs → their controller; other workloads → null. */
-  private readonly owners = new Map<string, { kind: string; name: string } | null>();
-  /** Bumped on every owner change, so cached pod tags pick up a new workload. */
-  private ownersVersion = 0;
+  readonly pods: PodGetter;
+  readonly services: ServiceGetter;
+  readonly nodes: NodeGetter;
+  readonly workloads: WorkloadGetter;
+  private readonly podStore: PodStore;
+  private readonly serviceStore: ServiceStore;
+  private readonly nodeStore: NodeStore;
+  private readonly ownerStore: OwnerStore;
   private readonly listeners = new Set<(change: IndexChange) => void>();
   private kubeSystemUid: string | undefined;
+  /** The latest flow time tagged (event time), never ahead of the wall clock. */
+  private watermarkNs = 0n;
+  /** Where saved objects go (set by the service that persists them). */
+  saver: ((key: string, saved: SavedObject) => void) | undefined;
 
-  constructor(private readonly options: { deletedGraceMs: number }) {}
+  constructor(private readonly options: KubeIndexOptions) {
+    const skewNs = BigInt(options.clockSkewMs ?? 2000) * 1_000_000n;
+    const networks = new PodNetworks(options.podCidrs ?? []);
+    this.nodeStore = new NodeStore(networks, (node, removed) => {
+      if (this.listeners.size > 0) for (const ip of node.ips) this.emit(`ip:${ip}`, this.nodeKube(node), removed);
+    });
+    this.podStore = new PodStore(networks, skewNs, {
+      changed: (pod) => {
+        this.save(pod);
+        if (this.listeners.size > 0) this.emitPod(pod, false);
+      },
+      deleted: (pod) => {
+        this.save(pod);
+        if (this.listeners.size > 0) this.emitPod(pod, true);
+      },
+      forgotten: () => undefined,
+    });
+    this.serviceStore = new ServiceStore((ip) => this.nodeStore.nodeByIp(ip) !== undefined, skewNs, {
+      changed: (service) => {
+        this.saveService(service);
+        if (this.listeners.size > 0) for (const ip of service.clusterIps) this.emit(`ip:${ip}`, this.serviceKube(service), false);
+      },
+      deleted: (service) => {
+        this.saveService(service);
+        if (this.listeners.size > 0) for (const ip of service.clusterIps) this.emit(`ip:${ip}`, this.serviceKube(service), true);
+      },
+      forgotten: () => undefined,
+    });
+    this.ownerStore = new OwnerStore();
+    this.pods = this.podStore;
+    this.services = this.serviceStore;
+    this.nodes = this.nodeStore;
+    this.workloads = this.ownerStore;
+  }
 
   // ---- cluster id ----
 
@@ -158,309 +129,105 @@ export class KubeIndex {
     // The cluster id stays stable for the life of the process even if kube-system vanishes.
   }
 
-  // ---- pods ----
+  // ---- taking in objects ----
 
   upsertPod(pod: V1Pod): void {
-    const metadata = pod.metadata;
-    if (!metadata?.uid || !metadata.name) return;
-    const previous = this.pods.get(metadata.uid);
-    const hostNetwork = pod.spec?.hostNetwork === true;
-    const ips = new Set<string>();
-    if (!hostNetwork) {
-      for (const entry of pod.status?.podIPs ?? []) {
-        const ip = normalizeIp(entry.ip);
-        if (ip) ips.add(ip);
-      }
-      const ip = normalizeIp(pod.status?.podIP);
-      if (ip) ips.add(ip);
-    }
-    // Current containers and the instance before each one's last restart; older ids are dropped
-    // so a crash-looping pod does not grow the index.
-    const containers = new Map<string, string>();
-    const statuses = [
-      ...(pod.status?.containerStatuses ?? []),
-      ...(pod.status?.initContainerStatuses ?? []),
-      ...(pod.status?.ephemeralContainerStatuses ?? []),
-    ];
-    for (const status of statuses) {
-      if (status.containerID) containers.set(bareContainerId(status.containerID), status.name);
-      const previousId = status.lastState?.terminated?.containerID;
-      if (previousId) containers.set(bareContainerId(previousId), status.name);
-    }
-    const owner = controllerOf(metadata);
-    const entry: PodEntry = {
-      uid: metadata.uid,
-      name: metadata.name,
-      namespace: metadata.namespace ?? 'default',
-      nodeName: pod.spec?.nodeName ?? '',
-      hostNetwork,
-      labels: metadata.labels ?? {},
-      ips: [...ips],
-      containers,
-      owner: owner ? { kind: owner.kind, name: owner.name } : undefined,
-      templateHash: metadata.labels?.['pod-template-hash'],
-      fromNs: previous?.fromNs ?? timeNs(pod.status?.startTime) ?? timeNs(metadata.creationTimestamp) ?? nowNs(),
-      deletedNs: undefined,
-      kubeCache: undefined,
-    };
-    this.pods.set(entry.uid, entry);
-    // IPs the pod no longer has: its binding ends now.
-    for (const ip of previous?.ips ?? []) {
-      if (!ips.has(ip)) this.unbindPodIp(ip, previous!, true);
-    }
-    for (const ip of entry.ips) {
-      const held = this.podsByIp.get(ip) ?? [];
-      const at = held.findIndex((p) => p.uid === entry.uid);
-      if (at >= 0) held[at] = entry;
-      else {
-        held.push(entry);
-        held.sort((a, b) => (a.fromNs < b.fromNs ? -1 : a.fromNs > b.fromNs ? 1 : 0));
-      }
-      this.podsByIp.set(ip, held);
-    }
-    for (const id of previous?.containers.keys() ?? []) {
-      if (!containers.has(id) && this.containers.get(id)?.pod === previous) this.containers.delete(id);
-    }
-    for (const [id, containerName] of entry.containers) this.containers.set(id, { pod: entry, containerName });
-    if (this.listeners.size > 0) {
-      for (const ip of entry.ips) this.emit(`ip:${ip}`, this.podKube(entry, undefined, undefined), false);
-      for (const [id, containerName] of entry.containers) this.emit(`container:${id}`, this.podKube(entry, containerName, undefined), false);
-    }
+    this.podStore.upsert(pod);
   }
 
-  /** Marks the pod deleted; it stays resolvable for flows until the grace period has passed. */
   deletePod(pod: V1Pod): void {
-    const uid = pod.metadata?.uid;
-    const entry = uid ? this.pods.get(uid) : undefined;
-    if (!entry || entry.deletedNs !== undefined) return;
-    entry.deletedNs = nowNs();
-    if (this.listeners.size > 0) {
-      for (const ip of entry.ips) this.emit(`ip:${ip}`, this.podKube(entry, undefined, undefined), true);
-      for (const [id, containerName] of entry.containers) this.emit(`container:${id}`, this.podKube(entry, containerName, undefined), true);
-    }
+    this.podStore.remove(pod);
   }
-
-  private unbindPodIp(ip: string, pod: PodEntry, notify: boolean): void {
-    const held = this.podsByIp.get(ip);
-    if (!held) return;
-    const remaining = held.filter((p) => p.uid !== pod.uid);
-    if (remaining.length > 0) this.podsByIp.set(ip, remaining);
-    else this.podsByIp.delete(ip);
-    if (notify && this.listeners.size > 0) this.emit(`ip:${ip}`, this.podKube(pod, undefined, undefined), true);
-  }
-
-  /** Forgets pods deleted more than the grace period ago. Returns how many were forgotten. */
-  prune(now: bigint = nowNs()): number {
-    const graceNs = BigInt(this.options.deletedGraceMs) * 1_000_000n;
-    let forgotten = 0;
-    for (const entry of this.pods.values()) {
-      if (entry.deletedNs === undefined || now - entry.deletedNs < graceNs) continue;
-      this.pods.delete(entry.uid);
-      for (const ip of entry.ips) this.unbindPodIp(ip, entry, false);
-      for (const id of entry.containers.keys()) {
-        if (this.containers.get(id)?.pod === entry) this.containers.delete(id);
-      }
-      forgotten += 1;
-    }
-    return forgotten;
-  }
-
-  /** The pod that held the IP at that time: the latest to take it no later than then. */
-  private podAt(ip: string, atNs: bigint): PodEntry | undefined {
-    const held = this.podsByIp.get(ip);
-    if (!held || held.length === 0) return undefined;
-    let chosen: PodEntry | undefined;
-    for (const pod of held) if (pod.fromNs <= atNs) chosen = pod;
-    // A flow stamped before any holder took the IP (clock skew between node and API server):
-    // the first holder is the best guess; never a pod that was already gone by then.
-    return chosen ?? held[0];
-  }
-
-  // ---- services and endpoint slices ----
 
   upsertService(service: V1Service): void {
-    const metadata = service.metadata;
-    if (!metadata?.name) return;
-    const key = `${metadata.namespace ?? 'default'}/${metadata.name}`;
-    const previous = this.services.get(key);
-    const ips = new Set<string>();
-    for (const raw of [service.spec?.clusterIP, ...(service.spec?.clusterIPs ?? [])]) {
-      const ip = normalizeIp(raw);
-      if (ip) ips.add(ip);
-    }
-    const entry: ServiceEntry = {
-      key,
-      name: metadata.name,
-      namespace: metadata.namespace ?? 'default',
-      uid: metadata.uid ?? '',
-      labels: metadata.labels ?? {},
-      ips: [...ips],
-    };
-    this.services.set(key, entry);
-    for (const ip of previous?.ips ?? []) {
-      if (!ips.has(ip) && this.servicesByIp.get(ip) === previous) this.servicesByIp.delete(ip);
-    }
-    for (const ip of entry.ips) {
-      this.servicesByIp.set(ip, entry);
-      if (this.listeners.size > 0) this.emit(`ip:${ip}`, this.serviceKube(entry), false);
-    }
+    this.serviceStore.upsert(service);
   }
 
   deleteService(service: V1Service): void {
-    const key = `${service.metadata?.namespace ?? 'default'}/${service.metadata?.name ?? ''}`;
-    const entry = this.services.get(key);
-    if (!entry) return;
-    this.services.delete(key);
-    for (const ip of entry.ips) {
-      if (this.servicesByIp.get(ip) !== entry) continue;
-      this.servicesByIp.delete(ip);
-      if (this.listeners.size > 0) this.emit(`ip:${ip}`, this.serviceKube(entry), true);
-    }
+    this.serviceStore.remove(service);
   }
 
   upsertEndpointSlice(slice: V1EndpointSlice): void {
-    const metadata = slice.metadata;
-    const serviceName = metadata?.labels?.['kubernetes.io/service-name'];
-    if (!metadata?.name) return;
-    const sliceKey = `${metadata.namespace ?? 'default'}/${metadata.name}`;
-    this.removeSlice(sliceKey);
-    if (!serviceName) return;
-    const backends: { ip: string; port: number }[] = [];
-    const ports = (slice.ports ?? []).map((port) => port.port).filter((port): port is number => typeof port === 'number');
-    for (const endpoint of slice.endpoints ?? []) {
-      // Kubernetes: a nil ready condition means ready.
-      if (endpoint.conditions?.ready === false) continue;
-      for (const address of endpoint.addresses ?? []) {
-        const ip = normalizeIp(address);
-        if (!ip) continue;
-        for (const port of ports) backends.push({ ip, port });
-      }
-    }
-    const entry: SliceEntry = { serviceKey: `${metadata.namespace ?? 'default'}/${serviceName}`, backends };
-    this.slices.set(sliceKey, entry);
-    for (const { ip, port } of backends) {
-      let byPort = this.backends.get(ip);
-      if (!byPort) this.backends.set(ip, (byPort = new Map()));
-      let services = byPort.get(port);
-      if (!services) byPort.set(port, (services = new Map()));
-      services.set(entry.serviceKey, (services.get(entry.serviceKey) ?? 0) + 1);
-    }
+    this.serviceStore.upsertSlice(slice);
   }
 
   deleteEndpointSlice(slice: V1EndpointSlice): void {
-    this.removeSlice(`${slice.metadata?.namespace ?? 'default'}/${slice.metadata?.name ?? ''}`);
+    this.serviceStore.removeSlice(slice);
   }
-
-  private removeSlice(sliceKey: string): void {
-    const entry = this.slices.get(sliceKey);
-    if (!entry) return;
-    this.slices.delete(sliceKey);
-    for (const { ip, port } of entry.backends) {
-      const byPort = this.backends.get(ip);
-      const services = byPort?.get(port);
-      if (!byPort || !services) continue;
-      const count = (services.get(entry.serviceKey) ?? 0) - 1;
-      if (count > 0) services.set(entry.serviceKey, count);
-      else services.delete(entry.serviceKey);
-      if (services.size === 0) byPort.delete(port);
-      if (byPort.size === 0) this.backends.delete(ip);
-    }
-  }
-
-  /** The Service whose EndpointSlices list ip:port as a ready backend (first by namespace/name). */
-  private serviceForBackend(ip: string, port: number): ServiceEntry | undefined {
-    const services = this.backends.get(ip)?.get(port);
-    if (!services) return undefined;
-    if (services.size === 1) {
-      // The common case: one Service selects this backend.
-      const [only] = services.keys();
-      const service = only !== undefined ? this.services.get(only) : undefined;
-      if (service) return service;
-    }
-    const keys = [...services.keys()].sort();
-    for (const key of keys) {
-      const service = this.services.get(key);
-      if (service) return service;
-    }
-    const [namespace, name] = (keys[0] ?? '/').split('/');
-    return { key: keys[0] ?? '', name: name ?? '', namespace: namespace ?? '', uid: '', labels: {}, ips: [] };
-  }
-
-  /** Ready backends ("ip:port") of the Service at this IP. */
-  backendsOf(serviceIp: string): string[] {
-    const service = this.servicesByIp.get(serviceIp);
-    if (!service) return [];
-    const result = new Set<string>();
-    for (const slice of this.slices.values()) {
-      if (slice.serviceKey !== service.key) continue;
-      for (const { ip, port } of slice.backends) result.add(ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
-    }
-    return [...result].sort();
-  }
-
-  // ---- nodes ----
 
   upsertNode(node: V1Node): void {
-    const name = node.metadata?.name;
-    if (!name) return;
-    const previous = this.nodes.get(name);
-    const ips = new Set<string>();
-    for (const address of node.status?.addresses ?? []) {
-      if (address.type !== 'InternalIP' && address.type !== 'ExternalIP') continue;
-      const ip = normalizeIp(address.address);
-      if (ip) ips.add(ip);
-    }
-    const entry: NodeEntry = { name, uid: node.metadata?.uid ?? '', labels: node.metadata?.labels ?? {}, ips: [...ips] };
-    this.nodes.set(name, entry);
-    for (const ip of previous?.ips ?? []) {
-      if (!ips.has(ip) && this.nodesByIp.get(ip) === previous) this.nodesByIp.delete(ip);
-    }
-    for (const ip of entry.ips) {
-      this.nodesByIp.set(ip, entry);
-      if (this.listeners.size > 0) this.emit(`ip:${ip}`, this.nodeKube(entry), false);
-    }
+    this.nodeStore.upsert(node);
   }
 
   deleteNode(node: V1Node): void {
-    const entry = this.nodes.get(node.metadata?.name ?? '');
-    if (!entry) return;
-    this.nodes.delete(entry.name);
-    for (const ip of entry.ips) {
-      if (this.nodesByIp.get(ip) !== entry) continue;
-      this.nodesByIp.delete(ip);
-      if (this.listeners.size > 0) this.emit(`ip:${ip}`, this.nodeKube(entry), true);
-    }
+    this.nodeStore.remove(node);
   }
 
-  // ---- owners ----
-
-  upsertOwner(kind: 'ReplicaSet' | 'Job' | 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'CronJob', object: V1ReplicaSet | V1Job | V1Deployment | V1StatefulSet | V1DaemonSet | V1CronJob): void {
-    const metadata = object.metadata;
-    if (!metadata?.name) return;
-    const controller = kind === 'ReplicaSet' || kind === 'Job' ? controllerOf(metadata) : undefined;
-    this.ownersVersion += 1;
-    this.owners.set(`${kind}/${metadata.namespace ?? 'default'}/${metadata.name}`, controller ? { kind: controller.kind, name: controller.name } : null);
+  upsertOwner(kind: OwnerKind, object: { metadata?: V1ObjectMeta }): void {
+    this.ownerStore.upsert(kind, object);
   }
 
   deleteOwner(kind: string, object: { metadata?: V1ObjectMeta }): void {
-    this.ownersVersion += 1;
-    this.owners.delete(`${kind}/${object.metadata?.namespace ?? 'default'}/${object.metadata?.name ?? ''}`);
+    this.ownerStore.remove(kind, object);
   }
 
-  /** Pod → ReplicaSet → Deployment, Pod → Job → CronJob, StatefulSet, DaemonSet; a bare pod is its own workload. */
-  private workloadOf(pod: PodEntry): { kind: string; name: string } {
-    const owner = pod.owner;
-    if (!owner) return { kind: 'Pod', name: pod.name };
-    if (owner.kind === 'ReplicaSet' || owner.kind === 'Job') {
-      const key = `${owner.kind}/${pod.namespace}/${owner.name}`;
-      const parent = this.owners.get(key);
-      if (parent) return parent;
-      if (parent === undefined && owner.kind === 'ReplicaSet' && pod.templateHash && owner.name.endsWith(`-${pod.templateHash}`)) {
-        // The ReplicaSet is not (yet) known: its name is <deployment>-<pod-template-hash>.
-        return { kind: 'Deployment', name: owner.name.slice(0, -pod.templateHash.length - 1) };
-      }
+  // ---- event time ----
+
+  /** The flows being tagged have reached this time: deleted objects older than the grace go. */
+  observeFlowTime(atNs: bigint): void {
+    if (atNs > this.watermarkNs) {
+      const wall = nowNs();
+      this.watermarkNs = atNs < wall ? atNs : wall;
     }
-    return owner;
+  }
+
+  get flowWatermarkNs(): bigint {
+    return this.watermarkNs;
+  }
+
+  /** Forgets deleted pods and Services past the grace (event time) or the retention (wall
+   *  clock). Returns how many were forgotten. */
+  prune(wallNs: bigint = nowNs()): number {
+    const graceNs = BigInt(this.options.deletedGraceMs) * 1_000_000n;
+    const retentionNs = BigInt(Math.max(this.options.deletedRetentionMs ?? 3_600_000, this.options.deletedGraceMs)) * 1_000_000n;
+    return this.podStore.prune(this.watermarkNs, graceNs, wallNs, retentionNs) + this.serviceStore.prune(this.watermarkNs, graceNs, wallNs, retentionNs);
+  }
+
+  // ---- saved state ----
+
+  private save(pod: PodEntry): void {
+    this.saver?.(`pod.${pod.uid}`, { kind: 'pod', pod: this.podStore.snapshot(pod) });
+  }
+
+  private saveService(service: ServiceEntry): void {
+    this.saver?.(`svc.${service.uid}`, { kind: 'service', service: this.serviceStore.snapshot(service) });
+  }
+
+  /** Every pod and Service as saved now (to refresh the saved copies). */
+  *savedObjects(): Generator<[string, SavedObject]> {
+    for (const pod of this.podStore.live()) yield [`pod.${pod.uid}`, { kind: 'pod', pod: this.podStore.snapshot(pod) }];
+    for (const service of this.serviceStore.live()) yield [`svc.${service.uid}`, { kind: 'service', service: this.serviceStore.snapshot(service) }];
+  }
+
+  /** Takes back objects saved by an earlier run, before the first list. */
+  restore(saved: Iterable<SavedObject>): number {
+    let restored = 0;
+    for (const object of saved) {
+      if (object.kind === 'pod') this.podStore.restore(object.pod);
+      else this.serviceStore.restore(object.service);
+      restored += 1;
+    }
+    return restored;
+  }
+
+  /** After the first full list: what was saved as running but no longer exists was deleted
+   *  while no tagger watched; it ends now (the latest it can have ended). */
+  endUnconfirmed(atNs: bigint = nowNs()): number {
+    const pods = this.podStore.unconfirmed();
+    for (const pod of pods) this.podStore.removeByUid(pod.uid, atNs);
+    const services = this.serviceStore.unconfirmed();
+    for (const service of services) this.serviceStore.removeByUid(service.uid, atNs);
+    return pods.length + services.length;
   }
 
   // ---- tags ----
@@ -468,14 +235,14 @@ export class KubeIndex {
   // Tags are built once per object and handed out as shallow copies (protobuf-es messages are
   // plain objects), so tagging a record costs map lookups and two small copies.
   private podKube(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip = pod.ips[0]): Kube {
-    let cache = pod.kubeCache;
-    if (!cache || cache.ownersVersion !== this.ownersVersion) {
-      cache = { ownersVersion: this.ownersVersion, byContainer: new Map() };
+    let cache = pod.kubeCache as { ownersVersion: number; byContainer: Map<string, Kube> } | undefined;
+    if (!cache || cache.ownersVersion !== this.ownerStore.version) {
+      cache = { ownersVersion: this.ownerStore.version, byContainer: new Map() };
       pod.kubeCache = cache;
     }
     let base = cache.byContainer.get(containerName ?? '');
     if (!base) {
-      const workload = this.workloadOf(pod);
+      const workload = this.ownerStore.workloadOf(pod);
       base = create(KubeSchema, {
         node: pod.nodeName,
         objectName: pod.name,
@@ -491,7 +258,7 @@ export class KubeIndex {
       cache.byContainer.set(containerName ?? '', base);
     }
     const kube = { ...base };
-    const service = ip !== undefined && port ? this.serviceForBackend(ip, port) : undefined;
+    const service = ip !== undefined && port ? this.serviceStore.serviceForBackend(ip, port) : undefined;
     if (service) {
       kube.serviceName = service.name;
       kube.serviceNamespace = service.namespace;
@@ -512,7 +279,7 @@ export class KubeIndex {
       serviceNamespace: service.namespace,
       objectUid: service.uid,
     });
-    return { ...service.kube };
+    return { ...(service.kube as Kube) };
   }
 
   private nodeKube(node: NodeEntry): Kube {
@@ -525,42 +292,61 @@ export class KubeIndex {
       labels: node.labels,
       objectUid: node.uid,
     });
-    return { ...node.kube };
+    return { ...(node.kube as Kube) };
   }
 
   /** The pod and container a container id belongs to (hostNetwork pods included). */
   resolveContainer(containerId: string, port?: number): EndpointResolution {
-    const found = this.containers.get(bareContainerId(containerId));
+    const found = this.podStore.podByContainer(containerId);
     if (!found) return { type: 'none' };
     return { type: 'pod', kube: this.podKube(found.pod, found.containerName, found.pod.hostNetwork ? undefined : port) };
   }
 
-  /** What an IP was at a time: a Service ClusterIP, a (non-hostNetwork) pod, a node, or nothing. */
-  resolveIp(ip: string, atNs: bigint, port?: number): EndpointResolution {
-    const service = this.servicesByIp.get(ip);
+  /**
+   * What ip:port was at a time: a Service (ClusterIP; LoadBalancer or external IP on a Service
+   * port; NodePort on a node IP), a hostNetwork or hostPort pod on a node IP, the node, the pod
+   * that held the IP then, or nothing.
+   */
+  resolveIp(ip: string, atNs: bigint, port = 0, protocol = 6): EndpointResolution {
+    const service = this.serviceStore.serviceAt(ip, port, protocol, atNs);
     if (service) return { type: 'service', kube: this.serviceKube(service) };
-    const pod = this.podAt(ip, atNs);
+    const node = this.nodeStore.nodeByIp(ip);
+    if (node) {
+      const hostPod = port ? this.podStore.podOnHostPort(ip, port, protocol, atNs) : undefined;
+      if (hostPod) return { type: 'pod', kube: this.podKube(hostPod, undefined, undefined) };
+      return { type: 'node', kube: this.nodeKube(node) };
+    }
+    const pod = this.podStore.podAt(ip, atNs);
     if (pod) return { type: 'pod', kube: this.podKube(pod, undefined, port, ip) };
-    const node = this.nodesByIp.get(ip);
-    if (node) return { type: 'node', kube: this.nodeKube(node) };
     return { type: 'none' };
+  }
+
+  /** Whether an address nothing resolves is a pod the index has not seen yet (it lies in a pod
+   *  network and is no node's). */
+  expectsPod(ip: string): boolean {
+    return this.nodeStore.nodeByIp(ip) === undefined && this.podStore.inPodNetwork(ip);
   }
 
   /** Node tags by name (for the local end of a host process). */
   nodeByName(name: string): Kube | undefined {
-    const node = this.nodes.get(name);
+    const node = this.nodeStore.nodeByName(name);
     return node ? this.nodeKube(node) : undefined;
+  }
+
+  /** Ready backends ("ip:port") of the Service at this IP. */
+  backendsOf(serviceIp: string): string[] {
+    return this.serviceStore.backendsOf(serviceIp);
   }
 
   sizes(): IndexSizes {
     return {
-      podIps: this.podsByIp.size,
-      containers: this.containers.size,
-      serviceIps: this.servicesByIp.size,
-      nodeIps: this.nodesByIp.size,
-      backendIps: this.backends.size,
-      pods: this.pods.size,
-      owners: this.owners.size,
+      podIps: this.podStore.ipCount,
+      containers: this.podStore.containerCount,
+      serviceIps: this.serviceStore.addressCount,
+      nodeIps: this.nodeStore.size,
+      backendIps: this.serviceStore.backendCount,
+      pods: this.podStore.size,
+      owners: this.ownerStore.size,
     };
   }
 
@@ -568,6 +354,11 @@ export class KubeIndex {
   subscribe(listener: (change: IndexChange) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  private emitPod(pod: PodEntry, removed: boolean): void {
+    for (const ip of pod.ips) this.emit(`ip:${ip}`, this.podKube(pod, undefined, undefined), removed);
+    for (const [id, containerName] of pod.containers) this.emit(`container:${id}`, this.podKube(pod, containerName, undefined), removed);
   }
 
   private emit(key: string, kube: Kube, removed: boolean): void {

@@ -28,6 +28,9 @@ const tagger = new TaggerService({
   kubeConfig,
   clusterId: config.clusterId,
   deletedGraceMs: config.deletedGrace,
+  deletedRetentionMs: config.deletedRetention,
+  holdMaxMs: config.holdMax,
+  podCidrs: config.podCidr,
   grpc: {
     port: config.grpcPort,
     host: config.grpcHost,

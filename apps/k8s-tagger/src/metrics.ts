@@ -7,6 +7,8 @@ import type { TaggingStats } from './tagging.js';
 
 export interface TaggerMetrics {
   recordTagged(stats: TaggingStats): void;
+  /** A batch held because a pod is not known yet: only its pending ends count. */
+  recordHeld(stats: TaggingStats): void;
   grpcLookup(found: boolean): void;
   informerRestart(resource: string): void;
 }
@@ -15,7 +17,7 @@ export function taggerMetrics(registry: Registry, index: () => KubeIndex | undef
   const records = new Counter({ name: 'kappa_tagger_records_tagged_total', help: 'Flow records tagged and published', registers: [registry] });
   const lookups = new Counter({
     name: 'kappa_tagger_lookups_total',
-    help: 'Endpoint lookups while tagging, by end (local/remote) and result (hit: a pod, service or node; miss)',
+    help: 'Endpoint lookups while tagging, by end (local/remote) and result (hit: a pod, service or node; miss; pending: the pod is expected but not known yet, so the batch was held; unknown: still not known when the hold ended)',
     labelNames: ['end', 'result'] as const,
     registers: [registry],
   });
@@ -39,6 +41,13 @@ export function taggerMetrics(registry: Registry, index: () => KubeIndex | undef
       lookups.inc({ end: 'local', result: 'miss' }, stats.misses.local);
       lookups.inc({ end: 'remote', result: 'hit' }, stats.hits.remote);
       lookups.inc({ end: 'remote', result: 'miss' }, stats.misses.remote);
+      for (const end of ['local', 'remote'] as const) {
+        if (stats.pending[end] > 0) lookups.inc({ end, result: 'pending' }, stats.pending[end]);
+        if (stats.unknown[end] > 0) lookups.inc({ end, result: 'unknown' }, stats.unknown[end]);
+      }
+    },
+    recordHeld(stats) {
+      for (const end of ['local', 'remote'] as const) if (stats.pending[end] > 0) lookups.inc({ end, result: 'pending' }, stats.pending[end]);
     },
     grpcLookup(found) {
       grpc.inc({ result: found ? 'hit' : 'miss' });

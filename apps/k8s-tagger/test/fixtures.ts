@@ -16,6 +16,15 @@ export async function until(condition: () => boolean, timeoutMs = 15_000, what =
   }
 }
 
+/** Like until, for a condition that must await something (a metric, a server). */
+export async function eventually(condition: () => Promise<boolean>, timeoutMs = 15_000, what = condition.toString()): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`not met in ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function iso(ms: number): string {
@@ -142,7 +151,9 @@ export function kubeConfigOf(api: KubeApiServer): KubeConfig {
   return kubeConfig;
 }
 
-export async function startTagger(api: KubeApiServer | undefined, overrides: Partial<TaggerServiceOptions> = {}): Promise<TaggerService> {
+/** Starts a tagger in-process and (unless `wait: false`) waits until every resource is listed. */
+export async function startTagger(api: KubeApiServer | undefined, overrides: Partial<TaggerServiceOptions> & { wait?: boolean } = {}): Promise<TaggerService> {
+  const { wait = true, ...options } = overrides;
   const tagger = new TaggerService({
     kubeConfig: api ? kubeConfigOf(api) : undefined,
     deletedGraceMs: 120_000,
@@ -151,8 +162,9 @@ export async function startTagger(api: KubeApiServer | undefined, overrides: Par
     logger: createLogger('k8s-tagger', (process.env.KAPPA_TEST_LOG_LEVEL as 'warn' | undefined) ?? 'silent'),
     registry: createRegistry('k8s-tagger'),
     baseBackoffMs: 50,
-    ...overrides,
+    ...options,
   });
   await tagger.start();
+  if (wait) await tagger.whenConsuming();
   return tagger;
 }

@@ -10,8 +10,8 @@ import { emptyStats, tagBatch } from '../src/tagging.js';
 import type { TaggerService } from '../src/tagger-service.js';
 import { batchOf, flow, namespace, node, pod, service, endpointSlice, startTagger, until } from './fixtures.js';
 
-function remoteTag(tagger: TaggerService, ip: string, port = 80): Kube | undefined {
-  const batch = batchOf('r', [flow({ node: 'node-a', vantage: Vantage.SRC, src: { ip: '10.244.1.5', port: 40000, containerId: 'cid-client' }, dst: { ip, port } })]);
+function remoteTag(tagger: TaggerService, ip: string, port = 80, startMs?: number): Kube | undefined {
+  const batch = batchOf('r', [flow({ node: 'node-a', vantage: Vantage.SRC, ...(startMs !== undefined ? { startMs } : {}), src: { ip: '10.244.1.5', port: 40000, containerId: 'cid-client' }, dst: { ip, port } })]);
   return tagBatch(tagger, batch, 'test', emptyStats()).records[0]!.dst!.kube;
 }
 
@@ -71,6 +71,7 @@ describe('k8s-tagger recovery from API failures', () => {
     const listsBefore = podLists(api);
     await api.stop();
     // Changes the watch will never replay: history compacted past the tagger's resourceVersion.
+    const deletedAtMs = Date.now();
     api.remove('v1', 'Pod', 'default', 'server-1');
     api.apply(pod({ name: 'server-2', ip: '10.244.1.7', node: 'node-a' }));
     api.apply(service('web', '10.96.0.10', [{ name: 'http', port: 80, targetPort: 8080 }]));
@@ -84,9 +85,23 @@ describe('k8s-tagger recovery from API failures', () => {
     expect(remoteTag(tagger, '10.244.1.7', 8080)).toMatchObject({ objectType: 'pod', objectName: 'server-2', serviceName: 'web' });
     expect(remoteTag(tagger, '10.96.0.10')).toMatchObject({ objectType: 'service', objectName: 'web' });
     // The relist reported server-1 deleted: still known to flows from before, within the grace period.
-    expect(remoteTag(tagger, '10.244.1.6')).toMatchObject({ objectName: 'server-1' });
-    tagger.index!.prune(BigInt(Date.now() + 121_000) * 1_000_000n);
-    expect(remoteTag(tagger, '10.244.1.6')).toMatchObject({ objectType: 'external' });
+    expect(remoteTag(tagger, '10.244.1.6', 80, deletedAtMs - 1000)).toMatchObject({ objectName: 'server-1' });
+  });
+
+  it('ends a pod recreated under the same name while the watch was down (new uid), instead of keeping it for good', async () => {
+    api.apply(pod({ name: 'stateful-0', ip: '10.244.1.50', node: 'node-a', containers: { app: 'cid-stateful-old' } }));
+    await until(() => remoteTag(tagger, '10.244.1.50')?.objectName === 'stateful-0');
+    const oldUid = api.get('v1', 'Pod', 'default', 'stateful-0')!.metadata!.uid;
+    await api.stop();
+    api.remove('v1', 'Pod', 'default', 'stateful-0');
+    api.apply(pod({ name: 'stateful-0', ip: '10.244.1.51', node: 'node-a', containers: { app: 'cid-stateful-new' } }));
+    api.compact();
+    await api.start();
+    await until(() => remoteTag(tagger, '10.244.1.51')?.objectName === 'stateful-0', 20_000);
+    expect(remoteTag(tagger, '10.244.1.51')?.objectUid).not.toBe(oldUid);
+    // The old pod ended at the relist: its address is no longer its for later flows.
+    expect(tagger.index!.pods.podAt('10.244.1.50', BigInt(Date.now() + 10_000) * 1_000_000n)).toBeUndefined();
+    await until(() => api.openWatches === 11, 20_000);
   });
 
   it('answers 410 Gone on a live watch with a relist, then follows changes again', async () => {
@@ -119,7 +134,7 @@ describe('k8s-tagger recovery from API failures', () => {
     late.apply(namespace('kube-system', 'uid-late'));
     late.apply(pod({ name: 'late-pod', ip: '10.244.7.7', node: 'node-a' }));
     await late.stop();
-    const waiting = await startTagger(late);
+    const waiting = await startTagger(late, { wait: false });
     try {
       expect(waiting.ready()).toBe(false);
       expect(remoteTag(waiting, '10.244.7.7')).toMatchObject({ objectType: 'external' });

@@ -45,6 +45,7 @@ export const enricherOptions = {
   processCacheSize: integer({ description: 'processes remembered by (pid, start time)', default: 16_384, min: 1 }),
   processCacheTtl: duration({ description: 'how long a remembered process is trusted before /proc is read again', default: '5m', minMs: 100 }),
   cgroupCacheSize: integer({ description: 'cgroups remembered by id (present and recently removed)', default: 200_000, min: 16 }),
+  execSocket: string({ description: 'unix socket where capture sends what it saw at each exec (command lines of processes gone before enrichment), or "none" (default: /run/kappa/<node>/exec.sock, where capture of the same --node sends)' }),
   cgroupRetain: duration({ description: 'how long a removed cgroup still resolves (containers that just stopped)', default: '10m' }),
   maxInFlight: integer({ description: 'batches enriched at once', default: 4, min: 1, max: 256 }),
   ...partitionOptions,
@@ -55,3 +56,8 @@ export const enricherOptions = {
 };
 
 export type EnricherConfig = ConfigOf<typeof enricherOptions>;
+
+/** Where capture and the enricher of one node meet for exec events (both derive it from --node). */
+export function execSocketPath(config: Pick<EnricherConfig, 'execSocket' | 'node'>): string {
+  return config.execSocket ?? `/run/kappa/${config.node.replace(/[^A-Za-z0-9._-]/g, '_')}/exec.sock`;
+}

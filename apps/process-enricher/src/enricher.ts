@@ -9,6 +9,7 @@ import { Counter, Gauge } from '@kappa/observability';
 import type { Registry } from '@kappa/observability';
 import type { CgroupTree } from './cgroup-tree.js';
 import type { CriContainerNames } from './cri.js';
+import type { ExecTable } from './exec-table.js';
 import type { ProcessResolver, Resolution, ResolvedProcess } from './resolver.js';
 
 export const STAGE = 'process-enricher';
@@ -23,6 +24,9 @@ export interface EnricherMetrics {
   cgroupRescans: Counter;
   containerNames: Counter<'result'>;
   cacheEntries: Gauge;
+  execEvents: Counter<'result'>;
+  execEntries: Gauge;
+  threadScans: Counter;
 }
 
 export function enricherMetrics(registry: Registry): EnricherMetrics {
@@ -37,6 +41,9 @@ export function enricherMetrics(registry: Registry): EnricherMetrics {
     cgroupRescans: new Counter({ name: `${prefix}cgroup_tree_rescans_total`, help: 'Walks of the cgroup v2 tree after a miss', registers: [registry] }),
     containerNames: new Counter({ name: `${prefix}container_names_total`, help: 'Container name lookups at the CRI runtime', labelNames: ['result'], registers: [registry] }),
     cacheEntries: new Gauge({ name: `${prefix}process_cache_entries`, help: 'Processes in the (pid, start time) cache', registers: [registry] }),
+    execEvents: new Counter({ name: `${prefix}exec_events_total`, help: 'Exec events received from capture (result: ok, malformed)', labelNames: ['result'], registers: [registry] }),
+    execEntries: new Gauge({ name: `${prefix}exec_table_entries`, help: 'Processes remembered from their exec (command lines of processes gone before enrichment)', registers: [registry] }),
+    threadScans: new Counter({ name: `${prefix}thread_scans_total`, help: 'Reads of a process\'s thread names (at most one per process per 10 s)', registers: [registry] }),
   };
 }
 
@@ -52,6 +59,7 @@ export interface EnricherOptions {
   resolver: ProcessResolver;
   cgroupTree: CgroupTree | undefined;
   containerNames?: CriContainerNames | undefined;
+  execs?: ExecTable | undefined;
   metrics?: EnricherMetrics | undefined;
 }
 
@@ -61,6 +69,7 @@ export class FlowEnricher {
   private lastHits = 0;
   private lastMisses = 0;
   private lastTree = { hits: 0, misses: 0, rescans: 0 };
+  private lastExec = { received: 0, malformed: 0, threadScans: 0 };
 
   constructor(private readonly options: EnricherOptions) {}
 
@@ -138,6 +147,16 @@ export class FlowEnricher {
     this.lastHits = cache.hits;
     this.lastMisses = cache.misses;
     m.cacheEntries.set(cache.size);
+    const execs = this.options.execs;
+    if (execs) {
+      m.execEvents.inc({ result: 'ok' }, execs.received - this.lastExec.received);
+      m.execEvents.inc({ result: 'malformed' }, execs.malformed - this.lastExec.malformed);
+      m.execEntries.set(execs.size);
+      this.lastExec.received = execs.received;
+      this.lastExec.malformed = execs.malformed;
+    }
+    m.threadScans.inc(this.options.resolver.threadScans - this.lastExec.threadScans);
+    this.lastExec.threadScans = this.options.resolver.threadScans;
     const tree = this.options.cgroupTree?.stats;
     if (tree) {
       m.cgroupLookups.inc({ result: 'hit' }, tree.hits - this.lastTree.hits);

@@ -8,6 +8,7 @@ import type { CgroupPathMapper } from './cgroup-namespace.js';
 import type { CgroupTree } from './cgroup-tree.js';
 import { containerFromCgroupPath, containerFromMemberships } from './container.js';
 import type { ContainerRef } from './container.js';
+import type { ExecTable } from './exec-table.js';
 import { ProcessCache } from './process-cache.js';
 import type { ProcReader } from './proc.js';
 import { unifiedCgroupPath } from './proc.js';
@@ -52,8 +53,11 @@ export interface ResolvedProcess {
 /** One read of /proc/<pid>, cached by (pid, start time). */
 interface ProcessFacts {
   comm: string;
-  /** Names exec gives a process (comm is the first 15 bytes of the file name run). */
+  /** Names exec gives a process (comm is the first 15 bytes of the file name run): the
+   *  executable's, argv[0]'s and (a script run through its interpreter) argv[1]'s basenames. */
   execNames: string[];
+  /** Every thread's comm, read only when a stamp names none of the above (see commMatches). */
+  threadComms: { names: string[]; readAt: number } | undefined;
   cmdline: string;
   exe: string;
   uid: number | undefined;
@@ -78,8 +82,13 @@ export interface ResolverOptions {
   ticksPerSecond?: number;
   /** How far a process start may follow a flow's end before it cannot be the flow's process. */
   startSlackNs?: bigint;
+  /** What capture saw at exec (processes gone before enrichment keep their command line). */
+  execs?: ExecTable;
   now?: () => number;
 }
+
+/** A thread list read for one process is trusted this long before it is read again. */
+const THREAD_NAMES_TTL_MS = 10_000;
 
 export class ProcessResolver {
   readonly cache: ProcessCache<ProcessFacts>;
@@ -91,7 +100,10 @@ export class ProcessResolver {
   private readonly nsPerTick: bigint;
   private readonly startSlackNs: bigint;
   private readonly now: () => number;
+  private readonly execs: ExecTable | undefined;
   private bootWallNs: bigint | undefined;
+  /** Thread lists read (each one a walk of /proc/<pid>/task), for the metrics. */
+  threadScans = 0;
 
   constructor(options: ResolverOptions) {
     this.proc = options.proc;
@@ -103,6 +115,7 @@ export class ProcessResolver {
     this.nsPerTick = BigInt(Math.round(1e9 / (options.ticksPerSecond ?? 100)));
     this.startSlackNs = options.startSlackNs ?? 2_000_000_000n;
     this.now = options.now ?? Date.now;
+    this.execs = options.execs;
     const uptime = this.proc.uptimeSeconds();
     if (uptime !== undefined) this.bootWallNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(uptime * 1e9));
   }
@@ -147,9 +160,7 @@ export class ProcessResolver {
   private fromFacts(stamp: KernelStamp, facts: ProcessFacts, startTimeTicks: bigint, resolution: Resolution, cached: boolean): ResolvedProcess {
     return {
       pid: stamp.pid,
-      // The kernel's comm is the name at the time of the conversation; a later rename
-      // (Node's "MainThread") is not the process's name.
-      name: stamp.comm !== '' ? stamp.comm : facts.comm,
+      name: this.processName(stamp, startTimeTicks, facts),
       cmdline: facts.cmdline,
       exe: facts.exe,
       uid: facts.uid,
@@ -168,13 +179,32 @@ export class ProcessResolver {
   }
 
   /**
-   * The kernel stamps the comm of the thread that made the socket, and a process may rename its
-   * threads later (Node names its main thread "MainThread" after start): the stamp matches the
-   * current comm, any thread's comm, or the name exec gave it (executable or argv[0] basename).
+   * The process's name: the one exec gave it, not a thread's. The kernel stamps the comm of the
+   * thread that made the socket (a Java pool thread: "http-nio-8080-e"), and a process may rename
+   * its main thread (Node 24 calls it "MainThread"): both are thread names. The name is what
+   * capture saw at exec, else the current comm when exec could have given it, else the basename
+   * of the executable.
+   */
+  private processName(stamp: KernelStamp, startTimeTicks: bigint, facts: ProcessFacts): string {
+    const exec = this.execs?.get(stamp.pid, startTimeTicks, stamp.cgroupId);
+    if (exec && exec.comm !== '') return exec.comm;
+    if (facts.comm !== '' && facts.execNames.includes(facts.comm)) return facts.comm;
+    return facts.execNames.find((name) => name !== '') ?? (facts.comm || stamp.comm);
+  }
+
+  /**
+   * Whether a stamp without a start time can be this process: the stamped comm is its comm, one
+   * exec could have given it, or one of its threads' (a socket made by a named thread). The
+   * thread list is read at most once per 10 s per process, never per batch.
    */
   private commMatches(stamp: KernelStamp, facts: ProcessFacts): boolean {
     if (stamp.comm === '' || stamp.comm === facts.comm || facts.execNames.includes(stamp.comm)) return true;
-    return this.proc.threadComms(stamp.pid).includes(stamp.comm);
+    const now = this.now();
+    if (facts.threadComms === undefined || (!facts.threadComms.names.includes(stamp.comm) && now - facts.threadComms.readAt >= THREAD_NAMES_TTL_MS)) {
+      facts.threadComms = { names: this.proc.threadComms(stamp.pid), readAt: now };
+      this.threadScans += 1;
+    }
+    return facts.threadComms.names.includes(stamp.comm);
   }
 
   /**
@@ -212,7 +242,7 @@ export class ProcessResolver {
     const unified = unifiedCgroupPath(memberships);
     const path = unified === undefined ? '' : this.cgroupPaths.toMountPath(unified);
     const exe = this.proc.exe(pid) ?? '';
-    const execNames = [exe, args[0] ?? ''].map((file) => Buffer.from(file.slice(file.lastIndexOf('/') + 1)).subarray(0, 15).toString());
+    const execNames = [exe, args[0] ?? '', args[1] ?? ''].map((file) => Buffer.from(file.slice(file.lastIndexOf('/') + 1)).subarray(0, 15).toString());
     return {
       comm,
       execNames,
@@ -220,6 +250,7 @@ export class ProcessResolver {
       cmdline: redactCmdline(args, this.redaction).slice(0, this.cmdlineMaxLength),
       exe,
       uid: this.proc.uid(pid),
+      threadComms: undefined,
       cgroupId: undefined,
       cgroupPath: path,
       container: (path !== '' ? containerFromCgroupPath(path) : undefined) ?? containerFromMemberships(memberships),
@@ -227,13 +258,17 @@ export class ProcessResolver {
     };
   }
 
+  /** A process /proc cannot tell about (gone, or its pid reused): what the kernel stamped, and
+   *  what capture saw at its exec when it saw it. */
   private fromKernelStamp(stamp: KernelStamp, resolution: Resolution): ResolvedProcess {
     const path = stamp.cgroupId !== 0n ? this.tree?.lookup(stamp.cgroupId) : undefined;
+    const exec = stamp.pid !== 0 ? this.execs?.get(stamp.pid, stamp.startTimeTicks, stamp.cgroupId) : undefined;
     return {
       pid: stamp.pid,
-      name: stamp.comm,
-      cmdline: '',
-      exe: '',
+      name: exec?.comm || stamp.comm,
+      // Redacted first, then cut, as for live processes.
+      cmdline: exec ? redactCmdline(exec.args, this.redaction).slice(0, this.cmdlineMaxLength) : '',
+      exe: exec?.exe ?? '',
       uid: undefined,
       cgroupId: stamp.cgroupId,
       cgroupPath: path ?? '',

@@ -1,6 +1,10 @@
 // process-enricher in-process against a real nats-server: real processes in real cgroups shaped
 // like containerd, docker, CRI-O and podman containers; records stamped as capture stamps them.
-import { rmdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer } from '@kappa/bus';
 import { parseConfig } from '@kappa/config';
@@ -14,7 +18,8 @@ import { startEnricher } from '../src/service.js';
 import type { RunningEnricher } from '../src/service.js';
 import { startCriServer } from './cri-server.js';
 import type { FakeCri } from './cri-server.js';
-import { CgroupFixture, capturedBatch, capturedRecord, commOf, waitFor } from './helpers.js';
+import { formatExecLine } from '../src/exec-table.js';
+import { CgroupFixture, capturedBatch, capturedRecord, commOf, startTicksOf, waitFor } from './helpers.js';
 
 const node = `ke-node-${process.pid}`;
 const fixture = new CgroupFixture('ke-test');
@@ -24,6 +29,9 @@ let cri: FakeCri;
 let enricher: RunningEnricher;
 let reader: { bus: Bus; consumer: BatchConsumer; batches: FlowBatch[] };
 let publisher: Bus;
+let registry: ReturnType<typeof createRegistry>;
+const execDir = mkdtempSync(join(tmpdir(), 'ke-exec-'));
+const execSocket = join(execDir, 'exec.sock');
 
 async function enrich(records: Parameters<typeof capturedBatch>[1]): Promise<FlowBatch> {
   const batch = capturedBatch(node, records);
@@ -43,11 +51,12 @@ beforeAll(async () => {
   cri.containers.set(shapes.containerd.containerId, 'api-server');
   cri.containers.set(shapes.crio.containerId, 'db-sidecar');
   const config = parseConfig(enricherOptions, {
-    argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', `--cri-socket=${cri.socket}`],
+    argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', `--cri-socket=${cri.socket}`, `--exec-socket=${execSocket}`],
     env: {},
   });
   const logger = createLogger('process-enricher', 'warn');
-  enricher = await startEnricher(config, logger, createRegistry('process-enricher'));
+  registry = createRegistry('process-enricher');
+  enricher = await startEnricher(config, logger, registry);
   const silent = createLogger('ke-test', 'silent');
   publisher = await connectBus({ servers: [nats.url], name: 'ke-test-publisher', logger: silent, registry: createRegistry('ke-test-pub') });
   const batches: FlowBatch[] = [];
@@ -63,7 +72,25 @@ afterAll(async () => {
   await cri?.stop();
   await nats?.stop();
   await fixture.cleanup();
+  rmSync(execDir, { recursive: true, force: true });
 });
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const values = (await registry.getSingleMetric(name)?.get())?.values ?? [];
+  return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((sum, v) => sum + v.value, 0);
+}
+
+/** Sends exec events as capture does: JSON lines over the enricher's unix socket. */
+async function sendExecs(lines: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(execSocket, () => socket.end(lines.join(''), () => resolve()));
+    socket.on('error', reject);
+  });
+}
+
+function readThreadNames(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+}
 
 describe('process-enricher with real processes in runtime-shaped cgroups', () => {
   it('fills pid, name, cmdline, exe, container id, runtime and CRI name for containerd, docker, CRI-O and podman', async () => {
@@ -97,8 +124,8 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
     expect(['node', 'MainThread']).toContain(comms[1]);
     expect(docker).toMatchObject({
       pid: procs.docker.pid,
-      // What the kernel stamped: "node", or "MainThread" once Node has renamed its main thread.
-      name: comms[1],
+      // The process's name, not its main thread's: Node 24 renames that thread "MainThread".
+      name: 'node',
       cmdline: `${process.execPath} -e setInterval(() => {}, 1e9) -- serve --port=8080`,
       exe: process.execPath,
       containerId: shapes.docker.containerId,
@@ -127,6 +154,55 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
       cgroupId: shapes.docker.id,
       cgroupPath: shapes.docker.path,
     });
+  });
+
+  it('names a process by its own name, not its socket thread\'s (Java style) or its renamed main thread\'s (Node 24), without reading its threads per batch', async () => {
+    // A program called java whose socket thread is named as a Tomcat pool thread is.
+    const java = join(execDir, 'java');
+    execFileSync('cc', ['-x', 'c', '-O1', '-pthread', '-o', java, '-'], {
+      input: '#define _GNU_SOURCE\n#include <pthread.h>\n#include <unistd.h>\nstatic void *pool(void *a) { pthread_setname_np(pthread_self(), "http-nio-8080-e"); for (;;) pause(); return a; }\nint main(void) { pthread_t t; pthread_create(&t, 0, pool, 0); for (;;) pause(); }\n',
+    });
+    const javaStyle = await fixture.start(java, ['-Xmx64m', '-jar', 'app.jar'], shapes.containerd);
+    const nodeMain = await fixture.start(process.execPath, ['-e', 'setInterval(() => {}, 1e9)', '--', 'app.js'], shapes.containerd);
+    await waitFor('the pool thread named', () => (readThreadNames(javaStyle.pid).includes('http-nio-8080-e') ? true : undefined));
+    const scansBefore = await metric('kappa_process_enricher_thread_scans_total');
+    for (let round = 0; round < 3; round++) {
+      const batch = await enrich([
+        // No start time stamped (an older capture): the thread's comm is checked against the
+        // process's threads, read once.
+        capturedRecord(node, { pid: javaStyle.pid, comm: 'http-nio-8080-e', cgroupId: shapes.containerd.id }, 41100 + round),
+        capturedRecord(node, { pid: nodeMain.pid, comm: commOf(nodeMain.pid), cgroupId: shapes.containerd.id, startTimeTicks: startTicksOf(nodeMain.pid) }, 41200 + round),
+      ]);
+      expect(processOf(batch, 0)).toMatchObject({ pid: javaStyle.pid, name: 'java', cmdline: `${java} -Xmx64m -jar app.jar`, containerId: shapes.containerd.containerId });
+      expect(processOf(batch, 1)).toMatchObject({ pid: nodeMain.pid, name: 'node', cmdline: `${process.execPath} -e setInterval(() => {}, 1e9) -- app.js` });
+    }
+    expect((await metric('kappa_process_enricher_thread_scans_total')) - scansBefore).toBe(1);
+  });
+
+  it('gives a process that exited before enrichment the command line, exe and name capture saw at its exec (redacted), never another pid holder\'s', async () => {
+    const proc = await fixture.start(process.execPath, ['-e', 'setInterval(() => {}, 1e9)', '--', '--password=hunter2', 'worker.js'], shapes.docker);
+    const stamp = { pid: proc.pid, comm: commOf(proc.pid), cgroupId: shapes.docker.id, startTimeTicks: startTicksOf(proc.pid) };
+    const args = [process.execPath, '-e', 'setInterval(() => {}, 1e9)', '--', '--password=hunter2', 'worker.js'];
+    await sendExecs([
+      formatExecLine({ pid: proc.pid, startTimeTicks: stamp.startTimeTicks, comm: 'node', exe: process.execPath, args, cgroupId: shapes.docker.id }),
+      // The same pid once held by an earlier process: its exec must not be lent.
+      formatExecLine({ pid: proc.pid, startTimeTicks: stamp.startTimeTicks - 5000n, comm: 'oldworker', exe: '/usr/bin/oldworker', args: ['oldworker', '--token=zzz'], cgroupId: shapes.docker.id }),
+    ]);
+    await waitFor('exec events taken in', () => (enricher.execs.size >= 2 ? true : undefined));
+    proc.kill('SIGKILL');
+    await new Promise((r) => proc.once('exit', r));
+    const batch = await enrich([capturedRecord(node, stamp, 41300), capturedRecord(node, { ...stamp, startTimeTicks: stamp.startTimeTicks + 1n }, 41301)]);
+    expect(processOf(batch, 0)).toMatchObject({
+      pid: proc.pid,
+      name: 'node',
+      cmdline: `${process.execPath} -e setInterval(() => {}, 1e9) -- --password=*** worker.js`,
+      exe: process.execPath,
+      containerId: shapes.docker.containerId,
+      containerRuntime: 'docker',
+    });
+    // Another process start time: not this exec, and not the old one either.
+    expect(processOf(batch, 1)).toMatchObject({ pid: proc.pid, cmdline: '', exe: '' });
+    expect(JSON.stringify(batch.records.map((r) => r.src?.process?.cmdline))).not.toContain('hunter2');
   });
 
   it('still names the container of an exited process whose cgroup was removed since', async () => {
@@ -176,9 +252,12 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
       return Number(line?.split(' ').at(-1) ?? NaN);
     };
     expect(value('kappa_process_enricher_records_enriched_total', { resolution: 'live' })).toBeGreaterThanOrEqual(7);
-    expect(value('kappa_process_enricher_records_enriched_total', { resolution: 'gone' })).toBe(2);
+    // Gone: one in "keeps the kernel comm…", one in "still names the container…", two in "gives a
+    // process that exited…" (its own start time and another).
+    expect(value('kappa_process_enricher_records_enriched_total', { resolution: 'gone' })).toBe(4);
     expect(value('kappa_process_enricher_pid_reuse_detected_total')).toBe(2);
-    expect(value('kappa_process_enricher_processes_gone_total')).toBe(2);
+    expect(value('kappa_process_enricher_processes_gone_total')).toBe(4);
+    expect(value('kappa_process_enricher_exec_events_total', { result: 'ok' })).toBe(2);
     expect(value('kappa_process_enricher_process_cache_hits_total')).toBeGreaterThanOrEqual(1);
     expect(value('kappa_process_enricher_process_cache_misses_total')).toBeGreaterThanOrEqual(6);
     expect(body).toMatch(/kappa_bus_dead_lettered_total|kappa_bus_consumed_batches_total/);

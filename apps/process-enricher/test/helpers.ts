@@ -128,8 +128,14 @@ export function commOf(pid: number): string {
   return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
 }
 
+/** /proc/<pid>/stat field 22, as capture stamps it (the kernel's start_boottime in ticks). */
+export function startTicksOf(pid: number): bigint {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return BigInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '0');
+}
+
 /** A captured record as capture stamps it: local end = src (vantage SRC), pid + comm + cgroup id. */
-export function capturedRecord(node: string, stamp: { pid: number; comm: string; cgroupId: bigint }, port = 40000): FlowRecord {
+export function capturedRecord(node: string, stamp: { pid: number; comm: string; cgroupId: bigint; startTimeTicks?: bigint }, port = 40000): FlowRecord {
   const nowNs = BigInt(Date.now()) * 1_000_000n;
   return newFlowRecord({
     node,
@@ -137,7 +143,7 @@ export function capturedRecord(node: string, stamp: { pid: number; comm: string;
     protocol: IpProtocol.TCP,
     startNs: nowNs - 1_000_000_000n,
     endNs: nowNs,
-    src: { ip: '127.0.0.1', port, process: { pid: stamp.pid, name: stamp.comm, cgroupId: stamp.cgroupId } },
+    src: { ip: '127.0.0.1', port, process: { pid: stamp.pid, name: stamp.comm, cgroupId: stamp.cgroupId, startTimeTicks: stamp.startTimeTicks ?? 0n } },
     dst: { ip: '127.0.0.1', port: 5432 },
     bytes: 100n,
     packets: 2n,

@@ -9,6 +9,8 @@ import type { ConsumerInfo, JetStreamClient, JetStreamManager, StreamConfig, Str
 import { FlowBatchView, FlowBatchWriter, decodeFlowBatch, decodeStageStatus, encodeFlowBatch, encodeStageStatus } from '@kappa/contracts';
 import type { EncodedBatch, FlowBatch, StageStatus } from '@kappa/contracts';
 import type { Logger, Registry } from '@kappa/observability';
+import { StateStore } from './state-store.js';
+import type { StateStoreOptions } from './state-store.js';
 import { RawConsumer, batchContext } from './consumer.js';
 import { busMetrics } from './metrics.js';
 import type { BusMetrics } from './metrics.js';
@@ -318,6 +320,13 @@ export class Bus {
     const message = await this.jsm.streams.getMessage(stream, request);
     if (!message) return undefined;
     return { subject: message.subject, seq: message.seq, data: message.data, header: (name) => message.header.get(name) || undefined };
+  }
+
+  /** A keyed store on its own stream (last value per key), created or updated now. */
+  async openStateStore(options: StateStoreOptions): Promise<StateStore> {
+    const store = new StateStore({ js: this.js, jsm: this.jsm }, options);
+    await store.open();
+    return store;
   }
 
   /** Deletes a stream and everything in it (tests and benchmarks start clean with it). */

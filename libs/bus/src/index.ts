@@ -9,6 +9,7 @@ export type { BusMetrics } from './metrics.js';
 export { busOptionsFromConfig, natsOptions, partitionOptions } from './options.js';
 export type { NatsAuth, NatsTls, StreamLimits } from './options.js';
 export type { Settlement } from './settle.js';
+export type { StateStore, StateStoreOptions } from './state-store.js';
 export { runSource, startSource } from './source.js';
 export type { RunningSource, SourceOptions } from './source.js';
 export { exitOnStartFailure, runStage, startStage } from './stage.js';

@@ -18,6 +18,9 @@ export function describeCluster(api: KubeApiServer, topology: Topology): void {
       apiVersion: 'v1',
       kind: 'Node',
       metadata: { name: node.name, uid: uid(node.name), labels: { 'kubernetes.io/hostname': node.name } },
+      // The pod networks kubelet's IPAM hands out on this node (the tagger holds flows to an
+      // unknown address in them instead of calling it external).
+      spec: { podCIDR: node.subnet4, podCIDRs: [node.subnet4, `${node.gateway6.replace(/1$/, '')}/64`] },
       status: { addresses: [{ type: 'InternalIP', address: node.gateway4 }, { type: 'Hostname', address: node.name }] },
     });
   }
@@ -85,5 +88,73 @@ export function describeCluster(api: KubeApiServer, topology: Topology): void {
     addressType: 'IPv4',
     endpoints: [{ addresses: [service.backend.ipv4], conditions: { ready: true }, nodeName: service.backend.node, targetRef: { kind: 'Pod', name: service.backend.name, namespace: service.backend.namespace, uid: service.backend.uid } }],
     ports: [{ name: 'http', protocol: 'TCP', port: service.targetPort }],
+  });
+  describeServiceKinds(api, topology);
+}
+
+/** The LoadBalancer (NodePort, ingress IP, external IP) and headless Services, and the
+ *  hostNetwork DaemonSet pod, as the API server holds them once their controllers ran. */
+function describeServiceKinds(api: KubeApiServer, topology: Topology): void {
+  const { loadBalancer: lb, headless, hostNetwork: agent } = topology.kinds;
+  api.apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: lb.name, namespace: lb.namespace, uid: uid(`svc-${lb.name}`) },
+    spec: {
+      type: 'LoadBalancer',
+      clusterIP: lb.clusterIP,
+      clusterIPs: [lb.clusterIP],
+      externalIPs: [lb.externalIP],
+      externalTrafficPolicy: 'Local',
+      selector: { app: 'api' },
+      ports: [{ name: 'http', protocol: 'TCP', port: lb.port, targetPort: lb.targetPort, nodePort: lb.nodePort }],
+    },
+    status: { loadBalancer: { ingress: [{ ip: lb.ingressIP, ipMode: 'VIP' }] } },
+  });
+  api.apply({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${lb.name}-q8w3e`, namespace: lb.namespace, uid: uid(`eps-${lb.name}`), labels: { 'kubernetes.io/service-name': lb.name } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [lb.backend.ipv4], conditions: { ready: true }, nodeName: lb.backend.node, targetRef: { kind: 'Pod', name: lb.backend.name, namespace: lb.backend.namespace, uid: lb.backend.uid } }],
+    ports: [{ name: 'http', protocol: 'TCP', port: lb.targetPort }],
+  });
+  const webPods = topology.pods.filter((p) => p.labels.app === headless.app);
+  api.apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: headless.name, namespace: headless.namespace, uid: uid(`svc-${headless.name}`) },
+    spec: { type: 'ClusterIP', clusterIP: 'None', clusterIPs: ['None'], selector: { app: headless.app }, ports: [{ name: 'peer', protocol: 'TCP', port: headless.port, targetPort: headless.port }] },
+  });
+  api.apply({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${headless.name}-m2n4b`, namespace: headless.namespace, uid: uid(`eps-${headless.name}`), labels: { 'kubernetes.io/service-name': headless.name } },
+    addressType: 'IPv4',
+    endpoints: webPods.map((p) => ({ addresses: [p.ipv4], conditions: { ready: true }, nodeName: p.node, targetRef: { kind: 'Pod', name: p.name, namespace: p.namespace, uid: p.uid } })),
+    ports: [{ name: 'peer', protocol: 'TCP', port: headless.port }],
+  });
+  api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: agent.namespace, uid: uid(`ns-${agent.namespace}`) } });
+  api.apply({ apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: agent.workload, namespace: agent.namespace, uid: uid(`ds-${agent.workload}`) }, spec: { selector: { matchLabels: { app: agent.workload } } } });
+  api.apply({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: agent.name,
+      namespace: agent.namespace,
+      uid: agent.uid,
+      labels: { app: agent.workload },
+      creationTimestamp: new Date(Date.now() - 3_600_000).toISOString(),
+      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'DaemonSet', name: agent.workload, uid: uid(`ds-${agent.workload}`), controller: true }],
+    },
+    spec: { nodeName: agent.node, hostNetwork: true, containers: [{ name: agent.containerName, image: 'kappa/test', ports: [{ name: 'metrics', containerPort: agent.port, hostPort: agent.port, protocol: 'TCP' }] }] },
+    status: {
+      phase: 'Running',
+      hostIP: agent.ip,
+      podIP: agent.ip,
+      podIPs: [{ ip: agent.ip }],
+      startTime: new Date(Date.now() - 3_600_000).toISOString(),
+      containerStatuses: [{ name: agent.containerName, ready: true, containerID: `containerd://${agent.containerId}`, image: 'kappa/test', imageID: '', restartCount: 0, started: true }],
+    },
   });
 }

@@ -71,8 +71,21 @@ export interface Topology {
   pods: Pod[];
   external: { netns: string; hostVeth: string; ipv4: string; ipv6: string };
   service: { name: string; namespace: string; ipv4: string; port: number; backend: Pod; targetPort: number };
+  /** One Service of every other kind kube-proxy serves, and a hostNetwork pod (see serviceKinds). */
+  kinds: ServiceKinds;
   /** The cgroup sub-tree of the whole cluster. */
   root: string;
+}
+
+/**
+ * A LoadBalancer Service (so also a NodePort, with a LoadBalancer ingress IP and an external IP)
+ * in front of the api pod's port 3000, a headless Service over the web pods' port 3000, and a
+ * hostNetwork DaemonSet pod on node-b serving on node-b's own address.
+ */
+export interface ServiceKinds {
+  loadBalancer: { name: string; namespace: string; clusterIP: string; port: number; nodePort: number; ingressIP: string; externalIP: string; backend: Pod; targetPort: number };
+  headless: { name: string; namespace: string; port: number; app: string };
+  hostNetwork: { name: string; namespace: string; workload: string; node: 'node-a' | 'node-b'; ip: string; port: number; uid: string; containerId: string; containerName: string; cgroup: string };
 }
 
 const id = (text: string, length: number) => createHash('sha256').update(text).digest('hex').slice(0, length);
@@ -204,17 +217,60 @@ function buildTopology(podSpecs: PodSpec[], name: string, made: Partial<Topology
   run('ip', ['netns', 'exec', external.netns, 'ip', 'neigh', 'replace', '198.51.100.1', 'lladdr', extHostMac, 'dev', 'eth0', 'nud', 'permanent']);
   run('ip', ['netns', 'exec', external.netns, 'ip', '-6', 'neigh', 'replace', 'fd00:5100::1', 'lladdr', extHostMac, 'dev', 'eth0', 'nud', 'permanent']);
 
-  // kube-proxy's part: Service 10.96.0.10:80 → the backend pod's :8080, DNAT in the host namespace.
   const backend = pods.find((p) => p.labels.app === 'api');
   if (!backend) throw new Error('the topology needs a pod labelled app=api as the Service backend');
   const service = { name: 'api', namespace: backend.namespace, ipv4: '10.96.0.10', port: 80, backend, targetPort: 8080 };
+  const agentUid = podUid('node-agent-b');
+  const agentContainer = id('container:node-agent-b', 64);
+  const kinds: ServiceKinds = {
+    loadBalancer: { name: 'api-lb', namespace: backend.namespace, clusterIP: '10.96.0.20', port: 80, nodePort: 30080, ingressIP: '203.0.113.10', externalIP: '192.0.2.10', backend, targetPort: 3000 },
+    headless: { name: 'web-headless', namespace: backend.namespace, port: 3000, app: 'web' },
+    hostNetwork: {
+      name: 'node-agent-b',
+      namespace: 'kube-system',
+      workload: 'node-agent',
+      node: 'node-b',
+      ip: nodes['node-b'].gateway4,
+      port: 9100,
+      uid: agentUid,
+      containerId: agentContainer,
+      containerName: 'agent',
+      cgroup: join(nodes['node-b'].cgroup, 'kubepods.slice', 'kubepods-besteffort.slice', `kubepods-besteffort-pod${agentUid.replace(/-/g, '_')}.slice`, `cri-containerd-${agentContainer}.scope`),
+    },
+  };
+  mkdirSync(kinds.hostNetwork.cgroup, { recursive: true });
+  // kube-proxy's part, in the shape of its nftables mode: one verdict map from Service address,
+  // protocol and port (ClusterIPs, the LoadBalancer ingress IP, external IPs) to a chain per
+  // Service that DNATs to the backend, and a NodePort map applied to the node's own addresses
+  // (fib daddr type local). No masquerade: externalTrafficPolicy Local keeps the client address.
+  const lb = kinds.loadBalancer;
   run('ip', ['netns', 'exec', hostNetns, 'nft', '-f', '-'], {
     input: `table ip ${PREFIX}_nat {
-  chain prerouting { type nat hook prerouting priority dstnat; ip daddr ${service.ipv4} tcp dport ${service.port} dnat to ${backend.ipv4}:${service.targetPort}; }
+  map service-ips {
+    type ipv4_addr . inet_proto . inet_service : verdict
+    elements = {
+      ${service.ipv4} . tcp . ${service.port} : goto service-api,
+      ${lb.clusterIP} . tcp . ${lb.port} : goto service-api-lb,
+      ${lb.ingressIP} . tcp . ${lb.port} : goto service-api-lb,
+      ${lb.externalIP} . tcp . ${lb.port} : goto service-api-lb
+    }
+  }
+  map service-nodeports {
+    type inet_proto . inet_service : verdict
+    elements = { tcp . ${lb.nodePort} : goto service-api-lb }
+  }
+  chain service-api { meta l4proto tcp dnat to ${backend.ipv4}:${service.targetPort}; }
+  chain service-api-lb { meta l4proto tcp dnat to ${backend.ipv4}:${lb.targetPort}; }
+  chain services {
+    ip daddr . meta l4proto . th dport vmap @service-ips
+    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports
+  }
+  chain prerouting { type nat hook prerouting priority dstnat; jump services; }
+  chain output { type nat hook output priority -100; jump services; }
 }
 `,
   });
-  return { hostNetns, nodes, pods, external, service, root };
+  return { hostNetns, nodes, pods, external, service, kinds, root };
 }
 
 /**

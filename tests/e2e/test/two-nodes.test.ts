@@ -54,6 +54,8 @@ interface Conversation {
   dst: { ip: string; port: number };
   /** Where it really ended (differs for the Service). */
   server: { pod: Pod | undefined; ip: string; port: number; pid: number | undefined };
+  /** One of the Service kinds (and the hostNetwork pod) the tagger must tag right. */
+  serviceKind?: 'node-port' | 'load-balancer-ip' | 'external-ip' | 'headless' | 'host-network';
 }
 
 let topology: Topology;
@@ -111,8 +113,9 @@ function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { 
   return { pid: child.pid ?? -1, output, started, kill: () => child.kill('SIGKILL') };
 }
 
-async function startServer(name: string, where: { netns: string; cgroup?: string }): Promise<void> {
-  const server = runInPod(where, ['serve', '8080', '9090', '3000']);
+/** `serve <tcp port> <udp port> <reply bytes>` in a pod (or, for a hostNetwork pod, the host namespace). */
+async function startServer(name: string, where: { netns: string; cgroup?: string }, serve: string[] = ['8080', '9090', '3000']): Promise<void> {
+  const server = runInPod(where, ['serve', ...serve]);
   servers.set(name, server);
   await Promise.race([server.started, server.output.then((out) => Promise.reject(new Error(`server in ${name} exited: ${out}`)))]);
 }
@@ -250,6 +253,26 @@ beforeAll(async () => {
   await converse('pod→external, TCP/IPv4', TCP, web1, { ip: topology.external.ipv4, port: 8080 }, at(undefined, topology.external.ipv4, 8080, undefined));
   await converse('pod→external, UDP/IPv6', UDP, web1, { ip: topology.external.ipv6, port: 9090 }, at(undefined, topology.external.ipv6, 9090, undefined));
 
+  // Every other Service kind, DNAT'd by the nftables maps kube-proxy uses, and a hostNetwork pod.
+  const { loadBalancer: lb, hostNetwork: agent } = topology.kinds;
+  await startServer('node-agent-b', { netns: topology.hostNetns, cgroup: agent.cgroup }, [String(agent.port), '9101', '3000']);
+  const agentPid = servers.get('node-agent-b')!.pid;
+  // Second servers in the api and web-2 pods, on the Services' target port.
+  await startServer('api-1-lb', api1, [String(lb.targetPort), '3001', '3000']);
+  await startServer('web-2-peer', web2, [String(topology.kinds.headless.port), '3001', '3000']);
+  const [apiLbPid, web2PeerPid] = [servers.get('api-1-lb')!.pid, servers.get('web-2-peer')!.pid];
+  const kind = async (serviceKind: NonNullable<Conversation['serviceKind']>, label: string, dst: { ip: string; port: number }, server: Conversation['server']) => {
+    const before = conversations.length;
+    await converse(label, TCP, web1, dst, server);
+    conversations[before]!.serviceKind = serviceKind;
+  };
+  const toLb = at(api1, api1.ipv4, lb.targetPort, apiLbPid);
+  await kind('node-port', 'pod→NodePort on the other node', { ip: topology.nodes['node-b'].gateway4, port: lb.nodePort }, toLb);
+  await kind('load-balancer-ip', 'pod→LoadBalancer ingress IP', { ip: lb.ingressIP, port: lb.port }, toLb);
+  await kind('external-ip', 'pod→Service external IP', { ip: lb.externalIP, port: lb.port }, toLb);
+  await kind('headless', 'pod→headless Service pod', { ip: web2.ipv4, port: topology.kinds.headless.port }, at(web2, web2.ipv4, topology.kinds.headless.port, web2PeerPid));
+  await kind('host-network', 'pod→hostNetwork pod on node-b', { ip: agent.ip, port: agent.port }, at(undefined, agent.ip, agent.port, agentPid));
+
   await finishPart();
 }, 300_000);
 
@@ -270,7 +293,7 @@ describe('two nodes end to end', () => {
   });
 
   it('joins every cross-node and same-node conversation: two records, each with both ends\' pod, workload, namespace, node, process and container', () => {
-    for (const c of conversations.filter((c) => c.server.pod)) {
+    for (const c of conversations.filter((c) => c.server.pod && !c.serviceKind)) {
       const server = c.server.pod!;
       for (const vantage of ['VANTAGE_SRC', 'VANTAGE_DST'] as const) {
         const rs = recordsOf(c, vantage);
@@ -279,12 +302,15 @@ describe('two nodes end to end', () => {
           expect(r.node).toBe(vantage === 'VANTAGE_SRC' ? c.client.node : server.node);
           expect(r.joined, `${c.label} ${vantage} joined`).toBe(true);
           expect(r.src.kube).toMatchObject({ objectName: c.client.name, objectNamespace: 'shop', workloadName: c.client.workload, node: c.client.node, objectType: 'pod' });
-          expect(r.src.process).toMatchObject({ pid: c.clientPid, name: trafficComm, containerId: c.client.containerId });
+          expect(r.src.process).toMatchObject({ pid: c.clientPid, containerId: c.client.containerId });
+          // Enriched while it ran: node; after it exited: what the kernel stamped (its main thread).
+          expect(['node', trafficComm]).toContain(r.src.process?.name);
           // The clients exit right after their conversation, before enrichment, so only what the
           // kernel stamped (pid, comm, cgroup → container) is theirs; the servers' command lines are known.
           expect(r.dst.process?.cmdline).toContain('traffic.mjs serve 8080 9090');
           expect(r.dst.kube).toMatchObject({ objectName: server.name, objectNamespace: 'shop', workloadName: server.workload, node: server.node });
-          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: trafficComm, containerId: server.containerId });
+          // A running Node process is named node, not after its renamed main thread.
+          expect(r.dst.process).toMatchObject({ pid: c.server.pid, name: 'node', containerId: server.containerId });
         }
       }
     }
@@ -300,8 +326,50 @@ describe('two nodes end to end', () => {
     expect(backend?.src.kube?.objectName).toBe('web-1');
   });
 
+  it('tags both ends of every Service kind (NodePort, LoadBalancer IP, external IP, headless) and of a hostNetwork pod, and joins them', () => {
+    const { loadBalancer: lb, headless, hostNetwork: agent } = topology.kinds;
+    const lbBackend = { objectType: 'pod', objectName: 'api-1', node: 'node-b', serviceName: lb.name, serviceNamespace: lb.namespace };
+    // The client's record names the Service address it dialed; once joined it carries the pod that
+    // answered (backend_ip/port, as for the ClusterIP above): a join that only happens when the
+    // tagger tagged that address as the Service.
+    const lbService = lbBackend;
+    const agentPod = { objectType: 'pod', objectName: agent.name, objectNamespace: agent.namespace, workloadKind: 'DaemonSet', workloadName: agent.workload, node: agent.node };
+    const expected: Record<NonNullable<Conversation['serviceKind']>, { remote: object; server: object }> = {
+      'node-port': { remote: lbService, server: lbBackend },
+      'load-balancer-ip': { remote: lbService, server: lbBackend },
+      'external-ip': { remote: lbService, server: lbBackend },
+      headless: {
+        remote: { objectType: 'pod', objectName: 'web-2', node: 'node-a', serviceName: headless.name },
+        server: { objectType: 'pod', objectName: 'web-2', node: 'node-a', serviceName: headless.name, containerName: 'web' },
+      },
+      'host-network': { remote: agentPod, server: { ...agentPod, containerName: agent.containerName } },
+    };
+    const kinds = conversations.filter((c) => c.serviceKind);
+    expect(kinds.map((c) => c.serviceKind).sort()).toEqual(Object.keys(expected).sort());
+    for (const c of kinds) {
+      const want = expected[c.serviceKind!];
+      const client = recordsOf(c, 'VANTAGE_SRC');
+      const server = recordsOf(c, 'VANTAGE_DST');
+      expect(client.length, `${c.label}: client records`).toBeGreaterThan(0);
+      expect(server.length, `${c.label}: server records`).toBeGreaterThan(0);
+      for (const r of client) {
+        expect(r.src.kube, `${c.label} SRC src`).toMatchObject({ objectType: 'pod', objectName: 'web-1', node: 'node-a' });
+        expect(r.dst.kube, `${c.label} SRC dst`).toMatchObject(want.remote);
+        expect(r.joined, `${c.label} SRC joined`).toBe(true);
+        if (c.dst.ip !== c.server.ip) expect(r.dst, `${c.label} backend`).toMatchObject({ backendIp: c.server.ip, backendPort: c.server.port });
+      }
+      for (const r of server) {
+        expect(r.node).toBe(c.serviceKind === 'headless' ? 'node-a' : 'node-b');
+        expect(r.src.kube, `${c.label} DST src`).toMatchObject({ objectType: 'pod', objectName: 'web-1' });
+        expect(r.dst.kube, `${c.label} DST dst`).toMatchObject(want.server);
+        expect(r.dst.process, `${c.label} DST process`).toMatchObject({ pid: c.server.pid });
+        expect(r.joined, `${c.label} DST joined`).toBe(true);
+      }
+    }
+  });
+
   it('exports external traffic unjoined, with the external address', () => {
-    for (const c of conversations.filter((c) => !c.server.pod)) {
+    for (const c of conversations.filter((c) => !c.server.pod && !c.serviceKind)) {
       const rs = recordsOf(c, 'VANTAGE_SRC');
       expect(rs.length, c.label).toBeGreaterThan(0);
       for (const r of rs) {
