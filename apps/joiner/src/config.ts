@@ -1,4 +1,5 @@
-// The joiner's options: its own (Redis, join wait, sweeper, metadata TTL) plus the shared NATS ones.
+// The joiner's options: its own (Redis, join wait, clock ticks, metadata TTL, leases) plus the
+// shared NATS and partition ones.
 import { hostname } from 'node:os';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
 import { natsOptions, partitionOptions } from '@kappa/bus';
@@ -13,17 +14,16 @@ export const joinerOptions = {
   redisTlsKey: string({ description: 'client key file for --redis-tls-cert' }),
   redisCluster: boolean({ description: '--redis-url is a seed node of a Redis Cluster (keys carry hash tags)' }),
   interval: duration({ description: 'capture interval of the nodes (sets the default join wait)', default: '10s', minMs: 100 }),
-  joinWait: duration({ description: 'how long a record waits in Redis for its peer [default: 2 x --interval]', minMs: 10 }),
-  sweepInterval: duration({ description: 'how often the sweeper looks for records whose wait is over', default: '1s', minMs: 10 }),
-  metadataTtl: duration({ description: 'how long an end\'s metadata stays cached so later intervals join at once', default: '5m', minMs: 100 }),
-  replayWindow: duration({ description: 'how long a processed record is remembered so a redelivered batch emits it once', default: '2m', minMs: 1000 }),
-  sweepLease: duration({ description: 'a sweep round not finished by then is taken over by another replica', default: '15s', minMs: 500 }),
+  joinWait: duration({ description: 'how long a record waits for its peer, in event time (JetStream\'s) [default: 2 x --interval]', minMs: 10 }),
+  sweepInterval: duration({ description: 'how often an idle partition whose waits are over gets a clock tick', default: '1s', minMs: 10 }),
+  metadataTtl: duration({ description: 'how long an end\'s metadata stays cached so later intervals join at once (every replica the same)', default: '5m', minMs: 100 }),
+  leaseTtl: duration({ description: 'a partition whose owner stops renewing its lease is taken over after this long', default: '8s', minMs: 500 }),
   joinExternal: boolean({ description: 'wait for a peer even when the tagger says the remote end is external' }),
-  maxInFlight: integer({ description: 'input batches handled at once', default: 4, min: 1, max: 64 }),
-  ackWait: duration({ description: 'redelivery of an input batch after this long without an ack', default: '30s', minMs: 1000 }),
+  maxInFlight: integer({ description: 'input batches a partition holds at once (processed and published ahead of their Redis commit)', default: 8, min: 1, max: 256 }),
+  ackWait: duration({ description: 'JetStream redelivers a batch held this long without an ack (to the same owner, which recognises it)', default: '15s', minMs: 1000 }),
   ...partitionOptions,
   ...natsOptions,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9404, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'log level', default: 'info' }),
-  instance: string({ description: 'this replica\'s name in heartbeats and sweep rounds', default: `${hostname()}-${process.pid}` }),
+  instance: string({ description: 'this replica\'s name in heartbeats and leases', default: `${hostname()}-${process.pid}` }),
 };

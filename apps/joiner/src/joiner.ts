@@ -1,290 +1,269 @@
-// The join itself: each tagged batch goes through Redis (arrive → publish → finalize) and comes
-// out on kappa.flow.joined; a sweeper releases what waited too long. Protocol: README.md.
-//
-// Exactly-once without a transaction across Redis and JetStream:
-//   * Input path. A record arriving either joins at once (its peer's end is cached), or waits as
-//     a pending record in Redis. Arriving, it CLAIMS the peer's pending records for its input
-//     batch (owner = output batch id + record key); they stay in Redis. Then the output is
-//     published with Nats-Msg-Id derived from the input batch, then the claimed records are
-//     deleted (finalize), then the input is acked. A crash anywhere before the ack redelivers the
-//     input; the arrival script remembers each record's outcome (seen-set) and hands back exactly
-//     what the same owner claimed before, so the republished batch has the same id and the same
-//     records, and JetStream drops it if the first attempt got through.
-//   * Sweep path. A round writes its member list under a round id (with a lease) BEFORE it
-//     claims; it publishes with Nats-Msg-Id = round id, marks the round published, finalizes,
-//     and closes the round. A replica that finds a round whose lease ran out takes it over and
-//     replays it under the same id: it publishes only if the round was not marked published.
-//   * Both paths claim in the same per-conversation Lua scripts, so a pending record is claimed
-//     by one owner only; a sweep never takes another live claim, nor another round's claim.
-import { Vantage, newFlowBatch, partitionOfRecord } from '@kappa/contracts';
-import type { FlowBatch, FlowRecord } from '@kappa/contracts';
-import { subjects } from '@kappa/bus';
+// The joiner replica: which partitions it owns (leases in Redis, balanced over the replicas
+// alive), one PartitionOwner per owned partition, clock ticks for idle ones, and what the
+// metrics and readiness say. Protocol and reasons: README.md.
 import type { Logger } from '@kappa/observability';
-import { conversationPlace, parseScheduleMember, remoteIsExternal, SCHEDULE_SHARDS } from './conversation.js';
-import type { ConversationPlace } from './conversation.js';
-import { decodeEndpoint, decodeRecord, encodeEndpoint, encodeRecord, joinedRecord, unjoinedRecord } from './merge.js';
 import type { JoinerMetrics } from './metrics.js';
-import { JoinStoreError } from './store.js';
-import type { Arrival, JoinStore } from './store.js';
+import { PartitionOwner } from './owner.js';
+import type { JoinerBus, OwnerEvents, OwnerSettings } from './owner.js';
+import type { JoinStats } from './partition.js';
+import type { PartitionStore } from './store.js';
 
-/** Where output goes; the bus in production (Nats-Msg-Id = batchId). */
-export interface JoinedPublisher {
-  publishBatch(subject: string, batch: FlowBatch): Promise<void>;
-}
-
-/** Points between the steps of the protocol, where crash tests kill the process. */
-export type CrashPoint = 'input-claimed' | 'input-published' | 'sweep-claimed' | 'sweep-published';
-export type CrashHook = (point: CrashPoint) => void;
-
-/**
- * Publishes records on kappa.flow.joined.p<k>: all on `partition` when the input said which, or
- * grouped by each record's own partition (sweep rounds, which span partitions), ids `<id>:p<k>`.
- */
-async function publishJoined(publisher: JoinedPublisher, id: string, producer: string, createdNs: bigint, records: FlowRecord[], partition: number | undefined, partitions: number): Promise<void> {
-  if (partition !== undefined) {
-    await publisher.publishBatch(subjects.joined(partition), newFlowBatch({ batchId: id, producer, createdNs, records }));
-    return;
-  }
-  const byPartition = new Map<number, FlowRecord[]>();
-  for (const record of records) {
-    const k = partitionOfRecord(record, partitions);
-    let list = byPartition.get(k);
-    if (!list) byPartition.set(k, (list = []));
-    list.push(record);
-  }
-  await Promise.all([...byPartition].map(([k, list]) => publisher.publishBatch(subjects.joined(k), newFlowBatch({ batchId: `${id}:p${k}`, producer, createdNs, records: list }))));
-}
-
-export interface JoinerSettings {
-  instance: string;
-  /** The cluster-wide partition count (outputs of sweep rounds go to each record's partition). */
+export interface JoinerSettings extends OwnerSettings {
+  /** Partitions of the flow subjects, cluster-wide. */
   partitions: number;
-  crashHook?: CrashHook | undefined;
-  /** Wait for a peer even when the tagger says the remote end is outside the cluster. */
-  joinExternal: boolean;
+  /** A lease not renewed for this long ends; another replica then takes the partition. */
+  leaseMs: number;
+  /** How often leases are renewed and free partitions looked for. */
+  loopMs: number;
+  /** Each committed batch: records in and out (the heartbeat's counts), and whether it was input (not a DLQ entry or a clock tick). */
+  counted?: ((recordsIn: number, recordsOut: number, input: boolean) => void) | undefined;
 }
 
-/** Input records per output part: part membership depends on the input only, never on sizes. */
-export const OUTPUT_PART_RECORDS = 128;
-
-type FinalizeGroups = Map<string, { claimed: { recordKey: string; owner: string }[]; own: string[] }>;
-
-function groupOf(groups: FinalizeGroups, tag: string) {
-  let g = groups.get(tag);
-  if (!g) groups.set(tag, (g = { claimed: [], own: [] }));
-  return g;
-}
-
-export class JoinProcessor {
+export class Joiner {
   recordsIn = 0;
   recordsOut = 0;
+  private readonly owners = new Map<number, PartitionOwner>();
+  private readonly busy = new Set<number>();
+  /** Partitions seen without a lease by the previous loop (taken even beyond this replica's share). */
+  private freeBefore = new Set<number>();
+  private timer: NodeJS.Timeout | undefined;
+  private looping: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private redisOk = true;
+  private redisUpSince = Date.now();
+  private lastRedisLog = 0;
+  private readonly order: number[];
+  private rounds = 0;
 
   constructor(
-    private readonly store: JoinStore,
-    private readonly publisher: JoinedPublisher,
-    private readonly metrics: JoinerMetrics,
+    private readonly store: PartitionStore,
+    private readonly bus: JoinerBus,
     private readonly settings: JoinerSettings,
-    private readonly onRedis: (ok: boolean, error?: JoinStoreError) => void,
-  ) {}
-
-  /**
-   * Handles one input batch of partition `partition`; resolves once its output is published on
-   * kappa.flow.joined.p<partition> and its state finalized.
-   */
-  async handleBatch(batch: FlowBatch, partition?: number): Promise<void> {
-    const now = Date.now();
-    const outputId = `joiner:${batch.batchId}`;
-    const records = batch.records;
-    this.metrics.recordsIn.inc(records.length);
-    this.recordsIn += records.length;
-
-    const places: (ConversationPlace | undefined)[] = [];
-    const immediate: (FlowRecord | undefined)[] = [];
-    const arrivals: Arrival[] = [];
-    const arrivalOf: number[] = [];
-    for (const [i, record] of records.entries()) {
-      const place = conversationPlace(record);
-      if (typeof place === 'string') {
-        immediate[i] = unjoinedRecord(record, place);
-        this.metrics.releasedUnjoined.inc({ reason: place });
-        continue;
-      }
-      if (!this.settings.joinExternal && remoteIsExternal(place)) {
-        immediate[i] = unjoinedRecord(record, 'external');
-        this.metrics.releasedUnjoined.inc({ reason: 'external' });
-        continue;
-      }
-      places[i] = place;
-      arrivalOf[i] = arrivals.length;
-      arrivals.push({
-        tag: place.tag,
-        recordKey: place.recordKey,
-        vantage: record.vantage === Vantage.SRC ? 1 : 2,
-        conversations: place.conversations,
-        local: encodeEndpoint(place.local),
-        record: encodeRecord(record),
-        owner: `${outputId}\x1f${place.recordKey}`,
-      });
-    }
-
-    const results = await this.redis(() => this.store.arrive(arrivals, now));
-    this.settings.crashHook?.('input-claimed');
-    const parts: FlowRecord[][] = [];
-    const toSchedule: { tag: string; recordKey: string; deadlineMs: number }[] = [];
-    const groups: FinalizeGroups = new Map();
-    for (const [i, record] of records.entries()) {
-      const part = (parts[Math.floor(i / OUTPUT_PART_RECORDS)] ??= []);
-      const done = immediate[i];
-      if (done) {
-        part.push(done);
-        continue;
-      }
-      const place = places[i];
-      const result = results[arrivalOf[i] ?? -1];
-      if (!place || !result) continue;
-      switch (result.outcome) {
-        case 'joined':
-        case 'emit':
-          if (result.peer) {
-            part.push(joinedRecord(record, decodeEndpoint(result.peer)));
-            this.metrics.joined.inc({ path: 'immediate' });
-          } else {
-            part.push(unjoinedRecord(record, 'no-peer'));
-            this.metrics.releasedUnjoined.inc({ reason: 'no-peer' });
-          }
-          groupOf(groups, place.tag).own.push(place.recordKey);
-          break;
-        case 'pending':
-        case 'replayed-pending':
-          if (result.deadlineMs > 0) toSchedule.push({ tag: place.tag, recordKey: place.recordKey, deadlineMs: result.deadlineMs });
-          break;
-      }
-      const owner = `${outputId}\x1f${place.recordKey}`;
-      for (const claimed of result.claimed) {
-        part.push(joinedRecord(decodeRecord(claimed.record), place.local));
-        this.metrics.joined.inc({ path: 'peer-arrival' });
-        this.metrics.joinWait.observe({ result: 'joined' }, Math.max(0, now - claimed.arrivedMs) / 1000);
-        groupOf(groups, place.tag).claimed.push({ recordKey: claimed.recordKey, owner });
-      }
-    }
-
-    await this.redis(() => this.store.schedule(toSchedule));
-    let published = 0;
-    for (const [j, part] of parts.entries()) {
-      if (!part || part.length === 0) continue;
-      await publishJoined(this.publisher, parts.length === 1 ? outputId : `${outputId}#${j}`, this.settings.instance, batch.createdNs, part, partition, this.settings.partitions);
-      published += part.length;
-    }
-    this.settings.crashHook?.('input-published');
-    await this.redis(() => this.store.finalize(groups, Date.now()));
-    this.metrics.recordsOut.inc(published);
-    this.recordsOut += published;
-  }
-
-  private async redis<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      const value = await run();
-      this.onRedis(true);
-      return value;
-    } catch (error) {
-      if (error instanceof JoinStoreError) this.onRedis(false, error);
-      throw error;
-    }
-  }
-}
-
-export interface SweeperSettings {
-  instance: string;
-  partitions: number;
-  crashHook?: CrashHook | undefined;
-  /** Most records in one sweep round (one output batch, well under max_payload). */
-  roundSize: number;
-}
-
-/** Releases records whose peer never came, and finishes rounds of replicas that died mid-round. */
-export class Sweeper {
-  private seq = 0;
-  private readonly startedMs = Date.now();
-  recordsOut = 0;
-
-  constructor(
-    private readonly store: JoinStore,
-    private readonly publisher: JoinedPublisher,
     private readonly metrics: JoinerMetrics,
-    private readonly settings: SweeperSettings,
     private readonly logger: Logger,
-  ) {}
-
-  /** One pass: abandoned rounds first, then every schedule shard. Returns records published. */
-  async sweepOnce(): Promise<number> {
-    let released = 0;
-    for (const round of await this.store.takeAbandonedRounds(Date.now(), 16)) {
-      this.logger.warn({ round: round.roundId, members: round.members.length, published: round.published }, 'taking over an abandoned sweep round');
-      released += await this.runRound(round.roundId, round.members, round.published);
-    }
-    for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
-      for (;;) {
-        const now = Date.now();
-        const members = await this.store.due(shard, now, this.settings.roundSize);
-        if (members.length === 0) break;
-        const roundId = `joiner:sweep:${this.settings.instance}:${this.startedMs}:${this.seq++}`;
-        await this.store.openRound(roundId, members, now);
-        const out = await this.runRound(roundId, members, false);
-        released += out;
-        // Only busy or early members left at the front: they were moved later; next pass.
-        if (members.length < this.settings.roundSize) break;
-      }
-    }
-    this.metrics.pending.set(await this.store.pendingCount());
-    return released;
+  ) {
+    // Rendezvous order: each replica prefers different partitions, so they rarely race for one.
+    this.order = Array.from({ length: settings.partitions }, (_, k) => k).sort((a, b) => score(settings.instance, a) - score(settings.instance, b));
   }
 
-  private async runRound(roundId: string, members: readonly string[], alreadyPublished: boolean): Promise<number> {
+  /** Partitions owned now. */
+  get owned(): number[] {
+    return [...this.owners.keys()].sort((a, b) => a - b);
+  }
+
+  ready(): boolean {
+    return !this.stopped && this.redisOk;
+  }
+
+  /** Input waiting in JetStream for the partitions owned (the heartbeat's lag). */
+  get lag(): number {
+    let n = 0;
+    for (const o of this.owners.values()) n += o.lag;
+    return n;
+  }
+
+  get pendingCount(): number {
+    let n = 0;
+    for (const o of this.owners.values()) n += o.pendingCount;
+    return n;
+  }
+
+  start(): void {
+    const run = () => {
+      this.looping = this.looping.then(() => this.loop()).catch((error: unknown) => this.logger.error({ err: error }, 'joiner lease loop failed; retrying'));
+    };
+    run();
+    this.timer = setInterval(run, this.settings.loopMs);
+  }
+
+  private readonly events: OwnerEvents = {
+    committed: (_partition: number, stats: JoinStats, recordsIn: number, input: boolean) => {
+      const m = this.metrics;
+      this.recordsIn += recordsIn;
+      this.recordsOut += stats.recordsOut;
+      m.recordsIn.inc(recordsIn);
+      m.recordsOut.inc(stats.recordsOut);
+      this.settings.counted?.(recordsIn, stats.recordsOut, input);
+      if (stats.immediate) m.joined.inc({ path: 'immediate' }, stats.immediate);
+      if (stats.peerArrival) m.joined.inc({ path: 'peer-arrival' }, stats.peerArrival);
+      if (stats.sweeper) m.joined.inc({ path: 'sweeper' }, stats.sweeper);
+      if (stats.noPeer) m.releasedUnjoined.inc({ reason: 'no-peer' }, stats.noPeer);
+      if (stats.external) m.releasedUnjoined.inc({ reason: 'external' }, stats.external);
+      if (stats.noVantage) m.releasedUnjoined.inc({ reason: 'no-vantage' }, stats.noVantage);
+      for (const s of stats.joinedWaits) m.joinWait.observe({ result: 'joined' }, s);
+      for (const s of stats.noPeerWaits) m.joinWait.observe({ result: 'no-peer' }, s);
+    },
+    redis: (ok: boolean, error?: unknown) => this.redis(ok, error),
+    lost: (partition: number, why: string) => void this.lose(partition, why),
+  };
+
+  /** The Redis connection dropped: hold input at once (a commit would fail; nothing runs ahead of it). */
+  redisLost(error?: unknown): void {
+    if (this.stopped) return;
+    this.redis(false, error ?? new Error('Redis connection closed failed: the connection closed'));
+  }
+
+  private redis(ok: boolean, error?: unknown): void {
+    this.metrics.redisUp.set(ok ? 1 : 0);
+    if (ok) {
+      if (!this.redisOk) {
+        this.redisOk = true;
+        this.redisUpSince = Date.now();
+        this.logger.info('Redis reachable again; partitions carry on');
+        for (const o of this.owners.values()) o.resume();
+      }
+      return;
+    }
+    const operation = error instanceof Error ? (/^Redis (.*?) failed/.exec(error.message)?.[1] ?? 'unknown') : 'unknown';
+    this.metrics.redisErrors.inc({ operation });
+    if (this.redisOk) for (const o of this.owners.values()) o.pause();
+    this.redisOk = false;
+    if (Date.now() - this.lastRedisLog > 5000) {
+      this.lastRedisLog = Date.now();
+      this.logger.error({ err: error }, 'Redis unavailable: input stays unacked in JetStream and is retried');
+    }
+  }
+
+  /** One round: membership and renewals, then taking or giving partitions, then clock ticks. */
+  private async loop(): Promise<void> {
+    if (this.stopped) return;
+    const s = this.settings;
+    let members: string[];
+    let holders: (string | null)[];
+    try {
+      members = await this.store.members(s.leaseMs);
+      for (const [k, owner] of this.owners) {
+        const renewing = Date.now();
+        if (!(await this.store.renew(k, owner.epoch, s.leaseMs))) {
+          await this.lose(k, 'its lease was taken over by another replica');
+          continue;
+        }
+        owner.leaseRenewedMs = renewing;
+        owner.resumeInput();
+      }
+      holders = await this.store.holders(s.partitions);
+      this.redis(true);
+    } catch (error) {
+      this.redis(false, error);
+      // Not sure of the lease any more: stop fetching before it could run out, so that a new
+      // owner's consumer never has this replica fetching from it.
+      const now = Date.now();
+      for (const owner of this.owners.values()) {
+        if (now - owner.leaseRenewedMs > s.leaseMs / 2) owner.suspendInput(`lease not renewed for ${now - owner.leaseRenewedMs} ms`);
+      }
+      return;
+    }
+    // The first round only says this replica is alive: replicas started together then see each
+    // other before they take partitions, instead of the first taking all and handing them back.
+    if (this.rounds++ === 0) return;
+    const target = Math.ceil(s.partitions / Math.max(1, members.length));
+    const free = new Set<number>();
+    for (let k = 0; k < s.partitions; k++) if (holders[k] === null && !this.owners.has(k)) free.add(k);
+    const foreignOk = Date.now() - this.redisUpSince >= s.leaseMs;
+    for (const k of this.order) {
+      if (!free.has(k) || this.busy.has(k)) continue;
+      // Up to this replica's share; beyond it only what stayed free for a whole round.
+      if (this.owners.size + this.busy.size >= target && !this.freeBefore.has(k)) continue;
+      await this.acquire(k, foreignOk);
+    }
+    this.freeBefore = free;
+    if (this.owners.size > target && free.size === 0) {
+      // More than this replica's share while others have less: hand the excess over (at most
+      // what the others miss), the partitions last in this replica's order first.
+      const counts = new Map<string, number>();
+      for (const h of holders) if (h) counts.set(h, (counts.get(h) ?? 0) + 1);
+      let missing = 0;
+      for (const m of members) if (m !== this.store.me) missing += Math.max(0, target - (counts.get(m) ?? 0));
+      const excess = Math.min(this.owners.size - target, missing);
+      const give = [...this.order].reverse().filter((k) => this.owners.has(k) && !this.busy.has(k)).slice(0, excess);
+      await Promise.all(give.map((k) => this.handOver(k)));
+    }
+    this.metrics.partitionsOwned.set(this.owners.size);
+    let pending = 0;
+    let ends = 0;
+    let bytes = 0;
+    for (const o of this.owners.values()) {
+      pending += o.pendingCount;
+      ends += o.endCount;
+      bytes += o.stateBytes;
+    }
+    this.metrics.pending.set(pending);
+    this.metrics.cachedEnds.set(ends);
+    this.metrics.stateBytes.set(bytes);
     const now = Date.now();
-    const claims = await this.store.sweepClaim(members, roundId, now);
-    if (claims.some((c) => c.status === 'claimed')) this.settings.crashHook?.('sweep-claimed');
-    const records: FlowRecord[] = [];
-    const groups: FinalizeGroups = new Map();
-    const gone: string[] = [];
-    const later: { member: string; atMs: number }[] = [];
-    const waits: { result: string; seconds: number }[] = [];
-    for (const [i, claim] of claims.entries()) {
-      const member = members[i] ?? '';
-      if (claim.status === 'gone') {
-        gone.push(member);
-        continue;
-      }
-      if (claim.status !== 'claimed') {
-        later.push({ member, atMs: Math.max(claim.retryAtMs, now + 100) });
-        continue;
-      }
-      const { tag, recordKey } = parseScheduleMember(member);
-      const record = decodeRecord(claim.record);
-      if (claim.peer) {
-        records.push(joinedRecord(record, decodeEndpoint(claim.peer)));
-        waits.push({ result: 'joined', seconds: (now - claim.arrivedMs) / 1000 });
-      } else {
-        records.push(unjoinedRecord(record, 'no-peer'));
-        waits.push({ result: 'no-peer', seconds: (now - claim.arrivedMs) / 1000 });
-      }
-      groupOf(groups, tag).claimed.push({ recordKey, owner: roundId });
+    for (const owner of this.owners.values()) {
+      owner.tick(now).catch((error: unknown) => this.logger.warn({ err: error, partition: owner.partition }, 'clock tick not published; next round'));
     }
-    if (records.length > 0 && !alreadyPublished) {
-      await publishJoined(this.publisher, roundId, this.settings.instance, 0n, records, undefined, this.settings.partitions);
-      this.settings.crashHook?.('sweep-published');
-      await this.store.markRoundPublished(roundId);
-      for (const r of records) {
-        if (r.joined) this.metrics.joined.inc({ path: 'sweeper' });
-        else this.metrics.releasedUnjoined.inc({ reason: 'no-peer' });
-      }
-      for (const w of waits) this.metrics.joinWait.observe({ result: w.result }, Math.max(0, w.seconds));
-      this.metrics.recordsOut.inc(records.length);
-      this.recordsOut += records.length;
-    }
-    await this.store.finalize(groups, Date.now());
-    await this.store.unschedule(gone);
-    await this.store.reschedule(later);
-    await this.store.closeRound(roundId);
-    return alreadyPublished ? 0 : records.length;
   }
+
+  private async acquire(k: number, foreignOk: boolean): Promise<void> {
+    const s = this.settings;
+    this.busy.add(k);
+    try {
+      const result = await this.store.acquire(k, s.leaseMs, foreignOk);
+      if (result.status !== 'acquired') return;
+      const owner = new PartitionOwner(k, result.epoch, this.store, this.bus, s, this.events, this.logger);
+      this.owners.set(k, owner);
+      const started = Date.now();
+      try {
+        const loaded = await owner.start();
+        this.metrics.takeovers.inc();
+        this.logger.info({ partition: k, epoch: result.epoch, ...loaded, ms: Date.now() - started }, 'partition taken');
+      } catch (error) {
+        this.logger.error({ err: error, partition: k }, 'cannot start a partition; releasing it');
+        this.owners.delete(k);
+        await owner.abandon();
+        await this.store.release(k).catch(() => undefined);
+        throw error;
+      }
+    } finally {
+      this.busy.delete(k);
+    }
+  }
+
+  /** The partition is another replica's now: stop at once, publish and ack nothing more. */
+  private async lose(k: number, why: string): Promise<void> {
+    const owner = this.owners.get(k);
+    if (!owner) return;
+    this.owners.delete(k);
+    this.metrics.partitionsLost.inc();
+    this.logger.warn({ partition: k, epoch: owner.epoch, why }, 'partition lost');
+    await owner.abandon();
+    await this.store.drop(k, owner.epoch).catch(() => undefined);
+  }
+
+  /** Gives a partition back after what it holds is committed, for another replica to take at once. */
+  private async handOver(k: number): Promise<void> {
+    const owner = this.owners.get(k);
+    if (!owner) return;
+    this.busy.add(k);
+    try {
+      const drained = await owner.stop(10_000);
+      this.owners.delete(k);
+      if (drained) await this.store.release(k).catch(() => undefined);
+      this.logger.info({ partition: k, drained }, 'partition handed over');
+    } finally {
+      this.busy.delete(k);
+    }
+  }
+
+  /** Stops: every partition's in-flight batches are committed and its lease released. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.looping;
+    await Promise.all([...this.owners.keys()].map((k) => this.handOver(k)));
+    await this.store.members(0).catch(() => undefined);
+  }
+}
+
+function score(instance: string, k: number): number {
+  let h = 0x811c9dc5;
+  const key = `${instance}/${k}`;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
 }

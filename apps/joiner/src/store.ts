@@ -1,269 +1,273 @@
-// The joiner's Redis side: typed calls of the Lua scripts and of the due-time schedule and sweep
-// round index, with every failure surfaced as JoinStoreError (the caller naks its input).
+// The joiner's durable state in Redis, per partition k, every key under the hash tag {p<k>} (one
+// Redis Cluster slot per partition):
+//   kappa:{p<k>}:lease            the owner's lease (SET PX): "<instance>#<nonce>"
+//   kappa:{p<k>}:fence            HASH epoch, instance: the fencing epoch and who took it last
+//   kappa:{p<k>}:e<epoch>:state   HASH applied (stream sequence), clock (event time, ms), stream
+//   kappa:{p<k>}:e<epoch>:ends    HASH end field → [varint storedAtMs][Endpoint]
+//   kappa:{p<k>}:e<epoch>:pending HASH 8-byte id → [varint deadlineMs][FlowRecord]
+// The state lives under its owner's epoch: taking a partition over RENAMEs it to the next epoch
+// in one script, so an owner that lost the partition without knowing can only write keys nobody
+// reads, and its commit (a MULTI that also reads the fence) tells it so before it acks anything.
+// A commit is plain HSET/HDEL (no Lua per record: a script costs Redis ~3× a plain field write).
+import { randomBytes } from 'node:crypto';
+import type { CommitSet } from './commit.js';
+import { readPendingField } from './commit.js';
+import type { PartitionJoin } from './partition.js';
 import type { RedisClient } from './redis.js';
-import { arriveLua, finalizeLua, sweepClaimLua, takeRoundLua } from './scripts.js';
-import { SCHEDULE_SHARDS, groupKeys, parseScheduleMember, scheduleKey, scheduleMember, scheduleShard } from './conversation.js';
+import { BulkCommand } from './resp.js';
 
-/** Redis did not answer or refused a command; state is unchanged or replayable, input stays unacked. */
+/** Redis did not answer or refused a command; the joiner holds its input and retries. */
 export class JoinStoreError extends Error {
   override readonly name = 'JoinStoreError';
   constructor(operation: string, options: { cause: unknown }) {
     const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
-    super(`Redis ${operation} failed: ${why} (check --redis-url, credentials and that Redis is up; input is retried)`, options);
+    super(`Redis ${operation} failed: ${why} (check --redis-url, credentials and that Redis is up; input is held and retried)`, options);
   }
 }
 
-export interface StoreSettings {
-  joinWaitMs: number;
-  metadataTtlMs: number;
-  replayWindowMs: number;
-  /** How long an input batch's claim on peer records holds before the sweeper may take them. */
-  inputLeaseMs: number;
-  /** How long a sweep round's claim holds before another replica takes the round over. */
-  sweepLeaseMs: number;
+/** Another replica took the partition over: this one must stop, ack nothing more, and drop it. */
+export class PartitionFencedError extends Error {
+  override readonly name = 'PartitionFencedError';
+  constructor(partition: number, epoch: number, current: number) {
+    super(`partition ${partition}: epoch ${epoch} was fenced by epoch ${current} (another joiner replica took it over)`);
+  }
 }
 
-export interface ClaimedRecord {
-  recordKey: string;
-  record: Buffer;
-  arrivedMs: number;
+export function partitionKeys(k: number) {
+  const tag = `kappa:{p${k}}`;
+  return {
+    lease: `${tag}:lease`,
+    fence: `${tag}:fence`,
+    state: (epoch: number) => `${tag}:e${epoch}:state`,
+    ends: (epoch: number) => `${tag}:e${epoch}:ends`,
+    pending: (epoch: number) => `${tag}:e${epoch}:pending`,
+  };
 }
 
-export interface Arrival {
-  tag: string;
-  recordKey: string;
-  vantage: number;
-  conversations: string[];
-  local: Uint8Array;
-  record: Uint8Array;
-  owner: string;
+export const MEMBERS_KEY = 'kappa:joiners';
+
+/**
+ * Takes a free partition. KEYS lease, fence, then state/ends/pending of epochs e-1, e, e+1.
+ * ARGV me, instance, e (the epoch the caller read), lease ms, foreign ok (1: may take a partition
+ * another instance held last). Returns {status, value}: acquired/epoch, held/pttl, moved/epoch,
+ * deferred/last instance.
+ */
+const acquireLua = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {'held', tostring(redis.call('PTTL', KEYS[1]))} end
+local epoch = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+if epoch ~= tonumber(ARGV[3]) then return {'moved', tostring(epoch)} end
+local last = redis.call('HGET', KEYS[2], 'instance')
+if ARGV[5] ~= '1' and last and last ~= ARGV[2] then return {'deferred', last} end
+for i = 3, 5 do redis.call('DEL', KEYS[i]) end
+for i = 6, 8 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RENAME', KEYS[i], KEYS[i + 3]) end
+end
+redis.call('HSET', KEYS[2], 'epoch', epoch + 1, 'instance', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+return {'acquired', tostring(epoch + 1)}
+`;
+
+/**
+ * Keeps a partition: the lease is set again as long as nobody took a newer epoch, even when it
+ * ran out meanwhile (Redis was away), so an owner that kept its state in memory goes on.
+ * KEYS lease, fence. ARGV me, epoch, lease ms. Returns 1 (kept) or 0 (lost).
+ */
+const renewLua = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`;
+
+/** KEYS lease. ARGV me. Frees the partition if this caller holds it. */
+const releaseLua = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`;
+
+/**
+ * After losing a partition: deletes what this owner may have written under its epoch after the
+ * takeover (keys nobody reads). KEYS fence, state, ends, pending of the epoch. ARGV epoch.
+ */
+const dropLua = `
+if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') ~= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+end
+return 1
+`;
+
+/**
+ * Replicas alive: each one renews its entry; entries whose time ran out (Redis's clock) go.
+ * KEYS members. ARGV me, ttl ms (0: leave). Returns the members.
+ */
+const membersLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[2] == '0' then redis.call('ZREM', KEYS[1], ARGV[1])
+else redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`;
+
+export type AcquireResult =
+  | { status: 'acquired'; epoch: number }
+  | { status: 'held'; leaseLeftMs: number }
+  | { status: 'deferred'; lastInstance: string };
+
+export interface LoadedState {
+  applied: number;
+  clock: number;
+  /** The JetStream stream (its creation time) the applied sequence counts in; '' when new. */
+  stream: string;
+  ends: number;
+  pending: number;
 }
 
-export type ArrivalOutcome = 'joined' | 'pending' | 'replayed-pending' | 'emit';
+type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
-export interface ArrivalResult {
-  outcome: ArrivalOutcome;
-  peer: Buffer | undefined;
-  /** When the record waits: its deadline, to (re)schedule it. 0 when it does not wait. */
-  deadlineMs: number;
-  claimed: ClaimedRecord[];
-}
-
-export type SweepClaim =
-  | { status: 'claimed'; record: Buffer; peer: Buffer | undefined; arrivedMs: number }
-  | { status: 'gone' }
-  | { status: 'busy' | 'notdue'; retryAtMs: number };
-
-export const SWEEP_INDEX = 'kappa:{sweeps}';
-const roundKey = (roundId: string) => `kappa:{sweeps}:${roundId}`;
-
-type ScriptCall = (...args: (string | number | Buffer | Uint8Array)[]) => Promise<unknown>;
-
-export class JoinStore {
-  private readonly scripts: Record<'arrive' | 'finalize' | 'sweepClaim' | 'takeRound', ScriptCall>;
+export class PartitionStore {
+  /** This process's lease value: the instance name and a nonce, so a restart is a new owner. */
+  readonly me: string;
+  private readonly scripts: Record<'acquire' | 'renew' | 'release' | 'drop' | 'members', ScriptCall>;
+  private readonly endDel = new BulkCommand('hdel');
+  private readonly endPut = new BulkCommand('hset');
+  private readonly pendingDel = new BulkCommand('hdel');
+  private readonly pendingPut = new BulkCommand('hset');
 
   constructor(
     readonly redis: RedisClient,
-    readonly settings: StoreSettings,
+    readonly instance: string,
   ) {
-    redis.defineCommand('kappaArrive', { numberOfKeys: 4, lua: arriveLua });
-    redis.defineCommand('kappaFinalize', { numberOfKeys: 3, lua: finalizeLua });
-    redis.defineCommand('kappaSweepClaim', { numberOfKeys: 3, lua: sweepClaimLua });
-    redis.defineCommand('kappaTakeRound', { numberOfKeys: 1, lua: takeRoundLua });
+    this.me = `${instance}#${randomBytes(6).toString('hex')}`;
+    redis.defineCommand('kappaAcquire', { numberOfKeys: 11, lua: acquireLua });
+    redis.defineCommand('kappaRenew', { numberOfKeys: 2, lua: renewLua });
+    redis.defineCommand('kappaRelease', { numberOfKeys: 1, lua: releaseLua });
+    redis.defineCommand('kappaDrop', { numberOfKeys: 4, lua: dropLua });
+    redis.defineCommand('kappaMembers', { numberOfKeys: 1, lua: membersLua });
     const commands = redis as unknown as Record<string, ScriptCall>;
     const bind = (name: string): ScriptCall => {
       const fn = commands[name];
       if (!fn) throw new Error(`ioredis did not define ${name}`);
       return fn.bind(redis);
     };
-    this.scripts = {
-      arrive: bind('kappaArriveBuffer'),
-      finalize: bind('kappaFinalize'),
-      sweepClaim: bind('kappaSweepClaimBuffer'),
-      takeRound: bind('kappaTakeRound'),
-    };
+    this.scripts = { acquire: bind('kappaAcquire'), renew: bind('kappaRenew'), release: bind('kappaRelease'), drop: bind('kappaDrop'), members: bind('kappaMembers') };
   }
 
   private async guard<T>(operation: string, run: () => Promise<T>): Promise<T> {
     try {
       return await run();
     } catch (cause) {
+      if (cause instanceof PartitionFencedError) throw cause;
       throw new JoinStoreError(operation, { cause });
     }
   }
 
-  /** Runs the arrival script for each record (pipelined), in order. */
-  async arrive(arrivals: readonly Arrival[], now: number): Promise<ArrivalResult[]> {
-    const s = this.settings;
-    return this.guard('arrive', () =>
-      Promise.all(
-        arrivals.map(async (a) => {
-          const k = groupKeys(a.tag);
-          const reply = (await this.scripts.arrive(
-            k.meta, k.rec, k.st, k.seen,
-            now, a.recordKey, a.vantage, a.conversations.join('\n'), asBuffer(a.local), asBuffer(a.record),
-            s.joinWaitMs, a.owner, s.metadataTtlMs, s.replayWindowMs, s.inputLeaseMs,
-          )) as Buffer[];
-          return parseArrival(reply);
-        }),
-      ),
-    );
+  /** Tries to take partition k; `foreignOk` lets it take one another instance held last. */
+  async acquire(k: number, leaseMs: number, foreignOk: boolean): Promise<AcquireResult> {
+    const key = partitionKeys(k);
+    return this.guard('acquire partition', async () => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const epoch = Number((await this.redis.hget(key.fence, 'epoch')) ?? 0);
+        const keys = [key.lease, key.fence];
+        for (const e of [epoch - 1, epoch, epoch + 1]) keys.push(key.state(e), key.ends(e), key.pending(e));
+        const [status, value] = (await this.scripts.acquire(...keys, this.me, this.instance, epoch, leaseMs, foreignOk ? 1 : 0)) as [string, string];
+        if (status === 'acquired') return { status, epoch: Number(value) };
+        if (status === 'held') return { status, leaseLeftMs: Number(value) };
+        if (status === 'deferred') return { status, lastInstance: value };
+        // 'moved': another replica took an epoch between our read and the script; read again.
+      }
+      return { status: 'held', leaseLeftMs: 0 };
+    });
   }
 
-  /** Adds waiting records to the due-time schedule (idempotent). */
-  async schedule(entries: readonly { tag: string; recordKey: string; deadlineMs: number }[]): Promise<void> {
-    if (entries.length === 0) return;
-    // One command each (auto-pipelined): in a Cluster a pipeline must stay in one slot.
-    await this.guard('schedule', () =>
-      Promise.all(entries.map((e) => this.redis.zadd(scheduleKey(scheduleShard(e.tag)), e.deadlineMs, scheduleMember(e.tag, e.recordKey)))),
-    );
+  /** Renews the lease of partition k at `epoch`; false when another replica took it over. */
+  async renew(k: number, epoch: number, leaseMs: number): Promise<boolean> {
+    const key = partitionKeys(k);
+    return this.guard('renew partition lease', async () => Number(await this.scripts.renew(key.lease, key.fence, this.me, epoch, leaseMs)) === 1);
+  }
+
+  async release(k: number): Promise<void> {
+    await this.guard('release partition', () => this.scripts.release(partitionKeys(k).lease, this.me));
+  }
+
+  /** After losing partition k at `epoch`: removes anything written under that epoch after the takeover. */
+  async drop(k: number, epoch: number): Promise<void> {
+    const key = partitionKeys(k);
+    await this.guard('drop partition', () => this.scripts.drop(key.fence, key.state(epoch), key.ends(epoch), key.pending(epoch), epoch));
+  }
+
+  /** Registers this replica as alive for `ttlMs` (0: leaves) and returns the replicas alive. */
+  async members(ttlMs: number): Promise<string[]> {
+    return this.guard('joiner membership', async () => (await this.scripts.members(MEMBERS_KEY, this.me, ttlMs)) as string[]);
+  }
+
+  /** Who holds each partition's lease now (null: free). */
+  async holders(partitions: number): Promise<(string | null)[]> {
+    return this.guard('read leases', () => Promise.all(Array.from({ length: partitions }, (_, k) => this.redis.get(partitionKeys(k).lease))));
+  }
+
+  /** Reads partition k's state at `epoch` into `join` (which must be fresh). */
+  async load(k: number, epoch: number, join: PartitionJoin): Promise<LoadedState> {
+    const key = partitionKeys(k);
+    return this.guard('load partition', async () => {
+      const state = await this.redis.hgetall(key.state(epoch));
+      let ends = 0;
+      await this.scan(key.ends(epoch), (field, value) => {
+        join.loadEnd(field.toString('latin1'), value);
+        ends++;
+      });
+      const pending: { id: number; value: Buffer }[] = [];
+      await this.scan(key.pending(epoch), (field, value) => pending.push({ id: readPendingField(field), value }));
+      pending.sort((a, b) => a.id - b.id);
+      for (const p of pending) join.loadPending(p.id, p.value);
+      const clock = Number(state.clock ?? 0);
+      join.clock = clock;
+      return { applied: Number(state.applied ?? 0), clock, stream: state.stream ?? '', ends, pending: pending.length };
+    });
+  }
+
+  private async scan(hash: string, each: (field: Buffer, value: Buffer) => void): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, items] = await this.redis.hscanBuffer(hash, cursor, 'COUNT', 1000);
+      cursor = next.toString();
+      for (let i = 0; i + 1 < items.length; i += 2) each(items[i]!, items[i + 1]!);
+    } while (cursor !== '0');
   }
 
   /**
-   * After the output is published: deletes the claimed records still held by their owner, marks
-   * the owner's own input records finalized, and drops them all from the schedule.
+   * Commits partition k at `epoch`: the applied stream sequence, the clock and the net writes of
+   * `set`, in one MULTI/EXEC that also reads the fence. Throws PartitionFencedError when another
+   * replica took the partition over (the writes then went to keys nobody reads).
    */
-  async finalize(
-    groups: ReadonlyMap<string, { claimed: { recordKey: string; owner: string }[]; own: string[] }>,
-    now: number,
-  ): Promise<void> {
-    if (groups.size === 0) return;
-    await this.guard('finalize', async () => {
-      await Promise.all(
-        [...groups].map(([tag, g]) => {
-          const k = groupKeys(tag);
-          const args: (string | number)[] = [now, this.settings.replayWindowMs, g.claimed.length];
-          for (const c of g.claimed) args.push(c.recordKey, c.owner);
-          args.push(...g.own);
-          return this.scripts.finalize(k.rec, k.st, k.seen, ...args);
-        }),
-      );
-      const unscheduled: Promise<unknown>[] = [];
-      for (const [tag, g] of groups) {
-        for (const c of g.claimed) unscheduled.push(this.redis.zrem(scheduleKey(scheduleShard(tag)), scheduleMember(tag, c.recordKey)));
-      }
-      await Promise.all(unscheduled);
+  async commit(k: number, epoch: number, applied: number, clock: number, stream: string, set: CommitSet): Promise<void> {
+    const key = partitionKeys(k);
+    const endsKey = key.ends(epoch);
+    const pendingKey = key.pending(epoch);
+    // Built and copied out (command()) before the first await: one set serves every commit.
+    const endDel = this.endDel.reset(endsKey);
+    const endPut = this.endPut.reset(endsKey);
+    const pendingDel = this.pendingDel.reset(pendingKey);
+    const pendingPut = this.pendingPut.reset(pendingKey);
+    set.visit({
+      endDel: (end) => void endDel.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name),
+      endPut: (end, buf, start, stop) => void endPut.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name).bytes(buf, start, stop),
+      pendingDel: (id) => void pendingDel.id8(id),
+      pendingPut: (id, buf, start, stop) => void pendingPut.id8(id).bytes(buf, start, stop),
+    });
+    const tx = this.redis.multi();
+    tx.hget(key.fence, 'epoch');
+    tx.hset(key.state(epoch), 'applied', applied, 'clock', clock, 'stream', stream);
+    const raw = tx as unknown as { sendCommand(c: unknown): void };
+    for (const c of [endDel, endPut, pendingDel, pendingPut]) if (c.count > 0) raw.sendCommand(c.command());
+    await this.guard('commit', async () => {
+      const results = await tx.exec();
+      if (!results) throw new Error('transaction aborted');
+      for (const [error] of results) if (error) throw error;
+      const current = Number(results[0]?.[1] ?? 0);
+      if (current !== epoch) throw new PartitionFencedError(k, epoch, current);
     });
   }
-
-  /** Schedule members whose deadline passed, oldest first, from one shard. */
-  async due(shard: number, now: number, limit: number): Promise<string[]> {
-    return this.guard('due', () => this.redis.zrangebyscore(scheduleKey(shard), '-inf', now, 'LIMIT', 0, limit));
-  }
-
-  /** Moves members still in the schedule to a later time (ZADD XX: never re-adds a finalized one). */
-  async reschedule(entries: readonly { member: string; atMs: number }[]): Promise<void> {
-    if (entries.length === 0) return;
-    await this.guard('reschedule', () =>
-      Promise.all(entries.map((e) => this.redis.zadd(scheduleKey(scheduleShard(parseScheduleMember(e.member).tag)), 'XX', e.atMs, e.member))),
-    );
-  }
-
-  async unschedule(members: readonly string[]): Promise<void> {
-    if (members.length === 0) return;
-    await this.guard('unschedule', () => Promise.all(members.map((m) => this.redis.zrem(scheduleKey(scheduleShard(parseScheduleMember(m).tag)), m))));
-  }
-
-  /** Records in the schedule: every record waiting or claimed and not yet finalized. */
-  async pendingCount(): Promise<number> {
-    return this.guard('pending count', async () => {
-      const sizes = await Promise.all(Array.from({ length: SCHEDULE_SHARDS }, (_, shard) => this.redis.zcard(scheduleKey(shard))));
-      return sizes.reduce((sum, n) => sum + n, 0);
-    });
-  }
-
-  async sweepClaim(members: readonly string[], owner: string, now: number): Promise<SweepClaim[]> {
-    const s = this.settings;
-    return this.guard('sweep claim', () =>
-      Promise.all(
-        members.map(async (member) => {
-          const { tag, recordKey } = parseScheduleMember(member);
-          const k = groupKeys(tag);
-          const reply = (await this.scripts.sweepClaim(k.meta, k.rec, k.st, now, recordKey, owner, s.sweepLeaseMs, s.metadataTtlMs)) as Buffer[];
-          const status = String(reply[0]);
-          if (status === 'gone') return { status: 'gone' as const };
-          if (status !== 'claimed') return { status: status as 'busy' | 'notdue', retryAtMs: Number(String(reply[1])) };
-          const peer = reply[2];
-          return {
-            status: 'claimed' as const,
-            record: reply[1] ?? Buffer.alloc(0),
-            peer: peer && peer.length > 0 ? peer : undefined,
-            arrivedMs: Number(String(reply[3])),
-          };
-        }),
-      ),
-    );
-  }
-
-  /** Records a sweep round before it claims anything, so another replica can finish it. */
-  async openRound(roundId: string, members: readonly string[], now: number): Promise<void> {
-    await this.guard('open sweep round', async () => {
-      const tx = this.redis.multi();
-      tx.hset(roundKey(roundId), 'members', members.join('\x1e'));
-      tx.zadd(SWEEP_INDEX, now + this.settings.sweepLeaseMs, roundId);
-      throwFirst(await tx.exec());
-    });
-  }
-
-  async markRoundPublished(roundId: string): Promise<void> {
-    await this.guard('mark sweep round published', () => this.redis.hset(roundKey(roundId), 'published', '1'));
-  }
-
-  async closeRound(roundId: string): Promise<void> {
-    await this.guard('close sweep round', async () => {
-      const tx = this.redis.multi();
-      tx.del(roundKey(roundId));
-      tx.zrem(SWEEP_INDEX, roundId);
-      throwFirst(await tx.exec());
-    });
-  }
-
-  /** Rounds whose owner's lease ran out (it died mid-round), taken over by this caller. */
-  async takeAbandonedRounds(now: number, limit: number): Promise<{ roundId: string; members: string[]; published: boolean }[]> {
-    return this.guard('take abandoned rounds', async () => {
-      const expired = await this.redis.zrangebyscore(SWEEP_INDEX, '-inf', now, 'LIMIT', 0, limit);
-      const taken: { roundId: string; members: string[]; published: boolean }[] = [];
-      for (const roundId of expired) {
-        const won = Number(await this.scripts.takeRound(SWEEP_INDEX, roundId, now, this.settings.sweepLeaseMs));
-        if (won !== 1) continue;
-        const round = await this.redis.hgetall(roundKey(roundId));
-        const members = round.members ? round.members.split('\x1e') : [];
-        taken.push({ roundId, members, published: round.published === '1' });
-      }
-      return taken;
-    });
-  }
-
-  async ping(): Promise<void> {
-    await this.guard('ping', () => this.redis.ping());
-  }
-}
-
-function parseArrival(reply: Buffer[]): ArrivalResult {
-  const claimed: ClaimedRecord[] = [];
-  for (let i = 3; i + 2 < reply.length; i += 3) {
-    const key = reply[i];
-    const record = reply[i + 1];
-    const arrived = reply[i + 2];
-    if (key === undefined || record === undefined || arrived === undefined) break;
-    claimed.push({ recordKey: key.toString(), record, arrivedMs: Number(arrived.toString()) });
-  }
-  const peer = reply[1];
-  return {
-    outcome: String(reply[0]) as ArrivalOutcome,
-    peer: peer && peer.length > 0 ? peer : undefined,
-    deadlineMs: Number(String(reply[2] ?? '0')),
-    claimed,
-  };
-}
-
-/** ioredis sends Buffers as bytes but stringifies other typed arrays. */
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function throwFirst(results: [Error | null, unknown][] | null): unknown[] {
-  if (!results) throw new Error('transaction aborted');
-  for (const [error] of results) if (error) throw error;
-  return results.map(([, value]) => value);
 }

@@ -11,7 +11,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer, startRedisServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 
 const appRoot = join(import.meta.dirname, '..');
 // One process (node with the tsx loader), so a SIGKILL in a test kills the joiner itself, not a
@@ -25,6 +25,8 @@ export interface JoinerProcess {
   exited: Promise<number | null>;
   metric(name: string): Promise<number>;
   ready(): Promise<boolean>;
+  /** Partitions this replica owns now (its kappa_joiner_partitions_owned), 0 once it died. */
+  owned(): Promise<number>;
 }
 
 export async function startJoiner(options: { nats: string; redis: string; instance: string; args?: string[]; env?: Record<string, string> }): Promise<JoinerProcess> {
@@ -60,6 +62,12 @@ export async function startJoiner(options: { nats: string; redis: string; instan
     output,
     exited,
     ready: async () => (await get('/readyz')).status === 200,
+    owned: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return 0;
+      const text = await (await get('/metrics').catch(() => undefined))?.text().catch(() => '');
+      const line = (text ?? '').split('\n').find((l) => l.startsWith('kappa_joiner_partitions_owned'));
+      return Number(line?.split(' ').pop() ?? 0);
+    },
     metric: async (name: string) => {
       const text = await (await get('/metrics')).text();
       let sum = 0;
@@ -171,6 +179,30 @@ export async function publishRecords(bus: Bus, records: FlowRecord[], batchSize:
       q.next += batchSize;
     }
   }
+}
+
+/**
+ * The number of conversation i (harness.conversation) a record belongs to, read from the address
+ * its own node saw of the client (src.ip = 10.1.<i >> 8>.<i & 255>), so a check of the metadata
+ * the joiner added holds it against the record's OWN conversation.
+ */
+export function conversationOf(r: FlowRecord): number {
+  const m = /^10\.1\.(\d+)\.(\d+)$/.exec(r.src?.ip ?? '');
+  if (!m) throw new Error(`not a harness conversation: src ${r.src?.ip}`);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
+
+/** Both ends of conversation i as its own nodes saw them: what a joined record must carry. */
+export function expectOwnConversation(r: FlowRecord): void {
+  const i = conversationOf(r);
+  const id = `${r.node} ${r.vantage} ${r.src?.ip}:${r.src?.port}`;
+  expect(r.joined, id).toBe(true);
+  expect(r.src?.kube?.objectName, id).toBe(`client-${i}`);
+  expect(r.src?.kube?.node, id).toBe('node-a');
+  expect(r.src?.process?.pid, id).toBe(1000 + i);
+  expect(r.dst?.kube?.objectName, id).toBe(`server-${i}`);
+  expect(r.dst?.kube?.node, id).toBe('node-b');
+  expect(r.dst?.process?.pid, id).toBe(5000 + i);
 }
 
 export function shuffle<T>(items: T[], seed = 42): T[] {

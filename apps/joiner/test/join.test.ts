@@ -3,34 +3,28 @@
 // join at once.
 import { describe, expect, it } from 'vitest';
 import { Vantage } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
+import type { StageStatus } from '@kappa/contracts';
+import { IpProtocol } from '@kappa/contracts';
 import {
   collectJoined,
   conversation,
   counts,
+  expectOwnConversation,
   publishRecords,
   recordIdentity,
   shuffle,
   sideRecord,
   joinerTestbed,
+  until,
 } from './harness.js';
 
 const bed = joinerTestbed();
 const joiner = (instance: string, args: string[] = []) => bed.joiner(instance, args);
 
-function expectBothEnds(r: FlowRecord, i: number): void {
-  expect(r.joined).toBe(true);
-  expect(r.src?.kube?.objectName).toBe(`client-${i}`);
-  expect(r.src?.kube?.node).toBe('node-a');
-  expect(r.src?.process?.pid).toBe(1000 + i);
-  expect(r.dst?.kube?.objectName).toBe(`server-${i}`);
-  expect(r.dst?.kube?.node).toBe('node-b');
-  expect(r.dst?.process?.pid).toBe(5000 + i);
-}
-
 describe('joiner', () => {
   it('joins 1000 conversations arriving from both sides in random order across two replicas, each record once', async () => {
     const [a, b] = await Promise.all([joiner('a', ['--join-wait=60s']), joiner('b', ['--join-wait=60s'])]);
+    await until(async () => (await a.owned()) + (await b.owned()) === 16 && (await a.owned()) >= 6 && (await b.owned()) >= 6, 30_000, 'two replicas sharing the partitions');
     bed.collector = await collectJoined(bed.bus);
     const records = shuffle(Array.from({ length: 1000 }, (_, i) => conversation(i)).flatMap((c) => [c.client, c.server]));
     await publishRecords(bed.bus, records, 40, 'tagged');
@@ -40,15 +34,47 @@ describe('joiner', () => {
     const seen = counts(bed.collector.records);
     expect(seen.size).toBe(2000);
     expect([...seen.values()].every((n) => n === 1)).toBe(true);
-    for (const r of bed.collector.records) {
-      const i = Number(r.src?.kube?.objectName?.split('-')[1]);
-      expectBothEnds(r, i);
-    }
-    // Both replicas did part of the work.
+    // Each record carries its OWN conversation's ends (the conversation read from the address
+    // its node saw, the metadata from the peer's record).
+    for (const r of bed.collector.records) expectOwnConversation(r);
+    // Both replicas did part of the work: they share the partitions.
     const [inA, inB] = await Promise.all([a.metric('kappa_joiner_records_in_total'), b.metric('kappa_joiner_records_in_total')]);
     expect(inA + inB).toBe(2000);
     expect(inA).toBeGreaterThan(0);
     expect(inB).toBeGreaterThan(0);
+    expect((await a.owned()) + (await b.owned())).toBe(16);
+  });
+
+  it('joins 1000 conversations of one UDP socket within a second (no scan of the socket\'s waiting records)', async () => {
+    const j = await joiner('a', ['--join-wait=60s']);
+    await until(async () => (await j.owned()) === 16, 20_000, 'partitions owned');
+    bed.collector = await collectJoined(bed.bus);
+    // One client socket asking 1000 servers (a resolver, a scatter-gather client): one group.
+    const src = { node: 'node-a', ip: '10.1.0.1', port: 5353, pod: 'client-1', pid: 1001 };
+    const servers = Array.from({ length: 1000 }, (_, i) => ({ node: 'node-b', ip: `10.2.${i >> 8}.${i & 255}`, port: 53, pod: `server-${i}`, pid: 5000 + i }));
+    const clients = servers.map((dst) => sideRecord({ vantage: Vantage.SRC, src, dst, protocol: IpProtocol.UDP }));
+    const answers = servers.map((dst) => sideRecord({ vantage: Vantage.DST, src, dst, protocol: IpProtocol.UDP }));
+    // The client's records first: all 1000 wait in the socket's group. Then the servers' records.
+    await publishRecords(bed.bus, shuffle(clients), 250, 'socket-client');
+    await until(async () => (await j.metric('kappa_joiner_pending_records')) === 1000, 20_000, '1000 client records waiting');
+    const sent = Date.now();
+    await publishRecords(bed.bus, shuffle(answers), 250, 'socket-servers');
+    await bed.collector.until(2000, 10_000);
+    const took = Math.max(...bed.collector.arrivals) - sent;
+    console.log(`1000 conversations of one socket: all 2000 records out ${took} ms after the servers' records were sent`);
+    // The issue's figure is 1 s (BENCHMARKS.md, joiner); a loaded CI machine gets 3. A scan of the
+    // socket's waiting records (the old join) took over 60 s.
+    expect(took).toBeLessThan(3000);
+    expect(new Set(bed.collector.records.map(recordIdentity)).size).toBe(2000);
+    for (const r of bed.collector.records) {
+      // Every record joined with ITS server: the server address its node saw names the pod.
+      const i = Number(r.dst?.ip.split('.')[2]) * 256 + Number(r.dst?.ip.split('.')[3]);
+      expect(r.joined).toBe(true);
+      expect(r.src?.kube?.objectName).toBe('client-1');
+      expect(r.src?.process?.pid).toBe(1001);
+      expect(r.dst?.kube?.objectName).toBe(`server-${i}`);
+      expect(r.dst?.process?.pid).toBe(5000 + i);
+    }
   });
 
   it('emits a conversation without a peer unjoined after the join wait, remote end as tagged', async () => {
@@ -143,5 +169,29 @@ describe('joiner', () => {
     // SIGTERM drains and exits cleanly.
     j.child.kill('SIGTERM');
     expect(await j.exited).toBe(0);
+  });
+
+  it('says in its heartbeat (kappa status) the records it took in and put out and the input waiting in JetStream', async () => {
+    const heartbeats: StageStatus[] = [];
+    const unsubscribe = bed.bus.subscribeStatus((status) => {
+      if (status.stage === 'joiner') heartbeats.push(status);
+    });
+    try {
+      // A backlog before any joiner runs: one record per batch, ~60 batches per partition.
+      const records = Array.from({ length: 500 }, (_, i) => conversation(i)).flatMap((c) => [c.client, c.server]);
+      await bed.bus.ensureStreams();
+      await publishRecords(bed.bus, records, 1, 'backlog');
+      bed.collector = await collectJoined(bed.bus);
+      await joiner('a', ['--join-wait=60s']);
+      await bed.collector.until(1000, 60_000);
+      await until(() => heartbeats.at(-1)?.recordsOut === 1000n && heartbeats.at(-1)?.lag === 0n, 20_000, 'a heartbeat with every record out and nothing waiting');
+      expect(heartbeats.at(-1)!.recordsIn).toBe(1000n);
+      // The backlog showed as lag while it lasted (JetStream's own count of undelivered batches).
+      const peakLag = Math.max(...heartbeats.map((h) => Number(h.lag)));
+      expect(peakLag).toBeGreaterThan(0);
+      expect(peakLag).toBeLessThanOrEqual(1000);
+    } finally {
+      unsubscribe();
+    }
   });
 });

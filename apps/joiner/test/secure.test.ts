@@ -109,8 +109,9 @@ describe('Redis with TLS and the kappa ACL', () => {
     expect(await kappa.ping()).toBe('PONG');
     expect(await kappa.hset('kappa:{t}:rec', 'k', 'v')).toBe(1);
     await expect(kappa.hset('other:{t}:rec', 'k', 'v')).rejects.toThrow(/NOPERM/);
-    await expect(kappa.set('kappa:x', '1')).rejects.toThrow(/NOPERM/);
-    await expect(kappa.get('kappa:{t}:rec')).rejects.toThrow(/NOPERM/);
+    await expect(kappa.get('other:x')).rejects.toThrow(/NOPERM/);
+    await expect(kappa.incr('kappa:x')).rejects.toThrow(/NOPERM/);
+    await expect(kappa.lpush('kappa:{t}:list', 'v')).rejects.toThrow(/NOPERM/);
     await expect(kappa.keys('kappa:*')).rejects.toThrow(/NOPERM/);
     await expect(kappa.info()).rejects.toThrow(/NOPERM/);
     await expect(kappa.flushall()).rejects.toThrow(/NOPERM/);

@@ -76,7 +76,7 @@ export function enricherStage(config: EnricherConfig, logger: Logger, registry: 
     registry,
     metricsPort: config.metricsPort,
     input: { subject: subjects.captured(config.node), durable: `${STAGE}-${subjectToken(config.node)}`, maxInFlight: config.maxInFlight },
-    transform: enrichTransform(enricher, config.node, config.partitions),
+    transform: enrichTransform(enricher, config.partitions),
     start: async () => {
       if (containerNames) await containerNames.connect();
       if (!execListener) return;

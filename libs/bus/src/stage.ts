@@ -89,6 +89,8 @@ export interface StageOptions {
   ready?: () => boolean;
   /** Loss the stage counts itself, for the heartbeat (reason → count). */
   lost?: () => Readonly<Record<string, bigint | number>>;
+  /** Input waiting for a stage that consumes through consumers of its own (the joiner's partitions). */
+  lag?: () => number;
   /** Records out for a stage whose output is not the bus (a sink stage: what its sinks took). */
   recordsOut?: () => number;
   /** Runs once connected, before consuming: start what the transform needs (a failure is fatal). */
@@ -276,7 +278,7 @@ class Stage implements RunningStage {
       recordsIn: this.recordsIn,
       recordsOut: this.options.recordsOut?.() ?? this.recordsOut,
       dlq: this.bus.deadLettered(this.options.stage),
-      lag: this.consumer?.latestLag ?? 0,
+      lag: this.options.lag?.() ?? this.consumer?.latestLag ?? 0,
       lost: this.options.lost?.() ?? {},
       ...(this.options.version !== undefined ? { version: this.options.version } : {}),
     });

@@ -29,7 +29,7 @@ import {
   partitionOfRecord,
 } from '../src/index.js';
 import type { FlowBatch, FlowRecord } from '../src/index.js';
-import { anyMessage } from './arbitraries.js';
+import { anyMessage } from '@kappa/testing';
 
 const runs = Number(process.env.KAPPA_FUZZ_RUNS ?? 200);
 const timeoutMs = 60_000 + runs * 200;

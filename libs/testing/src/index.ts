@@ -1,4 +1,5 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
+export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
 export { freePort } from './ports.js';
 export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';

@@ -14,6 +14,7 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
   ContractDecodeError,
+  DEFAULT_PARTITIONS,
   IpProtocol,
   Vantage,
   create,
@@ -43,8 +44,8 @@ const DLQ_STREAM = 'KAPPA_DLQ';
 
 interface Service extends RunningService {
   stage: string;
-  /** The stage's durable consumer on KAPPA_FLOWS (the enricher's is per node). */
-  durable: string;
+  /** The stage's durable consumers on KAPPA_FLOWS (the enricher's is per node, the joiner's per partition). */
+  durables: string[];
   metricsPort: number;
   pid: number;
 }
@@ -118,8 +119,11 @@ async function dlqCounts(): Promise<Map<string, number>> {
 }
 
 async function idle(service: Service): Promise<boolean> {
-  const info = await jsm.consumers.info(FLOW_STREAM, service.durable);
-  return info.num_pending === 0 && info.num_ack_pending === 0;
+  for (const durable of service.durables) {
+    const info = await jsm.consumers.info(FLOW_STREAM, durable);
+    if (info.num_pending !== 0 || info.num_ack_pending !== 0) return false;
+  }
+  return true;
 }
 
 async function until(what: string, probe: () => Promise<boolean>, timeoutMs: number, detail: () => Promise<string>): Promise<void> {
@@ -138,15 +142,16 @@ beforeAll(async () => {
   process.env.KAPPA_PROTOTYPE_REPORT_DIR = reportDir;
   [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
   const natsUrl = `--nats-url=${nats.url}`;
-  const launch = async (stage: string, args: string[], durable = stage) => {
+  const launch = async (stage: string, args: string[], durables = [stage]) => {
     const metricsPort = await freePort();
     const s = startService(stage, stage, [natsUrl, `--metrics-port=${metricsPort}`, `--instance=ksf-real-${stage}`, ...args], workDir);
-    services.push(Object.assign(s, { stage, durable, metricsPort, pid: s.child.pid ?? -1 }));
+    services.push(Object.assign(s, { stage, durables, metricsPort, pid: s.child.pid ?? -1 }));
   };
   await launch('exporter', [`--jsonl=${join(workDir, 'flows.jsonl')}`, `--observer-port=${await freePort()}`, '--observer-host=127.0.0.1']);
-  await launch('joiner', [`--redis-url=${redis.url}`, '--interval=1s']);
+  // One durable per partition (joiner-p<k>): the enricher's and tagger's output may go to any.
+  await launch('joiner', [`--redis-url=${redis.url}`, '--interval=1s'], Array.from({ length: DEFAULT_PARTITIONS }, (_, k) => `joiner-p${k}`));
   await launch('k8s-tagger', [`--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0']);
-  await launch('process-enricher', [`--node=${NODE}`, '--cri-socket=none'], `process-enricher-${NODE}`);
+  await launch('process-enricher', [`--node=${NODE}`, '--cri-socket=none'], [`process-enricher-${NODE}`]);
   nc = await connect({ servers: nats.url, name: 'ksf-fuzz' });
   js = jetstream(nc);
   jsm = await jetstreamManager(nc);
@@ -155,7 +160,7 @@ beforeAll(async () => {
       `${s.name} ready and consuming`,
       async () => {
         const ready = await fetch(`http://127.0.0.1:${s.metricsPort}/readyz`).then((r) => r.ok, () => false);
-        return ready && (await jsm.consumers.info(FLOW_STREAM, s.durable).then(() => true, () => false));
+        return ready && (await Promise.all(s.durables.map((d) => jsm.consumers.info(FLOW_STREAM, d).then(() => true, () => false)))).every(Boolean);
       },
       90_000,
       async () => (isRunning(s) ? 'running' : `exited ${s.child.exitCode}`),
@@ -233,7 +238,7 @@ describe(`${perSubject} hostile buffers on every subject the services consume`, 
         async () => `consumed ${(await metric(target, 'kappa_bus_consumed_batches_total')) - consumedBefore}, DLQ ${await dlqOf(stage)}, expected ${decodable} + ${undecodable}`,
       );
       // Let what the target passed on reach the stages after it, so a bad output would show in their DLQ.
-      for (const s of services) await until(`${s.stage} idle`, () => idle(s), drainMs, async () => JSON.stringify(await jsm.consumers.info(FLOW_STREAM, s.durable)));
+      for (const s of services) await until(`${s.stage} idle`, () => idle(s), drainMs, async () => JSON.stringify(await Promise.all(s.durables.map((d) => jsm.consumers.info(FLOW_STREAM, d)))));
 
       const summary = [...kinds].map(([k, v]) => `${k} ${v.undecodable}/${v.sent}`).join(', ');
       expect(await dlqOf(stage), `undecodable per kind: ${summary}`).toBe(undecodable);

@@ -4,6 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import { DEFAULT_PARTITIONS } from '@kappa/contracts';
 import { connect } from '@nats-io/transport-node';
 import { SERVICE_MEMORY_LIMIT_BYTES, exportedRecords, heapAfterFullGcs, isScenarioRecord, logLineCount, metric, peakRssBytes, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
@@ -28,6 +30,19 @@ function parseOutage(text: string): number {
   const m = /^(\d+)(ms|s|m)$/.exec(text);
   if (!m) throw new Error(`KAPPA_TEST_REDIS_OUTAGE: expected e.g. 60s or 3m, got ${text}`);
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+}
+
+/**
+ * Batches waiting for the joiner or held by it: summed over its partitions' consumers
+ * (joiner-p<k>, one per partition of kappa.flow.tagged.p<k>).
+ */
+async function joinerBacklog(jsm: JetStreamManager): Promise<number> {
+  let backlog = 0;
+  for (let k = 0; k < DEFAULT_PARTITIONS; k++) {
+    const info = await jsm.consumers.info('KAPPA_FLOWS', `joiner-p${k}`).catch(() => undefined);
+    if (info) backlog += info.num_pending + info.num_ack_pending;
+  }
+  return backlog;
 }
 
 function rssBytes(pid: number): number {
@@ -80,8 +95,7 @@ describe.skipIf(!root)(`Redis down for ${OUTAGE_MS / 1000} s`, () => {
       let peakRss = rssBefore;
       const outageEnd = Date.now() + OUTAGE_MS;
       while (Date.now() < outageEnd) {
-        const joinerInfo = await jsm.consumers.info('KAPPA_FLOWS', 'joiner');
-        peakBacklog = Math.max(peakBacklog, joinerInfo.num_pending + joinerInfo.num_ack_pending);
+        peakBacklog = Math.max(peakBacklog, await joinerBacklog(jsm));
         peakRss = Math.max(peakRss, rssBytes(joinerPid));
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -96,7 +110,7 @@ describe.skipIf(!root)(`Redis down for ${OUTAGE_MS / 1000} s`, () => {
       const truth = scenario!.datagramsSent() - before;
 
       const isFlood = isScenarioRecord(scenario!);
-      await until('the joiner to catch up', async () => ((await jsm.consumers.info('KAPPA_FLOWS', 'joiner')).num_pending === 0 ? true : undefined), 60_000, p);
+      await until('the joiner to catch up', async () => ((await joinerBacklog(jsm)) === 0 ? true : undefined), 60_000, p);
       const exported = await settled('the exporter to write every record', () => exportedRecords(p).filter(isFlood).length, 5000, 90_000, p);
       const records = exportedRecords(p).filter(isFlood);
       const packets = records.reduce((n, r) => n + Number(r.packets ?? 0), 0);

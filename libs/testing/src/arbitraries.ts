@@ -1,6 +1,6 @@
 // fast-check generators of any protobuf message, built from its descriptor: every field (new ones
-// included) gets values across its whole range, so the record view is tested on fields it has
-// never heard of by name.
+// included) gets values across its whole range, so byte-level code (the record view, the stages'
+// byte transforms) is tested on fields it has never heard of by name.
 import fc from 'fast-check';
 import { ScalarType, create } from '@bufbuild/protobuf';
 import type { DescField, DescMessage, Message } from '@bufbuild/protobuf';

@@ -1,0 +1,160 @@
+// What the join reads of a record, through the record view (no objects): the vantage, its two
+// ends, and the names it meets its peer under (conversation group and responder names). One
+// reusable reader per partition; the only allocations are the short key strings of the group
+// and names, each made in one step from the record's bytes (latin1 of the raw bytes: a faithful
+// map key, and the exact bytes of the Redis field it becomes).
+import { EndpointSchema, FlowBatchView, FlowFields, KubeSchema, MessageCursor } from '@kappa/contracts';
+
+export const VANTAGE_SRC = 1;
+export const VANTAGE_DST = 2;
+
+const F = FlowFields.FlowRecord;
+const E = FlowFields.Endpoint;
+const K = FlowFields.Kube;
+
+/** Why a record cannot wait for a peer and leaves at once. */
+export type ImmediateRelease = 'external' | 'no-vantage';
+
+const SLASH = 0x2f;
+
+/** Builds a key string from pieces of bytes, in one allocation. */
+class KeyBuilder {
+  private buf = Buffer.allocUnsafe(256);
+  private pos = 0;
+
+  start(): this {
+    this.pos = 0;
+    return this;
+  }
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
+  }
+
+  /** The payload of a string field of `cursor` (nothing when absent). */
+  field(cursor: MessageCursor, field: number): this {
+    const start = cursor.payloadStart(field);
+    if (start < 0) return this;
+    const end = cursor.fieldEnd(field);
+    this.room(end - start);
+    const src = cursor.bytes;
+    for (let i = start; i < end; i++) this.buf[this.pos++] = src[i]!;
+    return this;
+  }
+
+  byte(b: number): this {
+    this.room(1);
+    this.buf[this.pos++] = b;
+    return this;
+  }
+
+  number(n: number): this {
+    this.room(10);
+    if (n === 0) {
+      this.buf[this.pos++] = 0x30;
+      return this;
+    }
+    let digits = 0;
+    for (let m = n; m > 0; m = Math.floor(m / 10)) digits++;
+    let at = this.pos + digits;
+    this.pos = at;
+    for (let m = n; m > 0; m = Math.floor(m / 10)) this.buf[--at] = 0x30 + (m % 10);
+    return this;
+  }
+
+  ascii(text: string): this {
+    this.room(text.length);
+    for (let i = 0; i < text.length; i++) this.buf[this.pos++] = text.charCodeAt(i);
+    return this;
+  }
+
+  done(): string {
+    return this.buf.toString('latin1', 0, this.pos);
+  }
+}
+
+function hasText(cursor: MessageCursor, field: number): boolean {
+  return cursor.byteLength(field) > 0;
+}
+
+/** One record as the join sees it; `read` points every cursor at it. */
+export class JoinRecord {
+  readonly record = FlowBatchView.recordCursor();
+  readonly src = new MessageCursor(EndpointSchema);
+  readonly dst = new MessageCursor(EndpointSchema);
+  /** The remote end's Kube (dst's for SRC, src's for DST); dst's Kube for DST too. */
+  readonly srcKube = new MessageCursor(KubeSchema);
+  readonly dstKube = new MessageCursor(KubeSchema);
+  vantage = 0;
+  /**
+   * The conversation group: protocol, the initiator's ip and port (and node for loopback); the
+   * same key as @kappa/contracts' conversationGroup, whose hash is the partition. Both vantages
+   * agree on the initiator, and a Service client's record and its backend's share it.
+   */
+  group = '';
+  /** Responder names the record waits under: "ip/port", and for a Service "svc/<ns>/<name>". */
+  conversation0 = '';
+  conversation1 = '';
+  release: ImmediateRelease | '' = '';
+  private readonly key = new KeyBuilder();
+
+  /** Reads the record at bytes[start, end); `text` is a Buffer over `bytes`, if the caller has one. */
+  read(bytes: Uint8Array, start: number, end: number, joinExternal: boolean, text?: Buffer): this {
+    const r = this.record.reset(bytes, start, end, text);
+    this.vantage = r.int32(F.vantage);
+    this.group = this.conversation0 = this.conversation1 = '';
+    const src = this.src;
+    const dst = this.dst;
+    if (!r.message(F.src, src) || !r.message(F.dst, dst) || (this.vantage !== VANTAGE_SRC && this.vantage !== VANTAGE_DST)) {
+      this.release = 'no-vantage';
+      return this;
+    }
+    const dstKube = this.dstKube;
+    dst.message(E.kube, dstKube);
+    if (this.vantage === VANTAGE_DST) src.message(E.kube, this.srcKube);
+    const remoteKube = this.vantage === VANTAGE_SRC ? dstKube : this.srcKube;
+    if (!joinExternal && remoteKube.equalsAscii(K.objectType, 'external')) {
+      this.release = 'external';
+      return this;
+    }
+    this.release = '';
+    const k = this.key.start().number(r.int32(F.protocol) >>> 0).byte(SLASH).field(src, E.ip).byte(SLASH).number(src.uint32(E.port));
+    if (src.startsWithAscii(E.ip, '127.') || src.equalsAscii(E.ip, '::1') || src.startsWithAscii(E.ip, '::ffff:127.')) k.byte(0x40).field(r, F.node);
+    this.group = k.done();
+    const service = dstKube.equalsAscii(K.objectType, 'service');
+    const named = hasText(dstKube, K.serviceName);
+    if (service || named) {
+      // The Service this end was reached through (ClusterIP), or the one selecting this pod.
+      const nameField = named || !service ? K.serviceName : K.objectName;
+      const nsField = hasText(dstKube, K.serviceNamespace) || !service ? K.serviceNamespace : K.objectNamespace;
+      const svc = hasText(dstKube, nameField) ? this.key.start().ascii('svc/').field(dstKube, nsField).byte(SLASH).field(dstKube, nameField).done() : '';
+      if (service && svc) {
+        this.conversation0 = svc;
+        return this;
+      }
+      if (this.vantage === VANTAGE_DST && svc) this.conversation1 = svc;
+    }
+    this.conversation0 = this.key.start().field(dst, E.ip).byte(SLASH).number(dst.uint32(E.port)).done();
+    return this;
+  }
+
+  /** The end the observing node saw itself (src for SRC, dst for DST): its payload range. */
+  get localStart(): number {
+    return this.record.payloadStart(this.vantage === VANTAGE_SRC ? F.src : F.dst);
+  }
+
+  get localEnd(): number {
+    return this.record.fieldEnd(this.vantage === VANTAGE_SRC ? F.src : F.dst);
+  }
+
+  get remote(): MessageCursor {
+    return this.vantage === VANTAGE_SRC ? this.dst : this.src;
+  }
+
+  get remoteKube(): MessageCursor {
+    return this.vantage === VANTAGE_SRC ? this.dstKube : this.srcKube;
+  }
+}
