@@ -775,6 +775,21 @@ int BPF_PROG(kappa_tcp_destroy, struct sock *sk)
 	return 0;
 }
 
+/* close() of a counting socket, before tcp_close (and tcp_disconnect, on a close with SO_LINGER 0,
+ * which zeroes total_retrans and srtt): its TCP health while it is still there. Sockets keyed by
+ * sock_ops report at their CLOSE state change too; this covers the ones older than the attach. */
+SEC("cgroup/sock_release")
+int kappa_sock_release(struct bpf_sock *ctx)
+{
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, ctx, 0, 0);
+	if (!s || !s->counting || s->dead)
+		return 1;
+	__u32 total_retrans = 0, srtt_us = 0, min_rtt_us = 0;
+	sock_ctx_tcp_health(ctx, &total_retrans, &srtt_us, &min_rtt_us);
+	report_socket(s, current_epoch(), total_retrans, srtt_us, min_rtt_us);
+	return 1;
+}
+
 /* Run by the drain (userspace reads the iterator once the epoch flipped): every socket file of
  * every process, and for each counting socket of this instance, what its totals grew by goes to
  * the flow map of the interval that just ended, with its RTT and retransmits read now. The socket

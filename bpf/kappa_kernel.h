@@ -28,6 +28,20 @@ static __always_inline __u32 sock_ctx_netns(struct bpf_sock *ctx)
 	return sock_netns(sk);
 }
 
+/* total_retrans, srtt and min RTT of the TCP socket a cgroup sock program runs for (left alone
+ * when it is not a TCP socket). */
+static __always_inline void sock_ctx_tcp_health(struct bpf_sock *ctx, __u32 *total_retrans, __u32 *srtt_us, __u32 *min_rtt_us)
+{
+	struct sock *sk = bpf_cast_to_kern_ctx(ctx);
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	/* bpf_skc_to_tcp_sock is not offered to cgroup sock programs: read through probe reads. */
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	*total_retrans = BPF_CORE_READ(tp, total_retrans);
+	*srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	*min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+}
+
 /* The namespace of the socket a cgroup sock_addr program (connect) runs for. */
 static __always_inline __u32 sock_addr_netns(struct bpf_sock_addr *ctx)
 {

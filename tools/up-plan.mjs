@@ -57,11 +57,41 @@ export function renderRedisAcl(template, password) {
 }
 
 /**
+ * The ports `npm run up` listens on (all on loopback): the defaults, each overridden by its
+ * variable, so two kappas (or a test beside a running one) can share a machine.
+ *   KAPPA_UP_NATS_PORT (14222), KAPPA_UP_REDIS_PORT (16379), KAPPA_UP_TAGGER_PORT (KubeTags gRPC,
+ *   9480), KAPPA_UP_OBSERVER_PORT (Observer gRPC, 9481), KAPPA_UP_METRICS_PORT (the first of the
+ *   five services' /metrics ports: capture, process-enricher, k8s-tagger, joiner, exporter; 9401;
+ *   0 lets each service take any free port), KAPPA_UP_CONSOLE_PORT (the web console, 9490).
+ */
+export function upPorts(env) {
+  const port = (name, fallback) => {
+    const text = env[name];
+    if (text === undefined || text === '') return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < 0 || value > 65535) throw new Error(`${name}=${text}: not a port (0-65535)`);
+    return value;
+  };
+  return {
+    nats: port('KAPPA_UP_NATS_PORT', 14222),
+    redis: port('KAPPA_UP_REDIS_PORT', 16379),
+    tagger: port('KAPPA_UP_TAGGER_PORT', 9480),
+    observer: port('KAPPA_UP_OBSERVER_PORT', 9481),
+    metrics: port('KAPPA_UP_METRICS_PORT', 9401),
+    console: port('KAPPA_UP_CONSOLE_PORT', 9490),
+  };
+}
+
+/** The services in start order; each one's /metrics port is the metrics base plus its index. */
+export const upServices = ['capture', 'process-enricher', 'k8s-tagger', 'joiner', 'exporter'];
+
+/**
  * @param {{ root: string, state: string, natsPort: number, redisPort: number, plaintext: boolean,
  *   credentials: ReturnType<typeof ensureCredentials>, tls?: ReturnType<typeof ensureTlsMaterial>,
- *   jsonl: string, node: string, consolePort?: number }} options
+ *   jsonl: string, node: string, taggerPort?: number, observerPort?: number, metricsPort?: number,
+ *   consolePort?: number }} options
  */
-export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node, ...upOptions }) {
+export function upPlan({ root, state, natsPort, redisPort, plaintext, credentials, tls, jsonl, node, taggerPort = 9480, observerPort = 9481, metricsPort = 9401, consolePort = 9490 }) {
   const secure = !plaintext;
   if (secure && !tls) throw new Error('upPlan: TLS material is needed unless plaintext');
   const quote = (s) => JSON.stringify(s);
@@ -98,6 +128,11 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
     KAPPA_OBSERVER_TOKEN_FILE: credentials.tokenFile,
     KAPPA_JSONL: jsonl,
     KAPPA_NODE: node,
+    // The gRPC servers on loopback, like NATS and Redis: `npm run up` is one host's kappa.
+    KAPPA_GRPC_PORT: String(taggerPort),
+    KAPPA_GRPC_HOST: '127.0.0.1',
+    KAPPA_OBSERVER_PORT: String(observerPort),
+    KAPPA_OBSERVER_HOST: '127.0.0.1',
     ...(secure
       ? {
           KAPPA_NATS_TLS_CA: tls.ca,
@@ -122,27 +157,28 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
     natsUrl,
     natsUser: credentials.natsUser,
     natsPassword: credentials.natsPassword,
-    server: '127.0.0.1:9481',
-    tagger: '127.0.0.1:9480',
+    server: `127.0.0.1:${observerPort}`,
+    tagger: `127.0.0.1:${taggerPort}`,
     tokenFile: credentials.tokenFile,
     ...(secure
       ? { natsTlsCa: tls.ca, natsTlsCert: tls.clientCert, natsTlsKey: tls.clientKey, tlsCa: tls.ca, tlsCert: tls.clientCert, tlsKey: tls.clientKey }
       : {}),
   };
+  // Each service its own /metrics port (one KAPPA_METRICS_PORT for all would collide).
+  const serviceEnv = Object.fromEntries(upServices.map((service, i) => [service, { KAPPA_METRICS_PORT: String(metricsPort === 0 ? 0 : metricsPort + i) }]));
   // The web console: HTTPS with the server certificate, the Observer reached like `kappa observe`,
   // and the Observer's token required from every browser. Flags, not variables: no secret on them.
-  const consolePort = upOptions.consolePort ?? 9490;
   const consoleArgs = [
     '--host=127.0.0.1',
     `--port=${consolePort}`,
-    '--server=127.0.0.1:9481',
+    `--server=127.0.0.1:${observerPort}`,
     `--token-file=${credentials.tokenFile}`,
     ...(secure
       ? [`--https-cert=${tls.serverCert}`, `--https-key=${tls.serverKey}`, `--tls-ca=${tls.ca}`, `--tls-cert=${tls.clientCert}`, `--tls-key=${tls.clientKey}`]
       : []),
   ];
   const consoleUrl = `${secure ? 'https' : 'http'}://127.0.0.1:${consolePort}/`;
-  return { natsConfig, redisAcl, redisArgs, env, upJson, consoleArgs, consoleUrl, warnings: secure ? [] : [plaintextWarning] };
+  return { natsConfig, redisAcl, redisArgs, env, serviceEnv, upJson, consoleArgs, consoleUrl, warnings: secure ? [] : [plaintextWarning] };
 }
 
 /** Writes the files the plan names (NATS config, Redis ACL): owner-only, they hold secrets. */

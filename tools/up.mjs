@@ -1,23 +1,31 @@
 // Runs kappa on this host: a private nats-server (JetStream) and redis-server on loopback on
 // non-default ports, then the five services as separate processes with prefixed, coloured logs.
 // Every link is mutual TLS with a login (a local CA in .kappa/tls, made on the first run; secrets
-// in .kappa/credentials.json) unless `npm run up -- --plaintext` or KAPPA_PLAINTEXT=1.
-// Ctrl-C stops everything in order: capture first (it drains once more and detaches its BPF
-// programs), the rest of the pipeline, then Redis and NATS.
+// in .kappa/credentials.json) unless `npm run up -- --plaintext` or KAPPA_PLAINTEXT=1. Ports:
+// upPorts in up-plan.mjs (KAPPA_UP_*_PORT).
+// Ctrl-C stops everything in order: capture first (it drains once more while NATS still runs,
+// detaches its BPF programs and unpins its maps), the rest of the pipeline, then Redis and NATS.
+// The children run in process groups of their own, so the terminal's Ctrl-C (sent to the whole
+// foreground group) reaches only this script, which then stops them in that order.
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ensureCredentials, ensureTlsMaterial, upPlan, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
+import { ensureCredentials, ensureTlsMaterial, upPlan, upPorts, upServices, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const state = resolve(root, '.kappa');
-const natsPort = Number(process.env.KAPPA_UP_NATS_PORT ?? 14222);
-const redisPort = Number(process.env.KAPPA_UP_REDIS_PORT ?? 16379);
+let ports;
+try {
+  ports = upPorts(process.env);
+} catch (error) {
+  console.error(`kappa: ${error.message}`);
+  process.exit(1);
+}
+const { nats: natsPort, redis: redisPort } = ports;
 const jsonl = process.env.KAPPA_JSONL ?? resolve(state, 'flows.jsonl');
 const node = process.env.KAPPA_NODE ?? hostname();
-const consolePort = Number(process.env.KAPPA_UP_CONSOLE_PORT ?? 9490);
 mkdirSync(resolve(state, 'nats'), { recursive: true });
 mkdirSync(resolve(state, 'redis'), { recursive: true });
 writeFileSync(resolve(state, 'up.pid'), String(process.pid));
@@ -28,18 +36,45 @@ const plan = upPlan({
   state,
   natsPort,
   redisPort,
+  taggerPort: ports.tagger,
+  observerPort: ports.observer,
+  metricsPort: ports.metrics,
+  consolePort: ports.console,
   plaintext,
   credentials,
   tls: plaintext ? undefined : ensureTlsMaterial(root, state),
   jsonl,
   node,
-  consolePort,
 });
 const { natsConfigFile } = writePlanFiles(state, plan);
 for (const warning of plan.warnings) console.log(`\x1b[31mkappa: ${warning}\x1b[0m`);
 
 const colours = [36, 33, 35, 32, 34, 31, 90];
 const children = [];
+
+let stopping = false;
+async function stopAll() {
+  if (stopping) return;
+  stopping = true;
+  console.log('\nkappa: stopping (capture first, so it drains and detaches its BPF programs)…');
+  // Reverse start order: console, capture, process-enricher, k8s-tagger, joiner, exporter, redis, nats.
+  for (const entry of [...children].reverse()) {
+    entry.stopping = true;
+    if (entry.child.exitCode !== null || entry.child.signalCode !== null) continue;
+    const exited = new Promise((r) => entry.child.once('exit', r));
+    entry.child.kill('SIGTERM');
+    const timer = setTimeout(() => entry.child.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  rmSync(resolve(state, 'up.pid'), { force: true });
+  rmSync(resolve(state, 'up.json'), { force: true });
+  console.log('kappa: stopped');
+  process.exit(0);
+}
+// From the first child on, a stop stops them all (SIGHUP: the terminal closed; the children, in
+// their own groups, would not hear it).
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => void stopAll());
 
 // nats-server and redis-server announce a lot at start; show only their warnings and errors.
 const serverNoise = /\[INF\]|^\d+:[CM] .* [*.-] |oO0OoO0OoO0Oo|^\s*$/;
@@ -65,7 +100,8 @@ function prefixLines(name, colour, stream) {
 
 function start(name, command, args, env = {}) {
   const colour = colours[children.length % colours.length];
-  const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // detached: a process group of its own, out of reach of the terminal's Ctrl-C (see the top).
+  const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const entry = { name, child, stopping: false };
   prefixLines(name, colour, child.stdout);
   prefixLines(name, colour, child.stderr);
@@ -104,8 +140,9 @@ try {
   process.exit(1);
 }
 
-const services = ['exporter', 'joiner', 'k8s-tagger', 'process-enricher', 'capture'];
-for (const service of services) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.env);
+// Started from the end of the pipeline, so capture (last) publishes into a pipeline that runs,
+// and stops first.
+for (const service of [...upServices].reverse()) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], { ...plan.env, ...plan.serviceEnv[service] });
 start('console', process.execPath, [resolve(root, 'apps/console/dist/main.js'), ...plan.consoleArgs]);
 
 // The CLI reads this while up runs, so `npx kappa status` finds this NATS (and its certificates
@@ -115,26 +152,3 @@ console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
 console.log(plaintext ? 'links: PLAINTEXT (--plaintext)' : `links: mutual TLS with the local CA in ${resolve(state, 'tls')}, logins in ${resolve(state, 'credentials.json')}`);
 console.log(`console: ${plan.consoleUrl}#token=${credentials.grpcToken}${plaintext ? '' : `   (the certificate is from the local CA ${resolve(state, 'tls/ca.pem')}: trust it, or accept the warning)`}`);
 console.log('watch them with: npx kappa observe --follow   ·   top talkers: npx kappa top   ·   health: npx kappa status   ·   stop: Ctrl-C\n');
-
-let stopping = false;
-async function stopAll() {
-  if (stopping) return;
-  stopping = true;
-  console.log('\nkappa: stopping (capture first, so it drains and detaches its BPF programs)…');
-  // Reverse start order: console, capture, process-enricher, k8s-tagger, joiner, exporter, redis, nats.
-  for (const entry of [...children].reverse()) {
-    entry.stopping = true;
-    if (entry.child.exitCode !== null || entry.child.signalCode !== null) continue;
-    const exited = new Promise((r) => entry.child.once('exit', r));
-    entry.child.kill('SIGTERM');
-    const timer = setTimeout(() => entry.child.kill('SIGKILL'), 20_000);
-    await exited;
-    clearTimeout(timer);
-  }
-  rmSync(resolve(state, 'up.pid'), { force: true });
-  rmSync(resolve(state, 'up.json'), { force: true });
-  console.log('kappa: stopped');
-  process.exit(0);
-}
-process.on('SIGINT', stopAll);
-process.on('SIGTERM', stopAll);

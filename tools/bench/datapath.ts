@@ -1,8 +1,10 @@
 // Scenario 1 — datapath: iperf3 between two network namespaces over a veth, paired runs in
 // alternating order with no agent, kappa-capture (cgroup hooks on the iperf3 processes' cgroup),
 // softflowd and pmacctd (both pcap on the client's veth). Throughput, each agent's CPU per GB,
-// BPF ns per run, and kappa's byte count against iperf3's. Writes section `datapath`.
-//   npm run bench:datapath -- [--pairs 5] [--seconds 5]      (root; after `npm run build`)
+// the machine's whole CPU per GB (user+nice+system+irq+softirq from /proc/stat) minus the no-agent
+// run's of the same pair, BPF ns per run against #16's goals, and kappa's byte count against
+// iperf3's. Writes section `datapath`.
+//   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +15,7 @@ import { TestCgroup, VethPair, run, runIn, spawnIn } from '@kappa/testing';
 import { exited, median, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string', default: '5' }, seconds: { type: 'string', default: '5' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string', default: '8' }, seconds: { type: 'string', default: '5' } } });
 const pairs = Number(values.pairs);
 const seconds = Number(values.seconds);
 const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
@@ -32,6 +34,15 @@ interface Run {
   cpu: number;
   rss: number;
   received: number;
+  /** The whole machine's busy CPU seconds over the iperf3 run (/proc/stat). */
+  machine: number;
+}
+
+/** Busy CPU seconds of the whole machine so far: user, nice, system, irq and softirq (/proc/stat). */
+function machineCpu(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq] = fields as [number, number, number, number, number, number, number];
+  return (user + nice + system + irq + softirq) / 100; // USER_HZ
 }
 
 const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
@@ -155,11 +166,13 @@ async function iperf(): Promise<{ gbps: number; bytes: number; received: number 
 async function measured(agent: AgentName): Promise<Run> {
   const running = await startAgent(agent);
   const cpu0 = running.pid ? treeCpu(running.pid) : 0;
+  const machine0 = machineCpu();
   const { gbps, bytes, received } = await iperf();
+  const machine = machineCpu() - machine0;
   const cpu = running.pid ? treeCpu(running.pid) - cpu0 : 0;
   const rss = running.pid ? treeRss(running.pid) : 0;
   await running.stop();
-  return { agent, gbps, bytes, received, cpu, rss };
+  return { agent, gbps, bytes, received, cpu, rss, machine };
 }
 
 const fixed = (x: number, digits = 2) => x.toFixed(digits);
@@ -217,7 +230,9 @@ try {
     const runs = (p.run_cnt ?? 0) - (before.get(p.id)?.run_cnt ?? 0);
     const ns = (p.run_time_ns ?? 0) - (before.get(p.id)?.run_time_ns ?? 0);
     bpfNs += ns;
-    return runs > 0 ? [[p.name, runs.toLocaleString('en-US'), Math.round(ns / runs)]] : [];
+    const goal = /skb/.test(p.name) ? 80 : /sock_(send|recv)|sendmsg|recvmsg/.test(p.name) ? 150 : undefined;
+    const perRun = Math.round(ns / runs);
+    return runs > 0 ? [[p.name, runs.toLocaleString('en-US'), perRun, goal === undefined ? '—' : `≤ ${goal}: ${perRun <= goal ? 'met' : 'NOT met'}`]] : [];
   });
 
   const baseline = runs.map((r) => r[0]!.gbps);
@@ -235,6 +250,14 @@ try {
     ];
   });
   const kappaCpuPerGb = median(runs.map((r) => r[1]!.cpu / (r[1]!.bytes / 1e9)));
+  // Each agent's whole cost: the machine's busy CPU per GB moved minus the no-agent run's, per pair.
+  const wholeCost = agents.map((_, a) => median(runs.map((r) => r[a]!.machine / (r[a]!.bytes / 1e9) - r[0]!.machine / (r[0]!.bytes / 1e9))));
+  const costRows = agents.slice(1).map((agent, i) => [
+    agent,
+    fixed(median(runs.map((r) => r[i + 1]!.machine / (r[i + 1]!.bytes / 1e9))), 4),
+    fixed(wholeCost[i + 1]!, 4),
+    agent === 'kappa capture' ? '1' : wholeCost[1]! > 0 && wholeCost[i + 1]! > 0 ? fixed(wholeCost[i + 1]! / wholeCost[1]!, 1) : 'n/a (a difference ≤ 0: below this run\'s noise)',
+  ]);
   const bpfPerGb = bpfNs / 1e9 / (stats.bytes / 1e9);
   const markdown = [
     `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
@@ -246,9 +269,13 @@ try {
       runs.map((r, i) => [i + 1, ...r.map((x) => fixed(x.gbps))]),
     ),
     '',
+    `Whole cost, counted alike for every agent: the machine's busy CPU (user+nice+system+irq+softirq, /proc/stat) over the iperf3 run per GB moved, minus the no-agent run's of the same pair (median over pairs; no-agent: ${fixed(median(runs.map((r) => r[0]!.machine / (r[0]!.bytes / 1e9))), 4)} CPU-s/GB). Other work on the machine lands in every run alike; on a loaded machine it dominates. Goal (#16): kappa ≥ 10× less than softflowd and pmacctd.`,
+    '',
+    table(['agent', 'machine CPU-s per GB', 'minus no agent, CPU-s per GB', '× kappa'], costRows),
+    '',
     `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
     '',
-    table(['program', 'runs', 'ns per run'], progRows),
+    table(['program', 'runs', 'ns per run', 'goal (#16)'], progRows),
     '',
     sanity,
     '',

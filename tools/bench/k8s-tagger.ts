@@ -1,4 +1,4 @@
-// k8s-tagger with 10 000 pods and 2 000 Services loaded: memory of the tagger process (against
+// k8s-tagger with 10 000 pods and 2 000 Services of real size loaded: memory and CPU of the tagger process (against
 // the same process watching an empty cluster), records/s tagged end to end through NATS, and the
 // handler's work in-process (decode + tag + encode, against node-only tagging, the no-cluster
 // path). `--in-process-only` runs the last part alone.
@@ -13,7 +13,7 @@ import { connectBus, subjects } from '@kappa/bus';
 import { create, decodeFlowBatch, encodeFlowBatch, EndpointSchema, IpProtocol, newFlowBatch, newFlowRecord, ProcessSchema, Vantage } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { freePort, startKubeApiServer, startNatsServer } from '@kappa/testing';
+import { freePort, realEndpointSlice, realNode, realPod, realService, realWorkload, startKubeApiServer, startNatsServer } from '@kappa/testing';
 import type { KubeApiServer, KubeObject } from '@kappa/testing';
 import { KubeIndex } from '../../apps/k8s-tagger/src/kube-index.js';
 import { emptyStats, tagBatch } from '../../apps/k8s-tagger/src/tagging.js';
@@ -21,9 +21,11 @@ import { emptyStats, tagBatch } from '../../apps/k8s-tagger/src/tagging.js';
 const PODS = 10_000;
 const SERVICES = 2_000;
 const NODES = 100;
+const CONTAINERS = 10;
 const PODS_PER_DEPLOYMENT = PODS / SERVICES; // each Service selects one Deployment's pods
 const E2E_BATCHES = 40;
 const RECORDS_PER_BATCH = 1000;
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const taggerRoot = join(root, 'apps/k8s-tagger');
@@ -32,38 +34,46 @@ const podIp = (i: number) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}
 const serviceIp = (s: number) => `10.96.${s >> 8}.${s & 255}`;
 const nodeIp = (n: number) => `192.168.${n >> 8}.${n & 255}`;
 
+/** The bench's container ids: the first two are what the records' local ends carry. */
+function containerIds(i: number): Record<string, string> {
+  const ids: Record<string, string> = { app: i.toString(16).padStart(64, 'a'), proxy: i.toString(16).padStart(64, 'b') };
+  for (let k = 2; k < CONTAINERS; k++) ids[`sidecar-${k}`] = (i * 16 + k).toString(16).padStart(64, 'c');
+  return ids;
+}
+
+/** Objects of real size, as a kube-apiserver returns them (@kappa/testing real*: managedFields,
+ *  30 labels, annotations, 10 containers per pod with probes, volumes and resources). */
 function clusterObjects(): KubeObject[] {
   const objects: KubeObject[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'kube-system', uid: 'bench-kube-system' } }];
-  for (let n = 0; n < NODES; n++) {
-    objects.push({ apiVersion: 'v1', kind: 'Node', metadata: { name: `node-${n}`, labels: { 'kubernetes.io/hostname': `node-${n}`, 'topology.kubernetes.io/zone': `zone-${n % 3}` } }, status: { addresses: [{ type: 'InternalIP', address: nodeIp(n) }] } });
-  }
+  for (let n = 0; n < NODES; n++) objects.push(realNode({ name: `node-${n}`, internalIP: nodeIp(n) }));
   for (let s = 0; s < SERVICES; s++) {
     const ns = `team-${s % 50}`;
     const app = `app-${s}`;
-    objects.push({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: app, namespace: ns, labels: { app } }, spec: { replicas: PODS_PER_DEPLOYMENT } });
-    objects.push({ apiVersion: 'apps/v1', kind: 'ReplicaSet', metadata: { name: `${app}-5f7c9`, namespace: ns, labels: { app, 'pod-template-hash': '5f7c9' }, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: app, uid: `d-${s}`, controller: true }] } });
-    objects.push({ apiVersion: 'v1', kind: 'Service', metadata: { name: app, namespace: ns, labels: { app } }, spec: { clusterIP: serviceIp(s), clusterIPs: [serviceIp(s)], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] } });
+    const replicaSet = `${app}-5f7c9`;
+    objects.push(realWorkload('Deployment', app, ns));
+    objects.push(realWorkload('ReplicaSet', replicaSet, ns, { kind: 'Deployment', name: app }));
+    objects.push(realService({ name: app, namespace: ns, clusterIP: serviceIp(s), ports: [{ name: 'http', port: 80, targetPort: 8080 }] }));
     const endpoints = [];
-    for (let r = 0; r < PODS_PER_DEPLOYMENT; r++) endpoints.push({ addresses: [podIp(s * PODS_PER_DEPLOYMENT + r)], conditions: { ready: true } });
-    objects.push({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `${app}-x1`, namespace: ns, labels: { 'kubernetes.io/service-name': app } }, addressType: 'IPv4', endpoints, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] });
     for (let r = 0; r < PODS_PER_DEPLOYMENT; r++) {
       const i = s * PODS_PER_DEPLOYMENT + r;
-      objects.push({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: `${app}-5f7c9-${r}`, namespace: ns, uid: `pod-uid-${i}`, labels: { app, 'pod-template-hash': '5f7c9', team: `team-${s % 50}` }, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${app}-5f7c9`, uid: `rs-${s}`, controller: true }] },
-        spec: { nodeName: `node-${i % NODES}`, containers: [{ name: 'app', image: 'app:1' }, { name: 'proxy', image: 'proxy:1' }] },
-        status: {
-          phase: 'Running',
-          podIP: podIp(i),
-          podIPs: [{ ip: podIp(i) }],
-          startTime: '2026-11-26T00:00:00Z',
-          containerStatuses: [
-            { name: 'app', containerID: `containerd://${i.toString(16).padStart(64, 'a')}`, ready: true, restartCount: 0, image: 'app:1', imageID: '' },
-            { name: 'proxy', containerID: `containerd://${i.toString(16).padStart(64, 'b')}`, ready: true, restartCount: 0, image: 'proxy:1', imageID: '' },
-          ],
-        },
-      });
+      endpoints.push({ ip: podIp(i), node: `node-${i % NODES}`, pod: `${replicaSet}-${r}` });
+    }
+    objects.push(realEndpointSlice({ service: app, namespace: ns, endpoints, ports: [{ name: 'http', port: 8080 }] }));
+    for (let r = 0; r < PODS_PER_DEPLOYMENT; r++) {
+      const i = s * PODS_PER_DEPLOYMENT + r;
+      objects.push(
+        realPod({
+          name: `${replicaSet}-${r}`,
+          namespace: ns,
+          node: `node-${i % NODES}`,
+          hostIP: nodeIp(i % NODES),
+          ips: [podIp(i)],
+          labels: { app, 'pod-template-hash': '5f7c9', team: `team-${s % 50}` },
+          owner: { kind: 'ReplicaSet', name: replicaSet },
+          containers: containerIds(i),
+          createdMs: Date.parse('2026-11-26T00:00:00Z'),
+        }),
+      );
     }
   }
   return objects;
@@ -99,6 +109,9 @@ async function until(condition: () => Promise<boolean> | boolean, timeoutMs: num
   }
 }
 
+/** Tagger processes still running: killed if the bench fails half-way. */
+const running = new Set<ChildProcess>();
+
 interface TaggerProcess {
   child: ChildProcess;
   metricsPort: number;
@@ -110,7 +123,10 @@ async function startTaggerProcess(api: KubeApiServer, natsUrl: string): Promise<
   const grpcPort = await freePort();
   const started = Date.now();
   const child = spawn(process.execPath, [join(taggerRoot, 'bin/kappa-k8s-tagger.js'), '--kubeconfig', api.kubeconfigPath, '--nats-url', natsUrl, '--grpc-port', String(grpcPort), '--metrics-port', String(metricsPort), '--log-level', 'warn', '--instance', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await until(async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`).catch(() => undefined))?.status === 200, 120_000, 'tagger ready');
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  // Listing 10 000 real-size pods (~300 MiB of JSON) takes minutes on a loaded 2-core machine.
+  await until(async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`).catch(() => undefined))?.status === 200, 900_000, 'tagger ready');
   return { child, metricsPort, readyMs: Date.now() - started };
 }
 
@@ -121,6 +137,14 @@ async function memoryOf(tagger: TaggerProcess): Promise<{ rssMiB: number; heapMi
   const metrics = await (await fetch(`http://127.0.0.1:${tagger.metricsPort}/metrics`)).text();
   const heap = Number(/kappa_nodejs_heap_size_used_bytes\{[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
   return { rssMiB: rssKiB / 1024, heapMiB: heap / 1024 / 1024 };
+}
+
+/** CPU time (user + system) the process has used so far, from /proc/<pid>/stat. */
+function cpuSecondsOf(tagger: TaggerProcess): number {
+  const stat = readFileSync(`/proc/${tagger.child.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat (index 11 and 12 after the command name).
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
 async function stopProcess(tagger: TaggerProcess): Promise<void> {
@@ -149,13 +173,14 @@ function tagRate(label: string, index: KubeIndex | undefined): number {
   return rate;
 }
 
-const objects = clusterObjects();
-
-/** The tagging step alone, in this process: full index vs node-only (no cluster). The objects
+/** The tagging step alone, in a process of its own (`--in-process-only`): full index vs
+ *  node-only (no cluster). The generated objects are dropped once indexed, so the heap is what
+ *  a tagger's would be (a bench process holding ~18 000 real-size objects spends most of its
+ *  CPU in the garbage collector, not in tagging). The objects
  *  carry UIDs here because no API server assigns them. */
 function tagInProcess(): void {
   const index = new KubeIndex({ deletedGraceMs: 120_000 });
-  for (const object of objects) {
+  for (const object of clusterObjects()) {
     const o = object as never;
     if (object.kind === 'Pod') index.upsertPod(o);
     else if (object.kind === 'Service') index.upsertService(o);
@@ -176,6 +201,7 @@ if (process.argv.includes('--in-process-only')) {
 }
 
 execFileSync(process.execPath, [join(root, 'tools/build-app.mjs')], { cwd: taggerRoot, stdio: 'inherit' });
+const objects = clusterObjects();
 const nats = await startNatsServer();
 const emptyApi = await startKubeApiServer();
 emptyApi.apply(objects[0]!);
@@ -185,12 +211,19 @@ for (const object of objects) loadedApi.apply(object);
 try {
   // Memory: the same tagger process on an empty cluster, then on the loaded one.
   const empty = await startTaggerProcess(emptyApi, nats.url);
+  const emptyCpu = cpuSecondsOf(empty);
   const emptyMemory = await memoryOf(empty);
   await stopProcess(empty);
   const loaded = await startTaggerProcess(loadedApi, nats.url);
+  const loadedCpu = cpuSecondsOf(loaded);
   const loadedMemory = await memoryOf(loaded);
-  console.log(`empty cluster: RSS ${emptyMemory.rssMiB.toFixed(1)} MiB, heap used ${emptyMemory.heapMiB.toFixed(1)} MiB, ready in ${empty.readyMs} ms`);
-  console.log(`${PODS} pods / ${SERVICES} services: RSS ${loadedMemory.rssMiB.toFixed(1)} MiB, heap used ${loadedMemory.heapMiB.toFixed(1)} MiB, ready (all informers listed) in ${loaded.readyMs} ms`);
+  const pods = objects.filter((o) => o.kind === 'Pod');
+  const podBytes = pods.reduce((sum, pod) => sum + Buffer.byteLength(JSON.stringify(pod)), 0);
+  console.log(`objects: ${objects.length}, ${PODS} pods of ${(podBytes / pods.length / 1024).toFixed(1)} KiB JSON on average (${(podBytes / 1024 / 1024).toFixed(0)} MiB of pods)`);
+  console.log(`empty cluster: RSS ${emptyMemory.rssMiB.toFixed(1)} MiB, heap used ${emptyMemory.heapMiB.toFixed(1)} MiB, ready in ${empty.readyMs} ms, CPU to ready ${emptyCpu.toFixed(2)} s`);
+  console.log(`${PODS} pods / ${SERVICES} services: RSS ${loadedMemory.rssMiB.toFixed(1)} MiB, heap used ${loadedMemory.heapMiB.toFixed(1)} MiB, ready (every resource listed) in ${loaded.readyMs} ms, CPU to ready ${loadedCpu.toFixed(2)} s`);
+  const peakKiB = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${loaded.child.pid}/status`, 'utf8'))?.[1] ?? 0);
+  console.log(`${PODS} pods: peak RSS while listing (VmHWM) ${(peakKiB / 1024).toFixed(1)} MiB`);
 
   // End to end: publish on kappa.flow.enriched.<node>, count records arriving on kappa.flow.tagged.
   const logger = createLogger('bench', 'silent');
@@ -204,18 +237,22 @@ try {
   } });
   const prepared = Array.from({ length: E2E_BATCHES }, (_, b) => newFlowBatch({ batchId: `e2e-${b}`, producer: 'bench', createdNs: BigInt(Date.now()) * 1_000_000n, records: records(b) }));
   const started = Date.now();
+  const cpuBefore = cpuSecondsOf(loaded);
   for (const batch of prepared) await bus.publishBatch(subjects.enriched(0, `node-${Number(batch.batchId.slice(4)) % 4}`), batch);
   await until(() => received >= E2E_BATCHES * RECORDS_PER_BATCH, 300_000, 'all records tagged');
   const e2eRate = (E2E_BATCHES * RECORDS_PER_BATCH) / ((lastAt - started) / 1000);
-  console.log(`end to end (publish → tagger process → kappa.flow.tagged): ${Math.round(e2eRate)} records/s over ${E2E_BATCHES * RECORDS_PER_BATCH} records`);
+  const taggingCpu = cpuSecondsOf(loaded) - cpuBefore;
+  console.log(`end to end (publish → tagger process → kappa.flow.tagged): ${Math.round(e2eRate)} records/s over ${E2E_BATCHES * RECORDS_PER_BATCH} records; tagger process CPU ${((taggingCpu * 1e6) / (E2E_BATCHES * RECORDS_PER_BATCH)).toFixed(1)} µs per record`);
   const afterLoad = await memoryOf(loaded);
-  console.log(`after tagging: RSS ${afterLoad.rssMiB.toFixed(1)} MiB, heap used ${afterLoad.heapMiB.toFixed(1)} MiB`);
+  const peakAfterKiB = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${loaded.child.pid}/status`, 'utf8'))?.[1] ?? 0);
+  console.log(`after tagging: RSS ${afterLoad.rssMiB.toFixed(1)} MiB, heap used ${afterLoad.heapMiB.toFixed(1)} MiB, peak RSS (VmHWM) ${(peakAfterKiB / 1024).toFixed(1)} MiB`);
   await bus.close();
   await stopProcess(loaded);
 
-  tagInProcess();
+  execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--in-process-only'], { stdio: 'inherit' });
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, kernel ${release()}, node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 } finally {
+  for (const child of running) child.kill('SIGKILL');
   await loadedApi.close();
   await emptyApi.close();
   await nats.stop();

@@ -139,9 +139,10 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
       count(drain.conversations),
       lost ? `${count(lost)} (warned in capture's log, \`kappa_capture_map_overflow_packets_total\`)` : '0',
       count(enriched),
-      mib(maps.get('kappa_flows') ?? 0),
+      mib((maps.get('kappa_flows_0') ?? 0) + (maps.get('kappa_flows_1') ?? 0)),
       mib(mapBytes),
       `${(drain.durationMs / 1000).toFixed(1)} / ${(drain.cpuMs / 1000).toFixed(1)}`,
+      ((drain.cpuMs * 1000) / Math.max(1, drain.conversations)).toFixed(2),
       `${mib(rssBytes(capture.pid!))} / ${mib(statusBytes(capture.pid!, 'VmHWM'))}`,
       `${mib(rssBytes(enricher.pid!))} / ${mib(statusBytes(enricher.pid!, 'VmHWM'))}`,
     ];
@@ -161,7 +162,7 @@ try {
     `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on); capture (NATS sink) and process-enricher restarted for each row. Map memory is \`bytes_memlock\` from \`bpftool map show\` just before the drain; RSS is read once every record of that drain has reached \`kappa.flow.enriched.<node>\`.`,
     '',
     table(
-      ['conversations sent', 'flow map size (--max-conversations)', 'records drained', 'packets not counted (map full)', 'records enriched', 'kappa_flows map, MiB', 'all capture maps, MiB', 'drain wall / CPU, s', 'capture RSS now / peak, MiB', 'enricher RSS now / peak, MiB'],
+      ['conversations sent', 'flow map size (--max-conversations)', 'records drained', 'packets not counted (map full)', 'records enriched', 'kappa_flows_0+1 maps, MiB', 'all capture maps, MiB', 'drain wall / CPU, s', 'drain CPU per record, µs (goal ≤ 3)', 'capture RSS now / peak, MiB (goal at 1M: ≤ 150)', 'enricher RSS now / peak, MiB'],
       rows,
     ),
     '',

@@ -77,14 +77,14 @@ export interface DrainPass {
   readonly chunks: Iterable<DrainedChunk>;
 }
 
-const CGROUP_PROGRAMS = ['kappa_skb_ingress', 'kappa_skb_egress', 'kappa_sock_create', 'kappa_connect4', 'kappa_connect6', 'kappa_sockops'] as const;
+const CGROUP_PROGRAMS = ['kappa_skb_ingress', 'kappa_skb_egress', 'kappa_sock_create', 'kappa_connect4', 'kappa_connect6', 'kappa_sockops', 'kappa_sock_release'] as const;
 const TRACEPOINT_PROGRAMS = [
   ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
   ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
   ['kappa_tcp_destroy', 'tracepoint tcp:tcp_destroy_sock'],
 ] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
-const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy'] as const;
+const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
 const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
 
 export class Datapath {

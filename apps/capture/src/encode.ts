@@ -65,6 +65,8 @@ export class FlowBatchEncoder {
   private offsetHi = 0;
   private readonly nodeTag: string;
   private readonly interfaceFields = new Map<number, Buffer>();
+  /** The entry's key offset, while its record is written. */
+  private keyAt = 0;
 
   constructor(
     private readonly node: string,
@@ -140,6 +142,7 @@ export class FlowBatchEncoder {
 
   private writeRecord(keys: Buffer, k: number, values: Buffer, v: number, start: number): number {
     const b = this.buffer;
+    this.keyAt = k;
     const interval = this.interval!;
     // FlowBatch.records (4): a 2-byte length placeholder, fixed up below.
     b[start] = tag(4, 2);
@@ -247,7 +250,7 @@ export class FlowBatchEncoder {
     return at;
   }
 
-  /** Endpoint (1 ip, 2 port, 3 process for the local end). Under 128 bytes: one length byte. */
+  /** Endpoint (1 ip, 2 port, and for the local end 3 process, 7 netns). Under 128 bytes: one length byte. */
   private writeEndpoint(b: Buffer, at: number, field: number, keys: Buffer, ip: number, version: number, port: number, values: Buffer, v: number, local: boolean): number {
     b[at] = tag(field, 2);
     const body = at + 2;
@@ -261,7 +264,14 @@ export class FlowBatchEncoder {
       b[p++] = tag(2, 0);
       p = writeVarint(b, p, port);
     }
-    if (local) p = writeProcess(b, p, values, v);
+    if (local) {
+      p = writeProcess(b, p, values, v);
+      const netns = keys.readUInt32LE(this.keyAt + K.netns.offset);
+      if (netns) {
+        b[p++] = tag(7, 0);
+        p = writeVarint(b, p, netns);
+      }
+    }
     b[at + 1] = p - body;
     return p;
   }

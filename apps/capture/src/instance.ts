@@ -5,7 +5,7 @@
 // layout named as such instead of a bare EINVAL from libbpf.
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { detachPinned, lockHolders, pinnedMapInfo, tryLockDirectory } from '@kappa/ebpf-ffi';
 import type { BpfMap, DirectoryLock } from '@kappa/ebpf-ffi';
 
@@ -61,13 +61,22 @@ export interface SweptInstance {
   readonly pins: readonly string[];
 }
 
+/** The part of an instance token that names its --cgroup (see instanceToken). */
+export function cgroupOfToken(token: string): string {
+  return token.slice(token.lastIndexOf('-') + 1);
+}
+
 /**
- * Removes the folders of dead instances: links detached (their programs stop counting), maps
+ * Removes the folders of dead instances that attached to the same cgroup as this one under
+ * another --node (its programs would count on into maps nobody drains): links detached, maps
  * unpinned. Dead = nobody holds the folder's lock and no process has one of its maps open (an
- * instance of an older build, which took no lock, still holds its maps). Empty folders younger
- * than a minute are left alone: an instance may just have made one and be about to lock it.
+ * instance of an older build, which took no lock, still holds its maps). Instances of other
+ * cgroups are left alone: on a host that runs several (simulated nodes, tenants), a dead one may
+ * be about to restart and take its maps over. Empty folders younger than a minute are left alone
+ * too: an instance may just have made one and be about to lock it.
  */
 export function sweepDeadInstances(ownFolder: string, root = PIN_ROOT): SweptInstance[] {
+  const cgroup = cgroupOfToken(basename(ownFolder));
   let names: string[];
   try {
     names = readdirSync(root);
@@ -78,7 +87,7 @@ export function sweepDeadInstances(ownFolder: string, root = PIN_ROOT): SweptIns
   let openMaps: Set<number> | undefined;
   for (const name of names) {
     const folder = join(root, name);
-    if (folder === ownFolder) continue;
+    if (folder === ownFolder || cgroupOfToken(name) !== cgroup) continue;
     let pins: string[];
     try {
       if (!statSync(folder).isDirectory()) continue;

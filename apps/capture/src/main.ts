@@ -21,6 +21,19 @@ const config = loadConfigOrExit({
 });
 const logger = createLogger('kappa-capture', config.logLevel);
 
+// Ctrl-C or SIGTERM while starting (right after `npm run up`) must not end the process with the
+// default action: that left the maps (and the links, mid-attach) pinned in /sys/fs/bpf/kappa.
+// Handlers run between JS steps, so never inside Datapath.start: until the source below takes
+// over the signals, a stop detaches, unpins and exits (nothing was drained yet).
+const starting: { datapath?: Datapath } = {};
+const stopWhileStarting = (signal: NodeJS.Signals) => {
+  logger.info({ signal }, 'stopping while starting: detach, unpin, exit');
+  starting.datapath?.stop();
+  openedSpool?.removeIfEmpty();
+  process.exit(0);
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, stopWhileStarting);
+
 let datapath: Datapath;
 let openedSpool: Spool | undefined;
 try {
@@ -59,6 +72,7 @@ try {
   throw error;
 }
 const spool = openedSpool;
+starting.datapath = datapath;
 
 const registry = createRegistry('kappa-capture');
 const subject = subjects.captured(config.node);
@@ -100,6 +114,8 @@ const source = await runSource({
     }
   },
 });
+// From here on the source's own handlers stop capture the normal way (last drain).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.off(signal, stopWhileStarting);
 const bus = source.bus;
 if (bus) publish = (batch) => source.publish(subject, batch.bytes, batch.batchId, batch.records);
 const maxBatchBytes = bus ? bus.messageLimit : 1024 * 1024;

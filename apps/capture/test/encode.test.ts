@@ -46,11 +46,14 @@ describe('FlowBatchEncoder', () => {
     expect(r?.tcp).toMatchObject({ srttUs: 10, minRttUs: 5, retransmits: 1, handshakeUs: 20, flags: 0x1b });
     // /proc/<pid>/stat start time: clock ticks of 10 ms since boot.
     expect([r?.src?.process?.name, r?.src?.process?.cgroupId, r?.src?.process?.startTimeTicks]).toEqual(['curl', 7n, 12345n]);
+    // The network namespace is the local end's: the remote one is another node's to say.
+    expect([r?.src?.netns, r?.dst?.netns]).toEqual([4026531840, 0]);
   });
 
   it('puts the remote initiator first and the local process on dst at the DST vantage', () => {
     const [r] = records([{ ...conversation, role: ROLE_DST }]);
     expect([r?.vantage, r?.src?.ip, r?.src?.process, r?.dst?.ip, r?.dst?.process?.name]).toEqual([Vantage.DST, '10.0.0.2', undefined, '10.0.0.1', 'curl']);
+    expect([r?.src?.netns, r?.dst?.netns]).toEqual([0, 4026531840]);
     expect([r?.bytes, r?.packets, r?.reverseBytes, r?.reversePackets]).toEqual([300n, 3n, 100n, 2n]);
   });
 

@@ -100,6 +100,7 @@ export interface TrafficReport {
   localPort?: number;
   ss?: string;
   sent?: number;
+  receivers?: number[];
 }
 
 export function parseReport(output: string): TrafficReport {

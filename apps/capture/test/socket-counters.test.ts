@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
-import { PacketCapture, TestCgroup, VethPair, spawnIn, wireCounts } from '@kappa/testing';
-import { TRAFFIC, kappaAttachments, startCapture, totals } from './harness.js';
+import { PacketCapture, TestCgroup, VethPair, runIn, spawnIn, wireCounts } from '@kappa/testing';
+import { TRAFFIC, kappaAttachments, parseReport, startCapture, totals } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -83,6 +83,26 @@ describePrivileged('per-socket counters', () => {
       }
     } finally {
       await pcap.stop();
+      await capture.stop();
+    }
+  });
+
+  it('measures no app latency on a connection that only received, however many sockets that sent and closed unanswered came before it', { timeout: 120_000 }, async () => {
+    // Each sender's request stays unanswered; a receiver's socket may well be allocated at the
+    // address a sender's was. A receive is a response only to this socket's own send.
+    const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '60s', '--node', `kc-counters-${process.pid}`]);
+    try {
+      const server = spawnIn(pair.b.netns, nodes, process.execPath, [TRAFFIC, 'greet-server', pair.b.ipv4, '7048']);
+      await new Promise<void>((resolve) => server.stderr?.on('data', (c: Buffer) => c.toString().includes('listening') && resolve()));
+      const report = parseReport(await runIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'send-close-client', pair.b.ipv4, '7048', '150']));
+      server.kill();
+      const { records, code } = await capture.stop();
+      expect(code).toBe(0);
+      const receivers = new Set(report.receivers);
+      const mine = records.filter((r) => r.protocol === IpProtocol.TCP && r.dst?.port === 7048 && receivers.has(r.src?.port ?? 0) && r.vantage === Vantage.SRC);
+      expect(new Set(mine.map((r) => r.src?.port)).size).toBe(150);
+      expect(mine.filter((r) => r.appLatency).map((r) => `${r.src?.port}: ${r.appLatency?.count} pairs, ${r.appLatency?.sumUs} µs`)).toEqual([]);
+    } finally {
       await capture.stop();
     }
   });

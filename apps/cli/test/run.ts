@@ -2,6 +2,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { NO_CONFIG_FILE } from '@kappa/testing';
 
 const root = join(import.meta.dirname, '../../..');
 export const cliMain = join(root, 'apps/cli/dist/main.js');
@@ -23,10 +24,20 @@ export interface Finished {
   stderr: string;
 }
 
+/**
+ * The CLI's environment: no config file unless the test names one (KAPPA_CONFIG '' too: the CLI
+ * would otherwise find the checkout's .kappa/up.json while a developer's `npm run up` runs).
+ */
+function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const merged = { ...process.env, KAPPA_CONFIG: NO_CONFIG_FILE, ...env };
+  if (!merged.KAPPA_CONFIG) merged.KAPPA_CONFIG = NO_CONFIG_FILE;
+  return merged;
+}
+
 /** Runs `kappa <args>` to completion. */
 export function runKappa(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<Finished> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliMain, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliMain, ...args], { env: cliEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -44,7 +55,7 @@ export function runKappa(args: string[], env: Record<string, string> = {}, timeo
 
 /** Starts a long-running process (kappa observe --follow, the exporter) and collects its output. */
 export function startProcess(script: string, args: string[]): { child: ChildProcess; stdout: () => string; stderr: () => string } {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script, ...args], { env: cliEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

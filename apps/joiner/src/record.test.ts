@@ -1,7 +1,7 @@
 // Where records meet (group and names, read from their bytes), and what a joined record looks
 // like, without servers.
 import { describe, expect, it } from 'vitest';
-import { EndpointSchema, FlowBatchSchema, FlowBatchView, FlowBatchWriter, FlowRecordSchema, Vantage, create, encodeFlowBatch, fromBinary, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
+import { EndpointSchema, FlowBatchSchema, FlowBatchView, FlowBatchWriter, FlowRecordSchema, Vantage, conversationGroup, create, encodeFlowBatch, fromBinary, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { JoinRecord } from './record.js';
 import { RecordSplicer } from './splice.js';
@@ -39,6 +39,20 @@ describe('JoinRecord', () => {
     const b = read({ vantage: Vantage.SRC, node: 'b', src: lo, dst: { ip: '127.0.0.1', port: 80 } });
     expect(a.group).toBe('6/127.0.0.1/50000@a');
     expect(a.group).not.toBe(b.group);
+  });
+
+  it('keeps two pods\' identical loopback tuples apart by network namespace, and meets both vantages of one', () => {
+    const tuple = (netns: number) => ({ src: { ip: '127.0.0.1', port: 50000, netns }, dst: { ip: '127.0.0.1', port: 80 } });
+    const podA = read({ vantage: Vantage.SRC, node: 'a', ...tuple(4026532201) });
+    const podB = read({ vantage: Vantage.SRC, node: 'a', ...tuple(4026532333) });
+    // The DST vantage of pod A's conversation: capture set netns on its local end (dst).
+    const podAServer = read({ vantage: Vantage.DST, node: 'a', src: { ip: '127.0.0.1', port: 50000 }, dst: { ip: '127.0.0.1', port: 80, netns: 4026532201 } });
+    expect(podA.group).toBe('6/127.0.0.1/50000@a/4026532201');
+    expect(podA.group).toBe(conversationGroup(6, '127.0.0.1', 50000, 'a', 4026532201));
+    expect(podB.group).not.toBe(podA.group);
+    expect(podAServer.group).toBe(podA.group);
+    // Not loopback: the namespace is not part of the group (both nodes' records must meet).
+    expect(read({ vantage: Vantage.SRC, src: { ...client, netns: 4026532201 }, dst: backend }).group).toBe('6/10.1.0.9/40001');
   });
 
   it('releases a record without a vantage or an end at once, and an external peer unless asked to wait', () => {

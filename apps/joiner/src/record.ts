@@ -90,7 +90,8 @@ export class JoinRecord {
   readonly dstKube = new MessageCursor(KubeSchema);
   vantage = 0;
   /**
-   * The conversation group: protocol, the initiator's ip and port (and node for loopback); the
+   * The conversation group: protocol, the initiator's ip and port (and for loopback the node and
+   * the observed end's network namespace, `@<node>/<netns>`); the
    * same key as @kappa/contracts' conversationGroup, whose hash is the partition. Both vantages
    * agree on the initiator, and a Service client's record and its backend's share it.
    */
@@ -122,7 +123,12 @@ export class JoinRecord {
     }
     this.release = '';
     const k = this.key.start().number(r.int32(F.protocol) >>> 0).byte(SLASH).field(src, E.ip).byte(SLASH).number(src.uint32(E.port));
-    if (src.startsWithAscii(E.ip, '127.') || src.equalsAscii(E.ip, '::1') || src.startsWithAscii(E.ip, '::ffff:127.')) k.byte(0x40).field(r, F.node);
+    if (src.startsWithAscii(E.ip, '127.') || src.equalsAscii(E.ip, '::1') || src.startsWithAscii(E.ip, '::ffff:127.')) {
+      k.byte(0x40).field(r, F.node);
+      // And the observed end's network namespace: every pod of a node has its own 127.0.0.1.
+      const netns = src.uint32(E.netns) || dst.uint32(E.netns);
+      if (netns) k.byte(SLASH).number(netns);
+    }
     this.group = k.done();
     const service = dstKube.equalsAscii(K.objectType, 'service');
     const named = hasText(dstKube, K.serviceName);

@@ -34,7 +34,8 @@ export function conversationPlace(record: FlowRecord): ConversationPlace | Immed
   if (!src || !dst) return 'no-vantage';
   const vantage = record.vantage;
   if (vantage !== Vantage.SRC && vantage !== Vantage.DST) return 'no-vantage';
-  const scope = loopback.test(src.ip) ? `@${record.node}` : '';
+  const netns = src.netns || record.dst?.netns || 0;
+  const scope = loopback.test(src.ip) ? `@${record.node}${netns ? `/${netns}` : ''}` : '';
   const tag = `${record.protocol}/${src.ip}/${src.port}${scope}`;
   const plain = `${dst.ip}/${dst.port}`;
   const service = serviceName(dst);

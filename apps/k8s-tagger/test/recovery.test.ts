@@ -146,4 +146,20 @@ describe('k8s-tagger recovery from API failures', () => {
       await late.close();
     }
   });
+
+  it('lists in pages (limit/continue) and knows every pod of a list longer than a page', async () => {
+    const paged = await startKubeApiServer();
+    paged.apply(namespace('kube-system', 'uid-paged'));
+    for (let i = 0; i < 7; i++) paged.apply(pod({ name: `paged-${i}`, ip: `10.244.8.${i + 1}`, node: 'node-a' }));
+    const t = await startTagger(paged, { pageSize: 2 });
+    try {
+      for (let i = 0; i < 7; i++) expect(remoteTag(t, `10.244.8.${i + 1}`)).toMatchObject({ objectType: 'pod', objectName: `paged-${i}` });
+      const pages = paged.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch && r.status === 200);
+      expect(pages.map((r) => r.query.limit)).toEqual(['2', '2', '2', '2']);
+      expect(pages.filter((r) => r.query.continue).length).toBe(3);
+    } finally {
+      await t.stop();
+      await paged.close();
+    }
+  });
 });

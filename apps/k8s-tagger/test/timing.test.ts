@@ -213,6 +213,9 @@ describe('k8s-tagger timing in a living cluster', () => {
     // Longer than the grace on the wall clock: the grace counts in flow time, not wall time.
     await sleep(3000);
     const second = await tagger(b, { deletedGraceMs: 2000, holdMaxMs: 1000 });
+    // Prune rounds (every second with this grace) run on the wall clock before the late flows
+    // come: only flow time may forget the deleted pod and Service.
+    await sleep(2500);
     const late = (id: string, port: number) => b.publish(id, record('node-a', Vantage.SRC, { ...client, port }, { ip: '10.245.2.88', port: 8080 }, whileAlive), record('node-a', Vantage.SRC, { ...client, port: port + 1 }, { ip: '10.96.55.5', port: 80 }, whileAlive));
     await late('grace-1', 40110);
     const kept = await b.out('grace-1');

@@ -53,6 +53,7 @@ const fullEndpoint = (ip: string, port: number, pid: number) => ({
   },
   backendIp: '10.0.0.9',
   backendPort: 8080,
+  netns: 4026532201,
 });
 
 function fullRecord(): FlowRecord {

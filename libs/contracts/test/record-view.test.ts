@@ -325,7 +325,7 @@ describe('partitions', () => {
         const view = new FlowBatchView().parse(encodeFlowBatch(newFlowBatch({ records: [record] })));
         const fromBytes = new Partitioner(partitions).of(view.record(0, cursor));
         expect(fromBytes).toBe(partitionOfRecord(record, partitions));
-        expect(fromBytes).toBe(partitionOfGroup(record.protocol, record.src?.ip ?? '', record.src?.port ?? 0, record.node, partitions));
+        expect(fromBytes).toBe(partitionOfGroup(record.protocol, record.src?.ip ?? '', record.src?.port ?? 0, record.node, partitions, record.src?.netns || record.dst?.netns || 0));
         expect(partitioner.of(view.record(0, cursor))).toBeLessThan(16);
       }),
       { numRuns: runs * 5 },
@@ -342,6 +342,15 @@ describe('partitions', () => {
     // Loopback conversations of different nodes spread; of one node they stay together.
     const loopback = (node: string) => partitionOfGroup(6, '127.0.0.1', 5000, node, 1024);
     expect(new Set(Array.from({ length: 20 }, (_, i) => loopback(`node-${i}`))).size).toBeGreaterThan(10);
+    // ... and of one node's network namespaces too: the same tuple in two pods is two groups,
+    // while both vantages of one (each observed in that namespace) share one.
+    expect(conversationGroup(6, '127.0.0.1', 5, 'a', 4026532201)).toBe('6/127.0.0.1/5@a/4026532201');
+    expect(conversationGroup(6, '10.0.0.1', 5, 'a', 4026532201)).toBe('6/10.0.0.1/5');
+    const inPod = (netns: number) => partitionOfGroup(6, '127.0.0.1', 5000, 'a', 1024, netns);
+    expect(new Set(Array.from({ length: 20 }, (_, i) => inPod(4026532200 + i))).size).toBeGreaterThan(10);
+    const atSrc = newFlowRecord({ node: 'a', protocol: 6, vantage: 1, src: { ip: '127.0.0.1', port: 5000, netns: 7 }, dst: { ip: '127.0.0.1', port: 80 } });
+    const atDst = newFlowRecord({ node: 'a', protocol: 6, vantage: 2, src: { ip: '127.0.0.1', port: 5000 }, dst: { ip: '127.0.0.1', port: 80, netns: 7 } });
+    expect(partitionOfRecord(atSrc, 1024)).toBe(partitionOfRecord(atDst, 1024));
   });
 
   it('spread conversations evenly over the partitions', () => {

@@ -1,7 +1,7 @@
 // libbpf through koffi against the real kernel: open/configure/load, batch and fallback drains
 // that move every entry exactly once, per-CPU sums, and the typed errors.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,7 +86,27 @@ describe.skipIf(!root)('maps in the kernel', () => {
   }
 
   it('sums a per-CPU counter over all CPUs', () => {
-    expect(readPerCpuCounter(object.map('kc_counters'), 1)).toBe(0n);
+    // A different value on each possible CPU (the kernel's list, not libbpf's count), written in
+    // the per-CPU layout: one 8-byte slot per possible CPU.
+    const possible = readFileSync('/sys/devices/system/cpu/possible', 'utf8')
+      .trim()
+      .split(',')
+      .reduce((n, range) => {
+        const [first, last = first] = range.split('-').map(Number) as [number, number?];
+        return Math.max(n, last! + 1);
+      }, 0);
+    const values = Buffer.alloc(8 * possible);
+    let expected = 0n;
+    for (let cpu = 0; cpu < possible; cpu++) {
+      const value = 1000n ** BigInt(cpu) * 7n + BigInt(cpu);
+      values.writeBigUInt64LE(value, 8 * cpu);
+      expected += value;
+    }
+    const key = Buffer.alloc(4);
+    updateElement(object.map('kc_counters'), key, values);
+    expect(possible).toBeGreaterThan(0);
+    expect(readPerCpuCounter(object.map('kc_counters'), 0)).toBe(expected);
+    expect(readPerCpuCounter(object.map('kc_counters'), 1)).toBe(0n); // no packet counted yet
   });
 
   it('consumes ring buffer records written by a program attached to a cgroup, then detaches', async () => {
@@ -99,6 +119,8 @@ describe.skipIf(!root)('maps in the kernel', () => {
       await runIn(undefined, cgroup, process.execPath, ['-e', send]);
       const events = reader.consume().map((b) => [b.readBigUInt64LE(0), b.readBigUInt64LE(8)]);
       expect(events).toEqual([[128n, 7n], [128n, 7n], [128n, 7n]]); // 20 IP + 8 UDP + 100, and the .rodata value
+      // The program's per-CPU byte counter, summed over whichever CPUs sent them.
+      expect(readPerCpuCounter(object.map('kc_counters'), 1)).toBe(3n * 128n);
     } finally {
       attachment.detach();
       reader.close();

@@ -74,6 +74,7 @@ const endFields: EndFieldSpec[] = [
   { name: 'node', type: 'string', description: 'Kubernetes node the end runs on', columnType: 'VARCHAR', read: (e) => e?.kube?.node ?? '' },
   { name: 'process', type: 'string', description: 'process name (comm)', columnType: 'VARCHAR', read: (e) => e?.process?.name ?? '' },
   { name: 'pid', type: 'uint', description: 'process id', columnType: 'UINTEGER', read: (e) => e?.process?.pid ?? 0 },
+  { name: 'netns', type: 'uint', description: 'network namespace inode of the socket (as /proc/<pid>/ns/net shows it)', columnType: 'UINTEGER', read: (e) => e?.netns ?? 0 },
   { name: 'container', type: 'string', description: 'container name', columnType: 'VARCHAR', read: (e) => e?.process?.containerName || e?.kube?.containerName || '' },
   { name: 'label', type: 'labels', description: 'pod label, key=value or key', columnType: 'VARCHAR', read: (e) => labelsText(e?.kube?.labels) },
 ];

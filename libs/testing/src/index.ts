@@ -1,7 +1,7 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
 export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
 export { freePort } from './ports.js';
-export { isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
+export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';

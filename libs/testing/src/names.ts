@@ -10,6 +10,13 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * An empty config file for KAPPA_CONFIG: a kappa command a test runs must not read the
+ * checkout's .kappa/up.json (the CLI finds it while a developer's `npm run up` runs there).
+ */
+export const NO_CONFIG_FILE = fileURLToPath(new URL('../fixtures/no-config.json', import.meta.url));
 
 let sequence = 0;
 

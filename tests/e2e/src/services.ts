@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { NO_CONFIG_FILE } from '@kappa/testing';
 
 export const workspaceRoot = resolve(import.meta.dirname, '../../..');
 
@@ -66,8 +67,16 @@ export function logTail(service: RunningService, lines = 30): string {
 }
 
 /** Runs the kappa CLI and returns its exit code and output. */
-export async function kappa(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs this checkout's built `kappa` CLI with no config file (not the checkout's .kappa/up.json,
+ * which it would find while a developer's `npm run up` runs here); or, with `clone`, that
+ * clone's CLI in the clone, finding its .kappa/up.json as a user's `npx kappa` would.
+ */
+export async function kappa(args: string[], clone?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { KAPPA_CONFIG: _config, ...inherited } = process.env;
+  const child = clone
+    ? spawn(process.execPath, [join(clone, 'apps/cli/dist/main.js'), ...args], { cwd: clone, env: inherited, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], { env: { ...inherited, KAPPA_CONFIG: NO_CONFIG_FILE }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -13,16 +13,19 @@ interface Plan {
   redisAcl: string;
   redisArgs: string[];
   env: Record<string, string>;
+  serviceEnv: Record<string, Record<string, string>>;
+  consoleArgs: string[];
   upJson: Record<string, string>;
   warnings: string[];
 }
 // A plain .mjs script of tools/ (no types, not a workspace package): loaded by its path.
 const upPlanModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'tools/up-plan.mjs')).href);
-const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, wantsPlaintext } = upPlanModule as {
+const { ensureCredentials, ensureTlsMaterial, renderRedisAcl, upPlan, upPorts, wantsPlaintext } = upPlanModule as {
   ensureCredentials(state: string): Record<string, string>;
   ensureTlsMaterial(root: string, state: string): Record<string, string>;
   renderRedisAcl(template: string, password: string): string;
   upPlan(options: Record<string, unknown>): Plan;
+  upPorts(env: Record<string, string | undefined>): Record<string, number>;
   wantsPlaintext(argv: string[], env: Record<string, string | undefined>): boolean;
 };
 
@@ -112,6 +115,28 @@ describe('npm run up plans', () => {
     expect(upJson.tokenFile).toBe(`${state}/grpc-token`);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/WITHOUT TLS/);
+  });
+
+  it('listens on the default ports, or on the ones KAPPA_UP_*_PORT name: the gRPC servers on loopback, each service its own /metrics port, the CLI told where', () => {
+    expect(upPorts({})).toEqual({ nats: 14222, redis: 16379, tagger: 9480, observer: 9481, metrics: 9401, console: 9490 });
+    const { env, serviceEnv, upJson } = plan(false);
+    expect(env).toMatchObject({ KAPPA_GRPC_PORT: '9480', KAPPA_GRPC_HOST: '127.0.0.1', KAPPA_OBSERVER_PORT: '9481', KAPPA_OBSERVER_HOST: '127.0.0.1' });
+    expect(upJson).toMatchObject({ tagger: '127.0.0.1:9480', server: '127.0.0.1:9481' });
+    expect(Object.fromEntries(Object.entries(serviceEnv).map(([s, e]) => [s, e.KAPPA_METRICS_PORT]))).toEqual({ capture: '9401', 'process-enricher': '9402', 'k8s-tagger': '9403', joiner: '9404', exporter: '9405' });
+
+    const ports = upPorts({ KAPPA_UP_NATS_PORT: '4100', KAPPA_UP_REDIS_PORT: '4101', KAPPA_UP_TAGGER_PORT: '4102', KAPPA_UP_OBSERVER_PORT: '4103', KAPPA_UP_METRICS_PORT: '0', KAPPA_UP_CONSOLE_PORT: '4104' });
+    expect(ports).toEqual({ nats: 4100, redis: 4101, tagger: 4102, observer: 4103, metrics: 0, console: 4104 });
+    const moved = upPlan({
+      root: workspaceRoot, state, natsPort: ports.nats, redisPort: ports.redis, taggerPort: ports.tagger, observerPort: ports.observer, metricsPort: ports.metrics, consolePort: ports.console,
+      plaintext: true, credentials: ensureCredentials(state), jsonl: join(state, 'flows.jsonl'), node: 'ksd-node',
+    });
+    expect(moved.natsConfig).toContain('listen: "127.0.0.1:4100"');
+    expect(moved.redisArgs.join(' ')).toContain('--port 4101');
+    expect(moved.env).toMatchObject({ KAPPA_NATS_URL: 'nats://127.0.0.1:4100', KAPPA_GRPC_PORT: '4102', KAPPA_OBSERVER_PORT: '4103' });
+    expect(moved.upJson).toMatchObject({ natsUrl: 'nats://127.0.0.1:4100', tagger: '127.0.0.1:4102', server: '127.0.0.1:4103' });
+    expect(new Set(Object.values(moved.serviceEnv).map((e) => e.KAPPA_METRICS_PORT))).toEqual(new Set(['0']));
+    expect(moved.consoleArgs).toEqual(expect.arrayContaining(['--port=4104', '--server=127.0.0.1:4103']));
+    expect(() => upPorts({ KAPPA_UP_TAGGER_PORT: 'ninety' })).toThrow(/KAPPA_UP_TAGGER_PORT=ninety: not a port/);
   });
 
   it('renders the Redis ACL exactly as the render line of infra/redis/kappa.acl does', () => {

@@ -138,6 +138,8 @@ export const kappaEndElements = {
   backendAddress: 18,
   backendPort: 19,
   uid: 20,
+  /** The end's network namespace inode (Endpoint.netns). */
+  netns: 21,
 } as const;
 
 function endFields(side: 'src' | 'dst'): FieldSpec[] {
@@ -178,7 +180,8 @@ function endFields(side: 'src' | 'dst'): FieldSpec[] {
  * The fields of the data template for one IP version, in record order: fixed-length fields first,
  * then the variable-length strings. At most 60 fields: Wireshark ignores templates with more
  * (its cflow.max_template_fields default), so ids kept in kappaRecordElements / kappaEndElements
- * but not listed here (min RTT, handshake, uid, service namespace, kube container) stay reserved.
+ * but not listed here (min RTT, handshake, uid, service namespace, kube container, netns) stay
+ * reserved.
  */
 export function templateFields(ipVersion: 4 | 6): FieldSpec[] {
   const addr: ElementKind = ipVersion === 4 ? 'ipv4' : 'ipv6';

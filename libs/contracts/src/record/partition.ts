@@ -1,5 +1,6 @@
 // The partition of a record: a hash of its conversation group — protocol, the initiator's ip and
-// port, and the node when the initiator is a loopback address (127.0.0.1 repeats on every node).
+// port, and the node and network namespace when the initiator is a loopback address (127.0.0.1
+// repeats on every node, and in every pod's namespace of one node).
 // That is the group the joiner keys a conversation by, so both vantages of a conversation, and a
 // Service client with its DNAT'd backend (same initiator), fall into one partition.
 import { EndpointSchema, FlowRecordSchema } from '../gen/kappa/flow/v1/flow_pb.js';
@@ -54,15 +55,17 @@ function isLoopbackText(ip: string): boolean {
 
 /**
  * The conversation group's key as the joiner writes it: `<protocol>/<initiator ip>/<initiator
- * port>`, plus `@<node>` for a loopback initiator. partitionOf hashes exactly these bytes.
+ * port>`, plus `@<node>` and, when known, `/<netns>` (the observed end's network namespace) for a
+ * loopback initiator. partitionOf hashes exactly these bytes.
  */
-export function conversationGroup(protocol: number, initiatorIp: string, initiatorPort: number, node: string): string {
-  return `${protocol}/${initiatorIp}/${initiatorPort}${isLoopbackText(initiatorIp) ? `@${node}` : ''}`;
+export function conversationGroup(protocol: number, initiatorIp: string, initiatorPort: number, node: string, netns = 0): string {
+  const scope = isLoopbackText(initiatorIp) ? `@${node}${netns ? `/${netns}` : ''}` : '';
+  return `${protocol}/${initiatorIp}/${initiatorPort}${scope}`;
 }
 
 /** The partition (0 … partitions-1) of a conversation group, from its parts as text. */
-export function partitionOfGroup(protocol: number, initiatorIp: string, initiatorPort: number, node: string, partitions: number): number {
-  const key = Buffer.from(conversationGroup(protocol, initiatorIp, initiatorPort, node), 'utf8');
+export function partitionOfGroup(protocol: number, initiatorIp: string, initiatorPort: number, node: string, partitions: number, netns = 0): number {
+  const key = Buffer.from(conversationGroup(protocol, initiatorIp, initiatorPort, node, netns), 'utf8');
   let hash = FNV_OFFSET;
   for (let i = 0; i < key.length; i++) hash = fnvByte(hash, key[i]!);
   return finish(hash, partitions);
@@ -70,7 +73,12 @@ export function partitionOfGroup(protocol: number, initiatorIp: string, initiato
 
 /** The partition of a FlowRecord object (tests, tools, the object-model code). */
 export function partitionOfRecord(record: FlowRecord, partitions: number): number {
-  return partitionOfGroup(record.protocol, record.src?.ip ?? '', record.src?.port ?? 0, record.node, partitions);
+  return partitionOfGroup(record.protocol, record.src?.ip ?? '', record.src?.port ?? 0, record.node, partitions, observedNetns(record));
+}
+
+/** The network namespace of the end the record's node observed (capture sets it there only). */
+export function observedNetns(record: FlowRecord): number {
+  return record.src?.netns || record.dst?.netns || 0;
 }
 
 /**
@@ -79,6 +87,7 @@ export function partitionOfRecord(record: FlowRecord, partitions: number): numbe
  */
 export class Partitioner {
   private readonly src = new MessageCursor(EndpointSchema);
+  private readonly dst = new MessageCursor(EndpointSchema);
 
   constructor(readonly partitions: number = DEFAULT_PARTITIONS) {
     if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be a positive integer, not ${partitions}`);
@@ -107,6 +116,9 @@ export class Partitioner {
         const end = record.fieldEnd(RECORD.node);
         for (let i = start; i < end; i++) hash = fnvByte(hash, bytes[i]!);
       }
+      let netns = src.uint32(ENDPOINT.netns);
+      if (!netns && record.message(RECORD.dst, this.dst)) netns = this.dst.uint32(ENDPOINT.netns);
+      if (netns) hash = fnvDecimal(fnvByte(hash, SLASH), netns);
     }
     return finish(hash, this.partitions);
   }
