@@ -44,6 +44,7 @@ function generated(count: number): FlowRecord[] {
     return {
       ip: pick(['10.0.0.1', '192.168.7.200', '2001:db8::1', '::ffff:10.1.2.3', 'fe80::1:2', '']),
       port: Math.floor(rnd() * 65536),
+      netns: rnd() < 0.5 ? Math.floor(rnd() * 2 ** 32) : 0,
       process: rnd() < 0.2 ? undefined : { pid: Math.floor(rnd() * 4_000_000), name: text(), containerName: rnd() < 0.5 ? text() : '' },
       kube:
         rnd() < 0.2

@@ -88,6 +88,7 @@ function endReaders(side: 'src' | 'dst'): Record<string, ColumnWriter> {
   const readers: Record<string, ColumnWriter> = {
     ip: text(endpoint, E.ip),
     port: uint(endpoint, E.port),
+    netns: uint(endpoint, E.netns),
     namespace: text(kube, K.objectNamespace),
     workload: text(kube, K.workloadName),
     workload_kind: text(kube, K.workloadKind),
