@@ -16,11 +16,11 @@ import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contrac
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { cgroup2Mount, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
-import { recordId } from '../../apps/capture/src/records.js';
 import { describeCluster } from '../../tests/e2e/src/cluster.js';
 import { logTail, startService, stopService } from '../../tests/e2e/src/services.js';
 import type { RunningService } from '../../tests/e2e/src/services.js';
 import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
+// @ts-expect-error report.mjs is plain JavaScript without declarations
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
@@ -68,6 +68,13 @@ const topology: Topology = {
   pods,
   external: { netns: '', hostVeth: '', ipv4: '203.0.113.9', ipv6: '2001:db8::9' },
   service: { name: 'app-0', namespace: 'shop', ipv4: '10.96.0.10', port: 80, backend: pods[0]!, targetPort: 8080 },
+  // The other Service kinds the e2e cluster describes (the generator's records use none of them).
+  kinds: {
+    loadBalancer: { name: 'app-lb', namespace: 'shop', clusterIP: '10.96.0.20', port: 80, nodePort: 30080, ingressIP: '203.0.113.10', externalIP: '192.0.2.10', backend: pods[1]!, targetPort: 8080 },
+    headless: { name: 'app-headless', namespace: 'shop', port: 8080, app: 'app-1' },
+    hostNetwork: { name: 'agent-b', namespace: 'kube-system', workload: 'agent', node: 'node-b', ip: '192.168.77.2', port: 9100, uid: '00000000-0000-4000-8000-0000000a9e17', containerId: 'a9e17'.padEnd(64, '0'), containerName: 'agent', cgroup: join(cgroupRoot, 'node-b', 'agent') },
+  },
+  hostNetns: '',
   root: cgroupRoot,
 };
 
@@ -84,8 +91,9 @@ function recordsOf(k: number, startNs: bigint, endNs: bigint): [FlowRecord, Flow
   const process = (p: BenchPod) => ({ pid: p.pid, name: 'sleep', cgroupId: p.cgroupId });
   const src = newFlowRecord({ ...common, node: client.node, vantage: Vantage.SRC, src: { ip: client.ipv4, port, process: process(client) }, dst: { ip: peer.ipv4, port: 8080 }, tcp });
   const dst = newFlowRecord({ ...common, node: peer.node, vantage: Vantage.DST, src: { ip: client.ipv4, port }, dst: { ip: peer.ipv4, port: 8080, process: process(peer) }, tcp });
-  src.id = recordId(src);
-  dst.id = recordId(dst);
+  // Stable identity (node, vantage, conversation, interval), as capture gives its records.
+  src.id = `${src.node}/src/${k}/${endNs}`;
+  dst.id = `${dst.node}/dst/${k}/${endNs}`;
   return [src, dst];
 }
 
@@ -151,7 +159,9 @@ const services: RunningService[] = [
   stage('joiner', 'joiner', [`--redis-url=${redis.url}`, `--interval=${TICK_MS}ms`, '--instance=bench']),
   stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false']),
 ];
-const durables = ['process-enricher-node-a', 'process-enricher-node-b', 'k8s-tagger', 'joiner', 'exporter'];
+/** The consumers in front of each stage; the joiner has one per partition (joiner-p<k>). */
+const PARTITIONS = 16;
+const durables: string[][] = [['process-enricher-node-a'], ['process-enricher-node-b'], ['k8s-tagger'], Array.from({ length: PARTITIONS }, (_, k) => `joiner-p${k}`), ['exporter']];
 /** Every process of the run, and whether its main thread is the one doing the work (Node, Redis). */
 const processes: { name: string; pid: () => number | undefined; mainThread: boolean }[] = [
   ...services.map((s) => ({ name: s.name.replace('process-enricher-', 'enricher '), pid: () => s.child.pid, mainThread: true })),
@@ -173,9 +183,14 @@ function usage(pid: number | undefined): { cpu: number; wantedCpu: number } {
 }
 
 async function pendingPerStage(): Promise<number[]> {
-  return Promise.all(durables.map(async (d) => {
-    const info = await bus.consumerInfo(d).catch(() => undefined);
-    return info ? info.num_pending + info.num_ack_pending : NaN;
+  return Promise.all(durables.map(async (names) => {
+    let pending = 0;
+    for (const name of names) {
+      const info = await bus.consumerInfo(name).catch(() => undefined);
+      if (!info) return NaN;
+      pending += info.num_pending + info.num_ack_pending;
+    }
+    return pending;
   }));
 }
 
@@ -323,7 +338,7 @@ const markdown = [
     steps.map((s) => [f(s.offered), ...s.cpu.map((c, i) => (Number.isNaN(s.wanted[i]!) ? f(c) : `${f(c)} / ${f(s.wanted[i]!)}`))]),
   ),
   '',
-  'CPU milliseconds per 1 000 records, at the rates held (each stage handled every record sent):',
+  'CPU µs per record (= ms per 1 000 records), at the rates held (each stage handled every record sent):',
   '',
   table(
     ['sent, records/s', ...processes.map((p) => p.name)],

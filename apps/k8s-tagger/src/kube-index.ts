@@ -8,7 +8,7 @@ import { create, KubeSchema } from '@kappa/contracts';
 import type { Kube } from '@kappa/contracts';
 import type { V1EndpointSlice, V1Namespace, V1Node, V1ObjectMeta, V1Pod, V1Service } from '@kubernetes/client-node';
 import { PodNetworks } from './index/cidr.js';
-import type { NodeGetter, PodGetter, ServiceGetter, WorkloadGetter } from './index/getters.js';
+import type { NodeGetter, PodGetter, ServiceGetter, ServiceRef, WorkloadGetter } from './index/getters.js';
 import { nowNs } from './index/getters.js';
 import { NodeStore } from './index/nodes.js';
 import type { NodeEntry } from './index/nodes.js';
@@ -45,6 +45,39 @@ export type EndpointResolution =
   | { type: 'node'; kube: Kube }
   | { type: 'none' };
 
+/**
+ * A tag as the index holds it, without a copy (the tagger's byte path encodes each distinct tag
+ * once): `base` is shared and stays the same object while what it says is unchanged — never
+ * change it; `service` is the Service that selects a pod backend on the flow's port (its
+ * service_name/namespace). Filled by containerTag/ipTag into a caller's object.
+ */
+export interface KubeTag {
+  type: 'pod' | 'service' | 'node' | 'none';
+  base: Kube | undefined;
+  service: ServiceRef | undefined;
+}
+
+export function newKubeTag(): KubeTag {
+  return { type: 'none', base: undefined, service: undefined };
+}
+
+function setTag(out: KubeTag, type: KubeTag['type'], base: Kube | undefined, service: ServiceRef | undefined): boolean {
+  out.type = type;
+  out.base = base;
+  out.service = service;
+  return type !== 'none';
+}
+
+/** The tags a KubeTag stands for, as a new Kube. */
+function kubeOfTag(tag: KubeTag): Kube {
+  const kube = { ...tag.base! };
+  if (tag.service) {
+    kube.serviceName = tag.service.name;
+    kube.serviceNamespace = tag.service.namespace;
+  }
+  return kube;
+}
+
 /** What the index saves so a restarted tagger still knows deleted pods and Services. */
 export type SavedObject = { kind: 'pod'; pod: PodSnapshot } | { kind: 'service'; service: ServiceSnapshot };
 
@@ -74,6 +107,8 @@ export class KubeIndex {
   private readonly nodeStore: NodeStore;
   private readonly ownerStore: OwnerStore;
   private readonly listeners = new Set<(change: IndexChange) => void>();
+  /** Scratch tag of the copying getters (resolveContainer, resolveIp). */
+  private readonly scratch = newKubeTag();
   private kubeSystemUid: string | undefined;
   /** The latest flow time tagged (event time), never ahead of the wall clock. */
   private watermarkNs = 0n;
@@ -232,9 +267,10 @@ export class KubeIndex {
 
   // ---- tags ----
 
-  // Tags are built once per object and handed out as shallow copies (protobuf-es messages are
-  // plain objects), so tagging a record costs map lookups and two small copies.
-  private podKube(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip = pod.ips[0]): Kube {
+  // Tags are built once per object and shared (the byte path encodes each once); the copying
+  // getters hand out shallow copies (protobuf-es messages are plain objects).
+  /** The pod's tag for one container name, rebuilt when the pod or the owners change. */
+  private podBase(pod: PodEntry, containerName: string | undefined): Kube {
     let cache = pod.kubeCache as { ownersVersion: number; byContainer: Map<string, Kube> } | undefined;
     if (!cache || cache.ownersVersion !== this.ownerStore.version) {
       cache = { ownersVersion: this.ownerStore.version, byContainer: new Map() };
@@ -257,16 +293,20 @@ export class KubeIndex {
       });
       cache.byContainer.set(containerName ?? '', base);
     }
-    const kube = { ...base };
-    const service = ip !== undefined && port ? this.serviceStore.serviceForBackend(ip, port) : undefined;
-    if (service) {
-      kube.serviceName = service.name;
-      kube.serviceNamespace = service.namespace;
-    }
-    return kube;
+    return base;
   }
 
-  private serviceKube(service: ServiceEntry): Kube {
+  /** The pod's tag and the Service that selects it as a backend on `port` (at `ip`). */
+  private podTag(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip: string | undefined, out: KubeTag): boolean {
+    return setTag(out, 'pod', this.podBase(pod, containerName), ip !== undefined && port ? this.serviceStore.serviceForBackend(ip, port) : undefined);
+  }
+
+  private podKube(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip = pod.ips[0]): Kube {
+    this.podTag(pod, containerName, port, ip, this.scratch);
+    return kubeOfTag(this.scratch);
+  }
+
+  private serviceBase(service: ServiceEntry): Kube {
     service.kube ??= create(KubeSchema, {
       objectName: service.name,
       objectNamespace: service.namespace,
@@ -279,10 +319,14 @@ export class KubeIndex {
       serviceNamespace: service.namespace,
       objectUid: service.uid,
     });
-    return { ...(service.kube as Kube) };
+    return service.kube as Kube;
   }
 
-  private nodeKube(node: NodeEntry): Kube {
+  private serviceKube(service: ServiceEntry): Kube {
+    return { ...this.serviceBase(service) };
+  }
+
+  private nodeBase(node: NodeEntry): Kube {
     node.kube ??= create(KubeSchema, {
       node: node.name,
       objectName: node.name,
@@ -292,14 +336,16 @@ export class KubeIndex {
       labels: node.labels,
       objectUid: node.uid,
     });
-    return { ...(node.kube as Kube) };
+    return node.kube as Kube;
+  }
+
+  private nodeKube(node: NodeEntry): Kube {
+    return { ...this.nodeBase(node) };
   }
 
   /** The pod and container a container id belongs to (hostNetwork pods included). */
   resolveContainer(containerId: string, port?: number): EndpointResolution {
-    const found = this.podStore.podByContainer(containerId);
-    if (!found) return { type: 'none' };
-    return { type: 'pod', kube: this.podKube(found.pod, found.containerName, found.pod.hostNetwork ? undefined : port) };
+    return this.resolution(this.containerTag(containerId, port, this.scratch));
   }
 
   /**
@@ -308,17 +354,41 @@ export class KubeIndex {
    * that held the IP then, or nothing.
    */
   resolveIp(ip: string, atNs: bigint, port = 0, protocol = 6): EndpointResolution {
+    return this.resolution(this.ipTag(ip, atNs, port, protocol, this.scratch));
+  }
+
+  private resolution(found: boolean): EndpointResolution {
+    const tag = this.scratch;
+    if (!found || tag.type === 'none') return { type: 'none' };
+    return { type: tag.type, kube: kubeOfTag(tag) };
+  }
+
+  /** resolveContainer without a copy, into `out` (see KubeTag); false: not known. */
+  containerTag(containerId: string, port: number | undefined, out: KubeTag): boolean {
+    const found = this.podStore.podByContainer(containerId);
+    if (!found) return setTag(out, 'none', undefined, undefined);
+    return this.podTag(found.pod, found.containerName, found.pod.hostNetwork ? undefined : port, found.pod.ips[0], out);
+  }
+
+  /** resolveIp without a copy, into `out` (see KubeTag); false: nothing at that address. */
+  ipTag(ip: string, atNs: bigint, port: number, protocol: number, out: KubeTag): boolean {
     const service = this.serviceStore.serviceAt(ip, port, protocol, atNs);
-    if (service) return { type: 'service', kube: this.serviceKube(service) };
+    if (service) return setTag(out, 'service', this.serviceBase(service), undefined);
     const node = this.nodeStore.nodeByIp(ip);
     if (node) {
       const hostPod = port ? this.podStore.podOnHostPort(ip, port, protocol, atNs) : undefined;
-      if (hostPod) return { type: 'pod', kube: this.podKube(hostPod, undefined, undefined) };
-      return { type: 'node', kube: this.nodeKube(node) };
+      if (hostPod) return this.podTag(hostPod, undefined, undefined, undefined, out);
+      return setTag(out, 'node', this.nodeBase(node), undefined);
     }
     const pod = this.podStore.podAt(ip, atNs);
-    if (pod) return { type: 'pod', kube: this.podKube(pod, undefined, port, ip) };
-    return { type: 'none' };
+    if (pod) return this.podTag(pod, undefined, port, ip, out);
+    return setTag(out, 'none', undefined, undefined);
+  }
+
+  /** A node's tag by name, without a copy (never change it). */
+  nodeTag(name: string): Kube | undefined {
+    const node = this.nodeStore.nodeByName(name);
+    return node ? this.nodeBase(node) : undefined;
   }
 
   /** Whether an address nothing resolves is a pod the index has not seen yet (it lies in a pod

@@ -1,12 +1,17 @@
-// Fills Endpoint.kube on both ends of every record of a batch: the local end (the vantage says
-// which) by container id first, then IP; the remote end by IP and port, as of the time of the
-// flow (endpoint-resolver.ts). A batch with an end whose pod is not known yet is held (the bus
-// redelivers it later) until its hold deadline; past it, such ends are tagged `unknown`.
+// Fills Endpoint.kube on both ends of every record of a batch, as bytes: the local end (the
+// vantage says which) by container id first, then IP; the remote end by IP and port, as of the
+// time of the flow (endpoint-resolver.ts). Each distinct tag (an object's, with the Service that
+// selects the backend and the observing node) is encoded once and spliced into the records'
+// received bytes; nothing else of a record is decoded or re-encoded. A batch with an end whose
+// pod is not known yet is held (the bus redelivers it later) until its hold deadline; past it,
+// such ends are tagged `unknown`.
 import { HoldBatch, subjects } from '@kappa/bus';
 import type { StageTransform } from '@kappa/bus';
-import { create, decodeFlowBatch, EndpointSchema, FlowRecordSchema, KubeSchema, partitionOfRecord, toBinary, Vantage } from '@kappa/contracts';
-import type { FlowBatch, FlowRecord, Kube } from '@kappa/contracts';
-import { localEnd, remoteEnd } from './endpoint-resolver.js';
+import { create, decodeFlowBatch, encodeField, encodeFlowBatch, EndpointSchema, FlowBatchView, FlowBatchWriter, FlowFields, KubeSchema, MessageCursor, Partitioner, ProcessSchema, StringInterner, toBinary, Vantage } from '@kappa/contracts';
+import type { FlowBatch, Kube } from '@kappa/contracts';
+import { kubeOf, localEnd, newEndTag, remoteEnd } from './endpoint-resolver.js';
+import type { EndFacts, EndTag } from './endpoint-resolver.js';
+import { newKubeTag } from './kube-index.js';
 import type { KubeIndex } from './kube-index.js';
 import type { TaggerMetrics } from './metrics.js';
 
@@ -37,71 +42,6 @@ export interface HoldPolicy {
   retryDelayMs: number;
 }
 
-const EMPTY_KUBE: Kube = create(KubeSchema);
-
-/** The time a record's tags must reflect: the start of its interval. */
-function flowTime(record: FlowRecord, fallbackNs: bigint): bigint {
-  if (record.startNs > 0n) return record.startNs;
-  if (record.firstSeenNs > 0n) return record.firstSeenNs;
-  return fallbackNs;
-}
-
-/**
- * Tags every record of the batch in place and returns it re-stamped for kappa.flow.tagged, with
- * an id derived from the input's so a redelivered input republishes under the same id.
- * Throws HoldBatch when an end's pod is not known yet and the hold policy allows waiting.
- */
-export function tagBatch(tagger: Tagger, input: FlowBatch, producer: string, stats: TaggingStats, hold?: HoldPolicy): FlowBatch {
-  const clusterId = tagger.clusterId();
-  const index = tagger.index;
-  const fallbackNs = input.createdNs > 0n ? input.createdNs : BigInt(Date.now()) * 1_000_000n;
-  let pending = 0;
-  let pendingLocal = 0;
-  let pendingRemote = 0;
-  let latestNs = 0n;
-  for (const record of input.records) {
-    const atNs = flowTime(record, fallbackNs);
-    if (atNs > latestNs) latestNs = atNs;
-    record.src ??= create(EndpointSchema);
-    record.dst ??= create(EndpointSchema);
-    // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
-    const localIsDst = record.vantage === Vantage.DST;
-    const local = localIsDst ? record.dst : record.src;
-    const remote = localIsDst ? record.src : record.dst;
-    stats.records += 1;
-    if (clusterId !== 0) record.clusterId = clusterId;
-    if (!index) {
-      local.kube = { ...EMPTY_KUBE, node: record.node };
-      continue;
-    }
-    const l = localEnd(index, record.node, local, record.protocol, atNs);
-    const r = remoteEnd(index, record.node, remote, record.protocol, atNs);
-    local.kube = l.kube;
-    remote.kube = r.kube;
-    if (l.hit) stats.hits.local += 1;
-    else stats.misses.local += 1;
-    if (r.hit) stats.hits.remote += 1;
-    else stats.misses.remote += 1;
-    if (l.pending) pendingLocal += 1;
-    if (r.pending) pendingRemote += 1;
-    if (l.pending || r.pending) pending += 1;
-  }
-  stats.pending.local += pendingLocal;
-  stats.pending.remote += pendingRemote;
-  if (pending > 0 && hold && hold.nowNs < hold.deadlineNs) {
-    const leftMs = Number((hold.deadlineNs - hold.nowNs) / 1_000_000n);
-    throw new HoldBatch(Math.max(1, Math.min(hold.retryDelayMs, leftMs)), 'pod-not-known');
-  }
-  stats.unknown.local += pendingLocal;
-  stats.unknown.remote += pendingRemote;
-  index?.observeFlowTime(latestNs);
-  // The input batch is ours once decoded: re-stamp it rather than copy 1000 records.
-  input.batchId = `k8s-tagger:${input.batchId}`;
-  input.producer = producer;
-  input.createdNs = BigInt(Date.now()) * 1_000_000n;
-  return input;
-}
-
 export function emptyStats(): TaggingStats {
   return {
     records: 0,
@@ -112,38 +52,276 @@ export function emptyStats(): TaggingStats {
   };
 }
 
+const R = FlowFields.FlowRecord;
+const E = FlowFields.Endpoint;
+const P = FlowFields.Process;
+const EMPTY = new Uint8Array(0);
+const KUBEPODS = Buffer.from('kubepods');
+
+/** A Kube as the `kube` field of an Endpoint: tag, length, payload. */
+function kubeField(kube: Kube): Uint8Array {
+  return encodeField(E.kube, toBinary(KubeSchema, kube));
+}
+
+/** The encoded kube fields of one shared base: the last one used, and the others by Service and node. */
+interface BaseFields {
+  service: EndTag['service'];
+  node: string | undefined;
+  field: Uint8Array | undefined;
+  others: Map<string, Map<string, Uint8Array>> | undefined;
+}
+
+/**
+ * Encoded kube fields, one per distinct tag: per shared base (the index's tag object, which is
+ * replaced whenever what it says changes; gone with it), Service name and namespace, and node.
+ */
+class KubeFields {
+  private readonly byBase = new WeakMap<Kube, BaseFields>();
+  private readonly nodeOnly = new Map<string, Uint8Array>();
+
+  of(tag: EndTag): Uint8Array {
+    let entry = this.byBase.get(tag.base);
+    if (!entry) this.byBase.set(tag.base, (entry = { service: undefined, node: undefined, field: undefined, others: undefined }));
+    // Most ends of one object come with the same Service and node as the last time.
+    const service = tag.service;
+    const node = tag.node;
+    if (entry.field !== undefined && entry.service === service && entry.node === node) return entry.field;
+    const key = node === undefined ? '\0' : node;
+    const serviceKey = service === undefined ? '' : `${service.namespace}/${service.name}`;
+    entry.others ??= new Map();
+    let byNode = entry.others.get(serviceKey);
+    if (!byNode) entry.others.set(serviceKey, (byNode = new Map()));
+    let field = byNode.get(key);
+    if (!field) {
+      if (byNode.size >= 4096) byNode.clear();
+      byNode.set(key, (field = kubeField(kubeOf(tag))));
+    }
+    entry.service = service;
+    entry.node = node;
+    entry.field = field;
+    return field;
+  }
+
+  /** No cluster configured: the local end is its node, by name only. */
+  node(node: string): Uint8Array {
+    let field = this.nodeOnly.get(node);
+    if (!field) {
+      if (this.nodeOnly.size >= 4096) this.nodeOnly.clear();
+      this.nodeOnly.set(node, (field = kubeField(create(KubeSchema, { node }))));
+    }
+    return field;
+  }
+}
+
+/** Tags batches as bytes; one per stage (its cursors, strings and encoded tags are reused). */
+export class BatchTagger {
+  private readonly record = FlowBatchView.recordCursor();
+  private readonly local = new MessageCursor(EndpointSchema);
+  private readonly remote = new MessageCursor(EndpointSchema);
+  private readonly process = new MessageCursor(ProcessSchema);
+  private readonly strings = new StringInterner(65_536);
+  private readonly fields = new KubeFields();
+  private readonly localFacts: EndFacts = { ip: '', port: 0, containerId: '', inPodCgroup: false };
+  private readonly remoteFacts: EndFacts = { ip: '', port: 0, containerId: '', inPodCgroup: false };
+  private readonly localTag = newEndTag();
+  private readonly remoteTag = newEndTag();
+  private readonly indexTag = newKubeTag();
+  /** Per record of the batch: the encoded kube field of the local end and of the remote end. */
+  private tags: (Uint8Array | undefined)[] = [];
+  // The record being written, read by the hoisted emit callbacks.
+  private writer: FlowBatchWriter | undefined;
+  private localField = 0;
+  private localKube: Uint8Array = EMPTY;
+  private remoteKube: Uint8Array | undefined;
+  private endpointKube: Uint8Array = EMPTY;
+  private clusterId = 0;
+  private readonly emitKube = (): void => {
+    this.writer!.raw(this.endpointKube);
+  };
+  private readonly emitRecordField = (field: number): void => {
+    const writer = this.writer!;
+    if (field === R.clusterId) {
+      writer.uint32Field(R.clusterId, this.clusterId);
+      return;
+    }
+    const isLocal = field === this.localField;
+    const kube = isLocal ? this.localKube : this.remoteKube;
+    const record = this.record;
+    const present = record.has(field);
+    if (kube === undefined) {
+      // No tag for this end (no cluster): as it came, or an empty Endpoint.
+      if (present) writer.raw(record.bytes, record.fieldStart(field), record.fieldEnd(field));
+      else writer.bytesField(field, EMPTY, true);
+      return;
+    }
+    const mark = writer.begin(field, 2);
+    this.endpointKube = kube;
+    if (present) writer.copyReplacing(isLocal ? this.local : this.remote, [E.kube], this.emitKube);
+    else writer.raw(kube);
+    writer.end(mark);
+  };
+
+  constructor(private readonly tagger: Tagger) {}
+
+  /**
+   * Tags every record of `view` into `writer` (a batch already open). Throws HoldBatch (nothing
+   * written) when an end's pod is not known yet and `hold` allows waiting.
+   */
+  tagInto(view: FlowBatchView, writer: FlowBatchWriter, stats: TaggingStats, hold?: HoldPolicy): void {
+    const n = view.length;
+    if (this.tags.length < 2 * n) this.tags = new Array<Uint8Array | undefined>(2 * n);
+    this.resolve(view, stats, hold);
+    const clusterId = this.tagger.clusterId();
+    const replaced = clusterId !== 0 ? REPLACED_WITH_CLUSTER : REPLACED;
+    this.clusterId = clusterId;
+    this.writer = writer;
+    const record = this.record;
+    for (let i = 0; i < n; i++) {
+      view.record(i, record);
+      const localIsDst = record.int32(R.vantage) === Vantage.DST;
+      this.localField = localIsDst ? R.dst : R.src;
+      record.message(this.localField, this.local);
+      record.message(localIsDst ? R.src : R.dst, this.remote);
+      this.localKube = this.tags[2 * i]!;
+      this.remoteKube = this.tags[2 * i + 1];
+      writer.beginRecord();
+      writer.copyReplacing(record, replaced, this.emitRecordField);
+      writer.endRecord();
+    }
+    this.writer = undefined;
+    this.tags.fill(undefined, 0, 2 * n);
+  }
+
+  /** Pass 1: each record's two encoded tags, the counts, and whether to hold the batch. */
+  private resolve(view: FlowBatchView, stats: TaggingStats, hold: HoldPolicy | undefined): void {
+    const index = this.tagger.index;
+    const createdNs = view.createdNs;
+    const fallbackNs = createdNs > 0n ? createdNs : BigInt(Date.now()) * 1_000_000n;
+    const record = this.record;
+    let pending = 0;
+    let pendingLocal = 0;
+    let pendingRemote = 0;
+    let latestNs = 0n;
+    for (let i = 0; i < view.length; i++) {
+      view.record(i, record);
+      stats.records += 1;
+      const node = record.interned(R.node, this.strings);
+      if (!index) {
+        this.tags[2 * i] = this.fields.node(node);
+        this.tags[2 * i + 1] = undefined;
+        continue;
+      }
+      // The time a record's tags must reflect: the start of its interval.
+      const atNs = !record.isZero(R.startNs) ? record.uint64(R.startNs) : !record.isZero(R.firstSeenNs) ? record.uint64(R.firstSeenNs) : fallbackNs;
+      if (atNs > latestNs) latestNs = atNs;
+      // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
+      const localIsDst = record.int32(R.vantage) === Vantage.DST;
+      record.message(localIsDst ? R.dst : R.src, this.local);
+      record.message(localIsDst ? R.src : R.dst, this.remote);
+      const protocol = record.uint32(R.protocol);
+      const l = localEnd(index, node, this.facts(this.local, this.localFacts, true), protocol, atNs, this.indexTag, this.localTag);
+      const r = remoteEnd(index, node, this.facts(this.remote, this.remoteFacts, false), protocol, atNs, this.indexTag, this.remoteTag);
+      this.tags[2 * i] = this.fields.of(l);
+      this.tags[2 * i + 1] = this.fields.of(r);
+      if (l.hit) stats.hits.local += 1;
+      else stats.misses.local += 1;
+      if (r.hit) stats.hits.remote += 1;
+      else stats.misses.remote += 1;
+      if (l.pending) pendingLocal += 1;
+      if (r.pending) pendingRemote += 1;
+      if (l.pending || r.pending) pending += 1;
+    }
+    stats.pending.local += pendingLocal;
+    stats.pending.remote += pendingRemote;
+    if (pending > 0 && hold && hold.nowNs < hold.deadlineNs) {
+      const leftMs = Number((hold.deadlineNs - hold.nowNs) / 1_000_000n);
+      throw new HoldBatch(Math.max(1, Math.min(hold.retryDelayMs, leftMs)), 'pod-not-known');
+    }
+    stats.unknown.local += pendingLocal;
+    stats.unknown.remote += pendingRemote;
+    if (index) index.observeFlowTime(latestNs);
+  }
+
+  /** What the resolver reads of the end under `end` (strings interned: no allocation). */
+  private facts(end: MessageCursor, facts: EndFacts, local: boolean): EndFacts {
+    facts.ip = end.byteLength(E.ip) > 0 ? end.interned(E.ip, this.strings) : '';
+    facts.port = end.uint32(E.port);
+    facts.containerId = '';
+    facts.inPodCgroup = false;
+    if (local && end.message(E.process, this.process)) {
+      const process = this.process;
+      if (process.byteLength(P.containerId) > 0) facts.containerId = process.interned(P.containerId, this.strings);
+      facts.inPodCgroup = contains(process.bytes, process.payloadStart(P.cgroupPath), process.fieldEnd(P.cgroupPath), KUBEPODS);
+    }
+    return facts;
+  }
+}
+
+const REPLACED = [R.src, R.dst].sort((a, b) => a - b);
+const REPLACED_WITH_CLUSTER = [R.src, R.dst, R.clusterId].sort((a, b) => a - b);
+
+/** Whether bytes[start, end) contains `needle` (start < 0: the field is absent). */
+function contains(bytes: Uint8Array, start: number, end: number, needle: Uint8Array): boolean {
+  if (start < 0) return false;
+  const last = end - needle.length;
+  outer: for (let i = start; i <= last; i++) {
+    for (let j = 0; j < needle.length; j++) if (bytes[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
 /**
  * The stage transform: one input batch of partition k → one tagged output batch of partition k
  * (kappa.flow.tagged.p<k>, id `k8s-tagger:<input id>`). Input without a partition token (an
- * enricher of an older version) is routed record by record.
+ * enricher of an older version) is routed record by record (`…:p<k>` outputs).
  */
 export function tagTransform(tagger: Tagger, partitions: number, holdMaxMs = 10_000): StageTransform {
+  const batchTagger = new BatchTagger(tagger);
+  const partitioner = new Partitioner(partitions);
+  const cursor = FlowBatchView.recordCursor();
   return ({ view, partition, storedNs }, output) => {
     const stats = emptyStats();
     // Ends whose pod is not known yet hold the batch (HoldBatch: the runner naks it with the
     // delay) until holdMaxMs after its first arrival.
     const hold = { nowNs: BigInt(Date.now()) * 1_000_000n, deadlineNs: storedNs + BigInt(holdMaxMs) * 1_000_000n, retryDelayMs: 500 };
-    let tagged: FlowBatch;
     try {
-      tagged = tagBatch(tagger, decodeFlowBatch(view.bytes), '', stats, hold);
+      if (partition !== undefined) {
+        batchTagger.tagInto(view, output.batch(subjects.tagged(partition)), stats, hold);
+      } else {
+        // Legacy input: tagged whole (one hold decision), then split by partition.
+        const tagged = new FlowBatchWriter();
+        tagged.open({ batchId: view.batchId, producer: view.producer, createdNs: view.createdNs }, Number.MAX_SAFE_INTEGER);
+        batchTagger.tagInto(view, tagged, stats, hold);
+        const all = new FlowBatchView().parse(tagged.parts()[0]!.bytes);
+        const byPartition = new Map<number, number[]>();
+        for (let i = 0; i < all.length; i++) {
+          const k = partitioner.of(all.record(i, cursor));
+          let list = byPartition.get(k);
+          if (!list) byPartition.set(k, (list = []));
+          list.push(i);
+        }
+        for (const [k, indexes] of [...byPartition].sort((a, b) => a[0] - b[0])) {
+          const writer = output.batch(subjects.tagged(k), `p${k}`);
+          for (const i of indexes) writer.copyRecord(all, i);
+        }
+      }
     } catch (error) {
       if (error instanceof HoldBatch) tagger.metrics?.recordHeld(stats);
       throw error;
     }
     tagger.metrics?.recordTagged(stats);
-    if (partition !== undefined) {
-      const writer = output.batch(subjects.tagged(partition));
-      for (const record of tagged.records) writer.recordBytes(toBinary(FlowRecordSchema, record));
-    } else {
-      const byPartition = new Map<number, FlowRecord[]>();
-      for (const record of tagged.records) {
-        const k = partitionOfRecord(record, partitions);
-        byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
-      }
-      for (const [k, records] of [...byPartition].sort((a, b) => a[0] - b[0])) {
-        const writer = output.batch(subjects.tagged(k), `p${k}`);
-        for (const record of records) writer.recordBytes(toBinary(FlowRecordSchema, record));
-      }
-    }
   };
+}
+
+/**
+ * Tags a FlowBatch object through the byte path (tests, tools): encoded, tagged as bytes,
+ * decoded; re-stamped `k8s-tagger:<id>` with `producer`. Throws HoldBatch as the transform does.
+ */
+export function tagBatch(tagger: Tagger, input: FlowBatch, producer: string, stats: TaggingStats, hold?: HoldPolicy): FlowBatch {
+  const view = new FlowBatchView().parse(encodeFlowBatch(input));
+  const writer = new FlowBatchWriter();
+  writer.open({ batchId: `k8s-tagger:${input.batchId}`, producer, createdNs: BigInt(Date.now()) * 1_000_000n }, Number.MAX_SAFE_INTEGER);
+  new BatchTagger(tagger).tagInto(view, writer, stats, hold);
+  return decodeFlowBatch(writer.parts()[0]!.bytes);
 }

@@ -80,16 +80,21 @@ export class PodNetworks {
   contains(ip: string): boolean {
     const cached = this.cache.get(ip);
     if (cached !== undefined) return cached;
-    let answer: boolean;
-    if (this.configured.length === 0 && this.nodeCidrs.size === 0) {
-      answer = this.learned.has(prefixOf(ip));
-    } else {
-      const address = ipToBytes(ip);
-      answer = this.configured.some((c) => contains(c, address));
-      for (const cidrs of this.nodeCidrs.values()) {
-        if (answer) break;
-        answer = cidrs.some((c) => contains(c, address));
+    let answer = false;
+    try {
+      if (this.configured.length === 0 && this.nodeCidrs.size === 0) {
+        answer = this.learned.has(prefixOf(ip));
+      } else {
+        const address = ipToBytes(ip);
+        answer = this.configured.some((c) => contains(c, address));
+        for (const cidrs of this.nodeCidrs.values()) {
+          if (answer) break;
+          answer = cidrs.some((c) => contains(c, address));
+        }
       }
+    } catch {
+      // Not an address at all (a record from a hostile or broken producer): in no pod network.
+      answer = false;
     }
     if (this.cache.size >= 65_536) this.cache.clear();
     this.cache.set(ip, answer);
