@@ -698,8 +698,7 @@ static __always_inline void claim_owner(struct kappa_sock *s)
 /* Request -> response latency at the socket layer: the first send of a request and the receive
  * that follows on the same socket are one pair. Storage exists only for sockets of the attached
  * cgroup, so these global tracepoints ignore every other socket at the first lookup. */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
+static __always_inline int on_sock_send(struct sock *sk, int ret)
 {
 	if (ret <= 0)
 		return 0;
@@ -712,8 +711,7 @@ int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
+static __always_inline int on_sock_recv(struct sock *sk, int ret, int flags)
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
@@ -840,6 +838,23 @@ int kappa_drain_sockets(struct bpf_iter__task_file *ctx)
 	}
 	return 0;
 }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kappa_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_send(sk, ret);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kappa_sock_recv, struct sock *sk, int ret, int flags)
+{
+	return on_sock_recv(sk, ret, flags);
+}
+
+/* The same at fexit of inet(6)_sendmsg/recvmsg, for kernels before 6.3 (userspace loads one or
+ * the other). */
+#include "kappa_hooks_fexit.h"
+#include "kappa_hooks_synack6.h"
 
 /* ---- interface mode --------------------------------------------------------------------- */
 

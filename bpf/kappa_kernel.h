@@ -6,6 +6,11 @@
 #ifndef KAPPA_KERNEL_H
 #define KAPPA_KERNEL_H
 
+#ifdef KAPPA_KERNEL_COMPAT
+/* The same functions for kernels before 6.2, in kappa-compat.bpf.o. */
+#include "kappa_kernel_compat.h"
+#else
+
 extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
 static __always_inline __u32 net_inode(struct net *net)
@@ -105,5 +110,7 @@ static __always_inline __u32 skb_link_header_len(struct __sk_buff *ctx)
 		return 0;
 	return (network - mac) & 0xff;
 }
+
+#endif /* KAPPA_KERNEL_COMPAT */
 
 #endif

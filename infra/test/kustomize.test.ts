@@ -3,7 +3,7 @@
 // capabilities, probes and limits everywhere, and the capture pattern of the overlay's CNI.
 import { describe, expect, test } from 'vitest';
 import type { KubeObject, Workload } from './manifests.js';
-import { allContainers, one, overlayNames, render, selects, workloads } from './manifests.js';
+import { allContainers, one, overlayNames, render, renderWith, selects, workloads } from './manifests.js';
 
 /** overlay → KAPPA_CAPTURE it must set (the CNI's interfaces, or the cloud CNI's) */
 const capturePattern: Record<string, string> = {
@@ -74,7 +74,7 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
       expect(image, where).toMatch(/^[a-z0-9][a-z0-9./_-]*:[A-Za-z0-9._-]+$/);
       expect(image, where).not.toMatch(/:latest$/);
     }
-    const kappaImages = images.map(([, image]) => image).filter((image) => image?.startsWith('kappa/'));
+    const kappaImages = [...new Set(images.map(([, image]) => image).filter((image) => image?.startsWith('kappa/')))];
     expect(kappaImages.map((image) => image?.split(':')[0]).sort()).toEqual([
       'kappa/capture',
       'kappa/console',
@@ -152,6 +152,35 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     expect(spec.volumes?.find((v) => v.name === 'proc')?.hostPath?.path).toBe('/proc');
   });
 
+  test('the agent checks the node first: an init container runs kappa-capture --check with capture\'s image, mounts, capabilities and profiles', () => {
+    const spec = one<Workload>(objects, 'DaemonSet', 'kappa-agent').spec.template.spec;
+    expect((spec.initContainers ?? []).map((c) => c.name)).toEqual(['check-node']);
+    const check = spec.initContainers![0]!;
+    const capture = spec.containers.find((c) => c.name === 'capture')!;
+    expect(check.image).toBe(capture.image);
+    expect(check.args).toEqual(['--check']);
+    expect(check.command).toBeUndefined();
+    const nodeMounts = (c: typeof check) => (c.volumeMounts ?? []).filter((m) => ['/sys/fs/bpf', '/sys/kernel/tracing', '/sys/kernel/btf', '/host/sys/fs/cgroup'].includes(m.mountPath));
+    expect(nodeMounts(check)).toEqual(nodeMounts(capture));
+    expect(nodeMounts(check)).toHaveLength(4);
+    const cgroup = (c: typeof check) => c.env?.find((e) => e.name === 'KAPPA_CGROUP')?.value;
+    expect(cgroup(check)).toBe(cgroup(capture));
+    expect(check.securityContext?.capabilities).toEqual(capture.securityContext?.capabilities);
+    // The node's own bpffs, tracefs and cgroup2 (the check finds out whether they are mounted).
+    const hostPaths = Object.fromEntries((spec.volumes ?? []).filter((v) => v.hostPath).map((v) => [v.name, v.hostPath?.path]));
+    for (const mount of nodeMounts(check)) expect(hostPaths[mount.name], mount.mountPath).toBe(mount.mountPath.replace(/^\/host/, ''));
+  });
+
+  test('the agent runs AppArmor-unconfined (default profiles forbid bpffs writes and ptrace reads) and under the runtime\'s default seccomp profile', () => {
+    const spec = one<Workload>(objects, 'DaemonSet', 'kappa-agent').spec.template.spec;
+    const containers = allContainers(spec);
+    expect(containers.map((c) => c.name).sort()).toEqual(['capture', 'check-node', 'process-enricher']);
+    for (const c of containers) {
+      expect(c.securityContext?.appArmorProfile, c.name).toEqual({ type: 'Unconfined' });
+      expect(c.securityContext?.seccompProfile, c.name).toEqual({ type: 'RuntimeDefault' });
+    }
+  });
+
   test('every other workload runs as non-root with no capabilities', () => {
     for (const w of pods.filter((p) => p.kind !== 'DaemonSet')) {
       expect(w.spec.template.spec.securityContext?.runAsNonRoot, w.metadata.name).toBe(true);
@@ -167,8 +196,10 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     for (const w of pods) {
       for (const c of allContainers(w.spec.template.spec)) {
         const where = `${w.metadata.name}/${c.name}`;
-        expect(c.livenessProbe, where).toBeDefined();
-        expect(c.readinessProbe, where).toBeDefined();
+        // Init containers run to completion: Kubernetes allows them no probes.
+        const init = (w.spec.template.spec.initContainers ?? []).includes(c);
+        expect(c.livenessProbe !== undefined, where).toBe(!init);
+        expect(c.readinessProbe !== undefined, where).toBe(!init);
         expect(Object.keys(c.resources?.limits ?? {}).sort(), where).toEqual(['cpu', 'memory']);
         expect(Object.keys(c.resources?.requests ?? {}).sort(), where).toEqual(['cpu', 'memory']);
       }
@@ -222,4 +253,14 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
       }
     }
   });
+});
+
+test('components/bottlerocket gives the agent\'s three containers the super_t SELinux label, and changes nothing else', () => {
+  const base = workloads(render('overlays/eks'));
+  const labelled = workloads(renderWith('overlays/eks', ['components/bottlerocket']));
+  const agent = (ws: Workload[]) => ws.find((w) => w.metadata.name === 'kappa-agent')!.spec.template.spec;
+  for (const c of allContainers(agent(labelled))) expect(c.securityContext?.seLinuxOptions, c.name).toEqual({ type: 'super_t' });
+  const stripped = structuredClone(labelled);
+  for (const c of allContainers(agent(stripped))) delete c.securityContext?.seLinuxOptions;
+  expect(stripped).toEqual(base);
 });

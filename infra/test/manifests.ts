@@ -32,6 +32,9 @@ export interface Container {
     readOnlyRootFilesystem?: boolean;
     allowPrivilegeEscalation?: boolean;
     capabilities?: { add?: string[]; drop?: string[] };
+    appArmorProfile?: { type: string; localhostProfile?: string };
+    seccompProfile?: { type: string; localhostProfile?: string };
+    seLinuxOptions?: { type?: string; level?: string };
   };
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
 }
@@ -45,7 +48,7 @@ export interface PodSpec {
   initContainers?: Container[];
   volumes?: {
     name: string;
-    hostPath?: { path: string };
+    hostPath?: { path: string; type?: string };
     secret?: { secretName: string; items?: { key: string; path: string }[] };
     configMap?: { name: string };
     emptyDir?: { medium?: string };

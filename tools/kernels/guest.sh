@@ -14,6 +14,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
+mount -t securityfs securityfs /sys/kernel/security
 ip link set lo up
 hostname kappa-vm
 # Modules the tests use (the cloud kernel builds them as modules; most also load on demand).
@@ -28,10 +29,21 @@ export NODE_COMPILE_CACHE=/tmp/node-compile-cache
 marker "kernel $(uname -r)"
 marker "uptime $(cut -d' ' -f1 /proc/uptime)"
 
-# One line per project: "<project dir> <vitest arguments...>"; report n goes to .kernels/out.
+# What this kernel offers capture, as an operator would ask (the hooks go into run.ts's table).
+node /kappa/apps/capture/bin/kappa-capture.js --check >/kappa/.kernels/out/check.txt 2>&1
+marker "check $?"
+
+# One line per project: "<project dir> <vitest arguments...>", report n to .kernels/out; or
+# "!<shell command>", run as is (e.g. raising lockdown before the tests that need it).
 n=0
 while read -r project args; do
   [[ -n $project ]] || continue
+  if [[ $project == '!'* ]]; then
+    marker "shell ${project#!} $args"
+    bash -c "${project#!} $args" </dev/null
+    marker "shell-exit $?"
+    continue
+  fi
   n=$((n + 1))
   marker "run $n $project $args"
   # shellcheck disable=SC2086

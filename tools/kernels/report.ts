@@ -3,7 +3,7 @@
 // that prove that feature there. A test no feature names gets a row of its own, so nothing that
 // ran is left out of the table.
 
-export type Outcome = 'pass' | 'FAIL' | 'skip' | 'missing';
+export type Outcome = 'pass' | 'FAIL' | 'skip' | 'missing' | '-';
 
 /** One test of a vitest JSON report (`--reporter=json`), the fields used here. */
 export interface TestResult {
@@ -21,6 +21,8 @@ export interface KernelRun {
   error?: string;
   /** Per feature: the hook it uses on that kernel (`kappa-capture --check`), shown in the cell. */
   hooks?: Record<string, string>;
+  /** `kappa-capture --check` on that kernel, printed under the table. */
+  check?: string;
 }
 
 interface VitestJson {
@@ -64,6 +66,8 @@ export interface Feature {
   /** Key of the feature in `kappa-capture --check` (its hook goes in the cell). */
   check?: string;
   tests: RegExp;
+  /** Proved only on kernels whose name contains this (the test changes the kernel: VM only). */
+  only?: string;
 }
 
 /**
@@ -86,6 +90,10 @@ export const FEATURES: readonly Feature[] = [
   { name: 'interface mode (tc) = tshark', tests: /^interface mode .*counts pings/ },
   { name: 'interface mode: crash takeover of tc filters', tests: /^interface mode .*(?:SIGKILL|replaces|left)/ },
   { name: 'in a private cgroup namespace, node cgroup2 under a prefix (DaemonSet)', tests: /private cgroup namespace.*attaches to the node tree/ },
+  { name: 'hook per feature: start log = --check = heartbeat = tracefs', check: 'app latency', tests: /kernel hooks per feature names the hook/ },
+  { name: 'tracepoint hook off: next hook, or off with the reason', tests: /kernel hooks per feature with the tracepoint hook turned off/ },
+  { name: '--check: missing bpffs, tracefs, cgroup named in one line', tests: /kernel hooks per feature --check refuses a node without bpffs/ },
+  { name: 'unfit kernel refused in one line (6.1 in lockdown)', tests: /refuses to start, in one line naming bpf_probe_read_kernel/, only: 'qemu' },
   { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
 ];
 
@@ -110,6 +118,7 @@ export function featureRows(runs: readonly KernelRun[], features: readonly Featu
       const tests = run.tests.filter((t) => feature.tests.test(t.name));
       for (const t of tests) claimed.add(t.name);
       const hook = feature.check ? run.hooks?.[feature.check] : undefined;
+      if (feature.only !== undefined && !run.kernel.includes(feature.only) && tests.length === 0) return { outcome: '-' as const };
       return { outcome: run.error !== undefined ? ('FAIL' as const) : outcomeOf(tests), ...(hook ? { hook } : {}) };
     });
     rows.push({ feature: feature.name, cells });
@@ -137,6 +146,20 @@ export function renderTable(runs: readonly KernelRun[], features: readonly Featu
     }
   }
   return out.join('\n');
+}
+
+/**
+ * Feature → hook from `kappa-capture --check` lines ("app latency: via fexit inet_sendmsg, …" →
+ * fexit; "… off (…)" → off).
+ */
+export function hooksOfCheck(output: string): Record<string, string> {
+  const hooks: Record<string, string> = {};
+  for (const line of output.split('\n')) {
+    const m = /^([a-zA-Z ]+): (?:via (?:the )?(\S+)|(off)|read with (\S+))/.exec(line);
+    if (!m?.[1]) continue;
+    hooks[m[1]] = (m[2] ?? m[3] ?? m[4] ?? '').replace(/s$/, '').replace(/,$/, '');
+  }
+  return hooks;
 }
 
 /** True when every feature passed (or was skipped for a stated reason) on every kernel. */

@@ -2,20 +2,20 @@
 // kernel (6.1, what EKS AL2023 and GKE COS run) under qemu with this checkout's build, runs the
 // tests there, runs the same tests on this host's kernel meanwhile, and prints a table of
 // feature × kernel × result. Exits 1 when anything failed on any kernel.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { boolean, integer, list, loadConfigOrExit, string } from '@kappa/config';
-import { allPassed, renderTable, testsOfReport } from './report.js';
+import { allPassed, hooksOfCheck, renderTable, testsOfReport } from './report.js';
 import type { KernelRun } from './report.js';
 import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.js';
 
 const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 /** capture's tests that compare with an independent truth (tshark, nstat, ss) and need no NATS. */
-const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts'];
+const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts'];
 
 const config = loadConfigOrExit({
   command: 'npm run test:kernels --',
@@ -28,6 +28,7 @@ const config = loadConfigOrExit({
     cpus: integer({ description: 'VM CPUs (TCG threads)', default: 2, min: 1, max: 16 }),
     timeoutMinutes: integer({ description: 'the VM is killed after this long', default: 30, min: 1 }),
     slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
+    refusal: boolean({ description: "last, in the VM: raise its lockdown to confidentiality and check capture refuses that kernel in one line (tools/kernels/guest)", default: true }),
     keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
     verbose: boolean({ description: "print the VM's console as it runs" }),
   },
@@ -70,8 +71,10 @@ async function runOnHost(runDir: string): Promise<KernelRun> {
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
   const code = await new Promise<number | null>((done) => child.once('exit', done));
   writeFileSync(join(runDir, 'host.log'), output);
-  if (!existsSync(report)) return { kernel, tests: [], error: `vitest exited ${code} without a report: ${output.slice(-2000)}` };
-  return { kernel, tests: testsOfReport(readFileSync(report, 'utf8')) };
+  const check = spawnSync(process.execPath, [join(workspace, 'apps/capture/bin/kappa-capture.js'), '--check'], { encoding: 'utf8' });
+  const hooks = hooksOfCheck(check.stdout);
+  if (!existsSync(report)) return { kernel, tests: [], hooks, error: `vitest exited ${code} without a report: ${output.slice(-2000)}` };
+  return { kernel, tests: testsOfReport(readFileSync(report, 'utf8')), hooks, check: `${check.stdout}${check.stderr}` };
 }
 
 async function runInVm(runDir: string): Promise<KernelRun> {
@@ -79,7 +82,12 @@ async function runInVm(runDir: string): Promise<KernelRun> {
   const image = parseImageOutput(execFileSync('bash', imageArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
-  const spec = `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}\n`;
+  // capture's tests, then (the guest kernel only: lockdown cannot be lowered again) the refusal of
+  // a kernel that forbids what capture needs.
+  const spec = [
+    `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}`,
+    ...(config.refusal ? ['!echo confidentiality > /sys/kernel/security/lockdown', `tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')}`] : []),
+  ].join('\n') + '\n';
   const disk = makeProjectDisk(workspace, runDir, spec);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
@@ -103,7 +111,8 @@ async function runInVm(runDir: string): Promise<KernelRun> {
     : !finished
       ? `the VM stopped before the guest finished (qemu exit ${result.exitCode}); last console lines:\n${result.consoleLog.split('\n').slice(-30).join('\n')}`
       : undefined;
-  return { kernel, tests, ...(error ? { error } : {}) };
+  const check = outputs.get('check.txt') ?? '';
+  return { kernel, tests, hooks: hooksOfCheck(check), check, ...(error ? { error } : {}) };
 }
 
 const started = Date.now();
@@ -135,6 +144,7 @@ for (const run of runs) {
 }
 
 process.stdout.write(`\n${renderTable(runs)}\n\n`);
+for (const run of runs) if (run.check) process.stdout.write(`${run.kernel}, kappa-capture --check:\n${run.check.trimEnd().replace(/^/gm, '  ')}\n\n`);
 const seconds = Math.round((Date.now() - started) / 1000);
 process.stdout.write(`test:kernels took ${seconds} s (load average now ${loadNow()})${config.keep ? `; kept ${runDir}` : ''}\n`);
 process.exitCode = allPassed(runs) ? 0 : 1;

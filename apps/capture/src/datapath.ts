@@ -82,6 +82,13 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
   ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
   ['kappa_tcp_destroy', 'tracepoint tcp:tcp_destroy_sock'],
+  // Kernels before 6.3 (no sock_send_length / sock_recv_length): see src/kernel.ts.
+  ['kappa_inet_send_exit', 'fexit inet_sendmsg'],
+  ['kappa_inet6_send_exit', 'fexit inet6_sendmsg'],
+  ['kappa_inet_recv_exit', 'fexit inet_recvmsg'],
+  ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
+  // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
+  ['kappa_synack6_xmit', 'fentry ip6_xmit'],
 ] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
 const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;

@@ -2,17 +2,20 @@
 // the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfPermissionError, cgroup2Root } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, cgroup2Root, mountProblems } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
-import { Datapath } from './datapath.js';
+import type { Datapath } from './datapath.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
+import { KernelTooOldError, MINIMUM_KERNEL, describePlan } from './kernel.js';
+import type { KernelPlan } from './kernel.js';
 import { captureOptions } from './options.js';
 import { stdoutSink } from './sinks.js';
 import { Spool } from './spool.js';
+import { checkThisKernel, openKernelFacts, planFeatures, startOnThisKernel } from './start.js';
 
 const config = loadConfigOrExit({
   command: 'kappa-capture',
@@ -35,29 +38,45 @@ const stopWhileStarting = (signal: NodeJS.Signals) => {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, stopWhileStarting);
 
 let datapath: Datapath;
+let plan: KernelPlan;
 let openedSpool: Spool | undefined;
+let kernel: ReturnType<typeof openKernelFacts> | undefined;
 try {
   // Before anything touches the kernel or the disk: a missing capability is named, not guessed.
   assertCapabilities(config.mode !== 'socket');
+  kernel = openKernelFacts(config.btf);
+  const objects = { current: config.bpfObject, compat: config.bpfCompatObject };
+  const onRefused = (hook: string, reason: string) => logger.warn({ hook, kernel: kernel?.release }, `${reason}: trying the next hook`);
+  if (config.check) {
+    // The node as the DaemonSet's init container sees it: mounts first, then the kernel.
+    const problems = mountProblems(config.cgroup);
+    if (problems.length > 0) throw new BpfFilesystemError(`${problems.join('; ')}`, 2);
+    const checked = checkThisKernel({ objects, kernel, disabledHooks: config.disableHooks, onRefused, btfPath: config.btf, interfaceMode: config.mode !== 'socket' });
+    const mountsLine = `mounts: bpffs at /sys/fs/bpf, tracefs, cgroup v2 at ${config.cgroup ?? cgroup2Root()}`;
+    process.stdout.write(`kernel ${kernel.release}: capture can run here (it needs Linux ${MINIMUM_KERNEL} or later)\n${mountsLine}\n${describePlan(checked).join('\n')}\n`);
+    process.exit(0);
+  }
   // Same --node and --cgroup after a crash → same token: the restart takes over the pinned
   // maps and links and the spool the crashed instance left.
   const token = instanceToken(config.node, config.cgroup ?? cgroup2Root());
   openedSpool = new Spool(join(config.stateDir ?? defaultStateDir(token), 'spool'));
   // Instances that died under another --node or --cgroup would count on into maps nobody drains.
   for (const swept of sweepDeadInstances(pinFolder(token))) logger.warn({ folder: swept.folder, pins: swept.pins }, 'removed the pinned programs and maps of a dead capture instance');
-  datapath = Datapath.start({
-    objectPath: config.bpfObject,
-    btfPath: config.btf,
-    cgroupPath: config.cgroup,
-    pinFolder: pinFolder(token),
-    maxConversations: config.maxConversations,
-    socketMode: config.mode !== 'interface',
-    interfaces: config.mode === 'socket' ? undefined : config.capture,
-  });
+  ({ datapath, plan } = startOnThisKernel(
+    {
+      btfPath: config.btf,
+      cgroupPath: config.cgroup,
+      pinFolder: pinFolder(token),
+      maxConversations: config.maxConversations,
+      socketMode: config.mode !== 'interface',
+      interfaces: config.mode === 'socket' ? undefined : config.capture,
+    },
+    { objects, kernel, disabledHooks: config.disableHooks, onRefused },
+  ));
 } catch (error) {
   openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
-  if (error instanceof MissingCapabilityError || error instanceof InstanceBusyError || error instanceof PinnedLayoutError) {
+  if (error instanceof MissingCapabilityError || error instanceof InstanceBusyError || error instanceof PinnedLayoutError || error instanceof KernelTooOldError) {
     process.stderr.write(`kappa-capture: ${error.message}\n`);
     process.exit(1);
   }
@@ -70,9 +89,13 @@ try {
     process.exit(1);
   }
   throw error;
+} finally {
+  kernel?.close();
 }
 const spool = openedSpool;
 starting.datapath = datapath;
+// What this kernel gave each feature: "app latency: via fexit … (no sock_send_length tracepoint before 6.3)".
+for (const line of describePlan(plan)) logger.info({ kernel: kernel.release }, line);
 
 const registry = createRegistry('kappa-capture');
 const subject = subjects.captured(config.node);
@@ -92,6 +115,8 @@ const source = await runSource({
   logger,
   registry,
   metricsPort: config.metricsPort,
+  // The kernel hook of each feature, for kappa status.
+  features: planFeatures(plan),
   // map_full: packets the kernel could not count; sink_refused: records drained but dropped
   // because NATS kept refusing them (stream full) past --max-unsent-batches.
   lost: () => ({ map_full: made.loop?.overflowPacketsTotal ?? 0n, sink_refused: made.loop?.droppedRecordsTotal ?? 0 }),

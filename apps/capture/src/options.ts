@@ -1,12 +1,13 @@
 // kappa-capture's command line and KAPPA_* environment, parsed once at start.
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { boolean, duration, integer, oneOf, regex, string } from '@kappa/config';
+import { boolean, duration, integer, list, oneOf, regex, string } from '@kappa/config';
 import { natsOptions } from '@kappa/bus';
 import { logLevels } from '@kappa/observability';
 
 /** bpf/.output/kappa.bpf.o of this checkout: the same depth from src/ and from dist/. */
 export const DEFAULT_BPF_OBJECT = fileURLToPath(new URL('../../../bpf/.output/kappa.bpf.o', import.meta.url));
+export const DEFAULT_BPF_COMPAT_OBJECT = fileURLToPath(new URL('../../../bpf/.output/kappa-compat.bpf.o', import.meta.url));
 
 export const captureOptions = {
   interval: duration({ description: 'How often the kernel flow table is drained into records', default: '10s', minMs: 100 }),
@@ -20,7 +21,15 @@ export const captureOptions = {
   cgroup: string({ description: 'cgroup v2 directory to attach to instead of the cgroup v2 root (a sub-tree: one tenant, or one simulated node)' }),
   btf: string({ description: 'BTF file for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub)' }),
   stateDir: string({ description: 'Folder for the spool of drained batches not yet published (default /var/lib/kappa/capture/<node>-<hash of --cgroup>); not on bpffs' }),
-  bpfObject: string({ description: 'The compiled BPF object', default: DEFAULT_BPF_OBJECT }),
+  bpfObject: string({ description: 'The compiled BPF object, for kernels with bpf_cast_to_kern_ctx (6.2+)', default: DEFAULT_BPF_OBJECT }),
+  bpfCompatObject: string({ description: 'The compiled BPF object for kernels before 6.2 (kappa-compat.bpf.o)', default: DEFAULT_BPF_COMPAT_OBJECT }),
+  disableHooks: list({
+    description: 'Kernel hooks capture must not use (tracepoint, fexit, socket-iterator): each feature then takes its next hook or goes off, and says so',
+    default: [],
+    item: /^(tracepoint|fexit|socket-iterator)$/,
+    accepted: 'comma-separated: tracepoint, fexit, socket-iterator',
+  }),
+  check: boolean({ description: 'Print what this kernel offers capture (the object, the hook of each feature) and exit: 0 when capture can run here, 1 when not' }),
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
   maxUnsentBatches: integer({
     description: 'Drained batches kept (memory and spool) while NATS refuses them (stream full, NATS down); beyond it the oldest are dropped and counted as lost',

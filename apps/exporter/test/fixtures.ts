@@ -1,7 +1,9 @@
 // Known FlowRecords for the exporter tests: IPv4 and IPv6, TCP and UDP, with every field set.
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchView, FlowRecordSchema as RecordSchema, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord, FlowRecordSchema } from '@kappa/contracts';
+import type { FlowRing } from '../src/observer/ring.js';
+import type { ExportBatch } from '../src/sinks/sink.js';
 
 export const T0 = 1_764_000_000_000_000_000n;
 
@@ -42,4 +44,20 @@ export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeo
 
 export function knownBatch(id: string, from: number, count: number): FlowBatch {
   return newFlowBatch({ batchId: id, producer: 'test', records: Array.from({ length: count }, (_, k) => knownRecord(from + k)) });
+}
+
+/** Records (or a batch) as the exporter's sinks receive them: encoded, behind a view. */
+export function viewOf(records: FlowBatch | readonly FlowRecord[]): FlowBatchView {
+  const batch = Array.isArray(records) ? newFlowBatch({ batchId: 'test', producer: 'test', records: [...records] }) : (records as FlowBatch);
+  return new FlowBatchView().parse(encodeFlowBatch(batch));
+}
+
+export function exportBatch(records: FlowBatch | readonly FlowRecord[], redelivered = false): ExportBatch {
+  return { view: viewOf(records), redelivered };
+}
+
+/** Puts one record into the Observer's ring, as the Observer sink does with a batch's records. */
+export function pushRecord(ring: FlowRing, record: FlowRecord, receivedNs: bigint): void {
+  const bytes = toBinary(RecordSchema, record);
+  ring.push(bytes, 0, bytes.length, receivedNs);
 }

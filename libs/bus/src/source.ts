@@ -28,6 +28,8 @@ export interface SourceOptions {
   ready?: () => boolean;
   /** Loss the source counts itself, for the heartbeat (reason → count). */
   lost?: () => Readonly<Record<string, bigint | number>>;
+  /** What each optional feature runs on here (capture: the kernel hook), in every heartbeat. */
+  features?: Readonly<Record<string, string>>;
   /** Runs at shutdown before the bus closes (capture: detach, last drain, send). */
   stop?: () => Promise<void>;
   heartbeatMs?: number;
@@ -82,6 +84,7 @@ class Source implements RunningSource {
       ready: this.ready(),
       recordsOut: this.recordsOut,
       lost: this.options.lost?.() ?? {},
+      ...(this.options.features !== undefined ? { features: this.options.features } : {}),
       ...(this.options.version !== undefined ? { version: this.options.version } : {}),
     });
   }

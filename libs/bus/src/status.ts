@@ -16,6 +16,8 @@ export interface StageStatusInput {
   /** Records (or packets, as the key says) lost, by reason; zero entries are left out. */
   lost?: Readonly<Record<string, bigint | number>>;
   version?: string;
+  /** What each optional feature runs on here (capture: the kernel hook), for kappa status. */
+  features?: Readonly<Record<string, string>>;
 }
 
 export function stageStatus(input: StageStatusInput): StageStatus {
@@ -34,5 +36,6 @@ export function stageStatus(input: StageStatusInput): StageStatus {
     lag: BigInt(input.lag ?? 0),
     lost,
     version: input.version ?? '',
+    features: { ...input.features },
   });
 }

@@ -18,6 +18,35 @@ function mounts(): Mount[] {
     .map(([, path = '', type = '']) => ({ type, path: path.replace(/\\040/g, ' ') }));
 }
 
+/** The file system in effect at `path` (the last mount there: a later mount hides earlier ones). */
+function mountAt(path: string, all: Mount[] = mounts()): Mount | undefined {
+  return all.filter((m) => m.path === path).at(-1);
+}
+
+/**
+ * What is missing of the file systems capture uses, without mounting anything (`kappa-capture
+ * --check`, the DaemonSet's init container): bpffs at /sys/fs/bpf for its pins, tracefs for the
+ * tracepoints' ids, and cgroup v2 at the cgroup it attaches to. One sentence per problem.
+ */
+export function mountProblems(cgroupPath: string | undefined): string[] {
+  const all = mounts();
+  const problems: string[] = [];
+  if (mountAt('/sys/fs/bpf', all)?.type !== 'bpf') {
+    problems.push('bpffs is not mounted at /sys/fs/bpf (on the node: mount -t bpf bpf /sys/fs/bpf; in a container, mount the node\'s /sys/fs/bpf there)');
+  }
+  if (mountAt('/sys/kernel/tracing', all)?.type !== 'tracefs' && mountAt('/sys/kernel/debug/tracing', all)?.type !== 'tracefs' && !(mountAt('/sys/kernel/debug', all)?.type === 'debugfs' && existsSync('/sys/kernel/debug/tracing/events'))) {
+    problems.push('tracefs is not mounted at /sys/kernel/tracing (on the node: mount -t tracefs tracefs /sys/kernel/tracing; in a container, mount the node\'s /sys/kernel/tracing there)');
+  }
+  const cgroups = all.filter((m) => m.type === 'cgroup2');
+  if (cgroups.length === 0) {
+    problems.push('cgroup v2 is not mounted (no cgroup2 in /proc/mounts)');
+  } else if (cgroupPath !== undefined) {
+    const inside = cgroups.some((m) => cgroupPath === m.path || cgroupPath.startsWith(`${m.path.replace(/\/$/, '')}/`));
+    if (!inside || !existsSync(cgroupPath)) problems.push(`${cgroupPath} is not a cgroup v2 directory (mount the node's cgroup v2 there, or point --cgroup at one)`);
+  }
+  return problems;
+}
+
 /**
  * Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). With
  * `path`: the mount that path is in. A container can have two: its own view at /sys/fs/cgroup

@@ -8,8 +8,9 @@ export {
   BpfPermissionError,
   BtfMissingError,
   PERMISSION_HINT,
+  errnoName,
 } from './errors.js';
-export { cgroup2Root, cgroupIdentity, ensureBpffs, ensureTracefs, lockHolders, tryLockDirectory } from './filesystems.js';
+export { cgroup2Root, cgroupIdentity, ensureBpffs, ensureTracefs, lockHolders, mountProblems, tryLockDirectory } from './filesystems.js';
 export type { DirectoryLock } from './filesystems.js';
 export { listInterfaces } from './interfaces.js';
 export type { NetworkInterface } from './interfaces.js';
@@ -17,5 +18,6 @@ export { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
 export { MapDrainer, lookupElement, pinnedMapInfo, readPerCpuCounter, updateElement, waitForRunningPrograms } from './maps.js';
 export type { DrainedChunk, PinnedMapInfo } from './maps.js';
 export { BpfObject, KERNEL_BTF } from './object.js';
+export { BtfKind, Helper, KernelBtf, KernelProbe, MapType, ProgType } from './probe.js';
 export { RingBufferReader } from './ringbuf.js';
 export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

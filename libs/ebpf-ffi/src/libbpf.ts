@@ -54,6 +54,13 @@ export interface Libbpf {
   syscall3: (number: number, a: number, b: number, c: number) => number;
   num_possible_cpus: () => number;
   errno: () => number;
+  probe_prog_type: (type: number, opts: null) => number;
+  probe_map_type: (type: number, opts: null) => number;
+  probe_helper: (progType: number, helper: number, opts: null) => number;
+  prog_load: (type: number, name: string | null, license: string, insns: Buffer, count: number, opts: null) => number;
+  btf_parse: (path: string, base: null) => bigint;
+  btf_free: (btf: bigint) => void;
+  btf_find_by_name_kind: (btf: bigint, name: string, kind: number) => number;
 }
 
 let loaded: Libbpf | undefined;
@@ -139,6 +146,13 @@ export function libbpf(): Libbpf {
     })(),
     num_possible_cpus: lib.func('int libbpf_num_possible_cpus(void)'),
     errno: () => koffi.errno(),
+    probe_prog_type: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
+    probe_map_type: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
+    probe_helper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
+    prog_load: lib.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)'),
+    btf_parse: lib.func('void *btf__parse(const char *path, void *base_btf)'),
+    btf_free: lib.func('void btf__free(void *btf)'),
+    btf_find_by_name_kind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
   };
   return loaded;
 }

@@ -1,7 +1,7 @@
 // The kernel × feature table: a feature fails only where its tests failed, a run that never
 // finished fails everything, and a test no feature names still gets its own row.
 import { describe, expect, it } from 'vitest';
-import { allPassed, featureRows, renderTable, testsOfReport } from '../report.js';
+import { allPassed, featureRows, hooksOfCheck, renderTable, testsOfReport } from '../report.js';
 import type { Feature, KernelRun } from '../report.js';
 
 const report = (tests: { fullName: string; status: string; failureMessages?: string[] }[], extra: object = {}) =>
@@ -72,5 +72,18 @@ describe('the kernel × feature table', () => {
 
   it('lists the failed tests with the first line of their message', () => {
     expect(renderTable([host, vm], features)).toContain('6.1 (qemu): FAIL socket mode measures application latency over IPv4: expected 0 to be 20');
+  });
+});
+
+describe('kappa-capture --check lines', () => {
+  it('give the hook of each feature for the table', () => {
+    const check = [
+      'kernel 6.1.0-57-cloud-amd64: capture can run here (it needs Linux 5.15 or later)',
+      'kernel structures: read with bpf_probe_read_kernel (kappa-compat.bpf.o: no bpf_cast_to_kern_ctx before 6.2)',
+      'app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)',
+      'TCP counters: via the flow maps, per packet (socket-iterator: turned off by --disable-hooks)',
+    ].join('\n');
+    expect(hooksOfCheck(check)).toEqual({ 'kernel structures': 'bpf_probe_read_kernel', 'app latency': 'fexit', 'TCP counters': 'flow' });
+    expect(hooksOfCheck('app latency: via tracepoints sock:sock_send_length and sock:sock_recv_length\ndns latency: off (x)')).toEqual({ 'app latency': 'tracepoint', 'dns latency': 'off' });
   });
 });

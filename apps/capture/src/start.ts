@@ -1,0 +1,133 @@
+// Starting capture on whatever kernel this is: ask the kernel what it offers (kernel.ts picks the
+// object and a hook per feature), load and attach; when the kernel still refuses one optional
+// hook's programs (a probe cannot foresee everything: fentry refused by policy, an attach that
+// fails), that hook is marked refused and the next one is tried, so the other features never
+// depend on it.
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProbe, errnoName } from '@kappa/ebpf-ffi';
+import { Datapath } from './datapath.js';
+import type { DatapathOptions } from './datapath.js';
+import { describeFeature, hookOfFailure, planKernel } from './kernel.js';
+import type { KernelFacts, KernelPlan } from './kernel.js';
+
+/** The two builds of bpf/kappa.bpf.c. */
+export interface BpfObjects {
+  /** Kernels with bpf_cast_to_kern_ctx (6.2+). */
+  current: string;
+  /** Kernels before 6.2. */
+  compat: string;
+}
+
+/** This kernel's answers: libbpf probes and the kernel's BTF (or --btf's). Close when done. */
+export function openKernelFacts(btfPath: string | undefined): KernelFacts & { close(): void } {
+  const path = btfPath ?? KERNEL_BTF;
+  const btf = KernelBtf.open(path);
+  if (!btf) {
+    throw new BtfMissingError(
+      btfPath === undefined
+        ? `kernel has no BTF at ${KERNEL_BTF}; pass --btf PATH to a BTF file for this kernel (BTFHub)`
+        : `BTF file ${btfPath} ${existsSync(btfPath) ? 'is not BTF' : 'does not exist'}; pass --btf PATH to the BTF of this kernel`,
+      2,
+    );
+  }
+  const probe = new KernelProbe();
+  return {
+    release: release(),
+    programType: (type) => probe.programType(type),
+    mapType: (type) => probe.mapType(type),
+    helper: (progType, helper) => probe.helper(progType, helper),
+    atomics: () => probe.atomics(),
+    probesRefused: () => probe.refused(),
+    btf,
+    close: () => btf.close(),
+  };
+}
+
+/** Why the kernel refused a hook, in a few words: the errno and the verifier's or libbpf's last line. */
+function refusal(error: BpfError): string {
+  const last = [...error.libbpfLog].reverse().find((line) => line.trim() !== '' && !/failed to load object|unpinned map/.test(line));
+  return `the kernel refused it (${errnoName(error.errno)}${last ? `: ${last.trim().replace(/^libbpf: /, '')}` : ''})`;
+}
+
+export interface KernelStart {
+  datapath: Datapath;
+  plan: KernelPlan;
+}
+
+export interface StartOptions {
+  objects: BpfObjects;
+  kernel: KernelFacts;
+  /** Hooks the operator turned off (--disable-hooks). */
+  disabledHooks?: readonly string[];
+  /** Each hook the kernel refused, as it happens (the start log). */
+  onRefused?: (hook: string, reason: string) => void;
+}
+
+/**
+ * Plans, then starts the datapath with the chosen object and programs; a refused optional hook is
+ * replaced by the next one. Throws KernelTooOldError when a requirement is missing, and whatever
+ * Datapath.start throws for anything else.
+ */
+export function startOnThisKernel(datapath: Omit<DatapathOptions, 'objectPath' | 'omitPrograms'>, options: StartOptions): KernelStart {
+  const { plan, started } = withRefusals(options, datapath.interfaces !== undefined, (p) =>
+    Datapath.start({ ...datapath, objectPath: objectOf(p, options.objects), omitPrograms: p.omit }),
+  );
+  return { datapath: started, plan };
+}
+
+/** The same choice without attaching anything (`kappa-capture --check`): the object is loaded and freed. */
+export function checkThisKernel(options: StartOptions & { btfPath?: string | undefined; interfaceMode: boolean }): KernelPlan {
+  // The maps are pinned by name: in a folder of this check's own (libbpf's default would be
+  // /sys/fs/bpf itself), removed with everything in it.
+  const pinRoot = join(CHECK_PIN_PARENT, `check-${process.pid}-${Date.now()}`);
+  mkdirSync(pinRoot, { recursive: true, mode: 0o700 });
+  try {
+    return withRefusals(options, options.interfaceMode, (plan) => {
+      const object = BpfObject.open(objectOf(plan, options.objects), { pinRoot, ...(options.btfPath === undefined ? {} : { btfPath: options.btfPath }) });
+      try {
+        for (const name of plan.omit) object.setAutoload(name, false);
+        if (!options.interfaceMode) for (const name of ['kappa_tc_ingress', 'kappa_tc_egress']) object.setAutoload(name, false);
+        object.load();
+        object.unpinMaps();
+      } finally {
+        object.close();
+      }
+    }).plan;
+  } finally {
+    rmSync(pinRoot, { recursive: true, force: true });
+  }
+}
+
+const CHECK_PIN_PARENT = '/sys/fs/bpf/kappa';
+
+function objectOf(plan: KernelPlan, objects: BpfObjects): string {
+  return plan.compat ? objects.compat : objects.current;
+}
+
+function withRefusals<T>(options: StartOptions, interfaceMode: boolean, start: (plan: KernelPlan) => T): { plan: KernelPlan; started: T } {
+  const refused = new Map<string, string>((options.disabledHooks ?? []).map((hook) => [hook, `${hook}: turned off by --disable-hooks`]));
+  for (;;) {
+    const plan = planKernel(options.kernel, { interfaceMode, refused });
+    try {
+      return { plan, started: start(plan) };
+    } catch (error) {
+      const hook = error instanceof BpfError ? hookOfFailure(plan, error) : undefined;
+      // Not an optional hook's program (or one already refused, which cannot repeat): not ours to mend.
+      if (!hook || refused.has(hook.name) || !(error instanceof BpfError)) throw error;
+      const reason = `${hook.name}: ${refusal(error)}`;
+      refused.set(hook.name, reason);
+      options.onRefused?.(hook.name, reason);
+    }
+  }
+}
+
+/** The plan for the heartbeat (StageStatus.features): feature → how. */
+export function planFeatures(plan: KernelPlan): Record<string, string> {
+  const features: Record<string, string> = {
+    'kernel structures': plan.compat ? 'bpf_probe_read_kernel (kappa-compat.bpf.o: no bpf_cast_to_kern_ctx before 6.2)' : 'bpf_cast_to_kern_ctx (kappa.bpf.o)',
+  };
+  for (const choice of plan.features) features[choice.feature] = describeFeature(choice).slice(choice.feature.length + 2);
+  return features;
+}

@@ -1,0 +1,50 @@
+/* An IPv6 listener's SYN-ACK, on kernels whose cgroup egress hook never sees it. The SYN-ACK leaves
+ * from the request socket (skb->sk) through ip6_xmit(listener, skb, ...), and 6.1's
+ * BPF_CGROUP_RUN_PROG_INET_EGRESS runs only when the socket it is handed is skb->sk, so the server
+ * end would miss one packet of every IPv6 connection it accepts (npm run test:kernels showed it
+ * against tcpdump on 6.1; IPv4's ip_build_and_send_pkt hands over skb->sk and is counted).
+ * Userspace loads this with kappa-compat.bpf.o only (kernels before 6.2; 6.18's hook counts these
+ * itself): the same entry, role and owner as the cgroup hook would have given it.
+ * NOT WORKING YET: Debian's 6.1 refuses this program with EINVAL and no verifier log (seen with
+ * kappa-capture --check in npm run test:kernels); capture then reports the feature off with that
+ * reason. Next step: the libbpf debug log of a load in the VM. */
+#ifndef KAPPA_HOOKS_SYNACK6_H
+#define KAPPA_HOOKS_SYNACK6_H
+
+#define TCP_STATE_NEW_SYN_RECV 12
+
+SEC("fentry/ip6_xmit")
+int BPF_PROG(kappa_synack6_xmit, const struct sock *sk, struct sk_buff *skb)
+{
+	struct sock *request = skb->sk;
+	/* A full socket's own packet (sk == skb->sk) goes through the cgroup hook. */
+	if (!request || request == sk || request->__sk_common.skc_state != TCP_STATE_NEW_SYN_RECV)
+		return 0;
+	/* Storage exists only for sockets of the attached cgroup. */
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, (struct sock *)sk, 0, 0);
+	if (!s)
+		return 0;
+	struct packet pkt = {};
+	struct sock_common *c = &request->__sk_common;
+	copy_ip6(pkt.src_ip, c->skc_v6_rcv_saddr.in6_u.u6_addr32[0], c->skc_v6_rcv_saddr.in6_u.u6_addr32[1],
+		 c->skc_v6_rcv_saddr.in6_u.u6_addr32[2], c->skc_v6_rcv_saddr.in6_u.u6_addr32[3]);
+	copy_ip6(pkt.dst_ip, c->skc_v6_daddr.in6_u.u6_addr32[0], c->skc_v6_daddr.in6_u.u6_addr32[1],
+		 c->skc_v6_daddr.in6_u.u6_addr32[2], c->skc_v6_daddr.in6_u.u6_addr32[3]);
+	pkt.src_port = c->skc_num;
+	pkt.dst_port = bpf_ntohs(c->skc_dport);
+	pkt.ip_version = 6;
+	pkt.protocol = KAPPA_IPPROTO_TCP;
+	pkt.tcp_flags = TCP_FLAG_SYN | TCP_FLAG_ACK;
+	struct kappa_flow_key key = {};
+	key_from_packet(&key, &pkt, true);
+	key.netns = s->netns;
+	/* ip6_xmit pushes the IPv6 header after this: the skb holds the TCP segment. */
+	__u64 bytes = skb->len + 40;
+	__u8 role = conversation_role(&key, KAPPA_IPPROTO_TCP, pkt.tcp_flags, true);
+	struct kappa_flow_stats *st = flow_entry(current_epoch(), &key, s, role, &pkt, 1, bytes);
+	if (st)
+		add_packets(st, true, 1, bytes, pkt.tcp_flags);
+	return 0;
+}
+
+#endif
