@@ -916,3 +916,7 @@ int kappa_tc_egress(struct __sk_buff *skb)
 {
 	return account_tc(skb, true);
 }
+
+/* ---- DNS messages and drops: programs of their own, each an optional feature ------------- */
+#include "kappa_dns.h"
+#include "kappa_drop.h"

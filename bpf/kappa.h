@@ -71,6 +71,14 @@ struct kappa_flow_stats {
 	__u64 rx_last_ns;
 	__u32 rx_tcp_flags;
 	__u32 rx_pad;
+	/* offset 176: packets of this conversation the kernel dropped (bpf/kappa_drop.h), either
+	 * direction, and up to three of their reasons (enum skb_drop_reason values of this kernel,
+	 * first seen first; 0: slot free) with the packets of each. */
+	__u64 drop_bytes;
+	__u32 drop_packets;
+	__u32 drop_reason[3];
+	__u32 drop_reason_packets[3];
+	__u32 drop_pad;
 };
 
 /* Read-only configuration, set by userspace before load (the object's only .rodata variable). */

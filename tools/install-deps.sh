@@ -28,6 +28,8 @@ declare -A needs=(
   [capsh]=libcap2-bin
   [ping]=iputils-ping
   [jq]=jq
+  [dnsmasq]=dnsmasq-base # the DNS tests' resolver (the binary only: no system service)
+  [dig]=bind9-dnsutils   # the DNS tests' client (UDP and TCP queries)
   [chromium]=chromium   # the console's browser tests (playwright-core drives it; no browser download)
 )
 if [[ ${1:-} == --kernels ]]; then

@@ -16,7 +16,7 @@ try {
     stdio: ['ignore', openSync('/dev/null', 'w'), 'pipe'],
   });
   let log = '';
-  await new Promise<void>((resolve) => capture.stderr.on('data', (c: Buffer) => (log += c.toString()).includes('"msg":"capturing"') && resolve()));
+  await new Promise<void>((resolve) => capture.stderr!.on('data', (c: Buffer) => (log += c.toString()).includes('"msg":"capturing"') && resolve()));
   await runIn(pair.a.netns, nodes, process.execPath, ['apps/capture/test/fixtures/traffic.mjs', 'udp-many', '10.77.91.99', String(conversations)]);
   const exited = new Promise((resolve) => capture.once('exit', resolve));
   capture.kill('SIGINT');

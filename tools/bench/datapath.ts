@@ -96,7 +96,6 @@ function treeRss(root: number): number {
 
 /** kappa's records of the iperf3 conversations, summed per (vantage, client port). */
 const kappaCounts = new Map<string, { bytes: number; packets: number }>();
-let kappaPid: number | undefined;
 
 async function startAgent(agent: AgentName): Promise<Agent> {
   if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
@@ -121,7 +120,6 @@ async function startAgent(agent: AgentName): Promise<Agent> {
       }
     });
     await waitFor(child, /"msg":"capturing"/, 'kappa-capture');
-    kappaPid = child.pid;
   } else if (agent === 'softflowd') {
     // -d: foreground; NetFlow v5 to a port nobody reads; own control socket and pid file.
     child = spawn('ip', ['netns', 'exec', pair.a.netns, 'softflowd', '-d', '-i', pair.a.ifname, '-n', '127.0.0.1:9995', '-c', join(work, 'softflowd.ctl'), '-p', join(work, 'softflowd.pid')], {

@@ -1,21 +1,48 @@
-// The exporter as a process, end to end: a backlog of joined batches waits in JetStream; the
-// exporter starts with one sink enabled and drains it. Reports records/s per sink against a
-// baseline with every sink off (consume + decode + ack only), all in one run.
-// Run: (cd apps/exporter && npm run build) && npx tsx tools/bench/exporter-e2e.ts [--batches 40] [--only Observer,JSON]
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
-import { join } from 'node:path';
+// The exporter as a process, end to end: a backlog of joined batches waits in JetStream (file
+// storage); the exporter starts with the given sinks and drains it. Reports, per configuration,
+// records/s (from the first batch acked to the last) and the exporter's CPU µs per record over
+// the same span, against a baseline with every sink off (consume, check, ack), all in one run.
+// The JSON Lines row is the JSONL scenario of issue #15: ≥ 100 000 records/s into a file.
+//
+// Run: npm run bench:exporter [-- --batches 100] [--only JSON] [--rounds 3]
+//        [--compare path/to/other/apps/exporter/dist/main.js] (the same configurations against
+//        another build, e.g. main's, alternating with this one: before/after in one run)
+//        [--cpu-prof dir] (each exporter writes a V8 CPU profile there)
+//        [--write] (puts the table into BENCHMARKS.md between its markers)
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { ServerProcess, freePort, startNatsServer } from '@kappa/testing';
+import { median } from './lib/processes.js';
+import { cpuSeconds, machineLine, repoRoot, table, writeSection } from './lib/report.mjs';
 
-const i = process.argv.indexOf('--batches');
-const BATCHES = i > 0 ? Number(process.argv[i + 1]) : 40;
+const argument = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const BATCHES = Number(argument('batches') ?? 100);
+const ROUNDS = Number(argument('rounds') ?? 3);
 const BATCH = 1000;
-const exporterMain = join(import.meta.dirname, '../../apps/exporter/dist/main.js');
+const builds: [string, string][] = [['this build', join(repoRoot, 'apps/exporter/dist/main.js')]];
+const compare = argument('compare');
+if (compare) builds.push(['compared build', resolve(compare)]);
+for (const [, main] of builds) {
+  if (!existsSync(main)) {
+    console.error(`exporter-e2e: ${main} missing; run \`npm run build\` first`);
+    process.exit(2);
+  }
+}
+// The flow store (#19) has its own bench (bench:store); it is off here where the build has it, so
+// builds with and without it compare alike.
+const storeOff = new Map(builds.map(([, main]) => [main, execFileSync(process.execPath, [main, '--help'], { encoding: 'utf8' }).includes('--store') ? ['--store=false'] : []]));
+const profileDir = argument('cpu-prof');
+if (profileDir) mkdirSync(profileDir, { recursive: true });
 
+/** Joined records as a cluster makes them: both ends tagged, 20 workloads, 2 namespaces. */
 function batch(n: number) {
   return newFlowBatch({
     batchId: `e2e-${n}`,
@@ -25,18 +52,32 @@ function batch(n: number) {
         id: `node-a/${n}/${k}`,
         node: `node-${k % 3}`,
         vantage: k % 2 ? Vantage.SRC : Vantage.DST,
-        startNs: 1_764_000_000_000_000_000n,
+        startNs: 1_764_000_000_000_000_000n + BigInt(k),
         endNs: 1_764_000_010_000_000_000n,
+        firstSeenNs: 1_764_000_000_000_000_000n + BigInt(k),
+        lastSeenNs: 1_764_000_009_000_000_000n,
         protocol: IpProtocol.TCP,
-        src: { ip: `10.1.${k >> 8}.${k & 255}`, port: 30000 + k, process: { pid: 1000 + k, name: 'nginx', cmdline: 'nginx: worker process', containerId: 'c'.repeat(64) }, kube: { objectName: `web-${k % 50}`, objectNamespace: 'shop', objectType: 'pod', workloadName: `web-${k % 20}`, workloadNamespace: 'shop' } },
-        dst: { ip: '10.2.0.7', port: 5432, process: { name: 'postgres' }, kube: { objectName: 'db-0', objectNamespace: 'data', objectType: 'pod', workloadName: 'db', workloadNamespace: 'data' } },
+        src: {
+          ip: `10.1.${k >> 8}.${k & 255}`,
+          port: 30000 + k,
+          process: { pid: 1000 + k, name: 'nginx', cmdline: 'nginx: worker process', containerId: 'c'.repeat(64), cgroupId: 4242n },
+          kube: { node: 'node-a', objectName: `web-${k % 50}`, objectNamespace: 'shop', objectType: 'pod', workloadName: `web-${k % 20}`, workloadNamespace: 'shop', workloadKind: 'Deployment', labels: { app: 'web', tier: 'front' } },
+        },
+        dst: {
+          ip: '10.2.0.7',
+          port: 5432,
+          process: { pid: 77, name: 'postgres' },
+          kube: { node: 'node-b', objectName: 'db-0', objectNamespace: 'data', objectType: 'pod', workloadName: 'db', workloadNamespace: 'data', workloadKind: 'StatefulSet' },
+        },
         bytes: 123456n,
         packets: 321n,
         reverseBytes: 654321n,
         reversePackets: 123n,
-        tcp: { srttUs: 250, retransmits: 1, flags: 0x1b },
+        tcp: { srttUs: 250, minRttUs: 100, retransmits: 1, flags: 0x1b },
+        appLatency: { count: 3n, sumUs: 4500n, maxUs: 2000n },
         joined: true,
         clusterId: 1,
+        observation: 'socket',
       }),
     ),
   });
@@ -54,63 +95,87 @@ const batches = Array.from({ length: BATCHES }, (_, n) => batch(n));
 const off = ['--jsonl=', '--prometheus=false', '--observer=false'];
 const configs: Record<string, string[]> = {
   'baseline: every sink off': off,
-  'JSON Lines': ['--prometheus=false', '--observer=false', `--jsonl=${join(dir, 'flows.jsonl')}`],
+  'JSON Lines': ['--prometheus=false', '--observer=false', `--jsonl=${join(dir, 'flows.jsonl')}`, `--jsonl-max-bytes=${2 ** 40}`],
   'IPFIX UDP → nfcapd': ['--jsonl=', '--prometheus=false', '--observer=false', `--ipfix=udp://127.0.0.1:${udpPort}`],
   Prometheus: ['--jsonl=', '--observer=false'],
   Observer: ['--jsonl=', '--prometheus=false', '--observer-port=0'],
-  // Same sink, keeping 1000 records instead of 100 000: what holding the records costs (GC).
-  'Observer, --observer-buffer=1000': ['--jsonl=', '--prometheus=false', '--observer-port=0', '--observer-buffer=1000'],
-  'all four': [`--jsonl=${join(dir, 'all.jsonl')}`, `--ipfix=udp://127.0.0.1:${udpPort}`, '--observer-port=0'],
-  'all four, --max-in-flight=4': [`--jsonl=${join(dir, 'all4.jsonl')}`, `--ipfix=udp://127.0.0.1:${udpPort}`, '--observer-port=0', '--max-in-flight=4'],
+  'all four': [`--jsonl=${join(dir, 'all.jsonl')}`, `--jsonl-max-bytes=${2 ** 40}`, `--ipfix=udp://127.0.0.1:${udpPort}`, '--observer-port=0'],
 };
 
+interface Drain {
+  ms: number;
+  cpuUsPerRecord: number;
+}
+
 let drains = 0;
-async function drain(args: string[]): Promise<number> {
+async function drain(main: string, name: string, args: string[]): Promise<Drain> {
   await bus.purgeStream(FLOW_STREAM);
+  rmSync(join(dir, 'flows.jsonl'), { force: true });
+  rmSync(join(dir, 'all.jsonl'), { force: true });
   drains++;
   // Fresh ids: JetStream would drop a batch id it saw within its duplicate window.
   for (const b of batches) await bus.publishBatch(subjects.joined(0), { ...b, batchId: `${b.batchId}/${drains}` });
   if ((await bus.streamInfo(FLOW_STREAM)).state.messages !== BATCHES) throw new Error('backlog not stored');
   const metricsPort = await freePort();
-  const child = spawn(process.execPath, [exporterMain, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-  // The clock runs from the first batch acked to the last, so process start-up is not counted:
-  // (BATCHES - 1) batches are handled in between.
+  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name.replace(/\W+/g, '-')}-${drains}.cpuprofile`] : [];
+  const child = spawn(process.execPath, [...profile, main, `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--log-level=warn', ...storeOff.get(main)!, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // The clock and the CPU count from the first batch acked to the last, so start-up is left
+  // out: (BATCHES - 1) batches are handled in between.
   const remaining = async () => (await bus.streamInfo(FLOW_STREAM)).state.messages;
   let first: bigint | undefined;
+  let firstCpu = 0;
   for (;;) {
     const left = await remaining();
-    if (first === undefined && left < BATCHES) first = process.hrtime.bigint();
+    if (first === undefined && left < BATCHES) {
+      first = process.hrtime.bigint();
+      firstCpu = cpuSeconds(child.pid!);
+    }
     if (left === 0) break;
-    // Polling every 50 ms (±50 ms on drains of seconds): faster polling loads nats-server too.
-    await new Promise((r) => setTimeout(r, 50));
+    // Polling every 20 ms (±20 ms on drains of seconds): faster polling loads nats-server too.
+    await new Promise((r) => setTimeout(r, 20));
   }
   const ms = Number(process.hrtime.bigint() - (first ?? 0n)) / 1e6;
+  const cpu = cpuSeconds(child.pid!) - firstCpu;
   await new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
   });
-  return ms;
+  return { ms, cpuUsPerRecord: (cpu * 1e6) / ((BATCHES - 1) * BATCH) };
 }
 
 // --only a,b: run only the configurations whose names contain one of these words.
-const o = process.argv.indexOf('--only');
-const only = o > 0 ? (process.argv[o + 1] ?? '').split(',') : undefined;
+const only = argument('only')?.split(',');
 const chosen = Object.entries(configs).filter(([name]) => !only || name.startsWith('baseline') || only.some((w) => name.includes(w)));
-const results = new Map<string, number[]>(chosen.map(([k]) => [k, []]));
-for (let round = 0; round < 3; round++) {
-  for (const [name, args] of chosen) results.get(name)!.push(await drain(args));
+const results = new Map<string, Drain[]>();
+const loads: number[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [name, args] of chosen) {
+    for (const [build, main] of builds) {
+      const key = `${build}\0${name}`;
+      if (!results.has(key)) results.set(key, []);
+      results.get(key)!.push(await drain(main, name, args));
+      loads.push(loadavg()[0]!);
+    }
+  }
 }
 await bus.close();
 await nfcapd.stop();
 await nats.stop();
 rmSync(dir, { recursive: true, force: true });
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-console.log(`machine: ${cpus().length} cores, ${cpus()[0]?.model}, kernel ${release()}, node ${process.version}`);
-console.log(`${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last); median of 3 rounds`);
-console.log('| sinks enabled | drain ms | records/s |');
-console.log('| --- | --- | --- |');
-for (const [name, xs] of results) {
-  const ms = median(xs);
-  console.log(`| ${name} | ${ms.toFixed(0)} | ${Math.round(((BATCHES - 1) * BATCH) / (ms / 1000)).toLocaleString('en-US')} |`);
-}
+const rows = [...results].map(([key, xs]) => {
+  const [build, name] = key.split('\0') as [string, string];
+  const ms = median(xs.map((x) => x.ms));
+  const cpu = median(xs.map((x) => x.cpuUsPerRecord));
+  return [...(compare ? [build] : []), name, ms.toFixed(0), Math.round(((BATCHES - 1) * BATCH) / (ms / 1000)).toLocaleString('en-US'), cpu.toFixed(2)];
+});
+const header = [...(compare ? ['build'] : []), 'sinks enabled', 'drain ms', 'records/s', 'exporter CPU µs per record'];
+const text = [
+  `${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last); median of ${ROUNDS} rounds; load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`,
+  '',
+  table(header, rows),
+  '',
+  machineLine(),
+].join('\n');
+console.log(text);
+if (process.argv.includes('--write')) writeSection('exporter-e2e', `Command: \`npm run bench:exporter -- ${process.argv.slice(2).filter((a) => a !== '--write').join(' ')}\`\n\n${text}`);

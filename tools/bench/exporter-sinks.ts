@@ -1,13 +1,16 @@
-// Exporter throughput per sink: records/s that each sink (JSON Lines, IPFIX over UDP to a real
-// nfcapd, IPFIX over TCP, Prometheus, Observer) and all of them together take, in one run,
-// against a baseline (decoding the FlowBatch, which every delivery costs before any sink).
-// Rounds alternate between sinks so machine noise hits all alike.
-// Run: npx tsx tools/bench/exporter-sinks.ts [--batches-per-round 5] [--rounds 7]
+// Exporter cost per sink, in process: CPU µs per record and records/s that each sink (JSON Lines,
+// IPFIX over UDP to a real nfcapd, IPFIX over TCP, Prometheus, Observer) and all of them together
+// take, against a baseline (checking and indexing the received FlowBatch: what every delivery
+// costs before any sink) and against what the JSON Lines sink did before it wrote from bytes
+// (protobuf-es decode + toJson + JSON.stringify). Rounds alternate between cases, so machine
+// noise hits all alike; CPU time (process.cpuUsage) is what load inflates least.
+// Run: npm run bench:exporter-sinks [-- --batches-per-round 5] [--rounds 7] [--only JSON,IPFIX] [--write]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { open } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IpProtocol, Vantage, decodeFlowBatch, encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchView, IpProtocol, Vantage, decodeFlowBatch, encodeFlowBatch, flowRecordToJson, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, ServerProcess } from '@kappa/testing';
@@ -17,7 +20,9 @@ import { IpfixSink } from '../../apps/exporter/src/sinks/ipfix.js';
 import { JsonlSink } from '../../apps/exporter/src/sinks/jsonl.js';
 import { ObserverSink } from '../../apps/exporter/src/sinks/observer.js';
 import { PrometheusSink } from '../../apps/exporter/src/sinks/prometheus.js';
-import type { FlowSink } from '../../apps/exporter/src/sinks/sink.js';
+import type { ExportBatch, FlowSink } from '../../apps/exporter/src/sinks/sink.js';
+import { median } from './lib/processes.js';
+import { machineLine, table, writeSection } from './lib/report.mjs';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -66,8 +71,9 @@ function batch(n: number): FlowBatch {
   });
 }
 
-const batches = Array.from({ length: batchesPerRound }, (_, n) => batch(n));
-const encoded = batches.map(encodeFlowBatch);
+const encoded = Array.from({ length: batchesPerRound }, (_, n) => encodeFlowBatch(batch(n)));
+const views = encoded.map((bytes) => new FlowBatchView().parse(bytes));
+const exportBatches: ExportBatch[] = views.map((view) => ({ view, redelivered: false }));
 const logger = createLogger('bench', 'silent');
 const dir = mkdtempSync(join(tmpdir(), 'kx-bench-'));
 
@@ -85,64 +91,85 @@ const ipfixUdp = ipfix(`udp://127.0.0.1:${udpPort}`);
 const ipfixTcp = ipfix(`tcp://127.0.0.1:${tcpPort}`);
 await ipfixUdp.start();
 await ipfixTcp.start();
-const jsonl = new JsonlSink({ path: join(dir, 'flows.jsonl'), maxBytes: 256 * 1024 ** 2, keep: 1 });
+const jsonl = new JsonlSink({ path: join(dir, 'flows.jsonl'), maxBytes: 2 ** 40, keep: 1 });
 await jsonl.start();
+// What the JSON Lines sink did before: decode the batch, toJson + JSON.stringify each record.
+const before = await open(join(dir, 'before.jsonl'), 'a');
 const prometheus = new PrometheusSink({ registry: createRegistry('bench'), maxSeries: 10_000 });
 const observer = new ObserverSink(new FlowRing(100_000, 600_000_000_000n));
 const allRegistry = createRegistry('bench-all');
 const all = new SinkDispatcher({
   sinks: [
-    new JsonlSink({ path: join(dir, 'all.jsonl'), maxBytes: 256 * 1024 ** 2, keep: 1 }),
+    new JsonlSink({ path: join(dir, 'all.jsonl'), maxBytes: 2 ** 40, keep: 1 }),
     ipfix(`udp://127.0.0.1:${udpPort}`),
     new PrometheusSink({ registry: allRegistry, maxSeries: 10_000 }),
     new ObserverSink(new FlowRing(100_000, 600_000_000_000n)),
   ],
   registry: allRegistry,
+  // The same batches every round: nothing to skip as a redelivery.
+  rememberBatches: 0,
 });
 for (const s of all.sinks) await (s as FlowSink & { start?: () => Promise<void> }).start?.();
 
-let allRound = 0;
 const cases: Record<string, () => Promise<void>> = {
-  'baseline: decode FlowBatch': async () => {
-    for (const bytes of encoded) decodeFlowBatch(bytes);
+  'baseline: check and index the FlowBatch (FlowBatchView.parse)': async () => {
+    for (const bytes of encoded) new FlowBatchView().parse(bytes);
   },
   'JSON Lines (file)': async () => {
-    for (const b of batches) await jsonl.write(b);
+    for (const b of exportBatches) await jsonl.write(b);
+  },
+  'JSON Lines before: decode + toJson + JSON.stringify (file)': async () => {
+    for (const bytes of encoded) {
+      let text = '';
+      for (const record of decodeFlowBatch(bytes).records) text += `${JSON.stringify(flowRecordToJson(record))}\n`;
+      await before.write(Buffer.from(text, 'utf8'));
+    }
   },
   'IPFIX UDP → nfcapd': async () => {
-    for (const b of batches) await ipfixUdp.write(b);
+    for (const b of exportBatches) await ipfixUdp.write(b);
   },
   'IPFIX TCP': async () => {
-    for (const b of batches) await ipfixTcp.write(b);
+    for (const b of exportBatches) await ipfixTcp.write(b);
   },
   Prometheus: async () => {
-    for (const b of batches) await prometheus.write(b);
+    for (const b of exportBatches) await prometheus.write(b);
   },
-  'Observer (ring)': async () => {
-    for (const b of batches) await observer.write(b);
+  'Observer (ring of bytes)': async () => {
+    for (const b of exportBatches) await observer.write(b);
   },
   'all four (dispatcher)': async () => {
-    allRound++;
-    // Fresh batch ids, so the dispatcher's redelivery dedupe does not skip them.
-    for (const b of batches) await all.dispatch({ ...b, batchId: `${b.batchId}/${allRound}` });
+    for (const b of exportBatches) await all.dispatch(b);
   },
 };
 
-const samples = new Map<string, number[]>(Object.keys(cases).map((k) => [k, []]));
+interface Sample {
+  ms: number;
+  cpuUs: number;
+}
+// --only a,b: only the cases whose names contain one of these words (and the baseline).
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt > 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : undefined;
+for (const name of Object.keys(cases)) if (only && !name.startsWith('baseline') && !only.some((w) => name.includes(w))) delete cases[name];
+const samples = new Map<string, Sample[]>(Object.keys(cases).map((k) => [k, []]));
 for (const run of Object.values(cases)) await run(); // warm-up
 let udpRecords = batchesPerRound * BATCH * 2; // warm-up: UDP sink + the dispatcher's UDP sink
+const loads: number[] = [];
 for (let r = 0; r < rounds; r++) {
   for (const [name, run] of Object.entries(cases)) {
     const start = process.hrtime.bigint();
+    const cpu = process.cpuUsage();
     await run();
-    samples.get(name)!.push(Number(process.hrtime.bigint() - start) / 1e6);
+    const used = process.cpuUsage(cpu);
+    samples.get(name)!.push({ ms: Number(process.hrtime.bigint() - start) / 1e6, cpuUs: used.user + used.system });
     if (name.startsWith('IPFIX UDP') || name.startsWith('all')) udpRecords += batchesPerRound * BATCH;
   }
+  loads.push(loadavg()[0]!);
 }
 
 await ipfixUdp.close();
 await ipfixTcp.close();
 await jsonl.close();
+await before.close();
 await all.close();
 await new Promise((r) => setTimeout(r, 1000));
 await nfcapd.stop();
@@ -150,14 +177,18 @@ const flows = /Flows: (\d+)/.exec(nfcapd.log)?.[1];
 discard.kill();
 rmSync(dir, { recursive: true, force: true });
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const records = batchesPerRound * BATCH;
-console.log(`machine: ${cpus().length} cores, ${cpus()[0]?.model}, kernel ${release()}, node ${process.version}`);
-console.log(`${rounds} rounds × ${batchesPerRound} batches × ${BATCH} records per case; median round`);
-console.log('| sink | ms per 1000 records | records/s |');
-console.log('| --- | --- | --- |');
-for (const [name, xs] of samples) {
-  const ms = median(xs);
-  console.log(`| ${name} | ${((ms / records) * 1000).toFixed(2)} | ${Math.round(records / (ms / 1000)).toLocaleString('en-US')} |`);
-}
-console.log(`nfcapd counted ${flows ?? '?'} flows of ${udpRecords} sent over UDP`);
+const rows = [...samples].map(([name, xs]) => {
+  const ms = median(xs.map((x) => x.ms));
+  return [name, (median(xs.map((x) => x.cpuUs)) / records).toFixed(2), Math.round(records / (ms / 1000)).toLocaleString('en-US')];
+});
+const text = [
+  `${rounds} rounds × ${batchesPerRound} batches × ${BATCH} records per case; median round; load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} during the run.`,
+  '',
+  table(['case', 'CPU µs per record', 'records/s (wall)'], rows),
+  '',
+  `nfcapd counted ${flows ?? '?'} flows of ${udpRecords} sent over UDP.`,
+  machineLine(),
+].join('\n');
+console.log(text);
+if (process.argv.includes('--write')) writeSection('exporter-sinks', `Command: \`npm run bench:exporter-sinks -- ${process.argv.slice(2).filter((a) => a !== '--write').join(' ')}\`\n\n${text}`);

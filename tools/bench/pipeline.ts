@@ -20,7 +20,6 @@ import { describeCluster } from '../../tests/e2e/src/cluster.js';
 import { logTail, startService, stopService } from '../../tests/e2e/src/services.js';
 import type { RunningService } from '../../tests/e2e/src/services.js';
 import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
-// @ts-expect-error report.mjs is plain JavaScript without declarations
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));

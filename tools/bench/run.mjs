@@ -13,6 +13,8 @@ const scenarios = [
   ['state', 'bench:state'],
   ['state-joiner', 'bench:state-joiner'],
   ['pipeline', 'bench:pipeline'],
+  ['exporter', 'bench:exporter'],
+  ['exporter-sinks', 'bench:exporter-sinks'],
   ['console', 'bench:console'],
 ];
 

@@ -6,8 +6,10 @@ import { Counter, Gauge, Histogram } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { ktimeToUnixOffsetNs } from './clock.js';
 import type { DrainPass, OverflowCounters } from './datapath.js';
+import type { DnsTracker } from './dns/tracker.js';
+import { DropReasons } from './drop-reasons.js';
 import { FlowBatchEncoder } from './encode.js';
-import type { EncodedBatch } from './encode.js';
+import type { EncodedBatch, RecordAnnotations } from './encode.js';
 import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC } from './layout.js';
 import type { Spool, SpooledBatch } from './spool.js';
 
@@ -32,6 +34,10 @@ export interface CaptureOptions {
   maxUnsentBatches?: number;
   /** Keeps each batch on disk from the drain until the sink has it (see spool.ts). */
   spool?: Spool;
+  /** DNS: the kernel's copies of DNS messages (read every `pollMs`, and at each drain) and what is made of them. */
+  dns?: { events: { consume(): Buffer[] }; tracker: DnsTracker; pollMs?: number };
+  /** The kernel's drop reason names (without: REASON_<n>). */
+  dropReasons?: DropReasons;
 }
 
 export interface DrainResult {
@@ -69,6 +75,18 @@ export class CaptureLoop {
   private readonly drainCpuSeconds: Counter;
   private readonly droppedRecords: Counter;
   private readonly unsentBatches: Gauge;
+  private readonly dnsMessages: Counter;
+  private readonly dnsUnparsable: Counter;
+  private readonly dnsCut: Counter;
+  private readonly dnsLost: Counter;
+  private readonly dnsUnmatched: Counter;
+  private readonly dnsNames: Gauge;
+  private readonly droppedPackets: Counter;
+  private readonly dropsUnattributed: Counter;
+  private readonly dnsPoller: NodeJS.Timeout | undefined;
+  private dnsSeen = { queries: 0, responses: 0, unparsable: 0, cut: 0, unmatched: 0 };
+  /** Drain time (unix ms) for the names' last use. */
+  private drainMs = 0;
   private readonly unsent: UnsentBatch[] = [];
   /** Set when a send failed during the current drain: its later batches wait for the next one. */
   private sinkDown = false;
@@ -86,7 +104,14 @@ export class CaptureLoop {
     private readonly logger: Logger,
   ) {
     const registers = [registry];
-    this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024);
+    const tracker = options.dns?.tracker;
+    const reasons = options.dropReasons;
+    const annotations: RecordAnnotations = {
+      dnsField: (keys, at) => tracker?.takeRecordField(keys, at),
+      peerNameField: (keys, at) => tracker?.peerNameField(keys, at, this.drainMs),
+      dropReasonField: (reason) => (reasons ?? unnamedReasons).field(reason),
+    };
+    this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024, annotations);
     this.conversations = new Counter({ name: 'kappa_capture_conversations_total', help: 'Conversation records drained from the kernel', registers });
     this.bytes = new Counter({ name: 'kappa_capture_bytes_total', help: 'IP bytes counted, both directions', labelNames: ['vantage'], registers });
     this.packets = new Counter({ name: 'kappa_capture_packets_total', help: 'Wire packets counted, both directions', labelNames: ['vantage'], registers });
@@ -106,12 +131,39 @@ export class CaptureLoop {
       registers,
     });
     this.drainCpuSeconds = new Counter({ name: 'kappa_capture_drain_cpu_seconds_total', help: 'CPU time of capture spent in drains', registers });
+    this.dnsMessages = new Counter({ name: 'kappa_capture_dns_messages_total', help: 'DNS messages seen at the watched sockets, by kind (query, response)', labelNames: ['kind'], registers });
+    this.dnsUnparsable = new Counter({ name: 'kappa_capture_dns_unparsable_total', help: 'Messages on port 53 that are not DNS messages kappa can read (counted on their record too)', registers });
+    this.dnsCut = new Counter({ name: 'kappa_capture_dns_cut_total', help: 'DNS messages longer than the 512 bytes the kernel copies: records after that are not read', registers });
+    this.dnsLost = new Counter({ name: 'kappa_capture_dns_lost_total', help: 'DNS messages the kernel could not hand over (ring buffer full: raise --dns-buffer)', registers });
+    this.dnsUnmatched = new Counter({ name: 'kappa_capture_dns_unmatched_total', help: 'DNS exchanges whose conversation had no record to carry them (flow map full)', registers });
+    this.dnsNames = new Gauge({ name: 'kappa_capture_dns_names', help: '(namespace, address) → name entries kept (bounded by --dns-names)', registers });
+    this.droppedPackets = new Counter({ name: 'kappa_capture_dropped_packets_total', help: 'Packets of watched conversations the kernel dropped (skb:kfree_skb)', registers });
+    this.dropsUnattributed = new Counter({
+      name: 'kappa_capture_drops_unattributed_total',
+      help: 'Drops in watched namespaces that no conversation could be named for (unreadable headers, later IP fragments)',
+      registers,
+    });
     // The kernel counters are totals since the maps were created, which may be before a crash
     // of the previous instance: only what grows from now on is this instance's loss.
     this.lastOverflow = source.overflow();
     this.overflowPacketsTotal = this.lastOverflow.packets;
     // A previous instance's batches that may not have arrived go first.
     for (const spooled of options.spool?.load() ?? []) this.unsent.push({ batchId: spooled.batchId, records: spooled.records, spooled });
+    // The ring buffer is read between drains too, so a burst of DNS fits in it.
+    const dns = options.dns;
+    this.dnsPoller = dns ? setInterval(() => this.readDns(), dns.pollMs ?? 200).unref() : undefined;
+  }
+
+  /** Takes what the kernel copied of DNS messages into the tracker. */
+  private readDns(): void {
+    const dns = this.options.dns;
+    if (!dns) return;
+    for (const event of dns.events.consume()) dns.tracker.add(event);
+  }
+
+  /** Stops reading DNS messages between drains. */
+  close(): void {
+    clearInterval(this.dnsPoller);
   }
 
   /** Drains what a crashed instance left in the quiet map (its interval), if anything. */
@@ -135,6 +187,9 @@ export class CaptureLoop {
       this.sinkDown = true;
       failure = error;
     });
+    // Every message of the drained interval is in the ring now (the drain waited for the programs).
+    this.readDns();
+    this.drainMs = Date.now();
     this.encoder.begin({
       node: this.options.node,
       startNs: pass.startNs,
@@ -145,6 +200,7 @@ export class CaptureLoop {
     // Summed per vantage as Numbers and added to the metrics once per drain, not per record.
     const bytes = [0, 0, 0];
     const packets = [0, 0, 0];
+    let dropped = 0;
     let conversations = 0;
     for (const { keys, values, count } of pass.chunks) {
       for (let i = 0; i < count; i++) {
@@ -153,6 +209,7 @@ export class CaptureLoop {
         const vantage = role === ROLE_SRC ? 1 : role === ROLE_DST ? 2 : 0;
         bytes[vantage]! += u64(values, v + S.tx_bytes.offset) + u64(values, v + S.rx_bytes.offset);
         packets[vantage]! += u64(values, v + S.tx_packets.offset) + u64(values, v + S.rx_packets.offset);
+        dropped += values.readUInt32LE(v + S.drop_packets.offset);
         const full = this.encoder.add(keys, i * KEY, values, v);
         // The chunk's buffers stay valid while this awaits: the next kernel read waits for it.
         if (full) {
@@ -172,12 +229,16 @@ export class CaptureLoop {
       if (packets[vantage]) this.packets.inc({ vantage: VANTAGE_LABELS[vantage]! }, packets[vantage]!);
     }
     this.conversations.inc(conversations);
+    if (dropped) this.droppedPackets.inc(dropped);
+    this.countDns(pass.epoch);
     const overflow = this.source.overflow();
     const lostPackets = overflow.packets - this.lastOverflow.packets;
     const lostBytes = overflow.bytes - this.lastOverflow.bytes;
     this.overflowPackets.inc(Number(lostPackets));
     this.overflowBytes.inc(Number(lostBytes));
     this.copiesSkipped.inc(Number(overflow.copiesSkipped - this.lastOverflow.copiesSkipped));
+    this.dnsLost.inc(Number(overflow.dnsLost - this.lastOverflow.dnsLost));
+    this.dropsUnattributed.inc(Number(overflow.dropsUnattributed - this.lastOverflow.dropsUnattributed));
     this.lastOverflow = overflow;
     this.overflowPacketsTotal = overflow.packets;
     this.unsentBatches.set(this.unsent.length);
@@ -194,6 +255,22 @@ export class CaptureLoop {
     }
     if (failure !== undefined) throw failure;
     return summary;
+  }
+
+  /** Ends the tracker's drain and moves its counts into the metrics. */
+  private countDns(epoch: number): void {
+    const tracker = this.options.dns?.tracker;
+    if (!tracker) return;
+    tracker.endDrain(epoch, process.hrtime.bigint(), this.drainMs);
+    const c = tracker.counts;
+    const seen = this.dnsSeen;
+    this.dnsMessages.inc({ kind: 'query' }, c.queries - seen.queries);
+    this.dnsMessages.inc({ kind: 'response' }, c.responses - seen.responses);
+    this.dnsUnparsable.inc(c.unparsable - seen.unparsable);
+    this.dnsCut.inc(c.cut - seen.cut);
+    this.dnsUnmatched.inc(c.unmatched - seen.unmatched);
+    this.dnsSeen = { queries: c.queries, responses: c.responses, unparsable: c.unparsable, cut: c.cut, unmatched: c.unmatched };
+    this.dnsNames.set(tracker.names.size);
   }
 
   /**
@@ -251,6 +328,9 @@ export class CaptureLoop {
     }
   }
 }
+
+/** Without the kernel's BTF names, reasons are named by number. */
+const unnamedReasons = new DropReasons(new Map());
 
 /** A little-endian u64 as a Number (exact below 2^53: far above any one interval's count). */
 function u64(buffer: Buffer, at: number): number {

@@ -23,6 +23,7 @@ import {
   listInterfaces,
   lookupElement,
   readPerCpuCounter,
+  RingBufferReader,
   updateElement,
   waitForRunningPrograms,
 } from '@kappa/ebpf-ffi';
@@ -33,7 +34,9 @@ import {
   COUNTER_OVERFLOW_BYTES,
   COUNTER_OVERFLOW_PACKETS,
   COUNTER_ROLE_OVERFLOW,
+  DNS_COUNTER_LOST,
   DRAIN_STATE,
+  DROP_COUNTER_UNATTRIBUTED,
   FLOW_KEY,
   FLOW_STATS,
   decodeDrainState,
@@ -59,6 +62,8 @@ export interface DatapathOptions {
   omitPrograms?: readonly string[];
   /** Entries per kernel read while draining. */
   chunkEntries?: number;
+  /** Size of the DNS messages' ring buffer (a power of two, at least a page). */
+  dnsBufferBytes?: number;
 }
 
 export interface OverflowCounters {
@@ -66,6 +71,10 @@ export interface OverflowCounters {
   bytes: bigint;
   roles: bigint;
   copiesSkipped: bigint;
+  /** DNS messages the kernel could not copy (ring buffer full). */
+  dnsLost: bigint;
+  /** Drops in tracked namespaces whose headers could not be read. */
+  dropsUnattributed: bigint;
 }
 
 /** One map's worth of conversations, and the interval the kernel counted them in. */
@@ -73,11 +82,26 @@ export interface DrainPass {
   /** Unix ns at which the drained map became the one programs counted into, and at which it stopped. */
   readonly startNs: bigint;
   readonly endNs: bigint;
+  /** The drain epoch the entries were counted in (kappa_drain_state.epoch). */
+  readonly epoch: number;
   /** The entries, chunk by chunk, deleted as they are read; each chunk is valid until the next. */
   readonly chunks: Iterable<DrainedChunk>;
 }
 
-const CGROUP_PROGRAMS = ['kappa_skb_ingress', 'kappa_skb_egress', 'kappa_sock_create', 'kappa_connect4', 'kappa_connect6', 'kappa_sockops', 'kappa_sock_release'] as const;
+// Attached in this order: DNS and drops (programs of their own, bpf/kappa_dns.h and kappa_drop.h)
+// after the counting programs, so a socket's storage exists when they look for it.
+const CGROUP_PROGRAMS = [
+  'kappa_skb_ingress',
+  'kappa_skb_egress',
+  'kappa_sock_create',
+  'kappa_connect4',
+  'kappa_connect6',
+  'kappa_sockops',
+  'kappa_sock_release',
+  'kappa_dns_ingress',
+  'kappa_dns_egress',
+  'kappa_drop_sock_create',
+] as const;
 const TRACEPOINT_PROGRAMS = [
   ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
   ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
@@ -89,7 +113,12 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
   // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
   ['kappa_synack6_xmit', 'fentry ip6_xmit'],
+  // Drops (bpf/kappa_drop.h).
+  ['kappa_drop', 'tracepoint skb:kfree_skb'],
 ] as const;
+/** The DNS feature's programs, and the drops feature's (bpf/kappa_dns.h, bpf/kappa_drop.h). */
+export const DNS_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
+export const DROP_PROGRAMS = ['kappa_drop', 'kappa_drop_sock_create'] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
 const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
 const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
@@ -100,7 +129,11 @@ export class Datapath {
   private socketReporter: IteratorAttachment | undefined;
   private readonly drainers: [MapDrainer, MapDrainer];
   private readonly counters: BpfMap;
+  private readonly dnsCounters: BpfMap;
+  private readonly dropCounters: BpfMap;
   private readonly drainState: BpfMap;
+  /** The DNS messages the kernel copies (undefined when the DNS feature is off). */
+  readonly dnsEvents: RingBufferReader | undefined;
   private readonly stateKey = Buffer.alloc(4);
   private readonly stateValue = Buffer.alloc(DRAIN_STATE.size);
   readonly cgroupPath: string;
@@ -125,7 +158,10 @@ export class Datapath {
     }
     this.drainers = [new MapDrainer(flows[0]!, chunkEntries), new MapDrainer(flows[1]!, chunkEntries)];
     this.counters = object.map('kappa_counters');
+    this.dnsCounters = object.map('kappa_dns_counters');
+    this.dropCounters = object.map('kappa_drop_counters');
     this.drainState = object.map('kappa_drain');
+    this.dnsEvents = omitted.has('kappa_dns_ingress') ? undefined : new RingBufferReader(object.map('kappa_dns_events'));
     if (!tookOver) this.writeState({ epoch: 0, startedUnixNs: [unixNow(), 0n] });
   }
 
@@ -151,10 +187,15 @@ export class Datapath {
     const omitted = new Set(options.omitPrograms ?? []);
     // Socket counters need both the iterator that reports them and the destruction hook.
     if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
+    // DNS and drops look at the watched sockets: socket mode only, and each feature whole or not at all.
+    for (const feature of [DNS_PROGRAMS, DROP_PROGRAMS]) {
+      if (feature.some((name) => omitted.has(name)) || !options.socketMode) for (const name of feature) omitted.add(name);
+    }
     const socketCounters = !omitted.has('kappa_drain_sockets');
     try {
       object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters }));
       for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.maxConversations);
+      if (options.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.dnsBufferBytes);
       for (const name of omitted) object.setAutoload(name, false);
       // libbpf would refuse a pinned map of another layout with a bare EINVAL: name it first.
       if (tookOver) checkPinnedLayout(options.pinFolder, object.mapNames().filter((name) => !name.startsWith('.')).map((name) => object.map(name)));
@@ -185,7 +226,10 @@ export class Datapath {
 
   private attachSocketMode(): void {
     for (const name of CGROUP_PROGRAMS) {
-      if (this.omitted.has(name)) continue;
+      if (this.omitted.has(name)) {
+        detachPinned(this.linkPin(name)); // a crashed instance's, with the feature on
+        continue;
+      }
       const program = this.object.program(name);
       this.attachments.push(attachPinned(this.linkPin(name), program, () => attachCgroup(program, this.cgroupPath)));
     }
@@ -252,7 +296,7 @@ export class Datapath {
     const quiet = current ^ 1;
     const currentStart = state.startedUnixNs[current] ?? 0n;
     const endNs = currentStart || unixNow();
-    return { startNs: state.startedUnixNs[quiet] || endNs, endNs, chunks: this.drainers[quiet]!.chunks() };
+    return { startNs: state.startedUnixNs[quiet] || endNs, endNs, epoch: (state.epoch - 1) >>> 0, chunks: this.drainers[quiet]!.chunks() };
   }
 
   /**
@@ -270,7 +314,7 @@ export class Datapath {
     waitForRunningPrograms();
     // Counting sockets report into the quiet map what they counted since their last report.
     this.socketReporter?.run();
-    return { startNs: state.startedUnixNs[current] || endNs, endNs, chunks: this.drainers[current]!.chunks() };
+    return { startNs: state.startedUnixNs[current] || endNs, endNs, epoch: state.epoch, chunks: this.drainers[current]!.chunks() };
   }
 
   /** Totals since the maps were created (the kernel counters never reset). */
@@ -280,6 +324,8 @@ export class Datapath {
       bytes: readPerCpuCounter(this.counters, COUNTER_OVERFLOW_BYTES),
       roles: readPerCpuCounter(this.counters, COUNTER_ROLE_OVERFLOW),
       copiesSkipped: readPerCpuCounter(this.counters, COUNTER_COPIES_SKIPPED),
+      dnsLost: readPerCpuCounter(this.dnsCounters, DNS_COUNTER_LOST),
+      dropsUnattributed: readPerCpuCounter(this.dropCounters, DROP_COUNTER_UNATTRIBUTED),
     };
   }
 
@@ -301,6 +347,7 @@ export class Datapath {
   abandon(): void {
     if (!this.tookOver) return this.stop();
     this.socketReporter?.detach();
+    this.dnsEvents?.close();
     for (const attachment of this.attachments.splice(0).reverse()) {
       if (attachment instanceof LinkAttachment) attachment.release();
       else attachment.detach();
@@ -315,6 +362,7 @@ export class Datapath {
     for (const attachment of this.attachments.splice(0).reverse()) attachment.detach();
     this.socketReporter?.detach();
     this.socketReporter = undefined;
+    this.dnsEvents?.close();
     this.object.unpinMaps();
     this.object.close();
     rmSync(this.pinFolder, { recursive: true, force: true });

@@ -18,6 +18,20 @@ export interface DrainInterval {
   readonly interfaceName: (ifindex: number) => string;
 }
 
+/**
+ * What a record carries besides the kernel's counts: the DNS exchanges of its conversation and
+ * the name its local end resolved the other end's address from (dns/tracker.ts), and the names
+ * of the kernel's drop reasons (drop-reasons.ts). Each returns a pre-encoded field, or undefined.
+ */
+export interface RecordAnnotations {
+  /** FlowRecord.dns for the conversation whose key is at keys[keyAt]; taken once. */
+  dnsField(keys: Buffer, keyAt: number): Buffer | undefined;
+  /** Endpoint.peer_dns_name for the local end of the key at keys[keyAt]. */
+  peerNameField(keys: Buffer, keyAt: number): Buffer | undefined;
+  /** The Drops.reason field (tag, length, name) of a kernel drop reason value. */
+  dropReasonField(reason: number): Buffer;
+}
+
 /** One encoded FlowBatch. */
 export interface EncodedBatch {
   readonly batchId: string;
@@ -35,8 +49,10 @@ const VANTAGE_DST = 2;
 /** /proc/<pid>/stat counts start times in USER_HZ (100) ticks: 10 ms. */
 const NS_PER_TICK = 10_000_000;
 const TWO_32 = 4294967296;
-/** Room one record can take at most (IPv6 text, comm, every optional field), with margin. */
-const MAX_RECORD_BYTES = 512;
+/** Room one record can take at most (IPv6 text, comm, a 253-character name twice, every optional field), with margin. */
+const MAX_RECORD_BYTES = 1536;
+const PROTOCOL_UDP = 17;
+const DNS_PORT = 53;
 
 // Wire-format tags: field number << 3 | wire type (0 varint, 2 length-delimited).
 const tag = (field: number, wire: 0 | 2) => (field << 3) | wire;
@@ -71,6 +87,7 @@ export class FlowBatchEncoder {
   constructor(
     private readonly node: string,
     private readonly maxBatchBytes: number,
+    private readonly annotations?: RecordAnnotations,
   ) {
     if (maxBatchBytes < 4 * MAX_RECORD_BYTES) throw new RangeError(`maxBatchBytes ${maxBatchBytes} is below ${4 * MAX_RECORD_BYTES}`);
     this.buffer = Buffer.allocUnsafe(maxBatchBytes);
@@ -167,12 +184,13 @@ export class FlowBatchEncoder {
     const localPort = keys.readUInt16LE(k + K.local_port.offset);
     const remotePort = keys.readUInt16LE(k + K.remote_port.offset);
     // src is the initiator: the remote end when the local one accepted.
+    const peerName = this.annotations?.peerNameField(keys, k);
     if (accepted) {
-      at = this.writeEndpoint(b, at, 6, keys, remote, version, remotePort, values, v, false);
-      at = this.writeEndpoint(b, at, 7, keys, local, version, localPort, values, v, true);
+      at = this.writeEndpoint(b, at, 6, keys, remote, version, remotePort, values, v, false, undefined);
+      at = this.writeEndpoint(b, at, 7, keys, local, version, localPort, values, v, true, peerName);
     } else {
-      at = this.writeEndpoint(b, at, 6, keys, local, version, localPort, values, v, true);
-      at = this.writeEndpoint(b, at, 7, keys, remote, version, remotePort, values, v, false);
+      at = this.writeEndpoint(b, at, 6, keys, local, version, localPort, values, v, true, peerName);
+      at = this.writeEndpoint(b, at, 7, keys, remote, version, remotePort, values, v, false, undefined);
     }
     const tx = v + S.tx_bytes.offset;
     const rx = v + S.rx_bytes.offset;
@@ -238,6 +256,14 @@ export class FlowBatchEncoder {
     }
     at = this.writeKtime(b, at, 0xa0, firstLo, firstHi);
     at = this.writeKtime(b, at, 0xa8, lastLo, lastHi);
+    // dns (23): the DNS exchanges of a conversation with port 53 at either end.
+    if ((localPort === DNS_PORT || remotePort === DNS_PORT) && (protocol === PROTOCOL_UDP || protocol === PROTOCOL_TCP)) {
+      const dns = this.annotations?.dnsField(keys, k);
+      if (dns) at += dns.copy(b, at);
+    }
+    // drops (24): what the kernel dropped of this conversation, and why.
+    const dropPackets = values.readUInt32LE(v + S.drop_packets.offset);
+    if (dropPackets > 0) at = this.writeDrops(b, at, values, v, dropPackets);
     // Fix up the record's length: it was given 2 bytes; a shorter record moves back by one.
     const length = at - start - 3;
     if (length < 128) {
@@ -250,10 +276,13 @@ export class FlowBatchEncoder {
     return at;
   }
 
-  /** Endpoint (1 ip, 2 port, and for the local end 3 process, 7 netns). Under 128 bytes: one length byte. */
-  private writeEndpoint(b: Buffer, at: number, field: number, keys: Buffer, ip: number, version: number, port: number, values: Buffer, v: number, local: boolean): number {
+  /** Endpoint (1 ip, 2 port, and for the local end 3 process, 7 netns, 8 peer_dns_name). */
+  private writeEndpoint(b: Buffer, at: number, field: number, keys: Buffer, ip: number, version: number, port: number, values: Buffer, v: number, local: boolean, peerName: Buffer | undefined): number {
     b[at] = tag(field, 2);
-    const body = at + 2;
+    // Under 128 bytes without a name: one length byte. With one, room for two; an endpoint that
+    // turns out shorter moves back by one.
+    const wide = peerName !== undefined;
+    const body = at + (wide ? 3 : 2);
     let p = body;
     b[p] = tag(1, 2);
     const ipBody = p + 2;
@@ -272,7 +301,37 @@ export class FlowBatchEncoder {
         p = writeVarint(b, p, netns);
       }
     }
-    b[at + 1] = p - body;
+    const length = p - body;
+    if (!wide) {
+      b[at + 1] = length;
+      return p;
+    }
+    p += peerName.copy(b, p);
+    return finishWide(b, at, body, p);
+  }
+
+  /** Drops (packets 1, bytes 2, reason 3: the most frequent of the kernel's slots, reason_packets 4). */
+  private writeDrops(b: Buffer, at: number, values: Buffer, v: number, packets: number): number {
+    b[at++] = 0xc2; // tag(24, 2) as a two-byte varint
+    b[at++] = 0x01;
+    const lengthAt = at++;
+    let p = at;
+    b[p++] = tag(1, 0);
+    p = writeVarint(b, p, packets);
+    p = writeU64Field(b, p, 2, values, v + S.drop_bytes.offset);
+    let best = -1;
+    let bestPackets = 0;
+    for (let i = 0; i < 3; i++) {
+      const reason = values.readUInt32LE(v + S.drop_reason.offset + 4 * i);
+      const count = values.readUInt32LE(v + S.drop_reason_packets.offset + 4 * i);
+      if (reason !== 0 && count > bestPackets) [best, bestPackets] = [reason, count];
+    }
+    if (best > 0 && this.annotations) {
+      p += this.annotations.dropReasonField(best).copy(b, p);
+      b[p++] = tag(4, 0);
+      p = writeVarint(b, p, bestPackets);
+    }
+    b[lengthAt] = p - at; // under 128: two varints of 5 bytes, a reason name under 64
     return p;
   }
 
@@ -294,6 +353,19 @@ export class FlowBatchEncoder {
     }
     return field;
   }
+}
+
+/** A length-delimited field written with a two-byte length placeholder at at+1 (body at at+3, ending at end). */
+function finishWide(b: Buffer, at: number, body: number, end: number): number {
+  const length = end - body;
+  if (length < 128) {
+    b[at + 1] = length;
+    b.copyWithin(at + 2, body, end);
+    return end - 1;
+  }
+  b[at + 1] = (length & 0x7f) | 0x80;
+  b[at + 2] = length >>> 7;
+  return end;
 }
 
 const SOCKET_OBSERVATION = Buffer.concat([Buffer.from([0x82, 0x01, 6]), Buffer.from('socket', 'latin1')]);

@@ -29,8 +29,9 @@ function facts(kernel: Kernel): KernelFacts {
 
 const FEXIT_FUNCTIONS = ['inet_sendmsg', 'inet6_sendmsg', 'inet_recvmsg', 'inet6_recvmsg'].map((f) => `${BtfKind.FUNC}:${f}`);
 const ITERATOR = [`${BtfKind.STRUCT}:bpf_iter__task_file`, `${BtfKind.TYPEDEF}:btf_trace_tcp_destroy_sock`];
-const LINUX_6_18 = [`${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
-const LINUX_6_1 = [...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const DROP_REASONS = [`${BtfKind.TYPEDEF}:btf_trace_kfree_skb`, `${BtfKind.ENUM}:skb_drop_reason`];
+const LINUX_6_18 = [...DROP_REASONS, `${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const LINUX_6_1 = [...DROP_REASONS, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
 
 describe('planKernel', () => {
   it('on 6.18 loads kappa.bpf.o and takes the send/receive tracepoints', () => {
@@ -40,6 +41,8 @@ describe('planKernel', () => {
       'app latency: via tracepoints sock:sock_send_length and sock:sock_recv_length',
       'TCP counters: via socket storage, reported by iter/task_file at each drain and at tcp_destroy_sock',
       'IPv6 SYN-ACKs of listeners: via the cgroup egress hook',
+      'DNS: via cgroup skb hooks copying port-53 payloads to a ring buffer',
+      'drops: via tp_btf skb:kfree_skb with its drop reason',
     ]);
     expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit', 'kappa_synack6_xmit']);
   });
@@ -50,6 +53,13 @@ describe('planKernel', () => {
     expect(describePlan(plan)[1]).toBe('app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
     expect(describePlan(plan)[3]).toBe('IPv6 SYN-ACKs of listeners: via fentry ip6_xmit (the cgroup egress hook skips them before 6.2)');
     expect(plan.omit).toEqual(['kappa_sock_send', 'kappa_sock_recv']);
+  });
+
+  it('turns drops off, saying why, on a kernel whose kfree_skb has no drop reason (before 5.17); DNS stays', () => {
+    const plan = planKernel(facts({ release: '5.15.0', btf: LINUX_6_1.filter((n) => !n.endsWith(':skb_drop_reason')) }), { interfaceMode: false });
+    expect(describePlan(plan).find((line) => line.startsWith('drops'))).toMatch(/^drops: off.*no drop reason before 5\.17/);
+    expect(plan.omit).toEqual(expect.arrayContaining(['kappa_drop', 'kappa_drop_sock_create']));
+    expect(plan.omit).not.toContain('kappa_dns_ingress');
   });
 
   it('turns app latency off, with every reason, when neither hook is there; the rest still runs', () => {

@@ -163,7 +163,38 @@ export const SYNACK6: OptionalFeature = {
   ],
 };
 
-export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS, SYNACK6];
+/** DNS names and exchanges: DNS messages copied to a ring buffer at the cgroup skb hooks (bpf/kappa_dns.h). */
+export const DNS: OptionalFeature = {
+  name: 'DNS',
+  hooks: [
+    {
+      name: 'cgroup-skb',
+      describe: 'cgroup skb hooks copying port-53 payloads to a ring buffer',
+      programs: ['kappa_dns_ingress', 'kappa_dns_egress'],
+      missing: (k) => (!k.mapType(MapType.RINGBUF) ? 'no BPF ring buffer (5.8)' : undefined),
+    },
+  ],
+};
+
+/** Dropped packets with the kernel's reason (bpf/kappa_drop.h); off where kfree_skb has no reason. */
+export const DROPS: OptionalFeature = {
+  name: 'drops',
+  hooks: [
+    {
+      name: 'kfree_skb',
+      describe: 'tp_btf skb:kfree_skb with its drop reason',
+      programs: ['kappa_drop', 'kappa_drop_sock_create'],
+      missing: (k) =>
+        !k.btf.has(BtfKind.TYPEDEF, 'btf_trace_kfree_skb')
+          ? 'no kfree_skb tracepoint in the BTF'
+          : !k.btf.has(BtfKind.ENUM, 'skb_drop_reason')
+            ? 'skb:kfree_skb has no drop reason before 5.17'
+            : undefined,
+    },
+  ],
+};
+
+export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS, SYNACK6, DNS, DROPS];
 
 /** Every program some optional hook brings: those not chosen are left out of the load. */
 export const OPTIONAL_PROGRAMS: readonly string[] = OPTIONAL_FEATURES.flatMap((f) => f.hooks.flatMap((h) => h.programs));

@@ -29,7 +29,7 @@ export const FLOW_KEY = struct('kappa_flow_key', 48, {
   netns: { offset: 44, size: 4 },
 });
 
-export const FLOW_STATS = struct('kappa_flow_stats', 176, {
+export const FLOW_STATS = struct('kappa_flow_stats', 216, {
   first_ns: { offset: 0, size: 8 },
   cgroup_id: { offset: 8, size: 8 },
   owner_start_ns: { offset: 16, size: 8 },
@@ -57,6 +57,11 @@ export const FLOW_STATS = struct('kappa_flow_stats', 176, {
   rx_last_ns: { offset: 160, size: 8 },
   rx_tcp_flags: { offset: 168, size: 4 },
   rx_pad: { offset: 172, size: 4 },
+  drop_bytes: { offset: 176, size: 8 },
+  drop_packets: { offset: 184, size: 4 },
+  drop_reason: { offset: 188, size: 12 },
+  drop_reason_packets: { offset: 200, size: 12 },
+  drop_pad: { offset: 212, size: 4 },
 });
 
 export const CONFIG = struct('kappa_config', 16, {
@@ -70,6 +75,22 @@ export const DRAIN_STATE = struct('kappa_drain_state', 24, {
   pad: { offset: 4, size: 4 },
   started_unix_ns: { offset: 8, size: 16 },
 });
+
+/** One DNS message copied by bpf/kappa_dns.h (ring buffer kappa_dns_events). */
+export const DNS_EVENT = struct('kappa_dns_event', 584, {
+  key: { offset: 0, size: 48 },
+  ktime_ns: { offset: 48, size: 8 },
+  epoch: { offset: 56, size: 4 },
+  length: { offset: 60, size: 2 },
+  payload_length: { offset: 62, size: 2 },
+  egress: { offset: 64, size: 1 },
+  pad: { offset: 65, size: 7 },
+  message: { offset: 72, size: 512 },
+});
+
+/** Same values as KAPPA_DNS_COUNTER_* (bpf/kappa_dns.h) and KAPPA_DROP_COUNTER_* (bpf/kappa_drop.h). */
+export const DNS_COUNTER_LOST = 0;
+export const DROP_COUNTER_UNATTRIBUTED = 0;
 
 /** Same values as KAPPA_ROLE_* and KAPPA_COUNTER_* in bpf/kappa.h. */
 export const ROLE_UNKNOWN = 0;
@@ -142,6 +163,8 @@ export interface Conversation {
   role: number;
   icmpType: number;
   icmpCode: number;
+  /** What the kernel dropped of it: packets, IP bytes and up to three (reason, packets) slots. */
+  drops?: { packets: number; bytes: bigint; reasons: readonly (readonly [number, number])[] };
 }
 
 /** Writes a conversation as the kernel would store it: key at `keys[keyAt]`, value at `values[valueAt]`. */
@@ -181,6 +204,14 @@ export function writeFlowEntry(c: Conversation, keys: Buffer, keyAt: number, val
   values.writeUInt8(c.icmpType, valueAt + S.icmp_type.offset);
   values.writeUInt8(c.icmpCode, valueAt + S.icmp_code.offset);
   values.write(c.comm.slice(0, 15), valueAt + S.comm.offset, 'latin1');
+  if (c.drops) {
+    values.writeUInt32LE(c.drops.packets, valueAt + S.drop_packets.offset);
+    values.writeBigUInt64LE(c.drops.bytes, valueAt + S.drop_bytes.offset);
+    c.drops.reasons.slice(0, 3).forEach(([reason, packets], i) => {
+      values.writeUInt32LE(reason, valueAt + S.drop_reason.offset + 4 * i);
+      values.writeUInt32LE(packets, valueAt + S.drop_reason_packets.offset + 4 * i);
+    });
+  }
   values.writeBigUInt64LE(c.txBytes, valueAt + S.tx_bytes.offset);
   values.writeBigUInt64LE(c.txPackets, valueAt + S.tx_packets.offset);
   values.writeBigUInt64LE(c.lastKtimeNs, valueAt + S.tx_last_ns.offset);

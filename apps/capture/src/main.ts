@@ -2,13 +2,16 @@
 // the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfFilesystemError, BpfPermissionError, cgroup2Root, mountProblems } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
 import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
+import { ktimeToUnixOffsetNs } from './clock.js';
 import type { Datapath } from './datapath.js';
+import { DnsTracker } from './dns/tracker.js';
+import { DropReasons } from './drop-reasons.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
 import { KernelTooOldError, MINIMUM_KERNEL, describePlan } from './kernel.js';
 import type { KernelPlan } from './kernel.js';
@@ -70,6 +73,7 @@ try {
       maxConversations: config.maxConversations,
       socketMode: config.mode !== 'interface',
       interfaces: config.mode === 'socket' ? undefined : config.capture,
+      dnsBufferBytes: 2 ** Math.ceil(Math.log2(config.dnsBuffer * 1024)),
     },
     { objects, kernel, disabledHooks: config.disableHooks, onRefused },
   ));
@@ -135,6 +139,7 @@ const source = await runSource({
       datapath.detach();
       await made.loop?.drainOnce();
     } finally {
+      made.loop?.close();
       datapath.stop();
       spool.removeIfEmpty();
     }
@@ -145,7 +150,17 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.off(signal, stopWhi
 const bus = source.bus;
 if (bus) publish = (batch) => source.publish(subject, batch.bytes, batch.batchId, batch.records);
 const maxBatchBytes = bus ? bus.messageLimit : 1024 * 1024;
-const capture = new CaptureLoop(datapath, (batch) => (publish ?? toStdout)(batch), { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes }, registry, logger);
+// Drop reasons by name, from this kernel's BTF (its numbers change between releases).
+const dropReasons = DropReasons.fromBtf(config.btf ?? KERNEL_BTF);
+if (dropReasons.problem) logger.warn({ problem: dropReasons.problem }, 'drop reasons are named by number');
+const dns = datapath.dnsEvents ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs }) } : undefined;
+const capture = new CaptureLoop(
+  datapath,
+  (batch) => (publish ?? toStdout)(batch),
+  { node: config.node, spool, maxUnsentBatches: config.maxUnsentBatches, maxBatchBytes, ...(dns ? { dns } : {}), dropReasons: dropReasons.reasons },
+  registry,
+  logger,
+);
 made.loop = capture;
 // A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
 // next drain retries.

@@ -38,6 +38,13 @@ export const captureOptions = {
     max: 100_000,
   }),
   metricsHost: metricsHostOption,
+  dnsBuffer: integer({
+    description: 'KiB of the ring buffer the kernel copies DNS messages into between reads (5 per second); rounded up to a power of two. Messages that do not fit are counted (kappa_capture_dns_lost_total)',
+    default: 1024,
+    min: 16,
+    max: 1_048_576,
+  }),
+  dnsNames: integer({ description: 'Most (network namespace, address) → DNS name entries kept for naming the ends of records', default: 65536, min: 16, max: 16_777_216 }),
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
   ...natsOptions,

@@ -30,12 +30,12 @@ function flowTable(count: number): FlowSource {
         yield { keys, values, count: n };
       }
     }
-    return { startNs: end - 1_000_000_000n, endNs: end, chunks: chunks() };
+    return { startNs: end - 1_000_000_000n, endNs: end, epoch: 0, chunks: chunks() };
   };
   return {
     leftover: () => undefined,
     drainInterval: pass,
-    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n, copiesSkipped: 0n }),
+    overflow: () => ({ packets: 0n, bytes: 0n, roles: 0n, copiesSkipped: 0n, dnsLost: 0n, dropsUnattributed: 0n }),
     interfaceNames: new Map(),
   };
 }
@@ -52,7 +52,7 @@ describe('unsent batches', () => {
     const received: EncodedBatch[] = [];
     const registry = createRegistry('kc-backlog');
     // Batches of at most 4 KiB: 500 records make far more than 2 of them.
-    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(batch), Promise.resolve()), { node: 'n1', maxBatchBytes: 4096, maxUnsentBatches: 2 }, registry, createLogger('kc-backlog', 'silent'));
+    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(batch), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144, maxUnsentBatches: 2 }, registry, createLogger('kc-backlog', 'silent'));
     await loop.drainOnce();
     expect(received.length).toBeGreaterThan(2);
     expect(recordsIn(received)).toHaveLength(500);
@@ -63,7 +63,7 @@ describe('unsent batches', () => {
     const logger = createLogger('kc-backlog', 'silent');
     // How many batches one drain of 100 records makes at 4 KiB each.
     const once: EncodedBatch[] = [];
-    await new CaptureLoop(flowTable(100), (b) => (once.push(b), Promise.resolve()), { node: 'n1', maxBatchBytes: 4096 }, createRegistry('kc-backlog'), logger).drainOnce();
+    await new CaptureLoop(flowTable(100), (b) => (once.push(b), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144 }, createRegistry('kc-backlog'), logger).drainOnce();
     const perDrain = once.length;
     expect(perDrain).toBeGreaterThan(2);
 
@@ -77,7 +77,7 @@ describe('unsent batches', () => {
       return Promise.resolve();
     };
     const limit = perDrain + 1;
-    const loop = new CaptureLoop(flowTable(100), (b) => (attempted.push(b.batchId), sink(b)), { node: 'n1', maxBatchBytes: 4096, maxUnsentBatches: limit }, registry, logger);
+    const loop = new CaptureLoop(flowTable(100), (b) => (attempted.push(b.batchId), sink(b)), { node: 'n1', maxBatchBytes: 6144, maxUnsentBatches: limit }, registry, logger);
     await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // perDrain batches waiting
     expect(await droppedRecords(registry)).toBe(0);
     await expect(loop.drainOnce()).rejects.toThrow('NATS down'); // 2 × perDrain > limit: the oldest go

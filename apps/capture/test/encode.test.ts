@@ -4,8 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { FlowBatchSchema, IpProtocol, Vantage, decodeFlowBatch, ipFromBytes, toBinary } from '@kappa/contracts';
+import { DropReasons } from '../src/drop-reasons.js';
+import { encodeDns, encodePeerName } from '../src/dns/tracker.js';
 import { FlowBatchEncoder } from '../src/encode.js';
-import type { DrainInterval } from '../src/encode.js';
+import type { DrainInterval, RecordAnnotations } from '../src/encode.js';
 import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC, ROLE_UNKNOWN, writeFlowEntry } from '../src/layout.js';
 import type { Conversation } from '../src/layout.js';
 
@@ -19,11 +21,11 @@ const conversation: Conversation = {
 const interval: DrainInterval = { node: 'n1', startNs: 10n, endNs: 20n, ktimeToUnixNs: 1_000_000n, interfaceName: () => 'eth0' };
 
 /** Encodes the conversations as one drain and decodes the batches back. */
-function drain(conversations: Conversation[], at: DrainInterval = interval, maxBatchBytes = 1 << 20) {
+function drain(conversations: Conversation[], at: DrainInterval = interval, maxBatchBytes = 1 << 20, annotations?: RecordAnnotations) {
   const keys = Buffer.alloc(FLOW_KEY.size * conversations.length);
   const values = Buffer.alloc(FLOW_STATS.size * conversations.length);
   conversations.forEach((c, i) => writeFlowEntry(c, keys, i * FLOW_KEY.size, values, i * FLOW_STATS.size));
-  const encoder = new FlowBatchEncoder(at.node, maxBatchBytes);
+  const encoder = new FlowBatchEncoder(at.node, maxBatchBytes, annotations);
   encoder.begin(at);
   const batches = [];
   for (let i = 0; i < conversations.length; i++) {
@@ -120,6 +122,72 @@ describe('FlowBatchEncoder', () => {
             expect(c.role === ROLE_DST ? r.src?.ip : r.dst?.ip).toBe(ipFromBytes(c.remoteIp));
           });
         }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('writes drops, DNS exchanges and the local end\'s DNS name exactly as protobuf-es does, for any values', () => {
+    const reasons = new DropReasons(new Map([[2, 'SKB_DROP_REASON_NO_SOCKET'], [6, 'SKB_DROP_REASON_NETFILTER_DROP']]));
+    // Short names, and names long enough that an endpoint or the DNS message needs a 2-byte length.
+    const name = fc.oneof(
+      fc.stringMatching(/^[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63}){0,3}$/).map((n) => n.slice(0, 253)),
+      fc.integer({ min: 60, max: 253 }).map((n) => `${'s3-bucket.'.repeat(26)}`.slice(0, n).replace(/\.$/, 'x')),
+    );
+    const u53 = fc.nat({ max: Number.MAX_SAFE_INTEGER });
+    const extra = fc.record({
+      role: fc.constantFrom(ROLE_SRC, ROLE_DST, ROLE_UNKNOWN),
+      v4: fc.boolean(),
+      remotePort: fc.constantFrom(53, 80),
+      protocol: fc.constantFrom(IpProtocol.UDP, IpProtocol.TCP),
+      peerName: fc.option(name, { nil: undefined }),
+      dns: fc.option(fc.record({ queryName: fc.oneof(name, fc.constant('')), queryType: fc.nat({ max: 65535 }), rcode: fc.nat({ max: 15 }), queries: u53, responses: u53, latencyCount: u53, latencySumUs: u53, latencyMaxUs: u53, nxdomain: u53, failed: u53, unparsable: u53, epoch: fc.constant(0) }), { nil: undefined }),
+      drops: fc.option(fc.record({ packets: fc.integer({ min: 1, max: 0xffffffff }), bytes: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), reasons: fc.array(fc.tuple(fc.constantFrom(2, 6, 77, 0x10005), fc.nat({ max: 0xffffffff })), { maxLength: 3 }) }), { nil: undefined }),
+    });
+    fc.assert(
+      fc.property(fc.array(extra, { minLength: 1, maxLength: 10 }), (extras) => {
+        const conversations = extras.map((e) => ({
+          ...conversation,
+          localIp: e.v4 ? conversation.localIp : Uint8Array.from({ length: 16 }, (_, i) => i + 1),
+          remoteIp: e.v4 ? conversation.remoteIp : Uint8Array.from({ length: 16 }, (_, i) => 0xf0 + i),
+          remotePort: e.remotePort,
+          protocol: e.protocol,
+          role: e.role,
+          ...(e.drops ? { drops: e.drops } : {}),
+        }));
+        let at = 0;
+        const annotations: RecordAnnotations = {
+          dnsField: () => (extras[at]!.dns ? encodeDns(extras[at]!.dns!) : undefined),
+          peerNameField: () => (extras[at]!.peerName ? encodePeerName(extras[at]!.peerName!) : undefined),
+          dropReasonField: (reason) => reasons.field(reason),
+        };
+        // The encoder asks for a record's annotations while it writes that record.
+        const keys = Buffer.alloc(FLOW_KEY.size * conversations.length);
+        const values = Buffer.alloc(FLOW_STATS.size * conversations.length);
+        conversations.forEach((c, i) => writeFlowEntry(c, keys, i * FLOW_KEY.size, values, i * FLOW_STATS.size));
+        const encoder = new FlowBatchEncoder('n1', 1 << 20, annotations);
+        encoder.begin({ ...interval, ktimeToUnixNs: 1_796_000_000_000_000_000n });
+        for (at = 0; at < conversations.length; at++) expect(encoder.add(keys, at * FLOW_KEY.size, values, at * FLOW_STATS.size)).toBeUndefined();
+        const bytes = encoder.finish()!.bytes;
+        const decoded = decodeFlowBatch(bytes);
+        expect(Buffer.from(toBinary(FlowBatchSchema, decoded)).equals(Buffer.from(bytes))).toBe(true);
+        decoded.records.forEach((r, i) => {
+          const e = extras[i]!;
+          const local = e.role === ROLE_DST ? r.dst : r.src;
+          const remote = e.role === ROLE_DST ? r.src : r.dst;
+          expect(local?.peerDnsName).toBe(e.peerName ?? '');
+          expect(remote?.peerDnsName).toBe('');
+          // Only a conversation with port 53 at one end carries DNS exchanges.
+          const dns = e.remotePort === 53 ? e.dns : undefined;
+          expect(r.dns?.queryName).toBe(dns?.queryName);
+          expect(r.dns?.latencySumUs).toBe(dns ? BigInt(dns.latencySumUs) : undefined);
+          expect(r.dns?.unparsable).toBe(dns ? BigInt(dns.unparsable) : undefined);
+          expect(r.drops?.packets).toBe(e.drops ? BigInt(e.drops.packets) : undefined);
+          expect(r.drops?.bytes).toBe(e.drops?.bytes);
+          // The reason with the most packets (the first of equals), by the kernel's name.
+          const best = (e.drops?.reasons ?? []).reduce<[number, number] | undefined>((m, x) => (x[1] > (m?.[1] ?? 0) ? [x[0], x[1]] : m), undefined);
+          expect(r.drops?.reason ?? '').toBe(best ? reasons.name(best[0]) : '');
+        });
       }),
       { numRuns: 300 },
     );

@@ -27,7 +27,7 @@ const base = (BigInt(Date.now()) - 1_800_000n) * 1_000_000n;
 
 function record(i: number): FlowRecord {
   const v6 = i % 4 === 3;
-  return newFlowRecord({
+  const record = newFlowRecord({
     id: `r${i}`,
     node: `node-${i % 3}`,
     vantage: i % 2 === 0 ? Vantage.SRC : Vantage.DST,
@@ -53,7 +53,12 @@ function record(i: number): FlowRecord {
     tcp: { srttUs: 250 + i, retransmits: i % 4 === 0 ? 2 : 0 },
     joined: i % 3 !== 1,
     clusterId: 1,
+    // Some flows lost packets, some clients resolved their server by name, the UDP ones are DNS.
+    ...(i % 7 === 4 ? { drops: { packets: 3n, bytes: 180n, reason: i % 2 ? 'NO_SOCKET' : 'NETFILTER_DROP', reasonPackets: 3n } } : {}),
+    ...(i % 5 === 0 ? { dns: { queryName: i % 10 ? 'web.backend.svc' : 'gone.backend.svc', queryType: 1, rcode: i % 10 ? 0 : 3, queries: 1n, responses: 1n, latencyCount: 1n, latencySumUs: 1500n, latencyMaxUs: 1500n } } : {}),
   });
+  if (i % 5 === 4) record.src!.peerDnsName = `server-${i % 6}.backend.svc`;
+  return record;
 }
 
 async function publish(id: string, records: FlowRecord[]): Promise<void> {
@@ -146,6 +151,10 @@ describe('kappa observe selects with hubble-style flags', () => {
     ['--label=app=web --from-label=tier', (r) => kube(r.dst!).labels.app === 'web'],
     ['--node=node-1 --protocol=udp', (r) => r.node === 'node-1' && r.protocol === IpProtocol.UDP],
     ['--vantage=dst --joined=false', (r) => r.vantage === Vantage.DST && !r.joined],
+    ['--verdict=dropped', (r) => (r.drops?.packets ?? 0n) > 0n],
+    ['--verdict=forwarded --protocol=udp', (r) => !r.drops && r.protocol === IpProtocol.UDP],
+    ['--to-fqdn=server-4.backend.svc', (r) => r.src!.peerDnsName === 'server-4.backend.svc'],
+    ['--filter=dns_rcode == 3 or drop_reason == NO_SOCKET', (r) => r.dns?.rcode === 3 || r.drops?.reason === 'NO_SOCKET'],
     ['--filter=src.namespace == "team-0" and dst.port in (8000, 8004) and not dst.workload == "cache"', (r) => kube(r.src!).objectNamespace === 'team-0' && [8000, 8004].includes(r.dst!.port) && kube(r.dst!).workloadName !== 'cache'],
   ])('%s returns exactly the matching records', async (flags, keep) => {
     const want = expected(keep);
@@ -199,22 +208,25 @@ describe('kappa observe output', () => {
     const result = await runKappa(['observe', `--server=${server}`, '--from-ip=10.0.0.4']);
     expect(result.code).toBe(0);
     const lines = result.stdout.split('\n').filter((l) => l.trim() !== '');
-    expect(lines[0]).toMatch(/^TIME\s+NODE\s+VANTAGE\s+SOURCE\s+DESTINATION\s+PROTO\s+BYTES→\s+BYTES←\s+PKTS→\s+PKTS←\s+RTT\s+JOINED$/);
+    expect(lines[0]).toMatch(/^TIME\s+NODE\s+VANTAGE\s+SOURCE\s+DESTINATION\s+PROTO\s+BYTES→\s+BYTES←\s+PKTS→\s+PKTS←\s+RTT\s+DROPPED\s+JOINED$/);
     expect(lines).toHaveLength(2);
     const r4 = published.find((r) => r.id === 'r4')!;
     const date = new Date(Number(r4.endNs / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 23);
     expect(lines[1]!.startsWith(date)).toBe(true);
     expect(lines[1]).toContain('team-0/client-0[python3] 10.0.0.4:40004');
-    expect(lines[1]).toContain('backend/server-4[nginx] 10.0.1.4:8004');
+    // The DNS name the client asked for goes before the address (cut with … at the column's width).
+    expect(lines[1]).toContain('backend/server-4[nginx] server-4.backend.sv…');
     expect(lines[1]).toMatch(/node-1\s+src/);
-    expect(lines[1]).toMatch(/tcp\s+401\s+14\s+5\s+1\s+254µs\s+no$/);
+    expect(lines[1]).toMatch(/tcp\s+401\s+14\s+5\s+1\s+254µs\s+3\s+no$/);
   });
 
   it('-o compact: one line per flow with date, both ends and bytes per direction', async () => {
     const result = await runKappa(['observe', `--server=${server}`, '-o', 'compact', '--from-ip=10.0.0.4']);
     expect(result.code).toBe(0);
     const date = new Date(Number(published.find((r) => r.id === 'r4')!.endNs / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 23);
-    expect(result.stdout.trim()).toBe(`${date} [node-1] src team-0/client-0[python3] 10.0.0.4:40004 -> backend/server-4[nginx] 10.0.1.4:8004 tcp bytes 401→ 14← packets 5→ 1← rtt 254µs unjoined`);
+    expect(result.stdout.trim()).toBe(`${date} [node-1] src team-0/client-0[python3] 10.0.0.4:40004 -> backend/server-4[nginx] server-4.backend.svc 10.0.1.4:8004 tcp bytes 401→ 14← packets 5→ 1← rtt 254µs dropped 3 NETFILTER_DROP unjoined`);
+    const dns = await runKappa(['observe', `--server=${server}`, '-o', 'compact', '--from-port=40010']);
+    expect(dns.stdout.trim()).toMatch(/ udp bytes 1001→ 20← packets 11→ 1← rtt 260µs dns gone\.backend\.svc A NXDOMAIN 1\.50ms unjoined$/);
   });
 
   it('-o jsonpb: the GetFlowsResponse with the flow and when the exporter received it', async () => {

@@ -13,6 +13,11 @@ export const exporterOptions = {
   }),
   jsonlMaxBytes: integer({ description: 'rotate the JSON Lines file before it grows past this many bytes', default: 100 * 1024 ** 2, min: 1024 }),
   jsonlKeep: integer({ description: 'rotated JSON Lines files kept (flows.jsonl.1 … .N)', default: 5, min: 0, max: 1000 }),
+  jsonlDedupeWindow: integer({
+    description: 'bytes at the end of the JSON Lines files whose record ids are read at start, so that batches redelivered after a crash are not written twice',
+    default: 32 * 1024 ** 2,
+    min: 0,
+  }),
   ipfix: url({ description: 'IPFIX collector to export to, udp://host:port or tcp://host:port (disabled when unset)', schemes: ['udp', 'tcp'] }),
   ipfixTemplateRefresh: duration({ description: 'how often templates are resent over UDP (TCP sends them on each connect)', default: '30s', minMs: 100 }),
   ipfixEnterpriseNumber: integer({
@@ -33,6 +38,11 @@ export const exporterOptions = {
   observerTlsClientCa: string({ description: 'CA file: Observer clients must present a certificate it signed (mutual TLS)' }),
   observerTokenFile: string({ description: 'file holding a bearer token every Observer call must send (authorization: Bearer <token>); re-read when it changes' }),
   observerBuffer: integer({ description: 'records kept in memory for the Observer', default: 100_000, min: 1 }),
+  observerBufferBytes: integer({
+    description: 'bytes of records (as received, protobuf) the Observer keeps at most; the oldest make room',
+    default: 128 * 1024 ** 2,
+    min: 64 * 1024,
+  }),
   observerRetention: duration({ description: 'records older than this leave the Observer buffer', default: '10m', minMs: 1000 }),
   store: boolean({ description: 'keep every flow on disk for --store-retention and serve time-range queries and aggregates (the console, kappa observe --since, kappa top)', default: true }),
   storeDir: string({ description: 'folder of the flow store (default: "store" beside the JSON Lines file, else ./.kappa/store)' }),
@@ -41,7 +51,7 @@ export const exporterOptions = {
   storeSegmentRecords: integer({ description: 'records per store segment (a segment is sealed into Parquet when full)', default: 500_000, min: 1 }),
   storeSegmentAge: duration({ description: 'a store segment is sealed at this age even when not full', default: '5m', minMs: 1000 }),
   storeMemory: string({ description: 'memory DuckDB may use for store queries (e.g. 256MB)', default: '256MB' }),
-  maxInFlight: integer({ description: 'batches handled at once', default: 1, min: 1, max: 64 }),
+  maxInFlight: integer({ description: 'batches handled at once', default: 4, min: 1, max: 64 }),
   ...natsOptions,
   metricsHost: metricsHostOption,
   metricsPort: integer({ description: 'port of /metrics, /healthz and /readyz (0 = any free port)', default: 9405, min: 0, max: 65535 }),

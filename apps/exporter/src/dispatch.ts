@@ -1,11 +1,10 @@
 // Hands every joined batch to every enabled sink; the batch is acked only when all took it. A sink
 // that already took a batch is skipped when the batch comes again (redelivery after another sink
 // failed, or an ack that was lost), as long as this process remembers the batch id.
-import type { FlowBatch } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Registry } from '@kappa/observability';
 import { SinkFailedError } from './errors.js';
-import type { FlowSink } from './sinks/sink.js';
+import type { ExportBatch, FlowSink } from './sinks/sink.js';
 
 export interface DispatcherOptions {
   sinks: readonly FlowSink[];
@@ -41,12 +40,14 @@ export class SinkDispatcher {
     return this.options.sinks;
   }
 
-  async dispatch(batch: FlowBatch): Promise<void> {
-    this.recordsIn += batch.records.length;
-    let taken = this.taken.get(batch.batchId);
+  async dispatch(batch: ExportBatch): Promise<void> {
+    const records = batch.view.length;
+    const batchId = batch.view.batchId;
+    this.recordsIn += records;
+    let taken = this.taken.get(batchId);
     if (!taken) {
       taken = new Set();
-      this.taken.set(batch.batchId, taken);
+      this.taken.set(batchId, taken);
       if (this.taken.size > this.remember) {
         const oldest = this.taken.keys().next().value;
         if (oldest !== undefined) this.taken.delete(oldest);
@@ -64,14 +65,14 @@ export class SinkDispatcher {
       const sink = pending[i]!;
       if (result.status === 'fulfilled') {
         done.add(sink.name);
-        this.records.inc({ sink: sink.name }, batch.records.length);
+        this.records.inc({ sink: sink.name }, records);
       } else {
         failures.push({ sink: sink.name, error: result.reason });
         this.failures.inc({ sink: sink.name });
       }
     });
-    if (failures.length > 0) throw new SinkFailedError(batch.batchId, failures);
-    this.recordsOut += batch.records.length;
+    if (failures.length > 0) throw new SinkFailedError(batchId, failures);
+    this.recordsOut += records;
   }
 
   async close(): Promise<void> {

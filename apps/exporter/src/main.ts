@@ -4,7 +4,6 @@
 import { resolve } from 'node:path';
 import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
-import { decodeFlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { exporterOptions, jsonlPath, storeDir } from './config.js';
 import { SinkDispatcher } from './dispatch.js';
@@ -38,7 +37,7 @@ function fatal(what: string): (error: unknown) => never {
 const sinks: FlowSink[] = [];
 const path = jsonlPath(config.jsonl);
 if (path !== undefined) {
-  const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep });
+  const jsonl = new JsonlSink({ path: resolve(path), maxBytes: config.jsonlMaxBytes, keep: config.jsonlKeep, dedupeWindowBytes: config.jsonlDedupeWindow, logger, registry });
   await jsonl.start().catch(fatal('cannot open the JSON Lines file'));
   sinks.push(jsonl);
 }
@@ -85,14 +84,15 @@ const stage = await runStage({
   metricsPort: config.metricsPort,
   metricsHost: config.metricsHost,
   input: { subject: subjects.allJoined, maxInFlight: config.maxInFlight },
-  transform: ({ view }) => dispatcher.dispatch(decodeFlowBatch(view.bytes)),
+  // The received bytes, checked and indexed once: every sink reads the records in place.
+  transform: ({ view, redelivered }) => dispatcher.dispatch({ view, redelivered }),
   recordsOut: () => dispatcher.recordsOut,
   // The Observer answers status from the heartbeats this bus hears: it starts once connected.
   start: async ({ bus }) => {
     if (config.observer) {
       statusWatch = new StatusWatch(bus);
       statusWatch.start();
-      const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n);
+      const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
       observer = new ObserverServer({
         ring,
         ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),

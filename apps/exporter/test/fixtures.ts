@@ -1,7 +1,9 @@
 // Known FlowRecords for the exporter tests: IPv4 and IPv6, TCP and UDP, with every field set.
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchView, FlowRecordSchema as RecordSchema, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowBatch, FlowRecord, FlowRecordSchema } from '@kappa/contracts';
+import type { FlowRing } from '../src/observer/ring.js';
+import type { ExportBatch } from '../src/sinks/sink.js';
 
 export const T0 = 1_764_000_000_000_000_000n;
 
@@ -18,6 +20,7 @@ export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeo
     src: {
       ip: v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
       port: 30000 + i,
+      peerDnsName: i % 3 === 1 ? `server-${i % 3}.backend.svc.cluster.local` : '',
       process: { pid: 1000 + i, name: `client-${i}`, cmdline: `/usr/bin/client --id ${i}` },
       kube: { objectName: `client-pod-${i % 7}`, objectNamespace: `ns-${i % 2}`, objectType: 'pod', workloadName: `client-${i % 7}`, workloadNamespace: `ns-${i % 2}`, workloadKind: 'Deployment' },
     },
@@ -36,10 +39,31 @@ export function knownRecord(i: number, overrides: Partial<MessageInitShape<typeo
     joined: i % 3 !== 0,
     clusterId: 7,
     observation: 'socket',
+    // Every 4th flow lost packets; the UDP ones are DNS conversations, every 10th answered NXDOMAIN.
+    ...(i % 4 === 3 ? { drops: { packets: BigInt(1 + (i % 5)), bytes: BigInt(60 * (1 + (i % 5))), reason: i % 8 === 3 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: BigInt(1 + (i % 5)) } } : {}),
+    ...(i % 5 === 0
+      ? { dns: { queryName: `server-${i % 3}.backend.svc.cluster.local`, queryType: 1, rcode: i % 10 === 0 ? 3 : 0, queries: 2n, responses: 2n, latencyCount: 2n, latencySumUs: 900n, latencyMaxUs: 600n, nxdomain: i % 10 === 0 ? 1n : 0n, failed: i % 10 === 0 ? 1n : 0n } }
+      : {}),
     ...overrides,
   });
 }
 
 export function knownBatch(id: string, from: number, count: number): FlowBatch {
   return newFlowBatch({ batchId: id, producer: 'test', records: Array.from({ length: count }, (_, k) => knownRecord(from + k)) });
+}
+
+/** Records (or a batch) as the exporter's sinks receive them: encoded, behind a view. */
+export function viewOf(records: FlowBatch | readonly FlowRecord[]): FlowBatchView {
+  const batch = Array.isArray(records) ? newFlowBatch({ batchId: 'test', producer: 'test', records: [...records] }) : (records as FlowBatch);
+  return new FlowBatchView().parse(encodeFlowBatch(batch));
+}
+
+export function exportBatch(records: FlowBatch | readonly FlowRecord[], redelivered = false): ExportBatch {
+  return { view: viewOf(records), redelivered };
+}
+
+/** Puts one record into the Observer's ring, as the Observer sink does with a batch's records. */
+export function pushRecord(ring: FlowRing, record: FlowRecord, receivedNs: bigint): void {
+  const bytes = toBinary(RecordSchema, record);
+  ring.push(bytes, 0, bytes.length, receivedNs);
 }

@@ -13,6 +13,7 @@ import { freePort } from '@kappa/testing';
 import { IpfixEncoder } from '../src/ipfix/encoder.js';
 import { IpfixSink } from '../src/sinks/ipfix.js';
 import { startCapture, tsharkJson, tsharkText, valuesOf } from './collectors.js';
+import { exportBatch, viewOf } from './fixtures.js';
 import { readMessage } from './ipfix-reader.js';
 import type { TemplateField } from './ipfix-reader.js';
 
@@ -275,7 +276,7 @@ describe('IPFIX encoder under random records', () => {
         const limit = options.transport.maxMessageBytes;
         const domains = [...new Set(records.map((r) => r.clusterId))];
         const templateMessages = domains.flatMap((d) => encoder.templateMessages(d, exportSeconds));
-        const dataMessages = encoder.encode(records, exportSeconds);
+        const dataMessages = encoder.encode(viewOf(records), exportSeconds);
 
         const templates = new Map<string, TemplateField[]>();
         for (const m of templateMessages) {
@@ -330,7 +331,7 @@ describe('IPFIX encoder under random records', () => {
     for (const m of encoder.templateMessages(0, 1)) readMessage(m.bytes, templates);
     // 255 ASCII bytes then a 4-byte emoji: the cap falls inside the emoji.
     const record = newFlowRecord({ node: `${'a'.repeat(255)}😀`, id: '€'.repeat(200), src: { ip: '10.0.0.1' } });
-    const [message] = encoder.encode([record], 1);
+    const [message] = encoder.encode(viewOf([record]), 1);
     const read = readMessage(message!.bytes, templates);
     expect(read.records[0]!.values.get('70000/1')!.toString('utf8')).toBe('a'.repeat(255));
     expect(read.records[0]!.values.get('70000/14')!.toString('utf8')).toBe('€'.repeat(85));
@@ -348,7 +349,7 @@ describe('IPFIX encoder under random records', () => {
       expect(m.bytes.length).toBeLessThanOrEqual(528);
       readMessage(m.bytes, templates);
     }
-    const messages = encoder.encode([record], 1);
+    const messages = encoder.encode(viewOf([record]), 1);
     expect(messages).toHaveLength(1);
     expect(messages[0]!.bytes.length).toBeLessThanOrEqual(528);
     const values = readMessage(messages[0]!.bytes, templates).records[0]!.values;
@@ -391,7 +392,7 @@ describe('IPFIX of random records decoded by tshark', () => {
     const ipfix = new IpfixSink({ collector: new URL(`tcp://127.0.0.1:${port}`), enterpriseNumber: pen, templateRefreshMs: 30_000, udpMaxMessageBytes: 1452, maxStringBytes: 1500, logger: createLogger('test', 'silent'), registry: createRegistry('test') });
     try {
       await ipfix.start();
-      await ipfix.write(newFlowBatch({ batchId: 'tshark', records }));
+      await ipfix.write(exportBatch(newFlowBatch({ batchId: 'tshark', records })));
       await new Promise((r) => setTimeout(r, 300));
     } finally {
       await capture.stop();

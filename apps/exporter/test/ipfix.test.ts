@@ -7,7 +7,7 @@ import { newFlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort } from '@kappa/testing';
 import { IpfixSink } from '../src/sinks/ipfix.js';
-import { knownBatch, knownRecord } from './fixtures.js';
+import { exportBatch, knownBatch, knownRecord } from './fixtures.js';
 import { expectDecoded, nfdumpFlows, removeDir, startCapture, startNfcapd, tsharkJson, tsharkText, valuesOf } from './collectors.js';
 import type { Nfcapd } from './collectors.js';
 
@@ -47,7 +47,7 @@ describe('IPFIX over UDP to nfcapd', () => {
     const ipfix = sink(`udp://127.0.0.1:${port}`);
     await ipfix.start();
     const batches = [knownBatch('b1', 0, 200), knownBatch('b2', 200, 200)];
-    for (const b of batches) await ipfix.write(b);
+    for (const b of batches) await ipfix.write(exportBatch(b));
     await capture.stop();
     await collector.stop();
     expectDecoded(await nfdumpFlows(collector.dir), batches.flatMap((b) => b.records));
@@ -63,7 +63,7 @@ describe('IPFIX over UDP to nfcapd', () => {
     const ipfix = sink(`udp://127.0.0.1:${port}`, 1500);
     await ipfix.start();
     const before = knownBatch('before', 0, 10);
-    await ipfix.write(before);
+    await ipfix.write(exportBatch(before));
     await collector.stop();
     expectDecoded(await nfdumpFlows(collector.dir), before.records);
 
@@ -71,12 +71,12 @@ describe('IPFIX over UDP to nfcapd', () => {
     const templatesAtRestart = ipfix.templateSends();
     // Sent before any refresh reached the new collector: it has no template to decode them with.
     const blind = knownBatch('blind', 100, 10);
-    await ipfix.write(blind);
+    await ipfix.write(exportBatch(blind));
     const blindWithoutRefresh = ipfix.templateSends() === templatesAtRestart;
     await new Promise((r) => setTimeout(r, 2000));
     expect(ipfix.templateSends()).toBeGreaterThan(templatesAtRestart);
     const after = knownBatch('after', 200, 10);
-    await ipfix.write(after);
+    await ipfix.write(exportBatch(after));
     await collector.stop();
     const flows = await nfdumpFlows(collector.dir);
     const decoded = flows.filter((f) => f.sp >= 30200);
@@ -100,7 +100,7 @@ describe('IPFIX decoded by tshark', () => {
         node: `node-${n}`,
       }),
     );
-    await ipfix.write(newFlowBatch({ batchId: 'strings', records }));
+    await ipfix.write(exportBatch(newFlowBatch({ batchId: 'strings', records })));
     await capture.stop();
     const text = await tsharkText(capture.file, `udp.port==${port}`);
     expect(text).toContain('Cisco NetFlow/IPFIX');
@@ -148,13 +148,13 @@ describe('IPFIX over TCP', () => {
     const capture = await startCapture(`tcp port ${port}`);
     const ipfix = sink(`tcp://127.0.0.1:${port}`);
     await ipfix.start();
-    await ipfix.write(knownBatch('first', 0, 50));
+    await ipfix.write(exportBatch(knownBatch('first', 0, 50)));
     // The collector restarts: it drops the session and listens again.
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => server.close(() => r()));
     await new Promise((r) => setTimeout(r, 300));
     server = await listen();
-    await ipfix.write(knownBatch('second', 100, 50));
+    await ipfix.write(exportBatch(knownBatch('second', 100, 50)));
     await new Promise((r) => setTimeout(r, 300));
     await capture.stop();
     const json = await tsharkJson(capture.file, `tcp.port==${port}`);

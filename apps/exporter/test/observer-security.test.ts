@@ -14,7 +14,7 @@ import { makeTlsMaterial } from '@kappa/testing';
 import type { TlsMaterial } from '@kappa/testing';
 import { FlowRing } from '../src/observer/ring.js';
 import { ObserverServer } from '../src/observer/server.js';
-import { knownRecord } from './fixtures.js';
+import { knownRecord, pushRecord } from './fixtures.js';
 
 let tls: TlsMaterial;
 let tokenFile: string;
@@ -37,7 +37,7 @@ async function observer(security: GrpcServerSecurity): Promise<{ address: string
   const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
   const ring = new FlowRing(100, 600_000_000_000n);
   const now = BigInt(Date.now()) * 1_000_000n;
-  for (let i = 0; i < 5; i++) ring.push(knownRecord(i), now);
+  for (let i = 0; i < 5; i++) pushRecord(ring, knownRecord(i), now);
   const server = new ObserverServer({ ring, host: '127.0.0.1', port: 0, logger, security });
   await server.start();
   cleanups.push(() => server.close());

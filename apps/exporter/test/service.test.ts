@@ -109,6 +109,7 @@ function knownRecordJson(i: number): Record<string, unknown> {
       ip: v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
       port: 30000 + i,
       process: { pid: 1000 + i, name: `client-${i}`, cmdline: `/usr/bin/client --id ${i}` },
+      ...(i % 3 === 1 ? { peerDnsName: `server-1.backend.svc.cluster.local` } : {}),
       kube: { objectName: `client-pod-${i % 7}`, objectNamespace: `ns-${i % 2}`, objectType: 'pod', workloadName: `client-${i % 7}`, workloadNamespace: `ns-${i % 2}`, workloadKind: 'Deployment' },
     },
     dst: {
@@ -126,6 +127,22 @@ function knownRecordJson(i: number): Record<string, unknown> {
     ...(i % 3 !== 0 ? { joined: true } : {}),
     clusterId: 7,
     observation: 'socket',
+    ...(i % 4 === 3 ? { drops: { packets: String(1 + (i % 5)), bytes: String(60 * (1 + (i % 5))), reason: i % 8 === 3 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: String(1 + (i % 5)) } } : {}),
+    ...(i % 5 === 0
+      ? {
+          dns: {
+            queryName: `server-${i % 3}.backend.svc.cluster.local`,
+            queryType: 1,
+            ...(i % 10 === 0 ? { rcode: 3 } : {}),
+            queries: '2',
+            responses: '2',
+            latencyCount: '2',
+            latencySumUs: '900',
+            latencyMaxUs: '600',
+            ...(i % 10 === 0 ? { nxdomain: '1', failed: '1' } : {}),
+          },
+        }
+      : {}),
   };
 }
 
@@ -180,6 +197,8 @@ describe('kappa-exporter', () => {
     expect(metricSum(metrics, 'kappa_flow_bytes_total')).toBe(keptBytes);
     expect(metricSum(metrics, 'kappa_exporter_series_dropped_total')).toBe(dropped);
     expect(metrics).toMatch(/kappa_flow_bytes_total\{src_namespace="ns-0",src_workload="client-0",dst_namespace="backend",dst_workload="server-0",protocol="udp",vantage="src",service="exporter"\} \d+/);
+    // No DNS name becomes a label.
+    expect(metrics).not.toMatch(/backend\.svc\.cluster\.local/);
 
     // Heartbeat: ready, with the records it took.
     await until(() => beats.some((b) => b.recordsOut === BigInt(records.length)), 10_000, 'heartbeat with 300 records out');

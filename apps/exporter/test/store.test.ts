@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { IpProtocol, Vantage, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchView, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { compilePredicate } from '@kappa/filter';
 import { FlowStore } from '../src/store/store.js';
@@ -55,6 +55,8 @@ function record(i: number): FlowRecord {
 }
 
 const records = Array.from({ length: 300 }, (_, i) => record(i));
+/** A batch as the exporter receives it: the encoded FlowBatch, checked and indexed. */
+const view = (batch: FlowRecord[]) => new FlowBatchView().parse(encodeFlowBatch(newFlowBatch({ batchId: 'b', records: batch })));
 const ids = (flows: { record: FlowRecord }[]) => flows.map((f) => f.record.id);
 
 describe('flow store', () => {
@@ -62,7 +64,7 @@ describe('flow store', () => {
   const ready = (async () => {
     await store.open();
     // Out of time order across batches, as records of many nodes arrive.
-    for (let b = 0; b < 300; b += 40) await store.append(records.slice(b, b + 40).reverse(), BigInt(Date.now()) * 1_000_000n);
+    for (let b = 0; b < 300; b += 40) await store.append(view(records.slice(b, b + 40).reverse()), BigInt(Date.now()) * 1_000_000n);
   })();
   afterAll(() => store.close());
 
@@ -116,8 +118,8 @@ describe('flow store', () => {
     const interleaved = newStore({ segmentRecords: 20 });
     await interleaved.open();
     // Two segments covering the same minute: even seconds, then odd seconds (two nodes' batches).
-    await interleaved.append(records.slice(0, 40).filter((_, i) => i % 2 === 0), 1n);
-    await interleaved.append(records.slice(0, 40).filter((_, i) => i % 2 === 1), 1n);
+    await interleaved.append(view(records.slice(0, 40).filter((_, i) => i % 2 === 0)), 1n);
+    await interleaved.append(view(records.slice(0, 40).filter((_, i) => i % 2 === 1)), 1n);
     expect(ids(await interleaved.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 5, limit: 0 }))).toEqual(['r35', 'r36', 'r37', 'r38', 'r39']);
     expect(ids(await interleaved.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 4 }))).toEqual(['r0', 'r1', 'r2', 'r3']);
     await interleaved.close();
@@ -184,10 +186,10 @@ describe('flow store retention and recovery', () => {
     const now = BigInt(Date.now()) * 1_000_000n;
     // 100 records an hour old (beyond the 30 min retention), then 400 fresh ones.
     const old = records.slice(0, 100).map((r) => ({ ...r, endNs: now - 3_600n * SECOND }) as FlowRecord);
-    for (let b = 0; b < old.length; b += 20) await store.append(old.slice(b, b + 20), now);
+    for (let b = 0; b < old.length; b += 20) await store.append(view(old.slice(b, b + 20)), now);
     expect(store.stats().expiredRecords).toBe(100);
     const fresh = Array.from({ length: 400 }, (_, i) => ({ ...record(i), id: `f${i}`, endNs: now - BigInt(400 - i) * 1_000_000n }) as FlowRecord);
-    for (let b = 0; b < fresh.length; b += 20) await store.append(fresh.slice(b, b + 20), now);
+    for (let b = 0; b < fresh.length; b += 20) await store.append(view(fresh.slice(b, b + 20)), now);
     const dir = (store as unknown as { options: FlowStoreOptions }).options.dir;
     expect(folderBytes(dir)).toBeLessThanOrEqual(40_000);
     const kept = await store.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 });
@@ -202,7 +204,7 @@ describe('flow store retention and recovery', () => {
   it('a reopened store seals the hot segment a stop left and serves it', async () => {
     const store = newStore({ segmentRecords: 1000 });
     await store.open();
-    await store.append(records.slice(0, 30), 1n);
+    await store.append(view(records.slice(0, 30)), 1n);
     await store.close();
     const dir = (store as unknown as { options: FlowStoreOptions }).options.dir;
     expect(readdirSync(dir).some((f) => f.endsWith('.csv'))).toBe(true);
@@ -211,7 +213,7 @@ describe('flow store retention and recovery', () => {
     expect(readdirSync(dir).filter((f) => /^seg-\d+\.parquet$/.test(f))).toHaveLength(1);
     expect(readdirSync(dir).filter((f) => f.endsWith('.rollup.parquet'))).toHaveLength(1);
     expect(ids(await again.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 }))).toEqual(records.slice(0, 30).map((r) => r.id));
-    await again.append(records.slice(30, 40), 1n);
+    await again.append(view(records.slice(30, 40)), 1n);
     expect(await again.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 })).toHaveLength(40);
     await again.close();
   });

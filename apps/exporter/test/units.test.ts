@@ -1,18 +1,19 @@
 // In-process behaviour of the exporter's parts: IPFIX message bounds and sequence numbers, the
-// JSON Lines rotation, the Observer's ring (capacity, retention) and its gRPC stream.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+// JSON Lines rotation and its dedupe seeded from the file, the Observer's ring (capacity, bytes,
+// retention) and its gRPC stream.
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, credentials } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GetFlowsRequestSchema, create, observerServiceDefinition } from '@kappa/contracts';
+import { FlowRecordSchema, GetFlowsRequestSchema, create, equals, observerServiceDefinition, toBinary, toJson } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
 import { createLogger } from '@kappa/observability';
 import { IpfixEncoder, MESSAGE_HEADER_BYTES, utf8Truncated } from '../src/ipfix/encoder.js';
 import { FlowRing } from '../src/observer/ring.js';
 import { ObserverServer } from '../src/observer/server.js';
 import { JsonlSink } from '../src/sinks/jsonl.js';
-import { knownBatch, knownRecord } from './fixtures.js';
+import { exportBatch, knownBatch, knownRecord, pushRecord, viewOf } from './fixtures.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -23,7 +24,7 @@ describe('IPFIX encoder', () => {
   it('splits records into messages within the budget, with sequence numbers counting data records per domain', () => {
     const encoder = new IpfixEncoder({ enterpriseNumber: 32473, maxMessageBytes: 1452, maxStringBytes: 1024 });
     const records = Array.from({ length: 300 }, (_, i) => knownRecord(i, { clusterId: i % 2 === 0 ? 1 : 2 }));
-    const messages = encoder.encode(records, 1_800_000_000);
+    const messages = encoder.encode(viewOf(records), 1_800_000_000);
     expect(messages.reduce((n, m) => n + m.records, 0)).toBe(300);
     const expectedSequence = new Map<number, number>();
     for (const m of messages) {
@@ -61,7 +62,7 @@ describe('IPFIX encoder', () => {
     expect(utf8Truncated('ééé', 5).toString()).toBe('éé');
     expect(utf8Truncated('abc', 5).toString()).toBe('abc');
     const encoder = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 65535, maxStringBytes: 100 });
-    const [message] = encoder.encode([knownRecord(0, { src: { ip: '10.0.0.1', process: { cmdline: '€'.repeat(200) } } })]);
+    const [message] = encoder.encode(viewOf([knownRecord(0, { src: { ip: '10.0.0.1', process: { cmdline: '€'.repeat(200) } } })]));
     expect(message!.bytes.includes(Buffer.from('€'.repeat(33)))).toBe(true);
     expect(message!.bytes.includes(Buffer.from('€'.repeat(34)))).toBe(false);
     expect(encoder.truncatedStrings).toBe(1);
@@ -79,7 +80,7 @@ describe('JSON Lines sink', () => {
     const path = join(dir, 'flows.jsonl');
     const sink = new JsonlSink({ path, maxBytes: 20_000, keep: 2 });
     await sink.start();
-    for (let b = 0; b < 10; b++) await sink.write(knownBatch(`b${b}`, b * 10, 10));
+    for (let b = 0; b < 10; b++) await sink.write(exportBatch(knownBatch(`b${b}`, b * 10, 10)));
     await sink.close();
     expect(readdirSync(dir).sort()).toEqual(['flows.jsonl', 'flows.jsonl.1', 'flows.jsonl.2']);
     const ids = ['flows.jsonl.2', 'flows.jsonl.1', 'flows.jsonl']
@@ -90,16 +91,97 @@ describe('JSON Lines sink', () => {
     expect(ids).toEqual(ids.slice().sort((a, b) => Number(a.slice(4)) - Number(b.slice(4))));
     expect(ids.length).toBeLessThan(100);
   });
+
+  it('writes each record as protobuf-es writes its canonical JSON, one per line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kx-jsonl-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'flows.jsonl');
+    const sink = new JsonlSink({ path, maxBytes: 1e9, keep: 1 });
+    await sink.start();
+    const batch = knownBatch('exact', 0, 40);
+    batch.records[3]!.node = 'a "quoted"\nline\u0000 with é and 😀';
+    await sink.write(exportBatch(batch));
+    await sink.close();
+    expect(readFileSync(path, 'utf8')).toBe(batch.records.map((r) => `${JSON.stringify(toJson(FlowRecordSchema, r))}\n`).join(''));
+  });
+
+  it('remembers the record ids at the end of the file at start and skips them in redelivered batches only', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kx-jsonl-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'flows.jsonl');
+    const lines = () => readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { id: string }).id);
+    const first = new JsonlSink({ path, maxBytes: 1e9, keep: 1 });
+    cleanups.push(() => first.close());
+    await first.start();
+    await first.write(exportBatch(knownBatch('a', 0, 10)));
+    await first.write(exportBatch(knownBatch('b', 10, 10)));
+    // The process dies here (no close), then a line of batch c is cut short.
+    appendFileSync(path, JSON.stringify(toJson(FlowRecordSchema, knownRecord(20))).slice(0, 50));
+    // A window of the last 12 whole lines (and part of one more): batch a's first records are outside it.
+    const whole = readFileSync(path, 'utf8').split('\n').slice(0, 20);
+    const window = whole.slice(-12).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0) + 50 + 20;
+    const second = new JsonlSink({ path, maxBytes: 1e9, keep: 1, dedupeWindowBytes: window });
+    await second.start();
+    expect(readFileSync(path, 'utf8').endsWith('\n')).toBe(true);
+    expect(second.rememberedIds).toBe(12);
+    // b and c come back: b's records are skipped, c's (cut short) are written whole.
+    await second.write(exportBatch(knownBatch('b', 10, 10), true));
+    await second.write(exportBatch(knownBatch('c', 20, 10), true));
+    // A batch that is not a redelivery is written as it is.
+    await second.write(exportBatch(knownBatch('d', 19, 2), false));
+    await second.close();
+    expect(second.skippedRecords).toBe(10);
+    expect(lines()).toEqual([...Array.from({ length: 30 }, (_, i) => `rec-${i}`), 'rec-19', 'rec-20']);
+  });
+
+  it('remembers ids in the last rotated file when the live one is shorter than the window', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kx-jsonl-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'flows.jsonl');
+    const line = (i: number) => `${JSON.stringify(toJson(FlowRecordSchema, knownRecord(i)))}\n`;
+    writeFileSync(`${path}.1`, Array.from({ length: 5 }, (_, i) => line(i)).join(''));
+    writeFileSync(path, line(5));
+    const sink = new JsonlSink({ path, maxBytes: 1e9, keep: 1 });
+    await sink.start();
+    await sink.write(exportBatch(knownBatch('again', 3, 4), true));
+    await sink.close();
+    expect(sink.skippedRecords).toBe(3);
+    expect(readFileSync(path, 'utf8')).toBe(line(5) + line(6));
+  });
 });
 
 describe('Observer', () => {
   it('keeps at most its capacity and drops records older than the retention', () => {
     const ring = new FlowRing(5, 1000n);
-    for (let i = 0; i < 8; i++) ring.push(knownRecord(i), BigInt(i * 100));
+    for (let i = 0; i < 8; i++) pushRecord(ring, knownRecord(i), BigInt(i * 100));
     expect([...ring.since(0n)].map((f) => f.record.id)).toEqual(['rec-3', 'rec-4', 'rec-5', 'rec-6', 'rec-7']);
     ring.trim(1550n);
     expect([...ring.since(0n)].map((f) => f.record.id)).toEqual(['rec-6', 'rec-7']);
     expect([...ring.since(700n)].map((f) => f.record.id)).toEqual(['rec-7']);
+  });
+
+  it('holds the newest records that fit its byte limit, wrapping around, each read back as pushed', () => {
+    const records = Array.from({ length: 200 }, (_, i) => knownRecord(i, { node: 'n'.repeat(i % 37) }));
+    const sizes = records.map((r) => toBinary(FlowRecordSchema, r).length);
+    const ring = new FlowRing(1000, 600_000_000_000n, 16 * 1024);
+    records.forEach((r, i) => pushRecord(ring, r, BigInt(i)));
+    const kept = [...ring.since(0n)];
+    // A contiguous run of the newest records, within the byte limit, with their arrival times.
+    const first = 200 - kept.length;
+    expect(kept.map((f) => f.receivedNs)).toEqual(Array.from({ length: kept.length }, (_, k) => BigInt(first + k)));
+    kept.forEach((f, k) => expect(equals(FlowRecordSchema, f.record, records[first + k]!)).toBe(true));
+    expect(ring.bytes).toBe(sizes.slice(first).reduce((n, s) => n + s, 0));
+    expect(ring.bytes).toBeLessThanOrEqual(16 * 1024);
+    // Wrapping wastes at most the tail end of the buffer: nearly all of it stays in use.
+    expect(ring.bytes + Math.max(...sizes) * 2).toBeGreaterThan(16 * 1024);
+  });
+
+  it('does not keep a record larger than the whole buffer, and counts it', () => {
+    const ring = new FlowRing(10, 600_000_000_000n, 64 * 1024);
+    pushRecord(ring, knownRecord(0), 1n);
+    pushRecord(ring, knownRecord(1, { node: 'x'.repeat(70 * 1024) }), 2n);
+    expect(ring.tooLarge).toBe(1);
+    expect([...ring.since(0n)].map((f) => f.record.id)).toEqual(['rec-0']);
   });
 
   it('streams buffered matches, then followed ones, and ends open streams at shutdown', async () => {
@@ -108,7 +190,7 @@ describe('Observer', () => {
     await server.start();
     cleanups.push(() => server.close());
     const now = BigInt(Date.now()) * 1_000_000n;
-    for (let i = 0; i < 20; i++) ring.push(knownRecord(i), now);
+    for (let i = 0; i < 20; i++) pushRecord(ring, knownRecord(i), now);
     const client = new Client(`127.0.0.1:${server.port}`, credentials.createInsecure());
     cleanups.push(() => client.close());
     const method = observerServiceDefinition.GetFlows!;
@@ -129,7 +211,7 @@ describe('Observer', () => {
     const buffered = Array.from({ length: 20 }, (_, i) => i).filter((i) => i % 3 === 1).map((i) => `rec-${i}`);
     await until(buffered.length);
     expect(got).toEqual(buffered);
-    for (let i = 20; i < 30; i++) ring.push(knownRecord(i), now);
+    for (let i = 20; i < 30; i++) pushRecord(ring, knownRecord(i), now);
     const live = Array.from({ length: 10 }, (_, k) => 20 + k).filter((i) => i % 3 === 1).map((i) => `rec-${i}`);
     await until(buffered.length + live.length);
     expect(got).toEqual([...buffered, ...live]);

@@ -86,4 +86,26 @@ describe('RecordSplicer', () => {
     expect(out.dst?.kube?.serviceName).toBe('web');
     expect(out.dst?.kube?.serviceNamespace).toBe('shop');
   });
+
+  it('carries the DNS name the peer resolved this end from onto the other vantage\'s record, and keeps its own otherwise', () => {
+    const splice = (record: FlowRecord, peerEnd: Parameters<typeof create<typeof EndpointSchema>>[1]) => {
+      const bytes = encodeFlowBatch(newFlowBatch({ records: [record] }));
+      const view = new FlowBatchView().parse(bytes);
+      const r = new JoinRecord().read(view.bytes, view.recordStart(0), view.recordEnd(0), false);
+      const peer = toBinary(EndpointSchema, create(EndpointSchema, peerEnd));
+      const w = new FlowBatchWriter();
+      w.open({ batchId: 'x', producer: 'joiner', createdNs: 0n }, 1 << 20);
+      new RecordSplicer().joined(w, r, peer, 0, peer.length);
+      return fromBinary(FlowBatchSchema, w.parts()[0]!.bytes).records[0]!;
+    };
+    // The server's record: its remote end (the client) gets the name the client asked for.
+    const atServer = splice(newFlowRecord({ protocol: 6, vantage: Vantage.DST, src: client, dst: backend }), { ...client, process: { pid: 7 }, peerDnsName: 'web.shop.svc.cluster.local' });
+    expect(atServer.src?.peerDnsName).toBe('web.shop.svc.cluster.local');
+    expect(atServer.src?.process?.pid).toBe(7);
+    // The client's record keeps its own name on its local end; the server's end has none to give.
+    const atClient = splice(newFlowRecord({ protocol: 6, vantage: Vantage.SRC, src: { ...client, peerDnsName: 'web.shop' }, dst: service }), { ...backend, process: { pid: 88 } });
+    expect(atClient.src?.peerDnsName).toBe('web.shop');
+    expect(atClient.dst?.peerDnsName).toBe('');
+    expect(atClient.dst?.backendIp).toBe('10.2.0.5');
+  });
 });

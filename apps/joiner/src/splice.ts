@@ -17,13 +17,19 @@ const WIRE_LEN = 2;
 const UNJOINED = [F.joined, F.joinStatus];
 const JOINED_SRC = [F.dst, F.joined, F.joinStatus];
 const JOINED_DST = [F.src, F.joined, F.joinStatus];
-/** Endpoint fields the join writes itself: by (peer has a process, peer answered elsewhere). */
-const ENDPOINT_REPLACED = [
-  [E.kube],
-  [E.kube, E.backendIp, E.backendPort],
-  [E.process, E.kube],
-  [E.process, E.kube, E.backendIp, E.backendPort],
-];
+/**
+ * Endpoint fields the join writes itself: by (peer has a DNS name, peer has a process, peer
+ * answered elsewhere). The DNS name is the one the peer's node saw the peer resolve this record's
+ * local end from (peer_dns_name, set on the peer's local end): both vantages then carry it.
+ */
+const ENDPOINT_REPLACED = [false, true].flatMap((named) =>
+  [
+    [E.kube],
+    [E.kube, E.backendIp, E.backendPort],
+    [E.process, E.kube],
+    [E.process, E.kube, E.backendIp, E.backendPort],
+  ].map((fields) => (named ? [...fields, E.peerDnsName] : fields)),
+);
 const SERVICE_FIELDS = [K.serviceName, K.serviceNamespace];
 
 export class RecordSplicer {
@@ -75,7 +81,7 @@ export class RecordSplicer {
       const peer = this.peer;
       const remote = this.remote;
       const backend = peer.uint32(E.port) !== remote.uint32(E.port) || !sameBytes(peer, remote, E.ip);
-      const replaced = ENDPOINT_REPLACED[(peer.has(E.process) ? 2 : 0) + (backend ? 1 : 0)]!;
+      const replaced = ENDPOINT_REPLACED[(peer.byteLength(E.peerDnsName) > 0 ? 4 : 0) + (peer.has(E.process) ? 2 : 0) + (backend ? 1 : 0)]!;
       const mark = w.begin(this.remoteField, 2);
       w.copyReplacing(remote, replaced, this.emitEndpoint);
       w.end(mark);
@@ -103,6 +109,9 @@ export class RecordSplicer {
       }
       case E.backendPort:
         w.uint32Field(E.backendPort, peer.uint32(E.port));
+        break;
+      case E.peerDnsName:
+        w.raw(peer.bytes, peer.fieldStart(E.peerDnsName), peer.fieldEnd(E.peerDnsName));
         break;
     }
   };

@@ -80,6 +80,8 @@ export function generate(seed: number, knobs: Knobs): Batch[] {
     ip: pod.ip,
     port,
     process: { pid: pod.pid, name: `p${pod.pid}`, cmdline: `/bin/${pod.name}`, containerId: `c-${pod.name}` },
+    // Some clients resolved their peer by name (the joiner carries it to the peer's record).
+    ...(pod.pid % 3 === 0 ? { peerDnsName: `peer-of-${pod.name}.test` } : {}),
     kube: {
       node: pod.node,
       objectName: pod.name,

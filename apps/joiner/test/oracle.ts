@@ -52,6 +52,7 @@ export function joinedRecord(record: FlowRecord, peer: Endpoint): FlowRecord {
   if (remote) {
     const seenAs = remote.kube;
     if (peer.process) remote.process = peer.process;
+    if (peer.peerDnsName) remote.peerDnsName = peer.peerDnsName;
     if (peer.kube) {
       let kube = peer.kube;
       const reachedAs = seenAs?.serviceName ? [seenAs.serviceName, seenAs.serviceNamespace] : seenAs?.objectType === 'service' ? [seenAs.objectName, seenAs.objectNamespace] : undefined;

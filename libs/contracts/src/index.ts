@@ -3,6 +3,8 @@
 // and the grpc-js definitions of the tagger and observer services.
 export {
   AppLatencySchema,
+  DnsSchema,
+  DropsSchema,
   EndpointSchema,
   FlowBatchSchema,
   FlowRecordSchema,
@@ -15,6 +17,8 @@ export {
 } from './gen/kappa/flow/v1/flow_pb.js';
 export type {
   AppLatency,
+  Dns,
+  Drops,
   Endpoint,
   FlowBatch,
   FlowRecord,

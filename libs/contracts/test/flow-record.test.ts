@@ -54,6 +54,7 @@ const fullEndpoint = (ip: string, port: number, pid: number) => ({
   backendIp: '10.0.0.9',
   backendPort: 8080,
   netns: 4026532201,
+  peerDnsName: 'web.shop.svc.cluster.local',
 });
 
 function fullRecord(): FlowRecord {
@@ -80,6 +81,8 @@ function fullRecord(): FlowRecord {
     firstSeenNs: 1_700_000_000_100_000_000n,
     lastSeenNs: 1_700_000_009_900_000_000n,
     joinStatus: 'joined',
+    dns: { queryName: 'web.shop.svc.cluster.local', queryType: 28, rcode: 3, queries: 4n, responses: 4n, latencyCount: 4n, latencySumUs: 2_000n, latencyMaxUs: 900n, nxdomain: 1n, failed: 2n, unparsable: 1n },
+    drops: { packets: 12n, bytes: 7_200n, reason: 'NETFILTER_DROP', reasonPackets: 10n },
   });
 }
 

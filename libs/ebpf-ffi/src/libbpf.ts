@@ -160,7 +160,8 @@ export function libbpf(): Libbpf {
 /** Registers a JS function as libbpf's printer (verifier logs and warnings reach it). */
 export function registerPrinter(print: (level: number, line: string) => void): void {
   const bpf = libbpf();
-  const buffer = Buffer.alloc(8192);
+  // A verifier log comes as one message and explains a refusal in its LAST lines: room for all of it.
+  const buffer = Buffer.alloc(1 << 20);
   const callback = koffi.register((level: number, fmt: bigint, args: bigint) => {
     // libbpf hands over printf arguments as a va_list; libc formats them for us.
     const length = bpf.vsnprintf(buffer, buffer.length, fmt, args);

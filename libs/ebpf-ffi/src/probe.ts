@@ -42,7 +42,7 @@ export const Helper = {
 } as const;
 
 /** BTF kinds (BTF_KIND_*) kappa looks names up by. */
-export const BtfKind = { STRUCT: 4, TYPEDEF: 8, FUNC: 12 } as const;
+export const BtfKind = { STRUCT: 4, ENUM: 6, TYPEDEF: 8, FUNC: 12 } as const;
 
 /** The kernel's answers; each question is asked once. */
 export class KernelProbe {

@@ -77,6 +77,13 @@ const endFields: EndFieldSpec[] = [
   { name: 'netns', type: 'uint', description: 'network namespace inode of the socket (as /proc/<pid>/ns/net shows it)', columnType: 'UINTEGER', read: (e) => e?.netns ?? 0 },
   { name: 'container', type: 'string', description: 'container name', columnType: 'VARCHAR', read: (e) => e?.process?.containerName || e?.kube?.containerName || '' },
   { name: 'label', type: 'labels', description: 'pod label, key=value or key', columnType: 'VARCHAR', read: (e) => labelsText(e?.kube?.labels) },
+  {
+    name: 'peer_dns_name',
+    type: 'string',
+    description: 'DNS name this end resolved the other end\'s address from (the name it asked for)',
+    columnType: 'VARCHAR',
+    read: (e) => e?.peerDnsName ?? '',
+  },
 ];
 
 const recordFields: FieldDef[] = [
@@ -93,6 +100,13 @@ const recordFields: FieldDef[] = [
   { name: 'join_status', type: 'string', description: 'why a record was released unjoined: no-peer, external', column: 'join_status', columnType: 'VARCHAR', read: (r) => r.joinStatus },
   { name: 'cluster', type: 'uint', description: 'cluster id', column: 'cluster_id', columnType: 'UINTEGER', read: (r) => r.clusterId },
   { name: 'observation', type: 'string', description: '"socket" or the capture interface', column: 'observation', columnType: 'VARCHAR', read: (r) => r.observation },
+  { name: 'dropped_packets', type: 'uint', description: 'packets of the flow the kernel dropped', column: 'dropped_packets', columnType: 'UBIGINT', read: (r) => Number(r.drops?.packets ?? 0n) },
+  { name: 'dropped_bytes', type: 'uint', description: 'IP bytes of the flow the kernel dropped', column: 'dropped_bytes', columnType: 'UBIGINT', read: (r) => Number(r.drops?.bytes ?? 0n) },
+  { name: 'drop_reason', type: 'string', description: 'the kernel\'s reason for most drops: NETFILTER_DROP, NO_SOCKET, ...', column: 'drop_reason', columnType: 'VARCHAR', read: (r) => r.drops?.reason ?? '' },
+  { name: 'dns_query', type: 'string', description: 'question of the flow\'s DNS exchanges', column: 'dns_query', columnType: 'VARCHAR', read: (r) => r.dns?.queryName ?? '' },
+  { name: 'dns_qtype', type: 'uint', description: 'its query type: 1 A, 28 AAAA, 5 CNAME, ...', column: 'dns_qtype', columnType: 'USMALLINT', read: (r) => r.dns?.queryType ?? 0 },
+  { name: 'dns_rcode', type: 'uint', description: 'first DNS response code other than NOERROR: 3 NXDOMAIN, 2 SERVFAIL, ...', column: 'dns_rcode', columnType: 'UTINYINT', read: (r) => r.dns?.rcode ?? 0 },
+  { name: 'dns_latency', type: 'duration', description: 'largest DNS query→response latency (µs; 5ms, 1s accepted)', column: 'dns_latency_max_us', columnType: 'UBIGINT', read: (r) => Number(r.dns?.latencyMaxUs ?? 0n) },
 ];
 
 function endField(side: 'src' | 'dst', spec: EndFieldSpec): FieldDef {

@@ -66,7 +66,22 @@ export const selectionFlags: readonly SelectionFlag[] = [
   { option: 'protocol', description: 'flows of these protocols: tcp, udp, icmp, icmpv6, sctp or a number', compile: (v) => `protocol == ${quoteValue(v)}` },
   { option: 'vantage', description: 'flows observed at the initiator (src) or the responder (dst)', compile: (v) => `vantage == ${quoteValue(v)}` },
   { option: 'joined', description: 'joined (true) or unjoined (false) flows', compile: (v) => `joined == ${quoteValue(v)}` },
+  { option: 'verdict', description: 'dropped: flows of which the kernel dropped packets; forwarded: flows it dropped none of', compile: verdict },
+  { option: 'toFqdn', description: 'flows to these DNS names: the name the initiator asked for when it resolved the responder', compile: (v) => `src.peer_dns_name == ${quoteValue(v.toLowerCase().replace(/\.$/, ''))}` },
+  { option: 'fromFqdn', description: 'flows from these DNS names: the name the responder asked for when it resolved the initiator', compile: (v) => `dst.peer_dns_name == ${quoteValue(v.toLowerCase().replace(/\.$/, ''))}` },
 ];
+
+/** --verdict: hubble's names for whether a flow lost packets. */
+function verdict(value: string): string {
+  switch (value.toLowerCase()) {
+    case 'dropped':
+      return 'dropped_packets > 0';
+    case 'forwarded':
+      return 'dropped_packets == 0';
+    default:
+      throw new FilterError('expected dropped or forwarded', 0, value);
+  }
+}
 
 /** The filter the given flag values select: per flag an or of its values, all flags and'ed. */
 export function flagsToFilter(values: Readonly<Record<string, readonly string[] | string | undefined>>): string {
@@ -77,8 +92,9 @@ export function flagsToFilter(values: Readonly<Record<string, readonly string[] 
     const given = list.filter((v) => v !== '');
     if (given.length === 0) continue;
     const alternatives = given.map((value) => {
-      const text = flag.compile(value);
+      let text: string;
       try {
+        text = flag.compile(value);
         parseFilter(text);
       } catch (error) {
         if (error instanceof FilterError) throw new FlagValueError(flag.option, value, error);

@@ -28,8 +28,12 @@ const records: FlowRecord[] = Array.from({ length: 40 }, (_, i) =>
     reverseBytes: BigInt(7 * i),
     tcp: { srttUs: 100 * i, retransmits: i % 4 },
     joined: i % 3 !== 1,
+    // Every 5th flow lost packets; every 6th is a DNS conversation; every 4th client resolved its server by name.
+    ...(i % 5 === 1 ? { drops: { packets: BigInt(i), bytes: BigInt(60 * i), reason: i % 2 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: BigInt(i) } } : {}),
+    ...(i % 6 === 0 ? { dns: { queryName: i % 12 ? 'web.shop.svc' : 'missing.shop.svc', queryType: i % 12 ? 1 : 28, rcode: i % 12 ? 0 : 3, queries: 1n, responses: 1n, latencyCount: 1n, latencySumUs: BigInt(100 * i), latencyMaxUs: BigInt(100 * i) } } : {}),
   }),
 );
+for (const [i, r] of records.entries()) if (i % 4 === 1) r.src!.peerDnsName = `server-${i % 6}.backend.svc`;
 
 const select = (filter: string) => records.filter(compilePredicate(filter)).map((r) => r.id);
 const oracle = (keep: (r: FlowRecord) => boolean) => records.filter(keep).map((r) => r.id);
@@ -52,6 +56,12 @@ describe('filter language selects what it says', () => {
     ['src.label == app=client-1', (r) => r.src!.kube!.labels.app === 'client-1'],
     ['src.label == tier and dst.process == redis-*', (r) => r.dst!.process!.name.startsWith('redis-')],
     ['(src.pod == client-0 or src.pod == client-2) and node not in (node-0)', (r) => ['client-0', 'client-2'].includes(r.src!.kube!.objectName) && r.node !== 'node-0'],
+    ['dropped_packets > 0 and drop_reason == NETFILTER_DROP', (r) => (r.drops?.packets ?? 0n) > 0n && r.drops?.reason === 'NETFILTER_DROP'],
+    ['dropped_bytes >= 600', (r) => (r.drops?.bytes ?? 0n) >= 600n],
+    ['dns_rcode == 3 or dns_qtype == 28', (r) => r.dns?.rcode === 3],
+    ['dns_query == web.shop.svc and dns_latency > 1ms', (r) => r.dns?.queryName === 'web.shop.svc' && (r.dns?.latencyMaxUs ?? 0n) > 1000n],
+    ['src.peer_dns_name == server-1.backend.svc', (r) => r.src!.peerDnsName === 'server-1.backend.svc'],
+    ['peer_dns_name in (server-1.backend.svc, server-5.backend.svc)', (r) => ['server-1.backend.svc', 'server-5.backend.svc'].includes(r.src!.peerDnsName)],
     ['process in (curl) and dst.workload in ("web")', (r) => (r.src!.process!.name === 'curl' || r.dst!.process!.name === 'curl') && r.dst!.kube!.workloadName === 'web'],
   ])('%s', (filter, keep) => {
     const want = oracle(keep);
@@ -106,6 +116,15 @@ describe('hubble-style flags', () => {
     expect(select(flagsToFilter({ pod: ['backend/server-1'] }))).toEqual(oracle((r) => r.dst!.kube!.objectName === 'server-1'));
     expect(select(flagsToFilter({ fromCidr: ['10.0.2.0/24'] }))).toEqual(oracle((r) => r.src!.ip.startsWith('10.0.2.')));
     expect(select(flagsToFilter({ fromLabel: ['app=client-3'] }))).toEqual(oracle((r) => r.src!.kube!.labels.app === 'client-3'));
+  });
+
+  it('--verdict and --to-fqdn / --from-fqdn select on drops and DNS names', () => {
+    expect(select(flagsToFilter({ verdict: 'dropped' }))).toEqual(oracle((r) => (r.drops?.packets ?? 0n) > 0n));
+    expect(select(flagsToFilter({ verdict: ['FORWARDED'] }))).toEqual(oracle((r) => !r.drops));
+    expect(select(flagsToFilter({ toFqdn: ['Server-3.backend.svc.'] }))).toEqual(oracle((r) => r.src!.peerDnsName === 'server-3.backend.svc'));
+    expect(select(flagsToFilter({ toFqdn: ['server-3.backend.svc'] }))).not.toHaveLength(0);
+    expect(select(flagsToFilter({ fromFqdn: ['server-3.backend.svc'] }))).toHaveLength(0);
+    expect(() => flagsToFilter({ verdict: 'lost' })).toThrow('--verdict "lost": expected dropped or forwarded');
   });
 
   it('a bad flag value names the flag', () => {

@@ -1,5 +1,7 @@
 // Public API of @kappa/testing: real servers and fixtures for integration tests.
 export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
+export { DnsServer, resolvConf } from './dns.js';
+export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort } from './ports.js';
 export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';

@@ -1,6 +1,15 @@
 // The IPFIX Information Elements kappa exports: IANA elements for the flow, RFC 5103 reverse
-// elements, and kappa's enterprise-specific elements for process and Kubernetes fields.
-import type { Endpoint, FlowRecord } from '@kappa/contracts';
+// elements, and kappa's enterprise-specific elements for process and Kubernetes fields. Each
+// field says how to read its value from a record in place (ExportRecord): numbers, 64-bit
+// counters as two halves, strings as byte ranges of the record.
+import { FlowFields } from '@kappa/contracts';
+import type { MessageCursor } from '@kappa/contracts';
+import { divideUint64, readUint64, stringEnd, stringStart } from '../record/export-record.js';
+import type { ExportRecord } from '../record/export-record.js';
+import { labelsText } from '../record/labels.js';
+import type { TextRange } from '../record/labels.js';
+
+export type { TextRange };
 
 /** RFC 5103: reverse elements are the forward element ids under this private enterprise number. */
 export const REVERSE_PEN = 29305;
@@ -40,36 +49,51 @@ export function fixedLength(kind: ElementKind): number {
   }
 }
 
+
 /** A field of a template: the element and how to read its value from a record. */
 export interface FieldSpec extends ElementSpec {
-  number?: (r: FlowRecord) => number;
-  bigint?: (r: FlowRecord) => bigint;
-  text?: (r: FlowRecord) => string;
+  number?: (r: ExportRecord) => number;
+  /** u64 fields: leaves the value in u64.lo / u64.hi. */
+  uint64?: (r: ExportRecord) => void;
+  /** string fields: points `out` at the value's UTF-8 bytes. */
+  text?: (r: ExportRecord, out: TextRange) => void;
   /** ipv4 / ipv6: which end's address. */
   end?: 'src' | 'dst';
+}
+
+const F = FlowFields.FlowRecord;
+const E = FlowFields.Endpoint;
+const P = FlowFields.Process;
+const K = FlowFields.Kube;
+const T = FlowFields.TcpStats;
+const A = FlowFields.AppLatency;
+
+/** A string field of a cursor, as a range of the record's bytes. */
+function range(cursor: MessageCursor, field: number, out: TextRange): void {
+  out.bytes = cursor.bytes;
+  out.start = stringStart(cursor, field);
+  out.end = stringEnd(cursor, field);
 }
 
 const iana = (name: string, id: number, kind: ElementKind): ElementSpec => ({ name, id, owner: 'iana', kind });
 const kappa = (name: string, id: number, kind: ElementKind): ElementSpec => ({ name, id, owner: 'kappa', kind });
 
-const msFromNs = (ns: bigint): bigint => ns / 1_000_000n;
+/** A uint64 field of the record, or of one of its nested messages. */
+const u64Of = (read: (r: ExportRecord) => MessageCursor, field: number) => (r: ExportRecord) => readUint64(read(r), field);
+
+/** flowStart/EndMilliseconds from the record's nanoseconds. */
+const msOf = (field: number) => (r: ExportRecord) => {
+  readUint64(r.record, field);
+  divideUint64(1_000_000);
+};
 
 /** flowDirection (IANA 61): 0 ingress, 1 egress, seen from the observing node for src → dst. */
-function flowDirection(r: FlowRecord): number {
-  return r.vantage === 1 ? 1 : 0;
+function flowDirection(r: ExportRecord): number {
+  return r.record.int32(F.vantage) === 1 ? 1 : 0;
 }
 
-function icmpTypeCode(r: FlowRecord): number {
-  return ((r.icmpType & 0xff) << 8) | (r.icmpCode & 0xff);
-}
-
-function labelsText(e: Endpoint | undefined): string {
-  const labels = e?.kube?.labels;
-  if (!labels) return '';
-  return Object.keys(labels)
-    .sort()
-    .map((k) => `${k}=${labels[k] ?? ''}`)
-    .join(',');
+function icmpTypeCode(r: ExportRecord): number {
+  return ((r.record.uint32(F.icmpType) & 0xff) << 8) | (r.record.uint32(F.icmpCode) & 0xff);
 }
 
 /**
@@ -120,33 +144,35 @@ export const kappaEndElements = {
 
 function endFields(side: 'src' | 'dst'): FieldSpec[] {
   const base = side === 'src' ? 100 : 200;
-  const end = (r: FlowRecord) => r[side];
-  const n = (name: keyof typeof kappaEndElements, kind: ElementKind, read: (e: Endpoint | undefined) => number): FieldSpec => ({
-    ...kappa(`${side}${name[0]?.toUpperCase()}${name.slice(1)}`, base + kappaEndElements[name], kind),
-    number: (r) => read(end(r)),
+  const name = (n: keyof typeof kappaEndElements) => `${side}${n[0]?.toUpperCase()}${n.slice(1)}`;
+  const n = (element: keyof typeof kappaEndElements, kind: ElementKind, read: (r: ExportRecord) => number): FieldSpec => ({
+    ...kappa(name(element), base + kappaEndElements[element], kind),
+    number: read,
   });
-  const s = (name: keyof typeof kappaEndElements, read: (e: Endpoint | undefined) => string): FieldSpec => ({
-    ...kappa(`${side}${name[0]?.toUpperCase()}${name.slice(1)}`, base + kappaEndElements[name], 'string'),
-    text: (r) => read(end(r)),
+  const s = (element: keyof typeof kappaEndElements, text: (r: ExportRecord, out: TextRange) => void): FieldSpec => ({
+    ...kappa(name(element), base + kappaEndElements[element], 'string'),
+    text,
   });
+  const process = (field: number) => (r: ExportRecord, out: TextRange) => range(r.end(side).process, field, out);
+  const kube = (field: number) => (r: ExportRecord, out: TextRange) => range(r.end(side).kube, field, out);
   return [
-    n('pid', 'u32', (e) => e?.process?.pid ?? 0),
-    n('backendPort', 'u16', (e) => e?.backendPort ?? 0),
-    s('processName', (e) => e?.process?.name ?? ''),
-    s('cmdline', (e) => e?.process?.cmdline ?? ''),
-    s('exe', (e) => e?.process?.exe ?? ''),
-    s('containerId', (e) => e?.process?.containerId ?? ''),
-    s('containerName', (e) => e?.process?.containerName ?? ''),
-    s('kubeNode', (e) => e?.kube?.node ?? ''),
-    s('objectName', (e) => e?.kube?.objectName ?? ''),
-    s('objectNamespace', (e) => e?.kube?.objectNamespace ?? ''),
-    s('objectType', (e) => e?.kube?.objectType ?? ''),
-    s('workloadName', (e) => e?.kube?.workloadName ?? ''),
-    s('workloadNamespace', (e) => e?.kube?.workloadNamespace ?? ''),
-    s('workloadKind', (e) => e?.kube?.workloadKind ?? ''),
-    s('serviceName', (e) => e?.kube?.serviceName ?? ''),
-    s('labels', labelsText),
-    s('backendAddress', (e) => e?.backendIp ?? ''),
+    n('pid', 'u32', (r) => r.end(side).process.uint32(P.pid)),
+    n('backendPort', 'u16', (r) => r.end(side).endpoint.uint32(E.backendPort)),
+    s('processName', process(P.name)),
+    s('cmdline', process(P.cmdline)),
+    s('exe', process(P.exe)),
+    s('containerId', process(P.containerId)),
+    s('containerName', process(P.containerName)),
+    s('kubeNode', kube(K.node)),
+    s('objectName', kube(K.objectName)),
+    s('objectNamespace', kube(K.objectNamespace)),
+    s('objectType', kube(K.objectType)),
+    s('workloadName', kube(K.workloadName)),
+    s('workloadNamespace', kube(K.workloadNamespace)),
+    s('workloadKind', kube(K.workloadKind)),
+    s('serviceName', kube(K.serviceName)),
+    s('labels', labelsText(side)),
+    s('backendAddress', (r, out) => range(r.end(side).endpoint, E.backendIp, out)),
   ];
 }
 
@@ -160,35 +186,38 @@ function endFields(side: 'src' | 'dst'): FieldSpec[] {
 export function templateFields(ipVersion: 4 | 6): FieldSpec[] {
   const addr: ElementKind = ipVersion === 4 ? 'ipv4' : 'ipv6';
   const k = kappaRecordElements;
+  const record = (r: ExportRecord) => r.record;
+  const latency = (r: ExportRecord) => r.appLatency;
+  const text = (field: number) => (r: ExportRecord, out: TextRange) => range(r.record, field, out);
   return [
     { ...iana(ipVersion === 4 ? 'sourceIPv4Address' : 'sourceIPv6Address', ipVersion === 4 ? 8 : 27, addr), end: 'src' },
     { ...iana(ipVersion === 4 ? 'destinationIPv4Address' : 'destinationIPv6Address', ipVersion === 4 ? 12 : 28, addr), end: 'dst' },
-    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.src?.port ?? 0 },
-    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.dst?.port ?? 0 },
-    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.protocol },
+    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.end('src').endpoint.uint32(E.port) },
+    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.end('dst').endpoint.uint32(E.port) },
+    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.record.uint32(F.protocol) },
     { ...iana(ipVersion === 4 ? 'icmpTypeCodeIPv4' : 'icmpTypeCodeIPv6', ipVersion === 4 ? 32 : 139, 'u16'), number: icmpTypeCode },
-    { ...iana('tcpControlBits', 6, 'u16'), number: (r) => r.tcp?.flags ?? 0 },
+    { ...iana('tcpControlBits', 6, 'u16'), number: (r) => r.tcp.uint32(T.flags) },
     { ...iana('flowDirection', 61, 'u8'), number: flowDirection },
-    { ...iana('octetDeltaCount', 1, 'u64'), bigint: (r) => r.bytes },
-    { ...iana('packetDeltaCount', 2, 'u64'), bigint: (r) => r.packets },
-    { name: 'reverseOctetDeltaCount', id: 1, owner: 'reverse', kind: 'u64', bigint: (r) => r.reverseBytes },
-    { name: 'reversePacketDeltaCount', id: 2, owner: 'reverse', kind: 'u64', bigint: (r) => r.reversePackets },
-    { ...iana('flowStartMilliseconds', 152, 'u64'), bigint: (r) => msFromNs(r.startNs) },
-    { ...iana('flowEndMilliseconds', 153, 'u64'), bigint: (r) => msFromNs(r.endNs) },
-    { ...kappa('kappaVantage', k.vantage, 'u8'), number: (r) => r.vantage },
-    { ...kappa('kappaJoined', k.joined, 'u8'), number: (r) => (r.joined ? 1 : 0) },
-    { ...kappa('kappaClusterId', k.clusterId, 'u32'), number: (r) => r.clusterId },
-    { ...kappa('kappaSrttMicroseconds', k.srttMicroseconds, 'u32'), number: (r) => r.tcp?.srttUs ?? 0 },
-    { ...kappa('kappaRetransmits', k.retransmits, 'u32'), number: (r) => r.tcp?.retransmits ?? 0 },
-    { ...kappa('kappaAppLatencyCount', k.appLatencyCount, 'u64'), bigint: (r) => r.appLatency?.count ?? 0n },
-    { ...kappa('kappaAppLatencySumMicroseconds', k.appLatencySumMicroseconds, 'u64'), bigint: (r) => r.appLatency?.sumUs ?? 0n },
-    { ...kappa('kappaAppLatencyMaxMicroseconds', k.appLatencyMaxMicroseconds, 'u64'), bigint: (r) => r.appLatency?.maxUs ?? 0n },
+    { ...iana('octetDeltaCount', 1, 'u64'), uint64: u64Of(record, F.bytes) },
+    { ...iana('packetDeltaCount', 2, 'u64'), uint64: u64Of(record, F.packets) },
+    { name: 'reverseOctetDeltaCount', id: 1, owner: 'reverse', kind: 'u64', uint64: u64Of(record, F.reverseBytes) },
+    { name: 'reversePacketDeltaCount', id: 2, owner: 'reverse', kind: 'u64', uint64: u64Of(record, F.reversePackets) },
+    { ...iana('flowStartMilliseconds', 152, 'u64'), uint64: msOf(F.startNs) },
+    { ...iana('flowEndMilliseconds', 153, 'u64'), uint64: msOf(F.endNs) },
+    { ...kappa('kappaVantage', k.vantage, 'u8'), number: (r) => r.record.int32(F.vantage) },
+    { ...kappa('kappaJoined', k.joined, 'u8'), number: (r) => (r.record.bool(F.joined) ? 1 : 0) },
+    { ...kappa('kappaClusterId', k.clusterId, 'u32'), number: (r) => r.record.uint32(F.clusterId) },
+    { ...kappa('kappaSrttMicroseconds', k.srttMicroseconds, 'u32'), number: (r) => r.tcp.uint32(T.srttUs) },
+    { ...kappa('kappaRetransmits', k.retransmits, 'u32'), number: (r) => r.tcp.uint32(T.retransmits) },
+    { ...kappa('kappaAppLatencyCount', k.appLatencyCount, 'u64'), uint64: u64Of(latency, A.count) },
+    { ...kappa('kappaAppLatencySumMicroseconds', k.appLatencySumMicroseconds, 'u64'), uint64: u64Of(latency, A.sumUs) },
+    { ...kappa('kappaAppLatencyMaxMicroseconds', k.appLatencyMaxMicroseconds, 'u64'), uint64: u64Of(latency, A.maxUs) },
     ...endFields('src').filter((f) => f.kind !== 'string'),
     ...endFields('dst').filter((f) => f.kind !== 'string'),
-    { ...kappa('kappaNode', k.node, 'string'), text: (r) => r.node },
-    { ...kappa('kappaObservation', k.observation, 'string'), text: (r) => r.observation },
-    { ...kappa('kappaJoinStatus', k.joinStatus, 'string'), text: (r) => r.joinStatus },
-    { ...kappa('kappaRecordId', k.recordId, 'string'), text: (r) => r.id },
+    { ...kappa('kappaNode', k.node, 'string'), text: text(F.node) },
+    { ...kappa('kappaObservation', k.observation, 'string'), text: text(F.observation) },
+    { ...kappa('kappaJoinStatus', k.joinStatus, 'string'), text: text(F.joinStatus) },
+    { ...kappa('kappaRecordId', k.recordId, 'string'), text: text(F.id) },
     ...endFields('src').filter((f) => f.kind === 'string'),
     ...endFields('dst').filter((f) => f.kind === 'string'),
   ];

@@ -1,10 +1,13 @@
-// RFC 7011 message encoding: message header, template sets and data sets for FlowRecords, split
-// into messages that fit the transport (the path MTU for UDP, 65535 bytes for TCP).
+// RFC 7011 message encoding: message header, template sets and data sets for the records of a
+// FlowBatchView, split into messages that fit the transport (the path MTU for UDP, 65535 bytes for
+// TCP). Values are read in place and strings copied from the record's bytes: no object per record.
 import { isIP } from 'node:net';
-import { ipToBytes } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
+import { FlowFields, ipToBytes } from '@kappa/contracts';
+import type { FlowBatchView, MessageCursor } from '@kappa/contracts';
+import { BytesMap } from '../record/bytes-map.js';
+import { ExportRecord, stringEnd, stringStart, u64 } from '../record/export-record.js';
 import { REVERSE_PEN, fixedLength, templateFields } from './elements.js';
-import type { FieldSpec } from './elements.js';
+import type { FieldSpec, TextRange } from './elements.js';
 
 export const IPFIX_VERSION = 10;
 export const MESSAGE_HEADER_BYTES = 16;
@@ -31,7 +34,7 @@ interface Template {
   ipVersion: 4 | 6;
   fields: FieldSpec[];
   fixedBytes: number;
-  strings: ((r: FlowRecord) => string)[];
+  strings: ((r: ExportRecord, out: TextRange) => void)[];
 }
 
 /** An encoded message ready to send, with how many data records it carries. */
@@ -45,13 +48,40 @@ const zeroV4 = Buffer.alloc(4);
 const zeroV6 = Buffer.alloc(16);
 const v4MappedPrefix = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
 
-function addressBytes(ip: string | undefined, version: 4 | 6): Buffer {
-  const family = ip ? isIP(ip) : 0;
-  if (family === 0) return version === 4 ? zeroV4 : zeroV6;
-  const bytes = Buffer.from(ipToBytes(ip!));
-  if (family === 6 || version === 4) return bytes;
-  // An IPv4 end in an IPv6 record: IPv4-mapped (RFC 4291 §2.5.5.2).
-  return Buffer.concat([v4MappedPrefix, bytes]);
+/** An end's address as text in the record, parsed once per distinct text. */
+interface Address {
+  family: 0 | 4 | 6;
+  /** 4 or 16 bytes as the text says (zero bytes when it is not an address). */
+  native: Buffer;
+  /** In an IPv6 template: IPv4 ends IPv4-mapped (RFC 4291 §2.5.5.2). */
+  v6: Buffer;
+}
+
+const NO_ADDRESS: Address = { family: 0, native: zeroV4, v6: zeroV6 };
+const E = FlowFields.Endpoint;
+const R = FlowFields.FlowRecord;
+
+/** Parsed addresses by their text's bytes: pod IPs repeat, so a lookup is what a record costs. */
+class Addresses {
+  private readonly cache = new BytesMap<Address>();
+
+  of(endpoint: MessageCursor): Address {
+    const start = stringStart(endpoint, E.ip);
+    const end = stringEnd(endpoint, E.ip);
+    if (start === end) return NO_ADDRESS;
+    const known = this.cache.get(endpoint.bytes, start, end);
+    if (known) return known;
+    const text = Buffer.from(endpoint.bytes.buffer, endpoint.bytes.byteOffset, endpoint.bytes.byteLength).toString('utf8', start, end);
+    const family = isIP(text) as 0 | 4 | 6;
+    let address = NO_ADDRESS;
+    if (family !== 0) {
+      const native = Buffer.from(ipToBytes(text));
+      address = { family, native, v6: family === 6 ? native : Buffer.concat([v4MappedPrefix, native]) };
+    }
+    if (this.cache.size >= 65536) this.cache.clear();
+    this.cache.set(endpoint.bytes, start, end, address);
+    return address;
+  }
 }
 
 /** RFC 7011 §7: a variable-length field takes one length byte below 255, else three. */
@@ -61,24 +91,29 @@ function encodedStringLength(bytes: number): number {
 
 /** The UTF-8 bytes of s, cut to at most max bytes without splitting a character. */
 export function utf8Truncated(s: string, max: number): Buffer {
-  return utf8Cut(Buffer.from(s, 'utf8'), max);
+  const bytes = Buffer.from(s, 'utf8');
+  return bytes.subarray(0, utf8CutLength(bytes, 0, bytes.length, max));
 }
 
-/** Valid UTF-8 bytes cut to at most max bytes without splitting a character. */
-function utf8Cut(bytes: Buffer, max: number): Buffer {
-  if (bytes.length <= max) return bytes;
-  let end = max;
+/** The length of valid UTF-8 bytes[start, end) cut to at most max bytes without splitting a character. */
+function utf8CutLength(bytes: Uint8Array, start: number, end: number, max: number): number {
+  if (end - start <= max) return end - start;
+  let cut = max;
   // Step back over continuation bytes (10xxxxxx) so the cut falls on a character start.
-  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end);
+  while (cut > 0 && (bytes[start + cut]! & 0xc0) === 0x80) cut--;
+  return cut;
+}
+
+function noText(_r: ExportRecord, out: TextRange): void {
+  out.start = out.end = 0;
 }
 
 function buildTemplate(id: number, ipVersion: 4 | 6): Template {
   const fields = templateFields(ipVersion);
   let fixedBytes = 0;
-  const strings: ((r: FlowRecord) => string)[] = [];
+  const strings: ((r: ExportRecord, out: TextRange) => void)[] = [];
   for (const f of fields) {
-    if (f.kind === 'string') strings.push(f.text ?? (() => ''));
+    if (f.kind === 'string') strings.push(f.text ?? noText);
     else fixedBytes += fixedLength(f.kind);
   }
   return { id, ipVersion, fields, fixedBytes, strings };
@@ -93,6 +128,14 @@ export class IpfixEncoder {
   private readonly sequences = new Map<number, number>();
   /** Strings cut to maxStringBytes since start. */
   truncatedStrings = 0;
+  private readonly record = new ExportRecord();
+  private readonly addresses = new Addresses();
+  /** The strings of the record being written: where each one's bytes are, and its cut length. */
+  private readonly stringBytes: Uint8Array[] = [];
+  private stringStarts = new Int32Array(64);
+  private stringLengths = new Int32Array(64);
+  private readonly text: TextRange = { bytes: new Uint8Array(0), start: 0, end: 0 };
+  private domainOf = new Float64Array(1024);
 
   constructor(private readonly options: IpfixEncoderOptions) {
     if (options.maxMessageBytes > MAX_MESSAGE_BYTES) throw new RangeError(`an IPFIX message is at most ${MAX_MESSAGE_BYTES} bytes`);
@@ -174,23 +217,30 @@ export class IpfixEncoder {
     return !this.sequences.has(domain);
   }
 
-  /**
-   * Encodes records into data messages, grouped by observation domain (cluster id). Each message
-   * stays within maxMessageBytes; IPv4 and IPv6 records go to their template's data set.
-   */
-  encode(records: readonly FlowRecord[], exportSeconds = Math.floor(Date.now() / 1000)): IpfixMessage[] {
-    const byDomain = new Map<number, FlowRecord[]>();
-    for (const r of records) {
-      const list = byDomain.get(r.clusterId);
-      if (list) list.push(r);
-      else byDomain.set(r.clusterId, [r]);
+  /** The observation domains (cluster ids) of the view's records, in order of first appearance. */
+  domainsOf(view: FlowBatchView): number[] {
+    if (view.length > this.domainOf.length) this.domainOf = new Float64Array(view.length * 2);
+    const domains: number[] = [];
+    const cursor = this.record.record;
+    for (let i = 0; i < view.length; i++) {
+      const domain = view.record(i, cursor).uint32(R.clusterId);
+      this.domainOf[i] = domain;
+      if (!domains.includes(domain)) domains.push(domain);
     }
+    return domains;
+  }
+
+  /**
+   * Encodes the view's records into data messages, grouped by observation domain (cluster id).
+   * Each message stays within maxMessageBytes; IPv4 and IPv6 records go to their template's set.
+   */
+  encode(view: FlowBatchView, exportSeconds = Math.floor(Date.now() / 1000)): IpfixMessage[] {
     const out: IpfixMessage[] = [];
-    for (const [domain, list] of byDomain) this.encodeDomain(domain, list, exportSeconds, out);
+    for (const domain of this.domainsOf(view)) this.encodeDomain(domain, view, exportSeconds, out);
     return out;
   }
 
-  private encodeDomain(domain: number, records: FlowRecord[], exportSeconds: number, out: IpfixMessage[]): void {
+  private encodeDomain(domain: number, view: FlowBatchView, exportSeconds: number, out: IpfixMessage[]): void {
     if (!this.sequences.has(domain)) this.sequences.set(domain, 0);
     const max = this.options.maxMessageBytes;
     let buf = Buffer.allocUnsafe(max);
@@ -213,11 +263,14 @@ export class IpfixEncoder {
       offset = MESSAGE_HEADER_BYTES;
       inMessage = 0;
     };
-    for (const r of records) {
-      const v6 = isIP(r.src?.ip ?? '') === 6 || isIP(r.dst?.ip ?? '') === 6;
-      const template = this.templates[v6 ? 1 : 0]!;
-      const strings = this.recordStrings(r, template, max - MESSAGE_HEADER_BYTES - SET_HEADER_BYTES - template.fixedBytes);
-      const length = template.fixedBytes + strings.reduce((n, s) => n + encodedStringLength(s.length), 0);
+    const r = this.record;
+    for (let i = 0; i < view.length; i++) {
+      if (this.domainOf[i] !== domain) continue;
+      r.load(view, i);
+      const src = this.addresses.of(r.end('src').endpoint);
+      const dst = this.addresses.of(r.end('dst').endpoint);
+      const template = this.templates[src.family === 6 || dst.family === 6 ? 1 : 0]!;
+      const length = template.fixedBytes + this.recordStrings(r, template, max - MESSAGE_HEADER_BYTES - SET_HEADER_BYTES - template.fixedBytes);
       const needsSet = setTemplate !== template.id;
       if (offset + (needsSet ? SET_HEADER_BYTES : 0) + length > max && inMessage > 0) flush();
       if (setTemplate !== template.id) {
@@ -227,81 +280,120 @@ export class IpfixEncoder {
         buf.writeUInt16BE(template.id, offset);
         offset += SET_HEADER_BYTES;
       }
-      offset = this.writeRecord(buf, offset, r, template, strings);
+      offset = this.writeRecord(buf, offset, r, template, src, dst);
       inMessage++;
     }
     flush();
   }
 
   /**
-   * The UTF-8 strings of a record, each cut to maxStringBytes, and then, when they still exceed
-   * `budget` (what a message alone can hold for them), all cut to the largest common cap that
-   * fits: short strings stay whole, the longest ones lose their tails. RFC 7011 §10.3.3: a UDP
-   * message must not exceed the path MTU, and IP fragments are often dropped on the way.
+   * Finds the record's strings (each cut to maxStringBytes) and, when they still exceed `budget`
+   * (what a message alone can hold for them), cuts them all to the largest common cap that fits:
+   * short strings stay whole, the longest ones lose their tails. RFC 7011 §10.3.3: a UDP message
+   * must not exceed the path MTU, and IP fragments are often dropped on the way. Returns the
+   * strings' encoded size.
    */
-  private recordStrings(r: FlowRecord, template: Template, budget: number): Buffer[] {
-    const texts = template.strings.map((read) => read(r));
-    const strings = texts.map((text) => utf8Truncated(text, this.options.maxStringBytes));
-    const total = (cap: number) => strings.reduce((n, s) => n + encodedStringLength(Math.min(s.length, cap)), 0);
-    if (total(this.options.maxStringBytes) > budget) {
-      // The largest cap that fits (total() grows with cap); the constructor guarantees cap 0 fits.
+  private recordStrings(r: ExportRecord, template: Template, budget: number): number {
+    const n = template.strings.length;
+    if (n > this.stringStarts.length) {
+      this.stringStarts = new Int32Array(n);
+      this.stringLengths = new Int32Array(n);
+    }
+    const starts = this.stringStarts;
+    const lengths = this.stringLengths;
+    const maxString = this.options.maxStringBytes;
+    const text = this.text;
+    let total = 0;
+    let cut = 0;
+    for (let s = 0; s < n; s++) {
+      template.strings[s]!(r, text);
+      const whole = text.end - text.start;
+      const length = utf8CutLength(text.bytes, text.start, text.end, maxString);
+      if (length < whole) cut++;
+      this.stringBytes[s] = text.bytes;
+      starts[s] = text.start;
+      lengths[s] = length;
+      total += encodedStringLength(length);
+    }
+    if (total > budget) {
+      const totalAt = (cap: number) => {
+        let t = 0;
+        for (let s = 0; s < n; s++) t += encodedStringLength(Math.min(lengths[s]!, cap));
+        return t;
+      };
+      // The largest cap that fits (totalAt() grows with cap); the constructor guarantees cap 0 fits.
       let fits = 0;
-      let tooBig = this.options.maxStringBytes;
+      let tooBig = maxString;
       while (tooBig - fits > 1) {
         const mid = (fits + tooBig) >>> 1;
-        if (total(mid) <= budget) fits = mid;
+        if (totalAt(mid) <= budget) fits = mid;
         else tooBig = mid;
       }
-      for (let i = 0; i < strings.length; i++) strings[i] = utf8Cut(strings[i]!, fits);
+      total = 0;
+      cut = 0;
+      for (let s = 0; s < n; s++) {
+        template.strings[s]!(r, text);
+        const length = utf8CutLength(this.stringBytes[s]!, starts[s]!, starts[s]! + lengths[s]!, fits);
+        if (length < text.end - text.start) cut++;
+        lengths[s] = length;
+        total += encodedStringLength(length);
+      }
     }
-    texts.forEach((text, i) => {
-      if (strings[i]!.length < Buffer.byteLength(text)) this.truncatedStrings++;
-    });
-    return strings;
+    this.truncatedStrings += cut;
+    return total;
   }
 
-  private writeRecord(buf: Buffer, start: number, r: FlowRecord, template: Template, strings: Buffer[]): number {
+  private writeRecord(buf: Buffer, start: number, r: ExportRecord, template: Template, src: Address, dst: Address): number {
     let o = start;
     let s = 0;
-    for (const f of template.fields) {
-      switch (f.kind) {
+    const fields = template.fields;
+    for (let f = 0; f < fields.length; f++) {
+      const field = fields[f]!;
+      switch (field.kind) {
         case 'u8':
-          buf.writeUInt8((f.number?.(r) ?? 0) & 0xff, o);
+          buf[o] = field.number!(r) & 0xff;
           o += 1;
           break;
-        case 'u16':
-          buf.writeUInt16BE((f.number?.(r) ?? 0) & 0xffff, o);
+        case 'u16': {
+          const v = field.number!(r);
+          buf[o] = (v >>> 8) & 0xff;
+          buf[o + 1] = v & 0xff;
           o += 2;
           break;
+        }
         case 'u32':
-          buf.writeUInt32BE((f.number?.(r) ?? 0) >>> 0, o);
+          buf.writeUInt32BE(field.number!(r) >>> 0, o);
           o += 4;
           break;
         case 'u64':
-          buf.writeBigUInt64BE(BigInt.asUintN(64, f.bigint?.(r) ?? 0n), o);
+          field.uint64!(r);
+          buf.writeUInt32BE(u64.hi, o);
+          buf.writeUInt32BE(u64.lo, o + 4);
           o += 8;
           break;
         case 'ipv4':
         case 'ipv6': {
-          const end = f.end === 'dst' ? r.dst : r.src;
-          const bytes = addressBytes(end?.ip, template.ipVersion);
+          const address = field.end === 'dst' ? dst : src;
+          const bytes = template.ipVersion === 4 ? (address.family === 4 ? address.native : zeroV4) : address.family === 0 ? zeroV6 : address.v6;
           bytes.copy(buf, o);
           o += bytes.length;
           break;
         }
         case 'string': {
-          const bytes = strings[s++]!;
+          const length = this.stringLengths[s]!;
+          const from = this.stringStarts[s]!;
+          const bytes = this.stringBytes[s++]!;
           // RFC 7011 §7: one length byte below 255, else 255 followed by a 16-bit length.
-          if (bytes.length < 255) {
-            buf.writeUInt8(bytes.length, o);
-            o += 1;
+          if (length < 255) {
+            buf[o++] = length;
           } else {
-            buf.writeUInt8(255, o);
-            buf.writeUInt16BE(bytes.length, o + 1);
+            buf[o] = 255;
+            buf[o + 1] = length >>> 8;
+            buf[o + 2] = length & 0xff;
             o += 3;
           }
-          bytes.copy(buf, o);
-          o += bytes.length;
+          for (let i = 0; i < length; i++) buf[o + i] = bytes[from + i]!;
+          o += length;
           break;
         }
       }

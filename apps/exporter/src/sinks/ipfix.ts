@@ -1,12 +1,11 @@
 // The IPFIX sink: encodes each batch and sends it to one collector over UDP or TCP.
-import type { FlowBatch } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { IpfixEncoder } from '../ipfix/encoder.js';
 import type { IpfixMessage } from '../ipfix/encoder.js';
 import { TcpTransport, UdpTransport, parseCollector } from '../ipfix/transport.js';
 import type { IpfixTransport } from '../ipfix/transport.js';
-import type { FlowSink } from './sink.js';
+import type { ExportBatch, FlowSink } from './sink.js';
 
 export interface IpfixSinkOptions {
   collector: URL;
@@ -65,18 +64,21 @@ export class IpfixSink implements FlowSink {
     await this.transport.start();
   }
 
-  async write(batch: FlowBatch): Promise<void> {
-    if (batch.records.length === 0) return;
+  async write(batch: ExportBatch): Promise<void> {
+    const view = batch.view;
+    const records = view.length;
+    if (records === 0) return;
+    // Connected first: a (re)connection restarts the sequence numbers the encoder writes.
     await this.transport.ready();
     const messages: IpfixMessage[] = [];
     // A domain (cluster id) seen for the first time gets its templates before its first data.
-    for (const record of batch.records) {
-      if (this.encoder.isNewDomain(record.clusterId)) messages.push(...this.encoder.templateMessages(record.clusterId));
+    for (const domain of this.encoder.domainsOf(view)) {
+      if (this.encoder.isNewDomain(domain)) messages.push(...this.encoder.templateMessages(domain));
     }
-    messages.push(...this.encoder.encode(batch.records));
+    messages.push(...this.encoder.encode(view));
     await this.transport.send(messages);
     this.messages.inc({ collector: this.label }, messages.length);
-    this.records.inc({ collector: this.label }, batch.records.length);
+    this.records.inc({ collector: this.label }, records);
   }
 
   async close(): Promise<void> {

@@ -1,41 +1,41 @@
 // The Prometheus sink: workload-to-workload traffic on the exporter's /metrics, with a cap on the
 // number of label sets so a noisy cluster cannot blow up Prometheus (dropped series are counted).
-import { IpProtocol, Vantage } from '@kappa/contracts';
-import type { Endpoint, FlowBatch, FlowRecord } from '@kappa/contracts';
-import { Counter, Gauge, Histogram } from '@kappa/observability';
+// Records are added into per-series slots of one Float64Array, found by the label bytes as they
+// sit in the record (no strings, no prom-client call per record); the metrics read those slots
+// when Prometheus scrapes.
+import { FlowFields, IpProtocol, Vantage } from '@kappa/contracts';
+import type { MessageCursor } from '@kappa/contracts';
+import { Counter, Gauge } from '@kappa/observability';
 import type { Registry } from '@kappa/observability';
-import type { FlowSink } from './sink.js';
+import { BytesMap } from '../record/bytes-map.js';
+import { ExportRecord, stringEnd, stringStart, uint64Number } from '../record/export-record.js';
+import type { EndCursors } from '../record/export-record.js';
+import type { ExportBatch, FlowSink } from './sink.js';
 
-const labelNames = ['src_namespace', 'src_workload', 'dst_namespace', 'dst_workload', 'protocol', 'vantage'] as const;
-type FlowLabel = (typeof labelNames)[number];
-type Labels = Record<FlowLabel, string>;
+const F = FlowFields.FlowRecord;
+const K = FlowFields.Kube;
+const T = FlowFields.TcpStats;
+const A = FlowFields.AppLatency;
 
-interface CounterChild {
-  inc(value: number): void;
-}
+type Labels = Record<'src_namespace' | 'src_workload' | 'dst_namespace' | 'dst_workload' | 'protocol' | 'vantage', string>;
 
-interface SeriesChildren {
-  bytes: CounterChild;
-  reverseBytes: CounterChild;
-  packets: CounterChild;
-  reversePackets: CounterChild;
-  retransmits: CounterChild;
-  rtt: { observe(value: number): void };
-  appLatencySum: CounterChild;
-  appRequests: CounterChild;
-}
+const RTT_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1];
+// Slots of one series.
+const BYTES = 0;
+const REVERSE_BYTES = 1;
+const PACKETS = 2;
+const REVERSE_PACKETS = 3;
+const RETRANSMITS = 4;
+const LATENCY_SUM = 5;
+const REQUESTS = 6;
+const RTT_SUM = 7;
+const RTT_COUNT = 8;
+const RTT_BUCKET = 9;
+const STRIDE = RTT_BUCKET + RTT_BUCKETS.length;
 
 export interface PrometheusSinkOptions {
   registry: Registry;
   maxSeries: number;
-}
-
-/** An end's workload: the owning workload, else the object (pod, service, node), else "external" / "unknown". */
-function workloadOf(end: Endpoint | undefined): { namespace: string; workload: string } {
-  const kube = end?.kube;
-  const workload = kube?.workloadName || kube?.objectName || (kube?.objectType === 'external' ? 'external' : 'unknown');
-  const namespace = kube?.workloadNamespace || kube?.objectNamespace || '';
-  return { namespace, workload };
 }
 
 function protocolName(p: number): string {
@@ -43,41 +43,87 @@ function protocolName(p: number): string {
   return name && p !== 0 ? name.replace(/^IP_PROTOCOL_/, '').toLowerCase() : String(p);
 }
 
-function vantageName(v: Vantage): string {
+function vantageName(v: number): string {
   return v === Vantage.SRC ? 'src' : v === Vantage.DST ? 'dst' : 'unspecified';
+}
+
+const EXTERNAL = new TextEncoder().encode('external');
+const UNKNOWN = new TextEncoder().encode('unknown');
+
+/** A series' labels and its slots' values, for one scrape. */
+interface Sample {
+  labels: Labels;
+  at: number;
+}
+
+/** One metric family read from the series table at scrape time (prom-client's metric interface). */
+class SeriesMetric {
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'histogram',
+    private readonly read: (samples: Sample[], values: Float64Array) => { value: number; labels: object; sharedLabels?: object; metricName?: string }[],
+    private readonly table: () => { samples: Sample[]; values: Float64Array },
+  ) {}
+
+  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: unknown[] }> {
+    const { samples, values } = this.table();
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.read(samples, values) });
+  }
+
+  reset(): void {}
 }
 
 export class PrometheusSink implements FlowSink {
   readonly name = 'prometheus';
-  private readonly series = new Map<string, SeriesChildren>();
-  private readonly bytes: Counter<FlowLabel>;
-  private readonly reverseBytes: Counter<FlowLabel>;
-  private readonly packets: Counter<FlowLabel>;
-  private readonly reversePackets: Counter<FlowLabel>;
-  private readonly retransmits: Counter<FlowLabel>;
-  private readonly rtt: Histogram<FlowLabel>;
-  private readonly appLatencySum: Counter<FlowLabel>;
-  private readonly appRequests: Counter<FlowLabel>;
+  private readonly series = new BytesMap<number>();
+  private readonly samples: Sample[] = [];
+  private values = new Float64Array(STRIDE * 64);
   private readonly dropped: Counter;
   private readonly seriesGauge: Gauge;
+  private readonly record = new ExportRecord();
+  /** The label key of the record at hand: src ns, src workload, dst ns, dst workload, protocol, vantage. */
+  private key = new Uint8Array(1024);
+  private keyLength = 0;
 
   constructor(private readonly options: PrometheusSinkOptions) {
     const registers = [options.registry];
-    const counter = (name: string, help: string) => new Counter<FlowLabel>({ name, help, labelNames: [...labelNames], registers });
-    this.bytes = counter('kappa_flow_bytes_total', 'Bytes from src (initiator) to dst (responder), IP bytes on the wire');
-    this.reverseBytes = counter('kappa_flow_reverse_bytes_total', 'Bytes from dst (responder) back to src (initiator)');
-    this.packets = counter('kappa_flow_packets_total', 'Packets from src to dst');
-    this.reversePackets = counter('kappa_flow_reverse_packets_total', 'Packets from dst back to src');
-    this.retransmits = counter('kappa_flow_retransmits_total', 'TCP segments retransmitted');
-    this.appLatencySum = counter('kappa_flow_app_latency_seconds_total', 'Sum of request→response latencies at the socket layer');
-    this.appRequests = counter('kappa_flow_app_requests_total', 'Request→response pairs at the socket layer');
-    this.rtt = new Histogram<FlowLabel>({
-      name: 'kappa_flow_rtt_seconds',
-      help: 'Smoothed TCP round-trip time at the end of each record interval',
-      labelNames: [...labelNames],
-      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
-      registers,
-    });
+    const table = () => ({ samples: this.samples, values: this.values });
+    const counter = (name: string, help: string, slot: number) =>
+      new SeriesMetric(name, help, 'counter', (samples, values) => samples.map((s) => ({ value: values[s.at + slot]!, labels: s.labels })), table);
+    const metrics = [
+      counter('kappa_flow_bytes_total', 'Bytes from src (initiator) to dst (responder), IP bytes on the wire', BYTES),
+      counter('kappa_flow_reverse_bytes_total', 'Bytes from dst (responder) back to src (initiator)', REVERSE_BYTES),
+      counter('kappa_flow_packets_total', 'Packets from src to dst', PACKETS),
+      counter('kappa_flow_reverse_packets_total', 'Packets from dst back to src', REVERSE_PACKETS),
+      counter('kappa_flow_retransmits_total', 'TCP segments retransmitted', RETRANSMITS),
+      counter('kappa_flow_app_latency_seconds_total', 'Sum of request→response latencies at the socket layer', LATENCY_SUM),
+      counter('kappa_flow_app_requests_total', 'Request→response pairs at the socket layer', REQUESTS),
+      new SeriesMetric(
+        'kappa_flow_rtt_seconds',
+        'Smoothed TCP round-trip time at the end of each record interval',
+        'histogram',
+        (samples, values) =>
+          // As prom-client writes a histogram: cumulative buckets, +Inf, sum, count.
+          samples.flatMap((s) => {
+            let cumulative = 0;
+            const buckets = RTT_BUCKETS.map((le, b) => {
+              cumulative += values[s.at + RTT_BUCKET + b]!;
+              return { value: cumulative, labels: { le }, sharedLabels: s.labels, metricName: 'kappa_flow_rtt_seconds_bucket' };
+            });
+            const count = values[s.at + RTT_COUNT]!;
+            return [
+              ...buckets,
+              { value: count, labels: { le: '+Inf' }, sharedLabels: s.labels, metricName: 'kappa_flow_rtt_seconds_bucket' },
+              { value: values[s.at + RTT_SUM]!, labels: {}, sharedLabels: s.labels, metricName: 'kappa_flow_rtt_seconds_sum' },
+              { value: count, labels: {}, sharedLabels: s.labels, metricName: 'kappa_flow_rtt_seconds_count' },
+            ];
+          }),
+        table,
+      ),
+    ];
+    for (const metric of metrics) options.registry.registerMetric(metric as unknown as Counter);
     this.dropped = new Counter({
       name: 'kappa_exporter_series_dropped_total',
       help: 'Records not counted in kappa_flow_* because their label set would exceed --prometheus-max-series',
@@ -86,57 +132,138 @@ export class PrometheusSink implements FlowSink {
     this.seriesGauge = new Gauge({ name: 'kappa_exporter_series', help: 'Label sets of kappa_flow_* in use', registers });
   }
 
-  async write(batch: FlowBatch): Promise<void> {
-    for (const record of batch.records) this.count(record);
-    this.seriesGauge.set(this.series.size);
+  write(batch: ExportBatch): Promise<void> {
+    const view = batch.view;
+    let dropped = 0;
+    for (let i = 0; i < view.length; i++) {
+      if (!this.count(this.record.load(view, i))) dropped++;
+    }
+    if (dropped > 0) this.dropped.inc(dropped);
+    this.seriesGauge.set(this.samples.length);
+    return Promise.resolve();
   }
 
-  private count(r: FlowRecord): void {
-    const src = workloadOf(r.src);
-    const dst = workloadOf(r.dst);
-    const protocol = protocolName(r.protocol);
-    const vantage = vantageName(r.vantage);
-    const key = `${src.namespace}\0${src.workload}\0${dst.namespace}\0${dst.workload}\0${protocol}\0${vantage}`;
-    let series = this.series.get(key);
-    if (!series) {
-      if (this.series.size >= this.options.maxSeries) {
-        this.dropped.inc();
-        return;
+  /** Adds the record to its series; false when the series cap refused a new series. */
+  private count(r: ExportRecord): boolean {
+    const record = r.record;
+    const protocol = record.uint32(F.protocol);
+    const vantage = record.int32(F.vantage);
+    this.keyLength = 0;
+    this.appendEnd(r.end('src'));
+    this.appendEnd(r.end('dst'));
+    this.appendNumber(protocol);
+    this.appendNumber(vantage);
+    let at = this.series.get(this.key, 0, this.keyLength);
+    if (at === undefined) {
+      if (this.samples.length >= this.options.maxSeries) return false;
+      at = this.addSeries(r, protocol, vantage);
+    }
+    const values = this.values;
+    values[at + BYTES] = values[at + BYTES]! + uint64Number(record, F.bytes);
+    values[at + REVERSE_BYTES] = values[at + REVERSE_BYTES]! + uint64Number(record, F.reverseBytes);
+    values[at + PACKETS] = values[at + PACKETS]! + uint64Number(record, F.packets);
+    values[at + REVERSE_PACKETS] = values[at + REVERSE_PACKETS]! + uint64Number(record, F.reversePackets);
+    if (record.has(F.tcp)) {
+      const tcp = r.tcp;
+      values[at + RETRANSMITS] = values[at + RETRANSMITS]! + tcp.uint32(T.retransmits);
+      const srttUs = tcp.uint32(T.srttUs);
+      if (srttUs > 0) {
+        const seconds = srttUs / 1e6;
+        values[at + RTT_SUM] = values[at + RTT_SUM]! + seconds;
+        values[at + RTT_COUNT] = values[at + RTT_COUNT]! + 1;
+        for (let b = 0; b < RTT_BUCKETS.length; b++) {
+          if (seconds <= RTT_BUCKETS[b]!) {
+            values[at + RTT_BUCKET + b] = values[at + RTT_BUCKET + b]! + 1;
+            break;
+          }
+        }
       }
-      const labels: Labels = {
-        src_namespace: src.namespace,
-        src_workload: src.workload,
-        dst_namespace: dst.namespace,
-        dst_workload: dst.workload,
-        protocol,
-        vantage,
-      };
-      // Children bound once per label set: no label hashing per record.
-      series = {
-        bytes: this.bytes.labels(labels),
-        reverseBytes: this.reverseBytes.labels(labels),
-        packets: this.packets.labels(labels),
-        reversePackets: this.reversePackets.labels(labels),
-        retransmits: this.retransmits.labels(labels),
-        rtt: this.rtt.labels(labels),
-        appLatencySum: this.appLatencySum.labels(labels),
-        appRequests: this.appRequests.labels(labels),
-      };
-      this.series.set(key, series);
     }
-    series.bytes.inc(Number(r.bytes));
-    series.reverseBytes.inc(Number(r.reverseBytes));
-    series.packets.inc(Number(r.packets));
-    series.reversePackets.inc(Number(r.reversePackets));
-    if (r.tcp) {
-      series.retransmits.inc(r.tcp.retransmits);
-      if (r.tcp.srttUs > 0) series.rtt.observe(r.tcp.srttUs / 1e6);
+    if (record.has(F.appLatency)) {
+      const latency = r.appLatency;
+      const requests = uint64Number(latency, A.count);
+      if (requests > 0) {
+        values[at + REQUESTS] = values[at + REQUESTS]! + requests;
+        values[at + LATENCY_SUM] = values[at + LATENCY_SUM]! + uint64Number(latency, A.sumUs) / 1e6;
+      }
     }
-    if (r.appLatency && r.appLatency.count > 0n) {
-      series.appRequests.inc(Number(r.appLatency.count));
-      series.appLatencySum.inc(Number(r.appLatency.sumUs) / 1e6);
+    return true;
+  }
+
+  private addSeries(r: ExportRecord, protocol: number, vantage: number): number {
+    const src = workloadOf(r.end('src').kube);
+    const dst = workloadOf(r.end('dst').kube);
+    const labels: Labels = {
+      src_namespace: src.namespace,
+      src_workload: src.workload,
+      dst_namespace: dst.namespace,
+      dst_workload: dst.workload,
+      protocol: protocolName(protocol),
+      vantage: vantageName(vantage),
+    };
+    const at = this.samples.length * STRIDE;
+    if (at + STRIDE > this.values.length) {
+      const grown = new Float64Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
     }
+    this.samples.push({ labels, at });
+    this.series.set(this.key, 0, this.keyLength, at);
+    return at;
+  }
+
+  /** An end's workload and namespace as label bytes: as workloadOf() below, without strings. */
+  private appendEnd(end: EndCursors): void {
+    const kube = end.kube;
+    if (kube.byteLength(K.workloadNamespace) > 0) this.appendString(kube, K.workloadNamespace);
+    else this.appendString(kube, K.objectNamespace);
+    this.appendByte(0);
+    if (kube.byteLength(K.workloadName) > 0) this.appendString(kube, K.workloadName);
+    else if (kube.byteLength(K.objectName) > 0) this.appendString(kube, K.objectName);
+    else this.appendBytes(kube.equalsAscii(K.objectType, 'external') ? EXTERNAL : UNKNOWN);
+    this.appendByte(0);
+  }
+
+  private appendString(cursor: MessageCursor, field: number): void {
+    const start = stringStart(cursor, field);
+    const end = stringEnd(cursor, field);
+    this.reserve(end - start);
+    const bytes = cursor.bytes;
+    for (let i = start; i < end; i++) this.key[this.keyLength++] = bytes[i]!;
+  }
+
+  private appendBytes(bytes: Uint8Array): void {
+    this.reserve(bytes.length);
+    this.key.set(bytes, this.keyLength);
+    this.keyLength += bytes.length;
+  }
+
+  private appendByte(b: number): void {
+    this.reserve(1);
+    this.key[this.keyLength++] = b;
+  }
+
+  private appendNumber(n: number): void {
+    this.reserve(4);
+    this.key[this.keyLength++] = n & 0xff;
+    this.key[this.keyLength++] = (n >>> 8) & 0xff;
+    this.key[this.keyLength++] = (n >>> 16) & 0xff;
+    this.key[this.keyLength++] = n >>> 24;
+  }
+
+  private reserve(n: number): void {
+    if (this.keyLength + n <= this.key.length) return;
+    const grown = new Uint8Array(Math.max(this.key.length * 2, this.keyLength + n));
+    grown.set(this.key.subarray(0, this.keyLength));
+    this.key = grown;
   }
 
   async close(): Promise<void> {}
+}
+
+/** An end's workload: the owning workload, else the object (pod, service, node), else "external" / "unknown". */
+function workloadOf(kube: MessageCursor): { namespace: string; workload: string } {
+  const workload = kube.string(K.workloadName) || kube.string(K.objectName) || (kube.equalsAscii(K.objectType, 'external') ? 'external' : 'unknown');
+  const namespace = kube.string(K.workloadNamespace) || kube.string(K.objectNamespace);
+  return { namespace, workload };
 }

@@ -1,7 +1,6 @@
-// The store sink: hands every batch to the flow store; the batch is acked once its records are
+// The store sink: hands every batch's view to the flow store; the batch is acked once its records are
 // on disk (bytes and index line), like the JSON Lines file.
-import type { FlowBatch } from '@kappa/contracts';
-import type { FlowSink } from '../sinks/sink.js';
+import type { ExportBatch, FlowSink } from '../sinks/sink.js';
 import type { FlowStore } from './store.js';
 
 export class StoreSink implements FlowSink {
@@ -14,8 +13,9 @@ export class StoreSink implements FlowSink {
     this.timer.unref();
   }
 
-  async write(batch: FlowBatch): Promise<void> {
-    await this.store.append(batch.records, BigInt(Date.now()) * 1_000_000n);
+  async write(batch: ExportBatch): Promise<void> {
+    // The records' bytes as received and their index lines, read in place (no decode, no encode).
+    await this.store.append(batch.view, BigInt(Date.now()) * 1_000_000n);
   }
 
   async close(): Promise<void> {

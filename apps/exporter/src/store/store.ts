@@ -16,10 +16,10 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { FlowRecordSchema, fromBinary, toBinary } from '@kappa/contracts';
-import type { FlowRecord } from '@kappa/contracts';
+import { FlowRecordSchema, fromBinary } from '@kappa/contracts';
+import type { FlowBatchView, FlowRecord } from '@kappa/contracts';
 import { compileSql, sqlString } from '@kappa/filter';
-import { csvColumnsSql, csvLine } from './columns.js';
+import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 
 export interface FlowStoreOptions {
   dir: string;
@@ -172,6 +172,9 @@ export class FlowStore {
   private queue: Promise<void> = Promise.resolve();
   private expired = 0;
   private closed = false;
+  /** The batch being appended: its index lines and its records' bytes (reused batch after batch). */
+  private readonly index = new CsvIndexWriter();
+  private recBuffer = Buffer.allocUnsafe(1024 * 1024);
 
   constructor(private readonly options: FlowStoreOptions) {}
 
@@ -237,33 +240,48 @@ export class FlowStore {
     this.segments.push(this.hot);
   }
 
-  /** Stores a batch; resolves once its bytes and index lines are written. */
-  append(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
-    const run = this.queue.then(() => this.appendNow(records, receivedNs));
+  /**
+   * Stores a batch's records: their bytes as received and one index line each, read in place.
+   * The view must stay valid until the returned promise settles (the sink awaits it).
+   */
+  append(view: FlowBatchView, receivedNs: bigint): Promise<void> {
+    const run = this.queue.then(() => this.appendNow(view, receivedNs));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async appendNow(records: readonly FlowRecord[], receivedNs: bigint): Promise<void> {
+  private async appendNow(view: FlowBatchView, receivedNs: bigint): Promise<void> {
     if (this.closed) throw new Error('the flow store is closed');
     const hot = this.hot!;
-    const encoded: Uint8Array[] = new Array(records.length);
-    let csv = '';
+    const n = view.length;
+    if (n === 0) return;
+    const index = this.index;
+    index.reset(receivedNs);
+    // The records' bytes, copied back to back into one reused buffer (no per-record object).
+    const source = Buffer.from(view.bytes.buffer, view.bytes.byteOffset, view.bytes.byteLength);
+    let size = 0;
+    for (let i = 0; i < n; i++) size += view.recordEnd(i) - view.recordStart(i);
+    if (size > this.recBuffer.length) this.recBuffer = Buffer.allocUnsafe(Math.max(size, 2 * this.recBuffer.length));
+    const rec = this.recBuffer;
+    let written = 0;
     let offset = this.recBytes;
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i]!;
-      const bytes = toBinary(FlowRecordSchema, record);
-      encoded[i] = bytes;
-      csv += csvLine(record, receivedNs, hot.seq, offset, bytes.length);
-      offset += bytes.length;
-      if (record.endNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = record.endNs;
-      if (record.endNs > hot.maxNs) hot.maxNs = record.endNs;
+    for (let i = 0; i < n; i++) {
+      const start = view.recordStart(i);
+      const end = view.recordEnd(i);
+      source.copy(rec, written, start, end);
+      written += end - start;
+      index.line(view, i, hot.seq, offset, end - start);
+      offset += end - start;
     }
+    const minNs = index.minNs;
+    const maxNs = index.maxNs;
+    if (minNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = minNs;
+    if (maxNs > hot.maxNs) hot.maxNs = maxNs;
     // Bytes first: an index line never points past what is on disk, even after a crash.
-    await this.recFile!.writev(encoded);
-    await this.csvFile!.write(csv);
+    await this.recFile!.write(rec, 0, written);
+    await this.csvFile!.write(index.buffer, 0, index.length);
     this.recBytes = offset;
-    hot.records += records.length;
+    hot.records += n;
     if (hot.records >= this.options.segmentRecords || Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
   }
 
@@ -445,12 +463,8 @@ export class FlowStore {
     }
   }
 
-  /**
-   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
-   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
-   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
-   */
-  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+  /** The SQL of aggregate() (undefined: no segment in range). Throws FilterError. */
+  private aggregateSql(query: AggregateQuery): string | undefined {
     const where = compileSql(query.filter);
     const range = this.rangeSql(query.sinceNs, query.untilNs);
     const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
@@ -478,12 +492,22 @@ export class FlowStore {
       parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records
         FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
     }
-    if (parts.length === 0) return [];
-    const sql = `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
+    if (parts.length === 0) return undefined;
+    return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
         coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records
       FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
       ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
+  }
+
+  /**
+   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
+   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
+   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
+   */
+  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+    const sql = this.aggregateSql(query);
+    if (sql === undefined) return [];
     const connection = await this.connect();
     try {
       const rows = (await connection.runAndReadAll(sql)).getRows();
@@ -499,6 +523,19 @@ export class FlowStore {
         rttMaxUs: r[12] as number,
         records: r[13] as bigint,
       }));
+    } finally {
+      connection.closeSync();
+    }
+  }
+
+  /** DuckDB's EXPLAIN ANALYZE of an aggregate: where its time goes, per operator (benchmarks). */
+  async explainAggregate(query: AggregateQuery): Promise<string> {
+    const sql = this.aggregateSql(query);
+    if (sql === undefined) return '(no segment in range)';
+    const connection = await this.connect();
+    try {
+      const rows = (await connection.runAndReadAll(`EXPLAIN ANALYZE ${sql}`)).getRows();
+      return rows.map((r) => String(r[1])).join('\n');
     } finally {
       connection.closeSync();
     }

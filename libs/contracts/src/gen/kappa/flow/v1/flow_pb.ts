@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kappa/flow/v1/flow.proto.
  */
 export const file_kappa_flow_v1_flow: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXBwYS9mbG93L3YxL2Zsb3cucHJvdG8SDWthcHBhLmZsb3cudjEisQQKCkZsb3dSZWNvcmQSDAoEbm9kZRgBIAEoCRInCgd2YW50YWdlGAIgASgOMhYua2FwcGEuZmxvdy52MS5WYW50YWdlEhAKCHN0YXJ0X25zGAMgASgEEg4KBmVuZF9ucxgEIAEoBBIrCghwcm90b2NvbBgFIAEoDjIZLmthcHBhLmZsb3cudjEuSXBQcm90b2NvbBIkCgNzcmMYBiABKAsyFy5rYXBwYS5mbG93LnYxLkVuZHBvaW50EiQKA2RzdBgHIAEoCzIXLmthcHBhLmZsb3cudjEuRW5kcG9pbnQSDQoFYnl0ZXMYCCABKAQSDwoHcGFja2V0cxgJIAEoBBIVCg1yZXZlcnNlX2J5dGVzGAogASgEEhcKD3JldmVyc2VfcGFja2V0cxgLIAEoBBIkCgN0Y3AYDCABKAsyFy5rYXBwYS5mbG93LnYxLlRjcFN0YXRzEi4KC2FwcF9sYXRlbmN5GA0gASgLMhkua2FwcGEuZmxvdy52MS5BcHBMYXRlbmN5Eg4KBmpvaW5lZBgOIAEoCBISCgpjbHVzdGVyX2lkGA8gASgNEhMKC29ic2VydmF0aW9uGBAgASgJEgoKAmlkGBEgASgJEhEKCWljbXBfdHlwZRgSIAEoDRIRCglpY21wX2NvZGUYEyABKA0SFQoNZmlyc3Rfc2Vlbl9ucxgUIAEoBBIUCgxsYXN0X3NlZW5fbnMYFSABKAQSEwoLam9pbl9zdGF0dXMYFiABKAkiqQEKCEVuZHBvaW50EgoKAmlwGAEgASgJEgwKBHBvcnQYAiABKA0SJwoHcHJvY2VzcxgDIAEoCzIWLmthcHBhLmZsb3cudjEuUHJvY2VzcxIhCgRrdWJlGAQgASgLMhMua2FwcGEuZmxvdy52MS5LdWJlEhIKCmJhY2tlbmRfaXAYBSABKAkSFAoMYmFja2VuZF9wb3J0GAYgASgNEg0KBW5ldG5zGAcgASgNItoBCgdQcm9jZXNzEgsKA3BpZBgBIAEoDRIMCgRuYW1lGAIgASgJEg8KB2NtZGxpbmUYAyABKAkSCwoDZXhlGAQgASgJEhQKDGNvbnRhaW5lcl9pZBgFIAEoCRIWCg5jb250YWluZXJfbmFtZRgGIAEoCRIZChFjb250YWluZXJfcnVudGltZRgHIAEoCRIRCgljZ3JvdXBfaWQYCCABKAQSEwoLY2dyb3VwX3BhdGgYCSABKAkSCwoDdWlkGAogASgNEhgKEHN0YXJ0X3RpbWVfdGlja3MYCyABKAQi3wIKBEt1YmUSDAoEbm9kZRgBIAEoCRITCgtvYmplY3RfbmFtZRgCIAEoCRIYChBvYmplY3RfbmFtZXNwYWNlGAMgASgJEhMKC29iamVjdF90eXBlGAQgASgJEhUKDXdvcmtsb2FkX25hbWUYBSABKAkSGgoSd29ya2xvYWRfbmFtZXNwYWNlGAYgASgJEhUKDXdvcmtsb2FkX2tpbmQYByABKAkSLwoGbGFiZWxzGAggAygLMh8ua2FwcGEuZmxvdy52MS5LdWJlLkxhYmVsc0VudHJ5EhYKDmNvbnRhaW5lcl9uYW1lGAkgASgJEhQKDHNlcnZpY2VfbmFtZRgKIAEoCRIZChFzZXJ2aWNlX25hbWVzcGFjZRgLIAEoCRISCgpvYmplY3RfdWlkGAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaQoIVGNwU3RhdHMSDwoHc3J0dF91cxgBIAEoDRISCgptaW5fcnR0X3VzGAIgASgNEhMKC3JldHJhbnNtaXRzGAMgASgNEhQKDGhhbmRzaGFrZV91cxgEIAEoDRINCgVmbGFncxgFIAEoDSI7CgpBcHBMYXRlbmN5Eg0KBWNvdW50GAEgASgEEg4KBnN1bV91cxgCIAEoBBIOCgZtYXhfdXMYAyABKAQibwoJRmxvd0JhdGNoEhAKCGJhdGNoX2lkGAEgASgJEhAKCHByb2R1Y2VyGAIgASgJEhIKCmNyZWF0ZWRfbnMYAyABKAQSKgoHcmVjb3JkcxgEIAMoCzIZLmthcHBhLmZsb3cudjEuRmxvd1JlY29yZCKSAwoLU3RhZ2VTdGF0dXMSDQoFc3RhZ2UYASABKAkSEAoIaW5zdGFuY2UYAiABKAkSDAoEbm9kZRgDIAEoCRISCgpzdGFydGVkX25zGAQgASgEEg8KB3NlbnRfbnMYBSABKAQSDQoFcmVhZHkYBiABKAgSEgoKcmVjb3Jkc19pbhgHIAEoBBITCgtyZWNvcmRzX291dBgIIAEoBBILCgNkbHEYCSABKAQSCwoDbGFnGAogASgEEjIKBGxvc3QYCyADKAsyJC5rYXBwYS5mbG93LnYxLlN0YWdlU3RhdHVzLkxvc3RFbnRyeRIPCgd2ZXJzaW9uGAwgASgJEjoKCGZlYXR1cmVzGA0gAygLMigua2FwcGEuZmxvdy52MS5TdGFnZVN0YXR1cy5GZWF0dXJlc0VudHJ5GisKCUxvc3RFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGi8KDUZlYXR1cmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpECgdWYW50YWdlEhcKE1ZBTlRBR0VfVU5TUEVDSUZJRUQQABIPCgtWQU5UQUdFX1NSQxABEg8KC1ZBTlRBR0VfRFNUEAIqmAEKCklwUHJvdG9jb2wSGwoXSVBfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIUChBJUF9QUk9UT0NPTF9JQ01QEAESEwoPSVBfUFJPVE9DT0xfVENQEAYSEwoPSVBfUFJPVE9DT0xfVURQEBESFgoSSVBfUFJPVE9DT0xfSUNNUFY2EDoSFQoQSVBfUFJPVE9DT0xfU0NUUBCEAWIGcHJvdG8z");
+  fileDesc("ChhrYXBwYS9mbG93L3YxL2Zsb3cucHJvdG8SDWthcHBhLmZsb3cudjEi9wQKCkZsb3dSZWNvcmQSDAoEbm9kZRgBIAEoCRInCgd2YW50YWdlGAIgASgOMhYua2FwcGEuZmxvdy52MS5WYW50YWdlEhAKCHN0YXJ0X25zGAMgASgEEg4KBmVuZF9ucxgEIAEoBBIrCghwcm90b2NvbBgFIAEoDjIZLmthcHBhLmZsb3cudjEuSXBQcm90b2NvbBIkCgNzcmMYBiABKAsyFy5rYXBwYS5mbG93LnYxLkVuZHBvaW50EiQKA2RzdBgHIAEoCzIXLmthcHBhLmZsb3cudjEuRW5kcG9pbnQSDQoFYnl0ZXMYCCABKAQSDwoHcGFja2V0cxgJIAEoBBIVCg1yZXZlcnNlX2J5dGVzGAogASgEEhcKD3JldmVyc2VfcGFja2V0cxgLIAEoBBIkCgN0Y3AYDCABKAsyFy5rYXBwYS5mbG93LnYxLlRjcFN0YXRzEi4KC2FwcF9sYXRlbmN5GA0gASgLMhkua2FwcGEuZmxvdy52MS5BcHBMYXRlbmN5Eg4KBmpvaW5lZBgOIAEoCBISCgpjbHVzdGVyX2lkGA8gASgNEhMKC29ic2VydmF0aW9uGBAgASgJEgoKAmlkGBEgASgJEhEKCWljbXBfdHlwZRgSIAEoDRIRCglpY21wX2NvZGUYEyABKA0SFQoNZmlyc3Rfc2Vlbl9ucxgUIAEoBBIUCgxsYXN0X3NlZW5fbnMYFSABKAQSEwoLam9pbl9zdGF0dXMYFiABKAkSHwoDZG5zGBcgASgLMhIua2FwcGEuZmxvdy52MS5EbnMSIwoFZHJvcHMYGCABKAsyFC5rYXBwYS5mbG93LnYxLkRyb3BzIsABCghFbmRwb2ludBIKCgJpcBgBIAEoCRIMCgRwb3J0GAIgASgNEicKB3Byb2Nlc3MYAyABKAsyFi5rYXBwYS5mbG93LnYxLlByb2Nlc3MSIQoEa3ViZRgEIAEoCzITLmthcHBhLmZsb3cudjEuS3ViZRISCgpiYWNrZW5kX2lwGAUgASgJEhQKDGJhY2tlbmRfcG9ydBgGIAEoDRINCgVuZXRucxgHIAEoDRIVCg1wZWVyX2Ruc19uYW1lGAggASgJItoBCgdQcm9jZXNzEgsKA3BpZBgBIAEoDRIMCgRuYW1lGAIgASgJEg8KB2NtZGxpbmUYAyABKAkSCwoDZXhlGAQgASgJEhQKDGNvbnRhaW5lcl9pZBgFIAEoCRIWCg5jb250YWluZXJfbmFtZRgGIAEoCRIZChFjb250YWluZXJfcnVudGltZRgHIAEoCRIRCgljZ3JvdXBfaWQYCCABKAQSEwoLY2dyb3VwX3BhdGgYCSABKAkSCwoDdWlkGAogASgNEhgKEHN0YXJ0X3RpbWVfdGlja3MYCyABKAQi3wIKBEt1YmUSDAoEbm9kZRgBIAEoCRITCgtvYmplY3RfbmFtZRgCIAEoCRIYChBvYmplY3RfbmFtZXNwYWNlGAMgASgJEhMKC29iamVjdF90eXBlGAQgASgJEhUKDXdvcmtsb2FkX25hbWUYBSABKAkSGgoSd29ya2xvYWRfbmFtZXNwYWNlGAYgASgJEhUKDXdvcmtsb2FkX2tpbmQYByABKAkSLwoGbGFiZWxzGAggAygLMh8ua2FwcGEuZmxvdy52MS5LdWJlLkxhYmVsc0VudHJ5EhYKDmNvbnRhaW5lcl9uYW1lGAkgASgJEhQKDHNlcnZpY2VfbmFtZRgKIAEoCRIZChFzZXJ2aWNlX25hbWVzcGFjZRgLIAEoCRISCgpvYmplY3RfdWlkGAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaQoIVGNwU3RhdHMSDwoHc3J0dF91cxgBIAEoDRISCgptaW5fcnR0X3VzGAIgASgNEhMKC3JldHJhbnNtaXRzGAMgASgNEhQKDGhhbmRzaGFrZV91cxgEIAEoDRINCgVmbGFncxgFIAEoDSI7CgpBcHBMYXRlbmN5Eg0KBWNvdW50GAEgASgEEg4KBnN1bV91cxgCIAEoBBIOCgZtYXhfdXMYAyABKAQi3QEKA0RucxISCgpxdWVyeV9uYW1lGAEgASgJEhIKCnF1ZXJ5X3R5cGUYAiABKA0SDQoFcmNvZGUYAyABKA0SDwoHcXVlcmllcxgEIAEoBBIRCglyZXNwb25zZXMYBSABKAQSFQoNbGF0ZW5jeV9jb3VudBgGIAEoBBIWCg5sYXRlbmN5X3N1bV91cxgHIAEoBBIWCg5sYXRlbmN5X21heF91cxgIIAEoBBIQCghueGRvbWFpbhgJIAEoBBIOCgZmYWlsZWQYCiABKAQSEgoKdW5wYXJzYWJsZRgLIAEoBCJPCgVEcm9wcxIPCgdwYWNrZXRzGAEgASgEEg0KBWJ5dGVzGAIgASgEEg4KBnJlYXNvbhgDIAEoCRIWCg5yZWFzb25fcGFja2V0cxgEIAEoBCJvCglGbG93QmF0Y2gSEAoIYmF0Y2hfaWQYASABKAkSEAoIcHJvZHVjZXIYAiABKAkSEgoKY3JlYXRlZF9ucxgDIAEoBBIqCgdyZWNvcmRzGAQgAygLMhkua2FwcGEuZmxvdy52MS5GbG93UmVjb3JkIpIDCgtTdGFnZVN0YXR1cxINCgVzdGFnZRgBIAEoCRIQCghpbnN0YW5jZRgCIAEoCRIMCgRub2RlGAMgASgJEhIKCnN0YXJ0ZWRfbnMYBCABKAQSDwoHc2VudF9ucxgFIAEoBBINCgVyZWFkeRgGIAEoCBISCgpyZWNvcmRzX2luGAcgASgEEhMKC3JlY29yZHNfb3V0GAggASgEEgsKA2RscRgJIAEoBBILCgNsYWcYCiABKAQSMgoEbG9zdBgLIAMoCzIkLmthcHBhLmZsb3cudjEuU3RhZ2VTdGF0dXMuTG9zdEVudHJ5Eg8KB3ZlcnNpb24YDCABKAkSOgoIZmVhdHVyZXMYDSADKAsyKC5rYXBwYS5mbG93LnYxLlN0YWdlU3RhdHVzLkZlYXR1cmVzRW50cnkaKwoJTG9zdEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaLwoNRmVhdHVyZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKkQKB1ZhbnRhZ2USFwoTVkFOVEFHRV9VTlNQRUNJRklFRBAAEg8KC1ZBTlRBR0VfU1JDEAESDwoLVkFOVEFHRV9EU1QQAiqYAQoKSXBQcm90b2NvbBIbChdJUF9QUk9UT0NPTF9VTlNQRUNJRklFRBAAEhQKEElQX1BST1RPQ09MX0lDTVAQARITCg9JUF9QUk9UT0NPTF9UQ1AQBhITCg9JUF9QUk9UT0NPTF9VRFAQERIWChJJUF9QUk9UT0NPTF9JQ01QVjYQOhIVChBJUF9QUk9UT0NPTF9TQ1RQEIQBYgZwcm90bzM");
 
 /**
  * @generated from message kappa.flow.v1.FlowRecord
@@ -153,6 +153,22 @@ export type FlowRecord = Message<"kappa.flow.v1.FlowRecord"> & {
    * @generated from field: string join_status = 22;
    */
   joinStatus: string;
+
+  /**
+   * The DNS exchanges of this conversation during the interval, as this vantage saw them (a
+   * conversation with port 53 at either end; at the client: its queries and their answers).
+   *
+   * @generated from field: kappa.flow.v1.Dns dns = 23;
+   */
+  dns?: Dns | undefined;
+
+  /**
+   * Packets of this conversation the kernel dropped at this vantage during the interval, either
+   * direction (tracepoint skb:kfree_skb).
+   *
+   * @generated from field: kappa.flow.v1.Drops drops = 24;
+   */
+  drops?: Drops | undefined;
 };
 
 /**
@@ -209,6 +225,16 @@ export type Endpoint = Message<"kappa.flow.v1.Endpoint"> & {
    * @generated from field: uint32 netns = 7;
    */
   netns: number;
+
+  /**
+   * The DNS name this end asked for and reached the other end's address by: the question of the
+   * answer that resolved it (the first name of a CNAME chain), lower case, at most 253
+   * characters. Set by the node of the end that resolved it; the joiner carries it to the other
+   * vantage's record.
+   *
+   * @generated from field: string peer_dns_name = 8;
+   */
+  peerDnsName: string;
 };
 
 /**
@@ -448,6 +474,128 @@ export const AppLatencySchema: GenMessage<AppLatency> = /*@__PURE__*/
   messageDesc(file_kappa_flow_v1_flow, 5);
 
 /**
+ * DNS messages of one conversation in one interval. Latency is query -> response at this node's
+ * socket hooks (at the client: what it waited; at the resolver: what the resolver took).
+ *
+ * @generated from message kappa.flow.v1.Dns
+ */
+export type Dns = Message<"kappa.flow.v1.Dns"> & {
+  /**
+   * The question of the first message (lower case, no trailing dot, at most 253 characters).
+   *
+   * @generated from field: string query_name = 1;
+   */
+  queryName: string;
+
+  /**
+   * Its type: 1 A, 28 AAAA, 5 CNAME, 33 SRV, ... (IANA DNS RR types).
+   *
+   * @generated from field: uint32 query_type = 2;
+   */
+  queryType: number;
+
+  /**
+   * The first response code other than NOERROR (3 NXDOMAIN, 2 SERVFAIL, 5 REFUSED, ...), else 0.
+   *
+   * @generated from field: uint32 rcode = 3;
+   */
+  rcode: number;
+
+  /**
+   * @generated from field: uint64 queries = 4;
+   */
+  queries: bigint;
+
+  /**
+   * @generated from field: uint64 responses = 5;
+   */
+  responses: bigint;
+
+  /**
+   * Responses matched to their query (same id): their number, summed and largest latency.
+   *
+   * @generated from field: uint64 latency_count = 6;
+   */
+  latencyCount: bigint;
+
+  /**
+   * @generated from field: uint64 latency_sum_us = 7;
+   */
+  latencySumUs: bigint;
+
+  /**
+   * @generated from field: uint64 latency_max_us = 8;
+   */
+  latencyMaxUs: bigint;
+
+  /**
+   * Responses with rcode NXDOMAIN, and with any rcode but NOERROR.
+   *
+   * @generated from field: uint64 nxdomain = 9;
+   */
+  nxdomain: bigint;
+
+  /**
+   * @generated from field: uint64 failed = 10;
+   */
+  failed: bigint;
+
+  /**
+   * Messages on port 53 that are not DNS kappa can read (counted, never a failure).
+   *
+   * @generated from field: uint64 unparsable = 11;
+   */
+  unparsable: bigint;
+};
+
+/**
+ * Describes the message kappa.flow.v1.Dns.
+ * Use `create(DnsSchema)` to create a new message.
+ */
+export const DnsSchema: GenMessage<Dns> = /*@__PURE__*/
+  messageDesc(file_kappa_flow_v1_flow, 6);
+
+/**
+ * What the kernel dropped of one conversation at one vantage in one interval.
+ *
+ * @generated from message kappa.flow.v1.Drops
+ */
+export type Drops = Message<"kappa.flow.v1.Drops"> & {
+  /**
+   * Wire packets and IP bytes.
+   *
+   * @generated from field: uint64 packets = 1;
+   */
+  packets: bigint;
+
+  /**
+   * @generated from field: uint64 bytes = 2;
+   */
+  bytes: bigint;
+
+  /**
+   * The kernel's reason for most of them: its enum skb_drop_reason name without the
+   * SKB_DROP_REASON_ prefix (NETFILTER_DROP, NO_SOCKET, ...; names differ between kernels), and
+   * how many packets it dropped for it.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: uint64 reason_packets = 4;
+   */
+  reasonPackets: bigint;
+};
+
+/**
+ * Describes the message kappa.flow.v1.Drops.
+ * Use `create(DropsSchema)` to create a new message.
+ */
+export const DropsSchema: GenMessage<Drops> = /*@__PURE__*/
+  messageDesc(file_kappa_flow_v1_flow, 7);
+
+/**
  * Many records per NATS message.
  *
  * @generated from message kappa.flow.v1.FlowBatch
@@ -483,7 +631,7 @@ export type FlowBatch = Message<"kappa.flow.v1.FlowBatch"> & {
  * Use `create(FlowBatchSchema)` to create a new message.
  */
 export const FlowBatchSchema: GenMessage<FlowBatch> = /*@__PURE__*/
-  messageDesc(file_kappa_flow_v1_flow, 6);
+  messageDesc(file_kappa_flow_v1_flow, 8);
 
 /**
  * Heartbeat each service publishes on kappa.status.<stage>.<instance>; `kappa status` reads them.
@@ -570,7 +718,7 @@ export type StageStatus = Message<"kappa.flow.v1.StageStatus"> & {
  * Use `create(StageStatusSchema)` to create a new message.
  */
 export const StageStatusSchema: GenMessage<StageStatus> = /*@__PURE__*/
-  messageDesc(file_kappa_flow_v1_flow, 7);
+  messageDesc(file_kappa_flow_v1_flow, 9);
 
 /**
  * Which end of the conversation the observing node is.

@@ -1,0 +1,43 @@
+// A map keyed by byte strings (label sets, IP address text) that is looked up straight from a
+// buffer range, so a hit allocates nothing: FNV-1a over the bytes, then a byte compare.
+export class BytesMap<V> {
+  private readonly buckets = new Map<number, { key: Uint8Array; value: V }[]>();
+  size = 0;
+
+  get(bytes: Uint8Array, start: number, end: number): V | undefined {
+    const bucket = this.buckets.get(hashBytes(bytes, start, end));
+    if (!bucket) return undefined;
+    for (let b = 0; b < bucket.length; b++) {
+      const entry = bucket[b]!;
+      if (sameBytes(entry.key, bytes, start, end)) return entry.value;
+    }
+    return undefined;
+  }
+
+  /** Adds a key that get() did not find (the key bytes are copied). */
+  set(bytes: Uint8Array, start: number, end: number, value: V): void {
+    const hash = hashBytes(bytes, start, end);
+    const entry = { key: bytes.slice(start, end), value };
+    const bucket = this.buckets.get(hash);
+    if (bucket) bucket.push(entry);
+    else this.buckets.set(hash, [entry]);
+    this.size++;
+  }
+
+  clear(): void {
+    this.buckets.clear();
+    this.size = 0;
+  }
+}
+
+export function hashBytes(bytes: Uint8Array, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function sameBytes(key: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
+  if (key.length !== end - start) return false;
+  for (let i = 0; i < key.length; i++) if (key[i] !== bytes[start + i]) return false;
+  return true;
+}

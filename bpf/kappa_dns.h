@@ -1,0 +1,155 @@
+/* DNS: the messages of every conversation with port 53 at either end (UDP datagrams, TCP
+ * segments), seen at the cgroup skb hooks of the watched sockets, copied to userspace through a
+ * ring buffer. Userspace parses them (never the kernel: names, compression pointers and CNAME
+ * chains need loops the verifier would price per packet), measures query -> answer latency from
+ * the two hook times, and learns which name each local namespace resolved to which address.
+ *
+ * Two programs of their own (kappa_dns_ingress / kappa_dns_egress), attached beside the counting
+ * ones: userspace leaves both out when the "DNS" feature is off, and the counting programs never
+ * change. Included at the end of kappa.bpf.c: uses its maps (kappa_socks, the drain epoch) and its
+ * packet parser. */
+#ifndef KAPPA_DNS_H
+#define KAPPA_DNS_H
+
+#define KAPPA_DNS_PORT 53
+/* The classic UDP limit: a larger answer (EDNS, TCP) is parsed as far as these bytes go. */
+#define KAPPA_DNS_MAX_MESSAGE 512
+
+/* Indexes into kappa_dns_counters (per CPU, totals since load). */
+#define KAPPA_DNS_COUNTER_LOST 0 /* messages not copied: the ring buffer was full */
+#define KAPPA_DNS_COUNTER_MAX 4
+
+/* One DNS message (or the first KAPPA_DNS_MAX_MESSAGE bytes of one TCP segment's payload), with
+ * the conversation it belongs to keyed exactly as the flow maps key it. */
+struct kappa_dns_event {
+	struct kappa_flow_key key;
+	__u64 ktime_ns;	       /* bpf_ktime_get_ns() at the hook */
+	__u32 epoch;	       /* the drain epoch the packet was counted in */
+	__u16 length;	       /* valid bytes of message[] */
+	__u16 payload_length;  /* the transport payload's length (TCP: with its 2-byte length prefix) */
+	__u8 egress;	       /* 1: sent by the local end, 0: received */
+	__u8 pad[7];
+	__u8 message[KAPPA_DNS_MAX_MESSAGE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* userspace sets it from --dns-buffer */
+} kappa_dns_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KAPPA_DNS_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kappa_dns_counters SEC(".maps");
+
+static __always_inline void dns_count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&kappa_dns_counters, &index);
+	if (value)
+		*value += 1;
+}
+
+/* The ports of a UDP packet by direct access (IPv4, or IPv6 without extension headers); 0 when
+ * the headers are not in the linear part (the caller then parses). */
+static __always_inline __u32 udp_ports_direct(struct __sk_buff *skb)
+{
+	__u8 *data = (void *)(long)skb->data;
+	__u8 *end = (void *)(long)skb->data_end;
+	if (data + 1 > end)
+		return 0;
+	__u32 ihl = (data[0] >> 4) == 4 ? (data[0] & 0x0f) * 4 : 40;
+	if ((data[0] >> 4) == 6) {
+		if (data + 40 > end || data[6] != KAPPA_IPPROTO_UDP)
+			return 0;
+	}
+	if (ihl < 20 || ihl > 60)
+		return 0;
+	__u8 *udp = data + ihl;
+	if (udp + 4 > end)
+		return 0;
+	return (__u32)((udp[0] << 8) | udp[1]) << 16 | ((udp[2] << 8) | udp[3]);
+}
+
+static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	__u32 protocol = sk->protocol;
+	if (protocol != KAPPA_IPPROTO_UDP && protocol != KAPPA_IPPROTO_TCP)
+		return 1;
+	/* The cheap test first: a connected socket names its peer's port; an unconnected UDP socket
+	 * (a resolver's, or a client's sendto) has it in the packet. */
+	__u16 local_port = sk->src_port;
+	__u16 remote_port = bpf_ntohs(sk->dst_port);
+	if (local_port != KAPPA_DNS_PORT && remote_port != KAPPA_DNS_PORT) {
+		if (remote_port != 0 || protocol != KAPPA_IPPROTO_UDP)
+			return 1;
+		__u32 ports = udp_ports_direct(skb);
+		if (ports && (ports >> 16) != KAPPA_DNS_PORT && (ports & 0xffff) != KAPPA_DNS_PORT)
+			return 1;
+	}
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (!s)
+		return 1; /* not a socket of the watched cgroup */
+	struct packet pkt = {};
+	if (parse_packet_at(skb, &pkt, 0) || pkt.fragment == FRAGMENT_LATER || pkt.protocol != protocol)
+		return 1;
+	if (pkt.src_port != KAPPA_DNS_PORT && pkt.dst_port != KAPPA_DNS_PORT)
+		return 1;
+	__u32 total = pkt.ip_len ? pkt.ip_len : skb->len;
+	if (total > skb->len)
+		total = skb->len;
+	if (total <= pkt.header_len)
+		return 1; /* no payload: a TCP ACK, SYN or FIN */
+	__u32 payload = total - pkt.header_len;
+	__u32 copy = payload < KAPPA_DNS_MAX_MESSAGE ? payload : KAPPA_DNS_MAX_MESSAGE;
+
+	struct kappa_dns_event *e = bpf_ringbuf_reserve(&kappa_dns_events, sizeof(*e), 0);
+	if (!e) {
+		dns_count(KAPPA_DNS_COUNTER_LOST);
+		return 1;
+	}
+	/* The conversation as the counting programs key it: the socket's own tuple while it is
+	 * connected to this peer, else the packet's. */
+	if (s->keyed && s->key.remote_port == remote_port && remote_port != 0) {
+		__builtin_memcpy(&e->key, &s->key, sizeof(e->key));
+	} else {
+		__builtin_memset(&e->key, 0, sizeof(e->key));
+		key_from_packet(&e->key, &pkt, egress);
+		e->key.netns = s->netns;
+	}
+	e->ktime_ns = bpf_ktime_get_ns();
+	e->epoch = current_epoch();
+	e->length = copy;
+	e->payload_length = payload > 0xffff ? 0xffff : payload;
+	e->egress = egress;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	if (copy == 0 || copy > KAPPA_DNS_MAX_MESSAGE ||
+	    bpf_skb_load_bytes(skb, pkt.header_len, e->message, copy)) {
+		bpf_ringbuf_discard(e, 0);
+		return 1;
+	}
+	/* Userspace reads the ring on a timer: no wakeup per message. */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int kappa_dns_ingress(struct __sk_buff *skb)
+{
+	return dns_skb(skb, false);
+}
+
+SEC("cgroup_skb/egress")
+int kappa_dns_egress(struct __sk_buff *skb)
+{
+	return dns_skb(skb, true);
+}
+
+#endif
