@@ -15,7 +15,7 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     settings: {
-      'import/resolver': { typescript: { noWarnOnMultipleProjects: true, project: ['tsconfig.base.json', 'apps/*/tsconfig.json', 'libs/*/tsconfig.json', 'tests/*/tsconfig.json', 'infra/tsconfig.json', 'tools/tsconfig.json'] } },
+      'import/resolver': { typescript: { noWarnOnMultipleProjects: true, project: ['tsconfig.base.json', 'apps/*/tsconfig.json', 'libs/*/tsconfig.json', 'tests/*/tsconfig.json', 'infra/tsconfig.json', 'tools/bench/tsconfig.json'] } },
       'import/parsers': { '@typescript-eslint/parser': ['.ts'] },
     },
     rules: {

@@ -105,7 +105,9 @@ describe('kappa status', () => {
     await heartbeat('capture', 'node-61', true, 100, { 'app latency': 'via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)' });
     const result = await runKappa(['status', `--nats-url=${nats.url}`, '--wait=1500ms']);
     expect(result.code).toBe(0);
-    expect(result.stdout).toContain('capture node-61: app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
+    // Under the table, indented: the table's rows stay the only lines that start with a stage.
+    expect(result.stdout.split('\n').filter((l) => /^capture /.test(l))).toHaveLength(1);
+    expect(result.stdout).toContain('\n  capture node-61: app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
   });
 
   it('exits 1 with the reason when NATS cannot be reached', async () => {

@@ -5,7 +5,7 @@
 // the same bytes under the same ids, which JetStream's duplicate window drops.
 import { ContractDecodeError, FlowBatchView, FlowBatchWriter, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
 import type { EncodedBatch } from '@kappa/contracts';
-import type { Logger } from '@kappa/observability';
+import type { InputLog, Logger } from '@kappa/observability';
 import { CommitSet } from './commit.js';
 import { Delta, JoinStats, PartitionJoin } from './partition.js';
 import type { JoinSettings } from './partition.js';
@@ -45,6 +45,8 @@ export interface JoinerBus {
   deadLetter(stage: string, data: Uint8Array, details: { error: string; subject: string; streamSequence: number }): Promise<void>;
   streamInfo(stream: string): Promise<{ created: string }>;
   readonly messageLimit: number;
+  /** Per-input lines, rate-limited with counts (the Bus's); the partition's logger without it. */
+  readonly inputLog?: InputLog;
 }
 
 /** Points of the protocol where crash tests kill the process (KAPPA_JOINER_CRASH_AT). */
@@ -86,7 +88,7 @@ interface Entry {
   writer: FlowBatchWriter | undefined;
   parts: EncodedBatch[];
   /** A dead-lettered input: nothing to publish but the DLQ copy. */
-  deadLetter: { error: string } | undefined;
+  deadLetter: { error: string; undecodable?: boolean } | undefined;
   published: boolean;
   publishing: boolean;
   /** A records-less batch whose output held timed-out records (crash point "swept"). */
@@ -295,7 +297,7 @@ export class PartitionOwner {
     } catch (error) {
       if (!(error instanceof ContractDecodeError)) throw error;
       // Undecodable: it goes to the dead-letter queue (in place of an output) and changes nothing.
-      entry.deadLetter = { error: error.message };
+      entry.deadLetter = { error: error.message, undecodable: true };
       entry.clock = this.join.clock;
       this.queue.push(entry);
       this.processed = seq;
@@ -352,6 +354,9 @@ export class PartitionOwner {
       () => {
         entry.publishing = false;
         entry.published = true;
+        if (entry.deadLetter?.undecodable) {
+          (this.bus.inputLog ?? this.logger).warn({ subject: entry.message.subject, seq: entry.seq, error: entry.deadLetter.error }, 'undecodable message moved to the DLQ');
+        }
         if (entry.parts.length > 0) this.settings.crash?.(entry.swept ? 'swept' : 'published');
         this.commit();
       },

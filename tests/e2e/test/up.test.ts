@@ -24,7 +24,7 @@ import { freePort, uniqueName } from '@kappa/testing';
 import { kappa, workspaceRoot } from '../src/services.js';
 import { cgroup2Mount } from '../src/topology.js';
 
-const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8' }).trim();
+const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 
 let up: ChildProcess;
 let output = '';
@@ -94,7 +94,15 @@ function pinFolders(): string[] {
 beforeAll(async () => {
   qdiscsBefore = bpfQdiscs();
   // This commit, with the working tree's changes to tracked files when there are any.
-  const commit = git('-C', workspaceRoot, 'stash', 'create') || git('-C', workspaceRoot, 'rev-parse', 'HEAD');
+  // `stash create` writes a commit (it wants an identity, which a fresh machine may lack) and
+  // refreshes the index (it fails while another git holds index.lock): with neither, HEAD.
+  let stash = '';
+  try {
+    stash = git('-C', workspaceRoot, '-c', 'user.name=kappa-up-test', '-c', 'user.email=kappa-up-test@invalid', 'stash', 'create');
+  } catch (error) {
+    console.warn(`up test: git stash create failed (${(error as Error).message.split('\n')[0]}); cloning HEAD without the working tree's changes`);
+  }
+  const commit = stash || git('-C', workspaceRoot, 'rev-parse', 'HEAD');
   clone = mkdtempSync(join(tmpdir(), 'kpe-up-clone-'));
   git('clone', '--quiet', '--shared', workspaceRoot, clone);
   git('-C', clone, 'checkout', '--quiet', '--detach', commit);

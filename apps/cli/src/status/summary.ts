@@ -100,9 +100,10 @@ export function renderStatus(summary: StatusSummary): string {
   }
   const withFeatures = summary.rows.filter((r) => Object.keys(r.features).length > 0);
   if (withFeatures.length > 0) {
-    lines.push('');
+    // Indented under a heading: only the table's rows start with a stage's name (scripts read them).
+    lines.push('', 'how each instance runs on its node:');
     for (const r of withFeatures) {
-      for (const [feature, how] of Object.entries(r.features)) lines.push(`${r.stage} ${r.instance}: ${feature}: ${how}`);
+      for (const [feature, how] of Object.entries(r.features)) lines.push(`  ${r.stage} ${r.instance}: ${feature}: ${how}`);
     }
   }
   if (summary.missing.length > 0) lines.push('', `missing (no heartbeat): ${summary.missing.join(', ')}`);
