@@ -143,13 +143,24 @@ describe('secrets in logs and metrics', () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const service of services) service.child.kill('SIGKILL');
+    // SIGTERM first, even when a test failed: capture unpins and detaches its programs only when
+    // it stops on its own (a SIGKILL would leave its bpffs folder behind).
+    await Promise.all(
+      services.map(async (service) => {
+        if (service.child.exitCode !== null || service.child.signalCode !== null) return;
+        const exited = new Promise((r) => service.child.once('exit', r));
+        service.child.kill('SIGTERM');
+        const timer = setTimeout(() => service.child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
     await publisher?.close();
     await nats?.stop();
     await redis?.stop();
     cgroup?.destroy();
     rmSync(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   it('the records did carry the secrets through the pipeline (the test is not vacuous)', () => {
     expect(leaks(readFileSync(join(dir, 'flows.jsonl'), 'utf8'))).toEqual(CMDLINE_SECRETS);
