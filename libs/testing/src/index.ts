@@ -8,7 +8,7 @@ export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
 export type { NatsServerOptions, RedisServerOptions, TestServer } from './servers.js';
-export { PacketCapture, TestCgroup, VethPair, cgroup2Mount, nstat, run, runIn, spawnIn, wireCounts } from './netns.js';
+export { PacketCapture, TestCgroup, VethPair, cgroup2Mount, childEnv, nstat, run, runIn, spawnIn, wireCounts } from './netns.js';
 export type { NetnsEnd, VethPairOptions, WireCount } from './netns.js';
 export { kubeResourceTypes, startKubeApiServer } from './kube-api-server.js';
 export type {

@@ -9,8 +9,19 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { sweepLeftovers, uniqueName } from './names.js';
 
+/**
+ * The environment of every process a test starts and reads: without FORCE_COLOR, which Nx sets
+ * for its streamed output and which makes Node's console.log wrap a number in colour codes (a
+ * child's `console.log(port)` then reads as NaN).
+ */
+export function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env['FORCE_COLOR'];
+  return env;
+}
+
 export function run(command: string, args: readonly string[], input?: string): string {
-  return execFileSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() });
 }
 
 /** Where cgroup v2 is mounted, from /proc/mounts. */
@@ -65,6 +76,7 @@ export function spawnIn(netns: string | undefined, cgroup: TestCgroup, command: 
   const exec = netns ? `exec ip netns exec ${netns} "$@"` : 'exec "$@"';
   return spawn('sh', ['-c', `echo $$ > ${cgroup.path}/cgroup.procs && ${exec}`, 'sh', command, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: childEnv(),
   });
 }
 

@@ -2,6 +2,7 @@
 // ready, restartable on the same port and data folder, and always stopped.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { childEnv } from './netns.js';
 
 const running = new Set<ChildProcess>();
 process.once('exit', () => {
@@ -33,7 +34,7 @@ export class ServerProcess {
 
   async start(): Promise<void> {
     const { command, args, readyPattern, timeoutMs = 15_000 } = this.spec;
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
     this.child = child;
     running.add(child);
     child.once('exit', () => running.delete(child));
