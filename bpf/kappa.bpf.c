@@ -920,3 +920,6 @@ int kappa_tc_egress(struct __sk_buff *skb)
 /* ---- DNS messages and drops: programs of their own, each an optional feature ------------- */
 #include "kappa_dns.h"
 #include "kappa_drop.h"
+
+/* ---- exec: argument lists of the watched processes, an optional feature of its own -------- */
+#include "kappa_exec.h"

@@ -64,6 +64,8 @@ export interface DatapathOptions {
   chunkEntries?: number;
   /** Size of the DNS messages' ring buffer (a power of two, at least a page). */
   dnsBufferBytes?: number;
+  /** Size of the exec events' ring buffer (a power of two, at least a page). */
+  execBufferBytes?: number;
 }
 
 export interface OverflowCounters {
@@ -115,6 +117,8 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_synack6_xmit', 'fentry ip6_xmit'],
   // Drops (bpf/kappa_drop.h).
   ['kappa_drop', 'tracepoint skb:kfree_skb'],
+  // Argument lists at exec (bpf/kappa_exec.h).
+  ['kappa_exec', 'tracepoint sched:sched_process_exec'],
 ] as const;
 /** The DNS feature's programs, and the drops feature's (bpf/kappa_dns.h, bpf/kappa_drop.h). */
 export const DNS_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
@@ -134,6 +138,8 @@ export class Datapath {
   private readonly drainState: BpfMap;
   /** The DNS messages the kernel copies (undefined when the DNS feature is off). */
   readonly dnsEvents: RingBufferReader | undefined;
+  /** What the watched processes exec'd (undefined when the exec feature is off); see src/exec.ts. */
+  readonly execEvents: { events: RingBufferReader; counters: BpfMap } | undefined;
   private readonly stateKey = Buffer.alloc(4);
   private readonly stateValue = Buffer.alloc(DRAIN_STATE.size);
   readonly cgroupPath: string;
@@ -162,6 +168,7 @@ export class Datapath {
     this.dropCounters = object.map('kappa_drop_counters');
     this.drainState = object.map('kappa_drain');
     this.dnsEvents = omitted.has('kappa_dns_ingress') ? undefined : new RingBufferReader(object.map('kappa_dns_events'));
+    this.execEvents = omitted.has('kappa_exec') ? undefined : { events: new RingBufferReader(object.map('kappa_exec_events')), counters: object.map('kappa_exec_counters') };
     if (!tookOver) this.writeState({ epoch: 0, startedUnixNs: [unixNow(), 0n] });
   }
 
@@ -188,6 +195,7 @@ export class Datapath {
     // Socket counters need both the iterator that reports them and the destruction hook.
     if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
     // DNS and drops look at the watched sockets: socket mode only, and each feature whole or not at all.
+    if (!options.socketMode) omitted.add('kappa_exec');
     for (const feature of [DNS_PROGRAMS, DROP_PROGRAMS]) {
       if (feature.some((name) => omitted.has(name)) || !options.socketMode) for (const name of feature) omitted.add(name);
     }
@@ -196,6 +204,7 @@ export class Datapath {
       object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters }));
       for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.maxConversations);
       if (options.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.dnsBufferBytes);
+      if (options.execBufferBytes !== undefined) object.setMaxEntries('kappa_exec_events', options.execBufferBytes);
       for (const name of omitted) object.setAutoload(name, false);
       // libbpf would refuse a pinned map of another layout with a bare EINVAL: name it first.
       if (tookOver) checkPinnedLayout(options.pinFolder, object.mapNames().filter((name) => !name.startsWith('.')).map((name) => object.map(name)));
@@ -348,6 +357,7 @@ export class Datapath {
     if (!this.tookOver) return this.stop();
     this.socketReporter?.detach();
     this.dnsEvents?.close();
+    this.execEvents?.events.close();
     for (const attachment of this.attachments.splice(0).reverse()) {
       if (attachment instanceof LinkAttachment) attachment.release();
       else attachment.detach();
@@ -363,6 +373,7 @@ export class Datapath {
     this.socketReporter?.detach();
     this.socketReporter = undefined;
     this.dnsEvents?.close();
+    this.execEvents?.events.close();
     this.object.unpinMaps();
     this.object.close();
     rmSync(this.pinFolder, { recursive: true, force: true });

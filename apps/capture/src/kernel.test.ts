@@ -30,8 +30,9 @@ function facts(kernel: Kernel): KernelFacts {
 const FEXIT_FUNCTIONS = ['inet_sendmsg', 'inet6_sendmsg', 'inet_recvmsg', 'inet6_recvmsg'].map((f) => `${BtfKind.FUNC}:${f}`);
 const ITERATOR = [`${BtfKind.STRUCT}:bpf_iter__task_file`, `${BtfKind.TYPEDEF}:btf_trace_tcp_destroy_sock`];
 const DROP_REASONS = [`${BtfKind.TYPEDEF}:btf_trace_kfree_skb`, `${BtfKind.ENUM}:skb_drop_reason`];
-const LINUX_6_18 = [...DROP_REASONS, `${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
-const LINUX_6_1 = [...DROP_REASONS, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const EXEC_TRACEPOINT = `${BtfKind.TYPEDEF}:btf_trace_sched_process_exec`;
+const LINUX_6_18 = [...DROP_REASONS, EXEC_TRACEPOINT, `${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const LINUX_6_1 = [...DROP_REASONS, EXEC_TRACEPOINT, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
 
 describe('planKernel', () => {
   it('on 6.18 loads kappa.bpf.o and takes the send/receive tracepoints', () => {
@@ -43,6 +44,7 @@ describe('planKernel', () => {
       'IPv6 SYN-ACKs of listeners: via the cgroup egress hook',
       'DNS: via cgroup skb hooks copying port-53 payloads to a ring buffer',
       'drops: via tp_btf skb:kfree_skb with its drop reason',
+      'exec: via tp_btf sched:sched_process_exec copying argument lists to a ring buffer',
     ]);
     expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit', 'kappa_synack6_xmit']);
   });
@@ -60,6 +62,13 @@ describe('planKernel', () => {
     expect(describePlan(plan).find((line) => line.startsWith('drops'))).toMatch(/^drops: off.*no drop reason before 5\.17/);
     expect(plan.omit).toEqual(expect.arrayContaining(['kappa_drop', 'kappa_drop_sock_create']));
     expect(plan.omit).not.toContain('kappa_dns_ingress');
+  });
+
+  it('turns exec (argument lists at exec) off, saying why, on a kernel whose BTF has no sched_process_exec; the rest stays', () => {
+    const plan = planKernel(facts({ release: '6.1.0', btf: LINUX_6_1.filter((n) => n !== EXEC_TRACEPOINT) }), { interfaceMode: false });
+    expect(describePlan(plan).at(-1)).toBe('exec: off (no sched_process_exec tracepoint in the BTF)');
+    expect(plan.omit).toContain('kappa_exec');
+    expect(plan.omit).not.toContain('kappa_drop');
   });
 
   it('turns app latency off, with every reason, when neither hook is there; the rest still runs', () => {

@@ -194,7 +194,28 @@ export const DROPS: OptionalFeature = {
   ],
 };
 
-export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS, SYNACK6, DNS, DROPS];
+/**
+ * Argument lists at exec (bpf/kappa_exec.h), handed to the process-enricher of the node: processes
+ * that exit before enrichment keep their command line. Off: they keep only the kernel's comm.
+ */
+export const EXEC: OptionalFeature = {
+  name: 'exec',
+  hooks: [
+    {
+      name: 'sched_process_exec',
+      describe: 'tp_btf sched:sched_process_exec copying argument lists to a ring buffer',
+      programs: ['kappa_exec'],
+      missing: (k) =>
+        !k.mapType(MapType.RINGBUF)
+          ? 'no BPF ring buffer (5.8)'
+          : !k.btf.has(BtfKind.TYPEDEF, 'btf_trace_sched_process_exec')
+            ? 'no sched_process_exec tracepoint in the BTF'
+            : undefined,
+    },
+  ],
+};
+
+export const OPTIONAL_FEATURES: readonly OptionalFeature[] = [APP_LATENCY, TCP_COUNTERS, SYNACK6, DNS, DROPS, EXEC];
 
 /** Every program some optional hook brings: those not chosen are left out of the load. */
 export const OPTIONAL_PROGRAMS: readonly string[] = OPTIONAL_FEATURES.flatMap((f) => f.hooks.flatMap((h) => h.programs));

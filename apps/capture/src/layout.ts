@@ -88,6 +88,26 @@ export const DNS_EVENT = struct('kappa_dns_event', 584, {
   message: { offset: 72, size: 512 },
 });
 
+/** One exec seen by bpf/kappa_exec.h (ring buffer kappa_exec_events): only the header and args_length bytes of args arrive. */
+export const EXEC_EVENT = struct('kappa_exec_event', 4400, {
+  start_boottime_ns: { offset: 0, size: 8 },
+  cgroup_id: { offset: 8, size: 8 },
+  pid: { offset: 16, size: 4 },
+  tid: { offset: 20, size: 4 },
+  args_length: { offset: 24, size: 2 },
+  flags: { offset: 26, size: 1 },
+  pad: { offset: 27, size: 5 },
+  comm: { offset: 32, size: 16 },
+  file: { offset: 48, size: 256 },
+  args: { offset: 304, size: 4096 },
+});
+
+/** Same values as KAPPA_EXEC_COUNTER_* and KAPPA_EXEC_ARGS_* (bpf/kappa_exec.h). */
+export const EXEC_COUNTER_LOST = 0;
+export const EXEC_COUNTER_UNREADABLE = 1;
+export const EXEC_ARGS_CUT = 1;
+export const EXEC_ARGS_UNREADABLE = 2;
+
 /** Same values as KAPPA_DNS_COUNTER_* (bpf/kappa_dns.h) and KAPPA_DROP_COUNTER_* (bpf/kappa_drop.h). */
 export const DNS_COUNTER_LOST = 0;
 export const DROP_COUNTER_UNATTRIBUTED = 0;

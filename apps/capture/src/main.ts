@@ -2,7 +2,7 @@
 // the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems, readPerCpuCounter } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
@@ -12,10 +12,12 @@ import { ktimeToUnixOffsetNs } from './clock.js';
 import type { Datapath } from './datapath.js';
 import { DnsTracker } from './dns/tracker.js';
 import { DropReasons } from './drop-reasons.js';
+import { ExecForwarder } from './exec.js';
+import { EXEC_COUNTER_LOST } from './layout.js';
 import { InstanceBusyError, PinnedLayoutError, defaultStateDir, instanceToken, pinFolder, sweepDeadInstances } from './instance.js';
 import { KernelTooOldError, MINIMUM_KERNEL, describePlan } from './kernel.js';
 import type { KernelPlan } from './kernel.js';
-import { captureOptions } from './options.js';
+import { captureOptions, execSocketPath } from './options.js';
 import { stdoutSink } from './sinks.js';
 import { Spool } from './spool.js';
 import { checkThisKernel, openKernelFacts, planFeatures, startOnThisKernel } from './start.js';
@@ -74,6 +76,7 @@ try {
       socketMode: config.mode !== 'interface',
       interfaces: config.mode === 'socket' ? undefined : config.capture,
       dnsBufferBytes: 2 ** Math.ceil(Math.log2(config.dnsBuffer * 1024)),
+      execBufferBytes: 2 ** Math.ceil(Math.log2(config.execBuffer * 1024)),
     },
     { objects, kernel, disabledHooks: config.disableHooks, onRefused },
   ));
@@ -110,7 +113,7 @@ let publish: BatchSink | undefined;
 let draining: Promise<unknown> = Promise.resolve();
 const drains: { timer?: NodeJS.Timeout; stopping: boolean } = { stopping: false };
 // The loop's sink is the source's publish (or stdout); the source is made just below.
-const made: { loop?: CaptureLoop } = {};
+const made: { loop?: CaptureLoop; execs?: ExecForwarder } = {};
 const source = await runSource({
   stage: 'capture',
   instance: config.node,
@@ -137,8 +140,10 @@ const source = await runSource({
     await draining;
     try {
       datapath.detach();
+      await made.execs?.forward();
       await made.loop?.drainOnce();
     } finally {
+      made.execs?.close();
       made.loop?.close();
       datapath.stop();
       spool.removeIfEmpty();
@@ -162,6 +167,17 @@ const capture = new CaptureLoop(
   logger,
 );
 made.loop = capture;
+// Processes gone before enrichment keep their command line: their execs go to the enricher first.
+const execEvents = datapath.execEvents;
+if (execEvents) {
+  made.execs = new ExecForwarder({
+    socketPath: execSocketPath(config),
+    events: execEvents.events,
+    lostInKernel: () => readPerCpuCounter(execEvents.counters, EXEC_COUNTER_LOST),
+    logger,
+    registry,
+  });
+}
 // A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
 // next drain retries.
 await capture.sendUnsent().catch((error: unknown) => logger.warn({ err: error }, 'spooled batches not sent yet'));
@@ -170,8 +186,9 @@ await capture.drainLeftover().catch((error: unknown) => logger.warn({ err: error
 function schedule(delayMs: number): void {
   drains.timer = setTimeout(() => {
     const started = performance.now();
-    draining = capture
-      .drainOnce()
+    // Every exec before the interval's end is in the ring: on the socket before its records leave.
+    draining = Promise.resolve(made.execs?.forward())
+      .then(() => capture.drainOnce())
       .catch((error: unknown) => logger.error({ err: error }, 'drain failed'))
       .finally(() => {
         if (!drains.stopping) schedule(Math.max(0, config.interval - (performance.now() - started)));

@@ -24,10 +24,10 @@ export const captureOptions = {
   bpfObject: string({ description: 'The compiled BPF object, for kernels with bpf_cast_to_kern_ctx (6.2+)', default: DEFAULT_BPF_OBJECT }),
   bpfCompatObject: string({ description: 'The compiled BPF object for kernels before 6.2 (kappa-compat.bpf.o)', default: DEFAULT_BPF_COMPAT_OBJECT }),
   disableHooks: list({
-    description: 'Kernel hooks capture must not use (tracepoint, fexit, socket-iterator): each feature then takes its next hook or goes off, and says so',
+    description: 'Kernel hooks capture must not use (tracepoint, fexit, socket-iterator, sched_process_exec): each feature then takes its next hook or goes off, and says so',
     default: [],
-    item: /^(tracepoint|fexit|socket-iterator)$/,
-    accepted: 'comma-separated: tracepoint, fexit, socket-iterator',
+    item: /^(tracepoint|fexit|socket-iterator|sched_process_exec)$/,
+    accepted: 'comma-separated: tracepoint, fexit, socket-iterator, sched_process_exec',
   }),
   check: boolean({ description: 'Print what this kernel offers capture (the object, the hook of each feature) and exit: 0 when capture can run here, 1 when not' }),
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),
@@ -44,8 +44,22 @@ export const captureOptions = {
     min: 16,
     max: 1_048_576,
   }),
+  execSocket: string({
+    description: "The process-enricher's unix socket for what the watched processes exec'd (command lines of processes that exit before enrichment; default: /run/kappa/<node>/exec.sock, where the enricher of the same --node listens)",
+  }),
+  execBuffer: integer({
+    description: 'KiB of the ring buffer the kernel copies exec events into between reads (5 per second); rounded up to a power of two. Events that do not fit are counted (kappa_capture_exec_events_total{result="lost_ring"})',
+    default: 1024,
+    min: 16,
+    max: 1_048_576,
+  }),
   dnsNames: integer({ description: 'Most (network namespace, address) → DNS name entries kept for naming the ends of records', default: 65536, min: 16, max: 16_777_216 }),
   metricsPort: integer({ description: 'Port of /metrics, /healthz and /readyz (0: any free port)', default: 9401, min: 0, max: 65535 }),
   logLevel: oneOf(logLevels, { description: 'Log level (logs go to stderr)', default: 'info' }),
   ...natsOptions,
 };
+
+/** Where the process-enricher of `node` listens for exec events (its --exec-socket default). */
+export function execSocketPath(config: { execSocket?: string | undefined; node: string }): string {
+  return config.execSocket ?? `/run/kappa/${config.node.replace(/[^A-Za-z0-9._-]/g, '_')}/exec.sock`;
+}

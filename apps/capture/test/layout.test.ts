@@ -38,7 +38,7 @@ function btfLayout(name: string): { size: number; fields: Record<string, { offse
 }
 
 describe('shared struct layout', () => {
-  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG, layout.DRAIN_STATE] as StructLayout<string>[]) {
+  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG, layout.DRAIN_STATE, layout.EXEC_EVENT] as StructLayout<string>[]) {
     it(`decodes ${struct.name} with the object's offsets and sizes`, () => {
       expect({ size: struct.size, fields: struct.fields }).toEqual(btfLayout(struct.name));
     });
@@ -62,6 +62,14 @@ describe('shared struct layout', () => {
       packets: define('KAPPA_COUNTER_OVERFLOW_PACKETS'), bytes: define('KAPPA_COUNTER_OVERFLOW_BYTES'), roles: define('KAPPA_COUNTER_ROLE_OVERFLOW'),
       copies: define('KAPPA_COUNTER_COPIES_SKIPPED'),
     });
+  });
+
+  it('uses the exec counter and flag numbers of bpf/kappa_exec.h', () => {
+    const header = readFileSync(new URL('../../../bpf/kappa_exec.h', import.meta.url), 'utf8');
+    const define = (name: string) => Number(new RegExp(`#define ${name} (\\d+)`).exec(header)?.[1]);
+    expect([layout.EXEC_COUNTER_LOST, layout.EXEC_COUNTER_UNREADABLE, layout.EXEC_ARGS_CUT, layout.EXEC_ARGS_UNREADABLE]).toEqual(
+      ['KAPPA_EXEC_COUNTER_LOST', 'KAPPA_EXEC_COUNTER_UNREADABLE', 'KAPPA_EXEC_ARGS_CUT', 'KAPPA_EXEC_ARGS_UNREADABLE'].map(define),
+    );
   });
 
   it('keeps what each direction updates on its own cache line', () => {

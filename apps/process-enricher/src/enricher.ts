@@ -17,6 +17,7 @@ export const STAGE = 'process-enricher';
 
 export interface EnricherMetrics {
   records: Counter<'resolution'>;
+  withoutProcess: Counter<'resolution'>;
   cacheHits: Counter;
   cacheMisses: Counter;
   gone: Counter;
@@ -34,6 +35,12 @@ export function enricherMetrics(registry: Registry): EnricherMetrics {
   const prefix = 'kappa_process_enricher_';
   return {
     records: new Counter({ name: `${prefix}records_enriched_total`, help: 'Records whose local process was enriched, by where the answer came from (live /proc, gone, reused pid, no pid)', labelNames: ['resolution'], registers: [registry] }),
+    withoutProcess: new Counter({
+      name: `${prefix}records_without_process_total`,
+      help: 'Records whose local process got neither command line nor executable (it exited or its pid was reused before enrichment and no exec event from capture named it; or no pid), by resolution',
+      labelNames: ['resolution'],
+      registers: [registry],
+    }),
     cacheHits: new Counter({ name: `${prefix}process_cache_hits_total`, help: 'Process lookups answered by the (pid, start time) cache', registers: [registry] }),
     cacheMisses: new Counter({ name: `${prefix}process_cache_misses_total`, help: 'Process lookups that read /proc', registers: [registry] }),
     gone: new Counter({ name: `${prefix}processes_gone_total`, help: 'Records whose process exited before enrichment (kernel comm and cgroup kept)', registers: [registry] }),
@@ -131,6 +138,8 @@ export class FlowEnricher {
   private readonly names = new StringInterner(16_384);
   private readonly parts = new Int32Array(2);
   private entries: ProcessEntry[] = [];
+  /** Records of this batch whose process got neither command line nor exe, by resolution. */
+  private bare: Record<Resolution, number> = { live: 0, gone: 0, reused: 0, 'no-pid': 0 };
   private byHash = new Map<number, number[]>();
   /** Per record: partition, entry of the src process, entry of the dst process (-1: none). */
   private plan = new Int32Array(3 * 2048);
@@ -182,6 +191,7 @@ export class FlowEnricher {
     this.entries = [];
     this.byHash.clear();
     const counts: Record<Resolution, number> = { live: 0, gone: 0, reused: 0, 'no-pid': 0 };
+    this.bare = { live: 0, gone: 0, reused: 0, 'no-pid': 0 };
     const partitions = partitioner.partitions;
     const perPartition = new Int32Array(partitions + 1);
     let unnamed = false;
@@ -288,7 +298,7 @@ export class FlowEnricher {
       for (const index of candidates) {
         const entry = this.entries[index]!;
         if (entry.pid === pid && entry.name === name && entry.cgroupLo === cgroupLo && entry.cgroupHi === cgroupHi && entry.startLo === startLo && entry.startHi === startHi) {
-          counts[entry.resolved.resolution]++;
+          this.countResolved(entry.resolved, counts);
           return index;
         }
       }
@@ -297,7 +307,7 @@ export class FlowEnricher {
       { pid, comm: name, cgroupId: toBigint(cgroupLo, cgroupHi), startTimeTicks: toBigint(startLo, startHi) },
       record.uint64(R.endNs),
     );
-    counts[resolved.resolution]++;
+    this.countResolved(resolved, counts);
     const entry: ProcessEntry = { hash, pid, name, cgroupLo, cgroupHi, startLo, startHi, resolved, containerName: '', runtime: resolved.container?.runtime ?? '', unnamed: false, named: false, fragment: undefined };
     const containerId = resolved.container?.id ?? '';
     const names = this.options.containerNames;
@@ -311,6 +321,11 @@ export class FlowEnricher {
     if (candidates) candidates.push(index);
     else this.byHash.set(hash, [index]);
     return index;
+  }
+
+  private countResolved(resolved: ResolvedProcess, counts: Record<Resolution, number>): void {
+    counts[resolved.resolution]++;
+    if (resolved.cmdline === '' && resolved.exe === '') this.bare[resolved.resolution]++;
   }
 
   private named(entry: ProcessEntry, name: string): void {
@@ -363,6 +378,7 @@ export class FlowEnricher {
     const m = this.options.metrics;
     if (!m) return;
     for (const [resolution, n] of Object.entries(counts)) if (n > 0) m.records.inc({ resolution }, n);
+    for (const [resolution, n] of Object.entries(this.bare)) if (n > 0) m.withoutProcess.inc({ resolution }, n);
     if (counts.gone > 0) m.gone.inc(counts.gone);
     if (counts.reused > 0) m.pidReuse.inc(counts.reused);
     const cache = this.options.resolver.cache;

@@ -8,42 +8,8 @@ import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
-
-export interface ExecEvent {
-  pid: number;
-  /** Start time in clock ticks since boot (/proc/<pid>/stat field 22). */
-  startTimeTicks: bigint;
-  /** The name exec gave the process (comm after exec). */
-  comm: string;
-  /** The file exec ran, as passed to execve. */
-  exe: string;
-  args: string[];
-  cgroupId: bigint;
-}
-
-/** One exec as capture sends it (numbers that may exceed 2^53 as strings). */
-interface WireExec {
-  pid: number;
-  start: string;
-  comm: string;
-  exe: string;
-  args: string[];
-  cgroup: string;
-}
-
-export function parseExecLine(line: string): ExecEvent | undefined {
-  try {
-    const w = JSON.parse(line) as WireExec;
-    if (!Number.isInteger(w.pid) || typeof w.comm !== 'string' || typeof w.exe !== 'string' || !Array.isArray(w.args)) return undefined;
-    return { pid: w.pid, startTimeTicks: BigInt(w.start), comm: w.comm, exe: w.exe, args: w.args.map(String), cgroupId: BigInt(w.cgroup) };
-  } catch {
-    return undefined;
-  }
-}
-
-export function formatExecLine(e: ExecEvent): string {
-  return `${JSON.stringify({ pid: e.pid, start: String(e.startTimeTicks), comm: e.comm, exe: e.exe, args: e.args, cgroup: String(e.cgroupId) } satisfies WireExec)}\n`;
-}
+import { parseExecLine } from '@kappa/contracts';
+import type { ExecEvent } from '@kappa/contracts';
 
 export class ExecTable {
   // Insertion order is age order: the oldest go first when the table is full.

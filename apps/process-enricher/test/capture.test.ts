@@ -1,9 +1,10 @@
 // Through the real capture: kappa-capture (built, real BPF in this kernel) attached to a ke- cgroup
 // subtree publishes what the kernel stamped; process-enricher resolves it. A live client in a
-// containerd-shaped cgroup, a server in a docker-shaped one, and a client that exits at once.
+// containerd-shaped cgroup, a server in a docker-shaped one, and clients that exit at once: their
+// command lines come from what capture saw at their exec (sched_process_exec), redacted.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectBus, subjects } from '@kappa/bus';
@@ -36,6 +37,7 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
   let capture: ChildProcess;
   let captureLog = '';
   let enricher: RunningEnricher;
+  const registry = createRegistry('process-enricher');
   let reader: Bus;
   const enriched: FlowRecord[] = [];
   const started: ChildProcess[] = [];
@@ -53,7 +55,8 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
     capture.stderr?.on('data', (c: Buffer) => (captureLog += c.toString()));
     await waitFor('capture to attach', () => (captureLog.includes('"msg":"capturing"') ? true : undefined), 30_000);
     const config = parseConfig(enricherOptions, { argv: [`--nats-url=${nats.url}`, `--node=${node}`, '--metrics-port=0', '--partitions=1', '--cri-socket=none'], env: {} });
-    enricher = await startEnricher(config, createLogger('process-enricher', 'warn'), createRegistry('process-enricher'));
+    // The default --exec-socket of both: /run/kappa/<node>/exec.sock (node is unique to this run).
+    enricher = await startEnricher(config, createLogger('process-enricher', 'warn'), registry);
     reader = await connectBus({ servers: [nats.url], name: 'ke-cap-reader', logger: createLogger('ke', 'silent'), registry: createRegistry('ke-cap') });
     await reader.consumeBatches({ stage: 'ke-cap-reader', subject: subjects.enrichedOfNode(node), handler: async (b) => void enriched.push(...b.records) });
   }, 60_000);
@@ -68,18 +71,30 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
     await fixture.cleanup();
   });
 
-  it('attributes both ends of a loopback conversation, and a client that exited, to their processes and containers', async () => {
+  async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const values = (await registry.getSingleMetric(name)?.get())?.values ?? [];
+    return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((sum, v) => sum + v.value, 0);
+  }
+
+  it('attributes both ends of a loopback conversation, and clients that exited, to their processes, command lines and containers', async () => {
     const port = await freePort();
     const server = nodeIn(shapes.docker, `require('net').createServer((s) => s.on('data', () => {})).listen(${port}, '127.0.0.1', () => console.log('listening'))`, 'serve');
     await new Promise<void>((r) => server.stdout?.on('data', (c: Buffer) => c.toString().includes('listening') && r()));
     const client = nodeIn(shapes.containerd, `const s = require('net').connect(${port}, '127.0.0.1', () => s.write('x'.repeat(5000))); setInterval(() => {}, 1e9)`, '--token=hunter2');
-    const quick = nodeIn(shapes.podman, `const s = require('net').connect(${port}, '127.0.0.1', () => s.end('bye', () => process.exit(0)))`, 'quick');
+    const quickCode = `const s = require('net').connect(${port}, '127.0.0.1', () => s.end('bye', () => process.exit(0)))`;
+    const quick = nodeIn(shapes.podman, quickCode, 'quick', '--password=hunter3');
     const quickPid = quick.pid!;
-    await new Promise((r) => quick.once('exit', r));
+    // A client that lives a few ms: bash connects through /dev/tcp, writes and exits.
+    const bash = realpathSync('/bin/bash');
+    const bashScript = `exec 3<>/dev/tcp/127.0.0.1/${port}; printf bye >&3`;
+    const brief = spawn('sh', ['-c', `echo $$ > ${shapes.crio.dir}/cgroup.procs && exec "$0" "$@"`, bash, '-c', bashScript, 'brief', '--token', 'hunter4'], { stdio: 'ignore' });
+    started.push(brief);
+    const briefPid = brief.pid!;
+    await Promise.all([new Promise((r) => quick.once('exit', r)), new Promise((r) => brief.once('exit', r))]);
 
     const local = (r: FlowRecord) => (r.vantage === Vantage.SRC ? r.src : r.dst);
     const ofPid = (pid: number) => enriched.filter((r) => local(r)?.process?.pid === pid && (r.src?.port === port || r.dst?.port === port));
-    await waitFor('records of the three processes', () => (ofPid(client.pid!).length > 0 && ofPid(server.pid!).length > 0 && ofPid(quickPid).length > 0 ? true : undefined), 30_000);
+    await waitFor('records of the four processes', () => ([client.pid!, server.pid!, quickPid, briefPid].every((pid) => ofPid(pid).length > 0) ? true : undefined), 30_000);
 
     const clientEnd = local(ofPid(client.pid!)[0]!)!.process!;
     expect(clientEnd).toMatchObject({ pid: client.pid, exe: process.execPath, containerId: shapes.containerd.containerId, containerRuntime: 'containerd', cgroupId: shapes.containerd.id });
@@ -92,10 +107,28 @@ describe.skipIf(!built)('through the real kappa-capture', () => {
     expect(serverRecord.dst?.process).toMatchObject({ pid: server.pid, containerId: shapes.docker.containerId, containerRuntime: 'docker' });
     expect(serverRecord.dst?.process?.cmdline).toMatch(/ -- serve$/);
 
-    // Gone before the drain: the kernel's comm and cgroup id still name it and its container.
-    const quickEnd = local(ofPid(quickPid)[0]!)!.process!;
-    expect(quickEnd).toMatchObject({ pid: quickPid, cmdline: '', containerId: shapes.podman.containerId, containerRuntime: 'podman', cgroupId: shapes.podman.id });
-    expect(['node', 'MainThread']).toContain(quickEnd.name);
-    expect(JSON.stringify(enriched.map((r) => local(r)?.process?.cmdline))).not.toContain('hunter2');
+    // Gone before the drain: what capture saw at their exec gives the exact command line (redacted
+    // as /proc's would be), the name exec gave them and the file run; the cgroup id the container.
+    for (const end of ofPid(quickPid).map((r) => local(r)!.process!)) {
+      expect(end).toMatchObject({
+        pid: quickPid,
+        name: 'node',
+        cmdline: `${process.execPath} -e ${quickCode} -- quick --password=***`,
+        exe: process.execPath,
+        containerId: shapes.podman.containerId,
+        containerRuntime: 'podman',
+        cgroupId: shapes.podman.id,
+      });
+    }
+    for (const end of ofPid(briefPid).map((r) => local(r)!.process!)) {
+      expect(end).toMatchObject({ pid: briefPid, name: 'bash', cmdline: `${bash} -c ${bashScript} brief --token ***`, exe: bash, containerId: shapes.crio.containerId, containerRuntime: 'cri-o' });
+    }
+    // They had exited when their records were enriched: the command lines came from the exec events.
+    expect(await metric('kappa_process_enricher_records_enriched_total', { resolution: 'gone' })).toBeGreaterThanOrEqual(2);
+    expect(await metric('kappa_process_enricher_exec_table_entries')).toBeGreaterThanOrEqual(2);
+    // Every record of this run named its process: none counted as without process info.
+    expect(await metric('kappa_process_enricher_records_without_process_total')).toBe(0);
+    const cmdlines = JSON.stringify(enriched.map((r) => local(r)?.process?.cmdline));
+    for (const secret of ['hunter2', 'hunter3', 'hunter4']) expect(cmdlines).not.toContain(secret);
   });
 });

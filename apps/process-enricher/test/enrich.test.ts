@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { connectBus, subjects } from '@kappa/bus';
 import type { Bus, BatchConsumer } from '@kappa/bus';
 import { parseConfig } from '@kappa/config';
+import { formatExecLine } from '@kappa/contracts';
 import type { FlowBatch, Process } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
@@ -18,7 +19,6 @@ import { startEnricher } from '../src/service.js';
 import type { RunningEnricher } from '../src/service.js';
 import { startCriServer } from './cri-server.js';
 import type { FakeCri } from './cri-server.js';
-import { formatExecLine } from '../src/exec-table.js';
 import { CgroupFixture, capturedBatch, capturedRecord, commOf, startTicksOf, waitFor } from './helpers.js';
 
 const node = `ke-node-${process.pid}`;
@@ -258,6 +258,10 @@ describe('process-enricher with real processes in runtime-shaped cgroups', () =>
     expect(value('kappa_process_enricher_pid_reuse_detected_total')).toBe(2);
     expect(value('kappa_process_enricher_processes_gone_total')).toBe(4);
     expect(value('kappa_process_enricher_exec_events_total', { result: 'ok' })).toBe(2);
+    // Without process info (no command line, no exe): the gone records but the one an exec event
+    // named, and both reused pids.
+    expect(value('kappa_process_enricher_records_without_process_total', { resolution: 'gone' })).toBe(3);
+    expect(value('kappa_process_enricher_records_without_process_total', { resolution: 'reused' })).toBe(2);
     expect(value('kappa_process_enricher_process_cache_hits_total')).toBeGreaterThanOrEqual(1);
     expect(value('kappa_process_enricher_process_cache_misses_total')).toBeGreaterThanOrEqual(6);
     expect(body).toMatch(/kappa_bus_dead_lettered_total|kappa_bus_consumed_batches_total/);

@@ -72,6 +72,8 @@ export {
   newFlowRecord,
 } from './codec.js';
 export { canonicalIp, ipFromBytes, ipToBytes } from './ip.js';
+export { formatExecLine, parseExecLine } from './exec-event.js';
+export type { ExecEvent } from './exec-event.js';
 export { FlowBatchView } from './record/batch-view.js';
 export { MessageCursor, readVarint32, readVarint64, skipValue, skipVarint } from './record/cursor.js';
 export { FlowFields } from './record/fields.js';
