@@ -51,6 +51,8 @@ function record(i: number): FlowRecord {
     reversePackets: BigInt(i % 5),
     tcp: { srttUs: i % 10 === 0 ? 0 : 100 + i, retransmits: i % 4 },
     joined: i % 8 !== 1,
+    // Drops on some records of either vantage (a responder's record of a joined conversation too).
+    ...(i % 11 === 3 ? { drops: { packets: BigInt(1 + (i % 4)), bytes: BigInt(60 * (1 + (i % 4))), reason: i % 2 ? 'NETFILTER_DROP' : 'NO_SOCKET', reasonPackets: 1n } } : {}),
   });
 }
 
@@ -125,22 +127,34 @@ describe('flow store', () => {
     await interleaved.close();
   });
 
-  it('aggregates workload pairs counting each conversation once, with both directions', async () => {
+  it('aggregates workload pairs counting each conversation once, with both directions, and every drop of either vantage', async () => {
     await ready;
     const rows = await store.aggregate({ sinceNs: 0n, untilNs: 0n, filter: '', level: 'workload', side: 'pair', orderBy: 'bytes', limit: 0 });
-    // The oracle: the records themselves, summed by hand.
-    const want = new Map<string, { bytes: bigint; reverse: bigint; records: number; retrans: bigint }>();
+    // The oracle: the records themselves, summed by hand. Drops are summed over both vantages
+    // (each dropped packet is on the one record of the vantage that dropped it).
+    const want = new Map<string, { bytes: bigint; reverse: bigint; records: number; retrans: bigint; dropped: bigint; droppedBytes: bigint }>();
     for (const r of records) {
-      if (!(r.vantage === Vantage.SRC || !r.joined)) continue;
+      const counted = r.vantage === Vantage.SRC || !r.joined;
+      if (!counted && !r.drops) continue;
       const src = r.src!.kube!.objectNamespace ? `${r.src!.kube!.objectNamespace}/${r.src!.kube!.workloadName}` : '(external)';
       const key = `${src} -> backend/${r.dst!.kube!.workloadName}`;
-      const w = want.get(key) ?? { bytes: 0n, reverse: 0n, records: 0, retrans: 0n };
-      want.set(key, { bytes: w.bytes + r.bytes, reverse: w.reverse + r.reverseBytes, records: w.records + 1, retrans: w.retrans + BigInt(r.tcp!.retransmits) });
+      const w = want.get(key) ?? { bytes: 0n, reverse: 0n, records: 0, retrans: 0n, dropped: 0n, droppedBytes: 0n };
+      const c = counted ? 1n : 0n;
+      want.set(key, {
+        bytes: w.bytes + c * r.bytes,
+        reverse: w.reverse + c * r.reverseBytes,
+        records: w.records + Number(c),
+        retrans: w.retrans + c * BigInt(r.tcp!.retransmits),
+        dropped: w.dropped + (r.drops?.packets ?? 0n),
+        droppedBytes: w.droppedBytes + (r.drops?.bytes ?? 0n),
+      });
     }
+    expect([...want.values()].some((w) => w.dropped > 0n)).toBe(true);
+    expect(records.some((r) => r.drops && r.vantage === Vantage.DST && r.joined)).toBe(true);
     const got = new Map(
       rows.map((row) => [
         `${row.src.external ? '(external)' : `${row.src.namespace}/${row.src.name}`} -> ${row.dst.namespace}/${row.dst.name}`,
-        { bytes: row.bytes, reverse: row.reverseBytes, records: Number(row.records), retrans: row.retransmits },
+        { bytes: row.bytes, reverse: row.reverseBytes, records: Number(row.records), retrans: row.retransmits, dropped: row.droppedPackets, droppedBytes: row.droppedBytes },
       ]),
     );
     expect(got).toEqual(want);

@@ -63,10 +63,10 @@ export interface FlowQuery {
 
 export type AggregateLevel = 'namespace' | 'workload' | 'pod' | 'process' | 'node' | 'ip';
 export type AggregateSide = 'pair' | 'src' | 'dst';
-export type AggregateMetric = 'bytes' | 'packets' | 'retransmits' | 'rtt';
+export type AggregateMetric = 'bytes' | 'packets' | 'retransmits' | 'rtt' | 'dropped';
 export const aggregateLevels: readonly AggregateLevel[] = ['namespace', 'workload', 'pod', 'process', 'node', 'ip'];
 export const aggregateSides: readonly AggregateSide[] = ['pair', 'src', 'dst'];
-export const aggregateMetrics: readonly AggregateMetric[] = ['bytes', 'packets', 'retransmits', 'rtt'];
+export const aggregateMetrics: readonly AggregateMetric[] = ['bytes', 'packets', 'retransmits', 'rtt', 'dropped'];
 
 export interface AggregateQuery {
   sinceNs: bigint;
@@ -95,6 +95,9 @@ export interface AggregateRow {
   rttAvgUs: number;
   rttMaxUs: number;
   records: bigint;
+  /** Dropped packets and bytes of every record of the group (both vantages: each drop is on one). */
+  droppedPackets: bigint;
+  droppedBytes: bigint;
 }
 
 export interface StoreStats {
@@ -111,6 +114,14 @@ export interface StoreStats {
  * records that were not joined (their initiator was not observed, e.g. outside the cluster).
  */
 export const countedOnceSql = '(vantage = 1 OR NOT joined)';
+
+/**
+ * Drops are not seen twice: each dropped packet is on the record of the vantage that dropped it
+ * (a TCP segment refused at the responder is on the responder's record). So the rows an
+ * aggregate reads are the counted-once rows plus any other row with drops, and only the drops are
+ * summed over both.
+ */
+const aggregatedRowsSql = `(${countedOnceSql} OR dropped_packets > 0)`;
 
 /** SQL of a group key at a level, for one side (s = src | dst): [namespace, name, external]. */
 function groupSql(level: AggregateLevel, s: 'src' | 'dst'): [string, string, string] {
@@ -147,13 +158,20 @@ const metricOrder: Record<AggregateMetric, string> = {
   packets: 'packets + reverse_packets',
   retransmits: 'retransmits',
   rtt: 'rtt_avg_us',
+  dropped: 'dropped_packets',
 };
 
-/** The sums every aggregate carries; RTT as a sum and a count so partial sums add up exactly. */
-const sumsSql = `sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
-  sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
-  sum(srtt_us) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_sum, count(*) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_n,
-  coalesce(max(srtt_us), 0)::UINTEGER AS rtt_max, count(*)::UBIGINT AS records`;
+/**
+ * The sums every aggregate carries over aggregatedRowsSql's rows; RTT as a sum and a count so
+ * partial sums add up exactly. Everything but the drops counts each conversation once.
+ */
+const once = `FILTER (WHERE ${countedOnceSql})`;
+const sumsSql = `coalesce(sum(bytes) ${once}, 0)::UBIGINT AS bytes, coalesce(sum(reverse_bytes) ${once}, 0)::UBIGINT AS reverse_bytes,
+  coalesce(sum(packets) ${once}, 0)::UBIGINT AS packets, coalesce(sum(reverse_packets) ${once}, 0)::UBIGINT AS reverse_packets,
+  coalesce(sum(retransmits) ${once}, 0)::UBIGINT AS retransmits,
+  sum(srtt_us) FILTER (WHERE srtt_us > 0 AND ${countedOnceSql})::UBIGINT AS rtt_sum, count(*) FILTER (WHERE srtt_us > 0 AND ${countedOnceSql})::UBIGINT AS rtt_n,
+  coalesce(max(srtt_us) ${once}, 0)::UINTEGER AS rtt_max, count(*) ${once}::UBIGINT AS records,
+  sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes`;
 
 type Ext = 'rec' | 'csv' | 'parquet' | 'rollup.parquet';
 const allExts: readonly Ext[] = ['rec', 'csv', 'parquet', 'rollup.parquet'];
@@ -224,11 +242,25 @@ export class FlowStore {
         Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
         this.segments.push(segment);
       }
+      await this.dropStaleRollups(connection);
     } finally {
       connection.closeSync();
     }
     await this.startHot((this.segments.at(-1)?.seq ?? 0) + 1);
     this.enforceRetention();
+  }
+
+  /**
+   * Rollups written before they summed drops lack dropped_packets: removed, so queries read those
+   * segments' rows instead (exact, slower) rather than fail on the missing column.
+   */
+  private async dropStaleRollups(connection: DuckDBConnection): Promise<void> {
+    const rollups = this.segments.map((s) => this.path(s.seq, 'rollup.parquet')).filter((p) => existsSync(p));
+    if (rollups.length === 0) return;
+    const current = new Set(
+      (await connection.runAndReadAll(`SELECT file_name FROM parquet_schema([${rollups.map(sqlString).join(', ')}]) WHERE name = 'dropped_packets'`)).getRows().map((r) => String(r[0])),
+    );
+    for (const path of rollups) if (!current.has(path)) rmSync(path, { force: true });
   }
 
   private async startHot(seq: number): Promise<void> {
@@ -324,7 +356,7 @@ export class FlowStore {
     const [dns, dname, dext] = groupSql('workload', 'dst');
     await connection.run(
       `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${sumsSql}
-        FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${countedOnceSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
+        FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${aggregatedRowsSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
     );
     await rename(`${rollup}.tmp`, rollup);
     await rename(`${parquet}.tmp`, parquet);
@@ -483,19 +515,20 @@ export class FlowStore {
       const sealed = raw.filter((x) => x.sealed).map((x) => sqlString(this.path(x.seq, 'parquet')));
       const sources = [...(sealed.length > 0 ? [`SELECT * FROM read_parquet([${sealed.join(', ')}])`] : []), ...raw.filter((x) => !x.sealed).map((x) => `SELECT * FROM ${csvSource(this.path(x.seq, 'csv'))}`)];
       parts.push(`SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext, ${sumsSql}
-        FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${countedOnceSql} AND ${where} GROUP BY ALL`);
+        FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${aggregatedRowsSql} AND ${where} GROUP BY ALL`);
     }
     if (rolled.length > 0) {
       // Rollup rows are at the workload level; the namespace level and one side regroup them.
       const keep = (side: 'src' | 'dst', prefix: 's' | 'd') =>
         query.side !== 'pair' && query.side !== side ? "'' AS X_ns, '' AS X_name, false AS X_ext".replaceAll('X', prefix) : `${prefix}_ns, ${query.level === 'namespace' ? "''" : `${prefix}_name`} AS ${prefix}_name, ${prefix}_ext`;
-      parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records
+      parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records, dropped_packets, dropped_bytes
         FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
     }
     if (parts.length === 0) return undefined;
     return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
-        coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records
+        coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records,
+        sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes
       FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
       ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
   }
@@ -522,6 +555,8 @@ export class FlowStore {
         rttAvgUs: r[11] as number,
         rttMaxUs: r[12] as number,
         records: r[13] as bigint,
+        droppedPackets: r[14] as bigint,
+        droppedBytes: r[15] as bigint,
       }));
     } finally {
       connection.closeSync();
