@@ -31,7 +31,9 @@ leaf() { # name, common name, extended key usage
     -days "$days" -extfile "$name.ext" 2>/dev/null
   rm -f "$name.csr" "$name.ext"
 }
-leaf server kappa-server serverAuth
+# The server certificate is also a client's: NATS routes and the Redis Cluster bus and replication
+# present it to the other servers.
+leaf server kappa-server serverAuth,clientAuth
 leaf client kappa-client clientAuth
 rm -f ca.srl
 # Readable by the services' own user in containers; the keys stay private to the owner.

@@ -13,8 +13,10 @@ sans=()
 for service in kappa-nats kappa-nats-headless kappa-redis kappa-k8s-tagger kappa-exporter kappa-console; do
   sans+=("DNS:$service" "DNS:$service.$namespace" "DNS:$service.$namespace.svc" "DNS:$service.$namespace.svc.cluster.local")
 done
-# The NATS pods by their stable names (kappa-nats-0.kappa-nats-headless...).
+# The NATS pods by their stable names (kappa-nats-0.kappa-nats-headless...), and the nodes of
+# components/redis-cluster (kappa-redis-cluster-0.kappa-redis-cluster...).
 sans+=("DNS:*.kappa-nats-headless.$namespace.svc" "DNS:*.kappa-nats-headless.$namespace.svc.cluster.local")
+sans+=("DNS:*.kappa-redis-cluster.$namespace.svc" "DNS:*.kappa-redis-cluster.$namespace.svc.cluster.local")
 bash "$here/make-ca.sh" "$dir" "${sans[@]}" >&2
 
 secret() { # name, certificate, key

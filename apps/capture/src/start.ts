@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProbe, errnoName } from '@kappa/ebpf-ffi';
 import { Datapath } from './datapath.js';
 import type { DatapathOptions } from './datapath.js';
-import { DNS, describeFeature, featureOn, hookOfFailure, planKernel } from './kernel.js';
+import { DNS, describeFeature, failedPrograms, featureOn, hookOfFailure, planKernel } from './kernel.js';
 import type { KernelFacts, KernelPlan } from './kernel.js';
 
 /** The two builds of bpf/kappa.bpf.c. */
@@ -71,7 +71,7 @@ export interface StartOptions {
  * Datapath.start throws for anything else.
  */
 export function startOnThisKernel(datapath: Omit<DatapathOptions, 'objectPath' | 'omitPrograms'>, options: StartOptions): KernelStart {
-  const { plan, started } = withRefusals(options, datapath.interfaces !== undefined, (p) =>
+  const { plan, started } = withRefusals({ ...options, btfPath: datapath.btfPath }, datapath.interfaces !== undefined, (p) =>
     Datapath.start({ ...datapath, objectPath: objectOf(p, options.objects), omitPrograms: p.omit, dns: featureOn(p, DNS) }),
   );
   return { datapath: started, plan };
@@ -106,7 +106,34 @@ function objectOf(plan: KernelPlan, objects: BpfObjects): string {
   return plan.compat ? objects.compat : objects.current;
 }
 
-function withRefusals<T>(options: StartOptions, interfaceMode: boolean, start: (plan: KernelPlan) => T): { plan: KernelPlan; started: T } {
+/**
+ * The programs' CO-RE relocations found no match in the BTF they were resolved against: that BTF
+ * (--btf's file, or the kernel's own) lacks the kernel types the programs read. libbpf turns each
+ * unresolved access into an invalid instruction and the verifier answers EINVAL, which alone
+ * would read as "the kernel does not support it".
+ */
+export class BtfMismatchError extends BpfError {
+  override name = 'BtfMismatchError';
+}
+
+/** The load failure as the BTF's fault when libbpf could not resolve a CO-RE relocation, else `error` itself. */
+export function explainBtfMismatch(error: unknown, btfPath: string | undefined): unknown {
+  if (!(error instanceof BpfError) || error instanceof BtfMissingError) return error;
+  const log = error.libbpfLog;
+  // The verifier log as libbpf rewrites it: "failed to resolve CO-RE relocation <byte_off> [95] struct __sk_buff.sk (0:30:0 @ offset 168)".
+  const unresolved = log.map((line) => /failed to resolve CO-RE relocation <[\w_]+> \[\d+\] ([^(]+?)\s*(?:\(|$)/.exec(line)?.[1]).find((type) => type !== undefined);
+  const noTarget = log.filter((line) => /relo #\d+: no matching targets found/.test(line)).length;
+  if (unresolved === undefined && noTarget === 0) return error;
+  const program = [...failedPrograms(error)][0];
+  const what = unresolved ? `${unresolved}${program ? `, read by ${program}` : ''}` : `${noTarget} field${noTarget === 1 ? '' : 's'}`;
+  const message =
+    btfPath === undefined
+      ? `the kernel's BTF (${KERNEL_BTF}) lacks kernel types the programs need (no match for ${what}); pass --btf PATH to a complete BTF of this kernel (BTFHub)`
+      : `BTF file ${btfPath} lacks kernel types the programs need (no match for ${what}): it is not this kernel's BTF or is incomplete; pass --btf PATH to the BTF of this kernel (release ${release()}, e.g. from BTFHub), or leave --btf out where ${KERNEL_BTF} exists`;
+  return new BtfMismatchError(message, error.errno, log, { cause: error });
+}
+
+function withRefusals<T>(options: StartOptions & { btfPath?: string | undefined }, interfaceMode: boolean, start: (plan: KernelPlan) => T): { plan: KernelPlan; started: T } {
   const refused = new Map<string, string>((options.disabledHooks ?? []).map((hook) => [hook, `${hook}: turned off by --disable-hooks`]));
   for (;;) {
     const plan = planKernel(options.kernel, { interfaceMode, refused });
@@ -114,8 +141,9 @@ function withRefusals<T>(options: StartOptions, interfaceMode: boolean, start: (
       return { plan, started: start(plan) };
     } catch (error) {
       const hook = error instanceof BpfError ? hookOfFailure(plan, error) : undefined;
-      // Not an optional hook's program (or one already refused, which cannot repeat): not ours to mend.
-      if (!hook || refused.has(hook.name) || !(error instanceof BpfError)) throw error;
+      // Not an optional hook's program (or one already refused, which cannot repeat): not ours to
+      // mend; a BTF without the types the programs read is named as the cause.
+      if (!hook || refused.has(hook.name) || !(error instanceof BpfError)) throw explainBtfMismatch(error, options.btfPath);
       const reason = `${hook.name}: ${refusal(error)}`;
       refused.set(hook.name, reason);
       options.onRefused?.(hook.name, reason);

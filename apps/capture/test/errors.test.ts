@@ -1,7 +1,10 @@
 // Start-up failures an operator can act on: one line on stderr, non-zero exit, nothing attached.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { TestCgroup, uniqueName } from '@kappa/testing';
+import { TestCgroup, childEnv, uniqueName } from '@kappa/testing';
 import { CAPTURE_BIN, kappaAttachments, startCapture } from './harness.js';
 import { describePrivileged } from './privileges.js';
 
@@ -34,6 +37,53 @@ describePrivileged('start-up errors', () => {
       expect(kappaAttachments([cgroup.path])).toEqual([]);
     } finally {
       cgroup.destroy();
+    }
+  });
+
+  it('prints one line naming the --btf file when that BTF lacks the kernel types the programs read', () => {
+    // A real but foreign BTF: `bpftool gen min_core_btf` keeps only what an unrelated program
+    // reads (task_struct.pid), as a BTFHub-minimised file made for another object would be. The
+    // kernel would load kappa fine with its own BTF, so the error must blame the file, not the kernel.
+    const dir = mkdtempSync(join(tmpdir(), `${uniqueName('kc-btf')}-`));
+    const cgroup = new TestCgroup(uniqueName('kc-btf'));
+    const node = uniqueName('kc-btf');
+    try {
+      const source = join(dir, 'unrelated.bpf.c');
+      writeFileSync(
+        source,
+        [
+          '#include <linux/bpf.h>',
+          '#include <bpf/bpf_helpers.h>',
+          '#include <bpf/bpf_core_read.h>',
+          'struct task_struct { int pid; } __attribute__((preserve_access_index));',
+          'SEC("tp_btf/sched_process_exec") int unrelated(void *ctx) { struct task_struct *t = (void *)bpf_get_current_task(); return BPF_CORE_READ(t, pid) > 0; }',
+          'char LICENSE[] SEC("license") = "GPL";',
+          '',
+        ].join('\n'),
+      );
+      const object = join(dir, 'unrelated.bpf.o');
+      execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', source, '-o', object]);
+      const btf = join(dir, 'foreign.btf');
+      execFileSync('bpftool', ['gen', 'min_core_btf', '/sys/kernel/btf/vmlinux', btf, object]);
+      expect(statSync(btf).size).toBeGreaterThan(24);
+
+      const result = spawnSync(process.execPath, [CAPTURE_BIN, '--stdout', '--metrics-port', '0', '--btf', btf, '--node', node, '--cgroup', cgroup.path], {
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: childEnv(),
+      });
+      expect(result.status, result.stderr).toBe(1);
+      expect(lines(result.stderr), result.stderr).toHaveLength(1);
+      expect(result.stderr).toMatch(new RegExp(`^kappa-capture: BTF file ${btf.replace(/[.]/g, '\\.')} lacks kernel types the programs need \\(no match for struct \\w+\\.\\w+`));
+      expect(result.stderr).toContain('pass --btf PATH to the BTF of this kernel');
+      expect(result.stderr).not.toMatch(/kernel does not support/);
+      expect(result.stdout).toBe('');
+      // Nothing stays behind: no program on the cgroup, no pinned maps of this node.
+      expect(kappaAttachments([cgroup.path])).toEqual([]);
+      expect(existsSync('/sys/fs/bpf/kappa') ? readdirSync('/sys/fs/bpf/kappa').filter((name) => name.startsWith(`${node}-`)) : []).toEqual([]);
+    } finally {
+      cgroup.destroy();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

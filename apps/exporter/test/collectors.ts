@@ -113,6 +113,49 @@ export async function tsharkJson(file: string, decodeAs: string): Promise<unknow
   return JSON.parse(stdout) as unknown[];
 }
 
+/** One data record as tshark decodes it: its set (template) id and its fields. */
+export interface TsharkRecord {
+  setId: number;
+  /**
+   * tshark's field name → its shown value (cflow.srcport → '30010', cflow.drop_octets → '240');
+   * enterprise elements, which tshark does not name, as `pen/type` → their bytes in hex. tshark
+   * leaves zero-length values out.
+   */
+  fields: Map<string, string>;
+}
+
+const xmlEntities: Record<string, string> = { '&quot;': '"', '&apos;': "'", '&lt;': '<', '&gt;': '>', '&amp;': '&' };
+const unescapeXml = (s: string) => s.replace(/&(quot|apos|lt|gt|amp);/g, (e) => xmlEntities[e]!);
+
+/**
+ * The data records (options data included) tshark decodes from a capture, read from its PDML,
+ * which keeps each enterprise element's type and its whole value (its JSON keeps neither).
+ */
+export async function tsharkRecords(file: string, decodeAs: string, pen: number): Promise<TsharkRecord[]> {
+  const { stdout } = await run('tshark', ['-r', file, '-d', `${decodeAs},cflow`, '-T', 'pdml'], { maxBuffer: 256 * 1024 * 1024 });
+  const records: TsharkRecord[] = [];
+  let setId = 0;
+  let current: TsharkRecord | undefined;
+  for (const line of stdout.split('\n')) {
+    const field = /<field name="([^"]*)"(?: showname="([^"]*)")?[^>]*? show="([^"]*)"(?: value="([^"]*)")?/.exec(line);
+    if (!field) continue;
+    const [, name = '', showname = '', show = '', value = ''] = field;
+    if (name === 'cflow.flowset_id') {
+      setId = Number(show);
+      current = undefined;
+    } else if (name === '' && /^Flow \d+$/.test(show)) {
+      current = { setId, fields: new Map() };
+      records.push(current);
+    } else if (current && name === 'cflow.enterprise_private_entry') {
+      const type = /\) Type (\d+):/.exec(unescapeXml(showname));
+      if (type) current.fields.set(`${pen}/${type[1]}`, value);
+    } else if (current && name !== '') {
+      current.fields.set(name, unescapeXml(show));
+    }
+  }
+  return records;
+}
+
 /** Every value of `key` anywhere in a JSON tree, in document order. */
 export function valuesOf(tree: unknown, key: string): unknown[] {
   const out: unknown[] = [];

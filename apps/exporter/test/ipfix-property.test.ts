@@ -73,7 +73,15 @@ const endpoint = fc.record({
   }),
   backendIp: fc.oneof(fc.constant(''), fc.ipV4(), fc.ipV6()),
   backendPort: u16,
+  peerDnsName: fc.oneof({ weight: 3, arbitrary: fc.constant('') }, { weight: 1, arbitrary: text }),
 });
+
+/** FlowRecord.dns and .drops: absent on most records, any values on the others. */
+const dnsArb = fc.option(
+  fc.record({ queryName: text, queryType: u16, rcode: u16, queries: u64, responses: u64, latencyCount: u64, latencySumUs: u64, latencyMaxUs: u64, nxdomain: u64, failed: u64, unparsable: u64 }),
+  { nil: undefined, freq: 2 },
+);
+const dropsArb = fc.option(fc.record({ packets: u64, bytes: u64, reason: text, reasonPackets: u64 }), { nil: undefined, freq: 2 });
 
 const recordArb = fc
   .record({
@@ -97,6 +105,8 @@ const recordArb = fc
     observation: text,
     id: text,
     joinStatus: text,
+    dns: dnsArb,
+    drops: dropsArb,
   })
   .map((r) => newFlowRecord(r));
 
@@ -136,7 +146,8 @@ function addressText(a: string | undefined, v6: boolean): string {
   return ipFromBytes(Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...bytes]));
 }
 
-function expectedFields(r: FlowRecord, pen: number): Map<string, Expected> {
+/** A record's flow key (first in both templates), and setters for the rest of its fields. */
+function expectedKey(r: FlowRecord) {
   const v6 = isV6(r);
   const m = new Map<string, Expected>();
   const num = (key: string, v: number | bigint) => m.set(key, { kind: 'number', value: BigInt(v) });
@@ -146,6 +157,11 @@ function expectedFields(r: FlowRecord, pen: number): Map<string, Expected> {
   num('0/7', r.src?.port ?? 0);
   num('0/11', r.dst?.port ?? 0);
   num('0/4', r.protocol);
+  return { v6, m, num, txt };
+}
+
+function expectedFields(r: FlowRecord, pen: number): Map<string, Expected> {
+  const { v6, m, num, txt } = expectedKey(r);
   num(v6 ? '0/139' : '0/32', r.icmpType * 256 + r.icmpCode);
   num('0/6', r.tcp?.flags ?? 0);
   // Seen from the observing node: at the source end the flow leaves it (egress, 1).
@@ -200,6 +216,39 @@ function expectedFields(r: FlowRecord, pen: number): Map<string, Expected> {
   return m;
 }
 
+/** True when a record goes out in the DNS / drops options template too. */
+function hasDnsOrDrops(r: FlowRecord): boolean {
+  return r.dns !== undefined || r.drops !== undefined || (r.src?.peerDnsName ?? '') !== '' || (r.dst?.peerDnsName ?? '') !== '';
+}
+
+/** The DNS / drops options record of r (templates 258/259): its scope (the flow), then drops and DNS. */
+function expectedDnsDropsFields(r: FlowRecord, pen: number): Map<string, Expected> {
+  const { m, num, txt } = expectedKey(r);
+  num('0/152', r.startNs / 1_000_000n);
+  num('0/153', r.endNs / 1_000_000n);
+  num(`${pen}/2`, r.vantage);
+  txt(`${pen}/14`, r.id);
+  // RFC 5102 droppedOctetDeltaCount, droppedPacketDeltaCount.
+  num('0/132', r.drops?.bytes ?? 0n);
+  num('0/133', r.drops?.packets ?? 0n);
+  txt(`${pen}/15`, r.drops?.reason ?? '');
+  num(`${pen}/16`, r.drops?.reasonPackets ?? 0n);
+  txt(`${pen}/17`, r.dns?.queryName ?? '');
+  num(`${pen}/18`, r.dns?.queryType ?? 0);
+  num(`${pen}/19`, r.dns?.rcode ?? 0);
+  num(`${pen}/20`, r.dns?.queries ?? 0n);
+  num(`${pen}/21`, r.dns?.responses ?? 0n);
+  num(`${pen}/22`, r.dns?.latencyCount ?? 0n);
+  num(`${pen}/23`, r.dns?.latencySumUs ?? 0n);
+  num(`${pen}/24`, r.dns?.latencyMaxUs ?? 0n);
+  num(`${pen}/25`, r.dns?.nxdomain ?? 0n);
+  num(`${pen}/26`, r.dns?.failed ?? 0n);
+  num(`${pen}/27`, r.dns?.unparsable ?? 0n);
+  txt(`${pen}/122`, r.src?.peerDnsName ?? '');
+  txt(`${pen}/222`, r.dst?.peerDnsName ?? '');
+  return m;
+}
+
 /** The longest prefix of whole characters of `s` (as UTF-8, lone surrogates as U+FFFD) within max bytes. */
 function utf8Prefix(s: string, max: number): string {
   const whole = wellFormed(s);
@@ -223,8 +272,7 @@ const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * many strings were cut below the cap to fit the message. Plain comparisons, one expect per record:
  * thousands of expect() calls per run would dominate the test's time.
  */
-function recordProblems(values: Map<string, Buffer>, r: FlowRecord, pen: number, maxStringBytes: number, mayCutFurther: boolean): { problems: string[]; cutFurther: number } {
-  const expected = expectedFields(r, pen);
+function recordProblems(values: Map<string, Buffer>, expected: Map<string, Expected>, maxStringBytes: number, mayCutFurther: boolean): { problems: string[]; cutFurther: number } {
   const problems: string[] = [];
   const keys = [...values.keys()].sort().join(' ');
   if (keys !== [...expected.keys()].sort().join(' ')) problems.push(`elements ${keys}`);
@@ -257,10 +305,10 @@ function recordProblems(values: Map<string, Buffer>, r: FlowRecord, pen: number,
   return { problems, cutFurther };
 }
 
-function encodedSize(r: FlowRecord, maxStringBytes: number): number {
-  const fixed = isV6(r) ? 140 : 116;
-  let size = fixed;
-  for (const e of expectedFields(r, 1).values()) {
+function encodedSize(r: FlowRecord, maxStringBytes: number, dnsDrops = false): number {
+  // The fixed-length fields: 116 / 140 bytes in the flow template, 122 / 146 in the DNS / drops one.
+  let size = (dnsDrops ? 122 : 116) + (isV6(r) ? 24 : 0);
+  for (const e of (dnsDrops ? expectedDnsDropsFields(r, 1) : expectedFields(r, 1)).values()) {
     if (e.kind !== 'text') continue;
     const n = Buffer.byteLength(utf8Prefix(e.value, maxStringBytes));
     size += (n < 255 ? 1 : 3) + n;
@@ -285,15 +333,19 @@ describe('IPFIX encoder under random records', () => {
           expect(read.records).toHaveLength(0);
           expect(read.exportSeconds).toBe(exportSeconds >>> 0);
           for (const t of read.templates) {
-            expect([256, 257]).toContain(t.id);
+            expect([256, 257, 258, 259]).toContain(t.id);
+            // The DNS / drops templates are options templates scoped to the flow record (9 fields).
+            expect(t.scopeFields).toBe(t.id >= 258 ? 9 : 0);
             // Every enterprise element carries kappa's PEN or RFC 5103's, whatever its size.
             for (const f of t.fields) expect([0, REVERSE_PEN, options.enterpriseNumber]).toContain(f.enterprise);
           }
         }
-        expect(templates.size).toBe(2 * domains.length);
+        expect(templates.size).toBe(4 * domains.length);
 
-        // Records come back per domain in order; sequence numbers count the domain's records before.
-        const remaining = new Map(domains.map((d) => [d, records.filter((r) => r.clusterId === d)]));
+        // Records come back per domain in order, then those with DNS, drops or a peer name again in
+        // the DNS / drops template; sequence numbers count the domain's data records before.
+        const ofDomain = (d: number) => records.filter((r) => r.clusterId === d);
+        const remaining = new Map(domains.map((d) => [d, [...ofDomain(d).map((r) => ({ r, dnsDrops: false })), ...ofDomain(d).filter(hasDnsOrDrops).map((r) => ({ r, dnsDrops: true }))]]));
         const sequence = new Map<number, number>();
         let cutFurther = 0;
         for (const m of dataMessages) {
@@ -304,20 +356,22 @@ describe('IPFIX encoder under random records', () => {
           expect(read.records).toHaveLength(m.records);
           sequence.set(read.domain, (sequence.get(read.domain) ?? 0) + read.records.length);
           for (const got of read.records) {
-            const r = remaining.get(read.domain)!.shift()!;
-            expect(got.templateId).toBe(isV6(r) ? 257 : 256);
+            const { r, dnsDrops } = remaining.get(read.domain)!.shift()!;
+            expect(got.templateId).toBe((dnsDrops ? 258 : 256) + (isV6(r) ? 1 : 0));
             // RFC 7011 §7: the 255 escape exactly when the value is 255 bytes or longer.
             const prefixes = [...got.prefixBytes].filter(([key, prefix]) => prefix !== (got.values.get(key)!.length < 255 ? 1 : 3));
             expect(prefixes).toEqual([]);
-            const fits = encodedSize(r, options.maxStringBytes) + 20 <= limit;
-            const checked = recordProblems(got.values, r, options.enterpriseNumber, options.maxStringBytes, !fits);
+            const fits = encodedSize(r, options.maxStringBytes, dnsDrops) + 20 <= limit;
+            const expected = dnsDrops ? expectedDnsDropsFields(r, options.enterpriseNumber) : expectedFields(r, options.enterpriseNumber);
+            const checked = recordProblems(got.values, expected, options.maxStringBytes, !fits);
             expect(checked.problems, `record ${JSON.stringify(r.id)}`).toEqual([]);
             cutFurther += checked.cutFurther;
           }
         }
         for (const list of remaining.values()) expect(list).toHaveLength(0);
         // Strings cut for the cap or to fit the datagram are counted.
-        const overCap = records.reduce((n, r) => n + [...expectedFields(r, 1).values()].filter((e) => e.kind === 'text' && Buffer.byteLength(e.value) > options.maxStringBytes).length, 0);
+        const overCapOf = (fields: Map<string, Expected>) => [...fields.values()].filter((e) => e.kind === 'text' && Buffer.byteLength(e.value) > options.maxStringBytes).length;
+        const overCap = records.reduce((n, r) => n + overCapOf(expectedFields(r, 1)) + (hasDnsOrDrops(r) ? overCapOf(expectedDnsDropsFields(r, 1)) : 0), 0);
         expect(encoder.truncatedStrings).toBeGreaterThanOrEqual(overCap);
         expect(encoder.truncatedStrings).toBeLessThanOrEqual(overCap + cutFurther);
       }),
@@ -416,7 +470,7 @@ describe('IPFIX of random records decoded by tshark', () => {
     expect(sorted(valuesOf(json, 'cflow.octets'))).toEqual(sorted(records.flatMap((r) => [r.bytes, r.reverseBytes])));
     // Every non-empty string comes back byte for byte, cut to 1500 bytes at a character boundary.
     const strings = new Set(valuesOf(json, 'cflow.enterprise_private_entry').map((hex) => Buffer.from(String(hex).replace(/:/g, ''), 'hex').toString('utf8')));
-    const missing = records.flatMap((r) => [...expectedFields(r, pen)].filter(([, e]) => e.kind === 'text' && e.value !== '' && !strings.has(utf8Prefix(e.value, 1500))).map(([key]) => `${r.id.slice(0, 20)} ${key}`));
+    const missing = records.flatMap((r) => [...expectedFields(r, pen), ...(hasDnsOrDrops(r) ? expectedDnsDropsFields(r, pen) : [])].filter(([, e]) => e.kind === 'text' && e.value !== '' && !strings.has(utf8Prefix(e.value, 1500))).map(([key]) => `${r.id.slice(0, 20)} ${key}`));
     expect(missing).toEqual([]);
     for (const whole of ['é'.repeat(750), '😀'.repeat(375), '€'.repeat(500)]) expect(strings).toContain(whole);
   });

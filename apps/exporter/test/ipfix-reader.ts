@@ -22,7 +22,8 @@ export interface ReadMessage {
   exportSeconds: number;
   sequence: number;
   domain: number;
-  templates: { id: number; fields: TemplateField[] }[];
+  /** scopeFields: 0 for a template, the scope field count of an options template. */
+  templates: { id: number; fields: TemplateField[]; scopeFields: number }[];
   records: DataRecord[];
 }
 
@@ -62,14 +63,20 @@ export function readMessage(bytes: Buffer, templates: Map<string, TemplateField[
     if (setLength < 4 || o + setLength > length) fail(`set ${setId} at ${o} has length ${setLength}, message ends at ${length}`);
     const end = o + setLength;
     let p = o + 4;
-    if (setId === 2) {
+    if (setId === 2 || setId === 3) {
+      // RFC 7011 §3.4.1 template records, §3.4.2.2 options template records (with a scope count).
+      const header = setId === 2 ? 4 : 6;
       if (p === end) fail('an empty template set');
       while (p < end) {
-        if (end - p < 4) fail('a truncated template record header');
+        // An options template set may end in padding (fewer bytes than a record header).
+        if (setId === 3 && end - p < header && bytes.subarray(p, end).every((b) => b === 0)) break;
+        if (end - p < header) fail('a truncated template record header');
         const id = bytes.readUInt16BE(p);
         const count = bytes.readUInt16BE(p + 2);
+        const scopeFields = setId === 3 ? bytes.readUInt16BE(p + 4) : 0;
         if (id < 256) fail(`template id ${id} is below 256`);
-        p += 4;
+        if (setId === 3 && (scopeFields === 0 || scopeFields > count)) fail(`options template ${id}: scope field count ${scopeFields} of ${count} fields`);
+        p += header;
         const fields: TemplateField[] = [];
         for (let i = 0; i < count; i++) {
           if (end - p < 4) fail(`template ${id} field ${i} runs past its set`);
@@ -86,10 +93,8 @@ export function readMessage(bytes: Buffer, templates: Map<string, TemplateField[
           fields.push({ id: raw & 0x7fff, enterprise, length: fieldLength });
         }
         templates.set(`${message.domain}/${id}`, fields);
-        message.templates.push({ id, fields });
+        message.templates.push({ id, fields, scopeFields });
       }
-    } else if (setId === 3) {
-      fail('options templates are not expected from kappa');
     } else if (setId >= 256) {
       const fields = templates.get(`${message.domain}/${setId}`) ?? fail(`data set ${setId} without a template in domain ${message.domain}`);
       const minimum = fields.reduce((n, f) => n + (f.length === VARIABLE ? 1 : f.length), 0);

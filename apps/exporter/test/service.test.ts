@@ -16,7 +16,8 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { expectDecoded, nfdumpFlows, removeDir, startNfcapd } from './collectors.js';
-import { T0, knownBatch } from './fixtures.js';
+import { T0, knownBatch, knownRecord } from './fixtures.js';
+import { newFlowBatch } from '@kappa/contracts';
 
 const appRoot = join(import.meta.dirname, '..');
 let nats: TestServer;
@@ -71,6 +72,20 @@ function metricSum(text: string, name: string, labels = ''): number {
     .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
     .filter((l) => l.includes(labels))
     .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+/** The samples of a Prometheus text exposition: name, labels, value. */
+function parseMetrics(text: string): { name: string; labels: Record<string, string>; value: number }[] {
+  return text
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((line) => {
+      const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (!m) throw new Error(`not a Prometheus sample: ${line}`);
+      const labels: Record<string, string> = {};
+      for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
+      return { name: m[1]!, labels, value: Number(m[3]) };
+    });
 }
 
 function jsonlLines(path: string): string[] {
@@ -211,6 +226,77 @@ describe('kappa-exporter', () => {
     await collector.stop();
     expectDecoded(await nfdumpFlows(collector.dir), records);
     removeDir(collector.dir);
+  });
+
+  it('scrapes dropped packets and bytes by series and by kernel reason, and DNS queries, responses by rcode and latency, without a name label', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kx-exporter-'));
+    const exporter = await startExporter(['--prometheus-max-series=1000', '--instance=exporter-prom']);
+    // 100 known records (drops with NETFILTER_DROP / NO_SOCKET, DNS with NXDOMAIN) and three whose
+    // reason covers only part of their drops and whose failures have several rcodes.
+    const crafted = [
+      knownRecord(1000, { drops: { packets: 10n, bytes: 640n, reason: 'NETFILTER_DROP', reasonPackets: 7n } }),
+      knownRecord(1001, { dns: { queryName: 'a.example', queryType: 28, rcode: 2, queries: 6n, responses: 5n, latencyCount: 4n, latencySumUs: 40_000n, latencyMaxUs: 20_000n, nxdomain: 1n, failed: 3n } }),
+      knownRecord(1002, { drops: { packets: 2n, bytes: 120n } }),
+    ];
+    const records = [...knownBatch('p1', 0, 100).records, ...crafted];
+    await bus.publishBatch(subjects.joined(0), newFlowBatch({ batchId: 'prom-dns-drops', producer: 'test', records }));
+    await until(async () => metricSum(await exporter.metrics(), 'kappa_exporter_records_total', 'sink="prometheus"') === records.length, 30_000, 'records counted');
+    const samples = parseMetrics(await exporter.metrics());
+    expect(await exporter.stop()).toBe(0);
+
+    // The expected values, from the records as objects, per series (src/dst workload, protocol, vantage).
+    const seriesOf = (r: FlowRecord) => `${r.src!.kube!.workloadNamespace}/${r.src!.kube!.workloadName}>${r.dst!.kube!.workloadNamespace}/${r.dst!.kube!.workloadName}/${r.protocol === 6 ? 'tcp' : 'udp'}/${r.vantage === 1 ? 'src' : 'dst'}`;
+    const seriesOfSample = (l: Record<string, string>) => `${l.src_namespace}/${l.src_workload}>${l.dst_namespace}/${l.dst_workload}/${l.protocol}/${l.vantage}`;
+    const want = new Map<string, number>();
+    const add = (key: string, v: bigint | number) => want.set(key, (want.get(key) ?? 0) + Number(v));
+    const rcodes = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN'];
+    for (const r of records) {
+      const series = seriesOf(r);
+      add(`dropped_packets ${series}`, r.drops?.packets ?? 0n);
+      add(`dropped_bytes ${series}`, r.drops?.bytes ?? 0n);
+      if (r.drops) {
+        const named = r.drops.reason ? r.drops.reasonPackets : 0n;
+        if (named > 0n) add(`reason ${series} ${r.drops.reason}`, named);
+        if (r.drops.packets > named) add(`reason ${series} other`, r.drops.packets - named);
+      }
+      add(`dns_queries ${series}`, r.dns?.queries ?? 0n);
+      if (r.dns) {
+        const d = r.dns;
+        if (d.responses > d.failed) add(`rcode ${series} NOERROR`, d.responses - d.failed);
+        if (d.nxdomain > 0n) add(`rcode ${series} NXDOMAIN`, d.nxdomain);
+        if (d.failed > d.nxdomain) add(`rcode ${series} ${d.rcode === 3 ? 'other' : rcodes[d.rcode]}`, d.failed - d.nxdomain);
+        add(`latency_sum ${series}`, Number(d.latencySumUs) / 1e6);
+        add(`latency_count ${series}`, d.latencyCount);
+        // One bucket per record: the exchanges' mean (each record's exchanges are alike here).
+        const mean = Number(d.latencySumUs) / 1e6 / Number(d.latencyCount);
+        for (const le of [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]) if (mean <= le) add(`latency_le ${series} ${le}`, d.latencyCount);
+      }
+    }
+    const got = new Map<string, number>();
+    const put = (key: string, v: number) => got.set(key, (got.get(key) ?? 0) + v);
+    for (const { name, labels, value } of samples) {
+      const series = seriesOfSample(labels);
+      if (name === 'kappa_flow_dropped_packets_total') put(`dropped_packets ${series}`, value);
+      if (name === 'kappa_flow_dropped_bytes_total') put(`dropped_bytes ${series}`, value);
+      if (name === 'kappa_flow_drop_reason_packets_total') put(`reason ${series} ${labels.reason}`, value);
+      if (name === 'kappa_flow_dns_queries_total') put(`dns_queries ${series}`, value);
+      if (name === 'kappa_flow_dns_responses_total') put(`rcode ${series} ${labels.rcode}`, value);
+      if (name === 'kappa_flow_dns_latency_seconds_sum') put(`latency_sum ${series}`, value);
+      if (name === 'kappa_flow_dns_latency_seconds_count') put(`latency_count ${series}`, value);
+      if (name === 'kappa_flow_dns_latency_seconds_bucket' && labels.le !== '+Inf') put(`latency_le ${series} ${labels.le}`, value);
+    }
+    // Zero-valued counters are fine on the scrape (a series without drops shows 0); compare the rest.
+    const nonZero = (m: Map<string, number>) => Object.fromEntries([...m].filter(([, v]) => v !== 0).map(([k, v]) => [k, Math.round(v * 1e9) / 1e9]));
+    expect(nonZero(got)).toEqual(nonZero(want));
+    expect(Object.keys(nonZero(want)).filter((k) => k.startsWith('reason')).length).toBeGreaterThan(3);
+    // The partial reason, the rcode beyond NXDOMAIN and a reason-less drop are all there.
+    const sum = (name: string, label: string, value: string) => samples.filter((x) => x.name === name && x.labels[label] === value).reduce((n, x) => n + x.value, 0);
+    expect(sum('kappa_flow_drop_reason_packets_total', 'reason', 'other')).toBe(3 + 2);
+    expect(sum('kappa_flow_dns_responses_total', 'rcode', 'SERVFAIL')).toBe(2);
+    // Bounded labels only: no DNS name, no label beyond the series', reason, rcode and le.
+    const labelNames = new Set(samples.flatMap((x) => (x.name.startsWith('kappa_flow_') ? Object.keys(x.labels) : [])));
+    expect([...labelNames].sort()).toEqual(['dst_namespace', 'dst_workload', 'le', 'protocol', 'rcode', 'reason', 'service', 'src_namespace', 'src_workload', 'vantage']);
+    expect(samples.some((x) => Object.values(x.labels).some((v) => v.includes('example') || v.includes('svc.cluster.local')))).toBe(false);
   });
 
   it('a batch the IPFIX collector could not take is redelivered, and the JSON Lines sink does not write it twice', async () => {

@@ -25,7 +25,10 @@ describe('IPFIX encoder', () => {
     const encoder = new IpfixEncoder({ enterpriseNumber: 32473, maxMessageBytes: 1452, maxStringBytes: 1024 });
     const records = Array.from({ length: 300 }, (_, i) => knownRecord(i, { clusterId: i % 2 === 0 ? 1 : 2 }));
     const messages = encoder.encode(viewOf(records), 1_800_000_000);
-    expect(messages.reduce((n, m) => n + m.records, 0)).toBe(300);
+    // Data records: every flow record, and a DNS / drops options record for those that have either.
+    const withDnsOrDrops = (domain: number) => records.filter((r) => r.clusterId === domain && (r.dns || r.drops || r.src?.peerDnsName || r.dst?.peerDnsName)).length;
+    expect(withDnsOrDrops(1) + withDnsOrDrops(2)).toBeGreaterThan(100);
+    expect(messages.reduce((n, m) => n + m.records, 0)).toBe(300 + withDnsOrDrops(1) + withDnsOrDrops(2));
     const expectedSequence = new Map<number, number>();
     for (const m of messages) {
       expect(m.bytes.length).toBeLessThanOrEqual(1452);
@@ -41,21 +44,24 @@ describe('IPFIX encoder', () => {
       expect(o).toBe(m.bytes.length);
     }
     expect([...expectedSequence.entries()].sort()).toEqual([
-      [1, 150],
-      [2, 150],
+      [1, 150 + withDnsOrDrops(1)],
+      [2, 150 + withDnsOrDrops(2)],
     ]);
   });
 
-  it('sends the two templates in one message when they fit, and one per message under a small MTU', () => {
+  it('sends the four templates in one message when they fit, and one per message under a small MTU', () => {
     const wide = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 1452, maxStringBytes: 100 }).templateMessages(3);
     expect(wide).toHaveLength(1);
+    // A template set (2) with the flow templates, then an options template set (3) with DNS / drops.
+    const first = wide[0]!.bytes;
+    const secondSet = MESSAGE_HEADER_BYTES + first.readUInt16BE(MESSAGE_HEADER_BYTES + 2);
+    expect([first.readUInt16BE(MESSAGE_HEADER_BYTES), first.readUInt16BE(secondSet)]).toEqual([2, 3]);
+    expect(secondSet + first.readUInt16BE(secondSet + 2)).toBe(first.length);
     const narrow = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 576 - 48, maxStringBytes: 100 }).templateMessages(3);
-    expect(narrow).toHaveLength(2);
-    for (const m of narrow) {
-      expect(m.bytes.length).toBeLessThanOrEqual(576 - 48);
-      expect(m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES)).toBe(2);
-    }
-    expect(narrow.map((m) => m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES + 4))).toEqual([256, 257]);
+    expect(narrow).toHaveLength(4);
+    for (const m of narrow) expect(m.bytes.length).toBeLessThanOrEqual(576 - 48);
+    expect(narrow.map((m) => m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES))).toEqual([2, 2, 3, 3]);
+    expect(narrow.map((m) => m.bytes.readUInt16BE(MESSAGE_HEADER_BYTES + 4))).toEqual([256, 257, 258, 259]);
   });
 
   it('cuts strings longer than the limit at a UTF-8 character boundary and counts them', () => {

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Cluster, Redis } from 'ioredis';
-import type { RedisOptions } from 'ioredis';
+import type { ClusterOptions, RedisOptions } from 'ioredis';
 
 /** A single Redis or a Redis Cluster: the joiner's keys carry hash tags, so both work. */
 export type RedisClient = Redis | Cluster;
@@ -97,13 +97,25 @@ export async function connectRedis(settings: RedisSettings): Promise<RedisClient
     return redis;
   }
   const { host, port, retryStrategy: _retry, enableOfflineQueue: _offline, db: _db, lazyConnect: _lazy, ...nodeOptions } = options;
-  const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], {
-    redisOptions: nodeOptions,
+  const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], clusterOptions(nodeOptions));
+  await cluster.connect();
+  return cluster;
+}
+
+/**
+ * A Redis Cluster's client options. Over TLS each node's certificate is checked against that
+ * node's own name as the cluster announces it (no servername fixed to the seed's), and names are
+ * not resolved to addresses first: managed clusters (ElastiCache, a self-run cluster announcing
+ * hostnames) have certificates for names, not pod or VM addresses.
+ */
+export function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
+  const { servername: _servername, ...tls } = nodeOptions.tls ?? {};
+  return {
+    redisOptions: { ...nodeOptions, ...(nodeOptions.tls ? { tls } : {}) },
+    ...(nodeOptions.tls ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
     enableAutoPipelining: true,
     enableOfflineQueue: false,
     clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 1000),
     lazyConnect: true,
-  });
-  await cluster.connect();
-  return cluster;
+  };
 }

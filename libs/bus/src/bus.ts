@@ -123,7 +123,9 @@ export class Bus {
   private async ensureKappaStreams(limits: StreamLimits | undefined): Promise<void> {
     const maxBytes = limits?.maxBytes ?? 1024 ** 3;
     const maxAgeMs = limits?.maxAgeMs ?? 3_600_000;
+    const replicas = streamReplicas(limits);
     await this.ensureStream({
+      ...replicas,
       name: FLOW_STREAM,
       subjects: ['kappa.flow.>'],
       storage: StorageType.File,
@@ -134,6 +136,7 @@ export class Bus {
       duplicate_window: nanos(Math.min(120_000, maxAgeMs)),
     });
     await this.ensureStream({
+      ...replicas,
       name: DLQ_STREAM,
       subjects: ['kappa.dlq.>'],
       storage: StorageType.File,
@@ -405,13 +408,13 @@ export class Bus {
    * (`kappa streams`) and this waits for it as ensureStreams does.
    */
   async openStateStore(options: StateStoreOptions): Promise<StateStore> {
-    await this.ensureStreamsWaiting(() => this.ensureStream(stateStreamConfig(options)), { waitForAdmin: true });
+    await this.ensureStreamsWaiting(() => this.ensureStream({ ...stateStreamConfig(options), ...streamReplicas(this.options.streams) }), { waitForAdmin: true });
     return new StateStore({ js: this.js, jsm: this.jsm }, options);
   }
 
   /** Creates or updates the stream of a state store (`kappa streams`, with the admin identity). */
   async ensureStateStream(options: StateStoreOptions): Promise<void> {
-    await this.ensureStream(stateStreamConfig(options));
+    await this.ensureStream({ ...stateStreamConfig(options), ...streamReplicas(this.options.streams) });
   }
 
   /** Deletes a stream and everything in it (tests and benchmarks start clean with it). */
@@ -439,6 +442,14 @@ export class Bus {
     this.consumers.clear();
     if (!this.nc.isClosed()) await this.nc.drain();
   }
+}
+
+/**
+ * num_replicas when the settings name it (a NATS cluster: R3 from `kappa streams`); otherwise
+ * nothing, so the server's default (1) applies to a new stream and an existing one is left as it is.
+ */
+function streamReplicas(limits: StreamLimits | undefined): { num_replicas?: number } {
+  return limits?.replicas !== undefined ? { num_replicas: limits.replicas } : {};
 }
 
 /** The settings ensureStreams manages are what the stream has (nothing to update). */

@@ -16,6 +16,11 @@ export const natsOptions = {
   natsTlsKey: string({ description: 'client key file for NATS mutual TLS' }),
   streamMaxBytes: integer({ description: 'size limit of the KAPPA_FLOWS stream in bytes', default: 1024 ** 3, min: 1024 }),
   streamMaxAge: duration({ description: 'age limit of unconsumed batches in KAPPA_FLOWS', default: '1h', minMs: 1000 }),
+  streamReplicas: integer({
+    description: 'copies of each JetStream stream kept on as many NATS servers (3 on a NATS cluster of 3 or more); unset: 1 for a stream made here, and an existing stream keeps its own',
+    min: 1,
+    max: 5,
+  }),
 };
 
 /**
@@ -42,6 +47,8 @@ export interface NatsTls {
 export interface StreamLimits {
   maxBytes: number;
   maxAgeMs: number;
+  /** num_replicas of every kappa stream; undefined leaves it to the server (1) and never changes it. */
+  replicas?: number | undefined;
 }
 
 interface NatsConfig {
@@ -56,6 +63,7 @@ interface NatsConfig {
   natsTlsKey?: string | undefined;
   streamMaxBytes: number;
   streamMaxAge: number;
+  streamReplicas?: number | undefined;
 }
 
 /** Turns the parsed natsOptions into connectBus options. */
@@ -79,7 +87,7 @@ export function busOptionsFromConfig(config: NatsConfig): { servers: string[]; a
     servers: config.natsUrl,
     auth,
     ...(useTls ? { tls } : {}),
-    streams: { maxBytes: config.streamMaxBytes, maxAgeMs: config.streamMaxAge },
+    streams: { maxBytes: config.streamMaxBytes, maxAgeMs: config.streamMaxAge, ...(config.streamReplicas !== undefined ? { replicas: config.streamReplicas } : {}) },
     ...(inboxPrefix !== undefined ? { inboxPrefix } : {}),
   };
 }

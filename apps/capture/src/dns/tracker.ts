@@ -209,13 +209,16 @@ export class DnsTracker {
 
   /**
    * After the records of drain epoch `epoch` were encoded: exchanges that should have met their
-   * record by now are dropped and counted; forgotten queries and stale names go.
+   * record by now (their newest message is from an epoch before this one) are dropped and
+   * counted; forgotten queries and stale names go.
    */
   endDrain(epoch: number, nowKtimeNs: bigint, nowMs: number): void {
     for (const [key, x] of this.exchanges) {
-      // A message may carry the next epoch's number while its packet counted in this one (the
-      // flip fell between the two programs): those wait one more drain.
-      if (x.epoch <= epoch) {
+      // Exchanges wait one drain more than their messages' epoch for their record: a message may
+      // carry the next epoch's number while its packet counted in this one (the flip fell
+      // between the two programs), and a counting socket destroyed between the flip and the
+      // drain's socket report reports its packets into the next interval's map.
+      if (x.epoch < epoch) {
         this.exchanges.delete(key);
         this.counts.unmatched++;
       }

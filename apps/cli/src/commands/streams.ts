@@ -21,6 +21,7 @@ export async function runStreams(argv: string[]): Promise<number> {
     process.stderr.write(`kappa streams: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;
   }
-  process.stdout.write(`kappa streams: KAPPA_FLOWS, KAPPA_DLQ and ${TAGGER_STATE_STORE.stream} are in place\n`);
+  const replicas = config.streamReplicas !== undefined ? ` with ${config.streamReplicas} replicas each` : '';
+  process.stdout.write(`kappa streams: KAPPA_FLOWS, KAPPA_DLQ and ${TAGGER_STATE_STORE.stream} are in place${replicas}\n`);
   return 0;
 }

@@ -67,6 +67,8 @@ const P = FlowFields.Process;
 const K = FlowFields.Kube;
 const T = FlowFields.TcpStats;
 const A = FlowFields.AppLatency;
+const D = FlowFields.Dns;
+const DR = FlowFields.Drops;
 
 /** A string field of a cursor, as a range of the record's bytes. */
 function range(cursor: MessageCursor, field: number, out: TextRange): void {
@@ -115,6 +117,20 @@ export const kappaRecordElements = {
   observation: 12,
   joinStatus: 13,
   recordId: 14,
+  // The DNS / drops template (kappaDnsDropsFields): FlowRecord.drops and FlowRecord.dns.
+  dropReason: 15,
+  dropReasonPackets: 16,
+  dnsQueryName: 17,
+  dnsQueryType: 18,
+  dnsResponseCode: 19,
+  dnsQueries: 20,
+  dnsResponses: 21,
+  dnsLatencyCount: 22,
+  dnsLatencySumMicroseconds: 23,
+  dnsLatencyMaxMicroseconds: 24,
+  dnsNxdomain: 25,
+  dnsFailed: 26,
+  dnsUnparsable: 27,
 } as const;
 
 export const kappaEndElements = {
@@ -140,6 +156,8 @@ export const kappaEndElements = {
   uid: 20,
   /** The end's network namespace inode (Endpoint.netns). */
   netns: 21,
+  /** The name this end resolved the other end's address from (Endpoint.peer_dns_name). */
+  peerDnsName: 22,
 } as const;
 
 function endFields(side: 'src' | 'dst'): FieldSpec[] {
@@ -176,6 +194,73 @@ function endFields(side: 'src' | 'dst'): FieldSpec[] {
   ];
 }
 
+/** The flow key of a record: addresses, ports, protocol, as the first fields of both templates. */
+function keyFields(ipVersion: 4 | 6): FieldSpec[] {
+  const addr: ElementKind = ipVersion === 4 ? 'ipv4' : 'ipv6';
+  return [
+    { ...iana(ipVersion === 4 ? 'sourceIPv4Address' : 'sourceIPv6Address', ipVersion === 4 ? 8 : 27, addr), end: 'src' },
+    { ...iana(ipVersion === 4 ? 'destinationIPv4Address' : 'destinationIPv6Address', ipVersion === 4 ? 12 : 28, addr), end: 'dst' },
+    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.end('src').endpoint.uint32(E.port) },
+    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.end('dst').endpoint.uint32(E.port) },
+    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.record.uint32(F.protocol) },
+  ];
+}
+
+/** True when a record has something for the DNS / drops template. */
+export function hasDnsOrDrops(r: ExportRecord): boolean {
+  const record = r.record;
+  return record.has(F.dns) || record.has(F.drops) || r.end('src').endpoint.byteLength(E.peerDnsName) > 0 || r.end('dst').endpoint.byteLength(E.peerDnsName) > 0;
+}
+
+/**
+ * The DNS / drops options template, for one IP version (RFC 7011 §3.4.2.2). A record that has DNS
+ * exchanges, drops or a peer DNS name goes out in it too, after its flow record. Its scope is that
+ * flow record: the flow key, the flow's times, its vantage and its record id (kappaRecordId, also
+ * in the flow record), so a collector can put the two together. Then IANA's
+ * droppedOctet/PacketDeltaCount (RFC 5102) and kappa's elements for the drop reason, the DNS
+ * exchanges and each end's peer name. An options template, not a second data template: nfcapd
+ * (and collectors like it) would count each data record as one more flow, with zero bytes. A
+ * second template at all: the flow template is at Wireshark's 60-field limit.
+ */
+/** Returns the fields and how many of the first are the scope. */
+export function dnsDropsFields(ipVersion: 4 | 6): [fields: FieldSpec[], scopeFields: number] {
+  const k = kappaRecordElements;
+  const record = (r: ExportRecord) => r.record;
+  const dns = (r: ExportRecord) => r.dns;
+  const drops = (r: ExportRecord) => r.drops;
+  const peer = (side: 'src' | 'dst'): FieldSpec => ({
+    ...kappa(`${side}PeerDnsName`, (side === 'src' ? 100 : 200) + kappaEndElements.peerDnsName, 'string'),
+    text: (r, out) => range(r.end(side).endpoint, E.peerDnsName, out),
+  });
+  const scope: FieldSpec[] = [
+    ...keyFields(ipVersion),
+    { ...iana('flowStartMilliseconds', 152, 'u64'), uint64: msOf(F.startNs) },
+    { ...iana('flowEndMilliseconds', 153, 'u64'), uint64: msOf(F.endNs) },
+    { ...kappa('kappaVantage', k.vantage, 'u8'), number: (r) => r.record.int32(F.vantage) },
+    { ...kappa('kappaRecordId', k.recordId, 'string'), text: (r, out) => range(record(r), F.id, out) },
+  ];
+  const options: FieldSpec[] = [
+    { ...iana('droppedOctetDeltaCount', 132, 'u64'), uint64: u64Of(drops, DR.bytes) },
+    { ...iana('droppedPacketDeltaCount', 133, 'u64'), uint64: u64Of(drops, DR.packets) },
+    { ...kappa('kappaDropReasonPackets', k.dropReasonPackets, 'u64'), uint64: u64Of(drops, DR.reasonPackets) },
+    { ...kappa('kappaDnsQueryType', k.dnsQueryType, 'u16'), number: (r) => r.dns.uint32(D.queryType) },
+    { ...kappa('kappaDnsResponseCode', k.dnsResponseCode, 'u16'), number: (r) => r.dns.uint32(D.rcode) },
+    { ...kappa('kappaDnsQueries', k.dnsQueries, 'u64'), uint64: u64Of(dns, D.queries) },
+    { ...kappa('kappaDnsResponses', k.dnsResponses, 'u64'), uint64: u64Of(dns, D.responses) },
+    { ...kappa('kappaDnsLatencyCount', k.dnsLatencyCount, 'u64'), uint64: u64Of(dns, D.latencyCount) },
+    { ...kappa('kappaDnsLatencySumMicroseconds', k.dnsLatencySumMicroseconds, 'u64'), uint64: u64Of(dns, D.latencySumUs) },
+    { ...kappa('kappaDnsLatencyMaxMicroseconds', k.dnsLatencyMaxMicroseconds, 'u64'), uint64: u64Of(dns, D.latencyMaxUs) },
+    { ...kappa('kappaDnsNxdomain', k.dnsNxdomain, 'u64'), uint64: u64Of(dns, D.nxdomain) },
+    { ...kappa('kappaDnsFailed', k.dnsFailed, 'u64'), uint64: u64Of(dns, D.failed) },
+    { ...kappa('kappaDnsUnparsable', k.dnsUnparsable, 'u64'), uint64: u64Of(dns, D.unparsable) },
+    { ...kappa('kappaDropReason', k.dropReason, 'string'), text: (r, out) => range(r.drops, DR.reason, out) },
+    { ...kappa('kappaDnsQueryName', k.dnsQueryName, 'string'), text: (r, out) => range(r.dns, D.queryName, out) },
+    peer('src'),
+    peer('dst'),
+  ];
+  return [[...scope, ...options], scope.length];
+}
+
 /**
  * The fields of the data template for one IP version, in record order: fixed-length fields first,
  * then the variable-length strings. At most 60 fields: Wireshark ignores templates with more
@@ -184,17 +269,12 @@ function endFields(side: 'src' | 'dst'): FieldSpec[] {
  * reserved.
  */
 export function templateFields(ipVersion: 4 | 6): FieldSpec[] {
-  const addr: ElementKind = ipVersion === 4 ? 'ipv4' : 'ipv6';
   const k = kappaRecordElements;
   const record = (r: ExportRecord) => r.record;
   const latency = (r: ExportRecord) => r.appLatency;
   const text = (field: number) => (r: ExportRecord, out: TextRange) => range(r.record, field, out);
   return [
-    { ...iana(ipVersion === 4 ? 'sourceIPv4Address' : 'sourceIPv6Address', ipVersion === 4 ? 8 : 27, addr), end: 'src' },
-    { ...iana(ipVersion === 4 ? 'destinationIPv4Address' : 'destinationIPv6Address', ipVersion === 4 ? 12 : 28, addr), end: 'dst' },
-    { ...iana('sourceTransportPort', 7, 'u16'), number: (r) => r.end('src').endpoint.uint32(E.port) },
-    { ...iana('destinationTransportPort', 11, 'u16'), number: (r) => r.end('dst').endpoint.uint32(E.port) },
-    { ...iana('protocolIdentifier', 4, 'u8'), number: (r) => r.record.uint32(F.protocol) },
+    ...keyFields(ipVersion),
     { ...iana(ipVersion === 4 ? 'icmpTypeCodeIPv4' : 'icmpTypeCodeIPv6', ipVersion === 4 ? 32 : 139, 'u16'), number: icmpTypeCode },
     { ...iana('tcpControlBits', 6, 'u16'), number: (r) => r.tcp.uint32(T.flags) },
     { ...iana('flowDirection', 61, 'u8'), number: flowDirection },

@@ -6,15 +6,22 @@ import { FlowFields, ipToBytes } from '@kappa/contracts';
 import type { FlowBatchView, MessageCursor } from '@kappa/contracts';
 import { BytesMap } from '../record/bytes-map.js';
 import { ExportRecord, stringEnd, stringStart, u64 } from '../record/export-record.js';
-import { REVERSE_PEN, fixedLength, templateFields } from './elements.js';
+import { REVERSE_PEN, dnsDropsFields, fixedLength, hasDnsOrDrops, templateFields } from './elements.js';
 import type { FieldSpec, TextRange } from './elements.js';
 
 export const IPFIX_VERSION = 10;
 export const MESSAGE_HEADER_BYTES = 16;
 export const SET_HEADER_BYTES = 4;
 export const TEMPLATE_SET_ID = 2;
+export const OPTIONS_TEMPLATE_SET_ID = 3;
 export const TEMPLATE_ID_IPV4 = 256;
 export const TEMPLATE_ID_IPV6 = 257;
+/**
+ * The DNS / drops options templates (dnsDropsFields): only records with DNS, drops or a peer name,
+ * scoped to their flow record.
+ */
+export const TEMPLATE_ID_DNS_DROPS_IPV4 = 258;
+export const TEMPLATE_ID_DNS_DROPS_IPV6 = 259;
 /** RFC 7011 §3.1: the message length field is 16 bits. */
 export const MAX_MESSAGE_BYTES = 65535;
 
@@ -33,6 +40,8 @@ interface Template {
   id: number;
   ipVersion: 4 | 6;
   fields: FieldSpec[];
+  /** RFC 7011 §3.4.2.2: an options template's first `scopeFields` fields are its scope; 0 for a data template. */
+  scopeFields: number;
   fixedBytes: number;
   strings: ((r: ExportRecord, out: TextRange) => void)[];
 }
@@ -108,15 +117,14 @@ function noText(_r: ExportRecord, out: TextRange): void {
   out.start = out.end = 0;
 }
 
-function buildTemplate(id: number, ipVersion: 4 | 6): Template {
-  const fields = templateFields(ipVersion);
+function buildTemplate(id: number, ipVersion: 4 | 6, fields: FieldSpec[], scopeFields = 0): Template {
   let fixedBytes = 0;
   const strings: ((r: ExportRecord, out: TextRange) => void)[] = [];
   for (const f of fields) {
     if (f.kind === 'string') strings.push(f.text ?? noText);
     else fixedBytes += fixedLength(f.kind);
   }
-  return { id, ipVersion, fields, fixedBytes, strings };
+  return { id, ipVersion, fields, fixedBytes, strings, scopeFields };
 }
 
 /**
@@ -124,7 +132,12 @@ function buildTemplate(id: number, ipVersion: 4 | 6): Template {
  * domain (RFC 7011 §3.1); `resetSession()` starts them again for a new transport session.
  */
 export class IpfixEncoder {
-  readonly templates: readonly Template[] = [buildTemplate(TEMPLATE_ID_IPV4, 4), buildTemplate(TEMPLATE_ID_IPV6, 6)];
+  readonly templates: readonly Template[] = [
+    buildTemplate(TEMPLATE_ID_IPV4, 4, templateFields(4)),
+    buildTemplate(TEMPLATE_ID_IPV6, 6, templateFields(6)),
+    buildTemplate(TEMPLATE_ID_DNS_DROPS_IPV4, 4, ...dnsDropsFields(4)),
+    buildTemplate(TEMPLATE_ID_DNS_DROPS_IPV6, 6, ...dnsDropsFields(6)),
+  ];
   private readonly sequences = new Map<number, number>();
   /** Strings cut to maxStringBytes since start. */
   truncatedStrings = 0;
@@ -169,22 +182,25 @@ export class IpfixEncoder {
   }
 
   /**
-   * The templates of a domain: both in one message when they fit the message budget (TCP, a
+   * The templates of a domain: all in one message when they fit the message budget (TCP, a
    * 1500-byte MTU), else one message per template (small MTUs).
    */
   templateMessages(domain: number, exportSeconds = Math.floor(Date.now() / 1000)): IpfixMessage[] {
     if (!this.sequences.has(domain)) this.sequences.set(domain, 0);
-    const records = this.templates.map((t) => this.templateRecord(t));
-    const together = MESSAGE_HEADER_BYTES + SET_HEADER_BYTES + records.reduce((n, r) => n + r.length, 0);
+    const records = this.templates.map((t) => ({ setId: t.scopeFields > 0 ? OPTIONS_TEMPLATE_SET_ID : TEMPLATE_SET_ID, bytes: this.templateRecord(t) }));
+    const together = MESSAGE_HEADER_BYTES + 2 * SET_HEADER_BYTES + records.reduce((n, r) => n + r.bytes.length, 0);
     const groups = together <= this.options.maxMessageBytes ? [records] : records.map((r) => [r]);
     return groups.map((group) => this.templateSetMessage(domain, group, exportSeconds));
   }
 
+  /** A template record, or an options template record (RFC 7011 §3.4.2.2) when it has scope fields. */
   private templateRecord(t: Template): Buffer {
-    const record = Buffer.alloc(4 + t.fields.reduce((n, f) => n + (f.owner === 'iana' ? 4 : 8), 0));
+    const header = t.scopeFields > 0 ? 6 : 4;
+    const record = Buffer.alloc(header + t.fields.reduce((n, f) => n + (f.owner === 'iana' ? 4 : 8), 0));
     record.writeUInt16BE(t.id, 0);
     record.writeUInt16BE(t.fields.length, 2);
-    let o = 4;
+    if (t.scopeFields > 0) record.writeUInt16BE(t.scopeFields, 4);
+    let o = header;
     for (const f of t.fields) {
       const enterprise = f.owner === 'reverse' ? REVERSE_PEN : f.owner === 'kappa' ? this.options.enterpriseNumber : 0;
       record.writeUInt16BE(enterprise ? f.id | 0x8000 : f.id, o);
@@ -198,16 +214,23 @@ export class IpfixEncoder {
     return record;
   }
 
-  private templateSetMessage(domain: number, records: Buffer[], exportSeconds: number): IpfixMessage {
-    const setLength = SET_HEADER_BYTES + records.reduce((n, p) => n + p.length, 0);
-    const bytes = Buffer.alloc(MESSAGE_HEADER_BYTES + setLength);
+  /** One message of template records: a set per set id (templates, options templates) in order. */
+  private templateSetMessage(domain: number, records: { setId: number; bytes: Buffer }[], exportSeconds: number): IpfixMessage {
+    const sets = new Set(records.map((r) => r.setId)).size;
+    const bytes = Buffer.alloc(MESSAGE_HEADER_BYTES + sets * SET_HEADER_BYTES + records.reduce((n, r) => n + r.bytes.length, 0));
     this.header(bytes, bytes.length, domain, exportSeconds);
-    bytes.writeUInt16BE(TEMPLATE_SET_ID, MESSAGE_HEADER_BYTES);
-    bytes.writeUInt16BE(setLength, MESSAGE_HEADER_BYTES + 2);
-    let o = MESSAGE_HEADER_BYTES + SET_HEADER_BYTES;
-    for (const r of records) {
-      r.copy(bytes, o);
-      o += r.length;
+    let o = MESSAGE_HEADER_BYTES;
+    let setStart = -1;
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      if (i === 0 || records[i - 1]!.setId !== r.setId) {
+        setStart = o;
+        bytes.writeUInt16BE(r.setId, o);
+        o += SET_HEADER_BYTES;
+      }
+      r.bytes.copy(bytes, o);
+      o += r.bytes.length;
+      if (i === records.length - 1 || records[i + 1]!.setId !== r.setId) bytes.writeUInt16BE(o - setStart, setStart + 2);
     }
     return { bytes, records: 0, domain };
   }
@@ -264,24 +287,29 @@ export class IpfixEncoder {
       inMessage = 0;
     };
     const r = this.record;
-    for (let i = 0; i < view.length; i++) {
-      if (this.domainOf[i] !== domain) continue;
-      r.load(view, i);
-      const src = this.addresses.of(r.end('src').endpoint);
-      const dst = this.addresses.of(r.end('dst').endpoint);
-      const template = this.templates[src.family === 6 || dst.family === 6 ? 1 : 0]!;
-      const length = template.fixedBytes + this.recordStrings(r, template, max - MESSAGE_HEADER_BYTES - SET_HEADER_BYTES - template.fixedBytes);
-      const needsSet = setTemplate !== template.id;
-      if (offset + (needsSet ? SET_HEADER_BYTES : 0) + length > max && inMessage > 0) flush();
-      if (setTemplate !== template.id) {
-        closeSet();
-        setStart = offset;
-        setTemplate = template.id;
-        buf.writeUInt16BE(template.id, offset);
-        offset += SET_HEADER_BYTES;
+    // First every record in the flow templates, then those with DNS, drops or a peer name in the
+    // DNS / drops templates: a set per template rather than one per record.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < view.length; i++) {
+        if (this.domainOf[i] !== domain) continue;
+        r.load(view, i);
+        if (pass === 1 && !hasDnsOrDrops(r)) continue;
+        const src = this.addresses.of(r.end('src').endpoint);
+        const dst = this.addresses.of(r.end('dst').endpoint);
+        const template = this.templates[2 * pass + (src.family === 6 || dst.family === 6 ? 1 : 0)]!;
+        const length = template.fixedBytes + this.recordStrings(r, template, max - MESSAGE_HEADER_BYTES - SET_HEADER_BYTES - template.fixedBytes);
+        const needsSet = setTemplate !== template.id;
+        if (offset + (needsSet ? SET_HEADER_BYTES : 0) + length > max && inMessage > 0) flush();
+        if (setTemplate !== template.id) {
+          closeSet();
+          setStart = offset;
+          setTemplate = template.id;
+          buf.writeUInt16BE(template.id, offset);
+          offset += SET_HEADER_BYTES;
+        }
+        offset = this.writeRecord(buf, offset, r, template, src, dst);
+        inMessage++;
       }
-      offset = this.writeRecord(buf, offset, r, template, src, dst);
-      inMessage++;
     }
     flush();
   }

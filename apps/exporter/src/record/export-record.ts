@@ -29,6 +29,8 @@ export class ExportRecord {
   readonly dst: EndCursors;
   private readonly tcpCursor: MessageCursor;
   private readonly latencyCursor: MessageCursor;
+  private readonly dnsCursor: MessageCursor;
+  private readonly dropsCursor: MessageCursor;
   /** Which nested cursors point into the current record (bit per cursor). */
   private loaded = 0;
 
@@ -41,6 +43,8 @@ export class ExportRecord {
     this.dst = end();
     this.tcpCursor = new MessageCursor(nestedShape(this.record.shape, F.tcp));
     this.latencyCursor = new MessageCursor(nestedShape(this.record.shape, F.appLatency));
+    this.dnsCursor = new MessageCursor(nestedShape(this.record.shape, F.dns));
+    this.dropsCursor = new MessageCursor(nestedShape(this.record.shape, F.drops));
   }
 
   /** Points at record i of the view. */
@@ -64,19 +68,30 @@ export class ExportRecord {
   }
 
   get tcp(): MessageCursor {
-    if ((this.loaded & 4) === 0) {
-      this.loaded |= 4;
-      this.record.message(F.tcp, this.tcpCursor);
-    }
-    return this.tcpCursor;
+    return this.nested(4, F.tcp, this.tcpCursor);
   }
 
   get appLatency(): MessageCursor {
-    if ((this.loaded & 8) === 0) {
-      this.loaded |= 8;
-      this.record.message(F.appLatency, this.latencyCursor);
+    return this.nested(8, F.appLatency, this.latencyCursor);
+  }
+
+  /** The record's DNS exchanges (an empty cursor when it has none). */
+  get dns(): MessageCursor {
+    return this.nested(16, F.dns, this.dnsCursor);
+  }
+
+  /** What the kernel dropped of the conversation (an empty cursor when nothing). */
+  get drops(): MessageCursor {
+    return this.nested(32, F.drops, this.dropsCursor);
+  }
+
+  /** A nested message's cursor, positioned on first use in this record (`bit` marks it done). */
+  private nested(bit: number, field: number, cursor: MessageCursor): MessageCursor {
+    if ((this.loaded & bit) === 0) {
+      this.loaded |= bit;
+      this.record.message(field, cursor);
     }
-    return this.latencyCursor;
+    return cursor;
   }
 }
 

@@ -2,6 +2,8 @@
 // flow.proto appears here by itself): `FlowFields.FlowRecord.src === 6`.
 import {
   AppLatencySchema,
+  DnsSchema,
+  DropsSchema,
   EndpointSchema,
   FlowBatchSchema,
   FlowRecordSchema,
@@ -10,7 +12,7 @@ import {
   StageStatusSchema,
   TcpStatsSchema,
 } from '../gen/kappa/flow/v1/flow_pb.js';
-import type { AppLatency, Endpoint, FlowBatch, FlowRecord, Kube, Process, StageStatus, TcpStats } from '../gen/kappa/flow/v1/flow_pb.js';
+import type { AppLatency, Dns, Drops, Endpoint, FlowBatch, FlowRecord, Kube, Process, StageStatus, TcpStats } from '../gen/kappa/flow/v1/flow_pb.js';
 import { fieldNumbers } from './wire-schema.js';
 
 export const FlowFields = {
@@ -21,5 +23,7 @@ export const FlowFields = {
   Kube: fieldNumbers<Kube>(KubeSchema),
   TcpStats: fieldNumbers<TcpStats>(TcpStatsSchema),
   AppLatency: fieldNumbers<AppLatency>(AppLatencySchema),
+  Dns: fieldNumbers<Dns>(DnsSchema),
+  Drops: fieldNumbers<Drops>(DropsSchema),
   StageStatus: fieldNumbers<StageStatus>(StageStatusSchema),
 } as const;
