@@ -3,7 +3,8 @@
 // softflowd and pmacctd (both pcap on the client's veth). Throughput, each agent's CPU per GB,
 // the machine's whole CPU per GB (user+nice+system+irq+softirq from /proc/stat) minus the no-agent
 // run's of the same pair, BPF ns per run against #16's goals, and kappa's byte count against
-// iperf3's. Writes section `datapath`.
+// iperf3's; then kappa_drop's ns per dropped packet over datagrams to a closed port (#21). Writes
+// section `datapath`.
 //   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -49,6 +50,10 @@ const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
 const cgroup = new TestCgroup('kbd-datapath');
 const pair = await VethPair.create({ prefix: 'kbd-', subnet: 41, cgroup, offloads: true });
 const iperfPort = '5201';
+/** Datagrams the drop phase sends to a closed port (#21), and the sender (one socket, 64-byte payloads). */
+const REFUSED = 20_000;
+const REFUSE = `const [host, count] = process.argv.slice(1); const s = require('node:dgram').createSocket('udp4'); let left = Number(count);
+const next = () => (left-- > 0 ? s.send(Buffer.alloc(64), 9, host, next) : s.close()); next();`;
 const statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
 const children: ChildProcess[] = [];
 
@@ -221,7 +226,16 @@ try {
   const before = progs();
   const stats = await iperf();
   const after = progs();
+  // #21: kappa_drop when packets are dropped: datagrams to a port nobody listens on in the server's
+  // namespace (the kernel drops each with NO_SOCKET), measured apart from the iperf3 run.
+  await runIn(pair.a.netns, cgroup, process.execPath, ['-e', REFUSE, pair.b.ipv4, String(REFUSED)]);
+  const afterDrops = progs();
   run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
+  const dropRows = [...afterDrops.values()].flatMap((p) => {
+    const runs = (p.run_cnt ?? 0) - (after.get(p.id)?.run_cnt ?? 0);
+    const ns = (p.run_time_ns ?? 0) - (after.get(p.id)?.run_time_ns ?? 0);
+    return runs > 0 && /drop|skb|dns/.test(p.name) ? [[p.name, runs.toLocaleString('en-US'), Math.round(ns / runs)]] : [];
+  });
   await capture.stop();
   let bpfNs = 0;
   const progRows = [...after.values()].flatMap((p) => {
@@ -274,6 +288,10 @@ try {
     `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
     '',
     table(['program', 'runs', 'ns per run', 'goal (#16)'], progRows),
+    '',
+    `Then ${REFUSED.toLocaleString('en-US')} datagrams to a closed port of the server's namespace, every one dropped by the kernel (NO_SOCKET; #21's kappa_drop):`,
+    '',
+    table(['program', 'runs', 'ns per run'], dropRows),
     '',
     sanity,
     '',
