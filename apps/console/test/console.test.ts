@@ -44,11 +44,12 @@ const end = (p: Pod, port: number, process: string) => ({
 
 const published: FlowRecord[] = [];
 let seq = 0;
+type RecordInit = Parameters<typeof newFlowRecord>[0];
 /** One conversation interval as the joiner emits it: the initiator's and the responder's record. */
-function conversation(from: Pod, to: Pod, port: number, bytes: number, back: number, ageMinutes: number, retransmits = 0): FlowRecord[] {
+function conversation(from: Pod, to: Pod, port: number, bytes: number, back: number, ageMinutes: number, retransmits = 0, more: (vantage: Vantage) => Partial<RecordInit> = () => ({})): FlowRecord[] {
   const endNs = now - BigInt(ageMinutes) * MINUTE;
   return [Vantage.SRC, Vantage.DST].map((vantage) =>
-    newFlowRecord({
+    newFlowRecord(<RecordInit>{
       id: `c${seq++}`,
       node: vantage === Vantage.SRC ? 'node-a' : 'node-b',
       vantage,
@@ -63,6 +64,7 @@ function conversation(from: Pod, to: Pod, port: number, bytes: number, back: num
       reversePackets: BigInt(Math.ceil(back / 1000)),
       tcp: { srttUs: 300 + seq, retransmits },
       joined: true,
+      ...more(vantage),
     }),
   );
 }
@@ -97,6 +99,32 @@ const known: FlowRecord[] = [
   ...conversation(pods.cart!, pods.api!, 8443, 4_500, 2_000, 6, 3),
   ...conversation(pods.frontend!, pods.cart!, 8080, 1_000, 4_000, 5),
   externalCall(pods.api!, 1_200, 7),
+  // Drops (#21): the responder's kernel dropped 2 of the 3 packets of cart → db (on the
+  // responder's record only, as capture attributes them), and 1 of the 200 packets of
+  // frontend → api at the initiator; frontend asked DNS for api's name.
+  ...conversation(pods.cart!, pods.db!, 5432, 2_000, 1_000, 6, 0, (v) => (v === Vantage.DST ? { drops: { packets: 2n, bytes: 120n, reason: 'NETFILTER_DROP', reasonPackets: 2n } } : {})),
+  ...conversation(pods.frontend!, pods.api!, 9090, 150_000, 50_000, 9, 0, (v) => ({
+    src: { ...end(pods.frontend!, 42000, 'frontend'), peerDnsName: 'api.payments.svc.cluster.local' },
+    ...(v === Vantage.SRC ? { drops: { packets: 1n, bytes: 1500n, reason: 'NO_SOCKET', reasonPackets: 1n } } : {}),
+  })),
+  // A DNS exchange of api with the resolver outside the cluster: NXDOMAIN in 1.5 ms.
+  newFlowRecord({
+    id: `d${seq++}`,
+    node: 'node-a',
+    vantage: Vantage.SRC,
+    protocol: IpProtocol.UDP,
+    startNs: now - 4n * MINUTE - SECOND,
+    endNs: now - 4n * MINUTE,
+    src: end(pods.api!, 53001, 'api'),
+    dst: { ip: '192.0.2.53', port: 53, kube: { objectType: 'external' } },
+    bytes: 80n,
+    packets: 1n,
+    reverseBytes: 160n,
+    reversePackets: 1n,
+    joined: false,
+    joinStatus: 'external',
+    dns: { queryName: 'db.example.com', queryType: 1, rcode: 3, queries: 1n, responses: 1n, latencyCount: 1n, latencySumUs: 1500n, latencyMaxUs: 1500n, nxdomain: 1n },
+  }),
 ];
 
 /** The map's truth: per workload edge, the records counted once (initiator side, or unjoined). */
@@ -266,6 +294,113 @@ describe('the console in Chromium', () => {
     await page.goto(consoleUrl);
     await page.waitForSelector('form.token');
     await context.close();
+  });
+
+  it('drops: dropping edges drawn in the legend\'s drop colours and dashed, their dropped packets listed; the flow table shows DROPPED and the DNS name; the verdict narrows map and flows', async () => {
+    // The truth, from the published records (the known ones and the live tail's): dropped packets per workload edge, over both
+    // vantages (each drop is on the record of the vantage that dropped it), and the share of the
+    // edge's packets (counted once).
+    const label = (e: FlowRecord['src']) => (e?.kube?.objectNamespace ? `${e.kube.objectNamespace}/${e.kube.workloadName}` : 'external');
+    const truth = new Map<string, { dropped: bigint; packets: bigint }>();
+    for (const r of published) {
+      const key = `${label(r.src)}→${label(r.dst)}`;
+      const t = truth.get(key) ?? { dropped: 0n, packets: 0n };
+      t.dropped += r.drops?.packets ?? 0n;
+      if (r.vantage === Vantage.SRC || !r.joined) t.packets += r.packets + r.reversePackets;
+      truth.set(key, t);
+    }
+    const dropping = [...truth.entries()].filter(([, t]) => t.dropped > 0n).map(([k]) => k).sort();
+    expect(dropping).toEqual(['shop/cart→payments/db', 'shop/frontend→payments/api']);
+    // The legend's promise: heavy from 1 % of the edge's packets.
+    const heavy = (t: { dropped: bigint; packets: bigint }) => Number(t.dropped) / Number(t.packets) >= 0.01;
+
+    const page = await newPage();
+    await page.waitForSelector('[data-testid=map][data-rendered]');
+    // The edge list: every edge's dropped packets.
+    const listed = await page.$$eval('[data-testid=edge-row]', (rows) => rows.map((r) => [`${r.getAttribute('data-source')}→${r.getAttribute('data-target')}`, r.getAttribute('data-dropped-packets')] as [string, string]));
+    expect(new Map(listed)).toEqual(new Map([...truth.entries()].map(([k, t]) => [k, String(t.dropped)])));
+    // The canvas: each edge's drawn colour and line style, and the legend's colours as the page shows them.
+    const drawn = await page.evaluate(() => {
+      const rgb = (css: string) => {
+        const probe = document.createElement('span');
+        probe.style.color = css;
+        document.body.append(probe);
+        const c = getComputedStyle(probe).color;
+        probe.remove();
+        return c;
+      };
+      const legend = (id: string) => getComputedStyle(document.querySelector(`[data-testid=${id}]`)!).color;
+      return {
+        some: legend('legend-drops-some'),
+        heavy: legend('legend-drops-heavy'),
+        legendText: document.querySelector('[data-testid=legend]')!.textContent,
+        edges: window.kappaMap!.cy.edges().map((e) => [e.id(), rgb(e.style('line-color') as string), e.style('line-style') as string] as [string, string, string]),
+      };
+    });
+    expect(drawn.legendText).toContain('dashed: packets dropped ≥ 1 % of packets dropped');
+    expect(drawn.some).not.toBe(drawn.heavy);
+    for (const [id, colour, style] of drawn.edges) {
+      const t = truth.get(id)!;
+      if (t.dropped === 0n) {
+        expect([id, style]).toEqual([id, 'solid']);
+        expect([drawn.some, drawn.heavy]).not.toContain(colour);
+      } else {
+        expect([id, colour, style]).toEqual([id, heavy(t) ? drawn.heavy : drawn.some, 'dashed']);
+      }
+    }
+    expect(drawn.edges.map(([id]) => id).sort()).toEqual([...truth.keys()].sort());
+    await shot(page, 'map-drops');
+
+    // Clicking the heavily dropping edge: its flows, the responder's record DROPPED with the reason.
+    const point = await page.evaluate(() => {
+      const cy = window.kappaMap!.cy;
+      const box = cy.container()!.getBoundingClientRect();
+      // A third of the way along (its midpoint is where frontend → api crosses it).
+      const edge = cy.$id('shop/cart→payments/db');
+      const [a, b] = [edge.renderedSourceEndpoint(), edge.renderedTargetEndpoint()];
+      return { x: box.left + a.x + (b.x - a.x) / 3, y: box.top + a.y + (b.y - a.y) / 3 };
+    });
+    await page.mouse.click(point.x, point.y);
+    await page.waitForSelector('[data-testid=flow-panel] [data-testid=flow-row]');
+    const verdicts = await page.$$eval('[data-testid=flow-panel] [data-testid=flow-row]', (rows) => rows.map((r) => [r.getAttribute('data-id')!, r.querySelector('[data-testid=flow-verdict]')!.textContent!] as [string, string]));
+    const cartDb = published.filter((r) => label(r.src) === 'shop/cart' && label(r.dst) === 'payments/db');
+    expect(new Map(verdicts)).toEqual(new Map(cartDb.map((r) => [r.id, r.drops ? `DROPPED ${r.drops.packets} ${r.drops.reason}` : 'forwarded'])));
+    await shot(page, 'edge-drops-flows');
+
+    // The flow table: the DNS name the initiator asked for, at the destination; the DNS exchange.
+    await page.click('[data-testid=nav-flows]');
+    await page.waitForSelector('[data-testid=flow-row]');
+    const rows = await page.$$eval('[data-testid=flow-row]', (trs) =>
+      trs.map((r) => ({ id: r.getAttribute('data-id')!, dst: r.querySelector('[data-testid=flow-dst]')!.textContent!, dns: r.querySelector('[data-testid=flow-dns]')!.textContent! })),
+    );
+    for (const r of published) {
+      const row = rows.find((x) => x.id === r.id)!;
+      if (r.src?.peerDnsName) expect(row.dst).toBe(`${r.dst!.kube!.objectNamespace}/${r.dst!.kube!.objectName}[${r.dst!.process!.name}] ${r.src.peerDnsName} ${r.dst!.ip}:${r.dst!.port}`);
+      else expect(row.dst).not.toContain('.svc.');
+      expect(row.dns).toBe(r.dns ? `${r.dns.queryName} A NXDOMAIN 1.50 ms` : '');
+    }
+    expect(rows.filter((r) => r.dst.includes('api.payments.svc.cluster.local'))).toHaveLength(2);
+
+    // The verdict in the filter bar (kappa observe --verdict dropped): only flows with drops.
+    await page.selectOption('[data-testid=verdict]', 'dropped');
+    await page.click('[data-testid=apply]');
+    const droppedIds = published.filter((r) => (r.drops?.packets ?? 0n) > 0n).map((r) => r.id).sort();
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid=flow-row]').length === n, droppedIds.length);
+    expect(await page.$$eval('[data-testid=flow-row]', (trs) => trs.map((r) => r.getAttribute('data-id')!).sort())).toEqual(droppedIds);
+    expect(await page.$$eval('[data-testid=flow-row]', (trs) => trs.map((r) => r.getAttribute('data-verdict')))).toEqual(droppedIds.map(() => 'dropped'));
+    await shot(page, 'flows-dropped');
+    // ... and the map with it: exactly the edges of those flows (bytes of the initiator's records only).
+    await page.click('[data-testid=nav-map]');
+    await page.waitForFunction((n) => window.kappaMap?.map.edges.length === n, dropping.length);
+    expect(await shownMap(page)).toEqual(asShown(expectedEdges(published.filter((r) => (r.drops?.packets ?? 0n) > 0n))));
+    await page.selectOption('[data-testid=verdict]', 'forwarded');
+    await page.click('[data-testid=apply]');
+    // (A responder's record makes no edge of its own unless it has drops: its initiator's record
+    // counts the conversation, and here the verdict filtered that one out.)
+    const forwarded = published.filter((r) => !r.drops && (r.vantage === Vantage.SRC || !r.joined));
+    await page.waitForFunction((n) => window.kappaMap?.map.edges.length === n, expectedEdges(forwarded).size);
+    expect(await shownMap(page)).toEqual(asShown(expectedEdges(forwarded)));
+    await page.context().close();
   });
 
   it('a generated map of 500 workloads and 5 000 edges draws every workload and edge on screen, and a click on a workload lists exactly its flows', async () => {

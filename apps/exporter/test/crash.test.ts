@@ -1,7 +1,8 @@
 // A crash between writing the JSON Lines file and acking the batch, with real processes: the
 // exporter reaches nats-server through a TCP proxy that stops forwarding the exporter's traffic
 // (its acks) once the batches are delivered; the exporter writes them, is SIGKILLed, and a new
-// exporter on the same file gets them again from JetStream. Every record id is in the file once.
+// exporter on the same file gets them again from JetStream. Every record id is in the file once,
+// and in the flow store once.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -16,6 +17,7 @@ import type { Bus } from '@kappa/bus';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort, startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
+import { FlowStore } from '../src/store/store.js';
 import { knownBatch } from './fixtures.js';
 
 const appRoot = join(import.meta.dirname, '..');
@@ -169,5 +171,51 @@ describe('JSON Lines across a crash', () => {
     expect([...counts.entries()].filter(([, n]) => n !== 1)).toEqual([]);
     const metrics = await second.metrics();
     expect(metricSum(metrics, 'kappa_exporter_jsonl_duplicates_skipped_total')).toBe(before.length);
+  }, 180_000);
+});
+
+describe('the flow store across a crash', () => {
+  // The fixtures' flow times are in 2025: a retention that keeps them.
+  const RETENTION_HOURS = 20 * 365 * 24;
+  /** The ids the store in `storeDir` holds, as a query of every flow shows them (the exporter stopped). */
+  async function storedIds(storeDir: string): Promise<string[]> {
+    const store = new FlowStore({ dir: storeDir, retentionMs: RETENTION_HOURS * 3_600_000, maxBytes: 1024 ** 3, segmentRecords: 1_000_000, segmentAgeMs: 3_600_000 });
+    await store.open();
+    try {
+      return (await store.flows({ sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 })).map((f) => f.record.id);
+    } finally {
+      await store.close();
+    }
+  }
+
+  it('stores every record once when JetStream redelivers batches the killed exporter had stored but not acked', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kx-crash-store-'));
+    const storeDir = join(dir, 'store');
+    const args = [`--jsonl=${join(dir, 'flows.jsonl')}`, `--store-dir=${storeDir}`, `--store-retention=${RETENTION_HOURS}h`, '--max-in-flight=4'];
+    const proxy = new HoldingProxy(nats.port);
+    proxies.push(proxy);
+    await proxy.start();
+    const first = await startExporter(`nats://127.0.0.1:${proxy.port}`, args);
+    proxy.hold();
+    const batches = Array.from({ length: 7 }, (_, b) => knownBatch(`store-crash-${b}`, 10_000 + b * 100, 100));
+    for (const b of batches) await bus.publishBatch(subjects.joined(0), b);
+    await until(() => idsIn(join(dir!, 'flows.jsonl')).length >= 400, 30_000, 'four batches written');
+    await new Promise((r) => setTimeout(r, 500));
+    first.child.kill('SIGKILL');
+    await new Promise((r) => first.child.once('exit', r));
+    // What the store holds after the crash (reading it seals the hot segment the crash left).
+    const before = await storedIds(storeDir);
+    expect(before.length).toBeGreaterThanOrEqual(400);
+    expect(before.length).toBeLessThan(700);
+
+    // Restarted on the same store: the unacked batches come back, redelivered, with the rest.
+    const second = await startExporter(nats.url, args);
+    await until(async () => metricSum(await second.metrics(), 'kappa_bus_consumed_batches_total') >= batches.length, 90_000, 'every batch acked');
+    second.child.kill('SIGTERM');
+    await new Promise((r) => second.child.once('exit', r));
+    const counts = counted(await storedIds(storeDir));
+    const expected = batches.flatMap((b) => b.records.map((r) => r.id));
+    expect([...counts.keys()].sort()).toEqual([...expected].sort());
+    expect([...counts.entries()].filter(([, n]) => n !== 1)).toEqual([]);
   }, 180_000);
 });

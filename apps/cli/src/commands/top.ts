@@ -1,5 +1,5 @@
 // `kappa top`: the top talkers over a range of flow time, grouped at any level (namespace,
-// workload, pod, process, node, ip), as pairs or per side, by bytes, packets, retransmits or RTT.
+// workload, pod, process, node, ip), as pairs or per side, by bytes, packets, retransmits, RTT or drops.
 import type { ServiceError } from '@grpc/grpc-js';
 import { ConfigError, integer, loadConfigOrExit, oneOf, string } from '@kappa/config';
 import { GetAggregatesRequestSchema, GetAggregatesResponseSchema, create, observerServiceDefinition, toJson } from '@kappa/contracts';
@@ -12,7 +12,7 @@ const options = {
   since: string({ description: 'start of the range: a duration back (5m, 1h), an RFC 3339 time or unix ns', default: '1h' }),
   until: string({ description: 'end of the range (same forms; default now)' }),
   level: oneOf(['namespace', 'workload', 'pod', 'process', 'node', 'ip'] as const, { description: 'what one talker is', default: 'workload' }),
-  by: oneOf(['bytes', 'packets', 'retransmits', 'rtt'] as const, { description: 'rank by bytes or packets (both directions), retransmits, or mean RTT', default: 'bytes' }),
+  by: oneOf(['bytes', 'packets', 'retransmits', 'rtt', 'dropped'] as const, { description: 'rank by bytes or packets (both directions), retransmits, mean RTT, or packets the kernel dropped (-o json has droppedPackets)', default: 'bytes' }),
   side: oneOf(['pair', 'src', 'dst'] as const, { description: 'pair: source → destination talkers; src or dst: one side only', default: 'pair' }),
   limit: integer({ description: 'rows to print', default: 10, min: 1, max: 100000 }),
   output: oneOf(['table', 'json'] as const, { description: 'table, or json: one protobuf JSON Aggregate per line (-o)', default: 'table' }),

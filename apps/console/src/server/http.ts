@@ -11,7 +11,7 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import { FlowRecordSchema, GetAggregatesResponseSchema, GetStatusResponseSchema, toJson } from '@kappa/contracts';
 import type { GetFlowsResponse } from '@kappa/contracts';
-import { FilterError, parseFilter } from '@kappa/filter';
+import { FilterError, FlagValueError, andFilters, flagsToFilter, parseFilter } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
 import type { ObserverClient } from './observer.js';
 
@@ -60,16 +60,26 @@ function intParam(value: string | null, name: string, max: number): number {
   return Number(value);
 }
 
-/** The filter is checked here too, so the page can show where it is wrong. */
-function filterParam(value: string | null): string {
-  const text = value ?? '';
+/**
+ * The filter is checked here too, so the page can show where it is wrong; the filter bar's
+ * verdict (dropped, forwarded) compiles exactly as `kappa observe --verdict` does and is and'ed.
+ */
+function filterParam(q: URLSearchParams): string {
+  const text = q.get('filter') ?? '';
   try {
     parseFilter(text);
   } catch (error) {
     if (error instanceof FilterError) throw new ApiError(400, error.message, error.position, error.reason);
     throw error;
   }
-  return text;
+  const verdict = q.get('verdict') ?? '';
+  if (verdict === '') return text;
+  try {
+    return andFilters(text, flagsToFilter({ verdict }));
+  } catch (error) {
+    if (error instanceof FlagValueError) throw new ApiError(400, `verdict: ${error.message}`);
+    throw error;
+  }
 }
 
 function grpcToHttp(error: unknown): ApiError {
@@ -175,7 +185,7 @@ export class ConsoleServer {
         const request = {
           sinceNs: timeParam(q.get('since') ?? '1h', 'since'),
           untilNs: timeParam(q.get('until'), 'until'),
-          query: filterParam(q.get('filter')),
+          query: filterParam(q),
           level: q.get('level') ?? 'workload',
           side: top ? (q.get('side') ?? 'pair') : 'pair',
           orderBy: top ? (q.get('by') ?? 'bytes') : 'bytes',
@@ -202,7 +212,7 @@ export class ConsoleServer {
           const stream = observer.flows({
             sinceNs: timeParam(q.get('since') ?? '1h', 'since'),
             untilNs: timeParam(q.get('until'), 'until'),
-            query: filterParam(q.get('filter')),
+            query: filterParam(q),
             last: last > 0 ? last : max,
           });
           stream.on('data', (response: GetFlowsResponse) => {
@@ -216,7 +226,7 @@ export class ConsoleServer {
       }
       case '/api/tail': {
         // Newline-delimited JSON, one flow per line, until the page goes away.
-        const stream = observer.flows({ sinceNs: BigInt(Date.now()) * 1_000_000n, query: filterParam(q.get('filter')), follow: true });
+        const stream = observer.flows({ sinceNs: BigInt(Date.now()) * 1_000_000n, query: filterParam(q), follow: true });
         res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
         res.write('\n');
         const stop = () => stream.cancel();

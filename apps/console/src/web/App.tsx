@@ -2,7 +2,7 @@
 // page, the pages themselves, and the side panel that lists the flows of what was clicked.
 import { useEffect, useState } from 'react';
 import { ApiError, setToken } from './api.js';
-import type { Range } from './api.js';
+import type { Range, Verdict } from './api.js';
 import { FlowTable } from './FlowTable.js';
 import type { Level } from './graph.js';
 import { MapView } from './MapView.js';
@@ -19,15 +19,18 @@ const pages: [Page, string][] = [
 
 const and = (a: string, b: string) => (a.trim() && b.trim() ? `(${a}) and (${b})` : a.trim() || b.trim());
 
-function SidePanel({ selection, range, filter, onClose }: { selection: Selection; range: Range; filter: string; onClose: () => void }) {
+function SidePanel({ selection, range, filter, verdict, onClose }: { selection: Selection; range: Range; filter: string; verdict: Verdict; onClose: () => void }) {
   const query = and(filter, selection.filter);
-  const { flows, error, loading } = useFlows(range, query, 500);
+  const { flows, error, loading } = useFlows(range, query, verdict, 500);
   return (
     <aside className="panel" data-testid="flow-panel">
       <header>
         <strong data-testid="panel-title">{selection.title}</strong> <button onClick={onClose}>close</button>
       </header>
-      <code className="muted">{query}</code>
+      <code className="muted">
+        {query}
+        {verdict ? ` · verdict ${verdict}` : ''}
+      </code>
       {loading && <p className="muted">loading…</p>}
       {error && <p className="error">{error}</p>}
       {!loading && <FlowTable flows={flows} empty="no flows" />}
@@ -35,15 +38,16 @@ function SidePanel({ selection, range, filter, onClose }: { selection: Selection
   );
 }
 
-/** A link can carry the view: ?page=map&level=pod&since=15m&until=&filter=… */
+/** A link can carry the view: ?page=map&level=pod&since=15m&until=&filter=…&verdict=dropped */
 const initial = new URLSearchParams(location.search);
 const param = (name: string, dflt: string) => initial.get(name) ?? dflt;
 
 export function App() {
   const [page, setPage] = useState<Page>(param('page', 'map') as Page);
   const [range, setRange] = useState<Range>({ since: param('since', '1h'), until: param('until', '') });
-  const [draft, setDraft] = useState({ filter: param('filter', ''), since: param('since', '1h'), until: param('until', '') });
+  const [draft, setDraft] = useState({ filter: param('filter', ''), since: param('since', '1h'), until: param('until', ''), verdict: param('verdict', '') as Verdict });
   const [filter, setFilter] = useState(param('filter', ''));
+  const [verdict, setVerdict] = useState<Verdict>(param('verdict', '') as Verdict);
   const [level, setLevel] = useState<Level>(param('level', 'workload') as Level);
   const [selection, setSelection] = useState<Selection | undefined>();
   const [filterError, setFilterError] = useState<ApiError | undefined>();
@@ -55,6 +59,7 @@ export function App() {
   }, []);
   const apply = () => {
     setFilter(draft.filter);
+    setVerdict(draft.verdict);
     setRange({ since: draft.since, until: draft.until });
     setSelection(undefined);
   };
@@ -91,6 +96,14 @@ export function App() {
         }}
       >
         <input className="filter" data-testid="filter" placeholder='filter, e.g. src.namespace == "shop" and dst.port == 443 and not dst.workload == "redis"' value={draft.filter} onChange={(e) => setDraft({ ...draft, filter: e.target.value })} />
+        <label title="kappa observe --verdict: flows of which the kernel dropped packets, or none">
+          verdict{' '}
+          <select data-testid="verdict" value={draft.verdict} onChange={(e) => setDraft({ ...draft, verdict: e.target.value as Verdict })}>
+            <option value="">any</option>
+            <option value="dropped">dropped</option>
+            <option value="forwarded">forwarded</option>
+          </select>
+        </label>
         <label>
           from <input data-testid="since" size={22} value={draft.since} onChange={(e) => setDraft({ ...draft, since: e.target.value })} title="15m, 1h, 24h back, an RFC 3339 time or unix ns" />
         </label>
@@ -106,12 +119,12 @@ export function App() {
       )}
       <main>
         <div className="page">
-          {page === 'map' && <MapView range={range} filter={filter} level={level} setLevel={setLevel} onSelect={setSelection} onFilterError={onFilterError} />}
-          {page === 'top' && <TopView range={range} filter={filter} />}
-          {page === 'flows' && <FlowsView range={range} filter={filter} onFilterError={onFilterError} />}
+          {page === 'map' && <MapView range={range} filter={filter} verdict={verdict} level={level} setLevel={setLevel} onSelect={setSelection} onFilterError={onFilterError} />}
+          {page === 'top' && <TopView range={range} filter={filter} verdict={verdict} />}
+          {page === 'flows' && <FlowsView range={range} filter={filter} verdict={verdict} onFilterError={onFilterError} />}
           {page === 'health' && <HealthView />}
         </div>
-        {selection && page === 'map' && <SidePanel selection={selection} range={range} filter={filter} onClose={() => setSelection(undefined)} />}
+        {selection && page === 'map' && <SidePanel selection={selection} range={range} filter={filter} verdict={verdict} onClose={() => setSelection(undefined)} />}
       </main>
     </div>
   );

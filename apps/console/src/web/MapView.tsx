@@ -1,12 +1,13 @@
 // The service map: Cytoscape.js on a canvas (thousands of edges stay interactive), nodes placed
 // by graph.ts's deterministic layout, namespaces as boxes, edges weighted by bytes/s and coloured
-// by retransmits and RTT. Clicking a node or an edge opens its flows beside the map.
+// by drops (purple and dashed: the kernel dropped packets of the edge's conversations), else by
+// retransmits and RTT. Clicking a node or an edge opens its flows beside the map.
 import cytoscape from 'cytoscape';
 import type { Core, ElementDefinition } from 'cytoscape';
 import { useEffect, useRef, useState } from 'react';
 import { ApiError, getJson, rangeParam, rangeSeconds } from './api.js';
-import type { Range } from './api.js';
-import { buildMap, humanBytes, humanRtt, levels } from './graph.js';
+import type { Range, Verdict } from './api.js';
+import { HEAVY_DROP_SHARE, buildMap, humanBytes, humanRtt, levels } from './graph.js';
 import type { AggregateJson, Level, MapEdge, ServiceMap } from './graph.js';
 
 export interface Selection {
@@ -24,6 +25,13 @@ declare global {
 }
 
 const colours: Record<MapEdge['health'], string> = { ok: '#5b8def', warn: '#e0a100', bad: '#d62828' };
+const dropColours: Record<Exclude<MapEdge['drops'], 'none'>, string> = { some: '#b565d8', heavy: '#5c1a8c' };
+
+/** Drops first (an edge that loses packets is what to look at), then retransmits and RTT. */
+export const edgeColour = (e: MapEdge): string => (e.drops === 'none' ? colours[e.health] : dropColours[e.drops]);
+
+const percent = (share: number) => `${(share * 100).toFixed(share < 0.001 ? 3 : share < 0.1 ? 2 : 1)} %`;
+const droppedText = (e: MapEdge) => (e.droppedPackets > 0 ? `${e.droppedPackets} (${percent(e.droppedShare)})` : '0');
 
 function elements(map: ServiceMap, large: boolean): ElementDefinition[] {
   const out: ElementDefinition[] = [];
@@ -55,15 +63,32 @@ function elements(map: ServiceMap, large: boolean): ElementDefinition[] {
         source: e.source,
         target: e.target,
         width: e.width,
-        colour: colours[e.health],
-        label: large ? '' : `${humanBytes(e.bytesPerSecond, '/s')} → · ${humanBytes(e.reverseBytesPerSecond, '/s')} ←`,
+        colour: edgeColour(e),
+        lineStyle: e.drops === 'none' ? 'solid' : 'dashed',
+        label: large ? '' : `${humanBytes(e.bytesPerSecond, '/s')} → · ${humanBytes(e.reverseBytesPerSecond, '/s')} ←${e.droppedPackets > 0 ? ` · ${e.droppedPackets} dropped` : ''}`,
       },
     });
   }
   return out;
 }
 
-export function MapView({ range, filter, level, setLevel, onSelect, onFilterError }: { range: Range; filter: string; level: Level; setLevel: (l: Level) => void; onSelect: (s: Selection) => void; onFilterError: (e: ApiError | undefined) => void }) {
+export function MapView({
+  range,
+  filter,
+  verdict,
+  level,
+  setLevel,
+  onSelect,
+  onFilterError,
+}: {
+  range: Range;
+  filter: string;
+  verdict: Verdict;
+  level: Level;
+  setLevel: (l: Level) => void;
+  onSelect: (s: Selection) => void;
+  onFilterError: (e: ApiError | undefined) => void;
+}) {
   const container = useRef<HTMLDivElement>(null);
   const [map, setMap] = useState<ServiceMap | undefined>();
   const [error, setError] = useState<string | undefined>();
@@ -76,7 +101,7 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
       try {
         const timings: Record<string, number> = { start: performance.now() };
         window.kappaMapTimings = timings;
-        const response = await getJson<{ aggregates?: AggregateJson[] }>('/api/map', { level, since: rangeParam(range.since), until: rangeParam(range.until), filter });
+        const response = await getJson<{ aggregates?: AggregateJson[] }>('/api/map', { level, since: rangeParam(range.since), until: rangeParam(range.until), filter, verdict });
         timings.fetched = performance.now();
         if (gone) return;
         const built = buildMap(response.aggregates ?? [], level, rangeSeconds(range));
@@ -95,7 +120,7 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
     return () => {
       gone = true;
     };
-  }, [range.since, range.until, filter, level]);
+  }, [range.since, range.until, filter, verdict, level]);
 
   useEffect(() => {
     if (!map || !container.current) return;
@@ -119,8 +144,8 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
         {
           selector: 'edge',
           style: large
-            ? { width: 'data(width)', 'line-color': 'data(colour)', 'curve-style': 'haystack', opacity: 0.5 }
-            : { width: 'data(width)', 'line-color': 'data(colour)', 'target-arrow-color': 'data(colour)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier', label: 'data(label)', 'font-size': 9, 'text-rotation': 'autorotate', 'text-background-color': '#fff', 'text-background-opacity': 0.8 },
+            ? { width: 'data(width)', 'line-color': 'data(colour)', 'line-style': 'data(lineStyle)' as 'solid', 'curve-style': 'haystack', opacity: 0.5 }
+            : { width: 'data(width)', 'line-color': 'data(colour)', 'line-style': 'data(lineStyle)' as 'solid', 'target-arrow-color': 'data(colour)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier', label: 'data(label)', 'font-size': 9, 'text-rotation': 'autorotate', 'text-background-color': '#fff', 'text-background-opacity': 0.8 },
         },
         { selector: ':selected', style: { 'overlay-color': '#d62828', 'overlay-opacity': 0.25 } },
       ],
@@ -161,9 +186,15 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
             ))}
           </select>
         </label>
-        <span className="legend">
+        <span className="legend" data-testid="legend">
           edge width: bytes/s · colour: <i style={{ color: colours.ok }}>healthy</i> <i style={{ color: colours.warn }}>retransmits or RTT &gt; 10 ms</i>{' '}
-          <i style={{ color: colours.bad }}>retransmits &gt; 1 % or RTT &gt; 100 ms</i>
+          <i style={{ color: colours.bad }}>retransmits &gt; 1 % or RTT &gt; 100 ms</i> · dashed:{' '}
+          <i style={{ color: dropColours.some }} data-testid="legend-drops-some">
+            packets dropped
+          </i>{' '}
+          <i style={{ color: dropColours.heavy }} data-testid="legend-drops-heavy">
+            ≥ {HEAVY_DROP_SHARE * 100} % of packets dropped
+          </i>
         </span>
         {loading && <span className="muted"> loading…</span>}
         {map && (
@@ -192,11 +223,12 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
                 <th className="num">rate ←</th>
                 <th className="num">retransmits</th>
                 <th className="num">rtt</th>
+                <th className="num">dropped</th>
               </tr>
             </thead>
             <tbody>
               {shown.map((e) => (
-                <tr key={e.id} data-testid="edge-row" data-source={labelOf(map, e.source)} data-target={labelOf(map, e.target)} data-bytes={e.bytes} data-reverse-bytes={e.reverseBytes} onClick={() => onSelect({ title: `${labelOf(map, e.source)} → ${labelOf(map, e.target)}: its flows`, filter: e.filter })}>
+                <tr key={e.id} data-testid="edge-row" data-source={labelOf(map, e.source)} data-target={labelOf(map, e.target)} data-bytes={e.bytes} data-reverse-bytes={e.reverseBytes} data-dropped-packets={e.droppedPackets} data-dropped-bytes={e.droppedBytes} data-drops={e.drops} className={e.drops === 'none' ? '' : `drops-${e.drops}`} onClick={() => onSelect({ title: `${labelOf(map, e.source)} → ${labelOf(map, e.target)}: its flows`, filter: e.filter })}>
                   <td>{labelOf(map, e.source)}</td>
                   <td>{labelOf(map, e.target)}</td>
                   <td className="num">{e.bytes}</td>
@@ -205,6 +237,9 @@ export function MapView({ range, filter, level, setLevel, onSelect, onFilterErro
                   <td className="num">{humanBytes(e.reverseBytesPerSecond, '/s')}</td>
                   <td className="num">{e.retransmits}</td>
                   <td className="num">{humanRtt(e.rttAvgUs)}</td>
+                  <td className="num" style={e.drops === 'none' ? {} : { color: dropColours[e.drops], fontWeight: 600 }}>
+                    {droppedText(e)}
+                  </td>
                 </tr>
               ))}
             </tbody>

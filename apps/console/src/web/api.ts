@@ -40,8 +40,8 @@ export async function getJson<T>(path: string, params: Record<string, string | n
 }
 
 /** Reads /api/tail (one JSON flow per line) until the signal aborts. */
-export async function tail(filter: string, onFlow: (flow: FlowItem) => void, signal: AbortSignal): Promise<void> {
-  const response = await fetch(`/api/tail?${new URLSearchParams({ filter })}`, { headers: headers(), signal });
+export async function tail(filter: string, verdict: Verdict, onFlow: (flow: FlowItem) => void, signal: AbortSignal): Promise<void> {
+  const response = await fetch(`/api/tail?${new URLSearchParams({ filter, verdict })}`, { headers: headers(), signal });
   if (!response.ok || !response.body) {
     const body = (await response.json().catch(() => ({}))) as { error?: string; position?: number };
     throw new ApiError(response.status, body.error ?? response.statusText, body.position);
@@ -70,6 +70,8 @@ export interface EndJson {
   port?: number;
   process?: { name?: string; pid?: number };
   kube?: { objectName?: string; objectNamespace?: string; workloadName?: string; objectType?: string };
+  /** The DNS name this end resolved the other end's address from. */
+  peerDnsName?: string;
 }
 
 export interface FlowJson {
@@ -86,6 +88,8 @@ export interface FlowJson {
   reversePackets?: string;
   tcp?: { srttUs?: number; retransmits?: number };
   joined?: boolean;
+  drops?: { packets?: string; bytes?: string; reason?: string; reasonPackets?: string };
+  dns?: { queryName?: string; queryType?: number; rcode?: number; queries?: string; responses?: string; latencyCount?: string; latencySumUs?: string; latencyMaxUs?: string };
 }
 
 export interface FlowItem {
@@ -98,6 +102,9 @@ export interface Range {
   since: string;
   until: string;
 }
+
+/** The filter bar's verdict, as `kappa observe --verdict` takes it ('' for every flow). */
+export type Verdict = '' | 'dropped' | 'forwarded';
 
 /** "1h" / "2026-12-04T07:00:00Z" / unix ns → unix ns for the API (RFC 3339 converted here). */
 export function rangeParam(text: string): string {

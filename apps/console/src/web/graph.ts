@@ -1,6 +1,6 @@
 // The service map's model, apart from drawing it: aggregates of the Observer become nodes (one
 // per group, external endpoints grouped into one) and edges (initiator → responder, bytes/s per
-// direction, coloured by retransmits and RTT), placed by a deterministic layout.
+// direction, coloured by drops, retransmits and RTT), placed by a deterministic layout.
 export type Level = 'namespace' | 'workload' | 'pod' | 'process';
 export const levels: readonly Level[] = ['namespace', 'workload', 'pod', 'process'];
 
@@ -22,6 +22,8 @@ export interface AggregateJson {
   rttAvgUs?: number;
   rttMaxUs?: number;
   records?: string;
+  droppedPackets?: string;
+  droppedBytes?: string;
 }
 
 export interface MapNode {
@@ -50,6 +52,13 @@ export interface MapEdge {
   records: number;
   /** ok, warn (some retransmits or RTT over 10 ms), bad (retransmits over 1 % of packets or RTT over 100 ms). */
   health: 'ok' | 'warn' | 'bad';
+  /** Packets and bytes of the edge's conversations the kernel dropped (either vantage). */
+  droppedPackets: number;
+  droppedBytes: number;
+  /** Dropped packets per packet carried (both directions), 0..1. */
+  droppedShare: number;
+  /** none, some (under 1 % of the packets), heavy (1 % or more). Drops colour an edge before health does. */
+  drops: 'none' | 'some' | 'heavy';
   width: number;
   filter: string;
 }
@@ -100,6 +109,15 @@ function health(retransmits: number, packets: number, rttAvgUs: number): MapEdge
   if ((packets > 0 && retransmits / packets > 0.01) || rttAvgUs > 100_000) return 'bad';
   if (retransmits > 0 || rttAvgUs > 10_000) return 'warn';
   return 'ok';
+}
+
+/** A share of dropped packets from this on is heavy. */
+export const HEAVY_DROP_SHARE = 0.01;
+
+function drops(dropped: number, packets: number): { droppedShare: number; drops: MapEdge['drops'] } {
+  if (dropped <= 0) return { droppedShare: 0, drops: 'none' };
+  const share = Math.min(1, dropped / Math.max(1, packets));
+  return { droppedShare: share, drops: share >= HEAVY_DROP_SHARE ? 'heavy' : 'some' };
 }
 
 const CELL_W = 200;
@@ -163,6 +181,7 @@ export function buildMap(aggregates: readonly AggregateJson[], level: Level, ran
     const packets = Number(a.packets ?? 0) + Number(a.reversePackets ?? 0);
     const retransmits = Number(a.retransmits ?? 0);
     const rttAvgUs = a.rttAvgUs ?? 0;
+    const droppedPackets = Number(a.droppedPackets ?? 0);
     return {
       id: `${source}→${target}`,
       source,
@@ -177,6 +196,9 @@ export function buildMap(aggregates: readonly AggregateJson[], level: Level, ran
       rttMaxUs: a.rttMaxUs ?? 0,
       records: Number(a.records ?? 0),
       health: health(retransmits, packets, rttAvgUs),
+      droppedPackets,
+      droppedBytes: Number(a.droppedBytes ?? 0),
+      ...drops(droppedPackets, packets),
       width: 1,
       filter: `${groupFilter(a.src, level, 'src')} and ${groupFilter(a.dst, level, 'dst')}`,
     };
@@ -184,6 +206,8 @@ export function buildMap(aggregates: readonly AggregateJson[], level: Level, ran
   // Width by bytes/s on a log scale, 1..12 px, relative to the busiest edge.
   const max = Math.max(1, ...edges.map((e) => e.bytesPerSecond + e.reverseBytesPerSecond));
   for (const e of edges) e.width = 1 + 11 * (Math.log1p(e.bytesPerSecond + e.reverseBytesPerSecond) / Math.log1p(max));
+  // An edge losing packets stays visible however little it carries.
+  for (const e of edges) if (e.drops !== 'none') e.width = Math.max(e.width, e.drops === 'heavy' ? 4 : 3);
   const list = [...nodes.values()];
   place(list, level);
   const namespaces = level === 'namespace' ? [] : [...new Set(list.filter((n) => !n.external).map((n) => n.namespace))].sort().map((ns) => ({ id: `box:${ns}`, label: ns }));

@@ -2,19 +2,19 @@
 // `kappa status` shows, plus the flow store).
 import { useEffect, useState } from 'react';
 import { ApiError, getJson, rangeParam, tail } from './api.js';
-import type { FlowItem, Range } from './api.js';
+import type { FlowItem, Range, Verdict } from './api.js';
 import { FlowTable } from './FlowTable.js';
 import { humanBytes, humanRtt } from './graph.js';
 import type { AggregateJson, Group } from './graph.js';
 
-export function useFlows(range: Range, filter: string, last: number, onFilterError?: (e: ApiError | undefined) => void) {
+export function useFlows(range: Range, filter: string, verdict: Verdict, last: number, onFilterError?: (e: ApiError | undefined) => void) {
   const [flows, setFlows] = useState<FlowItem[]>([]);
   const [error, setError] = useState<string | undefined>();
   const [loading, setLoading] = useState(false);
   useEffect(() => {
     let gone = false;
     setLoading(true);
-    getJson<{ flows: FlowItem[] }>('/api/flows', { since: rangeParam(range.since), until: rangeParam(range.until), filter, last })
+    getJson<{ flows: FlowItem[] }>('/api/flows', { since: rangeParam(range.since), until: rangeParam(range.until), filter, verdict, last })
       .then((r) => {
         if (gone) return;
         setFlows(r.flows);
@@ -30,24 +30,24 @@ export function useFlows(range: Range, filter: string, last: number, onFilterErr
     return () => {
       gone = true;
     };
-  }, [range.since, range.until, filter, last]);
+  }, [range.since, range.until, filter, verdict, last]);
   return { flows, error, loading };
 }
 
-export function FlowsView({ range, filter, onFilterError }: { range: Range; filter: string; onFilterError: (e: ApiError | undefined) => void }) {
+export function FlowsView({ range, filter, verdict, onFilterError }: { range: Range; filter: string; verdict: Verdict; onFilterError: (e: ApiError | undefined) => void }) {
   const [live, setLive] = useState(false);
   const [tailed, setTailed] = useState<FlowItem[]>([]);
   const [tailError, setTailError] = useState<string | undefined>();
-  const { flows, error, loading } = useFlows(range, filter, 1000, onFilterError);
+  const { flows, error, loading } = useFlows(range, filter, verdict, 1000, onFilterError);
   useEffect(() => {
     if (!live) return;
     setTailed([]);
     const abort = new AbortController();
-    tail(filter, (item) => setTailed((t) => [...t.slice(-999), item]), abort.signal).catch((e: unknown) => {
+    tail(filter, verdict, (item) => setTailed((t) => [...t.slice(-999), item]), abort.signal).catch((e: unknown) => {
       if (!abort.signal.aborted) setTailError(e instanceof Error ? e.message : String(e));
     });
     return () => abort.abort();
-  }, [live, filter]);
+  }, [live, filter, verdict]);
   return (
     <section>
       <div className="toolbar">
@@ -65,7 +65,7 @@ export function FlowsView({ range, filter, onFilterError }: { range: Range; filt
 
 const groupLabel = (g: Group | undefined) => (!g ? '' : g.external ? 'external' : g.name ? `${g.namespace ? `${g.namespace}/` : ''}${g.name}` : (g.namespace ?? ''));
 
-export function TopView({ range, filter }: { range: Range; filter: string }) {
+export function TopView({ range, filter, verdict }: { range: Range; filter: string; verdict: Verdict }) {
   const [level, setLevel] = useState('workload');
   const [side, setSide] = useState('pair');
   const [by, setBy] = useState('bytes');
@@ -73,13 +73,13 @@ export function TopView({ range, filter }: { range: Range; filter: string }) {
   const [error, setError] = useState<string | undefined>();
   useEffect(() => {
     let gone = false;
-    getJson<{ aggregates?: AggregateJson[] }>('/api/top', { since: rangeParam(range.since), until: rangeParam(range.until), filter, level, side, by, limit: 25 })
+    getJson<{ aggregates?: AggregateJson[] }>('/api/top', { since: rangeParam(range.since), until: rangeParam(range.until), filter, verdict, level, side, by, limit: 25 })
       .then((r) => !gone && (setRows(r.aggregates ?? []), setError(undefined)))
       .catch((e: unknown) => !gone && setError(e instanceof Error ? e.message : String(e)));
     return () => {
       gone = true;
     };
-  }, [range.since, range.until, filter, level, side, by]);
+  }, [range.since, range.until, filter, verdict, level, side, by]);
   const select = (value: string, set: (v: string) => void, options: string[], id: string) => (
     <select data-testid={id} value={value} onChange={(e) => set(e.target.value)}>
       {options.map((o) => (
@@ -91,7 +91,7 @@ export function TopView({ range, filter }: { range: Range; filter: string }) {
     <section>
       <div className="toolbar">
         level {select(level, setLevel, ['namespace', 'workload', 'pod', 'process', 'node', 'ip'], 'top-level')} side {select(side, setSide, ['pair', 'src', 'dst'], 'top-side')} by{' '}
-        {select(by, setBy, ['bytes', 'packets', 'retransmits', 'rtt'], 'top-by')}
+        {select(by, setBy, ['bytes', 'packets', 'retransmits', 'rtt', 'dropped'], 'top-by')}
       </div>
       {error && <p className="error">{error}</p>}
       <table data-testid="top-table">
@@ -104,6 +104,7 @@ export function TopView({ range, filter }: { range: Range; filter: string }) {
             <th className="num">packets</th>
             <th className="num">retransmits</th>
             <th className="num">rtt (mean)</th>
+            <th className="num">dropped</th>
             <th className="num">records</th>
           </tr>
         </thead>
@@ -117,6 +118,7 @@ export function TopView({ range, filter }: { range: Range; filter: string }) {
               <td className="num">{Number(r.packets ?? 0) + Number(r.reversePackets ?? 0)}</td>
               <td className="num">{r.retransmits ?? 0}</td>
               <td className="num">{humanRtt(r.rttAvgUs ?? 0)}</td>
+              <td className="num">{r.droppedPackets ?? 0}</td>
               <td className="num">{r.records ?? 0}</td>
             </tr>
           ))}

@@ -15,7 +15,8 @@ export class StoreSink implements FlowSink {
 
   async write(batch: ExportBatch): Promise<void> {
     // The records' bytes as received and their index lines, read in place (no decode, no encode).
-    await this.store.append(batch.view, BigInt(Date.now()) * 1_000_000n);
+    // A redelivered batch skips the records the store already holds (after a crash).
+    await this.store.append(batch.view, BigInt(Date.now()) * 1_000_000n, batch.redelivered);
   }
 
   async close(): Promise<void> {

@@ -10,15 +10,22 @@
 // overlap their range plus the hot CSV. Retention drops whole segments: those entirely older
 // than --store-retention, then the oldest while the folder is above --store-max-bytes.
 // A restart seals whatever CSV it finds, so nothing written before a crash is lost.
+// Sealing runs beside the appends (DuckDB works in its own threads): a full hot segment is
+// closed, a new one opened, and the append returns; at most --store-pending-seals segments wait
+// for their seal before an append waits (backpressure). A sealing segment is read from its CSV
+// until its Parquet file is complete; files are removed only when no query is reading.
+// A batch JetStream redelivers after a crash is not stored twice: the store remembers the ids of
+// the newest --store-dedupe-window records it holds at open, and skips those ids in redelivered
+// batches (within one run the exporter's dispatcher already skips batches a sink took).
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { FlowRecordSchema, fromBinary } from '@kappa/contracts';
-import type { FlowBatchView, FlowRecord } from '@kappa/contracts';
-import { compileSql, sqlString } from '@kappa/filter';
+import { FlowBatchView, FlowFields, FlowRecordSchema, MessageCursor, fromBinary } from '@kappa/contracts';
+import type { FlowRecord } from '@kappa/contracts';
+import { compileSql, filterColumns, sqlString } from '@kappa/filter';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 
 export interface FlowStoreOptions {
@@ -32,6 +39,16 @@ export interface FlowStoreOptions {
   /** DuckDB's memory limit, e.g. "256MB". */
   memoryLimit?: string;
   threads?: number;
+  /**
+   * Full segments that may wait for or be in their seal while appends go on (default 2); one
+   * more and the append that filled it waits. 0: the append that fills a segment seals it
+   * before it returns (how the store worked before; benchmarks compare against it).
+   */
+  pendingSeals?: number;
+  /** Ids of the newest records remembered at open, skipped in redelivered batches (default 200 000). */
+  dedupeWindow?: number;
+  /** A background seal failed: the segment stays readable from its CSV and is sealed at the next open. */
+  onSealError?: (error: unknown, segment: number) => void;
 }
 
 interface Segment {
@@ -63,10 +80,10 @@ export interface FlowQuery {
 
 export type AggregateLevel = 'namespace' | 'workload' | 'pod' | 'process' | 'node' | 'ip';
 export type AggregateSide = 'pair' | 'src' | 'dst';
-export type AggregateMetric = 'bytes' | 'packets' | 'retransmits' | 'rtt';
+export type AggregateMetric = 'bytes' | 'packets' | 'retransmits' | 'rtt' | 'dropped';
 export const aggregateLevels: readonly AggregateLevel[] = ['namespace', 'workload', 'pod', 'process', 'node', 'ip'];
 export const aggregateSides: readonly AggregateSide[] = ['pair', 'src', 'dst'];
-export const aggregateMetrics: readonly AggregateMetric[] = ['bytes', 'packets', 'retransmits', 'rtt'];
+export const aggregateMetrics: readonly AggregateMetric[] = ['bytes', 'packets', 'retransmits', 'rtt', 'dropped'];
 
 export interface AggregateQuery {
   sinceNs: bigint;
@@ -95,6 +112,9 @@ export interface AggregateRow {
   rttAvgUs: number;
   rttMaxUs: number;
   records: bigint;
+  /** Dropped packets and bytes of every record of the group (both vantages: each drop is on one). */
+  droppedPackets: bigint;
+  droppedBytes: bigint;
 }
 
 export interface StoreStats {
@@ -104,6 +124,10 @@ export interface StoreStats {
   newestNs: bigint;
   segments: number;
   expiredRecords: number;
+  /** Records of redelivered batches not stored again (their ids were already stored). */
+  duplicateRecords: number;
+  /** Full segments waiting for or in their seal. */
+  pendingSeals: number;
 }
 
 /**
@@ -111,6 +135,14 @@ export interface StoreStats {
  * records that were not joined (their initiator was not observed, e.g. outside the cluster).
  */
 export const countedOnceSql = '(vantage = 1 OR NOT joined)';
+
+/**
+ * Drops are not seen twice: each dropped packet is on the record of the vantage that dropped it
+ * (a TCP segment refused at the responder is on the responder's record). So the rows an
+ * aggregate reads are the counted-once rows plus any other row with drops, and only the drops are
+ * summed over both.
+ */
+const aggregatedRowsSql = `(${countedOnceSql} OR dropped_packets > 0)`;
 
 /** SQL of a group key at a level, for one side (s = src | dst): [namespace, name, external]. */
 function groupSql(level: AggregateLevel, s: 'src' | 'dst'): [string, string, string] {
@@ -147,13 +179,29 @@ const metricOrder: Record<AggregateMetric, string> = {
   packets: 'packets + reverse_packets',
   retransmits: 'retransmits',
   rtt: 'rtt_avg_us',
+  dropped: 'dropped_packets',
 };
 
-/** The sums every aggregate carries; RTT as a sum and a count so partial sums add up exactly. */
-const sumsSql = `sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
-  sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
-  sum(srtt_us) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_sum, count(*) FILTER (WHERE srtt_us > 0)::UBIGINT AS rtt_n,
-  coalesce(max(srtt_us), 0)::UINTEGER AS rtt_max, count(*)::UBIGINT AS records`;
+/**
+ * The sums every aggregate carries over aggregatedRowsSql's rows; RTT as a sum and a count so
+ * partial sums add up exactly. Everything but the drops counts each conversation once.
+ */
+const once = `FILTER (WHERE ${countedOnceSql})`;
+const sumsSql = `coalesce(sum(bytes) ${once}, 0)::UBIGINT AS bytes, coalesce(sum(reverse_bytes) ${once}, 0)::UBIGINT AS reverse_bytes,
+  coalesce(sum(packets) ${once}, 0)::UBIGINT AS packets, coalesce(sum(reverse_packets) ${once}, 0)::UBIGINT AS reverse_packets,
+  coalesce(sum(retransmits) ${once}, 0)::UBIGINT AS retransmits,
+  sum(srtt_us) FILTER (WHERE srtt_us > 0 AND ${countedOnceSql})::UBIGINT AS rtt_sum, count(*) FILTER (WHERE srtt_us > 0 AND ${countedOnceSql})::UBIGINT AS rtt_n,
+  coalesce(max(srtt_us) ${once}, 0)::UINTEGER AS rtt_max, count(*) ${once}::UBIGINT AS records,
+  sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes`;
+
+/**
+ * The raw columns a segment's rollup keeps beside the workload-pair keys: a map filtered on
+ * these alone (namespaces, workloads, the destination port, the protocol: what map filters use
+ * most) is answered from the rollups like an unfiltered one. Rollups without the last of them
+ * were written by an older build and are removed at open.
+ */
+const rollupFilterColumns: readonly string[] = ['src_namespace', 'src_workload', 'dst_namespace', 'dst_workload', 'dst_port', 'protocol'];
+const rollupColumnSet: ReadonlySet<string> = new Set(rollupFilterColumns);
 
 type Ext = 'rec' | 'csv' | 'parquet' | 'rollup.parquet';
 const allExts: readonly Ext[] = ['rec', 'csv', 'parquet', 'rollup.parquet'];
@@ -168,8 +216,18 @@ export class FlowStore {
   private csvFile: FileHandle | undefined;
   private recBytes = 0;
   private hotOpenedMs = 0;
-  /** Appends and seals run one at a time, in order. */
+  /** Appends run one at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
+  /** Seals run one at a time, in order, beside the appends. */
+  private sealing: Promise<void> = Promise.resolve();
+  private pendingSeals = 0;
+  /** Queries running, and files to remove once none is (a query may be reading them). */
+  private reading = 0;
+  private readonly unlinkLater: string[] = [];
+  /** Ids of the newest records stored before this run (redelivery dedupe). */
+  private readonly seen = new Set<string>();
+  private readonly cursor = FlowBatchView.recordCursor();
+  private duplicates = 0;
   private expired = 0;
   private closed = false;
   /** The batch being appended: its index lines and its records' bytes (reused batch after batch). */
@@ -224,11 +282,54 @@ export class FlowStore {
         Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
         this.segments.push(segment);
       }
+      await this.dropStaleRollups(connection);
+      await this.rememberNewestIds(connection);
     } finally {
       connection.closeSync();
     }
     await this.startHot((this.segments.at(-1)?.seq ?? 0) + 1);
     this.enforceRetention();
+  }
+
+  /**
+   * Rollups written by older builds (without the drop sums or the filter columns) are removed,
+   * so queries read those segments' rows instead (exact, slower) rather than fail on a column.
+   */
+  private async dropStaleRollups(connection: DuckDBConnection): Promise<void> {
+    const rollups = this.segments.map((s) => this.path(s.seq, 'rollup.parquet')).filter((p) => existsSync(p));
+    if (rollups.length === 0) return;
+    const current = new Set(
+      (await connection.runAndReadAll(`SELECT file_name FROM parquet_schema([${rollups.map(sqlString).join(', ')}]) WHERE name = ${sqlString(rollupFilterColumns.at(-1)!)}`)).getRows().map((r) => String(r[0])),
+    );
+    for (const path of rollups) if (!current.has(path)) rmSync(path, { force: true });
+  }
+
+  /**
+   * The ids of the newest `dedupeWindow` records (by write order: the newest segments, the highest
+   * offsets), read from their stored bytes: what a batch redelivered after a crash may repeat.
+   */
+  private async rememberNewestIds(connection: DuckDBConnection): Promise<void> {
+    let remaining = this.options.dedupeWindow ?? 200_000;
+    const cursor = new MessageCursor(FlowRecordSchema);
+    for (const segment of [...this.segments].reverse()) {
+      if (remaining <= 0) break;
+      const rows = (await connection.runAndReadAll(`SELECT off, len FROM read_parquet(${sqlString(this.path(segment.seq, 'parquet'))}) ORDER BY off DESC LIMIT ${remaining}`)).getRows() as [bigint, number][];
+      if (rows.length === 0) continue;
+      remaining -= rows.length;
+      const from = Number(rows.at(-1)![0]);
+      const to = Number(rows[0]![0]) + rows[0]![1];
+      const bytes = Buffer.allocUnsafe(to - from);
+      const file = await open(this.path(segment.seq, 'rec'), 'r');
+      try {
+        await file.read(bytes, 0, bytes.length, from);
+      } finally {
+        await file.close();
+      }
+      for (const [off, len] of rows) {
+        const id = cursor.reset(bytes, Number(off) - from, Number(off) - from + len).string(FlowFields.FlowRecord.id);
+        if (id !== '') this.seen.add(id);
+      }
+    }
   }
 
   private async startHot(seq: number): Promise<void> {
@@ -244,13 +345,13 @@ export class FlowStore {
    * Stores a batch's records: their bytes as received and one index line each, read in place.
    * The view must stay valid until the returned promise settles (the sink awaits it).
    */
-  append(view: FlowBatchView, receivedNs: bigint): Promise<void> {
-    const run = this.queue.then(() => this.appendNow(view, receivedNs));
+  append(view: FlowBatchView, receivedNs: bigint, redelivered = false): Promise<void> {
+    const run = this.queue.then(() => this.appendNow(view, receivedNs, redelivered));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async appendNow(view: FlowBatchView, receivedNs: bigint): Promise<void> {
+  private async appendNow(view: FlowBatchView, receivedNs: bigint, redelivered: boolean): Promise<void> {
     if (this.closed) throw new Error('the flow store is closed');
     const hot = this.hot!;
     const n = view.length;
@@ -259,13 +360,21 @@ export class FlowStore {
     index.reset(receivedNs);
     // The records' bytes, copied back to back into one reused buffer (no per-record object).
     const source = Buffer.from(view.bytes.buffer, view.bytes.byteOffset, view.bytes.byteLength);
+    // A batch JetStream redelivers after a crash may hold records stored before it.
+    const dedupe = redelivered && this.seen.size > 0;
     let size = 0;
     for (let i = 0; i < n; i++) size += view.recordEnd(i) - view.recordStart(i);
     if (size > this.recBuffer.length) this.recBuffer = Buffer.allocUnsafe(Math.max(size, 2 * this.recBuffer.length));
     const rec = this.recBuffer;
     let written = 0;
     let offset = this.recBytes;
+    let kept = 0;
     for (let i = 0; i < n; i++) {
+      if (dedupe && this.seen.has(view.record(i, this.cursor).string(FlowFields.FlowRecord.id))) {
+        this.duplicates++;
+        continue;
+      }
+      kept++;
       const start = view.recordStart(i);
       const end = view.recordEnd(i);
       source.copy(rec, written, start, end);
@@ -273,6 +382,7 @@ export class FlowStore {
       index.line(view, i, hot.seq, offset, end - start);
       offset += end - start;
     }
+    if (kept === 0) return;
     const minNs = index.minNs;
     const maxNs = index.maxNs;
     if (minNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = minNs;
@@ -281,7 +391,7 @@ export class FlowStore {
     await this.recFile!.write(rec, 0, written);
     await this.csvFile!.write(index.buffer, 0, index.length);
     this.recBytes = offset;
-    hot.records += n;
+    hot.records += kept;
     if (hot.records >= this.options.segmentRecords || Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
   }
 
@@ -296,18 +406,61 @@ export class FlowStore {
     return run;
   }
 
+  /**
+   * Closes the full hot segment, opens the next and seals the full one in the background; waits
+   * only while more than `pendingSeals` segments wait for their seal (0: waits for this seal).
+   */
   private async rotate(): Promise<void> {
     const full = this.hot!;
     await this.recFile?.close();
     await this.csvFile?.close();
     await this.startHot(full.seq + 1);
-    const connection = await this.connect();
+    const limit = this.options.pendingSeals ?? 2;
+    if (limit > 0 && this.pendingSeals >= limit) await this.sealing;
+    this.pendingSeals++;
+    const seal = this.sealing.then(async () => {
+      const connection = await this.connect();
+      try {
+        await this.sealWith(connection, full);
+      } finally {
+        connection.closeSync();
+      }
+      this.enforceRetention();
+    });
+    this.sealing = seal
+      .catch((error: unknown) => this.options.onSealError?.(error, full.seq))
+      .finally(() => {
+        this.pendingSeals--;
+      });
+    if (limit === 0) await seal;
+    else this.enforceRetention();
+  }
+
+  /** Waits until every full segment is sealed (benchmarks, tests, close). */
+  async flush(): Promise<void> {
+    await this.queue;
+    await this.sealing;
+  }
+
+  /** Runs a query while counting it as reading, so no file it may read is removed under it. */
+  private async read<T>(query: () => Promise<T>): Promise<T> {
+    this.reading++;
     try {
-      await this.sealWith(connection, full);
+      return await query();
     } finally {
-      connection.closeSync();
+      this.reading--;
+      this.reap();
     }
-    this.enforceRetention();
+  }
+
+  private removeWhenUnread(paths: string[]): void {
+    this.unlinkLater.push(...paths);
+    this.reap();
+  }
+
+  private reap(): void {
+    if (this.reading > 0) return;
+    for (const path of this.unlinkLater.splice(0)) rmSync(path, { force: true });
   }
 
   /** CSV → Parquet sorted by flow time; the CSV is removed once the Parquet file is complete. */
@@ -317,19 +470,20 @@ export class FlowStore {
     await connection.run(
       `COPY (SELECT * FROM ${csvSource(csv)} ORDER BY time_ns) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
     );
-    // The rollup: the workload-pair sums of this segment, counting each conversation once; an
-    // unfiltered namespace or workload map reads these for the segments wholly in its range.
+    // The rollup: the workload-pair sums of this segment (per value of the rollup's filter
+    // columns), counting each conversation once; a namespace or workload map, unfiltered or
+    // filtered on those columns only, reads these for the segments wholly in its range.
     const rollup = this.path(segment.seq, 'rollup.parquet');
     const [sns, sname, sext] = groupSql('workload', 'src');
     const [dns, dname, dext] = groupSql('workload', 'dst');
     await connection.run(
-      `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${sumsSql}
-        FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${countedOnceSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
+      `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${rollupFilterColumns.join(', ')}, ${sumsSql}
+        FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${aggregatedRowsSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
     );
     await rename(`${rollup}.tmp`, rollup);
     await rename(`${parquet}.tmp`, parquet);
     segment.sealed = true;
-    await rm(csv, { force: true });
+    this.removeWhenUnread([csv]);
   }
 
   private fileBytes(segment: Segment): number {
@@ -348,7 +502,7 @@ export class FlowStore {
   enforceRetention(nowMs = Date.now()): void {
     const cutoff = BigInt(nowMs - this.options.retentionMs) * 1_000_000n;
     const drop = (segment: Segment) => {
-      for (const ext of allExts) rmSync(this.path(segment.seq, ext), { force: true });
+      this.removeWhenUnread(allExts.map((ext) => this.path(segment.seq, ext)));
       this.expired += segment.records;
       this.segments.splice(this.segments.indexOf(segment), 1);
     };
@@ -371,6 +525,8 @@ export class FlowStore {
       newestNs: nonEmpty.reduce((max, s) => (s.maxNs > max ? s.maxNs : max), 0n),
       segments: this.segments.length,
       expiredRecords: this.expired,
+      duplicateRecords: this.duplicates,
+      pendingSeals: this.pendingSeals,
     };
   }
 
@@ -405,7 +561,11 @@ export class FlowStore {
    * remaining segment can hold a flow that beats the N collected: a query for the last 100 flows
    * reads the newest segment or two, not the whole range.
    */
-  async flows(query: FlowQuery): Promise<StoredFlow[]> {
+  flows(query: FlowQuery): Promise<StoredFlow[]> {
+    return this.read(() => this.flowsNow(query));
+  }
+
+  private async flowsNow(query: FlowQuery): Promise<StoredFlow[]> {
     const where = compileSql(query.filter);
     const cap = query.last > 0 ? query.last : query.limit;
     const desc = query.last > 0;
@@ -468,7 +628,7 @@ export class FlowStore {
     const where = compileSql(query.filter);
     const range = this.rangeSql(query.sinceNs, query.untilNs);
     const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
-    const rollupLevel = query.filter.trim() === '' && (query.level === 'workload' || query.level === 'namespace');
+    const rollupLevel = (query.level === 'workload' || query.level === 'namespace') && [...filterColumns(query.filter)].every((c) => rollupColumnSet.has(c));
     const inside = (s: Segment) =>
       s.sealed && s.minNs >= query.sinceNs && s.minNs >= cutoff && (query.untilNs === 0n || s.maxNs < query.untilNs) && existsSync(this.path(s.seq, 'rollup.parquet'));
     const overlapping = this.segments.filter((s) => s.records > 0 && s.maxNs >= query.sinceNs && !(query.untilNs > 0n && s.minNs >= query.untilNs));
@@ -483,29 +643,35 @@ export class FlowStore {
       const sealed = raw.filter((x) => x.sealed).map((x) => sqlString(this.path(x.seq, 'parquet')));
       const sources = [...(sealed.length > 0 ? [`SELECT * FROM read_parquet([${sealed.join(', ')}])`] : []), ...raw.filter((x) => !x.sealed).map((x) => `SELECT * FROM ${csvSource(this.path(x.seq, 'csv'))}`)];
       parts.push(`SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext, ${sumsSql}
-        FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${countedOnceSql} AND ${where} GROUP BY ALL`);
+        FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${aggregatedRowsSql} AND ${where} GROUP BY ALL`);
     }
     if (rolled.length > 0) {
       // Rollup rows are at the workload level; the namespace level and one side regroup them.
       const keep = (side: 'src' | 'dst', prefix: 's' | 'd') =>
         query.side !== 'pair' && query.side !== side ? "'' AS X_ns, '' AS X_name, false AS X_ext".replaceAll('X', prefix) : `${prefix}_ns, ${query.level === 'namespace' ? "''" : `${prefix}_name`} AS ${prefix}_name, ${prefix}_ext`;
-      parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records
-        FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
+      parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records, dropped_packets, dropped_bytes
+        FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}]) WHERE ${where}`);
     }
     if (parts.length === 0) return undefined;
     return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
-        coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records
+        coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records,
+        sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes
       FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
       ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
   }
 
   /**
-   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
-   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
-   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
+   * Sums per group pair (or per group of one side) over a range. Throws FilterError. A
+   * namespace or workload map, unfiltered or filtered only on the rollups' filter columns, takes
+   * the sealed segments wholly inside its range from their rollups (exact: the same sums,
+   * precomputed) and reads raw rows only for the rest.
    */
-  async aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+  aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
+    return this.read(() => this.aggregateNow(query));
+  }
+
+  private async aggregateNow(query: AggregateQuery): Promise<AggregateRow[]> {
     const sql = this.aggregateSql(query);
     if (sql === undefined) return [];
     const connection = await this.connect();
@@ -522,6 +688,8 @@ export class FlowStore {
         rttAvgUs: r[11] as number,
         rttMaxUs: r[12] as number,
         records: r[13] as bigint,
+        droppedPackets: r[14] as bigint,
+        droppedBytes: r[15] as bigint,
       }));
     } finally {
       connection.closeSync();
@@ -529,21 +697,24 @@ export class FlowStore {
   }
 
   /** DuckDB's EXPLAIN ANALYZE of an aggregate: where its time goes, per operator (benchmarks). */
-  async explainAggregate(query: AggregateQuery): Promise<string> {
-    const sql = this.aggregateSql(query);
-    if (sql === undefined) return '(no segment in range)';
-    const connection = await this.connect();
-    try {
-      const rows = (await connection.runAndReadAll(`EXPLAIN ANALYZE ${sql}`)).getRows();
-      return rows.map((r) => String(r[1])).join('\n');
-    } finally {
-      connection.closeSync();
-    }
+  explainAggregate(query: AggregateQuery): Promise<string> {
+    return this.read(async () => {
+      const sql = this.aggregateSql(query);
+      if (sql === undefined) return '(no segment in range)';
+      const connection = await this.connect();
+      try {
+        const rows = (await connection.runAndReadAll(`EXPLAIN ANALYZE ${sql}`)).getRows();
+        return rows.map((r) => String(r[1])).join('\n');
+      } finally {
+        connection.closeSync();
+      }
+    });
   }
 
-  /** Finishes pending appends; the hot segment stays as CSV and is sealed at the next open. */
+  /** Finishes pending appends and seals; the hot segment stays as CSV and is sealed at the next open. */
   async close(): Promise<void> {
     await this.queue;
+    await this.sealing;
     this.closed = true;
     await this.recFile?.close();
     await this.csvFile?.close();
