@@ -3,7 +3,8 @@
 // softflowd and pmacctd (both pcap on the client's veth). Throughput, each agent's CPU per GB,
 // the machine's whole CPU per GB (user+nice+system+irq+softirq from /proc/stat) minus the no-agent
 // run's of the same pair, BPF ns per run against #16's goals, and kappa's byte count against
-// iperf3's. Writes section `datapath`.
+// iperf3's; then kappa_drop's ns per dropped packet over datagrams to a closed port (#21). Writes
+// section `datapath`.
 //   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
 // Profile mode: only bpf_stats runs, one per BPF object per round, in alternating order, so
 // variants of the programs (parts compiled out: tools/bench/datapath-variants.sh) are compared
@@ -62,6 +63,10 @@ const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
 const cgroup = new TestCgroup('kbd-datapath');
 const pair = await VethPair.create({ prefix: 'kbd-', subnet: 41, cgroup, offloads: true });
 const iperfPort = '5201';
+/** Datagrams the drop phase sends to a closed port (#21), and the sender (one socket, 64-byte payloads). */
+const REFUSED = 20_000;
+const REFUSE = `const [host, count] = process.argv.slice(1); const s = require('node:dgram').createSocket('udp4'); let left = Number(count);
+const next = () => (left-- > 0 ? s.send(Buffer.alloc(64), 9, host, next) : s.close()); next();`;
 const statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
 const children: ChildProcess[] = [];
 
@@ -198,7 +203,10 @@ function goalOf(name: string): number | undefined {
  * One iperf3 run with kappa-capture (`bpfObject`, default the build's) and kernel.bpf_stats_enabled=1:
  * runs and run time of each of its programs that ran.
  */
-async function bpfStatsRun(bpfObject?: string): Promise<{ stats: { gbps: number; bytes: number }; programs: Map<string, { runs: number; ns: number }> }> {
+async function bpfStatsRun(
+  bpfObject?: string,
+  refused = 0,
+): Promise<{ stats: { gbps: number; bytes: number }; programs: Map<string, { runs: number; ns: number }>; dropPhase: Map<string, { runs: number; ns: number }> }> {
   const capture = await startAgent('kappa capture', bpfObject);
   try {
     const progIds = readdirSync(`/proc/${capture.pid}/fdinfo`)
@@ -211,14 +219,21 @@ async function bpfStatsRun(bpfObject?: string): Promise<{ stats: { gbps: number;
     const before = progs();
     const stats = await iperf();
     const after = progs();
+    // #21: `refused` datagrams to a port nobody listens on in the server's namespace (the kernel
+    // drops each with NO_SOCKET): what kappa_drop costs per dropped packet, apart from iperf3.
+    if (refused > 0) await runIn(pair.a.netns, cgroup, process.execPath, ['-e', REFUSE, pair.b.ipv4, String(refused)]);
+    const afterDrops = progs();
     run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
-    const programs = new Map<string, { runs: number; ns: number }>();
-    for (const p of after.values()) {
-      const runs = (p.run_cnt ?? 0) - (before.get(p.id)?.run_cnt ?? 0);
-      const ns = (p.run_time_ns ?? 0) - (before.get(p.id)?.run_time_ns ?? 0);
-      if (runs > 0) programs.set(p.name, { runs, ns });
-    }
-    return { stats, programs };
+    const between = (from: typeof before, to: typeof after) => {
+      const out = new Map<string, { runs: number; ns: number }>();
+      for (const p of to.values()) {
+        const runs = (p.run_cnt ?? 0) - (from.get(p.id)?.run_cnt ?? 0);
+        const ns = (p.run_time_ns ?? 0) - (from.get(p.id)?.run_time_ns ?? 0);
+        if (runs > 0) out.set(p.name, { runs, ns });
+      }
+      return out;
+    };
+    return { stats, programs: between(before, after), dropPhase: refused > 0 ? between(after, afterDrops) : new Map() };
   } finally {
     await capture.stop();
   }
@@ -311,7 +326,8 @@ try {
       `kappa − received = ${payload - lastKappa.received}.`;
 
     // BPF ns per run: bpf_stats has a cost of its own, so it gets its own run with kappa.
-    const { stats, programs } = await bpfStatsRun();
+    const { stats, programs, dropPhase } = await bpfStatsRun(undefined, REFUSED);
+    const dropRows = [...dropPhase].filter(([name]) => /drop|skb|dns/.test(name)).map(([name, p]) => [name, p.runs.toLocaleString('en-US'), Math.round(p.ns / p.runs)]);
     let bpfNs = 0;
     const progRows = [...programs].map(([name, p]) => {
       bpfNs += p.ns;
@@ -361,6 +377,10 @@ try {
       `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
       '',
       table(['program', 'runs', 'ns per run', 'goal (#16)'], progRows),
+      '',
+      `Then ${REFUSED.toLocaleString('en-US')} datagrams to a closed port of the server's namespace, every one dropped by the kernel (NO_SOCKET; #21's kappa_drop):`,
+      '',
+      table(['program', 'runs', 'ns per run'], dropRows),
       '',
       sanity,
       '',
