@@ -305,7 +305,9 @@ afterEach((context) => {
 
 afterAll(async () => {
   for (const s of servers.values()) s.kill();
-  await Promise.all(services.map((s) => stopService(s, 'SIGKILL')));
+  // Capture with SIGTERM (detach, unpin): a SIGKILLed capture leaves its pinned maps and links in
+  // /sys/fs/bpf/kappa when a failed test ends here with captures still running.
+  await Promise.all(services.map((s) => stopService(s, s.app === 'capture' ? 'SIGTERM' : 'SIGKILL')));
   await statusWatch?.close();
   await Promise.all([nats?.stop(), redis?.stop(), api?.close()]);
   if (topology) destroyTopology(topology);
