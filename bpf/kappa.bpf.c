@@ -32,6 +32,19 @@ char LICENSE[] SEC("license") = "GPL";
 /* Copies of one packet reach their sockets within microseconds of each other. */
 #define COPY_WINDOW_NS 100000
 
+/* Profiling (tools/bench/datapath-variants.sh): an object built with -DKAPPA_PROFILE_STOP=n
+ * stops counting at point n of a connected TCP socket's path (1: the skb programs return at
+ * once; 2-5: the counting returns there, the DNS port test after it still runs), so bpf_stats of
+ * objects stopped at successive points say what each part costs. 0 (every real build): no stop. */
+#ifndef KAPPA_PROFILE_STOP
+#define KAPPA_PROFILE_STOP 0
+#endif
+#define PROFILE_STOP(n)                                                                            \
+	do {                                                                                       \
+		if (KAPPA_PROFILE_STOP == (n))                                                      \
+			return 1;                                                                  \
+	} while (0)
+
 /* Set by userspace before load: with --cgroup, tracepoints (which fire for every process)
  * keep only processes below that cgroup, like the cgroup hooks do by construction. */
 const volatile struct kappa_config kappa_config = {};
@@ -384,7 +397,8 @@ static __always_inline void or_in_epoch(__u32 *values, __u32 *epochs, __u32 epoc
  * of its direction. The drain iterator and the socket's destruction report the totals. */
 static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_sock *s, bool egress)
 {
-	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u32 gso_segs = skb->gso_segs;
+	__u64 segs = gso_segs ? gso_segs : 1;
 	__u64 bytes = skb->len;
 	__u32 ip_header_len = 0, header_len = 0;
 	__u8 tcp_flags = 0;
@@ -397,17 +411,21 @@ static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_
 	}
 	if (segs > 1)
 		bytes += (segs - 1) * header_len;
+	PROFILE_STOP(3);
 	__u32 epoch = current_epoch();
 	__u64 now = bpf_ktime_get_coarse_ns();
+	PROFILE_STOP(4);
 	if (egress) {
 		__sync_fetch_and_add(&s->tx_packets, segs);
 		__sync_fetch_and_add(&s->tx_bytes, bytes);
+		PROFILE_STOP(5);
 		if (s->tx_last_ns != now)
 			s->tx_last_ns = now;
 		or_in_epoch(s->tx_tcp_flags, s->tx_flags_epoch, epoch, tcp_flags);
 	} else {
 		__sync_fetch_and_add(&s->rx_packets, segs);
 		__sync_fetch_and_add(&s->rx_bytes, bytes);
+		PROFILE_STOP(5);
 		if (s->rx_last_ns != now)
 			s->rx_last_ns = now;
 		or_in_epoch(s->rx_tcp_flags, s->rx_flags_epoch, epoch, tcp_flags);
@@ -488,14 +506,21 @@ static __always_inline int account_parsed(struct __sk_buff *skb, struct bpf_sock
 
 static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 {
-	/* At the cgroup hooks skb->sk is the full socket the packet belongs to. */
+	/* At the cgroup hooks skb->sk is the socket the packet belongs to: a full one, or a request
+	 * or timewait socket (no storage: the lookup takes any socket and finds nothing there). */
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	PROFILE_STOP(2);
+	/* The common case first: a connected TCP socket counting in its storage, still connected to
+	 * the peer it was keyed with, needs nothing else (every field read here shares the storage's
+	 * first cache line). */
+	if (s && s->keyed && s->counting && !s->dead && s->key.remote_port == bpf_ntohs(sk->dst_port))
+		return account_counting(skb, s, egress);
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
-	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 	if (!s) {
 		/* A socket older than the attach (or a kernel socket): storage now, owner unknown until
 		 * a process sends or receives on it (see claim_owner). */
@@ -534,16 +559,28 @@ static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 	return account_parsed(skb, sk, s, egress);
 }
 
+#include "kappa_dns.h"
+
+/* Every packet of the watched sockets: counted, then (the DNS feature) copied if it is DNS. Always
+ * 1: observe only. */
 SEC("cgroup_skb/ingress")
 int kappa_skb_ingress(struct __sk_buff *skb)
 {
-	return account_skb(skb, false);
+	PROFILE_STOP(1);
+	account_skb(skb, false);
+	if (kappa_config.dns)
+		dns_skb(skb, false);
+	return 1;
 }
 
 SEC("cgroup_skb/egress")
 int kappa_skb_egress(struct __sk_buff *skb)
 {
-	return account_skb(skb, true);
+	PROFILE_STOP(1);
+	account_skb(skb, true);
+	if (kappa_config.dns)
+		dns_skb(skb, true);
+	return 1;
 }
 
 /* ---- sock hooks and sock_ops ------------------------------------------------------------ */
@@ -644,6 +681,7 @@ int kappa_sockops(struct bpf_sock_ops *ops)
 		s->pending_send_ns = 0;
 		s->handshake_us = 0;
 		s->counting = 0;
+		s->dead = 0;
 		s->keyed = 0;
 		if (!s->netns)
 			s->netns = sock_ops_netns(ops); /* no listener storage to clone it from */
@@ -917,8 +955,7 @@ int kappa_tc_egress(struct __sk_buff *skb)
 	return account_tc(skb, true);
 }
 
-/* ---- DNS messages and drops: programs of their own, each an optional feature ------------- */
-#include "kappa_dns.h"
+/* ---- drops: programs of their own, an optional feature ----------------------------------- */
 #include "kappa_drop.h"
 
 /* ---- exec: argument lists of the watched processes, an optional feature of its own -------- */

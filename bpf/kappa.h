@@ -87,6 +87,9 @@ struct kappa_config {
 	__u32 target_cgroup_level; /* its depth below the cgroup v2 root; 0 = no filtering */
 	__u32 socket_counters;	   /* 1: connected TCP sockets count in socket storage (the drain's
 				    * iterator loaded); 0: every packet goes to a flow map */
+	__u32 dns;		   /* 1: the skb hooks copy DNS messages to kappa_dns_events (the DNS
+				    * feature, bpf/kappa_dns.h) */
+	__u32 pad;
 };
 
 /* The drain's state, in the one-entry array `kappa_drain`. Programs count into

@@ -4,10 +4,13 @@
  * chains need loops the verifier would price per packet), measures query -> answer latency from
  * the two hook times, and learns which name each local namespace resolved to which address.
  *
- * Two programs of their own (kappa_dns_ingress / kappa_dns_egress), attached beside the counting
- * ones: userspace leaves both out when the "DNS" feature is off, and the counting programs never
- * change. Included at the end of kappa.bpf.c: uses its maps (kappa_socks, the drain epoch) and its
- * packet parser. */
+ * Run by the counting programs themselves (kappa_skb_ingress / kappa_skb_egress call dns_skb after
+ * counting, when userspace set kappa_config.dns: the DNS feature), not by programs of their own:
+ * a second program on the hook cost every packet of the watched sockets a program dispatch
+ * (~15 ns by BPF_PROG_TEST_RUN; bpf_stats shows 80-100, most of it its own cost) to find out it
+ * was not DNS. With the feature off the verifier
+ * drops this code (kappa_config is read-only). Included by kappa.bpf.c before its skb hooks: uses
+ * its maps (kappa_socks, the drain epoch) and its packet parser. */
 #ifndef KAPPA_DNS_H
 #define KAPPA_DNS_H
 
@@ -77,18 +80,22 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
+	/* The cheap test first, on the socket's own ports (readable on any socket): a connected
+	 * socket names its peer's port; an unconnected UDP socket (a resolver's, or a client's
+	 * sendto) has it in the packet. */
+	__u16 local_port = sk->src_port;
+	__u16 remote_port = bpf_ntohs(sk->dst_port);
+	bool dns_socket = local_port == KAPPA_DNS_PORT || remote_port == KAPPA_DNS_PORT;
+	if (!dns_socket && remote_port != 0)
+		return 1;
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
 	__u32 protocol = sk->protocol;
 	if (protocol != KAPPA_IPPROTO_UDP && protocol != KAPPA_IPPROTO_TCP)
 		return 1;
-	/* The cheap test first: a connected socket names its peer's port; an unconnected UDP socket
-	 * (a resolver's, or a client's sendto) has it in the packet. */
-	__u16 local_port = sk->src_port;
-	__u16 remote_port = bpf_ntohs(sk->dst_port);
-	if (local_port != KAPPA_DNS_PORT && remote_port != KAPPA_DNS_PORT) {
-		if (remote_port != 0 || protocol != KAPPA_IPPROTO_UDP)
+	if (!dns_socket) {
+		if (protocol != KAPPA_IPPROTO_UDP)
 			return 1;
 		__u32 ports = udp_ports_direct(skb);
 		if (ports && (ports >> 16) != KAPPA_DNS_PORT && (ports & 0xffff) != KAPPA_DNS_PORT)
@@ -138,18 +145,6 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	/* Userspace reads the ring on a timer: no wakeup per message. */
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 1;
-}
-
-SEC("cgroup_skb/ingress")
-int kappa_dns_ingress(struct __sk_buff *skb)
-{
-	return dns_skb(skb, false);
-}
-
-SEC("cgroup_skb/egress")
-int kappa_dns_egress(struct __sk_buff *skb)
-{
-	return dns_skb(skb, true);
 }
 
 #endif

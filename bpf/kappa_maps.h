@@ -18,28 +18,31 @@
  * storage data starts 8 bytes into a cache-aligned element: tx at 184 and rx at 248 start lines
  * 192 and 256 of it). */
 struct kappa_sock {
-	struct kappa_flow_key key; /* the connected tuple, valid when `keyed` */
+	/* offset 0, the storage element's first line with the map pointer the lookup checks: all
+	 * a connected TCP socket's packet reads besides its direction's totals. */
+	__u32 keyed;	    /* key holds this socket's connected tuple: packets need no parsing */
+	__u32 dead;	    /* destroyed: what is counted from now on goes to a flow map */
+	__u8 counting;	    /* packets are counted in this storage (below), not in a flow map */
+	__u8 role;	    /* KAPPA_ROLE_* once known */
+	__u16 echo_id;	    /* raw ICMP sockets: the identifier of the echo requests this socket sent */
+	__u32 netns;	    /* the socket's network namespace (inode number) */
+	struct kappa_flow_key key; /* the connected tuple, valid when `keyed` (ports and version on line 0) */
 	__u64 cgroup_id;
 	__u64 owner_start_ns;  /* start_boottime of the owner's thread-group leader */
 	__u64 connect_ns;      /* when the SYN of an active open left */
 	__u64 pending_send_ns; /* app latency: first send not yet answered by a receive */
 	__u64 cookie;	       /* socket cookie: the key of this socket's kappa_reported entry */
 	__u32 pid;
-	__u32 netns;	    /* the socket's network namespace (inode number) */
 	__u32 retrans_seen; /* hash path: tcp_sock.total_retrans already added to a flow */
-	__u32 keyed;	    /* key holds this socket's connected tuple: packets need no parsing */
-	__u16 echo_id;	    /* raw ICMP sockets: the identifier of the echo requests this socket sent */
-	__u8 role;	    /* KAPPA_ROLE_* once known */
-	__u8 counting;	    /* packets are counted in this storage (below), not in a flow map */
 	__u32 handshake_us; /* SYN -> established of an active open */
+	__u32 pad_owner;
 	char comm[KAPPA_COMM_LEN];
-	/* offset 128: request -> response latency (tracepoints), cumulative */
+	/* request -> response latency (tracepoints), cumulative */
 	__u64 app_sum_us;
 	__u64 app_count;
 	__u32 app_max_us[2]; /* per epoch parity, valid for app_max_epoch[parity] */
 	__u32 app_max_epoch[2];
-	__u32 dead; /* destroyed: what is counted from now on goes to a flow map */
-	__u8 pad_line[20];
+	__u8 pad_line[16];
 	/* offset 184: sent */
 	__u64 tx_bytes;
 	__u64 tx_packets;
@@ -53,8 +56,12 @@ struct kappa_sock {
 	__u64 rx_last_ns;
 	__u32 rx_tcp_flags[2];
 	__u32 rx_flags_epoch[2];
+	/* 296 bytes, not the 288 of the layout before the hot fields moved to line 0: a pinned
+	 * kappa_socks of that build is refused by its size (instance.ts) instead of misread. */
+	__u64 pad_end;
 };
 
+_Static_assert(__builtin_offsetof(struct kappa_sock, key.ip_version) + 8 < 64, "the hot fields share the map pointer's line");
 _Static_assert(__builtin_offsetof(struct kappa_sock, tx_bytes) == 184, "tx totals start a cache line");
 _Static_assert(__builtin_offsetof(struct kappa_sock, rx_bytes) == 248, "rx totals start the next one");
 

@@ -12,11 +12,12 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ensureCredentials, ensureNatsKeys, ensureTlsMaterial, upPlan, upPorts, upServices, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
+import { ensureCredentials, ensureNatsKeys, ensureTlsMaterial, upPlan, upPorts, wantsCluster, wantsPlaintext, writePlanFiles } from './up-plan.mjs';
 import { identities } from '../infra/nats/permissions.mjs';
 
 const root = resolve(import.meta.dirname, '..');
-const state = resolve(root, '.kappa');
+// KAPPA_UP_STATE: another state folder (a test beside a developer's running kappa).
+const state = resolve(process.env.KAPPA_UP_STATE ?? resolve(root, '.kappa'));
 let ports;
 try {
   ports = upPorts(process.env);
@@ -31,6 +32,9 @@ mkdirSync(resolve(state, 'nats'), { recursive: true });
 mkdirSync(resolve(state, 'redis'), { recursive: true });
 writeFileSync(resolve(state, 'up.pid'), String(process.pid));
 const plaintext = wantsPlaintext(process.argv.slice(2), process.env);
+// --cluster: 3 NATS servers (R3 streams), a Redis Cluster of 6 (3 primaries, 3 replicas), and 2
+// replicas of k8s-tagger, joiner and exporter.
+const cluster = wantsCluster(process.argv.slice(2), process.env);
 const partitions = Number(process.env.KAPPA_PARTITIONS ?? 16);
 const credentials = ensureCredentials(state);
 const plan = upPlan({
@@ -42,6 +46,8 @@ const plan = upPlan({
   observerPort: ports.observer,
   metricsPort: ports.metrics,
   consolePort: ports.console,
+  cluster,
+  natsClusterPort: ports.natsCluster,
   plaintext,
   credentials,
   natsKeys: ensureNatsKeys(state, identities({ nodes: [node] })),
@@ -87,7 +93,7 @@ const serverNoise = /\[INF\]|^\d+:[CM] .* [*.-] |oO0OoO0OoO0Oo|^\s*$/;
 
 function prefixLines(name, colour, stream) {
   const label = `\x1b[${colour}m${name.padEnd(16)}\x1b[0m│ `;
-  const quiet = name.endsWith('-server');
+  const quiet = name.endsWith('-server') || name.startsWith('up-');
   createInterface({ input: stream }).on('line', (line) => {
     if (quiet && serverNoise.test(line)) return;
     let text = line;
@@ -136,14 +142,40 @@ async function waitForOutput(entry, pattern, timeoutMs = 15_000) {
   });
 }
 
-const nats = start('nats-server', 'nats-server', ['-c', natsConfigFile]);
-const redis = start('redis-server', 'redis-server', plan.redisArgs);
+const servers = cluster
+  ? [
+      ...plan.natsServers.map((server) => [start(server.name, 'nats-server', ['-c', server.configFile]), /Server is ready/]),
+      ...plan.redisNodes.map((node) => [start(node.name, 'redis-server', node.args), /Ready to accept connections/]),
+    ]
+  : [
+      [start('nats-server', 'nats-server', ['-c', natsConfigFile]), /Server is ready/],
+      [start('redis-server', 'redis-server', plan.redisArgs), /Ready to accept connections/],
+    ];
 try {
-  await Promise.all([waitForOutput(nats, /Server is ready/), waitForOutput(redis, /Ready to accept connections/)]);
+  await Promise.all(servers.map(([entry, ready]) => waitForOutput(entry, ready)));
 } catch (error) {
   console.error(`kappa: ${error.message} (is port ${natsPort} or ${redisPort} taken? set KAPPA_UP_NATS_PORT / KAPPA_UP_REDIS_PORT)`);
   for (const c of children) c.child.kill('SIGTERM');
   process.exit(1);
+}
+
+if (cluster) {
+  // The six Redis nodes become one cluster once (their nodes.conf keeps it across restarts).
+  const cli = (node, ...args) => execFileSync('redis-cli', [...node.cli, ...args], { env: { ...process.env, ...plan.redisCli.env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    if (/^cluster_known_nodes:1\r?$/m.test(cli(plan.redisNodes[0], 'cluster', 'info'))) {
+      execFileSync('redis-cli', plan.redisCli.create, { env: { ...process.env, ...plan.redisCli.env }, stdio: ['ignore', 'ignore', 'inherit'] });
+    }
+    const deadline = Date.now() + 30_000;
+    while (!plan.redisNodes.every((node) => cli(node, 'cluster', 'info').includes('cluster_state:ok'))) {
+      if (Date.now() > deadline) throw new Error('the Redis Cluster is not ok after 30 s');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } catch (error) {
+    console.error(`kappa: cannot make the Redis Cluster: ${error.message}`);
+    for (const c of children) c.child.kill('SIGTERM');
+    process.exit(1);
+  }
 }
 
 // The streams are made by the admin identity, once; no service may create or delete them.
@@ -156,13 +188,17 @@ try {
 }
 // Started from the end of the pipeline, so capture (last) publishes into a pipeline that runs,
 // and stops first.
-for (const service of [...upServices].reverse()) start(service, process.execPath, [resolve(root, `apps/${service}/dist/main.js`)], plan.serviceEnv[service]);
+for (const p of [...plan.processes].reverse()) start(p.name, process.execPath, [resolve(root, `apps/${p.service}/dist/main.js`)], p.env);
 start('console', process.execPath, [resolve(root, 'apps/console/dist/main.js'), ...plan.consoleArgs]);
 
 // The CLI reads this while up runs, so `npx kappa status` finds this NATS (and its certificates
 // and login) without flags.
 writeFileSync(resolve(state, 'up.json'), `${JSON.stringify(plan.upJson, null, 2)}\n`, { mode: 0o600 });
-console.log(`\nkappa is up on ${node}: flows go to ${jsonl}`);
+console.log(`\nkappa is up on ${node}: flows go to ${jsonl}${cluster ? ` and ${plan.processes.filter((p) => p.folder).map((p) => `${p.folder}/flows.jsonl`).join(', ')}` : ''}`);
+if (cluster) {
+  console.log(`cluster: NATS ${plan.natsServers.map((n) => `${n.name} 127.0.0.1:${n.port}`).join(', ')} (streams R${plan.natsServers.length}); Redis Cluster on 127.0.0.1:${redisPort}-${redisPort + plan.redisNodes.length - 1} (3 primaries, 3 replicas); ${plan.processes.map((p) => p.name).join(', ')}`);
+  console.log('the console and kappa observe read exporter-0 (each exporter replica holds the flows it exported)');
+}
 console.log(plaintext ? 'links: PLAINTEXT (--plaintext)' : `links: mutual TLS with the local CA in ${resolve(state, 'tls')}, logins in ${resolve(state, 'credentials.json')}`);
 console.log(`console: ${plan.consoleUrl}#token=${credentials.grpcToken}${plaintext ? '' : `   (the certificate is from the local CA ${resolve(state, 'tls/ca.pem')}: trust it, or accept the warning)`}`);
 console.log('watch them with: npx kappa observe --follow   ·   top talkers: npx kappa top   ·   health: npx kappa status   ·   stop: Ctrl-C\n');

@@ -2,6 +2,8 @@
 # `npm run up`: the whole of kappa on this host. Installs what is missing, builds (BPF included),
 # then hands over to tools/up.mjs, which runs NATS, Redis and the five services until Ctrl-C.
 # `npm run up -- --plaintext` (or KAPPA_PLAINTEXT=1) runs the links without TLS, with a warning.
+# `npm run up -- --cluster` (or KAPPA_UP_CLUSTER=1) runs 3 NATS servers (R3 streams), a Redis Cluster
+# of 6 and 2 replicas of k8s-tagger, joiner and exporter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -f .kappa/up.pid ]] && kill -0 "$(cat .kappa/up.pid)" 2>/dev/null; then

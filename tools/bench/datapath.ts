@@ -3,11 +3,18 @@
 // softflowd and pmacctd (both pcap on the client's veth). Throughput, each agent's CPU per GB,
 // the machine's whole CPU per GB (user+nice+system+irq+softirq from /proc/stat) minus the no-agent
 // run's of the same pair, BPF ns per run against #16's goals, and kappa's byte count against
-// iperf3's. Writes section `datapath`.
+// iperf3's; then kappa_drop's ns per dropped packet over datagrams to a closed port (#21). Writes
+// section `datapath`.
 //   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
+// Profile mode: only bpf_stats runs, one per BPF object per round, in alternating order, so
+// variants of the programs (parts compiled out: tools/bench/datapath-variants.sh) are compared
+// in the same run. Writes section `datapath-profile`.
+//   npm run bench:datapath -- --objects main=bpf/.output/kappa.bpf.o,nohealth=/tmp/x.o [--rounds 5]
+// A path that is a directory is another checkout (built): its kappa-capture with its own object, so
+// a change to the programs and their loader is compared with the code before it in one run.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,7 +22,14 @@ import { TestCgroup, VethPair, run, runIn, spawnIn } from '@kappa/testing';
 import { exited, median, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string', default: '8' }, seconds: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: {
+    pairs: { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '5' },
+    objects: { type: 'string' },
+    rounds: { type: 'string', default: '5' },
+  },
+});
 const pairs = Number(values.pairs);
 const seconds = Number(values.seconds);
 const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
@@ -49,6 +63,10 @@ const work = mkdtempSync(join(tmpdir(), 'kbd-datapath-'));
 const cgroup = new TestCgroup('kbd-datapath');
 const pair = await VethPair.create({ prefix: 'kbd-', subnet: 41, cgroup, offloads: true });
 const iperfPort = '5201';
+/** Datagrams the drop phase sends to a closed port (#21), and the sender (one socket, 64-byte payloads). */
+const REFUSED = 20_000;
+const REFUSE = `const [host, count] = process.argv.slice(1); const s = require('node:dgram').createSocket('udp4'); let left = Number(count);
+const next = () => (left-- > 0 ? s.send(Buffer.alloc(64), 9, host, next) : s.close()); next();`;
 const statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
 const children: ChildProcess[] = [];
 
@@ -97,11 +115,14 @@ function treeRss(root: number): number {
 /** kappa's records of the iperf3 conversations, summed per (vantage, client port). */
 const kappaCounts = new Map<string, { bytes: number; packets: number }>();
 
-async function startAgent(agent: AgentName): Promise<Agent> {
+async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> {
   if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
   let child: ChildProcess;
   if (agent === 'kappa capture') {
-    child = spawn(process.execPath, [captureBin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0'], {
+    const checkout = bpfObject !== undefined && statSync(bpfObject).isDirectory();
+    const object = bpfObject && !checkout ? ['--bpf-object', bpfObject] : [];
+    const bin = checkout ? join(bpfObject, 'apps/capture/bin/kappa-capture.js') : captureBin;
+    child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let partial = '';
@@ -173,6 +194,93 @@ async function measured(agent: AgentName): Promise<Run> {
   return { agent, gbps, bytes, received, cpu, rss, machine };
 }
 
+/** #16's goal for a program's ns per run: per-skb programs 80, the socket tracepoints 150. */
+function goalOf(name: string): number | undefined {
+  return /skb|dns_(in|e)gress/.test(name) ? 80 : /sock_(send|recv)|sendmsg|recvmsg/.test(name) ? 150 : undefined;
+}
+
+/**
+ * One iperf3 run with kappa-capture (`bpfObject`, default the build's) and kernel.bpf_stats_enabled=1:
+ * runs and run time of each of its programs that ran.
+ */
+async function bpfStatsRun(
+  bpfObject?: string,
+  refused = 0,
+): Promise<{ stats: { gbps: number; bytes: number }; programs: Map<string, { runs: number; ns: number }>; dropPhase: Map<string, { runs: number; ns: number }> }> {
+  const capture = await startAgent('kappa capture', bpfObject);
+  try {
+    const progIds = readdirSync(`/proc/${capture.pid}/fdinfo`)
+      .map((fd) => /^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/${capture.pid}/fdinfo/${fd}`, 'utf8'))?.[1])
+      .filter((id): id is string => id !== undefined)
+      .map(Number);
+    type Prog = { id: number; name: string; run_time_ns?: number; run_cnt?: number };
+    const progs = () => new Map((JSON.parse(run('bpftool', ['-j', 'prog', 'show'])) as Prog[]).filter((p) => progIds.includes(p.id)).map((p) => [p.id, p]));
+    run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
+    const before = progs();
+    const stats = await iperf();
+    const after = progs();
+    // #21: `refused` datagrams to a port nobody listens on in the server's namespace (the kernel
+    // drops each with NO_SOCKET): what kappa_drop costs per dropped packet, apart from iperf3.
+    if (refused > 0) await runIn(pair.a.netns, cgroup, process.execPath, ['-e', REFUSE, pair.b.ipv4, String(refused)]);
+    const afterDrops = progs();
+    run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
+    const between = (from: typeof before, to: typeof after) => {
+      const out = new Map<string, { runs: number; ns: number }>();
+      for (const p of to.values()) {
+        const runs = (p.run_cnt ?? 0) - (from.get(p.id)?.run_cnt ?? 0);
+        const ns = (p.run_time_ns ?? 0) - (from.get(p.id)?.run_time_ns ?? 0);
+        if (runs > 0) out.set(p.name, { runs, ns });
+      }
+      return out;
+    };
+    return { stats, programs: between(before, after), dropPhase: refused > 0 ? between(after, afterDrops) : new Map() };
+  } finally {
+    await capture.stop();
+  }
+}
+
+/**
+ * Profile mode (--objects): bpf_stats runs only, one per object per round, the order alternating
+ * every round. Per program the median ns per run over the rounds, per object, and each object's
+ * per-packet sum (what one packet pays: every skb program at the sender's egress and the receiver's ingress).
+ */
+async function profile(objects: { label: string; path: string }[], rounds: number): Promise<void> {
+  const results = new Map<string, Map<string, number[]>>(objects.map((o) => [o.label, new Map()]));
+  const perSkb = new Map<string, number[]>(objects.map((o) => [o.label, []]));
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? objects : [...objects].reverse();
+    for (const object of order) {
+      const { stats, programs } = await bpfStatsRun(object.path);
+      const mine = results.get(object.label)!;
+      let skb = 0;
+      for (const [name, p] of programs) {
+        const ns = p.ns / p.runs;
+        mine.set(name, [...(mine.get(name) ?? []), ns]);
+        if (/skb_(in|e)gress|dns_(in|e)gress/.test(name)) skb += ns; // egress at the sender + ingress at the receiver
+      }
+      perSkb.get(object.label)!.push(skb);
+      console.error(`round ${round + 1}: ${object.label}: ${fixed(stats.gbps)} Gbit/s, ${[...programs].filter(([n]) => /skb|dns_(in|e)/.test(n)).map(([n, p]) => `${n} ${Math.round(p.ns / p.runs)} ns`).join(', ')}`);
+    }
+  }
+  const names = [...new Set([...results.values()].flatMap((m) => [...m.keys()]))].filter((n) => goalOf(n) !== undefined);
+  const rows = names.map((name) => [name, ...objects.map((o) => {
+    const xs = results.get(o.label)!.get(name);
+    return xs ? Math.round(median(xs)) : '—';
+  })]);
+  rows.push(['one packet: egress at the sender + ingress at the receiver (counting and DNS programs)', ...objects.map((o) => Math.round(median(perSkb.get(o.label)!)))]);
+  const markdown = [
+    `bpf_stats ns per run, median of ${rounds} rounds of ${seconds} s (iperf3, one TCP stream, offloads on); objects in alternating order every round.`,
+    '',
+    table(['program', ...objects.map((o) => `${o.label}, ns`)], rows),
+    '',
+    `Objects: ${objects.map((o) => `${o.label} = ${o.path}`).join('; ')}.`,
+    '',
+    machineLine(),
+  ].join('\n');
+  console.log(markdown);
+  writeSection('datapath-profile', markdown);
+}
+
 const fixed = (x: number, digits = 2) => x.toFixed(digits);
 
 try {
@@ -183,104 +291,104 @@ try {
   const foreign = (JSON.parse(root.trim() || '[]') as unknown[]).length;
   if (foreign > 0) console.log(`note: ${foreign} BPF program(s) of someone else are attached at the cgroup v2 root; they run in every configuration alike.`);
 
-  const runs: Run[][] = [];
-  for (let i = 0; i < pairs; i++) {
-    // Alternate the order, so drift on the shared machine hits every agent alike.
-    const order = i % 2 === 0 ? agents : [...agents].reverse();
-    const round: Run[] = [];
-    for (const agent of order) {
-      const r = await measured(agent);
-      round.push(r);
-      console.error(`pair ${i + 1}: ${agent}: ${fixed(r.gbps)} Gbit/s, agent CPU ${fixed(r.cpu)} s`);
+  if (values.objects !== undefined) {
+    const objects = values.objects.split(',').map((entry) => {
+      const [label, path] = entry.split('=');
+      if (!label || !path) throw new Error(`--objects takes label=path,label=path: got "${entry}"`);
+      return { label, path };
+    });
+    await profile(objects, Number(values.rounds));
+  } else {
+    const runs: Run[][] = [];
+    for (let i = 0; i < pairs; i++) {
+      // Alternate the order, so drift on the shared machine hits every agent alike.
+      const order = i % 2 === 0 ? agents : [...agents].reverse();
+      const round: Run[] = [];
+      for (const agent of order) {
+        const r = await measured(agent);
+        round.push(r);
+        console.error(`pair ${i + 1}: ${agent}: ${fixed(r.gbps)} Gbit/s, agent CPU ${fixed(r.cpu)} s`);
+      }
+      runs.push(agents.map((a) => round.find((r) => r.agent === a)!));
     }
-    runs.push(agents.map((a) => round.find((r) => r.agent === a)!));
-  }
 
-  // Sanity: what kappa counted on the iperf3 data connection (the last kappa run) against iperf3.
-  const lastKappa = runs.at(-1)!.find((r) => r.agent === 'kappa capture')!;
-  const byClientPort = [...kappaCounts.entries()].filter(([k]) => k.startsWith('VANTAGE_SRC'));
-  const [dataKey, data] = byClientPort.sort((x, y) => y[1].bytes - x[1].bytes)[0] ?? ['', { bytes: 0, packets: 0 }];
-  const atServer = kappaCounts.get(dataKey.replace('VANTAGE_SRC', 'VANTAGE_DST')) ?? { bytes: 0, packets: 0 };
-  // IPv4 20 + TCP 20 + timestamps 12 bytes of headers per segment; SYN and FIN carry a few more.
-  const payload = data.bytes - 52 * data.packets;
-  const sanity =
-    `kappa's count, last kappa run, iperf3 data connection client → server: ${data.bytes} IP bytes in ${data.packets} packets at the client ` +
-    `(${atServer.bytes} bytes / ${atServer.packets} packets at the server); minus 52 header bytes per packet = ${payload} payload bytes; ` +
-    `iperf3 sent ${lastKappa.bytes} and received ${lastKappa.received} bytes: kappa − sent = ${payload - lastKappa.bytes} (${fixed(((payload - lastKappa.bytes) / lastKappa.bytes) * 100, 3)} %), ` +
-    `kappa − received = ${payload - lastKappa.received}.`;
+    // Sanity: what kappa counted on the iperf3 data connection (the last kappa run) against iperf3.
+    const lastKappa = runs.at(-1)!.find((r) => r.agent === 'kappa capture')!;
+    const byClientPort = [...kappaCounts.entries()].filter(([k]) => k.startsWith('VANTAGE_SRC'));
+    const [dataKey, data] = byClientPort.sort((x, y) => y[1].bytes - x[1].bytes)[0] ?? ['', { bytes: 0, packets: 0 }];
+    const atServer = kappaCounts.get(dataKey.replace('VANTAGE_SRC', 'VANTAGE_DST')) ?? { bytes: 0, packets: 0 };
+    // IPv4 20 + TCP 20 + timestamps 12 bytes of headers per segment; SYN and FIN carry a few more.
+    const payload = data.bytes - 52 * data.packets;
+    const sanity =
+      `kappa's count, last kappa run, iperf3 data connection client → server: ${data.bytes} IP bytes in ${data.packets} packets at the client ` +
+      `(${atServer.bytes} bytes / ${atServer.packets} packets at the server); minus 52 header bytes per packet = ${payload} payload bytes; ` +
+      `iperf3 sent ${lastKappa.bytes} and received ${lastKappa.received} bytes: kappa − sent = ${payload - lastKappa.bytes} (${fixed(((payload - lastKappa.bytes) / lastKappa.bytes) * 100, 3)} %), ` +
+      `kappa − received = ${payload - lastKappa.received}.`;
 
-  // BPF ns per run: bpf_stats has a cost of its own, so it gets its own run with kappa.
-  const capture = await startAgent('kappa capture');
-  const progIds = readdirSync(`/proc/${capture.pid}/fdinfo`)
-    .map((fd) => /^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/${capture.pid}/fdinfo/${fd}`, 'utf8'))?.[1])
-    .filter((id): id is string => id !== undefined)
-    .map(Number);
-  type Prog = { id: number; name: string; run_time_ns?: number; run_cnt?: number };
-  const progs = () => new Map((JSON.parse(run('bpftool', ['-j', 'prog', 'show'])) as Prog[]).filter((p) => progIds.includes(p.id)).map((p) => [p.id, p]));
-  run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
-  const before = progs();
-  const stats = await iperf();
-  const after = progs();
-  run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
-  await capture.stop();
-  let bpfNs = 0;
-  const progRows = [...after.values()].flatMap((p) => {
-    const runs = (p.run_cnt ?? 0) - (before.get(p.id)?.run_cnt ?? 0);
-    const ns = (p.run_time_ns ?? 0) - (before.get(p.id)?.run_time_ns ?? 0);
-    bpfNs += ns;
-    const goal = /skb/.test(p.name) ? 80 : /sock_(send|recv)|sendmsg|recvmsg/.test(p.name) ? 150 : undefined;
-    const perRun = Math.round(ns / runs);
-    return runs > 0 ? [[p.name, runs.toLocaleString('en-US'), perRun, goal === undefined ? '—' : `≤ ${goal}: ${perRun <= goal ? 'met' : 'NOT met'}`]] : [];
-  });
+    // BPF ns per run: bpf_stats has a cost of its own, so it gets its own run with kappa.
+    const { stats, programs, dropPhase } = await bpfStatsRun(undefined, REFUSED);
+    const dropRows = [...dropPhase].filter(([name]) => /drop|skb|dns/.test(name)).map(([name, p]) => [name, p.runs.toLocaleString('en-US'), Math.round(p.ns / p.runs)]);
+    let bpfNs = 0;
+    const progRows = [...programs].map(([name, p]) => {
+      bpfNs += p.ns;
+      const perRun = Math.round(p.ns / p.runs);
+      const goal = goalOf(name);
+      return [name, p.runs.toLocaleString('en-US'), perRun, goal === undefined ? '—' : `≤ ${goal}: ${perRun <= goal ? 'met' : 'NOT met'}`];
+    });
 
-  const baseline = runs.map((r) => r[0]!.gbps);
-  const summary = agents.map((agent, a) => {
-    const mine = runs.map((r) => r[a]!);
-    const perGb = mine.map((r) => r.cpu / (r.bytes / 1e9));
-    const core = mine.map((r) => (r.cpu / seconds) * 100);
-    return [
+    const baseline = runs.map((r) => r[0]!.gbps);
+    const summary = agents.map((agent, a) => {
+      const mine = runs.map((r) => r[a]!);
+      const perGb = mine.map((r) => r.cpu / (r.bytes / 1e9));
+      const core = mine.map((r) => (r.cpu / seconds) * 100);
+      return [
+        agent,
+        fixed(median(mine.map((r) => r.gbps))),
+        fixed(median(mine.map((r, i) => r.gbps / baseline[i]!)), 3),
+        agent === 'no agent' ? '—' : fixed(median(perGb), 4),
+        agent === 'no agent' ? '—' : fixed(median(core), 1),
+        agent === 'no agent' ? '—' : fixed(Math.max(...mine.map((r) => r.rss)) / 2 ** 20, 0),
+      ];
+    });
+    const kappaCpuPerGb = median(runs.map((r) => r[1]!.cpu / (r[1]!.bytes / 1e9)));
+    // Each agent's whole cost: the machine's busy CPU per GB moved minus the no-agent run's, per pair.
+    const wholeCost = agents.map((_, a) => median(runs.map((r) => r[a]!.machine / (r[a]!.bytes / 1e9) - r[0]!.machine / (r[0]!.bytes / 1e9))));
+    const costRows = agents.slice(1).map((agent, i) => [
       agent,
-      fixed(median(mine.map((r) => r.gbps))),
-      fixed(median(mine.map((r, i) => r.gbps / baseline[i]!)), 3),
-      agent === 'no agent' ? '—' : fixed(median(perGb), 4),
-      agent === 'no agent' ? '—' : fixed(median(core), 1),
-      agent === 'no agent' ? '—' : fixed(Math.max(...mine.map((r) => r.rss)) / 2 ** 20, 0),
-    ];
-  });
-  const kappaCpuPerGb = median(runs.map((r) => r[1]!.cpu / (r[1]!.bytes / 1e9)));
-  // Each agent's whole cost: the machine's busy CPU per GB moved minus the no-agent run's, per pair.
-  const wholeCost = agents.map((_, a) => median(runs.map((r) => r[a]!.machine / (r[a]!.bytes / 1e9) - r[0]!.machine / (r[0]!.bytes / 1e9))));
-  const costRows = agents.slice(1).map((agent, i) => [
-    agent,
-    fixed(median(runs.map((r) => r[i + 1]!.machine / (r[i + 1]!.bytes / 1e9))), 4),
-    fixed(wholeCost[i + 1]!, 4),
-    agent === 'kappa capture' ? '1' : wholeCost[1]! > 0 && wholeCost[i + 1]! > 0 ? fixed(wholeCost[i + 1]! / wholeCost[1]!, 1) : 'n/a (a difference ≤ 0: below this run\'s noise)',
-  ]);
-  const bpfPerGb = bpfNs / 1e9 / (stats.bytes / 1e9);
-  const markdown = [
-    `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
-    '',
-    table(['agent', 'throughput, Gbit/s (median)', '× no agent (paired median)', 'agent CPU-s per GB', 'agent CPU, % of a core', 'agent RSS, MiB'], summary),
-    '',
-    table(
-      ['pair', ...agents.map((a) => `${a}, Gbit/s`)],
-      runs.map((r, i) => [i + 1, ...r.map((x) => fixed(x.gbps))]),
-    ),
-    '',
-    `Whole cost, counted alike for every agent: the machine's busy CPU (user+nice+system+irq+softirq, /proc/stat) over the iperf3 run per GB moved, minus the no-agent run's of the same pair (median over pairs; no-agent: ${fixed(median(runs.map((r) => r[0]!.machine / (r[0]!.bytes / 1e9))), 4)} CPU-s/GB). Other work on the machine lands in every run alike; on a loaded machine it dominates. Goal (#16): kappa ≥ 10× less than softflowd and pmacctd.`,
-    '',
-    table(['agent', 'machine CPU-s per GB', 'minus no agent, CPU-s per GB', '× kappa'], costRows),
-    '',
-    `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
-    '',
-    table(['program', 'runs', 'ns per run', 'goal (#16)'], progRows),
-    '',
-    sanity,
-    '',
-    machineLine(),
-  ].join('\n');
-  console.log(markdown);
-  writeSection('datapath', markdown);
+      fixed(median(runs.map((r) => r[i + 1]!.machine / (r[i + 1]!.bytes / 1e9))), 4),
+      fixed(wholeCost[i + 1]!, 4),
+      agent === 'kappa capture' ? '1' : wholeCost[1]! > 0 && wholeCost[i + 1]! > 0 ? fixed(wholeCost[i + 1]! / wholeCost[1]!, 1) : 'n/a (a difference ≤ 0: below this run\'s noise)',
+    ]);
+    const bpfPerGb = bpfNs / 1e9 / (stats.bytes / 1e9);
+    const markdown = [
+      `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
+      '',
+      table(['agent', 'throughput, Gbit/s (median)', '× no agent (paired median)', 'agent CPU-s per GB', 'agent CPU, % of a core', 'agent RSS, MiB'], summary),
+      '',
+      table(
+        ['pair', ...agents.map((a) => `${a}, Gbit/s`)],
+        runs.map((r, i) => [i + 1, ...r.map((x) => fixed(x.gbps))]),
+      ),
+      '',
+      `Whole cost, counted alike for every agent: the machine's busy CPU (user+nice+system+irq+softirq, /proc/stat) over the iperf3 run per GB moved, minus the no-agent run's of the same pair (median over pairs; no-agent: ${fixed(median(runs.map((r) => r[0]!.machine / (r[0]!.bytes / 1e9))), 4)} CPU-s/GB). Other work on the machine lands in every run alike; on a loaded machine it dominates. Goal (#16): kappa ≥ 10× less than softflowd and pmacctd.`,
+      '',
+      table(['agent', 'machine CPU-s per GB', 'minus no agent, CPU-s per GB', '× kappa'], costRows),
+      '',
+      `kappa's BPF programs in the bpf_stats run (${fixed(stats.gbps)} Gbit/s): ${fixed(bpfPerGb, 4)} CPU-s per GB in the kernel, on top of the process's ${fixed(kappaCpuPerGb, 4)}.`,
+      '',
+      table(['program', 'runs', 'ns per run', 'goal (#16)'], progRows),
+      '',
+      `Then ${REFUSED.toLocaleString('en-US')} datagrams to a closed port of the server's namespace, every one dropped by the kernel (NO_SOCKET; #21's kappa_drop):`,
+      '',
+      table(['program', 'runs', 'ns per run'], dropRows),
+      '',
+      sanity,
+      '',
+      machineLine(),
+    ].join('\n');
+    console.log(markdown);
+    writeSection('datapath', markdown);
+  }
 } finally {
   await stopAll(children);
   run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);

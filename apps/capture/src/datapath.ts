@@ -62,6 +62,8 @@ export interface DatapathOptions {
   omitPrograms?: readonly string[];
   /** Entries per kernel read while draining. */
   chunkEntries?: number;
+  /** The DNS feature: the skb hooks copy DNS messages to a ring buffer (socket mode only). */
+  dns?: boolean;
   /** Size of the DNS messages' ring buffer (a power of two, at least a page). */
   dnsBufferBytes?: number;
   /** Size of the exec events' ring buffer (a power of two, at least a page). */
@@ -90,8 +92,9 @@ export interface DrainPass {
   readonly chunks: Iterable<DrainedChunk>;
 }
 
-// Attached in this order: DNS and drops (programs of their own, bpf/kappa_dns.h and kappa_drop.h)
-// after the counting programs, so a socket's storage exists when they look for it.
+// Attached in this order: drops (programs of their own, bpf/kappa_drop.h) after the counting
+// programs, so a socket's storage exists when they look for it. DNS is not a program of its own:
+// the skb programs copy DNS messages when kappa_config.dns is set (bpf/kappa_dns.h).
 const CGROUP_PROGRAMS = [
   'kappa_skb_ingress',
   'kappa_skb_egress',
@@ -100,8 +103,6 @@ const CGROUP_PROGRAMS = [
   'kappa_connect6',
   'kappa_sockops',
   'kappa_sock_release',
-  'kappa_dns_ingress',
-  'kappa_dns_egress',
   'kappa_drop_sock_create',
 ] as const;
 const TRACEPOINT_PROGRAMS = [
@@ -120,8 +121,9 @@ const TRACEPOINT_PROGRAMS = [
   // Argument lists at exec (bpf/kappa_exec.h).
   ['kappa_exec', 'tracepoint sched:sched_process_exec'],
 ] as const;
-/** The DNS feature's programs, and the drops feature's (bpf/kappa_dns.h, bpf/kappa_drop.h). */
-export const DNS_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
+/** The DNS programs of builds before they moved into the skb programs: a crashed one's links are detached. */
+const FORMER_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
+/** The drops feature's programs (bpf/kappa_drop.h). */
 export const DROP_PROGRAMS = ['kappa_drop', 'kappa_drop_sock_create'] as const;
 /** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
 const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
@@ -154,6 +156,7 @@ export class Datapath {
     readonly tookOver: boolean,
     private readonly omitted: ReadonlySet<string>,
     chunkEntries: number,
+    dns: boolean,
   ) {
     this.cgroupPath = cgroupPath;
     const flows = FLOW_MAPS.map((name) => object.map(name));
@@ -167,7 +170,7 @@ export class Datapath {
     this.dnsCounters = object.map('kappa_dns_counters');
     this.dropCounters = object.map('kappa_drop_counters');
     this.drainState = object.map('kappa_drain');
-    this.dnsEvents = omitted.has('kappa_dns_ingress') ? undefined : new RingBufferReader(object.map('kappa_dns_events'));
+    this.dnsEvents = dns ? new RingBufferReader(object.map('kappa_dns_events')) : undefined;
     this.execEvents = omitted.has('kappa_exec') ? undefined : { events: new RingBufferReader(object.map('kappa_exec_events')), counters: object.map('kappa_exec_counters') };
     if (!tookOver) this.writeState({ epoch: 0, startedUnixNs: [unixNow(), 0n] });
   }
@@ -194,14 +197,13 @@ export class Datapath {
     const omitted = new Set(options.omitPrograms ?? []);
     // Socket counters need both the iterator that reports them and the destruction hook.
     if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
-    // DNS and drops look at the watched sockets: socket mode only, and each feature whole or not at all.
+    // DNS and drops look at the watched sockets: socket mode only, and drops whole or not at all.
+    if (DROP_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of DROP_PROGRAMS) omitted.add(name);
+    const dns = options.socketMode && options.dns === true;
     if (!options.socketMode) omitted.add('kappa_exec');
-    for (const feature of [DNS_PROGRAMS, DROP_PROGRAMS]) {
-      if (feature.some((name) => omitted.has(name)) || !options.socketMode) for (const name of feature) omitted.add(name);
-    }
     const socketCounters = !omitted.has('kappa_drain_sockets');
     try {
-      object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters }));
+      object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters, dns }));
       for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.maxConversations);
       if (options.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.dnsBufferBytes);
       if (options.execBufferBytes !== undefined) object.setMaxEntries('kappa_exec_events', options.execBufferBytes);
@@ -216,7 +218,7 @@ export class Datapath {
     }
     let datapath: Datapath;
     try {
-      datapath = new Datapath(object, cgroupPath, options.pinFolder, lock, tookOver, omitted, options.chunkEntries ?? 8192);
+      datapath = new Datapath(object, cgroupPath, options.pinFolder, lock, tookOver, omitted, options.chunkEntries ?? 8192, dns);
     } catch (error) {
       object.close();
       cleanUp();
@@ -234,6 +236,7 @@ export class Datapath {
   }
 
   private attachSocketMode(): void {
+    for (const name of FORMER_PROGRAMS) detachPinned(this.linkPin(name));
     for (const name of CGROUP_PROGRAMS) {
       if (this.omitted.has(name)) {
         detachPinned(this.linkPin(name)); // a crashed instance's, with the feature on
@@ -261,7 +264,7 @@ export class Datapath {
 
   /** Interface mode only: socket-mode links a crashed instance pinned would count on unseen. */
   private detachPinnedSocketMode(): void {
-    for (const name of [...CGROUP_PROGRAMS, ...TRACEPOINT_PROGRAMS.map(([n]) => n)]) detachPinned(this.linkPin(name));
+    for (const name of [...CGROUP_PROGRAMS, ...TRACEPOINT_PROGRAMS.map(([n]) => n), ...FORMER_PROGRAMS]) detachPinned(this.linkPin(name));
   }
 
   private linkPin(program: string): string {

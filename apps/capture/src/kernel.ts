@@ -170,7 +170,8 @@ export const DNS: OptionalFeature = {
     {
       name: 'cgroup-skb',
       describe: 'cgroup skb hooks copying port-53 payloads to a ring buffer',
-      programs: ['kappa_dns_ingress', 'kappa_dns_egress'],
+      // No programs of its own: the skb programs do it when kappa_config.dns is set (start.ts).
+      programs: [],
       missing: (k) => (!k.mapType(MapType.RINGBUF) ? 'no BPF ring buffer (5.8)' : undefined),
     },
   ],
@@ -283,6 +284,11 @@ export function planKernel(kernel: KernelFacts, options: { interfaceMode: boolea
     features.push({ feature: feature.name, hook, passedOver });
   }
   return { compat, features, omit: OPTIONAL_PROGRAMS.filter((p) => !chosen.has(p)) };
+}
+
+/** Whether the plan turns `feature` on (a hook of it chosen). */
+export function featureOn(plan: KernelPlan, feature: OptionalFeature): boolean {
+  return plan.features.some((choice) => choice.feature === feature.name && choice.hook !== undefined);
 }
 
 /** "app latency: via fexit inet_sendmsg, … (no sock_send_length tracepoint before 6.3)". */

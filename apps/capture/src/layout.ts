@@ -64,10 +64,12 @@ export const FLOW_STATS = struct('kappa_flow_stats', 216, {
   drop_pad: { offset: 212, size: 4 },
 });
 
-export const CONFIG = struct('kappa_config', 16, {
+export const CONFIG = struct('kappa_config', 24, {
   target_cgroup_id: { offset: 0, size: 8 },
   target_cgroup_level: { offset: 8, size: 4 },
   socket_counters: { offset: 12, size: 4 },
+  dns: { offset: 16, size: 4 },
+  pad: { offset: 20, size: 4 },
 });
 
 export const DRAIN_STATE = struct('kappa_drain_state', 24, {
@@ -123,11 +125,12 @@ export const COUNTER_COPIES_SKIPPED = 3;
 export const COUNTER_REPORTS_LOST = 4;
 
 /** The .rodata image of struct kappa_config. */
-export function encodeConfig(config: { targetCgroupId: bigint; targetCgroupLevel: number; socketCounters: boolean }): Buffer {
+export function encodeConfig(config: { targetCgroupId: bigint; targetCgroupLevel: number; socketCounters: boolean; dns: boolean }): Buffer {
   const bytes = Buffer.alloc(CONFIG.size);
   bytes.writeBigUInt64LE(config.targetCgroupId, CONFIG.fields.target_cgroup_id.offset);
   bytes.writeUInt32LE(config.targetCgroupLevel, CONFIG.fields.target_cgroup_level.offset);
   bytes.writeUInt32LE(config.socketCounters ? 1 : 0, CONFIG.fields.socket_counters.offset);
+  bytes.writeUInt32LE(config.dns ? 1 : 0, CONFIG.fields.dns.offset);
   return bytes;
 }
 

@@ -24,10 +24,11 @@ export const captureOptions = {
   bpfObject: string({ description: 'The compiled BPF object, for kernels with bpf_cast_to_kern_ctx (6.2+)', default: DEFAULT_BPF_OBJECT }),
   bpfCompatObject: string({ description: 'The compiled BPF object for kernels before 6.2 (kappa-compat.bpf.o)', default: DEFAULT_BPF_COMPAT_OBJECT }),
   disableHooks: list({
-    description: 'Kernel hooks capture must not use (tracepoint, fexit, socket-iterator, sched_process_exec): each feature then takes its next hook or goes off, and says so',
+    description:
+      'Kernel hooks capture must not use (tracepoint, fexit, socket-iterator; cgroup-skb: the DNS copies at the skb hooks, which count on; sched_process_exec: the exec events): each feature then takes its next hook or goes off, and says so',
     default: [],
-    item: /^(tracepoint|fexit|socket-iterator|sched_process_exec)$/,
-    accepted: 'comma-separated: tracepoint, fexit, socket-iterator, sched_process_exec',
+    item: /^(tracepoint|fexit|socket-iterator|cgroup-skb|sched_process_exec)$/,
+    accepted: 'comma-separated: tracepoint, fexit, socket-iterator, cgroup-skb, sched_process_exec',
   }),
   check: boolean({ description: 'Print what this kernel offers capture (the object, the hook of each feature) and exit: 0 when capture can run here, 1 when not' }),
   maxConversations: integer({ description: 'Flow table size: conversations per interval before overflow is counted', default: 262144, min: 1024, max: 16_777_216 }),

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProbe, errnoName } from '@kappa/ebpf-ffi';
 import { Datapath } from './datapath.js';
 import type { DatapathOptions } from './datapath.js';
-import { describeFeature, failedPrograms, hookOfFailure, planKernel } from './kernel.js';
+import { DNS, describeFeature, failedPrograms, featureOn, hookOfFailure, planKernel } from './kernel.js';
 import type { KernelFacts, KernelPlan } from './kernel.js';
 
 /** The two builds of bpf/kappa.bpf.c. */
@@ -72,7 +72,7 @@ export interface StartOptions {
  */
 export function startOnThisKernel(datapath: Omit<DatapathOptions, 'objectPath' | 'omitPrograms'>, options: StartOptions): KernelStart {
   const { plan, started } = withRefusals({ ...options, btfPath: datapath.btfPath }, datapath.interfaces !== undefined, (p) =>
-    Datapath.start({ ...datapath, objectPath: objectOf(p, options.objects), omitPrograms: p.omit }),
+    Datapath.start({ ...datapath, objectPath: objectOf(p, options.objects), omitPrograms: p.omit, dns: featureOn(p, DNS) }),
   );
   return { datapath: started, plan };
 }

@@ -48,7 +48,11 @@ describePrivileged('SIGKILL of capture, then a restart', () => {
     return { exited };
   }
 
-  it('counts a TCP transfer and a UDP exchange that span the crash exactly as the wire carried them, and leaves nothing behind after a graceful stop', async () => {
+  // Two captures start per test (8–15 s each at load 30) around ≥ 6 s of paced traffic: a loaded
+  // machine, or a second test run beside this one, takes longer than the default 60 s.
+  const SLOW = { timeout: 180_000 };
+
+  it('counts a TCP transfer and a UDP exchange that span the crash exactly as the wire carried them, and leaves nothing behind after a graceful stop', SLOW, async () => {
     const args = ['--cgroup', cgroup.path, '--interval', '1s', '--node', 'kz-crash', '--state-dir', join(dir, 'state-stdout')];
     const pcap = await PacketCapture.start(pair.b.netns, pair.b.ifname, join(dir, 'veth.pcap'));
     const first = await startCapture(args);
@@ -105,7 +109,7 @@ describePrivileged('SIGKILL of capture, then a restart', () => {
     expect(existsSync(folder)).toBe(false);
   });
 
-  it('publishes after the restart a drained batch that NATS never got before the SIGKILL', async () => {
+  it('publishes after the restart a drained batch that NATS never got before the SIGKILL', SLOW, async () => {
     const stateDir = join(dir, 'state-nats');
     const spool = join(stateDir, 'spool');
     const args = ['--cgroup', cgroup.path, '--interval', '1s', '--node', 'kz-spool', '--state-dir', stateDir, '--nats-url', nats.url];

@@ -259,4 +259,27 @@ describePrivileged('DNS names and exchanges', () => {
     }
     expect(dns.log).toContain('www.kappa.test');
   });
+
+  // The DNS code runs inside the counting programs, gated by kappa_config.dns: turned off, it must
+  // copy nothing while the same conversations are still counted.
+  it('with the DNS feature off (--disable-hooks cgroup-skb), counts the DNS conversations and carries no DNS', async () => {
+    const off = await startCapture(['--cgroup', cgroup.path, '--interval', '1s', '--node', 'kd-node-off', '--disable-hooks', 'cgroup-skb']);
+    const undo = resolvConf(pair.a.netns, [`nameserver ${v4(2)}`]);
+    try {
+      const resolved = JSON.parse(await runIn(pair.a.netns, nodes, process.execPath, [RESOLVE, 'resolve', 'web.kappa.test', '4'])) as { error?: string };
+      expect(resolved.error).toBeUndefined();
+    } finally {
+      undo();
+    }
+    const stopped = await off.stop();
+    expect(stopped.code).toBe(0);
+    expect(stopped.stderr).toMatch(/DNS: off/);
+    const conversations = stopped.records.filter((r) => r.protocol === IpProtocol.UDP && r.vantage === Vantage.SRC && r.dst?.port === 53);
+    expect(conversations.length).toBeGreaterThan(0);
+    // Queries out and their responses back, counted as ever.
+    expect(conversations.reduce((n, r) => n + Number(r.packets), 0)).toBeGreaterThan(0);
+    expect(conversations.reduce((n, r) => n + Number(r.reversePackets), 0)).toBeGreaterThan(0);
+    expect(stopped.records.filter((r) => r.dns !== undefined)).toEqual([]);
+    expect(stopped.records.filter((r) => r.src?.peerDnsName || r.dst?.peerDnsName)).toEqual([]);
+  });
 });

@@ -262,15 +262,19 @@ describe('kappa top', () => {
   it('ranks workload pairs by bytes over the range, summing both directions', async () => {
     const result = await runKappa(['top', `--server=${server}`, '--since=2h', '-o', 'json', '--limit=100']);
     expect(result.code).toBe(0);
-    const rows = result.stdout.trim().split('\n').map((l) => JSON.parse(l) as { src: { namespace: string; name: string }; dst: { namespace: string; name: string }; bytes: string; reverseBytes: string });
-    const want = new Map<string, [bigint, bigint]>();
-    for (const r of counted()) {
+    const rows = result.stdout.trim().split('\n').map((l) => JSON.parse(l) as { src: { namespace: string; name: string }; dst: { namespace: string; name: string }; bytes?: string; reverseBytes?: string; droppedPackets?: string });
+    const want = new Map<string, [bigint, bigint, bigint]>();
+    // Bytes count each conversation once; drops are summed over both vantages (each is on the
+    // record of the vantage that dropped it), so a responder's record with drops makes its pair too.
+    for (const r of published.filter((p) => counted().includes(p) || (p.drops?.packets ?? 0n) > 0n)) {
       const key = `${r.src!.kube!.objectNamespace}/${r.src!.kube!.workloadName} -> backend/${r.dst!.kube!.workloadName}`;
-      const [b, rb] = want.get(key) ?? [0n, 0n];
-      want.set(key, [b + r.bytes, rb + r.reverseBytes]);
+      const [b, rb, d] = want.get(key) ?? [0n, 0n, 0n];
+      const once = counted().includes(r) ? 1n : 0n;
+      want.set(key, [b + once * r.bytes, rb + once * r.reverseBytes, d + (r.drops?.packets ?? 0n)]);
     }
-    expect(new Map(rows.map((row) => [`${row.src.namespace}/${row.src.name} -> ${row.dst.namespace}/${row.dst.name}`, [BigInt(row.bytes), BigInt(row.reverseBytes ?? 0)]]))).toEqual(want);
-    const totals = rows.map((row) => BigInt(row.bytes) + BigInt(row.reverseBytes ?? 0));
+    expect([...want.values()].some(([, , d]) => d > 0n)).toBe(true);
+    expect(new Map(rows.map((row) => [`${row.src.namespace}/${row.src.name} -> ${row.dst.namespace}/${row.dst.name}`, [BigInt(row.bytes ?? 0), BigInt(row.reverseBytes ?? 0), BigInt(row.droppedPackets ?? 0)]]))).toEqual(want);
+    const totals = rows.map((row) => BigInt(row.bytes ?? 0) + BigInt(row.reverseBytes ?? 0));
     expect(totals).toEqual([...totals].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)));
   });
 

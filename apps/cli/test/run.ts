@@ -2,7 +2,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { NO_CONFIG_FILE } from '@kappa/testing';
+import { NO_CONFIG_FILE, childEnv } from '@kappa/testing';
 
 const root = join(import.meta.dirname, '../../..');
 export const cliMain = join(root, 'apps/cli/dist/main.js');
@@ -29,7 +29,7 @@ export interface Finished {
  * would otherwise find the checkout's .kappa/up.json while a developer's `npm run up` runs).
  */
 function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
-  const merged = { ...process.env, KAPPA_CONFIG: NO_CONFIG_FILE, ...env };
+  const merged = { ...childEnv(), KAPPA_CONFIG: NO_CONFIG_FILE, ...env };
   if (!merged.KAPPA_CONFIG) merged.KAPPA_CONFIG = NO_CONFIG_FILE;
   return merged;
 }

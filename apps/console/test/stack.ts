@@ -14,7 +14,7 @@ import type { Bus } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { freePort, makeTlsMaterial, startNatsServer } from '@kappa/testing';
+import { childEnv, freePort, makeTlsMaterial, startNatsServer } from '@kappa/testing';
 import type { TestServer, TlsMaterial } from '@kappa/testing';
 
 export const repoRoot = join(import.meta.dirname, '../../..');
@@ -74,7 +74,7 @@ export async function startConsoleStack(options: { build?: boolean; exporterInst
     tls?.remove();
   };
   const start = (script: string, args: string[]): ChildProcess => {
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
     output.set(child, '');
     const keep = (d: Buffer) => output.set(child, (output.get(child) ?? '') + d.toString());
     child.stdout?.on('data', keep);

@@ -3,6 +3,7 @@
 // message is well-formed RFC 7011 within the transport's size, and an independent reader gets each
 // record's fields back. `npm run fuzz` runs more cases (KAPPA_FUZZ_RUNS).
 import { createServer } from 'node:net';
+import { dirname } from 'node:path';
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -12,7 +13,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { freePort } from '@kappa/testing';
 import { IpfixEncoder } from '../src/ipfix/encoder.js';
 import { IpfixSink } from '../src/sinks/ipfix.js';
-import { startCapture, tsharkJson, tsharkText, valuesOf } from './collectors.js';
+import { removeDir, startCapture, tsharkJson, tsharkText, valuesOf } from './collectors.js';
 import { exportBatch, viewOf } from './fixtures.js';
 import { readMessage } from './ipfix-reader.js';
 import type { TemplateField } from './ipfix-reader.js';
@@ -454,13 +455,19 @@ describe('IPFIX of random records decoded by tshark', () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
-    const text = await tsharkText(capture.file, `tcp.port==${port}`);
+    let text: string;
+    let json: unknown[];
+    try {
+      text = await tsharkText(capture.file, `tcp.port==${port}`);
+      json = await tsharkJson(capture.file, `tcp.port==${port}`);
+    } finally {
+      removeDir(dirname(capture.file));
+    }
     expect(text).toContain('Cisco NetFlow/IPFIX');
     expect(text).not.toMatch(/Malformed/i);
     // TCP itself adds notes (handshake chat, D-SACK on a loaded loopback): those are Sequence ones.
     expect(text).not.toMatch(/Expert Info \((Warning|Error)\/(?!Sequence)/);
     expect(text).not.toMatch(/won't be used|No template/i);
-    const json = await tsharkJson(capture.file, `tcp.port==${port}`);
     expect(valuesOf(json, 'cflow.template_ipfix_field_pen').map(Number)).toContain(pen);
     // Every record arrives with its counters and ports (as sets: the order follows observation
     // domains, and a segment TCP retransmits on a loaded loopback is decoded twice).

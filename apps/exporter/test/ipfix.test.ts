@@ -11,7 +11,7 @@ import { freePort } from '@kappa/testing';
 import { IpfixSink } from '../src/sinks/ipfix.js';
 import { exportBatch, knownBatch, knownRecord } from './fixtures.js';
 import { expectDecoded, nfdumpFlows, removeDir, startCapture, startNfcapd, tsharkJson, tsharkRecords, tsharkText, valuesOf } from './collectors.js';
-import type { Nfcapd } from './collectors.js';
+import type { Capture, Nfcapd } from './collectors.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -36,6 +36,13 @@ function sink(collector: string, templateRefreshMs = 30_000, maxStringBytes = 10
   return s;
 }
 
+/** A tshark capture whose folder goes when the test ends. */
+async function capturing(filter: string): Promise<Capture> {
+  const capture = await startCapture(filter);
+  cleanups.push(() => removeDir(dirname(capture.file)));
+  return capture;
+}
+
 async function nfcapd(port: number): Promise<Nfcapd> {
   const n = await startNfcapd(port);
   cleanups.push(async () => {
@@ -49,7 +56,7 @@ describe('IPFIX over UDP to nfcapd', () => {
   it('nfdump shows the right IPv4 and IPv6 addresses, ports, protocol, bytes and packets for 400 records split over MTU-sized datagrams', async () => {
     const port = await freePort();
     const collector = await nfcapd(port);
-    const capture = await startCapture(`udp port ${port}`);
+    const capture = await capturing(`udp port ${port}`);
     const ipfix = sink(`udp://127.0.0.1:${port}`);
     await ipfix.start();
     const batches = [knownBatch('b1', 0, 200), knownBatch('b2', 200, 200)];
@@ -96,7 +103,7 @@ describe('IPFIX over UDP to nfcapd', () => {
 describe('IPFIX decoded by tshark', () => {
   it('decodes the templates and enterprise strings of 0, 254, 255, 256 and 1000 bytes without malformed-packet or expert warnings', async () => {
     const port = await freePort();
-    const capture = await startCapture(`udp port ${port}`);
+    const capture = await capturing(`udp port ${port}`);
     // A 9000-byte (jumbo) MTU: records with four 1000-byte strings fit a datagram uncut.
     const ipfix = sink(`udp://127.0.0.1:${port}`, 30_000, 1024, 9000);
     await ipfix.start();
@@ -142,8 +149,7 @@ describe('IPFIX DNS and drops decoded by tshark', () => {
   it('decodes each known record\'s drops, drop reason, DNS exchanges and peer names, element by element, from the options record scoped to its flow', async () => {
     const pen = 32473;
     const port = await freePort();
-    const capture = await startCapture(`udp port ${port}`);
-    cleanups.push(() => removeDir(dirname(capture.file)));
+    const capture = await capturing(`udp port ${port}`);
     const ipfix = sink(`udp://127.0.0.1:${port}`);
     await ipfix.start();
     // 60 known records: IPv4 and IPv6; drops with NETFILTER_DROP or NO_SOCKET; DNS with NOERROR or
@@ -228,7 +234,7 @@ describe('IPFIX over TCP', () => {
       });
     let server = await listen();
     cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
-    const capture = await startCapture(`tcp port ${port}`);
+    const capture = await capturing(`tcp port ${port}`);
     const ipfix = sink(`tcp://127.0.0.1:${port}`);
     await ipfix.start();
     await ipfix.write(exportBatch(knownBatch('first', 0, 50)));

@@ -9,7 +9,7 @@ import { joinerOptions } from './config.js';
 import { Joiner } from './joiner.js';
 import { joinerMetrics } from './metrics.js';
 import type { CrashPoint } from './owner.js';
-import { connectRedis, redisLinkWarning } from './redis.js';
+import { connectRedis, describeRedis, redisLinkWarning } from './redis.js';
 import { PartitionStore } from './store.js';
 
 const STAGE = 'joiner';
@@ -67,6 +67,7 @@ const stage = await runStage({
   metricsHost: config.metricsHost,
   ready: () => (joiner?.ready() ?? false) && redis.status === 'ready',
   lag: () => joiner?.lag ?? 0,
+  features: () => ({ redis: describeRedis(redis) }),
   start: async (running) => {
     joiner = new Joiner(store, running.bus, {
       stage: STAGE,

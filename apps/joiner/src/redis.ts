@@ -119,3 +119,15 @@ export function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     lazyConnect: true,
   };
 }
+
+/**
+ * The Redis servers this client uses now, for the heartbeat (kappa status): a Redis Cluster's
+ * primaries and replicas as the client last learnt them (it refreshes on MOVED and every 5 s).
+ */
+export function describeRedis(redis: RedisClient): string {
+  if (!(redis instanceof Cluster)) return `single server ${redis.options.host ?? ''}:${redis.options.port ?? ''} (${redis.status})`;
+  const where = (node: Redis) => `${node.options.host ?? ''}:${node.options.port ?? ''}`;
+  const primaries = redis.nodes('master').map(where).sort();
+  const replicas = redis.nodes('slave').map(where).sort();
+  return `cluster of ${primaries.length} primaries and ${replicas.length} replicas (${redis.status}): primaries ${primaries.join(' ')}; replicas ${replicas.join(' ') || '-'}`;
+}

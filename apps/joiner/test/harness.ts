@@ -8,7 +8,7 @@ import type { BatchConsumer, Bus } from '@kappa/bus';
 import { DEFAULT_PARTITIONS, IpProtocol, Vantage, newFlowBatch, newFlowRecord, partitionOfRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { startNatsServer, startRedisServer } from '@kappa/testing';
+import { childEnv, startNatsServer, startRedisServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
@@ -41,7 +41,7 @@ export async function startJoiner(options: { nats: string; redis: string; instan
     `--instance=${options.instance}`,
     ...(options.args ?? []),
   ];
-  const child = spawn(node, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const child = spawn(node, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...childEnv(), ...options.env } });
   const output: string[] = [];
   child.stderr?.on('data', (d: Buffer) => output.push(d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

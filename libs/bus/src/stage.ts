@@ -91,6 +91,8 @@ export interface StageOptions {
   lost?: () => Readonly<Record<string, bigint | number>>;
   /** Input waiting for a stage that consumes through consumers of its own (the joiner's partitions). */
   lag?: () => number;
+  /** How this instance runs where that can change (the joiner: its Redis servers), read at every heartbeat for kappa status. */
+  features?: () => Readonly<Record<string, string>>;
   /** Records out for a stage whose output is not the bus (a sink stage: what its sinks took). */
   recordsOut?: () => number;
   /** Runs once connected, before consuming: start what the transform needs (a failure is fatal). */
@@ -280,6 +282,7 @@ class Stage implements RunningStage {
       dlq: this.bus.deadLettered(this.options.stage),
       lag: this.options.lag?.() ?? this.consumer?.latestLag ?? 0,
       lost: this.options.lost?.() ?? {},
+      ...(this.options.features !== undefined ? { features: this.options.features() } : {}),
       ...(this.options.version !== undefined ? { version: this.options.version } : {}),
     });
   }

@@ -143,6 +143,32 @@ export function compileSql(source: string): string {
   return tree ? sql(tree) : 'true';
 }
 
+/**
+ * The store columns a filter reads (a CIDR test reads `<column>_hex`); empty for an empty filter.
+ * The store answers a filter from a pre-aggregated table when it reads only that table's columns.
+ * Throws FilterError.
+ */
+export function filterColumns(source: string): Set<string> {
+  const columns = new Set<string>();
+  const walk = (node: FilterNode): void => {
+    switch (node.kind) {
+      case 'and':
+      case 'or':
+        walk(node.left);
+        walk(node.right);
+        return;
+      case 'not':
+        walk(node.expr);
+        return;
+      case 'compare':
+        for (const f of sideFields(node.field, node.either)) for (const v of node.values) columns.add(v.kind === 'cidr' ? `${f.column}_hex` : f.column);
+    }
+  };
+  const tree = parseFilter(source);
+  if (tree) walk(tree);
+  return columns;
+}
+
 /** Joins filters with "and" (each in parentheses); blank ones are left out. */
 export function andFilters(...filters: (string | undefined)[]): string {
   const parts = filters.filter((f): f is string => f !== undefined && f.trim() !== '');

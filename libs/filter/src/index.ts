@@ -4,7 +4,7 @@ export { eitherEndFields, fields, fieldsByName, ipHex, labelsText, protocolNames
 export type { ColumnType, FieldDef, FieldType } from './fields.js';
 export { FilterError, fieldNames, parseFilter } from './parse.js';
 export type { FilterNode, Operator, Value } from './parse.js';
-export { andFilters, compilePredicate, compileSql, sqlString } from './compile.js';
+export { andFilters, compilePredicate, compileSql, filterColumns, sqlString } from './compile.js';
 export type { FlowPredicate } from './compile.js';
 export { FlagValueError, flagsToFilter, quoteValue, selectionFlags } from './flags.js';
 export type { SelectionFlag } from './flags.js';

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { IpProtocol, Vantage, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { FilterError, FlagValueError, compilePredicate, compileSql, flagsToFilter, parseFilter } from '../src/index.js';
+import { FilterError, FlagValueError, compilePredicate, compileSql, filterColumns, flagsToFilter, parseFilter } from '../src/index.js';
 
 const records: FlowRecord[] = Array.from({ length: 40 }, (_, i) =>
   newFlowRecord({
@@ -130,5 +130,24 @@ describe('hubble-style flags', () => {
   it('a bad flag value names the flag', () => {
     expect(() => flagsToFilter({ toPort: ['https'] })).toThrow(FlagValueError);
     expect(() => flagsToFilter({ toPort: ['https'] })).toThrow('--to-port "https": "https" is not a whole number (dst.port)');
+  });
+});
+
+describe('filterColumns', () => {
+  // The store answers a map from its rollups only when a filter reads nothing else: every column
+  // named here must be exactly the ones the compiled SQL reads.
+  it.each([
+    ['', []],
+    ['dst.port == 443', ['dst_port']],
+    ['namespace == shop and not protocol == udp', ['dst_namespace', 'protocol', 'src_namespace']],
+    ['src.workload == web or bytes > 10', ['bytes', 'src_workload']],
+    ['ip == 10.0.0.0/8', ['dst_ip_hex', 'src_ip_hex']],
+    ['ip == 10.0.0.1', ['dst_ip', 'src_ip']],
+    ['rtt > 5ms and dropped_packets > 0', ['dropped_packets', 'srtt_us']],
+  ])('%s reads %j', (filter, columns) => {
+    expect([...filterColumns(filter)].sort()).toEqual(columns);
+    // Each is a column the compiled SQL names.
+    const sql = compileSql(filter);
+    for (const c of columns) expect(sql).toMatch(new RegExp(`\\b${c}\\b`));
   });
 });

@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer, uniqueName } from '@kappa/testing';
+import { ServerProcess, TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
@@ -156,7 +156,12 @@ const TRAFFIC = join(workspaceRoot, 'apps/capture/test/fixtures/traffic.mjs');
 export interface Scenario {
   pair: VethPair;
   silentPeer: string;
+  /** The NATS server (the first of the cluster with natsCluster). */
   nats: TestServer;
+  /** Every NATS server: one, or natsCluster of them routed together. */
+  natsServers: TestServer[];
+  /** What the services were given as --nats-url: every server's URL. */
+  natsUrl: string;
   redis: TestServer;
   pipeline: Pipeline;
   /** Runs one round of `conversations` conversations, `perSocket` per source socket. */
@@ -166,7 +171,48 @@ export interface Scenario {
   destroy(): Promise<void>;
 }
 
-export async function startScenario(name: string, subnet: number, options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'>): Promise<Scenario> {
+/**
+ * `size` nats-servers with JetStream routed into one cluster on loopback (free ports, names
+ * <prefix>-<i>), resolved once the JetStream cluster has a meta leader.
+ */
+export async function startNatsCluster(prefix: string, size: number, workDir: string): Promise<TestServer[]> {
+  const nodes: { name: string; port: number; cluster: number; dir: string }[] = [];
+  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: await freePort(), cluster: await freePort(), dir: join(workDir, `${prefix}-${i}`) });
+  const routes = nodes.map((n) => `nats://127.0.0.1:${n.cluster}`).join(',');
+  const servers = nodes.map((n) => {
+    const process = new ServerProcess({
+      command: 'nats-server',
+      args: ['-a', '127.0.0.1', '-p', String(n.port), '-js', '-sd', n.dir, '--server_name', n.name, '--cluster_name', prefix, '--cluster', `nats://127.0.0.1:${n.cluster}`, '--routes', routes],
+      readyPattern: /Server is ready/,
+    });
+    return {
+      url: `nats://127.0.0.1:${n.port}`,
+      port: n.port,
+      dataDir: n.dir,
+      process,
+      restart: (signal?: NodeJS.Signals) => process.restart(signal),
+      stop: () => process.stop(),
+    } satisfies TestServer;
+  });
+  try {
+    await Promise.all(servers.map((s) => s.process.start()));
+    const end = Date.now() + 30_000;
+    while (!servers.some((s) => /new metadata leader|Self is new JetStream cluster metadata leader/.test(s.process.log))) {
+      if (Date.now() > end) throw new Error(`no JetStream meta leader in 30 s:\n${servers.map((s) => s.process.log.slice(-1000)).join('\n---\n')}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } catch (error) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw error;
+  }
+  return servers;
+}
+
+export async function startScenario(
+  name: string,
+  subnet: number,
+  options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'> & { natsCluster?: number },
+): Promise<Scenario> {
   const workDir = mkdtempSync(join(tmpdir(), `ksb-${name}-`));
   const cgroup = new TestCgroup(uniqueName(`ksb-${name}`));
   const nodes = cgroup.child('nodes');
@@ -190,16 +236,20 @@ export async function startScenario(name: string, subnet: number, options: Omit<
     pair = await VethPair.create({ prefix: 'ksb-', subnet, cgroup: nodes });
     const silentPeer = `10.77.${subnet}.99`;
     run('ip', ['netns', 'exec', pair.a.netns, 'ip', 'neigh', 'replace', silentPeer, 'lladdr', pair.b.mac, 'dev', pair.a.ifname, 'nud', 'permanent']);
-    const nats = await startNatsServer();
-    servers.push(nats);
+    const natsServers = options.natsCluster ? await startNatsCluster(`ksb-${name}-nats`, options.natsCluster, workDir) : [await startNatsServer()];
+    servers.push(...natsServers);
+    const nats = natsServers[0]!;
+    const natsUrl = natsServers.map((s) => s.url).join(',');
     const redis = await startRedisServer();
     servers.push(redis);
-    pipeline = await startPipeline({ ...options, natsUrl: nats.url, redisUrl: redis.url, workDir, node: `ksb-${name}-node`, cgroup: cgroup.path });
+    pipeline = await startPipeline({ ...options, natsUrl, redisUrl: redis.url, workDir, node: `ksb-${name}-node`, cgroup: cgroup.path });
     const netns = pair.a.netns;
     return {
       pair,
       silentPeer,
       nats,
+      natsServers,
+      natsUrl,
       redis,
       pipeline,
       sendRound: async (conversations, perSocket) => {

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { NO_CONFIG_FILE } from '@kappa/testing';
+import { NO_CONFIG_FILE, childEnv } from '@kappa/testing';
 
 export const workspaceRoot = resolve(import.meta.dirname, '../../..');
 
@@ -17,11 +17,27 @@ export interface RunningService {
   restarts: number;
   /** Node flags before the bundle (e.g. --max-old-space-size). */
   nodeArgs: string[];
+  /** Every exit of this service's processes, and whether the test caused it (stop, kill). */
+  exits: ServiceExit[];
+  /** Set while the test stops or kills the current process. */
+  stopping: boolean;
+}
+
+export interface ServiceExit {
+  pid: number | undefined;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  byTest: boolean;
+}
+
+/** Exits the test did not cause: a crash, an exit on its own (no orchestrator restarts it here). */
+export function unexpectedExits(service: RunningService): ServiceExit[] {
+  return service.exits.filter((e) => !e.byTest);
 }
 
 export function startService(name: string, app: string, args: string[], logDir: string, nodeArgs: string[] = []): RunningService {
   const logFile = join(logDir, `${name}.log`);
-  const service: RunningService = { name, app, args, logFile, child: undefined as unknown as ChildProcess, restarts: 0, nodeArgs };
+  const service: RunningService = { name, app, args, logFile, child: undefined as unknown as ChildProcess, restarts: 0, nodeArgs, exits: [], stopping: false };
   launch(service);
   return service;
 }
@@ -30,10 +46,12 @@ function launch(service: RunningService): void {
   const log = createWriteStream(service.logFile, { flags: 'a' });
   const child = spawn(process.execPath, [...service.nodeArgs, join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, KAPPA_LOG_LEVEL: 'info' },
+    env: { ...childEnv(), KAPPA_LOG_LEVEL: 'info' },
   });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
+  service.stopping = false;
+  child.once('exit', (code, signal) => service.exits.push({ pid: child.pid, code, signal, byTest: service.stopping }));
   service.child = child;
 }
 
@@ -44,6 +62,7 @@ export function isRunning(service: RunningService): boolean {
 export async function stopService(service: RunningService, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
   if (!isRunning(service)) return service.child.exitCode;
   const exited = new Promise<number | null>((r) => service.child.once('exit', (code) => r(code)));
+  service.stopping = true;
   service.child.kill(signal);
   const timer = setTimeout(() => service.child.kill('SIGKILL'), 30_000);
   const code = await exited;
@@ -73,7 +92,7 @@ export function logTail(service: RunningService, lines = 30): string {
  * clone's CLI in the clone, finding its .kappa/up.json as a user's `npx kappa` would.
  */
 export async function kappa(args: string[], clone?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const { KAPPA_CONFIG: _config, ...inherited } = process.env;
+  const { KAPPA_CONFIG: _config, ...inherited } = childEnv();
   const child = clone
     ? spawn(process.execPath, [join(clone, 'apps/cli/dist/main.js'), ...args], { cwd: clone, env: inherited, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, [join(workspaceRoot, 'apps/cli/dist/main.js'), ...args], { env: { ...inherited, KAPPA_CONFIG: NO_CONFIG_FILE }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -2,25 +2,27 @@
 // node, one tagger, two joiners, one exporter, real NATS and Redis, the test Kubernetes API), and
 // real traffic: every exported record is checked against a packet capture of the pods' links.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jetstream } from '@nats-io/jetstream';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
-import { freePort, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { decodeStageStatus, encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { childEnv, freePort, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
 import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { describeCluster } from '../src/cluster.js';
 import { conversationTotals, readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
 import type { Capture } from '../src/ground-truth.js';
-import { crashAndRestart, isRunning, kappa, logTail, startService, stopService } from '../src/services.js';
+import { crashAndRestart, isRunning, kappa, logTail, startService, stopService, unexpectedExits } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
 import { createTopology, destroyTopology } from '../src/topology.js';
 import type { Pod, Topology } from '../src/topology.js';
 
 const TCP = 6;
 const UDP = 17;
+const MiB = 1024 * 1024;
 const trafficScript = join(import.meta.dirname, '../src/traffic.mjs');
 
 interface JsonEndpoint {
@@ -32,6 +34,7 @@ interface JsonEndpoint {
   kube?: { node?: string; objectName?: string; objectNamespace?: string; objectType?: string; workloadName?: string; workloadKind?: string; serviceName?: string };
 }
 interface JsonRecord {
+  id?: string;
   node: string;
   vantage: 'VANTAGE_SRC' | 'VANTAGE_DST';
   protocol: string;
@@ -69,6 +72,9 @@ const captures = new Map<string, Capture>();
 const servers = new Map<string, { pid: number; kill(): void }>();
 const conversations: Conversation[] = [];
 let records: JsonRecord[] = [];
+/** Every heartbeat the stages sent during the test (their own account of when each process started). */
+let statusWatch: NatsConnection | undefined;
+const heartbeats: { stage: string; instance: string; node: string; startedNs: bigint }[] = [];
 /** The kernel's name (comm) of the test's traffic processes, as /proc shows it. */
 let trafficComm = '';
 /** Every capture file of each pod link (one per part of the test), and their packets once read. */
@@ -99,6 +105,7 @@ function runInPod(where: { netns: string; cgroup?: string }, args: string[]): { 
   const enterCgroup = where.cgroup ? `echo $$ > ${where.cgroup}/cgroup.procs && ` : '';
   const child = spawn('sh', ['-c', `${enterCgroup}exec ip netns exec ${where.netns} "$0" "$@"`, process.execPath, trafficScript, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: childEnv(),
   });
   let out = '';
   let markStarted = () => undefined as void;
@@ -177,11 +184,11 @@ async function finishPart(): Promise<void> {
   for (const s of services.filter((s) => s.app === 'capture')) expect(await stopService(s)).toBe(0);
   let last = -1;
   await until('the exporter to write every record', () => {
-    const size = readRecords().length;
+    const size = existsSync(jsonl) ? statSync(jsonl).size : 0;
     const stable = size > 0 && size === last;
     last = size;
     return stable ? true : undefined;
-  }, 60_000).catch(() => undefined);
+  }, 120_000).catch(() => undefined);
   await new Promise((r) => setTimeout(r, 6000)); // join wait (2 × 2 s) plus a sweep
   records = readRecords();
   packetsOf.clear();
@@ -210,13 +217,27 @@ beforeAll(async () => {
   topology = createTopology(podSpecs);
   [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
   describeCluster(api, topology);
+  // Heard from the first beat on, through the nats-server restart.
+  statusWatch = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const beats = statusWatch.subscribe('kappa.status.>');
+  void (async () => {
+    for await (const m of beats) {
+      try {
+        const s = decodeStageStatus(m.data);
+        heartbeats.push({ stage: s.stage, instance: s.instance, node: s.node, startedNs: s.startedNs });
+      } catch {
+        // not a heartbeat
+      }
+    }
+  })();
 
   await startLinkCaptures('part1');
 
   const natsUrl = `--nats-url=${nats.url}`;
   const observerPort = await freePort();
   const common = [natsUrl, '--metrics-port=0'];
-  services.push(startService('exporter', 'exporter', [...common, `--jsonl=${jsonl}`, `--observer-port=${observerPort}`, '--observer-host=127.0.0.1'], workDir));
+  // One JSON Lines file for the whole test (the 10 MiB batch alone writes ~80 MB; no rotation).
+  services.push(startService('exporter', 'exporter', [...common, `--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 30}`, `--observer-port=${observerPort}`, '--observer-host=127.0.0.1'], workDir));
   for (const i of [1, 2]) services.push(startService(`joiner-${i}`, 'joiner', [...common, `--redis-url=${redis.url}`, '--interval=2s', `--instance=joiner-${i}`], workDir));
   services.push(startService('k8s-tagger', 'k8s-tagger', [...common, `--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0'], workDir));
   for (const node of Object.values(topology.nodes)) {
@@ -276,12 +297,30 @@ beforeAll(async () => {
   await finishPart();
 }, 300_000);
 
+/** A failed test keeps the work folder (services' logs, flows.jsonl, link captures) and says where. */
+let keepWorkDir = false;
+afterEach((context) => {
+  if (context.task.result?.state === 'fail') keepWorkDir = true;
+});
+
 afterAll(async () => {
   for (const s of servers.values()) s.kill();
-  await Promise.all(services.map((s) => stopService(s, 'SIGKILL')));
+  // Capture with SIGTERM (detach, unpin): a SIGKILLed capture leaves its pinned maps and links in
+  // /sys/fs/bpf/kappa when a failed test ends here with captures still running.
+  await Promise.all(services.map((s) => stopService(s, s.app === 'capture' ? 'SIGTERM' : 'SIGKILL')));
+  await statusWatch?.close();
   await Promise.all([nats?.stop(), redis?.stop(), api?.close()]);
   if (topology) destroyTopology(topology);
+  if (workDir && keepWorkDir) console.error(`two-nodes: a test failed; logs, flows.jsonl and captures kept in ${workDir}`);
+  else if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
+
+/** How many processes of this service the stages' own heartbeats tell apart (distinct start times). */
+function startsHeard(s: { name: string; app: string }): number {
+  const node = /-(node-[ab])$/.exec(s.name)?.[1];
+  const mine = heartbeats.filter((b) => b.stage === s.app && (node === undefined || b.node === node) && (s.app !== 'joiner' || b.instance === s.name));
+  return new Set(mine.map((b) => b.startedNs)).size;
+}
 
 describe('two nodes end to end', () => {
   it('keeps every stage running through the test', () => {
@@ -396,7 +435,12 @@ describe('two nodes end to end, through faults', () => {
   const faultConversations: Conversation[] = [];
   const killed = new Set<string>();
   let dlqStatus = '';
-  let badPublishError = '';
+  /** What the test put on each stage's input subject that no stage can read. */
+  const badInput = new Map<string, { stage: string; payloads: Uint8Array[] }>();
+  /** kappa.dlq.<stage> as the server holds it: message count and each message's Kappa-Subject and size. */
+  const dlqStored = new Map<string, { count: number; messages: { subject: string; size: number; truncatedFrom: string | undefined }[] }>();
+  /** The server's answer to a 10 MiB message (NATS's max_payload is 1 MiB). */
+  let oversizeError = '';
 
   beforeAll(async () => {
     const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
@@ -436,23 +480,39 @@ describe('two nodes end to end, through faults', () => {
       await allReady();
     }
 
-    // Bad input on every subject: garbage, truncated protobuf, and a 10 MB message.
+    // Bad input on every stage's input: garbage and a truncated FlowBatch. A 10 MiB message is
+    // refused by the server (max_payload 1 MiB) before any stage could see it.
     const nc = await connect({ servers: nats.url });
+    const js = jetstream(nc);
     const good = encodeFlowBatch(newFlowBatch({ batchId: 'bad-input', records: [newFlowRecord({ node: 'node-a', bytes: 1n })] }));
-    for (const subject of ['kappa.flow.captured.node-a', 'kappa.flow.enriched.p3.node-b', 'kappa.flow.tagged.p3', 'kappa.flow.joined.p3']) {
-      for (const payload of [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)]) {
-        await jetstream(nc).publish(subject, payload);
-      }
-      try {
-        await jetstream(nc).publish(subject, new Uint8Array(10 * 1024 * 1024));
-      } catch (error) {
-        badPublishError = String(error);
-      }
+    const inputs: [string, string][] = [
+      ['kappa.flow.captured.node-a', 'process-enricher'],
+      ['kappa.flow.enriched.p3.node-b', 'k8s-tagger'],
+      ['kappa.flow.tagged.p3', 'joiner'],
+      ['kappa.flow.joined.p3', 'exporter'],
+    ];
+    for (const [subject, stage] of inputs) {
+      const payloads = [Uint8Array.from([0xff, 0xfe, 0xfd, 0x01]), good.subarray(0, good.length - 2)];
+      for (const payload of payloads) await js.publish(subject, payload, { timeout: 30_000 });
+      badInput.set(subject, { stage, payloads });
+      oversizeError = await js.publish(subject, new Uint8Array(10 * MiB)).then(() => 'accepted', (error: unknown) => String(error));
     }
-    await nc.drain();
 
     await finishPart();
     dlqStatus = (await kappa(['status', natsUrl])).stdout;
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info('KAPPA_DLQ', { subjects_filter: 'kappa.dlq.>' });
+    for (const stage of new Set([...badInput.values()].map((b) => b.stage))) dlqStored.set(stage, { count: info.state.subjects?.[`kappa.dlq.${stage}`] ?? 0, messages: [] });
+    // Read through an ordered consumer: a 10 MiB message does not fit in a JetStream API reply
+    // (base64 in JSON, over max_payload), so jsm.streams.getMessage cannot fetch it.
+    if (info.state.messages > 0) {
+      const dlqMessages = await (await js.consumers.get('KAPPA_DLQ')).consume();
+      for await (const m of dlqMessages) {
+        dlqStored.get(m.subject.slice('kappa.dlq.'.length))?.messages.push({ subject: m.headers?.get('Kappa-Subject') ?? '', size: m.data.length, truncatedFrom: m.headers?.get('Kappa-Truncated-From') || undefined });
+        if (m.seq >= info.state.last_seq) break;
+      }
+    }
+    await nc.drain();
   }, 600_000);
 
   it('loses and doubles nothing: every conversation, before and during the faults, equals the wire', () => {
@@ -460,22 +520,37 @@ describe('two nodes end to end, through faults', () => {
     expect(conservationProblems(conversations)).toEqual([]);
   });
 
-  it('restarts no service that the test did not kill', () => {
-    for (const s of services.filter((s) => s.app !== 'capture')) {
-      expect(isRunning(s), `${s.name}\n${logTail(s)}`).toBe(true);
-      expect(s.restarts, s.name).toBe(killed.has(s.name) ? 1 : 0);
+  it('restarts no service that the test did not kill: no exit of its own, and its heartbeats name one process start per launch', () => {
+    for (const s of services) {
+      const why = `${s.name}\n${logTail(s)}`;
+      // The test's harness restarts nothing by itself: a service that died is seen here.
+      expect(unexpectedExits(s), why).toEqual([]);
+      if (s.app !== 'capture') {
+        expect(isRunning(s), why).toBe(true);
+        expect(s.exits.map((e) => e.signal), why).toEqual(killed.has(s.name) ? ['SIGKILL'] : []);
+      }
+      // The stage's own account: each process start is a new started_ns in its heartbeats.
+      expect(startsHeard(s), `${s.name}: process starts in its heartbeats`).toBe(1 + s.restarts);
     }
   });
 
-  it('puts bad input in the DLQ of the stage that read it, counted in kappa status, and refuses a 10 MB message', () => {
-    expect(badPublishError).toMatch(/payload|MAX_PAYLOAD/i);
-    for (const stage of ['process-enricher', 'k8s-tagger', 'joiner', 'exporter']) {
-      const line = dlqStatus.split('\n').find((l) => l.startsWith(stage));
-      expect(line, dlqStatus).toBeDefined();
-      // Columns: STAGE INSTANCE NODE READY IN/s OUT/s LAG DLQ LOST UP (NODE may be empty): DLQ is third from the end.
-      const columns = line!.trim().split(/\s+/);
-      const dlq = Number(columns[columns.length - 3]);
-      expect(dlq, `${stage}: ${line}`).toBeGreaterThanOrEqual(2);
+  it('puts each undecodable message exactly once in the DLQ of the stage that read it, whole, counted in kappa status; a 10 MiB message is refused', () => {
+    expect(oversizeError).toMatch(/payload|MAX_PAYLOAD/i);
+    for (const [subject, { stage, payloads }] of badInput) {
+      const stored = dlqStored.get(stage)!;
+      // The server's own count of kappa.dlq.<stage>: exactly what the test sent that stage.
+      expect(stored.count, `${stage} in KAPPA_DLQ`).toBe(payloads.length);
+      expect(stored.messages.map((m) => m.subject), stage).toEqual(payloads.map(() => subject));
+      expect(stored.messages.map((m) => m.size).sort((a, b) => a - b), stage).toEqual(payloads.map((p) => p.length).sort((a, b) => a - b));
+      expect(stored.messages.filter((m) => m.truncatedFrom !== undefined), stage).toEqual([]);
+      const rows = dlqStatus.split('\n').filter((l) => l.startsWith(stage));
+      expect(rows.length, dlqStatus).toBeGreaterThan(0);
+      for (const line of rows) {
+        // Columns: STAGE INSTANCE NODE READY IN/s OUT/s LAG DLQ LOST UP (NODE may be empty): DLQ is third from the end.
+        const columns = line.trim().split(/\s+/);
+        expect(Number(columns[columns.length - 3]), `${stage}: ${line}`).toBe(payloads.length);
+      }
     }
   });
+
 });

@@ -150,14 +150,14 @@ describe('npm run up plans', () => {
   });
 
   it('listens on the default ports, or on the ones KAPPA_UP_*_PORT name: the gRPC servers on loopback, each service its own /metrics port, the CLI told where', () => {
-    expect(upPorts({})).toEqual({ nats: 14222, redis: 16379, tagger: 9480, observer: 9481, metrics: 9401, console: 9490 });
+    expect(upPorts({})).toEqual({ nats: 14222, redis: 16379, tagger: 9480, observer: 9481, metrics: 9401, console: 9490, natsCluster: 16222 });
     const { env, serviceEnv, upJson } = plan(false);
     expect(env).toMatchObject({ KAPPA_GRPC_PORT: '9480', KAPPA_GRPC_HOST: '127.0.0.1', KAPPA_OBSERVER_PORT: '9481', KAPPA_OBSERVER_HOST: '127.0.0.1' });
     expect(upJson).toMatchObject({ tagger: '127.0.0.1:9480', server: '127.0.0.1:9481' });
     expect(Object.fromEntries(Object.entries(serviceEnv).map(([s, e]) => [s, e.KAPPA_METRICS_PORT]))).toEqual({ capture: '9401', 'process-enricher': '9402', 'k8s-tagger': '9403', joiner: '9404', exporter: '9405' });
 
     const ports = upPorts({ KAPPA_UP_NATS_PORT: '4100', KAPPA_UP_REDIS_PORT: '4101', KAPPA_UP_TAGGER_PORT: '4102', KAPPA_UP_OBSERVER_PORT: '4103', KAPPA_UP_METRICS_PORT: '0', KAPPA_UP_CONSOLE_PORT: '4104' });
-    expect(ports).toEqual({ nats: 4100, redis: 4101, tagger: 4102, observer: 4103, metrics: 0, console: 4104 });
+    expect(ports).toEqual({ nats: 4100, redis: 4101, tagger: 4102, observer: 4103, metrics: 0, console: 4104, natsCluster: 16222 });
     const moved = upPlan({
       root: workspaceRoot, state, natsPort: ports.nats, redisPort: ports.redis, taggerPort: ports.tagger, observerPort: ports.observer, metricsPort: ports.metrics, consolePort: ports.console,
       plaintext: true, credentials: ensureCredentials(state), natsKeys: natsKeys(), partitions: 16, jsonl: join(state, 'flows.jsonl'), node: 'ksd-node',

@@ -110,7 +110,7 @@ beforeAll(async () => {
   // A user's shell: no npm-run or Nx variables of this test run, and not this checkout's
   // node_modules/.bin on PATH (up.sh must find its own Node and tools).
   const env = Object.fromEntries(
-    Object.entries(process.env).filter(([key]) => !/^(npm_|NX_|VITEST|KAPPA_)/i.test(key) && !['INIT_CWD', 'NODE_OPTIONS', 'NODE'].includes(key)),
+    Object.entries(process.env).filter(([key]) => !/^(npm_|NX_|VITEST|KAPPA_)/i.test(key) && !['INIT_CWD', 'NODE_OPTIONS', 'NODE', 'FORCE_COLOR'].includes(key)),
   );
   env.PATH = (process.env.PATH ?? '').split(':').filter((dir) => !dir.includes('node_modules')).join(':');
   up = spawn('npm', ['run', 'up'], {

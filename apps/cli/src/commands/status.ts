@@ -44,11 +44,13 @@ export async function runStatus(argv: string[]): Promise<number> {
   await new Promise((r) => setTimeout(r, config.wait));
   unsubscribe();
   const dlqByStage = new Map<string, number>();
+  let servers: string[] = [];
   try {
     const info = await bus.streamInfo(DLQ_STREAM, { subjectsFilter: subjects.allDlq });
     for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
       dlqByStage.set(subject.replace(/^kappa\.dlq\./, ''), count);
     }
+    servers = natsServers(info.cluster);
   } catch (error) {
     // No KAPPA_DLQ yet means no stage ever started: nothing dead-lettered.
     if (jetStreamCode(error) !== JetStreamCodes.StreamNotFound) process.stderr.write(`kappa status: cannot read ${DLQ_STREAM}: ${String(error)}\n`);
@@ -56,6 +58,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   await bus.close();
   const summary = summarize(beats, dlqByStage);
   process.stdout.write(`${renderStatus(summary)}\n`);
+  if (servers.length > 0) process.stdout.write(`\nNATS servers (each holds a replica of ${DLQ_STREAM}):\n${servers.join('\n')}\n`);
   process.stdout.write(
     enforced
       ? 'heartbeats: authenticated by NATS permissions (only a stage\'s own identity may publish its kappa.status subject)\n'
@@ -63,4 +66,17 @@ export async function runStatus(argv: string[]): Promise<number> {
   );
   if (forged > 0) process.stdout.write(`ignored ${forged} heartbeat(s) whose body claims another stage, instance or node than the subject it came on\n`);
   return summary.ok ? 0 : 1;
+}
+
+/**
+ * The NATS servers of a clustered stream (its leader and replicas, which with R3 on a cluster of
+ * three are every server), one line each: the only view of the servers the cli identity may read.
+ */
+function natsServers(cluster: { leader?: string; replicas?: { name: string; current: boolean; offline?: boolean; lag?: number }[] } | undefined): string[] {
+  if (!cluster?.replicas?.length && !cluster?.leader) return [];
+  const lines = cluster.leader ? [`  ${cluster.leader.padEnd(24)} leader`] : ['  (no leader: the stream has no quorum)'];
+  for (const r of [...(cluster.replicas ?? [])].sort((a, b) => a.name.localeCompare(b.name))) {
+    lines.push(`  ${r.name.padEnd(24)} ${r.offline ? 'OFFLINE' : r.current ? 'current' : `catching up (${r.lag ?? 0} behind)`}`);
+  }
+  return lines;
 }

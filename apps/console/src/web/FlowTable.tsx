@@ -1,6 +1,7 @@
-// A table of flows: time (date and time, UTC), both ends (with the DNS name the other end asked
-// for), protocol, bytes and packets per direction, RTT, the verdict (DROPPED with the count and the
-// kernel's reason, like `kappa observe`) and the flow's DNS exchange. Used by the flow page, the
+// A table of flows: time (date and time, UTC), node, the verdict (DROPPED with the count and the
+// kernel's reason, like `kappa observe`; first, so a narrow side panel shows it), both ends (with
+// the DNS name the other end asked for), protocol, bytes and packets per direction, RTT and the
+// flow's DNS exchange. Used by the flow page, the
 // live tail and the map's side panel.
 import type { EndJson, FlowJson, FlowItem } from './api.js';
 import { humanRtt } from './graph.js';
@@ -44,6 +45,7 @@ export function FlowTable({ flows, empty }: { flows: FlowItem[]; empty: string }
         <tr>
           <th>time (UTC)</th>
           <th>node</th>
+          <th>verdict</th>
           <th>source</th>
           <th>destination</th>
           <th>proto</th>
@@ -52,7 +54,6 @@ export function FlowTable({ flows, empty }: { flows: FlowItem[]; empty: string }
           <th className="num">pkts →</th>
           <th className="num">pkts ←</th>
           <th className="num">rtt</th>
-          <th>verdict</th>
           <th>dns</th>
         </tr>
       </thead>
@@ -61,6 +62,9 @@ export function FlowTable({ flows, empty }: { flows: FlowItem[]; empty: string }
           <tr key={`${f.id}-${i}`} data-testid="flow-row" data-id={f.id} data-verdict={droppedPackets(f) > 0 ? 'dropped' : 'forwarded'}>
             <td>{timeLabel(f.endNs)}</td>
             <td>{f.node}</td>
+            <td data-testid="flow-verdict" className={droppedPackets(f) > 0 ? 'dropped' : 'muted'}>
+              {droppedPackets(f) > 0 ? `DROPPED ${droppedPackets(f)}${f.drops?.reason ? ` ${f.drops.reason}` : ''}` : 'forwarded'}
+            </td>
             <td data-testid="flow-src">{end(f.src, f.dst?.peerDnsName)}</td>
             <td data-testid="flow-dst">{end(f.dst, f.src?.peerDnsName)}</td>
             <td>{(f.protocol ?? '').replace('IP_PROTOCOL_', '').toLowerCase()}</td>
@@ -69,9 +73,6 @@ export function FlowTable({ flows, empty }: { flows: FlowItem[]; empty: string }
             <td className="num">{f.packets ?? '0'}</td>
             <td className="num">{f.reversePackets ?? '0'}</td>
             <td className="num">{humanRtt(f.tcp?.srttUs ?? 0)}</td>
-            <td data-testid="flow-verdict" className={droppedPackets(f) > 0 ? 'dropped' : 'muted'}>
-              {droppedPackets(f) > 0 ? `DROPPED ${droppedPackets(f)}${f.drops?.reason ? ` ${f.drops.reason}` : ''}` : 'forwarded'}
-            </td>
             <td data-testid="flow-dns">{dnsText(f)}</td>
           </tr>
         ))}

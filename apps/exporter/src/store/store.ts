@@ -25,7 +25,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { FlowBatchView, FlowFields, FlowRecordSchema, MessageCursor, fromBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { compileSql, sqlString } from '@kappa/filter';
+import { compileSql, filterColumns, sqlString } from '@kappa/filter';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 
 export interface FlowStoreOptions {
@@ -194,6 +194,15 @@ const sumsSql = `coalesce(sum(bytes) ${once}, 0)::UBIGINT AS bytes, coalesce(sum
   coalesce(max(srtt_us) ${once}, 0)::UINTEGER AS rtt_max, count(*) ${once}::UBIGINT AS records,
   sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes`;
 
+/**
+ * The raw columns a segment's rollup keeps beside the workload-pair keys: a map filtered on
+ * these alone (namespaces, workloads, the destination port, the protocol: what map filters use
+ * most) is answered from the rollups like an unfiltered one. Rollups without the last of them
+ * were written by an older build and are removed at open.
+ */
+const rollupFilterColumns: readonly string[] = ['src_namespace', 'src_workload', 'dst_namespace', 'dst_workload', 'dst_port', 'protocol'];
+const rollupColumnSet: ReadonlySet<string> = new Set(rollupFilterColumns);
+
 type Ext = 'rec' | 'csv' | 'parquet' | 'rollup.parquet';
 const allExts: readonly Ext[] = ['rec', 'csv', 'parquet', 'rollup.parquet'];
 
@@ -283,14 +292,14 @@ export class FlowStore {
   }
 
   /**
-   * Rollups written before they summed drops lack dropped_packets: removed, so queries read those
-   * segments' rows instead (exact, slower) rather than fail on the missing column.
+   * Rollups written by older builds (without the drop sums or the filter columns) are removed,
+   * so queries read those segments' rows instead (exact, slower) rather than fail on a column.
    */
   private async dropStaleRollups(connection: DuckDBConnection): Promise<void> {
     const rollups = this.segments.map((s) => this.path(s.seq, 'rollup.parquet')).filter((p) => existsSync(p));
     if (rollups.length === 0) return;
     const current = new Set(
-      (await connection.runAndReadAll(`SELECT file_name FROM parquet_schema([${rollups.map(sqlString).join(', ')}]) WHERE name = 'dropped_packets'`)).getRows().map((r) => String(r[0])),
+      (await connection.runAndReadAll(`SELECT file_name FROM parquet_schema([${rollups.map(sqlString).join(', ')}]) WHERE name = ${sqlString(rollupFilterColumns.at(-1)!)}`)).getRows().map((r) => String(r[0])),
     );
     for (const path of rollups) if (!current.has(path)) rmSync(path, { force: true });
   }
@@ -461,13 +470,14 @@ export class FlowStore {
     await connection.run(
       `COPY (SELECT * FROM ${csvSource(csv)} ORDER BY time_ns) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
     );
-    // The rollup: the workload-pair sums of this segment, counting each conversation once; an
-    // unfiltered namespace or workload map reads these for the segments wholly in its range.
+    // The rollup: the workload-pair sums of this segment (per value of the rollup's filter
+    // columns), counting each conversation once; a namespace or workload map, unfiltered or
+    // filtered on those columns only, reads these for the segments wholly in its range.
     const rollup = this.path(segment.seq, 'rollup.parquet');
     const [sns, sname, sext] = groupSql('workload', 'src');
     const [dns, dname, dext] = groupSql('workload', 'dst');
     await connection.run(
-      `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${sumsSql}
+      `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${rollupFilterColumns.join(', ')}, ${sumsSql}
         FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${aggregatedRowsSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
     );
     await rename(`${rollup}.tmp`, rollup);
@@ -618,7 +628,7 @@ export class FlowStore {
     const where = compileSql(query.filter);
     const range = this.rangeSql(query.sinceNs, query.untilNs);
     const cutoff = BigInt(Date.now() - this.options.retentionMs) * 1_000_000n;
-    const rollupLevel = query.filter.trim() === '' && (query.level === 'workload' || query.level === 'namespace');
+    const rollupLevel = (query.level === 'workload' || query.level === 'namespace') && [...filterColumns(query.filter)].every((c) => rollupColumnSet.has(c));
     const inside = (s: Segment) =>
       s.sealed && s.minNs >= query.sinceNs && s.minNs >= cutoff && (query.untilNs === 0n || s.maxNs < query.untilNs) && existsSync(this.path(s.seq, 'rollup.parquet'));
     const overlapping = this.segments.filter((s) => s.records > 0 && s.maxNs >= query.sinceNs && !(query.untilNs > 0n && s.minNs >= query.untilNs));
@@ -640,7 +650,7 @@ export class FlowStore {
       const keep = (side: 'src' | 'dst', prefix: 's' | 'd') =>
         query.side !== 'pair' && query.side !== side ? "'' AS X_ns, '' AS X_name, false AS X_ext".replaceAll('X', prefix) : `${prefix}_ns, ${query.level === 'namespace' ? "''" : `${prefix}_name`} AS ${prefix}_name, ${prefix}_ext`;
       parts.push(`SELECT ${keep('src', 's')}, ${keep('dst', 'd')}, bytes, reverse_bytes, packets, reverse_packets, retransmits, rtt_sum, rtt_n, rtt_max, records, dropped_packets, dropped_bytes
-        FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}])`);
+        FROM read_parquet([${rolled.map((x) => sqlString(this.path(x.seq, 'rollup.parquet'))).join(', ')}]) WHERE ${where}`);
     }
     if (parts.length === 0) return undefined;
     return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
@@ -652,9 +662,10 @@ export class FlowStore {
   }
 
   /**
-   * Sums per group pair (or per group of one side) over a range. Throws FilterError. An
-   * unfiltered namespace or workload map takes the sealed segments wholly inside its range from
-   * their rollups (exact: the same sums, precomputed) and reads raw rows only for the rest.
+   * Sums per group pair (or per group of one side) over a range. Throws FilterError. A
+   * namespace or workload map, unfiltered or filtered only on the rollups' filter columns, takes
+   * the sealed segments wholly inside its range from their rollups (exact: the same sums,
+   * precomputed) and reads raw rows only for the rest.
    */
   aggregate(query: AggregateQuery): Promise<AggregateRow[]> {
     return this.read(() => this.aggregateNow(query));
