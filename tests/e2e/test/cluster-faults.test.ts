@@ -83,11 +83,18 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
         await until(`${key} ready again`, async () => ((await fetch(`http://127.0.0.1:${p.metricsPorts[key]}/readyz`).catch(() => undefined))?.ok ? true : undefined), 60_000, p);
       };
 
+      // Each victim did its share before it dies: a replica that took no work proves nothing.
+      const m = (key: string, name: string) => metric(p, key, name);
+      await until('both joiners own partitions', async () => ((await m('joiner-1', 'kappa_joiner_partitions_owned')) > 0 && (await m('joiner', 'kappa_joiner_partitions_owned')) > 0 ? true : undefined), 60_000, p);
+      expect(await m('tagger-1', 'kappa_stage_records_in_total')).toBeGreaterThan(0);
       await fault('tagger replica SIGKILL', killReplica(s.replicas.tagger!));
       await restart(s.replicas.tagger!, 'tagger-1');
       await fault('exporter replica SIGKILL', killReplica(s.replicas.exporter!));
       await restart(s.replicas.exporter!, 'exporter-1');
+      const ownedBefore = await m('joiner-1', 'kappa_joiner_partitions_owned');
       await fault('joiner replica SIGKILL', killReplica(s.replicas.joiner!));
+      // The survivor holds every partition now, the dead one's included.
+      expect(await m('joiner', 'kappa_joiner_partitions_owned')).toBe(16);
       await restart(s.replicas.joiner!, 'joiner-1');
 
       // The Redis primary holding the most partitions' keys; its replica is promoted.
@@ -118,7 +125,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       const perFile = s.jsonlFiles.map((f) => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0));
       const lost = (await metric(p, 'capture', 'kappa_capture_records_dropped_total')) + (await metric(p, 'capture', 'kappa_capture_map_overflow_packets_total'));
       console.log(
-        `cluster faults: takeover ${Object.entries(takeovers).map(([k, v]) => `${k} ${v} ms`).join(', ')}; truth ${truth} conversations; exported ${records.length} records (${conversations(records)} conversations, ${twice.length} ids twice; per exporter file ${perFile.join(' + ')}), ${packets} packets / ${bytes} bytes vs tcpdump ${onWire.length} / ${wireBytes}`,
+        `cluster faults: joiner-1 owned ${ownedBefore} of 16 partitions when killed; takeover ${Object.entries(takeovers).map(([k, v]) => `${k} ${v} ms`).join(', ')}; truth ${truth} conversations; exported ${records.length} records (${conversations(records)} conversations, ${twice.length} ids twice; per exporter file ${perFile.join(' + ')}), ${packets} packets / ${bytes} bytes vs tcpdump ${onWire.length} / ${wireBytes}`,
       );
       expect(twice).toEqual([]);
       expect(records.length).toBe(truth);
