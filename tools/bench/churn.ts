@@ -77,7 +77,8 @@ try {
         if (r.dst?.port !== serverPort) continue;
         seen.records++;
         if (r.vantage !== 1 && r.vantage !== 2) {
-          seen.unspecified++;
+          // What such a record said, for the report (a few).
+          if (seen.unspecified++ < 5) console.error(`no vantage: ${r.src?.ip}:${r.src?.port}→${r.dst?.ip}:${r.dst?.port} ${r.packets}/${r.reversePackets} pkts ${r.bytes}/${r.reverseBytes} B flags ${r.tcp?.flags} handshake ${r.tcp?.handshakeUs} µs srtt ${r.tcp?.srttUs} drops ${r.drops?.packets ?? 0} ${r.drops?.reason ?? ""} pid ${r.src?.process?.pid ?? r.dst?.process?.pid} netns ${r.src?.netns}/${r.dst?.netns} first ${r.firstSeenNs} interval ${r.startNs}-${r.endNs}`);
           continue;
         }
         const end = r.vantage === 1 ? 'src' : 'dst';

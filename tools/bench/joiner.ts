@@ -9,7 +9,10 @@
 //   process    the built joiner (1..3 replicas sharing the partitions) draining a backlog from a
 //              real nats-server: records/s and CPU µs per record of each process.
 // Run: npm run bench:joiner [-- --conversations=50000 --batch=1000 --parts=transform,redis,process --replicas=1,3]
+//      --cluster: the process part on three nats-servers (R3) and a Redis Cluster of 3+3 (section joiner-cluster).
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import {
@@ -26,7 +29,7 @@ import {
   toBinary,
 } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { startNatsServer, startRedisServer } from '@kappa/testing';
+import { startNatsCluster, startNatsServer, startRedisCluster, startRedisServer } from '@kappa/testing';
 import { CommitSet } from '../../apps/joiner/src/commit.js';
 import { Delta, JoinStats, PartitionJoin } from '../../apps/joiner/src/partition.js';
 import { PartitionStore } from '../../apps/joiner/src/store.js';
@@ -37,6 +40,7 @@ const CONVERSATIONS = Number(args.conversations ?? 50_000);
 const BATCH = Number(args.batch ?? 1000);
 const PARTS = (args.parts ?? 'transform,redis').split(',');
 const ROUNDS = Number(args.rounds ?? 5);
+const CLUSTER = 'cluster' in args;
 const root = join(import.meta.dirname, '../..');
 const settings = { joinWaitMs: 20_000, metadataTtlMs: 300_000, endRefreshMs: 75_000, joinExternal: false };
 
@@ -337,6 +341,35 @@ if (PARTS.includes('redis')) {
   }
 }
 
+/** One admin connection per redis-server (one, or each node of a Redis Cluster). */
+class RedisNodes {
+  private readonly clients: Redis[];
+  /** Primaries counted by the last commands() (each INFO counts one command). */
+  primaries = 0;
+  constructor(ports: number[]) {
+    this.clients = ports.map((port) => new Redis({ port, host: '127.0.0.1' }));
+  }
+  /** FLUSHALL on every primary (a replica refuses writes and follows its primary). */
+  async flushall(): Promise<void> {
+    await Promise.all(this.clients.map((c) => c.flushall().catch(() => undefined)));
+  }
+  /** Commands the primaries have run since they started (INFO stats; the INFO itself counts one each). */
+  async commands(): Promise<number> {
+    let total = 0;
+    this.primaries = 0;
+    for (const client of this.clients) {
+      const info = await client.info();
+      if (!/^role:master/m.test(info)) continue;
+      this.primaries++;
+      total += Number(/total_commands_processed:(\d+)/.exec(info)?.[1]);
+    }
+    return total;
+  }
+  disconnect(): void {
+    for (const client of this.clients) client.disconnect();
+  }
+}
+
 if (PARTS.includes('process')) {
   sections.push(await processPart());
 }
@@ -344,13 +377,20 @@ if (PARTS.includes('process')) {
 async function processPart(): Promise<string> {
   const replicaCounts = (args.replicas ?? '1,3').split(',').map(Number);
   const partitions = 16;
-  const [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
+  // --cluster: the cluster topology of `npm run up -- --cluster` (three nats-servers, streams R3;
+  // a Redis Cluster of 3 primaries and 3 replicas); server CPU is summed over every server.
+  const workDir = mkdtempSync(join(tmpdir(), 'kappa-bench-joiner-'));
+  const natsServers = CLUSTER ? await startNatsCluster(`bench-nats-${process.pid}`, 3, workDir) : [await startNatsServer()];
+  const redisServers = CLUSTER ? await startRedisCluster() : [await startRedisServer()];
+  const nats = { urls: natsServers.map((n) => n.url), cpu: () => natsServers.reduce((sum, n) => sum + cpuSeconds(n.process.pid!), 0) };
+  const redis = { url: redisServers[0]!.url, cpu: () => redisServers.reduce((sum, n) => sum + cpuSeconds(n.process.pid!), 0) };
+  const topology = CLUSTER ? ['--redis-cluster', '--stream-replicas=3'] : [];
   const rows: string[][] = [];
   try {
     const { connectBus, subjects } = await import('@kappa/bus');
     const { createLogger, createRegistry } = await import('@kappa/observability');
-    const bus = await connectBus({ servers: [nats.url], name: 'bench-joiner', logger: createLogger('bench', 'warn'), registry: createRegistry('bench') });
-    const admin = new Redis({ port: redis.port, host: '127.0.0.1' });
+    const bus = await connectBus({ servers: nats.urls, name: 'bench-joiner', logger: createLogger('bench', 'warn'), registry: createRegistry('bench') });
+    const admin = new RedisNodes(redisServers.map((n) => n.port));
     /** Interval n of every conversation, per partition as the tagger publishes it, encoded ahead. */
     const interval = (n: number) => {
       const records = shuffle(Array.from({ length: CONVERSATIONS }, (_, i) => conversation(i, n)).flat(), 11 + n);
@@ -374,12 +414,12 @@ async function processPart(): Promise<string> {
     try {
       for (const replicas of replicaCounts) {
         await bus.deleteStream('KAPPA_FLOWS');
-        await bus.ensureStreams({ maxBytes: 8 * 1024 ** 3, maxAgeMs: 3_600_000 });
+        await bus.ensureStreams({ maxBytes: 8 * 1024 ** 3, maxAgeMs: 3_600_000, ...(CLUSTER ? { replicas: 3 } : {}) });
         await admin.flushall();
         // The joiners start and take their partitions first: their start-up is not counted.
         const children = await Promise.all(
           Array.from({ length: replicas }, (_, n) =>
-            startJoinerProcess([`--nats-url=${nats.url}`, `--redis-url=${redis.url}`, '--metrics-port=0', '--log-level=warn', `--instance=bench-${n}`, '--join-wait=120s', `--partitions=${partitions}`]),
+            startJoinerProcess([`--nats-url=${nats.urls.join(',')}`, `--redis-url=${redis.url}`, ...topology, '--metrics-port=0', '--log-level=warn', `--instance=bench-${n}`, '--join-wait=120s', `--partitions=${partitions}`]),
           ),
         );
         try {
@@ -393,8 +433,8 @@ async function processPart(): Promise<string> {
           }
           let expected = 0;
           for (const [n, phase] of phases.entries()) {
-            const cpu = { nats: cpuSeconds(nats.process.pid!), redis: cpuSeconds(redis.process.pid!), joiners: children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) };
-            const commandsBefore = await redisCommands(admin);
+            const cpu = { nats: nats.cpu(), redis: redis.cpu(), joiners: children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) };
+            const commandsBefore = await admin.commands();
             const started = Date.now();
             for (let i = 0; i < phase.messages.length; i += 16) await Promise.all(phase.messages.slice(i, i + 16).map((m) => bus.publishBytes(m.subject, m.bytes, m.id)));
             expected += phase.records;
@@ -409,8 +449,8 @@ async function processPart(): Promise<string> {
             const us = (s: number) => f((s * 1e6) / phase.records, 1);
             const joinerCpu = children.reduce((sum, c) => sum + cpuSeconds(c.child.pid!), 0) - cpu.joiners;
             const label = n === 0 ? 'first interval: every conversation new' : 'next interval: ends cached';
-            const commands = (await redisCommands(admin)) - commandsBefore - 1;
-            rows.push([String(replicas), label, f(phase.records / seconds), us(joinerCpu), us(cpuSeconds(nats.process.pid!) - cpu.nats), us(cpuSeconds(redis.process.pid!) - cpu.redis), f(commands / phase.records, 3)]);
+            const commands = (await admin.commands()) - commandsBefore - admin.primaries;
+            rows.push([String(replicas), label, f(phase.records / seconds), us(joinerCpu), us(nats.cpu() - cpu.nats), us(redis.cpu() - cpu.redis), f(commands / phase.records, 3)]);
             process.stderr.write(`joiner bench: ${replicas} replica(s), ${label}: ${f(phase.records / seconds)} records/s\n`);
           }
         } finally {
@@ -425,9 +465,11 @@ async function processPart(): Promise<string> {
       await bus.close();
     }
   } finally {
-    await Promise.all([nats.stop(), redis.stop()]);
+    await Promise.all([...natsServers, ...redisServers].map((server) => server.stop()));
+    rmSync(workDir, { recursive: true, force: true });
   }
   return [
+    ...(CLUSTER ? ['On the cluster topology (--cluster): three nats-servers routed together with KAPPA_FLOWS R3, a Redis Cluster of 3 primaries and 3 replicas (AOF everysec); nats-server and redis-server CPU summed over all of them, Redis commands over the primaries.', ''] : []),
     `The built joiner, its partitions taken, then sent ${f(CONVERSATIONS * 2)} records per interval (both ends of ${f(CONVERSATIONS)} conversations, shuffled, ${BATCH} per batch and partition, 16 partitions) as fast as the bench publishes; records/s from the first publish to the last record out; CPU µs per record of each process over that time (the joiners' summed):`,
     '',
     table(['replicas', 'interval', 'records/s', 'joiners CPU µs/record', 'nats-server CPU µs/record', 'redis-server CPU µs/record', 'Redis commands/record'], rows),
@@ -449,11 +491,6 @@ async function startJoinerProcess(argv: string[]): Promise<{ child: ReturnType<t
   return { child, port };
 }
 
-/** Commands Redis has run since it started (INFO stats; the INFO itself counts one). */
-async function redisCommands(client: Redis): Promise<number> {
-  return Number(/total_commands_processed:(\d+)/.exec(await client.info('stats'))?.[1]);
-}
-
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text().catch(() => '');
   let sum = 0;
@@ -463,4 +500,4 @@ async function metric(port: number, name: string): Promise<number> {
 
 const markdown = [`Command: \`npm run bench:joiner${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\``, '', ...sections.flatMap((s) => [s, '']), machineLine()].join('\n');
 console.log(markdown);
-writeSection('joiner', markdown);
+writeSection(CLUSTER ? 'joiner-cluster' : 'joiner', markdown);

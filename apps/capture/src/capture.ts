@@ -47,6 +47,12 @@ export interface DrainResult {
   durationMs: number;
   /** CPU time of this process for the drain (wall time on a busy machine says little). */
   cpuMs: number;
+  /**
+   * Where that CPU time went: ending the interval (the epoch flip, the wait for running programs,
+   * the socket iterator), reading the chunks from the kernel (lookup-and-delete), spooling,
+   * handing batches to the sink; the rest is encoding.
+   */
+  cpuSplitMs: { interval: number; kernel: number; spool: number; sink: number; encode: number };
 }
 
 /** A batch the sink has not taken yet: on disk (spooled) or, without a spool, in memory. */
@@ -88,6 +94,8 @@ export class CaptureLoop {
   /** Drain time (unix ms) for the names' last use. */
   private drainMs = 0;
   private readonly unsent: UnsentBatch[] = [];
+  /** The current drain's CPU by part (see DrainResult.cpuSplitMs), in ms. */
+  private readonly split = { interval: 0, kernel: 0, spool: 0, sink: 0 };
   /** Set when a send failed during the current drain: its later batches wait for the next one. */
   private sinkDown = false;
   /** Totals for the heartbeat. */
@@ -168,25 +176,32 @@ export class CaptureLoop {
 
   /** Drains what a crashed instance left in the quiet map (its interval), if anything. */
   async drainLeftover(): Promise<DrainResult | undefined> {
+    const started = performance.now();
+    const cpuBefore = process.cpuUsage();
     const pass = this.source.leftover();
-    return pass ? this.drainPass(pass, true) : undefined;
+    return pass ? this.drainPass(pass, true, started, cpuBefore) : undefined;
   }
 
   /** Ends one interval and sends its records. */
   async drainOnce(): Promise<DrainResult> {
-    return this.drainPass(this.source.drainInterval(), false);
-  }
-
-  private async drainPass(pass: DrainPass, leftover: boolean): Promise<DrainResult> {
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
+    return this.drainPass(this.source.drainInterval(), false, started, cpuBefore);
+  }
+
+  private async drainPass(pass: DrainPass, leftover: boolean, started: number, cpuBefore: NodeJS.CpuUsage): Promise<DrainResult> {
+    const split = this.split;
+    split.interval = cpuSince(cpuBefore);
+    split.kernel = split.spool = split.sink = 0;
     this.sinkDown = false;
     let failure: unknown;
     // Batches a failed sink left behind go before this interval's, in order.
+    const resending = process.cpuUsage();
     await this.sendUnsent().catch((error: unknown) => {
       this.sinkDown = true;
       failure = error;
     });
+    split.sink += cpuSince(resending);
     // Every message of the drained interval is in the ring now (the drain waited for the programs).
     this.readDns();
     this.drainMs = Date.now();
@@ -202,7 +217,13 @@ export class CaptureLoop {
     const packets = [0, 0, 0];
     let dropped = 0;
     let conversations = 0;
-    for (const { keys, values, count } of pass.chunks) {
+    const chunks = pass.chunks[Symbol.iterator]();
+    for (;;) {
+      const reading = process.cpuUsage();
+      const next = chunks.next();
+      split.kernel += cpuSince(reading);
+      if (next.done) break;
+      const { keys, values, count } = next.value;
       for (let i = 0; i < count; i++) {
         const v = i * VALUE;
         const role = values[v + S.role.offset]!;
@@ -243,15 +264,15 @@ export class CaptureLoop {
     this.overflowPacketsTotal = overflow.packets;
     this.unsentBatches.set(this.unsent.length);
     const durationMs = performance.now() - started;
-    const cpu = process.cpuUsage(cpuBefore);
-    const cpuMs = (cpu.user + cpu.system) / 1000;
+    const cpuMs = cpuSince(cpuBefore);
     this.drainSeconds.observe(durationMs / 1000);
     this.drainCpuSeconds.inc(cpuMs / 1000);
-    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs };
+    const cpuSplitMs = { ...split, encode: Math.max(0, cpuMs - split.interval - split.kernel - split.spool - split.sink) };
+    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs, cpuSplitMs };
     if (lostPackets > 0n) {
       this.logger.warn({ ...summary, overflowPackets: String(lostPackets), overflowBytes: String(lostBytes) }, 'flow map full: packets were not counted; raise --max-conversations');
     } else {
-      this.logger.debug({ conversations, durationMs, cpuMs, ...(leftover ? { leftover } : {}) }, 'drained');
+      this.logger.debug({ conversations, durationMs, cpuMs, cpuSplitMs, ...(leftover ? { leftover } : {}) }, 'drained');
     }
     if (failure !== undefined) throw failure;
     return summary;
@@ -281,19 +302,26 @@ export class CaptureLoop {
   private async deliver(batch: EncodedBatch): Promise<unknown> {
     // The kernel already forgot these counts. A crash between the kernel read of a chunk and
     // this fsync (encoding one batch: a few ms) is the one window that loses.
+    let cpu = process.cpuUsage();
     const spooled = this.options.spool?.save(batch.batchId, batch.bytes, batch.records);
+    this.split.spool += cpuSince(cpu);
     if (this.sinkDown || this.unsent.length > 0) {
       this.queue({ batchId: batch.batchId, records: batch.records, ...(spooled ? { spooled } : { bytes: batch.bytes }) });
       return undefined;
     }
+    cpu = process.cpuUsage();
     try {
       await this.sink(batch);
     } catch (error) {
       this.sinkDown = true;
       this.queue({ batchId: batch.batchId, records: batch.records, ...(spooled ? { spooled } : { bytes: batch.bytes }) });
       return error;
+    } finally {
+      this.split.sink += cpuSince(cpu);
     }
+    cpu = process.cpuUsage();
     if (spooled) this.options.spool?.remove(spooled);
+    this.split.spool += cpuSince(cpu);
     this.recordsOut += batch.records;
     return undefined;
   }
@@ -331,6 +359,12 @@ export class CaptureLoop {
 
 /** Without the kernel's BTF names, reasons are named by number. */
 const unnamedReasons = new DropReasons(new Map());
+
+/** CPU ms of this process since `before`. */
+function cpuSince(before: NodeJS.CpuUsage): number {
+  const cpu = process.cpuUsage(before);
+  return (cpu.user + cpu.system) / 1000;
+}
 
 /** A little-endian u64 as a Number (exact below 2^53: far above any one interval's count). */
 function u64(buffer: Buffer, at: number): number {

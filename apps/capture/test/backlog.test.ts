@@ -46,24 +46,47 @@ async function droppedRecords(registry: ReturnType<typeof createRegistry>): Prom
 }
 
 const recordsIn = (batches: EncodedBatch[]) => batches.flatMap((b) => decodeFlowBatch(b.bytes).records);
+/** A copy of what the sink was handed, as a sink that keeps batches (the bus, a file) would keep it. */
+const kept = (batch: EncodedBatch): EncodedBatch => ({ ...batch, bytes: Uint8Array.from(batch.bytes) });
 
 describe('unsent batches', () => {
   it('sends every record of a drain larger than the unsent bound', async () => {
     const received: EncodedBatch[] = [];
     const registry = createRegistry('kc-backlog');
     // Batches of at most 4 KiB: 500 records make far more than 2 of them.
-    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(batch), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144, maxUnsentBatches: 2 }, registry, createLogger('kc-backlog', 'silent'));
+    const loop = new CaptureLoop(flowTable(500), (batch) => (received.push(kept(batch)), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144, maxUnsentBatches: 2 }, registry, createLogger('kc-backlog', 'silent'));
     await loop.drainOnce();
     expect(received.length).toBeGreaterThan(2);
     expect(recordsIn(received)).toHaveLength(500);
     expect(await droppedRecords(registry)).toBe(0);
   });
 
+  it('keeps a batch whose send failed intact until it is sent, while later batches are written', async () => {
+    // No spool: the failed batch waits in memory, and the drain goes on encoding batches.
+    let calls = 0;
+    const received: EncodedBatch[] = [];
+    const loop = new CaptureLoop(
+      flowTable(100),
+      (batch) => (calls++ === 0 ? Promise.reject(new Error('NATS down')) : (received.push(kept(batch)), Promise.resolve())),
+      { node: 'n1', maxBatchBytes: 6144 },
+      createRegistry('kc-backlog'),
+      createLogger('kc-backlog', 'silent'),
+    );
+    await expect(loop.drainOnce()).rejects.toThrow('NATS down');
+    await loop.sendUnsent();
+    await loop.drainOnce(); // and a drain that sends at once
+    expect(received.length).toBeGreaterThan(4);
+    const records = recordsIn(received);
+    expect(records).toHaveLength(200);
+    expect(new Set(records.map((r) => `${r.endNs} ${r.dst?.ip}`)).size).toBe(200);
+    expect(new Set(records.map((r) => r.id)).size).toBe(200);
+  });
+
   it('drops the oldest failed batches, counted, when the sink keeps failing', async () => {
     const logger = createLogger('kc-backlog', 'silent');
     // How many batches one drain of 100 records makes at 4 KiB each.
     const once: EncodedBatch[] = [];
-    await new CaptureLoop(flowTable(100), (b) => (once.push(b), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144 }, createRegistry('kc-backlog'), logger).drainOnce();
+    await new CaptureLoop(flowTable(100), (b) => (once.push(kept(b)), Promise.resolve()), { node: 'n1', maxBatchBytes: 6144 }, createRegistry('kc-backlog'), logger).drainOnce();
     const perDrain = once.length;
     expect(perDrain).toBeGreaterThan(2);
 
@@ -73,7 +96,7 @@ describe('unsent batches', () => {
     const registry = createRegistry('kc-backlog');
     const sink = (batch: EncodedBatch) => {
       if (!up) return Promise.reject(new Error('NATS down'));
-      received.push(batch);
+      received.push(kept(batch));
       return Promise.resolve();
     };
     const limit = perDrain + 1;
@@ -88,6 +111,10 @@ describe('unsent batches', () => {
     // The newest `limit` batches arrive, in order; everything else is counted as dropped.
     expect(received).toHaveLength(limit);
     expect(recordsIn(received).length + dropped).toBe(200);
+    // Batches that waited in memory were not written over by later ones: every record intact, once.
+    const ids = recordsIn(received).map((r) => r.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(recordsIn(received).every((r) => r.node === 'n1' && r.src?.ip !== undefined)).toBe(true);
     const secondDrainIds = new Set(attempted.filter((id) => id.includes('/2000000000/')));
     expect(received.slice(-perDrain).every((b) => secondDrainIds.has(b.batchId))).toBe(true);
   });

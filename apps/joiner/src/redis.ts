@@ -102,6 +102,9 @@ export async function connectRedis(settings: RedisSettings): Promise<RedisClient
   return cluster;
 }
 
+/** How often a Redis Cluster client re-reads the cluster's slots, primaries and replicas. */
+export const SLOTS_REFRESH_MS = 5000;
+
 /**
  * A Redis Cluster's client options. Over TLS each node's certificate is checked against that
  * node's own name as the cluster announces it (no servername fixed to the seed's), and names are
@@ -116,13 +119,17 @@ export function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     enableAutoPipelining: true,
     enableOfflineQueue: false,
     clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 1000),
+    // ioredis 6 asks CLUSTER SLOTS only at connect and on MOVED/errors unless told to: without this
+    // the heartbeat (kappa status) keeps the nodes of the first look (the replicas join later) and
+    // a promoted replica is learnt only by the first command that fails on the dead primary.
+    slotsRefreshInterval: SLOTS_REFRESH_MS,
     lazyConnect: true,
   };
 }
 
 /**
  * The Redis servers this client uses now, for the heartbeat (kappa status): a Redis Cluster's
- * primaries and replicas as the client last learnt them (it refreshes on MOVED and every 5 s).
+ * primaries and replicas as the client last learnt them (on MOVED, and every SLOTS_REFRESH_MS).
  */
 export function describeRedis(redis: RedisClient): string {
   if (!(redis instanceof Cluster)) return `single server ${redis.options.host ?? ''}:${redis.options.port ?? ''} (${redis.status})`;

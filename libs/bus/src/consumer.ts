@@ -95,6 +95,9 @@ class DeliveredMessage implements RawMessage {
   }
 }
 
+/** How long one pull request lives on the server (idle heartbeats every half of it). */
+export const PULL_EXPIRES_MS = 5000;
+
 export class RawConsumer {
   private messages: ConsumerMessages | undefined;
   private loop: Promise<void> | undefined;
@@ -139,7 +142,11 @@ export class RawConsumer {
       await jsm.consumers.update(FLOW_STREAM, this.durable, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
     }
     const consumer = await js.consumers.get(FLOW_STREAM, this.durable);
-    this.messages = await consumer.consume({ max_messages: this.maxInFlight });
+    // Pulls that expire every PULL_EXPIRES_MS, with idle heartbeats at half that: a pull request
+    // that died with a nats-server (the consumer's leader SIGKILLed, its Raft group elects another)
+    // is noticed after two missed heartbeats and pulled again from the new leader, ~5 s, instead of
+    // the client's default 30 s expiry (which made a takeover take up to 48 s end to end).
+    this.messages = await consumer.consume({ max_messages: this.maxInFlight, expires: PULL_EXPIRES_MS });
     this.loop = this.run(this.messages);
     const refreshLag = () => {
       // A missed refresh keeps the last figure; the next one retries.

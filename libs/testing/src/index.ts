@@ -7,6 +7,7 @@ export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers,
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
+export { startNatsCluster, startRedisCluster } from './clusters.js';
 export type { NatsServerOptions, RedisServerOptions, TestServer } from './servers.js';
 export { PacketCapture, TestCgroup, VethPair, cgroup2Mount, childEnv, nstat, run, runIn, spawnIn, wireCounts } from './netns.js';
 export type { NetnsEnd, VethPairOptions, WireCount } from './netns.js';

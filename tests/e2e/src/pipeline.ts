@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ServerProcess, TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsServer, startRedisServer, uniqueName } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsCluster, startNatsServer, startRedisCluster, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
@@ -163,7 +163,13 @@ export interface Scenario {
   /** What the services were given as --nats-url: every server's URL. */
   natsUrl: string;
   redis: TestServer;
+  /** With redisCluster: the six redis-servers of the Redis Cluster (redis is the first). */
+  redisNodes: TestServer[];
   pipeline: Pipeline;
+  /** With replicas: the second k8s-tagger, joiner and exporter (the first are pipeline.services). */
+  replicas: Partial<Record<'tagger' | 'joiner' | 'exporter', RunningService>>;
+  /** Every JSON Lines file an exporter replica writes. */
+  jsonlFiles: string[];
   /** Runs one round of `conversations` conversations, `perSocket` per source socket. */
   sendRound(conversations: number, perSocket: number): Promise<void>;
   /** Datagrams that left namespace a so far (the kernel's counter, failed sends not in it). */
@@ -171,47 +177,16 @@ export interface Scenario {
   destroy(): Promise<void>;
 }
 
-/**
- * `size` nats-servers with JetStream routed into one cluster on loopback (free ports, names
- * <prefix>-<i>), resolved once the JetStream cluster has a meta leader.
- */
-export async function startNatsCluster(prefix: string, size: number, workDir: string): Promise<TestServer[]> {
-  const nodes: { name: string; port: number; cluster: number; dir: string }[] = [];
-  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: await freePort(), cluster: await freePort(), dir: join(workDir, `${prefix}-${i}`) });
-  const routes = nodes.map((n) => `nats://127.0.0.1:${n.cluster}`).join(',');
-  const servers = nodes.map((n) => {
-    const process = new ServerProcess({
-      command: 'nats-server',
-      args: ['-a', '127.0.0.1', '-p', String(n.port), '-js', '-sd', n.dir, '--server_name', n.name, '--cluster_name', prefix, '--cluster', `nats://127.0.0.1:${n.cluster}`, '--routes', routes],
-      readyPattern: /Server is ready/,
-    });
-    return {
-      url: `nats://127.0.0.1:${n.port}`,
-      port: n.port,
-      dataDir: n.dir,
-      process,
-      restart: (signal?: NodeJS.Signals) => process.restart(signal),
-      stop: () => process.stop(),
-    } satisfies TestServer;
-  });
-  try {
-    await Promise.all(servers.map((s) => s.process.start()));
-    const end = Date.now() + 30_000;
-    while (!servers.some((s) => /new metadata leader|Self is new JetStream cluster metadata leader/.test(s.process.log))) {
-      if (Date.now() > end) throw new Error(`no JetStream meta leader in 30 s:\n${servers.map((s) => s.process.log.slice(-1000)).join('\n---\n')}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  } catch (error) {
-    await Promise.all(servers.map((s) => s.stop()));
-    throw error;
-  }
-  return servers;
-}
-
 export async function startScenario(
   name: string,
   subnet: number,
-  options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'> & { natsCluster?: number },
+  options: Omit<PipelineOptions, 'natsUrl' | 'redisUrl' | 'workDir' | 'node' | 'cgroup'> & {
+    natsCluster?: number;
+    /** A Redis Cluster of 3 primaries and 3 replicas (the joiners get --redis-cluster). */
+    redisCluster?: boolean;
+    /** A second replica of k8s-tagger, joiner and exporter (instances …-1, exporter-1 writes flows-1.jsonl). */
+    replicas?: boolean;
+  },
 ): Promise<Scenario> {
   const workDir = mkdtempSync(join(tmpdir(), `ksb-${name}-`));
   const cgroup = new TestCgroup(uniqueName(`ksb-${name}`));
@@ -219,7 +194,9 @@ export async function startScenario(
   const servers: TestServer[] = [];
   let pair: VethPair | undefined;
   let pipeline: Pipeline | undefined;
+  const replicas: Scenario['replicas'] = {};
   const destroy = async () => {
+    for (const s of Object.values(replicas)) await stopService(s, 'SIGKILL');
     for (const [name, s] of Object.entries(pipeline?.services ?? {})) {
       s.child.kill('SIGCONT'); // a stopped process does not act on a signal until continued
       // capture stops gracefully: a SIGKILL would leave its maps and links pinned in bpffs (by
@@ -240,9 +217,26 @@ export async function startScenario(
     servers.push(...natsServers);
     const nats = natsServers[0]!;
     const natsUrl = natsServers.map((s) => s.url).join(',');
-    const redis = await startRedisServer();
-    servers.push(redis);
-    pipeline = await startPipeline({ ...options, natsUrl, redisUrl: redis.url, workDir, node: `ksb-${name}-node`, cgroup: cgroup.path });
+    const redisNodes = options.redisCluster ? await startRedisCluster(servers) : [await startRedisServer()];
+    if (!options.redisCluster) servers.push(redisNodes[0]!);
+    const redis = redisNodes[0]!;
+    const joinerArgs = [...(options.joiner ?? []), ...(options.redisCluster ? ['--redis-cluster'] : [])];
+    pipeline = await startPipeline({ ...options, joiner: joinerArgs, natsUrl, redisUrl: redis.url, workDir, node: `ksb-${name}-node`, cgroup: cgroup.path });
+    const jsonlFiles = [pipeline.jsonl];
+    if (options.replicas) {
+      const p = pipeline;
+      const common = [`--nats-url=${natsUrl}`, ...(options.common ?? [])];
+      const second = async (key: 'tagger' | 'joiner' | 'exporter', app: string, args: string[]) => {
+        const port = await freePort();
+        p.metricsPorts[`${key}-1`] = port;
+        replicas[key] = startService(`${key}-1`, app, [...common, `--metrics-port=${port}`, ...args], workDir, [`--max-old-space-size=${SERVICE_HEAP_MIB}`]);
+      };
+      jsonlFiles.push(join(workDir, 'flows-1.jsonl'));
+      await second('exporter', 'exporter', [`--jsonl=${jsonlFiles[1]}`, '--observer=false', '--instance=ksb-exporter-1']);
+      await second('joiner', 'joiner', [`--redis-url=${redis.url}`, '--instance=ksb-joiner-1', ...joinerArgs]);
+      await second('tagger', 'k8s-tagger', ['--grpc-port=0', '--grpc-host=127.0.0.1', '--instance=ksb-tagger-1']);
+      for (const key of ['exporter-1', 'joiner-1', 'tagger-1']) await until(`${key} ready`, async () => ((await readyz(p, key)) ? true : undefined), 60_000, p);
+    }
     const netns = pair.a.netns;
     return {
       pair,
@@ -251,7 +245,10 @@ export async function startScenario(
       natsServers,
       natsUrl,
       redis,
+      redisNodes,
       pipeline,
+      replicas,
+      jsonlFiles,
       sendRound: async (conversations, perSocket) => {
         await runIn(netns, nodes, process.execPath, [TRAFFIC, 'udp-many', silentPeer, String(conversations), String(perSocket)]);
       },

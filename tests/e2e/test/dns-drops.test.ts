@@ -14,7 +14,7 @@ import { DnsServer, TestCgroup, freePort, nstat, resolvConf, runIn, startKubeApi
 import type { KubeApiServer, TestServer } from '@kappa/testing';
 import { describeCluster } from '../src/cluster.js';
 import { settled, until } from '../src/pipeline.js';
-import { kappa, logTail, startService, stopService, workspaceRoot } from '../src/services.js';
+import { HeartbeatWatch, kappa, logTail, startService, stopService, workspaceRoot } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
 import { cgroup2Mount, createTopology, destroyTopology, run } from '../src/topology.js';
 import type { Pod, Topology } from '../src/topology.js';
@@ -61,6 +61,7 @@ const podSpecs = [
 
 let topology: Topology;
 let nats: TestServer;
+let heartbeats: HeartbeatWatch | undefined;
 let redis: TestServer;
 let api: KubeApiServer;
 let dns: DnsServer | undefined;
@@ -113,6 +114,7 @@ beforeAll(async () => {
   jsonl = join(workDir, 'flows.jsonl');
   topology = createTopology(podSpecs);
   [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
+  heartbeats = await HeartbeatWatch.start(nats.url);
   describeCluster(api, topology);
   const pod = (name: string) => topology.pods.find((p) => p.name === name)!;
   const [web1, api1] = [pod('web-1'), pod('api-1')];
@@ -145,12 +147,16 @@ beforeAll(async () => {
   services.push(startService('joiner', 'joiner', [...common, `--redis-url=${redis.url}`, '--interval=2s', '--instance=joiner-dns'], workDir));
   services.push(startService('k8s-tagger', 'k8s-tagger', [...common, `--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0'], workDir));
   for (const node of Object.values(topology.nodes)) {
-    services.push(startService(`process-enricher-${node.name}`, 'process-enricher', [...common, `--node=${node.name}`, '--cri-socket=none'], workDir));
-    services.push(startService(`capture-${node.name}`, 'capture', [...common, `--node=${node.name}`, `--cgroup=${node.cgroup}`, '--interval=2s'], workDir));
+    // This run's own exec socket (the default /run/kappa/<node>/exec.sock is shared by every run on the machine).
+    const execSocket = `--exec-socket=${join(workDir, `exec-${node.name}.sock`)}`;
+    services.push(startService(`process-enricher-${node.name}`, 'process-enricher', [...common, `--node=${node.name}`, '--cri-socket=none', execSocket], workDir));
+    services.push(startService(`capture-${node.name}`, 'capture', [...common, `--node=${node.name}`, `--cgroup=${node.cgroup}`, '--interval=2s', execSocket], workDir));
   }
   await until('every stage ready in kappa status', async () => ((await kappa(['status', natsUrl])).code === 0 ? true : undefined), 90_000).catch((error: Error) => {
     throw new Error(`${error.message}\n${services.map((s) => `--- ${s.name}\n${logTail(s, 15)}`).join('\n')}`);
   });
+  // Both captures attached (kappa status is content with one ready instance per stage).
+  await heartbeats.everyReady(services);
 
   // The api pod's server, started after capture so its namespace is one whose socketless drops count.
   server = spawn('sh', ['-c', `echo $$ > ${api1.cgroup}/cgroup.procs && exec ip netns exec ${api1.netns} "$0" "$@"`, process.execPath, trafficScript, 'serve', String(TCP_PORT), String(UDP_PORT), '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -184,6 +190,7 @@ afterAll(async () => {
   await dns?.stop();
   resolverCgroup?.destroy();
   undoResolv?.();
+  await heartbeats?.close();
   await Promise.all([nats?.stop(), redis?.stop(), api?.close()]);
   if (topology) destroyTopology(topology);
   if (workDir) rmSync(workDir, { recursive: true, force: true });

@@ -131,7 +131,7 @@ describe('npm run up -- --cluster', () => {
     const complete = (out: string) =>
       ['k8s-tagger', 'joiner', 'exporter'].every((stage) => readyOf(out, stage).length === 2) &&
       servers(out).filter((l) => /(leader|current)$/.test(l)).length === 3 &&
-      out.split('\n').filter((l) => /^\s+joiner \S+: redis: .*cluster of 3 primaries/.test(l)).length === 2;
+      out.split('\n').filter((l) => /^\s+joiner \S+: redis: .*cluster of 3 primaries and 3 replicas/.test(l)).length === 2;
     let status = kappa('status', '--wait', '3s');
     const deadline = Date.now() + 120_000;
     while ((status.code !== 0 || !complete(status.out)) && Date.now() < deadline) status = kappa('status', '--wait', '3s');
@@ -148,12 +148,14 @@ describe('npm run up -- --cluster', () => {
     // Every Redis node, as each joiner replica sees the cluster.
     const redisLines = status.out.split('\n').filter((l) => /^\s+joiner \S+: redis: /.test(l));
     expect(redisLines).toHaveLength(2);
-    // The joiners' view names the three primaries; the replicas (which join after them) are checked
-    // from the servers' own view below: a joiner's status keeps the replica list of its first look.
-    const primaryPorts = [0, 1, 2].map((i) => `127.0.0.1:${base + 200 + i}`);
+    // Each joiner's view names the three primaries and the three replicas (which join the cluster
+    // after the primaries: the joiner re-reads the cluster's slots every 5 s); the servers' own
+    // view is checked in the next test.
+    const ports = (from: number) => [0, 1, 2].map((i) => `127.0.0.1:${base + 200 + from + i}`).sort();
     for (const line of redisLines) {
-      expect(line).toContain('cluster of 3 primaries');
-      for (const port of primaryPorts) expect(line).toContain(port);
+      expect(line).toContain('cluster of 3 primaries and 3 replicas');
+      const listed = (label: string) => (new RegExp(`[:;] ${label} ([^;]*)`).exec(line)?.[1] ?? '').trim().split(' ').sort();
+      expect([...listed('primaries'), ...listed('replicas')].sort()).toEqual([...ports(0), ...ports(3)].sort());
     }
   }, 180_000);
 

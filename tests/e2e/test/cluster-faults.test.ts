@@ -1,0 +1,144 @@
+// Faults on the cluster topology, one at a time, while a node sends known conversations: three
+// nats-servers with every stream R3, a Redis Cluster of 3 primaries and 3 replicas, and two
+// replicas each of k8s-tagger, joiner and exporter (the exporters share one durable consumer and
+// write one JSON Lines file each). Faults: SIGKILL of a tagger replica, of an exporter replica, of
+// a joiner replica (each started again once the other took over), then SIGKILL of the Redis
+// primary holding the most partitions (its replica is promoted). Truth: tcpdump on the node's link.
+// Every conversation is exported exactly once over the two files (each record id once), packets
+// and bytes equal tcpdump, and after each fault every conversation sent up to one round after it
+// is exported within 15 s (the takeover, pipeline latency included).
+import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '@kappa/testing';
+import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
+import { isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
+import type { ExportedRecord, Scenario } from '../src/pipeline.js';
+import { crashAndRestart, stopService, unexpectedExits } from '../src/services.js';
+import type { RunningService } from '../src/services.js';
+
+const PER_ROUND = 100;
+const PER_SOCKET = 10;
+const TAKEOVER_MS = 15_000;
+const root = process.getuid?.() === 0;
+if (!root && process.env['CI'] === 'true') throw new Error('the e2e tests need root (BPF, namespaces); CI must run them privileged');
+
+type Exported = ExportedRecord & { id: string; bytes?: string };
+
+describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
+  let scenario: Scenario | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'kpe-cluster-faults-'));
+
+  beforeAll(async () => {
+    scenario = await startScenario('clfault', 60, {
+      natsCluster: 3,
+      redisCluster: true,
+      replicas: true,
+      common: ['--stream-replicas=3'],
+      capture: ['--interval=1s'],
+      joiner: ['--interval=1s', '--join-external', '--lease-ttl=5s'],
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    await scenario?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Every record of the scenario's traffic, over every exporter replica's file. */
+  function exported(s: Scenario): Exported[] {
+    const isFlood = isScenarioRecord(s);
+    return s.jsonlFiles.flatMap((file) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Exported) : [])).filter(isFlood);
+  }
+  const conversations = (records: Exported[]) => new Set(records.map((r) => `${r.src.port} ${r.dst.port} ${r.startNs}`)).size;
+
+  it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 420_000 }, async () => {
+    const s = scenario!;
+    const p = s.pipeline;
+    const wire = await startCapture(s.pair.a.netns, s.pair.a.ifname, join(dir, 'link.pcap'));
+    const takeovers: Record<string, number> = {};
+    try {
+      const before = s.datagramsSent();
+      await s.sendRound(PER_ROUND, PER_SOCKET);
+      await until('the first round exported', () => (conversations(exported(s)) >= PER_ROUND ? true : undefined), 90_000, p);
+      // Both exporter replicas take part (one durable, shared).
+      await until('both exporter replicas writing', () => (s.jsonlFiles.every((f) => existsSync(f) && readFileSync(f, 'utf8').length > 0) ? true : undefined), 60_000, p);
+
+      /** One round in flight, the fault, one more round; then every conversation so far exported. */
+      const fault = async (label: string, act: () => Promise<void>) => {
+        await s.sendRound(PER_ROUND, PER_SOCKET);
+        const at = Date.now();
+        await act();
+        await s.sendRound(PER_ROUND, PER_SOCKET);
+        const sent = s.datagramsSent() - before;
+        await until(`${label}: the ${sent} conversations sent so far exported`, () => (conversations(exported(s)) >= sent ? true : undefined), 90_000, p);
+        takeovers[label] = Date.now() - at;
+      };
+      const killReplica = (service: RunningService) => async () => {
+        await stopService(service, 'SIGKILL');
+      };
+      const restart = async (service: RunningService, key: string) => {
+        await crashAndRestart(service);
+        await until(`${key} ready again`, async () => ((await fetch(`http://127.0.0.1:${p.metricsPorts[key]}/readyz`).catch(() => undefined))?.ok ? true : undefined), 60_000, p);
+      };
+
+      // Each victim did its share before it dies: a replica that took no work proves nothing.
+      const m = (key: string, name: string) => metric(p, key, name);
+      await until('both joiners own partitions', async () => ((await m('joiner-1', 'kappa_joiner_partitions_owned')) > 0 && (await m('joiner', 'kappa_joiner_partitions_owned')) > 0 ? true : undefined), 60_000, p);
+      expect(await m('tagger-1', 'kappa_stage_records_in_total')).toBeGreaterThan(0);
+      await fault('tagger replica SIGKILL', killReplica(s.replicas.tagger!));
+      await restart(s.replicas.tagger!, 'tagger-1');
+      await fault('exporter replica SIGKILL', killReplica(s.replicas.exporter!));
+      await restart(s.replicas.exporter!, 'exporter-1');
+      const ownedBefore = await m('joiner-1', 'kappa_joiner_partitions_owned');
+      await fault('joiner replica SIGKILL', killReplica(s.replicas.joiner!));
+      // The survivor holds every partition now, the dead one's included.
+      expect(await m('joiner', 'kappa_joiner_partitions_owned')).toBe(16);
+      await restart(s.replicas.joiner!, 'joiner-1');
+
+      // The Redis primary holding the most partitions' keys; its replica is promoted.
+      const primaries = s.redisNodes.filter((n) => /^role:master/m.test(run('redis-cli', ['-p', String(n.port), 'info', 'replication'])));
+      const keys = (port: number) => Number(run('redis-cli', ['-p', String(port), 'dbsize']).trim());
+      const victim = primaries.sort((a, b) => keys(b.port) - keys(a.port))[0]!;
+      expect(keys(victim.port)).toBeGreaterThan(0);
+      await fault('Redis primary SIGKILL', async () => {
+        await victim.process.stop('SIGKILL');
+      });
+      const live = s.redisNodes.find((n) => n !== victim)!;
+      const promoted = run('redis-cli', ['-p', String(live.port), 'cluster', 'nodes']).split('\n').filter((l) => / master /.test(l.replace(/,/g, ' ')) && !/fail/.test(l));
+      expect(promoted).toHaveLength(3);
+
+      // Drain: the work queue empties once every batch is acked, then nothing more comes.
+      await new Promise((r) => setTimeout(r, 3000));
+      const truth = s.datagramsSent() - before;
+      await settled('the exporters to write every record', () => exported(s).length, 5000, 90_000, p);
+      await stopCapture(wire);
+      const records = exported(s);
+      const ids = new Map<string, number>();
+      for (const r of records) ids.set(r.id, (ids.get(r.id) ?? 0) + 1);
+      const twice = [...ids].filter(([, n]) => n > 1);
+      const packets = records.reduce((n, r) => n + Number(r.packets ?? 0), 0);
+      const bytes = records.reduce((n, r) => n + Number(r.bytes ?? 0), 0);
+      const onWire = readPackets(join(dir, 'link.pcap')).filter((pk) => pk.dst === s.silentPeer);
+      const wireBytes = onWire.reduce((n, pk) => n + pk.ipBytes, 0);
+      const perFile = s.jsonlFiles.map((f) => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0));
+      const lost = (await metric(p, 'capture', 'kappa_capture_records_dropped_total')) + (await metric(p, 'capture', 'kappa_capture_map_overflow_packets_total'));
+      console.log(
+        `cluster faults: joiner-1 owned ${ownedBefore} of 16 partitions when killed; takeover ${Object.entries(takeovers).map(([k, v]) => `${k} ${v} ms`).join(', ')}; truth ${truth} conversations; exported ${records.length} records (${conversations(records)} conversations, ${twice.length} ids twice; per exporter file ${perFile.join(' + ')}), ${packets} packets / ${bytes} bytes vs tcpdump ${onWire.length} / ${wireBytes}`,
+      );
+      expect(twice).toEqual([]);
+      expect(records.length).toBe(truth);
+      expect(conversations(records)).toBe(truth);
+      expect(packets).toBe(truth);
+      expect(onWire.length).toBe(truth);
+      expect(bytes).toBe(wireBytes);
+      expect(lost).toBe(0);
+      for (const [label, ms] of Object.entries(takeovers)) expect(ms, label).toBeLessThanOrEqual(TAKEOVER_MS);
+      // No service ended that the test did not end.
+      for (const service of [...Object.values(p.services), ...Object.values(s.replicas)]) expect(unexpectedExits(service), service.name).toEqual([]);
+    } finally {
+      if (wire.process.exitCode === null && wire.process.signalCode === null) await stopCapture(wire);
+    }
+  });
+});
