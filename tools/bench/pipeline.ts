@@ -2,17 +2,18 @@
 // nodes at rising rates through the built process-enricher (one per node) → k8s-tagger → joiner →
 // exporter (JSON Lines), over real nats-server, redis-server and the test Kubernetes API. Per rate:
 // records/s out of the exporter, lag per stage, CPU per process, end-to-end latency p50/p99.
-// Run: npm run bench:pipeline [-- --rates=250,500,1000,2000,4000 --step=40 --all --profile=joiner]
+// Run: npm run bench:pipeline [-- --rates=250,500,1000,2000,4000 --step=40 --all --profile=joiner --joiners=3]
 //   (or env KAPPA_BENCH_RATES, KAPPA_BENCH_STEP, e.g. through `npm run bench`)
 //   --step seconds per rate; --all keeps climbing after a rate is not held (default: stop there);
-//   --profile=<app> runs that service with --cpu-prof and prints its top functions by self time.
+//   --profile=<app> runs that service with --cpu-prof and prints its top functions by self time;
+//   --joiners=N runs N joiner replicas sharing the partitions (default 1).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects } from '@kappa/bus';
-import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { cgroup2Mount, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
@@ -26,6 +27,9 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/
 const RATES = (args.rates ?? process.env.KAPPA_BENCH_RATES ?? '250,500,1000,2000,4000').split(',').map(Number);
 const STEP_S = Number(args.step ?? process.env.KAPPA_BENCH_STEP ?? 40);
 const PODS_PER_NODE = 10;
+/** Joiner replicas (--joiners=N): they share the partitions through their leases in Redis. */
+const JOINERS = Number(args.joiners ?? 1);
+if (!Number.isInteger(JOINERS) || JOINERS < 1) throw new Error(`--joiners=${args.joiners}: give a whole number of joiner replicas, 1 or more`);
 /** The generator plays capture with a 1 s interval: one batch per node per second. */
 const TICK_MS = 1000;
 const NODES = ['node-a', 'node-b'] as const;
@@ -80,21 +84,95 @@ const topology: Topology = {
 // --- Records: conversation k of a rate is client pods[k % 20], port 10000 + k / 20, talking to
 // another pod on :8080 (same node or across); it reports once per tick from each end, as a
 // long-lived connection does every capture interval. endNs is the send time (see BENCHMARKS.md).
+// Each end's record is encoded once (protobuf-es) without its per-tick fields; a tick writes that
+// payload and then id, startNs, endNs, firstSeenNs and lastSeenNs (protobuf does not care about
+// field order), so the generator costs ~1 µs per record, not the ~50 of building objects.
+const FIELDS = FlowFields.FlowRecord;
 function recordsOf(k: number, startNs: bigint, endNs: bigint): [FlowRecord, FlowRecord] {
   const client = pods[k % pods.length]!;
   const server = pods[(k * 7 + 3) % pods.length]!;
   const peer = server === client ? pods[(k + 1) % pods.length]! : server;
   const port = 10_000 + Math.floor(k / pods.length);
-  const common = { startNs, endNs, protocol: IpProtocol.TCP, bytes: 18_000n + BigInt(k % 997), packets: 30n, reverseBytes: 240_000n, reversePackets: 180n, observation: 'socket', firstSeenNs: startNs, lastSeenNs: endNs - 1_000_000n };
+  const common = { startNs, endNs, protocol: IpProtocol.TCP, bytes: 18_000n + BigInt(k % 997), packets: 30n, reverseBytes: 240_000n, reversePackets: 180n, observation: 'socket', firstSeenNs: startNs, lastSeenNs: endNs === 0n ? 0n : endNs - 1_000_000n };
   const tcp = { srttUs: 180, minRttUs: 90, retransmits: 0, handshakeUs: 0, flags: 0x18 };
   const process = (p: BenchPod) => ({ pid: p.pid, name: 'sleep', cgroupId: p.cgroupId });
   const src = newFlowRecord({ ...common, node: client.node, vantage: Vantage.SRC, src: { ip: client.ipv4, port, process: process(client) }, dst: { ip: peer.ipv4, port: 8080 }, tcp });
   const dst = newFlowRecord({ ...common, node: peer.node, vantage: Vantage.DST, src: { ip: client.ipv4, port }, dst: { ip: peer.ipv4, port: 8080, process: process(peer) }, tcp });
-  // Stable identity (node, vantage, conversation, interval), as capture gives its records.
-  src.id = `${src.node}/src/${k}/${endNs}`;
-  dst.id = `${dst.node}/dst/${k}/${endNs}`;
   return [src, dst];
 }
+/** Conversation k's two ends without their per-tick fields, by the node that reports each. */
+interface EncodedEnd { node: NodeName; vantage: 'src' | 'dst'; k: number; payload: Uint8Array }
+const encodedEnds: EncodedEnd[] = [];
+function endsUpTo(conversations: number): void {
+  for (let k = encodedEnds.length / 2; k < conversations; k++) {
+    const [src, dst] = recordsOf(k, 0n, 0n);
+    encodedEnds.push({ node: src.node as NodeName, vantage: 'src', k, payload: toBinary(FlowRecordSchema, src) }, { node: dst.node as NodeName, vantage: 'dst', k, payload: toBinary(FlowRecordSchema, dst) });
+  }
+}
+/** One tick's batch of a node: every end it reports, with the tick's id and times. */
+function writeTick(writer: FlowBatchWriter, node: NodeName, conversations: number, startNs: bigint, endNs: bigint): number {
+  writer.reset();
+  writer.open({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs }, bus.messageLimit);
+  const lastSeenNs = endNs - 1_000_000n;
+  let records = 0;
+  for (let i = 0; i < conversations * 2; i++) {
+    const end = encodedEnds[i]!;
+    if (end.node !== node) continue;
+    writer.beginRecord();
+    writer.raw(end.payload);
+    // Stable identity (node, vantage, conversation, interval), as capture gives its records.
+    writer.stringField(FIELDS.id, `${node}/${end.vantage}/${end.k}/${endNs}`);
+    writer.uint64Field(FIELDS.startNs, startNs);
+    writer.uint64Field(FIELDS.endNs, endNs);
+    writer.uint64Field(FIELDS.firstSeenNs, startNs);
+    writer.uint64Field(FIELDS.lastSeenNs, lastSeenNs);
+    writer.endRecord();
+    records++;
+  }
+  writer.close();
+  return records;
+}
+
+// --- Record identity: every record sent is (tick, conversation, vantage); each line out is marked
+// in its tick's table by its id, so a second mark is a duplicate and an unmarked one is missing.
+class Identity {
+  private readonly ticks = new Map<string, { seen: Uint8Array; joined: Uint8Array }>();
+  duplicated = 0;
+  unknown = 0;
+  expect(endNs: bigint, conversations: number): void {
+    this.ticks.set(String(endNs), { seen: new Uint8Array(conversations * 2), joined: new Uint8Array(conversations * 2) });
+  }
+  /** `id` is `<node>/<src|dst>/<k>/<endNs>`. */
+  see(id: string, joined: boolean): void {
+    const last = id.lastIndexOf('/');
+    const before = id.lastIndexOf('/', last - 1);
+    const tick = this.ticks.get(id.slice(last + 1));
+    const k = Number(id.slice(before + 1, last));
+    const slot = k * 2 + (id.charCodeAt(before - 1) === 0x74 /* "dst" ends in t */ ? 1 : 0);
+    if (!tick || !(slot < tick.seen.length)) {
+      this.unknown++;
+      return;
+    }
+    if (tick.seen[slot]! > 0) this.duplicated++;
+    tick.seen[slot] = 1;
+    if (joined) tick.joined[slot] = 1;
+  }
+  /** Records sent and never seen, and seen without their peer, over every tick. */
+  totals(): { sent: number; missing: number; unjoined: number } {
+    let sent = 0;
+    let missing = 0;
+    let unjoined = 0;
+    for (const { seen, joined } of this.ticks.values()) {
+      sent += seen.length;
+      for (let i = 0; i < seen.length; i++) {
+        if (seen[i] === 0) missing++;
+        else if (joined[i] === 0) unjoined++;
+      }
+    }
+    return { sent, missing, unjoined };
+  }
+}
+const identity = new Identity();
 
 // --- The JSON Lines file, read as it grows: each line's endNs against the moment it was seen.
 class JsonlTail {
@@ -118,15 +196,21 @@ class JsonlTail {
     this.offset = size;
     const nowMs = Date.now();
     const text = this.rest + buffer.toString('utf8');
-    const lines = text.split('\n');
-    this.rest = lines.pop() ?? '';
-    for (const line of lines) {
-      const endNs = /"endNs":"(\d+)"/.exec(line)?.[1];
-      if (endNs === undefined) continue;
+    let start = 0;
+    for (let newline = text.indexOf('\n'); newline !== -1; start = newline + 1, newline = text.indexOf('\n', start)) {
+      // A slice of the text (V8 shares its characters): searches stay inside the line.
+      const line = text.slice(start, newline);
+      const idAt = line.indexOf('"id":"');
+      if (idAt === -1) continue;
+      const id = line.slice(idAt + 6, line.indexOf('"', idAt + 6));
+      const joined = line.includes('"joined":true');
       this.lines++;
-      if (line.includes('"joined":true')) this.joined++;
-      this.latenciesMs.push(nowMs - Number(BigInt(endNs) / 1_000_000n));
+      if (joined) this.joined++;
+      identity.see(id, joined);
+      // The id ends in the record's endNs (the send time, ns).
+      this.latenciesMs.push(nowMs - Number(id.slice(id.lastIndexOf('/') + 1, -6)));
     }
+    this.rest = text.slice(start);
   }
 }
 
@@ -155,18 +239,29 @@ function stage(name: string, app: string, extra: string[]): RunningService {
 const services: RunningService[] = [
   ...NODES.map((node) => stage(`process-enricher-${node}`, 'process-enricher', [`--node=${node}`, '--cri-socket=none'])),
   stage('k8s-tagger', 'k8s-tagger', [`--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0']),
-  stage('joiner', 'joiner', [`--redis-url=${redis.url}`, `--interval=${TICK_MS}ms`, '--instance=bench']),
+  ...Array.from({ length: JOINERS }, (_, i) => stage(JOINERS === 1 ? 'joiner' : `joiner-${i}`, 'joiner', [`--redis-url=${redis.url}`, `--interval=${TICK_MS}ms`, `--instance=bench-${i}`])),
   stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false']),
 ];
 /** The consumers in front of each stage; the joiner has one per partition (joiner-p<k>). */
 const PARTITIONS = 16;
 const durables: string[][] = [['process-enricher-node-a'], ['process-enricher-node-b'], ['k8s-tagger'], Array.from({ length: PARTITIONS }, (_, k) => `joiner-p${k}`), ['exporter']];
-/** Every process of the run, and whether its main thread is the one doing the work (Node, Redis). */
-const processes: { name: string; pid: () => number | undefined; mainThread: boolean }[] = [
-  ...services.map((s) => ({ name: s.name.replace('process-enricher-', 'enricher '), pid: () => s.child.pid, mainThread: true })),
-  { name: 'nats-server', pid: () => nats.process.pid, mainThread: false },
-  { name: 'redis-server', pid: () => redis.process.pid, mainThread: true },
-  { name: 'generator', pid: () => process.pid, mainThread: true },
+/** Records each stage instance took in, from its heartbeats (kappa.status.<stage>.<instance>, every 2 s). */
+const recordsInByInstance = new Map<string, number>();
+bus.subscribeStatus((status) => recordsInByInstance.set(`${status.stage}/${status.instance}`, Number(status.recordsIn)));
+/**
+ * Every process of the run, whether its main thread is the one doing the work (Node, Redis), and
+ * the records it handled: a stage's own count, or (servers, generator) every record sent.
+ */
+const processes: { name: string; pid: () => number | undefined; mainThread: boolean; records: () => number }[] = [
+  ...services.map((s) => {
+    const [, app = '', suffix = ''] = /^(process-enricher|k8s-tagger|joiner|exporter)-?(.*)$/.exec(s.name) ?? [];
+    const key = app === 'process-enricher' ? `${app}/${suffix}` : app === 'joiner' ? `joiner/bench-${suffix || 0}` : `${app}/${app === 'k8s-tagger' || app === 'exporter' ? '' : suffix}`;
+    const records = () => (app === 'k8s-tagger' || app === 'exporter' ? [...recordsInByInstance].filter(([k]) => k.startsWith(`${app}/`)).reduce((a, [, n]) => a + n, 0) : (recordsInByInstance.get(key) ?? NaN));
+    return { name: s.name.replace('process-enricher-', 'enricher '), pid: () => s.child.pid, mainThread: true, records };
+  }),
+  { name: 'nats-server', pid: () => nats.process.pid, mainThread: false, records: () => published },
+  { name: 'redis-server', pid: () => redis.process.pid, mainThread: true, records: () => published },
+  { name: 'generator', pid: () => process.pid, mainThread: true, records: () => published },
 ];
 
 /**
@@ -198,18 +293,21 @@ const tail = new JsonlTail();
 const tailTimer = setInterval(() => tail.read(), 100);
 let published = 0;
 /** Publishes `rate` records/s for `seconds`, one batch per node per tick, on absolute tick times. */
+const writers = NODES.map(() => new FlowBatchWriter(1 << 20));
 async function generate(rate: number, seconds: number): Promise<void> {
   const conversations = Math.max(1, Math.round(rate / 2));
+  endsUpTo(conversations);
   const started = Date.now();
   for (let tick = 0; tick < (seconds * 1000) / TICK_MS; tick++) {
     const due = started + tick * TICK_MS;
     if (Date.now() < due) await sleep(due - Date.now());
     const endNs = BigInt(Date.now()) * 1_000_000n;
-    const byNode: Record<NodeName, FlowRecord[]> = { 'node-a': [], 'node-b': [] };
-    for (let k = 0; k < conversations; k++) {
-      for (const r of recordsOf(k, endNs - BigInt(TICK_MS) * 1_000_000n, endNs)) byNode[r.node as NodeName].push(r);
-    }
-    await Promise.all(NODES.map((node) => bus.publishBatch(subjects.captured(node), newFlowBatch({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs, records: byNode[node] }))));
+    const startNs = endNs - BigInt(TICK_MS) * 1_000_000n;
+    identity.expect(endNs, conversations);
+    await Promise.all(NODES.map((node, n) => {
+      writeTick(writers[n]!, node, conversations, startNs, endNs);
+      return bus.publishParts(subjects.captured(node), writers[n]!.parts());
+    }));
     published += conversations * 2;
   }
 }
@@ -226,6 +324,10 @@ interface Step {
   cpu: number[];
   /** Main thread on a CPU or waiting for one, % of the wall time. */
   wanted: number[];
+  /** Records each process handled in the step (a stage's heartbeat count; every record sent for the others). */
+  handled: number[];
+  /** Seconds the step's figures cover. */
+  elapsed: number;
   held: boolean;
 }
 
@@ -236,6 +338,7 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
   tail.latenciesMs = [];
   const publishedBefore = published;
   const usageBefore = processes.map((p) => usage(p.pid()));
+  const handledBefore = processes.map((p) => p.records());
   const started = Date.now();
   await generate(rate, seconds);
   // One more tick for the last batch to pass through, as a step's records are the ones sent in it.
@@ -255,6 +358,8 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
     backlog: published - tail.lines,
     cpu: usageAfter.map((u, i) => (100 * (u.cpu - usageBefore[i]!.cpu)) / elapsed),
     wanted: usageAfter.map((u, i) => (processes[i]!.mainThread ? (100 * (u.wantedCpu - usageBefore[i]!.wantedCpu)) / elapsed : NaN)),
+    handled: processes.map((p, i) => p.records() - handledBefore[i]!),
+    elapsed,
     held: false,
   };
   // Held: the exporter kept pace (≥ 95 % of what was sent) and no more than three ticks' worth of
@@ -281,8 +386,16 @@ try {
     const step = await runStep(rate, STEP_S);
     steps.push(step);
     process.stderr.write(`  out ${step.out.toFixed(0)}/s, p99 ${step.p99.toFixed(2)} s, backlog ${step.backlog}, pending ${step.pending.join('/')}, ${step.held ? 'held' : 'NOT held'}\n`);
-    if (!step.held && args.all === undefined) break;
+    if (!step.held && !('all' in args)) break;
   }
+  // Identity is checked once everything sent came out (or 60 s passed): what never came is missing.
+  const drainEnd = Date.now() + 60_000;
+  while (tail.lines < published && Date.now() < drainEnd) {
+    await sleep(500);
+    tail.read();
+  }
+  await sleep(2000);
+  tail.read();
 } catch (error) {
   failure = error;
 } finally {
@@ -315,6 +428,10 @@ if (args.profile) printProfile(profileFromUs);
 rmSync(workDir, { recursive: true, force: true });
 if (failure) throw failure;
 
+function identityLine(): string {
+  const { sent, missing, unjoined } = identity.totals();
+  return `Record identity over the whole run (warm-up included, after waiting for the last records): ${f(sent)} sent, **${f(missing)} missing, ${f(identity.duplicated)} duplicated**, ${f(unjoined)} out without their peer (every record sent has one), ${f(identity.unknown)} lines of no record sent.`;
+}
 const held = steps.filter((s) => s.held);
 const best = held.at(-1);
 const firstMiss = steps.find((s) => !s.held);
@@ -330,6 +447,8 @@ const markdown = [
     steps.map((s) => [f(s.offered), f(s.out), `${f(s.joinedPct, 1)} %`, f(s.p50, 2), f(s.p99, 2), s.pending.map((n) => f(n)).join(' / '), f(s.backlog), s.held ? 'yes' : '**no**']),
   ),
   '',
+  identityLine(),
+  '',
   'CPU per process, % of one core (and, after the slash, its main thread on a CPU or waiting for one, % of the wall time):',
   '',
   table(
@@ -337,11 +456,15 @@ const markdown = [
     steps.map((s) => [f(s.offered), ...s.cpu.map((c, i) => (Number.isNaN(s.wanted[i]!) ? f(c) : `${f(c)} / ${f(s.wanted[i]!)}`))]),
   ),
   '',
-  'CPU µs per record (= ms per 1 000 records), at the rates held (each stage handled every record sent):',
+  'CPU µs per record each process handled (= ms per 1 000 records; a stage\'s records from its heartbeats, ±2 s of a step; nats-server, redis-server and the generator: per record sent). "all": the CPU of every process over the records sent:',
   '',
   table(
-    ['sent, records/s', ...processes.map((p) => p.name)],
-    held.map((s) => [f(s.offered), ...s.cpu.map((c) => f((c * 10 * 1000) / s.offered))]),
+    ['sent, records/s', ...processes.map((p) => p.name), 'all'],
+    steps.map((s) => {
+      const perRecord = s.cpu.map((c, i) => (s.handled[i]! > 0 ? (c * 10_000 * s.elapsed) / s.handled[i]! : NaN));
+      const all = (s.cpu.reduce((a, b) => a + b, 0) * 10_000 * s.elapsed) / (s.offered * STEP_S);
+      return [`${f(s.offered)}${s.held ? '' : ' (not held)'}`, ...perRecord.map((x) => f(x, 1)), f(all, 1)];
+    }),
   ),
   '',
   machineLine(),

@@ -472,6 +472,10 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
     maxReconnectAttempts: -1,
     reconnectTimeWait: 1000,
     waitOnFirstConnect: false,
+    // nats.js otherwise builds an Error (a stack capture) for every request in advance, in case it
+    // fails: every publish awaiting its PubAck and every confirmed ack, ~7 % of the tagger's CPU
+    // in the pipeline bench. A failed request still rejects with its own error and message.
+    noAsyncTraces: true,
     ...(options.inboxPrefix !== undefined ? { inboxPrefix: options.inboxPrefix } : {}),
   };
   const auth = options.auth ?? {};
