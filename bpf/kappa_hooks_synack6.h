@@ -5,9 +5,10 @@
  * against tcpdump on 6.1; IPv4's ip_build_and_send_pkt hands over skb->sk and is counted).
  * Userspace loads this with kappa-compat.bpf.o only (kernels before 6.2; 6.18's hook counts these
  * itself): the same entry, role and owner as the cgroup hook would have given it.
- * NOT WORKING YET: Debian's 6.1 refuses this program with EINVAL and no verifier log (seen with
- * kappa-capture --check in npm run test:kernels); capture then reports the feature off with that
- * reason. Next step: the libbpf debug log of a load in the VM. */
+ * 6.1 gives tracing programs no bpf_ktime_get_coarse_ns() (its verifier log: "unknown func
+ * bpf_ktime_get_coarse_ns#160", surfacing as EINVAL), so this program counts with
+ * bpf_ktime_get_ns() instead of add_packets(): the same clock, finer (the last-packet time may
+ * lead the cgroup hook's coarse one by under a tick). */
 #ifndef KAPPA_HOOKS_SYNACK6_H
 #define KAPPA_HOOKS_SYNACK6_H
 
@@ -42,8 +43,13 @@ int BPF_PROG(kappa_synack6_xmit, const struct sock *sk, struct sk_buff *skb)
 	__u64 bytes = skb->len + 40;
 	__u8 role = conversation_role(&key, KAPPA_IPPROTO_TCP, pkt.tcp_flags, true);
 	struct kappa_flow_stats *st = flow_entry(current_epoch(), &key, s, role, &pkt, 1, bytes);
-	if (st)
-		add_packets(st, true, 1, bytes, pkt.tcp_flags);
+	if (st) {
+		__sync_fetch_and_add(&st->tx_packets, 1);
+		__sync_fetch_and_add(&st->tx_bytes, bytes);
+		st->tx_last_ns = bpf_ktime_get_ns();
+		if ((st->tx_tcp_flags | pkt.tcp_flags) != st->tx_tcp_flags)
+			__sync_fetch_and_or(&st->tx_tcp_flags, pkt.tcp_flags);
+	}
 	return 0;
 }
 

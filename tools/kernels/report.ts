@@ -23,6 +23,8 @@ export interface KernelRun {
   hooks?: Record<string, string>;
   /** `kappa-capture --check` on that kernel, printed under the table. */
   check?: string;
+  /** A kernel capture must refuse (older than its minimum): only the refusal runs there. */
+  refused?: boolean;
 }
 
 interface VitestJson {
@@ -76,7 +78,7 @@ export interface Feature {
  */
 export const FEATURES: readonly Feature[] = [
   { name: 'TCP over IPv4, both vantages = tshark', tests: /socket mode.*\bTCP over IPv4\b/ },
-  { name: 'TCP over IPv6, both vantages = tshark', tests: /socket mode.*\bTCP over IPv6\b/ },
+  { name: 'TCP over IPv6, both vantages = tshark', check: 'IPv6 SYN-ACKs of listeners', tests: /socket mode.*\bTCP over IPv6\b/ },
   { name: 'UDP over IPv4, both vantages = tshark', tests: /socket mode.*\bUDP over IPv4\b/ },
   { name: 'UDP over IPv6, both vantages = tshark', tests: /socket mode.*\bUDP over IPv6\b/ },
   { name: 'ICMP echo = tshark', tests: /socket mode.*\bICMP echo over IPv4\b/ },
@@ -94,6 +96,7 @@ export const FEATURES: readonly Feature[] = [
   { name: 'tracepoint hook off: next hook, or off with the reason', tests: /kernel hooks per feature with the tracepoint hook turned off/ },
   { name: '--check: missing bpffs, tracefs, cgroup named in one line', tests: /kernel hooks per feature --check refuses a node without bpffs/ },
   { name: 'unfit kernel refused in one line (6.1 in lockdown)', tests: /refuses to start, in one line naming bpf_probe_read_kernel/, only: 'qemu' },
+  { name: 'kernel before 5.15 refused in one line (Debian 11 5.10)', tests: /refuses to start on a kernel older than 5\.15/, only: '5.10' },
   { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
 ];
 
@@ -119,6 +122,7 @@ export function featureRows(runs: readonly KernelRun[], features: readonly Featu
       for (const t of tests) claimed.add(t.name);
       const hook = feature.check ? run.hooks?.[feature.check] : undefined;
       if (feature.only !== undefined && !run.kernel.includes(feature.only) && tests.length === 0) return { outcome: '-' as const };
+      if (run.refused && tests.length === 0) return { outcome: '-' as const };
       return { outcome: run.error !== undefined ? ('FAIL' as const) : outcomeOf(tests), ...(hook ? { hook } : {}) };
     });
     rows.push({ feature: feature.name, cells });
@@ -155,7 +159,7 @@ export function renderTable(runs: readonly KernelRun[], features: readonly Featu
 export function hooksOfCheck(output: string): Record<string, string> {
   const hooks: Record<string, string> = {};
   for (const line of output.split('\n')) {
-    const m = /^([a-zA-Z ]+): (?:via (?:the )?(\S+)|(off)|read with (\S+))/.exec(line);
+    const m = /^([\w -]+): (?:via (?:the )?(\S+)|(off)|read with (\S+))/.exec(line);
     if (!m?.[1]) continue;
     hooks[m[1]] = (m[2] ?? m[3] ?? m[4] ?? '').replace(/s$/, '').replace(/,$/, '');
   }

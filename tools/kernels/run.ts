@@ -17,6 +17,9 @@ const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 /** capture's tests that compare with an independent truth (tshark, nstat, ss) and need no NATS. */
 const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts'];
 
+/** The Debian release whose cloud kernel (5.10) is older than capture's minimum (5.15). */
+const OLDER_SUITE = 'bullseye';
+
 const config = loadConfigOrExit({
   command: 'npm run test:kernels --',
   summary: "Runs capture's exactness tests inside a Debian kernel under qemu and on this host's kernel; prints feature × kernel × result.",
@@ -29,6 +32,7 @@ const config = loadConfigOrExit({
     timeoutMinutes: integer({ description: 'the VM is killed after this long', default: 30, min: 1 }),
     slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
     refusal: boolean({ description: "last, in the VM: raise its lockdown to confidentiality and check capture refuses that kernel in one line (tools/kernels/guest)", default: true }),
+    older: boolean({ description: `then boot Debian ${OLDER_SUITE}'s cloud kernel (5.10, below capture's minimum) and check capture refuses it in one line (tools/kernels/guest/older.test.ts)`, default: true }),
     keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
     verbose: boolean({ description: "print the VM's console as it runs" }),
   },
@@ -77,18 +81,29 @@ async function runOnHost(runDir: string): Promise<KernelRun> {
   return { kernel, tests: testsOfReport(readFileSync(report, 'utf8')), hooks, check: `${check.stdout}${check.stderr}` };
 }
 
-async function runInVm(runDir: string): Promise<KernelRun> {
-  const imageArgs = [join(workspace, 'tools/kernels/image.sh'), ...(config.kernel ? [config.kernel] : [])];
-  const image = parseImageOutput(execFileSync('bash', imageArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
-  const kernel = `${image.release} (qemu)`;
-  log(`${image.package} ${image.version}: making the project disk`);
+/** The VM of the kernel under test: capture's tests, then the refusal of a kernel in lockdown. */
+function mainVm(runDir: string): Promise<KernelRun> {
   // capture's tests, then (the guest kernel only: lockdown cannot be lowered again) the refusal of
   // a kernel that forbids what capture needs.
   const spec = [
     `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}`,
-    ...(config.refusal ? ['!echo confidentiality > /sys/kernel/security/lockdown', `tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')}`] : []),
-  ].join('\n') + '\n';
-  const disk = makeProjectDisk(workspace, runDir, spec);
+    ...(config.refusal ? ['!echo confidentiality > /sys/kernel/security/lockdown', `tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')} refusal.test.ts`] : []),
+  ];
+  return runInVm(join(runDir, 'vm'), config.kernel ? [config.kernel] : [], spec);
+}
+
+/** A kernel older than capture's minimum, from Debian's older release: only the refusal. */
+async function olderVm(runDir: string): Promise<KernelRun> {
+  const run = await runInVm(join(runDir, 'older'), ['', OLDER_SUITE], [`tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')} older.test.ts`]);
+  return { ...run, refused: true };
+}
+
+async function runInVm(runDir: string, imageArgs: string[], specLines: string[]): Promise<KernelRun> {
+  mkdirSync(runDir, { recursive: true });
+  const image = parseImageOutput(execFileSync('bash', [join(workspace, 'tools/kernels/image.sh'), ...imageArgs], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+  const kernel = `${image.release} (qemu)`;
+  log(`${image.package} ${image.version}: making the project disk`);
+  const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
     image,
@@ -129,11 +144,17 @@ process.once('exit', cleanUp);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 
 log(`run folder ${runDir}; load average ${loadNow()}`);
-const [vm, host] = await Promise.all([
-  runInVm(runDir).catch((error: unknown): KernelRun => ({ kernel: 'qemu', tests: [], error: String(error instanceof Error ? error.message : error) })),
+const failedVm = (kernel: string) => (error: unknown): KernelRun => ({ kernel, tests: [], error: String(error instanceof Error ? error.message : error) });
+// The VMs one after the other (each takes both cores under TCG), beside the host's run.
+const [vms, host] = await Promise.all([
+  (async () => {
+    const main = await mainVm(runDir).catch(failedVm('qemu'));
+    const older = config.older ? await olderVm(runDir).catch(failedVm(`${OLDER_SUITE} (qemu)`)) : undefined;
+    return [main, ...(older ? [older] : [])];
+  })(),
   config.host ? runOnHost(runDir) : Promise.resolve(undefined),
 ]);
-const runs = [...(host ? [host] : []), vm];
+const runs = [...(host ? [host] : []), ...vms];
 
 // The reports beside the other projects', so `npm test`'s closing line counts them.
 const results = join(workspace, '.test-results');

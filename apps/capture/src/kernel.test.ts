@@ -134,6 +134,12 @@ describe('hookOfFailure', () => {
 
   it('finds the hook of a program that failed to attach, and none for a required program', () => {
     expect(hookOfFailure(plan, new Error('cannot attach kappa_sock_recv to tracepoint sock:sock_recv_length: ENOENT'))?.name).toBe('tracepoint');
-    expect(hookOfFailure(plan, Object.assign(new Error('x'), { libbpfLog: ["libbpf: prog 'kappa_skb_ingress': failed to load: -22"] }))).toBeUndefined();
+    const skbFailed = Object.assign(new Error('x'), { libbpfLog: ["libbpf: prog 'kappa_skb_ingress': failed to load: -13"] });
+    // With DNS on, the DNS copy inside the skb programs is what goes off first...
+    expect(hookOfFailure(plan, skbFailed)?.name).toBe('cgroup-skb');
+    // ...and without it, a failed skb program is capture's own: no hook to turn off.
+    const noDns = planKernel(facts({ release: '6.18.0', btf: LINUX_6_18 }), { interfaceMode: false, refused: new Map([['cgroup-skb', 'x']]) });
+    expect(featureOn(noDns, DNS)).toBe(false);
+    expect(hookOfFailure(noDns, skbFailed)).toBeUndefined();
   });
 });

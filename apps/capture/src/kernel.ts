@@ -76,6 +76,11 @@ export interface Hook {
   /** How the log describes it. */
   describe: string;
   programs: readonly string[];
+  /**
+   * Programs it lives inside (code the .rodata config turns on), not programs of its own: when
+   * one of these fails to load while the hook is on, the hook goes off and the load is tried again.
+   */
+  inside?: readonly string[];
   /** Why the kernel cannot offer it, or undefined when it can (as far as probes tell). */
   missing(kernel: KernelFacts): string | undefined;
 }
@@ -170,8 +175,11 @@ export const DNS: OptionalFeature = {
     {
       name: 'cgroup-skb',
       describe: 'cgroup skb hooks copying port-53 payloads to a ring buffer',
-      // No programs of its own: the skb programs do it when kappa_config.dns is set (start.ts).
+      // No programs of its own: the skb programs do it when kappa_config.dns is set (start.ts). A
+      // verifier that rejects them with the copy in (Debian's 6.1 did: "R3 min value is outside of
+      // the allowed memory range") turns DNS off, and counting goes on without it.
       programs: [],
+      inside: ['kappa_skb_ingress', 'kappa_skb_egress'],
       missing: (k) => (!k.mapType(MapType.RINGBUF) ? 'no BPF ring buffer (5.8)' : undefined),
     },
   ],
@@ -328,6 +336,9 @@ export function hookOfFailure(plan: KernelPlan, error: Error & { libbpfLog?: rea
   const failed = failedPrograms(error);
   for (const choice of plan.features) {
     if (choice.hook?.programs.some((program) => failed.has(program))) return choice.hook;
+  }
+  for (const choice of plan.features) {
+    if (choice.hook?.inside?.some((program) => failed.has(program))) return choice.hook;
   }
   return undefined;
 }

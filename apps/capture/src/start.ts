@@ -144,6 +144,8 @@ function withRefusals<T>(options: StartOptions & { btfPath?: string | undefined 
       // Not an optional hook's program (or one already refused, which cannot repeat): not ours to
       // mend; a BTF without the types the programs read is named as the cause.
       if (!hook || refused.has(hook.name) || !(error instanceof BpfError)) throw explainBtfMismatch(error, options.btfPath);
+      // A BTF without the types capture's own programs read is not the fault of what lives inside them.
+      if (hook.inside && explainBtfMismatch(error, options.btfPath) !== error) throw explainBtfMismatch(error, options.btfPath);
       const reason = `${hook.name}: ${refusal(error)}`;
       refused.set(hook.name, reason);
       options.onRefused?.(hook.name, reason);

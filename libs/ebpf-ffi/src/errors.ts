@@ -64,9 +64,13 @@ export function bpfError(what: string, errno: number, log: readonly string[] = [
 }
 
 function lastMeaningfulLine(log: readonly string[]): string {
+  // A verifier log ends "<reason>\nprocessed N insns …\n-- END PROG LOAD LOG --": the reason is
+  // the line before the count (libbpf's clean-up lines, "unpinned map …", come after it).
+  const processed = log.findLastIndex((line) => /^processed \d+ insns/.test(line.trim()));
+  if (processed > 0) return log[processed - 1]!.trim();
   for (let i = log.length - 1; i >= 0; i--) {
     const line = log[i]?.trim();
-    if (line && !line.startsWith('--') && !/^libbpf: failed to load object/.test(line)) return line;
+    if (line && !line.startsWith('--') && !/^libbpf: (failed to load object|unpinned map)/.test(line)) return line;
   }
   return '';
 }

@@ -85,5 +85,14 @@ describe('kappa-capture --check lines', () => {
     ].join('\n');
     expect(hooksOfCheck(check)).toEqual({ 'kernel structures': 'bpf_probe_read_kernel', 'app latency': 'fexit', 'TCP counters': 'flow' });
     expect(hooksOfCheck('app latency: via tracepoints sock:sock_send_length and sock:sock_recv_length\ndns latency: off (x)')).toEqual({ 'app latency': 'tracepoint', 'dns latency': 'off' });
+    expect(hooksOfCheck('IPv6 SYN-ACKs of listeners: via fentry ip6_xmit (the cgroup egress hook skips them before 6.2)')).toEqual({ 'IPv6 SYN-ACKs of listeners': 'fentry' });
+  });
+
+  it('leave a refused kernel\'s column empty but for its refusal', () => {
+    const refused = { kernel: '5.10.0-46-cloud-amd64 (qemu)', refused: true, tests: [{ file: 'older.test.ts', name: 'refuses to start on a kernel older than 5.15, in one line', status: 'passed' as const }] };
+    const rows = featureRows([refused]);
+    expect(rows.find((r) => r.feature.startsWith('kernel before 5.15'))?.cells[0]?.outcome).toBe('pass');
+    expect(rows.find((r) => r.feature.startsWith('TCP over IPv4'))?.cells[0]?.outcome).toBe('-');
+    expect(allPassed([refused])).toBe(true);
   });
 });
