@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FlowBatchView, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
+import { FlowBatchView, FlowRecordSchema, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { compilePredicate } from '@kappa/filter';
 import { FlowStore } from '../src/store/store.js';
@@ -316,5 +316,56 @@ describe('flow store: sealing beside the appends, and redelivered batches', () =
     expect(bytes).toBe(records.slice(0, 40).filter((r) => r.vantage === Vantage.SRC || !r.joined).reduce((sum, r) => sum + r.bytes, 0n));
     await restarted.close();
     await crashed.close();
+  });
+});
+
+describe('flow store: sealed record bytes compressed in blocks', () => {
+  const dirOf = (store: FlowStore) => (store as unknown as { options: FlowStoreOptions }).options.dir;
+  const all = { sinceNs: 0n, untilNs: 0n, filter: '', last: 0, limit: 0 };
+  // Records of very different sizes (labels up to ~1.5 KiB) over several 64 KiB blocks, so many
+  // records straddle two blocks.
+  const big = Array.from({ length: 900 }, (_, i) => {
+    const r = record(i % 300);
+    return { ...r, id: `big-${i}`, endNs: baseNs + BigInt(i) * 1_000_000n, src: { ...r.src!, kube: { ...r.src!.kube!, labels: { note: 'x'.repeat((i * 37) % 1500), i: String(i) } } } } as FlowRecord;
+  });
+  const encoded = (r: FlowRecord) => Buffer.from(toBinary(FlowRecordSchema, r)).toString('hex');
+
+  it('a sealed segment keeps its records in .recz, not .rec, and every record reads back byte for byte', async () => {
+    const store = newStore({ segmentRecords: 400 });
+    await store.open();
+    for (let b = 0; b < big.length; b += 100) await store.append(view(big.slice(b, b + 100)), 1n);
+    await store.flush();
+    const files = readdirSync(dirOf(store));
+    // Two sealed segments (compressed) and the hot one (plain).
+    expect(files.filter((f) => f.endsWith('.recz')).sort()).toEqual(['seg-00000001.recz', 'seg-00000002.recz']);
+    expect(files.filter((f) => f.endsWith('.rec'))).toEqual(['seg-00000003.rec']);
+    const rawBytes = big.slice(0, 800).reduce((sum, r) => sum + toBinary(FlowRecordSchema, r).length, 0);
+    const packed = statSync(join(dirOf(store), 'seg-00000001.recz')).size + statSync(join(dirOf(store), 'seg-00000002.recz')).size;
+    expect(rawBytes).toBeGreaterThan(3 * 64 * 1024);
+    expect(packed).toBeLessThan(rawBytes / 3);
+    const flows = await store.flows(all);
+    expect(flows.map((f) => encoded(f.record))).toEqual(big.map(encoded));
+    // --last and a filter read single records out of the blocks too.
+    const last = await store.flows({ ...all, filter: 'dst.port == 443', last: 7 });
+    expect(last.map((f) => encoded(f.record))).toEqual(big.filter((r) => r.dst!.port === 443).slice(-7).map(encoded));
+    await store.close();
+  });
+
+  it('a segment sealed by an older build (plain .rec) is compressed at open and still read exactly', async () => {
+    const store = newStore({ segmentRecords: 400 });
+    await store.open();
+    for (let b = 0; b < 500; b += 100) await store.append(view(big.slice(b, b + 100)), 1n);
+    await store.flush();
+    await store.close();
+    const dir = dirOf(store);
+    // As an older build left it: the sealed segment's bytes uncompressed, no .recz.
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(dir, 'seg-00000001.rec'), Buffer.concat(big.slice(0, 400).map((r) => toBinary(FlowRecordSchema, r))));
+    rmSync(join(dir, 'seg-00000001.recz'));
+    const again = new FlowStore({ ...(store as unknown as { options: FlowStoreOptions }).options });
+    await again.open();
+    expect(readdirSync(dir).filter((f) => /^seg-0000000[12]\.recz?$/.test(f)).sort()).toEqual(['seg-00000001.recz', 'seg-00000002.recz']);
+    expect((await again.flows(all)).map((f) => encoded(f.record))).toEqual(big.slice(0, 500).map(encoded));
+    await again.close();
   });
 });

@@ -1,0 +1,130 @@
+// A segment's record bytes: `seg-<n>.rec` (the records' protobuf bytes back to back, appended
+// while the segment is hot) and, once the segment is sealed, `seg-<n>.recz`: the same bytes cut
+// into fixed blocks of REC_BLOCK uncompressed bytes, each block compressed with zstd on its
+// own, so a record at (offset, length) is read by decompressing the one or two blocks it spans.
+// Index rows keep their offsets into the uncompressed bytes, whichever file holds them.
+//
+// .recz layout: block 0 … block n-1, then the footer: n + 1 little-endian uint64 file offsets
+// (block k is [offsets[k], offsets[k+1]); offsets[n] is where the footer starts), uint32 n,
+// uint32 REC_BLOCK, the 8 bytes "KAPPARZ1".
+import { existsSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { constants, zstdCompress, zstdDecompress } from 'node:zlib';
+
+export const REC_BLOCK = 64 * 1024;
+const MAGIC = Buffer.from('KAPPARZ1');
+const compress = promisify(zstdCompress) as (buf: Buffer, options: object) => Promise<Buffer>;
+const decompress = promisify(zstdDecompress) as (buf: Buffer) => Promise<Buffer>;
+
+/**
+ * Compresses `rec` into `recz` (written as `recz.tmp`, renamed when complete). zstd runs in
+ * libuv's thread pool, one block at a time, so the main thread only moves buffers.
+ */
+export async function compressRecords(rec: string, recz: string): Promise<void> {
+  const input = await open(rec, 'r');
+  const output = await open(`${recz}.tmp`, 'w');
+  try {
+    const offsets: number[] = [0];
+    // 16 blocks read at once and compressed side by side (libuv's pool has 4 threads).
+    const chunk = Buffer.allocUnsafe(16 * REC_BLOCK);
+    let at = 0;
+    for (;;) {
+      const { bytesRead } = await input.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      const blocks: Buffer[] = [];
+      for (let from = 0; from < bytesRead; from += REC_BLOCK) blocks.push(chunk.subarray(from, Math.min(bytesRead, from + REC_BLOCK)));
+      const packed = await Promise.all(blocks.map((b) => compress(b, { params: { [constants.ZSTD_c_compressionLevel]: 3 } })));
+      const joined = Buffer.concat(packed);
+      await output.write(joined, 0, joined.length, at);
+      for (const p of packed) offsets.push((at += p.length));
+      if (bytesRead < chunk.length) break;
+    }
+    const n = offsets.length - 1;
+    const footer = Buffer.allocUnsafe(8 * (n + 1) + 16);
+    offsets.forEach((o, k) => footer.writeBigUInt64LE(BigInt(o), 8 * k));
+    footer.writeUInt32LE(n, 8 * (n + 1));
+    footer.writeUInt32LE(REC_BLOCK, 8 * (n + 1) + 4);
+    MAGIC.copy(footer, 8 * (n + 1) + 8);
+    // No fsync: it stalled the appends' own writes for up to ~1.8 s here (the .rec stays until the
+    // rename, and a crash before it leaves the .rec, compressed again at open).
+    await output.write(footer, 0, footer.length, at);
+  } finally {
+    await input.close();
+    await output.close();
+  }
+  await rename(`${recz}.tmp`, recz);
+}
+
+/** Reads byte ranges of one segment's records, from its .recz when there is one, else its .rec. */
+export class RecordBytes {
+  /** Decompressed blocks kept while this reader is open (a query's rows are mostly in order). */
+  private readonly blocks = new Map<number, Buffer>();
+
+  private constructor(
+    private readonly file: FileHandle,
+    /** Compressed: the blocks' file offsets; undefined for a plain .rec. */
+    private readonly offsets: number[] | undefined,
+    private readonly blockSize: number,
+  ) {}
+
+  static async open(rec: string, recz: string): Promise<RecordBytes> {
+    if (!existsSync(recz)) return new RecordBytes(await open(rec, 'r'), undefined, 0);
+    const file = await open(recz, 'r');
+    try {
+      const { size } = await file.stat();
+      const tail = Buffer.allocUnsafe(16);
+      await file.read(tail, 0, 16, size - 16);
+      if (size < 24 || !tail.subarray(8).equals(MAGIC)) throw new Error(`${recz} is not a compressed record file (no KAPPARZ1 footer)`);
+      const n = tail.readUInt32LE(0);
+      const blockSize = tail.readUInt32LE(4);
+      const table = Buffer.allocUnsafe(8 * (n + 1));
+      await file.read(table, 0, table.length, size - 16 - table.length);
+      const offsets = Array.from({ length: n + 1 }, (_, k) => Number(table.readBigUInt64LE(8 * k)));
+      return new RecordBytes(file, offsets, blockSize);
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  /** The bytes [off, off + len) of the uncompressed records. */
+  async read(off: number, len: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(len);
+    if (!this.offsets) {
+      await this.file.read(out, 0, len, off);
+      return out;
+    }
+    let written = 0;
+    while (written < len) {
+      const at = off + written;
+      const k = Math.floor(at / this.blockSize);
+      const block = await this.block(k);
+      const from = at - k * this.blockSize;
+      const take = Math.min(len - written, block.length - from);
+      if (take <= 0) throw new Error(`record bytes [${off}, ${off + len}) lie past the end of the compressed records`);
+      block.copy(out, written, from, from + take);
+      written += take;
+    }
+    return out;
+  }
+
+  private async block(k: number): Promise<Buffer> {
+    const cached = this.blocks.get(k);
+    if (cached) return cached;
+    const offsets = this.offsets!;
+    if (k + 1 >= offsets.length) throw new Error(`block ${k} is past the end of the compressed records (${offsets.length - 1} blocks)`);
+    const packed = Buffer.allocUnsafe(offsets[k + 1]! - offsets[k]!);
+    await this.file.read(packed, 0, packed.length, offsets[k]!);
+    const block = await decompress(packed);
+    // At most 64 blocks (4 MiB) at once; rows in flow-time order walk the blocks forwards.
+    if (this.blocks.size >= 64) this.blocks.clear();
+    this.blocks.set(k, block);
+    return block;
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}
