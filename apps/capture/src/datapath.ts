@@ -115,7 +115,7 @@ const TRACEPOINT_PROGRAMS = [
   ['kappa_inet_recv_exit', 'fexit inet_recvmsg'],
   ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
   // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
-  ['kappa_synack6_xmit', 'fentry ip6_xmit'],
+  ['kappa_synack6', 'fexit tcp_make_synack'],
   // Drops (bpf/kappa_drop.h).
   ['kappa_drop', 'tracepoint skb:kfree_skb'],
   // Argument lists at exec (bpf/kappa_exec.h).

@@ -31,8 +31,8 @@ const FEXIT_FUNCTIONS = ['inet_sendmsg', 'inet6_sendmsg', 'inet_recvmsg', 'inet6
 const ITERATOR = [`${BtfKind.STRUCT}:bpf_iter__task_file`, `${BtfKind.TYPEDEF}:btf_trace_tcp_destroy_sock`];
 const DROP_REASONS = [`${BtfKind.TYPEDEF}:btf_trace_kfree_skb`, `${BtfKind.ENUM}:skb_drop_reason`];
 const EXEC_TRACEPOINT = `${BtfKind.TYPEDEF}:btf_trace_sched_process_exec`;
-const LINUX_6_18 = [...DROP_REASONS, EXEC_TRACEPOINT, `${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
-const LINUX_6_1 = [...DROP_REASONS, EXEC_TRACEPOINT, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:ip6_xmit`];
+const LINUX_6_18 = [...DROP_REASONS, EXEC_TRACEPOINT, `${BtfKind.FUNC}:bpf_cast_to_kern_ctx`, `${BtfKind.TYPEDEF}:btf_trace_sock_send_length`, `${BtfKind.TYPEDEF}:btf_trace_sock_recv_length`, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:tcp_make_synack`];
+const LINUX_6_1 = [...DROP_REASONS, EXEC_TRACEPOINT, ...FEXIT_FUNCTIONS, ...ITERATOR, `${BtfKind.FUNC}:tcp_make_synack`];
 
 describe('planKernel', () => {
   it('on 6.18 loads kappa.bpf.o and takes the send/receive tracepoints', () => {
@@ -46,14 +46,14 @@ describe('planKernel', () => {
       'drops: via tp_btf skb:kfree_skb with its drop reason',
       'exec: via tp_btf sched:sched_process_exec copying argument lists to a ring buffer',
     ]);
-    expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit', 'kappa_synack6_xmit']);
+    expect(plan.omit).toEqual(['kappa_inet_send_exit', 'kappa_inet6_send_exit', 'kappa_inet_recv_exit', 'kappa_inet6_recv_exit', 'kappa_synack6']);
   });
 
   it('on 6.1 loads kappa-compat.bpf.o and measures app latency at fexit, saying why', () => {
     const plan = planKernel(facts({ release: '6.1.0', btf: LINUX_6_1 }), { interfaceMode: false });
     expect(plan.compat).toBe(true);
     expect(describePlan(plan)[1]).toBe('app latency: via fexit inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (no sock_send_length tracepoint before 6.3)');
-    expect(describePlan(plan)[3]).toBe('IPv6 SYN-ACKs of listeners: via fentry ip6_xmit (the cgroup egress hook skips them before 6.2)');
+    expect(describePlan(plan)[3]).toBe('IPv6 SYN-ACKs of listeners: via fexit tcp_make_synack (the cgroup egress hook skips them before 6.2)');
     expect(plan.omit).toEqual(['kappa_sock_send', 'kappa_sock_recv']);
   });
 

@@ -147,7 +147,7 @@ const compatKernel = (k: KernelFacts) => !k.btf.has(BtfKind.FUNC, 'bpf_cast_to_k
 
 /**
  * The SYN-ACK an IPv6 listener sends, at the server end. Kernels before 6.2 (seen on 6.1) never run
- * the cgroup egress hook for it (it leaves from the request socket); there an fentry on ip6_xmit
+ * the cgroup egress hook for it (it leaves from the request socket); there an fexit on tcp_make_synack
  * counts it (bpf/kappa_hooks_synack6.h). Newer kernels' hook counts it (seen on 6.18).
  */
 export const SYNACK6: OptionalFeature = {
@@ -160,10 +160,12 @@ export const SYNACK6: OptionalFeature = {
       missing: (k) => (compatKernel(k) ? 'the cgroup egress hook skips them before 6.2' : undefined),
     },
     {
-      name: 'fentry',
-      describe: 'fentry ip6_xmit',
-      programs: ['kappa_synack6_xmit'],
-      missing: (k) => (!compatKernel(k) ? 'not needed' : !k.btf.has(BtfKind.FUNC, 'ip6_xmit') ? "the kernel's BTF has no ip6_xmit" : undefined),
+      // Not fentry on ip6_xmit: it has 7 arguments, and x86 BPF trampolines take 6 before 6.6
+      // (6.1 loads such a program, then refuses to attach it).
+      name: 'synack-fexit',
+      describe: 'fexit tcp_make_synack',
+      programs: ['kappa_synack6'],
+      missing: (k) => (!compatKernel(k) ? 'not needed' : !k.btf.has(BtfKind.FUNC, 'tcp_make_synack') ? "the kernel's BTF has no tcp_make_synack" : undefined),
     },
   ],
 };

@@ -85,7 +85,7 @@ describe('kappa-capture --check lines', () => {
     ].join('\n');
     expect(hooksOfCheck(check)).toEqual({ 'kernel structures': 'bpf_probe_read_kernel', 'app latency': 'fexit', 'TCP counters': 'flow' });
     expect(hooksOfCheck('app latency: via tracepoints sock:sock_send_length and sock:sock_recv_length\ndns latency: off (x)')).toEqual({ 'app latency': 'tracepoint', 'dns latency': 'off' });
-    expect(hooksOfCheck('IPv6 SYN-ACKs of listeners: via fentry ip6_xmit (the cgroup egress hook skips them before 6.2)')).toEqual({ 'IPv6 SYN-ACKs of listeners': 'fentry' });
+    expect(hooksOfCheck('IPv6 SYN-ACKs of listeners: via fexit tcp_make_synack (the cgroup egress hook skips them before 6.2)')).toEqual({ 'IPv6 SYN-ACKs of listeners': 'fexit' });
   });
 
   it('leave a refused kernel\'s column empty but for its refusal', () => {
