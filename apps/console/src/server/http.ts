@@ -228,7 +228,9 @@ export class ConsoleServer {
         // Newline-delimited JSON, one flow per line, until the page goes away.
         const stream = observer.flows({ sinceNs: BigInt(Date.now()) * 1_000_000n, query: filterParam(q), follow: true });
         res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-        res.write('\n');
+        // The first line (empty) says the Observer has subscribed this tail: every flow it
+        // receives from now on follows.
+        stream.once('metadata', () => res.write('\n'));
         const stop = () => stream.cancel();
         this.tails.add(stop);
         req.on('close', stop);

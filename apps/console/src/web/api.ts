@@ -40,7 +40,8 @@ export async function getJson<T>(path: string, params: Record<string, string | n
 }
 
 /** Reads /api/tail (one JSON flow per line) until the signal aborts. */
-export async function tail(filter: string, verdict: Verdict, onFlow: (flow: FlowItem) => void, signal: AbortSignal): Promise<void> {
+/** `onSubscribed` runs once the Observer follows (the stream's first, empty line): from then on every new flow arrives. */
+export async function tail(filter: string, verdict: Verdict, onFlow: (flow: FlowItem) => void, signal: AbortSignal, onSubscribed: () => void = () => undefined): Promise<void> {
   const response = await fetch(`/api/tail?${new URLSearchParams({ filter, verdict })}`, { headers: headers(), signal });
   if (!response.ok || !response.body) {
     const body = (await response.json().catch(() => ({}))) as { error?: string; position?: number };
@@ -48,9 +49,14 @@ export async function tail(filter: string, verdict: Verdict, onFlow: (flow: Flow
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = '';
+  let subscribed = false;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    if (!subscribed && value.length > 0) {
+      subscribed = true;
+      onSubscribed();
+    }
     buffered += value;
     let nl: number;
     while ((nl = buffered.indexOf('\n')) >= 0) {

@@ -38,12 +38,14 @@ export function FlowsView({ range, filter, verdict, onFilterError }: { range: Ra
   const [live, setLive] = useState(false);
   const [tailed, setTailed] = useState<FlowItem[]>([]);
   const [tailError, setTailError] = useState<string | undefined>();
+  const [subscribed, setSubscribed] = useState(false);
   const { flows, error, loading } = useFlows(range, filter, verdict, 1000, onFilterError);
   useEffect(() => {
     if (!live) return;
     setTailed([]);
+    setSubscribed(false);
     const abort = new AbortController();
-    tail(filter, verdict, (item) => setTailed((t) => [...t.slice(-999), item]), abort.signal).catch((e: unknown) => {
+    tail(filter, verdict, (item) => setTailed((t) => [...t.slice(-999), item]), abort.signal, () => setSubscribed(true)).catch((e: unknown) => {
       if (!abort.signal.aborted) setTailError(e instanceof Error ? e.message : String(e));
     });
     return () => abort.abort();
@@ -58,7 +60,7 @@ export function FlowsView({ range, filter, verdict, onFilterError }: { range: Ra
       </div>
       {error && <p className="error">{error}</p>}
       {tailError && <p className="error">{tailError}</p>}
-      {live ? <FlowTable flows={tailed} empty="waiting for new flows…" /> : <FlowTable flows={flows} empty="no flows in this range match" />}
+      {live ? <FlowTable flows={tailed} empty={subscribed ? 'waiting for new flows…' : 'connecting…'} /> : <FlowTable flows={flows} empty="no flows in this range match" />}
     </section>
   );
 }

@@ -2,7 +2,7 @@
 // store (or, with the store off, the in-memory ring), then with follow new ones from the ring as
 // they arrive; aggregates for the service map and top talkers; the stages' health. Every filter
 // is the filter language of @kappa/filter; flow control towards slow clients.
-import { Server, status } from '@grpc/grpc-js';
+import { Metadata, Server, status } from '@grpc/grpc-js';
 import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
 import {
   AggregateSchema,
@@ -172,6 +172,10 @@ export class ObserverServer {
           wake?.();
         })
       : () => false;
+    // A follower learns that it is subscribed (every record received from now on reaches it)
+    // from the response headers, sent before the history: the console's live tail says
+    // "waiting for new flows" only then.
+    if (request.follow) call.sendMetadata(new Metadata());
     const write = async (flow: BufferedFlow) => {
       const response = create(GetFlowsResponseSchema, { flow: flow.record, receivedNs: flow.receivedNs });
       sent++;
