@@ -21,21 +21,28 @@ const reports = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.js
 console.log('\nkappa test summary');
 for (const file of reports) {
   const report = JSON.parse(readFileSync(join(dir, file), 'utf8'));
+  const project = file.replace(/\.json$/, '');
   const p = report.numPassedTests ?? 0;
-  const f = (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0);
+  let f = report.numFailedTests ?? 0;
   const s = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  for (const suite of report.testResults ?? []) {
+    for (const test of suite.assertionResults ?? []) {
+      if (test.status === 'failed') failures.push(`${project}: ${test.fullName}`);
+    }
+    // A file can fail with none of its tests failed: a beforeAll/afterAll hook threw (its tests
+    // then show as skipped), or an error escaped a test. It counts as one failure, named with the
+    // error's first lines.
+    const testFailed = (suite.assertionResults ?? []).some((test) => test.status === 'failed');
+    if (suite.status === 'failed' && !testFailed) {
+      f++;
+      const why = String(suite.message ?? '').split('\n').filter(Boolean).slice(0, 3).join(' | ');
+      failures.push(`${project}: ${suite.name} (the file failed outside its tests: ${why})`);
+    }
+  }
   passed += p;
   failed += f;
   skipped += s;
-  console.log(`  ${file.replace(/\.json$/, '').padEnd(28)} ${p} passed, ${f} failed, ${s} skipped`);
-  for (const suite of report.testResults ?? []) {
-    for (const test of suite.assertionResults ?? []) {
-      if (test.status === 'failed') failures.push(`${file.replace(/\.json$/, '')}: ${test.fullName}`);
-    }
-    if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) {
-      failures.push(`${file.replace(/\.json$/, '')}: ${suite.name} (did not run: ${String(suite.message).split('\n')[0]})`);
-    }
-  }
+  console.log(`  ${project.padEnd(28)} ${p} passed, ${f} failed, ${s} skipped`);
 }
 if (failures.length) {
   console.log('\nFailed:');

@@ -19,7 +19,7 @@ beforeAll(async () => {
   execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'ignore' });
   await until(
     () => nodes.every((n) => execFileSync('redis-cli', ['-p', String(n.port), 'cluster', 'info']).toString().includes('cluster_state:ok')),
-    20_000,
+    60_000,
     'cluster ok',
   );
   bus = await newBus(nats.url, 'test');

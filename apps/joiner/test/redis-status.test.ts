@@ -11,7 +11,7 @@ import { connectRedis, describeRedis } from '../src/redis.js';
 import type { RedisClient } from '../src/redis.js';
 import { until } from './harness.js';
 
-const nodes: { port: number; server: TestServer }[] = [];
+const nodes: { port: number; bus: number; server: TestServer }[] = [];
 let client: RedisClient | undefined;
 
 function cli(port: number, ...args: string[]): string {
@@ -29,8 +29,8 @@ function serverView(role: 'master' | 'slave'): string[] {
 
 beforeAll(async () => {
   for (let i = 0; i < 6; i++) {
-    const port = await freePort();
-    nodes.push({ port, server: await startRedisServer({ args: ['--port', String(port), '--cluster-enabled', 'yes', '--cluster-node-timeout', '2000', '--appendonly', 'no'] }) });
+    const [port, bus] = [await freePort(), await freePort()];
+    nodes.push({ port, bus, server: await startRedisServer({ args: ['--port', String(port), '--cluster-port', String(bus), '--cluster-enabled', 'yes', '--cluster-node-timeout', '2000', '--appendonly', 'no'] }) });
   }
   // Three primaries only, as a cluster is before its replicas are added.
   cli(nodes[0]!.port, '--cluster', 'create', ...nodes.slice(0, 3).map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes');
@@ -51,7 +51,7 @@ describe('the joiner status of a Redis Cluster', () => {
     // One replica per primary, added as the cluster runs.
     const primaryIds = cli(nodes[0]!.port, 'cluster', 'nodes').split('\n').filter((l) => l.includes('master')).map((l) => l.split(' ')[0]!);
     for (const [i, node] of nodes.slice(3).entries()) {
-      cli(node.port, 'cluster', 'meet', '127.0.0.1', String(nodes[0]!.port));
+      cli(node.port, 'cluster', 'meet', '127.0.0.1', String(nodes[0]!.port), String(nodes[0]!.bus));
       await until(() => cli(node.port, 'cluster', 'nodes').split('\n').filter((l) => l.includes('master')).length >= 4, 20_000, 'node met');
       cli(node.port, 'cluster', 'replicate', primaryIds[i]!);
     }

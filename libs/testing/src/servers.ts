@@ -56,9 +56,17 @@ export interface RedisServerOptions {
 }
 
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<TestServer> {
+  const args = options.args ?? [];
+  // A Redis Cluster node also listens on its cluster bus, by default its port + 10 000, which
+  // nobody checked was free: Linux gives bind(0) ports of 32768-46883, so the bus lands in
+  // 42768-56883, among the local ports of outgoing connections (the other tests' clients), and
+  // redis-server exits if one holds it (and above 55535 it refuses to start at all). The bus gets a
+  // free port of its own.
+  const bus = args.includes('--cluster-enabled') && !args.includes('--cluster-port') ? ['--cluster-port', String(await freePort())] : [];
   return startTestServer('redis', 'redis-server', /Ready to accept connections/, (port, dataDir) => [
     '--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir,
     '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec', '--protected-mode', 'no',
-    ...(options.args ?? []),
+    ...bus,
+    ...args,
   ]);
 }
