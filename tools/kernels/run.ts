@@ -14,8 +14,8 @@ import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.j
 
 const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
-/** capture's tests that compare with an independent truth (tshark, nstat, ss) and need no NATS. */
-const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts'];
+/** capture's tests that compare with an independent truth (tshark, nstat, ss, dnsmasq). */
+const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts', 'test/dns.test.ts'];
 
 /** The Debian release whose cloud kernel (5.10) is older than capture's minimum (5.15). */
 const OLDER_SUITE = 'bullseye';
