@@ -18,6 +18,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BpfObject, attachProgram } from '@kappa/ebpf-ffi';
+import type { LinkAttachment } from '@kappa/ebpf-ffi';
 import { TestCgroup, VethPair, run, runIn, spawnIn } from '@kappa/testing';
 import { exited, median, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { cpuSeconds, machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
@@ -107,6 +109,34 @@ function detachEmpty(): void {
   }
 }
 const isEmpty = (name: string) => /^kbd_(first|after)_/.test(name);
+
+/** The same for the socket tracepoints (tools/bench/empty-sock.bpf.c): kappa_sock_send/recv minus these. */
+const EMPTY_TP = {
+  first: { send: 'kbd_first_send', recv: 'kbd_first_recv' },
+  after: { send: 'kbd_after_send', recv: 'kbd_after_recv' },
+} as const;
+const tpObject = (position: Position) => join(work, `empty-sock-${position}.bpf.o`);
+for (const position of positions) {
+  const define = position === 'first' ? ['-DKBD_FIRST'] : [];
+  run('clang', ['-O2', '-g', '-target', 'bpf', '-D__TARGET_ARCH_x86', ...define, '-I', join(repoRoot, 'bpf/.output'), '-c', join(repoRoot, 'tools/bench/empty-sock.bpf.c'), '-o', tpObject(position)]);
+}
+const tracepointBaselines: { object: BpfObject; links: LinkAttachment[]; ids: number[] }[] = [];
+/** Loads and attaches the empty tracepoint programs of `position`; their program ids. */
+function attachEmptyTracepoints(position: Position): number[] {
+  const object = BpfObject.open(tpObject(position));
+  object.load();
+  const names = Object.values(EMPTY_TP[position]);
+  const links = names.map((name) => attachProgram(object.program(name), name));
+  const ids = names.map((name) => Number(/^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${object.program(name).fd}`, 'utf8'))?.[1]));
+  tracepointBaselines.push({ object, links, ids });
+  return ids;
+}
+function detachEmptyTracepoints(): void {
+  for (const { object, links } of tracepointBaselines.splice(0)) {
+    for (const link of links) link.detach();
+    object.close();
+  }
+}
 
 /** A 54-byte Ethernet + IPv4 + TCP (ACK) packet for BPF_PROG_TEST_RUN, to a port nobody uses here. */
 const testPacket = join(work, 'tcp-ack.bin');
@@ -274,8 +304,10 @@ async function bpfStatsRun(
   let capture: Agent | undefined;
   try {
     attachEmpty('first');
+    const tracepointIds = attachEmptyTracepoints('first');
     capture = await startAgent('kappa capture', bpfObject);
     attachEmpty('after');
+    tracepointIds.push(...attachEmptyTracepoints('after'));
     const pid = capture.pid;
     const fdinfo = (fd: string) => {
       try {
@@ -292,7 +324,7 @@ async function bpfStatsRun(
     const emptyIds = positions.flatMap((position) =>
       hooks.map((hook) => (JSON.parse(run('bpftool', ['-j', 'prog', 'show', 'pinned', join(emptyPins(position), EMPTY[position][hook])])) as Prog).id),
     );
-    const mine = [...progIds, ...emptyIds];
+    const mine = [...progIds, ...emptyIds, ...tracepointIds];
     const progs = () => new Map((JSON.parse(run('bpftool', ['-j', 'prog', 'show'])) as Prog[]).filter((p) => mine.includes(p.id)).map((p) => [p.id, p]));
     run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
     const before = progs();
@@ -315,12 +347,20 @@ async function bpfStatsRun(
     // BPF_PROG_TEST_RUN of the skb programs and the baseline (test_run's socket has no peer, so
     // kappa's programs take the unconnected path there: parse and flow map, not socket storage).
     const testRun = new Map<string, number>();
-    for (const p of after.values()) if (/skb_(in|e)gress$/.test(p.name) || isEmpty(p.name)) testRun.set(p.name, testRunNs(p.id));
+    for (const p of after.values()) if (/skb_(in|e)gress$|^kbd_(first|after)_(in|eg)$/.test(p.name)) testRun.set(p.name, testRunNs(p.id));
     return { stats, programs: between(before, after), dropPhase: refused > 0 ? between(after, afterDrops) : new Map(), testRun };
   } finally {
     await capture?.stop();
     detachEmpty();
+    detachEmptyTracepoints();
   }
+}
+
+/** kappa's socket tracepoint program minus the empty one after it at the same tracepoint, in one run's figures. */
+function netTracepoint(values: ReadonlyMap<string, number>, which: 'send' | 'recv'): number | undefined {
+  const kappa = values.get(`kappa_sock_${which}`);
+  const empty = values.get(EMPTY_TP.after[which]);
+  return kappa === undefined || empty === undefined ? undefined : kappa - empty;
 }
 
 /** kappa's skb program at `hook` minus the empty program after it at the same hook, in one run's figures. */
@@ -357,6 +397,7 @@ async function profile(objects: { label: string; path: string }[], rounds: numbe
         add(object.label, `net ${hook}`, net(perRun, hook));
         add(object.label, `test_run ${hook}`, net(testRun, hook));
       }
+      for (const which of ['send', 'recv'] as const) add(object.label, `net ${which}`, netTracepoint(perRun, which));
       perSkb.get(object.label)!.push(skb);
       console.error(
         `round ${round + 1}: ${object.label}: ${fixed(stats.gbps)} Gbit/s, ${[...perRun].filter(([n]) => /skb|dns_(in|e)/.test(n) || isEmpty(n)).map(([n, ns]) => `${n} ${Math.round(ns)} ns`).join(', ')}; ` +
@@ -375,6 +416,11 @@ async function profile(objects: { label: string; path: string }[], rounds: numbe
       rows.push([`${EMPTY[position][hook]}: an empty program ${position === 'first' ? 'before' : 'after'} kappa's at the same hook, same run`, ...objects.map((o) => cell(o.label, EMPTY[position][hook]))]);
   for (const hook of hooks) rows.push([`**kappa_skb_${hook} minus the empty program after it** (median of per-run differences)`, ...objects.map((o) => cell(o.label, `net ${hook}`))]);
   for (const hook of hooks) rows.push([`BPF_PROG_TEST_RUN: kappa_skb_${hook} minus the empty program (unconnected path)`, ...objects.map((o) => cell(o.label, `test_run ${hook}`))]);
+  for (const position of positions)
+    for (const which of ['send', 'recv'] as const)
+      rows.push([`${EMPTY_TP[position][which]}: an empty program ${position === 'first' ? 'before' : 'after'} kappa's at the same tracepoint`, ...objects.map((o) => cell(o.label, EMPTY_TP[position][which]))]);
+  for (const which of ['send', 'recv'] as const)
+    rows.push([`**kappa_sock_${which} minus the empty program after it**`, ...objects.map((o) => cell(o.label, `net ${which}`))]);
   rows.push(['one packet: egress at the sender + ingress at the receiver (counting and DNS programs)', ...objects.map((o) => Math.round(median(perSkb.get(o.label)!)))]);
   const markdown = [
     `bpf_stats ns per run, median of ${rounds} rounds of ${seconds} s (iperf3, one TCP stream, offloads on); objects in alternating order every round; empty programs at the same hooks in every run (the baseline); BPF_PROG_TEST_RUN ${TEST_RUN_REPEAT.toLocaleString('en-US')} repeats of a 54-byte TCP packet after each run.`,
@@ -443,7 +489,9 @@ try {
       if (!baseline) bpfNs += p.ns;
       const perRun = Math.round(p.ns / p.runs);
       const hook = hooks.find((h) => name === `kappa_skb_${h}`);
-      const netNs = hook === undefined ? undefined : Math.round(net(perRunOf, hook)!);
+      const which = (['send', 'recv'] as const).find((w) => name === `kappa_sock_${w}`);
+      const netOf = hook !== undefined ? net(perRunOf, hook) : which !== undefined ? netTracepoint(perRunOf, which) : undefined;
+      const netNs = netOf === undefined ? undefined : Math.round(netOf);
       const goal = goalOf(name);
       return [
         baseline ? `${name} (empty, ${name.startsWith('kbd_first') ? 'before' : 'after'} kappa's)` : name,
@@ -517,6 +565,7 @@ try {
 } finally {
   await stopAll(children);
   detachEmpty();
+  detachEmptyTracepoints();
   run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${statsBefore}`]);
   pair.destroy();
   cgroup.destroy();
