@@ -72,7 +72,9 @@ beforeAll(async () => {
     { stdio: 'ignore', env: { ...process.env, KUBECONFIG: '' } },
   );
   await until(() => exporter.stderr().includes('exporter started'), 60_000, `exporter start: ${exporter.stderr()}`);
-  await until(async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`).catch(() => undefined))?.status === 200, 60_000, 'tagger start');
+  // /readyz, not /healthz: healthy is not yet serving (at load ~30 the gRPC port still refused
+  // connections after /healthz said 200); ready comes after KubeTags is bound.
+  await until(async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`).catch(() => undefined))?.status === 200, 60_000, 'tagger ready');
   const records = [0, 1].map((i) =>
     newFlowRecord({
       id: `ksl-${i}`,

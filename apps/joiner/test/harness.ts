@@ -171,13 +171,19 @@ export async function publishRecords(bus: Bus, records: FlowRecord[], batchSize:
     byPartition.set(k, [...(byPartition.get(k) ?? []), record]);
   }
   const queues = [...byPartition].map(([k, list]) => ({ k, list, next: 0 }));
+  // Each round publishes one batch of every partition at once; a partition's batches stay in order.
+  // One at a time, 40 batches took longer than a 1.5 s join wait at load ~30, so the two ends of
+  // a conversation were rightly released unjoined, and tests that expect them joined failed.
   for (let n = 0; queues.some((q) => q.next < q.list.length); n++) {
-    for (const q of queues) {
-      if (q.next >= q.list.length) continue;
-      const batch = q.list.slice(q.next, q.next + batchSize);
-      await bus.publishBatch(subjects.tagged(q.k), newFlowBatch({ batchId: `${prefix}-p${q.k}-${n}`, producer: 'test-tagger', records: batch }));
-      q.next += batchSize;
-    }
+    await Promise.all(
+      queues
+        .filter((q) => q.next < q.list.length)
+        .map((q) => {
+          const batch = q.list.slice(q.next, q.next + batchSize);
+          q.next += batchSize;
+          return bus.publishBatch(subjects.tagged(q.k), newFlowBatch({ batchId: `${prefix}-p${q.k}-${n}`, producer: 'test-tagger', records: batch }));
+        }),
+    );
   }
 }
 

@@ -176,7 +176,7 @@ describe('npm run up', () => {
     while (status.code !== 0 && Date.now() < end) status = await kappa(['status'], clone);
     expect(status.stdout).toMatch(/^capture\s/m);
     expect(status.code, status.stdout + status.stderr).toBe(0);
-  }, 90_000);
+  }, 180_000);
 
   it('shows this host\'s conversations with process names and container ids in kappa observe --since 1m', async () => {
     // A server on loopback, and a client in a cgroup shaped like a Docker container's.
@@ -203,7 +203,7 @@ describe('npm run up', () => {
     expect(mine.length, `kappa observe printed:\n${observed}\nup printed:\n${output.slice(-3000)}`).toBeGreaterThan(0);
     expect(mine[0]!.src!.process).toMatchObject({ pid: clientPid, name: 'python3', containerId });
     expect(mine[0]!.dst).toMatchObject({ ip: '127.0.0.1', port });
-  }, 90_000);
+  }, 180_000);
 
   it('runs every link over TLS with a login: NATS, Redis, the Observer and KubeTags refuse plaintext, certificate-less and token-less clients', async () => {
     expect(output).toMatch(/links: mutual TLS with the local CA in .*\.kappa\/tls/);
@@ -282,7 +282,7 @@ describe('npm run up', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 90_000);
+  }, 180_000);
 
   it('listens only on loopback: every TCP and UDP socket npm run up opens (ss) is bound to 127.0.0.1 or ::1', () => {
     // up, and every process under it (nats-server, redis-server, the five services).
@@ -347,5 +347,5 @@ describe('npm run up', () => {
     expect(cloneProcesses()).toEqual([]);
     expect(existsSync(join(clone, '.kappa/up.pid'))).toBe(false);
     expect(existsSync(join(clone, '.kappa/up.json'))).toBe(false);
-  }, 90_000);
+  }, 180_000);
 });
