@@ -13,7 +13,9 @@ export function projectTestConfig(configUrl: string) {
     test: {
       root: projectRoot,
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-      testTimeout: 60_000,
+      // 120 s: with two `npm test` runs at once beside other work (load ~30), a capture test that
+      // starts and stops two captures took over 60 s.
+      testTimeout: 120_000,
       hookTimeout: 120_000,
       fileParallelism: false,
       pool: 'forks',

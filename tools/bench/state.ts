@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { TestCgroup, VethPair, freePort, run, runIn, startNatsServer } from '@kappa/testing';
 import { PROFILABLE, RemoteProfiler, topFunctions } from './lib/profile.js';
-import { buildHelper, countBatchRecords, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
+import { buildHelper, countBatchRecords, median, requireBuild, sleep, stopAll, waitFor } from './lib/processes.js';
 import { machineLine, repoRoot, rssBytes, table, writeSection } from './lib/report.mjs';
 
 const { values } = parseArgs({
@@ -158,8 +158,11 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
     // Three million records at once outgrow capture's share of the bench's 1 GiB KAPPA_FLOWS while
     // the enricher catches up (publishes refused): a million-row takes two intervals at most.
     const rowIntervals = conversations >= 1_000_000 ? Math.min(2, intervals) : intervals;
-    for (let i = 2; i < rowIntervals; i++) await interval(false);
+    const steady: DrainLog[] = [];
+    for (let i = 2; i < rowIntervals; i++) steady.push((await interval(false)).drain);
     const { drain, maps } = await interval(true);
+    steady.push(drain);
+    const steadyUs = steady.map((d) => (d.cpuMs * 1000) / Math.max(1, d.conversations));
     const enrichedBoth = enriched;
     const perRecord = (d: DrainLog) => ((d.cpuMs * 1000) / Math.max(1, d.conversations)).toFixed(2);
     const split = (d: DrainLog) =>
@@ -176,6 +179,7 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
       mib(mapBytes),
       `${(drain.durationMs / 1000).toFixed(1)} / ${(drain.cpuMs / 1000).toFixed(2)}`,
       `${perRecord(cold.drain)} / **${perRecord(drain)}**`,
+      `**${median(steadyUs).toFixed(2)}** (${Math.min(...steadyUs).toFixed(2)}–${Math.max(...steadyUs).toFixed(2)}, ${steady.length} drains)`,
       split(drain),
       `${mib(rssBytes(capture.pid!))} / ${mib(statusBytes(capture.pid!, 'VmHWM'))}`,
       `${mib(rssBytes(enricher.pid!))} / ${mib(statusBytes(enricher.pid!, 'VmHWM'))}`,
@@ -193,10 +197,10 @@ try {
   const rows = [];
   for (const row of rowsAsked) rows.push(await measure(row.conversations, row.mapSize));
   const markdown = [
-    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on), ${intervals} times (at most 2 for a row of a million or more: three million records outgrow capture's share of the bench's 1 GiB stream while the enricher catches up): the table shows the first drain of a fresh capture and the last one (a running capture's steady state). capture (NATS sink, spool on) and process-enricher restarted for each row. Drain CPU is capture's whole process (\`process.cpuUsage\`: user + system, all threads) from the epoch flip until the last batch is acknowledged by NATS; its parts are: ending the interval (flip, membarrier, socket iterator), reading the kernel chunks (batch lookup-and-delete), encoding, spooling (write, fsync, rename, remove), handing to NATS (publish + ack). Map memory is \`bytes_memlock\` from \`bpftool map show\` while the last interval's entries are in the map; RSS is read once every record of every drain has reached \`kappa.flow.enriched.<node>\`.`,
+    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on), ${intervals} times (at most 2 for a row of a million or more: three million records outgrow capture's share of the bench's 1 GiB stream while the enricher catches up): the table shows the first drain of a fresh capture, the last one, and the median of every drain after the first (a running capture's steady state). capture (NATS sink, spool on) and process-enricher restarted for each row. Drain CPU is capture's whole process (\`process.cpuUsage\`: user + system, all threads) from the epoch flip until the last batch is acknowledged by NATS; its parts are: ending the interval (flip, membarrier, socket iterator), reading the kernel chunks (batch lookup-and-delete), encoding, spooling (write, rename, remove; fsync only for a batch the sink refused), handing to NATS (publish + ack). Map memory is \`bytes_memlock\` from \`bpftool map show\` while the last interval's entries are in the map; RSS is read once every record of every drain has reached \`kappa.flow.enriched.<node>\`.`,
     '',
     table(
-      ['conversations per interval', 'flow map size (--max-conversations)', 'records drained (1st + last)', 'packets not counted (map full)', 'records enriched', 'kappa_flows_0+1 maps, MiB', 'all capture maps, MiB', 'last drain wall / CPU, s', 'drain CPU per record, µs: 1st / last (goal ≤ 3)', 'last drain by part, µs per record: interval / kernel / encode / spool / sink', 'capture RSS now / peak, MiB (goal at 1M: ≤ 150)', 'enricher RSS now / peak, MiB'],
+      ['conversations per interval', 'flow map size (--max-conversations)', 'records drained (1st + last)', 'packets not counted (map full)', 'records enriched', 'kappa_flows_0+1 maps, MiB', 'all capture maps, MiB', 'last drain wall / CPU, s', 'drain CPU per record, µs: 1st / last (goal ≤ 3)', 'every drain after the 1st, µs per record: median (min–max)', 'last drain by part, µs per record: interval / kernel / encode / spool / sink', 'capture RSS now / peak, MiB (goal at 1M: ≤ 150)', 'enricher RSS now / peak, MiB'],
       rows,
     ),
     '',

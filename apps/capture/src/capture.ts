@@ -328,6 +328,8 @@ export class CaptureLoop {
 
   /** The bound is on what failed sends leave behind; beyond it the oldest are dropped, counted. */
   private queue(batch: UnsentBatch): void {
+    // It may wait long (the sink is down): on disk for good now, not only in the page cache.
+    if (batch.spooled) this.options.spool?.persist(batch.spooled);
     this.unsent.push(batch);
     const limit = this.options.maxUnsentBatches ?? 100;
     while (this.unsent.length > limit) {

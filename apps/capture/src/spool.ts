@@ -22,20 +22,35 @@ export class Spool {
     this.dirFd = openSync(dir, 'r');
   }
 
-  /** Durable on return: written to a temporary name, fsynced, renamed, directory fsynced. */
+  /**
+   * On disk on return: written to a temporary name and renamed, so a restart never reads half a
+   * batch. Not fsynced: the page cache outlives a crash of this process, which is what the spool
+   * is for while a batch is in flight (a few ms). A crash of the machine loses the kernel's flow
+   * maps, the interval being counted, with it; a batch that has to wait for the sink is made
+   * durable by persist().
+   */
   save(batchId: string, bytes: Uint8Array, records: number): SpooledBatch {
     const file = this.file(batchId);
     const temporary = `${file}.tmp`;
     const fd = openSync(temporary, 'w', 0o600);
     try {
       writeSync(fd, bytes);
-      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temporary, file);
-    fsyncSync(this.dirFd);
     return { batchId, records, file };
+  }
+
+  /** Durable on return: the batch's file and the folder's entry fsynced (a batch that waits for the sink). */
+  persist(batch: SpooledBatch): void {
+    const fd = openSync(batch.file, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    fsyncSync(this.dirFd);
   }
 
   read(batch: SpooledBatch): Uint8Array {

@@ -106,6 +106,13 @@ export async function connectRedis(settings: RedisSettings): Promise<RedisClient
 export const SLOTS_REFRESH_MS = 5000;
 
 /**
+ * How long CLUSTER SLOTS may take. ioredis's default, 1 s, made a joiner starting on a loaded
+ * machine (load 30) exit with 'None of startup nodes is available' ('Failed to refresh slots
+ * cache'): the same wait as a connection's (connectTimeout).
+ */
+export const SLOTS_REFRESH_TIMEOUT_MS = 5000;
+
+/**
  * A Redis Cluster's client options. Over TLS each node's certificate is checked against that
  * node's own name as the cluster announces it (no servername fixed to the seed's), and names are
  * not resolved to addresses first: managed clusters (ElastiCache, a self-run cluster announcing
@@ -123,6 +130,7 @@ export function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     // the heartbeat (kappa status) keeps the nodes of the first look (the replicas join later) and
     // a promoted replica is learnt only by the first command that fails on the dead primary.
     slotsRefreshInterval: SLOTS_REFRESH_MS,
+    slotsRefreshTimeout: SLOTS_REFRESH_TIMEOUT_MS,
     lazyConnect: true,
   };
 }

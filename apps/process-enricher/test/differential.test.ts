@@ -38,7 +38,9 @@ function pieces() {
   const cgroupTree = new CgroupTree({ mount: fixture.mount });
   cgroupTree.rescan();
   const resolver = new ProcessResolver({ proc, cgroupTree, redaction: { enabled: true, extraPatterns: [] }, cache: new ProcessCache() });
-  const containerNames = new CriContainerNames({ sockets: [cri.socket], logger: createLogger('ke-diff', 'silent') });
+  // Both sides ask the same test runtime; a lookup that times out (2 s by default, reached at load
+  // ~30) gives that side no name, which is the runtime's timing, not a difference of the paths.
+  const containerNames = new CriContainerNames({ sockets: [cri.socket], logger: createLogger('ke-diff', 'silent'), timeoutMs: 60_000 });
   return { resolver, cgroupTree, containerNames };
 }
 

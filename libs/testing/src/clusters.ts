@@ -12,19 +12,20 @@ import { freePort } from './ports.js';
  * <prefix>-<i>), resolved once the JetStream cluster has a meta leader.
  */
 export async function startNatsCluster(prefix: string, size: number, workDir: string): Promise<TestServer[]> {
-  const nodes: { name: string; port: number; cluster: number; dir: string }[] = [];
-  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: await freePort(), cluster: await freePort(), dir: join(workDir, `${prefix}-${i}`) });
+  const nodes: { name: string; port: number; cluster: number; monitor: number; dir: string }[] = [];
+  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: await freePort(), cluster: await freePort(), monitor: await freePort(), dir: join(workDir, `${prefix}-${i}`) });
   const routes = nodes.map((n) => `nats://127.0.0.1:${n.cluster}`).join(',');
   const servers = nodes.map((n) => {
     const process = new ServerProcess({
       command: 'nats-server',
-      args: ['-a', '127.0.0.1', '-p', String(n.port), '-js', '-sd', n.dir, '--server_name', n.name, '--cluster_name', prefix, '--cluster', `nats://127.0.0.1:${n.cluster}`, '--routes', routes],
+      args: ['-a', '127.0.0.1', '-p', String(n.port), '-m', String(n.monitor), '-js', '-sd', n.dir, '--server_name', n.name, '--cluster_name', prefix, '--cluster', `nats://127.0.0.1:${n.cluster}`, '--routes', routes],
       readyPattern: /Server is ready/,
     });
     return {
       url: `nats://127.0.0.1:${n.port}`,
       port: n.port,
       dataDir: n.dir,
+      monitorUrl: `http://127.0.0.1:${n.monitor}`,
       process,
       restart: (signal?: NodeJS.Signals) => process.restart(signal),
       stop: () => process.stop(),

@@ -33,7 +33,8 @@ export class ServerProcess {
   }
 
   async start(): Promise<void> {
-    const { command, args, readyPattern, timeoutMs = 15_000 } = this.spec;
+    // 60 s: tshark took over 15 s to say it was capturing at load ~30 (two npm test runs at once).
+    const { command, args, readyPattern, timeoutMs = 60_000 } = this.spec;
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
     this.child = child;
     running.add(child);

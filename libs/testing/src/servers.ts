@@ -10,6 +10,8 @@ export interface TestServer {
   readonly url: string;
   readonly port: number;
   readonly dataDir: string;
+  /** The monitoring endpoint (/varz, /jsz …) where the server has one (startNatsCluster's). */
+  readonly monitorUrl?: string;
   readonly process: ServerProcess;
   /** Stop and start again on the same port with the same data. */
   restart(signal?: NodeJS.Signals): Promise<void>;
