@@ -97,20 +97,31 @@ export async function connectRedis(settings: RedisSettings): Promise<RedisClient
     return redis;
   }
   const { host, port, retryStrategy: _retry, enableOfflineQueue: _offline, db: _db, lazyConnect: _lazy, ...nodeOptions } = options;
-  const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], clusterOptions(nodeOptions));
-  await cluster.connect();
-  return cluster;
+  // A first CLUSTER SLOTS slower than slotsRefreshTimeout (ioredis's 1 s: a loaded machine) fails
+  // the connect ('None of startup nodes is available'): try again for a while before giving up.
+  for (const end = Date.now() + CLUSTER_CONNECT_WAIT_MS; ; ) {
+    const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], clusterOptions(nodeOptions));
+    cluster.on('error', () => undefined); // the attempt's failure is what connect() rejects with
+    try {
+      await cluster.connect();
+      return cluster;
+    } catch (error) {
+      cluster.disconnect();
+      if (Date.now() >= end) throw error;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
+
+/**
+ * How long a joiner starting against a Redis Cluster keeps trying before it exits. ioredis's
+ * 1 s for CLUSTER SLOTS (slotsRefreshTimeout, kept: a longer one delays every refresh that meets
+ * a dead primary during a failover) made a joiner starting at load 30 exit at once.
+ */
+export const CLUSTER_CONNECT_WAIT_MS = 10_000;
 
 /** How often a Redis Cluster client re-reads the cluster's slots, primaries and replicas. */
 export const SLOTS_REFRESH_MS = 5000;
-
-/**
- * How long CLUSTER SLOTS may take. ioredis's default, 1 s, made a joiner starting on a loaded
- * machine (load 30) exit with 'None of startup nodes is available' ('Failed to refresh slots
- * cache'): the same wait as a connection's (connectTimeout).
- */
-export const SLOTS_REFRESH_TIMEOUT_MS = 5000;
 
 /**
  * A Redis Cluster's client options. Over TLS each node's certificate is checked against that
@@ -130,7 +141,6 @@ export function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     // the heartbeat (kappa status) keeps the nodes of the first look (the replicas join later) and
     // a promoted replica is learnt only by the first command that fails on the dead primary.
     slotsRefreshInterval: SLOTS_REFRESH_MS,
-    slotsRefreshTimeout: SLOTS_REFRESH_TIMEOUT_MS,
     lazyConnect: true,
   };
 }

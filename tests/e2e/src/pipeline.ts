@@ -54,7 +54,14 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const enricher = start('enricher', 'process-enricher', [`--node=${options.node}`, '--cri-socket=none']);
   const capture = start('capture', 'capture', [`--node=${options.node}`, `--cgroup=${options.cgroup}`, `--state-dir=${join(options.workDir, 'capture-state')}`, ...(options.capture ?? [])]);
   const pipeline = { services: { capture, enricher, tagger, joiner, exporter }, metricsPorts: ports, jsonl };
-  for (const name of Object.keys(ports)) await until(`${name} ready`, async () => ((await readyz(pipeline, name)) ? true : undefined), 60_000, pipeline);
+  try {
+    for (const name of Object.keys(ports)) await until(`${name} ready`, async () => ((await readyz(pipeline, name)) ? true : undefined), 60_000, pipeline);
+  } catch (error) {
+    // The caller never gets the pipeline to stop: stop what started here (capture gracefully, so
+    // that its BPF links and pins go), or the services outlive the test file.
+    for (const [name, service] of Object.entries(pipeline.services)) await stopService(service, name === 'capture' ? 'SIGTERM' : 'SIGKILL');
+    throw error;
+  }
   return pipeline;
 }
 
