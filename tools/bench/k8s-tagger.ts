@@ -5,7 +5,8 @@
 // Run: npx tsx tools/bench/k8s-tagger.ts
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,11 +82,16 @@ function clusterObjects(): KubeObject[] {
   return objects;
 }
 
-/** 1000 records: the local pod (by container id) talking to another pod, a Service, or outside. */
-function records(seed: number): FlowRecord[] {
+/**
+ * 1000 records: the local pod (by container id) talking to another pod, a Service, or outside.
+ * Spread: every record's local end a different pod of any node (the worst case for the index's
+ * memory locality). One node (`oneNode`): the local ends are the pods of node seed % NODES, as in
+ * the batches the tagger receives (kappa.flow.enriched.p<k>.<node>: one node's records).
+ */
+function records(seed: number, oneNode = false): FlowRecord[] {
   const startNs = BigInt(Date.now()) * 1_000_000n;
   return Array.from({ length: RECORDS_PER_BATCH }, (_, k) => {
-    const i = (seed * 7919 + k * 104_729) % PODS;
+    const i = oneNode ? ((seed % NODES) + NODES * ((k * 37) % (PODS / NODES))) % PODS : (seed * 7919 + k * 104_729) % PODS;
     const j = (i * 31 + 17) % PODS;
     const kind = k % 4;
     const remote = kind === 0 ? { ip: serviceIp(j % SERVICES), port: 80 } : kind === 3 ? { ip: `203.0.113.${k & 255}`, port: 443 } : { ip: podIp(j), port: 8080 };
@@ -157,11 +163,29 @@ async function stopProcess(tagger: TaggerProcess): Promise<void> {
 
 type Path = 'bytes' | 'objects';
 
-function tagRate(label: string, index: KubeIndex | undefined, path: Path): number {
+/** `--cpu-profile=DIR`: a CPU profile of the measured loop of the indexed byte path (last round). */
+const profileDir = process.argv.find((a) => a.startsWith('--cpu-profile='))?.slice('--cpu-profile='.length);
+
+/** Runs `work` under the in-process profiler and writes DIR/<name>.cpuprofile. */
+function profiled(name: string, work: () => void): void {
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: 100 });
+  session.post('Profiler.start');
+  work();
+  // The inspector answers synchronously within post's callback when the session is in-process.
+  session.post('Profiler.stop', (error, result) => {
+    if (!error) writeFileSync(join(profileDir!, `${name}.cpuprofile`), JSON.stringify(result.profile));
+  });
+  session.disconnect();
+}
+
+function tagRate(label: string, index: KubeIndex | undefined, path: Path, profileAs?: string, oneNode = false): number {
   const tagger = { index, clusterId: () => 42 };
   // What the stage does per batch. Bytes: parse (validate) the received batch, tag into one
   // output buffer, cut its parts. Objects (the path before, as a baseline): decode, tag, encode.
-  const encoded = Array.from({ length: 5 }, (_, b) => encodeFlowBatch(newFlowBatch({ batchId: `b-${b}`, records: records(b) })));
+  const encoded = Array.from({ length: 5 }, (_, b) => encodeFlowBatch(newFlowBatch({ batchId: `b-${b}`, records: records(b, oneNode) })));
   const view = new FlowBatchView();
   const writer = new FlowBatchWriter();
   const batchTagger = new BatchTagger(tagger);
@@ -180,7 +204,11 @@ function tagRate(label: string, index: KubeIndex | undefined, path: Path): numbe
   const stats = emptyStats();
   const started = process.hrtime.bigint();
   const cpuStarted = process.cpuUsage();
-  for (let round = 0; round < rounds; round++) for (const bytes of encoded) once(bytes, stats);
+  const loop = (): void => {
+    for (let round = 0; round < rounds; round++) for (const bytes of encoded) once(bytes, stats);
+  };
+  if (profileAs !== undefined && profileDir !== undefined) profiled(profileAs, loop);
+  else loop();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = process.cpuUsage(cpuStarted);
   // CPU time as well as wall time: on a loaded shared machine the wall clock mostly measures waiting.
@@ -208,7 +236,8 @@ function tagInProcess(): void {
   // Alternating rounds, so machine noise hits both alike; the last round of each is reported.
   for (let round = 0; round < 3; round++) {
     tagRate('bytes in → bytes out, node-only (no cluster)', undefined, 'bytes');
-    tagRate(`bytes in → bytes out, ${PODS} pods / ${SERVICES} services indexed`, index, 'bytes');
+    tagRate(`bytes in → bytes out, ${PODS} pods / ${SERVICES} services indexed`, index, 'bytes', round === 2 ? 'k8s-tagger-bytes' : undefined);
+    tagRate(`bytes in → bytes out, ${PODS} pods / ${SERVICES} services indexed, one node's batches (local ends: its ${PODS / NODES} pods)`, index, 'bytes', round === 2 ? 'k8s-tagger-bytes-one-node' : undefined, true);
     tagRate(`object model of before (baseline): decode + tag + encode, ${PODS} pods / ${SERVICES} services indexed`, index, 'objects');
   }
 }

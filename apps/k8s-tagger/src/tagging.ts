@@ -87,7 +87,7 @@ class KubeFields {
     const node = tag.node;
     if (entry.field !== undefined && entry.service === service && entry.node === node) return entry.field;
     const key = node === undefined ? '\0' : node;
-    const serviceKey = service === undefined ? '' : `${service.namespace}/${service.name}`;
+    const serviceKey = service === undefined ? '' : service.key;
     entry.others ??= new Map();
     let byNode = entry.others.get(serviceKey);
     if (!byNode) entry.others.set(serviceKey, (byNode = new Map()));
@@ -121,7 +121,7 @@ export class BatchTagger {
   private readonly process = new MessageCursor(ProcessSchema);
   private readonly strings = new StringInterner(65_536);
   private readonly fields = new KubeFields();
-  private readonly localFacts: EndFacts = { ip: '', port: 0, containerId: '', inPodCgroup: false };
+  private readonly localFacts = new LocalFacts();
   private readonly remoteFacts: EndFacts = { ip: '', port: 0, containerId: '', inPodCgroup: false };
   private readonly localTag = newEndTag();
   private readonly remoteTag = newEndTag();
@@ -219,8 +219,8 @@ export class BatchTagger {
       record.message(localIsDst ? R.dst : R.src, this.local);
       record.message(localIsDst ? R.src : R.dst, this.remote);
       const protocol = record.uint32(R.protocol);
-      const l = localEnd(index, node, this.facts(this.local, this.localFacts, true), protocol, atNs, this.indexTag, this.localTag);
-      const r = remoteEnd(index, node, this.facts(this.remote, this.remoteFacts, false), protocol, atNs, this.indexTag, this.remoteTag);
+      const l = localEnd(index, node, this.localFactsOf(this.local), protocol, atNs, this.indexTag, this.localTag);
+      const r = remoteEnd(index, node, this.remoteFactsOf(this.remote), protocol, atNs, this.indexTag, this.remoteTag);
       this.tags[2 * i] = this.fields.of(l);
       this.tags[2 * i + 1] = this.fields.of(r);
       if (l.hit) stats.hits.local += 1;
@@ -242,18 +242,50 @@ export class BatchTagger {
     if (index) index.observeFlowTime(latestNs);
   }
 
-  /** What the resolver reads of the end under `end` (strings interned: no allocation). */
-  private facts(end: MessageCursor, facts: EndFacts, local: boolean): EndFacts {
+  /** What the resolver reads of the local end (strings interned: no allocation). */
+  private localFactsOf(end: MessageCursor): EndFacts {
+    const facts = this.localFacts;
     facts.ip = end.byteLength(E.ip) > 0 ? end.interned(E.ip, this.strings) : '';
     facts.port = end.uint32(E.port);
     facts.containerId = '';
-    facts.inPodCgroup = false;
-    if (local && end.message(E.process, this.process)) {
+    facts.cgroup(EMPTY, -1, -1);
+    if (end.message(E.process, this.process)) {
       const process = this.process;
       if (process.byteLength(P.containerId) > 0) facts.containerId = process.interned(P.containerId, this.strings);
-      facts.inPodCgroup = contains(process.bytes, process.payloadStart(P.cgroupPath), process.fieldEnd(P.cgroupPath), KUBEPODS);
+      facts.cgroup(process.bytes, process.payloadStart(P.cgroupPath), process.fieldEnd(P.cgroupPath));
     }
     return facts;
+  }
+
+  /** What the resolver reads of the remote end: its address and port. */
+  private remoteFactsOf(end: MessageCursor): EndFacts {
+    const facts = this.remoteFacts;
+    facts.ip = end.byteLength(E.ip) > 0 ? end.interned(E.ip, this.strings) : '';
+    facts.port = end.uint32(E.port);
+    return facts;
+  }
+}
+
+/**
+ * The local end's facts. Whether its cgroup is the kubelet's is a search through the cgroup
+ * path, needed only when the container id finds no pod: done then, on the record's bytes.
+ */
+class LocalFacts implements EndFacts {
+  ip = '';
+  port = 0;
+  containerId = '';
+  private bytes: Uint8Array = EMPTY;
+  private start = -1;
+  private end = -1;
+
+  cgroup(bytes: Uint8Array, start: number, end: number): void {
+    this.bytes = bytes;
+    this.start = start;
+    this.end = end;
+  }
+
+  get inPodCgroup(): boolean {
+    return contains(this.bytes, this.start, this.end, KUBEPODS);
   }
 }
 

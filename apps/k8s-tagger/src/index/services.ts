@@ -57,6 +57,12 @@ function byFrom(a: ServiceEntry, b: ServiceEntry): number {
 
 /** The Service holding an address at a time. Before its first holder the address served no
  *  other Service, so the first holder answers (clocks of nodes and API server differ). */
+/** The Services whose slices list one backend ip:port: slices per Service key, and the keys sorted. */
+interface BackendServices {
+  counts: Map<string, number>;
+  sorted: string[];
+}
+
 function holderAt(held: readonly ServiceEntry[] | undefined, atNs: bigint, skewNs: bigint): ServiceEntry | undefined {
   if (!held || held.length === 0) return undefined;
   let chosen: ServiceEntry | undefined;
@@ -91,7 +97,7 @@ export class ServiceStore implements ServiceGetter {
   private readonly nodePorts = new Map<number, ServiceEntry[]>();
   private readonly slices = new Map<string, SliceEntry>();
   /** backend ip → port → service key → how many slices list it (no string keys built per lookup). */
-  private readonly backends = new Map<string, Map<number, Map<string, number>>>();
+  private readonly backends = new Map<string, Map<number, BackendServices>>();
 
   constructor(
     private readonly isNodeIp: (ip: string) => boolean,
@@ -288,8 +294,9 @@ export class ServiceStore implements ServiceGetter {
       let byPort = this.backends.get(ip);
       if (!byPort) this.backends.set(ip, (byPort = new Map()));
       let services = byPort.get(port);
-      if (!services) byPort.set(port, (services = new Map()));
-      services.set(entry.serviceKey, (services.get(entry.serviceKey) ?? 0) + 1);
+      if (!services) byPort.set(port, (services = { counts: new Map(), sorted: [] }));
+      services.counts.set(entry.serviceKey, (services.counts.get(entry.serviceKey) ?? 0) + 1);
+      services.sorted = [...services.counts.keys()].sort();
     }
   }
 
@@ -305,10 +312,11 @@ export class ServiceStore implements ServiceGetter {
       const byPort = this.backends.get(ip);
       const services = byPort?.get(port);
       if (!byPort || !services) continue;
-      const count = (services.get(entry.serviceKey) ?? 0) - 1;
-      if (count > 0) services.set(entry.serviceKey, count);
-      else services.delete(entry.serviceKey);
-      if (services.size === 0) byPort.delete(port);
+      const count = (services.counts.get(entry.serviceKey) ?? 0) - 1;
+      if (count > 0) services.counts.set(entry.serviceKey, count);
+      else services.counts.delete(entry.serviceKey);
+      services.sorted = [...services.counts.keys()].sort();
+      if (services.counts.size === 0) byPort.delete(port);
       if (byPort.size === 0) this.backends.delete(ip);
     }
   }
@@ -327,16 +335,12 @@ export class ServiceStore implements ServiceGetter {
   }
 
   serviceForBackend(ip: string, port: number): ServiceEntry | undefined {
-    const services = this.backends.get(ip)?.get(port);
-    if (!services) return undefined;
-    if (services.size === 1) {
-      // The common case: one Service selects this backend.
-      const [only] = services.keys();
-      const service = only !== undefined ? this.byKey.get(only) : undefined;
-      if (service) return service;
-    }
-    const keys = [...services.keys()].sort();
-    for (const key of keys) {
+    // Per record end: no allocation (the keys are kept sorted as the slices change).
+    const byPort = this.backends.get(ip);
+    const keys = byPort === undefined ? undefined : byPort.get(port)?.sorted;
+    if (keys === undefined || keys.length === 0) return undefined;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
       const service = this.byKey.get(key);
       if (service) return service;
     }

@@ -94,12 +94,27 @@ export class MessageCursor {
     at.fill(-1);
     const maxField = this.shape.maxField;
     let pos = start;
+    // Per record and nested message: one-byte tags and lengths (fields 1-15, values under 128
+    // bytes) are read inline; anything longer goes through the general readers.
     while (pos < end) {
       const tagStart = pos;
-      const tag = readVarint32(bytes, pos);
-      pos = skipVarint(bytes, pos);
+      let tag = bytes[pos++]!;
+      if (tag >= 0x80) {
+        tag = readVarint32(bytes, tagStart);
+        pos = skipVarint(bytes, tagStart);
+      }
       const valueStart = pos;
-      pos = skipValue(bytes, pos, tag & 7);
+      const wireType = tag & 7;
+      if (wireType === WIRE_LENGTH_DELIMITED) {
+        const length = bytes[pos]!;
+        pos = length < 0x80 ? pos + 1 + length : skipVarint(bytes, pos) + readVarint32(bytes, pos);
+      } else if (wireType === WIRE_VARINT) {
+        while (bytes[pos++]! >= 0x80) {
+          // continuation bytes
+        }
+      } else {
+        pos = skipValue(bytes, pos, wireType);
+      }
       const fieldNo = tag >>> 3;
       if (fieldNo <= maxField) {
         const i = 3 * fieldNo;
