@@ -147,9 +147,7 @@ __noinline int kappa_dns_copy(struct __sk_buff *skb, __u32 egress)
 	 * path from there to this hook (a backlog queue, a softirq that may wait) is tens of µs on a
 	 * loaded host, the size of a whole sub-millisecond exchange's 10 %. Userspace moves it to
 	 * ktime's clock (DnsTracker); 0 (timestamps off): the hook time stands. */
-	/* Read at its fixed UAPI offset, not as skb->tstamp: vmlinux.h's __sk_buff makes that a CO-RE
-	 * relocation, which Debian 6.1's BTF did not resolve (capture exited: "no match for 2 fields"). */
-	e->rx_tstamp_ns = egress ? 0 : *(__u64 *)((void *)skb + __builtin_offsetof(struct __sk_buff, tstamp));
+	e->rx_tstamp_ns = egress ? 0 : skb->tstamp;
 	e->epoch = current_epoch();
 	e->length = copy;
 	e->payload_length = payload > 0xffff ? 0xffff : payload;
