@@ -32,7 +32,6 @@ struct kappa_dns_event {
 	__u16 payload_length;  /* the transport payload's length (TCP: with its 2-byte length prefix) */
 	__u8 egress;	       /* 1: sent by the local end, 0: received */
 	__u8 pad[7];
-	__u64 rx_tstamp_ns;    /* received: the kernel's receive timestamp (skb->tstamp), else 0 */
 	__u8 message[KAPPA_DNS_MAX_MESSAGE];
 };
 
@@ -141,13 +140,6 @@ __noinline int kappa_dns_copy(struct __sk_buff *skb, __u32 egress)
 		e->key.netns = s->netns;
 	}
 	e->ktime_ns = bpf_ktime_get_ns();
-	/* A received packet's skb->tstamp, while the kernel takes receive timestamps (capture holds a
-	 * socket that asks for them: net_enable_timestamp), is the CLOCK_REALTIME time netif_rx /
-	 * netif_receive_skb took it in at the interface: the time a packet capture there shows. The
-	 * path from there to this hook (a backlog queue, a softirq that may wait) is tens of µs on a
-	 * loaded host, the size of a whole sub-millisecond exchange's 10 %. Userspace moves it to
-	 * ktime's clock (DnsTracker); 0 (timestamps off): the hook time stands. */
-	e->rx_tstamp_ns = egress ? 0 : skb->tstamp;
 	e->epoch = current_epoch();
 	e->length = copy;
 	e->payload_length = payload > 0xffff ? 0xffff : payload;
