@@ -5,7 +5,7 @@
 // own `CLUSTER NODES`.
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startRedisServer } from '@kappa/testing';
+import { freePorts, startRedisServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { connectRedis, describeRedis } from '../src/redis.js';
 import type { RedisClient } from '../src/redis.js';
@@ -29,7 +29,8 @@ function serverView(role: 'master' | 'slave'): string[] {
 
 beforeAll(async () => {
   for (let i = 0; i < 6; i++) {
-    const [port, bus] = [await freePort(), await freePort()];
+    // Together: one after the other, the two can be the same port (seen: the bus failed to bind).
+    const [port, bus] = (await freePorts(2)) as [number, number];
     nodes.push({ port, bus, server: await startRedisServer({ args: ['--port', String(port), '--cluster-port', String(bus), '--cluster-enabled', 'yes', '--cluster-node-timeout', '2000', '--appendonly', 'no'] }) });
   }
   // Three primaries only, as a cluster is before its replicas are added.

@@ -5,7 +5,7 @@ import { run } from './netns.js';
 import { ServerProcess } from './process.js';
 import { startRedisServer } from './servers.js';
 import type { TestServer } from './servers.js';
-import { freePort } from './ports.js';
+import { freePorts } from './ports.js';
 
 /**
  * `size` nats-servers with JetStream routed into one cluster on loopback (free ports, names
@@ -13,7 +13,9 @@ import { freePort } from './ports.js';
  */
 export async function startNatsCluster(prefix: string, size: number, workDir: string): Promise<TestServer[]> {
   const nodes: { name: string; port: number; cluster: number; monitor: number; dir: string }[] = [];
-  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: await freePort(), cluster: await freePort(), monitor: await freePort(), dir: join(workDir, `${prefix}-${i}`) });
+  // Every port at once: taken one after another, two could be the same port.
+  const ports = await freePorts(3 * size);
+  for (let i = 0; i < size; i++) nodes.push({ name: `${prefix}-${i}`, port: ports[3 * i]!, cluster: ports[3 * i + 1]!, monitor: ports[3 * i + 2]!, dir: join(workDir, `${prefix}-${i}`) });
   const routes = nodes.map((n) => `nats://127.0.0.1:${n.cluster}`).join(',');
   const servers = nodes.map((n) => {
     const process = new ServerProcess({

@@ -2,7 +2,7 @@
 export { anyMessage, messageInit, text as anyText } from './arbitraries.js';
 export { DnsServer, resolvConf } from './dns.js';
 export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
-export { freePort } from './ports.js';
+export { freePort, freePorts } from './ports.js';
 export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess } from './process.js';
 export type { ServerProcessSpec } from './process.js';

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './ports.js';
+import { freePort, freePorts } from './ports.js';
 import { ServerProcess } from './process.js';
 
 export interface TestServer {
@@ -29,8 +29,9 @@ async function startTestServer(
   command: string,
   readyPattern: RegExp,
   args: (port: number, dataDir: string) => string[],
+  chosenPort?: number,
 ): Promise<TestServer> {
-  const port = await freePort();
+  const port = chosenPort ?? (await freePort());
   const dataDir = mkdtempSync(join(tmpdir(), `kappa-${scheme}-`));
   const server = new ServerProcess({ command, args: args(port, dataDir), readyPattern });
   await server.start();
@@ -64,11 +65,19 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   // 42768-56883, among the local ports of outgoing connections (the other tests' clients), and
   // redis-server exits if one holds it (and above 55535 it refuses to start at all). The bus gets a
   // free port of its own.
-  const bus = args.includes('--cluster-enabled') && !args.includes('--cluster-port') ? ['--cluster-port', String(await freePort())] : [];
-  return startTestServer('redis', 'redis-server', /Ready to accept connections/, (port, dataDir) => [
-    '--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir,
-    '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec', '--protected-mode', 'no',
-    ...bus,
-    ...args,
-  ]);
+  // The two ports are taken together: one after the other they can be the same port.
+  const [port, busPort] = args.includes('--cluster-enabled') && !args.includes('--cluster-port') ? await freePorts(2) : [undefined, undefined];
+  const bus = busPort === undefined ? [] : ['--cluster-port', String(busPort)];
+  return startTestServer(
+    'redis',
+    'redis-server',
+    /Ready to accept connections/,
+    (port, dataDir) => [
+      '--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir,
+      '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec', '--protected-mode', 'no',
+      ...bus,
+      ...args,
+    ],
+    port,
+  );
 }
