@@ -42,7 +42,8 @@ describe('joiner', () => {
     expect(inA + inB).toBe(2000);
     expect(inA).toBeGreaterThan(0);
     expect(inB).toBeGreaterThan(0);
-    expect((await a.owned()) + (await b.owned())).toBe(16);
+    // Between them they own all 16 (a lease renewed late at load ~30 leaves one free for a moment).
+    await until(async () => (await a.owned()) + (await b.owned()) === 16, 20_000, 'the two replicas own all 16 partitions');
   });
 
   it('joins 1000 conversations of one UDP socket within a second (no scan of the socket\'s waiting records)', async () => {

@@ -83,5 +83,5 @@ describe('the joiner status of a Redis Cluster', () => {
       process.kill(seed, 'SIGCONT');
       late?.disconnect();
     }
-  }, 60_000);
+  }, 120_000);
 });
