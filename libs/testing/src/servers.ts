@@ -64,8 +64,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   // nobody checked was free: Linux gives bind(0) ports of 32768-46883, so the bus lands in
   // 42768-56883, among the local ports of outgoing connections (the other tests' clients), and
   // redis-server exits if one holds it (and above 55535 it refuses to start at all). The bus gets a
-  // free port of its own.
-  // The two ports are taken together: one after the other they can be the same port.
+  // free port of its own, taken together with the node's (one after the other, they can repeat).
   const [port, busPort] = args.includes('--cluster-enabled') && !args.includes('--cluster-port') ? await freePorts(2) : [undefined, undefined];
   const bus = busPort === undefined ? [] : ['--cluster-port', String(busPort)];
   return startTestServer(
