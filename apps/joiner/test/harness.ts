@@ -262,10 +262,11 @@ export async function collectJoined(bus: Bus): Promise<Collector> {
   };
 }
 
-export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
+/** Waits for a condition; `what` may be a function, to name the state at the time it gave up. */
+export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20_000, what: string | (() => string) = 'condition'): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`${what} not met in time`);
+    if (Date.now() > end) throw new Error(`${typeof what === 'function' ? what() : what} not met in time`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
