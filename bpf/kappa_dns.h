@@ -4,7 +4,7 @@
  * chains need loops the verifier would price per packet), measures query -> answer latency from
  * the two hook times, and learns which name each local namespace resolved to which address.
  *
- * Run by the counting programs themselves (kappa_skb_ingress / kappa_skb_egress call dns_skb after
+ * Run by the counting programs themselves (kappa_skb_ingress / kappa_skb_egress call kappa_dns_copy after
  * counting, when userspace set kappa_config.dns: the DNS feature), not by programs of their own:
  * a second program on the hook cost every packet of the watched sockets a program dispatch
  * (~15 ns by BPF_PROG_TEST_RUN; bpf_stats shows 80-100, most of it its own cost) to find out it
@@ -75,8 +75,16 @@ static __always_inline __u32 udp_ports_direct(struct __sk_buff *skb)
 	return (__u32)((udp[0] << 8) | udp[1]) << 16 | ((udp[2] << 8) | udp[3]);
 }
 
-static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
+/* A global function, not inlined: the verifier checks it once, on its own, instead of once per
+ * path through the counting code before it. Inlined, those paths multiplied with the copy's: 6.1's
+ * verifier gave up after a million instructions (E2BIG) where 6.18's pruned them. The gate is
+ * repeated inside: a global function is verified even where no call reaches it, and with the
+ * feature off the verifier must still drop all of it (a kernel that rejects the copy then loads
+ * the counting programs without it). */
+__noinline int kappa_dns_copy(struct __sk_buff *skb, __u32 egress)
 {
+	if (!kappa_config.dns)
+		return 1;
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
@@ -137,8 +145,18 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	e->payload_length = payload > 0xffff ? 0xffff : payload;
 	e->egress = egress;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	if (copy == 0 || copy > KAPPA_DNS_MAX_MESSAGE ||
-	    bpf_skb_load_bytes(skb, pkt.header_len, e->message, copy)) {
+	/* The length bpf_skb_load_bytes gets must be provably within [1, KAPPA_DNS_MAX_MESSAGE] in
+	 * the very register the helper receives. A check does not do that on every kernel: clang
+	 * drops it (it knows payload > 0 and copy <= the limit), and where it keeps one it may test a
+	 * 32-bit copy of the register (w1 = w8; if w1 == 0 ...; w4 = w8), which 6.1's verifier does
+	 * not link back to the original ("R3 min value is outside of the allowed memory range": a
+	 * length whose minimum is 0). Bounds made by arithmetic travel with every move: hide the
+	 * value from clang, then fold it into the range (the same number for every copy in range). */
+	_Static_assert((KAPPA_DNS_MAX_MESSAGE & (KAPPA_DNS_MAX_MESSAGE - 1)) == 0, "a power of two");
+	__u32 length = copy;
+	asm volatile("" : "+r"(length));
+	length = ((length - 1) & (KAPPA_DNS_MAX_MESSAGE - 1)) + 1;
+	if (copy == 0 || bpf_skb_load_bytes(skb, pkt.header_len, e->message, length)) {
 		bpf_ringbuf_discard(e, 0);
 		return 1;
 	}

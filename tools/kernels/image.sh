@@ -23,8 +23,9 @@ set -euo pipefail
 cache=${KAPPA_KERNELS_CACHE:-/var/cache/kappa/kernels}
 suite=bookworm
 # What the guest needs beyond minbase: capture's exactness tests (tcpdump, tshark, ip, ethtool,
-# nft, nstat, ss, ping, bpftool, nsenter), nats-server for the heartbeat test, and module loading (kmod).
-packages=iproute2,nftables,ethtool,tcpdump,tshark,iputils-ping,kmod,procps,libbpf1,bpftool,libcap2-bin,nats-server
+# nft, nstat, ss, ping, bpftool, nsenter), nats-server for the heartbeat test, dnsmasq (its binary
+# alone, no service) for the DNS test, and module loading (kmod).
+packages=iproute2,nftables,ethtool,tcpdump,tshark,iputils-ping,kmod,procps,libbpf1,bpftool,libcap2-bin,nats-server,dnsmasq-base
 log() { echo "kernels/image: $*" >&2; }
 
 mkdir -p "$cache"

@@ -97,6 +97,8 @@ export const FEATURES: readonly Feature[] = [
   { name: '--check: missing bpffs, tracefs, cgroup named in one line', tests: /kernel hooks per feature --check refuses a node without bpffs/ },
   { name: 'unfit kernel refused in one line (6.1 in lockdown)', tests: /refuses to start, in one line naming bpf_probe_read_kernel/, only: 'qemu' },
   { name: 'kernel before 5.15 refused in one line (Debian 11 5.10)', tests: /refuses to start on a kernel older than 5\.15/, only: '5.10' },
+  { name: 'DNS: names on records (UDP/TCP DNS, v4/v6, CNAME chain), dnsmasq', check: 'DNS', tests: /DNS names and exchanges names/ },
+  { name: 'DNS: queries, NXDOMAIN, latency = tshark', check: 'DNS', tests: /DNS names and exchanges (?:counts|measures|sees)/ },
   { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
 ];
 

@@ -178,8 +178,9 @@ export const DNS: OptionalFeature = {
       name: 'cgroup-skb',
       describe: 'cgroup skb hooks copying port-53 payloads to a ring buffer',
       // No programs of its own: the skb programs do it when kappa_config.dns is set (start.ts). A
-      // verifier that rejects them with the copy in (Debian's 6.1 did: "R3 min value is outside of
-      // the allowed memory range") turns DNS off, and counting goes on without it.
+      // verifier that rejects them with the copy in (Debian's 6.1 did before the copy's length was
+      // bounded by arithmetic: "R3 min value is outside of the allowed memory range") turns DNS
+      // off, and counting goes on without it.
       programs: [],
       inside: ['kappa_skb_ingress', 'kappa_skb_egress'],
       missing: (k) => (!k.mapType(MapType.RINGBUF) ? 'no BPF ring buffer (5.8)' : undefined),
