@@ -122,8 +122,14 @@ export function explainBtfMismatch(error: unknown, btfPath: string | undefined):
   const log = error.libbpfLog;
   // The verifier log as libbpf rewrites it: "failed to resolve CO-RE relocation <byte_off> [95] struct __sk_buff.sk (0:30:0 @ offset 168)".
   const unresolved = log.map((line) => /failed to resolve CO-RE relocation <[\w_]+> \[\d+\] ([^(]+?)\s*(?:\(|$)/.exec(line)?.[1]).find((type) => type !== undefined);
+  // "no matching targets found" alone is no fault: a relocation that may miss (bpf_core_field_exists,
+  // a field guarded by it) says so on every kernel without that field. Only a poisoned
+  // instruction that the verifier reached (libbpf's call to unknown#195896080, 0xbad2310, when its
+  // log was not rewritten into the line above) makes the BTF the cause: otherwise the real
+  // verifier error (6.1 refusing a program) was hidden behind "no match for 2 fields".
+  const poisoned = log.some((line) => /unknown#195896080\b/.test(line));
+  if (unresolved === undefined && !poisoned) return error;
   const noTarget = log.filter((line) => /relo #\d+: no matching targets found/.test(line)).length;
-  if (unresolved === undefined && noTarget === 0) return error;
   const program = [...failedPrograms(error)][0];
   const what = unresolved ? `${unresolved}${program ? `, read by ${program}` : ''}` : `${noTarget} field${noTarget === 1 ? '' : 's'}`;
   const message =
