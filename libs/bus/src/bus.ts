@@ -19,7 +19,7 @@ import type { ConsumeOptions, ConsumerHost, RawConsumeOptions } from './consumer
 import { settle } from './settle.js';
 import { ForgedHeartbeat, heartbeatMatchesSubject } from './status.js';
 import type { SettleContext } from './settle.js';
-import { BusConnectError, BusPublishError, JetStreamCodes, StreamSetupError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
+import { BusConnectError, BusPublishError, JetStreamCodes, StreamSetupError, StreamStorageError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
 import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjectLabel, subjects } from './subjects.js';
 
@@ -173,6 +173,7 @@ export class Bus {
       try {
         await this.jsm.streams.update(config.name, config);
       } catch (error) {
+        if (isStorageRefusal(error)) throw new StreamStorageError(config.name, config.max_bytes ?? -1, { cause: error });
         if (!isPermissionError(error)) throw error;
         this.logger.warn({ stream: config.name }, `${config.name} differs from this service's settings and this NATS identity may not change it: the admin updates it (kappa streams)`);
       }
@@ -182,6 +183,7 @@ export class Bus {
       await this.jsm.streams.add(config);
     } catch (error) {
       if (isPermissionError(error)) throw new StreamSetupError(config.name, { cause: error });
+      if (isStorageRefusal(error)) throw new StreamStorageError(config.name, config.max_bytes ?? -1, { cause: error });
       // Another replica created it between our info and add.
       if (jetStreamCode(error) !== JetStreamCodes.StreamNameInUse) throw error;
       await this.jsm.streams.update(config.name, config);
@@ -513,4 +515,10 @@ export function natsLinkWarning(options: Pick<BusOptions, 'servers' | 'tls'>, in
   if (!tls) lacks.push('plaintext (use tls:// --nats-url and --nats-tls-ca; --nats-tls-cert and --nats-tls-key for mutual TLS)');
   if (info?.auth_required !== true) lacks.push('unauthenticated: the server lets anyone in (give it users and set --nats-nkey-seed, or --nats-user and --nats-password, or --nats-token)');
   return lacks.length > 0 ? `the NATS link is ${lacks.join(' and ')}` : undefined;
+}
+
+/** nats-server cannot reserve a stream's max_bytes: "insufficient storage resources available". */
+function isStorageRefusal(error: unknown): boolean {
+  const code = jetStreamCode(error);
+  return code === JetStreamCodes.StorageResourcesExceeded || code === JetStreamCodes.InsufficientResources;
 }

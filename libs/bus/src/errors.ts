@@ -106,6 +106,27 @@ export function isPermissionError(error: unknown): boolean {
   return cause !== undefined && cause !== error && isPermissionError(cause);
 }
 
+/**
+ * nats-server has no room to reserve a stream's max_bytes (JetStream error 10047/10023: "insufficient
+ * storage resources available"): its max_file_store, by default 75 % of the free disk under its
+ * store_dir, is smaller than what the streams ask for. Says which stream, how much, and the two ways
+ * out, instead of the server's bare words.
+ */
+export class StreamStorageError extends Error {
+  override readonly name = 'StreamStorageError';
+  constructor(
+    readonly stream: string,
+    readonly maxBytes: number,
+    options: { cause: unknown },
+  ) {
+    const mib = (maxBytes / 1024 ** 2).toFixed(0);
+    super(
+      `nats-server has no room for the JetStream stream ${stream} (max_bytes ${maxBytes} = ${mib} MiB; it said: ${(options.cause as Error)?.message ?? String(options.cause)}): give nats-server more JetStream file storage (jetstream { max_file_store } in its config, or a larger disk under its store_dir)${stream === 'KAPPA_FLOWS' ? ', or make the stream smaller with --stream-max-bytes (KAPPA_STREAM_MAX_BYTES)' : ''}`,
+      options,
+    );
+  }
+}
+
 /** A stream this service needs does not exist, and its NATS identity may not create it. */
 export class StreamSetupError extends Error {
   override readonly name = 'StreamSetupError';

@@ -3,7 +3,7 @@
 export { Bus, connectBus, messageLimit, natsLinkWarning } from './bus.js';
 export type { BusOptions, StoredMessage } from './bus.js';
 export type { BatchConsumer, BatchContext, BatchHandler, ConsumeOptions, RawConsumeOptions, RawConsumer, RawMessage } from './consumer.js';
-export { BusConnectError, BusPublishError, HoldBatch, JetStreamCodes, StreamSetupError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
+export { BusConnectError, BusPublishError, HoldBatch, JetStreamCodes, StreamSetupError, StreamStorageError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
 export type { PublishFailureReason } from './errors.js';
 export type { BusMetrics } from './metrics.js';
 export { busOptionsFromConfig, natsOptions, partitionOptions } from './options.js';

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFlowBatch, newFlowBatch, newFlowRecord } from '@kappa/contracts';
@@ -7,7 +9,7 @@ import type { FlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
-import { BusPublishError, DLQ_STREAM, FLOW_STREAM, connectBus, dlqHeaders } from '../src/index.js';
+import { BusPublishError, DLQ_STREAM, FLOW_STREAM, StreamStorageError, connectBus, dlqHeaders } from '../src/index.js';
 import type { Bus } from '../src/index.js';
 
 let nats: TestServer;
@@ -227,5 +229,35 @@ describe('bus', () => {
     expect(parts.length).toBeGreaterThan(2);
     expect(parts.every((p) => p.startsWith('big/'))).toBe(true);
     expect(records.sort((a, b) => a - b)).toEqual(Array.from({ length: 3000 }, (_, i) => 1000 + i));
+  });
+});
+
+describe('a nats-server without room for the streams', () => {
+  it('refuses with the stream, its size and what to change, not the server\'s bare words; a smaller stream fits', async () => {
+    // max_file_store 64 MiB: KAPPA_FLOWS's default 1 GiB cannot be reserved (as in a small VM, where
+    // nats-server's default, 75 % of the free disk, was smaller than the streams).
+    const dir = mkdtempSync(join(tmpdir(), 'kappa-bus-small-'));
+    const config = join(dir, 'nats.conf');
+    writeFileSync(config, 'jetstream { max_file_store: 64MB }\n');
+    const small = await startNatsServer({ args: ['-c', config] });
+    try {
+      const bus = await connectBus({ servers: [small.url], name: 'small', logger: createLogger('small', 'silent'), registry: createRegistry('small') });
+      try {
+        const refused = await bus.ensureStreams().catch((error: unknown) => error);
+        expect(refused).toBeInstanceOf(StreamStorageError);
+        expect((refused as Error).message).toMatch(/^nats-server has no room for the JetStream stream KAPPA_FLOWS \(max_bytes 1073741824 = 1024 MiB; it said: .*insufficient storage/);
+        expect((refused as Error).message).toContain('--stream-max-bytes (KAPPA_STREAM_MAX_BYTES)');
+        // What it says to do works for KAPPA_FLOWS; KAPPA_DLQ's fixed 256 MiB is then named.
+        const next = await bus.ensureStreams({ maxBytes: 16 * 1024 ** 2, maxAgeMs: 3_600_000 }).catch((error: unknown) => error);
+        expect(next).toBeInstanceOf(StreamStorageError);
+        expect((next as Error).message).toMatch(/^nats-server has no room for the JetStream stream KAPPA_DLQ \(max_bytes 268435456 = 256 MiB/);
+        expect((await bus.streamInfo(FLOW_STREAM)).config.max_bytes).toBe(16 * 1024 ** 2);
+      } finally {
+        await bus.close();
+      }
+    } finally {
+      await small.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -18,9 +18,14 @@ function mounts(): Mount[] {
     .map(([, path = '', type = '']) => ({ type, path: path.replace(/\\040/g, ' ') }));
 }
 
-/** The file system in effect at `path` (the last mount there: a later mount hides earlier ones). */
+/**
+ * The file system in effect at `path`: the last mount there, unless a later mount over a parent
+ * hides it (/proc/mounts still lists a covered mount: Debian 6.1's tracefs automounted at
+ * /sys/kernel/debug/tracing stays listed under a tmpfs mounted over /sys/kernel/debug).
+ */
 function mountAt(path: string, all: Mount[] = mounts()): Mount | undefined {
-  return all.filter((m) => m.path === path).at(-1);
+  const last = all.filter((m) => m.path === path || path.startsWith(m.path.endsWith('/') ? m.path : `${m.path}/`)).at(-1);
+  return last?.path === path ? last : undefined;
 }
 
 /**
