@@ -2,7 +2,7 @@
 // or FlowBatches, split under max_payload by one rule), durable pull consumers that hand over
 // bytes, the dead-letter queue and heartbeats. The NATS clients stay inside: callers get what
 // they need (is it open, stream and consumer info, status subscriptions) as methods.
-import { connect, headers, nanos, nkeyAuthenticator } from '@nats-io/transport-node';
+import { TimeoutError, connect, headers, nanos, nkeyAuthenticator } from '@nats-io/transport-node';
 import type { ConnectionOptions, NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { ConsumerInfo, JetStreamClient, JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
@@ -115,12 +115,20 @@ export class Bus {
   }
 
   private async ensureStreamsWaiting(ensure: () => Promise<void>, options: { waitForAdmin?: boolean }): Promise<void> {
+    const answerBy = Date.now() + JETSTREAM_START_WAIT_MS;
     for (let waited = false; ; waited = true) {
       try {
         await ensure();
         if (waited) this.logger.info('the JetStream streams exist now');
         return;
       } catch (error) {
+        // A NATS cluster that has just started answers no JetStream request until its servers
+        // elect a meta leader (seen: a joiner started with a fresh three-server cluster exited
+        // with a bare 'timeout' while the other stages, a second later, came up): wait for it.
+        if (error instanceof TimeoutError && !this.nc.isClosed() && Date.now() < answerBy) {
+          this.logger.warn('JetStream did not answer (a NATS cluster still electing its leader?); asking again');
+          continue;
+        }
         if (!(error instanceof StreamSetupError) || options.waitForAdmin === false || this.nc.isClosed()) throw error;
         if (!waited) this.logger.warn({ stream: error.stream }, `${error.message}; waiting for them`);
         await new Promise((r) => setTimeout(r, 2000));
@@ -516,6 +524,9 @@ export function natsLinkWarning(options: Pick<BusOptions, 'servers' | 'tls'>, in
   if (info?.auth_required !== true) lacks.push('unauthenticated: the server lets anyone in (give it users and set --nats-nkey-seed, or --nats-user and --nats-password, or --nats-token)');
   return lacks.length > 0 ? `the NATS link is ${lacks.join(' and ')}` : undefined;
 }
+
+/** How long a service starting beside a fresh NATS cluster waits for JetStream to answer at all. */
+export const JETSTREAM_START_WAIT_MS = 60_000;
 
 /** nats-server cannot reserve a stream's max_bytes: "insufficient storage resources available". */
 function isStorageRefusal(error: unknown): boolean {
