@@ -510,7 +510,19 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
       }
     }
   })();
-  return new Bus(nc, jetstream(nc), await jetstreamManager(nc), options);
+  // jetstreamManager asks the server's JetStream API once; a fresh NATS cluster answers it only
+  // after electing its meta leader (ci17: a joiner exited 'timeout' here): ask again a while.
+  for (const answerBy = Date.now() + JETSTREAM_START_WAIT_MS; ; ) {
+    try {
+      return new Bus(nc, jetstream(nc), await jetstreamManager(nc), options);
+    } catch (error) {
+      if (!(error instanceof TimeoutError) || Date.now() >= answerBy) {
+        await nc.close().catch(() => undefined);
+        throw error;
+      }
+      logger.warn('JetStream did not answer (a NATS cluster still electing its leader?); asking again');
+    }
+  }
 }
 
 /**
