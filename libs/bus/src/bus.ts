@@ -115,20 +115,12 @@ export class Bus {
   }
 
   private async ensureStreamsWaiting(ensure: () => Promise<void>, options: { waitForAdmin?: boolean }): Promise<void> {
-    const answerBy = Date.now() + JETSTREAM_START_WAIT_MS;
     for (let waited = false; ; waited = true) {
       try {
-        await ensure();
+        await untilJetStreamAnswers(ensure, this.nc, this.logger);
         if (waited) this.logger.info('the JetStream streams exist now');
         return;
       } catch (error) {
-        // A NATS cluster that has just started answers no JetStream request until its servers
-        // elect a meta leader (seen: a joiner started with a fresh three-server cluster exited
-        // with a bare 'timeout' while the other stages, a second later, came up): wait for it.
-        if (error instanceof TimeoutError && !this.nc.isClosed() && Date.now() < answerBy) {
-          this.logger.warn('JetStream did not answer (a NATS cluster still electing its leader?); asking again');
-          continue;
-        }
         if (!(error instanceof StreamSetupError) || options.waitForAdmin === false || this.nc.isClosed()) throw error;
         if (!waited) this.logger.warn({ stream: error.stream }, `${error.message}; waiting for them`);
         await new Promise((r) => setTimeout(r, 2000));
@@ -510,16 +502,27 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
       }
     }
   })();
-  // jetstreamManager asks the server's JetStream API once; a fresh NATS cluster answers it only
-  // after electing its meta leader (ci17: a joiner exited 'timeout' here): ask again a while.
+  try {
+    // jetstreamManager asks the server's JetStream API once.
+    return new Bus(nc, jetstream(nc), await untilJetStreamAnswers(() => jetstreamManager(nc), nc, logger), options);
+  } catch (error) {
+    await nc.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * `ask`, asked again while JetStream times out, for up to JETSTREAM_START_WAIT_MS: a NATS cluster
+ * that has just started answers no JetStream request until its servers elect a meta leader (ci17:
+ * a joiner started beside a fresh three-server cluster exited with a bare 'timeout' while the
+ * other stages, a second later, came up).
+ */
+async function untilJetStreamAnswers<T>(ask: () => Promise<T>, nc: NatsConnection, logger: Logger): Promise<T> {
   for (const answerBy = Date.now() + JETSTREAM_START_WAIT_MS; ; ) {
     try {
-      return new Bus(nc, jetstream(nc), await jetstreamManager(nc), options);
+      return await ask();
     } catch (error) {
-      if (!(error instanceof TimeoutError) || Date.now() >= answerBy) {
-        await nc.close().catch(() => undefined);
-        throw error;
-      }
+      if (!(error instanceof TimeoutError) || nc.isClosed() || Date.now() >= answerBy) throw error;
       logger.warn('JetStream did not answer (a NATS cluster still electing its leader?); asking again');
     }
   }

@@ -4,6 +4,7 @@ import { JetStreamApiError } from '@nats-io/jetstream';
 import { jserrors } from '@nats-io/jetstream/internal';
 import { PermissionViolationError, TimeoutError } from '@nats-io/transport-node';
 import { redactSecrets } from '@kappa/config';
+import { FLOW_STREAM } from './subjects.js';
 
 /** nats-server JetStream API error codes kappa acts on (server/errors.json). */
 export const JetStreamCodes = {
@@ -120,8 +121,9 @@ export class StreamStorageError extends Error {
     options: { cause: unknown },
   ) {
     const mib = (maxBytes / 1024 ** 2).toFixed(0);
+    const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
     super(
-      `nats-server has no room for the JetStream stream ${stream} (max_bytes ${maxBytes} = ${mib} MiB; it said: ${(options.cause as Error)?.message ?? String(options.cause)}): give nats-server more JetStream file storage (jetstream { max_file_store } in its config, or a larger disk under its store_dir)${stream === 'KAPPA_FLOWS' ? ', or make the stream smaller with --stream-max-bytes (KAPPA_STREAM_MAX_BYTES)' : ''}`,
+      `nats-server has no room for the JetStream stream ${stream} (max_bytes ${maxBytes} = ${mib} MiB; it said: ${why}): give nats-server more JetStream file storage (jetstream { max_file_store } in its config, or a larger disk under its store_dir)${stream === FLOW_STREAM ? ', or make the stream smaller with --stream-max-bytes (KAPPA_STREAM_MAX_BYTES)' : ''}`,
       options,
     );
   }
