@@ -79,7 +79,7 @@ export const DRAIN_STATE = struct('kappa_drain_state', 24, {
 });
 
 /** One DNS message copied by bpf/kappa_dns.h (ring buffer kappa_dns_events). */
-export const DNS_EVENT = struct('kappa_dns_event', 584, {
+export const DNS_EVENT = struct('kappa_dns_event', 592, {
   key: { offset: 0, size: 48 },
   ktime_ns: { offset: 48, size: 8 },
   epoch: { offset: 56, size: 4 },
@@ -87,7 +87,8 @@ export const DNS_EVENT = struct('kappa_dns_event', 584, {
   payload_length: { offset: 62, size: 2 },
   egress: { offset: 64, size: 1 },
   pad: { offset: 65, size: 7 },
-  message: { offset: 72, size: 512 },
+  rx_tstamp_ns: { offset: 72, size: 8 },
+  message: { offset: 80, size: 512 },
 });
 
 /** One exec seen by bpf/kappa_exec.h (ring buffer kappa_exec_events): only the header and args_length bytes of args arrive. */

@@ -2,7 +2,7 @@
 // the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems, readPerCpuCounter } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems, readPerCpuCounter, realtimeMinusMonotonicNs } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
@@ -10,6 +10,7 @@ import { CaptureLoop } from './capture.js';
 import type { BatchSink } from './capture.js';
 import { ktimeToUnixOffsetNs } from './clock.js';
 import type { Datapath } from './datapath.js';
+import { holdDnsReceiveTimestamps } from './dns/receive-timestamps.js';
 import { DnsTracker } from './dns/tracker.js';
 import { DropReasons } from './drop-reasons.js';
 import { ExecForwarder } from './exec.js';
@@ -158,7 +159,13 @@ const maxBatchBytes = bus ? bus.messageLimit : 1024 * 1024;
 // Drop reasons by name, from this kernel's BTF (its numbers change between releases).
 const dropReasons = DropReasons.fromBtf(config.btf ?? KERNEL_BTF);
 if (dropReasons.problem) logger.warn({ problem: dropReasons.problem }, 'drop reasons are named by number');
-const dns = datapath.dnsEvents ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs }) } : undefined;
+// DNS responses are timed where they reached the interface (the kernel's receive timestamps, on
+// while capture holds a socket that asks for them; closed with the process), as a packet capture
+// there times them.
+if (datapath.dnsEvents) holdDnsReceiveTimestamps(logger);
+const dns = datapath.dnsEvents
+  ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs, realtimeMinusKtimeNs: realtimeMinusMonotonicNs }) }
+  : undefined;
 const capture = new CaptureLoop(
   datapath,
   (batch) => (publish ?? toStdout)(batch),

@@ -17,8 +17,6 @@ import { describePrivileged } from './privileges.js';
 const RESOLVE = new URL('./fixtures/resolve-connect.mjs', import.meta.url).pathname;
 const SUBNET = 61;
 const PORT = 7101;
-/** The most the receive path from the veth to the socket may add to one exchange (see the latency test). */
-const HOOK_TO_WIRE_US = 100;
 
 /** One DNS response on the wire (tshark), at the client's veth. */
 interface WireResponse {
@@ -214,12 +212,13 @@ describePrivileged('DNS names and exchanges', () => {
     expect(found.reduce((n, r) => n + Number(r.dns?.failed ?? 0n), 0)).toBe(nx.length);
   });
 
-  // kappa times an exchange at the client socket's hooks (query at cgroup egress, response at
-  // cgroup ingress, where the socket receives it), tshark at the veth: the receive path between
-  // the veth and the socket adds a constant 10–50 µs per exchange on this machine (measured: it
-  // does not grow with the latency). So kappa is never below the wire, and within 10 % of it plus
-  // that hook-to-wire time; exchanges of a millisecond and more (TCP DNS here) within 10 % alone.
-  it('measures each conversation\'s DNS latency within 10 % of the packet capture (plus the socket\'s receive path on sub-millisecond exchanges)', () => {
+  // kappa times an exchange from the query at the client socket's egress hook to the response's
+  // arrival at the interface (the kernel's receive timestamp, which capture turns on), tshark from
+  // the query's frame to the response's at the client's veth. The query's hook runs a few µs
+  // before the veth takes it, so kappa is never below the wire and, sub-millisecond exchanges
+  // included, within 10 % of it. (At the ingress hook instead, the receive path from the veth to
+  // the socket added 10-50 µs per exchange on a loaded machine: more than 10 % of a 200 µs one.)
+  it('measures each conversation\'s DNS latency within 10 % of the packet capture, sub-millisecond exchanges included', () => {
     const clientRecords = records.filter((r) => r.vantage === Vantage.SRC && r.dst?.port === 53 && r.dns && r.dns.latencyCount > 0n);
     expect(clientRecords.length).toBeGreaterThanOrEqual(5);
     const measured = new Map<string, { count: number; sumUs: number }>();
@@ -235,10 +234,10 @@ describePrivileged('DNS names and exchanges', () => {
       expect(m.count, key).toBe(responses.length);
       const wireUs = responses.reduce((sum, w) => sum + w.time * 1e6, 0);
       const label = `${key}: kappa ${m.sumUs} µs, tshark ${wireUs.toFixed(0)} µs over ${m.count} exchange(s)`;
-      // Each exchange's microseconds are truncated: at most 1 µs each below.
-      expect(m.sumUs, label).toBeGreaterThanOrEqual(wireUs - m.count);
-      const allowance = wireUs / m.count >= 1000 ? 0 : HOOK_TO_WIRE_US * m.count;
-      expect(m.sumUs - wireUs, label).toBeLessThanOrEqual(0.1 * wireUs + allowance);
+      console.log(`DNS latency ${label}`);
+      // Each exchange's microseconds are truncated, tshark's to the µs: at most 2 µs each below.
+      expect(m.sumUs, label).toBeGreaterThanOrEqual(wireUs - 2 * m.count);
+      expect(Math.abs(m.sumUs - wireUs), label).toBeLessThanOrEqual(0.1 * wireUs);
     }
   });
 

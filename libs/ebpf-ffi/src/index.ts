@@ -20,4 +20,5 @@ export type { DrainedChunk, PinnedMapInfo } from './maps.js';
 export { BpfObject, KERNEL_BTF } from './object.js';
 export { BtfKind, Helper, KernelBtf, KernelProbe, MapType, ProgType } from './probe.js';
 export { RingBufferReader } from './ringbuf.js';
+export { holdReceiveTimestamps, realtimeMinusMonotonicNs } from './timestamps.js';
 export type { BpfMap, BpfProgram, OpenOptions } from './object.js';

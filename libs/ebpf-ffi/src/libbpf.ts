@@ -61,6 +61,9 @@ export interface Libbpf {
   btf_parse: (path: string, base: null) => bigint;
   btf_free: (btf: bigint) => void;
   btf_find_by_name_kind: (btf: bigint, name: string, kind: number) => number;
+  socket: (domain: number, type: number, protocol: number) => number;
+  setsockopt: (fd: number, level: number, name: number, value: Buffer, length: number) => number;
+  clock_gettime: (clock: number, timespec: Buffer) => number;
 }
 
 let loaded: Libbpf | undefined;
@@ -153,6 +156,9 @@ export function libbpf(): Libbpf {
     btf_parse: lib.func('void *btf__parse(const char *path, void *base_btf)'),
     btf_free: lib.func('void btf__free(void *btf)'),
     btf_find_by_name_kind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
+    socket: libc.func('int socket(int domain, int type, int protocol)'),
+    setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t length)'),
+    clock_gettime: libc.func('int clock_gettime(int clock, void *timespec)'),
   };
   return loaded;
 }

@@ -2,7 +2,9 @@
 // in, but the conversation's counts may land in the next interval's map (a counting socket
 // destroyed between the epoch flip and the drain's socket report reports there). The exchange
 // must wait for that record, not be dropped as unmatched at the end of its own interval.
+import { fromBinary } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
+import { FlowRecordSchema } from '@kappa/contracts';
 import { DNS_EVENT } from '../layout.js';
 import { DnsTracker } from './tracker.js';
 
@@ -28,8 +30,9 @@ function dnsMessage(id: number, response: boolean, name: string): Buffer {
   return Buffer.concat([header, ...labels, Buffer.from([0, 0, 1, 0, 1])]);
 }
 
-function event(key: Buffer, epoch: number, ktimeNs: bigint, egress: boolean, message: Buffer): Uint8Array {
+function event(key: Buffer, epoch: number, ktimeNs: bigint, egress: boolean, message: Buffer, rxRealtimeNs = 0n): Uint8Array {
   const e = Buffer.alloc(DNS_EVENT.size);
+  e.writeBigUInt64LE(rxRealtimeNs, DNS_EVENT.fields.rx_tstamp_ns.offset);
   key.copy(e, DNS_EVENT.fields.key.offset);
   e.writeBigUInt64LE(ktimeNs, DNS_EVENT.fields.ktime_ns.offset);
   e.writeUInt32LE(epoch, DNS_EVENT.fields.epoch.offset);
@@ -67,5 +70,30 @@ describe('DnsTracker', () => {
     t.endDrain(8, 3_000_000n, Date.now());
     expect(t.counts.unmatched).toBe(1);
     expect(t.takeRecordField(key, 0)).toBeUndefined();
+  });
+
+  // The kernel's receive timestamp (CLOCK_REALTIME, where the response reached the interface) is
+  // the response's time on the hooks' clock once moved by realtime - monotonic; one that cannot
+  // be this packet's (after the hook, or long before it) leaves the hook's time.
+  describe('times a response where it reached the interface', () => {
+    const REALTIME_MINUS_KTIME = 1_700_000_000_000_000_000n;
+    const latency = (rx: bigint) => {
+      const t = new DnsTracker({ maxNames: 100, ktimeToUnixNs: () => 0n, realtimeMinusKtimeNs: () => REALTIME_MINUS_KTIME });
+      const key = flowKey(40002);
+      t.add(event(key, 7, 1_000_000n, true, dnsMessage(11, false, 'web.kappa.test')));
+      t.add(event(key, 7, 1_300_000n, false, dnsMessage(11, true, 'web.kappa.test'), rx));
+      const dns = fromBinary(FlowRecordSchema, t.takeRecordField(key, 0)!).dns!;
+      return { us: Number(dns.latencySumUs), atInterface: t.counts.timedAtInterface };
+    };
+
+    it('from the receive timestamp, 40 µs before the hook', () => {
+      expect(latency(REALTIME_MINUS_KTIME + 1_260_000n)).toEqual({ us: 260, atInterface: 1 });
+    });
+
+    it('from the hook without one, or with one that is not this arrival', () => {
+      expect(latency(0n)).toEqual({ us: 300, atInterface: 0 });
+      expect(latency(REALTIME_MINUS_KTIME + 1_400_000n)).toEqual({ us: 300, atInterface: 0 });
+      expect(latency(REALTIME_MINUS_KTIME - 5_000_000_000n)).toEqual({ us: 300, atInterface: 0 });
+    });
   });
 });

@@ -54,6 +54,8 @@ export interface DnsCounts {
   /** Queries not timed because too many were waiting. */
   untimed: number;
   namesLearnt: number;
+  /** Received messages timed by the kernel's receive timestamp (at the interface), not at the hook. */
+  timedAtInterface: number;
 }
 
 export interface DnsTrackerOptions {
@@ -61,11 +63,20 @@ export interface DnsTrackerOptions {
   maxNames: number;
   /** Unix ns minus kernel monotonic ns, for TTL ends. */
   ktimeToUnixNs: () => bigint;
+  /**
+   * CLOCK_REALTIME minus CLOCK_MONOTONIC to the µs (realtimeMinusMonotonicNs): moves a response's
+   * receive timestamp (kappa_dns_event.rx_tstamp_ns) to the hooks' clock. Without it, responses
+   * are timed at the socket's hook.
+   */
+  realtimeMinusKtimeNs?: () => bigint;
 }
+
+/** A receive timestamp further than this before the hook is not this packet's arrival. */
+const MAX_RECEIVE_PATH_NS = 1_000_000_000n;
 
 export class DnsTracker {
   readonly names: AddressNames;
-  readonly counts: DnsCounts = { messages: 0, queries: 0, responses: 0, unparsable: 0, cut: 0, unmatched: 0, untimed: 0, namesLearnt: 0 };
+  readonly counts: DnsCounts = { messages: 0, queries: 0, responses: 0, unparsable: 0, cut: 0, unmatched: 0, untimed: 0, namesLearnt: 0, timedAtInterface: 0 };
   private readonly parser = new DnsMessageParser();
   private readonly message: DnsMessage = emptyMessage();
   private readonly exchanges = new Map<string, Exchanges>();
@@ -75,10 +86,26 @@ export class DnsTracker {
   private readonly streams = new Map<string, number>();
   /** Unix ns minus kernel ns, sampled at start and at each drain. */
   private unixOffsetNs: bigint;
+  /** Realtime minus kernel ns, to the µs (undefined: responses timed at the hook), sampled likewise. */
+  private realtimeOffsetNs: bigint | undefined;
 
   constructor(private readonly options: DnsTrackerOptions) {
     this.names = new AddressNames(options.maxNames, encodePeerName);
     this.unixOffsetNs = options.ktimeToUnixNs();
+    this.realtimeOffsetNs = options.realtimeMinusKtimeNs?.();
+  }
+
+  /**
+   * When a received message reached the interface, on the hooks' clock: its receive timestamp
+   * (the time a packet capture there shows) where the kernel took one, else the hook's time.
+   */
+  private arrival(hookNs: bigint, receivedRealtimeNs: bigint): bigint {
+    if (receivedRealtimeNs === 0n || this.realtimeOffsetNs === undefined) return hookNs;
+    const at = receivedRealtimeNs - this.realtimeOffsetNs;
+    // Not before the hook (the offset is good to a µs: allow that), nor long before it.
+    if (at > hookNs + 1000n || hookNs - at > MAX_RECEIVE_PATH_NS) return hookNs;
+    this.counts.timedAtInterface++;
+    return at < hookNs ? at : hookNs;
   }
 
   /** Takes in one kappa_dns_event. */
@@ -86,11 +113,11 @@ export class DnsTracker {
     if (event.length < DNS_EVENT.size - E.message.size) return;
     const bytes = Buffer.from(event.buffer, event.byteOffset, event.length);
     const key = bytes.toString('latin1', E.key.offset, E.key.offset + KEY_SIZE);
-    const ktime = bytes.readBigUInt64LE(E.ktime_ns.offset);
+    const egress = bytes[E.egress.offset] === 1;
+    const ktime = egress ? bytes.readBigUInt64LE(E.ktime_ns.offset) : this.arrival(bytes.readBigUInt64LE(E.ktime_ns.offset), bytes.readBigUInt64LE(E.rx_tstamp_ns.offset));
     const epoch = bytes.readUInt32LE(E.epoch.offset);
     const length = Math.min(bytes.readUInt16LE(E.length.offset), E.message.size, bytes.length - E.message.offset);
     const payload = bytes.readUInt16LE(E.payload_length.offset);
-    const egress = bytes[E.egress.offset] === 1;
     const start = E.message.offset;
     const netns = bytes.readUInt32LE(E.key.offset + KEY_NETNS);
     if (bytes[E.key.offset + KEY_PROTOCOL] !== PROTOCOL_TCP) {
@@ -227,6 +254,7 @@ export class DnsTracker {
     if (this.streams.size > MAX_CONVERSATIONS) this.streams.clear();
     if (this.names.size > this.names.maxEntries * 0.9) this.names.sweep(nowMs);
     this.unixOffsetNs = this.options.ktimeToUnixNs();
+    this.realtimeOffsetNs = this.options.realtimeMinusKtimeNs?.();
   }
 }
 
