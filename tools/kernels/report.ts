@@ -99,6 +99,7 @@ export const FEATURES: readonly Feature[] = [
   { name: 'kernel before 5.15 refused in one line (Debian 11 5.10)', tests: /refuses to start on a kernel older than 5\.15/, only: '5.10' },
   { name: 'DNS: names on records (UDP/TCP DNS, v4/v6, CNAME chain), dnsmasq', check: 'DNS', tests: /DNS names and exchanges names/ },
   { name: 'DNS: queries, NXDOMAIN, latency = tshark', check: 'DNS', tests: /DNS names and exchanges (?:counts|measures|sees)/ },
+  { name: 'DNS feature off (--disable-hooks cgroup-skb): conversations counted, no DNS', tests: /DNS names and exchanges with the DNS feature off/ },
   { name: 'nothing left attached after stop', tests: /leaves nothing of kappa attached/ },
 ];
 

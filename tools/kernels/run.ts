@@ -15,9 +15,8 @@ import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.j
 const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 /** capture's tests that compare with an independent truth (tshark, nstat, ss). */
-// test/dns.test.ts (dnsmasq is in the guest image) runs with --tests test/dns.test.ts: not by
-// default until it has passed in the VM (its first run, at load 30, failed in its beforeAll).
-const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts'];
+// test/dns.test.ts: dnsmasq is in the guest image.
+const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts', 'test/dns.test.ts'];
 
 /** The Debian release whose cloud kernel (5.10) is older than capture's minimum (5.15). */
 const OLDER_SUITE = 'bullseye';
