@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { flowRecordFromJson } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
-import { childEnv } from '@kappa/testing';
+import { childEnv, dyingWithParent } from '@kappa/testing';
 
 export const CAPTURE_BIN = fileURLToPath(new URL('../bin/kappa-capture.js', import.meta.url));
 export const TRAFFIC = fileURLToPath(new URL('./fixtures/traffic.mjs', import.meta.url));
@@ -40,7 +40,7 @@ export async function startCapture(
     : netns
       ? ['nsenter', [`--net=/run/netns/${netns}`, process.execPath, ...argv]]
       : [process.execPath, argv];
-  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const child = spawn(...dyingWithParent(command, commandArgs), { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
   running.add(child);
   child.once('exit', () => running.delete(child));
   let stdout = '';

@@ -4,7 +4,7 @@ export { DnsServer, resolvConf } from './dns.js';
 export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort, freePorts } from './ports.js';
 export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
-export { ServerProcess } from './process.js';
+export { ServerProcess, dyingWithParent } from './process.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';
 export { startNatsCluster, startRedisCluster } from './clusters.js';

@@ -9,6 +9,17 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/**
+ * The command line that runs `command` so that it gets SIGTERM when the test process dies, however
+ * it dies: `setpriv --pdeathsig` (util-linux) sets the kernel's parent-death signal, then execs the
+ * command (same pid). The 'exit' handlers do not run when vitest kills a fork that hung (SIGKILL),
+ * and a capture left running keeps its programs attached and its pins on the machine. Spawn it
+ * from the test's main thread: the kernel signals when the thread that forked it exits.
+ */
+export function dyingWithParent(command: string, args: readonly string[]): [string, string[]] {
+  return ['setpriv', ['--pdeathsig', 'SIGTERM', '--', command, ...args]];
+}
+
 export interface ServerProcessSpec {
   command: string;
   args: readonly string[];
@@ -35,7 +46,7 @@ export class ServerProcess {
   async start(): Promise<void> {
     // 60 s: tshark took over 15 s to say it was capturing at load ~30 (two npm test runs at once).
     const { command, args, readyPattern, timeoutMs = 60_000 } = this.spec;
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+    const child = spawn(...dyingWithParent(command, args), { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
     this.child = child;
     running.add(child);
     child.once('exit', () => running.delete(child));

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { decodeStageStatus } from '@kappa/contracts';
-import { NO_CONFIG_FILE, childEnv } from '@kappa/testing';
+import { NO_CONFIG_FILE, childEnv, dyingWithParent } from '@kappa/testing';
 
 export const workspaceRoot = resolve(import.meta.dirname, '../../..');
 
@@ -50,7 +50,7 @@ export function startService(name: string, app: string, args: string[], logDir: 
 function launch(service: RunningService): void {
   service.launchedMs = Date.now();
   const log = createWriteStream(service.logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [...service.nodeArgs, join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args], {
+  const child = spawn(...dyingWithParent(process.execPath, [...service.nodeArgs, join(workspaceRoot, `apps/${service.app}/dist/main.js`), ...service.args]), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...childEnv(), KAPPA_LOG_LEVEL: 'info' },
   });
