@@ -11,7 +11,6 @@ declare -A needs=(
   [/usr/include/bpf/bpf_helpers.h]=libbpf-dev
   [/usr/lib/x86_64-linux-gnu/libbpf.so.1]=libbpf1
   [bpftool]=bpftool
-  [nats-server]=nats-server
   [redis-server]=redis-server
   [ip]=iproute2
   [ethtool]=ethtool
@@ -45,17 +44,20 @@ for what in "${!needs[@]}"; do
     command -v "$what" >/dev/null 2>&1 || missing+=("${needs[$what]}")
   fi
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
-
-mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-echo "kappa: installing Debian packages: ${missing[*]}" >&2
 sudo=()
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "kappa: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  sudo=(sudo)
+if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "kappa: installing Debian packages: ${missing[*]}" >&2
+  if [[ ${#sudo[@]} -gt 0 ]] && ! command -v sudo >/dev/null; then
+    echo "kappa: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo[@]}" debconf-set-selections
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-export DEBIAN_FRONTEND=noninteractive
-# tshark asks whether non-root users may capture; answer no without a prompt.
-echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo[@]}" debconf-set-selections
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# nats-server: newer than Debian 12's (why: in the script). Quiet when the one on PATH will do.
+"${sudo[@]}" bash "$(dirname "${BASH_SOURCE[0]}")/install-nats-server.sh"
