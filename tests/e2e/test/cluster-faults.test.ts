@@ -6,18 +6,17 @@
 // primary holding the most partitions (its replica is promoted). Truth: tcpdump on the node's link.
 // Every conversation is exported exactly once over the two files (each record id once), packets
 // and bytes equal tcpdump, and after each fault every conversation sent up to one round after it
-// is exported within 15 s (the takeover, pipeline latency included). Then a rolling restart of
-// every server (each nats-server, then each redis-server, SIGTERM and started again on its port and
-// data, the next once it is back), with the same checks over the conversations sent meanwhile.
+// is exported within 15 s (the takeover, pipeline latency included). The rolling restart of every
+// server is cluster-rolling.test.ts (`npm run test:rolling`).
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
-import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
-import { isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
-import type { ExportedRecord, Scenario } from '../src/pipeline.js';
+import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, tally } from '../src/cluster-checks.js';
+import { startCapture, stopCapture } from '../src/ground-truth.js';
+import { metric, settled, startScenario, until } from '../src/pipeline.js';
+import type { Scenario } from '../src/pipeline.js';
 import { crashAndRestart, stopService, unexpectedExits } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
 
@@ -30,67 +29,18 @@ const TAKEOVER_MS = 30_000;
 const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('the e2e tests need root (BPF, namespaces); CI must run them privileged');
 
-type Exported = ExportedRecord & { id: string; bytes?: string };
-
 describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
   let scenario: Scenario | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'kpe-cluster-faults-'));
 
   beforeAll(async () => {
-    scenario = await startScenario('clfault', 60, {
-      natsCluster: 3,
-      redisCluster: true,
-      replicas: true,
-      common: ['--stream-replicas=3'],
-      capture: ['--interval=1s'],
-      joiner: ['--interval=1s', '--join-external', '--lease-ttl=5s'],
-    });
+    scenario = await startScenario('clfault', 60, CLUSTER_TOPOLOGY);
   }, 240_000);
 
   afterAll(async () => {
     await scenario?.destroy();
     rmSync(dir, { recursive: true, force: true });
   });
-
-  /** Every record of the scenario's traffic, over every exporter replica's file. */
-  function exported(s: Scenario): Exported[] {
-    const isFlood = isScenarioRecord(s);
-    return s.jsonlFiles.flatMap((file) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Exported) : [])).filter(isFlood);
-  }
-  /** Whether the redis-server on `port` answers `command` with `expected` (false: not answering). */
-  const redisAnswers = (port: number, command: string, expected: RegExp): boolean => {
-    try {
-      return expected.test(run('redis-cli', ['-p', String(port), ...command.split(' ')]));
-    } catch {
-      return false;
-    }
-  };
-  const conversations = (records: Exported[]) => new Set(records.map((r) => `${r.src.port} ${r.dst.port} ${r.startNs}`)).size;
-
-  /** The records against tcpdump's capture of the node's link: what both tests print, then assert. */
-  function tally(s: Scenario, records: Exported[], pcap: string) {
-    const ids = new Map<string, number>();
-    for (const r of records) ids.set(r.id, (ids.get(r.id) ?? 0) + 1);
-    const onWire = readPackets(pcap).filter((pk) => pk.dst === s.silentPeer);
-    return {
-      twice: [...ids].filter(([, n]) => n > 1),
-      packets: records.reduce((n, r) => n + Number(r.packets ?? 0), 0),
-      bytes: records.reduce((n, r) => n + Number(r.bytes ?? 0), 0),
-      wirePackets: onWire.length,
-      wireBytes: onWire.reduce((n, pk) => n + pk.ipBytes, 0),
-    };
-  }
-  const describeTally = (records: Exported[], t: ReturnType<typeof tally>) =>
-    `exported ${records.length} records (${conversations(records)} conversations, ${t.twice.length} ids twice), ${t.packets} packets / ${t.bytes} bytes vs tcpdump ${t.wirePackets} / ${t.wireBytes}`;
-  /** Every conversation exported exactly once, with the packets and bytes the wire carried. */
-  function expectExactlyOnce(records: Exported[], truth: number, t: ReturnType<typeof tally>) {
-    expect(t.twice).toEqual([]);
-    expect(records.length).toBe(truth);
-    expect(conversations(records)).toBe(truth);
-    expect(t.packets).toBe(truth);
-    expect(t.wirePackets).toBe(truth);
-    expect(t.bytes).toBe(t.wireBytes);
-  }
 
   it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 420_000 }, async () => {
     const s = scenario!;
@@ -164,57 +114,6 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       expect(lost).toBe(0);
       for (const [label, ms] of Object.entries(takeovers)) expect(ms, label).toBeLessThanOrEqual(TAKEOVER_MS);
       // No service ended that the test did not end.
-      for (const service of [...Object.values(p.services), ...Object.values(s.replicas)]) expect(unexpectedExits(service), service.name).toEqual([]);
-    } finally {
-      if (wire.process.exitCode === null && wire.process.signalCode === null) await stopCapture(wire);
-    }
-  });
-
-  it('a rolling restart of every server exports every conversation once with the bytes of tcpdump', { timeout: 480_000 }, async () => {
-    const s = scenario!;
-    const p = s.pipeline;
-    const earlier = new Set(exported(s).map((r) => r.id));
-    const since = () => exported(s).filter((r) => !earlier.has(r.id));
-    const wire = await startCapture(s.pair.a.netns, s.pair.a.ifname, join(dir, 'rolling.pcap'));
-    const back: Record<string, number> = {};
-    try {
-      // The Redis primary the test above killed comes back first (it rejoins as a replica): a
-      // rolling restart starts from a whole cluster.
-      for (const node of s.redisNodes) if (!redisAnswers(node.port, 'ping', /PONG/)) await node.restart();
-      const before = s.datagramsSent();
-      /** One round in flight, the restart, one more round; then every conversation since `before` exported. */
-      const restartOne = async (label: string, server: TestServer, ready: () => Promise<boolean>) => {
-        await s.sendRound(PER_ROUND, PER_SOCKET);
-        const at = Date.now();
-        await server.restart('SIGTERM');
-        await until(`${label} back in its cluster`, async () => ((await ready()) ? true : undefined), 60_000, p);
-        await s.sendRound(PER_ROUND, PER_SOCKET);
-        const sent = s.datagramsSent() - before;
-        await until(`${label}: the ${sent} conversations sent since the first restart exported`, () => (conversations(since()) >= sent ? true : undefined), 90_000, p);
-        back[label] = Date.now() - at;
-      };
-      // A nats-server is back once its /healthz says JetStream is current (its streams and
-      // consumers caught up), as a StatefulSet's readiness probe would wait for.
-      for (const [i, server] of s.natsServers.entries()) {
-        await restartOne(`nats-server ${i}`, server, async () => (await fetch(`${server.monitorUrl}/healthz`).catch(() => undefined))?.ok === true);
-      }
-      const clusterOk = (port: number) => redisAnswers(port, 'cluster info', /cluster_state:ok/);
-      for (const [i, node] of s.redisNodes.entries()) {
-        await restartOne(`redis-server ${i}`, node, async () => s.redisNodes.every((n) => clusterOk(n.port)));
-      }
-
-      await new Promise((r) => setTimeout(r, 3000));
-      const truth = s.datagramsSent() - before;
-      await settled('the exporters to write every record', () => since().length, 5000, 90_000, p);
-      await stopCapture(wire);
-      const records = since();
-      const t = tally(s, records, join(dir, 'rolling.pcap'));
-      const version = run('nats-server', ['--version']).trim();
-      console.log(
-        `cluster rolling restart (${version}): back and every conversation exported ${Object.entries(back).map(([k, v]) => `${k} ${v} ms`).join(', ')}; truth ${truth} conversations; ${describeTally(records, t)}`,
-      );
-      expectExactlyOnce(records, truth, t);
-      for (const [label, ms] of Object.entries(back)) expect(ms, label).toBeLessThanOrEqual(TAKEOVER_MS);
       for (const service of [...Object.values(p.services), ...Object.values(s.replicas)]) expect(unexpectedExits(service), service.name).toEqual([]);
     } finally {
       if (wire.process.exitCode === null && wire.process.signalCode === null) await stopCapture(wire);

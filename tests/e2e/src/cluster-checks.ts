@@ -1,0 +1,95 @@
+// Checks shared by the tests on the cluster topology (cluster-faults, cluster-rolling): what the
+// exporter replicas wrote, counted against tcpdump, and what the nats-servers say of the stream.
+import { existsSync, readFileSync } from 'node:fs';
+import { expect } from 'vitest';
+import { run } from '@kappa/testing';
+import { readPackets } from './ground-truth.js';
+import { isScenarioRecord } from './pipeline.js';
+import type { ExportedRecord, Scenario } from './pipeline.js';
+
+/** startScenario's options for the cluster topology: 3 nats-servers (streams R3), a Redis Cluster, two replicas of each cluster stage. */
+export const CLUSTER_TOPOLOGY = {
+  natsCluster: 3,
+  redisCluster: true,
+  replicas: true,
+  common: ['--stream-replicas=3'],
+  capture: ['--interval=1s'],
+  joiner: ['--interval=1s', '--join-external', '--lease-ttl=5s'],
+};
+
+export type Exported = ExportedRecord & { id: string; bytes?: string };
+interface StreamDetail {
+  name: string;
+  state?: { messages: number; first_seq: number; last_seq: number };
+  cluster?: { leader?: string; replicas?: { name: string; current: boolean; lag?: number }[] };
+  consumer_detail?: {
+    name: string;
+    cluster?: { leader?: string };
+    num_pending: number;
+    num_ack_pending: number;
+    num_waiting: number;
+    delivered?: { stream_seq: number };
+    ack_floor?: { stream_seq: number };
+  }[];
+}
+
+/** Every record of the scenario's traffic, over every exporter replica's file. */
+export function exported(s: Scenario): Exported[] {
+  const isFlood = isScenarioRecord(s);
+  return s.jsonlFiles.flatMap((file) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Exported) : [])).filter(isFlood);
+}
+/** Whether the redis-server on `port` answers `command` with `expected` (false: not answering). */
+export const redisAnswers = (port: number, command: string, expected: RegExp): boolean => {
+  try {
+    return expected.test(run('redis-cli', ['-p', String(port), ...command.split(' ')]));
+  } catch {
+    return false;
+  }
+};
+export const conversations = (records: Exported[]) => new Set(records.map((r) => `${r.src.port} ${r.dst.port} ${r.startNs}`)).size;
+
+/** What each nats-server says of KAPPA_FLOWS and its consumers (/jsz): for a failure's message. */
+export async function streamStates(s: Scenario): Promise<string> {
+  const lines: string[] = [];
+  for (const [i, server] of s.natsServers.entries()) {
+    const jsz = (await fetch(`${server.monitorUrl}/jsz?consumers=true&config=false`)
+      .then((r) => r.json())
+      .catch((e: Error) => ({ error: e.message }))) as { error?: string; server_name?: string; account_details?: { stream_detail?: StreamDetail[] }[] };
+    if (jsz.error) {
+      lines.push(`nats-server ${i}: ${jsz.error}`);
+      continue;
+    }
+    for (const stream of (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []).filter((d) => d.name === 'KAPPA_FLOWS')) {
+      lines.push(`nats-server ${i} (${jsz.server_name}): KAPPA_FLOWS msgs ${stream.state?.messages} seq ${stream.state?.first_seq}..${stream.state?.last_seq}, leader ${stream.cluster?.leader}, replicas ${JSON.stringify(stream.cluster?.replicas?.map((r) => [r.name, r.current, r.lag]))}`);
+      for (const c of stream.consumer_detail ?? []) {
+        lines.push(`  ${c.name}: leader ${c.cluster?.leader} pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} delivered ${c.delivered?.stream_seq} ack_floor ${c.ack_floor?.stream_seq}`);
+      }
+    }
+  }
+  return lines.join('\n');
+}
+
+/** The records against tcpdump's capture of the node's link: what both tests print, then assert. */
+export function tally(s: Scenario, records: Exported[], pcap: string) {
+  const ids = new Map<string, number>();
+  for (const r of records) ids.set(r.id, (ids.get(r.id) ?? 0) + 1);
+  const onWire = readPackets(pcap).filter((pk) => pk.dst === s.silentPeer);
+  return {
+    twice: [...ids].filter(([, n]) => n > 1),
+    packets: records.reduce((n, r) => n + Number(r.packets ?? 0), 0),
+    bytes: records.reduce((n, r) => n + Number(r.bytes ?? 0), 0),
+    wirePackets: onWire.length,
+    wireBytes: onWire.reduce((n, pk) => n + pk.ipBytes, 0),
+  };
+}
+export const describeTally = (records: Exported[], t: ReturnType<typeof tally>) =>
+  `exported ${records.length} records (${conversations(records)} conversations, ${t.twice.length} ids twice), ${t.packets} packets / ${t.bytes} bytes vs tcpdump ${t.wirePackets} / ${t.wireBytes}`;
+/** Every conversation exported exactly once, with the packets and bytes the wire carried. */
+export function expectExactlyOnce(records: Exported[], truth: number, t: ReturnType<typeof tally>) {
+  expect(t.twice).toEqual([]);
+  expect(records.length).toBe(truth);
+  expect(conversations(records)).toBe(truth);
+  expect(t.packets).toBe(truth);
+  expect(t.wirePackets).toBe(truth);
+  expect(t.bytes).toBe(t.wireBytes);
+}
