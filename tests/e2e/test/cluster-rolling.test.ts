@@ -20,7 +20,7 @@ import { run } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, redisAnswers, streamStates, tally } from '../src/cluster-checks.js';
 import { startCapture, stopCapture } from '../src/ground-truth.js';
-import { settled, startScenario, until } from '../src/pipeline.js';
+import { metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 import { unexpectedExits } from '../src/services.js';
 
@@ -63,7 +63,9 @@ describe.skipIf(!root)('a rolling restart of every server of the cluster topolog
         try {
           await until(`${label}: the ${sent} conversations sent so far exported`, () => (conversations(exported(s)) >= sent ? true : undefined), 90_000, p);
         } catch (error) {
-          throw new Error(`${(error as Error).message.split('\n')[0]}: ${conversations(exported(s))} exported\n${await streamStates(s)}`, { cause: error });
+          const bus = async (name: string) => metric(p, 'capture', name).catch(() => NaN);
+          const capture = `capture: published ${await bus('kappa_bus_published_batches_total')}, duplicates ${await bus('kappa_bus_duplicate_batches_total')}, publish failures ${await bus('kappa_bus_publish_failures_total')}`;
+          throw new Error(`${(error as Error).message.split('\n')[0]}: ${conversations(exported(s))} exported\n${capture}\n${await streamStates(s)}`, { cause: error });
         }
         back[label] = Date.now() - at;
       };
