@@ -59,5 +59,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nats-server: newer than Debian 12's (why: in the script). Quiet when the one on PATH will do.
-"${sudo[@]}" bash "$(dirname "${BASH_SOURCE[0]}")/install-nats-server.sh"
+# nats-server: newer than Debian 12's (why: in the script). Quiet when the one on PATH will do;
+# it asks for root itself only when it has to install (through sudo where there is one).
+nats_script="$(dirname "${BASH_SOURCE[0]}")/install-nats-server.sh"
+if [[ ${#sudo[@]} -gt 0 ]] && command -v sudo >/dev/null; then sudo bash "$nats_script"; else bash "$nats_script"; fi
