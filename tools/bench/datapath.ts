@@ -6,6 +6,10 @@
 // iperf3's; then kappa_drop's ns per dropped packet over datagrams to a closed port (#21). Writes
 // section `datapath`.
 //   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
+// A narrower run for one figure, written to section `datapath-focus` (the full table stays):
+//   npm run bench:datapath -- --agents kappa --pairs 24 [--pin]
+// --agents: which agents beside "no agent" (kappa, softflowd, pmacctd); --pin: iperf3's client on
+// CPU 0 and its server on CPU 1 (-A), so the scheduler's placement stops varying between runs.
 // Profile mode: only bpf_stats runs, one per BPF object per round, in alternating order, so
 // variants of the programs (parts compiled out: tools/bench/datapath-variants.sh) are compared
 // in the same run. Writes section `datapath-profile`.
@@ -30,6 +34,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '5' },
     objects: { type: 'string' },
     rounds: { type: 'string', default: '5' },
+    agents: { type: 'string' },
+    pin: { type: 'boolean', default: false },
   },
 });
 const pairs = Number(values.pairs);
@@ -38,7 +44,17 @@ const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
 requireBuild('bench:datapath', ['apps/capture/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
 type AgentName = 'no agent' | 'kappa capture' | 'softflowd' | 'pmacctd';
-const agents: AgentName[] = ['no agent', 'kappa capture', 'softflowd', 'pmacctd'];
+const AGENT_FLAGS: Record<string, AgentName> = { kappa: 'kappa capture', softflowd: 'softflowd', pmacctd: 'pmacctd' };
+const chosen = (values.agents ?? 'kappa,softflowd,pmacctd').split(',').map((flag) => {
+  const agent = AGENT_FLAGS[flag.trim()];
+  if (!agent) throw new Error(`--agents takes a comma list of ${Object.keys(AGENT_FLAGS).join(', ')}: got "${flag}"`);
+  return agent;
+});
+if (!chosen.includes('kappa capture')) throw new Error('--agents must include kappa (its count and bpf_stats are part of every run)');
+// kappa second: the tables below read it at index 1.
+const agents: AgentName[] = ['no agent', 'kappa capture', ...(['softflowd', 'pmacctd'] as const).filter((a) => chosen.includes(a))];
+const pin = values.pin === true;
+const focus = values.agents !== undefined || pin;
 interface Agent {
   pid: number | undefined;
   stop(): Promise<void>;
@@ -265,7 +281,7 @@ async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> 
 }
 
 async function iperf(): Promise<{ gbps: number; bytes: number; received: number }> {
-  const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J']);
+  const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J', ...(pin ? ['-A', '0'] : [])]);
   const result = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { bytes: number } } };
   return { gbps: result.end.sum_received.bits_per_second / 1e9, bytes: result.end.sum_sent.bytes, received: result.end.sum_received.bytes };
 }
@@ -438,7 +454,7 @@ async function profile(objects: { label: string; path: string }[], rounds: numbe
 const fixed = (x: number, digits = 2) => x.toFixed(digits);
 
 try {
-  const server = spawnIn(pair.b.netns, cgroup, 'iperf3', ['-s', '--forceflush', '-B', pair.b.ipv4, '-p', iperfPort]);
+  const server = spawnIn(pair.b.netns, cgroup, 'iperf3', ['-s', '--forceflush', '-B', pair.b.ipv4, '-p', iperfPort, ...(pin ? ['-A', '1'] : [])]);
   children.push(server);
   await waitFor(server, /Server listening/, 'iperf3 server');
   const root = run('bpftool', ['-j', 'cgroup', 'show', readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')!.split(' ')[1]!]);
@@ -531,10 +547,19 @@ try {
       agent === 'kappa capture' ? '1' : wholeCost[1]! > 0 && wholeCost[i + 1]! > 0 ? fixed(wholeCost[i + 1]! / wholeCost[1]!, 1) : 'n/a (a difference ≤ 0: below this run\'s noise)',
     ]);
     const bpfPerGb = bpfNs / 1e9 / (stats.bytes / 1e9);
+    // How far one pair's ratio strays: the spread that a median of this many pairs still carries.
+    const spread = agents.slice(1).map((agent, i) => {
+      const sorted = runs.map((r) => r[i + 1]!.gbps / r[0]!.gbps).sort((x, y) => x - y);
+      const q = (f: number) => sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))]!;
+      return `${agent} ${fixed(sorted[0]!, 3)}–${fixed(sorted.at(-1)!, 3)} (quartiles ${fixed(q(0.25), 3)} / ${fixed(q(0.75), 3)})`;
+    });
+    const noAgent = runs.map((r) => r[0]!.gbps);
     const markdown = [
-      `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
+      `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair${pin ? '; iperf3 pinned: client on CPU 0, server on CPU 1 (-A)' : ''}. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
       '',
       table(['agent', 'throughput, Gbit/s (median)', '× no agent (paired median)', 'agent CPU-s per GB', 'agent CPU, % of a core', 'agent RSS, MiB'], summary),
+      '',
+      `One pair's ratio ranged: ${spread.join('; ')}. No agent alone: ${fixed(Math.min(...noAgent))}–${fixed(Math.max(...noAgent))} Gbit/s.`,
       '',
       table(
         ['pair', ...agents.map((a) => `${a}, Gbit/s`)],
@@ -560,7 +585,7 @@ try {
       machineLine(),
     ].join('\n');
     console.log(markdown);
-    writeSection('datapath', markdown);
+    writeSection(focus ? 'datapath-focus' : 'datapath', markdown);
   }
 } finally {
   await stopAll(children);
