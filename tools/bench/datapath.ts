@@ -6,9 +6,10 @@
 // iperf3's; then kappa_drop's ns per dropped packet over datagrams to a closed port (#21). Writes
 // section `datapath`.
 //   npm run bench:datapath -- [--pairs 8] [--seconds 5]      (root; after `npm run build`)
-// A narrower run for one figure, written to section `datapath-focus` (the full table stays):
+// A narrower run for one figure, written to section `datapath-focus` (`datapath-dns` with
+// kappa-nodns; the full table stays):
 //   npm run bench:datapath -- --agents kappa --pairs 24 [--pin]
-// --agents: which agents beside "no agent" (kappa, softflowd, pmacctd); --pin: iperf3's client on
+// --agents: which agents beside "no agent" (kappa, kappa-nodns: kappa with --disable-hooks cgroup-skb, softflowd, pmacctd); --pin: iperf3's client on
 // CPU 0 and its server on CPU 1 (-A), so the scheduler's placement stops varying between runs.
 // Profile mode: only bpf_stats runs, one per BPF object per round, in alternating order, so
 // variants of the programs (parts compiled out: tools/bench/datapath-variants.sh) are compared
@@ -43,8 +44,9 @@ const seconds = Number(values.seconds);
 const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
 requireBuild('bench:datapath', ['apps/capture/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
-type AgentName = 'no agent' | 'kappa capture' | 'softflowd' | 'pmacctd';
-const AGENT_FLAGS: Record<string, AgentName> = { kappa: 'kappa capture', softflowd: 'softflowd', pmacctd: 'pmacctd' };
+type AgentName = 'no agent' | 'kappa capture' | 'kappa capture, DNS off' | 'softflowd' | 'pmacctd';
+// kappa-nodns: kappa with `--disable-hooks cgroup-skb` (no DNS copies, no receive timestamps).
+const AGENT_FLAGS: Record<string, AgentName> = { kappa: 'kappa capture', 'kappa-nodns': 'kappa capture, DNS off', softflowd: 'softflowd', pmacctd: 'pmacctd' };
 const chosen = (values.agents ?? 'kappa,softflowd,pmacctd').split(',').map((flag) => {
   const agent = AGENT_FLAGS[flag.trim()];
   if (!agent) throw new Error(`--agents takes a comma list of ${Object.keys(AGENT_FLAGS).join(', ')}: got "${flag}"`);
@@ -52,7 +54,7 @@ const chosen = (values.agents ?? 'kappa,softflowd,pmacctd').split(',').map((flag
 });
 if (!chosen.includes('kappa capture')) throw new Error('--agents must include kappa (its count and bpf_stats are part of every run)');
 // kappa second: the tables below read it at index 1.
-const agents: AgentName[] = ['no agent', 'kappa capture', ...(['softflowd', 'pmacctd'] as const).filter((a) => chosen.includes(a))];
+const agents: AgentName[] = ['no agent', 'kappa capture', ...(['kappa capture, DNS off', 'softflowd', 'pmacctd'] as const).filter((a) => chosen.includes(a))];
 const pin = values.pin === true;
 const focus = values.agents !== undefined || pin;
 interface Agent {
@@ -222,16 +224,19 @@ const kappaCounts = new Map<string, { bytes: number; packets: number }>();
 async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> {
   if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
   let child: ChildProcess;
-  if (agent === 'kappa capture') {
+  if (agent === 'kappa capture' || agent === 'kappa capture, DNS off') {
+    const dnsOff = agent === 'kappa capture, DNS off' ? ['--disable-hooks', 'cgroup-skb'] : [];
     const checkout = bpfObject !== undefined && statSync(bpfObject).isDirectory();
     const object = bpfObject && !checkout ? ['--bpf-object', bpfObject] : [];
     const bin = checkout ? join(bpfObject, 'apps/capture/bin/kappa-capture.js') : captureBin;
-    child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object], {
+    child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object, ...dnsOff], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let partial = '';
-    kappaCounts.clear();
+    // The sanity check below reads kappa's own (DNS on) runs only.
+    if (dnsOff.length === 0) kappaCounts.clear();
     child.stdout?.on('data', (chunk: Buffer) => {
+      if (dnsOff.length > 0) return;
       const lines = (partial + chunk.toString()).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
@@ -585,7 +590,7 @@ try {
       machineLine(),
     ].join('\n');
     console.log(markdown);
-    writeSection(focus ? 'datapath-focus' : 'datapath', markdown);
+    writeSection(agents.includes('kappa capture, DNS off') ? 'datapath-dns' : focus ? 'datapath-focus' : 'datapath', markdown);
   }
 } finally {
   await stopAll(children);
