@@ -7,7 +7,7 @@
 // Every conversation is exported exactly once over the two files (each record id once), packets
 // and bytes equal tcpdump, and after each fault every conversation sent up to one round after it
 // is exported within 15 s (the takeover, pipeline latency included). The rolling restart of every
-// server is cluster-rolling.test.ts.
+// server is cluster-rolling.test.ts (`npm run test:rolling`).
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
