@@ -225,18 +225,18 @@ async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> 
   if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
   let child: ChildProcess;
   if (agent === 'kappa capture' || agent === 'kappa capture, DNS off') {
-    const dnsOff = agent === 'kappa capture, DNS off' ? ['--disable-hooks', 'cgroup-skb'] : [];
+    const dnsOff = agent === 'kappa capture, DNS off';
     const checkout = bpfObject !== undefined && statSync(bpfObject).isDirectory();
     const object = bpfObject && !checkout ? ['--bpf-object', bpfObject] : [];
     const bin = checkout ? join(bpfObject, 'apps/capture/bin/kappa-capture.js') : captureBin;
-    child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object, ...dnsOff], {
+    child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object, ...(dnsOff ? ['--disable-hooks', 'cgroup-skb'] : [])], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let partial = '';
     // The sanity check below reads kappa's own (DNS on) runs only.
-    if (dnsOff.length === 0) kappaCounts.clear();
+    if (!dnsOff) kappaCounts.clear();
     child.stdout?.on('data', (chunk: Buffer) => {
-      if (dnsOff.length > 0) return;
+      if (dnsOff) return;
       const lines = (partial + chunk.toString()).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
