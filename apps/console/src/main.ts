@@ -6,7 +6,7 @@ import { boolean, integer, loadConfigOrExit, oneOf, string } from '@kappa/config
 import { GrpcSecurityError, bearerTokenCheck } from '@kappa/contracts';
 import { createLogger, logLevels, onShutdown } from '@kappa/observability';
 import { ConsoleServer } from './server/http.js';
-import { ObserverClient } from './server/observer.js';
+import { ObserverClient } from '@kappa/contracts';
 
 const options = {
   host: string({ description: 'address the console listens on', default: '127.0.0.1' }),

@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { natsOptions } from '@kappa/bus';
+import type { GrpcClientSecurity } from '@kappa/contracts';
 import { boolean, duration, integer, oneOf, string, url } from '@kappa/config';
 import { logLevels, metricsHostOption } from '@kappa/observability';
 import { DEFAULT_KAPPA_PEN } from './ipfix/elements.js';
@@ -37,6 +38,15 @@ export const exporterOptions = {
   observerTlsKey: string({ description: 'server key file for --observer-tls-cert' }),
   observerTlsClientCa: string({ description: 'CA file: Observer clients must present a certificate it signed (mutual TLS)' }),
   observerTokenFile: string({ description: 'file holding a bearer token every Observer call must send (authorization: Bearer <token>); re-read when it changes' }),
+  observerRelay: boolean({
+    description: 'answer Observer calls with the flows of every exporter replica: the others (heard on kappa.status with an advertised Observer) are asked for their share and the answers merged',
+    default: true,
+  }),
+  observerAdvertise: string({
+    description: 'host:port the other exporter replicas reach this Observer at (default: --observer-host:port unless that is a wildcard address; in Kubernetes the pod IP)',
+  }),
+  observerPeerCa: string({ description: 'CA file that signed the other replicas\' Observer certificates (default: --observer-tls-client-ca); this replica presents --observer-tls-cert to them' }),
+  observerPeerName: string({ description: 'the name the other replicas\' Observer certificates carry, when they are reached by an address the certificate does not name (Kubernetes: the Service name)' }),
   observerBuffer: integer({ description: 'records kept in memory for the Observer', default: 100_000, min: 1 }),
   observerBufferBytes: integer({
     description: 'bytes of records (as received, protobuf) the Observer keeps at most; the oldest make room',
@@ -71,4 +81,40 @@ export function storeDir(config: { storeDir?: string | undefined; jsonl: string 
 /** `--jsonl=` (or off / none / false) turns the file sink off. */
 export function jsonlPath(value: string): string | undefined {
   return ['', 'off', 'none', 'false'].includes(value.trim().toLowerCase()) ? undefined : value;
+}
+
+interface ObserverLinkConfig {
+  observerHost: string;
+  observerAdvertise?: string | undefined;
+  observerTlsCert?: string | undefined;
+  observerTlsKey?: string | undefined;
+  observerTlsClientCa?: string | undefined;
+  observerTokenFile?: string | undefined;
+  observerPeerCa?: string | undefined;
+}
+
+/** Where the other replicas reach this Observer: --observer-advertise, else the listen address unless it is a wildcard (then none). */
+export function observerAdvertise(config: ObserverLinkConfig, port: number): string | undefined {
+  if (config.observerAdvertise) return config.observerAdvertise;
+  const host = config.observerHost.replace(/^\[|\]$/g, '');
+  if (host === '' || host === '0.0.0.0' || host === '::') return undefined;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * How the relay calls the other replicas' Observers: they run with this replica's settings, so it
+ * presents its own certificate (make-ca.sh's server certificate is a client's too) and token, and
+ * checks theirs against --observer-peer-ca, else the CA its own clients are checked against.
+ * Throws when TLS is on and no CA is known to check the others with.
+ */
+export function observerRelaySecurity(config: ObserverLinkConfig): GrpcClientSecurity {
+  const caFile = config.observerPeerCa ?? config.observerTlsClientCa;
+  if (config.observerTlsCert !== undefined && caFile === undefined) {
+    throw new Error('the Observer speaks TLS but the relay has no CA to check the other replicas with: set --observer-peer-ca (or --observer-tls-client-ca), or --observer-relay=false');
+  }
+  return {
+    caFile,
+    ...(config.observerTlsCert !== undefined ? { certFile: config.observerTlsCert, keyFile: config.observerTlsKey } : {}),
+    tokenFile: config.observerTokenFile,
+  };
 }

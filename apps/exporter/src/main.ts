@@ -5,8 +5,9 @@ import { resolve } from 'node:path';
 import { busOptionsFromConfig, exitOnStartFailure, runStage, subjects } from '@kappa/bus';
 import { loadConfigOrExit } from '@kappa/config';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { exporterOptions, jsonlPath, storeDir } from './config.js';
+import { exporterOptions, jsonlPath, observerAdvertise, observerRelaySecurity, storeDir } from './config.js';
 import { SinkDispatcher } from './dispatch.js';
+import { OBSERVER_FEATURE, ObserverRelay, peersFromStatus } from './observer/relay.js';
 import { FlowRing } from './observer/ring.js';
 import { ObserverServer } from './observer/server.js';
 import { StatusWatch } from './observer/status-watch.js';
@@ -75,6 +76,8 @@ if (config.store) {
 if (config.prometheus) sinks.push(new PrometheusSink({ registry, maxSeries: config.prometheusMaxSeries }));
 let observer: ObserverServer | undefined;
 let statusWatch: StatusWatch | undefined;
+/** Where the other replicas reach this Observer (heartbeat feature `observer`); set once it listens. */
+let advertised: string | undefined;
 const dispatcher = new SinkDispatcher({ sinks, registry });
 
 const stage = await runStage({
@@ -90,14 +93,19 @@ const stage = await runStage({
   // The received bytes, checked and indexed once: every sink reads the records in place.
   transform: ({ view, redelivered }) => dispatcher.dispatch({ view, redelivered }),
   recordsOut: () => dispatcher.recordsOut,
+  features: (): Record<string, string> => (advertised ? { [OBSERVER_FEATURE]: advertised } : {}),
   // The Observer answers status from the heartbeats this bus hears: it starts once connected.
   start: async ({ bus }) => {
     if (config.observer) {
       statusWatch = new StatusWatch(bus);
       statusWatch.start();
       const ring = new FlowRing(config.observerBuffer, BigInt(config.observerRetention) * 1_000_000n, config.observerBufferBytes);
+      const relay = config.observerRelay
+        ? new ObserverRelay({ peers: peersFromStatus(statusWatch, config.instance), security: observerRelaySecurity(config), tlsName: config.observerPeerName, logger, registry })
+        : undefined;
       observer = new ObserverServer({
         ring,
+        ...(relay ? { relay } : {}),
         ...(store ? { store, storeLimits: { maxBytes: config.storeMaxBytes, retentionMs: config.storeRetention } } : {}),
         status: statusWatch,
         host: config.observerHost,
@@ -109,6 +117,7 @@ const stage = await runStage({
         throw new Error(`cannot start the Observer on port ${config.observerPort}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       });
       sinks.push(new ObserverSink(ring));
+      advertised = observerAdvertise(config, observer.port);
     }
     if (sinks.length === 0) logger.warn('every sink is disabled: batches are acked and dropped');
   },

@@ -2,11 +2,11 @@
 // selected by hubble-style flags and/or the filter language, then (with --follow) new ones as they
 // arrive; as a table, compact lines, or protobuf JSON.
 import { status as grpcStatus } from '@grpc/grpc-js';
-import type { ServiceError } from '@grpc/grpc-js';
+import type { ServiceError, StatusObject } from '@grpc/grpc-js';
 import { ConfigError, boolean, integer, loadConfigOrExit, oneOf, string } from '@kappa/config';
 import { GetFlowsRequestSchema, create, observerServiceDefinition } from '@kappa/contracts';
 import type { GetFlowsRequest, GetFlowsResponse } from '@kappa/contracts';
-import { connectObserver, connectionOptions, observerEnv } from '../observe/client.js';
+import { connectObserver, connectionOptions, missingWarner, observerEnv } from '../observe/client.js';
 import { compactRow, jsonLine, jsonpbLine, tableHeader, tableRow } from '../observe/format.js';
 import { UsageError, buildFilter, normalizeArgv, parseTime, selectionFlagNames, selectionOptions } from '../observe/request.js';
 
@@ -55,6 +55,9 @@ export async function runObserve(argv: string[]): Promise<number> {
     request,
     security.metadata(),
   );
+  const warnMissing = missingWarner('kappa observe');
+  stream.on('metadata', warnMissing);
+  stream.on('status', (s: StatusObject) => warnMissing(s.metadata));
   const stop = () => stream.cancel();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

@@ -1,10 +1,10 @@
 // `kappa top`: the top talkers over a range of flow time, grouped at any level (namespace,
 // workload, pod, process, node, ip), as pairs or per side, by bytes, packets, retransmits, RTT or drops.
-import type { ServiceError } from '@grpc/grpc-js';
+import type { ServiceError, StatusObject } from '@grpc/grpc-js';
 import { ConfigError, integer, loadConfigOrExit, oneOf, string } from '@kappa/config';
 import { GetAggregatesRequestSchema, GetAggregatesResponseSchema, create, observerServiceDefinition, toJson } from '@kappa/contracts';
 import type { Aggregate, GetAggregatesRequest, GetAggregatesResponse, Group } from '@kappa/contracts';
-import { connectObserver, connectionOptions, observerEnv } from '../observe/client.js';
+import { connectObserver, connectionOptions, missingWarner, observerEnv } from '../observe/client.js';
 import { UsageError, buildFilter, normalizeArgv, parseTime, selectionFlagNames, selectionOptions } from '../observe/request.js';
 
 const options = {
@@ -79,8 +79,9 @@ export async function runTop(argv: string[]): Promise<number> {
   const { client, security } = connected;
   const method = observerServiceDefinition.GetAggregates!;
   try {
+    const warnMissing = missingWarner('kappa top');
     const response = await new Promise<GetAggregatesResponse>((resolve, reject) => {
-      client.makeUnaryRequest<GetAggregatesRequest, GetAggregatesResponse>(
+      const call = client.makeUnaryRequest<GetAggregatesRequest, GetAggregatesResponse>(
         method.path,
         method.requestSerialize as (value: GetAggregatesRequest) => Buffer,
         method.responseDeserialize as (bytes: Buffer) => GetAggregatesResponse,
@@ -88,6 +89,7 @@ export async function runTop(argv: string[]): Promise<number> {
         security.metadata(),
         (error, value) => (error || !value ? reject(error) : resolve(value)),
       );
+      call.on('status', (s: StatusObject) => warnMissing(s.metadata));
     });
     if (config.output === 'json') {
       for (const a of response.aggregates) process.stdout.write(`${JSON.stringify(toJson(GetAggregatesResponseSchema.field.aggregates!.message!, a))}\n`);

@@ -1,8 +1,9 @@
 // The Observer's gRPC client for `kappa observe` and `kappa top`: the address, TLS and token
 // options they share, and connecting with a message that says what to check.
 import { Client } from '@grpc/grpc-js';
+import type { Metadata } from '@grpc/grpc-js';
 import { duration, string } from '@kappa/config';
-import { GrpcSecurityError, grpcClientSecurity } from '@kappa/contracts';
+import { GrpcSecurityError, OBSERVER_MISSING_TRAILER, grpcClientSecurity } from '@kappa/contracts';
 import type { SecuredGrpcClient } from '@kappa/contracts';
 
 export const connectionOptions = {
@@ -52,4 +53,15 @@ export async function connectObserver(command: string, config: ConnectionConfig)
     return 1;
   }
   return { client, security };
+}
+
+/** An exporter replica that did not answer a relayed call leaves its flows out: say so, once. */
+export function missingWarner(command: string): (metadata: Metadata) => void {
+  let said = false;
+  return (metadata) => {
+    const missing = metadata.get(OBSERVER_MISSING_TRAILER)[0];
+    if (said || missing === undefined || missing === '') return;
+    said = true;
+    process.stderr.write(`${command}: warning: the answer lacks the flows of exporter replicas that did not answer: ${String(missing)}\n`);
+  };
 }

@@ -13,7 +13,7 @@ import { FlowRecordSchema, GetAggregatesResponseSchema, GetStatusResponseSchema,
 import type { GetFlowsResponse } from '@kappa/contracts';
 import { FilterError, FlagValueError, andFilters, flagsToFilter, parseFilter } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
-import type { ObserverClient } from './observer.js';
+import type { ObserverClient } from '@kappa/contracts';
 
 export interface ConsoleServerOptions {
   observer: ObserverClient;

@@ -10,6 +10,8 @@ import {
   GetFlowsResponseSchema,
   GetStatusResponseSchema,
   InstanceStatusSchema,
+  OBSERVER_MISSING_TRAILER,
+  OBSERVER_SCOPE_HEADER,
   StoreStatusSchema,
   create,
   grpcServerSecurity,
@@ -29,6 +31,8 @@ import type { FlowPredicate } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
 import { aggregateLevels, aggregateMetrics, aggregateSides } from '../store/store.js';
 import type { AggregateLevel, AggregateMetric, AggregateSide, FlowStore, StoredFlow } from '../store/store.js';
+import { mergeAggregates, mergeFlows } from './relay.js';
+import type { Missing, ObserverRelay, PeerFollow } from './relay.js';
 import type { BufferedFlow, FlowRing } from './ring.js';
 import type { StatusWatch } from './status-watch.js';
 
@@ -38,6 +42,8 @@ export interface ObserverServerOptions {
   store?: FlowStore;
   storeLimits?: { maxBytes: number; retentionMs: number };
   status?: StatusWatch;
+  /** Asks the other exporter replicas for their share of each answer (absent: this replica's own only). */
+  relay?: ObserverRelay;
   host: string;
   port: number;
   logger: Logger;
@@ -69,6 +75,15 @@ function grpcError(error: unknown): { code: status; details: string } {
 
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
+/** How often a relayed follower looks for replicas it does not follow yet (started, or back). */
+const PEER_RESCAN_MS = 5000;
+
+/** The relayed answer's missing replicas, as metadata (a follower's headers, others' trailers). */
+function missingMetadata(missing: Missing, into = new Metadata()): Metadata {
+  if (missing.length > 0) into.set(OBSERVER_MISSING_TRAILER, missing.join('; ').replace(/\s+/g, ' ').trim());
+  return into;
+}
+
 export class ObserverServer {
   private server: Server | undefined;
   private boundPort = 0;
@@ -81,6 +96,11 @@ export class ObserverServer {
     return this.boundPort;
   }
 
+  /** The relay for this call: none when the caller wants this replica's own share (another replica's relay). */
+  private relayFor(metadata: Metadata): ObserverRelay | undefined {
+    return metadata.get(OBSERVER_SCOPE_HEADER)[0] === 'local' ? undefined : this.options.relay;
+  }
+
   /** Listens; throws GrpcSecurityError when the TLS or token files cannot be used. */
   async start(): Promise<void> {
     const { logger } = this.options;
@@ -89,10 +109,11 @@ export class ObserverServer {
     const server = new Server({ interceptors: secured.interceptors });
     this.server = server;
     const unary =
-      <I, O>(name: string, handler: (request: I) => Promise<O>) =>
+      <I, O>(name: string, handler: (request: I, relay: ObserverRelay | undefined, missing: Missing) => Promise<O>) =>
       (call: ServerUnaryCall<I, O>, callback: sendUnaryData<O>) => {
-        handler(call.request).then(
-          (response) => callback(null, response),
+        const missing: Missing = [];
+        handler(call.request, this.relayFor(call.metadata), missing).then(
+          (response) => callback(null, response, missingMetadata(missing)),
           (error: unknown) => {
             const failure = grpcError(error);
             if (failure.code === status.INTERNAL) logger.warn({ err: error }, `${name} failed`);
@@ -110,8 +131,8 @@ export class ObserverServer {
           })
           .finally(() => this.calls.delete(call));
       },
-      GetAggregates: unary<GetAggregatesRequest, GetAggregatesResponse>('GetAggregates', (r) => this.getAggregates(r)),
-      GetStatus: unary<GetStatusRequest, GetStatusResponse>('GetStatus', () => this.getStatus()),
+      GetAggregates: unary<GetAggregatesRequest, GetAggregatesResponse>('GetAggregates', (r, relay, missing) => this.getAggregates(r, relay, missing)),
+      GetStatus: unary<GetStatusRequest, GetStatusResponse>('GetStatus', (_, relay, missing) => this.getStatus(relay, missing)),
     });
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -143,6 +164,8 @@ export class ObserverServer {
   private async getFlows(call: GetFlowsCall): Promise<void> {
     const request = call.request;
     const matches = predicateOf(request.query);
+    const relay = this.relayFor(call.metadata);
+    const missing: Missing = [];
     const limit = request.limit > 0 ? request.limit : Number.POSITIVE_INFINITY;
     let sent = 0;
     let cancelled = false;
@@ -161,21 +184,47 @@ export class ObserverServer {
     const queue: BufferedFlow[] = [];
     let overflow = false;
     const maxQueue = this.options.maxFollowQueue ?? 100_000;
+    const enqueue = (flow: BufferedFlow) => {
+      if (queue.length >= maxQueue) overflow = true;
+      else queue.push(flow);
+      wake?.();
+    };
     // Subscribe before reading the history, so no record falls between the two; records in
     // both (received since the subscription) are sent once, from the history.
     const subscribedNs = nowNs();
     const unsubscribe = request.follow
       ? this.options.ring.subscribe((flow) => {
-          if (!matches(flow.record)) return;
-          if (queue.length >= maxQueue) overflow = true;
-          else queue.push(flow);
-          wake?.();
+          if (matches(flow.record)) enqueue(flow);
         })
       : () => false;
-    // A follower learns that it is subscribed (every record received from now on reaches it)
-    // from the response headers, sent before the history: the console's live tail says
-    // "waiting for new flows" only then.
-    if (request.follow) call.sendMetadata(new Metadata());
+    // The other replicas' live flows likewise, each subscribed before its history is asked for
+    // (they filter them; a replica that starts later, or comes back, joins at the next rescan).
+    const following = new Map<string, PeerFollow>();
+    const follow = async (peer: { instance: string; address: string }): Promise<boolean> => {
+      if (!relay) return false;
+      const stream = relay.follow(peer, request, enqueue, (error) => {
+        if (following.get(peer.instance) !== stream) return;
+        following.delete(peer.instance);
+        relay.followFailed(peer, error, missing);
+      });
+      following.set(peer.instance, stream);
+      try {
+        await stream.subscribed;
+        return true;
+      } catch (error) {
+        following.delete(peer.instance);
+        stream.cancel();
+        relay.followFailed(peer, error, missing);
+        return false;
+      }
+    };
+    let peers = relay?.peers() ?? [];
+    const rescan =
+      request.follow && relay
+        ? setInterval(() => {
+            for (const peer of relay.peers()) if (!following.has(peer.instance)) void follow(peer);
+          }, PEER_RESCAN_MS)
+        : undefined;
     const write = async (flow: BufferedFlow) => {
       const response = create(GetFlowsResponseSchema, { flow: flow.record, receivedNs: flow.receivedNs });
       sent++;
@@ -192,7 +241,20 @@ export class ObserverServer {
       });
     };
     try {
-      const snapshot = await this.history(request, matches);
+      if (request.follow) {
+        const subscribed = await Promise.all(peers.map(follow));
+        peers = peers.filter((_, i) => subscribed[i]);
+        // A follower learns that it is subscribed (every record received from now on, by any
+        // replica, reaches it) from the response headers, sent before the history: the
+        // console's live tail says "waiting for new flows" only then. They name the replicas
+        // that could not be followed.
+        call.sendMetadata(missingMetadata(missing));
+      }
+      const [own, others] = await Promise.all([
+        this.history(request, matches),
+        relay && peers.length > 0 ? relay.history(peers, { ...request, follow: false, untilNs: request.follow ? 0n : request.untilNs }, missing) : Promise.resolve([]),
+      ]);
+      const snapshot = others.length > 0 ? mergeFlows([own, others], request) : own;
       const seen = new Set<string>();
       for (const flow of snapshot) if (flow.receivedNs >= subscribedNs - 2_000_000_000n && flow.record.id) seen.add(flow.record.id);
       for (const flow of snapshot) {
@@ -217,13 +279,16 @@ export class ObserverServer {
       }
     } finally {
       unsubscribe();
+      if (rescan) clearInterval(rescan);
+      for (const stream of following.values()) stream.cancel();
+      following.clear();
       call.off('cancelled', onGone);
       call.off('close', onGone);
     }
-    if (!cancelled) call.end();
+    if (!cancelled) call.end(missingMetadata(missing));
   }
 
-  private async getAggregates(request: GetAggregatesRequest): Promise<GetAggregatesResponse> {
+  private async getAggregates(request: GetAggregatesRequest, relay: ObserverRelay | undefined, missing: Missing): Promise<GetAggregatesResponse> {
     const store = this.options.store;
     if (!store) throw new BadRequest('aggregates need the flow store, which is off on this exporter (--store)');
     const pick = <T extends string>(value: string, allowed: readonly T[], dflt: T, what: string): T => {
@@ -235,15 +300,45 @@ export class ObserverServer {
     const side = pick<AggregateSide>(request.side, aggregateSides, 'pair', 'side');
     const orderBy = pick<AggregateMetric>(request.orderBy, aggregateMetrics, 'bytes', 'metric');
     const untilNs = request.untilNs > 0n ? request.untilNs : nowNs();
-    const rows = await store.aggregate({ sinceNs: request.sinceNs, untilNs, filter: request.query, level, side, orderBy, limit: request.limit });
+    const peers = relay?.peers() ?? [];
+    // Each replica's rows of the same range, unlimited: a group pair's records are spread over
+    // every replica, so only the sums of all of them can be ordered and cut.
+    const [rows, others] = await Promise.all([
+      store.aggregate({ sinceNs: request.sinceNs, untilNs, filter: request.query, level, side, orderBy, limit: peers.length > 0 ? 0 : request.limit }),
+      relay && peers.length > 0 ? relay.aggregates(peers, { ...request, untilNs }, missing) : Promise.resolve([]),
+    ]);
+    const own = rows.map((r) => create(AggregateSchema, r));
     return create(GetAggregatesResponseSchema, {
       sinceNs: request.sinceNs,
       untilNs,
-      aggregates: rows.map((r) => create(AggregateSchema, r)),
+      aggregates: peers.length > 0 ? mergeAggregates([own, ...others], orderBy, request.limit) : own,
     });
   }
 
-  private async getStatus(): Promise<GetStatusResponse> {
+  private async getStatus(relay: ObserverRelay | undefined, missing: Missing): Promise<GetStatusResponse> {
+    const peers = relay?.peers() ?? [];
+    const [own, others] = await Promise.all([this.ownStatus(), relay && peers.length > 0 ? relay.statuses(peers, missing) : Promise.resolve([])]);
+    // The stores of every replica as one: records and bytes added, the range the widest.
+    for (const other of others) {
+      const a = own.store!;
+      const b = other.store;
+      if (!b?.enabled) continue;
+      if (!a.enabled) {
+        own.store = b;
+        continue;
+      }
+      a.records += b.records;
+      a.bytes += b.bytes;
+      a.maxBytes += b.maxBytes;
+      a.segments += b.segments;
+      a.expiredRecords += b.expiredRecords;
+      if (b.records > 0n && (a.oldestNs === 0n || (b.oldestNs > 0n && b.oldestNs < a.oldestNs))) a.oldestNs = b.oldestNs;
+      if (b.newestNs > a.newestNs) a.newestNs = b.newestNs;
+    }
+    return own;
+  }
+
+  private async ownStatus(): Promise<GetStatusResponse> {
     const { store, status: watch, storeLimits } = this.options;
     const stats = store?.stats();
     return create(GetStatusResponseSchema, {
@@ -269,6 +364,7 @@ export class ObserverServer {
     const server = this.server;
     if (!server) return;
     for (const end of this.calls.values()) end();
+    this.options.relay?.close();
     await new Promise<void>((resolve) => {
       server.tryShutdown(() => resolve());
       setTimeout(() => {

@@ -117,6 +117,9 @@ export interface AggregateRow {
   /** Dropped packets and bytes of every record of the group (both vantages: each drop is on one). */
   droppedPackets: bigint;
   droppedBytes: bigint;
+  /** What rttAvgUs is the mean of: the sum of the smoothed RTTs and the records that carry one. */
+  rttSumUs: bigint;
+  rttRecords: bigint;
 }
 
 export interface StoreStats {
@@ -671,7 +674,8 @@ export class FlowStore {
     return `SELECT * FROM (SELECT s_ns, s_name, s_ext, d_ns, d_name, d_ext, sum(bytes)::UBIGINT AS bytes, sum(reverse_bytes)::UBIGINT AS reverse_bytes, sum(packets)::UBIGINT AS packets,
         sum(reverse_packets)::UBIGINT AS reverse_packets, sum(retransmits)::UBIGINT AS retransmits,
         coalesce(round(sum(rtt_sum) / nullif(sum(rtt_n), 0)), 0)::UINTEGER AS rtt_avg_us, coalesce(max(rtt_max), 0)::UINTEGER AS rtt_max_us, sum(records)::UBIGINT AS records,
-        sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes
+        sum(dropped_packets)::UBIGINT AS dropped_packets, sum(dropped_bytes)::UBIGINT AS dropped_bytes,
+        coalesce(sum(rtt_sum), 0)::UBIGINT AS rtt_sum_us, coalesce(sum(rtt_n), 0)::UBIGINT AS rtt_records
       FROM (${parts.join(' UNION ALL ')}) GROUP BY ALL)
       ORDER BY ${metricOrder[query.orderBy]} DESC, s_ns, s_name, d_ns, d_name${query.limit > 0 ? ` LIMIT ${query.limit}` : ''}`;
   }
@@ -705,6 +709,8 @@ export class FlowStore {
         records: r[13] as bigint,
         droppedPackets: r[14] as bigint,
         droppedBytes: r[15] as bigint,
+        rttSumUs: r[16] as bigint,
+        rttRecords: r[17] as bigint,
       }));
     } finally {
       connection.closeSync();
