@@ -246,16 +246,20 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
   if (cluster) {
     let extra = 0;
     const shifted = (port) => (port === 0 ? 0 : port + 100);
+    // The exporter replicas find each other's Observers (the relay) at the address they listen
+    // on; listening on every address (KAPPA_UP_LISTEN=0.0.0.0), they advertise loopback instead.
+    const wildcard = ['0.0.0.0', '::', '[::]'].includes(listenHost);
+    const advertise = (port) => (wildcard && port !== 0 ? { KAPPA_OBSERVER_ADVERTISE: `127.0.0.1:${port}` } : {});
     for (const [service, count] of Object.entries(clusterReplicas)) {
       const first = processes.findIndex((p) => p.service === service);
-      processes[first] = { name: `${service}-0`, service, env: { ...serviceEnv[service], KAPPA_INSTANCE: `${node}-0` } };
+      processes[first] = { name: `${service}-0`, service, env: { ...serviceEnv[service], KAPPA_INSTANCE: `${node}-0`, ...(service === 'exporter' ? advertise(observerPort) : {}) } };
       for (let i = 1; i < count; i++) {
         const folder = resolve(state, `${service}-${i}`);
         const own = {
           KAPPA_INSTANCE: `${node}-${i}`,
           KAPPA_METRICS_PORT: String(metricsPort === 0 ? 0 : metricsPort + upServices.length + extra++),
           ...(service === 'k8s-tagger' ? { KAPPA_GRPC_PORT: String(shifted(taggerPort)) } : {}),
-          ...(service === 'exporter' ? { KAPPA_OBSERVER_PORT: String(shifted(observerPort)), KAPPA_JSONL: resolve(folder, 'flows.jsonl') } : {}),
+          ...(service === 'exporter' ? { KAPPA_OBSERVER_PORT: String(shifted(observerPort)), KAPPA_JSONL: resolve(folder, 'flows.jsonl'), ...advertise(shifted(observerPort)) } : {}),
         };
         processes.splice(first + i, 0, { name: `${service}-${i}`, service, env: { ...serviceEnv[service], ...own }, ...(service === 'exporter' ? { folder } : {}) });
       }

@@ -82,9 +82,9 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     expect(container.envFrom).toContainEqual({ configMapRef: { name: 'kappa-config' } });
   });
 
-  test('the NATS servers must run on three different nodes (required anti-affinity); tagger and joiner replicas prefer to', () => {
+  test('the NATS servers must run on three different nodes (required anti-affinity); tagger, joiner and exporter replicas prefer to', () => {
     expect(spreadByNode(nats, 'required')).toHaveLength(1);
-    for (const name of ['kappa-k8s-tagger', 'kappa-joiner']) {
+    for (const name of ['kappa-k8s-tagger', 'kappa-joiner', 'kappa-exporter']) {
       const w = one<Replicated>(objects, 'Deployment', name);
       expect(spreadByNode(w, 'preferred'), name).toHaveLength(1);
     }
@@ -97,9 +97,23 @@ describe.each(overlayNames())('overlay %s', (overlay) => {
     }
   });
 
+  test('each exporter replica advertises its Observer at its pod IP, and the others check its certificate by a name make-k8s-tls.sh puts in it', () => {
+    const exporter = one<Replicated>(objects, 'Deployment', 'kappa-exporter');
+    const container = exporter.spec.template.spec.containers.find((c) => c.name === 'exporter')!;
+    const env = new Map((container.env ?? []).map((e) => [e.name, e]));
+    expect(env.get('POD_IP')?.valueFrom?.fieldRef?.fieldPath).toBe('status.podIP');
+    expect(env.get('KAPPA_OBSERVER_ADVERTISE')?.value).toBe(`$(POD_IP):${env.get('KAPPA_OBSERVER_PORT')?.value}`);
+    // $(POD_IP) is expanded only when POD_IP comes earlier in the list.
+    const names = (container.env ?? []).map((e) => e.name);
+    expect(names.indexOf('POD_IP')).toBeLessThan(names.indexOf('KAPPA_OBSERVER_ADVERTISE'));
+    const peerName = env.get('KAPPA_OBSERVER_PEER_NAME')?.value;
+    expect(readFileSync(resolve(workspaceRoot, 'tools/make-k8s-tls.sh'), 'utf8')).toMatch(new RegExp(`for service in [^;]*\\b${peerName}\\b`));
+  });
+
   test('the cluster stages run in replicas where they can, and every stateful or replicated workload has a PodDisruptionBudget that lets a drain take one pod at a time', () => {
     expect(one<Replicated>(objects, 'Deployment', 'kappa-k8s-tagger').spec.replicas).toBeGreaterThanOrEqual(2);
     expect(one<Replicated>(objects, 'Deployment', 'kappa-joiner').spec.replicas).toBeGreaterThanOrEqual(2);
+    expect(one<Replicated>(objects, 'Deployment', 'kappa-exporter').spec.replicas).toBeGreaterThanOrEqual(2);
     for (const [kind, name] of [
       ['StatefulSet', 'kappa-nats'],
       ['Deployment', 'kappa-k8s-tagger'],

@@ -177,6 +177,38 @@ describe('npm run up -- --cluster', () => {
     }
   });
 
+  it('kappa observe, which asks the first exporter, lists the flows of both exporter replicas (the relay)', async () => {
+    const exported = (file: string): string[] => {
+      try {
+        return readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => (JSON.parse(l) as { id: string }).id);
+      } catch {
+        return [];
+      }
+    };
+    const files = [join(state, 'flows.jsonl'), join(state, 'exporter-1', 'flows.jsonl')];
+    // This machine's own traffic (the servers and stages talking) is what capture counts.
+    const deadline = Date.now() + 90_000;
+    while (files.some((f) => exported(f).length === 0)) {
+      if (Date.now() > deadline) throw new Error(`an exporter replica exported nothing in 90 s: ${files.map((f) => `${f}: ${exported(f).length}`).join(', ')}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const shares = files.map(exported);
+    let missing: string[] = [];
+    for (let attempt = 0; attempt < 10; attempt++) {
+      // A batch is in the JSON Lines file a moment before the store has it: ask again.
+      const result = kappa('observe', '-o', 'json');
+      expect(result.code, result.out).toBe(0);
+      const observed = new Set(result.out.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { id: string }).id));
+      missing = shares.flat().filter((id) => !observed.has(id));
+      if (missing.length === 0) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(missing, `of ${shares[0]!.length} + ${shares[1]!.length} exported records`).toEqual([]);
+  }, 150_000);
+
   it('Ctrl-C stops every process it started', async () => {
     // up.mjs, 3 nats-servers, 6 redis-servers, capture, process-enricher, 2 × 3 cluster stages, the console.
     expect(ourProcesses().length).toBe(1 + 3 + 6 + 2 + 6 + 1);

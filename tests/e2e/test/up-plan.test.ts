@@ -18,6 +18,7 @@ interface Plan {
   consoleArgs: string[];
   upJson: Record<string, string>;
   warnings: string[];
+  processes: { name: string; service: string; env: Record<string, string> }[];
 }
 // A plain .mjs script of tools/ (no types, not a workspace package): loaded by its path.
 const upPlanModule: unknown = await import(pathToFileURL(join(workspaceRoot, 'tools/up-plan.mjs')).href);
@@ -169,6 +170,17 @@ describe('npm run up plans', () => {
     expect(new Set(Object.values(moved.serviceEnv).map((e) => e.KAPPA_METRICS_PORT))).toEqual(new Set(['0']));
     expect(moved.consoleArgs).toEqual(expect.arrayContaining(['--port=4104', '--server=127.0.0.1:4103']));
     expect(() => upPorts({ KAPPA_UP_TAGGER_PORT: 'ninety' })).toThrow(/KAPPA_UP_TAGGER_PORT=ninety: not a port/);
+  });
+
+  it('with --cluster the two exporters find each other\'s Observer (the relay) at loopback, also when every address is listened on', () => {
+    const exporters = (listenHost: string) =>
+      upPlan({
+        root: workspaceRoot, state, natsPort: 14222, redisPort: 16379, plaintext: true, credentials: ensureCredentials(state), natsKeys: natsKeys(), partitions: 4,
+        jsonl: join(state, 'flows.jsonl'), node: 'ksd-node', cluster: true, listenHost,
+      }).processes.filter((p) => p.service === 'exporter');
+    // On loopback each advertises where it listens (the exporter's default): nothing to set.
+    expect(exporters('127.0.0.1').map((p) => [p.env['KAPPA_OBSERVER_PORT'], p.env['KAPPA_OBSERVER_ADVERTISE']])).toEqual([['9481', undefined], ['9581', undefined]]);
+    expect(exporters('0.0.0.0').map((p) => [p.env['KAPPA_OBSERVER_PORT'], p.env['KAPPA_OBSERVER_ADVERTISE']])).toEqual([['9481', '127.0.0.1:9481'], ['9581', '127.0.0.1:9581']]);
   });
 
   it('renders the Redis ACL exactly as the render line of infra/redis/kappa.acl does', () => {

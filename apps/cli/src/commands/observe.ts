@@ -57,7 +57,13 @@ export async function runObserve(argv: string[]): Promise<number> {
   );
   const warnMissing = missingWarner('kappa observe');
   stream.on('metadata', warnMissing);
-  stream.on('status', (s: StatusObject) => warnMissing(s.metadata));
+  // The trailers (which name replicas that did not answer) come with the status, after 'end'.
+  const statusSeen = new Promise<void>((resolve) =>
+    stream.on('status', (s: StatusObject) => {
+      warnMissing(s.metadata);
+      resolve();
+    }),
+  );
   const stop = () => stream.cancel();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -93,7 +99,7 @@ export async function runObserve(argv: string[]): Promise<number> {
         resolve(error.code === grpcStatus.INVALID_ARGUMENT ? 2 : 1);
       }
     });
-    stream.on('end', () => resolve(0));
+    stream.on('end', () => void statusSeen.then(() => resolve(0)));
   });
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
