@@ -93,3 +93,8 @@ export function expectExactlyOnce(records: Exported[], truth: number, t: ReturnT
   expect(t.wirePackets).toBe(truth);
   expect(t.bytes).toBe(t.wireBytes);
 }
+
+/** The server name a nats-server logged at start. */
+export function natsServerName(log: string): string | undefined {
+  return /Server name:\s+(\S+)/.exec(log)?.[1] ?? /Name:\s+(\S+)/.exec(log)?.[1];
+}

@@ -3,7 +3,10 @@
 // replicas each of k8s-tagger, joiner and exporter (the exporters share one durable consumer and
 // write one JSON Lines file each). Faults: SIGKILL of a tagger replica, of an exporter replica, of
 // a joiner replica (each started again once the other took over), then SIGKILL of the Redis
-// primary holding the most partitions (its replica is promoted). Truth: tcpdump on the node's link.
+// primary holding the most partitions (its replica is promoted), then SIGKILL of the nats-server
+// leading KAPPA_FLOWS (another is elected; every replica of every stage reconnects to the two
+// left; nats-leader.test.ts does the same to one node's pipeline alone). Truth: tcpdump on the
+// node's link.
 // Every conversation is exported exactly once over the two files (each record id once), packets
 // and bytes equal tcpdump, and after each fault every conversation sent up to one round after it
 // is exported within 15 s (the takeover, pipeline latency included). The rolling restart of every
@@ -12,8 +15,10 @@ import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { run } from '@kappa/testing';
-import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, tally } from '../src/cluster-checks.js';
+import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, natsServerName, tally } from '../src/cluster-checks.js';
 import { startCapture, stopCapture } from '../src/ground-truth.js';
 import { metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
@@ -42,7 +47,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 420_000 }, async () => {
+  it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 600_000 }, async () => {
     const s = scenario!;
     const p = s.pipeline;
     const wire = await startCapture(s.pair.a.netns, s.pair.a.ifname, join(dir, 'link.pcap'));
@@ -97,6 +102,26 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       const live = s.redisNodes.find((n) => n !== victim)!;
       const promoted = run('redis-cli', ['-p', String(live.port), 'cluster', 'nodes']).split('\n').filter((l) => / master /.test(l.replace(/,/g, ' ')) && !/fail/.test(l));
       expect(promoted).toHaveLength(3);
+
+      // The nats-server leading KAPPA_FLOWS; another of the three is elected.
+      const nc = await connect({ servers: s.natsServers.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      try {
+        const jsm = await jetstreamManager(nc);
+        const leader = (await jsm.streams.info('KAPPA_FLOWS')).cluster?.leader ?? '';
+        const nats = s.natsServers.find((n) => natsServerName(n.process.log) === leader);
+        expect(nats, `the KAPPA_FLOWS leader ${leader}`).toBeDefined();
+        await fault('NATS stream leader SIGKILL', async () => {
+          await nats!.process.stop('SIGKILL');
+        });
+        const elected = (await jsm.streams.info('KAPPA_FLOWS')).cluster?.leader ?? '';
+        expect(elected, 'a new KAPPA_FLOWS leader').not.toBe(leader);
+        expect(elected).not.toBe('');
+        // KAPPA_FLOWS is a work queue: empty once every batch is acked (one whose ack died with
+        // the leader comes again after the ack wait, 30 s, and its duplicate output is dropped by id).
+        await until('KAPPA_FLOWS to drain', async () => ((await jsm.streams.info('KAPPA_FLOWS')).state.messages === 0 ? true : undefined), 120_000, p);
+      } finally {
+        await nc.close();
+      }
 
       // Drain: the work queue empties once every batch is acked, then nothing more comes.
       await new Promise((r) => setTimeout(r, 3000));

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { natsServerName } from '../src/cluster-checks.js';
 import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
 import { exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
@@ -59,7 +60,7 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
       await until('records exported before the kill', () => (exportedRecords(p).filter(isFlood).length >= 3 * PER_ROUND ? true : undefined), 60_000, p);
 
       const leader = (await jsm.streams.info('KAPPA_FLOWS')).cluster?.leader ?? '';
-      const victim = s.natsServers.find((n) => nameOf(n.process.log) === leader);
+      const victim = s.natsServers.find((n) => natsServerName(n.process.log) === leader);
       expect(victim, `leader ${leader}`).toBeDefined();
       const sentAtKill = s.datagramsSent() - before;
       const killedAt = Date.now();
@@ -124,8 +125,3 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
     }
   });
 });
-
-/** The server name a nats-server logged at start. */
-function nameOf(log: string): string | undefined {
-  return /Server name:\s+(\S+)/.exec(log)?.[1] ?? /Name:\s+(\S+)/.exec(log)?.[1];
-}
