@@ -259,7 +259,10 @@ export function upPlan({ root, state, natsPort, redisPort, plaintext, credential
           KAPPA_INSTANCE: `${node}-${i}`,
           KAPPA_METRICS_PORT: String(metricsPort === 0 ? 0 : metricsPort + upServices.length + extra++),
           ...(service === 'k8s-tagger' ? { KAPPA_GRPC_PORT: String(shifted(taggerPort)) } : {}),
-          ...(service === 'exporter' ? { KAPPA_OBSERVER_PORT: String(shifted(observerPort)), KAPPA_JSONL: resolve(folder, 'flows.jsonl'), ...advertise(shifted(observerPort)) } : {}),
+          // Its own IPFIX observation domains: both exporters reach a collector from one address.
+          ...(service === 'exporter'
+            ? { KAPPA_OBSERVER_PORT: String(shifted(observerPort)), KAPPA_JSONL: resolve(folder, 'flows.jsonl'), KAPPA_IPFIX_DOMAIN_OFFSET: String(i), ...advertise(shifted(observerPort)) }
+            : {}),
         };
         processes.splice(first + i, 0, { name: `${service}-${i}`, service, env: { ...serviceEnv[service], ...own }, ...(service === 'exporter' ? { folder } : {}) });
       }

@@ -27,6 +27,13 @@ export const exporterOptions = {
     min: 1,
     max: 4294967295,
   }),
+  ipfixDomainOffset: integer({
+    description:
+      'added to the cluster id to make the IPFIX observation domain id; give each exporter replica that reaches a collector from the same address its own (0, 1, ...): collectors such as nfcapd check sequence numbers per address and domain',
+    default: 0,
+    min: 0,
+    max: 4294967295,
+  }),
   ipfixMtu: integer({ description: 'path MTU towards a UDP collector; each IPFIX datagram fits it', default: 1500, min: 576, max: 65535 }),
   ipfixMaxStringBytes: integer({ description: 'longer process and Kubernetes strings are cut (at a UTF-8 boundary) in IPFIX', default: 1024, min: 0, max: 1500 }),
   prometheus: boolean({ description: 'export workload-to-workload kappa_flow_* metrics on /metrics', default: true }),

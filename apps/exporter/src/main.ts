@@ -50,6 +50,7 @@ if (config.ipfix) {
     // IPv6 (40) + UDP (8) headers: the datagram fits the MTU on either IP version.
     udpMaxMessageBytes: Math.min(65535, config.ipfixMtu - 48),
     maxStringBytes: config.ipfixMaxStringBytes,
+    domainOffset: config.ipfixDomainOffset,
     logger,
     registry,
   });

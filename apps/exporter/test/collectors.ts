@@ -211,3 +211,40 @@ export function expectDecoded(flows: Awaited<ReturnType<typeof nfdumpFlows>>, re
   }
 }
 
+
+/** nfcapd's own count of sequence failures, summed over the stat records of its files (`nfdump -I`). */
+export async function nfcapdSequenceFailures(dir: string): Promise<number> {
+  let failures = 0;
+  for (const file of readdirSync(dir).filter((f) => f.startsWith('nfcapd.'))) {
+    const { stdout } = await run('nfdump', ['-r', join(dir, file), '-I']);
+    const line = /^Sequence failures: (\d+)$/m.exec(stdout);
+    if (!line) throw new Error(`nfdump -I printed no sequence failures for ${file}: ${stdout}`);
+    failures += Number(line[1]);
+  }
+  return failures;
+}
+
+/** One IPFIX message's header as tshark decodes it, with the number of data records it carried. */
+export interface TsharkMessage {
+  srcPort: number;
+  domain: number;
+  sequence: number;
+  /** Data records (options data included) tshark decoded in it: what its sequence number counts. */
+  records: number;
+}
+
+/** The IPFIX messages of a capture (one per UDP datagram), in capture order, read from tshark's PDML. */
+export async function tsharkMessages(file: string, decodeAs: string): Promise<TsharkMessage[]> {
+  const { stdout } = await run('tshark', ['-r', file, '-d', `${decodeAs},cflow`, '-T', 'pdml'], { maxBuffer: 256 * 1024 * 1024 });
+  return stdout
+    .split('<packet>')
+    .slice(1)
+    .map((packet) => {
+      const show = (name: string) => {
+        const field = new RegExp(`<field name="${name.replace('.', '\\.')}"[^>]*? show="([^"]*)"`).exec(packet);
+        if (!field) throw new Error(`tshark decoded no ${name} in a packet`);
+        return Number(field[1]);
+      };
+      return { srcPort: show('udp.srcport'), domain: show('cflow.od_id'), sequence: show('cflow.sequence'), records: packet.match(/<field name="" show="Flow \d+"/g)?.length ?? 0 };
+    });
+}

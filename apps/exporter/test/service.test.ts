@@ -1,7 +1,7 @@
 // The exporter as a real process on a real nats-server: every joined batch reaches every enabled
 // sink (JSON Lines with rotation, IPFIX to nfcapd, Prometheus with its series cap, heartbeats),
 // and a sink that fails gets the batch again without the others writing it twice.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -9,13 +9,14 @@ import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus, subjects } from '@kappa/bus';
+import { subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import type { FlowRecord, StageStatus } from '@kappa/contracts';
-import { createLogger, createRegistry } from '@kappa/observability';
-import { freePort, startNatsServer } from '@kappa/testing';
+import { freePort } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { expectDecoded, nfdumpFlows, removeDir, startNfcapd } from './collectors.js';
+import { buildAndStartBus, metricSum, startExporterProcess, until } from './exporter-process.js';
+import type { ExporterProcess } from './exporter-process.js';
 import { T0, knownBatch, knownRecord } from './fixtures.js';
 import { newFlowBatch } from '@kappa/contracts';
 
@@ -25,53 +26,8 @@ let bus: Bus;
 let dir: string;
 const children: ChildProcess[] = [];
 
-interface Exporter {
-  child: ChildProcess;
-  metricsPort: number;
-  stderr: () => string;
-  metrics(): Promise<string>;
-  stop(): Promise<number | null>;
-}
-
-async function startExporter(args: string[]): Promise<Exporter> {
-  const metricsPort = await freePort();
-  const child = spawn(process.execPath, [join(appRoot, 'dist/main.js'), `--nats-url=${nats.url}`, `--metrics-port=${metricsPort}`, '--observer=false', ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.push(child);
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  await until(() => err.includes('exporter started') || child.exitCode !== null, 60_000);
-  if (child.exitCode !== null) throw new Error(`exporter exited: ${err}`);
-  return {
-    child,
-    metricsPort,
-    stderr: () => err,
-    metrics: async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(),
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
-        child.once('exit', (code) => resolve(code));
-        child.kill('SIGTERM');
-      }),
-  };
-}
-
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`${what} not met in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Sum of a counter's samples in Prometheus text, optionally only those whose labels match. */
-function metricSum(text: string, name: string, labels = ''): number {
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
-    .filter((l) => l.includes(labels))
-    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+async function startExporter(args: string[]): Promise<ExporterProcess> {
+  return startExporterProcess(nats.url, args, children);
 }
 
 /** The samples of a Prometheus text exposition: name, labels, value. */
@@ -94,10 +50,7 @@ function jsonlLines(path: string): string[] {
 }
 
 beforeAll(async () => {
-  execFileSync(process.execPath, [join(appRoot, '../../tools/build-app.mjs')], { cwd: appRoot, stdio: 'inherit' });
-  nats = await startNatsServer();
-  bus = await connectBus({ servers: [nats.url], name: 'test', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
-  await bus.ensureStreams();
+  ({ nats, bus } = await buildAndStartBus());
 });
 afterEach(async () => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');

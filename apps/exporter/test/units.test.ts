@@ -49,6 +49,16 @@ describe('IPFIX encoder', () => {
     ]);
   });
 
+  it('numbers cluster c as observation domain c + --ipfix-domain-offset, modulo 2^32', () => {
+    const encoder = new IpfixEncoder({ enterpriseNumber: 32473, maxMessageBytes: 1452, maxStringBytes: 1024, domainOffset: 1 });
+    const records = [knownRecord(0, { clusterId: 7 }), knownRecord(2, { clusterId: 0xffff_ffff })];
+    const messages = encoder.encode(viewOf(records), 1_800_000_000);
+    expect(messages.map((m) => [m.domain, m.bytes.readUInt32BE(12)])).toEqual([
+      [8, 8],
+      [0, 0],
+    ]);
+  });
+
   it('sends the four templates in one message when they fit, and one per message under a small MTU', () => {
     const wide = new IpfixEncoder({ enterpriseNumber: 1, maxMessageBytes: 1452, maxStringBytes: 100 }).templateMessages(3);
     expect(wide).toHaveLength(1);

@@ -34,6 +34,13 @@ export interface IpfixEncoderOptions {
    * maxMessageBytes (a small UDP MTU) has its longest strings cut further until it fits.
    */
   maxStringBytes: number;
+  /**
+   * Added (mod 2^32) to the record's cluster id to give its observation domain id; 0 (the default)
+   * keeps domain = cluster id. Exporters that share one source address each need their own, since
+   * collectors such as nfcapd count sequence numbers per (source address, domain), not per
+   * transport session (docs/architecture.md "Clusters").
+   */
+  domainOffset?: number;
 }
 
 interface Template {
@@ -240,13 +247,17 @@ export class IpfixEncoder {
     return !this.sequences.has(domain);
   }
 
-  /** The observation domains (cluster ids) of the view's records, in order of first appearance. */
+  /**
+   * The observation domains of the view's records (cluster id + domainOffset), in order of first
+   * appearance.
+   */
   domainsOf(view: FlowBatchView): number[] {
     if (view.length > this.domainOf.length) this.domainOf = new Float64Array(view.length * 2);
     const domains: number[] = [];
     const cursor = this.record.record;
+    const offset = this.options.domainOffset ?? 0;
     for (let i = 0; i < view.length; i++) {
-      const domain = view.record(i, cursor).uint32(R.clusterId);
+      const domain = (view.record(i, cursor).uint32(R.clusterId) + offset) >>> 0;
       this.domainOf[i] = domain;
       if (!domains.includes(domain)) domains.push(domain);
     }

@@ -14,6 +14,8 @@ export interface IpfixSinkOptions {
   /** UDP: largest datagram payload (path MTU minus IP and UDP headers). */
   udpMaxMessageBytes: number;
   maxStringBytes: number;
+  /** Observation domain id = cluster id + this (IpfixEncoderOptions.domainOffset). */
+  domainOffset?: number;
   logger: Logger;
   registry: Registry;
 }
@@ -35,6 +37,7 @@ export class IpfixSink implements FlowSink {
       enterpriseNumber: options.enterpriseNumber,
       maxMessageBytes: protocol === 'udp' ? options.udpMaxMessageBytes : 65535,
       maxStringBytes: options.maxStringBytes,
+      domainOffset: options.domainOffset ?? 0,
     });
     const metric = (name: string, help: string) =>
       new Counter<'collector'>({ name, help, labelNames: ['collector'], registers: [options.registry] });
@@ -71,7 +74,7 @@ export class IpfixSink implements FlowSink {
     // Connected first: a (re)connection restarts the sequence numbers the encoder writes.
     await this.transport.ready();
     const messages: IpfixMessage[] = [];
-    // A domain (cluster id) seen for the first time gets its templates before its first data.
+    // A domain (cluster id + offset) seen for the first time gets its templates before its first data.
     for (const domain of this.encoder.domainsOf(view)) {
       if (this.encoder.isNewDomain(domain)) messages.push(...this.encoder.templateMessages(domain));
     }
