@@ -7,10 +7,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { subjects } from '@kappa/bus';
+import { connectBus, stageStatus, subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { IpProtocol, Vantage, newFlowBatch, newFlowRecord } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
+import { createLogger, createRegistry } from '@kappa/observability';
+import { freePort } from '@kappa/testing';
 import { MINUTE, SECOND, generatedMap, repoRoot, startConsoleStack, waitUntil as until } from './stack.js';
 import type { ConsoleStack } from './stack.js';
 
@@ -460,4 +462,31 @@ describe('the console in Chromium', () => {
     expect(ids).toEqual(expectedIds);
     await context.close();
   }, 300_000);
+
+  it('when an exporter replica does not answer, the page says whose flows are missing, and stops saying it once every replica answers', async () => {
+    // A replica that heartbeats with an Observer nobody listens on: the exporter's relay asks it,
+    // cannot reach it, and answers with its own flows and the replica's name.
+    const ghost = await connectBus({ servers: [stack.natsUrl], name: 'ghost-exporter', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
+    const closedPort = await freePort();
+    ghost.startHeartbeat(() => stageStatus({ stage: 'exporter', instance: 'ghost-exporter', node: 'ghost', startedNs: 1n, ready: true, features: { observer: `127.0.0.1:${closedPort}` } }), 1000);
+    try {
+      await until(async () => (await stack.api<{ missing?: string }>('api/map?since=2h')).missing?.startsWith(`ghost-exporter (127.0.0.1:${closedPort}): `) ?? false, 30_000, 'the relay names the replica');
+      const flows = await stack.api<{ flows: unknown[]; missing?: string }>('api/flows?since=2h');
+      expect(flows.missing).toMatch(/^ghost-exporter /);
+      expect(flows.flows.length).toBeGreaterThanOrEqual(known.length);
+      const page = await newPage('?since=2h');
+      const banner = await page.waitForSelector('[data-testid=missing-replicas]', { timeout: 30_000 });
+      expect(await banner.textContent()).toMatch(/their flows are missing here: ghost-exporter \(127\.0\.0\.1:\d+\): /);
+      await shot(page, 'missing-replica');
+      await page.context().close();
+    } finally {
+      await ghost.close();
+    }
+    // Its heartbeats stop: after 10 s of silence it is not asked, and the answers are whole again.
+    await until(async () => (await stack.api<{ missing?: string }>('api/map?since=2h')).missing === undefined, 30_000, 'answers whole again');
+    const page = await newPage('?since=2h');
+    await page.waitForSelector('[data-testid=map-summary]');
+    expect(await page.$('[data-testid=missing-replicas]')).toBeNull();
+    await page.context().close();
+  }, 120_000);
 });

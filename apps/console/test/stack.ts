@@ -23,6 +23,8 @@ export const MINUTE = 60n * SECOND;
 
 export interface ConsoleStack {
   bus: Bus;
+  /** The nats-server the exporter uses. */
+  natsUrl: string;
   browser: Browser;
   /** https://127.0.0.1:<port>/ */
   url: string;
@@ -126,7 +128,7 @@ export async function startConsoleStack(options: { build?: boolean; exporterInst
     throw new Error(`${String(error)}\n${text}`);
   }
   const url = `https://127.0.0.1:${consolePort}/`;
-  const ready = { bus: bus!, browser: browser! };
+  const ready = { bus: bus!, browser: browser!, natsUrl: nats!.url };
   return {
     ...ready,
     url,

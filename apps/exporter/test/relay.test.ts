@@ -134,7 +134,7 @@ describe('the Observer relay: any replica gives the whole picture', () => {
     for (const level of ['namespace', 'workload', 'pod', 'ip'] as const) {
       for (const orderBy of ['bytes', 'rtt', 'dropped'] as const) {
         for (const limit of [0, 3]) {
-          const got = await client.aggregates({ level, orderBy, limit });
+          const { response: got } = await client.aggregates({ level, orderBy, limit });
           const want = await truth.aggregate({ sinceNs: 0n, untilNs: got.untilNs, filter: '', level, side: 'pair', orderBy, limit });
           expect(got.aggregates, `${level} by ${orderBy}, limit ${limit}`).toEqual(want.map((r) => create(AggregateSchema, r)));
         }
@@ -146,7 +146,7 @@ describe('the Observer relay: any replica gives the whole picture', () => {
     await twoReplicas();
     const client = new ObserverClient(a.address, {});
     cleanups.push(() => client.close());
-    const status = await client.status();
+    const { response: status } = await client.status();
     expect(status.store?.records).toBe(BigInt(SHARE_A.length + SHARE_B.length));
   });
 

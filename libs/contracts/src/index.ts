@@ -87,5 +87,5 @@ export { kubeTagsServiceDefinition, observerServiceDefinition } from './grpc.js'
 export { create, clone, equals, fromBinary, toBinary, toJson, fromJson } from '@bufbuild/protobuf';
 export { GrpcSecurityError, bearerTokenCheck, grpcClientSecurity, grpcServerSecurity } from './grpc-security.js';
 export type { GrpcClientSecurity, GrpcServerSecurity, SecuredGrpcClient, SecuredGrpcServer } from './grpc-security.js';
-export { OBSERVER_MISSING_TRAILER, OBSERVER_SCOPE_HEADER, ObserverClient } from './observer-client.js';
-export type { AggregatesRequestInit, FlowsRequestInit, ObserverClientOptions } from './observer-client.js';
+export { OBSERVER_MISSING_TRAILER, OBSERVER_SCOPE_HEADER, ObserverClient, missingOf } from './observer-client.js';
+export type { AggregatesRequestInit, FlowsRequestInit, ObserverAnswer, ObserverClientOptions } from './observer-client.js';

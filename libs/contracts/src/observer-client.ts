@@ -4,7 +4,7 @@
 // reached by address).
 import { Client } from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
-import type { ChannelOptions, ClientReadableStream, ServiceError } from '@grpc/grpc-js';
+import type { ChannelOptions, ClientReadableStream, ServiceError, StatusObject } from '@grpc/grpc-js';
 import {
   GetAggregatesRequestSchema,
   GetFlowsRequestSchema,
@@ -33,6 +33,18 @@ export type AggregatesRequestInit = Partial<Pick<GetAggregatesRequest, 'sinceNs'
 export const OBSERVER_SCOPE_HEADER = 'kappa-observer-scope';
 /** The trailer of a relayed answer some replica could not give: "<instance>: <why>; …". */
 export const OBSERVER_MISSING_TRAILER = 'kappa-observer-missing';
+
+/** A unary answer and, for a relayed one, the replicas that did not answer (its trailer). */
+export interface ObserverAnswer<T> {
+  response: T;
+  missing: string | undefined;
+}
+
+/** The replicas a relayed answer lacks, from its trailers (or a follower's headers). */
+export function missingOf(metadata: Metadata): string | undefined {
+  const value = metadata.get(OBSERVER_MISSING_TRAILER)[0];
+  return value === undefined || value === '' ? undefined : String(value);
+}
 
 export interface ObserverClientOptions {
   /** 'local': the Observer answers with its own flows only (no relay). */
@@ -63,26 +75,34 @@ export class ObserverClient {
     return metadata;
   }
 
-  private unary<I, O>(name: 'GetAggregates' | 'GetStatus', request: I): Promise<O> {
+  private unary<I, O>(name: 'GetAggregates' | 'GetStatus', request: I): Promise<ObserverAnswer<O>> {
     const method = observerServiceDefinition[name]!;
     return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest<I, O>(
+      let value: O | undefined;
+      // The callback comes before the status, which carries the trailers: answer on the status.
+      const call = this.client.makeUnaryRequest<I, O>(
         method.path,
         method.requestSerialize as (value: I) => Buffer,
         method.responseDeserialize as (bytes: Buffer) => O,
         request,
         this.metadata(),
         { deadline: Date.now() + (this.options.unaryTimeoutMs ?? 30_000) },
-        (error: ServiceError | null, value?: O) => (error || value === undefined ? reject(error) : resolve(value)),
+        (error: ServiceError | null, answer?: O) => {
+          if (error || answer === undefined) reject(error);
+          else value = answer;
+        },
       );
+      call.on('status', (status: StatusObject) => {
+        if (value !== undefined) resolve({ response: value, missing: missingOf(status.metadata) });
+      });
     });
   }
 
-  aggregates(init: AggregatesRequestInit | GetAggregatesRequest): Promise<GetAggregatesResponse> {
+  aggregates(init: AggregatesRequestInit | GetAggregatesRequest): Promise<ObserverAnswer<GetAggregatesResponse>> {
     return this.unary('GetAggregates', create(GetAggregatesRequestSchema, init));
   }
 
-  status(): Promise<GetStatusResponse> {
+  status(): Promise<ObserverAnswer<GetStatusResponse>> {
     return this.unary<GetStatusRequest, GetStatusResponse>('GetStatus', create(GetStatusRequestSchema, {}));
   }
 

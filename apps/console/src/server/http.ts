@@ -8,8 +8,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { extname, join, normalize } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import type { ServiceError } from '@grpc/grpc-js';
-import { FlowRecordSchema, GetAggregatesResponseSchema, GetStatusResponseSchema, toJson } from '@kappa/contracts';
+import type { ServiceError, StatusObject } from '@grpc/grpc-js';
+import { FlowRecordSchema, GetAggregatesResponseSchema, GetStatusResponseSchema, missingOf, toJson } from '@kappa/contracts';
 import type { GetFlowsResponse } from '@kappa/contracts';
 import { FilterError, FlagValueError, andFilters, flagsToFilter, parseFilter } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
@@ -191,23 +191,24 @@ export class ConsoleServer {
           orderBy: top ? (q.get('by') ?? 'bytes') : 'bytes',
           limit: top ? intParam(q.get('limit') ?? '20', 'limit', 10_000) : 0,
         };
-        const response = await observer.aggregates(request).catch((error: unknown) => {
+        const { response, missing } = await observer.aggregates(request).catch((error: unknown) => {
           throw grpcToHttp(error);
         });
-        this.json(res, 200, toJson(GetAggregatesResponseSchema, response, { alwaysEmitImplicit: true }));
+        this.json(res, 200, { ...(toJson(GetAggregatesResponseSchema, response, { alwaysEmitImplicit: true }) as object), ...(missing ? { missing } : {}) });
         return;
       }
       case '/api/status': {
-        const response = await observer.status().catch((error: unknown) => {
+        const { response, missing } = await observer.status().catch((error: unknown) => {
           throw grpcToHttp(error);
         });
-        this.json(res, 200, toJson(GetStatusResponseSchema, response, { alwaysEmitImplicit: true }));
+        this.json(res, 200, { ...(toJson(GetStatusResponseSchema, response, { alwaysEmitImplicit: true }) as object), ...(missing ? { missing } : {}) });
         return;
       }
       case '/api/flows': {
         const max = this.options.maxFlows ?? 5000;
         const last = intParam(q.get('last'), 'last', max);
         const flows: unknown[] = [];
+        let missing: string | undefined;
         await new Promise<void>((resolve, reject) => {
           const stream = observer.flows({
             sinceNs: timeParam(q.get('since') ?? '1h', 'since'),
@@ -219,9 +220,13 @@ export class ConsoleServer {
             if (response.flow) flows.push(flowJson(response));
           });
           stream.on('error', (error) => reject(grpcToHttp(error)));
-          stream.on('end', () => resolve());
+          // The trailers (replicas that did not answer) come with the status, after the end.
+          stream.on('status', (status: StatusObject) => {
+            missing = missingOf(status.metadata);
+            if (status.code === grpcStatus.OK) resolve();
+          });
         });
-        this.json(res, 200, { flows });
+        this.json(res, 200, { flows, ...(missing ? { missing } : {}) });
         return;
       }
       case '/api/tail': {

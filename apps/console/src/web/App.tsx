@@ -57,6 +57,13 @@ export function App() {
     window.addEventListener('kappa-unauthorized', ask);
     return () => window.removeEventListener('kappa-unauthorized', ask);
   }, []);
+  // Exporter replicas that did not answer the latest call (the relay's trailer): what is shown lacks their flows.
+  const [missing, setMissing] = useState<string | undefined>();
+  useEffect(() => {
+    const heard = (e: Event) => setMissing((e as CustomEvent<string | undefined>).detail);
+    window.addEventListener('kappa-missing', heard);
+    return () => window.removeEventListener('kappa-missing', heard);
+  }, []);
   const apply = () => {
     setFilter(draft.filter);
     setVerdict(draft.verdict);
@@ -76,6 +83,11 @@ export function App() {
           ))}
         </nav>
       </header>
+      {missing && (
+        <p className="error" data-testid="missing-replicas">
+          Incomplete: exporter replicas did not answer, their flows are missing here: {missing}
+        </p>
+      )}
       {needToken && (
         <form
           className="token"

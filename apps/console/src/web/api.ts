@@ -33,9 +33,11 @@ export async function getJson<T>(path: string, params: Record<string, string | n
   const query = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== '') query.set(k, String(v));
   const response = await fetch(`${path}?${query}`, { headers: headers() });
-  const body = (await response.json()) as T & { error?: string; position?: number };
+  const body = (await response.json()) as T & { error?: string; position?: number; missing?: string };
   if (response.status === 401) window.dispatchEvent(new Event('kappa-unauthorized'));
   if (!response.ok) throw new ApiError(response.status, body.error ?? response.statusText, body.position);
+  // A relayed answer that lacks replicas says which (the frame shows it until an answer is whole).
+  window.dispatchEvent(new CustomEvent('kappa-missing', { detail: body.missing }));
   return body;
 }
 

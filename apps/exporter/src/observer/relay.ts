@@ -202,7 +202,7 @@ export class ObserverRelay {
     return Promise.all(
       peers.map(async (peer) => {
         try {
-          return (await this.client(peer).aggregates({ ...request, limit: 0 })).aggregates;
+          return (await this.client(peer).aggregates({ ...request, limit: 0 })).response.aggregates;
         } catch (error) {
           this.failed(peer, error, missing);
           return [];
@@ -215,7 +215,7 @@ export class ObserverRelay {
     const answers = await Promise.all(
       peers.map(async (peer) => {
         try {
-          return await this.client(peer).status();
+          return (await this.client(peer).status()).response;
         } catch (error) {
           this.failed(peer, error, missing);
           return undefined;
