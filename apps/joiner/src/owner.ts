@@ -176,20 +176,24 @@ export class PartitionOwner {
     // No batch seen yet: the loaded clock may be far behind (the owner before died a while ago),
     // so the first round ticks at once if anything waits, and JetStream's time catches the clock up.
     this.lastActivity = 0;
-    await this.open();
+    await this.open('fresh');
     this.state = 'running';
     this.pump();
     return { pending: loaded.pending, ends: loaded.ends, applied: loaded.applied };
   }
 
-  private async open(): Promise<void> {
+  /**
+   * Consumes the partition's input from its oldest unacked message, in order. 'fresh' (a
+   * takeover): the durable is deleted and made again, so a replica that held the partition
+   * before can no longer fetch from it. 'reset' (this owner lost a delivery): reset to its ack
+   * floor, which after a NATS server's loss waits only for the consumer's own leader election.
+   */
+  private async open(restart: 'fresh' | 'reset'): Promise<void> {
     this.lastDelivery = -1;
     this.consumer = await this.bus.consume({
       subject: this.settings.inputSubject(this.partition),
       durable: `${this.settings.stage}-p${this.partition}`,
-      // Deleted and made again: delivery starts over at the oldest unacked message, in order,
-      // and a replica that held the partition before can no longer fetch from it.
-      fresh: true,
+      ...(restart === 'fresh' ? { fresh: true } : { reset: true }),
       maxInFlight: this.settings.window,
       maxAckPending: this.settings.window,
       ackWaitMs: this.settings.ackWaitMs,
@@ -221,7 +225,7 @@ export class PartitionOwner {
     this.reopening = (async () => {
       await previous;
       try {
-        await this.open();
+        await this.open('reset');
         this.inputSuspended = false;
         this.logger.info({ partition: this.partition }, 'partition input resumed');
       } catch (error) {

@@ -80,7 +80,7 @@ export class Bus {
   ) {
     this.metrics = busMetrics(options.registry);
     this.inputLog = new LogLimiter(options.logger);
-    this.consumerHost = { js, jsm, logger: this.inputLog };
+    this.consumerHost = { js, jsm, logger: this.inputLog, serverVersion: () => nc.info?.version };
   }
 
   get logger(): Logger {

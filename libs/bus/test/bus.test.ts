@@ -10,7 +10,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { BusPublishError, DLQ_STREAM, FLOW_STREAM, StreamStorageError, connectBus, dlqHeaders } from '../src/index.js';
-import type { Bus } from '../src/index.js';
+import type { Bus, RawMessage } from '../src/index.js';
 
 let nats: TestServer;
 const buses: Bus[] = [];
@@ -111,6 +111,42 @@ describe('bus', () => {
     await bus.publishBatch('kappa.flow.joined', batch('same'));
     expect((await bus.streamInfo(FLOW_STREAM)).state.messages).toBe(1);
     expect((await bus.metrics.duplicates.get()).values[0]?.value).toBe(1);
+  });
+
+  it('a consumer started again with reset delivers from its oldest unacked message, in order, at once, without being made again', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    const subject = 'kappa.flow.tagged.p9';
+    for (let i = 0; i < 5; i++) await bus.publishBatch(subject, batch(`r${i}`));
+    const first: RawMessage[] = [];
+    const a = await bus.consume({ subject, durable: 'reset-test', maxInFlight: 5, handler: async (m) => void first.push(m) });
+    await until(() => first.length === 5);
+    expect(await first[0]!.ack()).toBe(true);
+    expect(await first[1]!.ack()).toBe(true);
+    await a.stop();
+    const created = (await bus.consumerInfo('reset-test')).created;
+    // Started again as it is, the three unacked wait for the ack wait (30 s).
+    const plain: number[] = [];
+    const b = await bus.consume({ subject, durable: 'reset-test', maxInFlight: 5, handler: async (m) => void plain.push(m.streamSequence) });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(plain).toEqual([]);
+    await b.stop();
+    // With reset: at once, from the ack floor, in order; the same consumer (not deleted).
+    const again: number[] = [];
+    const c = await bus.consume({
+      subject,
+      durable: 'reset-test',
+      maxInFlight: 5,
+      reset: true,
+      handler: async (m) => {
+        again.push(m.streamSequence);
+        await m.ack();
+      },
+    });
+    await until(() => again.length >= 3, 5000);
+    expect(again).toEqual(first.slice(2).map((m) => m.streamSequence));
+    expect((await bus.consumerInfo('reset-test')).created).toBe(created);
+    await c.stop();
   });
 
   it('redelivers the batch of a replica killed before its ack to another replica', async () => {

@@ -29,12 +29,9 @@ const PER_ROUND = 100;
 const PER_SOCKET = 10;
 // The issue's goal is 15 s per takeover; the figures are printed (console line below) and kept in
 // BENCHMARKS.md. Asserted here: a takeover happens, well within a stuck consumer's 30 s. The
-// Redis primary's took 14.3-17.9 s at load 27-39 (4.2-12.2 s at load 15-20).
+// Redis primary's took 14.3-17.9 s at load 27-39 (4.2-12.2 s at load 15-20); the NATS stream
+// leader's 13.2-14.7 s at load 0.2-1 (docs/architecture.md, "Faults on the cluster topology").
 const TAKEOVER_MS = 30_000;
-// After the NATS stream leader's SIGKILL, every conversation sent so far was exported after 27.8,
-// 37.9 and 17.7 s (load 0.6-1.4): bounded here, printed, and the gap to 15 s is in
-// docs/architecture.md ("Faults on the cluster topology").
-const NATS_RECOVERY_MS = 60_000;
 const root = process.getuid?.() === 0;
 if (!root && process.env['CI'] === 'true') throw new Error('the e2e tests need root (BPF, namespaces); CI must run them privileged');
 
@@ -51,7 +48,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 600_000 }, async () => {
+  it('exports every conversation once with the bytes of tcpdump, each fault taken over within 15 s', { timeout: 720_000 }, async () => {
     const s = scenario!;
     const p = s.pipeline;
     const wire = await startCapture(s.pair.a.netns, s.pair.a.ifname, join(dir, 'link.pcap'));
@@ -107,6 +104,11 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       const promoted = run('redis-cli', ['-p', String(live.port), 'cluster', 'nodes']).split('\n').filter((l) => / master /.test(l.replace(/,/g, ' ')) && !/fail/.test(l));
       expect(promoted).toHaveLength(3);
 
+      // One fault at a time: the restarted joiner takes its share of the partitions back by
+      // handovers (the other drains and hands each over), which make their consumers again; the
+      // stream leader dies once that has settled.
+      await until('the joiners own 8 partitions each again', async () => ((await m('joiner', 'kappa_joiner_partitions_owned')) === 8 && (await m('joiner-1', 'kappa_joiner_partitions_owned')) === 8 ? true : undefined), 180_000, p);
+
       // The nats-server leading KAPPA_FLOWS; another of the three is elected.
       const nc = await connect({ servers: s.natsServers.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
       try {
@@ -153,10 +155,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       );
       expectExactlyOnce(records, truth, t);
       expect(lost).toBe(0);
-      // The stream leader's SIGKILL: the election is the takeover (as nats-leader.test.ts asserts
-      // it); everything sent so far is exported only after the joiners' partition consumers are
-      // made again, which waits on the JetStream API for 15-20 s here (docs/architecture.md).
-      for (const [label, ms] of Object.entries(takeovers)) expect(ms, label).toBeLessThanOrEqual(label === 'NATS stream leader SIGKILL' ? NATS_RECOVERY_MS : TAKEOVER_MS);
+      for (const [label, ms] of Object.entries(takeovers)) expect(ms, label).toBeLessThanOrEqual(TAKEOVER_MS);
       // No service ended that the test did not end.
       for (const service of [...Object.values(p.services), ...Object.values(s.replicas)]) expect(unexpectedExits(service), service.name).toEqual([]);
     } finally {
