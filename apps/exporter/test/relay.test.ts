@@ -175,6 +175,35 @@ describe('the Observer relay: any replica gives the whole picture', () => {
     }, 15_000);
   });
 
+  it('a follower names a replica it cannot follow once, however often it retries it', async () => {
+    await twoReplicas();
+    const dead = await replica([]);
+    const deadAddress = dead.address;
+    await dead.server.close();
+    peers = [...peers, { instance: 'exporter-dead', address: deadAddress }];
+    const client = new ObserverClient(a.address, {});
+    cleanups.push(() => client.close());
+    const stream = client.flows({ follow: true, sinceNs: NOW, limit: 1 });
+    let headers: string | undefined;
+    let trailer: string | undefined;
+    stream.once('metadata', (m: Metadata) => (headers = m.get(OBSERVER_MISSING_TRAILER)[0] as string | undefined));
+    const ended = new Promise<void>((resolve) =>
+      stream.on('status', (s: StatusObject) => {
+        trailer = s.metadata.get(OBSERVER_MISSING_TRAILER)[0] as string | undefined;
+        resolve();
+      }),
+    );
+    stream.on('data', () => undefined);
+    stream.on('error', () => undefined);
+    await until(() => headers !== undefined);
+    expect(headers).toMatch(/^exporter-dead \(127\.0\.0\.1:\d+\): [^;]+$/);
+    // Two looks for replicas later (5 s each), the dead one was tried twice more.
+    await new Promise((r) => setTimeout(r, 11_000));
+    pushRecord(b.ring, knownRecord(200, { startNs: nowNs(), endNs: nowNs() }), nowNs());
+    await ended;
+    expect(trailer).toMatch(/^exporter-dead \(127\.0\.0\.1:\d+\): [^;]+$/);
+  }, 30_000);
+
   it('a replica that does not answer is named in the trailer, and the answer holds the others\'', async () => {
     await twoReplicas();
     await b.server.close();

@@ -108,10 +108,17 @@ export class ObserverRelay {
     return this.options.timeoutMs ?? 30_000;
   }
 
+  /** One line per replica in `missing` (a follower that retries a replica every few seconds keeps its latest reason), logged once per call. */
   private failed(peer: ObserverPeer, error: unknown, missing: Missing): void {
-    const line = `${peer.instance} (${peer.address}): ${why(error)}`;
-    missing.push(line);
+    const prefix = `${peer.instance} (`;
+    const line = `${prefix}${peer.address}): ${why(error)}`;
     this.failures?.inc({ peer: peer.instance });
+    const seen = missing.findIndex((m) => m.startsWith(prefix));
+    if (seen >= 0) {
+      missing[seen] = line;
+      return;
+    }
+    missing.push(line);
     this.options.logger.warn({ peer: peer.instance, address: peer.address, err: why(error) }, 'relay: another exporter replica did not answer; the answer lacks its flows');
   }
 
