@@ -474,6 +474,23 @@ describe('the console in Chromium', () => {
       const flows = await stack.api<{ flows: unknown[]; missing?: string }>('api/flows?since=2h');
       expect(flows.missing).toMatch(/^ghost-exporter /);
       expect(flows.flows.length).toBeGreaterThanOrEqual(known.length);
+      // The live tail: its subscription line, then the replica it could not follow.
+      const controller = new AbortController();
+      const tail = await fetch(`${consoleUrl}api/tail`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: controller.signal });
+      const reader = tail.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      const deadline = setTimeout(() => controller.abort(), 10_000);
+      while (text.split('\n').length < 3) {
+        const chunk = await reader.read().catch(() => ({ value: undefined, done: true }));
+        if (chunk.done) break;
+        text += chunk.value ?? '';
+      }
+      clearTimeout(deadline);
+      controller.abort();
+      const [subscribedLine, missingLine] = text.split('\n');
+      expect(subscribedLine).toBe('');
+      expect(missingLine, 'the tail\'s second line').toMatch(/^\{/);
+      expect((JSON.parse(missingLine!) as { missing: string }).missing).toMatch(/^ghost-exporter \(127\.0\.0\.1:\d+\): /);
       const page = await newPage('?since=2h');
       const banner = await page.waitForSelector('[data-testid=missing-replicas]', { timeout: 30_000 });
       expect(await banner.textContent()).toMatch(/their flows are missing here: ghost-exporter \(127\.0\.0\.1:\d+\): /);

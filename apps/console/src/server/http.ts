@@ -8,7 +8,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { extname, join, normalize } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import type { ServiceError, StatusObject } from '@grpc/grpc-js';
+import type { Metadata, ServiceError, StatusObject } from '@grpc/grpc-js';
 import { FlowRecordSchema, GetAggregatesResponseSchema, GetStatusResponseSchema, missingOf, toJson } from '@kappa/contracts';
 import type { GetFlowsResponse } from '@kappa/contracts';
 import { FilterError, FlagValueError, andFilters, flagsToFilter, parseFilter } from '@kappa/filter';
@@ -234,8 +234,13 @@ export class ConsoleServer {
         const stream = observer.flows({ sinceNs: BigInt(Date.now()) * 1_000_000n, query: filterParam(q), follow: true });
         res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
         // The first line (empty) says the Observer has subscribed this tail: every flow it
-        // receives from now on follows.
-        stream.once('metadata', () => res.write('\n'));
+        // receives from now on follows. Then, when exporter replicas could not be followed, a
+        // line {"missing": "..."} naming them.
+        stream.once('metadata', (metadata: Metadata) => {
+          res.write('\n');
+          const missing = missingOf(metadata);
+          if (missing) res.write(`${JSON.stringify({ missing })}\n`);
+        });
         const stop = () => stream.cancel();
         this.tails.add(stop);
         req.on('close', stop);

@@ -65,9 +65,10 @@ export async function tail(filter: string, verdict: Verdict, onFlow: (flow: Flow
       const line = buffered.slice(0, nl).trim();
       buffered = buffered.slice(nl + 1);
       if (line) {
-        const item = JSON.parse(line) as FlowItem & { error?: string };
+        const item = JSON.parse(line) as FlowItem & { error?: string; missing?: string };
         if (item.error) throw new ApiError(502, item.error);
-        onFlow(item);
+        if (item.missing !== undefined) window.dispatchEvent(new CustomEvent('kappa-missing', { detail: item.missing }));
+        else onFlow(item);
       }
     }
   }
