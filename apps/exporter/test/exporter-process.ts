@@ -38,8 +38,9 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
 }
 
 /**
- * Starts the exporter on natsUrl with its own /metrics port and no Observer, plus `args`; the
- * child goes into `children` so that the test's afterEach can kill what a failed test left.
+ * Starts the exporter on natsUrl with its own /metrics port and no Observer, plus `args` (which
+ * come last, so `--observer=true` turns it on); the child goes into `children` so that the
+ * test's afterEach can kill what a failed test left.
  */
 export async function startExporterProcess(natsUrl: string, args: string[], children: ChildProcess[]): Promise<ExporterProcess> {
   const metricsPort = await freePort();

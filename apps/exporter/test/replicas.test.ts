@@ -4,23 +4,23 @@
 // (the advertised Observer) and `kappa observe`, the real CLI, asked of either replica, lists every
 // record once. With one replica SIGKILLed, the other still answers with its own share and the CLI
 // warns that the dead replica's flows are missing.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus, subjects } from '@kappa/bus';
+import { subjects } from '@kappa/bus';
 import type { Bus } from '@kappa/bus';
 import { newFlowBatch } from '@kappa/contracts';
 import type { StageStatus } from '@kappa/contracts';
-import { createLogger, createRegistry } from '@kappa/observability';
-import { freePort, makeTlsMaterial, startNatsServer } from '@kappa/testing';
+import { freePort, makeTlsMaterial } from '@kappa/testing';
 import type { TestServer, TlsMaterial } from '@kappa/testing';
+import { buildAndStartBus, startExporterProcess, until } from './exporter-process.js';
+import type { ExporterProcess } from './exporter-process.js';
 import { knownRecord } from './fixtures.js';
 
-const appRoot = join(import.meta.dirname, '..');
-const cli = join(appRoot, '../cli/bin/kappa.js');
+const cli = join(import.meta.dirname, '../../cli/bin/kappa.js');
 const RECORDS = 400;
 const BATCH = 10;
 let nats: TestServer;
@@ -30,35 +30,23 @@ let dir: string;
 let tokenFile: string;
 const children: ChildProcess[] = [];
 
-interface Replica {
+interface Replica extends ExporterProcess {
   instance: string;
-  child: ChildProcess;
   observerPort: number;
   jsonl: string;
-  stderr: () => string;
 }
 
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`${what} not met in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
+/** One replica with its Observer on (over mutual TLS and a token, as `npm run up` runs it). */
 async function startReplica(instance: string): Promise<Replica> {
   const observerPort = await freePort();
   const jsonl = join(dir, instance, 'flows.jsonl');
-  const child = spawn(
-    process.execPath,
+  const exporter = await startExporterProcess(
+    nats.url,
     [
-      join(appRoot, 'dist/main.js'),
-      `--nats-url=${nats.url}`,
       `--instance=${instance}`,
-      `--metrics-port=${await freePort()}`,
-      '--metrics-host=127.0.0.1',
       `--jsonl=${jsonl}`,
       '--prometheus=false',
+      '--observer=true',
       '--observer-host=127.0.0.1',
       `--observer-port=${observerPort}`,
       `--observer-tls-cert=${tls.serverCertFile}`,
@@ -66,14 +54,9 @@ async function startReplica(instance: string): Promise<Replica> {
       `--observer-tls-client-ca=${tls.caFile}`,
       `--observer-token-file=${tokenFile}`,
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    children,
   );
-  children.push(child);
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  await until(() => err.includes('exporter started') || child.exitCode !== null, 60_000, `${instance} started`);
-  if (child.exitCode !== null) throw new Error(`${instance} exited: ${err}`);
-  return { instance, child, observerPort, jsonl, stderr: () => err };
+  return { ...exporter, instance, observerPort, jsonl };
 }
 
 /** `kappa observe` of one replica: the record ids it printed, its stderr and exit code. */
@@ -99,14 +82,11 @@ function exported(replica: Replica): string[] {
 }
 
 beforeAll(async () => {
-  execFileSync(process.execPath, [join(appRoot, '../../tools/build-app.mjs')], { cwd: appRoot, stdio: 'inherit' });
+  ({ nats, bus } = await buildAndStartBus());
   tls = makeTlsMaterial();
   dir = mkdtempSync(join(tmpdir(), 'kappa-exporter-replicas-'));
   tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, 'replicas-token-3f9a\n');
-  nats = await startNatsServer();
-  bus = await connectBus({ servers: [nats.url], name: 'test', logger: createLogger('test', 'silent'), registry: createRegistry('test') });
-  await bus.ensureStreams();
 });
 afterAll(async () => {
   for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');

@@ -3,7 +3,7 @@
 import { Client } from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
 import { duration, string } from '@kappa/config';
-import { GrpcSecurityError, OBSERVER_MISSING_TRAILER, grpcClientSecurity } from '@kappa/contracts';
+import { GrpcSecurityError, grpcClientSecurity, missingOf } from '@kappa/contracts';
 import type { SecuredGrpcClient } from '@kappa/contracts';
 
 export const connectionOptions = {
@@ -59,9 +59,9 @@ export async function connectObserver(command: string, config: ConnectionConfig)
 export function missingWarner(command: string): (metadata: Metadata) => void {
   let said = false;
   return (metadata) => {
-    const missing = metadata.get(OBSERVER_MISSING_TRAILER)[0];
-    if (said || missing === undefined || missing === '') return;
+    const missing = missingOf(metadata);
+    if (said || missing === undefined) return;
     said = true;
-    process.stderr.write(`${command}: warning: the answer lacks the flows of exporter replicas that did not answer: ${String(missing)}\n`);
+    process.stderr.write(`${command}: warning: the answer lacks the flows of exporter replicas that did not answer: ${missing}\n`);
   };
 }

@@ -108,8 +108,11 @@ export class ObserverRelay {
     return this.options.timeoutMs ?? 30_000;
   }
 
-  /** One line per replica in `missing` (a follower that retries a replica every few seconds keeps its latest reason), logged once per call. */
-  private failed(peer: ObserverPeer, error: unknown, missing: Missing): void {
+  /**
+   * A replica that did not answer: counted, one line per replica in `missing` (a follower that
+   * retries a replica every few seconds keeps its latest reason), logged once per call.
+   */
+  failed(peer: ObserverPeer, error: unknown, missing: Missing): void {
     const prefix = `${peer.instance} (`;
     const line = `${prefix}${peer.address}): ${why(error)}`;
     this.failures?.inc({ peer: peer.instance });
@@ -197,11 +200,6 @@ export class ObserverRelay {
         stream.cancel();
       },
     };
-  }
-
-  /** Records a follower's peer stream that failed, like a failed history. */
-  followFailed(peer: ObserverPeer, error: unknown, missing: Missing): void {
-    this.failed(peer, error, missing);
   }
 
   /** Every peer's aggregates of the request, unlimited (the merge applies the limit). */
@@ -311,4 +309,24 @@ export function mergeAggregates(sources: Aggregate[][], orderBy: AggregateMetric
     return p < q ? -1 : p > q ? 1 : 0;
   });
   return limit > 0 ? rows.slice(0, limit) : rows;
+}
+
+/** The stores of every replica as one, into `into`: records and bytes added, the range the widest. */
+export function mergeStoreStatus(into: GetStatusResponse, others: readonly GetStatusResponse[]): void {
+  for (const other of others) {
+    const a = into.store!;
+    const b = other.store;
+    if (!b?.enabled) continue;
+    if (!a.enabled) {
+      into.store = b;
+      continue;
+    }
+    a.records += b.records;
+    a.bytes += b.bytes;
+    a.maxBytes += b.maxBytes;
+    a.segments += b.segments;
+    a.expiredRecords += b.expiredRecords;
+    if (b.records > 0n && (a.oldestNs === 0n || (b.oldestNs > 0n && b.oldestNs < a.oldestNs))) a.oldestNs = b.oldestNs;
+    if (b.newestNs > a.newestNs) a.newestNs = b.newestNs;
+  }
 }

@@ -31,8 +31,8 @@ import type { FlowPredicate } from '@kappa/filter';
 import type { Logger } from '@kappa/observability';
 import { aggregateLevels, aggregateMetrics, aggregateSides } from '../store/store.js';
 import type { AggregateLevel, AggregateMetric, AggregateSide, FlowStore, StoredFlow } from '../store/store.js';
-import { mergeAggregates, mergeFlows } from './relay.js';
-import type { Missing, ObserverRelay, PeerFollow } from './relay.js';
+import { mergeAggregates, mergeFlows, mergeStoreStatus } from './relay.js';
+import type { Missing, ObserverPeer, ObserverRelay, PeerFollow } from './relay.js';
 import type { BufferedFlow, FlowRing } from './ring.js';
 import type { StatusWatch } from './status-watch.js';
 
@@ -200,12 +200,12 @@ export class ObserverServer {
     // The other replicas' live flows likewise, each subscribed before its history is asked for
     // (they filter them; a replica that starts later, or comes back, joins at the next rescan).
     const following = new Map<string, PeerFollow>();
-    const follow = async (peer: { instance: string; address: string }): Promise<boolean> => {
+    const follow = async (peer: ObserverPeer): Promise<boolean> => {
       if (!relay) return false;
       const stream = relay.follow(peer, request, enqueue, (error) => {
         if (following.get(peer.instance) !== stream) return;
         following.delete(peer.instance);
-        relay.followFailed(peer, error, missing);
+        relay.failed(peer, error, missing);
       });
       following.set(peer.instance, stream);
       try {
@@ -214,7 +214,7 @@ export class ObserverServer {
       } catch (error) {
         following.delete(peer.instance);
         stream.cancel();
-        relay.followFailed(peer, error, missing);
+        relay.failed(peer, error, missing);
         return false;
       }
     };
@@ -318,23 +318,7 @@ export class ObserverServer {
   private async getStatus(relay: ObserverRelay | undefined, missing: Missing): Promise<GetStatusResponse> {
     const peers = relay?.peers() ?? [];
     const [own, others] = await Promise.all([this.ownStatus(), relay && peers.length > 0 ? relay.statuses(peers, missing) : Promise.resolve([])]);
-    // The stores of every replica as one: records and bytes added, the range the widest.
-    for (const other of others) {
-      const a = own.store!;
-      const b = other.store;
-      if (!b?.enabled) continue;
-      if (!a.enabled) {
-        own.store = b;
-        continue;
-      }
-      a.records += b.records;
-      a.bytes += b.bytes;
-      a.maxBytes += b.maxBytes;
-      a.segments += b.segments;
-      a.expiredRecords += b.expiredRecords;
-      if (b.records > 0n && (a.oldestNs === 0n || (b.oldestNs > 0n && b.oldestNs < a.oldestNs))) a.oldestNs = b.oldestNs;
-      if (b.newestNs > a.newestNs) a.newestNs = b.newestNs;
-    }
+    mergeStoreStatus(own, others);
     return own;
   }
 
