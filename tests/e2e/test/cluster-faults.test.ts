@@ -19,9 +19,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { run } from '@kappa/testing';
-import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, natsServerName, tally } from '../src/cluster-checks.js';
+import { CLUSTER_TOPOLOGY, allExported, conversations, describeTally, expectExactlyOnce, exported, natsServerName, tally } from '../src/cluster-checks.js';
 import { startCapture, stopCapture } from '../src/ground-truth.js';
-import { metric, settled, startScenario, until } from '../src/pipeline.js';
+import { CLUSTER_LOCK_WAIT_MS, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 import { crashAndRestart, stopService, unexpectedExits } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
@@ -43,7 +43,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
 
   beforeAll(async () => {
     scenario = await startScenario('clfault', 60, CLUSTER_TOPOLOGY);
-  }, 240_000);
+  }, 240_000 + CLUSTER_LOCK_WAIT_MS);
 
   afterAll(async () => {
     await scenario?.destroy();
@@ -69,7 +69,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
         await act();
         await s.sendRound(PER_ROUND, PER_SOCKET);
         const sent = s.datagramsSent() - before;
-        await until(`${label}: the ${sent} conversations sent so far exported`, () => (conversations(exported(s)) >= sent ? true : undefined), 90_000, p);
+        await allExported(s, label, sent);
         takeovers[label] = Date.now() - at;
       };
       const killReplica = (service: RunningService) => async () => {

@@ -12,7 +12,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { natsServerName } from '../src/cluster-checks.js';
 import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
-import { exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
+import { CLUSTER_LOCK_WAIT_MS, exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 
 const PER_ROUND = 100;
@@ -31,7 +31,7 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
       capture: ['--interval=1s'],
       joiner: ['--interval=1s', '--join-external'],
     });
-  }, 180_000);
+  }, 180_000 + CLUSTER_LOCK_WAIT_MS);
 
   afterAll(async () => {
     await scenario?.destroy();
