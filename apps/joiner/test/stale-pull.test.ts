@@ -38,7 +38,11 @@ describe('joiner input with deliveries taken by another subscriber', () => {
       // each reset of the joiner's consumer meets some, as it would meet a stopping subscriber's.
       const prefix = `_INBOX.swallow${process.pid}`;
       let swallowed = 0;
-      const swallow = nc.subscribe(`${prefix}.>`, { callback: (_error, m) => (swallowed += m.data.length > 0 ? 1 : 0) });
+      const swallow = nc.subscribe(`${prefix}.>`, {
+        callback: (_error, m) => {
+          if (m.data.length > 0) swallowed++;
+        },
+      });
       swallowingPulls(nc, prefix, 2);
       const more = setInterval(() => swallowingPulls(nc, prefix, 2), 300);
       try {
