@@ -7,13 +7,10 @@
 // the two exporter files, packets and bytes equal tcpdump on the node's link, and each server is
 // back with every conversation sent so far exported within 30 s (the goal is 15; printed).
 //
-// Not in `npm test`: `npm run test:rolling` (tests/e2e/vitest.config.ts leaves it out otherwise).
-// Beside it the other cluster tests of `npm test` timed out (ci9, 2026-12-05: three cluster
-// topologies at once on 2 cores). On nats-server 2.15.1 it failed 2 of its first 7 runs
-// (2026-12-05): after a nats-server's restart the conversations of the next round never reached
-// KAPPA_FLOWS (its last sequence stayed where it was, every consumer caught up to it), so the loss
-// is between capture and the stream, not in a consumer; then it passed 14 of 14. On Debian 12's
-// 2.9.10 it fails on nats-io/nats-server#7308. docs/architecture.md.
+// On Debian 12's nats-server 2.9.10 it fails on nats-io/nats-server#7308 (docs/architecture.md).
+// Like every cluster topology it holds the machine-wide CLUSTER_TOPOLOGY_LOCK: beside another
+// cluster topology (ci9, 2026-12-05: three at once on 2 cores) the other cluster tests timed out.
+// `npm run test:rolling` runs this file alone.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
