@@ -417,8 +417,10 @@ export class PartitionOwner {
       .then(
         () => {
           this.committing = false;
-          this.events.redis(true);
-          if (this.state === 'stopped') return;
+          if (this.state === 'stopped') {
+            this.events.redis(true);
+            return;
+          }
           this.queue.splice(0, n);
           this.committed = last.seq;
           this.settings.crash?.('committed');
@@ -428,6 +430,12 @@ export class PartitionOwner {
             if (e.writer) this.writers.push(e.writer);
             this.events.committed(this.partition, e.stats, e.recordsIn, !e.deadLetter && !e.tick);
           }
+          // Only now: Redis being back resumes every owner, this one too, and a resume commits what
+          // is published. Said before the batch left the queue, it committed the same entries a
+          // second time and then took entries it had not committed off the queue: slab values
+          // released twice, writers handed out twice (output bytes overwritten before their
+          // publish), batches never acked (2026-12-05, the Redis primary's SIGKILL).
+          this.events.redis(true);
           if (this.paused && !this.failing()) this.resume();
           this.commit();
           this.pump();
