@@ -3,7 +3,7 @@
 // tests there, runs the same tests on this host's kernel meanwhile, and prints a table of
 // feature × kernel × result. Exits 1 when anything failed on any kernel.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,12 +30,13 @@ const config = loadConfigOrExit({
     host: boolean({ description: "also run the tests on this host's kernel (--host=false: the VM only)", default: true }),
     memory: integer({ description: 'VM memory (MiB)', default: 2048, min: 512 }),
     cpus: integer({ description: 'VM CPUs (TCG threads)', default: 2, min: 1, max: 16 }),
-    timeoutMinutes: integer({ description: 'the VM is killed after this long', default: 30, min: 1 }),
+    timeoutMinutes: integer({ description: 'the VM is killed after this long (counted from when it holds the VM lock)', default: 30, min: 1 }),
     slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
     refusal: boolean({ description: "last, in the VM: raise its lockdown to confidentiality and check capture refuses that kernel in one line (tools/kernels/guest)", default: true }),
     older: boolean({ description: `then boot Debian ${OLDER_SUITE}'s cloud kernel (5.10, below capture's minimum) and check capture refuses it in one line (tools/kernels/guest/older.test.ts)`, default: true }),
     keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
     verbose: boolean({ description: "print the VM's console as it runs" }),
+    vmLock: string({ description: 'the machine-wide lock a VM holds while it runs: one VM at a time, whichever run boots it', default: '/run/lock/kappa-kernels-vm.lock' }),
   },
 });
 
@@ -47,9 +48,51 @@ function loadNow(): string {
   return loadavg().map((l) => l.toFixed(1)).join(' ');
 }
 
+/**
+ * Waits for the machine-wide VM lock and holds it until the returned release is called (or this
+ * process ends). A VM keeps its TCG threads busy for ~9 min; two at once (two `npm test` runs)
+ * took ~27 min each and starved the other tests. flock(1) holds the lock in a child whose stdin
+ * is our pipe: when this process dies, however it dies, the child sees EOF and the lock goes.
+ */
+async function holdVmLock(): Promise<() => void> {
+  const child = spawn('flock', [config.vmLock, 'sh', '-c', 'echo held; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  // Ending the pipe of a child that already exited (reported below) fails with EPIPE: nothing to do.
+  child.stdin.on('error', () => undefined);
+  const release = () => child.stdin.end();
+  const held = new Promise<void>((done, fail) => {
+    child.stdout.once('data', () => done());
+    child.once('exit', (code) => fail(new Error(`flock ${config.vmLock} exited ${code} before taking the lock`)));
+  });
+  const started = Date.now();
+  const waiting = setTimeout(() => log(`waiting for the VM lock ${config.vmLock} (another VM runs: ${lockHolders(config.vmLock)}); load average ${loadNow()}`), 1000);
+  try {
+    await held;
+  } finally {
+    clearTimeout(waiting);
+  }
+  if (Date.now() - started > 1000) log(`got the VM lock after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  return release;
+}
+
+/** Who holds a flock on `path` (pids from /proc/locks), for the waiting line. */
+function lockHolders(path: string): string {
+  const inode = statSync(path, { throwIfNoEntry: false })?.ino;
+  const pids = readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .filter((line) => !line.includes('->') && line.split(/\s+/)[5]?.endsWith(`:${inode}`))
+    .map((line) => line.split(/\s+/)[4]);
+  return pids.length ? `held by pid ${pids.join(', ')}` : 'holder unknown';
+}
+
 /** Host tools the run needs, installed from Debian when missing. */
 function ensureTools(): void {
-  execFileSync('bash', [join(workspace, 'tools/install-deps.sh'), '--kernels'], { stdio: 'inherit' });
+  try {
+    execFileSync('bash', [join(workspace, 'tools/install-deps.sh'), '--kernels'], { stdio: 'inherit' });
+  } catch (error) {
+    // In `npm test` (and CI) this lane fails rather than skips: say what is missing in one line.
+    log(`FAIL: qemu, debootstrap or e2fsprogs missing and not installable (tools/install-deps.sh --kernels: ${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
+    process.exit(1);
+  }
 }
 
 /** The build the tests run: capture's bundle and the BPF object (Nx: from its cache when unchanged). */
@@ -101,10 +144,17 @@ async function olderVm(runDir: string): Promise<KernelRun> {
 
 async function runInVm(runDir: string, imageArgs: string[], specLines: string[]): Promise<KernelRun> {
   mkdirSync(runDir, { recursive: true });
-  const image = parseImageOutput(execFileSync('bash', [join(workspace, 'tools/kernels/image.sh'), ...imageArgs], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+  let imageOutput: string;
+  try {
+    imageOutput = execFileSync('bash', [join(workspace, 'tools/kernels/image.sh'), ...imageArgs], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  } catch (error) {
+    throw new Error(`no kernel to boot: tools/kernels/image.sh ${imageArgs.join(' ')} failed (the kernel package or the root file system could not be had from the Debian mirror; its log is above)`, { cause: error });
+  }
+  const image = parseImageOutput(imageOutput);
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
   const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
+  const releaseLock = await holdVmLock();
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
     image,
@@ -117,7 +167,7 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
       if (config.verbose) process.stderr.write(`vm| ${line}\n`);
       else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
     },
-  });
+  }).finally(releaseLock);
   log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
   const outputs = readGuestOutput(disk, join(runDir, 'guest'));
   const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
