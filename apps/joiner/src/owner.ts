@@ -3,6 +3,8 @@
 // then their acks. The commit holds the stream sequence applied, so a new owner starts from it:
 // batches published but not committed are processed again from the same state and come out as
 // the same bytes under the same ids, which JetStream's duplicate window drops.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PULL_EXPIRES_MS } from '@kappa/bus';
 import { ContractDecodeError, FlowBatchView, FlowBatchWriter, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
 import type { EncodedBatch } from '@kappa/contracts';
 import type { InputLog, Logger } from '@kappa/observability';
@@ -106,7 +108,10 @@ export class PartitionOwner {
   leaseRenewedMs = Date.now();
   processed = 0;
   private received = 0;
-  private lastDelivery = -1;
+  /** The last delivery counter seen since the consumer was opened (it starts at 1 then). */
+  private lastDelivery = 0;
+  /** When the last stopped consumer had stopped: its pull requests live on the server until they expire. */
+  private inputStoppedMs = 0;
   private stream = '';
   private join: PartitionJoin;
   /** A batch the join failed on (e.g. a record too large once joined): dead-lettered after a reload. */
@@ -189,7 +194,9 @@ export class PartitionOwner {
    * floor, which after a NATS server's loss waits only for the consumer's own leader election.
    */
   private async open(restart: 'fresh' | 'reset'): Promise<void> {
-    this.lastDelivery = -1;
+    // A made or reset consumer counts its deliveries from 1: a first delivery above that went to
+    // another pull request (see resumeInput).
+    this.lastDelivery = 0;
     this.consumer = await this.bus.consume({
       subject: this.settings.inputSubject(this.partition),
       durable: `${this.settings.stage}-p${this.partition}`,
@@ -215,6 +222,7 @@ export class PartitionOwner {
     this.received = this.processed;
     this.reopening = (async () => {
       await old?.stop().catch(() => undefined);
+      this.inputStoppedMs = Date.now();
     })().finally(() => (this.reopening = undefined));
   }
 
@@ -224,6 +232,13 @@ export class PartitionOwner {
     const previous = this.reopening ?? Promise.resolve();
     this.reopening = (async () => {
       await previous;
+      // A reset consumer serves its waiting pull requests in turn, the oldest first. One whose
+      // subscriber still listens (this owner's last, until its unsubscribe reaches the consumer's
+      // server; a replica that held the partition before) takes the first deliveries again, and
+      // the gap resets again: wait such pulls out (they live PULL_EXPIRES_MS) before the reset.
+      const wait = this.inputStoppedMs + PULL_EXPIRES_MS + 250 - Date.now();
+      if (wait > 0) await sleep(wait);
+      if (this.state !== 'running') return;
       try {
         await this.open('reset');
         this.inputSuspended = false;
@@ -238,7 +253,7 @@ export class PartitionOwner {
     if (this.state === 'stopped' || this.inputSuspended) return;
     const delivery = message.deliverySequence;
     if (delivery !== undefined) {
-      if (this.lastDelivery >= 0 && delivery > this.lastDelivery + 1) {
+      if (delivery > this.lastDelivery + 1) {
         // A delivery went elsewhere (lost on a reconnect, or fetched by a replica that held the
         // partition before and did not know yet): fetch again, in order.
         this.suspendInput(`delivery ${this.lastDelivery + 1} never arrived`);
@@ -255,8 +270,23 @@ export class PartitionOwner {
     }
     if (seq <= this.received) {
       // A redelivery of a batch this owner holds: keep the newest handle for the ack.
-      for (const e of this.queue) if (e.seq === seq) e.message = message;
-      for (let i = 0; i < this.held.length; i++) if (this.held[i]!.streamSequence === seq) this.held[i] = message;
+      let held = false;
+      for (const e of this.queue) {
+        if (e.seq !== seq) continue;
+        e.message = message;
+        held = true;
+      }
+      for (let i = 0; i < this.held.length; i++) {
+        if (this.held[i]!.streamSequence !== seq) continue;
+        this.held[i] = message;
+        held = true;
+      }
+      if (!held) {
+        // Never taken in, yet older than what was: it came out of order (its first delivery went
+        // elsewhere unseen). Dropping it would leave it unacked for good: fetch again, in order.
+        this.suspendInput(`batch ${seq} came after ${this.received}`);
+        this.resumeInput();
+      }
       return;
     }
     this.received = seq;

@@ -114,7 +114,7 @@ class DeliveredMessage implements RawMessage {
 }
 
 /** How long one pull request lives on the server (idle heartbeats every half of it). */
-export const PULL_EXPIRES_MS = 5000;
+export const PULL_EXPIRES_MS = 2000;
 
 export class RawConsumer {
   private messages: ConsumerMessages | undefined;
@@ -166,7 +166,7 @@ export class RawConsumer {
     const consumer = await js.consumers.get(FLOW_STREAM, this.durable);
     // Pulls that expire every PULL_EXPIRES_MS, with idle heartbeats at half that: a pull request
     // that died with a nats-server (the consumer's leader SIGKILLed, its Raft group elects another)
-    // is noticed after two missed heartbeats and pulled again from the new leader, ~5 s, instead of
+    // is noticed after two missed heartbeats and pulled again from the new leader, ~2 s, instead of
     // the client's default 30 s expiry (which made a takeover take up to 48 s end to end).
     this.messages = await consumer.consume({ max_messages: this.maxInFlight, expires: PULL_EXPIRES_MS });
     this.loop = this.run(this.messages);

@@ -2,6 +2,7 @@
 // every service is built on.
 export { Bus, connectBus, messageLimit, natsLinkWarning } from './bus.js';
 export type { BusOptions, StoredMessage } from './bus.js';
+export { PULL_EXPIRES_MS } from './consumer.js';
 export type { BatchConsumer, BatchContext, BatchHandler, ConsumeOptions, RawConsumeOptions, RawConsumer, RawMessage } from './consumer.js';
 export { BusConnectError, BusPublishError, HoldBatch, JetStreamCodes, StreamSetupError, StreamStorageError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
 export type { PublishFailureReason } from './errors.js';

@@ -1,10 +1,14 @@
 // Checks shared by the tests on the cluster topology (cluster-faults, cluster-rolling): what the
 // exporter replicas wrote, counted against tcpdump, and what the nats-servers say of the stream.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { expect } from 'vitest';
 import { run } from '@kappa/testing';
 import { readPackets } from './ground-truth.js';
-import { isScenarioRecord } from './pipeline.js';
+import { logTail, workspaceRoot } from './services.js';
+import { isScenarioRecord, metric, until } from './pipeline.js';
 import type { ExportedRecord, Scenario } from './pipeline.js';
 
 /** startScenario's options for the cluster topology: 3 nats-servers (streams R3), a Redis Cluster, two replicas of each cluster stage. */
@@ -97,4 +101,50 @@ export function expectExactlyOnce(records: Exported[], truth: number, t: ReturnT
 /** The server name a nats-server logged at start. */
 export function natsServerName(log: string): string | undefined {
   return /Server name:\s+(\S+)/.exec(log)?.[1] ?? /Name:\s+(\S+)/.exec(log)?.[1];
+}
+
+/**
+ * Waits until every conversation sent so far (`sent`) is exported over the replicas' files; on a
+ * timeout the error says how many were, what capture published, each server's view of the stream
+ * and its consumers, and the last log lines of every service and replica.
+ */
+export async function allExported(s: Scenario, label: string, sent: number, timeoutMs = 90_000): Promise<void> {
+  const p = s.pipeline;
+  try {
+    await until(`${label}: the ${sent} conversations sent so far exported`, () => (conversations(exported(s)) >= sent ? true : undefined), timeoutMs);
+  } catch (error) {
+    const bus = async (name: string) => metric(p, 'capture', name).catch(() => NaN);
+    const capture = `capture: published ${await bus('kappa_bus_published_batches_total')}, duplicates ${await bus('kappa_bus_duplicate_batches_total')}, publish failures ${await bus('kappa_bus_publish_failures_total')}`;
+    const logs = [...Object.values(p.services), ...Object.values(s.replicas)].map((service) => `--- ${service.name}\n${logTail(service, 12)}`).join('\n');
+    throw new Error(`${(error as Error).message}: ${conversations(exported(s))} exported\n${capture}\n${await deadLetters(s, label)}\n${await streamStates(s)}\n${logs}`, { cause: error });
+  }
+}
+
+/**
+ * What the dead-letter stream holds, one line each; the messages themselves are kept under
+ * .test-results/ (bytes and headers) for whoever reads the failure.
+ */
+async function deadLetters(s: Scenario, label: string): Promise<string> {
+  const nc = await connect({ servers: s.natsServers.map((n) => n.url), timeout: 5000 }).catch(() => undefined);
+  if (!nc) return 'KAPPA_DLQ: no server answered';
+  try {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info('KAPPA_DLQ');
+    const lines = [`KAPPA_DLQ: ${info.state.messages} messages`];
+    const dir = join(workspaceRoot, '.test-results', `dlq-${label.replace(/[^A-Za-z0-9]+/g, '-')}-${Date.now()}`);
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+      const m = await jsm.streams.getMessage('KAPPA_DLQ', { seq }).catch(() => undefined);
+      if (!m) continue;
+      mkdirSync(dir, { recursive: true });
+      const headers = Object.fromEntries([...(m.header?.keys() ?? [])].map((k) => [k, m.header!.get(k)]));
+      writeFileSync(join(dir, `${seq}.bin`), m.data);
+      writeFileSync(join(dir, `${seq}.json`), JSON.stringify({ subject: m.subject, headers }, null, 1));
+      lines.push(`  ${seq} ${m.subject} ${m.data.length} bytes ${JSON.stringify(headers)} (kept in ${dir})`);
+    }
+    return lines.join('\n');
+  } catch (error) {
+    return `KAPPA_DLQ: ${(error as Error).message}`;
+  } finally {
+    await nc.close();
+  }
 }

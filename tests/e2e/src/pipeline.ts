@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCgroup, VethPair, freePort, nstat, run, runIn, startNatsCluster, startNatsServer, startRedisCluster, startRedisServer, uniqueName } from '@kappa/testing';
+import { TestCgroup, VethPair, freePort, machineLock, nstat, run, runIn, startNatsCluster, startNatsServer, startRedisCluster, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
@@ -184,6 +184,14 @@ export interface Scenario {
   destroy(): Promise<void>;
 }
 
+/**
+ * The machine-wide lock a cluster topology holds from its start to its destroy (startScenario with
+ * natsCluster or redisCluster, and `npm run up -- --cluster`): one at a time on the machine.
+ */
+export const CLUSTER_TOPOLOGY_LOCK = 'kappa-e2e-cluster-topology';
+/** The longest a cluster topology waits for that lock: the other run's cluster files, one after another. */
+export const CLUSTER_LOCK_WAIT_MS = 900_000;
+
 export async function startScenario(
   name: string,
   subnet: number,
@@ -195,6 +203,10 @@ export async function startScenario(
     replicas?: boolean;
   },
 ): Promise<Scenario> {
+  // A cluster topology (three nats-servers, a Redis Cluster, replicas) runs alone on the machine:
+  // two of them at once on 2 cores (two `npm test` runs at once) starve each other's elections
+  // and takeovers, so the second waits for the first to be destroyed.
+  const lock = options.natsCluster || options.redisCluster ? await machineLock(CLUSTER_TOPOLOGY_LOCK, CLUSTER_LOCK_WAIT_MS) : undefined;
   const workDir = mkdtempSync(join(tmpdir(), `ksb-${name}-`));
   const cgroup = new TestCgroup(uniqueName(`ksb-${name}`));
   const nodes = cgroup.child('nodes');
@@ -215,6 +227,7 @@ export async function startScenario(
     cgroup.destroy();
     for (const server of servers) await server.stop();
     rmSync(workDir, { recursive: true, force: true });
+    await lock?.release();
   };
   try {
     pair = await VethPair.create({ prefix: 'ksb-', subnet, cgroup: nodes });

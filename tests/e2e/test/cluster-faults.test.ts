@@ -3,15 +3,14 @@
 // replicas each of k8s-tagger, joiner and exporter (the exporters share one durable consumer and
 // write one JSON Lines file each). Faults: SIGKILL of a tagger replica, of an exporter replica, of
 // a joiner replica (each started again once the other took over), then SIGKILL of the Redis
-// primary holding the most partitions (its replica is promoted), then, with KAPPA_TEST_LEADER=1
-// (`npm run test:cluster-leader`, outside `npm test`), SIGKILL of the nats-server leading
-// KAPPA_FLOWS (another is elected; every replica of every stage reconnects to the two left;
-// nats-leader.test.ts, in `npm test`, does the same to one node's pipeline alone). Truth: tcpdump
-// on the node's link.
+// primary holding the most partitions (its replica is promoted), then SIGKILL of the nats-server
+// leading KAPPA_FLOWS (another is elected; every replica of every stage reconnects to the two
+// left; nats-leader.test.ts does the same to one node's pipeline alone). Truth: tcpdump on the
+// node's link. `npm run test:cluster-faults` runs this file alone.
 // Every conversation is exported exactly once over the two files (each record id once), packets
 // and bytes equal tcpdump, and after each fault every conversation sent up to one round after it
 // is exported within 15 s (the takeover, pipeline latency included). The rolling restart of every
-// server is cluster-rolling.test.ts (`npm run test:rolling`).
+// server is cluster-rolling.test.ts.
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,9 +18,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { run } from '@kappa/testing';
-import { CLUSTER_TOPOLOGY, conversations, describeTally, expectExactlyOnce, exported, natsServerName, tally } from '../src/cluster-checks.js';
+import { CLUSTER_TOPOLOGY, allExported, conversations, describeTally, expectExactlyOnce, exported, natsServerName, tally } from '../src/cluster-checks.js';
 import { startCapture, stopCapture } from '../src/ground-truth.js';
-import { metric, settled, startScenario, until } from '../src/pipeline.js';
+import { CLUSTER_LOCK_WAIT_MS, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 import { crashAndRestart, stopService, unexpectedExits } from '../src/services.js';
 import type { RunningService } from '../src/services.js';
@@ -34,7 +33,6 @@ const PER_SOCKET = 10;
 // leader's 13.2-14.7 s at load 0.2-1 (docs/architecture.md, "Faults on the cluster topology").
 const TAKEOVER_MS = 30_000;
 const root = process.getuid?.() === 0;
-const leaderKill = process.env['KAPPA_TEST_LEADER'] === '1';
 if (!root && process.env['CI'] === 'true') throw new Error('the e2e tests need root (BPF, namespaces); CI must run them privileged');
 
 describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
@@ -43,7 +41,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
 
   beforeAll(async () => {
     scenario = await startScenario('clfault', 60, CLUSTER_TOPOLOGY);
-  }, 240_000);
+  }, 240_000 + CLUSTER_LOCK_WAIT_MS);
 
   afterAll(async () => {
     await scenario?.destroy();
@@ -69,7 +67,7 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
         await act();
         await s.sendRound(PER_ROUND, PER_SOCKET);
         const sent = s.datagramsSent() - before;
-        await until(`${label}: the ${sent} conversations sent so far exported`, () => (conversations(exported(s)) >= sent ? true : undefined), 90_000, p);
+        await allExported(s, label, sent);
         takeovers[label] = Date.now() - at;
       };
       const killReplica = (service: RunningService) => async () => {
@@ -106,46 +104,41 @@ describe.skipIf(!root)('faults on the cluster topology, one at a time', () => {
       const promoted = run('redis-cli', ['-p', String(live.port), 'cluster', 'nodes']).split('\n').filter((l) => / master /.test(l.replace(/,/g, ' ')) && !/fail/.test(l));
       expect(promoted).toHaveLength(3);
 
-      // Opt-in (`npm run test:cluster-leader`, KAPPA_TEST_LEADER=1): with two `npm test` runs at
-      // once it did not recover within 90 s (ci16b), as the joiners' handovers that had just
-      // settled made their consumers again while the servers elected (docs/architecture.md).
-      if (leaderKill) {
-        // One fault at a time: the restarted joiner takes its share of the partitions back by
-        // handovers (the other drains and hands each over), which make their consumers again; the
-        // stream leader dies once that has settled.
-        await until('the joiners own 8 partitions each again', async () => ((await m('joiner', 'kappa_joiner_partitions_owned')) === 8 && (await m('joiner-1', 'kappa_joiner_partitions_owned')) === 8 ? true : undefined), 180_000, p);
+      // One fault at a time: the restarted joiner takes its share of the partitions back by
+      // handovers (the other drains and hands each over), which make their consumers again; the
+      // stream leader dies once that has settled.
+      await until('the joiners own 8 partitions each again', async () => ((await m('joiner', 'kappa_joiner_partitions_owned')) === 8 && (await m('joiner-1', 'kappa_joiner_partitions_owned')) === 8 ? true : undefined), 180_000, p);
 
-        // The nats-server leading KAPPA_FLOWS; another of the three is elected.
-        const nc = await connect({ servers: s.natsServers.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-        try {
-          const jsm = await jetstreamManager(nc);
-          const leader = (await jsm.streams.info('KAPPA_FLOWS')).cluster?.leader ?? '';
-          const nats = s.natsServers.find((n) => natsServerName(n.process.log) === leader);
-          expect(nats, `the KAPPA_FLOWS leader ${leader}`).toBeDefined();
-          let election: Promise<{ leader: string; ms: number }> | undefined;
-          await fault('NATS stream leader SIGKILL', async () => {
-            await nats!.process.stop('SIGKILL');
-            const killed = Date.now();
-            election = until(
-              'a new KAPPA_FLOWS leader',
-              async () => {
-                const now = await jsm.streams.info('KAPPA_FLOWS').catch(() => undefined);
-                return now?.cluster?.leader && now.cluster.leader !== leader ? { leader: now.cluster.leader, ms: Date.now() - killed } : undefined;
-              },
-              60_000,
-              p,
-            );
-            election.catch(() => undefined); // awaited below; a failure is reported there
-          });
-          const elected = await election!;
-          takeovers['NATS stream leader elected'] = elected.ms;
-          expect(elected.leader, 'a new KAPPA_FLOWS leader').not.toBe(leader);
-          // KAPPA_FLOWS is a work queue: empty once every batch is acked (one whose ack died with
-          // the leader comes again after the ack wait, 30 s, and its duplicate output is dropped by id).
-          await until('KAPPA_FLOWS to drain', async () => ((await jsm.streams.info('KAPPA_FLOWS')).state.messages === 0 ? true : undefined), 120_000, p);
-        } finally {
-          await nc.close();
-        }
+      // The nats-server leading KAPPA_FLOWS; another of the three is elected.
+      const nc = await connect({ servers: s.natsServers.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      try {
+        const jsm = await jetstreamManager(nc);
+        const leader = (await jsm.streams.info('KAPPA_FLOWS')).cluster?.leader ?? '';
+        const nats = s.natsServers.find((n) => natsServerName(n.process.log) === leader);
+        expect(nats, `the KAPPA_FLOWS leader ${leader}`).toBeDefined();
+        let election: Promise<{ leader: string; ms: number }> | undefined;
+        await fault('NATS stream leader SIGKILL', async () => {
+          await nats!.process.stop('SIGKILL');
+          const killed = Date.now();
+          election = until(
+            'a new KAPPA_FLOWS leader',
+            async () => {
+              const now = await jsm.streams.info('KAPPA_FLOWS').catch(() => undefined);
+              return now?.cluster?.leader && now.cluster.leader !== leader ? { leader: now.cluster.leader, ms: Date.now() - killed } : undefined;
+            },
+            60_000,
+            p,
+          );
+          election.catch(() => undefined); // awaited below; a failure is reported there
+        });
+        const elected = await election!;
+        takeovers['NATS stream leader elected'] = elected.ms;
+        expect(elected.leader, 'a new KAPPA_FLOWS leader').not.toBe(leader);
+        // KAPPA_FLOWS is a work queue: empty once every batch is acked (one whose ack died with
+        // the leader comes again after the ack wait, 30 s, and its duplicate output is dropped by id).
+        await until('KAPPA_FLOWS to drain', async () => ((await jsm.streams.info('KAPPA_FLOWS')).state.messages === 0 ? true : undefined), 120_000, p);
+      } finally {
+        await nc.close();
       }
 
       // Drain: the work queue empties once every batch is acked, then nothing more comes.

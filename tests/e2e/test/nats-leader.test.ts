@@ -12,7 +12,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { natsServerName } from '../src/cluster-checks.js';
 import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
-import { exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
+import { CLUSTER_LOCK_WAIT_MS, exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 
 const PER_ROUND = 100;
@@ -31,7 +31,7 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
       capture: ['--interval=1s'],
       joiner: ['--interval=1s', '--join-external'],
     });
-  }, 180_000);
+  }, 180_000 + CLUSTER_LOCK_WAIT_MS);
 
   afterAll(async () => {
     await scenario?.destroy();
@@ -110,11 +110,11 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
       expect(takeoverMs).toBeLessThanOrEqual(15_000);
       // End to end: the election (~5.6 s), then the stages' publishes in flight to the dead leader
       // time out (PUBLISH_TIMEOUT_MS, 5 s) and are retried, and their consumers' pulls, which died
-      // with the leader, are noticed after two missed idle heartbeats (PULL_EXPIRES_MS 5 s / 2) and
+      // with the leader, are noticed after two missed idle heartbeats (PULL_EXPIRES_MS 2 s / 2) and
       // pulled again; plus the pipeline's own latency (capture's 1 s interval, five hops). Measured
       // at load 22-30: 30 s pull expiry + 10 s publish timeout (the defaults before) 9.5-48 s; 5 s pull
       // expiry + 10 s publish timeout 11.0, 16.7, 16.7 s; both at 5 s 9.7, 13.6 s; 20.6 s with two
-      // CI runs at once (load ~30). The takeover (the issue's 15 s) is asserted above; exporting
+      // CI runs at once (load ~30). Pulls expire every 2 s since 2026-12-05 (docs/architecture.md). The takeover (the issue's 15 s) is asserted above; exporting
       // again end to end is bounded at 30 s so that a loaded machine does not fail it (the figure
       // is printed above).
       expect(resumedMs).toBeLessThanOrEqual(30_000);

@@ -11,7 +11,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { childEnv, uniqueName } from '@kappa/testing';
+import { childEnv, machineLock, uniqueName } from '@kappa/testing';
+import type { MachineLock } from '@kappa/testing';
+import { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK } from '../src/pipeline.js';
 import { workspaceRoot } from '../src/services.js';
 
 const state = mkdtempSync(join(tmpdir(), 'kpe-upc-'));
@@ -19,6 +21,7 @@ const node = uniqueName('kpe-upc');
 let up: ChildProcess;
 let output = '';
 let base = 0;
+let lock: MachineLock | undefined;
 
 /** true when nothing listens on 127.0.0.1:port now. */
 async function free(port: number): Promise<boolean> {
@@ -79,6 +82,8 @@ function kappa(...args: string[]): { code: number; out: string } {
 }
 
 beforeAll(async () => {
+  // One cluster topology on the machine at a time (CLUSTER_TOPOLOGY_LOCK).
+  lock = await machineLock(CLUSTER_TOPOLOGY_LOCK, CLUSTER_LOCK_WAIT_MS);
   base = await freeBase();
   up = spawn(process.execPath, [join(workspaceRoot, 'tools/up.mjs'), '--cluster'], {
     cwd: workspaceRoot,
@@ -106,7 +111,7 @@ beforeAll(async () => {
     if (up.exitCode !== null || Date.now() > deadline) throw new Error(`npm run up -- --cluster did not come up:\n${output.slice(-4000)}`);
     await new Promise((r) => setTimeout(r, 500));
   }
-}, 150_000);
+}, 150_000 + CLUSTER_LOCK_WAIT_MS);
 
 afterAll(async () => {
   if (up?.pid && up.exitCode === null) {
@@ -114,6 +119,7 @@ afterAll(async () => {
   }
   for (const line of ourProcesses()) process.kill(Number(line.split(' ')[0]), 'SIGKILL');
   rmSync(state, { recursive: true, force: true });
+  await lock?.release();
 }, 30_000);
 
 describe('npm run up -- --cluster', () => {
