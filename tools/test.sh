@@ -47,7 +47,7 @@ wait $kernel_pid; kernel_tests=$?
 wait $other_pid; other_tests=$?
 wait $vms_pid; vms=$?
 echo; echo "npm run test:kernels -- --host=false --cpus=1:"
-grep '^kernels: ' .test-results/kernels.log | grep -v '^kernels: vm: '
+grep -E '^kernels: |machine-wide lock' .test-results/kernels.log | grep -v '^kernels: vm: '
 sed -n '/^feature/,$p' .test-results/kernels.log
 [[ $vms -eq 0 ]] || tail -n 40 .test-results/kernels.log
 checks=$(cat .test-results/.checks 2>/dev/null || echo 1)

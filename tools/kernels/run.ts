@@ -3,11 +3,12 @@
 // tests there, runs the same tests on this host's kernel meanwhile, and prints a table of
 // feature × kernel × result. Exits 1 when anything failed on any kernel.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { boolean, integer, list, loadConfigOrExit, string } from '@kappa/config';
+import { machineLock } from '@kappa/testing';
 import { allPassed, hooksOfCheck, renderTable, testsOfReport } from './report.js';
 import type { KernelRun } from './report.js';
 import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.js';
@@ -17,6 +18,9 @@ const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 /** capture's tests that compare with an independent truth (tshark, nstat, ss). */
 // test/dns.test.ts: dnsmasq is in the guest image.
 const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts', 'test/dns.test.ts'];
+
+/** The machine-wide lock (/run/lock/<name>.lock) a VM holds while it runs. */
+const VM_LOCK = 'kappa-kernels-vm';
 
 /** The Debian release whose cloud kernel (5.10) is older than capture's minimum (5.15). */
 const OLDER_SUITE = 'bullseye';
@@ -36,7 +40,6 @@ const config = loadConfigOrExit({
     older: boolean({ description: `then boot Debian ${OLDER_SUITE}'s cloud kernel (5.10, below capture's minimum) and check capture refuses it in one line (tools/kernels/guest/older.test.ts)`, default: true }),
     keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
     verbose: boolean({ description: "print the VM's console as it runs" }),
-    vmLock: string({ description: 'the machine-wide lock a VM holds while it runs: one VM at a time, whichever run boots it', default: '/run/lock/kappa-kernels-vm.lock' }),
   },
 });
 
@@ -46,42 +49,6 @@ function log(message: string): void {
 
 function loadNow(): string {
   return loadavg().map((l) => l.toFixed(1)).join(' ');
-}
-
-/**
- * Waits for the machine-wide VM lock and holds it until the returned release is called (or this
- * process ends). A VM keeps its TCG threads busy for ~9 min; two at once (two `npm test` runs)
- * took ~27 min each and starved the other tests. flock(1) holds the lock in a child whose stdin
- * is our pipe: when this process dies, however it dies, the child sees EOF and the lock goes.
- */
-async function holdVmLock(): Promise<() => void> {
-  const child = spawn('flock', [config.vmLock, 'sh', '-c', 'echo held; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  // Ending the pipe of a child that already exited (reported below) fails with EPIPE: nothing to do.
-  child.stdin.on('error', () => undefined);
-  const release = () => child.stdin.end();
-  const held = new Promise<void>((done, fail) => {
-    child.stdout.once('data', () => done());
-    child.once('exit', (code) => fail(new Error(`flock ${config.vmLock} exited ${code} before taking the lock`)));
-  });
-  const started = Date.now();
-  const waiting = setTimeout(() => log(`waiting for the VM lock ${config.vmLock} (another VM runs: ${lockHolders(config.vmLock)}); load average ${loadNow()}`), 1000);
-  try {
-    await held;
-  } finally {
-    clearTimeout(waiting);
-  }
-  if (Date.now() - started > 1000) log(`got the VM lock after ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  return release;
-}
-
-/** Who holds a flock on `path` (pids from /proc/locks), for the waiting line. */
-function lockHolders(path: string): string {
-  const inode = statSync(path, { throwIfNoEntry: false })?.ino;
-  const pids = readFileSync('/proc/locks', 'utf8')
-    .split('\n')
-    .filter((line) => !line.includes('->') && line.split(/\s+/)[5]?.endsWith(`:${inode}`))
-    .map((line) => line.split(/\s+/)[4]);
-  return pids.length ? `held by pid ${pids.join(', ')}` : 'holder unknown';
 }
 
 /** Host tools the run needs, installed from Debian when missing. */
@@ -154,7 +121,10 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
   const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
-  const releaseLock = await holdVmLock();
+  // One VM at a time on the machine, whichever run boots it (npm test's lane, two npm test runs,
+  // a manual run): two at once (two `npm test` runs) took ~27 min each and starved the other
+  // tests. The VM's kill timer starts once the lock is held; the wait allows for two VMs ahead.
+  const lock = await machineLock(VM_LOCK, 2 * config.timeoutMinutes * 60_000);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
     image,
@@ -167,7 +137,7 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
       if (config.verbose) process.stderr.write(`vm| ${line}\n`);
       else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
     },
-  }).finally(releaseLock);
+  }).finally(() => lock.release());
   log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
   const outputs = readGuestOutput(disk, join(runDir, 'guest'));
   const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
