@@ -8,6 +8,7 @@ import { loadavg, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { boolean, integer, list, loadConfigOrExit, string } from '@kappa/config';
+import { machineLock } from '@kappa/testing';
 import { allPassed, hooksOfCheck, renderTable, testsOfReport } from './report.js';
 import type { KernelRun } from './report.js';
 import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.js';
@@ -17,6 +18,9 @@ const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 /** capture's tests that compare with an independent truth (tshark, nstat, ss). */
 // test/dns.test.ts: dnsmasq is in the guest image.
 const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts', 'test/dns.test.ts'];
+
+/** The machine-wide lock (/run/lock/<name>.lock) a VM holds while it runs. */
+const VM_LOCK = 'kappa-kernels-vm';
 
 /** The Debian release whose cloud kernel (5.10) is older than capture's minimum (5.15). */
 const OLDER_SUITE = 'bullseye';
@@ -30,7 +34,7 @@ const config = loadConfigOrExit({
     host: boolean({ description: "also run the tests on this host's kernel (--host=false: the VM only)", default: true }),
     memory: integer({ description: 'VM memory (MiB)', default: 2048, min: 512 }),
     cpus: integer({ description: 'VM CPUs (TCG threads)', default: 2, min: 1, max: 16 }),
-    timeoutMinutes: integer({ description: 'the VM is killed after this long', default: 30, min: 1 }),
+    timeoutMinutes: integer({ description: 'the VM is killed after this long (counted from when it holds the VM lock)', default: 30, min: 1 }),
     slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
     refusal: boolean({ description: "last, in the VM: raise its lockdown to confidentiality and check capture refuses that kernel in one line (tools/kernels/guest)", default: true }),
     older: boolean({ description: `then boot Debian ${OLDER_SUITE}'s cloud kernel (5.10, below capture's minimum) and check capture refuses it in one line (tools/kernels/guest/older.test.ts)`, default: true }),
@@ -49,7 +53,13 @@ function loadNow(): string {
 
 /** Host tools the run needs, installed from Debian when missing. */
 function ensureTools(): void {
-  execFileSync('bash', [join(workspace, 'tools/install-deps.sh'), '--kernels'], { stdio: 'inherit' });
+  try {
+    execFileSync('bash', [join(workspace, 'tools/install-deps.sh'), '--kernels'], { stdio: 'inherit' });
+  } catch (error) {
+    // In `npm test` (and CI) this lane fails rather than skips: say what is missing in one line.
+    log(`FAIL: qemu, debootstrap or e2fsprogs missing and not installable (tools/install-deps.sh --kernels: ${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
+    process.exit(1);
+  }
 }
 
 /** The build the tests run: capture's bundle and the BPF object (Nx: from its cache when unchanged). */
@@ -101,10 +111,20 @@ async function olderVm(runDir: string): Promise<KernelRun> {
 
 async function runInVm(runDir: string, imageArgs: string[], specLines: string[]): Promise<KernelRun> {
   mkdirSync(runDir, { recursive: true });
-  const image = parseImageOutput(execFileSync('bash', [join(workspace, 'tools/kernels/image.sh'), ...imageArgs], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+  let imageOutput: string;
+  try {
+    imageOutput = execFileSync('bash', [join(workspace, 'tools/kernels/image.sh'), ...imageArgs], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  } catch (error) {
+    throw new Error(`no kernel to boot: tools/kernels/image.sh ${imageArgs.join(' ')} failed (the kernel package or the root file system could not be had from the Debian mirror; its log is above)`, { cause: error });
+  }
+  const image = parseImageOutput(imageOutput);
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
   const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
+  // One VM at a time on the machine, whichever run boots it (npm test's lane, two npm test runs,
+  // a manual run): two at once (two `npm test` runs) took ~27 min each and starved the other
+  // tests. The VM's kill timer starts once the lock is held; the wait allows for two VMs ahead.
+  const lock = await machineLock(VM_LOCK, 2 * config.timeoutMinutes * 60_000);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
     image,
@@ -117,7 +137,7 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
       if (config.verbose) process.stderr.write(`vm| ${line}\n`);
       else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
     },
-  });
+  }).finally(() => lock.release());
   log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
   const outputs = readGuestOutput(disk, join(runDir, 'guest'));
   const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
