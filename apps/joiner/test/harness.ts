@@ -323,3 +323,27 @@ export function joinerTestbed(stopSignal: NodeJS.Signals = 'SIGTERM'): Testbed {
   });
   return bed;
 }
+
+/**
+ * A redis-server for the file (started before its tests, stopped after) and clients on it, all
+ * disconnected at the end: for tests of the joiner's own Redis code in process.
+ */
+export function redisTestbed(): { server(): TestServer; client(): Redis } {
+  let server: TestServer | undefined;
+  const clients: Redis[] = [];
+  beforeAll(async () => {
+    server = await startRedisServer();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.disconnect();
+    await server?.stop();
+  });
+  return {
+    server: () => server!,
+    client: () => {
+      const c = new Redis({ port: server!.port, host: '127.0.0.1', enableAutoPipelining: true, maxRetriesPerRequest: 0 });
+      clients.push(c);
+      return c;
+    },
+  };
+}

@@ -5,28 +5,16 @@
 // call to work again, which tells the joiner Redis is back and so resumes every partition, this
 // one included, from inside that commit's completion. Every batch must be committed and acked
 // once, after its commit, and every output must decode as its own batch.
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeFlowBatch, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger } from '@kappa/observability';
-import { startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
 import { PartitionOwner } from '../src/owner.js';
 import type { JoinerBus, OwnerEvents, PartitionMessage } from '../src/owner.js';
 import { PartitionStore } from '../src/store.js';
-import { conversation } from './harness.js';
+import { conversation, redisTestbed } from './harness.js';
 
-let redis: TestServer;
-const clients: Redis[] = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  for (const c of clients) c.disconnect();
-  await redis?.stop();
-});
+const bed = redisTestbed();
 
 interface Sent {
   message: PartitionMessage;
@@ -37,8 +25,7 @@ interface Sent {
 
 describe('a partition owner resumed from inside its own commit', () => {
   it('commits and acks every batch once, after its commit, and publishes each output intact', async () => {
-    const client = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 0 });
-    clients.push(client);
+    const client = bed.client();
     const store = new PartitionStore(client, 'solo');
     const k = 3;
     const lease = await store.acquire(k, 60_000, true);

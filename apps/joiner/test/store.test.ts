@@ -2,34 +2,19 @@
 // a partition can neither commit into the new owner's state nor keep its lease), the keep-going
 // rule after Redis was away, one MULTI per commit, and a partition loaded back exactly.
 import { execFileSync } from 'node:child_process';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FlowBatchView, FlowBatchWriter, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
+import { describe, expect, it } from 'vitest';
 import { startRedisServer } from '@kappa/testing';
-import type { TestServer } from '@kappa/testing';
+import { FlowBatchView, FlowBatchWriter, encodeFlowBatch, newFlowBatch } from '@kappa/contracts';
 import { CommitSet } from '../src/commit.js';
 import { Delta, JoinStats, PartitionJoin } from '../src/partition.js';
 import type { JoinSettings } from '../src/partition.js';
 import { connectRedis } from '../src/redis.js';
 import { PartitionFencedError, PartitionStore, partitionKeys } from '../src/store.js';
 import { generate } from './generate.js';
+import { redisTestbed } from './harness.js';
 
-let redis: TestServer;
-const clients: Redis[] = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  for (const c of clients) c.disconnect();
-  await redis?.stop();
-});
-
-function client(): Redis {
-  const c = new Redis({ port: redis.port, host: '127.0.0.1', enableAutoPipelining: true, maxRetriesPerRequest: 0 });
-  clients.push(c);
-  return c;
-}
+const bed = redisTestbed();
+const client = bed.client;
 
 const settings: JoinSettings = { joinWaitMs: 20_000, metadataTtlMs: 60_000, endRefreshMs: 15_000, joinExternal: false };
 
