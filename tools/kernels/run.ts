@@ -121,10 +121,6 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
   const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
-  // One VM at a time on the machine, whichever run boots it (npm test's lane, two npm test runs,
-  // a manual run): two at once (two `npm test` runs) took ~27 min each and starved the other
-  // tests. The VM's kill timer starts once the lock is held; the wait allows for two VMs ahead.
-  const lock = await machineLock(VM_LOCK, 2 * config.timeoutMinutes * 60_000);
   log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
   const result = await boot({
     image,
@@ -137,7 +133,7 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
       if (config.verbose) process.stderr.write(`vm| ${line}\n`);
       else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
     },
-  }).finally(() => lock.release());
+  });
   log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
   const outputs = readGuestOutput(disk, join(runDir, 'guest'));
   const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
@@ -169,9 +165,19 @@ const failedVm = (kernel: string) => (error: unknown): KernelRun => ({ kernel, t
 // The VMs one after the other (each takes both cores under TCG), beside the host's run.
 const [vms, host] = await Promise.all([
   (async () => {
-    const main = await mainVm(runDir).catch(failedVm('qemu'));
-    const older = config.older ? await olderVm(runDir).catch(failedVm(`${OLDER_SUITE} (qemu)`)) : undefined;
-    return [main, ...(older ? [older] : [])];
+    // One run's VMs at a time on the machine, whichever run boots them (npm test's lane, two npm
+    // test runs, a manual run): two at once (two `npm test` runs) took ~27 min each and starved
+    // the other tests. Held for both VMs: released between them, the other run's 6.1 VM went
+    // in before this run's 22 s one (ci19a, 2026-12-05). Each VM's kill timer starts once the
+    // lock is held; the wait allows for two VMs ahead.
+    const lock = await machineLock(VM_LOCK, 2 * config.timeoutMinutes * 60_000);
+    try {
+      const main = await mainVm(runDir).catch(failedVm('qemu'));
+      const older = config.older ? await olderVm(runDir).catch(failedVm(`${OLDER_SUITE} (qemu)`)) : undefined;
+      return [main, ...(older ? [older] : [])];
+    } finally {
+      await lock.release();
+    }
   })(),
   config.host ? runOnHost(runDir) : Promise.resolve(undefined),
 ]);
