@@ -133,6 +133,8 @@ export class PartitionOwner {
   private lastTick = 0;
   private ticks = 0;
   private reopening: Promise<void> | undefined;
+  /** A resumeInput is under way (waiting out old pulls, or reopening). */
+  private resuming = false;
 
   constructor(
     readonly partition: number,
@@ -197,6 +199,10 @@ export class PartitionOwner {
     // A made or reset consumer counts its deliveries from 1: a first delivery above that went to
     // another pull request (see resumeInput).
     this.lastDelivery = 0;
+    // Never two consumers of one owner at once: a second would take deliveries from the first.
+    const old = this.consumer;
+    this.consumer = undefined;
+    await old?.stop().catch(() => undefined);
     this.consumer = await this.bus.consume({
       subject: this.settings.inputSubject(this.partition),
       durable: `${this.settings.stage}-p${this.partition}`,
@@ -206,6 +212,12 @@ export class PartitionOwner {
       ackWaitMs: this.settings.ackWaitMs,
       handler: async (message) => this.onMessage(message),
     });
+    if (this.state === 'stopped') {
+      // Stopped or abandoned while the consumer was being made: it must not fetch.
+      const made = this.consumer;
+      this.consumer = undefined;
+      await made.stop().catch(() => undefined);
+    }
   }
 
   /**
@@ -228,7 +240,10 @@ export class PartitionOwner {
 
   /** Fetches input again, from the oldest unacked message (already processed ones are recognised). */
   resumeInput(): void {
-    if (!this.inputSuspended || this.state !== 'running') return;
+    // Once per suspension: the joiner asks at every round, and each ask used to open one more
+    // consumer on the partition's durable, whose deliveries the others then missed as gaps.
+    if (!this.inputSuspended || this.state !== 'running' || this.resuming) return;
+    this.resuming = true;
     const previous = this.reopening ?? Promise.resolve();
     this.reopening = (async () => {
       await previous;
@@ -246,7 +261,10 @@ export class PartitionOwner {
       } catch (error) {
         this.logger.error({ err: error, partition: this.partition }, 'cannot reopen the partition consumer; retrying');
       }
-    })().finally(() => (this.reopening = undefined));
+    })().finally(() => {
+      this.reopening = undefined;
+      this.resuming = false;
+    });
   }
 
   private onMessage(message: PartitionMessage): void {
