@@ -17,6 +17,11 @@ for (const check of checks) {
     failures.push(`${name} (exit ${code})`);
   }
 }
+/** ' (why: …)' from a vitest failure's messages, one line, at most 300 characters. */
+function firstLine(messages) {
+  const line = String(messages?.[0] ?? '').split('\n').find((l) => l.trim()) ?? '';
+  return line ? ` (why: ${line.trim().slice(0, 300)})` : '';
+}
 const reports = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')).sort() : [];
 console.log('\nkappa test summary');
 for (const file of reports) {
@@ -27,7 +32,9 @@ for (const file of reports) {
   const s = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
   for (const suite of report.testResults ?? []) {
     for (const test of suite.assertionResults ?? []) {
-      if (test.status === 'failed') failures.push(`${project}: ${test.fullName}`);
+      // With the error's first line: CI's log may keep only the summary (seen: a CI failure named
+      // with no reason).
+      if (test.status === 'failed') failures.push(`${project}: ${test.fullName}${firstLine(test.failureMessages)}`);
     }
     // A file can fail with none of its tests failed: a beforeAll/afterAll hook threw (its tests
     // then show as skipped), or an error escaped a test. It counts as one failure, named with the

@@ -74,6 +74,11 @@ describe('the joiner status of a Redis Cluster', () => {
     // The seed answers nothing for 2.5 s (stopped; connections still accepted), as a redis-server
     // on a machine at load 30 was seen to: ioredis's default 1 s for CLUSTER SLOTS made the
     // joiner exit at start with 'None of startup nodes is available'.
+    // The seed's stop must read as a slow node, not a dead one: with the 2 s node timeout, a 2.5 s
+    // stop on a loaded machine was taken for a failure (CI on 01a750f). The seed's replica was
+    // promoted, and until then every command answered CLUSTERDOWN. (The setup keeps 2 s: gossip,
+    // hence the replicas joining, runs at a pace set by the node timeout.)
+    for (const n of nodes) cli(n.port, 'config', 'set', 'cluster-node-timeout', '30000');
     const seed = nodes[0]!.server.process.pid!;
     process.kill(seed, 'SIGSTOP');
     const resume = setTimeout(() => process.kill(seed, 'SIGCONT'), 2500);
@@ -81,6 +86,8 @@ describe('the joiner status of a Redis Cluster', () => {
     try {
       late = await connectRedis({ url: new URL(`redis://127.0.0.1:${nodes[0]!.port}`), cluster: true });
       expect(await late.set('kappa-late-start', '1')).toBe('OK');
+      // What was tested is a slow seed: it is still a primary (no failover happened meanwhile).
+      expect(cli(nodes[0]!.port, 'role').split('\n')[0]).toBe('master');
     } finally {
       clearTimeout(resume);
       process.kill(seed, 'SIGCONT');
