@@ -5,7 +5,7 @@ export type { DnsServerOptions, ZoneAlias, ZoneHost } from './dns.js';
 export { freePort, freePorts } from './ports.js';
 export { NO_CONFIG_FILE, isLeftover, ownerPid, removeCgroupTree, sweepLeftovers, uniqueName } from './names.js';
 export { ServerProcess, dyingWithParent } from './process.js';
-export { machineLock } from './machine-lock.js';
+export { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK, machineLock } from './machine-lock.js';
 export type { MachineLock } from './machine-lock.js';
 export type { ServerProcessSpec } from './process.js';
 export { startNatsServer, startRedisServer } from './servers.js';

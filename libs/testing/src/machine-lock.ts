@@ -66,3 +66,12 @@ export async function machineLock(name: string, timeoutMs = 1_200_000): Promise<
     },
   };
 }
+
+/**
+ * The machine-wide lock a cluster topology holds from its start to its stop (three nats-servers, a
+ * Redis Cluster): one at a time on the machine. Two at once on 2 cores (two `npm test` runs at
+ * once) starve each other's elections and takeovers.
+ */
+export const CLUSTER_TOPOLOGY_LOCK = 'kappa-e2e-cluster-topology';
+/** The longest a cluster topology waits for that lock: the other run's cluster files, one after another. */
+export const CLUSTER_LOCK_WAIT_MS = 900_000;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { expect } from 'vitest';
+import { DLQ_STREAM } from '@kappa/bus';
 import { run } from '@kappa/testing';
 import { readPackets } from './ground-truth.js';
 import { logTail, workspaceRoot } from './services.js';
@@ -126,14 +127,14 @@ export async function allExported(s: Scenario, label: string, sent: number, time
  */
 async function deadLetters(s: Scenario, label: string): Promise<string> {
   const nc = await connect({ servers: s.natsServers.map((n) => n.url), timeout: 5000 }).catch(() => undefined);
-  if (!nc) return 'KAPPA_DLQ: no server answered';
+  if (!nc) return `${DLQ_STREAM}: no server answered`;
   try {
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info('KAPPA_DLQ');
-    const lines = [`KAPPA_DLQ: ${info.state.messages} messages`];
+    const info = await jsm.streams.info(DLQ_STREAM);
+    const lines = [`${DLQ_STREAM}: ${info.state.messages} messages`];
     const dir = join(workspaceRoot, '.test-results', `dlq-${label.replace(/[^A-Za-z0-9]+/g, '-')}-${Date.now()}`);
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-      const m = await jsm.streams.getMessage('KAPPA_DLQ', { seq }).catch(() => undefined);
+      const m = await jsm.streams.getMessage(DLQ_STREAM, { seq }).catch(() => undefined);
       if (!m) continue;
       mkdirSync(dir, { recursive: true });
       const headers = Object.fromEntries([...(m.header?.keys() ?? [])].map((k) => [k, m.header!.get(k)]));
@@ -143,7 +144,7 @@ async function deadLetters(s: Scenario, label: string): Promise<string> {
     }
     return lines.join('\n');
   } catch (error) {
-    return `KAPPA_DLQ: ${(error as Error).message}`;
+    return `${DLQ_STREAM}: ${(error as Error).message}`;
   } finally {
     await nc.close();
   }

@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCgroup, VethPair, freePort, machineLock, nstat, run, runIn, startNatsCluster, startNatsServer, startRedisCluster, startRedisServer, uniqueName } from '@kappa/testing';
+import { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK, TestCgroup, VethPair, freePort, machineLock, nstat, run, runIn, startNatsCluster, startNatsServer, startRedisCluster, startRedisServer, uniqueName } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { logTail, startService, stopService, workspaceRoot } from './services.js';
 import type { RunningService } from './services.js';
@@ -184,13 +184,7 @@ export interface Scenario {
   destroy(): Promise<void>;
 }
 
-/**
- * The machine-wide lock a cluster topology holds from its start to its destroy (startScenario with
- * natsCluster or redisCluster, and `npm run up -- --cluster`): one at a time on the machine.
- */
-export const CLUSTER_TOPOLOGY_LOCK = 'kappa-e2e-cluster-topology';
-/** The longest a cluster topology waits for that lock: the other run's cluster files, one after another. */
-export const CLUSTER_LOCK_WAIT_MS = 900_000;
+export { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK };
 
 export async function startScenario(
   name: string,
