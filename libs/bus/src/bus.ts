@@ -51,11 +51,21 @@ export function messageLimit(maxPayload: number): number {
 
 /**
  * How long a publish waits for JetStream's answer. A publish in flight to a stream leader that
- * died gets no answer; the caller retries it (same Nats-Msg-Id, so a publish that did land is
- * dropped as a duplicate). 5 s, so a retry meets the new leader (elected ~5.6 s after a SIGKILL on
- * this machine) instead of waiting 10 s for the first answer that cannot come.
+ * died, or sent while the stream has none, gets no answer; the caller retries it (same
+ * Nats-Msg-Id, so a publish that did land is dropped as a duplicate). The wait is what a retry can
+ * add after the new leader is elected (4-9 s after a SIGKILL on this machine), so it is short:
+ * 2 s (5 s until 2026-12-06, 10 s before). A slower answer on a loaded machine only makes a
+ * duplicate that JetStream drops.
  */
-export const PUBLISH_TIMEOUT_MS = 5000;
+export const PUBLISH_TIMEOUT_MS = 2000;
+
+/**
+ * How long admission waits for KAPPA_FLOWS's fill before it lets the publish go unchecked. While
+ * the stream has no leader nobody answers: with the API's 5 s, every publish of capture (one
+ * drain after another) waited 5 s more after the new leader was elected (cluster faults,
+ * 2026-12-06: elected 6.3 s after the kill, capture published again at 10.1 s).
+ */
+export const FILL_READ_TIMEOUT_MS = 1000;
 
 export class Bus {
   readonly metrics: BusMetrics;
@@ -64,6 +74,8 @@ export class Bus {
   private readonly deadLetteredByStage = new Map<string, number>();
   /** KAPPA_FLOWS's bytes and limit as last read, for admission (see STREAM_ADMISSION). */
   private streamFill: { bytes: number; maxBytes: number; readAtMs: number } | undefined;
+  /** Reads that fill with FILL_READ_TIMEOUT_MS instead of the API's 5 s. */
+  private fillReader: Promise<JetStreamManager> | undefined;
   private readonly consumerHost: ConsumerHost;
   /**
    * Lines each input can cause (dead letters, handler failures): at most a few per kind per
@@ -256,7 +268,8 @@ export class Bus {
     let fill = this.streamFill;
     if (!fill || now - fill.readAtMs > 1000 || fill.bytes + bytes >= (share - 0.1) * fill.maxBytes) {
       try {
-        const info = await this.jsm.streams.info(FLOW_STREAM);
+        this.fillReader ??= jetstream(this.nc, { timeout: FILL_READ_TIMEOUT_MS }).jetstreamManager(false);
+        const info = await (await this.fillReader).streams.info(FLOW_STREAM);
         fill = this.streamFill = { bytes: info.state.bytes, maxBytes: info.config.max_bytes, readAtMs: now };
       } catch {
         return;

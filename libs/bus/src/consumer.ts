@@ -113,7 +113,12 @@ class DeliveredMessage implements RawMessage {
   }
 }
 
-/** How long one pull request lives on the server (idle heartbeats every half of it). */
+/**
+ * How long one pull request lives on the server (idle heartbeats every half of it), so a pull
+ * lost with a server is noticed in ~2 s. 1 s, the client's minimum, was tried (2026-12-06): a
+ * joiner partition then lost its first delivery after each reset ("delivery 1 never arrived"
+ * every ~16 s, 2 of 11 cluster-fault runs stuck at 1 090 of 1 100), 0 of 9 with 2 s.
+ */
 export const PULL_EXPIRES_MS = 2000;
 
 export class RawConsumer {
@@ -168,7 +173,12 @@ export class RawConsumer {
     // that died with a nats-server (the consumer's leader SIGKILLed, its Raft group elects another)
     // is noticed after two missed heartbeats and pulled again from the new leader, ~2 s, instead of
     // the client's default 30 s expiry (which made a takeover take up to 48 s end to end).
-    this.messages = await consumer.consume({ max_messages: this.maxInFlight, expires: PULL_EXPIRES_MS });
+    // bind: after a reconnect or missed heartbeats the client pulls again at once. Without it, it
+    // first asks for the consumer's info, which nobody answers until the consumer has a leader
+    // again: the request's 5 s timeout, then 1-3 s of backoff, held every stage ~4.5 s past its
+    // consumer's election (cluster faults, 2026-12-06). What bind gives up, the client telling a
+    // deleted consumer apart, kappa never used: the client retried that forever too.
+    this.messages = await consumer.consume({ max_messages: this.maxInFlight, expires: PULL_EXPIRES_MS, bind: true });
     this.loop = this.run(this.messages);
     const refreshLag = () => {
       // A missed refresh keeps the last figure; the next one retries.

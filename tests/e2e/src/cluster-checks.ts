@@ -149,3 +149,68 @@ async function deadLetters(s: Scenario, label: string): Promise<string> {
     await nc.close();
   }
 }
+
+function parseLogLine(line: string): { time?: number; level?: number; msg?: string } | undefined {
+  try {
+    return line.startsWith('{') ? (JSON.parse(line) as { time?: number; level?: number; msg?: string }) : undefined;
+  } catch {
+    return undefined; // a line cut by a kill
+  }
+}
+
+/**
+ * What happened after a fault, for whoever reads a slow takeover (`KAPPA_TIMELINE=1 npm run
+ * test:cluster-faults`): every stage's bus counters sampled every 200 ms (which stage moved again
+ * when), the conversations exported, the nats-servers' leader elections and the services'
+ * warnings, in ms after `start()`. `stop()` returns the lines in time order.
+ */
+export function faultTimeline(s: Scenario): { stop(): Promise<string> } {
+  const t0 = Date.now();
+  const sent0 = s.datagramsSent();
+  const lines: [number, string][] = [];
+  const last = new Map<string, number>();
+  const note = (key: string, value: number, line: string) => {
+    if (last.has(key) && last.get(key) !== value) lines.push([Date.now() - t0, `${line} ${last.get(key)} -> ${value}`]);
+    last.set(key, value);
+  };
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      for (const [key, port] of Object.entries(s.pipeline.metricsPorts)) {
+        const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '');
+        for (const name of ['published_batches', 'consumed_batches', 'publish_failures', 'handler_failures', 'held_batches']) {
+          const prefix = `kappa_bus_${name}_total`;
+          const value = text.split('\n').filter((l) => l.startsWith(prefix)).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+          note(`${key} ${name}`, value, `${key} ${name}`);
+        }
+      }
+      note('exported', conversations(exported(s)), `exported conversations (sent since: ${s.datagramsSent() - sent0})`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await sampler;
+      const end = Date.now();
+      for (const n of s.natsServers) {
+        for (const line of n.process.log.split('\n')) {
+          // nats-server's own clock, local time (UTC on the test machines).
+          const m = /(\d{4})\/(\d\d)\/(\d\d) (\d\d:\d\d:\d\d\.\d{3})\d* \[\w+\] (.*leader.*)$/.exec(line);
+          const at = m ? Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}Z`) : NaN;
+          if (m && at >= t0 && at <= end) lines.push([at - t0, `${natsServerName(n.process.log)} ${m[5]}`]);
+        }
+      }
+      for (const service of [...Object.values(s.pipeline.services), ...Object.values(s.replicas)]) {
+        for (const line of existsSync(service.logFile) ? readFileSync(service.logFile, 'utf8').split('\n') : []) {
+          const entry = parseLogLine(line);
+          if (entry?.time && entry.time >= t0 && entry.time <= end && (entry.level ?? 0) >= 40) lines.push([entry.time - t0, `${service.name}: ${entry.msg ?? ''}`]);
+        }
+      }
+      return lines
+        .sort((a, b) => a[0] - b[0])
+        .map(([ms, line]) => `${String(ms).padStart(6)} ms  ${line}`)
+        .join('\n');
+    },
+  };
+}

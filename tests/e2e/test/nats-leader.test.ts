@@ -108,8 +108,8 @@ describe.skipIf(!root)('SIGKILL of the KAPPA_FLOWS leader on a three-server NATS
       expect(bytes).toBe(wireBytes);
       expect(lost).toBe(0);
       expect(takeoverMs).toBeLessThanOrEqual(15_000);
-      // End to end: the election (~5.6 s), then the stages' publishes in flight to the dead leader
-      // time out (PUBLISH_TIMEOUT_MS, 5 s) and are retried, and their consumers' pulls, which died
+      // End to end: the election (4-9 s), then the stages' publishes in flight to the dead leader
+      // time out (PUBLISH_TIMEOUT_MS, 2 s since 2026-12-06) and are retried, and their consumers' pulls, which died
       // with the leader, are noticed after two missed idle heartbeats (PULL_EXPIRES_MS 2 s / 2) and
       // pulled again; plus the pipeline's own latency (capture's 1 s interval, five hops). Measured
       // at load 22-30: 30 s pull expiry + 10 s publish timeout (the defaults before) 9.5-48 s; 5 s pull
