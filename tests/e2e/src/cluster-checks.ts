@@ -9,7 +9,7 @@ import { DLQ_STREAM } from '@kappa/bus';
 import { run } from '@kappa/testing';
 import { readPackets } from './ground-truth.js';
 import { logTail, workspaceRoot } from './services.js';
-import { isScenarioRecord, metric, until } from './pipeline.js';
+import { isScenarioRecord, metric, metricIn, until } from './pipeline.js';
 import type { ExportedRecord, Scenario } from './pipeline.js';
 
 /** startScenario's options for the cluster topology: 3 nats-servers (streams R3), a Redis Cluster, two replicas of each cluster stage. */
@@ -179,9 +179,7 @@ export function faultTimeline(s: Scenario): { stop(): Promise<string> } {
       for (const [key, port] of Object.entries(s.pipeline.metricsPorts)) {
         const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '');
         for (const name of ['published_batches', 'consumed_batches', 'publish_failures', 'handler_failures', 'held_batches']) {
-          const prefix = `kappa_bus_${name}_total`;
-          const value = text.split('\n').filter((l) => l.startsWith(prefix)).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-          note(`${key} ${name}`, value, `${key} ${name}`);
+          note(`${key} ${name}`, metricIn(text, `kappa_bus_${name}_total`), `${key} ${name}`);
         }
       }
       note('exported', conversations(exported(s)), `exported conversations (sent since: ${s.datagramsSent() - sent0})`);

@@ -75,7 +75,11 @@ async function readyz(pipeline: Pipeline, name: string): Promise<boolean> {
 
 /** One sample of a service's /metrics: the value of `name` with all of `labels`, summed. */
 export async function metric(pipeline: Pipeline, service: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${pipeline.metricsPorts[service]}/metrics`)).text();
+  return metricIn(await (await fetch(`http://127.0.0.1:${pipeline.metricsPorts[service]}/metrics`)).text(), name, labels);
+}
+
+/** The value of `name` with all of `labels`, summed, in a /metrics text. */
+export function metricIn(text: string, name: string, labels: Record<string, string> = {}): number {
   let total = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(name) || !/^[a-z_]+[{ ]/.test(line)) continue;
@@ -183,8 +187,6 @@ export interface Scenario {
   datagramsSent(): number;
   destroy(): Promise<void>;
 }
-
-export { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK };
 
 export async function startScenario(
   name: string,

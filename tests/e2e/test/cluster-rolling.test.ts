@@ -15,11 +15,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '@kappa/testing';
+import { CLUSTER_LOCK_WAIT_MS, run } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { CLUSTER_TOPOLOGY, allExported, conversations, describeTally, expectExactlyOnce, exported, redisAnswers, tally } from '../src/cluster-checks.js';
 import { startCapture, stopCapture } from '../src/ground-truth.js';
-import { CLUSTER_LOCK_WAIT_MS, settled, startScenario, until } from '../src/pipeline.js';
+import { settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 import { unexpectedExits } from '../src/services.js';
 

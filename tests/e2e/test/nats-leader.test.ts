@@ -12,7 +12,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { natsServerName } from '../src/cluster-checks.js';
 import { readPackets, startCapture, stopCapture } from '../src/ground-truth.js';
-import { CLUSTER_LOCK_WAIT_MS, exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
+import { CLUSTER_LOCK_WAIT_MS } from '@kappa/testing';
+import { exportedRecords, isScenarioRecord, metric, settled, startScenario, until } from '../src/pipeline.js';
 import type { Scenario } from '../src/pipeline.js';
 
 const PER_ROUND = 100;

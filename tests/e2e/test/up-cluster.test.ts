@@ -11,9 +11,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { childEnv, machineLock, uniqueName } from '@kappa/testing';
+import { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK, childEnv, machineLock, uniqueName } from '@kappa/testing';
 import type { MachineLock } from '@kappa/testing';
-import { CLUSTER_LOCK_WAIT_MS, CLUSTER_TOPOLOGY_LOCK } from '../src/pipeline.js';
 import { workspaceRoot } from '../src/services.js';
 
 const state = mkdtempSync(join(tmpdir(), 'kpe-upc-'));
