@@ -202,16 +202,21 @@ describe('npm run up -- --cluster', () => {
     }
     const shares = files.map(exported);
     let missing: string[] = [];
+    let said = '';
     for (let attempt = 0; attempt < 10; attempt++) {
       // A batch is in the JSON Lines file a moment before the store has it: ask again.
       const result = kappa('observe', '-o', 'json');
       expect(result.code, result.out).toBe(0);
-      const observed = new Set(result.out.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { id: string }).id));
+      const lines = result.out.split('\n');
+      const observed = new Set(lines.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { id: string }).id));
+      said = lines.filter((l) => l !== '' && !l.startsWith('{')).join('\n');
       missing = shares.flat().filter((id) => !observed.has(id));
       if (missing.length === 0) break;
       await new Promise((r) => setTimeout(r, 1000));
     }
-    expect(missing, `of ${shares[0]!.length} + ${shares[1]!.length} exported records`).toEqual([]);
+    // On a failure, which replica exported what is missing, and what observe said besides flows.
+    const from = shares.map((share, i) => `${share.filter((id) => missing.includes(id)).length} from replica ${i}`).join(', ');
+    expect(missing, `of ${shares[0]!.length} + ${shares[1]!.length} exported records (${from}); observe said: ${said || 'nothing else'}`).toEqual([]);
   }, 150_000);
 
   it('Ctrl-C stops every process it started', async () => {
