@@ -34,8 +34,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Profiling (tools/bench/datapath-variants.sh): an object built with -DKAPPA_PROFILE_STOP=n
  * stops counting at point n of a connected TCP socket's path (1: the skb programs return at
- * once; 2-5: the counting returns there, the DNS port test after it still runs), so bpf_stats of
- * objects stopped at successive points say what each part costs. 0 (every real build): no stop. */
+ * once; 2: after the socket-storage lookup; 3: after the epoch and the clock; 4: after the headers;
+ * 5: after the two adds; from 2 on the DNS port test after it still runs), so bpf_stats of objects
+ * stopped at successive points say what each part costs. 0 (every real build): no stop. */
 #ifndef KAPPA_PROFILE_STOP
 #define KAPPA_PROFILE_STOP 0
 #endif
@@ -43,6 +44,11 @@ char LICENSE[] SEC("license") = "GPL";
 	do {                                                                                       \
 		if (KAPPA_PROFILE_STOP == (n))                                                      \
 			return 1;                                                                  \
+	} while (0)
+#define PROFILE_STOP_FALSE(n)                                                                      \
+	do {                                                                                       \
+		if (KAPPA_PROFILE_STOP == (n))                                                      \
+			return false;                                                              \
 	} while (0)
 
 /* Set by userspace before load: with --cgroup, tracepoints (which fire for every process)
@@ -151,7 +157,7 @@ static __always_inline struct kappa_flow_stats *flow_entry(__u32 epoch, struct k
 
 static __always_inline void add_packets(struct kappa_flow_stats *st, bool egress, __u64 segs, __u64 bytes, __u8 tcp_flags)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = coarse_now();
 	if (egress) {
 		__sync_fetch_and_add(&st->tx_packets, segs);
 		__sync_fetch_and_add(&st->tx_bytes, bytes);
@@ -394,12 +400,46 @@ static __always_inline void or_in_epoch(__u32 *values, __u32 *epochs, __u32 epoc
 }
 
 /* A packet of a connected TCP socket that counts in its own storage: two adds on the cache line
- * of its direction. The drain iterator and the socket's destruction report the totals. */
-static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_sock *s, bool egress)
+ * of its direction. The drain iterator and the socket's destruction report the totals. Returns
+ * true when the socket was destroyed while this packet was counted: its destruction's report may
+ * have missed these adds, so the caller reports again (what was already taken is not taken
+ * twice). */
+static __always_inline bool count_in_socket(struct kappa_sock *s, bool egress, __u64 segs, __u64 bytes, __u8 tcp_flags,
+					    __u32 epoch, __u64 now)
+{
+	if (egress) {
+		__sync_fetch_and_add(&s->tx_packets, segs);
+		__sync_fetch_and_add(&s->tx_bytes, bytes);
+		PROFILE_STOP_FALSE(5);
+		if (s->tx_last_ns != now)
+			s->tx_last_ns = now;
+		or_in_epoch(s->tx_tcp_flags, s->tx_flags_epoch, epoch, tcp_flags);
+	} else {
+		__sync_fetch_and_add(&s->rx_packets, segs);
+		__sync_fetch_and_add(&s->rx_bytes, bytes);
+		PROFILE_STOP_FALSE(5);
+		if (s->rx_last_ns != now)
+			s->rx_last_ns = now;
+		or_in_epoch(s->rx_tcp_flags, s->rx_flags_epoch, epoch, tcp_flags);
+	}
+	return s->dead;
+}
+
+/* A TCP skb's packets and bytes on the wire: a GSO super-packet is gso_segs packets, each with
+ * its own headers. */
+static __always_inline void tcp_wire_size(struct __sk_buff *skb, __u32 header_len, __u64 *segs, __u64 *bytes)
 {
 	__u32 gso_segs = skb->gso_segs;
-	__u64 segs = gso_segs ? gso_segs : 1;
-	__u64 bytes = skb->len;
+	*segs = gso_segs ? gso_segs : 1;
+	*bytes = skb->len;
+	if (*segs > 1)
+		*bytes += (*segs - 1) * header_len;
+}
+
+static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_sock *s, bool egress)
+{
+	__u32 epoch = current_epoch();
+	__u64 now = coarse_now();
 	__u32 ip_header_len = 0, header_len = 0;
 	__u8 tcp_flags = 0;
 	if (direct_headers(skb, s->key.ip_version, KAPPA_IPPROTO_TCP, &ip_header_len, &header_len, &tcp_flags)) {
@@ -409,30 +449,9 @@ static __always_inline int account_counting(struct __sk_buff *skb, struct kappa_
 		header_len = pkt.header_len;
 		tcp_flags = pkt.tcp_flags;
 	}
-	if (segs > 1)
-		bytes += (segs - 1) * header_len;
-	PROFILE_STOP(3);
-	__u32 epoch = current_epoch();
-	__u64 now = bpf_ktime_get_coarse_ns();
-	PROFILE_STOP(4);
-	if (egress) {
-		__sync_fetch_and_add(&s->tx_packets, segs);
-		__sync_fetch_and_add(&s->tx_bytes, bytes);
-		PROFILE_STOP(5);
-		if (s->tx_last_ns != now)
-			s->tx_last_ns = now;
-		or_in_epoch(s->tx_tcp_flags, s->tx_flags_epoch, epoch, tcp_flags);
-	} else {
-		__sync_fetch_and_add(&s->rx_packets, segs);
-		__sync_fetch_and_add(&s->rx_bytes, bytes);
-		PROFILE_STOP(5);
-		if (s->rx_last_ns != now)
-			s->rx_last_ns = now;
-		or_in_epoch(s->rx_tcp_flags, s->rx_flags_epoch, epoch, tcp_flags);
-	}
-	/* The socket was destroyed while this packet was counted: its destruction's report may
-	 * have missed these adds, so report again (what was already taken is not taken twice). */
-	if (s->dead)
+	__u64 segs, bytes;
+	tcp_wire_size(skb, header_len, &segs, &bytes);
+	if (count_in_socket(s, egress, segs, bytes, tcp_flags, epoch, now))
 		report_socket(s, epoch, 0, 0, 0);
 	return 1;
 }
@@ -513,11 +532,10 @@ static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 		return 1;
 	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 	PROFILE_STOP(2);
-	/* The common case first: a connected TCP socket counting in its storage, still connected to
-	 * the peer it was keyed with, needs nothing else (every field read here shares the storage's
-	 * first cache line). */
-	if (s && s->keyed && s->counting && !s->dead && s->key.remote_port == bpf_ntohs(sk->dst_port))
-		return account_counting(skb, s, egress);
+	/* (The common case, a counting socket's packet with its headers in the linear part, was taken
+	 * by account_fast in the hook.) Each path below is inlined once: 6.1's verifier walks every
+	 * copy, and the hook's program with its global functions must stay within its million
+	 * instructions. */
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
@@ -532,11 +550,7 @@ static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 		/* Still connected to the peer it was keyed with (UDP can disconnect or reconnect). */
 		__u16 dst_port = bpf_ntohs(sk->dst_port);
 		bool connected = s->keyed && s->key.remote_port == dst_port;
-		if (connected && s->counting && !s->dead)
-			return account_counting(skb, s, egress);
-		if (connected)
-			return account_keyed(skb, sk, s, egress);
-		if (keyable(sk, dst_port)) {
+		if (!connected && keyable(sk, dst_port)) {
 			__u32 total_retrans = 0;
 			if (sk->protocol == KAPPA_IPPROTO_TCP) {
 				/* Seen first mid-stream: only retransmits from now on are this capture's. */
@@ -553,13 +567,71 @@ static __always_inline int account_skb(struct __sk_buff *skb, bool egress)
 				if (!parse_packet_at(skb, &pkt, 0))
 					s->role = conversation_role(&s->key, KAPPA_IPPROTO_TCP, pkt.tcp_flags, egress);
 			}
-			return s->counting ? account_counting(skb, s, egress) : account_keyed(skb, sk, s, egress);
+			connected = true;
 		}
+		if (connected)
+			return s->counting && !s->dead ? account_counting(skb, s, egress) : account_keyed(skb, sk, s, egress);
 	}
 	return account_parsed(skb, sk, s, egress);
 }
 
 #include "kappa_dns.h"
+
+/* count_in_socket found the socket destroyed (see there): its report, behind a call, so that the
+ * report's frame (a flow entry's initial value) stays off the hook's. */
+__noinline int kappa_report_dead(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	if (s && s->counting)
+		report_socket(s, current_epoch(), 0, 0, 0);
+	return 1;
+}
+
+/* The common case, in the hook itself rather than behind a call (on this machine's kernel every
+ * return of a call costs the SRSO return thunk): a connected TCP socket counting in its storage,
+ * still connected to the peer it was keyed with, whose headers are in the linear part. Its frame
+ * is a few scalars, so the hook's stack stays the calls'. false: nothing was counted, the caller
+ * takes the whole path (account_skb), which looks the storage up again. */
+static __always_inline bool account_fast(struct __sk_buff *skb, bool egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return true;
+	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
+	PROFILE_STOP(2);
+	if (!s || !s->keyed || !s->counting || s->dead || s->key.remote_port != bpf_ntohs(sk->dst_port))
+		return false;
+	/* The calls first: then only skb, s and the epoch live across them, in the registers calls
+	 * keep, and the hook's frame stays the two map keys (6.1 counts it beside the global
+	 * functions' frames against 512 bytes, in multiples of 32). */
+	__u32 epoch = current_epoch();
+	__u64 now = coarse_now();
+	PROFILE_STOP(3);
+	__u32 ip_header_len = 0, header_len = 0;
+	__u8 tcp_flags = 0;
+	if (direct_headers(skb, s->key.ip_version, KAPPA_IPPROTO_TCP, &ip_header_len, &header_len, &tcp_flags))
+		return false;
+	__u64 segs, bytes;
+	tcp_wire_size(skb, header_len, &segs, &bytes);
+	PROFILE_STOP(4);
+	if (count_in_socket(s, egress, segs, bytes, tcp_flags, epoch, now))
+		kappa_report_dead(skb);
+	return true;
+}
+
+/* Whether a packet may be DNS, by its socket's ports, before the call to kappa_dns_copy (which
+ * tests the same first): a socket connected to a peer, neither end on port 53, is not. */
+static __always_inline bool maybe_dns(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return false;
+	__u16 remote_port = bpf_ntohs(sk->dst_port);
+	return sk->src_port == KAPPA_DNS_PORT || remote_port == KAPPA_DNS_PORT || remote_port == 0;
+}
 
 /* The counting of each direction, as a global function of its own (the verifier checks it once,
  * on its own): the combined stack of a program and the functions it calls is at most 512 bytes,
@@ -581,8 +653,9 @@ SEC("cgroup_skb/ingress")
 int kappa_skb_ingress(struct __sk_buff *skb)
 {
 	PROFILE_STOP(1);
-	kappa_account_ingress(skb);
-	if (kappa_config.dns)
+	if (!account_fast(skb, false))
+		kappa_account_ingress(skb);
+	if (kappa_config.dns && maybe_dns(skb))
 		kappa_dns_copy(skb, 0);
 	return 1;
 }
@@ -591,8 +664,9 @@ SEC("cgroup_skb/egress")
 int kappa_skb_egress(struct __sk_buff *skb)
 {
 	PROFILE_STOP(1);
-	kappa_account_egress(skb);
-	if (kappa_config.dns)
+	if (!account_fast(skb, true))
+		kappa_account_egress(skb);
+	if (kappa_config.dns && maybe_dns(skb))
 		kappa_dns_copy(skb, 1);
 	return 1;
 }

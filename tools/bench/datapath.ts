@@ -9,7 +9,8 @@
 // A narrower run for one figure, written to section `datapath-focus` (`datapath-dns` with
 // kappa-nodns; the full table stays):
 //   npm run bench:datapath -- --agents kappa --pairs 24 [--pin]
-// --agents: which agents beside "no agent" (kappa, kappa-nodns: kappa with --disable-hooks cgroup-skb, softflowd, pmacctd); --pin: iperf3's client on
+// --agents: which agents beside "no agent" (kappa, kappa-nodns: kappa with --disable-hooks cgroup-skb, kappa-base: kappa with
+// --base's BPF object, softflowd, pmacctd); --pin: iperf3's client on
 // CPU 0 and its server on CPU 1 (-A), so the scheduler's placement stops varying between runs.
 // Profile mode: only bpf_stats runs, one per BPF object per round, in alternating order, so
 // variants of the programs (parts compiled out: tools/bench/datapath-variants.sh) are compared
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     agents: { type: 'string' },
     pin: { type: 'boolean', default: false },
+    base: { type: 'string' },
   },
 });
 const pairs = Number(values.pairs);
@@ -44,17 +46,30 @@ const seconds = Number(values.seconds);
 const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
 requireBuild('bench:datapath', ['apps/capture/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
-type AgentName = 'no agent' | 'kappa capture' | 'kappa capture, DNS off' | 'softflowd' | 'pmacctd';
+type AgentName = 'no agent' | 'kappa capture' | 'kappa capture, DNS off' | 'kappa capture, base object' | 'softflowd' | 'pmacctd';
 // kappa-nodns: kappa with `--disable-hooks cgroup-skb` (no DNS copies, no receive timestamps).
-const AGENT_FLAGS: Record<string, AgentName> = { kappa: 'kappa capture', 'kappa-nodns': 'kappa capture, DNS off', softflowd: 'softflowd', pmacctd: 'pmacctd' };
+// kappa-base: kappa with --base's BPF object (a .bpf.o, or a checkout with its own kappa-capture): an
+// A/B of two builds' throughput in one run, paired alike.
+const AGENT_FLAGS: Record<string, AgentName> = {
+  kappa: 'kappa capture',
+  'kappa-nodns': 'kappa capture, DNS off',
+  'kappa-base': 'kappa capture, base object',
+  softflowd: 'softflowd',
+  pmacctd: 'pmacctd',
+};
 const chosen = (values.agents ?? 'kappa,softflowd,pmacctd').split(',').map((flag) => {
   const agent = AGENT_FLAGS[flag.trim()];
   if (!agent) throw new Error(`--agents takes a comma list of ${Object.keys(AGENT_FLAGS).join(', ')}: got "${flag}"`);
   return agent;
 });
 if (!chosen.includes('kappa capture')) throw new Error('--agents must include kappa (its count and bpf_stats are part of every run)');
+if (chosen.includes('kappa capture, base object') !== (values.base !== undefined)) throw new Error('--agents kappa-base and --base OBJECT go together');
 // kappa second: the tables below read it at index 1.
-const agents: AgentName[] = ['no agent', 'kappa capture', ...(['kappa capture, DNS off', 'softflowd', 'pmacctd'] as const).filter((a) => chosen.includes(a))];
+const agents: AgentName[] = [
+  'no agent',
+  'kappa capture',
+  ...(['kappa capture, DNS off', 'kappa capture, base object', 'softflowd', 'pmacctd'] as const).filter((a) => chosen.includes(a)),
+];
 const pin = values.pin === true;
 const focus = values.agents !== undefined || pin;
 interface Agent {
@@ -224,19 +239,22 @@ const kappaCounts = new Map<string, { bytes: number; packets: number }>();
 async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> {
   if (agent === 'no agent') return { pid: undefined, stop: async () => undefined };
   let child: ChildProcess;
-  if (agent === 'kappa capture' || agent === 'kappa capture, DNS off') {
+  if (agent === 'kappa capture' || agent === 'kappa capture, DNS off' || agent === 'kappa capture, base object') {
+    const objectPath = agent === 'kappa capture, base object' ? values.base : bpfObject;
     const dnsOff = agent === 'kappa capture, DNS off';
-    const checkout = bpfObject !== undefined && statSync(bpfObject).isDirectory();
-    const object = bpfObject && !checkout ? ['--bpf-object', bpfObject] : [];
-    const bin = checkout ? join(bpfObject, 'apps/capture/bin/kappa-capture.js') : captureBin;
+    // Only kappa's own build (DNS on) feeds the count check below.
+    const counted = agent === 'kappa capture';
+    const checkout = objectPath !== undefined && statSync(objectPath).isDirectory();
+    const object = objectPath && !checkout ? ['--bpf-object', objectPath] : [];
+    const bin = checkout ? join(objectPath, 'apps/capture/bin/kappa-capture.js') : captureBin;
     child = spawn(process.execPath, [bin, '--stdout', '--cgroup', cgroup.path, '--node', 'kbd-datapath', '--interval', '1s', '--metrics-port', '0', ...object, ...(dnsOff ? ['--disable-hooks', 'cgroup-skb'] : [])], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let partial = '';
     // The sanity check below reads kappa's own (DNS on) runs only.
-    if (!dnsOff) kappaCounts.clear();
+    if (counted) kappaCounts.clear();
     child.stdout?.on('data', (chunk: Buffer) => {
-      if (dnsOff) return;
+      if (!counted) return;
       const lines = (partial + chunk.toString()).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
@@ -590,7 +608,8 @@ try {
       machineLine(),
     ].join('\n');
     console.log(markdown);
-    writeSection(agents.includes('kappa capture, DNS off') ? 'datapath-dns' : focus ? 'datapath-focus' : 'datapath', markdown);
+    const section = agents.includes('kappa capture, DNS off') ? 'datapath-dns' : agents.includes('kappa capture, base object') ? 'datapath-ab' : focus ? 'datapath-focus' : 'datapath';
+    writeSection(section, markdown);
   }
 } finally {
   await stopAll(children);
