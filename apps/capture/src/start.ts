@@ -10,6 +10,7 @@ import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProb
 import { Datapath } from './datapath.js';
 import type { DatapathOptions } from './datapath.js';
 import { DNS, describeFeature, failedPrograms, featureOn, hookOfFailure, planKernel } from './kernel.js';
+import { encodeConfig } from './layout.js';
 import type { KernelFacts, KernelPlan } from './kernel.js';
 
 /** The two builds of bpf/kappa.bpf.c. */
@@ -89,6 +90,12 @@ export function checkThisKernel(options: StartOptions & { btfPath?: string | und
       try {
         for (const name of plan.omit) object.setAutoload(name, false);
         if (!options.interfaceMode) for (const name of ['kappa_tc_ingress', 'kappa_tc_egress']) object.setAutoload(name, false);
+        // The configuration a start sets: with DNS on the skb programs carry the copy, which the
+        // verifier drops with it off, so a kernel that refuses only the copy (6.1 did, E2BIG) is
+        // told here as at a start. A cgroup level keeps the target check in, as --cgroup does.
+        object.setReadOnlyConfig(
+          encodeConfig({ targetCgroupId: 0n, targetCgroupLevel: 1, socketCounters: !plan.omit.includes('kappa_drain_sockets'), dns: featureOn(plan, DNS) }),
+        );
         object.load();
         object.unpinMaps();
       } finally {
