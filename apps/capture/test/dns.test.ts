@@ -216,8 +216,12 @@ describePrivileged('DNS names and exchanges', () => {
   // arrival at the interface (the kernel's receive timestamp, which capture turns on), tshark from
   // the query's frame to the response's at the client's veth. The query's hook runs a few µs
   // before the veth takes it, so kappa is never below the wire and, sub-millisecond exchanges
-  // included, within 10 % of it. (At the ingress hook instead, the receive path from the veth to
-  // the socket added 10-50 µs per exchange on a loaded machine: more than 10 % of a 200 µs one.)
+  // included, within 10 % of it over the test's exchanges. One exchange may exceed 10 % by the
+  // softirqs that ran between the hook and the veth: the transmit path keeps bottom halves on
+  // until the device, and on a loaded machine (a CI run) that once added 21 µs to a 122 µs
+  // exchange; each exchange is allowed 25 µs for it. (At the ingress hook instead, the receive
+  // path from the veth to the socket added 10-50 µs per exchange on a loaded machine: more than
+  // 10 % of a 200 µs one.)
   it('measures each conversation\'s DNS latency within 10 % of the packet capture, sub-millisecond exchanges included', () => {
     const clientRecords = records.filter((r) => r.vantage === Vantage.SRC && r.dst?.port === 53 && r.dns && r.dns.latencyCount > 0n);
     expect(clientRecords.length).toBeGreaterThanOrEqual(5);
@@ -229,6 +233,8 @@ describePrivileged('DNS names and exchanges', () => {
       m.sumUs += Number(r.dns!.latencySumUs);
       measured.set(key, m);
     }
+    let allKappaUs = 0; // over the sub-millisecond exchanges
+    let allWireUs = 0;
     for (const [key, m] of measured) {
       const responses = wire.filter((w) => `${w.protocol} ${w.clientPort}` === key);
       expect(m.count, key).toBe(responses.length);
@@ -237,8 +243,15 @@ describePrivileged('DNS names and exchanges', () => {
       console.log(`DNS latency ${label}`);
       // Each exchange's microseconds are truncated, tshark's to the µs: at most 2 µs each below.
       expect(m.sumUs, label).toBeGreaterThanOrEqual(wireUs - 2 * m.count);
-      expect(Math.abs(m.sumUs - wireUs), label).toBeLessThanOrEqual(0.1 * wireUs);
+      expect(m.sumUs - wireUs, label).toBeLessThanOrEqual(Math.max(0.1 * wireUs, 25 * m.count));
+      if (wireUs < 1000 * m.count) {
+        allKappaUs += m.sumUs;
+        allWireUs += wireUs;
+      }
     }
+    // The sub-millisecond exchanges together (the others would drown them in a sum).
+    expect(allWireUs).toBeGreaterThan(0);
+    expect(Math.abs(allKappaUs - allWireUs), `sub-millisecond exchanges: kappa ${allKappaUs} µs, tshark ${allWireUs.toFixed(0)} µs`).toBeLessThanOrEqual(0.1 * allWireUs);
   });
 
   it('counts a message on port 53 that is not DNS as unparsable, and carries on', () => {
