@@ -8,7 +8,8 @@ import { fields, ipHex } from '@kappa/filter';
 import { CsvIndexWriter } from '../src/store/columns.js';
 
 function csvText(text: string): string {
-  return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  // `\N` is DuckDB's null string here: quoted, it is text.
+  return /[",\n\r]/.test(text) || text === '\\N' ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
 function expectedLine(record: FlowRecord, receivedNs: bigint, seg: number, off: number, len: number): string {
@@ -30,7 +31,7 @@ function random(seed: number): () => number {
   };
 }
 
-const awkward = ['', 'web', 'a,b', 'say "hi"', 'line\nbreak', 'cr\rhere', 'ünïcödé-名前', '"', ',', 'x'.repeat(300)];
+const awkward = ['', 'web', 'a,b', 'say "hi"', 'line\nbreak', 'cr\rhere', 'ünïcödé-名前', '"', ',', 'x'.repeat(300), '\\N', 'a\\N', 'nul\u0000', 'back\\'];
 
 function generated(count: number): FlowRecord[] {
   const rnd = random(15);
@@ -133,5 +134,25 @@ describe('flow store index lines from the record bytes', () => {
     expect(column('packets')).toBe(String(10n ** 19n));
     expect(column('reverse_bytes')).toBe(String(1n << 53n));
     expect(writer.maxNs).toBe(max);
+  });
+
+  it('writes bytes that are not UTF-8 as TextDecoder reads them (U+FFFD per maximal invalid subpart), and valid text as it is', () => {
+    const rnd = random(21);
+    // Bytes around UTF-8's edges: lead bytes, continuation bytes, the ends of each range.
+    const edges = [0x00, 0x22, 0x2c, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff];
+    const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+    const writer = new CsvIndexWriter();
+    for (let n = 0; n < 20_000; n++) {
+      const bytes = Uint8Array.from({ length: 1 + Math.floor(rnd() * 8) }, () => edges[Math.floor(rnd() * edges.length)]!);
+      writer.length = 0;
+      writer.csvText(bytes, 0, bytes.length);
+      const want = Buffer.from(csvText(decoder.decode(bytes)));
+      const got = writer.buffer.subarray(0, writer.length);
+      if (!got.equals(want)) expect(got.toString('hex'), `bytes ${Buffer.from(bytes).toString('hex')}`).toBe(want.toString('hex'));
+    }
+    const valid = Buffer.from('ünïcödé-名前 😀 \u{10ffff}');
+    writer.length = 0;
+    writer.csvText(valid, 0, valid.length);
+    expect(writer.buffer.subarray(0, writer.length).equals(valid)).toBe(true);
   });
 });

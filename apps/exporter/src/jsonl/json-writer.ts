@@ -7,6 +7,7 @@
 // construction; what protobuf-es cannot decode either (invalid UTF-8, truncation) is refused.
 import { ScalarType, fromBinary, toJson } from '@bufbuild/protobuf';
 import type { DescEnum, DescField, DescMessage } from '@bufbuild/protobuf';
+import { utf8SequenceLength } from '../record/utf8.js';
 
 const enum Kind {
   String,
@@ -962,26 +963,7 @@ function arrayIndex(buf: Uint8Array, at: number, end: number): number {
  * UTF-8 (overlong forms, surrogates, above U+10FFFF, truncated), which protobuf-es refuses.
  */
 function utf8Sequence(buf: Uint8Array, i: number, end: number): number {
-  const b = buf[i]!;
-  let need: number;
-  let min = 0x80;
-  let max = 0xbf;
-  if (b >= 0xc2 && b <= 0xdf) need = 1;
-  else if (b >= 0xe0 && b <= 0xef) {
-    need = 2;
-    if (b === 0xe0) min = 0xa0;
-    else if (b === 0xed) max = 0x9f;
-  } else if (b >= 0xf0 && b <= 0xf4) {
-    need = 3;
-    if (b === 0xf0) min = 0x90;
-    else if (b === 0xf4) max = 0x8f;
-  } else throw slowPath;
-  if (i + need >= end) throw slowPath;
-  const c = buf[i + 1]!;
-  if (c < min || c > max) throw slowPath;
-  for (let k = 2; k <= need; k++) {
-    const d = buf[i + k]!;
-    if (d < 0x80 || d > 0xbf) throw slowPath;
-  }
-  return i + need + 1;
+  const n = utf8SequenceLength(buf, i, end);
+  if (n < 0) throw slowPath;
+  return i + n;
 }

@@ -12,6 +12,7 @@ import { BytesMap } from '../record/bytes-map.js';
 import { ExportRecord, readUint64, stringEnd, stringStart, u64 } from '../record/export-record.js';
 import type { EndCursors } from '../record/export-record.js';
 import { labelsText } from '../record/labels.js';
+import { utf8SequenceLength } from '../record/utf8.js';
 import type { TextRange } from '../record/labels.js';
 
 export interface StoreColumn {
@@ -49,6 +50,7 @@ const T = FlowFields.TcpStats;
 const COMMA = 0x2c;
 const QUOTE = 0x22;
 const NEWLINE = 0x0a;
+const BACKSLASH = 0x5c;
 const TRUE = Buffer.from('true');
 const FALSE = Buffer.from('false');
 
@@ -175,11 +177,14 @@ export class CsvIndexWriter {
   maxHi = 0;
   maxLo = 0;
   lines = 0;
+  /** Bytes of the longest line written since reset(), its newline included. */
+  longestLine = 0;
 
   /** Starts a batch's lines: receivedNs is the same for all of them. */
   reset(receivedNs: bigint): void {
     this.length = 0;
     this.lines = 0;
+    this.longestLine = 0;
     this.minHi = this.minLo = 0xffffffff;
     this.maxHi = this.maxLo = 0;
     this.received = Buffer.from(String(receivedNs));
@@ -188,6 +193,7 @@ export class CsvIndexWriter {
   /** Writes the line of record i of the view, whose bytes are at seg/off/len. */
   line(view: FlowBatchView, i: number, seg: number, off: number, len: number): void {
     const r = this.r.load(view, i);
+    const lineStart = this.length;
     this.reserve(64);
     readUint64(r.record, F.endNs);
     const hi = u64.hi;
@@ -222,6 +228,7 @@ export class CsvIndexWriter {
     this.reserve(1);
     this.buffer[this.length++] = NEWLINE;
     this.lines++;
+    if (this.length - lineStart > this.longestLine) this.longestLine = this.length - lineStart;
   }
 
   /** The lowest / highest flow time written since reset() (call only when lines > 0). */
@@ -310,37 +317,56 @@ export class CsvIndexWriter {
   }
 
   /**
-   * A string from bytes[start, end): as is, or in double quotes (quotes doubled) when it holds a
-   * comma, a quote or a line break. `commas` wraps it in commas inside the field (labels).
+   * A string from bytes[start, end) as DuckDB's read_csv (csvSource) reads it back to the same
+   * text: as is, or in double quotes (quotes doubled) when it holds a comma, a quote or a line
+   * break, or is exactly `\N` (the null string, which a quoted value is not: allow_quoted_nulls
+   * is off). Bytes that are not UTF-8, which DuckDB would refuse the whole line for, become
+   * U+FFFD as TextDecoder decodes them (one per maximal invalid subpart). `commas` wraps it in
+   * commas inside the field (labels).
    */
   csvText(bytes: Uint8Array, start: number, end: number, commas = false): void {
-    let quote = commas;
+    let quote = commas || (end - start === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 0x4e); // \N
     let quotes = 0;
+    let ascii = true;
     for (let i = start; i < end; i++) {
       const b = bytes[i]!;
       if (b === COMMA || b === NEWLINE || b === 0x0d) quote = true;
       else if (b === QUOTE) {
         quote = true;
         quotes++;
-      }
+      } else if (b >= 0x80) ascii = false;
     }
-    this.reserve(end - start + quotes + 4);
+    // An invalid byte becomes three (U+FFFD).
+    this.reserve((ascii ? end - start : 3 * (end - start)) + quotes + 4);
     const buffer = this.buffer;
     let o = this.length;
-    if (!quote) {
+    if (ascii && !quote) {
       for (let i = start; i < end; i++) buffer[o++] = bytes[i]!;
       this.length = o;
       return;
     }
-    buffer[o++] = QUOTE;
+    if (quote) buffer[o++] = QUOTE;
     if (commas) buffer[o++] = COMMA;
-    for (let i = start; i < end; i++) {
+    for (let i = start; i < end; ) {
       const b = bytes[i]!;
-      if (b === QUOTE) buffer[o++] = QUOTE;
-      buffer[o++] = b;
+      if (b < 0x80) {
+        if (b === QUOTE) buffer[o++] = QUOTE;
+        buffer[o++] = b;
+        i++;
+        continue;
+      }
+      const n = utf8SequenceLength(bytes, i, end);
+      if (n < 0) {
+        buffer[o++] = 0xef;
+        buffer[o++] = 0xbf;
+        buffer[o++] = 0xbd;
+        i -= n;
+        continue;
+      }
+      for (const stop = i + n; i < stop; i++) buffer[o++] = bytes[i]!;
     }
     if (commas) buffer[o++] = COMMA;
-    buffer[o++] = QUOTE;
+    if (quote) buffer[o++] = QUOTE;
     this.length = o;
   }
 }

@@ -11,6 +11,7 @@
 // overlap their range plus the hot CSV. Retention drops whole segments: those entirely older
 // than --store-retention, then the oldest while the folder is above --store-max-bytes.
 // A restart seals whatever CSV it finds, so nothing written before a crash is lost.
+// The CSV writer writes only lines DuckDB reads back as the record's text (columns.ts csvText).
 // Sealing runs beside the appends (DuckDB works in its own threads): a full hot segment is
 // closed, a new one opened, and the append returns; at most --store-pending-seals segments wait
 // for their seal before an append waits (backpressure). A sealing segment is read from its CSV
@@ -59,6 +60,8 @@ interface Segment {
   minNs: bigint;
   maxNs: bigint;
   records: number;
+  /** Bytes of its longest CSV index line (DuckDB's max_line_size must cover it). */
+  longestLine: number;
   /** Sealed: the Parquet index exists and the CSV is gone. */
   sealed: boolean;
 }
@@ -211,6 +214,9 @@ const rollupColumnSet: ReadonlySet<string> = new Set(rollupFilterColumns);
 type Ext = 'rec' | 'recz' | 'csv' | 'parquet' | 'rollup.parquet';
 const allExts: readonly Ext[] = ['rec', 'recz', 'csv', 'parquet', 'rollup.parquet'];
 
+const NEWLINE = 0x0a;
+const QUOTE = 0x22;
+
 const segmentName = (seq: number) => `seg-${String(seq).padStart(8, '0')}`;
 
 export class FlowStore {
@@ -272,8 +278,11 @@ export class FlowStore {
     const connection = await this.connect();
     try {
       for (const seq of [...seqs].sort((a, b) => a - b)) {
-        const segment: Segment = { seq, minNs: 1n, maxNs: 0n, records: 0, sealed: false };
-        if (existsSync(this.path(seq, 'csv'))) await this.sealWith(connection, segment);
+        const segment: Segment = { seq, minNs: 1n, maxNs: 0n, records: 0, longestLine: 0, sealed: false };
+        if (existsSync(this.path(seq, 'csv'))) {
+          await this.learnIndexLines(segment);
+          await this.sealWith(connection, segment);
+        }
         if (!existsSync(this.path(seq, 'parquet'))) {
           rmSync(this.path(seq, 'rec'), { force: true });
           rmSync(this.path(seq, 'recz'), { force: true });
@@ -342,7 +351,7 @@ export class FlowStore {
   }
 
   private async startHot(seq: number): Promise<void> {
-    this.hot = { seq, minNs: 1n, maxNs: 0n, records: 0, sealed: false };
+    this.hot = { seq, minNs: 1n, maxNs: 0n, records: 0, longestLine: 0, sealed: false };
     this.recFile = await open(this.path(seq, 'rec'), 'a');
     this.csvFile = await open(this.path(seq, 'csv'), 'a');
     this.recBytes = 0;
@@ -396,6 +405,8 @@ export class FlowStore {
     const maxNs = index.maxNs;
     if (minNs < hot.minNs || hot.minNs > hot.maxNs) hot.minNs = minNs;
     if (maxNs > hot.maxNs) hot.maxNs = maxNs;
+    // Before the lines are on disk: a query reading the hot CSV meanwhile needs a long enough max_line_size.
+    if (index.longestLine > hot.longestLine) hot.longestLine = index.longestLine;
     // Bytes first: an index line never points past what is on disk, even after a crash.
     await this.recFile!.write(rec, 0, written);
     await this.csvFile!.write(index.buffer, 0, index.length);
@@ -483,7 +494,7 @@ export class FlowStore {
     const csv = this.path(segment.seq, 'csv');
     const parquet = this.path(segment.seq, 'parquet');
     await connection.run(
-      `COPY (SELECT * FROM ${csvSource(csv)}) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`,
+      `COPY (SELECT * FROM ${csvSource(csv, segment.longestLine)}) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`,
     );
     // The rollup: the workload-pair sums of this segment (per value of the rollup's filter
     // columns), counting each conversation once; a namespace or workload map, unfiltered or
@@ -504,6 +515,11 @@ export class FlowStore {
     const rec = this.path(segment.seq, 'rec');
     await compressRecords(rec, this.path(segment.seq, 'recz'));
     this.removeWhenUnread([rec]);
+  }
+
+  /** The longest index line of a CSV found at open (a crash or a stop left it). */
+  private async learnIndexLines(segment: Segment): Promise<void> {
+    segment.longestLine = (await indexLines(this.path(segment.seq, 'csv'))).longestLine;
   }
 
   private fileBytes(segment: Segment): number {
@@ -557,7 +573,7 @@ export class FlowStore {
     for (const s of this.segments) {
       if (s.records === 0 || s.maxNs < sinceNs || (untilNs > 0n && s.minNs >= untilNs)) continue;
       if (s.sealed) parquet.push(sqlString(this.path(s.seq, 'parquet')));
-      else parts.push(`SELECT * FROM ${csvSource(this.path(s.seq, 'csv'))}`);
+      else parts.push(`SELECT * FROM ${csvSource(this.path(s.seq, 'csv'), s.longestLine)}`);
     }
     if (parquet.length > 0) parts.unshift(`SELECT * FROM read_parquet([${parquet.join(', ')}])`);
     if (parts.length === 0) return undefined;
@@ -572,7 +588,7 @@ export class FlowStore {
 
   /** The FROM source of one segment. */
   private segmentSource(s: Segment): string {
-    return s.sealed ? `read_parquet(${sqlString(this.path(s.seq, 'parquet'))})` : csvSource(this.path(s.seq, 'csv'));
+    return s.sealed ? `read_parquet(${sqlString(this.path(s.seq, 'parquet'))})` : csvSource(this.path(s.seq, 'csv'), s.longestLine);
   }
 
   /**
@@ -659,7 +675,7 @@ export class FlowStore {
     const parts: string[] = [];
     if (raw.length > 0) {
       const sealed = raw.filter((x) => x.sealed).map((x) => sqlString(this.path(x.seq, 'parquet')));
-      const sources = [...(sealed.length > 0 ? [`SELECT * FROM read_parquet([${sealed.join(', ')}])`] : []), ...raw.filter((x) => !x.sealed).map((x) => `SELECT * FROM ${csvSource(this.path(x.seq, 'csv'))}`)];
+      const sources = [...(sealed.length > 0 ? [`SELECT * FROM read_parquet([${sealed.join(', ')}])`] : []), ...raw.filter((x) => !x.sealed).map((x) => `SELECT * FROM ${csvSource(this.path(x.seq, 'csv'), x.longestLine)}`)];
       parts.push(`SELECT ${s[0]} AS s_ns, ${s[1]} AS s_name, ${s[2]} AS s_ext, ${d[0]} AS d_ns, ${d[1]} AS d_name, ${d[2]} AS d_ext, ${sumsSql}
         FROM (${sources.join(' UNION ALL ')}) WHERE ${range} AND ${aggregatedRowsSql} AND ${where} GROUP BY ALL`);
     }
@@ -756,6 +772,57 @@ function mergeRows(a: Row[], b: Row[], desc: boolean): Row[] {
   return [...a, ...b].sort(cmp);
 }
 
-export function csvSource(path: string): string {
-  return `read_csv(${sqlString(path)}, header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '\\N', ignore_errors = true, columns = ${csvColumnsSql})`;
+/** DuckDB's default max_line_size (its buffer_size is 16 times it). */
+const DUCKDB_MAX_LINE = 2_000_000;
+
+/**
+ * DuckDB's read_csv of a hot segment's index. `\N` is the null string (so an empty field is ''),
+ * and a quoted `"\N"` is text (allow_quoted_nulls off): csvText quotes a value that is `\N`.
+ * A segment with a line longer than DuckDB's default max_line_size gets a larger one (a power of
+ * two, with a buffer four times it: sizes DuckDB was seen to lose lines with were odd ones).
+ * Queries skip a line DuckDB cannot read rather than fail.
+ */
+export function csvSource(path: string, longestLine = 0): string {
+  let size = '';
+  if (longestLine >= DUCKDB_MAX_LINE) {
+    let max = 4 * 1024 * 1024;
+    while (max <= longestLine) max *= 2;
+    size = `, max_line_size = ${max}, buffer_size = ${4 * max}`;
+  }
+  return `read_csv(${sqlString(path)}, header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '\\N', allow_quoted_nulls = false, ignore_errors = true${size}, columns = ${csvColumnsSql})`;
+}
+
+/**
+ * The index lines of a file (a line ends at a newline outside quotes: a quoted value may hold
+ * line breaks) and the longest, newline included; `whole` bytes end with the last whole line.
+ */
+async function indexLines(path: string): Promise<{ lines: number; longestLine: number; whole: number; size: number }> {
+  const handle = await open(path, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(1024 * 1024);
+    let at = 0;
+    let lines = 0;
+    let longestLine = 0;
+    let lineStart = 0;
+    let quoted = false;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
+      if (bytesRead === 0) break;
+      for (let i = 0; i < bytesRead; i++) {
+        const b = chunk[i]!;
+        // A doubled quote inside a quoted value turns quoting off and on again.
+        if (b === QUOTE) quoted = !quoted;
+        else if (b === NEWLINE && !quoted) {
+          const end = at + i + 1;
+          if (end - lineStart > longestLine) longestLine = end - lineStart;
+          lineStart = end;
+          lines++;
+        }
+      }
+      at += bytesRead;
+    }
+    return { lines, longestLine, whole: lineStart, size: at };
+  } finally {
+    await handle.close();
+  }
 }
