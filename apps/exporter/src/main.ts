@@ -70,6 +70,8 @@ if (config.store) {
     pendingSeals: config.storePendingSeals,
     dedupeWindow: config.storeDedupeWindow,
     onSealError: (err, segment) => logger.warn({ err, segment }, 'flow store: sealing a segment failed; it is read from its CSV and sealed at the next start'),
+    logger,
+    registry,
   });
   await store.open().catch(fatal(`cannot open the flow store in ${storeFolder} (check --store-dir, free space and permissions)`));
   sinks.push(new StoreSink(store));

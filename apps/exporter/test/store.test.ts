@@ -1,13 +1,15 @@
 // The flow store on a real DuckDB in a temporary folder: raw flows by flow time and filter, the
 // aggregates the service map and `kappa top` read, retention by age and by size, and a restart
 // that finds what a crash left in the hot segment.
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FlowBatchView, FlowRecordSchema, IpProtocol, Vantage, encodeFlowBatch, newFlowBatch, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { compilePredicate } from '@kappa/filter';
+import { createRegistry } from '@kappa/observability';
+import { pino } from 'pino';
 import { FlowStore } from '../src/store/store.js';
 import type { FlowStoreOptions } from '../src/store/store.js';
 
@@ -60,6 +62,11 @@ const records = Array.from({ length: 300 }, (_, i) => record(i));
 /** A batch as the exporter receives it: the encoded FlowBatch, checked and indexed. */
 const view = (batch: FlowRecord[]) => new FlowBatchView().parse(encodeFlowBatch(newFlowBatch({ batchId: 'b', records: batch })));
 const ids = (flows: { record: FlowRecord }[]) => flows.map((f) => f.record.id);
+/** kappa_exporter_store_rows_unreadable_total by cause. */
+async function unreadable(registry: ReturnType<typeof createRegistry>): Promise<Record<string, number>> {
+  const metric = await registry.getSingleMetric('kappa_exporter_store_rows_unreadable_total')?.get();
+  return Object.fromEntries((metric?.values ?? []).map((v) => [String(v.labels.cause), v.value]));
+}
 
 describe('flow store', () => {
   const store = newStore();
@@ -427,7 +434,8 @@ describe('flow store: index lines DuckDB reads back as written', () => {
   };
 
   it('stores values with quotes, commas, line breaks, backslashes, NUL, \\N, huge lines and invalid UTF-8, and reads each back (U+FFFD for bytes that are not UTF-8) from the hot CSV and after either seal', async () => {
-    const store = newStore({ segmentRecords: 1000 });
+    const registry = createRegistry('test');
+    const store = newStore({ segmentRecords: 1000, registry });
     await store.open();
     await store.append(awkwardView(), 1n);
     const valid = flowsOf().slice(0, awkward.length).map((r) => r.id);
@@ -445,12 +453,43 @@ describe('flow store: index lines DuckDB reads back as written', () => {
     await check(again, 'sealed at open');
     await again.close();
     // The same records filling a segment: sealed beside the appends.
-    const rotating = newStore({ segmentRecords: texts.length });
+    const rotating = newStore({ segmentRecords: texts.length, registry });
     await rotating.open();
     await rotating.append(awkwardView(), 1n);
     await rotating.flush();
     expect(readdirSync(dirOf(rotating)).filter((f) => /^seg-\d+\.parquet$/.test(f))).toEqual(['seg-00000001.parquet']);
     await check(rotating, 'sealed at rotation');
     await rotating.close();
+    expect(await unreadable(registry)).toEqual({});
+  });
+
+  it('counts and logs an index line DuckDB cannot read and a last line a stop cut short, and keeps every other row', async () => {
+    const store = newStore({ segmentRecords: 1000 });
+    await store.open();
+    await store.append(view(records.slice(0, 30)), 1n);
+    await store.close();
+    const csv = join(dirOf(store), 'seg-00000001.csv');
+    const lines = readFileSync(csv).toString('utf8').split('\n').slice(0, 30);
+    // Copies of real lines (were one read, its record would come twice): one with bytes that are
+    // not UTF-8 among the good lines, as a writer bug would leave it; half of one at the end, as
+    // a stop in the middle of a batch's write leaves it.
+    const notUtf8 = Buffer.concat([Buffer.from(lines[3]!.slice(0, -1)), Buffer.from([0xff, 0xfe]), Buffer.from(`${lines[3]!.slice(-1)}\n`)]);
+    rmSync(csv);
+    appendFileSync(csv, `${lines.slice(0, 15).join('\n')}\n`);
+    appendFileSync(csv, notUtf8);
+    appendFileSync(csv, `${lines.slice(15).join('\n')}\n`);
+    appendFileSync(csv, lines[5]!.slice(0, lines[5]!.length >> 1));
+    const registry = createRegistry('test');
+    const logged: { level: number; msg: string; segment?: string; lines?: number }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => logged.push(JSON.parse(line) as (typeof logged)[number]) });
+    const again = new FlowStore({ ...(store as unknown as { options: FlowStoreOptions }).options, registry, logger });
+    await again.open();
+    expect(ids(await again.flows(all))).toEqual(records.slice(0, 30).map((r) => r.id));
+    expect(await unreadable(registry)).toEqual({ unparsable: 1, cut_last_line: 1 });
+    expect(logged).toHaveLength(2);
+    expect(logged[0]).toMatchObject({ segment: 'seg-00000001', msg: expect.stringMatching(/removed the last index line of seg-00000001\.csv, cut short by a stop.*delivered again/) as unknown });
+    expect(logged[1]).toMatchObject({ segment: 'seg-00000001', lines: 1, msg: expect.stringMatching(/^flow store: 1 index lines of seg-00000001\.csv could not be read by DuckDB.*report it/) as unknown });
+    expect(logged[1]).toMatchObject({ reasons: [{ type: 'INVALID ENCODING', count: 1, firstLine: 16 }] });
+    await again.close();
   });
 });

@@ -10,8 +10,11 @@
 // --store-segment-records records or --store-segment-age; queries read the sealed segments that
 // overlap their range plus the hot CSV. Retention drops whole segments: those entirely older
 // than --store-retention, then the oldest while the folder is above --store-max-bytes.
-// A restart seals whatever CSV it finds, so nothing written before a crash is lost.
-// The CSV writer writes only lines DuckDB reads back as the record's text (columns.ts csvText).
+// A restart seals whatever CSV it finds, so nothing written before a crash is lost (a last line
+// the crash cut short is removed first: its batch was not acked and comes again).
+// The CSV writer writes only lines DuckDB reads back as the record's text (columns.ts csvText);
+// a seal still compares the lines written with the rows DuckDB made, and counts and logs any
+// line it could not read (kappa_exporter_store_rows_unreadable_total), never silently.
 // Sealing runs beside the appends (DuckDB works in its own threads): a full hot segment is
 // closed, a new one opened, and the append returns; at most --store-pending-seals segments wait
 // for their seal before an append waits (backpressure). A sealing segment is read from its CSV
@@ -20,7 +23,7 @@
 // the newest --store-dedupe-window records it holds at open, and skips those ids in redelivered
 // batches (within one run the exporter's dispatcher already skips batches a sink took).
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { open, rename, truncate } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -28,6 +31,8 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { FlowBatchView, FlowFields, FlowRecordSchema, MessageCursor, fromBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { compileSql, filterColumns, sqlString } from '@kappa/filter';
+import { Counter } from '@kappa/observability';
+import type { Logger, Registry } from '@kappa/observability';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 import { compressRecords, RecordBytes } from './rec-file.js';
 
@@ -52,6 +57,10 @@ export interface FlowStoreOptions {
   dedupeWindow?: number;
   /** A background seal failed: the segment stays readable from its CSV and is sealed at the next open. */
   onSealError?: (error: unknown, segment: number) => void;
+  /** Warns of index lines a seal could not read. */
+  logger?: Logger;
+  /** Where kappa_exporter_store_rows_unreadable_total is registered. */
+  registry?: Registry;
 }
 
 interface Segment {
@@ -244,8 +253,22 @@ export class FlowStore {
   /** The batch being appended: its index lines and its records' bytes (reused batch after batch). */
   private readonly index = new CsvIndexWriter();
   private recBuffer = Buffer.allocUnsafe(1024 * 1024);
+  private readonly unreadable: Counter<'cause'> | undefined;
 
-  constructor(private readonly options: FlowStoreOptions) {}
+  constructor(private readonly options: FlowStoreOptions) {
+    const name = 'kappa_exporter_store_rows_unreadable_total';
+    // The store of a folder opened again in the same process counts on.
+    this.unreadable =
+      (options.registry?.getSingleMetric(name) as Counter<'cause'> | undefined) ??
+      (options.registry
+        ? new Counter({
+            name,
+            help: 'Index lines of the flow store DuckDB could not read when sealing a segment: cause="unparsable" (their records are missing from queries: a bug, see the log), cause="cut_last_line" (the last line a stop cut short: its batch was not acked and is redelivered)',
+            labelNames: ['cause'],
+            registers: [options.registry],
+          })
+        : undefined);
+  }
 
   private path(seq: number, ext: Ext): string {
     return join(this.options.dir, `${segmentName(seq)}.${ext}`);
@@ -496,6 +519,7 @@ export class FlowStore {
     await connection.run(
       `COPY (SELECT * FROM ${csvSource(csv, segment.longestLine)}) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`,
     );
+    await this.countUnreadable(connection, segment, `${parquet}.tmp`);
     // The rollup: the workload-pair sums of this segment (per value of the rollup's filter
     // columns), counting each conversation once; a namespace or workload map, unfiltered or
     // filtered on those columns only, reads these for the segments wholly in its range.
@@ -517,9 +541,53 @@ export class FlowStore {
     this.removeWhenUnread([rec]);
   }
 
-  /** The longest index line of a CSV found at open (a crash or a stop left it). */
+  /**
+   * Every index line written (segment.records) should be a row of the new Parquet file: the rest
+   * is counted and logged with DuckDB's reasons (the CSV read again into its reject table, only
+   * then; the count itself comes from the comparison, since DuckDB was seen to lose lines near
+   * its buffer's ends without a reject row).
+   */
+  private async countUnreadable(connection: DuckDBConnection, segment: Segment, parquet: string): Promise<void> {
+    const rows = Number((await connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${sqlString(parquet)})`)).getRows()[0]![0]);
+    const missing = segment.records - rows;
+    if (missing <= 0) return;
+    this.unreadable?.inc({ cause: 'unparsable' }, missing);
+    try {
+      // Every column read (a count alone would not parse them).
+      await connection.run(`SELECT max(hash(t)) FROM ${csvSource(this.path(segment.seq, 'csv'), segment.longestLine, true)} AS t`);
+      const reasons = (await connection.runAndReadAll('SELECT error_type, count(*), min(line), any_value(error_message) FROM reject_errors GROUP BY error_type ORDER BY 2 DESC')).getRows();
+      this.options.logger?.warn(
+        {
+          segment: segmentName(segment.seq),
+          lines: missing,
+          written: segment.records,
+          reasons: reasons.map(([type, count, line, message]) => ({ type: String(type), count: Number(count), firstLine: Number(line), message: String(message).slice(0, 300) })),
+        },
+        `flow store: ${missing} index lines of ${segmentName(segment.seq)}.csv could not be read by DuckDB: their records are missing from queries (their bytes stay in ${segmentName(segment.seq)}.recz). This is a bug of the store's CSV writer (apps/exporter/src/store/columns.ts): report it with this line`,
+      );
+    } finally {
+      // The reject tables are the connection's: the next seal's reasons are its own.
+      await connection.run('DROP TABLE IF EXISTS reject_errors');
+      await connection.run('DROP TABLE IF EXISTS reject_scans');
+    }
+  }
+
+  /**
+   * The index lines of a CSV found at open (a crash or a stop left it): how many and the longest,
+   * after removing a last line cut short (a stop while its batch was written: not acked, so
+   * JetStream delivers the batch again).
+   */
   private async learnIndexLines(segment: Segment): Promise<void> {
-    segment.longestLine = (await indexLines(this.path(segment.seq, 'csv'))).longestLine;
+    const path = this.path(segment.seq, 'csv');
+    const { lines, longestLine, whole, size } = await indexLines(path);
+    Object.assign(segment, { records: lines, longestLine });
+    if (whole === size) return;
+    await truncate(path, whole);
+    this.unreadable?.inc({ cause: 'cut_last_line' });
+    this.options.logger?.warn(
+      { segment: segmentName(segment.seq), bytes: size - whole },
+      `flow store: removed the last index line of ${segmentName(segment.seq)}.csv, cut short by a stop while its batch was written; the batch was not acked and is delivered again (nothing to do)`,
+    );
   }
 
   private fileBytes(segment: Segment): number {
@@ -780,16 +848,18 @@ const DUCKDB_MAX_LINE = 2_000_000;
  * and a quoted `"\N"` is text (allow_quoted_nulls off): csvText quotes a value that is `\N`.
  * A segment with a line longer than DuckDB's default max_line_size gets a larger one (a power of
  * two, with a buffer four times it: sizes DuckDB was seen to lose lines with were odd ones).
- * Queries skip a line DuckDB cannot read rather than fail.
+ * Queries skip a line DuckDB cannot read rather than fail; a seal counts it (`storeRejects`:
+ * DuckDB's reasons, for the warning).
  */
-export function csvSource(path: string, longestLine = 0): string {
+export function csvSource(path: string, longestLine = 0, storeRejects = false): string {
   let size = '';
   if (longestLine >= DUCKDB_MAX_LINE) {
     let max = 4 * 1024 * 1024;
     while (max <= longestLine) max *= 2;
     size = `, max_line_size = ${max}, buffer_size = ${4 * max}`;
   }
-  return `read_csv(${sqlString(path)}, header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '\\N', allow_quoted_nulls = false, ignore_errors = true${size}, columns = ${csvColumnsSql})`;
+  const rejects = storeRejects ? ', store_rejects = true' : '';
+  return `read_csv(${sqlString(path)}, header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '\\N', allow_quoted_nulls = false, ignore_errors = true${rejects}${size}, columns = ${csvColumnsSql})`;
 }
 
 /**
