@@ -18,6 +18,15 @@ export class JsonlWriteError extends Error {
   }
 }
 
+/** The flow store cannot write a batch (a full disk, permissions); the batch is redelivered. */
+export class StoreWriteError extends Error {
+  override readonly name = 'StoreWriteError';
+  constructor(dir: string, options: { cause: unknown }) {
+    const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
+    super(`cannot write flows to the flow store in ${dir}: ${why} (check --store-dir, free space and permissions)`, options);
+  }
+}
+
 /** One or more sinks did not take a batch; it is nak'ed and redelivered. */
 export class SinkFailedError extends Error {
   override readonly name = 'SinkFailedError';

@@ -492,4 +492,33 @@ describe('flow store: index lines DuckDB reads back as written', () => {
     expect(logged[1]).toMatchObject({ reasons: [{ type: 'INVALID ENCODING', count: 1, firstLine: 16 }] });
     await again.close();
   });
+
+  it('a batch whose write fails part way (a full disk) leaves no part of a record or line behind: delivered again, every record reads back once and exactly', async () => {
+    const registry = createRegistry('test');
+    const store = newStore({ segmentRecords: 1000, registry });
+    await store.open();
+    await store.append(view(records.slice(0, 20)), 1n);
+    // The disk fills up in the middle of the next batch's index lines: part is written, then ENOSPC.
+    type Write = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>;
+    const handle = (store as unknown as { csvFile: { write: Write } }).csvFile;
+    const write = handle.write.bind(handle);
+    let calls = 0;
+    handle.write = (bytes, offset, length) => {
+      if (calls++ === 0) return write(bytes, offset, length >> 1);
+      return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    };
+    await expect(store.append(view(records.slice(20, 40)), 1n)).rejects.toThrow(/no space left on device/);
+    handle.write = write;
+    await store.append(view(records.slice(20, 40)), 1n, true);
+    await store.append(view(records.slice(40, 50)), 1n);
+    const encoded = (r: FlowRecord) => Buffer.from(toBinary(FlowRecordSchema, r)).toString('hex');
+    const want = records.slice(0, 50).map(encoded);
+    expect((await store.flows(all)).map((f) => encoded(f.record))).toEqual(want);
+    await store.close();
+    const again = new FlowStore({ ...(store as unknown as { options: FlowStoreOptions }).options });
+    await again.open();
+    expect((await again.flows(all)).map((f) => encoded(f.record))).toEqual(want);
+    await again.close();
+    expect(await unreadable(registry)).toEqual({});
+  });
 });

@@ -14,6 +14,7 @@ import { FlowBatchView, FlowFields, FlowRecordSchema } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { JsonlWriteError } from '../errors.js';
+import { writeFully } from '../files.js';
 import { ProtoJsonWriter } from '../jsonl/json-writer.js';
 import type { ExportBatch, FlowSink } from './sink.js';
 
@@ -237,13 +238,5 @@ async function readFully(handle: FileHandle, into: Buffer, position: number): Pr
     const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
     if (bytesRead === 0) throw new Error(`the file ended ${into.length - done} bytes early`);
     done += bytesRead;
-  }
-}
-
-async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done);
-    done += bytesWritten;
   }
 }

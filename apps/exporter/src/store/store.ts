@@ -33,6 +33,8 @@ import type { FlowRecord } from '@kappa/contracts';
 import { compileSql, filterColumns, sqlString } from '@kappa/filter';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
+import { StoreWriteError } from '../errors.js';
+import { writeFully } from '../files.js';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 import { compressRecords, RecordBytes } from './rec-file.js';
 
@@ -235,6 +237,7 @@ export class FlowStore {
   private recFile: FileHandle | undefined;
   private csvFile: FileHandle | undefined;
   private recBytes = 0;
+  private csvBytes = 0;
   private hotOpenedMs = 0;
   /** Appends run one at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
@@ -378,6 +381,7 @@ export class FlowStore {
     this.recFile = await open(this.path(seq, 'rec'), 'a');
     this.csvFile = await open(this.path(seq, 'csv'), 'a');
     this.recBytes = 0;
+    this.csvBytes = 0;
     this.hotOpenedMs = Date.now();
     this.segments.push(this.hot);
   }
@@ -431,9 +435,20 @@ export class FlowStore {
     // Before the lines are on disk: a query reading the hot CSV meanwhile needs a long enough max_line_size.
     if (index.longestLine > hot.longestLine) hot.longestLine = index.longestLine;
     // Bytes first: an index line never points past what is on disk, even after a crash.
-    await this.recFile!.write(rec, 0, written);
-    await this.csvFile!.write(index.buffer, 0, index.length);
+    try {
+      await writeFully(this.recFile!, rec.subarray(0, written));
+      await writeFully(this.csvFile!, index.buffer.subarray(0, index.length));
+    } catch (cause) {
+      // A write that failed part way (a full disk) leaves neither part of a record (later offsets
+      // would be wrong) nor part of an index line (the next batch's first line would join it) in
+      // the files: both go back to where the batch began. It is not acked, and comes again.
+      await Promise.all([this.recFile!.truncate(this.recBytes), this.csvFile!.truncate(this.csvBytes)]).catch((undo: unknown) => {
+        throw new StoreWriteError(this.options.dir, { cause: new AggregateError([cause, undo], 'and removing the partial write failed too (a seal counts an index line it breaks)') });
+      });
+      throw new StoreWriteError(this.options.dir, { cause });
+    }
     this.recBytes = offset;
+    this.csvBytes += index.length;
     hot.records += kept;
     if (hot.records >= this.options.segmentRecords || Date.now() - this.hotOpenedMs >= this.options.segmentAgeMs) await this.rotate();
   }
