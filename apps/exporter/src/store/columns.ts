@@ -325,7 +325,25 @@ export class CsvIndexWriter {
    * commas inside the field (labels).
    */
   csvText(bytes: Uint8Array, start: number, end: number, commas = false): void {
-    let quote = commas || (end - start === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 0x4e); // \N
+    let plain = !commas && !isNullString(bytes, start, end);
+    for (let i = start; i < end && plain; i++) {
+      const b = bytes[i]!;
+      if (b === COMMA || b === NEWLINE || b === 0x0d || b === QUOTE || b >= 0x80) plain = false;
+    }
+    if (!plain) {
+      this.escapedText(bytes, start, end, commas);
+      return;
+    }
+    this.reserve(end - start);
+    const buffer = this.buffer;
+    let o = this.length;
+    for (let i = start; i < end; i++) buffer[o++] = bytes[i]!;
+    this.length = o;
+  }
+
+  /** csvText of a value that needs quotes or holds bytes above ASCII (kept apart: the common case stays small). */
+  private escapedText(bytes: Uint8Array, start: number, end: number, commas: boolean): void {
+    let quote = commas || isNullString(bytes, start, end);
     let quotes = 0;
     let ascii = true;
     for (let i = start; i < end; i++) {
@@ -340,11 +358,6 @@ export class CsvIndexWriter {
     this.reserve((ascii ? end - start : 3 * (end - start)) + quotes + 4);
     const buffer = this.buffer;
     let o = this.length;
-    if (ascii && !quote) {
-      for (let i = start; i < end; i++) buffer[o++] = bytes[i]!;
-      this.length = o;
-      return;
-    }
     if (quote) buffer[o++] = QUOTE;
     if (commas) buffer[o++] = COMMA;
     for (let i = start; i < end; ) {
@@ -369,4 +382,9 @@ export class CsvIndexWriter {
     if (quote) buffer[o++] = QUOTE;
     this.length = o;
   }
+}
+
+/** The value is `\N`, DuckDB's null string in csvSource. */
+function isNullString(bytes: Uint8Array, start: number, end: number): boolean {
+  return end - start === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 0x4e;
 }
