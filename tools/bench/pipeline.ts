@@ -5,11 +5,13 @@
 // Run: npm run bench:pipeline [-- --rates=250,500,1000,2000,4000 --step=40 --all --profile=joiner --joiners=3]
 //   (or env KAPPA_BENCH_RATES, KAPPA_BENCH_STEP, e.g. through `npm run bench`)
 //   --step seconds per rate; --all keeps climbing after a rate is not held (default: stop there);
-//   --profile=<app> runs that service with --cpu-prof and prints its top functions by self time;
-//   --joiners=N runs N joiner replicas sharing the partitions (default 1).
+//   --profile=<app> runs that service with --cpu-prof and prints its top functions by self and by
+//   total time (the whole profile is kept as $TMPDIR/kbp-profile-<app>.cpuprofile);
+//   --joiners=N runs N joiner replicas sharing the partitions (default 1);
+//   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects } from '@kappa/bus';
@@ -23,7 +25,7 @@ import type { RunningService } from '../../tests/e2e/src/services.js';
 import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string?]));
+const args = Object.fromEntries(process.argv.slice(2).map((a) => /^--([^=]+)(?:=(.*))?$/s.exec(a)?.slice(1) ?? [a]));
 const RATES = (args.rates ?? process.env.KAPPA_BENCH_RATES ?? '250,500,1000,2000,4000').split(',').map(Number);
 const STEP_S = Number(args.step ?? process.env.KAPPA_BENCH_STEP ?? 40);
 const PODS_PER_NODE = 10;
@@ -240,7 +242,7 @@ const services: RunningService[] = [
   ...NODES.map((node) => stage(`process-enricher-${node}`, 'process-enricher', [`--node=${node}`, '--cri-socket=none'])),
   stage('k8s-tagger', 'k8s-tagger', [`--kubeconfig=${api.kubeconfigPath}`, '--grpc-port=0']),
   ...Array.from({ length: JOINERS }, (_, i) => stage(JOINERS === 1 ? 'joiner' : `joiner-${i}`, 'joiner', [`--redis-url=${redis.url}`, `--interval=${TICK_MS}ms`, `--instance=bench-${i}`])),
-  stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false']),
+  stage('exporter', 'exporter', [`--jsonl=${jsonl}`, `--jsonl-max-bytes=${2 ** 40}`, '--prometheus=false', '--observer=false', ...(args['exporter-args'] ?? '').split(' ').filter(Boolean)]),
 ];
 /** The consumers in front of each stage; the joiner has one per partition (joiner-p<k>). */
 const PARTITIONS = 16;
@@ -477,14 +479,22 @@ writeSection('pipeline', markdown);
  * samples taken during the steps (V8 stamps samples with the monotonic clock that hrtime reads),
  * idle excluded; grouped by package, then the top functions by self time.
  */
+function shortUrl(url: string): string {
+  return url.replace(/^file:\/\/.*\/node_modules\//, '').replace(/^file:\/\/.*\/apps\//, 'apps/');
+}
+
 function printProfile(fromUs: number): void {
   const dir = existsSync(profileDir) ? readdirSync(profileDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.cpuprofile')) : [];
   if (dir.length === 0) console.log(`no CPU profile written: --profile=${args.profile} names no stage (process-enricher, k8s-tagger, joiner, exporter)`);
   for (const { name: file } of dir) {
-    interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
+    interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
     const profile = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] };
     const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+    const parent = new Map<number, number>();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
     const byFunction = new Map<string, number>();
+    /** Inclusive time: each function once per sample whose stack holds it. */
+    const inclusive = new Map<string, number>();
     const byGroup = new Map<string, number>();
     const add = (map: Map<string, number>, key: string, ms: number) => map.set(key, (map.get(key) ?? 0) + ms);
     let at = profile.startTime;
@@ -493,15 +503,23 @@ function printProfile(fromUs: number): void {
       at += profile.timeDeltas[i] ?? 0;
       const frame = byId.get(id);
       if (at < fromUs || !frame || frame.functionName === '(idle)') return;
-      const url = frame.url.replace(/^file:\/\/.*\/node_modules\//, '').replace(/^file:\/\/.*\/apps\//, 'apps/');
+      const url = shortUrl(frame.url);
       add(byFunction, `${frame.functionName || '(anonymous)'} ${url}:${frame.lineNumber + 1}`, ms);
+      const onStack = new Set<string>();
+      for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
+        const f = byId.get(n);
+        if (f && f.functionName !== '(root)') onStack.add(`${f.functionName || '(anonymous)'} ${shortUrl(f.url)}:${f.lineNumber + 1}`);
+      }
+      for (const key of onStack) add(inclusive, key, ms);
       const group = /^\(/.test(frame.functionName) && url === '' ? frame.functionName : /^apps\//.test(url) ? 'kappa (the bundle)' : url.startsWith('node:') || url === '' ? 'Node internals and natives' : url.split('/').slice(0, url.startsWith('@') ? 2 : 1).join('/');
       add(byGroup, group, ms);
     });
     const total = [...byGroup.values()].reduce((a, b) => a + b, 0);
     const top = (map: Map<string, number>, n: number) => [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, ms]) => `${f((100 * ms) / total, 1).padStart(5)} %  ${k}`).join('\n');
-    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms of samples, idle excluded\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}`;
+    const text = `profile of ${args.profile} during the steps (${file}): ${f(total)} ms of samples, idle excluded\nby package:\n${top(byGroup, 10)}\ntop functions by self time:\n${top(byFunction, 15)}\ntop functions by total time (callees included):\n${top(inclusive, 25)}`;
     console.log(text);
     writeFileSync(join(tmpdir(), `kbp-profile-${args.profile}.txt`), text);
+    // The whole profile, for DevTools or speedscope, outlives the bench's folder.
+    copyFileSync(join(profileDir, file), join(tmpdir(), `kbp-profile-${args.profile}.cpuprofile`));
   }
 }

@@ -424,7 +424,11 @@ async function sealProfile(folder: string): Promise<void> {
     ['before: CSV → Parquet v1 sorted by flow time', () => connection.run(`COPY (SELECT * FROM ${csvSource(csv)} ORDER BY time_ns) TO '${to}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`), to],
     ['arrival order, Parquet v1', () => connection.run(`COPY (SELECT * FROM ${csvSource(csv)}) TO '${to}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`), to],
     ['now: arrival order, Parquet v2', () => connection.run(`COPY (SELECT * FROM ${csvSource(csv)}) TO '${to}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`), to],
-    ['record bytes → .recz (zstd, 64 KiB blocks)', () => compressRecords(rec, `${rec}z`), `${rec}z`],
+    ['arrival order, Parquet v2, zstd level 1', () => connection.run(`COPY (SELECT * FROM ${csvSource(csv)}) TO '${to}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`), to],
+    ['arrival order, Parquet v2, snappy', () => connection.run(`COPY (SELECT * FROM ${csvSource(csv)}) TO '${to}' (FORMAT parquet, COMPRESSION snappy, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`), to],
+    ['CSV parse alone (count)', () => connection.run(`SELECT count(*), sum(len) FROM ${csvSource(csv)}`), csv],
+    ['record bytes → .recz at zstd level 3 (before)', () => compressRecords(rec, `${rec}z`, 3), `${rec}z`],
+    ['now: record bytes → .recz at zstd level 1 (64 KiB blocks)', () => compressRecords(rec, `${rec}z`), `${rec}z`],
   ];
   console.log(`seal profile: one hot segment of ${N.toLocaleString()} records (CSV ${statSync(csv).size.toLocaleString()} bytes, records ${statSync(rec).size.toLocaleString()} bytes); load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   for (let round = 1; round <= 2; round++) {

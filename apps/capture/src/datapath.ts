@@ -40,9 +40,10 @@ import {
   FLOW_KEY,
   FLOW_STATS,
   decodeDrainState,
-  encodeConfig,
   encodeDrainState,
 } from './layout.js';
+import { FLOW_MAPS, configureLoad } from './load-config.js';
+import type { LoadConfig } from './load-config.js';
 
 export interface DatapathOptions {
   objectPath: string;
@@ -123,11 +124,6 @@ const TRACEPOINT_PROGRAMS = [
 ] as const;
 /** The DNS programs of builds before they moved into the skb programs: a crashed one's links are detached. */
 const FORMER_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
-/** The drops feature's programs (bpf/kappa_drop.h). */
-export const DROP_PROGRAMS = ['kappa_drop', 'kappa_drop_sock_create'] as const;
-/** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
-const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
-const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
 
 export class Datapath {
   private readonly attachments: Attachment[] = [];
@@ -194,20 +190,15 @@ export class Datapath {
       cleanUp();
       throw error;
     }
-    const omitted = new Set(options.omitPrograms ?? []);
-    // Socket counters need both the iterator that reports them and the destruction hook.
-    if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
-    // DNS and drops look at the watched sockets: socket mode only, and drops whole or not at all.
-    if (DROP_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of DROP_PROGRAMS) omitted.add(name);
-    const dns = options.socketMode && options.dns === true;
-    if (!options.socketMode) omitted.add('kappa_exec');
-    const socketCounters = !omitted.has('kappa_drain_sockets');
+    let loaded: LoadConfig;
     try {
-      object.setReadOnlyConfig(encodeConfig({ targetCgroupId: target.id, targetCgroupLevel: target.level, socketCounters, dns }));
-      for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.maxConversations);
-      if (options.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.dnsBufferBytes);
-      if (options.execBufferBytes !== undefined) object.setMaxEntries('kappa_exec_events', options.execBufferBytes);
-      for (const name of omitted) object.setAutoload(name, false);
+      loaded = configureLoad(object, {
+        socketMode: options.socketMode,
+        omitPrograms: options.omitPrograms ?? [],
+        dns: options.dns === true,
+        target,
+        sizes: { maxConversations: options.maxConversations, dnsBufferBytes: options.dnsBufferBytes, execBufferBytes: options.execBufferBytes },
+      });
       // libbpf would refuse a pinned map of another layout with a bare EINVAL: name it first.
       if (tookOver) checkPinnedLayout(options.pinFolder, object.mapNames().filter((name) => !name.startsWith('.')).map((name) => object.map(name)));
       object.load();
@@ -218,7 +209,7 @@ export class Datapath {
     }
     let datapath: Datapath;
     try {
-      datapath = new Datapath(object, cgroupPath, options.pinFolder, lock, tookOver, omitted, options.chunkEntries ?? 8192, dns);
+      datapath = new Datapath(object, cgroupPath, options.pinFolder, lock, tookOver, loaded.omitted, options.chunkEntries ?? 8192, loaded.dns);
     } catch (error) {
       object.close();
       cleanUp();

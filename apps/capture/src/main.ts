@@ -57,7 +57,15 @@ try {
     // The node as the DaemonSet's init container sees it: mounts first, then the kernel.
     const problems = mountProblems(config.cgroup);
     if (problems.length > 0) throw new BpfFilesystemError(`${problems.join('; ')}`, 2);
-    const checked = checkThisKernel({ objects, kernel, disabledHooks: config.disableHooks, onRefused, btfPath: config.btf, interfaceMode: config.mode !== 'socket' });
+    const checked = checkThisKernel({
+      objects,
+      kernel,
+      disabledHooks: config.disableHooks,
+      onRefused,
+      btfPath: config.btf,
+      interfaceMode: config.mode !== 'socket',
+      socketMode: config.mode !== 'interface',
+    });
     const mountsLine = `mounts: bpffs at /sys/fs/bpf, tracefs, cgroup v2 at ${config.cgroup ?? cgroup2Root()}`;
     process.stdout.write(`kernel ${kernel.release}: capture can run here (it needs Linux ${MINIMUM_KERNEL} or later)\n${mountsLine}\n${describePlan(checked).join('\n')}\n`);
     process.exit(0);

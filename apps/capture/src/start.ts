@@ -10,7 +10,7 @@ import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProb
 import { Datapath } from './datapath.js';
 import type { DatapathOptions } from './datapath.js';
 import { DNS, describeFeature, failedPrograms, featureOn, hookOfFailure, planKernel } from './kernel.js';
-import { encodeConfig } from './layout.js';
+import { configureLoad } from './load-config.js';
 import type { KernelFacts, KernelPlan } from './kernel.js';
 
 /** The two builds of bpf/kappa.bpf.c. */
@@ -79,7 +79,7 @@ export function startOnThisKernel(datapath: Omit<DatapathOptions, 'objectPath' |
 }
 
 /** The same choice without attaching anything (`kappa-capture --check`): the object is loaded and freed. */
-export function checkThisKernel(options: StartOptions & { btfPath?: string | undefined; interfaceMode: boolean }): KernelPlan {
+export function checkThisKernel(options: StartOptions & { btfPath?: string | undefined; interfaceMode: boolean; socketMode: boolean }): KernelPlan {
   // The maps are pinned by name: in a folder of this check's own (libbpf's default would be
   // /sys/fs/bpf itself), removed with everything in it.
   const pinRoot = join(CHECK_PIN_PARENT, `check-${process.pid}-${Date.now()}`);
@@ -88,14 +88,11 @@ export function checkThisKernel(options: StartOptions & { btfPath?: string | und
     return withRefusals(options, options.interfaceMode, (plan) => {
       const object = BpfObject.open(objectOf(plan, options.objects), { pinRoot, ...(options.btfPath === undefined ? {} : { btfPath: options.btfPath }) });
       try {
-        for (const name of plan.omit) object.setAutoload(name, false);
-        if (!options.interfaceMode) for (const name of ['kappa_tc_ingress', 'kappa_tc_egress']) object.setAutoload(name, false);
-        // The configuration a start sets: with DNS on the skb programs carry the copy, which the
-        // verifier drops with it off, so a kernel that refuses only the copy (6.1 did, E2BIG) is
-        // told here as at a start. A cgroup level keeps the target check in, as --cgroup does.
-        object.setReadOnlyConfig(
-          encodeConfig({ targetCgroupId: 0n, targetCgroupLevel: 1, socketCounters: !plan.omit.includes('kappa_drain_sockets'), dns: featureOn(plan, DNS) }),
-        );
+        // The programs and configuration a start loads: with DNS on the skb programs carry the
+        // copy, which the verifier drops with it off, so a kernel that refuses only the copy (6.1
+        // did, E2BIG) is told here as at a start. A cgroup level keeps the target check in, as
+        // --cgroup does.
+        configureLoad(object, { socketMode: options.socketMode, omitPrograms: plan.omit, dns: featureOn(plan, DNS), target: { id: 0n, level: 1 } });
         object.load();
         object.unpinMaps();
       } finally {

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { createFileRegistry, create, fromBinary, toBinary, toJson } from '@bufbuild/protobuf';
 import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
-import { FlowRecordSchema, IpProtocol, StageStatusSchema, Vantage } from '@kappa/contracts';
+import { FlowRecordSchema, IpProtocol, KubeSchema, ProcessSchema, StageStatusSchema, Vantage } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { ProtoJsonWriter } from '../src/jsonl/json-writer.js';
 
@@ -314,6 +314,54 @@ describe('bytes → JSON writer (FlowRecord)', () => {
     }
     // Lone surrogates become U+FFFD on the wire, so the expectation starts from the bytes too.
     expect(Buffer.from(w.bytes()).toString('utf8')).toBe(records.map((r) => `${oracle(FlowRecordSchema, toBinary(FlowRecordSchema, r))}\n`).join(''));
+  });
+
+  it('with Kube and Process memoized by their bytes, writes the same as protobuf-es for records that share and do not share them', () => {
+    // A small memo table, so it also fills and empties during the run.
+    const memo = new ProtoJsonWriter(FlowRecordSchema, 64, { memoize: [KubeSchema, ProcessSchema], memoEntries: 8 });
+    const pool = fc.sample(recordArb, { numRuns: 40, seed: 21 });
+    fc.assert(
+      fc.property(recordArb, fc.nat(39), fc.nat(39), fc.boolean(), (record, a, b, damage) => {
+        // Both ends taken from records of the pool: their Kube and Process repeat across runs.
+        const shared = create(FlowRecordSchema, { ...record, src: pool[a]!.src, dst: pool[b]!.dst });
+        const good = toBinary(FlowRecordSchema, shared);
+        // A repeat of known ends next to invalid UTF-8 elsewhere in the record is still refused.
+        const bytes = damage ? concat([good, lenField(1, [0x61, 0xc0, 0xaf])]) : good;
+        const want = oracle(FlowRecordSchema, bytes);
+        expect(written(memo, bytes)).toBe(want);
+        if (want === undefined) expect(memo.length).toBe(0);
+      }),
+      { numRuns: runs },
+    );
+    expect(memo.memoHits).toBeGreaterThan(0);
+    expect(memo.memoMisses).toBeGreaterThan(0);
+  });
+
+  it('with memoized Kube, two encodings of the same hash each get their own JSON', () => {
+    // Two pod names whose Kube encodings (field 2, length, the name) collide under 32-bit FNV-1a,
+    // found by brute force (a birthday search over ~2^16 names).
+    const fnv = (bytes: Uint8Array) => {
+      let h = 0x811c9dc5;
+      for (const b of bytes) h = Math.imul(h ^ b, 0x01000193);
+      return h | 0;
+    };
+    const seen = new Map<number, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; !pair; i++) {
+      const name = `pod-${i.toString(36)}`;
+      // The Kube's encoding: field 2 (object_name), its length, its bytes.
+      const h = fnv(Uint8Array.from([0x12, name.length, ...Buffer.from(name)]));
+      const other = seen.get(h);
+      if (other !== undefined) pair = [other, name];
+      else seen.set(h, name);
+    }
+    for (const name of pair) expect(toBinary(KubeSchema, create(KubeSchema, { objectName: name }))).toEqual(Uint8Array.from([0x12, name.length, ...Buffer.from(name)]));
+    const memo = new ProtoJsonWriter(FlowRecordSchema, 64, { memoize: [KubeSchema] });
+    for (const name of [...pair, ...pair]) {
+      const bytes = toBinary(FlowRecordSchema, create(FlowRecordSchema, { id: name, src: { kube: { objectName: name } } }));
+      expect(written(memo, bytes)).toBe(oracle(FlowRecordSchema, bytes));
+    }
+    expect(memo.memoHits).toBe(2);
   });
 
   it('a map<string, uint64> (StageStatus.lost) comes out as protobuf-es writes it', () => {

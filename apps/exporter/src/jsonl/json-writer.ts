@@ -76,7 +76,11 @@ class FieldPlan {
   ) {}
 }
 
+let planIds = 0;
+
 class MessagePlan {
+  /** Index of this plan among all compiled plans (a writer's memo table is indexed by it). */
+  readonly id = planIds++;
   /** In field-number order: the order protobuf-es writes JSON keys in. */
   readonly fields: FieldPlan[] = [];
   /** field number → index in fields, for numbers below the table size; others use byNumber. */
@@ -270,13 +274,26 @@ export class ProtoJsonWriter {
   private entries = new Int32Array(256);
   private ep = 0;
   private readonly plan: MessagePlan;
+  /** Per memoized message type (by plan id): the JSON of each encoding seen, keyed by its bytes. */
+  private readonly memos: (Memo | undefined)[] = [];
+  /** Nested messages written from the memo / written and remembered. */
+  memoHits = 0;
+  memoMisses = 0;
 
+  /**
+   * `memoize`: nested message types whose JSON is remembered by their encoded bytes, for types
+   * that repeat byte for byte across records (a pod's Kube, a process's Process): a repeat costs a
+   * hash and a compare of its bytes instead of writing its JSON again. Up to `memoEntries`
+   * encodings per type are kept; the table is emptied when full.
+   */
   constructor(
     private readonly schema: DescMessage,
     initialBytes = 64 * 1024,
+    options: { memoize?: readonly DescMessage[]; memoEntries?: number } = {},
   ) {
     this.plan = jsonPlan(schema);
     this.out = new Uint8Array(initialBytes);
+    for (const desc of options.memoize ?? []) this.memos[jsonPlan(desc).id] = new Memo(options.memoEntries ?? 4096);
   }
 
   reset(): void {
@@ -324,6 +341,14 @@ export class ProtoJsonWriter {
     }
     this.text(text);
     return true;
+  }
+
+  /** Appends src[start, end) (the memo's copy of a message's JSON). */
+  append(src: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    if (this.length + n > this.out.length) this.grow(n);
+    this.out.set(src.subarray(start, end), this.length);
+    this.length += n;
   }
 
   private grow(need: number): void {
@@ -498,9 +523,26 @@ export class ProtoJsonWriter {
       case Kind.String:
         this.string(buf, at, end);
         return;
-      case Kind.Message:
-        this.writeMessage(v.message!, buf, at, end);
+      case Kind.Message: {
+        const plan = v.message!;
+        const memo = this.memos[plan.id];
+        if (memo === undefined) {
+          this.writeMessage(plan, buf, at, end);
+          return;
+        }
+        const hash = hashBytes(buf, at, end);
+        const known = memo.find(buf, at, end, hash);
+        if (known >= 0) {
+          this.memoHits++;
+          memo.copyValue(known, this);
+          return;
+        }
+        const from = this.length;
+        this.writeMessage(plan, buf, at, end);
+        this.memoMisses++;
+        memo.add(buf, at, end, hash, this.out, from, this.length);
         return;
+      }
       case Kind.Bytes:
         this.byte(0x22);
         this.text(Buffer.from(buf.buffer, buf.byteOffset + at, end - at).toString('base64'));
@@ -881,6 +923,84 @@ export class ProtoJsonWriter {
       x = q;
     }
   }
+}
+
+/**
+ * The JSON of message encodings seen, keyed by their bytes: keys and values back to back in one
+ * arena, found through an open-addressing table of entry numbers, so a lookup or an insert
+ * allocates nothing. Emptied whole when the entries or the arena are full.
+ */
+class Memo {
+  private readonly slots: Int32Array;
+  /** Per entry: hash, key start, key end (= value start), value end, in the arena. */
+  private readonly entries: Int32Array;
+  private readonly arena: Uint8Array;
+  private used = 0;
+  private size = 0;
+  private slot = 0;
+
+  constructor(private readonly maxEntries: number) {
+    let n = 2;
+    while (n < maxEntries * 2) n <<= 1;
+    this.slots = new Int32Array(n);
+    this.entries = new Int32Array(maxEntries * 4);
+    this.arena = new Uint8Array(Math.max(64 * 1024, maxEntries * 1024));
+  }
+
+  /** The entry whose key is buf[at, end), or -1 (remembering the free slot it would take). */
+  find(buf: Uint8Array, at: number, end: number, hash: number): number {
+    const mask = this.slots.length - 1;
+    const e = this.entries;
+    for (let s = hash & mask; ; s = (s + 1) & mask) {
+      const entry = this.slots[s]! - 1;
+      if (entry < 0) {
+        this.slot = s;
+        return -1;
+      }
+      const o = entry * 4;
+      if (e[o] === hash && sameRange(this.arena, e[o + 1]!, e[o + 2]!, buf, at, end)) return entry;
+    }
+  }
+
+  copyValue(entry: number, into: ProtoJsonWriter): void {
+    into.append(this.arena, this.entries[entry * 4 + 2]!, this.entries[entry * 4 + 3]!);
+  }
+
+  /** Remembers key buf[at, end) → value src[from, to), right after a find() that missed it. */
+  add(buf: Uint8Array, at: number, end: number, hash: number, src: Uint8Array, from: number, to: number): void {
+    const bytes = end - at + (to - from);
+    if (bytes > this.arena.length >> 2) return; // too large to be worth keeping
+    if (this.size === this.maxEntries || this.used + bytes > this.arena.length) {
+      this.slots.fill(0);
+      this.used = 0;
+      this.size = 0;
+      this.find(buf, at, end, hash); // its slot in the emptied table
+    }
+    const entry = this.size++;
+    const o = entry * 4;
+    this.entries[o] = hash;
+    this.entries[o + 1] = this.used;
+    this.arena.set(buf.subarray(at, end), this.used);
+    this.used += end - at;
+    this.entries[o + 2] = this.used;
+    this.arena.set(src.subarray(from, to), this.used);
+    this.used += to - from;
+    this.entries[o + 3] = this.used;
+    this.slots[this.slot] = entry + 1;
+  }
+}
+
+/** FNV-1a over buf[at, end). */
+function hashBytes(buf: Uint8Array, at: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = at; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  return h | 0;
+}
+
+function sameRange(a: Uint8Array, a0: number, a1: number, b: Uint8Array, b0: number, b1: number): boolean {
+  if (a1 - a0 !== b1 - b0) return false;
+  for (let i = 0; i < a1 - a0; i++) if (a[a0 + i] !== b[b0 + i]) return false;
+  return true;
 }
 
 const TRUE = utf8.encode('true');

@@ -10,7 +10,7 @@
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { FlowBatchView, FlowFields, FlowRecordSchema } from '@kappa/contracts';
+import { FlowBatchView, FlowFields, FlowRecordSchema, KubeSchema, ProcessSchema } from '@kappa/contracts';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { JsonlWriteError } from '../errors.js';
@@ -41,7 +41,8 @@ export class JsonlSink implements FlowSink {
   private size = 0;
   /** Writes are serialised so lines of two batches never interleave and rotation is atomic. */
   private queue: Promise<void> = Promise.resolve();
-  private readonly json = new ProtoJsonWriter(FlowRecordSchema, 1024 * 1024);
+  // A pod's Kube and a process's Process repeat byte for byte in every record of their conversations.
+  private readonly json = new ProtoJsonWriter(FlowRecordSchema, 1024 * 1024, { memoize: [KubeSchema, ProcessSchema] });
   private readonly cursor = FlowBatchView.recordCursor();
   /** Ids of the records found in the files' tail at start. */
   private readonly seen = new Set<string>();

@@ -1,0 +1,54 @@
+// How bpf/kappa.bpf.o is configured before load: the programs left out, the read-only
+// kappa_config and the map sizes. A start (datapath.ts) and `kappa-capture --check` (start.ts) both
+// configure through here, so --check loads what a start loads and tells what a start will find.
+import type { BpfObject } from '@kappa/ebpf-ffi';
+import { encodeConfig } from './layout.js';
+
+/** The flow maps programs count into, one per drain interval in turn. */
+export const FLOW_MAPS = ['kappa_flows_0', 'kappa_flows_1'] as const;
+/** The drops feature's programs (bpf/kappa_drop.h). */
+const DROP_PROGRAMS = ['kappa_drop', 'kappa_drop_sock_create'] as const;
+/** Counts connected TCP sockets in socket storage; left out, they count in the flow maps. */
+const SOCKET_COUNTER_PROGRAMS = ['kappa_drain_sockets', 'kappa_tcp_destroy', 'kappa_sock_release'] as const;
+
+export interface LoadOptions {
+  /** Socket mode's hooks get attached; without them (interface mode alone) their features stay out. */
+  socketMode: boolean;
+  /** Programs to leave out: the optional hooks the kernel plan did not choose (KernelPlan.omit). */
+  omitPrograms: readonly string[];
+  /** The DNS feature as planned (socket mode only). */
+  dns: boolean;
+  /** The cgroup whose sockets count (id 0, level 0: the root, every socket). */
+  target: { id: bigint; level: number };
+  /** Map sizes; the object's own where absent. */
+  sizes?: { maxConversations: number; dnsBufferBytes?: number | undefined; execBufferBytes?: number | undefined };
+}
+
+/** What the loaded programs do, as configured. */
+export interface LoadConfig {
+  /** Programs not loaded. */
+  omitted: ReadonlySet<string>;
+  /** Connected TCP sockets count in socket storage (reported by kappa_drain_sockets). */
+  socketCounters: boolean;
+  dns: boolean;
+}
+
+/** Configures the opened, not yet loaded object; the object's other methods are not needed. */
+export function configureLoad(object: Pick<BpfObject, 'setAutoload' | 'setReadOnlyConfig' | 'setMaxEntries'>, options: LoadOptions): LoadConfig {
+  const omitted = new Set(options.omitPrograms);
+  // Socket counters need both the iterator that reports them and the destruction hook.
+  if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
+  // DNS and drops look at the watched sockets: socket mode only, and drops whole or not at all.
+  if (DROP_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of DROP_PROGRAMS) omitted.add(name);
+  if (!options.socketMode) omitted.add('kappa_exec');
+  const dns = options.socketMode && options.dns;
+  const socketCounters = !omitted.has('kappa_drain_sockets');
+  object.setReadOnlyConfig(encodeConfig({ targetCgroupId: options.target.id, targetCgroupLevel: options.target.level, socketCounters, dns }));
+  if (options.sizes) {
+    for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.sizes.maxConversations);
+    if (options.sizes.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.sizes.dnsBufferBytes);
+    if (options.sizes.execBufferBytes !== undefined) object.setMaxEntries('kappa_exec_events', options.sizes.execBufferBytes);
+  }
+  for (const name of omitted) object.setAutoload(name, false);
+  return { omitted, socketCounters, dns };
+}
