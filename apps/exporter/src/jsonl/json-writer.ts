@@ -7,6 +7,7 @@
 // construction; what protobuf-es cannot decode either (invalid UTF-8, truncation) is refused.
 import { ScalarType, fromBinary, toJson } from '@bufbuild/protobuf';
 import type { DescEnum, DescField, DescMessage } from '@bufbuild/protobuf';
+import { hashBytes } from '../record/bytes-map.js';
 import { utf8SequenceLength } from '../record/utf8.js';
 
 const enum Kind {
@@ -988,13 +989,6 @@ class Memo {
     this.entries[o + 3] = this.used;
     this.slots[this.slot] = entry + 1;
   }
-}
-
-/** FNV-1a over buf[at, end). */
-function hashBytes(buf: Uint8Array, at: number, end: number): number {
-  let h = 0x811c9dc5;
-  for (let i = at; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
-  return h | 0;
 }
 
 function sameRange(a: Uint8Array, a0: number, a1: number, b: Uint8Array, b0: number, b1: number): boolean {

@@ -30,10 +30,11 @@ export class BytesMap<V> {
   }
 }
 
+/** FNV-1a over bytes[start, end), cut to 30 bits: a V8 small integer, as Map keys and Int32Array slots hold it. */
 export function hashBytes(bytes: Uint8Array, start: number, end: number): number {
   let h = 0x811c9dc5;
   for (let i = start; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-  return h >>> 0;
+  return h & 0x3fffffff;
 }
 
 function sameBytes(key: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
