@@ -67,3 +67,21 @@ export function pushRecord(ring: FlowRing, record: FlowRecord, receivedNs: bigin
   const bytes = toBinary(RecordSchema, record);
   ring.push(bytes, 0, bytes.length, receivedNs);
 }
+
+type Write = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>;
+
+/**
+ * A disk filling up under a file handle: its next write takes half of what it is given, every
+ * write after that fails with ENOSPC. Returns the function that frees the disk again.
+ */
+export function fillDiskPartWay(handle: { write: Write }): () => void {
+  const write = handle.write.bind(handle);
+  let calls = 0;
+  handle.write = (bytes, offset, length) => {
+    if (calls++ === 0) return write(bytes, offset, length >> 1);
+    return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+  };
+  return () => {
+    handle.write = write;
+  };
+}

@@ -12,6 +12,7 @@ import { createRegistry } from '@kappa/observability';
 import { pino } from 'pino';
 import { FlowStore } from '../src/store/store.js';
 import type { FlowStoreOptions } from '../src/store/store.js';
+import { fillDiskPartWay } from './fixtures.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -499,16 +500,9 @@ describe('flow store: index lines DuckDB reads back as written', () => {
     await store.open();
     await store.append(view(records.slice(0, 20)), 1n);
     // The disk fills up in the middle of the next batch's index lines: part is written, then ENOSPC.
-    type Write = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>;
-    const handle = (store as unknown as { csvFile: { write: Write } }).csvFile;
-    const write = handle.write.bind(handle);
-    let calls = 0;
-    handle.write = (bytes, offset, length) => {
-      if (calls++ === 0) return write(bytes, offset, length >> 1);
-      return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
-    };
+    const freeDisk = fillDiskPartWay((store as unknown as { csvFile: Parameters<typeof fillDiskPartWay>[0] }).csvFile);
     await expect(store.append(view(records.slice(20, 40)), 1n)).rejects.toThrow(/no space left on device/);
-    handle.write = write;
+    freeDisk();
     await store.append(view(records.slice(20, 40)), 1n, true);
     await store.append(view(records.slice(40, 50)), 1n);
     const encoded = (r: FlowRecord) => Buffer.from(toBinary(FlowRecordSchema, r)).toString('hex');

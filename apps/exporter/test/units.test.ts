@@ -13,7 +13,7 @@ import { IpfixEncoder, MESSAGE_HEADER_BYTES, utf8Truncated } from '../src/ipfix/
 import { FlowRing } from '../src/observer/ring.js';
 import { ObserverServer } from '../src/observer/server.js';
 import { JsonlSink } from '../src/sinks/jsonl.js';
-import { exportBatch, knownBatch, knownRecord, pushRecord, viewOf } from './fixtures.js';
+import { exportBatch, fillDiskPartWay, knownBatch, knownRecord, pushRecord, viewOf } from './fixtures.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -148,6 +148,24 @@ describe('JSON Lines sink', () => {
     await second.close();
     expect(second.skippedRecords).toBe(10);
     expect(lines()).toEqual([...Array.from({ length: 30 }, (_, i) => `rec-${i}`), 'rec-19', 'rec-20']);
+  });
+
+  it('a batch whose write fails part way (a full disk) leaves no part of a line behind: delivered again, every record is one whole line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kx-jsonl-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'flows.jsonl');
+    const sink = new JsonlSink({ path, maxBytes: 1e9, keep: 1 });
+    cleanups.push(() => sink.close());
+    await sink.start();
+    await sink.write(exportBatch(knownBatch('a', 0, 10)));
+    // The disk fills up in the middle of batch b: half of it is written, then ENOSPC.
+    fillDiskPartWay((sink as unknown as { file: Parameters<typeof fillDiskPartWay>[0] }).file);
+    await expect(sink.write(exportBatch(knownBatch('b', 10, 10)))).rejects.toThrow(/no space left on device/);
+    // The bus delivers b again (the sink reopens the file), then c.
+    await sink.write(exportBatch(knownBatch('b', 10, 10), true));
+    await sink.write(exportBatch(knownBatch('c', 20, 5)));
+    await sink.close();
+    expect(readFileSync(path, 'utf8')).toBe(Array.from({ length: 25 }, (_, i) => `${JSON.stringify(toJson(FlowRecordSchema, knownRecord(i)))}\n`).join(''));
   });
 
   it('remembers ids in the last rotated file when the live one is shorter than the window', async () => {

@@ -210,10 +210,17 @@ export class JsonlSink implements FlowSink {
       await writeFully(this.file!, bytes);
       this.size += bytes.length;
     } catch (cause) {
-      // Reopen on the next batch: the file may have been removed or the disk freed.
+      // A write that failed part way (a full disk) would leave part of a line, which the next
+      // batch's first line would join: the file goes back to where the batch began. The batch is
+      // not acked, and comes again. Then reopen on the next batch: the file may have been removed
+      // or the disk freed.
+      const undo = await this.file?.truncate(this.size).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
       await this.file?.close().catch(() => undefined);
       this.file = undefined;
-      throw new JsonlWriteError(this.options.path, { cause });
+      throw new JsonlWriteError(this.options.path, { cause: undo === undefined ? cause : new AggregateError([cause, undo], 'and removing the partial write failed too') });
     }
   }
 
