@@ -9,3 +9,17 @@ export async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise
     done += bytesWritten;
   }
 }
+
+/**
+ * After a write that failed, maybe part way (a full disk): cuts each file back to its size before
+ * the write, so no part of a record or line is left for the next write to join. Returns what to
+ * report: the write's error, or it with the truncate's when that failed too.
+ */
+export async function cutBack(cause: unknown, files: readonly (readonly [FileHandle, number])[], consequence: string): Promise<unknown> {
+  try {
+    await Promise.all(files.map(([handle, size]) => handle.truncate(size)));
+    return cause;
+  } catch (undo) {
+    return new AggregateError([cause, undo], `and removing the partial write failed too (${consequence})`);
+  }
+}

@@ -7,7 +7,7 @@
 // construction; what protobuf-es cannot decode either (invalid UTF-8, truncation) is refused.
 import { ScalarType, fromBinary, toJson } from '@bufbuild/protobuf';
 import type { DescEnum, DescField, DescMessage } from '@bufbuild/protobuf';
-import { hashBytes } from '../record/bytes-map.js';
+import { hashBytes, sameRange } from '../record/bytes-map.js';
 import { utf8SequenceLength } from '../record/utf8.js';
 
 const enum Kind {
@@ -717,7 +717,7 @@ export class ProtoJsonWriter {
       let found = -1;
       for (let e = 0; e < count; e++) {
         const o = base + e * 4;
-        if (sameBytes(buf, this.entries[o]!, this.entries[o + 1]!, ks, ke)) {
+        if (sameRange(buf, this.entries[o]!, this.entries[o + 1]!, buf, ks, ke)) {
           found = o;
           break;
         }
@@ -991,12 +991,6 @@ class Memo {
   }
 }
 
-function sameRange(a: Uint8Array, a0: number, a1: number, b: Uint8Array, b0: number, b1: number): boolean {
-  if (a1 - a0 !== b1 - b0) return false;
-  for (let i = 0; i < a1 - a0; i++) if (a[a0 + i] !== b[b0 + i]) return false;
-  return true;
-}
-
 const TRUE = utf8.encode('true');
 const FALSE = utf8.encode('false');
 const HEX = utf8.encode('0123456789abcdef');
@@ -1050,12 +1044,6 @@ function lengthPrefixBytes(buf: Uint8Array, at: number): number {
 function validateUtf8(buf: Uint8Array, at: number, end: number): void {
   let i = at;
   while (i < end) i = buf[i]! < 0x80 ? i + 1 : utf8Sequence(buf, i, end);
-}
-
-function sameBytes(buf: Uint8Array, a0: number, a1: number, b0: number, b1: number): boolean {
-  if (a1 - a0 !== b1 - b0) return false;
-  for (let i = 0; i < a1 - a0; i++) if (buf[a0 + i] !== buf[b0 + i]) return false;
-  return true;
 }
 
 /** The numeric value of a canonical array-index key ("0" … "4294967294"), or -1. */

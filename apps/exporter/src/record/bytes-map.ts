@@ -9,7 +9,7 @@ export class BytesMap<V> {
     if (!bucket) return undefined;
     for (let b = 0; b < bucket.length; b++) {
       const entry = bucket[b]!;
-      if (sameBytes(entry.key, bytes, start, end)) return entry.value;
+      if (sameRange(entry.key, 0, entry.key.length, bytes, start, end)) return entry.value;
     }
     return undefined;
   }
@@ -37,8 +37,9 @@ export function hashBytes(bytes: Uint8Array, start: number, end: number): number
   return h & 0x3fffffff;
 }
 
-function sameBytes(key: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
-  if (key.length !== end - start) return false;
-  for (let i = 0; i < key.length; i++) if (key[i] !== bytes[start + i]) return false;
+/** Whether a[a0, a1) and b[b0, b1) hold the same bytes. */
+export function sameRange(a: Uint8Array, a0: number, a1: number, b: Uint8Array, b0: number, b1: number): boolean {
+  if (a1 - a0 !== b1 - b0) return false;
+  for (let i = 0; i < a1 - a0; i++) if (a[a0 + i] !== b[b0 + i]) return false;
   return true;
 }

@@ -14,7 +14,7 @@ import { FlowBatchView, FlowFields, FlowRecordSchema, KubeSchema, ProcessSchema 
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { JsonlWriteError } from '../errors.js';
-import { writeFully } from '../files.js';
+import { cutBack, writeFully } from '../files.js';
 import { ProtoJsonWriter } from '../jsonl/json-writer.js';
 import type { ExportBatch, FlowSink } from './sink.js';
 
@@ -214,13 +214,10 @@ export class JsonlSink implements FlowSink {
       // batch's first line would join: the file goes back to where the batch began. The batch is
       // not acked, and comes again. Then reopen on the next batch: the file may have been removed
       // or the disk freed.
-      const undo = await this.file?.truncate(this.size).then(
-        () => undefined,
-        (error: unknown) => error,
-      );
+      const reported = this.file ? await cutBack(cause, [[this.file, this.size]], 'the next batch joins the half line left') : cause;
       await this.file?.close().catch(() => undefined);
       this.file = undefined;
-      throw new JsonlWriteError(this.options.path, { cause: undo === undefined ? cause : new AggregateError([cause, undo], 'and removing the partial write failed too') });
+      throw new JsonlWriteError(this.options.path, { cause: reported });
     }
   }
 

@@ -34,7 +34,7 @@ import { compileSql, filterColumns, sqlString } from '@kappa/filter';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { StoreWriteError } from '../errors.js';
-import { writeFully } from '../files.js';
+import { cutBack, writeFully } from '../files.js';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
 import { compressRecords, RecordBytes } from './rec-file.js';
 
@@ -442,10 +442,8 @@ export class FlowStore {
       // A write that failed part way (a full disk) leaves neither part of a record (later offsets
       // would be wrong) nor part of an index line (the next batch's first line would join it) in
       // the files: both go back to where the batch began. It is not acked, and comes again.
-      await Promise.all([this.recFile!.truncate(this.recBytes), this.csvFile!.truncate(this.csvBytes)]).catch((undo: unknown) => {
-        throw new StoreWriteError(this.options.dir, { cause: new AggregateError([cause, undo], 'and removing the partial write failed too (a seal counts an index line it breaks)') });
-      });
-      throw new StoreWriteError(this.options.dir, { cause });
+      const files = [[this.recFile!, this.recBytes], [this.csvFile!, this.csvBytes]] as const;
+      throw new StoreWriteError(this.options.dir, { cause: await cutBack(cause, files, 'a seal counts an index line it breaks') });
     }
     this.recBytes = offset;
     this.csvBytes += index.length;
