@@ -78,6 +78,7 @@ export { FlowBatchView } from './record/batch-view.js';
 export { MessageCursor, readVarint32, readVarint64, skipValue, skipVarint } from './record/cursor.js';
 export { FlowFields } from './record/fields.js';
 export { StringInterner } from './record/intern.js';
+export { BytesMap, hashBytes, sameRange } from './record/bytes-map.js';
 export { DEFAULT_PARTITIONS, Partitioner, conversationGroup, observedNetns, partitionOfGroup, partitionOfRecord } from './record/partition.js';
 export { FlowBatchWriter, ProtoWriter, RecordTooLargeError, encodeField, varintSize } from './record/writer.js';
 export type { EncodedBatch } from './record/writer.js';

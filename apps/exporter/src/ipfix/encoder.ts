@@ -2,9 +2,8 @@
 // FlowBatchView, split into messages that fit the transport (the path MTU for UDP, 65535 bytes for
 // TCP). Values are read in place and strings copied from the record's bytes: no object per record.
 import { isIP } from 'node:net';
-import { FlowFields, ipToBytes } from '@kappa/contracts';
+import { BytesMap, FlowFields, ipToBytes } from '@kappa/contracts';
 import type { FlowBatchView, MessageCursor } from '@kappa/contracts';
-import { BytesMap } from '../record/bytes-map.js';
 import { ExportRecord, stringEnd, stringStart, u64 } from '../record/export-record.js';
 import { REVERSE_PEN, dnsDropsFields, fixedLength, hasDnsOrDrops, templateFields } from './elements.js';
 import type { FieldSpec, TextRange } from './elements.js';

@@ -7,7 +7,7 @@
 // construction; what protobuf-es cannot decode either (invalid UTF-8, truncation) is refused.
 import { ScalarType, fromBinary, toJson } from '@bufbuild/protobuf';
 import type { DescEnum, DescField, DescMessage } from '@bufbuild/protobuf';
-import { hashBytes, sameRange } from '../record/bytes-map.js';
+import { hashBytes, sameRange } from '@kappa/contracts';
 import { utf8SequenceLength } from '../record/utf8.js';
 
 const enum Kind {

@@ -5,11 +5,10 @@
 // when Prometheus scrapes. Drops and DNS: totals and a DNS latency histogram on the same series,
 // drops by kernel reason and DNS responses by rcode in two tables keyed by the series' label bytes
 // plus the reason / rcode (bounded sets: never a DNS name).
-import { FlowFields, IpProtocol, Vantage } from '@kappa/contracts';
+import { BytesMap, FlowFields, IpProtocol, Vantage } from '@kappa/contracts';
 import type { MessageCursor } from '@kappa/contracts';
 import { Counter, Gauge } from '@kappa/observability';
 import type { Registry } from '@kappa/observability';
-import { BytesMap } from '../record/bytes-map.js';
 import { ExportRecord, stringEnd, stringStart, uint64Number } from '../record/export-record.js';
 import type { EndCursors } from '../record/export-record.js';
 import type { ExportBatch, FlowSink } from './sink.js';

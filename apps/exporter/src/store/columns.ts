@@ -4,11 +4,10 @@
 // copied from the record, numbers written as digits, nothing is decoded into objects.
 // A new field in the filter table needs its reader of the bytes here (one line in `readers`);
 // the module refuses to load without it.
-import { DnsSchema, DropsSchema, FlowFields, MessageCursor as Cursor, fieldNumbers } from '@kappa/contracts';
+import { BytesMap, DnsSchema, DropsSchema, FlowFields, MessageCursor as Cursor, fieldNumbers } from '@kappa/contracts';
 import type { Dns, Drops, FlowBatchView, MessageCursor } from '@kappa/contracts';
 import { fields, ipHex } from '@kappa/filter';
 import type { ColumnType } from '@kappa/filter';
-import { BytesMap } from '../record/bytes-map.js';
 import { ExportRecord, readUint64, stringEnd, stringStart, u64 } from '../record/export-record.js';
 import type { EndCursors } from '../record/export-record.js';
 import { labelsText } from '../record/labels.js';

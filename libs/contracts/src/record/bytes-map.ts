@@ -1,5 +1,6 @@
-// A map keyed by byte strings (label sets, IP address text) that is looked up straight from a
-// buffer range, so a hit allocates nothing: FNV-1a over the bytes, then a byte compare.
+// A map keyed by byte strings (label sets, IP address text, container ids) that is looked up
+// straight from a buffer range, so a hit allocates nothing: FNV-1a over the bytes, then a byte
+// compare. Shared by the stages that read records as bytes (the exporter's sinks and JSON writer).
 export class BytesMap<V> {
   private readonly buckets = new Map<number, { key: Uint8Array; value: V }[]>();
   size = 0;
