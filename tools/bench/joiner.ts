@@ -9,9 +9,11 @@
 //   process    the built joiner (1..3 replicas sharing the partitions) draining a backlog from a
 //              real nats-server: records/s and CPU µs per record of each process.
 // Run: npm run bench:joiner [-- --conversations=50000 --batch=1000 --parts=transform,redis,process --replicas=1,3]
+//      --profile=DIR: a CPU profile of each transform case (its measured rounds), and of the joiner processes.
 //      --cluster: the process part on three nats-servers (R3) and a Redis Cluster of 3+3 (section joiner-cluster).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -95,6 +97,26 @@ function workload(conversations: number, batch: number, interval = 0): { batches
   return { batches, times, records: all.length, bytes };
 }
 
+/** Profiles this process from now (the inspector's same-thread session answers synchronously). */
+function startProfile(): Session {
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: 100 });
+  session.post('Profiler.start');
+  return session;
+}
+
+function stopProfile(session: Session, file: string): void {
+  session.post('Profiler.stop', (error, result) => {
+    if (error) throw error;
+    mkdirSync(join(file, '..'), { recursive: true });
+    writeFileSync(file, JSON.stringify(result.profile));
+    process.stderr.write(`joiner bench: profile ${file}\n`);
+  });
+  session.disconnect();
+}
+
 function cpuUs(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
@@ -130,14 +152,17 @@ if (PARTS.includes('transform')) {
   const delta = new Delta();
   const stats = new JoinStats();
   const rows: string[][] = [];
+  let profiled = 0;
   const measure = (label: string, run: () => number) => {
     run(); // warm up
     const figures: number[] = [];
+    const profiler = args.profile ? startProfile() : undefined;
     for (let r = 0; r < ROUNDS; r++) {
       const before = cpuUs();
       const n = run();
       figures.push((cpuUs() - before) / n);
     }
+    if (profiler) stopProfile(profiler, join(args.profile!, `transform-${++profiled}.cpuprofile`));
     figures.sort((a, b) => a - b);
     const median = figures[Math.floor(figures.length / 2)]!;
     rows.push([label, f(median, 2), f(1e6 / median)]);
