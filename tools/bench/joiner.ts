@@ -34,7 +34,8 @@ import type { FlowRecord } from '@kappa/contracts';
 import { startNatsCluster, startNatsServer, startRedisCluster, startRedisServer } from '@kappa/testing';
 import { CommitSet } from '../../apps/joiner/src/commit.js';
 import { Delta, JoinStats, PartitionJoin } from '../../apps/joiner/src/partition.js';
-import { PartitionStore } from '../../apps/joiner/src/store.js';
+import { CommitCommands } from '../../apps/joiner/src/resp.js';
+import { PartitionStore, partitionKeys } from '../../apps/joiner/src/store.js';
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
@@ -120,25 +121,6 @@ function stopProfile(session: Session, file: string): void {
 function cpuUs(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
-}
-
-/** The client side of a commit: the same RESP bytes the store writes, without the socket. */
-class CommitSink {
-  private readonly buf = Buffer.allocUnsafe(64 * 1024 * 1024);
-  write(set: CommitSet): number {
-    let pos = 0;
-    const b = this.buf;
-    set.visit({
-      endDel: (e) => void (pos += b.write(e.group.key, pos, 'latin1') + b.write(e.name, pos, 'latin1')),
-      endPut: (e, buf, start, stop) => {
-        pos += b.write(e.group.key, pos, 'latin1') + b.write(e.name, pos, 'latin1');
-        pos += buf.copy(b, pos, start, stop);
-      },
-      pendingDel: () => void (pos += 8),
-      pendingPut: (_id, buf, start, stop) => void (pos += 8 + buf.copy(b, pos, start, stop)),
-    });
-    return pos;
-  }
 }
 
 const f = (x: number, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -228,7 +210,9 @@ if (PARTS.includes('transform')) {
   measure('the join, every conversation new, + its Redis commits written (fold, RESP bytes)', () => {
     const join = new PartitionJoin(settings);
     const set = new CommitSet();
-    const sink = new CommitSink();
+    // The client side of a commit: the commands the store sends, without the socket.
+    const commands = new CommitCommands();
+    const keys = partitionKeys(0);
     for (const [b, bytes] of load.batches.entries()) {
       view.parse(bytes);
       writer.reset();
@@ -239,7 +223,7 @@ if (PARTS.includes('transform')) {
       writer.parts();
       set.clear();
       set.add(delta);
-      sink.write(set);
+      commands.build(keys.ends(1), keys.pending(1), set);
       join.release(delta);
     }
     return load.records;

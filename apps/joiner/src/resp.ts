@@ -3,6 +3,8 @@
 // or Buffer per argument, which cost the joiner more than the join itself.
 import { Command } from 'ioredis';
 import { writePendingField } from './commit.js';
+import type { CommitSet, CommitVisitor } from './commit.js';
+import type { End } from './partition.js';
 
 export class BulkCommand {
   private buf = Buffer.allocUnsafe(64 * 1024);
@@ -63,9 +65,13 @@ export class BulkCommand {
   /** An argument made of latin1 text (its chars are its bytes), in up to three parts. */
   latin1(a: string, b = '', c = ''): this {
     this.header(a.length + b.length + c.length);
-    this.pos += this.buf.write(a, this.pos, 'latin1');
-    if (b) this.pos += this.buf.write(b, this.pos, 'latin1');
-    if (c) this.pos += this.buf.write(c, this.pos, 'latin1');
+    // Char by char: these are short (keys, names), and Buffer.write is a native call each.
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < a.length; i++) buf[pos++] = a.charCodeAt(i);
+    for (let i = 0; i < b.length; i++) buf[pos++] = b.charCodeAt(i);
+    for (let i = 0; i < c.length; i++) buf[pos++] = c.charCodeAt(i);
+    this.pos = pos;
     this.trailer();
     return this;
   }
@@ -105,4 +111,39 @@ class RawCommand extends Command {
   override toWritable(): Buffer {
     return this.bytes;
   }
+}
+
+/**
+ * A commit's net writes as up to four ready commands (HDEL and HSET of the ends' hash, of the
+ * waiting records' hash; fields as endField and writePendingField write them). One per store,
+ * reused commit after commit: build() copies each command out before the next one starts.
+ */
+export class CommitCommands {
+  private readonly endDel = new BulkCommand('hdel');
+  private readonly endPut = new BulkCommand('hset');
+  private readonly pendingDel = new BulkCommand('hdel');
+  private readonly pendingPut = new BulkCommand('hset');
+  private readonly visitor: CommitVisitor = {
+    endDel: (end) => void this.endDel.latin1(end.group.key, endTag(end), end.name),
+    endPut: (end, buf, start, stop) => void this.endPut.latin1(end.group.key, endTag(end), end.name).bytes(buf, start, stop),
+    pendingDel: (id) => void this.pendingDel.id8(id),
+    pendingPut: (id, buf, start, stop) => void this.pendingPut.id8(id).bytes(buf, start, stop),
+  };
+
+  /** The commands of `set` on the two hashes that have something to do, in the order they must run. */
+  build(endsKey: string, pendingKey: string, set: CommitSet): Command[] {
+    this.endDel.reset(endsKey);
+    this.endPut.reset(endsKey);
+    this.pendingDel.reset(pendingKey);
+    this.pendingPut.reset(pendingKey);
+    set.visit(this.visitor);
+    const commands: Command[] = [];
+    for (const c of [this.endDel, this.endPut, this.pendingDel, this.pendingPut]) if (c.count > 0) commands.push(c.command());
+    return commands;
+  }
+}
+
+/** The part of an end's field between its group and its name (see endField). */
+function endTag(end: End): string {
+  return end.name === '' ? '\0s' : '\0d';
 }

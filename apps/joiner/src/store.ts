@@ -14,7 +14,7 @@ import type { CommitSet } from './commit.js';
 import { readPendingField } from './commit.js';
 import type { PartitionJoin } from './partition.js';
 import type { RedisClient } from './redis.js';
-import { BulkCommand } from './resp.js';
+import { CommitCommands } from './resp.js';
 
 /** Redis did not answer or refused a command; the joiner holds its input and retries. */
 export class JoinStoreError extends Error {
@@ -131,10 +131,7 @@ export class PartitionStore {
   /** This process's lease value: the instance name and a nonce, so a restart is a new owner. */
   readonly me: string;
   private readonly scripts: Record<'acquire' | 'renew' | 'release' | 'drop' | 'members', ScriptCall>;
-  private readonly endDel = new BulkCommand('hdel');
-  private readonly endPut = new BulkCommand('hset');
-  private readonly pendingDel = new BulkCommand('hdel');
-  private readonly pendingPut = new BulkCommand('hset');
+  private readonly commands = new CommitCommands();
 
   constructor(
     readonly redis: RedisClient,
@@ -244,24 +241,13 @@ export class PartitionStore {
    */
   async commit(k: number, epoch: number, applied: number, clock: number, stream: string, set: CommitSet): Promise<void> {
     const key = partitionKeys(k);
-    const endsKey = key.ends(epoch);
-    const pendingKey = key.pending(epoch);
-    // Built and copied out (command()) before the first await: one set serves every commit.
-    const endDel = this.endDel.reset(endsKey);
-    const endPut = this.endPut.reset(endsKey);
-    const pendingDel = this.pendingDel.reset(pendingKey);
-    const pendingPut = this.pendingPut.reset(pendingKey);
-    set.visit({
-      endDel: (end) => void endDel.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name),
-      endPut: (end, buf, start, stop) => void endPut.latin1(end.group.key, end.name === '' ? '\0s' : '\0d', end.name).bytes(buf, start, stop),
-      pendingDel: (id) => void pendingDel.id8(id),
-      pendingPut: (id, buf, start, stop) => void pendingPut.id8(id).bytes(buf, start, stop),
-    });
+    // Built and copied out before the first await: one set of buffers serves every commit.
+    const commands = this.commands.build(key.ends(epoch), key.pending(epoch), set);
     const tx = this.redis.multi();
     tx.hget(key.fence, 'epoch');
     tx.hset(key.state(epoch), 'applied', applied, 'clock', clock, 'stream', stream);
     const raw = tx as unknown as { sendCommand(c: unknown): void };
-    for (const c of [endDel, endPut, pendingDel, pendingPut]) if (c.count > 0) raw.sendCommand(c.command());
+    for (const c of commands) raw.sendCommand(c);
     await this.guard('commit', async () => {
       const results = await tx.exec();
       if (!results) throw new Error('transaction aborted');
