@@ -297,7 +297,7 @@ export class PartitionJoin {
     const o = this.other;
     const localBytes = r.record.bytes;
     for (const p of claimed) {
-      o.read(p.buf, p.at, p.end, true, p.buf);
+      o.readForSplice(p.buf, p.at, p.end, p.buf);
       this.splicer.joined(out, o, localBytes, localStart, localEnd, text);
       stats.peerArrival++;
       stats.recordsOut++;

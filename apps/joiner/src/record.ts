@@ -104,6 +104,18 @@ export class JoinRecord {
 
   /** Reads the record at bytes[start, end); `text` is a Buffer over `bytes`, if the caller has one. */
   read(bytes: Uint8Array, start: number, end: number, joinExternal: boolean, text?: Buffer): this {
+    return this.readRecord(bytes, start, end, joinExternal, text, true);
+  }
+
+  /**
+   * Reads a record that waited, for its splice only: its vantage and ends, not the group and
+   * names it was found by (left empty, so no strings are made for them).
+   */
+  readForSplice(bytes: Uint8Array, start: number, end: number, text: Buffer): this {
+    return this.readRecord(bytes, start, end, true, text, false);
+  }
+
+  private readRecord(bytes: Uint8Array, start: number, end: number, joinExternal: boolean, text: Buffer | undefined, keys: boolean): this {
     const r = this.record.reset(bytes, start, end, text);
     this.vantage = r.int32(F.vantage);
     this.group = this.conversation0 = this.conversation1 = '';
@@ -122,6 +134,7 @@ export class JoinRecord {
       return this;
     }
     this.release = '';
+    if (!keys) return this;
     const k = this.key.start().number(r.int32(F.protocol) >>> 0).byte(SLASH).field(src, E.ip).byte(SLASH).number(src.uint32(E.port));
     if (src.startsWithAscii(E.ip, '127.') || src.equalsAscii(E.ip, '::1') || src.startsWithAscii(E.ip, '::ffff:127.')) {
       k.byte(0x40).field(r, F.node);
