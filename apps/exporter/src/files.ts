@@ -1,4 +1,5 @@
-// File writes the sinks share.
+// File writes the sinks share, and what makes a written file durable before its sources go.
+import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
 /** Writes all of `bytes` at the handle's position: a write may take only part (a disk filling up). */
@@ -21,5 +22,28 @@ export async function cutBack(cause: unknown, files: readonly (readonly [FileHan
     return cause;
   } catch (undo) {
     return new AggregateError([cause, undo], `and removing the partial write failed too (${consequence})`);
+  }
+}
+
+/**
+ * Makes a written file's bytes durable (fdatasync): done before the rename that publishes it, so
+ * that after a power loss the name never points at a file with lost or partial contents.
+ */
+export async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Makes the renames (and creations) in a folder durable (fsync of the folder itself). */
+export async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
