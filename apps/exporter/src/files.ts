@@ -2,11 +2,15 @@
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
-/** Writes all of `bytes` at the handle's position: a write may take only part (a disk filling up). */
+/**
+ * Writes all of `bytes` at the handle's position: a write may take only part (a disk filling up).
+ * A write that takes nothing fails (retrying it would loop for ever without an error).
+ */
 export async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, done, bytes.length - done);
+    if (bytesWritten <= 0) throw new Error(`a write took none of its ${bytes.length - done} bytes (${done} of ${bytes.length} written): the file system accepts no more`);
     done += bytesWritten;
   }
 }
