@@ -8,6 +8,7 @@ import { repoRoot } from './lib/report.mjs';
 
 /** Scenario name → npm script, in the order they run. */
 const scenarios = [
+  ['idle', 'bench:idle'],
   ['datapath', 'bench:datapath'],
   ['churn', 'bench:churn'],
   ['state', 'bench:state'],
