@@ -138,6 +138,18 @@ export class BatchTagger {
   private readonly remoteOnce = new KeptAnswer();
   /** Per record of the batch: the encoded kube field of the local end and of the remote end. */
   private tags: (Uint8Array | undefined)[] = [];
+  /**
+   * Per record of the batch, found by the first pass so that the second does not parse the record
+   * again: whether the local end is dst, then of the local and the remote end's field its start
+   * (-1: absent), payload start and end.
+   */
+  private spans = new Int32Array(SPAN * 1024);
+  // Cursors of the second pass over the record and its ends: only their ranges are read
+  // (copyReplacing), set from `spans`.
+  private readonly recordSpan = FlowBatchView.recordCursor();
+  private readonly localSpan = new MessageCursor(EndpointSchema);
+  private readonly remoteSpan = new MessageCursor(EndpointSchema);
+  private at = 0;
   // The record being written, read by the hoisted emit callbacks.
   private writer: FlowBatchWriter | undefined;
   private localField = 0;
@@ -156,18 +168,24 @@ export class BatchTagger {
     }
     const isLocal = field === this.localField;
     const kube = isLocal ? this.localKube : this.remoteKube;
-    const record = this.record;
-    const present = record.has(field);
+    const spans = this.spans;
+    const at = this.at + (isLocal ? 1 : 4);
+    const present = spans[at]! >= 0;
     if (kube === undefined) {
       // No tag for this end (no cluster): as it came, or an empty Endpoint.
-      if (present) writer.raw(record.bytes, record.fieldStart(field), record.fieldEnd(field));
+      if (present) writer.raw(this.recordSpan.bytes, spans[at]!, spans[at + 2]!);
       else writer.bytesField(field, EMPTY, true);
       return;
     }
     const mark = writer.begin(field, 2);
     this.endpointKube = kube;
-    if (present) writer.copyReplacing(isLocal ? this.local : this.remote, [E.kube], this.emitKube);
-    else writer.raw(kube);
+    if (present) {
+      const end = isLocal ? this.localSpan : this.remoteSpan;
+      end.bytes = this.recordSpan.bytes;
+      end.start = spans[at + 1]!;
+      end.end = spans[at + 2]!;
+      writer.copyReplacing(end, KUBE, this.emitKube);
+    } else writer.raw(kube);
     writer.end(mark);
   };
 
@@ -180,18 +198,19 @@ export class BatchTagger {
   tagInto(view: FlowBatchView, writer: FlowBatchWriter, stats: TaggingStats, hold?: HoldPolicy): void {
     const n = view.length;
     if (this.tags.length < 2 * n) this.tags = new Array<Uint8Array | undefined>(2 * n);
+    if (this.spans.length < SPAN * n) this.spans = new Int32Array(SPAN * n);
     this.resolve(view, stats, hold);
     const clusterId = this.tagger.clusterId();
     const replaced = clusterId !== 0 ? REPLACED_WITH_CLUSTER : REPLACED;
     this.clusterId = clusterId;
     this.writer = writer;
-    const record = this.record;
+    const record = this.recordSpan;
+    record.bytes = view.bytes;
     for (let i = 0; i < n; i++) {
-      view.record(i, record);
-      const localIsDst = record.int32(R.vantage) === Vantage.DST;
-      this.localField = localIsDst ? R.dst : R.src;
-      record.message(this.localField, this.local);
-      record.message(localIsDst ? R.src : R.dst, this.remote);
+      record.start = view.recordStart(i);
+      record.end = view.recordEnd(i);
+      this.at = SPAN * i;
+      this.localField = this.spans[SPAN * i] === 1 ? R.dst : R.src;
       this.localKube = this.tags[2 * i]!;
       this.remoteKube = this.tags[2 * i + 1];
       writer.beginRecord();
@@ -214,9 +233,22 @@ export class BatchTagger {
     let latestNs = 0n;
     // Index changes come between batches (informer events), never during one.
     const version = index ? index.version : 0;
+    const spans = this.spans;
     for (let i = 0; i < view.length; i++) {
       view.record(i, record);
       stats.records += 1;
+      // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
+      const localIsDst = record.int32(R.vantage) === Vantage.DST;
+      const localField = localIsDst ? R.dst : R.src;
+      const remoteField = localIsDst ? R.src : R.dst;
+      const at = SPAN * i;
+      spans[at] = localIsDst ? 1 : 0;
+      spans[at + 1] = record.fieldStart(localField);
+      spans[at + 2] = record.payloadStart(localField);
+      spans[at + 3] = record.fieldEnd(localField);
+      spans[at + 4] = record.fieldStart(remoteField);
+      spans[at + 5] = record.payloadStart(remoteField);
+      spans[at + 6] = record.fieldEnd(remoteField);
       if (!index) {
         this.tags[2 * i] = this.fields.node(record.interned(R.node, this.strings));
         this.tags[2 * i + 1] = undefined;
@@ -225,10 +257,8 @@ export class BatchTagger {
       // The time a record's tags must reflect: the start of its interval.
       const atNs = !record.isZero(R.startNs) ? record.uint64(R.startNs) : !record.isZero(R.firstSeenNs) ? record.uint64(R.firstSeenNs) : fallbackNs;
       if (atNs > latestNs) latestNs = atNs;
-      // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
-      const localIsDst = record.int32(R.vantage) === Vantage.DST;
-      record.message(localIsDst ? R.dst : R.src, this.local);
-      record.message(localIsDst ? R.src : R.dst, this.remote);
+      record.message(localField, this.local);
+      record.message(remoteField, this.remote);
       const l = this.localAnswer(index, atNs, version);
       const r = this.remoteAnswer(index, atNs, version);
       this.tags[2 * i] = l.fieldOn(this.local.uint32(E.port));
@@ -396,6 +426,9 @@ class LocalFacts implements EndFacts {
 }
 
 const NO_PORTS: readonly number[] = [];
+/** Int32s per record in BatchTagger.spans. */
+const SPAN = 7;
+const KUBE = [E.kube];
 const REPLACED = [R.src, R.dst].sort((a, b) => a - b);
 const REPLACED_WITH_CLUSTER = [R.src, R.dst, R.clusterId].sort((a, b) => a - b);
 
