@@ -11,14 +11,14 @@
 //   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects } from '@kappa/bus';
 import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { cgroup2Mount, startKubeApiServer, startNatsServer, startRedisServer } from '@kappa/testing';
+import { cgroup2Mount, removeCgroupTree, startKubeApiServer, startNatsServer, startRedisServer, sweepLeftovers, uniqueName } from '@kappa/testing';
 import { describeCluster } from '../../tests/e2e/src/cluster.js';
 import { logTail, startService, stopService } from '../../tests/e2e/src/services.js';
 import type { RunningService } from '../../tests/e2e/src/services.js';
@@ -39,7 +39,10 @@ type NodeName = (typeof NODES)[number];
 
 const workDir = mkdtempSync(join(tmpdir(), 'kbp-pipeline-'));
 const jsonl = join(workDir, 'flows.jsonl');
-const cgroupRoot = join(cgroup2Mount(), 'kbp-pipeline');
+// One cgroup tree per run (kbp-pipeline-p<pid>-0): two runs at once no longer share one, and the
+// tree of a run that was killed before its cleanup is swept by the next start.
+sweepLeftovers(cgroup2Mount());
+const cgroupRoot = join(cgroup2Mount(), uniqueName('kbp-pipeline'));
 
 // --- The cluster: 10 pods per node, each a cgroup shaped like kubelet's with one live process in
 // it, so the enricher resolves a real pid → container id and the tagger finds the pod by it.
@@ -406,24 +409,8 @@ try {
   await bus.close();
   await Promise.all([nats.stop(), redis.stop(), api.close()]);
   for (const pod of pods) pod.child.kill('SIGKILL');
-  await sleep(200);
-  for (const pod of pods) removeCgroupTree(pod.cgroup);
-}
-
-function removeCgroupTree(leaf: string): void {
-  // Leaf first, then each parent up to our root, which may still hold other pods' slices.
-  for (let dir = leaf; dir.startsWith(cgroupRoot); dir = join(dir, '..')) {
-    try {
-      rmdirSync(dir);
-    } catch {
-      break;
-    }
-  }
-}
-try {
-  rmdirSync(cgroupRoot);
-} catch {
-  // Left for the next run (a process still exiting); it holds no processes.
+  // The whole tree, deepest first (what still runs in it is killed): nothing of this run is left.
+  removeCgroupTree(cgroupRoot);
 }
 
 if (args.profile) printProfile(profileFromUs);

@@ -1,11 +1,16 @@
-// File writes the sinks share.
+// File writes the sinks share, and what makes a written file durable before its sources go.
+import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
-/** Writes all of `bytes` at the handle's position: a write may take only part (a disk filling up). */
+/**
+ * Writes all of `bytes` at the handle's position: a write may take only part (a disk filling up).
+ * A write that takes nothing fails (retrying it would loop for ever without an error).
+ */
 export async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, done, bytes.length - done);
+    if (bytesWritten <= 0) throw new Error(`a write took none of its ${bytes.length - done} bytes (${done} of ${bytes.length} written): the file system accepts no more`);
     done += bytesWritten;
   }
 }
@@ -21,5 +26,28 @@ export async function cutBack(cause: unknown, files: readonly (readonly [FileHan
     return cause;
   } catch (undo) {
     return new AggregateError([cause, undo], `and removing the partial write failed too (${consequence})`);
+  }
+}
+
+/**
+ * Makes a written file's bytes durable (fdatasync): done before the rename that publishes it, so
+ * that after a power loss the name never points at a file with lost or partial contents.
+ */
+export async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Makes the renames (and creations) in a folder durable (fsync of the folder itself). */
+export async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }

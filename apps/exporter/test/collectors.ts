@@ -21,7 +21,10 @@ export interface Nfcapd {
 /** nfcapd listening on 127.0.0.1:port (UDP), writing into a fresh folder. */
 export async function startNfcapd(port: number): Promise<Nfcapd> {
   const dir = mkdtempSync(join(tmpdir(), 'kx-nfcapd-'));
-  const process = new ServerProcess({ command: 'nfcapd', args: ['-p', String(port), '-b', '127.0.0.1', '-w', dir, '-t', '3600'], readyPattern: /Startup/ });
+  // A socket buffer of 4 MiB (-B; the kernel caps it at net.core.rmem_max), as the benches give
+  // it: with the default ~200 KiB, a loaded machine (CI beside other work) dropped a quarter of a
+  // 400-record burst before nfcapd read it (296 of 400 decoded, 2026-12-06).
+  const process = new ServerProcess({ command: 'nfcapd', args: ['-p', String(port), '-b', '127.0.0.1', '-w', dir, '-t', '3600', '-B', String(4 * 1024 * 1024)], readyPattern: /Startup/ });
   await process.start();
   return {
     port,

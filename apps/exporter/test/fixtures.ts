@@ -85,3 +85,11 @@ export function fillDiskPartWay(handle: { write: Write }): () => void {
     handle.write = write;
   };
 }
+
+/**
+ * Record i of the flow store's crash tests (the test's truth and the child's input): about 2 KiB
+ * each, so a segment's record bytes span several 64 KiB blocks of its .recz.
+ */
+export function storeCrashRecord(i: number): FlowRecord {
+  return knownRecord(i, { node: `node-${i % 3}-${'n'.repeat(1500 + ((i * 37) % 900))}` });
+}

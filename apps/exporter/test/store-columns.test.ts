@@ -31,6 +31,9 @@ function random(seed: number): () => number {
   };
 }
 
+/** Texts near a dotted quad that Node's isIPv4 refuses (ipHex gives ''). */
+const notQuads = ['010.0.0.1', '1.2.3.04', '256.1.1.1', '1.2.3', '1.2.3.4.5', '1..2.3', '.1.2.3', '1.2.3.4.', '1.2.3.4 ', '1.2.3.a', '00.1.2.3', '1000.1.2.3'];
+
 const awkward = ['', 'web', 'a,b', 'say "hi"', 'line\nbreak', 'cr\rhere', 'ünïcödé-名前', '"', ',', 'x'.repeat(300), '\\N', 'a\\N', 'nul\u0000', 'back\\'];
 
 function generated(count: number): FlowRecord[] {
@@ -43,7 +46,8 @@ function generated(count: number): FlowRecord[] {
     const labels: Record<string, string> = {};
     for (let k = Math.floor(rnd() * 4); k > 0; k--) labels[pick(['app', 'tier', 'z', 'a.b/c', 'ünï', 'k,1'])] = text();
     return {
-      ip: pick(['10.0.0.1', '192.168.7.200', '2001:db8::1', '::ffff:10.1.2.3', 'fe80::1:2', '']),
+      // Dotted quads the writer turns into hex itself, and texts it must leave to ipHex.
+      ip: pick(['10.0.0.1', '192.168.7.200', '0.0.0.0', '255.255.255.255', '2001:db8::1', '::ffff:10.1.2.3', 'fe80::1:2', '', ...notQuads]),
       port: Math.floor(rnd() * 65536),
       netns: rnd() < 0.5 ? Math.floor(rnd() * 2 ** 32) : 0,
       process: rnd() < 0.2 ? undefined : { pid: Math.floor(rnd() * 4_000_000), name: text(), containerName: rnd() < 0.5 ? text() : '' },
@@ -83,6 +87,8 @@ function generated(count: number): FlowRecord[] {
       joinStatus: pick(['', 'no-peer', 'external']),
       clusterId: Math.floor(rnd() * 5),
       observation: pick(['socket', 'eth0', 'a,b']),
+      dns: rnd() < 0.3 ? { queryName: text(), queryType: Math.floor(rnd() * 300), rcode: Math.floor(rnd() * 6), latencyMaxUs: u64() } : undefined,
+      drops: rnd() < 0.3 ? { packets: BigInt(Math.floor(rnd() * 1e6)), bytes: u64(), reason: text() } : undefined,
     });
   });
 }

@@ -515,4 +515,23 @@ describe('flow store: index lines DuckDB reads back as written', () => {
     await again.close();
     expect(await unreadable(registry)).toEqual({});
   });
+
+  it('a write that takes no bytes fails its batch with a clear error instead of retrying for ever: delivered again, every record reads back once', async () => {
+    const store = newStore({ segmentRecords: 1000 });
+    await store.open();
+    await store.append(view(records.slice(0, 20)), 1n);
+    type Write = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>;
+    const rec = (store as unknown as { recFile: { write: Write } }).recFile;
+    const write = rec.write.bind(rec);
+    // A write that takes nothing (each in its own turn of the event loop, so a loop over it still lets the timer below run).
+    rec.write = () => new Promise((resolve) => setImmediate(() => resolve({ bytesWritten: 0 })));
+    const stuck = store.append(view(records.slice(20, 40)), 1n);
+    // The old loop never settled: a bound, so the test fails rather than hangs.
+    const settled = await Promise.race([stuck.then(() => 'resolved', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still looping'), 2_000))]);
+    expect(String(settled)).toMatch(/^StoreWriteError: cannot write flows to the flow store in .*: a write took none of its \d+ bytes.*check --store-dir, free space/);
+    rec.write = write;
+    await store.append(view(records.slice(20, 40)), 1n, true);
+    expect(ids(await store.flows(all))).toEqual(records.slice(0, 40).map((r) => r.id));
+    await store.close();
+  });
 });

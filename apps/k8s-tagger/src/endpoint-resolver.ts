@@ -3,11 +3,14 @@
 // container in a kubelet cgroup whose id no pod lists, or an address in a pod network that no
 // pod holds — which the transform holds for a while instead of tagging it wrong for good.
 // Answers are the index's shared tags plus what differs per end (the Service that selects a
-// backend, the observing node), so the transform encodes each distinct answer once.
+// backend, the observing node), so the transform encodes each distinct answer once; each says
+// too whether it holds for other flows of that end, so the transform may keep it (tagging.ts).
 import { create, KubeSchema } from '@kappa/contracts';
 import type { Kube } from '@kappa/contracts';
+import { newKubeTag } from './kube-index.js';
 import type { KubeIndex, KubeTag } from './kube-index.js';
-import type { ServiceRef } from './index/getters.js';
+import { allTime } from './index/getters.js';
+import type { ServiceRef, TimeWindow } from './index/getters.js';
 
 /** What the resolver reads of an end (the transform fills one per end and reuses it). */
 export interface EndFacts {
@@ -23,7 +26,7 @@ export interface EndFacts {
  * An end's tags: `base` with service_name/namespace from `service` (when set) and `node` (when
  * set). `base` is shared (the index's, or one of the constants here): never change it.
  */
-export interface EndTag {
+export interface EndTag extends TimeWindow {
   base: Kube;
   service: ServiceRef | undefined;
   node: string | undefined;
@@ -31,10 +34,19 @@ export interface EndTag {
   pending: boolean;
   /** Resolved to a pod, Service or node (for hit/miss counts). */
   hit: boolean;
+  /**
+   * While the index's version stays the same, every flow of [fromNs, untilNs) gets this answer
+   * for the same end — the local end's container id on the same node, the remote end's address —
+   * whatever its port and protocol, but for the Service that lists `backendIp` as a backend on
+   * the port (when set). False: the answer depends on more (the local end's address, a node IP,
+   * a LoadBalancer or external IP, the node of a loopback address).
+   */
+  reusable: boolean;
+  backendIp: string | undefined;
 }
 
 export function newEndTag(): EndTag {
-  return { base: EXTERNAL_KUBE, service: undefined, node: undefined, pending: false, hit: false };
+  return { base: EXTERNAL_KUBE, service: undefined, node: undefined, pending: false, hit: false, reusable: false, fromNs: 0n, untilNs: 0n, backendIp: undefined };
 }
 
 /** The tags an EndTag stands for, as a new Kube. */
@@ -47,6 +59,10 @@ export function kubeOf(tag: EndTag): Kube {
   if (tag.node !== undefined) kube.node = tag.node;
   return kube;
 }
+
+/** No lookup made: an answer for all time and every port. */
+const NO_LOOKUP: KubeTag = newKubeTag();
+allTime(NO_LOOKUP);
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 export const EXTERNAL_KUBE: Kube = create(KubeSchema, { objectType: 'external' });
@@ -73,12 +89,22 @@ function set(out: EndTag, base: Kube, service: ServiceRef | undefined, node: str
   out.node = node;
   out.pending = pending;
   out.hit = hit;
+  out.reusable = false;
+  return out;
+}
+
+/** An answer that holds as far as the index's lookups (`tag`) say. */
+function reusable(out: EndTag, tag: KubeTag): EndTag {
+  out.reusable = !tag.byPort;
+  out.fromNs = tag.fromNs;
+  out.untilNs = tag.untilNs;
+  out.backendIp = tag.backendIp;
   return out;
 }
 
 /** The end on this record's node (the vantage says which): by container id, then address. */
 export function localEnd(index: KubeIndex, node: string, end: EndFacts, protocol: number, atNs: bigint, tag: KubeTag, out: EndTag): EndTag {
-  if (end.containerId !== '' && index.containerTag(end.containerId, end.port, tag)) return set(out, tag.base!, tag.service, node, false, true);
+  if (end.containerId !== '' && index.containerTag(end.containerId, end.port, tag)) return reusable(set(out, tag.base!, tag.service, node, false, true), tag);
   // A kubelet container whose pod does not list it yet (the kubelet reports container ids after
   // the pod's IP): its pod is coming; until then the best answer is what its address says.
   const expectedByContainer = end.containerId !== '' && end.inPodCgroup;
@@ -93,8 +119,10 @@ export function localEnd(index: KubeIndex, node: string, end: EndFacts, protocol
 
 /** The other end: by address and port, as of the flow's time. */
 export function remoteEnd(index: KubeIndex, node: string, end: EndFacts, protocol: number, atNs: bigint, tag: KubeTag, out: EndTag): EndTag {
-  if (end.ip !== '' && index.ipTag(end.ip, atNs, end.port, protocol, tag)) return set(out, tag.base!, tag.service, undefined, false, true);
-  if (end.ip !== '' && index.expectsPod(end.ip)) return set(out, UNKNOWN_KUBE, undefined, undefined, true, false);
+  if (end.ip === '') return reusable(set(out, EXTERNAL_KUBE, undefined, undefined, false, false), NO_LOOKUP);
+  if (index.ipTag(end.ip, atNs, end.port, protocol, tag)) return reusable(set(out, tag.base!, tag.service, undefined, false, true), tag);
+  if (index.expectsPod(end.ip)) return reusable(set(out, UNKNOWN_KUBE, undefined, undefined, true, false), tag);
+  // The node that saw the flow: not the same answer for every record of the address.
   if (LOOPBACK.test(end.ip)) return set(out, nodeBase(index, node), undefined, node, false, false);
-  return set(out, EXTERNAL_KUBE, undefined, undefined, false, false);
+  return reusable(set(out, EXTERNAL_KUBE, undefined, undefined, false, false), tag);
 }

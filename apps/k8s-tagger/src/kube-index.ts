@@ -8,8 +8,8 @@ import { create, KubeSchema } from '@kappa/contracts';
 import type { Kube } from '@kappa/contracts';
 import type { V1EndpointSlice, V1Namespace, V1Node, V1ObjectMeta, V1Pod, V1Service } from '@kubernetes/client-node';
 import { PodNetworks } from './index/cidr.js';
-import type { NodeGetter, PodGetter, ServiceGetter, ServiceRef, WorkloadGetter } from './index/getters.js';
-import { nowNs } from './index/getters.js';
+import type { NodeGetter, PodGetter, ServiceGetter, ServiceRef, TimeWindow, WorkloadGetter } from './index/getters.js';
+import { allTime, nowNs } from './index/getters.js';
 import { NodeStore } from './index/nodes.js';
 import type { NodeEntry } from './index/nodes.js';
 import { OwnerStore } from './index/owners.js';
@@ -49,16 +49,29 @@ export type EndpointResolution =
  * A tag as the index holds it, without a copy (the tagger's byte path encodes each distinct tag
  * once): `base` is shared and stays the same object while what it says is unchanged — never
  * change it; `service` is the Service that selects a pod backend on the flow's port (its
- * service_name/namespace). Filled by containerTag/ipTag into a caller's object.
+ * service_name/namespace). Filled by containerTag/ipTag into a caller's object, with what the
+ * answer depends on besides the index's version (so the caller may reuse it for other flows):
+ * the span of event time it holds for (TimeWindow), and the port.
  */
-export interface KubeTag {
+export interface KubeTag extends TimeWindow {
   type: 'pod' | 'service' | 'node' | 'none';
   base: Kube | undefined;
   service: ServiceRef | undefined;
+  /** The answer may differ on another port (a node IP, a LoadBalancer or external IP). */
+  byPort: boolean;
+  /** Else, only the Service may differ: the one whose slices list this address on the port. */
+  backendIp: string | undefined;
 }
 
 export function newKubeTag(): KubeTag {
-  return { type: 'none', base: undefined, service: undefined };
+  return { type: 'none', base: undefined, service: undefined, fromNs: 0n, untilNs: 0n, byPort: false, backendIp: undefined };
+}
+
+/** Before a lookup: the answer holds for all time and every port until a lookup says otherwise. */
+function openTag(out: KubeTag): void {
+  allTime(out);
+  out.byPort = false;
+  out.backendIp = undefined;
 }
 
 function setTag(out: KubeTag, type: KubeTag['type'], base: Kube | undefined, service: ServiceRef | undefined): boolean {
@@ -298,6 +311,7 @@ export class KubeIndex {
 
   /** The pod's tag and the Service that selects it as a backend on `port` (at `ip`). */
   private podTag(pod: PodEntry, containerName: string | undefined, port: number | undefined, ip: string | undefined, out: KubeTag): boolean {
+    out.backendIp = port === undefined ? undefined : ip;
     return setTag(out, 'pod', this.podBase(pod, containerName), ip !== undefined && port ? this.serviceStore.serviceForBackend(ip, port) : undefined);
   }
 
@@ -365,6 +379,7 @@ export class KubeIndex {
 
   /** resolveContainer without a copy, into `out` (see KubeTag); false: not known. */
   containerTag(containerId: string, port: number | undefined, out: KubeTag): boolean {
+    openTag(out);
     const found = this.podStore.podByContainer(containerId);
     if (!found) return setTag(out, 'none', undefined, undefined);
     return this.podTag(found.pod, found.containerName, found.pod.hostNetwork ? undefined : port, found.pod.ips[0], out);
@@ -372,15 +387,18 @@ export class KubeIndex {
 
   /** resolveIp without a copy, into `out` (see KubeTag); false: nothing at that address. */
   ipTag(ip: string, atNs: bigint, port: number, protocol: number, out: KubeTag): boolean {
-    const service = this.serviceStore.serviceAt(ip, port, protocol, atNs);
-    if (service) return setTag(out, 'service', this.serviceBase(service), undefined);
+    openTag(out);
     const node = this.nodeStore.nodeByIp(ip);
+    // NodePorts and host ports on a node IP, and a LoadBalancer or external IP, answer by port.
+    out.byPort = node !== undefined || this.serviceStore.hasVips(ip);
+    const service = this.serviceStore.serviceAt(ip, port, protocol, atNs, out);
+    if (service) return setTag(out, 'service', this.serviceBase(service), undefined);
     if (node) {
-      const hostPod = port ? this.podStore.podOnHostPort(ip, port, protocol, atNs) : undefined;
+      const hostPod = port ? this.podStore.podOnHostPort(ip, port, protocol, atNs, out) : undefined;
       if (hostPod) return this.podTag(hostPod, undefined, undefined, undefined, out);
       return setTag(out, 'node', this.nodeBase(node), undefined);
     }
-    const pod = this.podStore.podAt(ip, atNs);
+    const pod = this.podStore.podAt(ip, atNs, out);
     if (pod) return this.podTag(pod, undefined, port, ip, out);
     return setTag(out, 'none', undefined, undefined);
   }
@@ -418,6 +436,12 @@ export class KubeIndex {
       pods: this.podStore.size,
       owners: this.ownerStore.size,
     };
+  }
+
+  /** Bumped by every change that may change an answer of containerTag, ipTag, expectsPod or
+   *  nodeTag: answers kept by a caller are valid while it stays the same. */
+  get version(): number {
+    return this.podStore.version + this.serviceStore.version + this.nodeStore.version + this.ownerStore.version;
   }
 
   /** Subscribes to index changes (for gRPC Watch); returns the unsubscribe function. */

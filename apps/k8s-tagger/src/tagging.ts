@@ -2,15 +2,18 @@
 // vantage says which) by container id first, then IP; the remote end by IP and port, as of the
 // time of the flow (endpoint-resolver.ts). Each distinct tag (an object's, with the Service that
 // selects the backend and the observing node) is encoded once and spliced into the records'
-// received bytes; nothing else of a record is decoded or re-encoded. A batch with an end whose
+// received bytes; nothing else of a record is decoded or re-encoded. Answers that hold beyond
+// their record are kept by the end's bytes (kept-answers.ts): most records cost two hashes and
+// byte compares, no strings and no index lookup. A batch with an end whose
 // pod is not known yet is held (the bus redelivers it later) until its hold deadline; past it,
 // such ends are tagged `unknown`.
 import { HoldBatch, subjects } from '@kappa/bus';
 import type { StageTransform } from '@kappa/bus';
-import { create, decodeFlowBatch, encodeField, encodeFlowBatch, EndpointSchema, FlowBatchView, FlowBatchWriter, FlowFields, KubeSchema, MessageCursor, Partitioner, ProcessSchema, StringInterner, toBinary, Vantage } from '@kappa/contracts';
+import { create, decodeFlowBatch, encodeField, encodeFlowBatch, EndpointSchema, FlowBatchView, FlowBatchWriter, FlowFields, KubeSchema, MessageCursor, Partitioner, ProcessSchema, sameRange, StringInterner, toBinary, Vantage } from '@kappa/contracts';
 import type { FlowBatch, Kube } from '@kappa/contracts';
 import { kubeOf, localEnd, newEndTag, remoteEnd } from './endpoint-resolver.js';
 import type { EndFacts, EndTag } from './endpoint-resolver.js';
+import { KeptAnswer, KeptAnswers } from './kept-answers.js';
 import { newKubeTag } from './kube-index.js';
 import type { KubeIndex } from './kube-index.js';
 import type { TaggerMetrics } from './metrics.js';
@@ -126,8 +129,27 @@ export class BatchTagger {
   private readonly localTag = newEndTag();
   private readonly remoteTag = newEndTag();
   private readonly indexTag = newKubeTag();
+  /** Local ends' answers by container id (on the node they were made for). */
+  private readonly byContainer = new KeptAnswers();
+  /** Remote ends' answers by address. */
+  private readonly byAddress = new KeptAnswers();
+  /** The answer of an end that is not kept (a record's own). */
+  private readonly localOnce = new KeptAnswer();
+  private readonly remoteOnce = new KeptAnswer();
   /** Per record of the batch: the encoded kube field of the local end and of the remote end. */
   private tags: (Uint8Array | undefined)[] = [];
+  /**
+   * Per record of the batch, found by the first pass so that the second does not parse the record
+   * again: whether the local end is dst, then of the local and the remote end's field its start
+   * (-1: absent), payload start and end.
+   */
+  private spans = new Int32Array(SPAN * 1024);
+  // Cursors of the second pass over the record and its ends: only their ranges are read
+  // (copyReplacing), set from `spans`.
+  private readonly recordSpan = FlowBatchView.recordCursor();
+  private readonly localSpan = new MessageCursor(EndpointSchema);
+  private readonly remoteSpan = new MessageCursor(EndpointSchema);
+  private at = 0;
   // The record being written, read by the hoisted emit callbacks.
   private writer: FlowBatchWriter | undefined;
   private localField = 0;
@@ -146,18 +168,24 @@ export class BatchTagger {
     }
     const isLocal = field === this.localField;
     const kube = isLocal ? this.localKube : this.remoteKube;
-    const record = this.record;
-    const present = record.has(field);
+    const spans = this.spans;
+    const at = this.at + (isLocal ? 1 : 4);
+    const present = spans[at]! >= 0;
     if (kube === undefined) {
       // No tag for this end (no cluster): as it came, or an empty Endpoint.
-      if (present) writer.raw(record.bytes, record.fieldStart(field), record.fieldEnd(field));
+      if (present) writer.raw(this.recordSpan.bytes, spans[at]!, spans[at + 2]!);
       else writer.bytesField(field, EMPTY, true);
       return;
     }
     const mark = writer.begin(field, 2);
     this.endpointKube = kube;
-    if (present) writer.copyReplacing(isLocal ? this.local : this.remote, [E.kube], this.emitKube);
-    else writer.raw(kube);
+    if (present) {
+      const end = isLocal ? this.localSpan : this.remoteSpan;
+      end.bytes = this.recordSpan.bytes;
+      end.start = spans[at + 1]!;
+      end.end = spans[at + 2]!;
+      writer.copyReplacing(end, KUBE, this.emitKube);
+    } else writer.raw(kube);
     writer.end(mark);
   };
 
@@ -170,18 +198,19 @@ export class BatchTagger {
   tagInto(view: FlowBatchView, writer: FlowBatchWriter, stats: TaggingStats, hold?: HoldPolicy): void {
     const n = view.length;
     if (this.tags.length < 2 * n) this.tags = new Array<Uint8Array | undefined>(2 * n);
+    if (this.spans.length < SPAN * n) this.spans = new Int32Array(SPAN * n);
     this.resolve(view, stats, hold);
     const clusterId = this.tagger.clusterId();
     const replaced = clusterId !== 0 ? REPLACED_WITH_CLUSTER : REPLACED;
     this.clusterId = clusterId;
     this.writer = writer;
-    const record = this.record;
+    const record = this.recordSpan;
+    record.bytes = view.bytes;
     for (let i = 0; i < n; i++) {
-      view.record(i, record);
-      const localIsDst = record.int32(R.vantage) === Vantage.DST;
-      this.localField = localIsDst ? R.dst : R.src;
-      record.message(this.localField, this.local);
-      record.message(localIsDst ? R.src : R.dst, this.remote);
+      record.start = view.recordStart(i);
+      record.end = view.recordEnd(i);
+      this.at = SPAN * i;
+      this.localField = this.spans[SPAN * i] === 1 ? R.dst : R.src;
       this.localKube = this.tags[2 * i]!;
       this.remoteKube = this.tags[2 * i + 1];
       writer.beginRecord();
@@ -202,27 +231,38 @@ export class BatchTagger {
     let pendingLocal = 0;
     let pendingRemote = 0;
     let latestNs = 0n;
+    // Index changes come between batches (informer events), never during one.
+    const version = index ? index.version : 0;
+    const spans = this.spans;
     for (let i = 0; i < view.length; i++) {
       view.record(i, record);
       stats.records += 1;
-      const node = record.interned(R.node, this.strings);
+      // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
+      const localIsDst = record.int32(R.vantage) === Vantage.DST;
+      const localField = localIsDst ? R.dst : R.src;
+      const remoteField = localIsDst ? R.src : R.dst;
+      const at = SPAN * i;
+      spans[at] = localIsDst ? 1 : 0;
+      spans[at + 1] = record.fieldStart(localField);
+      spans[at + 2] = record.payloadStart(localField);
+      spans[at + 3] = record.fieldEnd(localField);
+      spans[at + 4] = record.fieldStart(remoteField);
+      spans[at + 5] = record.payloadStart(remoteField);
+      spans[at + 6] = record.fieldEnd(remoteField);
       if (!index) {
-        this.tags[2 * i] = this.fields.node(node);
+        this.tags[2 * i] = this.fields.node(record.interned(R.node, this.strings));
         this.tags[2 * i + 1] = undefined;
         continue;
       }
       // The time a record's tags must reflect: the start of its interval.
       const atNs = !record.isZero(R.startNs) ? record.uint64(R.startNs) : !record.isZero(R.firstSeenNs) ? record.uint64(R.firstSeenNs) : fallbackNs;
       if (atNs > latestNs) latestNs = atNs;
-      // SRC: the local end initiated (it is src); DST: the local end accepted (it is dst).
-      const localIsDst = record.int32(R.vantage) === Vantage.DST;
-      record.message(localIsDst ? R.dst : R.src, this.local);
-      record.message(localIsDst ? R.src : R.dst, this.remote);
-      const protocol = record.uint32(R.protocol);
-      const l = localEnd(index, node, this.localFactsOf(this.local), protocol, atNs, this.indexTag, this.localTag);
-      const r = remoteEnd(index, node, this.remoteFactsOf(this.remote), protocol, atNs, this.indexTag, this.remoteTag);
-      this.tags[2 * i] = this.fields.of(l);
-      this.tags[2 * i + 1] = this.fields.of(r);
+      record.message(localField, this.local);
+      record.message(remoteField, this.remote);
+      const l = this.localAnswer(index, atNs, version);
+      const r = this.remoteAnswer(index, atNs, version);
+      this.tags[2 * i] = l.fieldOn(this.local.uint32(E.port));
+      this.tags[2 * i + 1] = r.fieldOn(this.remote.uint32(E.port));
       if (l.hit) stats.hits.local += 1;
       else stats.misses.local += 1;
       if (r.hit) stats.hits.remote += 1;
@@ -240,6 +280,102 @@ export class BatchTagger {
     stats.unknown.local += pendingLocal;
     stats.unknown.remote += pendingRemote;
     if (index) index.observeFlowTime(latestNs);
+  }
+
+  /** The local end's answer: kept by container id (on this node), else resolved. */
+  private localAnswer(index: KubeIndex, atNs: bigint, version: number): KeptAnswer {
+    const record = this.record;
+    const process = this.process;
+    if (!this.local.message(E.process, process) || process.byteLength(P.containerId) === 0) return this.resolveLocal(index, atNs, undefined, version);
+    const idStart = process.payloadStart(P.containerId);
+    const idEnd = process.fieldEnd(P.containerId);
+    const kept = this.byContainer.get(process.bytes, idStart, idEnd);
+    if (kept !== undefined && kept.holds(version, atNs) && sameRange(kept.node, 0, kept.node.length, record.bytes, record.payloadStart(R.node), record.fieldEnd(R.node))) return kept;
+    return this.resolveLocal(index, atNs, kept ?? this.byContainer.add(process.bytes, idStart, idEnd), version);
+  }
+
+  /** The remote end's answer: kept by address, else resolved. */
+  private remoteAnswer(index: KubeIndex, atNs: bigint, version: number): KeptAnswer {
+    const end = this.remote;
+    // An absent address is the empty one.
+    const ipStart = end.has(E.ip) ? end.payloadStart(E.ip) : 0;
+    const ipEnd = end.has(E.ip) ? end.fieldEnd(E.ip) : 0;
+    const kept = this.byAddress.get(end.bytes, ipStart, ipEnd);
+    if (kept !== undefined && kept.holds(version, atNs)) return kept;
+    return this.resolveRemote(index, atNs, kept ?? this.byAddress.add(end.bytes, ipStart, ipEnd), version);
+  }
+
+  /** The local end resolved (strings, index lookups); kept in `keep` when it may be. */
+  private resolveLocal(index: KubeIndex, atNs: bigint, keep: KeptAnswer | undefined, version: number): KeptAnswer {
+    const node = this.record.interned(R.node, this.strings);
+    const facts = this.localFactsOf(this.local);
+    const protocol = this.record.uint32(R.protocol);
+    const answer = this.resolveOrKeep(index, keep, this.localOnce, version, facts.port, (port) => {
+      facts.port = port;
+      return localEnd(index, node, facts, protocol, atNs, this.indexTag, this.localTag);
+    });
+    if (answer === keep) {
+      const record = this.record;
+      keep.node = record.has(R.node) ? record.bytes.slice(record.payloadStart(R.node), record.fieldEnd(R.node)) : EMPTY;
+    }
+    return answer;
+  }
+
+  private resolveRemote(index: KubeIndex, atNs: bigint, keep: KeptAnswer, version: number): KeptAnswer {
+    const node = this.record.interned(R.node, this.strings);
+    const facts = this.remoteFactsOf(this.remote);
+    const protocol = this.record.uint32(R.protocol);
+    return this.resolveOrKeep(index, keep, this.remoteOnce, version, facts.port, (port) => {
+      facts.port = port;
+      return remoteEnd(index, node, facts, protocol, atNs, this.indexTag, this.remoteTag);
+    });
+  }
+
+  /**
+   * An end resolved on the record's port; when the answer may be kept, `keep` filled and
+   * returned: the answer on every port at which a Service lists the end as a backend (each
+   * resolved), and on any other port (the record's, or port 0: no Service by backend). It holds
+   * where all of them hold. Else `once`, the record's own answer.
+   */
+  private resolveOrKeep(index: KubeIndex, keep: KeptAnswer | undefined, once: KeptAnswer, version: number, port: number, resolveOn: (port: number) => EndTag): KeptAnswer {
+    const tag = resolveOn(port);
+    if (keep === undefined || !tag.reusable) {
+      if (keep !== undefined) keep.version = -1;
+      once.field = this.fields.of(tag);
+      once.hit = tag.hit;
+      once.pending = tag.pending;
+      return once;
+    }
+    keep.version = version;
+    keep.fromNs = tag.fromNs;
+    keep.untilNs = tag.untilNs;
+    keep.hit = tag.hit;
+    keep.pending = tag.pending;
+    keep.ports.length = 0;
+    keep.portFields.length = 0;
+    const field = this.fields.of(tag);
+    const backendPorts = tag.backendIp === undefined ? NO_PORTS : index.services.backendPortsOf(tag.backendIp);
+    if (port !== 0 && backendPorts.includes(port)) {
+      keep.ports.push(port);
+      keep.portFields.push(field);
+      keep.field = this.keptOn(keep, resolveOn(0));
+    } else keep.field = field;
+    for (const other of backendPorts) {
+      if (other === 0 || other === port) continue;
+      keep.ports.push(other);
+      keep.portFields.push(this.keptOn(keep, resolveOn(other)));
+    }
+    return keep;
+  }
+
+  /** One more port's answer of a kept one: it narrows where the answer holds. */
+  private keptOn(keep: KeptAnswer, tag: EndTag): Uint8Array {
+    // The counts are the same on every port (only the Service by backend differs); were they
+    // not, the answer is not kept (this record's is still right).
+    if (!tag.reusable || tag.hit !== keep.hit || tag.pending !== keep.pending) keep.version = -1;
+    if (tag.fromNs > keep.fromNs) keep.fromNs = tag.fromNs;
+    if (tag.untilNs < keep.untilNs) keep.untilNs = tag.untilNs;
+    return this.fields.of(tag);
   }
 
   /** What the resolver reads of the local end (strings interned: no allocation). */
@@ -289,6 +425,10 @@ class LocalFacts implements EndFacts {
   }
 }
 
+const NO_PORTS: readonly number[] = [];
+/** Int32s per record in BatchTagger.spans. */
+const SPAN = 7;
+const KUBE = [E.kube];
 const REPLACED = [R.src, R.dst].sort((a, b) => a - b);
 const REPLACED_WITH_CLUSTER = [R.src, R.dst, R.clusterId].sort((a, b) => a - b);
 

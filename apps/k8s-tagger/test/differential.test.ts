@@ -5,7 +5,10 @@
 // loopback and outside addresses) go through the tagger's byte transform and through the
 // object-model tagging of before (test/oracle/object-tagger.ts), each with its own index built
 // from the same objects; every record must come out equal (protobuf-es `equals`), with the same
-// counts, and a batch one holds the other holds. KAPPA_DIFF_RECORDS sets the count.
+// counts, and a batch one holds the other holds. Between batches the cluster changes as
+// informers change it (a pod gone and made again, a Service's ready backends, a workload's owner,
+// a pod's labels, a node gone and back), the same in both indexes, so that the answers the byte
+// path keeps must follow. KAPPA_DIFF_RECORDS sets the count.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { HoldBatch } from '@kappa/bus';
@@ -63,6 +66,39 @@ objects.push({ kind: 'slice', object: realEndpointSlice({ service: 'db', namespa
 // A slice of a Service the index never sees: its backends are still named.
 objects.push({ kind: 'slice', object: realEndpointSlice({ service: 'ghost', namespace: 'shop', endpoints: [{ ip: podIps[2]! }], ports: [{ name: 'http', port: 8080 }] }) });
 
+// ---- the cluster changing between batches ----
+// A pod that goes (its IP unheld from 5 minutes ago) and comes back as a new pod (started a
+// little later each time), with the same address and containers.
+const moverIp = '10.244.1.150';
+const moverContainers = { main: 'ba5e'.padEnd(64, '7') };
+podIps.push(moverIp);
+containerIds.push(moverContainers.main);
+const mover = (round: number) => realPod({ name: 'mover', namespace: 'shop', uid: `mover-${round}`, node: 'node-a', hostIP: '192.168.7.10', ips: [moverIp], labels: { app: 'web' }, owner: { kind: 'ReplicaSet', name: 'web-6d4f9' }, containers: moverContainers, ports: [{ name: 'http', containerPort: 8080 }], createdMs: NOW_MS - 600_000 + round * 1000, startedMs: NOW_MS - 600_000 + round * 1000 });
+const webBackends = (round: number) => podIps.slice(0, 12).filter((_, i) => i % 3 === 0).map((ip, i) => ({ ip, ready: (i + round) % 2 === 0 })).concat([{ ip: moverIp, ready: round % 2 === 0 }]);
+const relabelled = (round: number) => realPod({ name: 'pod-3', namespace: 'shop', node: 'node-b', hostIP: '192.168.7.11', ips: [podIps[3]!], labels: { app: 'web', round: String(round % 3) }, labelCount: 6, owner: { kind: 'ReplicaSet', name: 'web-6d4f9' }, containers: { main: 'c0ffee3'.padEnd(64, '0'), sidecar: '5eed3'.padEnd(64, '1') }, ports: [{ name: 'http', containerPort: 8080 }], createdMs: NOW_MS - 3_600_000, startedMs: NOW_MS - 3_500_000 });
+const changes: ((index: KubeIndex, round: number) => void)[] = [
+  (index, round) => {
+    if (round % 2 === 0) index.upsertPod(mover(round) as unknown as V1Pod);
+    else {
+      const pod = mover(round - 1) as unknown as V1Pod;
+      index.deletePod({ ...pod, metadata: { ...pod.metadata, deletionTimestamp: new Date(NOW_MS - 300_000) } } as V1Pod);
+    }
+  },
+  (index, round) => index.upsertEndpointSlice(realEndpointSlice({ service: 'web', namespace: 'shop', endpoints: webBackends(round), ports: [{ name: 'http', port: 8080 }] }) as unknown as V1EndpointSlice),
+  (index, round) => index.upsertOwner('ReplicaSet', realWorkload('ReplicaSet', 'web-6d4f9', 'shop', { kind: 'Deployment', name: round % 2 === 0 ? 'web-next' : 'web' }) as never),
+  (index, round) => index.upsertPod(relabelled(round) as unknown as V1Pod),
+  (index, round) => {
+    const node = realNode(nodes[1]!) as unknown as V1Node;
+    if (round % 2 === 0) index.deleteNode(node);
+    else index.upsertNode(node);
+  },
+];
+
+/** The `n`th change (each kind in turn, toggling), the same for both indexes. */
+function change(index: KubeIndex, n: number): void {
+  changes[n % changes.length]!(index, Math.floor(n / changes.length));
+}
+
 function buildIndex(): KubeIndex {
   const index = new KubeIndex({ deletedGraceMs: 120_000, deletedRetentionMs: 24 * 3_600_000 });
   index.upsertNamespace({ metadata: { name: 'kube-system', uid: 'kube-system-diff' } });
@@ -76,14 +112,18 @@ function buildIndex(): KubeIndex {
     } else if (kind === 'service') index.upsertService(object as unknown as V1Service);
     else index.upsertEndpointSlice(object as unknown as V1EndpointSlice);
   }
+  // A Service deleted 100 s ago, as a restarted tagger knows it from its saved state.
+  index.restore([{ kind: 'service', service: { uid: 'gone-uid', name: 'gone', namespace: 'shop', labels: {}, from: String(ms(NOW_MS - 3_600_000)), until: String(ms(NOW_MS - 100_000)), deleted: true, clusterIps: ['10.96.0.40'], vips: [], nodePorts: [] } }]);
   return index;
 }
 
 // ---- the records ----
-const ips = [...podIps, '10.96.0.10', '10.96.0.20', '10.96.0.30', '10.96.0.53', '10.96.9.9', '203.0.113.10', '192.0.2.10', ...nodes.map((n) => n.internalIP), '127.0.0.1', '127.0.0.53', '::1', '::ffff:127.0.0.1', '8.8.8.8', '2001:db8::1', ''];
+const ips = [...podIps, '10.96.0.10', '10.96.0.20', '10.96.0.30', '10.96.0.53', '10.96.0.40', '10.96.9.9', '203.0.113.10', '192.0.2.10', ...nodes.map((n) => n.internalIP), '127.0.0.1', '127.0.0.53', '::1', '::ffff:127.0.0.1', '8.8.8.8', '2001:db8::1', ''];
 const ports = [0, 53, 80, 443, 5353, 5432, 8080, 9100, 30432, 30443, 40000];
 const cgroupPaths = ['', '/kubepods.slice/kubepods-besteffort.slice/cri-containerd-x.scope', '/system.slice/sshd.service', '/kubepods/burstable/pod1/abc'];
-const times = [0, NOW_MS - 7_150_000, NOW_MS - 3_000_000, NOW_MS - 30_000, NOW_MS + 1000].map(ms);
+// Between the changes of who holds an address: old-0 gone (-120 s) and new-0 not yet (-50 s); the
+// mover (below) running and gone.
+const times = [0, NOW_MS - 7_150_000, NOW_MS - 3_000_000, NOW_MS - 450_000, NOW_MS - 90_000, NOW_MS - 30_000, NOW_MS + 1000].map(ms);
 
 const endFields = fc.record({ ip: fc.constantFrom(...ips), port: fc.constantFrom(...ports), containerId: fc.constantFrom('', ...containerIds), cgroupPath: fc.constantFrom(...cgroupPaths), process: fc.boolean() });
 const record = fc
@@ -127,6 +167,7 @@ describe('the tagger byte path', () => {
     const objectTaggers = [taggerOf(objectIndex, 0x2a2a), taggerOf(objectIndex, 0), taggerOf(undefined, 0)];
     let compared = 0;
     let held = 0;
+    let changed = 0;
     const seen = new Map<string, number>();
     let seed = 1;
     while (compared < RECORDS) {
@@ -134,6 +175,11 @@ describe('the tagger byte path', () => {
       const which = seed % 3;
       const createdNs = seed % 2 === 0 ? ms(NOW_MS) : 0n;
       const input = encodeFlowBatch(newFlowBatch({ batchId: `in-${seed}`, producer: 'node-a', createdNs, records }));
+      // Half the batches see the cluster as the batch before did (answers kept hold).
+      if (seed % 2 === 0) {
+        change(byteIndex, changed);
+        change(objectIndex, changed++);
+      }
       // Every fourth batch may be held: both sides must agree on it (same reason, same delay).
       const hold: HoldPolicy | undefined = seed % 4 === 0 ? { nowNs: ms(NOW_MS), deadlineNs: ms(NOW_MS + 700), retryDelayMs: 500 } : undefined;
 

@@ -8,7 +8,7 @@
 // (block k is [offsets[k], offsets[k+1]); offsets[n] is where the footer starts), uint32 n,
 // uint32 REC_BLOCK, the 8 bytes "KAPPARZ1".
 import { existsSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { constants, zstdCompress, zstdDecompress } from 'node:zlib';
@@ -25,12 +25,14 @@ const compress = promisify(zstdCompress) as (buf: Buffer, options: object) => Pr
 const decompress = promisify(zstdDecompress) as (buf: Buffer) => Promise<Buffer>;
 
 /**
- * Compresses `rec` into `recz` (written as `recz.tmp`, renamed when complete). zstd runs in
- * libuv's thread pool, one block at a time, so the main thread only moves buffers.
+ * Compresses `rec` into `to` and makes it durable (fdatasync) before closing it: the seal writes a
+ * temporary name and renames it only after this. zstd runs in libuv's thread pool, one block at a
+ * time, so the main thread only moves buffers. Returns the uncompressed length.
  */
-export async function compressRecords(rec: string, recz: string, level = RECZ_LEVEL): Promise<void> {
+export async function compressRecords(rec: string, to: string, level = RECZ_LEVEL): Promise<number> {
   const input = await open(rec, 'r');
-  const output = await open(`${recz}.tmp`, 'w');
+  const output = await open(to, 'w');
+  let length = 0;
   try {
     const offsets: number[] = [0];
     // 16 blocks read at once and compressed side by side (libuv's pool has 4 threads).
@@ -39,6 +41,7 @@ export async function compressRecords(rec: string, recz: string, level = RECZ_LE
     for (;;) {
       const { bytesRead } = await input.read(chunk, 0, chunk.length, null);
       if (bytesRead === 0) break;
+      length += bytesRead;
       const blocks: Buffer[] = [];
       for (let from = 0; from < bytesRead; from += REC_BLOCK) blocks.push(chunk.subarray(from, Math.min(bytesRead, from + REC_BLOCK)));
       const packed = await Promise.all(blocks.map((b) => compress(b, { params: { [constants.ZSTD_c_compressionLevel]: level } })));
@@ -53,14 +56,35 @@ export async function compressRecords(rec: string, recz: string, level = RECZ_LE
     footer.writeUInt32LE(n, 8 * (n + 1));
     footer.writeUInt32LE(REC_BLOCK, 8 * (n + 1) + 4);
     MAGIC.copy(footer, 8 * (n + 1) + 8);
-    // No fsync: it stalled the appends' own writes for up to ~1.8 s here (the .rec stays until the
-    // rename, and a crash before it leaves the .rec, compressed again at open).
     await output.write(footer, 0, footer.length, at);
+    await output.datasync();
   } finally {
     await input.close();
     await output.close();
   }
-  await rename(`${recz}.tmp`, recz);
+  return length;
+}
+
+/**
+ * The uncompressed length of a .recz file, or undefined when it is not whole: no footer, a footer
+ * that does not match the file's size, or a block that does not decompress to its size.
+ * `decompressAll` false checks the footer and the last block only (cheap: every sealed segment at
+ * open); true decompresses every block (a .recz found beside its .rec after a stop).
+ */
+export async function reczLength(recz: string, decompressAll: boolean): Promise<number | undefined> {
+  let file: RecordBytes;
+  try {
+    file = await RecordBytes.open(`${recz}.no-rec`, recz);
+  } catch {
+    return undefined;
+  }
+  try {
+    return await file.length(decompressAll);
+  } catch {
+    return undefined;
+  } finally {
+    await file.close();
+  }
 }
 
 /** Reads byte ranges of one segment's records, from its .recz when there is one, else its .rec. */
@@ -73,6 +97,8 @@ export class RecordBytes {
     /** Compressed: the blocks' file offsets; undefined for a plain .rec. */
     private readonly offsets: number[] | undefined,
     private readonly blockSize: number,
+    /** Bytes of the file the footer was read from (compressed only). */
+    private readonly size = 0,
   ) {}
 
   static async open(rec: string, recz: string): Promise<RecordBytes> {
@@ -88,7 +114,7 @@ export class RecordBytes {
       const table = Buffer.allocUnsafe(8 * (n + 1));
       await file.read(table, 0, table.length, size - 16 - table.length);
       const offsets = Array.from({ length: n + 1 }, (_, k) => Number(table.readBigUInt64LE(8 * k)));
-      return new RecordBytes(file, offsets, blockSize);
+      return new RecordBytes(file, offsets, blockSize, size);
     } catch (error) {
       await file.close();
       throw error;
@@ -114,6 +140,28 @@ export class RecordBytes {
       written += take;
     }
     return out;
+  }
+
+  /**
+   * The uncompressed length, checking that the footer's blocks fill the file up to the footer
+   * (and with `decompressAll`, that every block decompresses to its size); throws when not.
+   */
+  async length(decompressAll: boolean): Promise<number> {
+    const offsets = this.offsets;
+    if (!offsets) return (await this.file.stat()).size;
+    const n = offsets.length - 1;
+    if (offsets[0] !== 0 || offsets[n] !== this.size - 8 * (n + 1) - 16) throw new Error('the footer does not match the file');
+    if (n === 0) return 0;
+    // The last block alone gives the length; the others are checked only when asked.
+    if (!decompressAll) return (n - 1) * this.blockSize + (await this.block(n - 1)).length;
+    let total = 0;
+    for (let k = 0; k < n; k++) {
+      const block = await this.block(k);
+      if (k < n - 1 && block.length !== this.blockSize) throw new Error(`block ${k} decompresses to ${block.length} bytes`);
+      total += block.length;
+      this.blocks.clear();
+    }
+    return total;
   }
 
   private async block(k: number): Promise<Buffer> {

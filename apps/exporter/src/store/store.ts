@@ -12,6 +12,9 @@
 // than --store-retention, then the oldest while the folder is above --store-max-bytes.
 // A restart seals whatever CSV it finds, so nothing written before a crash is lost (a last line
 // the crash cut short is removed first: its batch was not acked and comes again).
+// A seal survives a crash or a power loss at any step: its outputs are written under temporary
+// names, synced, renamed, the folder synced, and only then are the CSV and .rec removed; open
+// settles whatever step a stop interrupted (recover()), reading each row from one file only.
 // The CSV writer writes only lines DuckDB reads back as the record's text (columns.ts csvText);
 // a seal still compares the lines written with the rows DuckDB made, and counts and logs any
 // line it could not read (kappa_exporter_store_rows_unreadable_total), never silently.
@@ -22,7 +25,7 @@
 // A batch JetStream redelivers after a crash is not stored twice: the store remembers the ids of
 // the newest --store-dedupe-window records it holds at open, and skips those ids in redelivered
 // batches (within one run the exporter's dispatcher already skips batches a sink took).
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { open, rename, truncate } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -34,9 +37,9 @@ import { compileSql, filterColumns, sqlString } from '@kappa/filter';
 import { Counter } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { StoreWriteError } from '../errors.js';
-import { cutBack, writeFully } from '../files.js';
+import { cutBack, syncFile, syncFolder, writeFully } from '../files.js';
 import { csvColumnsSql, CsvIndexWriter } from './columns.js';
-import { compressRecords, RecordBytes } from './rec-file.js';
+import { compressRecords, reczLength, RecordBytes } from './rec-file.js';
 
 export interface FlowStoreOptions {
   dir: string;
@@ -63,7 +66,34 @@ export interface FlowStoreOptions {
   logger?: Logger;
   /** Where kappa_exporter_store_rows_unreadable_total is registered. */
   registry?: Registry;
+  /**
+   * Test hook, never set in production: called after each step of a seal (crash tests make the
+   * process SIGKILL itself here, then check what open() makes of the folder).
+   */
+  sealStepHookForTests?: (step: SealStep, segment: number) => void;
 }
+
+/**
+ * A seal's steps, in order. A stop after any of them leaves the segment's rows in exactly one
+ * readable place once open() has run: the CSV and .rec stay until the outputs are durable.
+ */
+export const sealSteps = [
+  /** The CSV copied to `.parquet.tmp`, its rows counted against the lines written. */
+  'index-written',
+  'rollup-written',
+  /** The .rec compressed to `.recz.tmp` and synced (or an intact .recz a stop left kept). */
+  'records-written',
+  /** `.parquet.tmp` and `.rollup.parquet.tmp` synced (fdatasync). */
+  'outputs-synced',
+  'records-renamed',
+  'rollup-renamed',
+  'index-renamed',
+  /** The folder synced: the renames are durable. */
+  'folder-synced',
+  'csv-removed',
+  'rec-removed',
+] as const;
+export type SealStep = (typeof sealSteps)[number];
 
 interface Segment {
   seq: number;
@@ -223,7 +253,11 @@ const rollupFilterColumns: readonly string[] = ['src_namespace', 'src_workload',
 const rollupColumnSet: ReadonlySet<string> = new Set(rollupFilterColumns);
 
 type Ext = 'rec' | 'recz' | 'csv' | 'parquet' | 'rollup.parquet';
-const allExts: readonly Ext[] = ['rec', 'recz', 'csv', 'parquet', 'rollup.parquet'];
+/**
+ * A segment's files in the order a drop removes them: the index before the record bytes, so a
+ * stop part way leaves either a whole segment or files open() knows belong to none.
+ */
+const allExts: readonly Ext[] = ['csv', 'parquet', 'rollup.parquet', 'recz', 'rec'];
 
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
@@ -257,20 +291,23 @@ export class FlowStore {
   private readonly index = new CsvIndexWriter();
   private recBuffer = Buffer.allocUnsafe(1024 * 1024);
   private readonly unreadable: Counter<'cause'> | undefined;
+  private readonly damaged: Counter<'cause'> | undefined;
 
   constructor(private readonly options: FlowStoreOptions) {
-    const name = 'kappa_exporter_store_rows_unreadable_total';
-    // The store of a folder opened again in the same process counts on.
-    this.unreadable =
-      (options.registry?.getSingleMetric(name) as Counter<'cause'> | undefined) ??
-      (options.registry
-        ? new Counter({
-            name,
-            help: 'Index lines of the flow store DuckDB could not read when sealing a segment: cause="unparsable" (their records are missing from queries: a bug, see the log), cause="cut_last_line" (the last line a stop cut short: its batch was not acked and is redelivered)',
-            labelNames: ['cause'],
-            registers: [options.registry],
-          })
-        : undefined);
+    this.unreadable = causeCounter(
+      options.registry,
+      'kappa_exporter_store_rows_unreadable_total',
+      'Index lines of the flow store DuckDB could not read when sealing a segment: cause="unparsable" (their records are missing from queries: a bug, see the log), cause="cut_last_line" (the last line a stop cut short: its batch was not acked and is redelivered)',
+    );
+    this.damaged = causeCounter(
+      options.registry,
+      'kappa_exporter_store_segments_damaged_total',
+      'Sealed segments of the flow store found damaged at open with no source left to seal them again (a power loss under a build that did not sync its seals, or a failing disk; see the log): cause="index_unreadable" (its records are missing from queries; its files were moved to damaged/), cause="record_bytes_short" (raw flows of some of its rows cannot be read; aggregates still count them)',
+    );
+  }
+
+  private sealStep(step: SealStep, segment: Segment): void {
+    this.options.sealStepHookForTests?.(step, segment.seq);
   }
 
   private path(seq: number, ext: Ext): string {
@@ -305,26 +342,7 @@ export class FlowStore {
     try {
       for (const seq of [...seqs].sort((a, b) => a - b)) {
         const segment: Segment = { seq, minNs: 1n, maxNs: 0n, records: 0, longestLine: 0, sealed: false };
-        if (existsSync(this.path(seq, 'csv'))) {
-          await this.learnIndexLines(segment);
-          await this.sealWith(connection, segment);
-        }
-        if (!existsSync(this.path(seq, 'parquet'))) {
-          rmSync(this.path(seq, 'rec'), { force: true });
-          rmSync(this.path(seq, 'recz'), { force: true });
-          continue;
-        }
-        // A stop between the seal and the compression of the records (or a store of an older build).
-        if (!existsSync(this.path(seq, 'recz')) && existsSync(this.path(seq, 'rec'))) await compressRecords(this.path(seq, 'rec'), this.path(seq, 'recz'));
-        rmSync(this.path(seq, 'rec'), { force: true });
-        const reader = await connection.runAndReadAll(`SELECT min(time_ns), max(time_ns), count(*) FROM read_parquet(${sqlString(this.path(seq, 'parquet'))})`);
-        const [min, max, count] = reader.getRows()[0] as [bigint | null, bigint | null, bigint];
-        if (count === 0n) {
-          for (const ext of allExts) rmSync(this.path(seq, ext), { force: true });
-          continue;
-        }
-        Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
-        this.segments.push(segment);
+        if (await this.recover(connection, segment)) this.segments.push(segment);
       }
       await this.dropStaleRollups(connection);
       await this.rememberNewestIds(connection);
@@ -336,15 +354,144 @@ export class FlowStore {
   }
 
   /**
+   * Brings a segment found at open to one readable state, whatever step of a seal (or of a drop)
+   * a crash or a power loss interrupted; false when nothing of it is left to read.
+   * - CSV and a Parquet file holding at least its lines (a stop after the seal's renames, before
+   *   the CSV was removed; more rows than lines: a power loss cut the CSV, never synced): the
+   *   Parquet file is kept, made durable, and the sources removed.
+   * - CSV with no Parquet file, or one unreadable or short (a stop before the rename, or an older
+   *   build's unsynced file cut by a power loss): sealed again from the CSV.
+   * - Parquet file and .rec without the CSV (a stop between the removals): the records settled.
+   * - Neither CSV nor Parquet file: what a drop or an empty segment left; removed.
+   * Each row is then read from one file only (queries read a segment's Parquet file or its CSV).
+   */
+  private async recover(connection: DuckDBConnection, segment: Segment): Promise<boolean> {
+    const path = (ext: Ext) => this.path(segment.seq, ext);
+    if (existsSync(path('csv'))) {
+      await this.learnIndexLines(segment);
+      const rows = existsSync(path('parquet')) ? await parquetRows(connection, path('parquet')) : undefined;
+      // The seal renames the rollup before the index: beside a whole index, a rollup DuckDB
+      // cannot read was cut by a power loss too.
+      const rollupRows = rows === undefined ? undefined : await parquetRows(connection, path('rollup.parquet'));
+      if (rows !== undefined && rows >= segment.records && rollupRows !== undefined) await this.finishSealed(connection, segment);
+      else {
+        if (existsSync(path('parquet'))) {
+          const what = rows === undefined ? '.parquet is unreadable' : rows < segment.records ? `.parquet is short (${rows} rows for ${segment.records} index lines)` : '.rollup.parquet is unreadable';
+          this.options.logger?.warn(
+            { segment: segmentName(segment.seq), parquetRows: rows ?? null, csvLines: segment.records },
+            `flow store: ${segmentName(segment.seq)}${what} beside its CSV (a stop or power loss during its seal); sealed again from the CSV, nothing lost`,
+          );
+        }
+        await this.sealWith(connection, segment);
+      }
+    } else if (!existsSync(path('parquet'))) {
+      for (const ext of allExts) rmSync(path(ext), { force: true });
+      return false;
+    } else if (existsSync(path('rec')) && (await parquetRows(connection, path('parquet'))) !== undefined) await this.finishSealed(connection, segment);
+    let stats: [bigint | null, bigint | null, bigint, bigint | null];
+    try {
+      const sql = `SELECT min(time_ns), max(time_ns), count(*), max(off + len) FROM read_parquet(${sqlString(path('parquet'))})`;
+      stats = (await connection.runAndReadAll(sql)).getRows()[0] as typeof stats;
+    } catch (error) {
+      this.setAside(segment, error);
+      return false;
+    }
+    const [min, max, count, end] = stats;
+    if (count === 0n) {
+      for (const ext of allExts) rmSync(path(ext), { force: true });
+      return false;
+    }
+    const length = existsSync(path('recz')) ? await reczLength(path('recz'), false) : undefined;
+    if (length === undefined || length < Number(end ?? 0n)) {
+      this.damaged?.inc({ cause: 'record_bytes_short' });
+      this.options.logger?.error(
+        { segment: segmentName(segment.seq), recordBytes: length ?? null, indexNeeds: Number(end ?? 0n) },
+        `flow store: ${segmentName(segment.seq)}.recz is missing or cut short and its .rec is gone (a power loss under an older build, or a failing disk): raw flows of some of its ${count} rows cannot be read (aggregates still count them); check the disk, and remove the segment's files once it is no longer needed`,
+      );
+    }
+    Object.assign(segment, { minNs: min ?? 1n, maxNs: max ?? 0n, records: Number(count), sealed: true });
+    return true;
+  }
+
+  /**
+   * A segment whose Parquet file is whole (a stop came after the seal's renames): its record
+   * bytes settled, the outputs synced (an older build renamed them unsynced), then the sources
+   * removed.
+   */
+  private async finishSealed(connection: DuckDBConnection, segment: Segment): Promise<void> {
+    const parquet = this.path(segment.seq, 'parquet');
+    const rollup = this.path(segment.seq, 'rollup.parquet');
+    if (existsSync(rollup) && (await parquetRows(connection, rollup)) === undefined) rmSync(rollup, { force: true });
+    const recz = this.path(segment.seq, 'recz');
+    const written = await this.writeRecords(connection, segment, parquet);
+    await syncFile(parquet);
+    if (existsSync(rollup)) await syncFile(rollup);
+    if (written) renameSync(`${recz}.tmp`, recz);
+    else if (existsSync(recz)) await syncFile(recz);
+    await syncFolder(this.options.dir);
+    rmSync(this.path(segment.seq, 'csv'), { force: true });
+    rmSync(this.path(segment.seq, 'rec'), { force: true });
+  }
+
+  /**
+   * The segment's record bytes for its seal: an intact .recz a stop left beside the .rec (every
+   * block decompresses and it holds every record the index points to) is kept, since after a
+   * power loss the .rec, never synced, may be the shorter; otherwise the .rec is compressed into
+   * `.recz.tmp`, synced. True when `.recz.tmp` was written.
+   */
+  private async writeRecords(connection: DuckDBConnection, segment: Segment, index: string): Promise<boolean> {
+    const recz = this.path(segment.seq, 'recz');
+    if (existsSync(recz)) {
+      const end = Number((await connection.runAndReadAll(`SELECT coalesce(max(off + len), 0) FROM read_parquet(${sqlString(index)})`)).getRows()[0]![0]);
+      const length = await reczLength(recz, true);
+      if (length !== undefined && length >= end) return false;
+    }
+    // No .rec either: recover() counts and logs the segment's missing record bytes.
+    if (!existsSync(this.path(segment.seq, 'rec'))) return false;
+    await compressRecords(this.path(segment.seq, 'rec'), `${recz}.tmp`);
+    return true;
+  }
+
+  /**
+   * A sealed index DuckDB cannot read, with no CSV left to seal it again: its files are moved to
+   * damaged/ (not deleted: a disk tool may still recover them), counted and logged.
+   */
+  private setAside(segment: Segment, error: unknown): void {
+    const damaged = join(this.options.dir, 'damaged');
+    mkdirSync(damaged, { recursive: true });
+    for (const ext of allExts) {
+      const from = this.path(segment.seq, ext);
+      if (existsSync(from)) renameSync(from, join(damaged, `${segmentName(segment.seq)}.${ext}`));
+    }
+    this.damaged?.inc({ cause: 'index_unreadable' });
+    this.options.logger?.error(
+      { segment: segmentName(segment.seq), error: error instanceof Error ? error.message : String(error) },
+      `flow store: ${segmentName(segment.seq)}.parquet cannot be read and its CSV is gone (a power loss under a build that did not sync its seals, or a failing disk): its records are missing from queries; its files are in ${damaged}: check the disk, then remove them (they do not count towards --store-max-bytes)`,
+    );
+  }
+
+  /**
    * Rollups written by older builds (without the drop sums or the filter columns) are removed,
-   * so queries read those segments' rows instead (exact, slower) rather than fail on a column.
+   * so queries read those segments' rows instead (exact, slower) rather than fail on a column;
+   * so is a rollup DuckDB cannot read (an older build's, cut by a power loss).
    */
   private async dropStaleRollups(connection: DuckDBConnection): Promise<void> {
     const rollups = this.segments.map((s) => this.path(s.seq, 'rollup.parquet')).filter((p) => existsSync(p));
     if (rollups.length === 0) return;
-    const current = new Set(
-      (await connection.runAndReadAll(`SELECT file_name FROM parquet_schema([${rollups.map(sqlString).join(', ')}]) WHERE name = ${sqlString(rollupFilterColumns.at(-1)!)}`)).getRows().map((r) => String(r[0])),
-    );
+    const withColumn = (paths: string[]) => `SELECT file_name FROM parquet_schema([${paths.map(sqlString).join(', ')}]) WHERE name = ${sqlString(rollupFilterColumns.at(-1)!)}`;
+    const current = new Set<string>();
+    try {
+      for (const r of (await connection.runAndReadAll(withColumn(rollups))).getRows()) current.add(String(r[0]));
+    } catch {
+      // One of them is unreadable: each on its own.
+      for (const path of rollups) {
+        try {
+          for (const r of (await connection.runAndReadAll(withColumn([path]))).getRows()) current.add(String(r[0]));
+        } catch {
+          // unreadable: removed below
+        }
+      }
+    }
     for (const path of rollups) if (!current.has(path)) rmSync(path, { force: true });
   }
 
@@ -362,12 +509,17 @@ export class FlowStore {
       remaining -= rows.length;
       const from = Number(rows.at(-1)![0]);
       const to = Number(rows[0]![0]) + rows[0]![1];
-      const file = await RecordBytes.open(this.path(segment.seq, 'rec'), this.path(segment.seq, 'recz'));
       let bytes: Buffer;
       try {
-        bytes = await file.read(from, to - from);
-      } finally {
-        await file.close();
+        const file = await RecordBytes.open(this.path(segment.seq, 'rec'), this.path(segment.seq, 'recz'));
+        try {
+          bytes = await file.read(from, to - from);
+        } finally {
+          await file.close();
+        }
+      } catch {
+        // Record bytes recover() found missing (counted and logged there): their ids are not known.
+        continue;
       }
       for (const [off, len] of rows) {
         const id = cursor.reset(bytes, Number(off) - from, Number(off) - from + len).string(FlowFields.FlowRecord.id);
@@ -523,8 +675,9 @@ export class FlowStore {
    * CSV → Parquet in arrival order (not sorted: records arrive in about flow-time order, so each
    * row group's time_ns statistics still prune; a sort cost ~6 µs per record and materialized the
    * whole segment in DuckDB's memory), Parquet format version 2 (delta and byte-stream-split
-   * encodings: a smaller file, written and read faster; BENCHMARKS.md "10 million records, seal cost"). The CSV is
-   * removed once the Parquet file is complete.
+   * encodings: a smaller file, written and read faster; BENCHMARKS.md "10 million records, seal cost").
+   * Durable before destructive: every output is written under a temporary name and synced, then
+   * renamed, the folder synced, and only then are the CSV and .rec removed (sealSteps).
    */
   private async sealWith(connection: DuckDBConnection, segment: Segment): Promise<void> {
     const csv = this.path(segment.seq, 'csv');
@@ -533,6 +686,7 @@ export class FlowStore {
       `COPY (SELECT * FROM ${csvSource(csv, segment.longestLine)}) TO ${sqlString(`${parquet}.tmp`)} (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 122880)`,
     );
     await this.countUnreadable(connection, segment, `${parquet}.tmp`);
+    this.sealStep('index-written', segment);
     // The rollup: the workload-pair sums of this segment (per value of the rollup's filter
     // columns), counting each conversation once; a namespace or workload map, unfiltered or
     // filtered on those columns only, reads these for the segments wholly in its range.
@@ -543,15 +697,26 @@ export class FlowStore {
       `COPY (SELECT ${sns} AS s_ns, ${sname} AS s_name, ${sext} AS s_ext, ${dns} AS d_ns, ${dname} AS d_name, ${dext} AS d_ext, ${rollupFilterColumns.join(', ')}, ${sumsSql}
         FROM read_parquet(${sqlString(`${parquet}.tmp`)}) WHERE ${aggregatedRowsSql} GROUP BY ALL) TO ${sqlString(`${rollup}.tmp`)} (FORMAT parquet, COMPRESSION zstd)`,
     );
+    this.sealStep('rollup-written', segment);
+    // The record bytes, compressed (~4× smaller here); readers use the .recz once it is renamed.
+    const recz = this.path(segment.seq, 'recz');
+    const written = await this.writeRecords(connection, segment, `${parquet}.tmp`);
+    this.sealStep('records-written', segment);
+    await Promise.all([syncFile(`${parquet}.tmp`), syncFile(`${rollup}.tmp`)]);
+    this.sealStep('outputs-synced', segment);
+    if (written) await rename(`${recz}.tmp`, recz);
+    this.sealStep('records-renamed', segment);
     await rename(`${rollup}.tmp`, rollup);
+    this.sealStep('rollup-renamed', segment);
     await rename(`${parquet}.tmp`, parquet);
+    this.sealStep('index-renamed', segment);
+    await syncFolder(this.options.dir);
+    this.sealStep('folder-synced', segment);
     segment.sealed = true;
     this.removeWhenUnread([csv]);
-    // The record bytes, compressed (~4× smaller here); readers use the .recz once it is complete.
-    // Should this fail, the .rec stays and serves, and the next open compresses it.
-    const rec = this.path(segment.seq, 'rec');
-    await compressRecords(rec, this.path(segment.seq, 'recz'));
-    this.removeWhenUnread([rec]);
+    this.sealStep('csv-removed', segment);
+    this.removeWhenUnread([this.path(segment.seq, 'rec')]);
+    this.sealStep('rec-removed', segment);
   }
 
   /**
@@ -907,5 +1072,20 @@ async function indexLines(path: string): Promise<{ lines: number; longestLine: n
     return { lines, longestLine, whole: lineStart, size: at };
   } finally {
     await handle.close();
+  }
+}
+
+/** A counter by cause, or the one a store of the same registry made before (a folder opened again). */
+function causeCounter(registry: Registry | undefined, name: string, help: string): Counter<'cause'> | undefined {
+  if (!registry) return undefined;
+  return (registry.getSingleMetric(name) as Counter<'cause'> | undefined) ?? new Counter({ name, help, labelNames: ['cause'], registers: [registry] });
+}
+
+/** The rows of a Parquet file, or undefined when DuckDB cannot read it (empty, cut short). */
+async function parquetRows(connection: DuckDBConnection, path: string): Promise<number | undefined> {
+  try {
+    return Number((await connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${sqlString(path)})`)).getRows()[0]![0]);
+  } catch {
+    return undefined;
   }
 }

@@ -15,6 +15,7 @@ export interface NodeEntry extends NodeRef {
 export class NodeStore implements NodeGetter {
   private readonly nodes = new Map<string, NodeEntry>();
   private readonly byIp = new Map<string, NodeEntry>();
+  private changes = 0;
 
   constructor(
     private readonly networks: PodNetworks,
@@ -23,6 +24,10 @@ export class NodeStore implements NodeGetter {
 
   get size(): number {
     return this.byIp.size;
+  }
+
+  get version(): number {
+    return this.changes;
   }
 
   upsert(node: V1Node): void {
@@ -42,6 +47,7 @@ export class NodeStore implements NodeGetter {
     }
     for (const ip of entry.ips) this.byIp.set(ip, entry);
     this.networks.setNodeCidrs(name, node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []));
+    this.changes += 1;
     this.changed(entry, false);
   }
 
@@ -51,6 +57,7 @@ export class NodeStore implements NodeGetter {
     this.nodes.delete(entry.name);
     for (const ip of entry.ips) if (this.byIp.get(ip) === entry) this.byIp.delete(ip);
     this.networks.setNodeCidrs(entry.name, []);
+    this.changes += 1;
     this.changed(entry, true);
   }
 

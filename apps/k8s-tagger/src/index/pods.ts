@@ -4,8 +4,8 @@
 import { canonicalIp } from '@kappa/contracts';
 import type { V1ObjectMeta, V1OwnerReference, V1Pod } from '@kubernetes/client-node';
 import type { PodNetworks } from './cidr.js';
-import type { PodGetter, PodRef } from './getters.js';
-import { nowNs, portKey, protocolNumber, timeNs } from './getters.js';
+import type { PodGetter, PodRef, TimeWindow } from './getters.js';
+import { narrowAt, nowNs, portKey, protocolNumber, timeNs } from './getters.js';
 
 export interface PodEntry extends PodRef {
   uid: string;
@@ -91,14 +91,23 @@ function byFrom(a: PodEntry, b: PodEntry): number {
  *  and API server clocks differ; start times have one-second resolution). */
 const EARLY_NS = 30_000_000_000n;
 
-/** The holder at a time among holders sorted by fromNs; skew tolerates clock differences. */
-function holderAt(held: readonly PodEntry[] | undefined, atNs: bigint, skewNs: bigint): PodEntry | undefined {
+/** The holder at a time among holders sorted by fromNs; skew tolerates clock differences.
+ *  `window` is narrowed to the times at which the answer may change. */
+function holderAt(held: readonly PodEntry[] | undefined, atNs: bigint, skewNs: bigint, window: TimeWindow | undefined): PodEntry | undefined {
   if (!held || held.length === 0) return undefined;
+  const earlyNs = skewNs > EARLY_NS ? skewNs : EARLY_NS;
+  if (window) {
+    narrowAt(window, held[0]!.fromNs - earlyNs, atNs);
+    for (const pod of held) {
+      narrowAt(window, pod.fromNs, atNs);
+      if (pod.untilNs !== undefined) narrowAt(window, pod.untilNs + skewNs + 1n, atNs);
+    }
+  }
   let chosen: PodEntry | undefined;
   for (const pod of held) if (pod.fromNs <= atNs) chosen = pod;
   if (!chosen) {
     const first = held[0]!;
-    return first.fromNs - (skewNs > EARLY_NS ? skewNs : EARLY_NS) <= atNs ? first : undefined;
+    return first.fromNs - earlyNs <= atNs ? first : undefined;
   }
   // The latest holder had let the address go by then: nobody held it (a new holder the index
   // has not seen yet, or a flow to a gone pod).
@@ -124,6 +133,7 @@ export class PodStore implements PodGetter {
   private readonly containers = new Map<string, { pod: PodEntry; containerName: string }>();
   /** ip → portKey → pods serving there, by fromNs. */
   private readonly hostPorts = new Map<string, Map<number, PodEntry[]>>();
+  private changes = 0;
 
   constructor(
     private readonly networks: PodNetworks,
@@ -133,6 +143,10 @@ export class PodStore implements PodGetter {
 
   get size(): number {
     return this.pods.size;
+  }
+
+  get version(): number {
+    return this.changes;
   }
 
   get ipCount(): number {
@@ -203,6 +217,8 @@ export class PodStore implements PodGetter {
       kubeCache: undefined,
     };
     this.place(entry, previous);
+    // Status updates that change nothing a lookup answers (most of them) keep answers valid.
+    if (!previous || previous.deleted || !sameShape(previous, entry) || previous.fromNs !== entry.fromNs || previous.hostNetwork !== entry.hostNetwork || !sameHostPorts(previous, entry)) this.changes += 1;
     if (!previous || previous.deleted || !sameShape(previous, entry)) this.events.changed(entry, previous);
   }
 
@@ -230,6 +246,7 @@ export class PodStore implements PodGetter {
     entry.untilNs = untilNs;
     entry.deleted = true;
     entry.deletedWallNs = observedNs;
+    this.changes += 1;
     if (this.byName.get(`${entry.namespace}/${entry.name}`) === entry.uid) this.byName.delete(`${entry.namespace}/${entry.name}`);
     this.events.deleted(entry);
   }
@@ -303,6 +320,7 @@ export class PodStore implements PodGetter {
   }
 
   private forget(entry: PodEntry): void {
+    this.changes += 1;
     this.pods.delete(entry.uid);
     for (const ip of entry.ips) this.unbindIp(ip, entry);
     for (const [ip, key] of entry.hostPorts) this.unbindHostPort(ip, key, entry);
@@ -363,6 +381,7 @@ export class PodStore implements PodGetter {
       kubeCache: undefined,
     };
     this.place(entry, undefined);
+    this.changes += 1;
     if (!saved.deleted) this.byName.set(`${entry.namespace}/${entry.name}`, entry.uid);
   }
 
@@ -372,12 +391,12 @@ export class PodStore implements PodGetter {
     return this.containers.get(bareContainerId(containerId));
   }
 
-  podAt(ip: string, atNs: bigint): PodEntry | undefined {
-    return holderAt(this.byIp.get(ip), atNs, this.skewNs);
+  podAt(ip: string, atNs: bigint, window?: TimeWindow): PodEntry | undefined {
+    return holderAt(this.byIp.get(ip), atNs, this.skewNs, window);
   }
 
-  podOnHostPort(ip: string, port: number, protocol: number, atNs: bigint): PodEntry | undefined {
-    return holderAt(this.hostPorts.get(ip)?.get(portKey(port, protocol)), atNs, this.skewNs);
+  podOnHostPort(ip: string, port: number, protocol: number, atNs: bigint, window?: TimeWindow): PodEntry | undefined {
+    return holderAt(this.hostPorts.get(ip)?.get(portKey(port, protocol)), atNs, this.skewNs, window);
   }
 
   inPodNetwork(ip: string): boolean {
@@ -393,4 +412,10 @@ function sameShape(a: PodEntry, b: PodEntry): boolean {
   for (let i = 0; i < a.ips.length; i++) if (a.ips[i] !== b.ips[i]) return false;
   for (const [id, name] of a.containers) if (b.containers.get(id) !== name) return false;
   return a.owner?.kind === b.owner?.kind && a.owner?.name === b.owner?.name;
+}
+
+function sameHostPorts(a: PodEntry, b: PodEntry): boolean {
+  if (a.hostPorts.length !== b.hostPorts.length) return false;
+  for (let i = 0; i < a.hostPorts.length; i++) if (a.hostPorts[i]![0] !== b.hostPorts[i]![0] || a.hostPorts[i]![1] !== b.hostPorts[i]![1]) return false;
+  return true;
 }

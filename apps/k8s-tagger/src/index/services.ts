@@ -3,8 +3,8 @@
 // backends of their EndpointSlices. Deleted Services stay for the event-time grace period, and
 // a ClusterIP given to a new Service maps to the one that held it at the flow's time.
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import type { ServiceGetter, ServiceRef } from './getters.js';
-import { nowNs, portKey, protocolNumber, timeNs } from './getters.js';
+import type { ServiceGetter, ServiceRef, TimeWindow } from './getters.js';
+import { narrowAt, nowNs, portKey, protocolNumber, timeNs } from './getters.js';
 import { normalizeIp } from './pods.js';
 
 export interface ServiceEntry extends ServiceRef {
@@ -63,13 +63,25 @@ interface BackendServices {
   sorted: string[];
 }
 
-function holderAt(held: readonly ServiceEntry[] | undefined, atNs: bigint, skewNs: bigint): ServiceEntry | undefined {
+function holderAt(held: readonly ServiceEntry[] | undefined, atNs: bigint, skewNs: bigint, window?: TimeWindow): ServiceEntry | undefined {
   if (!held || held.length === 0) return undefined;
+  if (window) {
+    for (const service of held) {
+      narrowAt(window, service.fromNs - skewNs, atNs);
+      if (service.untilNs !== undefined) narrowAt(window, service.untilNs + skewNs + 1n, atNs);
+    }
+  }
   let chosen: ServiceEntry | undefined;
   for (const service of held) if (service.fromNs - skewNs <= atNs) chosen = service;
   chosen ??= held[0]!;
   if (chosen.untilNs !== undefined && atNs > chosen.untilNs + skewNs) return undefined;
   return chosen;
+}
+
+function sameBackends(a: SliceEntry, b: SliceEntry): boolean {
+  if (a.serviceKey !== b.serviceKey || a.backends.length !== b.backends.length) return false;
+  for (let i = 0; i < a.backends.length; i++) if (a.backends[i]!.ip !== b.backends[i]!.ip || a.backends[i]!.port !== b.backends[i]!.port) return false;
+  return true;
 }
 
 function addHolder<K>(map: Map<K, ServiceEntry[]>, key: K, entry: ServiceEntry): void {
@@ -98,6 +110,7 @@ export class ServiceStore implements ServiceGetter {
   private readonly slices = new Map<string, SliceEntry>();
   /** backend ip → port → service key → how many slices list it (no string keys built per lookup). */
   private readonly backends = new Map<string, Map<number, BackendServices>>();
+  private changes = 0;
 
   constructor(
     private readonly isNodeIp: (ip: string) => boolean,
@@ -107,6 +120,10 @@ export class ServiceStore implements ServiceGetter {
 
   get size(): number {
     return this.byKey.size;
+  }
+
+  get version(): number {
+    return this.changes;
   }
 
   get addressCount(): number {
@@ -165,6 +182,7 @@ export class ServiceStore implements ServiceGetter {
     };
     if (previous) this.unplace(previous);
     this.place(entry);
+    this.changes += 1;
     this.events.changed(entry);
   }
 
@@ -183,6 +201,7 @@ export class ServiceStore implements ServiceGetter {
     entry.deleted = true;
     entry.untilNs = observedNs;
     entry.deletedWallNs = observedNs;
+    this.changes += 1;
     if (this.byKey.get(entry.key) === entry) this.byKey.delete(entry.key);
     this.events.deleted(entry);
   }
@@ -218,6 +237,7 @@ export class ServiceStore implements ServiceGetter {
       if (watermarkNs - until <= graceNs && wallNs - (entry.deletedWallNs ?? until) <= retentionNs) continue;
       this.services.delete(entry.uid);
       this.unplace(entry);
+      this.changes += 1;
       this.events.forgotten(entry);
       forgotten += 1;
     }
@@ -251,6 +271,7 @@ export class ServiceStore implements ServiceGetter {
     if (this.services.has(saved.uid)) return;
     const key = `${saved.namespace}/${saved.name}`;
     if (!saved.deleted && this.byKey.has(key)) return;
+    this.changes += 1;
     this.place({
       key,
       uid: saved.uid,
@@ -275,8 +296,12 @@ export class ServiceStore implements ServiceGetter {
     const serviceName = metadata?.labels?.['kubernetes.io/service-name'];
     if (!metadata?.name) return;
     const sliceKey = `${metadata.namespace ?? 'default'}/${metadata.name}`;
+    const previous = this.slices.get(sliceKey);
     this.removeSliceByKey(sliceKey);
-    if (!serviceName) return;
+    if (!serviceName) {
+      if (previous) this.changes += 1;
+      return;
+    }
     const backends: { ip: string; port: number }[] = [];
     const ports = (slice.ports ?? []).map((port) => port.port).filter((port): port is number => typeof port === 'number');
     for (const endpoint of slice.endpoints ?? []) {
@@ -289,6 +314,8 @@ export class ServiceStore implements ServiceGetter {
       }
     }
     const entry: SliceEntry = { serviceKey: `${metadata.namespace ?? 'default'}/${serviceName}`, backends };
+    // Most slice updates (conditions other than ready, hints) leave the ready backends alone.
+    if (!previous || !sameBackends(previous, entry)) this.changes += 1;
     this.slices.set(sliceKey, entry);
     for (const { ip, port } of backends) {
       let byPort = this.backends.get(ip);
@@ -301,12 +328,13 @@ export class ServiceStore implements ServiceGetter {
   }
 
   removeSlice(slice: V1EndpointSlice): void {
-    this.removeSliceByKey(`${slice.metadata?.namespace ?? 'default'}/${slice.metadata?.name ?? ''}`);
+    if (this.removeSliceByKey(`${slice.metadata?.namespace ?? 'default'}/${slice.metadata?.name ?? ''}`)) this.changes += 1;
   }
 
-  private removeSliceByKey(sliceKey: string): void {
+  /** Takes a slice's backends out; false when there was no such slice. */
+  private removeSliceByKey(sliceKey: string): boolean {
     const entry = this.slices.get(sliceKey);
-    if (!entry) return;
+    if (!entry) return false;
     this.slices.delete(sliceKey);
     for (const { ip, port } of entry.backends) {
       const byPort = this.backends.get(ip);
@@ -319,19 +347,29 @@ export class ServiceStore implements ServiceGetter {
       if (services.counts.size === 0) byPort.delete(port);
       if (byPort.size === 0) this.backends.delete(ip);
     }
+    return true;
   }
 
   // ---- ServiceGetter ----
 
-  serviceAt(ip: string, port: number, protocol: number, atNs: bigint): ServiceEntry | undefined {
-    const byClusterIp = holderAt(this.clusterIps.get(ip), atNs, this.skewNs);
+  serviceAt(ip: string, port: number, protocol: number, atNs: bigint, window?: TimeWindow): ServiceEntry | undefined {
+    const byClusterIp = holderAt(this.clusterIps.get(ip), atNs, this.skewNs, window);
     if (byClusterIp) return byClusterIp;
     if (port === 0) return undefined;
     const key = portKey(port, protocol);
-    const byVip = holderAt(this.vips.get(ip)?.get(key), atNs, this.skewNs);
+    const byVip = holderAt(this.vips.get(ip)?.get(key), atNs, this.skewNs, window);
     if (byVip) return byVip;
-    if (this.nodePorts.has(key) && this.isNodeIp(ip)) return holderAt(this.nodePorts.get(key), atNs, this.skewNs);
+    if (this.nodePorts.has(key) && this.isNodeIp(ip)) return holderAt(this.nodePorts.get(key), atNs, this.skewNs, window);
     return undefined;
+  }
+
+  hasVips(ip: string): boolean {
+    return this.vips.has(ip);
+  }
+
+  backendPortsOf(ip: string): number[] {
+    const byPort = this.backends.get(ip);
+    return byPort ? [...byPort.keys()] : [];
   }
 
   serviceForBackend(ip: string, port: number): ServiceEntry | undefined {
