@@ -9,6 +9,8 @@
 // A narrower run for one figure, written to section `datapath-focus` (`datapath-dns` with
 // kappa-nodns; the full table stays):
 //   npm run bench:datapath -- --agents kappa --pairs 24 [--pin]
+// --rate 5G: iperf3 at a fixed rate (-b) below the link's ceiling, so the cores are not saturated
+// and the whole cost per GB is CPU spent rather than throughput lost. Writes section `datapath-rate`.
 // --agents: which agents beside "no agent" (kappa, kappa-nodns: kappa with --disable-hooks cgroup-skb, kappa-base: kappa with
 // --base's BPF object, softflowd, pmacctd); --pin: iperf3's client on
 // CPU 0 and its server on CPU 1 (-A), so the scheduler's placement stops varying between runs.
@@ -38,11 +40,15 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     agents: { type: 'string' },
     pin: { type: 'boolean', default: false },
+    rate: { type: 'string' },
     base: { type: 'string' },
   },
 });
 const pairs = Number(values.pairs);
 const seconds = Number(values.seconds);
+/** iperf3's target rate (-b, e.g. 5G): below the link's ceiling, the cores are not saturated. */
+const rate = values.rate;
+if (rate !== undefined && !/^\d+(\.\d+)?[KMG]?$/.test(rate)) throw new Error(`--rate ${rate}: give iperf3's -b value, e.g. 5G or 800M`);
 const captureBin = join(repoRoot, 'apps/capture/bin/kappa-capture.js');
 requireBuild('bench:datapath', ['apps/capture/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
@@ -304,7 +310,7 @@ async function startAgent(agent: AgentName, bpfObject?: string): Promise<Agent> 
 }
 
 async function iperf(): Promise<{ gbps: number; bytes: number; received: number }> {
-  const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J', ...(pin ? ['-A', '0'] : [])]);
+  const out = await runIn(pair.a.netns, cgroup, 'iperf3', ['-c', pair.b.ipv4, '-p', iperfPort, '-t', String(seconds), '-J', ...(pin ? ['-A', '0'] : []), ...(rate ? ['-b', rate] : [])]);
   const result = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { bytes: number } } };
   return { gbps: result.end.sum_received.bits_per_second / 1e9, bytes: result.end.sum_sent.bytes, received: result.end.sum_received.bytes };
 }
@@ -578,7 +584,7 @@ try {
     });
     const noAgent = runs.map((r) => r[0]!.gbps);
     const markdown = [
-      `${pairs} paired runs of ${seconds} s, one TCP stream, offloads on; order alternates every pair${pin ? '; iperf3 pinned: client on CPU 0, server on CPU 1 (-A)' : ''}. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
+      `${pairs} paired runs of ${seconds} s, one TCP stream${rate ? ` at a fixed ${rate}bit/s (iperf3 -b; the cores are not saturated, so the whole cost is CPU spent, not throughput lost)` : ''}, offloads on; order alternates every pair${pin ? '; iperf3 pinned: client on CPU 0, server on CPU 1 (-A)' : ''}. Throughput ratio = median over pairs of (agent run / no-agent run of the same pair).`,
       '',
       table(['agent', 'throughput, Gbit/s (median)', '× no agent (paired median)', 'agent CPU-s per GB', 'agent CPU, % of a core', 'agent RSS, MiB'], summary),
       '',
@@ -608,7 +614,7 @@ try {
       machineLine(),
     ].join('\n');
     console.log(markdown);
-    const section = agents.includes('kappa capture, DNS off') ? 'datapath-dns' : agents.includes('kappa capture, base object') ? 'datapath-ab' : focus ? 'datapath-focus' : 'datapath';
+    const section = rate ? 'datapath-rate' : agents.includes('kappa capture, DNS off') ? 'datapath-dns' : agents.includes('kappa capture, base object') ? 'datapath-ab' : focus ? 'datapath-focus' : 'datapath';
     writeSection(section, markdown);
   }
 } finally {
