@@ -33,20 +33,19 @@ export async function cutBack(cause: unknown, files: readonly (readonly [FileHan
  * Makes a written file's bytes durable (fdatasync): done before the rename that publishes it, so
  * that after a power loss the name never points at a file with lost or partial contents.
  */
-export async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
+export function syncFile(path: string): Promise<void> {
+  return syncPath(path, (handle) => handle.datasync());
 }
 
 /** Makes the renames (and creations) in a folder durable (fsync of the folder itself). */
-export async function syncFolder(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+export function syncFolder(dir: string): Promise<void> {
+  return syncPath(dir, (handle) => handle.sync());
+}
+
+async function syncPath(path: string, sync: (handle: FileHandle) => Promise<void>): Promise<void> {
+  const handle = await open(path, 'r');
   try {
-    await handle.sync();
+    await sync(handle);
   } finally {
     await handle.close();
   }

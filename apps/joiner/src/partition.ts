@@ -560,7 +560,12 @@ export class PartitionJoin {
 
 /** An end's Redis field as text (latin1 = its bytes): group key, NUL, "s" (initiator) or "d" + responder name. */
 export function endField(group: string, name: string): string {
-  return name === '' ? `${group}\0s` : `${group}\0d${name}`;
+  return `${group}${endTag(name)}${name}`;
+}
+
+/** The part of an end's field between its group and its name: a source end or a destination's. */
+export function endTag(name: string): string {
+  return name === '' ? '\0s' : '\0d';
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -4,7 +4,7 @@
 import { Command } from 'ioredis';
 import { writePendingField } from './commit.js';
 import type { CommitSet, CommitVisitor } from './commit.js';
-import type { End } from './partition.js';
+import { endTag } from './partition.js';
 
 export class BulkCommand {
   private buf = Buffer.allocUnsafe(64 * 1024);
@@ -124,8 +124,8 @@ export class CommitCommands {
   private readonly pendingDel = new BulkCommand('hdel');
   private readonly pendingPut = new BulkCommand('hset');
   private readonly visitor: CommitVisitor = {
-    endDel: (end) => void this.endDel.latin1(end.group.key, endTag(end), end.name),
-    endPut: (end, buf, start, stop) => void this.endPut.latin1(end.group.key, endTag(end), end.name).bytes(buf, start, stop),
+    endDel: (end) => void this.endDel.latin1(end.group.key, endTag(end.name), end.name),
+    endPut: (end, buf, start, stop) => void this.endPut.latin1(end.group.key, endTag(end.name), end.name).bytes(buf, start, stop),
     pendingDel: (id) => void this.pendingDel.id8(id),
     pendingPut: (id, buf, start, stop) => void this.pendingPut.id8(id).bytes(buf, start, stop),
   };
@@ -141,9 +141,4 @@ export class CommitCommands {
     for (const c of [this.endDel, this.endPut, this.pendingDel, this.pendingPut]) if (c.count > 0) commands.push(c.command());
     return commands;
   }
-}
-
-/** The part of an end's field between its group and its name (see endField). */
-function endTag(end: End): string {
-  return end.name === '' ? '\0s' : '\0d';
 }
