@@ -180,9 +180,16 @@ class Identity {
 const identity = new Identity();
 
 // --- The JSON Lines file, read as it grows: each line's endNs against the moment it was seen.
+// Read as bytes: each line's id is found by a byte search and only the id becomes a string (the
+// generator decoded every line to text, ~half its CPU per record at 20 000 records/s).
+const ID_AT = Buffer.from('"id":"');
+const JOINED = Buffer.from('"joined":true');
 class JsonlTail {
   private offset = 0;
-  private rest = '';
+  /** Bytes read and not yet parsed (an incomplete last line) at the start of `buffer`. */
+  private kept = 0;
+  private buffer = Buffer.allocUnsafe(1 << 20);
+  private fd: number | undefined;
   lines = 0;
   joined = 0;
   latenciesMs: number[] = [];
@@ -194,30 +201,46 @@ class JsonlTail {
       return;
     }
     if (size <= this.offset) return;
-    const buffer = Buffer.alloc(size - this.offset);
-    const fd = openSync(jsonl, 'r');
-    readSync(fd, buffer, 0, buffer.length, this.offset);
-    closeSync(fd);
-    this.offset = size;
+    const fresh = size - this.offset;
+    if (this.kept + fresh > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.buffer.length, this.kept + fresh));
+      this.buffer.copy(grown, 0, 0, this.kept);
+      this.buffer = grown;
+    }
+    this.fd ??= openSync(jsonl, 'r');
+    const got = readSync(this.fd, this.buffer, this.kept, fresh, this.offset);
+    this.offset += got;
+    const end = this.kept + got;
+    const buf = this.buffer;
     const nowMs = Date.now();
-    const text = this.rest + buffer.toString('utf8');
+    // The next "id": and "joined":true at or after the line being read (searched again only
+    // once a line is past them, so the buffer is searched once).
+    let idAt = -1;
+    let joinedAt = -1;
     let start = 0;
-    for (let newline = text.indexOf('\n'); newline !== -1; start = newline + 1, newline = text.indexOf('\n', start)) {
-      // A slice of the text (V8 shares its characters): searches stay inside the line.
-      const line = text.slice(start, newline);
-      const idAt = line.indexOf('"id":"');
-      if (idAt === -1) continue;
-      const id = line.slice(idAt + 6, line.indexOf('"', idAt + 6));
-      const joined = line.includes('"joined":true');
+    for (let newline = buf.indexOf(0x0a, start); newline !== -1 && newline < end; start = newline + 1, newline = buf.indexOf(0x0a, start)) {
+      if (idAt < start) idAt = after(buf.indexOf(ID_AT, start), end);
+      if (idAt >= newline) continue;
+      const idStart = idAt + ID_AT.length;
+      const id = buf.toString('latin1', idStart, buf.indexOf(0x22, idStart));
+      if (joinedAt < start) joinedAt = after(buf.indexOf(JOINED, start), end);
+      const joined = joinedAt < newline;
       this.lines++;
       if (joined) this.joined++;
       identity.see(id, joined);
       // The id ends in the record's endNs (the send time, ns).
       this.latenciesMs.push(nowMs - Number(id.slice(id.lastIndexOf('/') + 1, -6)));
     }
-    this.rest = text.slice(start);
+    this.kept = end - start;
+    buf.copy(buf, 0, start, end);
+  }
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 }
+/** A search's hit, or `end` when there is none before it (bytes past `end` are an older read's). */
+const after = (at: number, end: number) => (at === -1 || at > end ? end : at);
 
 const percentile = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
@@ -405,6 +428,7 @@ try {
   failure = error;
 } finally {
   clearInterval(tailTimer);
+  tail.close();
   await Promise.all(services.map((s) => stopService(s)));
   await bus.close();
   await Promise.all([nats.stop(), redis.stop(), api.close()]);
