@@ -14,7 +14,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectBus, subjects } from '@kappa/bus';
+import { BusPublishError, connectBus, subjects } from '@kappa/bus';
 import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
@@ -322,6 +322,20 @@ const tailTimer = setInterval(() => tail.read(), 100);
 let published = 0;
 /** Publishes `rate` records/s for `seconds`, one batch per node per tick, on absolute tick times. */
 const writers = NODES.map(() => new FlowBatchWriter(1 << 20));
+/**
+ * A publish JetStream did not confirm in time is sent again under the same ids
+ * (a copy that did land is dropped as a duplicate). On a loaded machine (load 20-36 on 2 cores)
+ * nats-server answered a 1 MB batch after the 2 s wait and the bench died there.
+ */
+async function publishRetrying(subject: string, parts: Parameters<typeof bus.publishParts>[1]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await bus.publishParts(subject, parts);
+    } catch (error) {
+      if (!(error instanceof BusPublishError) || error.reason !== 'timeout' || attempt >= 5) throw error;
+    }
+  }
+}
 async function generate(rate: number, seconds: number): Promise<void> {
   const conversations = Math.max(1, Math.round(rate / 2));
   endsUpTo(conversations);
@@ -334,7 +348,7 @@ async function generate(rate: number, seconds: number): Promise<void> {
     identity.expect(endNs, conversations);
     await Promise.all(NODES.map((node, n) => {
       writeTick(writers[n]!, node, conversations, startNs, endNs);
-      return bus.publishParts(subjects.captured(node), writers[n]!.parts());
+      return publishRetrying(subjects.captured(node), writers[n]!.parts());
     }));
     published += conversations * 2;
   }
