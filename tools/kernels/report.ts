@@ -92,7 +92,7 @@ export const FEATURES: readonly Feature[] = [
   { name: 'interface mode (tc) = tshark', tests: /^interface mode .*counts pings/ },
   { name: 'interface mode: crash takeover of tc filters', tests: /^interface mode .*(?:SIGKILL|replaces|left)/ },
   { name: 'in a private cgroup namespace, node cgroup2 under a prefix (DaemonSet)', tests: /private cgroup namespace.*attaches to the node tree/ },
-  { name: 'hook per feature: start log = --check = heartbeat = kappa status = tracefs', check: 'app latency', tests: /kernel hooks per feature names the hook/ },
+  { name: 'hook per feature: start log = --check = heartbeat = tracefs', check: 'app latency', tests: /kernel hooks per feature names the hook/ },
   { name: 'tracepoint hook off: next hook, or off with the reason', tests: /kernel hooks per feature with the tracepoint hook turned off/ },
   { name: '--check: missing bpffs, tracefs, cgroup named in one line', tests: /kernel hooks per feature --check refuses a node without bpffs/ },
   { name: 'unfit kernel refused in one line (6.1 in lockdown)', tests: /refuses to start, in one line naming bpf_probe_read_kernel/, only: 'qemu' },
