@@ -90,6 +90,10 @@ struct kappa_config {
 	__u32 dns;		   /* 1: the skb hooks copy DNS messages to kappa_dns_events (the DNS
 				    * feature, bpf/kappa_dns.h) */
 	__u32 pad;
+	/* icmpv6_rcv's code, [start, end) from /proc/kallsyms (0, 0: unknown): the drops program
+	 * skips the NOT_SPECIFIED frees made there, messages handled or ignored (bpf/kappa_drop.h) */
+	__u64 icmpv6_rcv_start;
+	__u64 icmpv6_rcv_end;
 };
 
 /* The drain's state, in the one-entry array `kappa_drain`. Programs count into

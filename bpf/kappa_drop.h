@@ -165,6 +165,14 @@ int BPF_PROG(kappa_drop, struct sk_buff *skb, void *location, enum skb_drop_reas
 	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
 	    (__u32)reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
 		return 0;
+	/* Not a drop either: icmpv6_rcv frees the ICMPv6 messages it handled or ignores with reason
+	 * NOT_SPECIFIED where icmpv6_notify returns nothing (before 6.3: a destination unreachable
+	 * delivered to its socket), and informational types it does not handle on every kernel. Its
+	 * own drops there (a message shorter than its header) are given up with them. */
+	if ((__u64)location - kappa_config.icmpv6_rcv_start < kappa_config.icmpv6_rcv_end - kappa_config.icmpv6_rcv_start &&
+	    bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
+	    (__u32)reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
 	__u16 eth_protocol = bpf_ntohs(skb->protocol);
 	if (eth_protocol != KAPPA_ETH_P_IP && eth_protocol != KAPPA_ETH_P_IPV6)
 		return 0;

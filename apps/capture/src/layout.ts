@@ -64,12 +64,14 @@ export const FLOW_STATS = struct('kappa_flow_stats', 216, {
   drop_pad: { offset: 212, size: 4 },
 });
 
-export const CONFIG = struct('kappa_config', 24, {
+export const CONFIG = struct('kappa_config', 40, {
   target_cgroup_id: { offset: 0, size: 8 },
   target_cgroup_level: { offset: 8, size: 4 },
   socket_counters: { offset: 12, size: 4 },
   dns: { offset: 16, size: 4 },
   pad: { offset: 20, size: 4 },
+  icmpv6_rcv_start: { offset: 24, size: 8 },
+  icmpv6_rcv_end: { offset: 32, size: 8 },
 });
 
 export const DRAIN_STATE = struct('kappa_drain_state', 24, {
@@ -126,12 +128,21 @@ export const COUNTER_COPIES_SKIPPED = 3;
 export const COUNTER_REPORTS_LOST = 4;
 
 /** The .rodata image of struct kappa_config. */
-export function encodeConfig(config: { targetCgroupId: bigint; targetCgroupLevel: number; socketCounters: boolean; dns: boolean }): Buffer {
+export function encodeConfig(config: {
+  targetCgroupId: bigint;
+  targetCgroupLevel: number;
+  socketCounters: boolean;
+  dns: boolean;
+  /** icmpv6_rcv's code, [start, end) (absent: unknown). */
+  icmpv6Rcv?: { start: bigint; end: bigint } | undefined;
+}): Buffer {
   const bytes = Buffer.alloc(CONFIG.size);
   bytes.writeBigUInt64LE(config.targetCgroupId, CONFIG.fields.target_cgroup_id.offset);
   bytes.writeUInt32LE(config.targetCgroupLevel, CONFIG.fields.target_cgroup_level.offset);
   bytes.writeUInt32LE(config.socketCounters ? 1 : 0, CONFIG.fields.socket_counters.offset);
   bytes.writeUInt32LE(config.dns ? 1 : 0, CONFIG.fields.dns.offset);
+  bytes.writeBigUInt64LE(config.icmpv6Rcv?.start ?? 0n, CONFIG.fields.icmpv6_rcv_start.offset);
+  bytes.writeBigUInt64LE(config.icmpv6Rcv?.end ?? 0n, CONFIG.fields.icmpv6_rcv_end.offset);
   return bytes;
 }
 

@@ -2,6 +2,7 @@
 // kappa_config and the map sizes. A start (datapath.ts) and `kappa-capture --check` (start.ts) both
 // configure through here, so --check loads what a start loads and tells what a start will find.
 import type { BpfObject } from '@kappa/ebpf-ffi';
+import { kernelFunction } from './kallsyms.js';
 import { encodeConfig } from './layout.js';
 
 /** The flow maps programs count into, one per drain interval in turn. */
@@ -43,7 +44,9 @@ export function configureLoad(object: Pick<BpfObject, 'setAutoload' | 'setReadOn
   if (!options.socketMode) omitted.add('kappa_exec');
   const dns = options.socketMode && options.dns;
   const socketCounters = !omitted.has('kappa_drain_sockets');
-  object.setReadOnlyConfig(encodeConfig({ targetCgroupId: options.target.id, targetCgroupLevel: options.target.level, socketCounters, dns }));
+  // The drops program skips icmpv6_rcv's NOT_SPECIFIED frees (bpf/kappa_drop.h): it needs where that code is.
+  const icmpv6Rcv = omitted.has('kappa_drop') ? undefined : kernelFunction('icmpv6_rcv');
+  object.setReadOnlyConfig(encodeConfig({ targetCgroupId: options.target.id, targetCgroupLevel: options.target.level, socketCounters, dns, icmpv6Rcv }));
   if (options.sizes) {
     for (const name of [...FLOW_MAPS, 'kappa_roles', 'kappa_reported']) object.setMaxEntries(name, options.sizes.maxConversations);
     if (options.sizes.dnsBufferBytes !== undefined) object.setMaxEntries('kappa_dns_events', options.sizes.dnsBufferBytes);

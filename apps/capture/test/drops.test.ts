@@ -156,7 +156,7 @@ describePrivileged('drops with the kernel reason', () => {
   it('puts the drops on the record of the vantage that dropped them, and on no other conversation', () => {
     const withDrops = records.filter((r) => r.drops && r.drops.packets > 0n);
     const ours = new Set([`${IpProtocol.TCP} ${tcpPort}`, ...[udpPorts.v4, udpPorts.v6, closedPorts.v4, closedPorts.v6].map((port) => `${IpProtocol.UDP} ${port}`)]);
-    expect(withDrops.filter((r) => !ours.has(`${r.protocol} ${r.src?.port}`)).map((r) => `${r.protocol} ${r.src?.ip}:${r.src?.port} ${r.dst?.ip}:${r.dst?.port}`)).toEqual([]);
+    expect(withDrops.filter((r) => !ours.has(`${r.protocol} ${r.src?.port}`)).map((r) => `${r.protocol} ${r.src?.ip}:${r.src?.port} ${r.dst?.ip}:${r.dst?.port} ${r.drops?.reason} ${r.drops?.packets}`)).toEqual([]);
     // The TCP segments were dropped on their way into the server's namespace: its record has them, the client's none.
     const tcp = withDrops.filter((r) => r.protocol === IpProtocol.TCP);
     expect(tcp.length).toBeGreaterThan(0);
