@@ -174,12 +174,17 @@ export class MessageCursor {
     return this;
   }
 
+  /** Whether fieldList describes bytes[start, end) (false after a caller moved them by hand). */
+  isIndexed(): boolean {
+    return this.bytes === this.indexedBytes && this.start === this.indexedStart && this.end === this.indexedEnd;
+  }
+
   /**
    * Makes sure fieldList describes bytes[start, end): a caller that set `bytes`, `start` or `end`
    * itself (to copy a range without reading its fields) gets it indexed here, once.
    */
   indexed(): this {
-    if (this.bytes !== this.indexedBytes || this.start !== this.indexedStart || this.end !== this.indexedEnd) {
+    if (!this.isIndexed()) {
       const bytes = this.bytes;
       // reset() keeps `text` when the bytes look unchanged: make it rebuild it for these bytes.
       this.bytes = EMPTY;
