@@ -36,12 +36,14 @@ kernel_pid=$!
 # and the others' tests have deadlines: it gets one emulated CPU (costs it ~3 % quiet), runs at
 # nice 10, and run.ts boots one VM at a time machine-wide (a lock under /run/lock), so two
 # `npm test` runs at once queue their VMs instead of starving each other. Its reports land in
-# .test-results with the others'; its progress and table in .test-results/kernels.log, printed at
-# the end. The DNS test stays in `npm run test:kernels` but not in this lane: its latency check
-# (within 10 % of tshark) failed in the VM beside the other lanes (ci21: 14.5 ms against 10.9 ms
-# for one exchange under emulation at load ~4), while every counting test passed.
+# .test-results with the others'; its progress and table in .test-results/kernels.log, and at the
+# end the table is printed again with this host's column in front (tools/kernels/table.ts: the
+# kernel lane's capture report, for the same test files). The DNS test stays in `npm run
+# test:kernels` but not in this lane: its latency check (within 10 % of tshark) failed in the VM
+# beside the other lanes (ci21: 14.5 ms against 10.9 ms for one exchange under emulation at load
+# ~4), while every counting test passed.
 VM_TESTS=test/socket-mode.test.ts,test/tcp-health.test.ts,test/interface-mode.test.ts,test/cgroup-namespace.test.ts,test/kernel-features.test.ts
-( lane vms nice -n 10 node --import tsx tools/kernels/run.ts --host=false --cpus=1 --tests="$VM_TESTS" ) >.test-results/kernels.log 2>&1 &
+( lane vms nice -n 10 node --import tsx tools/kernels/run.ts --host=false --cpus=1 --tests="$VM_TESTS" --runs-file=.test-results/kernels/runs.json ) >.test-results/kernels.log 2>&1 &
 vms_pid=$!
 ( lane other nx run-many -t lint typecheck --outputStyle=stream; echo $? > .test-results/.checks
   lane other nx run-many -t test --exclude="$KERNEL_LANE" --excludeTaskDependencies --parallel=1 --outputStyle=stream ) &
@@ -51,7 +53,13 @@ wait $other_pid; other_tests=$?
 wait $vms_pid; vms=$?
 echo; echo "npm run test:kernels -- --host=false --cpus=1:"
 grep -E '^kernels: |machine-wide lock' .test-results/kernels.log | grep -v '^kernels: vm: '
-sed -n '/^feature/,$p' .test-results/kernels.log
+# The table with this host's column in front: the kernel lane's report of the same test files.
+if [[ -f .test-results/kernels/runs.json ]]; then
+  node --import tsx tools/kernels/table.ts --runs=.test-results/kernels/runs.json --host-report=.test-results/apps-capture.json
+  grep '^test:kernels took' .test-results/kernels.log
+else
+  sed -n '/^feature/,$p' .test-results/kernels.log
+fi
 [[ $vms -eq 0 ]] || tail -n 40 .test-results/kernels.log
 checks=$(cat .test-results/.checks 2>/dev/null || echo 1)
 tests=$(( kernel_tests != 0 ? kernel_tests : other_tests ))

@@ -8,9 +8,12 @@
 //        [--compare path/to/other/apps/exporter/dist/main.js] (the same configurations against
 //        another build, e.g. main's, alternating with this one: before/after in one run)
 //        [--cpu-prof dir] (each exporter writes a V8 CPU profile there)
+//        [--batch 1000] (records per batch: the pipeline's joiner sends batches of ~100-600)
+//        [--store] (adds rows with the flow store on, as the pipeline runs it; its segments are
+//        not sealed within a drain, so these rows are the appends: the seal is bench:store's)
 //        [--write] (puts the table into BENCHMARKS.md between its markers)
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
@@ -26,7 +29,8 @@ const argument = (name: string): string | undefined => {
 };
 const BATCHES = Number(argument('batches') ?? 100);
 const ROUNDS = Number(argument('rounds') ?? 3);
-const BATCH = 1000;
+const BATCH = Number(argument('batch') ?? 1000);
+const STORE = process.argv.includes('--store');
 const builds: [string, string][] = [['this build', join(repoRoot, 'apps/exporter/dist/main.js')]];
 const compare = argument('compare');
 if (compare) builds.push(['compared build', resolve(compare)]);
@@ -38,7 +42,7 @@ for (const [, main] of builds) {
 }
 // The flow store (#19) has its own bench (bench:store); it is off here where the build has it, so
 // builds with and without it compare alike.
-const storeOff = new Map(builds.map(([, main]) => [main, execFileSync(process.execPath, [main, '--help'], { encoding: 'utf8' }).includes('--store') ? ['--store=false'] : []]));
+const storeOff = new Map<string, string[]>(builds.map(([, main]) => [main, execFileSync(process.execPath, [main, '--help'], { encoding: 'utf8' }).includes('--store') ? ['--store=false'] : []]));
 const profileDir = argument('cpu-prof');
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
@@ -101,10 +105,26 @@ const configs: Record<string, string[]> = {
   Observer: ['--jsonl=', '--prometheus=false', '--observer-port=0'],
   'all four': [`--jsonl=${join(dir, 'all.jsonl')}`, `--jsonl-max-bytes=${2 ** 40}`, `--ipfix=udp://127.0.0.1:${udpPort}`, '--observer-port=0'],
 };
+// The flow store as the pipeline runs it (on by default there), appends only: no seal in a drain.
+const storeOn = (name: string) => ['--store=true', `--store-dir=${join(dir, `store-${name}`)}`, '--store-segment-records=100000000', '--store-segment-age=1h'];
+if (STORE) {
+  configs['flow store'] = [...off, ...storeOn('store')];
+  configs['JSON Lines + flow store'] = [...configs['JSON Lines']!, ...storeOn('jsonl-store')];
+}
 
 interface Drain {
   ms: number;
   cpuUsPerRecord: number;
+  /** The main thread's share: the one every batch waits for. */
+  mainUsPerRecord: number;
+}
+
+const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+/** CPU seconds of a process's main thread (its first task), from /proc/<pid>/task/<pid>/stat. */
+function mainThreadSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
 let drains = 0;
@@ -112,6 +132,7 @@ async function drain(main: string, name: string, args: string[]): Promise<Drain>
   await bus.purgeStream(FLOW_STREAM);
   rmSync(join(dir, 'flows.jsonl'), { force: true });
   rmSync(join(dir, 'all.jsonl'), { force: true });
+  for (const name of ['store-store', 'store-jsonl-store']) rmSync(join(dir, name), { recursive: true, force: true });
   drains++;
   // Fresh ids: JetStream would drop a batch id it saw within its duplicate window.
   for (const b of batches) await bus.publishBatch(subjects.joined(0), { ...b, batchId: `${b.batchId}/${drains}` });
@@ -124,11 +145,13 @@ async function drain(main: string, name: string, args: string[]): Promise<Drain>
   const remaining = async () => (await bus.streamInfo(FLOW_STREAM)).state.messages;
   let first: bigint | undefined;
   let firstCpu = 0;
+  let firstMain = 0;
   for (;;) {
     const left = await remaining();
     if (first === undefined && left < BATCHES) {
       first = process.hrtime.bigint();
       firstCpu = cpuSeconds(child.pid!);
+      firstMain = mainThreadSeconds(child.pid!);
     }
     if (left === 0) break;
     // Polling every 20 ms (±20 ms on drains of seconds): faster polling loads nats-server too.
@@ -136,11 +159,12 @@ async function drain(main: string, name: string, args: string[]): Promise<Drain>
   }
   const ms = Number(process.hrtime.bigint() - (first ?? 0n)) / 1e6;
   const cpu = cpuSeconds(child.pid!) - firstCpu;
+  const mainCpu = mainThreadSeconds(child.pid!) - firstMain;
   await new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
   });
-  return { ms, cpuUsPerRecord: (cpu * 1e6) / ((BATCHES - 1) * BATCH) };
+  return { ms, cpuUsPerRecord: (cpu * 1e6) / ((BATCHES - 1) * BATCH), mainUsPerRecord: (mainCpu * 1e6) / ((BATCHES - 1) * BATCH) };
 }
 
 // --only a,b: run only the configurations whose names contain one of these words.
@@ -167,11 +191,12 @@ const rows = [...results].map(([key, xs]) => {
   const [build, name] = key.split('\0') as [string, string];
   const ms = median(xs.map((x) => x.ms));
   const cpu = median(xs.map((x) => x.cpuUsPerRecord));
-  return [...(compare ? [build] : []), name, ms.toFixed(0), Math.round(((BATCHES - 1) * BATCH) / (ms / 1000)).toLocaleString('en-US'), cpu.toFixed(2)];
+  const main = median(xs.map((x) => x.mainUsPerRecord));
+  return [...(compare ? [build] : []), name, ms.toFixed(0), Math.round(((BATCHES - 1) * BATCH) / (ms / 1000)).toLocaleString('en-US'), cpu.toFixed(2), main.toFixed(2)];
 });
-const header = [...(compare ? ['build'] : []), 'sinks enabled', 'drain ms', 'records/s', 'exporter CPU µs per record'];
+const header = [...(compare ? ['build'] : []), 'sinks enabled', 'drain ms', 'records/s', 'exporter CPU µs per record', 'its main thread'];
 const text = [
-  `${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last); median of ${ROUNDS} rounds; load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`,
+  `${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last${STORE ? '; the flow store\'s rows append only, no seal' : ''}); median of ${ROUNDS} rounds; load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`,
   '',
   table(header, rows),
   '',

@@ -8,22 +8,27 @@
 //   --profile=<app> runs that service with --cpu-prof and prints its top functions by self and by
 //   total time (the whole profile is kept as $TMPDIR/kbp-profile-<app>.cpuprofile);
 //   --joiners=N runs N joiner replicas sharing the partitions (default 1);
-//   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs).
+//   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs);
+//   --profile=nats-server takes a Go CPU profile of nats-server over the steps (its --profile port)
+//   and prints where its CPU went by group and by function.
+//   Every run reads nats-server's monitoring endpoint (-m) before and after each step: messages
+//   and bytes through it per record, and what each hop's publishes weigh.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectBus, subjects } from '@kappa/bus';
+import { BusPublishError, connectBus, subjects } from '@kappa/bus';
 import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
-import { cgroup2Mount, removeCgroupTree, startKubeApiServer, startNatsServer, startRedisServer, sweepLeftovers, uniqueName } from '@kappa/testing';
+import { cgroup2Mount, freePorts, removeCgroupTree, startKubeApiServer, startNatsServer, startRedisServer, sweepLeftovers, uniqueName } from '@kappa/testing';
 import { describeCluster } from '../../tests/e2e/src/cluster.js';
 import { logTail, startService, stopService } from '../../tests/e2e/src/services.js';
 import type { RunningService } from '../../tests/e2e/src/services.js';
 import type { Pod, Topology } from '../../tests/e2e/src/topology.js';
 import { cpuSeconds, machineLine, table, writeSection } from './lib/report.mjs';
+import { groupStacks, inclusiveTop, readGoProfile } from './lib/go-profile.js';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => /^--([^=]+)(?:=(.*))?$/s.exec(a)?.slice(1) ?? [a]));
 const RATES = (args.rates ?? process.env.KAPPA_BENCH_RATES ?? '250,500,1000,2000,4000').split(',').map(Number);
@@ -180,9 +185,16 @@ class Identity {
 const identity = new Identity();
 
 // --- The JSON Lines file, read as it grows: each line's endNs against the moment it was seen.
+// Read as bytes: each line's id is found by a byte search and only the id becomes a string (the
+// generator decoded every line to text, ~half its CPU per record at 20 000 records/s).
+const ID_AT = Buffer.from('"id":"');
+const JOINED = Buffer.from('"joined":true');
 class JsonlTail {
   private offset = 0;
-  private rest = '';
+  /** Bytes read and not yet parsed (an incomplete last line) at the start of `buffer`. */
+  private kept = 0;
+  private buffer = Buffer.allocUnsafe(1 << 20);
+  private fd: number | undefined;
   lines = 0;
   joined = 0;
   latenciesMs: number[] = [];
@@ -194,30 +206,46 @@ class JsonlTail {
       return;
     }
     if (size <= this.offset) return;
-    const buffer = Buffer.alloc(size - this.offset);
-    const fd = openSync(jsonl, 'r');
-    readSync(fd, buffer, 0, buffer.length, this.offset);
-    closeSync(fd);
-    this.offset = size;
+    const fresh = size - this.offset;
+    if (this.kept + fresh > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.buffer.length, this.kept + fresh));
+      this.buffer.copy(grown, 0, 0, this.kept);
+      this.buffer = grown;
+    }
+    this.fd ??= openSync(jsonl, 'r');
+    const got = readSync(this.fd, this.buffer, this.kept, fresh, this.offset);
+    this.offset += got;
+    const end = this.kept + got;
+    const buf = this.buffer;
     const nowMs = Date.now();
-    const text = this.rest + buffer.toString('utf8');
+    // The next "id": and "joined":true at or after the line being read (searched again only
+    // once a line is past them, so the buffer is searched once).
+    let idAt = -1;
+    let joinedAt = -1;
     let start = 0;
-    for (let newline = text.indexOf('\n'); newline !== -1; start = newline + 1, newline = text.indexOf('\n', start)) {
-      // A slice of the text (V8 shares its characters): searches stay inside the line.
-      const line = text.slice(start, newline);
-      const idAt = line.indexOf('"id":"');
-      if (idAt === -1) continue;
-      const id = line.slice(idAt + 6, line.indexOf('"', idAt + 6));
-      const joined = line.includes('"joined":true');
+    for (let newline = buf.indexOf(0x0a, start); newline !== -1 && newline < end; start = newline + 1, newline = buf.indexOf(0x0a, start)) {
+      if (idAt < start) idAt = after(buf.indexOf(ID_AT, start), end);
+      if (idAt >= newline) continue;
+      const idStart = idAt + ID_AT.length;
+      const id = buf.toString('latin1', idStart, buf.indexOf(0x22, idStart));
+      if (joinedAt < start) joinedAt = after(buf.indexOf(JOINED, start), end);
+      const joined = joinedAt < newline;
       this.lines++;
       if (joined) this.joined++;
       identity.see(id, joined);
       // The id ends in the record's endNs (the send time, ns).
       this.latenciesMs.push(nowMs - Number(id.slice(id.lastIndexOf('/') + 1, -6)));
     }
-    this.rest = text.slice(start);
+    this.kept = end - start;
+    buf.copy(buf, 0, start, end);
+  }
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 }
+/** A search's hit, or `end` when there is none before it (bytes past `end` are an older read's). */
+const after = (at: number, end: number) => (at === -1 || at > end ? end : at);
 
 const percentile = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
@@ -227,7 +255,11 @@ const percentile = (xs: number[], p: number) => {
 const f = (n: number, digits = 0) => (Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const [nats, redis, api] = await Promise.all([startNatsServer(), startRedisServer(), startKubeApiServer()]);
+// nats-server with its monitoring endpoint (the traffic table) and, for --profile=nats-server, its
+// Go profiling endpoint.
+const [natsMonitorPort = 0, natsProfilePort = 0] = await freePorts(2);
+const natsArgs = ['-m', String(natsMonitorPort), ...(args.profile === 'nats-server' ? ['--profile', String(natsProfilePort)] : [])];
+const [nats, redis, api] = await Promise.all([startNatsServer({ args: natsArgs }), startRedisServer(), startKubeApiServer()]);
 describeCluster(api, topology);
 const bus = await connectBus({ servers: [nats.url], name: 'bench-pipeline', logger: createLogger('bench', 'warn'), registry: createRegistry('bench') });
 await bus.ensureStreams();
@@ -293,12 +325,58 @@ async function pendingPerStage(): Promise<number[]> {
   }));
 }
 
+/**
+ * What went through nats-server so far (its monitoring endpoint): messages and bytes in and out,
+ * JetStream API requests, and the bytes each hop's publishers sent (their batches, and the acks,
+ * pulls and API requests of the same connections, which weigh little beside them).
+ */
+interface NatsTraffic {
+  inMsgs: number;
+  outMsgs: number;
+  inBytes: number;
+  outBytes: number;
+  apiRequests: number;
+  byHop: Map<string, number>;
+}
+const HOPS = ['captured', 'enriched', 'tagged', 'joined'] as const;
+/** The hop a connection publishes, by its name (the bench's own connection plays capture). */
+const HOP_OF_CONNECTION: readonly [RegExp, (typeof HOPS)[number]][] = [[/^bench-pipeline$/, 'captured'], [/^kappa-process-enricher-/, 'enriched'], [/^kappa-k8s-tagger-/, 'tagged'], [/^kappa-joiner-/, 'joined']];
+async function natsTraffic(): Promise<NatsTraffic | undefined> {
+  const get = async (path: string) => (await fetch(`http://127.0.0.1:${natsMonitorPort}${path}`)).json() as Promise<Record<string, unknown>>;
+  try {
+    const [varz, connz] = await Promise.all([get('/varz'), get('/connz?limit=4096')]);
+    const byHop = new Map<string, number>(HOPS.map((h) => [h, 0]));
+    for (const c of connz.connections as { name?: string; in_bytes: number }[]) {
+      const hop = HOP_OF_CONNECTION.find(([pattern]) => pattern.test(c.name ?? ''))?.[1];
+      if (hop) byHop.set(hop, byHop.get(hop)! + c.in_bytes);
+    }
+    const api = (varz.jetstream as { stats?: { api?: { total?: number } } } | undefined)?.stats?.api?.total ?? NaN;
+    return { inMsgs: varz.in_msgs as number, outMsgs: varz.out_msgs as number, inBytes: varz.in_bytes as number, outBytes: varz.out_bytes as number, apiRequests: api, byHop };
+  } catch {
+    return undefined;
+  }
+}
+
 const tail = new JsonlTail();
 // Read every 100 ms: a line's latency is taken when it is seen, so it is at most 0.1 s late.
 const tailTimer = setInterval(() => tail.read(), 100);
 let published = 0;
 /** Publishes `rate` records/s for `seconds`, one batch per node per tick, on absolute tick times. */
 const writers = NODES.map(() => new FlowBatchWriter(1 << 20));
+/**
+ * A publish JetStream did not confirm in time is sent again under the same ids
+ * (a copy that did land is dropped as a duplicate). On a loaded machine (load 20-36 on 2 cores)
+ * nats-server answered a 1 MB batch after the 2 s wait and the bench died there.
+ */
+async function publishRetrying(subject: string, parts: Parameters<typeof bus.publishParts>[1]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await bus.publishParts(subject, parts);
+    } catch (error) {
+      if (!(error instanceof BusPublishError) || error.reason !== 'timeout' || attempt >= 5) throw error;
+    }
+  }
+}
 async function generate(rate: number, seconds: number): Promise<void> {
   const conversations = Math.max(1, Math.round(rate / 2));
   endsUpTo(conversations);
@@ -311,7 +389,7 @@ async function generate(rate: number, seconds: number): Promise<void> {
     identity.expect(endNs, conversations);
     await Promise.all(NODES.map((node, n) => {
       writeTick(writers[n]!, node, conversations, startNs, endNs);
-      return bus.publishParts(subjects.captured(node), writers[n]!.parts());
+      return publishRetrying(subjects.captured(node), writers[n]!.parts());
     }));
     published += conversations * 2;
   }
@@ -333,6 +411,8 @@ interface Step {
   handled: number[];
   /** Seconds the step's figures cover. */
   elapsed: number;
+  /** nats-server's counters at the start and the end of the step (undefined: not readable). */
+  traffic: [NatsTraffic | undefined, NatsTraffic | undefined];
   held: boolean;
 }
 
@@ -344,6 +424,7 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
   const publishedBefore = published;
   const usageBefore = processes.map((p) => usage(p.pid()));
   const handledBefore = processes.map((p) => p.records());
+  const trafficBefore = await natsTraffic();
   const started = Date.now();
   await generate(rate, seconds);
   // One more tick for the last batch to pass through, as a step's records are the ones sent in it.
@@ -351,6 +432,7 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
   tail.read();
   const elapsed = (Date.now() - started) / 1000;
   const usageAfter = processes.map((p) => usage(p.pid()));
+  const trafficAfter = await natsTraffic();
   const out = tail.lines - linesBefore;
   const step: Step = {
     rate,
@@ -365,6 +447,7 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
     wanted: usageAfter.map((u, i) => (processes[i]!.mainThread ? (100 * (u.wantedCpu - usageBefore[i]!.wantedCpu)) / elapsed : NaN)),
     handled: processes.map((p, i) => p.records() - handledBefore[i]!),
     elapsed,
+    traffic: [trafficBefore, trafficAfter],
     held: false,
   };
   // Held: the exporter kept pace (≥ 95 % of what was sent) and no more than three ticks' worth of
@@ -375,6 +458,8 @@ async function runStep(rate: number, seconds: number): Promise<Step> {
 
 const steps: Step[] = [];
 let profileFromUs = 0;
+let natsProfile: Promise<Uint8Array | undefined> | undefined;
+let natsProfileText = '';
 let failure: unknown;
 try {
   // Warm-up: every stage up (the tagger has synced, the consumers exist) and records coming out.
@@ -386,6 +471,8 @@ try {
   }
   await sleep(3000); // the joiner's wait for the warm-up's last peers
   profileFromUs = Number(process.hrtime.bigint() / 1000n);
+  // nats-server's Go profile covers the steps' seconds from here (not the last tick of each).
+  natsProfile = args.profile === 'nats-server' ? fetch(`http://127.0.0.1:${natsProfilePort}/debug/pprof/profile?seconds=${RATES.length * STEP_S}`).then(async (r) => new Uint8Array(await r.arrayBuffer()), () => undefined) : undefined;
   for (const rate of RATES) {
     process.stderr.write(`pipeline: ${rate} records/s for ${STEP_S} s\n`);
     const step = await runStep(rate, STEP_S);
@@ -393,6 +480,8 @@ try {
     process.stderr.write(`  out ${step.out.toFixed(0)}/s, p99 ${step.p99.toFixed(2)} s, backlog ${step.backlog}, pending ${step.pending.join('/')}, ${step.held ? 'held' : 'NOT held'}\n`);
     if (!step.held && !('all' in args)) break;
   }
+  const natsProfileBytes = await natsProfile;
+  if (natsProfileBytes) natsProfileText = natsProfileReport(natsProfileBytes);
   // Identity is checked once everything sent came out (or 60 s passed): what never came is missing.
   const drainEnd = Date.now() + 60_000;
   while (tail.lines < published && Date.now() < drainEnd) {
@@ -405,6 +494,7 @@ try {
   failure = error;
 } finally {
   clearInterval(tailTimer);
+  tail.close();
   await Promise.all(services.map((s) => stopService(s)));
   await bus.close();
   await Promise.all([nats.stop(), redis.stop(), api.close()]);
@@ -413,7 +503,7 @@ try {
   removeCgroupTree(cgroupRoot);
 }
 
-if (args.profile) printProfile(profileFromUs);
+if (args.profile && args.profile !== 'nats-server') printProfile(profileFromUs);
 rmSync(workDir, { recursive: true, force: true });
 if (failure) throw failure;
 
@@ -456,10 +546,39 @@ const markdown = [
     }),
   ),
   '',
+  'nats-server\'s traffic per record sent (its monitoring endpoint): messages (batches, acks, pulls, API requests, replies) and bytes in and out, and the bytes each hop\'s publishers sent (capture\'s played by the generator):',
+  '',
+  table(
+    ['sent, records/s', 'messages in, /s', 'messages out, /s', 'bytes in per record', 'bytes out per record', ...HOPS.map((h) => `${h}, bytes per record`), 'JetStream API requests, /s'],
+    steps.map((s) => {
+      const [a, b] = s.traffic;
+      if (!a || !b) return [f(s.offered), '–', '–', '–', '–', ...HOPS.map(() => '–'), '–'];
+      const sent = s.offered * STEP_S;
+      return [f(s.offered), f((b.inMsgs - a.inMsgs) / s.elapsed), f((b.outMsgs - a.outMsgs) / s.elapsed), f((b.inBytes - a.inBytes) / sent), f((b.outBytes - a.outBytes) / sent), ...HOPS.map((h) => f((b.byHop.get(h)! - a.byHop.get(h)!) / sent)), f((b.apiRequests - a.apiRequests) / s.elapsed)];
+    }),
+  ),
+  ...(natsProfileText ? ['', natsProfileText] : []),
+  '',
   machineLine(),
 ].join('\n');
 console.log(markdown);
 writeSection('pipeline', markdown);
+
+/** nats-server's CPU over the steps by what it was doing, and its top functions (--profile=nats-server). */
+function natsProfileReport(profile: Uint8Array): string {
+  const stacks = readGoProfile(profile);
+  const { groups, total } = groupStacks(stacks);
+  const pct = (ns: number) => `${f((100 * ns) / total, 1)} %`;
+  return [
+    `nats-server's CPU over the steps by what it was doing (Go CPU profile, --profile=nats-server: ${f(total / 1e6)} ms of samples; a stack counts in the first group it matches, in this order):`,
+    '',
+    table(['group', 'share'], [...groups].map(([name, ns]) => [name, pct(ns)])),
+    '',
+    'Its top functions by total time (callees included):',
+    '',
+    table(['function', 'share'], inclusiveTop(stacks, 20).map(([name, ns]) => [`\`${name}\``, pct(ns)])),
+  ].join('\n');
+}
 
 /**
  * The profiled service's CPU time by where it went, from the .cpuprofile it wrote at exit: only

@@ -8,6 +8,9 @@
 //   per row; the table shows the first drain (a fresh process) and the last (the steady state).
 //   --cpu-profile DIR: a CPU profile of capture from before the send until every record is
 //   enriched, one .cpuprofile per row in DIR, and its top functions by self time on stderr.
+//   --capture-node-args "--perf-basic-prof": node flags for capture (e.g. for `perf record -g -k
+//   realtime -p <capture's pid>`; V8's own profiler is wall-clock sampled), and each drain's log
+//   line on stderr. `--trace-opt --trace-deopt` print to capture's stdout, which the bench drops.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -24,6 +27,7 @@ const { values } = parseArgs({
   options: {
     conversations: { type: 'string', default: '10000,100000,1000000' },
     'cpu-profile': { type: 'string' },
+    'capture-node-args': { type: 'string' },
     intervals: { type: 'string', default: '3' },
   },
 });
@@ -53,6 +57,7 @@ interface DrainLog {
   conversations: number;
   durationMs: number;
   cpuMs: number;
+  mainThreadCpuMs?: number;
   overflowPackets?: string;
 }
 
@@ -103,7 +108,7 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
     const capture = await service('apps/capture/bin/kappa-capture.js', [
       '--cgroup', cgroup.path, '--interval', '5s', '--log-level', 'debug', '--state-dir', join(work, node),
       ...(mapSize ? ['--max-conversations', mapSize] : []),
-    ], values['cpu-profile'] ? [PROFILABLE] : []);
+    ], [...(values['cpu-profile'] ? [PROFILABLE] : []), ...(values['capture-node-args']?.split(' ').filter(Boolean) ?? [])]);
     const drains: DrainLog[] = [];
     let partial = '';
     capture.stderr?.on('data', (chunk: Buffer) => {
@@ -149,7 +154,9 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
         await profiler.stop(file);
         console.error(`capture's CPU profile of the last interval: ${file}\n${topFunctions(file, 25)}`);
       }
-      console.error(`${count(conversations)}: sent ${sent.sent} in ${sent.seconds} s, drained ${drain.conversations}, CPU ms by part ${JSON.stringify(drain.cpuSplitMs)}, enriched ${enriched} in all`);
+      // The drain's log line (its time and durationMs place it in a `perf record -k realtime` profile).
+      if (values['capture-node-args']) console.error(`drain log: ${JSON.stringify(drain)}`);
+      console.error(`${count(conversations)}: sent ${sent.sent} in ${sent.seconds} s, drained ${drain.conversations}, CPU ms ${drain.cpuMs.toFixed(1)} (main thread ${drain.mainThreadCpuMs?.toFixed(1)}) by part ${JSON.stringify(drain.cpuSplitMs)}, enriched ${enriched} in all`);
       return { drain, maps, enrichedNow: enriched };
     };
     // The first drain of a fresh process (code not yet optimised), then the same again: a

@@ -5,19 +5,28 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg, release, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { boolean, integer, list, loadConfigOrExit, string } from '@kappa/config';
 import { machineLock } from '@kappa/testing';
-import { allPassed, hooksOfCheck, renderTable, testsOfReport } from './report.js';
-import type { KernelRun } from './report.js';
+import { allPassed, hooksOfCheck, renderReport, testsOfReport, withFilesWithoutResults } from './report.js';
+import type { KernelRun, SavedRuns } from './report.js';
 import { boot, makeProjectDisk, parseImageOutput, readGuestOutput } from './vm.js';
 
 const workspace = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 /** capture's tests that compare with an independent truth (tshark, nstat, ss). */
-// test/dns.test.ts: dnsmasq is in the guest image.
-const DEFAULT_TESTS = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts', 'test/interface-mode.test.ts', 'test/cgroup-namespace.test.ts', 'test/kernel-features.test.ts', 'test/dns.test.ts'];
+// test/dns.test.ts: dnsmasq is in the guest image; test/drops.test.ts: nftables is.
+const DEFAULT_TESTS = [
+  'test/socket-mode.test.ts',
+  'test/tcp-health.test.ts',
+  'test/interface-mode.test.ts',
+  'test/cgroup-namespace.test.ts',
+  'test/kernel-features.test.ts',
+  'test/dns.test.ts',
+  'test/drops.test.ts',
+  'test/exec.test.ts',
+];
 
 /** The machine-wide lock (/run/lock/<name>.lock) a VM holds while it runs. */
 const VM_LOCK = 'kappa-kernels-vm';
@@ -38,6 +47,7 @@ const config = loadConfigOrExit({
     slowdown: integer({ description: "multiplies the tests' timeouts inside the VM (TCG emulates every instruction)", default: 4, min: 1 }),
     refusal: boolean({ description: "last, in the VM: raise its lockdown to confidentiality and check capture refuses that kernel in one line (tools/kernels/guest)", default: true }),
     older: boolean({ description: `then boot Debian ${OLDER_SUITE}'s cloud kernel (5.10, below capture's minimum) and check capture refuses it in one line (tools/kernels/guest/older.test.ts)`, default: true }),
+    runsFile: string({ description: "also save the runs (test files, each kernel's tests and hooks) as JSON there: tools/kernels/table.ts adds the host's column from another report (npm test)" }),
     keep: boolean({ description: 'keep the run folder (console log, project disk) instead of removing it' }),
     verbose: boolean({ description: "print the VM's console as it runs" }),
   },
@@ -89,7 +99,7 @@ async function runOnHost(runDir: string): Promise<KernelRun> {
   const check = spawnSync(process.execPath, [join(workspace, 'apps/capture/bin/kappa-capture.js'), '--check'], { encoding: 'utf8' });
   const hooks = hooksOfCheck(check.stdout);
   if (!existsSync(report)) return { kernel, tests: [], hooks, error: `vitest exited ${code} without a report: ${output.slice(-2000)}` };
-  return { kernel, tests: testsOfReport(readFileSync(report, 'utf8')), hooks, check: `${check.stdout}${check.stderr}` };
+  return withFilesWithoutResults({ kernel, tests: testsOfReport(readFileSync(report, 'utf8')), hooks, check: `${check.stdout}${check.stderr}` }, config.tests);
 }
 
 /** The VM of the kernel under test: capture's tests, then the refusal of a kernel in lockdown. */
@@ -100,7 +110,7 @@ function mainVm(runDir: string): Promise<KernelRun> {
     `apps/capture ${[...timeoutArgs(config.slowdown), ...config.tests].join(' ')}`,
     ...(config.refusal ? ['!echo confidentiality > /sys/kernel/security/lockdown', `tools/kernels/guest ${timeoutArgs(config.slowdown).join(' ')} refusal.test.ts`] : []),
   ];
-  return runInVm(join(runDir, 'vm'), config.kernel ? [config.kernel] : [], spec);
+  return runInVm(join(runDir, 'vm'), config.kernel ? [config.kernel] : [], spec).then((run) => withFilesWithoutResults(run, config.tests));
 }
 
 /** A kernel older than capture's minimum, from Debian's older release: only the refusal. */
@@ -191,8 +201,11 @@ for (const run of runs) {
   writeFileSync(join(results, `${name}.json`), JSON.stringify(toVitestShape(run)));
 }
 
-process.stdout.write(`\n${renderTable(runs)}\n\n`);
-for (const run of runs) if (run.check) process.stdout.write(`${run.kernel}, kappa-capture --check:\n${run.check.trimEnd().replace(/^/gm, '  ')}\n\n`);
+process.stdout.write(renderReport(runs));
+if (config.runsFile) {
+  mkdirSync(dirname(resolve(config.runsFile)), { recursive: true });
+  writeFileSync(config.runsFile, JSON.stringify({ tests: config.tests, runs } satisfies SavedRuns));
+}
 const seconds = Math.round((Date.now() - started) / 1000);
 process.stdout.write(`test:kernels took ${seconds} s (load average now ${loadNow()})${config.keep ? `; kept ${runDir}` : ''}\n`);
 process.exitCode = allPassed(runs) ? 0 : 1;

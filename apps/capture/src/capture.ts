@@ -10,7 +10,8 @@ import type { DnsTracker } from './dns/tracker.js';
 import { DropReasons } from './drop-reasons.js';
 import { FlowBatchEncoder } from './encode.js';
 import type { EncodedBatch, RecordAnnotations } from './encode.js';
-import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC } from './layout.js';
+import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC, writeFlowEntry } from './layout.js';
+import type { Conversation } from './layout.js';
 import type { Spool, SpooledBatch } from './spool.js';
 
 /** The kernel side as the loop needs it (Datapath in production). */
@@ -23,7 +24,11 @@ export interface FlowSource {
   readonly interfaceNames: ReadonlyMap<number, string>;
 }
 
-/** Where batches go: stdout or the bus. Rejects when the batch could not be delivered. */
+/**
+ * Where batches go: stdout or the bus. Rejects when the batch could not be delivered. The bytes
+ * are the sink's until its promise resolves: after that capture writes a later batch into the
+ * same memory (a sink that keeps a batch copies it).
+ */
 export type BatchSink = (batch: EncodedBatch) => Promise<void>;
 
 export interface CaptureOptions {
@@ -47,6 +52,8 @@ export interface DrainResult {
   durationMs: number;
   /** CPU time of this process for the drain (wall time on a busy machine says little). */
   cpuMs: number;
+  /** Of cpuMs, the main thread's (the rest is V8's compiler and GC threads, libuv's, the loader's). */
+  mainThreadCpuMs: number;
   /**
    * Where that CPU time went: ending the interval (the epoch flip, the wait for running programs,
    * the socket iterator), reading the chunks from the kernel (lookup-and-delete), spooling,
@@ -67,10 +74,16 @@ const KEY = FLOW_KEY.size;
 const VALUE = FLOW_STATS.size;
 const S = FLOW_STATS.fields;
 const VANTAGE_LABELS = ['0', '1', '2'];
+const IP_ICMP = 1;
+const IP_TCP = 6;
+const IP_UDP = 17;
+const IP_ICMPV6 = 58;
 
 export class CaptureLoop {
   private lastOverflow: OverflowCounters;
   private readonly encoder: FlowBatchEncoder;
+  private readonly annotations: RecordAnnotations;
+  private readonly totals = new DrainTotals();
   private readonly conversations: Counter;
   private readonly bytes: Counter;
   private readonly packets: Counter;
@@ -114,11 +127,11 @@ export class CaptureLoop {
     const registers = [registry];
     const tracker = options.dns?.tracker;
     const reasons = options.dropReasons;
-    const annotations: RecordAnnotations = {
+    const annotations: RecordAnnotations = (this.annotations = {
       dnsField: (keys, at) => tracker?.takeRecordField(keys, at),
       peerNameField: (keys, at) => tracker?.peerNameField(keys, at, this.drainMs),
       dropReasonField: (reason) => (reasons ?? unnamedReasons).field(reason),
-    };
+    });
     this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024, annotations);
     this.conversations = new Counter({ name: 'kappa_capture_conversations_total', help: 'Conversation records drained from the kernel', registers });
     this.bytes = new Counter({ name: 'kappa_capture_bytes_total', help: 'IP bytes counted, both directions', labelNames: ['vantage'], registers });
@@ -169,6 +182,28 @@ export class CaptureLoop {
     for (const event of dns.events.consume()) dns.tracker.add(event);
   }
 
+  /**
+   * Runs the drain's encoding over made-up entries (into a scratch encoder: nothing is sent, no
+   * metric moves), so V8 has optimised that code before the first drain instead of during the
+   * first few: at 10 000 conversations per interval, compiling it (on V8's threads, counted in
+   * the process's CPU) and the deoptimisations of feedback not yet seen (u64 halves beyond a
+   * small integer, IPv6, TCP stats) cost more than the records themselves. See BENCHMARKS.md.
+   */
+  warmUp(entries = WARM_UP_ENTRIES): void {
+    const encoder = new FlowBatchEncoder(this.options.node, WARM_UP_BATCH_BYTES, this.annotations);
+    encoder.begin({ node: this.options.node, startNs: 1n, endNs: 2n, ktimeToUnixNs: ktimeToUnixOffsetNs(), interfaceName: () => 'warm-up' });
+    const { keys, values } = warmUpChunk();
+    const count = WARM_UP_CHUNK;
+    const totals = new DrainTotals();
+    for (let done = 0; done < entries; done += count) {
+      for (let i = 0; i < count; ) {
+        i = encodeEntries(encoder, keys, values, i, count, totals);
+        totals.full = undefined;
+      }
+    }
+    encoder.finish();
+  }
+
   /** Stops reading DNS messages between drains. */
   close(): void {
     clearInterval(this.dnsPoller);
@@ -178,18 +213,20 @@ export class CaptureLoop {
   async drainLeftover(): Promise<DrainResult | undefined> {
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
+    const threadBefore = process.threadCpuUsage();
     const pass = this.source.leftover();
-    return pass ? this.drainPass(pass, true, started, cpuBefore) : undefined;
+    return pass ? this.drainPass(pass, true, started, cpuBefore, threadBefore) : undefined;
   }
 
   /** Ends one interval and sends its records. */
   async drainOnce(): Promise<DrainResult> {
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
-    return this.drainPass(this.source.drainInterval(), false, started, cpuBefore);
+    const threadBefore = process.threadCpuUsage();
+    return this.drainPass(this.source.drainInterval(), false, started, cpuBefore, threadBefore);
   }
 
-  private async drainPass(pass: DrainPass, leftover: boolean, started: number, cpuBefore: NodeJS.CpuUsage): Promise<DrainResult> {
+  private async drainPass(pass: DrainPass, leftover: boolean, started: number, cpuBefore: NodeJS.CpuUsage, threadBefore: NodeJS.CpuUsage): Promise<DrainResult> {
     const split = this.split;
     split.interval = cpuSince(cpuBefore);
     split.kernel = split.spool = split.sink = 0;
@@ -212,10 +249,7 @@ export class CaptureLoop {
       ktimeToUnixNs: ktimeToUnixOffsetNs(),
       interfaceName: (ifindex) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
     });
-    // Summed per vantage as Numbers and added to the metrics once per drain, not per record.
-    const bytes = [0, 0, 0];
-    const packets = [0, 0, 0];
-    let dropped = 0;
+    const totals = this.totals.reset();
     let conversations = 0;
     const chunks = pass.chunks[Symbol.iterator]();
     for (;;) {
@@ -224,16 +258,12 @@ export class CaptureLoop {
       split.kernel += cpuSince(reading);
       if (next.done) break;
       const { keys, values, count } = next.value;
-      for (let i = 0; i < count; i++) {
-        const v = i * VALUE;
-        const role = values[v + S.role.offset]!;
-        const vantage = role === ROLE_SRC ? 1 : role === ROLE_DST ? 2 : 0;
-        bytes[vantage]! += u64(values, v + S.tx_bytes.offset) + u64(values, v + S.rx_bytes.offset);
-        packets[vantage]! += u64(values, v + S.tx_packets.offset) + u64(values, v + S.rx_packets.offset);
-        dropped += values.readUInt32LE(v + S.drop_packets.offset);
-        const full = this.encoder.add(keys, i * KEY, values, v);
+      for (let i = 0; i < count; ) {
+        i = encodeEntries(this.encoder, keys, values, i, count, totals);
+        const full = totals.full;
         // The chunk's buffers stay valid while this awaits: the next kernel read waits for it.
         if (full) {
+          totals.full = undefined;
           const error = await this.deliver(full); // never skipped: every batch is spooled or sent
           failure ??= error;
         }
@@ -246,11 +276,11 @@ export class CaptureLoop {
       failure ??= error;
     }
     for (let vantage = 0; vantage < 3; vantage++) {
-      if (bytes[vantage]) this.bytes.inc({ vantage: VANTAGE_LABELS[vantage]! }, bytes[vantage]!);
-      if (packets[vantage]) this.packets.inc({ vantage: VANTAGE_LABELS[vantage]! }, packets[vantage]!);
+      if (totals.bytes[vantage]) this.bytes.inc({ vantage: VANTAGE_LABELS[vantage]! }, totals.bytes[vantage]!);
+      if (totals.packets[vantage]) this.packets.inc({ vantage: VANTAGE_LABELS[vantage]! }, totals.packets[vantage]!);
     }
     this.conversations.inc(conversations);
-    if (dropped) this.droppedPackets.inc(dropped);
+    if (totals.dropped) this.droppedPackets.inc(totals.dropped);
     this.countDns(pass.epoch);
     const overflow = this.source.overflow();
     const lostPackets = overflow.packets - this.lastOverflow.packets;
@@ -265,14 +295,16 @@ export class CaptureLoop {
     this.unsentBatches.set(this.unsent.length);
     const durationMs = performance.now() - started;
     const cpuMs = cpuSince(cpuBefore);
+    const thread = process.threadCpuUsage(threadBefore);
+    const mainThreadCpuMs = (thread.user + thread.system) / 1000;
     this.drainSeconds.observe(durationMs / 1000);
     this.drainCpuSeconds.inc(cpuMs / 1000);
     const cpuSplitMs = { ...split, encode: Math.max(0, cpuMs - split.interval - split.kernel - split.spool - split.sink) };
-    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs, cpuSplitMs };
+    const summary = { conversations, overflowPackets: lostPackets, overflowBytes: lostBytes, durationMs, cpuMs, mainThreadCpuMs, cpuSplitMs };
     if (lostPackets > 0n) {
       this.logger.warn({ ...summary, overflowPackets: String(lostPackets), overflowBytes: String(lostBytes) }, 'flow map full: packets were not counted; raise --max-conversations');
     } else {
-      this.logger.debug({ conversations, durationMs, cpuMs, cpuSplitMs, ...(leftover ? { leftover } : {}) }, 'drained');
+      this.logger.debug({ conversations, durationMs, cpuMs, mainThreadCpuMs, cpuSplitMs, ...(leftover ? { leftover } : {}) }, 'drained');
     }
     if (failure !== undefined) throw failure;
     return summary;
@@ -322,6 +354,8 @@ export class CaptureLoop {
     cpu = process.cpuUsage();
     if (spooled) this.options.spool?.remove(spooled);
     this.split.spool += cpuSince(cpu);
+    // Delivered and forgotten by the spool: nothing holds these bytes any more.
+    this.encoder.recycle(batch.bytes);
     this.recordsOut += batch.records;
     return undefined;
   }
@@ -357,6 +391,108 @@ export class CaptureLoop {
       this.unsentBatches.set(this.unsent.length);
     }
   }
+}
+
+/** What a drain sums as Numbers and adds to the metrics once, not per record; and the batch an entry completed. */
+class DrainTotals {
+  // Typed: a plain array would change its elements kind at the first non-integer sum, which
+  // V8's optimised loop would then meet as a new map (a deoptimisation) in every fresh drain.
+  readonly bytes = new Float64Array(3);
+  readonly packets = new Float64Array(3);
+  dropped = 0;
+  full: EncodedBatch | undefined = undefined;
+
+  reset(): this {
+    this.bytes.fill(0);
+    this.packets.fill(0);
+    this.dropped = 0;
+    this.full = undefined;
+    return this;
+  }
+}
+
+/**
+ * Encodes entries from `from` until the chunk ends or a batch is complete (then left in
+ * `totals.full` for the caller to deliver); returns the index of the next entry. The drain's
+ * whole per-record loop: one small function that V8 optimises on its own (see warmUp).
+ */
+function encodeEntries(encoder: FlowBatchEncoder, keys: Buffer, values: Buffer, from: number, count: number, totals: DrainTotals): number {
+  const bytes = totals.bytes;
+  const packets = totals.packets;
+  for (let i = from; i < count; i++) {
+    const v = i * VALUE;
+    const role = values[v + S.role.offset]!;
+    const vantage = role === ROLE_SRC ? 1 : role === ROLE_DST ? 2 : 0;
+    bytes[vantage]! += u64(values, v + S.tx_bytes.offset) + u64(values, v + S.rx_bytes.offset);
+    packets[vantage]! += u64(values, v + S.tx_packets.offset) + u64(values, v + S.rx_packets.offset);
+    totals.dropped += values.readUInt32LE(v + S.drop_packets.offset);
+    const full = encoder.add(keys, i * KEY, values, v);
+    if (full) {
+      totals.full = full;
+      return i + 1;
+    }
+  }
+  return count;
+}
+
+const WARM_UP_CHUNK = 1024;
+/** Enough calls for V8 to optimise the encoder with every kind of entry (measured: 5 drains of 10 000 did). */
+const WARM_UP_ENTRIES = 50 * 1024;
+/** Small batches: the warm-up's garbage stays small. */
+const WARM_UP_BATCH_BYTES = 64 * 1024;
+
+/**
+ * Made-up entries of every kind a drain meets: IPv4 and IPv6, TCP (with its stats), UDP and ICMP,
+ * each role, socket and interface observations, drops, application latency, and 64-bit counts
+ * and times whose halves are beyond V8's small integers; DNS ports (their lookup finds nothing:
+ * nothing was read from the kernel's DNS copies yet).
+ */
+function warmUpChunk(): { keys: Buffer; values: Buffer } {
+  const keys = Buffer.alloc(WARM_UP_CHUNK * KEY);
+  const values = Buffer.alloc(WARM_UP_CHUNK * VALUE);
+  const v4 = (i: number) => Uint8Array.of(192, 0, 2, i & 255);
+  const v6 = (i: number) => Uint8Array.of(0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i >> 8, i & 255);
+  for (let i = 0; i < WARM_UP_CHUNK; i++) {
+    const protocol = [IP_TCP, IP_UDP, IP_TCP, IP_ICMP, IP_UDP, IP_ICMPV6][i % 6]!;
+    const ipv6 = protocol === IP_ICMPV6 || i % 5 === 0;
+    const tcp = protocol === IP_TCP;
+    const big = BigInt(i) * 0x1_2345_6789n;
+    const conversation: Conversation = {
+      localIp: ipv6 ? v6(i) : v4(i),
+      remoteIp: ipv6 ? v6(i + 1) : v4(i + 1),
+      localPort: protocol === IP_ICMP || protocol === IP_ICMPV6 ? 0 : 1024 + i,
+      remotePort: protocol === IP_ICMP || protocol === IP_ICMPV6 ? i : i % 16 === 1 ? 53 : 443 + (i % 7),
+      protocol,
+      ifindex: i % 4 === 3 ? 1 + (i % 3) : 0,
+      netns: 0xf0000000 + i,
+      firstKtimeNs: 0x7fff_0000_0000n + big,
+      lastKtimeNs: 0x7fff_8000_0000n + big,
+      txBytes: big + 60n,
+      txPackets: BigInt(i),
+      rxBytes: i % 3 === 0 ? 0n : big * 3n,
+      rxPackets: BigInt(i * 3),
+      cgroupId: 0x1_0000_0000n + BigInt(i),
+      ownerStartNs: i % 2 ? 0n : 0x5_0000_0000n + big,
+      pid: i % 2 ? 0 : 0x40000 + i,
+      comm: i % 7 === 0 ? '' : `warm-up-${i % 10}\u00e9`,
+      srttUs: tcp ? 0x4000_0000 + i : 0,
+      minRttUs: tcp ? i : 0,
+      retransmits: tcp && i % 4 === 0 ? i : 0,
+      handshakeUs: tcp && i % 3 === 0 ? 0x8000_0000 + i : 0,
+      tcpFlags: tcp ? 0x1b : 0,
+      appCount: tcp && i % 2 === 0 ? i : 0,
+      appSumUs: tcp && i % 2 === 0 ? big : 0n,
+      appMaxUs: tcp && i % 4 === 0 ? 0x8000_0000 + i : 0,
+      role: [ROLE_SRC, ROLE_DST, 0][i % 3]!,
+      icmpType: protocol === IP_ICMP || protocol === IP_ICMPV6 ? 8 : 0,
+      icmpCode: protocol === IP_ICMP ? i % 2 : 0,
+      ...(i % 8 === 0 ? { drops: { packets: 1 + i, bytes: big, reasons: [[2, 1 + i] as const] } } : {}),
+    };
+    // Some records under 128 bytes (one length byte): no process, no times, one direction.
+    if (i % 8 === 5) Object.assign(conversation, { protocol: IP_UDP, localIp: v4(i), remoteIp: v4(i + 1), pid: 0, comm: '', cgroupId: 0n, ownerStartNs: 0n, firstKtimeNs: 0n, lastKtimeNs: 0n, rxBytes: 0n, rxPackets: 0n, netns: 0 });
+    writeFlowEntry(conversation, keys, i * KEY, values, i * VALUE);
+  }
+  return { keys, values };
 }
 
 /** Without the kernel's BTF names, reasons are named by number. */

@@ -22,6 +22,7 @@ import type { SettleContext } from './settle.js';
 import { BusConnectError, BusPublishError, JetStreamCodes, StreamSetupError, StreamStorageError, classifyPublishError, isPermissionError, jetStreamCode } from './errors.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
 import { DLQ_STREAM, FLOW_STREAM, admissionShare, subjectLabel, subjects } from './subjects.js';
+import { installNatsCopies } from './nats-copies.js';
 
 export interface BusOptions {
   servers: string[];
@@ -481,6 +482,7 @@ function sameStreamLimits(existing: StreamConfig, wanted: Partial<StreamConfig>)
 }
 
 export async function connectBus(options: BusOptions): Promise<Bus> {
+  installNatsCopies();
   const connectOptions: ConnectionOptions = {
     servers: options.servers,
     name: options.name,

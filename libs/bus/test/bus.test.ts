@@ -10,6 +10,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { BusPublishError, DLQ_STREAM, FLOW_STREAM, StreamStorageError, connectBus, dlqHeaders } from '../src/index.js';
+import { installNatsCopies } from '../src/nats-copies.js';
 import type { Bus, RawMessage } from '../src/index.js';
 
 let nats: TestServer;
@@ -265,6 +266,54 @@ describe('bus', () => {
     expect(parts.length).toBeGreaterThan(2);
     expect(parts.every((p) => p.startsWith('big/'))).toBe(true);
     expect(records.sort((a, b) => a - b)).toEqual(Array.from({ length: 3000 }, (_, i) => 1000 + i));
+  });
+});
+
+describe('messages through nats.js without its copies (nats-copies.ts)', () => {
+  /** Payloads whose every byte depends on (message, offset): a shifted or stale byte shows. */
+  function payload(n: number, size: number): Uint8Array {
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i++) bytes[i] = (n * 131 + i * 7 + (i >> 9)) & 0xff;
+    if (size >= 4) new DataView(bytes.buffer).setUint32(0, n);
+    return bytes;
+  }
+
+  it('are in effect in every process that connects a bus', async () => {
+    await newBus();
+    expect(installNatsCopies()).toEqual({ gather: true, wholePayload: true, quietAnswers: true });
+  });
+
+  it('delivers large and small messages byte for byte, published at once on one connection, with and without headers', async () => {
+    const producer = await newBus('producer');
+    await producer.ensureStreams();
+    // Sizes from 1 byte to the largest message: most span several socket reads at both ends,
+    // and the small ones share flushes with the large ones.
+    const sizes = [1, 7, 100, 4_000, 65_535, 65_536, 65_537, 200_000, producer.messageLimit, 300_000, 12, 1_000_000 - 8192, 90_000, 3];
+    const sent = sizes.map((size, n) => payload(n, size));
+    // Nats-Msg-Id (HMSG on delivery) and none (MSG): the parser's two ways to a payload.
+    await Promise.all(sent.map((bytes, n) => (n % 3 === 2 ? producer.publishUnchecked('kappa.flow.joined.p0', bytes) : producer.publishBytes('kappa.flow.joined.p0', bytes, `m${n}`))));
+    const consumer = await newBus('consumer');
+    const received = new Map<number, Uint8Array>();
+    await consumer.consume({
+      subject: 'kappa.flow.joined.>',
+      durable: 'exporter',
+      maxInFlight: 8,
+      handler: async (message: RawMessage) => {
+        const { buffer, byteOffset, byteLength } = message.bytes;
+        // A payload shorter than its index is the one of that size.
+        received.set(byteLength < 4 ? sizes.indexOf(byteLength) : new DataView(buffer, byteOffset, byteLength).getUint32(0), message.bytes.slice());
+        await message.ack();
+      },
+    });
+    await until(() => received.size >= sent.length);
+    for (const [n, bytes] of sent.entries()) expect(Buffer.from(received.get(n) ?? []).equals(Buffer.from(bytes)), `message ${n} (${bytes.byteLength} bytes)`).toBe(true);
+  });
+
+  it('still rejects a request nobody answers, with the error of the cause', async () => {
+    const bus = await newBus();
+    await bus.ensureStreams();
+    // No stream takes kappa.nowhere: the publish's request has no responders.
+    await expect(bus.publishBytes('kappa.nowhere', payload(0, 100_000), 'x')).rejects.toBeInstanceOf(BusPublishError);
   });
 });
 

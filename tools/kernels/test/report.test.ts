@@ -1,7 +1,7 @@
 // The kernel × feature table: a feature fails only where its tests failed, a run that never
 // finished fails everything, and a test no feature names still gets its own row.
 import { describe, expect, it } from 'vitest';
-import { allPassed, featureRows, hooksOfCheck, renderTable, testsOfReport } from '../report.js';
+import { allPassed, featureRows, hooksOfCheck, hostRunFromReport, renderReport, renderTable, testsOfReport, withFilesWithoutResults } from '../report.js';
 import type { Feature, KernelRun } from '../report.js';
 
 const report = (tests: { fullName: string; status: string; failureMessages?: string[] }[], extra: object = {}) =>
@@ -70,6 +70,15 @@ describe('the kernel × feature table', () => {
     expect(tests).toEqual([{ file: 'test/socket-mode.test.ts', name: 'socket mode counts TCP over IPv4 exactly', status: 'failed', message: 'cannot load kappa.bpf.o' }]);
   });
 
+  it('fails a test file that left no result on a kernel, by name, instead of showing its features as missing', () => {
+    const files = ['test/socket-mode.test.ts', 'test/tcp-health.test.ts'];
+    const checked = withFilesWithoutResults(host, files);
+    expect(checked.tests.filter((t) => t.status === 'failed').map((t) => t.name)).toEqual(['test/tcp-health.test.ts (no result on this kernel)']);
+    expect(allPassed([checked])).toBe(false);
+    expect(renderTable([checked], features)).toContain('6.18 (host): FAIL test/tcp-health.test.ts (no result on this kernel): vitest reported no test of this file');
+    expect(withFilesWithoutResults(host, ['test/socket-mode.test.ts'])).toBe(host);
+  });
+
   it('lists the failed tests with the first line of their message', () => {
     expect(renderTable([host, vm], features)).toContain('6.1 (qemu): FAIL socket mode measures application latency over IPv4: expected 0 to be 20');
   });
@@ -94,5 +103,39 @@ describe('kappa-capture --check lines', () => {
     expect(rows.find((r) => r.feature.startsWith('kernel before 5.15'))?.cells[0]?.outcome).toBe('pass');
     expect(rows.find((r) => r.feature.startsWith('TCP over IPv4'))?.cells[0]?.outcome).toBe('-');
     expect(allPassed([refused])).toBe(true);
+  });
+});
+
+describe("npm test's table: the host's column from capture's own report", () => {
+  // capture's whole suite, as npm test's kernel lane runs it: two files the VM ran, one it did not.
+  const suite = JSON.stringify({
+    testResults: [
+      { name: '/w/apps/capture/test/socket-mode.test.ts', status: 'passed', assertionResults: [{ fullName: 'socket mode counts TCP over IPv4 exactly', status: 'passed' }] },
+      { name: '/w/apps/capture/test/kernel-features.test.ts', status: 'passed', assertionResults: [{ fullName: 'kernel hooks per feature names the hook of app latency', status: 'passed' }] },
+      { name: '/w/apps/capture/test/flood.test.ts', status: 'failed', assertionResults: [{ fullName: 'flood keeps up', status: 'failed', failureMessages: ['slow'] }] },
+    ],
+  });
+  const check = 'kernel 6.18: capture can run here\napp latency: via tracepoints sock:sock_send_length and sock:sock_recv_length\n';
+  const vm: KernelRun = { kernel: '6.1 (qemu)', tests: testsOfReport(report([{ fullName: 'socket mode counts TCP over IPv4 exactly', status: 'passed' }])), hooks: { 'app latency': 'fexit' }, check: 'app latency: via fexit x' };
+
+  it('takes the results of the files the VMs ran, with the hooks of this kernel, in front of the VMs', () => {
+    const host = hostRunFromReport('6.18 (host)', suite, ['test/socket-mode.test.ts', 'test/kernel-features.test.ts'], check);
+    expect(host.tests.map((t) => t.name)).toEqual(['socket mode counts TCP over IPv4 exactly', 'kernel hooks per feature names the hook of app latency']);
+    expect(host.error).toBeUndefined();
+    const rows = featureRows([host, vm], features);
+    expect(rows.find((r) => r.feature === 'TCP over IPv4')?.cells.map((c) => c.outcome)).toEqual(['pass', 'pass']);
+    expect(rows.find((r) => r.feature === 'app latency')?.cells).toEqual([{ outcome: 'pass', hook: 'tracepoint' }, { outcome: 'missing', hook: 'fexit' }]);
+    expect(rows.some((r) => r.feature.includes('flood'))).toBe(false);
+    const printed = renderReport([host, vm]);
+    expect(printed.split('\n')[1]).toMatch(/^feature\s+6\.18 \(host\)\s+6\.1 \(qemu\)$/);
+    expect(printed).toContain('6.18 (host), kappa-capture --check:\n  kernel 6.18: capture can run here\n');
+    expect(printed).toContain('6.1 (qemu), kappa-capture --check:\n  app latency: via fexit x\n');
+  });
+
+  it("fails the host's column when capture left no report, or none of the VMs' files", () => {
+    expect(renderTable([hostRunFromReport('6.18 (host)', undefined, ['test/socket-mode.test.ts'], check), vm], features)).toContain("6.18 (host): no report of capture's tests on this kernel");
+    const none = hostRunFromReport('6.18 (host)', suite, ['test/dns.test.ts'], check);
+    expect(featureRows([none], features).every((r) => r.cells[0]?.outcome === 'FAIL')).toBe(true);
+    expect(none.error).toBe("capture's report on this kernel has none of test/dns.test.ts");
   });
 });
