@@ -41,7 +41,10 @@ class KeyBuilder {
     const end = cursor.fieldEnd(field);
     this.room(end - start);
     const src = cursor.bytes;
-    for (let i = start; i < end; i++) this.buf[this.pos++] = src[i]!;
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = start; i < end; i++) buf[pos++] = src[i]!;
+    this.pos = pos;
     return this;
   }
 
@@ -57,11 +60,13 @@ class KeyBuilder {
       this.buf[this.pos++] = 0x30;
       return this;
     }
+    // n is a uint32 (protocol, port, netns): `>>> 0` is the floor of its tenth.
     let digits = 0;
-    for (let m = n; m > 0; m = Math.floor(m / 10)) digits++;
+    for (let m = n; m > 0; m = (m / 10) >>> 0) digits++;
     let at = this.pos + digits;
     this.pos = at;
-    for (let m = n; m > 0; m = Math.floor(m / 10)) this.buf[--at] = 0x30 + (m % 10);
+    const buf = this.buf;
+    for (let m = n; m > 0; m = (m / 10) >>> 0) buf[--at] = 0x30 + (m % 10);
     return this;
   }
 

@@ -65,7 +65,9 @@ export function readVarint64(bytes: Uint8Array, pos: number): bigint {
 
 /**
  * Where each field of one message is. Field numbers the message declares are indexed (the last
- * occurrence wins, as protobuf-es does for singular fields); others are only met by eachField().
+ * occurrence wins, as protobuf-es does for singular fields); every occurrence, unknown and
+ * repeated ones included, is also listed in wire order, so eachField() and
+ * ProtoWriter.copyReplacing() go through a message without reading its bytes again.
  */
 export class MessageCursor {
   readonly shape: MessageShape;
@@ -74,8 +76,20 @@ export class MessageCursor {
   /** Start and end of the message's payload in `bytes`. */
   start = 0;
   end = 0;
-  /** Per field number: tag start, value start, value end (all -1 when absent). */
+  /** Per field number: tag start, value start, value end (tag start -1 when absent). */
   private readonly at: Int32Array;
+  /**
+   * Every field occurrence in wire order: field number, tag start, value start, value end. The
+   * next reset() clears only the index entries these name, so a reset costs the fields met, not
+   * the fields the message declares.
+   */
+  fieldList: Int32Array = new Int32Array(4 * 32);
+  /** Occurrences in fieldList. */
+  fieldCount = 0;
+  /** The range fieldList and the index describe (a caller may move bytes/start/end by hand). */
+  private indexedBytes: Uint8Array = EMPTY;
+  private indexedStart = 0;
+  private indexedEnd = 0;
 
   constructor(schema: DescMessage | MessageShape) {
     this.shape = 'fields' in schema && 'maxField' in schema ? schema : messageShape(schema as DescMessage);
@@ -88,11 +102,17 @@ export class MessageCursor {
       this.bytes = bytes;
       this.text = text ?? bufferOf(bytes);
     }
-    this.start = start;
-    this.end = end;
+    this.start = this.indexedStart = start;
+    this.end = this.indexedEnd = end;
+    this.indexedBytes = bytes;
     const at = this.at;
-    at.fill(-1);
     const maxField = this.shape.maxField;
+    let list = this.fieldList;
+    for (let k = 4 * this.fieldCount - 4; k >= 0; k -= 4) {
+      const f = list[k]!;
+      if (f <= maxField) at[3 * f] = -1;
+    }
+    let n = 0;
     let pos = start;
     // Per record and nested message: one-byte tags and lengths (fields 1-15, values under 128
     // bytes) are read inline; anything longer goes through the general readers.
@@ -116,6 +136,12 @@ export class MessageCursor {
         pos = skipValue(bytes, pos, wireType);
       }
       const fieldNo = tag >>> 3;
+      if (n === list.length) list = this.growList();
+      list[n] = fieldNo;
+      list[n + 1] = tagStart;
+      list[n + 2] = valueStart;
+      list[n + 3] = pos;
+      n += 4;
       if (fieldNo <= maxField) {
         const i = 3 * fieldNo;
         at[i] = tagStart;
@@ -123,13 +149,47 @@ export class MessageCursor {
         at[i + 2] = pos;
       }
     }
+    this.fieldCount = n >>> 2;
     return this;
+  }
+
+  private growList(): Int32Array {
+    const grown = new Int32Array(this.fieldList.length * 2);
+    grown.set(this.fieldList);
+    this.fieldList = grown;
+    return grown;
   }
 
   /** Empties the cursor (a message that is absent reads as all defaults). */
   clear(): this {
-    this.at.fill(-1);
-    this.start = this.end = 0;
+    const list = this.fieldList;
+    const maxField = this.shape.maxField;
+    for (let k = 4 * this.fieldCount - 4; k >= 0; k -= 4) {
+      const f = list[k]!;
+      if (f <= maxField) this.at[3 * f] = -1;
+    }
+    this.fieldCount = 0;
+    this.start = this.end = this.indexedStart = this.indexedEnd = 0;
+    this.indexedBytes = this.bytes;
+    return this;
+  }
+
+  /** Whether fieldList describes bytes[start, end) (false after a caller moved them by hand). */
+  isIndexed(): boolean {
+    return this.bytes === this.indexedBytes && this.start === this.indexedStart && this.end === this.indexedEnd;
+  }
+
+  /**
+   * Makes sure fieldList describes bytes[start, end): a caller that set `bytes`, `start` or `end`
+   * itself (to copy a range without reading its fields) gets it indexed here, once.
+   */
+  indexed(): this {
+    if (!this.isIndexed()) {
+      const bytes = this.bytes;
+      // reset() keeps `text` when the bytes look unchanged: make it rebuild it for these bytes.
+      this.bytes = EMPTY;
+      this.reset(bytes, this.start, this.end);
+    }
     return this;
   }
 
@@ -257,16 +317,10 @@ export class MessageCursor {
    * callback out of the record loop: then nothing is allocated.
    */
   eachField(visit: (fieldNo: number, tagStart: number, valueStart: number, end: number) => void): void {
-    const bytes = this.bytes;
-    let pos = this.start;
-    while (pos < this.end) {
-      const tagStart = pos;
-      const tag = readVarint32(bytes, pos);
-      pos = skipVarint(bytes, pos);
-      const valueStart = pos;
-      pos = skipValue(bytes, pos, tag & 7);
-      visit(tag >>> 3, tagStart, valueStart, pos);
-    }
+    this.indexed();
+    const list = this.fieldList;
+    const n = 4 * this.fieldCount;
+    for (let k = 0; k < n; k += 4) visit(list[k]!, list[k + 1]!, list[k + 2]!, list[k + 3]!);
   }
 }
 

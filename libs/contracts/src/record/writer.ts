@@ -129,9 +129,14 @@ export class ProtoWriter {
     this.ensure(n);
     if (n < 32) {
       const buf = this.buf;
-      for (let i = 0; i < n; i++) buf[this.pos + i] = bytes[start + i]!;
+      const pos = this.pos;
+      for (let i = 0; i < n; i++) buf[pos + i] = bytes[start + i]!;
+    } else if (start === 0 && end === bytes.length) {
+      this.buf.set(bytes, this.pos);
     } else {
-      this.buf.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), this.pos);
+      // A plain view, not bytes.subarray(): a Buffer's subarray goes through its species
+      // constructor (FastBuffer), which costs more than the copy.
+      this.buf.set(new Uint8Array(bytes.buffer, bytes.byteOffset + start, n), this.pos);
     }
     this.pos += n;
   }
@@ -177,46 +182,66 @@ export class ProtoWriter {
    * the end. Runs of kept fields are copied in one piece. Hoist `emit`: then nothing is allocated.
    */
   copyReplacing(cursor: MessageCursor, replaced: readonly number[], emit: (field: number) => void): void {
+    // A cursor reset() over these bytes lists every field occurrence in wire order: no second
+    // walk. One moved by hand (the tagger's span cursors, which never read a field) is walked
+    // here, without indexing it.
     const bytes = cursor.bytes;
+    const listed = cursor.isIndexed();
+    const list = cursor.fieldList;
+    const count = 4 * cursor.fieldCount;
+    const stop = cursor.end;
+    const replacedCount = replaced.length;
     let next = 0;
     let runStart = -1;
     let runEnd = -1;
+    let k = 0;
     let pos = cursor.start;
-    const end = cursor.end;
-    while (pos < end) {
-      const tagStart = pos;
-      const tag = readVarint32(bytes, pos);
-      pos = skipValue(bytes, skipVarint(bytes, pos), tag & 7);
-      const fieldNo = tag >>> 3;
+    for (;;) {
+      let fieldNo: number;
+      let tagStart: number;
+      let end: number;
+      if (listed) {
+        if (k >= count) break;
+        fieldNo = list[k]!;
+        tagStart = list[k + 1]!;
+        end = list[k + 3]!;
+        k += 4;
+      } else {
+        if (pos >= stop) break;
+        tagStart = pos;
+        const tag = readVarint32(bytes, pos);
+        pos = end = skipValue(bytes, skipVarint(bytes, pos), tag & 7);
+        fieldNo = tag >>> 3;
+      }
       let isReplaced = false;
-      for (let i = 0; i < replaced.length; i++) {
+      for (let i = 0; i < replacedCount; i++) {
         if (replaced[i] === fieldNo) {
           isReplaced = true;
           break;
         }
       }
-      if (!isReplaced && (next >= replaced.length || replaced[next]! > fieldNo)) {
+      if (!isReplaced && (next >= replacedCount || replaced[next]! > fieldNo)) {
         if (runEnd !== tagStart) {
           if (runStart >= 0) this.raw(bytes, runStart, runEnd);
           runStart = tagStart;
         }
-        runEnd = pos;
+        runEnd = end;
         continue;
       }
       if (runStart >= 0) this.raw(bytes, runStart, runEnd);
       runStart = runEnd = -1;
-      while (next < replaced.length && replaced[next]! <= fieldNo) {
+      while (next < replacedCount && replaced[next]! <= fieldNo) {
         const field = replaced[next++]!;
         // A replaced field met again later (out of order) is dropped, not emitted twice.
         emit(field);
       }
       if (!isReplaced) {
         runStart = tagStart;
-        runEnd = pos;
+        runEnd = end;
       }
     }
     if (runStart >= 0) this.raw(bytes, runStart, runEnd);
-    while (next < replaced.length) emit(replaced[next++]!);
+    while (next < replacedCount) emit(replaced[next++]!);
   }
 }
 
