@@ -9,13 +9,30 @@ import { fileURLToPath } from 'node:url';
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const benchmarksFile = path.join(repoRoot, 'BENCHMARKS.md');
 
+/**
+ * The boot's mitigations that change what a kernel entry costs: this machine has booted with
+ * different ones between sessions (PTI on a CPU without PCID flushes the TLB at every kernel
+ * entry; SRSO's "Safe RET" thunk makes every call dearer), and bpf_stats moved 2–4× with them.
+ */
+function mitigations() {
+  const read = (name) => {
+    try {
+      return readFileSync(`/sys/devices/system/cpu/vulnerabilities/${name}`, 'utf8').trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  const pcid = /^flags\s*:.*\bpcid\b/m.test(readFileSync('/proc/cpuinfo', 'utf8')) ? 'pcid' : 'no pcid';
+  return `meltdown "${read('meltdown')}", spec_rstack_overflow "${read('spec_rstack_overflow')}", ${pcid}`;
+}
+
 /** One line naming the machine and the moment, for under a table. */
 export function machineLine() {
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   const [load1] = os.loadavg();
   return (
     `Measured ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} on ${os.availableParallelism()} cores ` +
-    `(${cpu}), kernel ${os.release()}, Node ${process.versions.node}, load average ${load1.toFixed(1)} at the end.`
+    `(${cpu}; ${mitigations()}), kernel ${os.release()}, Node ${process.versions.node}, load average ${load1.toFixed(1)} at the end.`
   );
 }
 
