@@ -146,7 +146,9 @@ static __always_inline struct kappa_flow_stats *flow_entry(__u32 epoch, struct k
 	if (s)
 		copy_owner(&init, s);
 	long err = flow_insert(epoch, key, &init);
-	if (!err || err == -EEXIST /* another CPU created it first */)
+	if (!err)
+		mark_drain(epoch, true);
+	if (!err || err == -EEXIST /* another CPU created it first (and marked it) */)
 		st = flow_lookup(epoch, key);
 	if (!st) {
 		count(KAPPA_COUNTER_OVERFLOW_PACKETS, segs);
@@ -394,6 +396,7 @@ static __always_inline void or_in_epoch(__u32 *values, __u32 *epochs, __u32 epoc
 	if (epochs[p] != epoch) {
 		values[p] = bits;
 		epochs[p] = epoch;
+		mark_drain(epoch, false); /* this socket's first count in the epoch (either direction) */
 	} else if ((values[p] | bits) != values[p]) {
 		__sync_fetch_and_or(&values[p], bits);
 	}
@@ -862,6 +865,7 @@ static __always_inline int on_sock_recv(struct sock *sk, int ret, int flags)
 		if (s->app_max_epoch[p] != epoch) {
 			s->app_max_us[p] = latency_us;
 			s->app_max_epoch[p] = epoch;
+			mark_drain(epoch, false);
 		} else if (latency_us > s->app_max_us[p]) {
 			s->app_max_us[p] = latency_us; /* a lost race only under-reports one max */
 		}

@@ -107,4 +107,14 @@ struct kappa_drain_state {
 	__u64 started_unix_ns[2]; /* when each map last became the one programs count into */
 };
 
+/* What the drain of an epoch has to read, in `kappa_marks` (one element per epoch parity, so
+ * userspace clears the drained parity's marks without touching the ones programs set now). Set
+ * by programs, never cleared by them: `flows` at the first insert into kappa_flows_<parity>,
+ * `sockets` when a counting socket first counts (packets or app latency) in an epoch of that
+ * parity. An idle drain finds both 0 and skips the socket iterator and the map walk. */
+struct kappa_drain_marks {
+	__u32 sockets; /* the socket iterator has something to report */
+	__u32 flows;   /* kappa_flows_<parity> has entries */
+};
+
 #endif

@@ -122,6 +122,16 @@ struct {
 	__type(value, struct kappa_drain_state);
 } kappa_drain SEC(".maps");
 
+/* The drain's marks (struct kappa_drain_marks), by epoch parity. Pinned: a crashed instance's
+ * programs keep marking for the instance that takes their maps over. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct kappa_drain_marks);
+} kappa_marks SEC(".maps");
+
 /* Who opened conversations that no connected socket keys (unconnected UDP, ICMP, listeners):
  * outlives the drains, because the next packet of such a conversation does not show it. */
 struct {
@@ -240,6 +250,23 @@ static __always_inline __u32 current_epoch(void)
 	__u32 zero = 0;
 	struct kappa_drain_state *state = bpf_map_lookup_elem(&kappa_drain, &zero);
 	return state ? state->epoch : 0;
+}
+
+/* Tells the drain of `epoch` that it has work (see struct kappa_drain_marks). Called once per
+ * socket or conversation per epoch, not per packet; the store only when the mark is not set yet,
+ * so the line stays shared between CPUs. */
+static __always_inline void mark_drain(__u32 epoch, bool flows)
+{
+	__u32 parity = epoch & 1;
+	struct kappa_drain_marks *marks = bpf_map_lookup_elem(&kappa_marks, &parity);
+	if (!marks)
+		return;
+	if (flows) {
+		if (!marks->flows)
+			marks->flows = 1;
+	} else if (!marks->sockets) {
+		marks->sockets = 1;
+	}
 }
 
 static __always_inline struct kappa_flow_stats *flow_lookup(__u32 epoch, struct kappa_flow_key *key)

@@ -39,7 +39,10 @@ export interface CaptureOptions {
   maxUnsentBatches?: number;
   /** Keeps each batch on disk from the drain until the sink has it (see spool.ts). */
   spool?: Spool;
-  /** DNS: the kernel's copies of DNS messages (read every `pollMs`, and at each drain) and what is made of them. */
+  /**
+   * DNS: the kernel's copies of DNS messages (read every `pollMs`, and at each drain) and what is
+   * made of them. `pollMs` 0: no timer of its own, the caller calls readDns (one timer for every ring).
+   */
   dns?: { events: { consume(): Buffer[] }; tracker: DnsTracker; pollMs?: number };
   /** The kernel's drop reason names (without: REASON_<n>). */
   dropReasons?: DropReasons;
@@ -172,11 +175,12 @@ export class CaptureLoop {
     for (const spooled of options.spool?.load() ?? []) this.unsent.push({ batchId: spooled.batchId, records: spooled.records, spooled });
     // The ring buffer is read between drains too, so a burst of DNS fits in it.
     const dns = options.dns;
-    this.dnsPoller = dns ? setInterval(() => this.readDns(), dns.pollMs ?? 200).unref() : undefined;
+    const pollMs = dns?.pollMs ?? 200;
+    this.dnsPoller = dns && pollMs > 0 ? setInterval(() => this.readDns(), pollMs).unref() : undefined;
   }
 
   /** Takes what the kernel copied of DNS messages into the tracker. */
-  private readDns(): void {
+  readDns(): void {
     const dns = this.options.dns;
     if (!dns) return;
     for (const event of dns.events.consume()) dns.tracker.add(event);

@@ -35,6 +35,7 @@ import {
   COUNTER_OVERFLOW_PACKETS,
   COUNTER_ROLE_OVERFLOW,
   DNS_COUNTER_LOST,
+  DRAIN_MARKS,
   DRAIN_STATE,
   DROP_COUNTER_UNATTRIBUTED,
   FLOW_KEY,
@@ -134,6 +135,16 @@ export class Datapath {
   private readonly dnsCounters: BpfMap;
   private readonly dropCounters: BpfMap;
   private readonly drainState: BpfMap;
+  private readonly drainMarks: BpfMap;
+  /**
+   * The next drain reads everything whatever the marks say: the first one after a start (programs
+   * of a crashed instance or an older build counted without marking until this one attached, and
+   * a socket's first count in epoch 0 does not mark: its epoch fields start at 0).
+   */
+  private readEverything = true;
+  private readonly marksKey = Buffer.alloc(4);
+  private readonly marksValue = Buffer.alloc(DRAIN_MARKS.size);
+  private readonly noMarks = Buffer.alloc(DRAIN_MARKS.size);
   /** The DNS messages the kernel copies (undefined when the DNS feature is off). */
   readonly dnsEvents: RingBufferReader | undefined;
   /** What the watched processes exec'd (undefined when the exec feature is off); see src/exec.ts. */
@@ -166,6 +177,7 @@ export class Datapath {
     this.dnsCounters = object.map('kappa_dns_counters');
     this.dropCounters = object.map('kappa_drop_counters');
     this.drainState = object.map('kappa_drain');
+    this.drainMarks = object.map('kappa_marks');
     this.dnsEvents = dns ? new RingBufferReader(object.map('kappa_dns_events')) : undefined;
     this.execEvents = omitted.has('kappa_exec') ? undefined : { events: new RingBufferReader(object.map('kappa_exec_events')), counters: object.map('kappa_exec_counters') };
     if (!tookOver) this.writeState({ epoch: 0, startedUnixNs: [unixNow(), 0n] });
@@ -315,9 +327,27 @@ export class Datapath {
     const startedUnixNs: [bigint, bigint] = next === 0 ? [endNs, state.startedUnixNs[1]] : [state.startedUnixNs[0], endNs];
     this.writeState({ epoch: (state.epoch + 1) >>> 0, startedUnixNs });
     waitForRunningPrograms();
+    // Every program that counted in the ended epoch has returned, and set its marks: an idle
+    // interval skips the iterator (it walks every open file of the machine) and the map walk
+    // (every bucket of an empty map).
+    const everything = this.readEverything;
+    this.readEverything = false;
+    this.marksKey.writeUInt32LE(current);
+    const sockets = everything || this.marked('sockets');
     // Counting sockets report into the quiet map what they counted since their last report.
-    this.socketReporter?.run();
-    return { startNs: state.startedUnixNs[current] || endNs, endNs, epoch: state.epoch, chunks: this.drainers[current]!.chunks() };
+    if (sockets) this.socketReporter?.run();
+    // Read after the iterator, which inserts into the quiet map (and marks it).
+    const flows = everything || this.marked('flows');
+    // Nothing sets this parity's marks again before the epoch after next (the next drain's flip).
+    if (sockets || flows) updateElement(this.drainMarks, this.marksKey, this.noMarks);
+    const chunks = flows ? this.drainers[current]!.chunks() : NO_CHUNKS;
+    return { startNs: state.startedUnixNs[current] || endNs, endNs, epoch: state.epoch, chunks };
+  }
+
+  /** Whether a program set this mark of the ended epoch's parity (marksKey). */
+  private marked(mark: keyof typeof DRAIN_MARKS.fields): boolean {
+    if (!lookupElement(this.drainMarks, this.marksKey, this.marksValue)) return true;
+    return this.marksValue.readUInt32LE(DRAIN_MARKS.fields[mark].offset) !== 0;
   }
 
   /** Totals since the maps were created (the kernel counters never reset). */
@@ -374,6 +404,8 @@ export class Datapath {
     this.lock.release();
   }
 }
+
+const NO_CHUNKS: readonly DrainedChunk[] = [];
 
 function unixNow(): bigint {
   return BigInt(Date.now()) * 1_000_000n;

@@ -56,6 +56,7 @@ export interface ExecForwarderOptions {
   lostInKernel: () => bigint;
   /** Lines kept while the enricher is not listening (or slow); beyond it the oldest are dropped, counted. */
   maxQueued?: number;
+  /** 0: no timer of its own, the caller calls forward (one timer for every ring). */
   pollMs?: number;
   retryMs?: number;
   logger: Logger;
@@ -66,7 +67,7 @@ export class ExecForwarder {
   private socket: Socket | undefined;
   private connecting: Promise<boolean> | undefined;
   private queue: string[] = [];
-  private readonly poller: NodeJS.Timeout;
+  private readonly poller: NodeJS.Timeout | undefined;
   private retryAt = 0;
   private warned = false;
   private closed = false;
@@ -88,7 +89,8 @@ export class ExecForwarder {
     this.cut = new Counter({ name: 'kappa_capture_exec_args_cut_total', help: 'Execs whose argument list was longer than the 4 KiB the kernel copies (its cut last argument dropped)', registers });
     // Events a previous instance's programs could not copy are not this one's loss.
     this.lastKernelLost = options.lostInKernel();
-    this.poller = setInterval(() => this.forward().catch((error: unknown) => options.logger.warn({ err: error }, 'cannot read exec events')), options.pollMs ?? 200).unref();
+    const pollMs = options.pollMs ?? 200;
+    this.poller = pollMs > 0 ? setInterval(() => void this.poll(), pollMs).unref() : undefined;
     void this.connect();
   }
 
@@ -119,6 +121,11 @@ export class ExecForwarder {
     this.sent += lines.length;
     this.events.inc({ result: 'sent' }, lines.length);
     await new Promise<void>((resolve) => socket.write(lines.join(''), () => resolve()));
+  }
+
+  /** forward() for a timer: a failure is logged, and the next read tries again. */
+  poll(): Promise<void> {
+    return this.forward().catch((error: unknown) => this.options.logger.warn({ err: error }, 'cannot read exec events'));
   }
 
   private drop(n: number): void {

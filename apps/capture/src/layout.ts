@@ -80,6 +80,12 @@ export const DRAIN_STATE = struct('kappa_drain_state', 24, {
   started_unix_ns: { offset: 8, size: 16 },
 });
 
+/** What the drain of one epoch parity has to read (map kappa_marks, one element per parity). */
+export const DRAIN_MARKS = struct('kappa_drain_marks', 8, {
+  sockets: { offset: 0, size: 4 },
+  flows: { offset: 4, size: 4 },
+});
+
 /** One DNS message copied by bpf/kappa_dns.h (ring buffer kappa_dns_events). */
 export const DNS_EVENT = struct('kappa_dns_event', 592, {
   key: { offset: 0, size: 48 },

@@ -123,6 +123,8 @@ let draining: Promise<unknown> = Promise.resolve();
 const drains: { timer?: NodeJS.Timeout; stopping: boolean } = { stopping: false };
 // The loop's sink is the source's publish (or stdout); the source is made just below.
 const made: { loop?: CaptureLoop; execs?: ExecForwarder } = {};
+const rings: { timer?: NodeJS.Timeout } = {};
+const RING_POLL_MS = 200;
 const source = await runSource({
   stage: 'capture',
   instance: config.node,
@@ -145,6 +147,7 @@ const source = await runSource({
   stop: async () => {
     drains.stopping = true;
     clearTimeout(drains.timer);
+    clearInterval(rings.timer);
     logger.info('stopping: detach, then last drain');
     await draining;
     try {
@@ -172,7 +175,7 @@ if (dropReasons.problem) logger.warn({ problem: dropReasons.problem }, 'drop rea
 // there times them.
 if (datapath.dnsEvents) holdDnsReceiveTimestamps(logger);
 const dns = datapath.dnsEvents
-  ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs, realtimeMinusKtimeNs: realtimeMinusMonotonicNs }) }
+  ? { events: datapath.dnsEvents, tracker: new DnsTracker({ maxNames: config.dnsNames, ktimeToUnixNs: ktimeToUnixOffsetNs, realtimeMinusKtimeNs: realtimeMinusMonotonicNs }), pollMs: 0 }
   : undefined;
 const capture = new CaptureLoop(
   datapath,
@@ -189,9 +192,18 @@ if (execEvents) {
     socketPath: execSocketPath(config),
     events: execEvents.events,
     lostInKernel: () => readPerCpuCounter(execEvents.counters, EXEC_COUNTER_LOST),
+    pollMs: 0,
     logger,
     registry,
   });
+}
+// Between drains one timer reads both rings (DNS messages, execs), so bursts fit in them; each
+// drain reads them too. One wakeup where two timers would wake the process apart.
+if (dns || made.execs) {
+  rings.timer = setInterval(() => {
+    capture.readDns();
+    void made.execs?.poll();
+  }, RING_POLL_MS).unref();
 }
 // A crashed instance's spool first, then what it left in the kernel; if the sink fails now, the
 // next drain retries.

@@ -38,7 +38,7 @@ function btfLayout(name: string): { size: number; fields: Record<string, { offse
 }
 
 describe('shared struct layout', () => {
-  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG, layout.DRAIN_STATE, layout.EXEC_EVENT] as StructLayout<string>[]) {
+  for (const struct of [layout.FLOW_KEY, layout.FLOW_STATS, layout.CONFIG, layout.DRAIN_STATE, layout.DRAIN_MARKS, layout.EXEC_EVENT] as StructLayout<string>[]) {
     it(`decodes ${struct.name} with the object's offsets and sizes`, () => {
       expect({ size: struct.size, fields: struct.fields }).toEqual(btfLayout(struct.name));
     });

@@ -4,6 +4,7 @@
 // drains and the socket's destruction report adds up to the wire exactly.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IpProtocol, Vantage } from '@kappa/contracts';
@@ -81,6 +82,44 @@ describePrivileged('per-socket counters', () => {
           bytes: forward?.bytes, packets: forward?.packets, reverseBytes: backward?.bytes, reversePackets: backward?.packets,
         });
       }
+    } finally {
+      await pcap.stop();
+      await capture.stop();
+    }
+  });
+
+  it('reports a connection that only received a greeting, then idles, in the interval its packets crossed', { timeout: 120_000 }, async () => {
+    // No request/response pair: neither end measures app latency, so only the packets tell the
+    // drain that these sockets counted something (an idle drain skips the socket iterator).
+    const capture = await startCapture(['--cgroup', cgroup.path, '--interval', '500ms', '--node', `kc-counters-${process.pid}`]);
+    const pcap = await PacketCapture.start(pair.b.netns, pair.b.ifname, join(dir, 'greet.pcap'));
+    try {
+      const server = spawnIn(pair.b.netns, nodes, process.execPath, [TRAFFIC, 'greet-server', pair.b.ipv4, '7049']);
+      await new Promise<void>((resolve) => server.stderr?.on('data', (c: Buffer) => c.toString().includes('listening') && resolve()));
+      await sleep(1500); // past capture's first drain, which reads everything whatever the marks say
+      const client = spawnIn(pair.a.netns, nodes, process.execPath, [TRAFFIC, 'greet-hold-client', pair.b.ipv4, '7049', '6000']);
+      const clientDone = new Promise((resolve) => client.once('exit', resolve));
+      const localPort = await new Promise<number>((resolve) => client.stderr?.on('data', (c: Buffer) => {
+        const line = c.toString().split('\n').find((l) => l.includes('"idle"'));
+        if (line) resolve((JSON.parse(line) as { localPort: number }).localPort);
+      }));
+      await sleep(300);
+      await pcap.stop(); // the wire up to the idle time: nothing crosses while the client holds
+      const wire = wireCounts(pcap.file);
+      const forward = wire.get(`${IpProtocol.TCP} ${pair.a.ipv4} ${localPort} ${pair.b.ipv4} 7049`);
+      const backward = wire.get(`${IpProtocol.TCP} ${pair.b.ipv4} 7049 ${pair.a.ipv4} ${localPort}`);
+      const expected = { bytes: forward?.bytes, packets: forward?.packets, reverseBytes: backward?.bytes, reversePackets: backward?.packets };
+      const conversation = `${IpProtocol.TCP} ${pair.a.ipv4} ${localPort} ${pair.b.ipv4} 7049`;
+      const reported = (vantage: Vantage) => {
+        const got = totals(capture.printed()).get(`${vantage} socket ${conversation}`);
+        return { bytes: got?.bytes, packets: got?.packets, reverseBytes: got?.reverseBytes, reversePackets: got?.reversePackets };
+      };
+      const deadline = Date.now() + 3000;
+      while (Date.now() < deadline && !(isDeepStrictEqual(reported(Vantage.SRC), expected) && isDeepStrictEqual(reported(Vantage.DST), expected))) await sleep(100);
+      expect({ src: reported(Vantage.SRC), dst: reported(Vantage.DST) }).toEqual({ src: expected, dst: expected });
+      await clientDone;
+      server.kill();
+      expect((await capture.stop()).code).toBe(0);
     } finally {
       await pcap.stop();
       await capture.stop();
