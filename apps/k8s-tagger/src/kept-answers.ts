@@ -11,6 +11,8 @@ const EMPTY = new Uint8Array(0);
 export class KeptAnswer {
   /** The index's version it was made at (-1: never valid). */
   version = -1;
+  /** ports.length, read first: most answers have no port of their own (no second object to touch). */
+  portCount = 0;
   /** The span of event time it holds for: [fromNs, untilNs). */
   fromNs = 0n;
   untilNs = 0n;
@@ -25,6 +27,7 @@ export class KeptAnswer {
   pending = false;
 
   fieldOn(port: number): Uint8Array {
+    if (this.portCount === 0) return this.field;
     const ports = this.ports;
     for (let i = 0; i < ports.length; i++) if (ports[i] === port) return this.portFields[i]!;
     return this.field;
