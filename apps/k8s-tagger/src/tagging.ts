@@ -413,7 +413,7 @@ export class BatchTagger {
       keep.ports.push(other);
       keep.portFields.push(this.keptOn(keep, resolveOn(other)));
     }
-    keep.portCount = keep.ports.length;
+    keep.portsDone();
     return keep;
   }
 
