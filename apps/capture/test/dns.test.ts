@@ -233,8 +233,7 @@ describePrivileged('DNS names and exchanges', () => {
       m.sumUs += Number(r.dns!.latencySumUs);
       measured.set(key, m);
     }
-    let allKappaUs = 0; // over the sub-millisecond exchanges
-    let allWireUs = 0;
+    const perConversation: { kappaUs: number; wireUs: number; count: number }[] = [];
     for (const [key, m] of measured) {
       const responses = wire.filter((w) => `${w.protocol} ${w.clientPort}` === key);
       expect(m.count, key).toBe(responses.length);
@@ -244,14 +243,19 @@ describePrivileged('DNS names and exchanges', () => {
       // Each exchange's microseconds are truncated, tshark's to the µs: at most 2 µs each below.
       expect(m.sumUs, label).toBeGreaterThanOrEqual(wireUs - 2 * m.count);
       expect(m.sumUs - wireUs, label).toBeLessThanOrEqual(Math.max(0.1 * wireUs, 25 * m.count));
-      if (wireUs < 1000 * m.count) {
-        allKappaUs += m.sumUs;
-        allWireUs += wireUs;
-      }
+      perConversation.push({ kappaUs: m.sumUs, wireUs, count: m.count });
     }
-    // The sub-millisecond exchanges together (the others would drown them in a sum).
+    // The short exchanges together (the long ones would drown them in a sum): the conversations
+    // whose exchanges took under 1 ms on average; where none did (a kernel under qemu's emulation,
+    // where dnsmasq's answers take milliseconds), the faster half of the conversations.
+    const fast = perConversation.filter((c) => c.wireUs < 1000 * c.count);
+    const short = fast.length > 0 ? fast : [...perConversation].sort((a, b) => a.wireUs / a.count - b.wireUs / b.count).slice(0, Math.ceil(perConversation.length / 2));
+    const allKappaUs = short.reduce((sum, c) => sum + c.kappaUs, 0);
+    const allWireUs = short.reduce((sum, c) => sum + c.wireUs, 0);
+    const which = fast.length > 0 ? 'sub-millisecond exchanges' : `no exchange under 1 ms here; the faster ${short.length} of ${perConversation.length} conversations`;
+    console.log(`DNS latency, ${which}: kappa ${allKappaUs} µs, tshark ${allWireUs.toFixed(0)} µs`);
     expect(allWireUs).toBeGreaterThan(0);
-    expect(Math.abs(allKappaUs - allWireUs), `sub-millisecond exchanges: kappa ${allKappaUs} µs, tshark ${allWireUs.toFixed(0)} µs`).toBeLessThanOrEqual(0.1 * allWireUs);
+    expect(Math.abs(allKappaUs - allWireUs), `${which}: kappa ${allKappaUs} µs, tshark ${allWireUs.toFixed(0)} µs`).toBeLessThanOrEqual(0.1 * allWireUs);
   });
 
   it('counts a message on port 53 that is not DNS as unparsable, and carries on', () => {
