@@ -11,6 +11,13 @@ const EMPTY = new Uint8Array(0);
 export class KeptAnswer {
   /** The index's version it was made at (-1: never valid). */
   version = -1;
+  /**
+   * ports.length and the first port with its field, kept here by portsDone(): most answers have
+   * no port of their own or one, and then the arrays (two more objects to fetch) are not read.
+   */
+  portCount = 0;
+  firstPort = -1;
+  firstPortField: Uint8Array = EMPTY;
   /** The span of event time it holds for: [fromNs, untilNs). */
   fromNs = 0n;
   untilNs = 0n;
@@ -25,9 +32,19 @@ export class KeptAnswer {
   pending = false;
 
   fieldOn(port: number): Uint8Array {
+    const count = this.portCount;
+    if (count === 0) return this.field;
+    if (port === this.firstPort) return this.firstPortField;
     const ports = this.ports;
-    for (let i = 0; i < ports.length; i++) if (ports[i] === port) return this.portFields[i]!;
+    for (let i = 1; i < count; i++) if (ports[i] === port) return this.portFields[i]!;
     return this.field;
+  }
+
+  /** To call once `ports` and `portFields` are filled. */
+  portsDone(): void {
+    this.portCount = this.ports.length;
+    this.firstPort = this.portCount > 0 ? this.ports[0]! : -1;
+    this.firstPortField = this.portCount > 0 ? this.portFields[0]! : EMPTY;
   }
 
   holds(version: number, atNs: bigint): boolean {

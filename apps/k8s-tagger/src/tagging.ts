@@ -140,16 +140,25 @@ export class BatchTagger {
   private tags: (Uint8Array | undefined)[] = [];
   /**
    * Per record of the batch, found by the first pass so that the second does not parse the record
-   * again: whether the local end is dst, then of the local and the remote end's field its start
-   * (-1: absent), payload start and end.
+   * again (SPAN int32s): flags (LOCAL_IS_DST, IN_ORDER), then of the local and the remote end its
+   * field's start (-1: absent), payload start and end and where its kube field goes (cut start,
+   * cut end), then where the record's src, dst and cluster_id go (start, end each). The cuts are
+   * copyReplacing's answer for a message whose fields come in ascending order, each once (as
+   * protobuf-es writes them): then the second pass copies the ranges between the cuts, without
+   * walking the bytes again.
    */
   private spans = new Int32Array(SPAN * 1024);
-  // Cursors of the second pass over the record and its ends: only their ranges are read
-  // (copyReplacing), set from `spans`.
-  private readonly recordSpan = FlowBatchView.recordCursor();
-  private readonly localSpan = new MessageCursor(EndpointSchema);
-  private readonly remoteSpan = new MessageCursor(EndpointSchema);
+  // Cursors of the second pass for a record whose fields are not in order (rare): indexed again
+  // there, for copyReplacing.
+  private readonly recordAgain = FlowBatchView.recordCursor();
+  private readonly endAgain = new MessageCursor(EndpointSchema);
   private at = 0;
+  private inOrder = false;
+  private bytes: Uint8Array = EMPTY;
+  // The last time field decoded (timeOf): its varint bytes and value.
+  private readonly lastTime = new Uint8Array(10);
+  private lastTimeLength = -1;
+  private lastTimeNs = 0n;
   // The record being written, read by the hoisted emit callbacks.
   private writer: FlowBatchWriter | undefined;
   private localField = 0;
@@ -169,23 +178,25 @@ export class BatchTagger {
     const isLocal = field === this.localField;
     const kube = isLocal ? this.localKube : this.remoteKube;
     const spans = this.spans;
-    const at = this.at + (isLocal ? 1 : 4);
+    const at = this.at + (isLocal ? LOCAL : REMOTE);
     const present = spans[at]! >= 0;
+    const bytes = this.bytes;
     if (kube === undefined) {
       // No tag for this end (no cluster): as it came, or an empty Endpoint.
-      if (present) writer.raw(this.recordSpan.bytes, spans[at]!, spans[at + 2]!);
+      if (present) writer.raw(bytes, spans[at]!, spans[at + 2]!);
       else writer.bytesField(field, EMPTY, true);
       return;
     }
     const mark = writer.begin(field, 2);
-    this.endpointKube = kube;
-    if (present) {
-      const end = isLocal ? this.localSpan : this.remoteSpan;
-      end.bytes = this.recordSpan.bytes;
-      end.start = spans[at + 1]!;
-      end.end = spans[at + 2]!;
-      writer.copyReplacing(end, KUBE, this.emitKube);
-    } else writer.raw(kube);
+    if (!present) writer.raw(kube);
+    else if (this.inOrder) {
+      writer.raw(bytes, spans[at + 1]!, spans[at + 3]!);
+      writer.raw(kube);
+      writer.raw(bytes, spans[at + 4]!, spans[at + 2]!);
+    } else {
+      this.endpointKube = kube;
+      writer.copyReplacing(this.endAgain.reset(bytes, spans[at + 1]!, spans[at + 2]!), KUBE, this.emitKube);
+    }
     writer.end(mark);
   };
 
@@ -204,20 +215,31 @@ export class BatchTagger {
     const replaced = clusterId !== 0 ? REPLACED_WITH_CLUSTER : REPLACED;
     this.clusterId = clusterId;
     this.writer = writer;
-    const record = this.recordSpan;
-    record.bytes = view.bytes;
+    const bytes = (this.bytes = view.bytes);
+    const spans = this.spans;
     for (let i = 0; i < n; i++) {
-      record.start = view.recordStart(i);
-      record.end = view.recordEnd(i);
-      this.at = SPAN * i;
-      this.localField = this.spans[SPAN * i] === 1 ? R.dst : R.src;
+      const at = (this.at = SPAN * i);
+      const flags = spans[at]!;
+      this.localField = (flags & LOCAL_IS_DST) !== 0 ? R.dst : R.src;
       this.localKube = this.tags[2 * i]!;
       this.remoteKube = this.tags[2 * i + 1];
       writer.beginRecord();
-      writer.copyReplacing(record, replaced, this.emitRecordField);
+      if ((this.inOrder = (flags & IN_ORDER) !== 0)) {
+        // copyReplacing's output, from the first pass's cuts.
+        writer.raw(bytes, view.recordStart(i), spans[at + CUTS]!);
+        this.emitRecordField(R.src);
+        writer.raw(bytes, spans[at + CUTS + 1]!, spans[at + CUTS + 2]!);
+        this.emitRecordField(R.dst);
+        if (clusterId !== 0) {
+          writer.raw(bytes, spans[at + CUTS + 3]!, spans[at + CUTS + 4]!);
+          writer.uint32Field(R.clusterId, clusterId);
+          writer.raw(bytes, spans[at + CUTS + 5]!, view.recordEnd(i));
+        } else writer.raw(bytes, spans[at + CUTS + 3]!, view.recordEnd(i));
+      } else writer.copyReplacing(view.record(i, this.recordAgain), replaced, this.emitRecordField);
       writer.endRecord();
     }
     this.writer = undefined;
+    this.bytes = EMPTY;
     this.tags.fill(undefined, 0, 2 * n);
   }
 
@@ -242,23 +264,29 @@ export class BatchTagger {
       const localField = localIsDst ? R.dst : R.src;
       const remoteField = localIsDst ? R.src : R.dst;
       const at = SPAN * i;
-      spans[at] = localIsDst ? 1 : 0;
-      spans[at + 1] = record.fieldStart(localField);
-      spans[at + 2] = record.payloadStart(localField);
-      spans[at + 3] = record.fieldEnd(localField);
-      spans[at + 4] = record.fieldStart(remoteField);
-      spans[at + 5] = record.payloadStart(remoteField);
-      spans[at + 6] = record.fieldEnd(remoteField);
+      spans[at + LOCAL] = record.fieldStart(localField);
+      spans[at + LOCAL + 2] = record.fieldEnd(localField);
+      spans[at + REMOTE] = record.fieldStart(remoteField);
+      spans[at + REMOTE + 2] = record.fieldEnd(remoteField);
+      let inOrder = cutsOf(record, REPLACED_WITH_CLUSTER, spans, at + CUTS);
+      if (record.message(localField, this.local)) {
+        spans[at + LOCAL + 1] = this.local.start;
+        inOrder &&= cutsOf(this.local, KUBE, spans, at + LOCAL + 3);
+      }
       if (!index) {
+        spans[at] = (localIsDst ? LOCAL_IS_DST : 0) | (inOrder ? IN_ORDER : 0);
         this.tags[2 * i] = this.fields.node(record.interned(R.node, this.strings));
         this.tags[2 * i + 1] = undefined;
         continue;
       }
+      if (record.message(remoteField, this.remote)) {
+        spans[at + REMOTE + 1] = this.remote.start;
+        inOrder &&= cutsOf(this.remote, KUBE, spans, at + REMOTE + 3);
+      }
+      spans[at] = (localIsDst ? LOCAL_IS_DST : 0) | (inOrder ? IN_ORDER : 0);
       // The time a record's tags must reflect: the start of its interval.
-      const atNs = !record.isZero(R.startNs) ? record.uint64(R.startNs) : !record.isZero(R.firstSeenNs) ? record.uint64(R.firstSeenNs) : fallbackNs;
+      const atNs = !record.isZero(R.startNs) ? this.timeOf(record, R.startNs) : !record.isZero(R.firstSeenNs) ? this.timeOf(record, R.firstSeenNs) : fallbackNs;
       if (atNs > latestNs) latestNs = atNs;
-      record.message(localField, this.local);
-      record.message(remoteField, this.remote);
       const l = this.localAnswer(index, atNs, version);
       const r = this.remoteAnswer(index, atNs, version);
       this.tags[2 * i] = l.fieldOn(this.local.uint32(E.port));
@@ -280,6 +308,26 @@ export class BatchTagger {
     stats.unknown.local += pendingLocal;
     stats.unknown.remote += pendingRemote;
     if (index) index.observeFlowTime(latestNs);
+  }
+
+  /**
+   * A uint64 time field of the record; the records of one interval share their start, so the
+   * value is decoded (a bigint made) only when its bytes differ from the last one's.
+   */
+  private timeOf(record: MessageCursor, field: number): bigint {
+    const bytes = record.bytes;
+    const start = record.valueStart(field);
+    const n = record.fieldEnd(field) - start;
+    const last = this.lastTime;
+    if (n === this.lastTimeLength) {
+      let i = 0;
+      while (i < n && bytes[start + i] === last[i]) i++;
+      if (i === n) return this.lastTimeNs;
+    }
+    // A canonical varint takes at most 10 bytes.
+    for (let i = 0; i < n; i++) last[i] = bytes[start + i]!;
+    this.lastTimeLength = n;
+    return (this.lastTimeNs = record.uint64(field));
   }
 
   /** The local end's answer: kept by container id (on this node), else resolved. */
@@ -365,6 +413,7 @@ export class BatchTagger {
       keep.ports.push(other);
       keep.portFields.push(this.keptOn(keep, resolveOn(other)));
     }
+    keep.portsDone();
     return keep;
   }
 
@@ -426,11 +475,43 @@ class LocalFacts implements EndFacts {
 }
 
 const NO_PORTS: readonly number[] = [];
-/** Int32s per record in BatchTagger.spans. */
-const SPAN = 7;
+/** Int32s per record in BatchTagger.spans, and where each part starts. */
+const SPAN = 17;
+const LOCAL = 1;
+const REMOTE = 6;
+const CUTS = 11;
+/** Flags (spans[at]): the local end is dst; the record and its ends have their fields in order. */
+const LOCAL_IS_DST = 1;
+const IN_ORDER = 2;
 const KUBE = [E.kube];
 const REPLACED = [R.src, R.dst].sort((a, b) => a - b);
 const REPLACED_WITH_CLUSTER = [R.src, R.dst, R.clusterId].sort((a, b) => a - b);
+
+/**
+ * Where copyReplacing(cursor, replaced) would leave out and emit each field of `replaced`
+ * (ascending), into out[at + 2k] (start) and out[at + 2k + 1] (end; = start where the field is
+ * absent), for a message whose fields come in ascending order, each once: its fields before the
+ * cut, the replacement, its fields after. False (out unspecified) when they do not.
+ */
+function cutsOf(cursor: MessageCursor, replaced: readonly number[], out: Int32Array, at: number): boolean {
+  const list = cursor.fieldList;
+  const n = 4 * cursor.fieldCount;
+  let r = 0;
+  let last = -1;
+  for (let k = 0; k < n; k += 4) {
+    const field = list[k]!;
+    if (field <= last) return false;
+    last = field;
+    while (r < replaced.length && replaced[r]! <= field) {
+      const tagStart = list[k + 1]!;
+      out[at + 2 * r] = tagStart;
+      out[at + 2 * r + 1] = replaced[r] === field ? list[k + 3]! : tagStart;
+      r++;
+    }
+  }
+  for (; r < replaced.length; r++) out[at + 2 * r] = out[at + 2 * r + 1] = cursor.end;
+  return true;
+}
 
 /** Whether bytes[start, end) contains `needle` (start < 0: the field is absent). */
 function contains(bytes: Uint8Array, start: number, end: number, needle: Uint8Array): boolean {

@@ -16,6 +16,7 @@ import {
   KubeSchema,
   MessageCursor,
   Partitioner,
+  ProtoWriter,
   ProcessSchema,
   RecordTooLargeError,
   conversationGroup,
@@ -312,6 +313,20 @@ describe('FlowBatchWriter', () => {
       expect(record.src?.ip).toBe('10.1.2.3');
       expect(record.bytes).toBe(12345678901234n);
     }
+  });
+
+  it('copies the message a cursor was moved to by hand, not the one it read last', () => {
+    const record = toBinary(FlowRecordSchema, newFlowRecord({ src: { ip: '10.0.0.1', port: 1, process: { pid: 7, name: 'client' } }, dst: { ip: '10.0.0.2', port: 2, process: { pid: 9, name: 'server' } } }));
+    const outer = new MessageCursor(FlowRecordSchema).reset(record);
+    const endpoint = new MessageCursor(EndpointSchema);
+    outer.message(R.dst, endpoint);
+    // Moved onto src without reset(), as a caller copying a range it never reads would.
+    endpoint.start = outer.payloadStart(R.src);
+    endpoint.end = outer.fieldEnd(R.src);
+    const writer = new ProtoWriter();
+    writer.copyReplacing(endpoint, [FlowFields.Endpoint.port], (field) => writer.uint32Field(field, 99));
+    const copied = fromBinary(EndpointSchema, writer.finish());
+    expect([copied.ip, copied.port, copied.process?.name]).toEqual(['10.0.0.1', 99, 'client']);
   });
 });
 

@@ -4,7 +4,7 @@
 // size limit as it goes, so nothing is encoded twice.
 import { FlowBatchSchema } from '../gen/kappa/flow/v1/flow_pb.js';
 import type { FlowBatch } from '../gen/kappa/flow/v1/flow_pb.js';
-import { bufferOf, readVarint32, skipValue, skipVarint } from './cursor.js';
+import { bufferOf } from './cursor.js';
 import type { MessageCursor } from './cursor.js';
 import type { FlowBatchView } from './batch-view.js';
 import { fieldNumbers, WIRE_LENGTH_DELIMITED, WIRE_VARINT } from './wire-schema.js';
@@ -183,36 +183,19 @@ export class ProtoWriter {
    */
   copyReplacing(cursor: MessageCursor, replaced: readonly number[], emit: (field: number) => void): void {
     // A cursor reset() over these bytes lists every field occurrence in wire order: no second
-    // walk. One moved by hand (the tagger's span cursors, which never read a field) is walked
-    // here, without indexing it.
+    // walk. One whose bytes or range a caller moved by hand is indexed here first.
+    cursor.indexed();
     const bytes = cursor.bytes;
-    const listed = cursor.isIndexed();
     const list = cursor.fieldList;
     const count = 4 * cursor.fieldCount;
-    const stop = cursor.end;
     const replacedCount = replaced.length;
     let next = 0;
     let runStart = -1;
     let runEnd = -1;
-    let k = 0;
-    let pos = cursor.start;
-    for (;;) {
-      let fieldNo: number;
-      let tagStart: number;
-      let end: number;
-      if (listed) {
-        if (k >= count) break;
-        fieldNo = list[k]!;
-        tagStart = list[k + 1]!;
-        end = list[k + 3]!;
-        k += 4;
-      } else {
-        if (pos >= stop) break;
-        tagStart = pos;
-        const tag = readVarint32(bytes, pos);
-        pos = end = skipValue(bytes, skipVarint(bytes, pos), tag & 7);
-        fieldNo = tag >>> 3;
-      }
+    for (let k = 0; k < count; k += 4) {
+      const fieldNo = list[k]!;
+      const tagStart = list[k + 1]!;
+      const end = list[k + 3]!;
       let isReplaced = false;
       for (let i = 0; i < replacedCount; i++) {
         if (replaced[i] === fieldNo) {
