@@ -20,6 +20,13 @@ function ephemeralLow(): number {
   }
 }
 
+/**
+ * Ports that `fetch` refuses to connect to ("bad port", the Fetch standard's list, kept by undici)
+ * at or above FIRST_PORT: a service given one answered its /readyz to curl but never to the test's
+ * fetch (ci43: an enricher on 10080 "timed out waiting for enricher ready" while it logged ready).
+ */
+const FETCH_BAD_PORTS = new Set([10_080]);
+
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const [port] = await freePorts(1, host);
   return port!;
@@ -43,14 +50,18 @@ function listenOn(port: number, host: string): Promise<Server | undefined> {
  * bus failed with "Address already in use").
  */
 export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
-  const low = ephemeralLow();
+  return freePortsBetween(count, FIRST_PORT, ephemeralLow(), host);
+}
+
+/** freePorts drawn from [first, end) (exported for its test); never a port fetch refuses. */
+export async function freePortsBetween(count: number, first: number, end: number, host = '127.0.0.1'): Promise<number[]> {
   const servers: Server[] = [];
   const ports: number[] = [];
   try {
     for (let attempt = 0; ports.length < count; attempt++) {
-      if (attempt > 1000 + 10 * count) throw new Error(`no ${count} free TCP ports on ${host} between ${FIRST_PORT} and ${low - 1}`);
-      const port = FIRST_PORT + randomInt(low - FIRST_PORT);
-      if (ports.includes(port)) continue;
+      if (attempt > 1000 + 10 * count) throw new Error(`no ${count} free TCP ports on ${host} between ${first} and ${end - 1}`);
+      const port = first + randomInt(end - first);
+      if (ports.includes(port) || FETCH_BAD_PORTS.has(port)) continue;
       const server = await listenOn(port, host);
       if (!server) continue;
       servers.push(server);
