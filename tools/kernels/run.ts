@@ -61,6 +61,11 @@ function loadNow(): string {
   return loadavg().map((l) => l.toFixed(1)).join(' ');
 }
 
+/** The console's last non-empty line (what a kernel said before it stopped). */
+function lastLine(consoleLog: string): string {
+  return consoleLog.split('\n').map((line) => line.trim()).filter(Boolean).at(-1) ?? '(none)';
+}
+
 /** Host tools the run needs, installed from Debian when missing. */
 function ensureTools(): void {
   try {
@@ -131,20 +136,30 @@ async function runInVm(runDir: string, imageArgs: string[], specLines: string[])
   const kernel = `${image.release} (qemu)`;
   log(`${image.package} ${image.version}: making the project disk`);
   const disk = makeProjectDisk(workspace, runDir, `${specLines.join('\n')}\n`);
-  log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
-  const result = await boot({
-    image,
-    projectDisk: disk,
-    runDir,
-    memoryMb: config.memory,
-    cpus: config.cpus,
-    timeoutMs: config.timeoutMinutes * 60_000,
-    onLine: (line) => {
-      if (config.verbose) process.stderr.write(`vm| ${line}\n`);
-      else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
-    },
-  });
-  log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
+  const bootOnce = async () => {
+    log(`booting ${image.release} under qemu (TCG, ${config.cpus} CPUs, ${config.memory} MiB); load average ${loadNow()}`);
+    const result = await boot({
+      image,
+      projectDisk: disk,
+      runDir,
+      memoryMb: config.memory,
+      cpus: config.cpus,
+      timeoutMs: config.timeoutMinutes * 60_000,
+      onLine: (line) => {
+        if (config.verbose) process.stderr.write(`vm| ${line}\n`);
+        else if (line.includes('@@kappa:')) log(`vm: ${line.slice(line.indexOf('@@kappa:') + 8)}`);
+      },
+    });
+    log(`VM ran ${(result.durationMs / 1000).toFixed(0)} s; load average ${loadNow()}`);
+    return result;
+  };
+  let result = await bootOnce();
+  // A kernel that died before the guest's first line (an emulated-hardware panic in early boot on
+  // a loaded host) ran no test and wrote nothing to the project disk: boot it once more, and say so.
+  if (!result.timedOut && result.markers.length === 0) {
+    log(`the VM stopped before the guest started (qemu exit ${result.exitCode}; last console line: ${lastLine(result.consoleLog)}); booting once more`);
+    result = await bootOnce();
+  }
   const outputs = readGuestOutput(disk, join(runDir, 'guest'));
   const tests = [...outputs.entries()].filter(([name]) => name.startsWith('report-')).flatMap(([, json]) => testsOfReport(json));
   const finished = result.markers.includes('done');
