@@ -9,6 +9,7 @@
 //   total time (the whole profile is kept as $TMPDIR/kbp-profile-<app>.cpuprofile);
 //   --joiners=N runs N joiner replicas sharing the partitions (default 1);
 //   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs);
+//   --node-args=<app>:<flags> runs that stage's Node with these flags (e.g. joiner:--max-semi-space-size=8);
 //   --profile=nats-server takes a Go CPU profile of nats-server over the steps (its --profile port)
 //   and prints where its CPU went by group and by function.
 //   Every run reads nats-server's monitoring endpoint (-m) before and after each step: messages
@@ -266,10 +267,17 @@ await bus.ensureStreams();
 
 // --- The stages, as real processes from their bundles (dist/main.js; `npm run bench` builds them).
 const profileDir = join(workDir, 'profile');
+/** --node-args=<app>:<flags>[,<app>:<flags>…]: Node/V8 flags for one stage (e.g. joiner:--max-semi-space-size=8). */
+const nodeArgs = new Map<string, string[]>(
+  String(args['node-args'] ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((a: string) => [a.slice(0, a.indexOf(':')), a.slice(a.indexOf(':') + 1).split(' ').filter(Boolean)]),
+);
 function stage(name: string, app: string, extra: string[]): RunningService {
   const profiled = args.profile === app;
   if (profiled) process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
-  const service = startService(name, app, [`--nats-url=${nats.url}`, '--metrics-port=0', '--log-level=warn', ...extra], workDir);
+  const service = startService(name, app, [`--nats-url=${nats.url}`, '--metrics-port=0', '--log-level=warn', ...extra], workDir, nodeArgs.get(app) ?? []);
   if (profiled) delete process.env.NODE_OPTIONS;
   return service;
 }
