@@ -147,12 +147,15 @@ describe('joiner state in Redis', () => {
         if (Date.now() > deadline) throw new Error('cluster not ok');
         await new Promise((r) => setTimeout(r, 200));
       }
+      // Leases that outlast the loop: at load 20 the 16 partitions took 20 s (ci45), and a 5 s
+      // lease of the first had run out before holders() read them.
+      const LEASE_MS = 120_000;
       const cluster = await connectRedis({ url: new URL(`redis://127.0.0.1:${nodes[0]!.port}`), cluster: true });
       try {
         const store = new PartitionStore(cluster, 'c');
-        expect((await store.members(5000)).length).toBe(1);
+        expect((await store.members(LEASE_MS)).length).toBe(1);
         for (let k = 0; k < 16; k++) {
-          const got = await store.acquire(k, 5000, true);
+          const got = await store.acquire(k, LEASE_MS, true);
           if (got.status !== 'acquired') throw new Error(`partition ${k}: ${got.status}`);
           const join = new PartitionJoin(settings);
           const { set, applied } = applyBatches(join, 3);
@@ -162,7 +165,7 @@ describe('joiner state in Redis', () => {
           expect(state.applied).toBe(applied);
           expect(loaded.pendingCount).toBe(join.pendingCount);
           expect(loaded.endCount).toBe(join.endCount);
-          expect(await store.renew(k, got.epoch, 5000)).toBe(true);
+          expect(await store.renew(k, got.epoch, LEASE_MS)).toBe(true);
         }
         expect((await store.holders(16)).every((h) => h === store.me)).toBe(true);
         // The partitions' keys really are spread over the three nodes.
