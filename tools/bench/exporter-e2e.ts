@@ -11,9 +11,11 @@
 //        [--batch 1000] (records per batch: the pipeline's joiner sends batches of ~100-600)
 //        [--store] (adds rows with the flow store on, as the pipeline runs it; its segments are
 //        not sealed within a drain, so these rows are the appends: the seal is bench:store's)
+//        [--store-seal N] (the store rows seal a segment every N records and count until each
+//        full one is sealed: the seal's DuckDB and compression CPU included)
 //        [--write] (puts the table into BENCHMARKS.md between its markers)
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FLOW_STREAM, connectBus, subjects } from '@kappa/bus';
@@ -31,6 +33,8 @@ const BATCHES = Number(argument('batches') ?? 100);
 const ROUNDS = Number(argument('rounds') ?? 3);
 const BATCH = Number(argument('batch') ?? 1000);
 const STORE = process.argv.includes('--store');
+/** --store-seal N: the store rows seal a segment every N records, and the clock runs until each full one is sealed. */
+const SEAL_EVERY = Number(argument('store-seal') ?? 0);
 const builds: [string, string][] = [['this build', join(repoRoot, 'apps/exporter/dist/main.js')]];
 const compare = argument('compare');
 if (compare) builds.push(['compared build', resolve(compare)]);
@@ -105,8 +109,15 @@ const configs: Record<string, string[]> = {
   Observer: ['--jsonl=', '--prometheus=false', '--observer-port=0'],
   'all four': [`--jsonl=${join(dir, 'all.jsonl')}`, `--jsonl-max-bytes=${2 ** 40}`, `--ipfix=udp://127.0.0.1:${udpPort}`, '--observer-port=0'],
 };
-// The flow store as the pipeline runs it (on by default there), appends only: no seal in a drain.
-const storeOn = (name: string) => ['--store=true', `--store-dir=${join(dir, `store-${name}`)}`, '--store-segment-records=100000000', '--store-segment-age=1h'];
+// The flow store as the pipeline runs it (on by default there), appends only unless --store-seal;
+// its retention covers the records' fixed 2025 flow times (else a sealed segment is dropped at once).
+const storeOn = (name: string) => ['--store=true', `--store-dir=${join(dir, `store-${name}`)}`, `--store-segment-records=${SEAL_EVERY || 100000000}`, '--store-segment-age=1h', '--store-retention=100000h'];
+/** Sealed segments (Parquet index files) in a store folder the drain's exporter writes. */
+const sealedSegments = (args: string[]): number => {
+  const folder = args.find((a) => a.startsWith('--store-dir='))?.slice('--store-dir='.length);
+  if (!folder || !existsSync(folder)) return 0;
+  return readdirSync(folder).filter((f) => /^seg-\d+\.parquet$/.test(f)).length;
+};
 if (STORE) {
   configs['flow store'] = [...off, ...storeOn('store')];
   configs['JSON Lines + flow store'] = [...configs['JSON Lines']!, ...storeOn('jsonl-store')];
@@ -127,6 +138,23 @@ function mainThreadSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
+/** CPU seconds per thread name (libuv pool, V8 GC helpers, DuckDB...) for --threads. */
+function threadSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / ticksPerSecond);
+    } catch {
+      // The thread ended.
+    }
+  }
+  return out;
+}
+const THREADS = process.argv.includes('--threads');
+
 let drains = 0;
 async function drain(main: string, name: string, args: string[]): Promise<Drain> {
   await bus.purgeStream(FLOW_STREAM);
@@ -146,20 +174,27 @@ async function drain(main: string, name: string, args: string[]): Promise<Drain>
   let first: bigint | undefined;
   let firstCpu = 0;
   let firstMain = 0;
+  let firstThreads = new Map<string, number>();
   for (;;) {
     const left = await remaining();
     if (first === undefined && left < BATCHES) {
       first = process.hrtime.bigint();
       firstCpu = cpuSeconds(child.pid!);
       firstMain = mainThreadSeconds(child.pid!);
+      if (THREADS) firstThreads = threadSeconds(child.pid!);
     }
-    if (left === 0) break;
+    // With --store-seal, the drain ends once every full segment is sealed too.
+    if (left === 0 && (!SEAL_EVERY || !args.includes('--store=true') || sealedSegments(args) >= Math.floor((BATCHES * BATCH) / SEAL_EVERY))) break;
     // Polling every 20 ms (±20 ms on drains of seconds): faster polling loads nats-server too.
     await new Promise((r) => setTimeout(r, 20));
   }
   const ms = Number(process.hrtime.bigint() - (first ?? 0n)) / 1e6;
   const cpu = cpuSeconds(child.pid!) - firstCpu;
   const mainCpu = mainThreadSeconds(child.pid!) - firstMain;
+  if (THREADS) {
+    const by = [...threadSeconds(child.pid!)].map(([k, v]) => `${k} ${(((v - (firstThreads.get(k) ?? 0)) * 1e6) / ((BATCHES - 1) * BATCH)).toFixed(2)}`);
+    console.log(`${name}: µs per record by thread: ${by.join(', ')}`);
+  }
   await new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
@@ -196,7 +231,7 @@ const rows = [...results].map(([key, xs]) => {
 });
 const header = [...(compare ? ['build'] : []), 'sinks enabled', 'drain ms', 'records/s', 'exporter CPU µs per record', 'its main thread'];
 const text = [
-  `${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last${STORE ? '; the flow store\'s rows append only, no seal' : ''}); median of ${ROUNDS} rounds; load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`,
+  `${BATCHES} batches × ${BATCH} records waiting in JetStream, drained by one exporter (timed from the first ack to the last${STORE ? (SEAL_EVERY ? `; the flow store seals a segment every ${SEAL_EVERY.toLocaleString('en-US')} records, and its rows run until every full one is sealed` : '; the flow store\'s rows append only, no seal') : ''}); median of ${ROUNDS} rounds; load average during the run ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`,
   '',
   table(header, rows),
   '',

@@ -9,6 +9,7 @@
 //   total time (the whole profile is kept as $TMPDIR/kbp-profile-<app>.cpuprofile);
 //   --joiners=N runs N joiner replicas sharing the partitions (default 1);
 //   --exporter-args="--store=false …" adds flags to the exporter's command line (what a sink costs);
+//   --node-args=<app>:<flags> runs that stage's Node with these flags (e.g. joiner:--max-semi-space-size=8);
 //   --profile=nats-server takes a Go CPU profile of nats-server over the steps (its --profile port)
 //   and prints where its CPU went by group and by function.
 //   Every run reads nats-server's monitoring endpoint (-m) before and after each step: messages
@@ -19,7 +20,7 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BusPublishError, connectBus, subjects } from '@kappa/bus';
-import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
+import { FlowBatchWriter, FlowFields, FlowRecordSchema, IpProtocol, ProtoWriter, Vantage, newFlowRecord, toBinary } from '@kappa/contracts';
 import type { FlowRecord } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { cgroup2Mount, freePorts, removeCgroupTree, startKubeApiServer, startNatsServer, startRedisServer, sweepLeftovers, uniqueName } from '@kappa/testing';
@@ -94,9 +95,12 @@ const topology: Topology = {
 // --- Records: conversation k of a rate is client pods[k % 20], port 10000 + k / 20, talking to
 // another pod on :8080 (same node or across); it reports once per tick from each end, as a
 // long-lived connection does every capture interval. endNs is the send time (see BENCHMARKS.md).
-// Each end's record is encoded once (protobuf-es) without its per-tick fields; a tick writes that
-// payload and then id, startNs, endNs, firstSeenNs and lastSeenNs (protobuf does not care about
-// field order), so the generator costs ~1 µs per record, not the ~50 of building objects.
+// Each end's record is encoded once (protobuf-es) without its per-tick fields, and so is its id up to
+// the tick (`<node>/<src|dst>/<k>/`); a tick encodes its times (startNs, endNs, firstSeenNs,
+// lastSeenNs) and its id's end (endNs) once, and each record is then four byte copies: the payload,
+// the id's two pieces and the times (protobuf does not care about field order). Encoding the
+// four 64-bit times per record (a BigInt a 7-bit step) and building its id string cost more
+// than the rest of the generator.
 const FIELDS = FlowFields.FlowRecord;
 function recordsOf(k: number, startNs: bigint, endNs: bigint): [FlowRecord, FlowRecord] {
   const client = pods[k % pods.length]!;
@@ -111,19 +115,30 @@ function recordsOf(k: number, startNs: bigint, endNs: bigint): [FlowRecord, Flow
   return [src, dst];
 }
 /** Conversation k's two ends without their per-tick fields, by the node that reports each. */
-interface EncodedEnd { node: NodeName; vantage: 'src' | 'dst'; k: number; payload: Uint8Array }
+interface EncodedEnd { node: NodeName; payload: Uint8Array; idPrefix: Uint8Array }
 const encodedEnds: EncodedEnd[] = [];
 function endsUpTo(conversations: number): void {
   for (let k = encodedEnds.length / 2; k < conversations; k++) {
     const [src, dst] = recordsOf(k, 0n, 0n);
-    encodedEnds.push({ node: src.node as NodeName, vantage: 'src', k, payload: toBinary(FlowRecordSchema, src) }, { node: dst.node as NodeName, vantage: 'dst', k, payload: toBinary(FlowRecordSchema, dst) });
+    for (const [record, vantage] of [[src, 'src'], [dst, 'dst']] as const) {
+      encodedEnds.push({ node: record.node as NodeName, payload: toBinary(FlowRecordSchema, record), idPrefix: Buffer.from(`${record.node}/${vantage}/${k}/`) });
+    }
   }
 }
+/** A tick's times, encoded once per tick. */
+const tickTimes = new ProtoWriter(64);
+const LENGTH_DELIMITED = 2;
 /** One tick's batch of a node: every end it reports, with the tick's id and times. */
-function writeTick(writer: FlowBatchWriter, node: NodeName, conversations: number, startNs: bigint, endNs: bigint): number {
+function writeTick(writer: FlowBatchWriter, node: NodeName, conversations: number, startNs: bigint, endNs: bigint, maxBytes: number): number {
   writer.reset();
-  writer.open({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs }, bus.messageLimit);
-  const lastSeenNs = endNs - 1_000_000n;
+  writer.open({ batchId: `capture:${node}:${endNs}`, producer: node, createdNs: endNs }, maxBytes);
+  tickTimes.reset();
+  tickTimes.uint64Field(FIELDS.startNs, startNs);
+  tickTimes.uint64Field(FIELDS.endNs, endNs);
+  tickTimes.uint64Field(FIELDS.firstSeenNs, startNs);
+  tickTimes.uint64Field(FIELDS.lastSeenNs, endNs - 1_000_000n);
+  const times = tickTimes.buf.subarray(0, tickTimes.pos);
+  const idEnd = Buffer.from(String(endNs));
   let records = 0;
   for (let i = 0; i < conversations * 2; i++) {
     const end = encodedEnds[i]!;
@@ -131,11 +146,11 @@ function writeTick(writer: FlowBatchWriter, node: NodeName, conversations: numbe
     writer.beginRecord();
     writer.raw(end.payload);
     // Stable identity (node, vantage, conversation, interval), as capture gives its records.
-    writer.stringField(FIELDS.id, `${node}/${end.vantage}/${end.k}/${endNs}`);
-    writer.uint64Field(FIELDS.startNs, startNs);
-    writer.uint64Field(FIELDS.endNs, endNs);
-    writer.uint64Field(FIELDS.firstSeenNs, startNs);
-    writer.uint64Field(FIELDS.lastSeenNs, lastSeenNs);
+    writer.tag(FIELDS.id, LENGTH_DELIMITED);
+    writer.varint32(end.idPrefix.length + idEnd.length);
+    writer.raw(end.idPrefix);
+    writer.raw(idEnd);
+    writer.raw(times);
     writer.endRecord();
     records++;
   }
@@ -146,26 +161,33 @@ function writeTick(writer: FlowBatchWriter, node: NodeName, conversations: numbe
 // --- Record identity: every record sent is (tick, conversation, vantage); each line out is marked
 // in its tick's table by its id, so a second mark is a duplicate and an unmarked one is missing.
 class Identity {
-  private readonly ticks = new Map<string, { seen: Uint8Array; joined: Uint8Array }>();
+  /** By the tick's endNs in ms (every endNs the generator sends is a whole ms). */
+  private readonly ticks = new Map<number, { seen: Uint8Array; joined: Uint8Array }>();
   duplicated = 0;
   unknown = 0;
   expect(endNs: bigint, conversations: number): void {
-    this.ticks.set(String(endNs), { seen: new Uint8Array(conversations * 2), joined: new Uint8Array(conversations * 2) });
+    this.ticks.set(Number(endNs / 1_000_000n), { seen: new Uint8Array(conversations * 2), joined: new Uint8Array(conversations * 2) });
   }
-  /** `id` is `<node>/<src|dst>/<k>/<endNs>`. */
-  see(id: string, joined: boolean): void {
-    const last = id.lastIndexOf('/');
-    const before = id.lastIndexOf('/', last - 1);
-    const tick = this.ticks.get(id.slice(last + 1));
-    const k = Number(id.slice(before + 1, last));
-    const slot = k * 2 + (id.charCodeAt(before - 1) === 0x74 /* "dst" ends in t */ ? 1 : 0);
+  /**
+   * Marks the record whose id is bytes [start, end): `<node>/<src|dst>/<k>/<endNs>`, read in place
+   * (no string per line). Returns its endNs in ms (NaN for an id of no record sent).
+   */
+  see(bytes: Uint8Array, start: number, end: number, joined: boolean): number {
+    const last = bytes.lastIndexOf(0x2f /* / */, end - 1);
+    const before = last > start ? bytes.lastIndexOf(0x2f, last - 1) : -1;
+    // endNs is the send time in ms followed by six zeros.
+    const ms = before > start && end - last > 7 && digits(bytes, end - 6, end) === 0 ? digits(bytes, last + 1, end - 6) : NaN;
+    const tick = this.ticks.get(ms);
+    const k = digits(bytes, before + 1, last);
+    const slot = k * 2 + (bytes[before - 1] === 0x74 /* "dst" ends in t */ ? 1 : 0);
     if (!tick || !(slot < tick.seen.length)) {
       this.unknown++;
-      return;
+      return NaN;
     }
     if (tick.seen[slot]! > 0) this.duplicated++;
     tick.seen[slot] = 1;
     if (joined) tick.joined[slot] = 1;
+    return ms;
   }
   /** Records sent and never seen, and seen without their peer, over every tick. */
   totals(): { sent: number; missing: number; unjoined: number } {
@@ -185,8 +207,8 @@ class Identity {
 const identity = new Identity();
 
 // --- The JSON Lines file, read as it grows: each line's endNs against the moment it was seen.
-// Read as bytes: each line's id is found by a byte search and only the id becomes a string (the
-// generator decoded every line to text, ~half its CPU per record at 20 000 records/s).
+// Read as bytes: each line's id is found by a byte search and read in place (the generator decoded
+// every line to text, ~half its CPU per record at 20 000 records/s; then a string per id).
 const ID_AT = Buffer.from('"id":"');
 const JOINED = Buffer.from('"joined":true');
 class JsonlTail {
@@ -227,14 +249,13 @@ class JsonlTail {
       if (idAt < start) idAt = after(buf.indexOf(ID_AT, start), end);
       if (idAt >= newline) continue;
       const idStart = idAt + ID_AT.length;
-      const id = buf.toString('latin1', idStart, buf.indexOf(0x22, idStart));
       if (joinedAt < start) joinedAt = after(buf.indexOf(JOINED, start), end);
       const joined = joinedAt < newline;
       this.lines++;
       if (joined) this.joined++;
-      identity.see(id, joined);
-      // The id ends in the record's endNs (the send time, ns).
-      this.latenciesMs.push(nowMs - Number(id.slice(id.lastIndexOf('/') + 1, -6)));
+      // The id ends in the record's endNs (the send time).
+      const sentMs = identity.see(buf, idStart, buf.indexOf(0x22, idStart), joined);
+      if (!Number.isNaN(sentMs)) this.latenciesMs.push(nowMs - sentMs);
     }
     this.kept = end - start;
     buf.copy(buf, 0, start, end);
@@ -243,6 +264,17 @@ class JsonlTail {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+/** The decimal number in bytes [start, end), or NaN when it is empty or not all digits. */
+function digits(bytes: Uint8Array, start: number, end: number): number {
+  if (end <= start) return NaN;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = bytes[i]! - 0x30;
+    if (d < 0 || d > 9) return NaN;
+    n = n * 10 + d;
+  }
+  return n;
 }
 /** A search's hit, or `end` when there is none before it (bytes past `end` are an older read's). */
 const after = (at: number, end: number) => (at === -1 || at > end ? end : at);
@@ -266,10 +298,17 @@ await bus.ensureStreams();
 
 // --- The stages, as real processes from their bundles (dist/main.js; `npm run bench` builds them).
 const profileDir = join(workDir, 'profile');
+/** --node-args=<app>:<flags>[,<app>:<flags>…]: Node/V8 flags for one stage (e.g. joiner:--max-semi-space-size=8). */
+const nodeArgs = new Map<string, string[]>(
+  String(args['node-args'] ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((a: string) => [a.slice(0, a.indexOf(':')), a.slice(a.indexOf(':') + 1).split(' ').filter(Boolean)]),
+);
 function stage(name: string, app: string, extra: string[]): RunningService {
   const profiled = args.profile === app;
   if (profiled) process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
-  const service = startService(name, app, [`--nats-url=${nats.url}`, '--metrics-port=0', '--log-level=warn', ...extra], workDir);
+  const service = startService(name, app, [`--nats-url=${nats.url}`, '--metrics-port=0', '--log-level=warn', ...extra], workDir, nodeArgs.get(app) ?? []);
   if (profiled) delete process.env.NODE_OPTIONS;
   return service;
 }
@@ -388,7 +427,7 @@ async function generate(rate: number, seconds: number): Promise<void> {
     const startNs = endNs - BigInt(TICK_MS) * 1_000_000n;
     identity.expect(endNs, conversations);
     await Promise.all(NODES.map((node, n) => {
-      writeTick(writers[n]!, node, conversations, startNs, endNs);
+      writeTick(writers[n]!, node, conversations, startNs, endNs, bus.messageLimit);
       return publishRetrying(subjects.captured(node), writers[n]!.parts());
     }));
     published += conversations * 2;

@@ -67,6 +67,7 @@ if (config.store) {
     segmentRecords: config.storeSegmentRecords,
     segmentAgeMs: config.storeSegmentAge,
     memoryLimit: config.storeMemory,
+    threads: config.storeThreads,
     pendingSeals: config.storePendingSeals,
     dedupeWindow: config.storeDedupeWindow,
     onSealError: (err, segment) => logger.warn({ err, segment }, 'flow store: sealing a segment failed; it is read from its CSV and sealed at the next start'),

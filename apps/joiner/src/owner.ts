@@ -541,7 +541,7 @@ export class PartitionOwner {
     // Event time now, estimated: the clock of the last batch plus the time since (JetStream's
     // clock and this host's only need to agree roughly: a tick too early releases nothing).
     const eventNow = this.join.clock + (nowMs - this.lastActivity);
-    if (this.join.nextDeadline() > eventNow) return;
+    if (!this.join.dueBy(eventNow)) return;
     this.lastTick = nowMs;
     const id = `tick:p${this.partition}:${this.settings.instance}:${this.epoch}:${this.ticks++}`;
     await this.bus.publishBytes(this.settings.inputSubject(this.partition), encodeFlowBatch(newFlowBatch({ batchId: id, producer: this.settings.instance })), id);

@@ -215,9 +215,9 @@ export class PartitionJoin {
     return this.liveEnds;
   }
 
-  /** Event time at which the next record leaves by timeout or an end expires (Infinity: none). */
-  nextDeadline(): number {
-    return Math.min(this.pendingWheel.earliest(), this.endWheel.earliest());
+  /** Whether a record's wait ends or an end expires by event time `time`. */
+  dueBy(time: number): boolean {
+    return this.pendingWheel.dueBy(time) || this.endWheel.dueBy(time);
   }
 
   /**

@@ -81,8 +81,29 @@ export class TimingWheel<T extends WheelEntry> {
   }
 
   /**
+   * Whether a live entry is due by `time` (its deadline ≤ time): a look through the slots from
+   * the clock's to time's only. Every idle partition asks this once a second; earliest() walked
+   * up to a whole turn, every cached end of the partition (5 min ahead), and cost the joiner ~6 %
+   * of its CPU at 20 000 records/s (2026-12-06).
+   */
+  dueBy(time: number): boolean {
+    const last = Math.floor(time / this.slotMs);
+    if (this.passed < 0 || !(last - this.passed <= this.mask)) return this.earliest() <= time;
+    // An entry added behind the clock sits in slot passed + 1, even when time is in an earlier slot.
+    const to = Math.max(last, this.passed + 1);
+    for (let slot = this.passed + 1; slot <= to; slot++) {
+      const bucket = this.buckets[slot & this.mask]!;
+      for (let i = 0; i < bucket.length; i++) {
+        const entry = bucket[i]!;
+        if (entry.deadline <= time && this.isLive(entry)) return true;
+      }
+    }
+    return false;
+  }
+
+  /**
    * The earliest deadline of a live entry, or Infinity: a look through the slots from the
-   * clock's (for deciding whether an idle partition needs a clock tick; not on the hot path).
+   * clock's, up to a whole turn (not on the hot path; dueBy answers the clock tick's question).
    */
   earliest(): number {
     let best = Infinity;

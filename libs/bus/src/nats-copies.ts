@@ -7,7 +7,11 @@
 //
 // - Receive: a message that continues past the socket read it started in was gathered in a
 //   buffer that doubled as it filled (a 122 KB batch allocated ~3x its size and was copied 2-3
-//   times); it now gets one buffer of its announced size when it is first seen incomplete.
+//   times); it now gets one buffer of its announced size when it is first seen incomplete. That
+//   buffer comes from a pool and goes back to it when its last reader says so (releasePayload: the
+//   stage runner, once a batch is settled), so a running stage receives into the same few buffers
+//   instead of a new zero-filled one per message: no page faults on fresh memory and no outside
+//   memory that starts mark-compacts.
 // - Publish: everything queued was packed into one new buffer before the socket write (one copy
 //   of every payload); a flush of 64 KiB or more is now written as it is, one gathered write.
 //   The payload is then read by the socket after publish() returns: a caller must not change it
@@ -34,13 +38,55 @@ export const GATHER_WRITE_BYTES = 64 * 1024;
 
 let installed: { gather: boolean; wholePayload: boolean; quietAnswers: boolean } | undefined;
 
+/** The smallest pooled payload buffer: 2^16 bytes (a message this small rarely spans reads). */
+const MIN_POOL_CLASS = 16;
+/** Buffers kept per size class: a stage holds maxInFlight batches plus the few nats.js buffered. */
+export const POOLED_PER_CLASS = 8;
+/** Payload buffers lent to messages and not handed back yet (only these may be taken back). */
+const lent = new WeakSet<ArrayBuffer>();
+/** Buffers handed back, by size class (2^class bytes). */
+const pool: ArrayBuffer[][] = [];
+
+function sizeClass(bytes: number): number {
+  return Math.max(MIN_POOL_CLASS, 32 - Math.clz32(bytes - 1));
+}
+
+/** A buffer of at least `bytes` for one message's payload, from the pool when it has one. */
+function lendPayloadBuffer(bytes: number): Uint8Array {
+  const cls = sizeClass(bytes);
+  const buffer = pool[cls]?.pop() ?? new ArrayBuffer(2 ** cls);
+  lent.add(buffer);
+  return new Uint8Array(buffer);
+}
+
+/**
+ * Hands a received message's payload back for the next message to be received into. Only for a
+ * caller that knows nothing reads these bytes any more: not the message, not a view of it, not a
+ * publish of them still queued. Bytes of a message that fit one socket read (not lent) are ignored.
+ */
+export function releasePayload(bytes: Uint8Array): void {
+  const buffer = bytes.buffer;
+  if (!(buffer instanceof ArrayBuffer) || !lent.delete(buffer)) return;
+  const free = (pool[sizeClass(buffer.byteLength)] ??= []);
+  if (free.length < POOLED_PER_CLASS) free.push(buffer);
+}
+
+/** Buffers in the pool now (tests). */
+export function pooledPayloadBuffers(): number {
+  return pool.reduce((n, free) => n + free.length, 0);
+}
+
 /** Installs the changes (idempotent); returns which ones took (false: nats.js's internals differ). */
 export function installNatsCopies(): { gather: boolean; wholePayload: boolean; quietAnswers: boolean } {
   installed ??= { wholePayload: wholePayloadBuffer(), gather: gatheredWrites(), quietAnswers: quietAnsweredRequests() };
   return installed;
 }
 
-/** A partial message's buffer sized once to the message (Parser.parse leaves it in msgBuf). */
+/**
+ * A partial message's buffer sized once to the message (Parser.parse leaves it in msgBuf), lent
+ * from the pool: the parser's DenoBuffer reslices within the ArrayBuffer it is given (its capacity
+ * is the ArrayBuffer's length) and hands over exactly the message's bytes.
+ */
 function wholePayloadBuffer(): boolean {
   const proto = Parser.prototype as Parser & { parse: (buf: Uint8Array) => void };
   if (typeof proto.parse !== 'function' || typeof State.MSG_PAYLOAD !== 'number') return false;
@@ -50,7 +96,7 @@ function wholePayloadBuffer(): boolean {
     const partial = this.msgBuf;
     if (this.state !== State.MSG_PAYLOAD || partial === undefined || partial.capacity >= this.ma.size) return;
     // The parser copies the rest in with write(), which then only reslices (no growth, no copy).
-    const whole = new Uint8Array(this.ma.size);
+    const whole = lendPayloadBuffer(this.ma.size);
     const received = partial.bytes({ copy: false });
     whole.set(received);
     partial._buf = whole.subarray(0, received.length);

@@ -12,6 +12,7 @@ import { connectBus } from './bus.js';
 import type { Bus } from './bus.js';
 import type { RawConsumer, RawMessage } from './consumer.js';
 import type { NatsAuth, NatsTls, StreamLimits } from './options.js';
+import { releasePayload } from './nats-copies.js';
 import { settle } from './settle.js';
 import type { Settlement } from './settle.js';
 import { stageStatus } from './status.js';
@@ -40,7 +41,7 @@ export interface StageInput {
 
 /** One input batch, as the transform sees it. */
 export interface StageBatch {
-  /** The batch, checked and indexed (see FlowBatchView); valid until the transform returns. */
+  /** The batch, checked and indexed (see FlowBatchView); valid until the transform returns (the runner then receives another batch into its bytes). */
   readonly view: FlowBatchView;
   readonly subject: string;
   /** The partition the input subject carries (kappa.flow.<hop>.p<k>…), if any. */
@@ -234,8 +235,9 @@ class Stage implements RunningStage {
     const slot = this.takeSlot();
     const { stage, transform } = this.options;
     const context = this.bus.settleContext(stage, this.options.input?.retryDelayMs ?? 1000);
+    let settlement: Settlement = 'failed';
     try {
-      await settle(
+      settlement = await settle(
         message,
         context,
         (bytes) => slot.view.parse(bytes),
@@ -266,7 +268,15 @@ class Stage implements RunningStage {
         (view) => view.batchId,
       );
     } finally {
-      this.returnSlot(slot);
+      // Settled: every publish of the input's output and of the input itself (to the DLQ) was
+      // confirmed, and the transform has returned (the view is valid only until then), so
+      // nothing reads the input's bytes or the output buffer any more. After a failure a publish
+      // may still be queued in nats.js (a connection that is down keeps it for the reconnect) and
+      // written later: then neither is reused, lest it go out with another batch's bytes.
+      if (settlement !== 'failed') {
+        this.returnSlot(slot);
+        releasePayload(message.bytes);
+      }
     }
   }
 

@@ -10,7 +10,7 @@ import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import type { TestServer } from '@kappa/testing';
 import { BusPublishError, DLQ_STREAM, FLOW_STREAM, StreamStorageError, connectBus, dlqHeaders } from '../src/index.js';
-import { installNatsCopies } from '../src/nats-copies.js';
+import { POOLED_PER_CLASS, installNatsCopies, pooledPayloadBuffers, releasePayload } from '../src/nats-copies.js';
 import type { Bus, RawMessage } from '../src/index.js';
 
 let nats: TestServer;
@@ -307,6 +307,34 @@ describe('messages through nats.js without its copies (nats-copies.ts)', () => {
     });
     await until(() => received.size >= sent.length);
     for (const [n, bytes] of sent.entries()) expect(Buffer.from(received.get(n) ?? []).equals(Buffer.from(bytes)), `message ${n} (${bytes.byteLength} bytes)`).toBe(true);
+  });
+
+  it('receives into a payload buffer handed back (releasePayload) and ignores bytes it did not lend', async () => {
+    const producer = await newBus('producer');
+    await producer.ensureStreams();
+    const consumer = await newBus('consumer');
+    const seen: { n: number; buffer: ArrayBufferLike; intact: boolean }[] = [];
+    await consumer.consume({
+      subject: 'kappa.flow.joined.>',
+      durable: 'exporter',
+      maxInFlight: 1,
+      handler: async (message: RawMessage) => {
+        const { buffer, byteOffset, byteLength } = message.bytes;
+        const n = new DataView(buffer, byteOffset, byteLength).getUint32(0);
+        seen.push({ n, buffer, intact: Buffer.from(message.bytes).equals(Buffer.from(payload(n, byteLength))) });
+        await message.ack();
+        releasePayload(message.bytes);
+        // Twice, and bytes never lent: no effect.
+        releasePayload(message.bytes);
+        releasePayload(new Uint8Array(300_000));
+      },
+    });
+    for (let n = 0; n < 6; n++) await producer.publishBytes('kappa.flow.joined.p0', payload(n, 300_000), `r${n}`);
+    await until(() => seen.length >= 6);
+    expect(seen.map((s) => [s.n, s.intact])).toEqual(Array.from({ length: 6 }, (_, n) => [n, true]));
+    // One in the handler at a time (and at most one more received meanwhile): the buffers come back.
+    expect(new Set(seen.map((s) => s.buffer)).size).toBeLessThanOrEqual(2);
+    expect(pooledPayloadBuffers()).toBeLessThanOrEqual(POOLED_PER_CLASS);
   });
 
   it('still rejects a request nobody answers, with the error of the cause', async () => {

@@ -123,6 +123,37 @@ describe('runStage', () => {
     expect(out.every((b) => b.records.every((r) => r.observation.length === 2048))).toBe(true);
   });
 
+  it('passes every record of batches in flight at once on byte for byte while it receives into the buffers of settled batches', async () => {
+    const out = await collector(subjects.allTagged, 'reader');
+    const inputBuffers = new Set<ArrayBufferLike>();
+    await stage({
+      input: { subject: subjects.allEnriched, maxInFlight: 4 },
+      transform: async ({ view, partition }, output) => {
+        inputBuffers.add(view.bytes.buffer);
+        const writer = output.batch(subjects.tagged(partition ?? 0));
+        // Reads the input across awaits: other batches arrive meanwhile, and a buffer handed
+        // back too early would have been received into under this batch's records.
+        for (let i = 0; i < view.length; i++) {
+          if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+          writer.copyRecord(view, i);
+        }
+      },
+    });
+    const producer = await newBus('producer');
+    // 24 batches of ~150 KB: each spans several socket reads, so it is received into a pooled buffer.
+    const batches = Array.from({ length: 24 }, (_, b) =>
+      newFlowBatch({ batchId: `b${b}`, records: Array.from({ length: 300 }, (_, i) => newFlowRecord({ id: `b${b}-r${i}`, node: 'node-a', src: { ip: '10.0.0.1', port: 1000 + i, process: { cmdline: `${b}:${i}:`.padEnd(480, String.fromCharCode(97 + ((b + i) % 26))) } } })) }),
+    );
+    await Promise.all(batches.map((batch, b) => producer.publishBatch(subjects.enriched(b % 16, 'node-a'), batch)));
+    await until('every record', () => out.reduce((n, b) => n + b.records.length, 0) >= 24 * 300);
+    const sent = new Map(batches.flatMap((b) => b.records.map((r) => [r.id, r.src?.process?.cmdline])));
+    const received = out.flatMap((b) => b.records.map((r) => [r.id, r.src?.process?.cmdline] as const));
+    expect(received.length).toBe(sent.size);
+    for (const [id, cmdline] of received) expect(cmdline, id).toBe(sent.get(id));
+    // Received into fewer buffers than batches: settled batches' buffers were used again.
+    expect(inputBuffers.size).toBeLessThan(24);
+  });
+
   it('moves undecodable input and an input whose record outgrows any message to kappa.dlq.<stage>, and goes on', async () => {
     const out = await collector(subjects.allTagged, 'reader');
     const running = await stage({

@@ -7,7 +7,7 @@
 // bytes are read and spliced by offset; anything else is first re-encoded by protobuf-es, so the
 // record view always means what protobuf-es would have decoded.
 import { isUtf8 } from 'node:buffer';
-import { ReadKind, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LENGTH_DELIMITED, WIRE_START_GROUP, WIRE_VARINT } from './wire-schema.js';
+import { FastRead, ReadKind, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LENGTH_DELIMITED, WIRE_START_GROUP, WIRE_VARINT } from './wire-schema.js';
 import type { FieldShape, MessageShape } from './wire-schema.js';
 
 /** protobuf-es's default recursion limit (makeReadContext). */
@@ -226,10 +226,65 @@ export class WireValidator {
     const seen = shape.seen;
     const mapBase = this.mapCount;
     const buf = this.buf;
+    const len = this.len;
+    const fast = shape.fast;
     while (this.pos < end) {
       const tagStart = this.pos;
       // A one-byte tag (fields 1-15) of a valid field number and wire type is read inline.
-      let tag = tagStart < this.len ? buf[tagStart]! : 0x80;
+      let tag = tagStart < len ? buf[tagStart]! : 0x80;
+      // Almost every field of a record: a one-byte tag of a declared singular field with its
+      // canonical wire type. Read here without the field's shape; anything unusual (a long
+      // length, a value past the end) falls through to the general readers from the tag on.
+      const read = tag < 0x80 ? fast[tag]! : 0;
+      if (read !== 0) {
+        let pos = tagStart + 1;
+        switch (read) {
+          case FastRead.Varint: {
+            const limit = pos + 10 < len ? pos + 10 : len;
+            while (pos < limit && buf[pos]! >= 0x80) pos++;
+            pos = pos < limit ? pos + 1 : -1;
+            break;
+          }
+          case FastRead.Fixed32:
+            pos = pos + 4 <= len ? pos + 4 : -1;
+            break;
+          case FastRead.Fixed64:
+            pos = pos + 8 <= len ? pos + 8 : -1;
+            break;
+          case FastRead.Bytes:
+          case FastRead.Utf8: {
+            const length = pos < len ? buf[pos]! : 0x80;
+            if (length < 0x80 && pos + 1 + length <= len) {
+              if (read === FastRead.Utf8) this.utf8(pos + 1, pos + 1 + length);
+              pos += 1 + length;
+            } else {
+              pos = -1;
+            }
+            break;
+          }
+          default: {
+            // A singular message with a one-byte length.
+            const length = pos < len ? buf[pos]! : 0x80;
+            if (length < 0x80) {
+              const fieldNo = tag >>> 3;
+              if (seen[fieldNo] === epoch) this.canonical = false;
+              seen[fieldNo] = epoch;
+              this.pos = pos + 1;
+              const messageEnd = pos + 1 + length;
+              this.message(shape.fields[fieldNo]!.message!, messageEnd, depth + 1, undefined);
+              if (this.pos !== messageEnd) this.canonical = false;
+              pos = this.pos;
+            } else {
+              pos = -1;
+            }
+          }
+        }
+        if (pos >= 0) {
+          this.pos = pos;
+          if (visitTop !== undefined) visitTop(tag >>> 3, tagStart, tagStart + 1, pos);
+          continue;
+        }
+      }
       if (tag < 0x80 && tag >= 8 && (tag & 7) <= 5) this.pos = tagStart + 1;
       else tag = this.tag();
       const fieldNo = tag >>> 3;

@@ -58,6 +58,43 @@ export interface MessageShape {
   readonly numbers: Readonly<Record<string, number>>;
   /** Scratch for the validator: the visit in which each singular message field was last seen. */
   readonly seen: Float64Array;
+  /**
+   * The validator's fast path, by one-byte tag (fields 1-15): a FastRead for a declared singular
+   * field whose tag has the wire type a canonical encoder writes, 0 for everything else.
+   */
+  readonly fast: Uint8Array;
+}
+
+/** What the validator does for a one-byte tag without looking at the field (see `fast`). */
+export const enum FastRead {
+  /** varint32read, varint64read and bool() accept the same bytes: up to 10, the last below 0x80. */
+  Varint = 1,
+  Fixed32 = 2,
+  Fixed64 = 3,
+  /** Length-delimited, payload not checked (bytes, or a string without UTF-8 validation). */
+  Bytes = 4,
+  Utf8 = 5,
+  Message = 6,
+}
+
+function fastRead(field: FieldShape): number {
+  if (field.repeated || field.mapKey !== undefined) return 0;
+  switch (field.kind) {
+    case ReadKind.Varint32:
+    case ReadKind.Varint64:
+    case ReadKind.Bool:
+      return FastRead.Varint;
+    case ReadKind.Fixed32:
+      return FastRead.Fixed32;
+    case ReadKind.Fixed64:
+      return FastRead.Fixed64;
+    case ReadKind.String:
+      return field.utf8 ? FastRead.Utf8 : FastRead.Bytes;
+    case ReadKind.Bytes:
+      return FastRead.Bytes;
+    case ReadKind.Message:
+      return FastRead.Message;
+  }
 }
 
 function scalarKind(scalar: ScalarType): { kind: ReadKind; wireType: number } {
@@ -134,7 +171,7 @@ export function messageShape(desc: DescMessage): MessageShape {
   if (known) return known;
   const fields: (FieldShape | undefined)[] = [];
   const numbers: Record<string, number> = {};
-  const shape = { typeName: desc.typeName, fields, maxField: 0, numbers, seen: new Float64Array(0) };
+  const shape = { typeName: desc.typeName, fields, maxField: 0, numbers, seen: new Float64Array(0), fast: new Uint8Array(128) };
   // Registered before the fields, so a message that contains itself resolves to this shape.
   shapes.set(desc, shape);
   let maxField = 0;
@@ -146,6 +183,10 @@ export function messageShape(desc: DescMessage): MessageShape {
   }
   shape.maxField = maxField;
   shape.seen = new Float64Array(maxField + 1);
+  for (let fieldNo = 1; fieldNo <= Math.min(maxField, 15); fieldNo++) {
+    const field = fields[fieldNo];
+    if (field !== undefined) shape.fast[(fieldNo << 3) | field.wireType] = fastRead(field);
+  }
   return shape;
 }
 
