@@ -20,7 +20,7 @@ import { createUser } from '@nats-io/nkeys';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, uniqueName } from '@kappa/testing';
+import { freePorts, uniqueName } from '@kappa/testing';
 import { kappa, workspaceRoot } from '../src/services.js';
 import { cgroup2Mount } from '../src/topology.js';
 
@@ -106,7 +106,11 @@ beforeAll(async () => {
   clone = mkdtempSync(join(tmpdir(), 'kpe-up-clone-'));
   git('clone', '--quiet', '--shared', workspaceRoot, clone);
   git('-C', clone, 'checkout', '--quiet', '--detach', commit);
-  for (const key of Object.keys(ports) as (keyof typeof ports)[]) ports[key] = await freePort();
+  // Five distinct ports in one draw: drawn one at a time, two services could get the same one
+  // (ci46: the console failed with EADDRINUSE on its port after every other service had started).
+  const keys = Object.keys(ports) as (keyof typeof ports)[];
+  const drawn = await freePorts(keys.length);
+  keys.forEach((key, i) => (ports[key] = drawn[i]!));
   // A user's shell: no npm-run or Nx variables of this test run, and not this checkout's
   // node_modules/.bin on PATH (up.sh must find its own Node and tools).
   const env = Object.fromEntries(
