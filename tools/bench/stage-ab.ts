@@ -20,6 +20,7 @@ import { FlowBatchWriter, FlowRecordSchema, toBinary } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { startNatsServer } from '@kappa/testing';
 import { conversation } from './lib/joiner-workload.js';
+import { median } from './lib/processes.js';
 import { cpuSeconds } from './lib/report.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
@@ -108,10 +109,6 @@ async function run(side: 'base' | 'this', round: number): Promise<Run> {
   return { side, round, usPerRecord: result.cpuUs / result.records, natsUsPerRecord: (natsCpu * 1e6) / TOTAL, wallMs: result.wallMs, gc: result.gc, digest };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const f = (n: number, d = 2) => n.toFixed(d);
 const loadStart = loadavg()[0]!;
 process.stdout.write(`stage-ab: base ${base}, this ${here}; ${MESSAGES} messages of ${RECORDS} records (${f(backlogBytes / MESSAGES / 1024, 0)} KiB each), ${IN_FLIGHT} in flight, ${ROUNDS} rounds (round 0 is warm-up); load ${f(loadStart)}\n`);
