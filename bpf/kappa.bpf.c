@@ -35,8 +35,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Profiling (tools/bench/datapath-variants.sh): an object built with -DKAPPA_PROFILE_STOP=n
  * stops counting at point n of a connected TCP socket's path (1: the skb programs return at
  * once; 2: after the socket-storage lookup; 3: after the epoch and the clock; 4: after the headers;
- * 5: after the two adds; from 2 on the DNS port test after it still runs), so bpf_stats of objects
- * stopped at successive points say what each part costs. 0 (every real build): no stop. */
+ * 5: after the two adds; from 2 on the DNS port test after it still runs; 6: the socket
+ * tracepoints return after their storage lookup, the skb programs run whole), so bpf_stats of
+ * objects stopped at successive points say what each part costs. 0 (every real build): no stop. */
 #ifndef KAPPA_PROFILE_STOP
 #define KAPPA_PROFILE_STOP 0
 #endif
@@ -44,6 +45,11 @@ char LICENSE[] SEC("license") = "GPL";
 	do {                                                                                       \
 		if (KAPPA_PROFILE_STOP == (n))                                                      \
 			return 1;                                                                  \
+	} while (0)
+#define PROFILE_STOP0(n)                                                                           \
+	do {                                                                                       \
+		if (KAPPA_PROFILE_STOP == (n))                                                      \
+			return 0;                                                                  \
 	} while (0)
 #define PROFILE_STOP_FALSE(n)                                                                      \
 	do {                                                                                       \
@@ -834,6 +840,7 @@ static __always_inline int on_sock_send(struct sock *sk, int ret)
 	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 	if (!s)
 		return 0;
+	PROFILE_STOP0(6);
 	claim_owner(s);
 	if (!s->pending_send_ns)
 		s->pending_send_ns = bpf_ktime_get_ns();
@@ -847,6 +854,7 @@ static __always_inline int on_sock_recv(struct sock *sk, int ret, int flags)
 	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 	if (!s)
 		return 0;
+	PROFILE_STOP0(6);
 	claim_owner(s);
 	__u64 sent = s->pending_send_ns;
 	if (!sent)
