@@ -43,7 +43,7 @@ import {
   decodeDrainState,
   encodeDrainState,
 } from './layout.js';
-import { FLOW_MAPS, configureLoad } from './load-config.js';
+import { CGROUP_PROGRAMS, FLOW_MAPS, TRACEPOINT_PROGRAMS, configureLoad } from './load-config.js';
 import type { LoadConfig } from './load-config.js';
 
 export interface DatapathOptions {
@@ -94,35 +94,6 @@ export interface DrainPass {
   readonly chunks: Iterable<DrainedChunk>;
 }
 
-// Attached in this order: drops (programs of their own, bpf/kappa_drop.h) after the counting
-// programs, so a socket's storage exists when they look for it. DNS is not a program of its own:
-// the skb programs copy DNS messages when kappa_config.dns is set (bpf/kappa_dns.h).
-const CGROUP_PROGRAMS = [
-  'kappa_skb_ingress',
-  'kappa_skb_egress',
-  'kappa_sock_create',
-  'kappa_connect4',
-  'kappa_connect6',
-  'kappa_sockops',
-  'kappa_sock_release',
-  'kappa_drop_sock_create',
-] as const;
-const TRACEPOINT_PROGRAMS = [
-  ['kappa_sock_send', 'tracepoint sock:sock_send_length'],
-  ['kappa_sock_recv', 'tracepoint sock:sock_recv_length'],
-  ['kappa_tcp_destroy', 'tracepoint tcp:tcp_destroy_sock'],
-  // Kernels before 6.3 (no sock_send_length / sock_recv_length): see src/kernel.ts.
-  ['kappa_inet_send_exit', 'fexit inet_sendmsg'],
-  ['kappa_inet6_send_exit', 'fexit inet6_sendmsg'],
-  ['kappa_inet_recv_exit', 'fexit inet_recvmsg'],
-  ['kappa_inet6_recv_exit', 'fexit inet6_recvmsg'],
-  // Kernels before 6.2: IPv6 SYN-ACKs the cgroup egress hook skips.
-  ['kappa_synack6', 'fexit tcp_make_synack'],
-  // Drops (bpf/kappa_drop.h).
-  ['kappa_drop', 'tracepoint skb:kfree_skb'],
-  // Argument lists at exec (bpf/kappa_exec.h).
-  ['kappa_exec', 'tracepoint sched:sched_process_exec'],
-] as const;
 /** The DNS programs of builds before they moved into the skb programs: a crashed one's links are detached. */
 const FORMER_PROGRAMS = ['kappa_dns_ingress', 'kappa_dns_egress'] as const;
 
@@ -206,6 +177,7 @@ export class Datapath {
     try {
       loaded = configureLoad(object, {
         socketMode: options.socketMode,
+        interfaceMode: options.interfaces !== undefined,
         omitPrograms: options.omitPrograms ?? [],
         dns: options.dns === true,
         target,

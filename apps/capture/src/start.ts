@@ -4,7 +4,7 @@
 // fails), that hook is marked refused and the next one is tried, so the other features never
 // depend on it.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { release } from 'node:os';
+import { constants, release } from 'node:os';
 import { join } from 'node:path';
 import { BpfError, BpfObject, BtfMissingError, KERNEL_BTF, KernelBtf, KernelProbe, errnoName } from '@kappa/ebpf-ffi';
 import { Datapath } from './datapath.js';
@@ -92,7 +92,7 @@ export function checkThisKernel(options: StartOptions & { btfPath?: string | und
         // copy, which the verifier drops with it off, so a kernel that refuses only the copy (6.1
         // did, E2BIG) is told here as at a start. A cgroup level keeps the target check in, as
         // --cgroup does.
-        configureLoad(object, { socketMode: options.socketMode, omitPrograms: plan.omit, dns: featureOn(plan, DNS), target: { id: 0n, level: 1 } });
+        configureLoad(object, { socketMode: options.socketMode, interfaceMode: options.interfaceMode, omitPrograms: plan.omit, dns: featureOn(plan, DNS), target: { id: 0n, level: 1 } });
         object.load();
         object.unpinMaps();
       } finally {
@@ -105,6 +105,7 @@ export function checkThisKernel(options: StartOptions & { btfPath?: string | und
 }
 
 const CHECK_PIN_PARENT = '/sys/fs/bpf/kappa';
+const { EAGAIN } = constants.errno;
 
 function objectOf(plan: KernelPlan, objects: BpfObjects): string {
   return plan.compat ? objects.compat : objects.current;
@@ -143,13 +144,39 @@ export function explainBtfMismatch(error: unknown, btfPath: string | undefined):
   return new BtfMismatchError(message, error.errno, log, { cause: error });
 }
 
-function withRefusals<T>(options: StartOptions & { btfPath?: string | undefined }, interfaceMode: boolean, start: (plan: KernelPlan) => T): { plan: KernelPlan; started: T } {
+/**
+ * The verifier gave up on a program because a signal was pending (EAGAIN: a profiler's SIGPROF
+ * or SIGALRM, arriving more often than a verification takes) at every try: not a refusal.
+ */
+export class LoadInterruptedError extends BpfError {
+  override name = 'LoadInterruptedError';
+}
+
+/** Loads tried again after EAGAIN (libbpf itself tries each program 5 times) before giving up. */
+export const INTERRUPTED_LOAD_RETRIES = 3;
+
+/**
+ * Plans and runs `start` (a load, or a load and attach), planning again without a hook the kernel
+ * refused. Exported for its tests; startOnThisKernel and checkThisKernel are its callers.
+ */
+export function withRefusals<T>(options: StartOptions & { btfPath?: string | undefined }, interfaceMode: boolean, start: (plan: KernelPlan) => T): { plan: KernelPlan; started: T } {
   const refused = new Map<string, string>((options.disabledHooks ?? []).map((hook) => [hook, `${hook}: turned off by --disable-hooks`]));
+  let interrupted = 0;
   for (;;) {
     const plan = planKernel(options.kernel, { interfaceMode, refused });
     try {
       return { plan, started: start(plan) };
     } catch (error) {
+      // The verifier stops at a pending signal and answers EAGAIN: the same load again, bounded.
+      if (error instanceof BpfError && error.errno === EAGAIN) {
+        if (++interrupted <= INTERRUPTED_LOAD_RETRIES) continue;
+        throw new LoadInterruptedError(
+          `${error.message}: the kernel's verifier was interrupted by signals at ${interrupted} loads in a row (EAGAIN); stop whatever signals this process often (a CPU profiler's SIGPROF) and start again`,
+          EAGAIN,
+          error.libbpfLog,
+          { cause: error },
+        );
+      }
       const hook = error instanceof BpfError ? hookOfFailure(plan, error) : undefined;
       // Not an optional hook's program (or one already refused, which cannot repeat): not ours to
       // mend; a BTF without the types the programs read is named as the cause.
