@@ -2,7 +2,7 @@
 // the source runner, or stdout). Logic lives in the modules beside this file.
 import { join } from 'node:path';
 import { loadConfigOrExit } from '@kappa/config';
-import { BpfError, BpfFilesystemError, BpfPermissionError, KERNEL_BTF, cgroup2Root, mountProblems, readPerCpuCounter, realtimeMinusMonotonicNs } from '@kappa/ebpf-ffi';
+import { BpfError, BpfFilesystemError, BpfPermissionError, cgroup2Root, mountProblems, readPerCpuCounter, realtimeMinusMonotonicNs } from '@kappa/ebpf-ffi';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { busOptionsFromConfig, runSource, subjects } from '@kappa/bus';
 import { MissingCapabilityError, assertCapabilities, permissionRefused } from './capabilities.js';
@@ -47,6 +47,7 @@ let datapath: Datapath;
 let plan: KernelPlan;
 let openedSpool: Spool | undefined;
 let kernel: ReturnType<typeof openKernelFacts> | undefined;
+let dropReasons: ReturnType<typeof DropReasons.fromBtf>;
 try {
   // Before anything touches the kernel or the disk: a missing capability is named, not guessed.
   assertCapabilities(config.mode !== 'socket');
@@ -89,6 +90,8 @@ try {
     },
     { objects, kernel, disabledHooks: config.disableHooks, onRefused },
   ));
+  // Drop reasons by name, from this kernel's BTF (its numbers change between releases).
+  dropReasons = DropReasons.fromBtf(kernel.btf);
 } catch (error) {
   openedSpool?.removeIfEmpty();
   // One line an operator can act on, nothing else: the typed errors carry the remedy.
@@ -167,8 +170,6 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.off(signal, stopWhi
 const bus = source.bus;
 if (bus) publish = (batch) => source.publish(subject, batch.bytes, batch.batchId, batch.records);
 const maxBatchBytes = bus ? bus.messageLimit : 1024 * 1024;
-// Drop reasons by name, from this kernel's BTF (its numbers change between releases).
-const dropReasons = DropReasons.fromBtf(config.btf ?? KERNEL_BTF);
 if (dropReasons.problem) logger.warn({ problem: dropReasons.problem }, 'drop reasons are named by number');
 // DNS responses are timed where they reached the interface (the kernel's receive timestamps, on
 // while capture holds a socket that asks for them; closed with the process), as a packet capture

@@ -22,7 +22,7 @@ export interface BpfObjects {
 }
 
 /** This kernel's answers: libbpf probes and the kernel's BTF (or --btf's). Close when done. */
-export function openKernelFacts(btfPath: string | undefined): KernelFacts & { close(): void } {
+export function openKernelFacts(btfPath: string | undefined): KernelFacts & { btf: KernelBtf; close(): void } {
   const path = btfPath ?? KERNEL_BTF;
   const btf = KernelBtf.open(path);
   if (!btf) {

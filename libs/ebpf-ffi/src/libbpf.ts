@@ -61,6 +61,9 @@ export interface Libbpf {
   btf_parse: (path: string, base: null) => bigint;
   btf_free: (btf: bigint) => void;
   btf_find_by_name_kind: (btf: bigint, name: string, kind: number) => number;
+  /** struct btf_type of `id`, followed by its kind's items; read with koffi.decode. */
+  btf_type_by_id: (btf: bigint, id: number) => unknown;
+  btf_name_by_offset: (btf: bigint, offset: number) => string | null;
   socket: (domain: number, type: number, protocol: number) => number;
   setsockopt: (fd: number, level: number, name: number, value: Buffer, length: number) => number;
   clock_gettime: (clock: number, timespec: Buffer) => number;
@@ -156,6 +159,8 @@ export function libbpf(): Libbpf {
     btf_parse: lib.func('void *btf__parse(const char *path, void *base_btf)'),
     btf_free: lib.func('void btf__free(void *btf)'),
     btf_find_by_name_kind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
+    btf_type_by_id: lib.func('const void *btf__type_by_id(void *btf, uint32_t id)'),
+    btf_name_by_offset: lib.func('const char *btf__name_by_offset(void *btf, uint32_t offset)'),
     socket: libc.func('int socket(int domain, int type, int protocol)'),
     setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t length)'),
     clock_gettime: libc.func('int clock_gettime(int clock, void *timespec)'),

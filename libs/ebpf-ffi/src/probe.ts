@@ -5,6 +5,7 @@
 // attached, nothing left behind.
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
+import koffi from 'koffi';
 import { libbpf } from './libbpf.js';
 import { KERNEL_BTF } from './object.js';
 
@@ -42,7 +43,7 @@ export const Helper = {
 } as const;
 
 /** BTF kinds (BTF_KIND_*) kappa looks names up by. */
-export const BtfKind = { STRUCT: 4, ENUM: 6, TYPEDEF: 8, FUNC: 12 } as const;
+export const BtfKind = { STRUCT: 4, ENUM: 6, TYPEDEF: 8, FUNC: 12, ENUM64: 19 } as const;
 
 /** The kernel's answers; each question is asked once. */
 export class KernelProbe {
@@ -147,6 +148,30 @@ export class KernelBtf {
   has(kind: number, name: string): boolean {
     if (!this.handle) throw new Error(`BTF ${this.path} is closed`);
     return libbpf().btf_find_by_name_kind(this.handle, name, kind) > 0;
+  }
+
+  /**
+   * The values and names of enum (or enum64) `name`, undefined when the BTF has none. Read from
+   * the parsed BTF: the kernel's names for its numbers (skb_drop_reason) without a second read.
+   */
+  enumValues(name: string): Map<number, string> | undefined {
+    if (!this.handle) throw new Error(`BTF ${this.path} is closed`);
+    const bpf = libbpf();
+    for (const [kind, itemWords] of [[BtfKind.ENUM, 2], [BtfKind.ENUM64, 3]] as const) {
+      const id = bpf.btf_find_by_name_kind(this.handle, name, kind);
+      if (id <= 0) continue;
+      const type = bpf.btf_type_by_id(this.handle, id);
+      // struct btf_type { name_off, info, size }, then vlen items { name_off, val[, val_hi32] }.
+      const vlen = (koffi.decode(type, 'uint32_t', 2) as number[])[1]! & 0xffff;
+      const words = koffi.decode(type, 'uint32_t', 3 + vlen * itemWords) as number[];
+      const values = new Map<number, string>();
+      for (let i = 0; i < vlen; i++) {
+        const item = 3 + i * itemWords;
+        values.set(words[item + 1]!, bpf.btf_name_by_offset(this.handle, words[item]!) ?? '');
+      }
+      return values;
+    }
+    return undefined;
   }
 
   /** A kernel function fentry/fexit can attach to. */

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfError, BpfObject, BtfMissingError, MapDrainer, RingBufferReader, attachCgroup, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '../src/index.js';
+import { BpfError, BpfObject, BtfMissingError, KernelBtf, MapDrainer, RingBufferReader, attachCgroup, cgroup2Root, cgroupIdentity, readPerCpuCounter, updateElement } from '../src/index.js';
 import { TestCgroup, runIn, uniqueName } from '@kappa/testing';
 
 const root = process.getuid?.() === 0;
@@ -21,6 +21,28 @@ beforeAll(() => {
   execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', source, '-o', objectPath]);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('KernelBtf', () => {
+  it("reads an enum's names and values as bpftool dumps them from the kernel's BTF", () => {
+    const dump = execFileSync('bpftool', ['btf', 'dump', 'file', '/sys/kernel/btf/vmlinux', 'format', 'raw'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+    const at = dump.indexOf("ENUM 'skb_drop_reason'");
+    expect(at).toBeGreaterThan(0);
+    const expected = new Map<number, string>();
+    for (const line of dump.slice(at).split('\n').slice(1)) {
+      const item = /^\t'(\w+)' val=(\d+)$/.exec(line);
+      if (!item) break;
+      expected.set(Number(item[2]), item[1]!);
+    }
+    const btf = KernelBtf.open();
+    try {
+      expect(expected.size).toBeGreaterThan(50);
+      expect(btf?.enumValues('skb_drop_reason')).toEqual(expected);
+      expect(btf?.enumValues('no_such_enum_in_any_kernel')).toBeUndefined();
+    } finally {
+      btf?.close();
+    }
+  });
+});
 
 describe('errors an operator can act on', () => {
   it('names the missing BTF file and the flag to fix it', () => {
