@@ -113,4 +113,17 @@ describePrivileged('start-up errors', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("--check under a CPU profiler (SIGPROF every 50 µs) loads every program: the verifier's EAGAIN is no refusal", () => {
+    const profiles = mkdtempSync(join(tmpdir(), 'kappa-cpuprof-'));
+    try {
+      const check = spawnSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profiles}`, '--cpu-prof-interval', '50', CAPTURE_BIN, '--check'], { encoding: 'utf8', timeout: 120_000, env: childEnv() });
+      expect(check.stderr).not.toMatch(/refused|EAGAIN/);
+      expect(check.status, check.stderr).toBe(0);
+      expect(check.stdout).toMatch(/^DNS: via cgroup skb hooks/m);
+      expect(readdirSync(profiles).some((name) => name.endsWith('.cpuprofile'))).toBe(true);
+    } finally {
+      rmSync(profiles, { recursive: true, force: true });
+    }
+  });
 });

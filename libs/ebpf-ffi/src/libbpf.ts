@@ -64,6 +64,7 @@ export interface Libbpf {
   /** struct btf_type of `id`, followed by its kind's items; read with koffi.decode. */
   btf_type_by_id: (btf: bigint, id: number) => unknown;
   btf_name_by_offset: (btf: bigint, offset: number) => string | null;
+  sigmask: (how: number, set: Buffer | null, old: Buffer | null) => number;
   socket: (domain: number, type: number, protocol: number) => number;
   setsockopt: (fd: number, level: number, name: number, value: Buffer, length: number) => number;
   clock_gettime: (clock: number, timespec: Buffer) => number;
@@ -161,6 +162,7 @@ export function libbpf(): Libbpf {
     btf_find_by_name_kind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
     btf_type_by_id: lib.func('const void *btf__type_by_id(void *btf, uint32_t id)'),
     btf_name_by_offset: lib.func('const char *btf__name_by_offset(void *btf, uint32_t offset)'),
+    sigmask: libc.func('int pthread_sigmask(int how, const void *set, void *oldset)'),
     socket: libc.func('int socket(int domain, int type, int protocol)'),
     setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t length)'),
     clock_gettime: libc.func('int clock_gettime(int clock, void *timespec)'),
