@@ -9,11 +9,11 @@
 // such ends are tagged `unknown`.
 import { HoldBatch, subjects } from '@kappa/bus';
 import type { StageTransform } from '@kappa/bus';
-import { create, decodeFlowBatch, encodeField, encodeFlowBatch, EndpointSchema, FlowBatchView, FlowBatchWriter, FlowFields, KubeSchema, MessageCursor, Partitioner, ProcessSchema, sameRange, StringInterner, toBinary, Vantage } from '@kappa/contracts';
+import { create, decodeFlowBatch, encodeField, encodeFlowBatch, EndpointSchema, FlowBatchView, FlowBatchWriter, FlowFields, KubeSchema, MessageCursor, Partitioner, ProcessSchema, StringInterner, toBinary, Vantage } from '@kappa/contracts';
 import type { FlowBatch, Kube } from '@kappa/contracts';
 import { kubeOf, localEnd, newEndTag, remoteEnd } from './endpoint-resolver.js';
 import type { EndFacts, EndTag } from './endpoint-resolver.js';
-import { KeptAnswer, KeptAnswers } from './kept-answers.js';
+import { Answer, highOf, KeptAnswers, lowOf } from './kept-answers.js';
 import { newKubeTag } from './kube-index.js';
 import type { KubeIndex } from './kube-index.js';
 import type { TaggerMetrics } from './metrics.js';
@@ -133,16 +133,21 @@ export class BatchTagger {
   private readonly byContainer = new KeptAnswers();
   /** Remote ends' answers by address. */
   private readonly byAddress = new KeptAnswers();
-  /** The answer of an end that is not kept (a record's own). */
-  private readonly localOnce = new KeptAnswer();
-  private readonly remoteOnce = new KeptAnswer();
-  /** Per record of the batch: the encoded kube field of the local end and of the remote end. */
+  /** An end's answer as the resolver made it (kept from there, or the record's own). */
+  private readonly localMade = new Answer();
+  private readonly remoteMade = new Answer();
+  /**
+   * Per record of the batch: the encoded kube field of the local end and of the remote end, when
+   * it is not a kept answer's (then spans says where it is in the kept answers' bytes).
+   */
   private tags: (Uint8Array | undefined)[] = [];
   /**
    * Per record of the batch, found by the first pass so that the second does not parse the record
    * again (SPAN int32s): flags (LOCAL_IS_DST, IN_ORDER), then of the local and the remote end its
    * field's start (-1: absent), payload start and end and where its kube field goes (cut start,
-   * cut end), then where the record's src, dst and cluster_id go (start, end each). The cuts are
+   * cut end), then where the record's src, dst and cluster_id go (start, end each), then where
+   * the local and the remote end's kube field is in the kept answers' bytes (start, end; -1: in
+   * tags, or none). The cuts are
    * copyReplacing's answer for a message whose fields come in ascending order, each once (as
    * protobuf-es writes them): then the second pass copies the ranges between the cuts, without
    * walking the bytes again.
@@ -159,15 +164,25 @@ export class BatchTagger {
   private readonly lastTime = new Uint8Array(10);
   private lastTimeLength = -1;
   private lastTimeNs = 0n;
+  // Its int64 halves, as kept answers compare times.
+  private lastTimeHi = 0;
+  private lastTimeLo = 0;
   // The record being written, read by the hoisted emit callbacks.
   private writer: FlowBatchWriter | undefined;
   private localField = 0;
+  // The kube fields of the record's ends: bytes[start, end) (remote undefined: no tag).
   private localKube: Uint8Array = EMPTY;
+  private localKubeStart = 0;
+  private localKubeEnd = 0;
   private remoteKube: Uint8Array | undefined;
+  private remoteKubeStart = 0;
+  private remoteKubeEnd = 0;
   private endpointKube: Uint8Array = EMPTY;
+  private endpointKubeStart = 0;
+  private endpointKubeEnd = 0;
   private clusterId = 0;
   private readonly emitKube = (): void => {
-    this.writer!.raw(this.endpointKube);
+    this.writer!.raw(this.endpointKube, this.endpointKubeStart, this.endpointKubeEnd);
   };
   private readonly emitRecordField = (field: number): void => {
     const writer = this.writer!;
@@ -177,6 +192,8 @@ export class BatchTagger {
     }
     const isLocal = field === this.localField;
     const kube = isLocal ? this.localKube : this.remoteKube;
+    const kubeStart = isLocal ? this.localKubeStart : this.remoteKubeStart;
+    const kubeEnd = isLocal ? this.localKubeEnd : this.remoteKubeEnd;
     const spans = this.spans;
     const at = this.at + (isLocal ? LOCAL : REMOTE);
     const present = spans[at]! >= 0;
@@ -188,13 +205,15 @@ export class BatchTagger {
       return;
     }
     const mark = writer.begin(field, 2);
-    if (!present) writer.raw(kube);
+    if (!present) writer.raw(kube, kubeStart, kubeEnd);
     else if (this.inOrder) {
       writer.raw(bytes, spans[at + 1]!, spans[at + 3]!);
-      writer.raw(kube);
+      writer.raw(kube, kubeStart, kubeEnd);
       writer.raw(bytes, spans[at + 4]!, spans[at + 2]!);
     } else {
       this.endpointKube = kube;
+      this.endpointKubeStart = kubeStart;
+      this.endpointKubeEnd = kubeEnd;
       writer.copyReplacing(this.endAgain.reset(bytes, spans[at + 1]!, spans[at + 2]!), KUBE, this.emitKube);
     }
     writer.end(mark);
@@ -211,6 +230,9 @@ export class BatchTagger {
     if (this.tags.length < 2 * n) this.tags = new Array<Uint8Array | undefined>(2 * n);
     if (this.spans.length < SPAN * n) this.spans = new Int32Array(SPAN * n);
     this.resolve(view, stats, hold);
+    // Read after the first pass: keeping answers may have grown them.
+    const localKept = this.byContainer.bytes;
+    const remoteKept = this.byAddress.bytes;
     const clusterId = this.tagger.clusterId();
     const replaced = clusterId !== 0 ? REPLACED_WITH_CLUSTER : REPLACED;
     this.clusterId = clusterId;
@@ -221,8 +243,26 @@ export class BatchTagger {
       const at = (this.at = SPAN * i);
       const flags = spans[at]!;
       this.localField = (flags & LOCAL_IS_DST) !== 0 ? R.dst : R.src;
-      this.localKube = this.tags[2 * i]!;
-      this.remoteKube = this.tags[2 * i + 1];
+      const localTag = this.tags[2 * i];
+      if (localTag !== undefined) {
+        this.localKube = localTag;
+        this.localKubeStart = 0;
+        this.localKubeEnd = localTag.length;
+      } else {
+        this.localKube = localKept;
+        this.localKubeStart = spans[at + KEPT]!;
+        this.localKubeEnd = spans[at + KEPT + 1]!;
+      }
+      const remoteTag = this.tags[2 * i + 1];
+      if (remoteTag !== undefined) {
+        this.remoteKube = remoteTag;
+        this.remoteKubeStart = 0;
+        this.remoteKubeEnd = remoteTag.length;
+      } else if (spans[at + KEPT + 2]! >= 0) {
+        this.remoteKube = remoteKept;
+        this.remoteKubeStart = spans[at + KEPT + 2]!;
+        this.remoteKubeEnd = spans[at + KEPT + 3]!;
+      } else this.remoteKube = undefined;
       writer.beginRecord();
       if ((this.inOrder = (flags & IN_ORDER) !== 0)) {
         // copyReplacing's output, from the first pass's cuts.
@@ -240,6 +280,8 @@ export class BatchTagger {
     }
     this.writer = undefined;
     this.bytes = EMPTY;
+    this.localKube = EMPTY;
+    this.remoteKube = undefined;
     this.tags.fill(undefined, 0, 2 * n);
   }
 
@@ -248,6 +290,11 @@ export class BatchTagger {
     const index = this.tagger.index;
     const createdNs = view.createdNs;
     const fallbackNs = createdNs > 0n ? createdNs : BigInt(Date.now()) * 1_000_000n;
+    const fallbackHi = highOf(fallbackNs);
+    const fallbackLo = lowOf(fallbackNs);
+    // Ranges noted below stay valid through the second pass: no starting over during a batch.
+    this.byContainer.startBatch();
+    this.byAddress.startBatch();
     const record = this.record;
     let pending = 0;
     let pendingLocal = 0;
@@ -275,6 +322,7 @@ export class BatchTagger {
       }
       if (!index) {
         spans[at] = (localIsDst ? LOCAL_IS_DST : 0) | (inOrder ? IN_ORDER : 0);
+        spans[at + KEPT + 2] = -1;
         this.tags[2 * i] = this.fields.node(record.interned(R.node, this.strings));
         this.tags[2 * i + 1] = undefined;
         continue;
@@ -285,19 +333,21 @@ export class BatchTagger {
       }
       spans[at] = (localIsDst ? LOCAL_IS_DST : 0) | (inOrder ? IN_ORDER : 0);
       // The time a record's tags must reflect: the start of its interval.
-      const atNs = !record.isZero(R.startNs) ? this.timeOf(record, R.startNs) : !record.isZero(R.firstSeenNs) ? this.timeOf(record, R.firstSeenNs) : fallbackNs;
+      let atNs = fallbackNs;
+      let atHi = fallbackHi;
+      let atLo = fallbackLo;
+      const timeField = !record.isZero(R.startNs) ? R.startNs : !record.isZero(R.firstSeenNs) ? R.firstSeenNs : 0;
+      if (timeField !== 0) {
+        atNs = this.timeOf(record, timeField);
+        atHi = this.lastTimeHi;
+        atLo = this.lastTimeLo;
+      }
       if (atNs > latestNs) latestNs = atNs;
-      const l = this.localAnswer(index, atNs, version);
-      const r = this.remoteAnswer(index, atNs, version);
-      this.tags[2 * i] = l.fieldOn(this.local.uint32(E.port));
-      this.tags[2 * i + 1] = r.fieldOn(this.remote.uint32(E.port));
-      if (l.hit) stats.hits.local += 1;
-      else stats.misses.local += 1;
-      if (r.hit) stats.hits.remote += 1;
-      else stats.misses.remote += 1;
-      if (l.pending) pendingLocal += 1;
-      if (r.pending) pendingRemote += 1;
-      if (l.pending || r.pending) pending += 1;
+      const localPending = this.tagLocal(index, i, atNs, atHi, atLo, version, stats);
+      const remotePending = this.tagRemote(index, i, atNs, atHi, atLo, version, stats);
+      if (localPending) pendingLocal += 1;
+      if (remotePending) pendingRemote += 1;
+      if (localPending || remotePending) pending += 1;
     }
     stats.pending.local += pendingLocal;
     stats.pending.remote += pendingRemote;
@@ -327,103 +377,160 @@ export class BatchTagger {
     // A canonical varint takes at most 10 bytes.
     for (let i = 0; i < n; i++) last[i] = bytes[start + i]!;
     this.lastTimeLength = n;
-    return (this.lastTimeNs = record.uint64(field));
+    const ns = (this.lastTimeNs = record.uint64(field));
+    this.lastTimeHi = highOf(ns);
+    this.lastTimeLo = lowOf(ns);
+    return ns;
   }
 
-  /** The local end's answer: kept by container id (on this node), else resolved. */
-  private localAnswer(index: KubeIndex, atNs: bigint, version: number): KeptAnswer {
+  /**
+   * Record i's local end: kept by container id (made on this record's node), else resolved (and
+   * kept when it may be). Notes its kube field, counts it; returns whether it is pending.
+   */
+  private tagLocal(index: KubeIndex, i: number, atNs: bigint, atHi: number, atLo: number, version: number, stats: TaggingStats): boolean {
     const record = this.record;
     const process = this.process;
-    if (!this.local.message(E.process, process) || process.byteLength(P.containerId) === 0) return this.resolveLocal(index, atNs, undefined, version);
-    const idStart = process.payloadStart(P.containerId);
-    const idEnd = process.fieldEnd(P.containerId);
-    const kept = this.byContainer.get(process.bytes, idStart, idEnd);
-    if (kept !== undefined && kept.holds(version, atNs) && sameRange(kept.node, 0, kept.node.length, record.bytes, record.payloadStart(R.node), record.fieldEnd(R.node))) return kept;
-    return this.resolveLocal(index, atNs, kept ?? this.byContainer.add(process.bytes, idStart, idEnd), version);
+    const kept = this.byContainer;
+    const at = SPAN * i + KEPT;
+    let entry = -1;
+    let made: Answer | undefined;
+    if (this.local.message(E.process, process) && process.byteLength(P.containerId) > 0) {
+      const idStart = process.payloadStart(P.containerId);
+      const idEnd = process.fieldEnd(P.containerId);
+      const hasNode = record.has(R.node);
+      const nodeStart = hasNode ? record.payloadStart(R.node) : 0;
+      const nodeEnd = hasNode ? record.fieldEnd(R.node) : 0;
+      entry = kept.find(process.bytes, idStart, idEnd);
+      if (entry < 0 || !kept.holds(entry, version, atHi, atLo) || !kept.madeFor(entry, record.bytes, nodeStart, nodeEnd)) {
+        made = this.resolveLocal(index, atNs, true, version);
+        if (made.version !== -1) entry = kept.keep(entry, process.bytes, idStart, idEnd, record.bytes, nodeStart, nodeEnd, made);
+        else if (entry >= 0) {
+          kept.forget(entry);
+          entry = -1;
+        }
+      }
+    } else made = this.resolveLocal(index, atNs, false, version);
+    const port = this.local.uint32(E.port);
+    let hit: boolean;
+    let pending: boolean;
+    if (entry >= 0) {
+      this.spans[at] = kept.fieldOn(entry, port);
+      this.spans[at + 1] = kept.fieldEnd;
+      this.tags[2 * i] = undefined;
+      hit = kept.hit(entry);
+      pending = kept.pending(entry);
+    } else {
+      this.tags[2 * i] = made!.fieldOn(port);
+      hit = made!.hit;
+      pending = made!.pending;
+    }
+    if (hit) stats.hits.local += 1;
+    else stats.misses.local += 1;
+    return pending;
   }
 
-  /** The remote end's answer: kept by address, else resolved. */
-  private remoteAnswer(index: KubeIndex, atNs: bigint, version: number): KeptAnswer {
+  /** Record i's remote end: kept by address, else resolved and kept. As tagLocal. */
+  private tagRemote(index: KubeIndex, i: number, atNs: bigint, atHi: number, atLo: number, version: number, stats: TaggingStats): boolean {
     const end = this.remote;
+    const kept = this.byAddress;
+    const at = SPAN * i + KEPT + 2;
     // An absent address is the empty one.
-    const ipStart = end.has(E.ip) ? end.payloadStart(E.ip) : 0;
-    const ipEnd = end.has(E.ip) ? end.fieldEnd(E.ip) : 0;
-    const kept = this.byAddress.get(end.bytes, ipStart, ipEnd);
-    if (kept !== undefined && kept.holds(version, atNs)) return kept;
-    return this.resolveRemote(index, atNs, kept ?? this.byAddress.add(end.bytes, ipStart, ipEnd), version);
+    const hasIp = end.has(E.ip);
+    const ipStart = hasIp ? end.payloadStart(E.ip) : 0;
+    const ipEnd = hasIp ? end.fieldEnd(E.ip) : 0;
+    let entry = kept.find(end.bytes, ipStart, ipEnd);
+    let made: Answer | undefined;
+    if (entry < 0 || !kept.holds(entry, version, atHi, atLo)) {
+      made = this.resolveRemote(index, atNs, version);
+      if (made.version !== -1) entry = kept.keep(entry, end.bytes, ipStart, ipEnd, EMPTY, 0, 0, made);
+      else if (entry >= 0) {
+        kept.forget(entry);
+        entry = -1;
+      }
+    }
+    const port = end.uint32(E.port);
+    let hit: boolean;
+    let pending: boolean;
+    if (entry >= 0) {
+      this.spans[at] = kept.fieldOn(entry, port);
+      this.spans[at + 1] = kept.fieldEnd;
+      this.tags[2 * i + 1] = undefined;
+      hit = kept.hit(entry);
+      pending = kept.pending(entry);
+    } else {
+      this.spans[at] = -1;
+      this.tags[2 * i + 1] = made!.fieldOn(port);
+      hit = made!.hit;
+      pending = made!.pending;
+    }
+    if (hit) stats.hits.remote += 1;
+    else stats.misses.remote += 1;
+    return pending;
   }
 
-  /** The local end resolved (strings, index lookups); kept in `keep` when it may be. */
-  private resolveLocal(index: KubeIndex, atNs: bigint, keep: KeptAnswer | undefined, version: number): KeptAnswer {
+  /** The local end resolved (strings, index lookups); to keep when `keepable` and it may be. */
+  private resolveLocal(index: KubeIndex, atNs: bigint, keepable: boolean, version: number): Answer {
     const node = this.record.interned(R.node, this.strings);
     const facts = this.localFactsOf(this.local);
     const protocol = this.record.uint32(R.protocol);
-    const answer = this.resolveOrKeep(index, keep, this.localOnce, version, facts.port, (port) => {
+    return this.resolveAnswer(index, keepable, this.localMade, version, facts.port, (port) => {
       facts.port = port;
       return localEnd(index, node, facts, protocol, atNs, this.indexTag, this.localTag);
     });
-    if (answer === keep) {
-      const record = this.record;
-      keep.node = record.has(R.node) ? record.bytes.slice(record.payloadStart(R.node), record.fieldEnd(R.node)) : EMPTY;
-    }
-    return answer;
   }
 
-  private resolveRemote(index: KubeIndex, atNs: bigint, keep: KeptAnswer, version: number): KeptAnswer {
+  private resolveRemote(index: KubeIndex, atNs: bigint, version: number): Answer {
     const node = this.record.interned(R.node, this.strings);
     const facts = this.remoteFactsOf(this.remote);
     const protocol = this.record.uint32(R.protocol);
-    return this.resolveOrKeep(index, keep, this.remoteOnce, version, facts.port, (port) => {
+    return this.resolveAnswer(index, true, this.remoteMade, version, facts.port, (port) => {
       facts.port = port;
       return remoteEnd(index, node, facts, protocol, atNs, this.indexTag, this.remoteTag);
     });
   }
 
   /**
-   * An end resolved on the record's port; when the answer may be kept, `keep` filled and
-   * returned: the answer on every port at which a Service lists the end as a backend (each
-   * resolved), and on any other port (the record's, or port 0: no Service by backend). It holds
-   * where all of them hold. Else `once`, the record's own answer.
+   * An end resolved on the record's port into `answer`. When it may be kept (version set): the
+   * answer on every port at which a Service lists the end as a backend (each resolved), and on
+   * any other port (the record's, or port 0: no Service by backend); it holds where all of them
+   * hold. Else (version -1) the record's own answer.
    */
-  private resolveOrKeep(index: KubeIndex, keep: KeptAnswer | undefined, once: KeptAnswer, version: number, port: number, resolveOn: (port: number) => EndTag): KeptAnswer {
+  private resolveAnswer(index: KubeIndex, keepable: boolean, answer: Answer, version: number, port: number, resolveOn: (port: number) => EndTag): Answer {
     const tag = resolveOn(port);
-    if (keep === undefined || !tag.reusable) {
-      if (keep !== undefined) keep.version = -1;
-      once.field = this.fields.of(tag);
-      once.hit = tag.hit;
-      once.pending = tag.pending;
-      return once;
-    }
-    keep.version = version;
-    keep.fromNs = tag.fromNs;
-    keep.untilNs = tag.untilNs;
-    keep.hit = tag.hit;
-    keep.pending = tag.pending;
-    keep.ports.length = 0;
-    keep.portFields.length = 0;
+    answer.ports.length = 0;
+    answer.portFields.length = 0;
+    answer.hit = tag.hit;
+    answer.pending = tag.pending;
     const field = this.fields.of(tag);
+    if (!keepable || !tag.reusable) {
+      answer.version = -1;
+      answer.field = field;
+      return answer;
+    }
+    answer.version = version;
+    answer.fromNs = tag.fromNs;
+    answer.untilNs = tag.untilNs;
     const backendPorts = tag.backendIp === undefined ? NO_PORTS : index.services.backendPortsOf(tag.backendIp);
     if (port !== 0 && backendPorts.includes(port)) {
-      keep.ports.push(port);
-      keep.portFields.push(field);
-      keep.field = this.keptOn(keep, resolveOn(0));
-    } else keep.field = field;
+      answer.ports.push(port);
+      answer.portFields.push(field);
+      answer.field = this.keptOn(answer, resolveOn(0));
+    } else answer.field = field;
     for (const other of backendPorts) {
       if (other === 0 || other === port) continue;
-      keep.ports.push(other);
-      keep.portFields.push(this.keptOn(keep, resolveOn(other)));
+      answer.ports.push(other);
+      answer.portFields.push(this.keptOn(answer, resolveOn(other)));
     }
-    keep.portsDone();
-    return keep;
+    return answer;
   }
 
-  /** One more port's answer of a kept one: it narrows where the answer holds. */
-  private keptOn(keep: KeptAnswer, tag: EndTag): Uint8Array {
+  /** One more port's answer of one to keep: it narrows where the answer holds. */
+  private keptOn(answer: Answer, tag: EndTag): Uint8Array {
     // The counts are the same on every port (only the Service by backend differs); were they
     // not, the answer is not kept (this record's is still right).
-    if (!tag.reusable || tag.hit !== keep.hit || tag.pending !== keep.pending) keep.version = -1;
-    if (tag.fromNs > keep.fromNs) keep.fromNs = tag.fromNs;
-    if (tag.untilNs < keep.untilNs) keep.untilNs = tag.untilNs;
+    if (!tag.reusable || tag.hit !== answer.hit || tag.pending !== answer.pending) answer.version = -1;
+    if (tag.fromNs > answer.fromNs) answer.fromNs = tag.fromNs;
+    if (tag.untilNs < answer.untilNs) answer.untilNs = tag.untilNs;
     return this.fields.of(tag);
   }
 
@@ -476,10 +583,11 @@ class LocalFacts implements EndFacts {
 
 const NO_PORTS: readonly number[] = [];
 /** Int32s per record in BatchTagger.spans, and where each part starts. */
-const SPAN = 17;
+const SPAN = 21;
 const LOCAL = 1;
 const REMOTE = 6;
 const CUTS = 11;
+const KEPT = 17;
 /** Flags (spans[at]): the local end is dst; the record and its ends have their fields in order. */
 const LOCAL_IS_DST = 1;
 const IN_ORDER = 2;
