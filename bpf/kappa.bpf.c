@@ -36,8 +36,10 @@ char LICENSE[] SEC("license") = "GPL";
  * stops counting at point n of a connected TCP socket's path (1: the skb programs return at
  * once; 2: after the socket-storage lookup; 3: after the epoch and the clock; 4: after the headers;
  * 5: after the two adds; from 2 on the DNS port test after it still runs; 6: the socket
- * tracepoints return after their storage lookup, the skb programs run whole), so bpf_stats of
- * objects stopped at successive points say what each part costs. 0 (every real build): no stop. */
+ * tracepoints return after their storage lookup, the skb programs run whole; 7 and 8: the skb
+ * programs read a slot found by the socket cookie instead of the storage, and return), so
+ * bpf_stats of objects stopped at successive points say what each part costs. 0 (every real
+ * build): no stop. */
 #ifndef KAPPA_PROFILE_STOP
 #define KAPPA_PROFILE_STOP 0
 #endif
@@ -604,11 +606,32 @@ __noinline int kappa_report_dead(struct __sk_buff *skb)
  * still connected to the peer it was keyed with, whose headers are in the linear part. Its frame
  * is a few scalars, so the hook's stack stays the calls'. false: nothing was counted, the caller
  * takes the whole path (account_skb), which looks the storage up again. */
+#if KAPPA_PROFILE_STOP == 7 || KAPPA_PROFILE_STOP == 8
+/* Profiling only: what reaching a per-socket slot through the socket cookie and an array would
+ * cost instead of the storage lookup (7: 64 slots, one kmalloc'd page; 8: 65 536 slots, 4 MiB of
+ * vmalloc'd pages). Not a counting design: nothing claims or frees the slots. */
+#define KAPPA_PROBE_SLOTS (KAPPA_PROFILE_STOP == 7 ? 64 : 65536)
+struct kappa_probe_slot {
+	__u64 words[8];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KAPPA_PROBE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct kappa_probe_slot);
+} kappa_probe_slots SEC(".maps");
+#endif
+
 static __always_inline bool account_fast(struct __sk_buff *skb, bool egress)
 {
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return true;
+#if KAPPA_PROFILE_STOP == 7 || KAPPA_PROFILE_STOP == 8
+	__u32 slot = (__u32)bpf_get_socket_cookie(skb) & (KAPPA_PROBE_SLOTS - 1);
+	struct kappa_probe_slot *probe = bpf_map_lookup_elem(&kappa_probe_slots, &slot);
+	return !(probe && probe->words[0] == 1);
+#endif
 	struct kappa_sock *s = bpf_sk_storage_get(&kappa_socks, sk, 0, 0);
 	PROFILE_STOP(2);
 	if (!s || !s->keyed || !s->counting || s->dead || s->key.remote_port != bpf_ntohs(sk->dst_port))
