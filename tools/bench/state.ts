@@ -3,6 +3,8 @@
 // while it holds them, what the drain took, and capture's and process-enricher's RSS once every
 // record has reached kappa.flow.enriched.<node>. Writes section `state`.
 //   npm run bench:state -- [--conversations 10000,100000,1000000] (e.g. 1000000@1048576)
+//   capture runs with the DaemonSet's Node flags (infra/k8s/base/agent.yaml: the young
+//   generation's size sets much of its RSS).
 //   (N@M: capture runs with --max-conversations M for that row; without @, capture's default)
 //   --intervals K (default 3; 2 for rows of a million or more): K intervals of N conversations
 //   per row; the table shows the first drain (a fresh process) and the last (the steady state).
@@ -10,10 +12,11 @@
 //   enriched, one .cpuprofile per row in DIR, and its top functions by self time on stderr.
 //   --capture-node-args "--perf-basic-prof": node flags for capture (e.g. for `perf record -g -k
 //   realtime -p <capture's pid>`; V8's own profiler is wall-clock sampled), and each drain's log
-//   line on stderr. `--trace-opt --trace-deopt` print to capture's stdout, which the bench drops.
+//   line on stderr. `--trace-gc`, `--trace-opt --trace-deopt` print to capture's stdout, which the
+//   bench drops unless `--capture-stdout FILE` (one file per row: FILE.<conversations>).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +31,7 @@ const { values } = parseArgs({
     conversations: { type: 'string', default: '10000,100000,1000000' },
     'cpu-profile': { type: 'string' },
     'capture-node-args': { type: 'string' },
+    'capture-stdout': { type: 'string' },
     intervals: { type: 'string', default: '3' },
   },
 });
@@ -36,6 +40,18 @@ const rowsAsked = values.conversations.split(',').map((row) => {
   return { conversations: Number(n), mapSize: map ?? '' };
 });
 const intervals = Math.max(2, Number(values.intervals));
+/**
+ * capture's V8 flags as the DaemonSet runs it (its NODE_OPTIONS in infra/k8s/base/agent.yaml, less
+ * --enable-source-maps): its RSS depends on them (the young generation's size).
+ */
+function daemonSetNodeFlags(): string[] {
+  const manifest = readFileSync(join(repoRoot, 'infra/k8s/base/agent.yaml'), 'utf8');
+  const container = manifest.slice(manifest.indexOf('- name: capture\n'));
+  const options = /- name: NODE_OPTIONS\s+value: (.+)/.exec(container)?.[1];
+  if (!options) throw new Error("bench:state: no NODE_OPTIONS for the capture container in infra/k8s/base/agent.yaml");
+  return options.trim().split(/\s+/).filter((flag) => flag !== '--enable-source-maps');
+}
+const captureFlags = daemonSetNodeFlags();
 requireBuild('bench:state', ['apps/capture/dist/main.js', 'apps/process-enricher/dist/main.js', 'bpf/.output/kappa.bpf.o']);
 
 const work = mkdtempSync(join(tmpdir(), 'kbd-state-'));
@@ -92,10 +108,10 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
   try {
     const problems: string[] = [];
     const metricsPorts = new Map<string, number>();
-    const service = async (bin: string, args: string[], nodeArgs: string[] = []) => {
+    const service = async (bin: string, args: string[], nodeArgs: string[] = [], stdout: number | 'ignore' = 'ignore') => {
       const port = await freePort();
       metricsPorts.set(bin.split('/').at(-1)!, port);
-      const child = spawn(process.execPath, [...nodeArgs, join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', String(port), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [...nodeArgs, join(repoRoot, bin), '--node', node, '--nats-url', nats.url, '--metrics-port', String(port), ...args], { stdio: ['ignore', stdout, 'pipe'] });
       children.push(child);
       // Warnings and errors of both services, printed when records go missing.
       child.stderr?.on('data', (chunk: Buffer) => {
@@ -105,10 +121,13 @@ async function measure(conversations: number, mapSize: string): Promise<(string 
     };
     const enricher = await service('apps/process-enricher/bin/kappa-process-enricher.js', ['--cri-socket', 'none']);
     await waitFor(enricher, /"msg":"ready"/, 'kappa-process-enricher');
+    // V8's traces (--trace-gc and the like) go to capture's stdout: kept in a file when asked.
+    const stdoutFile = values['capture-stdout'] ? openSync(`${values['capture-stdout']}.${conversations}`, 'w') : undefined;
     const capture = await service('apps/capture/bin/kappa-capture.js', [
       '--cgroup', cgroup.path, '--interval', '5s', '--log-level', 'debug', '--state-dir', join(work, node),
       ...(mapSize ? ['--max-conversations', mapSize] : []),
-    ], [...(values['cpu-profile'] ? [PROFILABLE] : []), ...(values['capture-node-args']?.split(' ').filter(Boolean) ?? [])]);
+    ], [...captureFlags, ...(values['cpu-profile'] ? [PROFILABLE] : []), ...(values['capture-node-args']?.split(' ').filter(Boolean) ?? [])], stdoutFile ?? 'ignore');
+    if (stdoutFile !== undefined) closeSync(stdoutFile); // the child has its own descriptor
     const drains: DrainLog[] = [];
     let partial = '';
     capture.stderr?.on('data', (chunk: Buffer) => {
@@ -204,7 +223,7 @@ try {
   const rows = [];
   for (const row of rowsAsked) rows.push(await measure(row.conversations, row.mapSize));
   const markdown = [
-    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on), ${intervals} times (at most 2 for a row of a million or more: three million records outgrow capture's share of the bench's 1 GiB stream while the enricher catches up): the table shows the first drain of a fresh capture, the last one, and the median of every drain after the first (a running capture's steady state). capture (NATS sink, spool on) and process-enricher restarted for each row. Drain CPU is capture's whole process (\`process.cpuUsage\`: user + system, all threads) from the epoch flip until the last batch is acknowledged by NATS; its parts are: ending the interval (flip, membarrier, socket iterator), reading the kernel chunks (batch lookup-and-delete), encoding, spooling (write, rename, remove; fsync only for a batch the sink refused), handing to NATS (publish + ack). Map memory is \`bytes_memlock\` from \`bpftool map show\` while the last interval's entries are in the map; RSS is read once every record of every drain has reached \`kappa.flow.enriched.<node>\`.`,
+    `One UDP datagram to each of N distinct destinations from one socket, all inside one drain interval (capture is paused with SIGSTOP while sending, so no drain splits them; its BPF programs count on), ${intervals} times (at most 2 for a row of a million or more: three million records outgrow capture's share of the bench's 1 GiB stream while the enricher catches up): the table shows the first drain of a fresh capture, the last one, and the median of every drain after the first (a running capture's steady state). capture (NATS sink, spool on; Node flags as the DaemonSet's: \`${captureFlags.join(' ')}\`) and process-enricher restarted for each row. Drain CPU is capture's whole process (\`process.cpuUsage\`: user + system, all threads) from the epoch flip until the last batch is acknowledged by NATS; its parts are: ending the interval (flip, membarrier, socket iterator), reading the kernel chunks (batch lookup-and-delete), encoding, spooling (write, rename, remove; fsync only for a batch the sink refused), handing to NATS (publish + ack). Map memory is \`bytes_memlock\` from \`bpftool map show\` while the last interval's entries are in the map; RSS is read once every record of every drain has reached \`kappa.flow.enriched.<node>\`.`,
     '',
     table(
       ['conversations per interval', 'flow map size (--max-conversations)', 'records drained (1st + last)', 'packets not counted (map full)', 'records enriched', 'kappa_flows_0+1 maps, MiB', 'all capture maps, MiB', 'last drain wall / CPU, s', 'drain CPU per record, µs: 1st / last (goal ≤ 3)', 'every drain after the 1st, µs per record: median (min–max)', 'last drain by part, µs per record: interval / kernel / encode / spool / sink', 'capture RSS now / peak, MiB (goal at 1M: ≤ 150)', 'enricher RSS now / peak, MiB'],

@@ -6,11 +6,11 @@ import { Counter, Gauge, Histogram } from '@kappa/observability';
 import type { Logger, Registry } from '@kappa/observability';
 import { ktimeToUnixOffsetNs } from './clock.js';
 import type { DrainPass, OverflowCounters } from './datapath.js';
-import type { DnsTracker } from './dns/tracker.js';
+import type { DnsCounts, DnsTracker } from './dns/tracker.js';
 import { DropReasons } from './drop-reasons.js';
 import { FlowBatchEncoder } from './encode.js';
 import type { EncodedBatch, RecordAnnotations } from './encode.js';
-import { FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC, writeFlowEntry } from './layout.js';
+import { DNS_EVENT, FLOW_KEY, FLOW_STATS, ROLE_DST, ROLE_SRC, writeFlowEntry } from './layout.js';
 import type { Conversation } from './layout.js';
 import type { Spool, SpooledBatch } from './spool.js';
 
@@ -85,7 +85,9 @@ const IP_ICMPV6 = 58;
 export class CaptureLoop {
   private lastOverflow: OverflowCounters;
   private readonly encoder: FlowBatchEncoder;
-  private readonly annotations: RecordAnnotations;
+  private readonly annotations: DrainAnnotations;
+  /** One function for every drain (and the warm-up): a new closure per drain is a new call target for V8. */
+  private readonly interfaceName = (ifindex: number) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`;
   private readonly totals = new DrainTotals();
   private readonly conversations: Counter;
   private readonly bytes: Counter;
@@ -108,7 +110,7 @@ export class CaptureLoop {
   private readonly dnsPoller: NodeJS.Timeout | undefined;
   private dnsSeen = { queries: 0, responses: 0, unparsable: 0, cut: 0, unmatched: 0 };
   /** Drain time (unix ms) for the names' last use. */
-  private drainMs = 0;
+  private readonly drainClock: DrainClock = { ms: 0 };
   private readonly unsent: UnsentBatch[] = [];
   /** The current drain's CPU by part (see DrainResult.cpuSplitMs), in ms. */
   private readonly split = { interval: 0, kernel: 0, spool: 0, sink: 0 };
@@ -128,14 +130,8 @@ export class CaptureLoop {
     private readonly logger: Logger,
   ) {
     const registers = [registry];
-    const tracker = options.dns?.tracker;
-    const reasons = options.dropReasons;
-    const annotations: RecordAnnotations = (this.annotations = {
-      dnsField: (keys, at) => tracker?.takeRecordField(keys, at),
-      peerNameField: (keys, at) => tracker?.peerNameField(keys, at, this.drainMs),
-      dropReasonField: (reason) => (reasons ?? unnamedReasons).field(reason),
-    });
-    this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024, annotations);
+    this.annotations = new DrainAnnotations(options.dns?.tracker, options.dropReasons ?? unnamedReasons, this.drainClock);
+    this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024, this.annotations);
     this.conversations = new Counter({ name: 'kappa_capture_conversations_total', help: 'Conversation records drained from the kernel', registers });
     this.bytes = new Counter({ name: 'kappa_capture_bytes_total', help: 'IP bytes counted, both directions', labelNames: ['vantage'], registers });
     this.packets = new Counter({ name: 'kappa_capture_packets_total', help: 'Wire packets counted, both directions', labelNames: ['vantage'], registers });
@@ -187,25 +183,45 @@ export class CaptureLoop {
   }
 
   /**
-   * Runs the drain's encoding over made-up entries (into a scratch encoder: nothing is sent, no
+   * Runs the drain's encoding over made-up entries (through the drain's own encoder and
+   * annotations, with a scratch DNS tracker; the batches are thrown away: nothing is sent, no
    * metric moves), so V8 has optimised that code before the first drain instead of during the
    * first few: at 10 000 conversations per interval, compiling it (on V8's threads, counted in
-   * the process's CPU) and the deoptimisations of feedback not yet seen (u64 halves beyond a
-   * small integer, IPv6, TCP stats) cost more than the records themselves. See BENCHMARKS.md.
+   * the process's CPU) and the deoptimisations of feedback not yet seen (u64 halves beyond a small
+   * integer, IPv6, TCP stats, a record with DNS exchanges or a peer name, another encoder's
+   * object layout) cost more than the records themselves. See BENCHMARKS.md.
    */
-  warmUp(entries = WARM_UP_ENTRIES): void {
-    const encoder = new FlowBatchEncoder(this.options.node, WARM_UP_BATCH_BYTES, this.annotations);
-    encoder.begin({ node: this.options.node, startNs: 1n, endNs: 2n, ktimeToUnixNs: ktimeToUnixOffsetNs(), interfaceName: () => 'warm-up' });
-    const { keys, values } = warmUpChunk();
-    const count = WARM_UP_CHUNK;
-    const totals = new DrainTotals();
-    for (let done = 0; done < entries; done += count) {
-      for (let i = 0; i < count; ) {
-        i = encodeEntries(encoder, keys, values, i, count, totals);
-        totals.full = undefined;
+  warmUp(entries = WARM_UP_ENTRIES): { records: number; dns?: DnsCounts } {
+    const annotations = this.annotations;
+    const realTracker = annotations.tracker;
+    // Same class as the real one: the drain's call sites see nothing new, and the real one's
+    // exchanges, names and counts stay as they are.
+    const tracker = realTracker?.scratch();
+    annotations.tracker = tracker;
+    const encoder = this.encoder;
+    const totals = this.totals.reset();
+    try {
+      encoder.begin({ node: this.options.node, startNs: 1n, endNs: 2n, ktimeToUnixNs: ktimeToUnixOffsetNs(), interfaceName: this.interfaceName });
+      const { keys, values, dnsEvents } = warmUpChunk();
+      const count = WARM_UP_CHUNK;
+      for (let done = 0; done < entries; done += count) {
+        // A record takes its conversation's exchanges: every pass finds them anew.
+        if (tracker) for (const event of dnsEvents) tracker.add(event);
+        for (let i = 0; i < count; ) {
+          i = encodeEntries(encoder, keys, values, i, count, totals);
+          if (totals.full) encoder.recycle(totals.full.bytes);
+          totals.full = undefined;
+        }
       }
+      const last = encoder.finish();
+      if (last) encoder.recycle(last.bytes);
+      // An exchange no record took would count as unmatched: none does (test/backlog.test.ts).
+      tracker?.endDrain(1, 0n, Date.now());
+    } finally {
+      annotations.tracker = realTracker;
+      totals.reset();
     }
-    encoder.finish();
+    return { records: Math.ceil(entries / WARM_UP_CHUNK) * WARM_UP_CHUNK, ...(tracker ? { dns: tracker.counts } : {}) };
   }
 
   /** Stops reading DNS messages between drains. */
@@ -245,13 +261,13 @@ export class CaptureLoop {
     split.sink += cpuSince(resending);
     // Every message of the drained interval is in the ring now (the drain waited for the programs).
     this.readDns();
-    this.drainMs = Date.now();
+    this.drainClock.ms = Date.now();
     this.encoder.begin({
       node: this.options.node,
       startNs: pass.startNs,
       endNs: pass.endNs,
       ktimeToUnixNs: ktimeToUnixOffsetNs(),
-      interfaceName: (ifindex) => this.source.interfaceNames.get(ifindex) ?? `if${ifindex}`,
+      interfaceName: this.interfaceName,
     });
     const totals = this.totals.reset();
     let conversations = 0;
@@ -308,7 +324,8 @@ export class CaptureLoop {
     if (lostPackets > 0n) {
       this.logger.warn({ ...summary, overflowPackets: String(lostPackets), overflowBytes: String(lostBytes) }, 'flow map full: packets were not counted; raise --max-conversations');
     } else {
-      this.logger.debug({ conversations, durationMs, cpuMs, mainThreadCpuMs, cpuSplitMs, ...(leftover ? { leftover } : {}) }, 'drained');
+      // startedMs: ms since the process started, the clock of V8's --trace-gc lines.
+      this.logger.debug({ conversations, startedMs: Math.round(started), durationMs, cpuMs, mainThreadCpuMs, cpuSplitMs, ...(leftover ? { leftover } : {}) }, 'drained');
     }
     if (failure !== undefined) throw failure;
     return summary;
@@ -318,7 +335,7 @@ export class CaptureLoop {
   private countDns(epoch: number): void {
     const tracker = this.options.dns?.tracker;
     if (!tracker) return;
-    tracker.endDrain(epoch, process.hrtime.bigint(), this.drainMs);
+    tracker.endDrain(epoch, process.hrtime.bigint(), this.drainClock.ms);
     const c = tracker.counts;
     const seen = this.dnsSeen;
     this.dnsMessages.inc({ kind: 'query' }, c.queries - seen.queries);
@@ -397,6 +414,38 @@ export class CaptureLoop {
   }
 }
 
+/** The time the names' last use is set to: the drain's (unix ms). An object, so the encoder's annotations read it as the drain moves it. */
+interface DrainClock {
+  ms: number;
+}
+
+/**
+ * A record's DNS field, its local end's peer name and drop reason names, from the DNS tracker and
+ * the kernel's reasons. Methods, not closures: the warm-up's instance and the drain's call the
+ * same functions, so V8's code built on the one stays right for the other (a closure per
+ * instance is another call target: a deoptimisation at the first real drain).
+ */
+class DrainAnnotations implements RecordAnnotations {
+  constructor(
+    /** The capture's tracker; the warm-up's scratch one while it runs. */
+    public tracker: DnsTracker | undefined,
+    private readonly reasons: DropReasons,
+    private readonly clock: DrainClock,
+  ) {}
+
+  dnsField(keys: Buffer, keyAt: number): Buffer | undefined {
+    return this.tracker?.takeRecordField(keys, keyAt);
+  }
+
+  peerNameField(keys: Buffer, keyAt: number): Buffer | undefined {
+    return this.tracker?.peerNameField(keys, keyAt, this.clock.ms);
+  }
+
+  dropReasonField(reason: number): Buffer {
+    return this.reasons.field(reason);
+  }
+}
+
 /** What a drain sums as Numbers and adds to the metrics once, not per record; and the batch an entry completed. */
 class DrainTotals {
   // Typed: a plain array would change its elements kind at the first non-integer sum, which
@@ -442,18 +491,18 @@ function encodeEntries(encoder: FlowBatchEncoder, keys: Buffer, values: Buffer, 
 const WARM_UP_CHUNK = 1024;
 /** Enough calls for V8 to optimise the encoder with every kind of entry (measured: 5 drains of 10 000 did). */
 const WARM_UP_ENTRIES = 50 * 1024;
-/** Small batches: the warm-up's garbage stays small. */
-const WARM_UP_BATCH_BYTES = 64 * 1024;
 
 /**
  * Made-up entries of every kind a drain meets: IPv4 and IPv6, TCP (with its stats), UDP and ICMP,
  * each role, socket and interface observations, drops, application latency, and 64-bit counts
- * and times whose halves are beyond V8's small integers; DNS ports (their lookup finds nothing:
- * nothing was read from the kernel's DNS copies yet).
+ * and times whose halves are beyond V8's small integers; DNS conversations, with the DNS events
+ * the kernel would have copied of them (fed to the warm-up's own tracker).
  */
-function warmUpChunk(): { keys: Buffer; values: Buffer } {
+function warmUpChunk(): { keys: Buffer; values: Buffer; dnsEvents: Uint8Array[] } {
   const keys = Buffer.alloc(WARM_UP_CHUNK * KEY);
   const values = Buffer.alloc(WARM_UP_CHUNK * VALUE);
+  const dnsEvents: Uint8Array[] = [];
+  let dnsConversations = 0;
   const v4 = (i: number) => Uint8Array.of(192, 0, 2, i & 255);
   const v6 = (i: number) => Uint8Array.of(0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i >> 8, i & 255);
   for (let i = 0; i < WARM_UP_CHUNK; i++) {
@@ -495,8 +544,43 @@ function warmUpChunk(): { keys: Buffer; values: Buffer } {
     // Some records under 128 bytes (one length byte): no process, no times, one direction.
     if (i % 8 === 5) Object.assign(conversation, { protocol: IP_UDP, localIp: v4(i), remoteIp: v4(i + 1), pid: 0, comm: '', cgroupId: 0n, ownerStartNs: 0n, firstKtimeNs: 0n, lastKtimeNs: 0n, rxBytes: 0n, rxPackets: 0n, netns: 0 });
     writeFlowEntry(conversation, keys, i * KEY, values, i * VALUE);
+    // The DNS conversations' messages: a query and its answer (the name of the resolver's
+    // address: the record's peer name too), or a message that is not DNS.
+    if (conversation.remotePort === 53 && conversation.protocol === IP_UDP) {
+      const key = keys.subarray(i * KEY, (i + 1) * KEY);
+      const ktime = conversation.firstKtimeNs;
+      if (dnsConversations++ % 3 === 0) {
+        dnsEvents.push(warmUpDnsEvent(key, ktime, true, Buffer.from('not a DNS message')));
+      } else {
+        dnsEvents.push(warmUpDnsEvent(key, ktime, true, warmUpDnsMessage(i, conversation.remoteIp, false)));
+        dnsEvents.push(warmUpDnsEvent(key, ktime + 250_000n, false, warmUpDnsMessage(i, conversation.remoteIp, true)));
+      }
+    }
   }
-  return { keys, values };
+  return { keys, values, dnsEvents };
+}
+
+/** A query for warm-up-<i>.kappa.test (A or AAAA), or its answer with `address`. */
+function warmUpDnsMessage(i: number, address: Uint8Array, response: boolean): Buffer {
+  const labels = [`warm-up-${i}`, 'kappa', 'test'].flatMap((label) => [label.length, ...Buffer.from(label, 'latin1')]);
+  const type = address.length === 16 ? 28 : 1;
+  const header = [i >> 8, i & 255, response ? 0x81 : 0x01, response ? 0x80 : 0x00, 0, 1, 0, response ? 1 : 0, 0, 0, 0, 0];
+  const question = [...labels, 0, 0, type, 0, 1];
+  const answer = response ? [0xc0, 12, 0, type, 0, 1, 0, 0, 1, 44, 0, address.length, ...address] : [];
+  return Buffer.from([...header, ...question, ...answer]);
+}
+
+/** A kappa_dns_event as the kernel writes it into the DNS ring. */
+function warmUpDnsEvent(key: Buffer, ktimeNs: bigint, egress: boolean, message: Buffer): Uint8Array {
+  const E = DNS_EVENT.fields;
+  const event = Buffer.alloc(DNS_EVENT.size);
+  key.copy(event, E.key.offset);
+  event.writeBigUInt64LE(ktimeNs, E.ktime_ns.offset);
+  event.writeUInt16LE(message.length, E.length.offset);
+  event.writeUInt16LE(message.length, E.payload_length.offset);
+  event[E.egress.offset] = egress ? 1 : 0;
+  message.copy(event, E.message.offset);
+  return event;
 }
 
 /** Without the kernel's BTF names, reasons are named by number. */

@@ -214,8 +214,8 @@ await capture.drainLeftover().catch((error: unknown) => logger.warn({ err: error
 // After the leftover drain: its first run of the real path changes what V8 assumed (prototype
 // chains, field types), which would throw away code optimised before it.
 const warming = { cpu: process.cpuUsage(), started: performance.now() };
-capture.warmUp();
-logger.debug({ cpuMs: (process.cpuUsage(warming.cpu).user + process.cpuUsage(warming.cpu).system) / 1000, durationMs: performance.now() - warming.started }, 'encoder warmed up');
+const warmed = capture.warmUp();
+logger.debug({ ...warmed, cpuMs: (process.cpuUsage(warming.cpu).user + process.cpuUsage(warming.cpu).system) / 1000, durationMs: performance.now() - warming.started }, 'encoder warmed up');
 
 function schedule(delayMs: number): void {
   drains.timer = setTimeout(() => {

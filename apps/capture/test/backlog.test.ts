@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { IpProtocol, decodeFlowBatch } from '@kappa/contracts';
 import { createLogger, createRegistry } from '@kappa/observability';
 import { CaptureLoop } from '../src/capture.js';
+import { DnsTracker } from '../src/dns/tracker.js';
 import type { FlowSource } from '../src/capture.js';
 import type { EncodedBatch } from '../src/encode.js';
 import { FLOW_KEY, FLOW_STATS, ROLE_SRC, writeFlowEntry } from '../src/layout.js';
@@ -159,5 +160,24 @@ describe('unsent batches', () => {
     // And a drain after it is whole and numbered from the start.
     await loop.drainOnce();
     expect(recordsIn(sent).map((r) => r.dst?.ip)).toEqual(Array.from({ length: 10 }, (_, i) => `10.200.0.${i}`));
+  });
+
+  // Without DNS in the warm-up, the first real record with DNS exchanges deoptimised the encoder
+  // and V8 compiled it again (60 ms of CPU in the second drain at 10 000 records: BENCHMARKS.md).
+  it('warms the DNS path up with records that carry exchanges and names, in a tracker of its own', () => {
+    const tracker = new DnsTracker({ maxNames: 100, ktimeToUnixNs: () => 0n });
+    const dns = { events: { consume: () => [] }, tracker, pollMs: 0 };
+    const loop = new CaptureLoop(flowTable(10), () => Promise.resolve(), { node: 'n1', maxBatchBytes: 6144, dns }, createRegistry('kc-backlog'), createLogger('kc-backlog', 'silent'));
+    const before = { ...tracker.counts };
+    const warmed = loop.warmUp(4096);
+    expect(warmed.dns).toMatchObject({ unmatched: 0 });
+    expect(warmed.dns!.queries).toBeGreaterThan(0);
+    expect(warmed.dns!.responses).toBeGreaterThan(0);
+    expect(warmed.dns!.unparsable).toBeGreaterThan(0);
+    expect(warmed.dns!.namesLearnt).toBeGreaterThan(0);
+    // The real tracker saw none of it.
+    expect(tracker.counts).toEqual(before);
+    expect(tracker.names.size).toBe(0);
+    loop.close();
   });
 });

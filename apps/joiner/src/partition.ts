@@ -7,6 +7,7 @@ import type { FlowBatchView, FlowBatchWriter } from '@kappa/contracts';
 import { JoinRecord, VANTAGE_SRC } from './record.js';
 import { RecordSplicer } from './splice.js';
 import { Slab } from './slab.js';
+import { GroupRows, keyHash } from './rows.js';
 import { TimingWheel } from './wheel.js';
 import type { WheelEntry } from './wheel.js';
 
@@ -200,6 +201,11 @@ export class PartitionJoin {
   private readonly dueEnds: End[] = [];
   private readonly claimed: Pending[] = [];
   private readonly slab = new Slab();
+  /** The groups whose records join at once, flat (rows.ts); a cache of `groups`. */
+  private readonly rows = new GroupRows();
+  /** The hash of the group key of the record being applied, and its row (-1: none). */
+  private keyHash = 0;
+  private rowAt = -1;
 
   constructor(readonly settings: JoinSettings) {
     this.endWheel = new TimingWheel<End>(Math.max(SLOT_MS, Math.ceil(settings.metadataTtlMs / SLOTS)), SLOTS, (e) => e.live);
@@ -234,7 +240,7 @@ export class PartitionJoin {
     const joinExternal = this.settings.joinExternal;
     const bytes = view.bytes;
     for (let i = 0; i < count; i++) {
-      r.read(bytes, view.recordStart(i), view.recordEnd(i), joinExternal, text);
+      r.readKeyBytes(bytes, view.recordStart(i), view.recordEnd(i), joinExternal, text);
       if (r.release !== '') {
         this.splicer.unjoined(out, r.record, r.release);
         if (r.release === 'external') stats.external++;
@@ -242,8 +248,29 @@ export class PartitionJoin {
         stats.recordsOut++;
         continue;
       }
+      if (this.joinFromRow(r, text, out, stats)) continue;
+      r.keyStrings();
       this.arrive(r, seq * ID_SHIFT + i, text, out, delta, stats);
     }
+  }
+
+  /** The record joined from its group's row, when arrive would only join it (no state changes). */
+  private joinFromRow(r: JoinRecord, text: Buffer, out: FlowBatchWriter, stats: JoinStats): boolean {
+    const k = r.groupKey;
+    const hash = (this.keyHash = keyHash(k.buf, k.pos));
+    const rows = this.rows;
+    const at = (this.rowAt = rows.find(hash, k.buf, k.pos));
+    if (at < 0) return false;
+    const src = r.vantage === VANTAGE_SRC;
+    if (!src && r.name1.pos !== 0) return false;
+    const settings = this.settings;
+    const peerAt = rows.joinAt(at, src, r.name0.buf, r.name0.pos, text, r.localStart, r.localEnd, this.clock, settings.metadataTtlMs, settings.endRefreshMs);
+    if (peerAt < 0) return false;
+    const arena = rows.arena;
+    this.splicer.joined(out, r, arena, peerAt, peerAt + rows.peerLength, arena);
+    stats.immediate++;
+    stats.recordsOut++;
+    return true;
   }
 
   private groupOf(key: string): Group {
@@ -291,7 +318,10 @@ export class PartitionJoin {
       stats.immediate++;
       stats.recordsOut++;
     }
-    if (claimed.length === 0) return;
+    if (claimed.length === 0) {
+      this.rows.keep(g, this.keyHash, r.groupKey.buf, r.groupKey.pos, this.rowAt, waiting !== undefined || carried !== 0);
+      return;
+    }
     const localStart = r.localStart;
     const localEnd = r.localEnd;
     const o = this.other;
@@ -305,6 +335,7 @@ export class PartitionJoin {
       this.leave(p, delta);
     }
     claimed.length = 0;
+    this.rows.keep(g, this.keyHash, r.groupKey.buf, r.groupKey.pos, this.rowAt, true);
   }
 
   /** A waiting record leaves (joined or timed out): out of Redis, its carried ends into values of their own. */
@@ -483,6 +514,8 @@ export class PartitionJoin {
     for (const e of this.endWheel.advance(now, this.dueEnds)) {
       e.live = false;
       const g = e.group;
+      // (A record leaving its wait needs no such drop: a group with a record waiting has no row.)
+      this.rows.dropKey(g.key);
       if (e.name === '') g.src = undefined;
       else dstDelete(g, e.name);
       this.liveEnds--;
@@ -499,9 +532,9 @@ export class PartitionJoin {
     delta.releases.length = 0;
   }
 
-  /** Bytes of stored values held in memory (chunks in use or spare). */
+  /** Bytes of stored values held in memory (chunks in use or spare), and of the rows' copies. */
   get storedBytes(): number {
-    return this.slab.bytes;
+    return this.slab.bytes + this.rows.bytes;
   }
 
   /** Takes an end from Redis (`field` as endField writes it, `value` [varint storedAtMs][Endpoint]); before any apply. */

@@ -1,8 +1,8 @@
 // What the join reads of a record, through the record view (no objects): the vantage, its two
 // ends, and the names it meets its peer under (conversation group and responder names). One
-// reusable reader per partition; the only allocations are the short key strings of the group
-// and names, each made in one step from the record's bytes (latin1 of the raw bytes: a faithful
-// map key, and the exact bytes of the Redis field it becomes).
+// reusable reader per partition. The group and names are built as bytes; their short key
+// strings (latin1 of the raw bytes: a faithful map key, and the exact bytes of the Redis field
+// they become) are made in one step each, and only for a record the group rows cannot join.
 import { EndpointSchema, FlowBatchView, FlowFields, KubeSchema, MessageCursor } from '@kappa/contracts';
 
 export const VANTAGE_SRC = 1;
@@ -17,10 +17,10 @@ export type ImmediateRelease = 'external' | 'no-vantage';
 
 const SLASH = 0x2f;
 
-/** Builds a key string from pieces of bytes, in one allocation. */
-class KeyBuilder {
-  private buf = Buffer.allocUnsafe(256);
-  private pos = 0;
+/** Builds a key from pieces of bytes into a reused buffer; its string is made in one allocation. */
+export class KeyBuilder {
+  buf = Buffer.allocUnsafe(256);
+  pos = 0;
 
   start(): this {
     this.pos = 0;
@@ -105,10 +105,30 @@ export class JoinRecord {
   conversation0 = '';
   conversation1 = '';
   release: ImmediateRelease | '' = '';
-  private readonly key = new KeyBuilder();
+  /** The bytes of group, conversation0 and conversation1 (latin1 of them is the string). */
+  readonly groupKey = new KeyBuilder();
+  readonly name0 = new KeyBuilder();
+  readonly name1 = new KeyBuilder();
+
+  /** Makes group and conversation0/1 from their bytes, after a `readKeyBytes`. */
+  keyStrings(): void {
+    this.group = this.groupKey.done();
+    this.conversation0 = this.name0.done();
+    this.conversation1 = this.name1.pos === 0 ? '' : this.name1.done();
+  }
 
   /** Reads the record at bytes[start, end); `text` is a Buffer over `bytes`, if the caller has one. */
   read(bytes: Uint8Array, start: number, end: number, joinExternal: boolean, text?: Buffer): this {
+    this.readRecord(bytes, start, end, joinExternal, text, true);
+    if (this.release === '') this.keyStrings();
+    return this;
+  }
+
+  /**
+   * Reads the record with its group and names as bytes only (`groupKey`, `name0`, `name1`), no
+   * strings: `keyStrings` makes them when they are needed.
+   */
+  readKeyBytes(bytes: Uint8Array, start: number, end: number, joinExternal: boolean, text: Buffer): this {
     return this.readRecord(bytes, start, end, joinExternal, text, true);
   }
 
@@ -140,28 +160,29 @@ export class JoinRecord {
     }
     this.release = '';
     if (!keys) return this;
-    const k = this.key.start().number(r.int32(F.protocol) >>> 0).byte(SLASH).field(src, E.ip).byte(SLASH).number(src.uint32(E.port));
+    this.name1.start();
+    const k = this.groupKey.start().number(r.int32(F.protocol) >>> 0).byte(SLASH).field(src, E.ip).byte(SLASH).number(src.uint32(E.port));
     if (src.startsWithAscii(E.ip, '127.') || src.equalsAscii(E.ip, '::1') || src.startsWithAscii(E.ip, '::ffff:127.')) {
       k.byte(0x40).field(r, F.node);
       // And the observed end's network namespace: every pod of a node has its own 127.0.0.1.
       const netns = src.uint32(E.netns) || dst.uint32(E.netns);
       if (netns) k.byte(SLASH).number(netns);
     }
-    this.group = k.done();
     const service = dstKube.equalsAscii(K.objectType, 'service');
     const named = hasText(dstKube, K.serviceName);
     if (service || named) {
       // The Service this end was reached through (ClusterIP), or the one selecting this pod.
       const nameField = named || !service ? K.serviceName : K.objectName;
       const nsField = hasText(dstKube, K.serviceNamespace) || !service ? K.serviceNamespace : K.objectNamespace;
-      const svc = hasText(dstKube, nameField) ? this.key.start().ascii('svc/').field(dstKube, nsField).byte(SLASH).field(dstKube, nameField).done() : '';
-      if (service && svc) {
-        this.conversation0 = svc;
-        return this;
+      if (hasText(dstKube, nameField)) {
+        if (service) {
+          this.name0.start().ascii('svc/').field(dstKube, nsField).byte(SLASH).field(dstKube, nameField);
+          return this;
+        }
+        if (this.vantage === VANTAGE_DST) this.name1.start().ascii('svc/').field(dstKube, nsField).byte(SLASH).field(dstKube, nameField);
       }
-      if (this.vantage === VANTAGE_DST && svc) this.conversation1 = svc;
     }
-    this.conversation0 = this.key.start().field(dst, E.ip).byte(SLASH).number(dst.uint32(E.port)).done();
+    this.name0.start().field(dst, E.ip).byte(SLASH).number(dst.uint32(E.port));
     return this;
   }
 

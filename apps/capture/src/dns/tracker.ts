@@ -95,6 +95,11 @@ export class DnsTracker {
     this.realtimeOffsetNs = options.realtimeMinusKtimeNs?.();
   }
 
+  /** An empty tracker with the same options: capture's warm-up feeds it made-up messages (capture.ts). */
+  scratch(): DnsTracker {
+    return new DnsTracker(this.options);
+  }
+
   /**
    * When a received message reached the interface, on the hooks' clock: its receive timestamp
    * (the time a packet capture there shows) where the kernel took one, else the hook's time.
