@@ -88,7 +88,9 @@ describe('joiner', () => {
     await bed.collector.until(1, 10_000);
     const waited = (bed.collector.arrivals[0] ?? 0) - sent;
     expect(waited).toBeGreaterThanOrEqual(1500);
-    expect(waited).toBeLessThan(5000);
+    // Out within a few join waits: ~3.0 s on a quiet machine (before and after session 20's rows),
+    // 5.2 s in ci49 at load ~5 with three other test lanes running; held forever would fail.
+    expect(waited).toBeLessThan(10_000);
     const out = bed.collector.records[0]!;
     expect(out.joined).toBe(false);
     expect(out.joinStatus).toBe('no-peer');
