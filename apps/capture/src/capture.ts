@@ -109,8 +109,6 @@ export class CaptureLoop {
   private readonly dropsUnattributed: Counter;
   private readonly dnsPoller: NodeJS.Timeout | undefined;
   private dnsSeen = { queries: 0, responses: 0, unparsable: 0, cut: 0, unmatched: 0 };
-  /** Drain time (unix ms) for the names' last use. */
-  private readonly drainClock: DrainClock = { ms: 0 };
   private readonly unsent: UnsentBatch[] = [];
   /** The current drain's CPU by part (see DrainResult.cpuSplitMs), in ms. */
   private readonly split = { interval: 0, kernel: 0, spool: 0, sink: 0 };
@@ -130,7 +128,7 @@ export class CaptureLoop {
     private readonly logger: Logger,
   ) {
     const registers = [registry];
-    this.annotations = new DrainAnnotations(options.dns?.tracker, options.dropReasons ?? unnamedReasons, this.drainClock);
+    this.annotations = new DrainAnnotations(options.dns?.tracker, options.dropReasons ?? unnamedReasons);
     this.encoder = new FlowBatchEncoder(options.node, options.maxBatchBytes ?? 1024 * 1024, this.annotations);
     this.conversations = new Counter({ name: 'kappa_capture_conversations_total', help: 'Conversation records drained from the kernel', registers });
     this.bytes = new Counter({ name: 'kappa_capture_bytes_total', help: 'IP bytes counted, both directions', labelNames: ['vantage'], registers });
@@ -261,7 +259,7 @@ export class CaptureLoop {
     split.sink += cpuSince(resending);
     // Every message of the drained interval is in the ring now (the drain waited for the programs).
     this.readDns();
-    this.drainClock.ms = Date.now();
+    this.annotations.drainMs = Date.now();
     this.encoder.begin({
       node: this.options.node,
       startNs: pass.startNs,
@@ -335,7 +333,7 @@ export class CaptureLoop {
   private countDns(epoch: number): void {
     const tracker = this.options.dns?.tracker;
     if (!tracker) return;
-    tracker.endDrain(epoch, process.hrtime.bigint(), this.drainClock.ms);
+    tracker.endDrain(epoch, process.hrtime.bigint(), this.annotations.drainMs);
     const c = tracker.counts;
     const seen = this.dnsSeen;
     this.dnsMessages.inc({ kind: 'query' }, c.queries - seen.queries);
@@ -414,11 +412,6 @@ export class CaptureLoop {
   }
 }
 
-/** The time the names' last use is set to: the drain's (unix ms). An object, so the encoder's annotations read it as the drain moves it. */
-interface DrainClock {
-  ms: number;
-}
-
 /**
  * A record's DNS field, its local end's peer name and drop reason names, from the DNS tracker and
  * the kernel's reasons. Methods, not closures: the warm-up's instance and the drain's call the
@@ -426,11 +419,13 @@ interface DrainClock {
  * instance is another call target: a deoptimisation at the first real drain).
  */
 class DrainAnnotations implements RecordAnnotations {
+  /** Drain time (unix ms) for the names' last use. */
+  drainMs = 0;
+
   constructor(
     /** The capture's tracker; the warm-up's scratch one while it runs. */
     public tracker: DnsTracker | undefined,
     private readonly reasons: DropReasons,
-    private readonly clock: DrainClock,
   ) {}
 
   dnsField(keys: Buffer, keyAt: number): Buffer | undefined {
@@ -438,7 +433,7 @@ class DrainAnnotations implements RecordAnnotations {
   }
 
   peerNameField(keys: Buffer, keyAt: number): Buffer | undefined {
-    return this.tracker?.peerNameField(keys, keyAt, this.clock.ms);
+    return this.tracker?.peerNameField(keys, keyAt, this.drainMs);
   }
 
   dropReasonField(reason: number): Buffer {

@@ -71,15 +71,15 @@ export interface LoadConfig {
 /** Configures the opened, not yet loaded object; the object's other methods are not needed. */
 export function configureLoad(object: Pick<BpfObject, 'setAutoload' | 'setReadOnlyConfig' | 'setMaxEntries'>, options: LoadOptions): LoadConfig {
   const omitted = new Set(options.omitPrograms);
-  // Socket counters need both the iterator that reports them and the destruction hook.
-  if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
-  // DNS and drops look at the watched sockets: socket mode only, and drops whole or not at all.
-  if (DROP_PROGRAMS.some((name) => omitted.has(name)) || !options.socketMode) for (const name of DROP_PROGRAMS) omitted.add(name);
-  if (!options.socketMode) omitted.add('kappa_exec');
   // A mode not in use costs its programs' verification (the tc pair ~45 ms each on 6.18, the
-  // socket mode's far more): left out, they are never verified.
+  // socket mode's far more): left out, they are never verified. DNS, drops, exec and socket
+  // counters look at the watched sockets: socket mode only.
   if (!options.interfaceMode) for (const name of TC_PROGRAMS) omitted.add(name);
   if (!options.socketMode) for (const name of SOCKET_MODE_PROGRAMS) omitted.add(name);
+  // Socket counters need both the iterator that reports them and the destruction hook.
+  if (SOCKET_COUNTER_PROGRAMS.some((name) => omitted.has(name))) for (const name of SOCKET_COUNTER_PROGRAMS) omitted.add(name);
+  // Drops whole or not at all.
+  if (DROP_PROGRAMS.some((name) => omitted.has(name))) for (const name of DROP_PROGRAMS) omitted.add(name);
   const dns = options.socketMode && options.dns;
   const socketCounters = !omitted.has('kappa_drain_sockets');
   // The drops program skips icmpv6_rcv's NOT_SPECIFIED frees (bpf/kappa_drop.h): it needs where that code is.

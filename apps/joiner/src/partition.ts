@@ -3,11 +3,12 @@
 // their deadlines on a timing wheel in event time. `apply` is a pure function of (this state,
 // the batch, the batch's time): replayed after a crash from the state committed in Redis, it
 // writes the same bytes, which is what lets JetStream's dedupe drop the second publish.
+import { hashBytes } from '@kappa/contracts';
 import type { FlowBatchView, FlowBatchWriter } from '@kappa/contracts';
 import { JoinRecord, VANTAGE_SRC } from './record.js';
 import { RecordSplicer } from './splice.js';
 import { Slab } from './slab.js';
-import { GroupRows, keyHash } from './rows.js';
+import { GroupRows } from './rows.js';
 import { TimingWheel } from './wheel.js';
 import type { WheelEntry } from './wheel.js';
 
@@ -257,7 +258,7 @@ export class PartitionJoin {
   /** The record joined from its group's row, when arrive would only join it (no state changes). */
   private joinFromRow(r: JoinRecord, text: Buffer, out: FlowBatchWriter, stats: JoinStats): boolean {
     const k = r.groupKey;
-    const hash = (this.keyHash = keyHash(k.buf, k.pos));
+    const hash = (this.keyHash = hashBytes(k.buf, 0, k.pos));
     const rows = this.rows;
     const at = (this.rowAt = rows.find(hash, k.buf, k.pos));
     if (at < 0) return false;

@@ -4,6 +4,7 @@
 // key bytes, the initiator's end, the responder's name and the responder's end. The Group and End
 // objects stay the state (commit, expiry, recovery); a row is a cache of them, rebuilt after a
 // record changed its group and dropped whenever the wheel changes the group.
+import { hashBytes } from '@kappa/contracts';
 import type { Group } from './partition.js';
 
 /** Doubles per row: 64 bytes. */
@@ -11,7 +12,7 @@ const ROW = 8;
 const HASH = 0;
 const OFF = 1;
 const KEY = 2;
-/** Lengths: -1 when the group has no such end. */
+/** Lengths (a row holds both ends). */
 const SRC = 3;
 const NAME = 4;
 const DST = 5;
@@ -19,13 +20,6 @@ const SRC_AT = 6;
 const DST_AT = 7;
 const EMPTY = -1;
 const TOMBSTONE = -2;
-
-/** FNV-1a of bytes[0, length). */
-export function keyHash(bytes: Uint8Array, length: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-  return h >>> 0;
-}
 
 export class GroupRows {
   rows = new Float64Array(1024 * ROW).fill(EMPTY);
@@ -75,10 +69,10 @@ export class GroupRows {
     const src = g.src;
     const dst = g.dst0;
     if (g.waitingDst || g.ws0 || (g.wsMore && g.wsMore.size > 0) || !src || !dst) return;
-    const srcLen = src ? src.end - src.at : -1;
-    const name = dst ? g.dst0Name : '';
-    const dstLen = dst ? dst.end - dst.at : -1;
-    const size = length + Math.max(srcLen, 0) + name.length + Math.max(dstLen, 0);
+    const srcLen = src.end - src.at;
+    const name = g.dst0Name;
+    const dstLen = dst.end - dst.at;
+    const size = length + srcLen + name.length + dstLen;
     if (this.arenaUsed + size > this.arena.length) this.compact(size);
     at = this.insert(hash);
     const arena = this.arena;
@@ -88,19 +82,15 @@ export class GroupRows {
     rows[at + KEY] = length;
     for (let k = 0; k < length; k++) arena[off++] = bytes[k]!;
     rows[at + SRC] = srcLen;
-    if (src) {
-      src.buf.copy(arena, off, src.at, src.end);
-      off += srcLen;
-      rows[at + SRC_AT] = src.storedAt;
-    }
+    src.buf.copy(arena, off, src.at, src.end);
+    off += srcLen;
+    rows[at + SRC_AT] = src.storedAt;
     rows[at + NAME] = name.length;
     for (let k = 0; k < name.length; k++) arena[off++] = name.charCodeAt(k);
     rows[at + DST] = dstLen;
-    if (dst) {
-      dst.buf.copy(arena, off, dst.at, dst.end);
-      off += dstLen;
-      rows[at + DST_AT] = dst.storedAt;
-    }
+    dst.buf.copy(arena, off, dst.at, dst.end);
+    off += dstLen;
+    rows[at + DST_AT] = dst.storedAt;
     this.arenaUsed = off;
     this.arenaLive += size;
   }
@@ -110,7 +100,7 @@ export class GroupRows {
     const n = key.length;
     const buf = n <= this.scratch.length ? this.scratch : Buffer.allocUnsafe(n);
     buf.write(key, 0, n, 'latin1');
-    this.drop(keyHash(buf, n), buf, n);
+    this.drop(hashBytes(buf, 0, n), buf, n);
   }
 
   private drop(hash: number, bytes: Uint8Array, length: number): void {
@@ -126,7 +116,7 @@ export class GroupRows {
 
   private regionSize(at: number): number {
     const rows = this.rows;
-    return rows[at + KEY]! + Math.max(rows[at + SRC]!, 0) + rows[at + NAME]! + Math.max(rows[at + DST]!, 0);
+    return rows[at + KEY]! + rows[at + SRC]! + rows[at + NAME]! + rows[at + DST]!;
   }
 
   /** A free row for `hash` (the table grown or cleared of tombstones first when half full). */
@@ -183,12 +173,14 @@ export class GroupRows {
     this.arenaUsed = off;
   }
 
+  /** The length of the peer end joinAt found. */
+  peerLength = 0;
+
   /**
    * Joins a record from its group's row when that is what the join of its objects would do: the
    * peer's end cached and fresh, this node's end stored lately with the same bytes, nothing
    * waiting. Returns the peer end's offset in `arena` (its length in `peerLength`), or -1.
    */
-  peerLength = 0;
   joinAt(at: number, src: boolean, name: Uint8Array, nameLength: number, text: Buffer, from: number, to: number, now: number, ttlMs: number, refreshMs: number): number {
     const rows = this.rows;
     const arena = this.arena;
@@ -196,9 +188,9 @@ export class GroupRows {
     const dstLen = rows[at + DST]!;
     const nameLen = rows[at + NAME]!;
     const srcOff = rows[at + OFF]! + rows[at + KEY]!;
-    const nameOff = srcOff + Math.max(srcLen, 0);
+    const nameOff = srcOff + srcLen;
     const dstOff = nameOff + nameLen;
-    if (srcLen < 0 || dstLen < 0 || nameLen !== nameLength) return -1;
+    if (nameLen !== nameLength) return -1;
     for (let k = 0; k < nameLen; k++) if (arena[nameOff + k] !== name[k]) return -1;
     // The peer's end fresh, this node's own stored within the refresh with the same bytes.
     const peerAt = src ? rows[at + DST_AT]! : rows[at + SRC_AT]!;

@@ -11,6 +11,8 @@
 // from. Answers as objects (an object, two bigints, a Uint8Array per field and its own memory)
 // cost about a dozen misses per end; this layout costs the slot, the row and the run.
 
+import { sameRange } from '@kappa/contracts';
+
 const EMPTY = new Uint8Array(0);
 
 /** An answer as it is made (the record's own, or the one about to be kept). */
@@ -127,7 +129,7 @@ export class KeptAnswers {
       const entry = slots[slot]! - 1;
       if (entry < 0) return -1;
       const row = ROW * entry;
-      if (rows[row + HASH] === hash && sameBytes(this.bytes, rows[row + KEY_START]!, rows[row + KEY_END]!, bytes, start, end)) return entry;
+      if (rows[row + HASH] === hash && sameRange(this.bytes, rows[row + KEY_START]!, rows[row + KEY_END]!, bytes, start, end)) return entry;
     }
   }
 
@@ -145,7 +147,7 @@ export class KeptAnswers {
   /** Whether the answer was made for the node bytes[start, end) (a local end's). */
   madeFor(entry: number, bytes: Uint8Array, start: number, end: number): boolean {
     const row = ROW * entry;
-    return sameBytes(this.bytes, this.rows[row + KEY_END]!, this.rows[row + NODE_END]!, bytes, start, end);
+    return sameRange(this.bytes, this.rows[row + KEY_END]!, this.rows[row + NODE_END]!, bytes, start, end);
   }
 
   hit(entry: number): boolean {
@@ -299,12 +301,4 @@ export function hashKey(bytes: Uint8Array, start: number, end: number): number {
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   return h & 0x3fffffff;
-}
-
-/** Whether a[a0, a1) and b[b0, b1) hold the same bytes. */
-function sameBytes(a: Uint8Array, a0: number, a1: number, b: Uint8Array, b0: number, b1: number): boolean {
-  const n = a1 - a0;
-  if (n !== b1 - b0) return false;
-  for (let i = 0; i < n; i++) if (a[a0 + i] !== b[b0 + i]) return false;
-  return true;
 }

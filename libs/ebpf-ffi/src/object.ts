@@ -1,13 +1,14 @@
 // A BPF object file: open (optionally against a custom BTF), configure, load, and reach its
 // programs and maps. Wraps libbpf's bpf_object; one instance per loaded object.
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { BtfMissingError, bpfError } from './errors.js';
 import { libbpf } from './libbpf.js';
 import { captureLibbpfLog, libbpfLogSince, markLibbpfLog } from './log.js';
 
 export const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
 
-const SIGPROF = 27;
+const { SIGPROF } = constants.signals;
 const SIG_BLOCK = 0;
 const SIG_SETMASK = 2;
 /** glibc's sigset_t: 1024 bits. */
